@@ -1,0 +1,2 @@
+// Replaced by the guard benchmark.
+fn main() {}

@@ -1,0 +1,2 @@
+// Replaced by the scoring benchmark.
+fn main() {}

@@ -1,0 +1,201 @@
+//! The sections owned by the foundation: store, logs, channels, templates and
+//! schedules. Scoring and fatigue sections live next to their engines.
+
+use super::duration::Duration;
+use super::path::{Issues, KeyPath, Validate};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct StoreConfig {
+    /// SQLite file; a relative path is relative to the configuration file.
+    pub path: PathBuf,
+    /// How long a writer waits for another one before giving up.
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("relance.db"),
+            busy_timeout: Duration(chrono::Duration::seconds(30)),
+        }
+    }
+}
+
+impl Validate for StoreConfig {
+    fn validate(&self, at: &KeyPath, issues: &mut Issues) {
+        if self.path.as_os_str().is_empty() {
+            issues.push(at.key("path"), "must name a file");
+        }
+        if self.busy_timeout.seconds() <= 0 {
+            issues.push(at.key("busy_timeout"), "must be positive");
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter directive, e.g. `info` or `relance=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Validate for LogConfig {
+    fn validate(&self, at: &KeyPath, issues: &mut Issues) {
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.level) {
+            issues.push(at.key("level"), format!("not a valid log filter: {e}"));
+        }
+    }
+}
+
+/// Whether a contact with no recorded consent may be reached on a channel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentDefault {
+    /// Reachable unless they opted out (B2B email under legitimate interest).
+    #[default]
+    OptOut,
+    /// Reachable only after an explicit opt-in (SMS in most countries).
+    OptIn,
+}
+
+/// A way to reach contacts, served by a channel plugin.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct ChannelConfig {
+    /// The plugin that delivers on this channel (`email`, `webhook`, `crm` …).
+    pub plugin: String,
+    /// The event recorded when a send is delivered; it is what the fatigue
+    /// guard charges, so sends and imported actions weigh the same.
+    pub event: String,
+    #[serde(default)]
+    pub consent: ConsentDefault,
+    /// Plugin-specific settings, handed to the plugin as JSON.
+    #[serde(default)]
+    pub settings: toml::Table,
+}
+
+impl Validate for ChannelConfig {
+    fn validate(&self, at: &KeyPath, issues: &mut Issues) {
+        if self.plugin.trim().is_empty() {
+            issues.push(at.key("plugin"), "must name a plugin");
+        }
+        if self.event.trim().is_empty() {
+            issues.push(at.key("event"), "must name an event type");
+        }
+    }
+}
+
+/// Message content for one channel; fields are filled from contact and
+/// company fields when the message is rendered.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct TemplateConfig {
+    pub channel: String,
+    #[serde(default)]
+    pub subject: Option<String>,
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub html: Option<String>,
+}
+
+impl Validate for TemplateConfig {
+    fn validate(&self, at: &KeyPath, issues: &mut Issues) {
+        if self.subject.is_none() && self.text.is_none() && self.html.is_none() {
+            issues.push(
+                at.clone(),
+                "a template needs at least one of subject, text or html",
+            );
+        }
+    }
+}
+
+/// What a schedule runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Job {
+    Rescore,
+    Plan,
+    Dispatch,
+}
+
+/// What to do with ticks missed while the daemon was down.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Misfire {
+    Skip,
+    #[default]
+    RunOnce,
+    CatchUp,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct ScheduleConfig {
+    pub job: Job,
+    /// Five-field cron expression (six with seconds), in `timezone`.
+    pub cron: String,
+    #[serde(default = "utc")]
+    pub timezone: Tz,
+    #[serde(default)]
+    pub misfire: Misfire,
+    /// With `misfire = "catch_up"`: at most this many missed ticks are run.
+    #[serde(default)]
+    pub catch_up_limit: Option<u32>,
+}
+
+fn utc() -> Tz {
+    Tz::UTC
+}
+
+impl ScheduleConfig {
+    /// The compiled expression. Validation guarantees it parses.
+    pub fn compiled(&self) -> Result<croner::Cron, croner::errors::CronError> {
+        croner::Cron::from_str(&self.cron)
+    }
+}
+
+impl Validate for ScheduleConfig {
+    fn validate(&self, at: &KeyPath, issues: &mut Issues) {
+        if let Err(e) = self.compiled() {
+            issues.push(
+                at.key("cron"),
+                format!("invalid cron expression `{}`: {e}", self.cron),
+            );
+        }
+        match (self.misfire, self.catch_up_limit) {
+            (Misfire::CatchUp, None) => issues.push(
+                at.key("catch_up_limit"),
+                "required with misfire = \"catch_up\" (the most missed ticks to run)",
+            ),
+            (Misfire::CatchUp, Some(0)) => {
+                issues.push(at.key("catch_up_limit"), "must be at least 1")
+            }
+            (Misfire::Skip | Misfire::RunOnce, Some(_)) => issues.push(
+                at.key("catch_up_limit"),
+                "only meaningful with misfire = \"catch_up\"",
+            ),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! relance keeps every contact's score up to date and pushes follow-ups
+//! through channel plugins, with a fatigue guard before every send.
+//!
+//! Data flows one way: ingest → events → rescoring → score changes →
+//! planner → arbitration → fatigue guard → outbox → plugin host → channel,
+//! and delivery results come back as events.
+
+pub mod clock;
+pub mod config;
+pub mod fatigue;
+pub mod model;
+pub mod scoring;
