@@ -8,5 +8,7 @@
 pub mod clock;
 pub mod config;
 pub mod fatigue;
+pub mod ingest;
 pub mod model;
 pub mod scoring;
+pub mod store;

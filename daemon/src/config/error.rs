@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ConfigError {
     pub file: PathBuf,
     pub line: usize,

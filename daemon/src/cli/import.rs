@@ -1,0 +1,211 @@
+//! `relance import contacts|companies|deals|events FILE`.
+//!
+//! Lines are validated one by one; good lines are written in batches, a bad
+//! line writes nothing and is reported with its number and reason. Importing
+//! the same file again changes nothing.
+
+use super::{Failure, exit, open_store, output};
+use clap::Subcommand;
+use indicatif::{ProgressBar, ProgressStyle};
+use relance::config::Config;
+use relance::ingest::{self, Format, Kind, Line, LineError};
+use relance::store::{Append, SqliteStore, Store, StoreError, Upsert};
+use serde::Serialize;
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Subcommand)]
+pub enum What {
+    /// Contacts: CSV with a header row, or JSONL.
+    Contacts(Args),
+    /// Companies: CSV or JSONL (JSONL may carry `signals`).
+    Companies(Args),
+    /// Deals: CSV or JSONL.
+    Deals(Args),
+    /// Events: JSONL, one `{"id"?, "contact", "type", "at", "channel"?, "props"?}` a line.
+    Events(Args),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    file: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+/// What an import did, line by line.
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    pub file: PathBuf,
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub rejected: Vec<LineError>,
+}
+
+const BATCH: usize = 2_000;
+
+pub fn run(config: &Config, what: &What) -> Result<u8, Failure> {
+    let (args, kind) = match what {
+        What::Contacts(a) => (a, Some(Kind::Contact)),
+        What::Companies(a) => (a, Some(Kind::Company)),
+        What::Deals(a) => (a, Some(Kind::Deal)),
+        What::Events(a) => (a, None),
+    };
+    let (reader, format, progress) = open(&args.file)?;
+    let mut store = open_store(config)?;
+    let mut summary = Summary {
+        file: args.file.clone(),
+        ..Summary::default()
+    };
+    match kind {
+        Some(kind) => {
+            let lines = ingest::read_lines(reader, format, kind)
+                .map_err(|e| Failure::Input(format!("{}: {e}", args.file.display())))?;
+            let write = |store: &mut SqliteStore, batch: &[ingest::Patch]| match kind {
+                Kind::Contact => store.upsert_contacts(batch),
+                Kind::Company => store.upsert_companies(batch),
+                Kind::Deal => store.upsert_deals(batch),
+            };
+            import(lines, &mut store, &mut summary, write, upsert_outcome)?;
+        }
+        None => {
+            if format == Format::Csv && args.file.extension().is_some_and(|e| e == "csv") {
+                return Err(Failure::Input(format!(
+                    "{}: events are imported from JSONL, one JSON object a line",
+                    args.file.display()
+                )));
+            }
+            let lines = ingest::read_event_lines(reader);
+            import(
+                lines,
+                &mut store,
+                &mut summary,
+                |s, b| s.append_events(b),
+                append_outcome,
+            )?;
+        }
+    }
+    progress.finish_and_clear();
+    summary.rejected.sort_by_key(|r| r.line);
+    report(&summary, args.json)?;
+    Ok(if summary.rejected.is_empty() {
+        exit::OK
+    } else {
+        exit::PARTIAL
+    })
+}
+
+enum Outcome {
+    Inserted,
+    Updated,
+    Unchanged,
+    Rejected(String),
+}
+
+fn upsert_outcome(u: Upsert) -> Outcome {
+    match u {
+        Upsert::Inserted => Outcome::Inserted,
+        Upsert::Updated => Outcome::Updated,
+        Upsert::Unchanged => Outcome::Unchanged,
+        Upsert::Rejected(r) => Outcome::Rejected(r),
+    }
+}
+
+fn append_outcome(a: Append) -> Outcome {
+    match a {
+        Append::Inserted => Outcome::Inserted,
+        Append::Duplicate => Outcome::Unchanged,
+        Append::Rejected(r) => Outcome::Rejected(r),
+    }
+}
+
+fn import<T, O>(
+    lines: impl Iterator<Item = Line<T>>,
+    store: &mut SqliteStore,
+    summary: &mut Summary,
+    write: impl Fn(&mut SqliteStore, &[T]) -> Result<Vec<O>, StoreError>,
+    outcome: impl Fn(O) -> Outcome,
+) -> Result<(), Failure> {
+    let mut batch: Vec<T> = Vec::with_capacity(BATCH);
+    let mut numbers: Vec<u64> = Vec::with_capacity(BATCH);
+    let mut flush = |batch: &mut Vec<T>,
+                     numbers: &mut Vec<u64>,
+                     summary: &mut Summary|
+     -> Result<(), Failure> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let results = write(store, batch).map_err(anyhow::Error::from)?;
+        for (line, result) in numbers.iter().zip(results) {
+            match outcome(result) {
+                Outcome::Inserted => summary.inserted += 1,
+                Outcome::Updated => summary.updated += 1,
+                Outcome::Unchanged => summary.unchanged += 1,
+                Outcome::Rejected(reason) => summary.rejected.push(LineError {
+                    line: *line,
+                    reason,
+                }),
+            }
+        }
+        batch.clear();
+        numbers.clear();
+        Ok(())
+    };
+    for line in lines {
+        match line.item {
+            Ok(item) => {
+                batch.push(item);
+                numbers.push(line.number);
+                if batch.len() == BATCH {
+                    flush(&mut batch, &mut numbers, summary)?;
+                }
+            }
+            Err(reason) => summary.rejected.push(LineError {
+                line: line.number,
+                reason,
+            }),
+        }
+    }
+    flush(&mut batch, &mut numbers, summary)
+}
+
+/// Opens the file behind a progress bar (drawn only on a terminal).
+fn open(path: &Path) -> Result<(Box<dyn Read>, Format, ProgressBar), Failure> {
+    let unreadable =
+        |e: std::io::Error| Failure::Input(format!("cannot read {}: {e}", path.display()));
+    let mut file = std::fs::File::open(path).map_err(unreadable)?;
+    let len = file.metadata().map_err(unreadable)?.len();
+    let mut head = [0u8; 64];
+    let n = file.read(&mut head).map_err(unreadable)?;
+    let format = Format::detect(path, &head[..n]);
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let progress = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(len);
+        if let Ok(style) = ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {eta}") {
+            bar.set_style(style);
+        }
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    Ok((Box::new(progress.wrap_read(file)), format, progress))
+}
+
+fn report(summary: &Summary, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return output::json(summary);
+    }
+    println!(
+        "{}: {} inserted, {} updated, {} unchanged, {} rejected",
+        summary.file.display(),
+        summary.inserted,
+        summary.updated,
+        summary.unchanged,
+        summary.rejected.len()
+    );
+    for r in &summary.rejected {
+        println!("  line {}: {}", r.line, r.reason);
+    }
+    Ok(())
+}

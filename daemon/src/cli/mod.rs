@@ -1,0 +1,150 @@
+//! Command-line interface. Each command lives in its own module; this one
+//! parses arguments, sets up logs and the clock, and maps errors to exit
+//! codes (0 ok, 1 partly rejected input, 2 invalid configuration or input
+//! that cannot be read at all).
+
+mod check;
+mod contacts;
+mod import;
+mod output;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+use relance::clock::Clock;
+use relance::config::{Config, ConfigErrors, LogFormat};
+use relance::store::SqliteStore;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "relance",
+    version,
+    about = "Lead scoring and fatigue-guarded follow-ups"
+)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, env = "RELANCE_CONFIG", default_value = relance::config::DEFAULT_PATH)]
+    config: PathBuf,
+    /// Evaluate time-based rules at this instant (RFC 3339) instead of now.
+    #[arg(long, global = true, value_parser = parse_now)]
+    now: Option<DateTime<Utc>>,
+    /// Log format, overriding the configuration.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormatArg>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate the configuration and summarise it (exit code 2 when invalid).
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import contacts, companies, deals (CSV or JSONL) or events (JSONL).
+    Import {
+        #[command(subcommand)]
+        what: import::What,
+    },
+    /// Look at, list or erase contacts.
+    Contacts {
+        #[command(subcommand)]
+        action: contacts::Action,
+    },
+}
+
+fn parse_now(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|d| d.with_timezone(&Utc))
+        .map_err(|e| {
+            format!("`{s}` is not an RFC 3339 instant such as 2026-03-01T09:30:00+01:00 ({e})")
+        })
+}
+
+/// Exit codes shared by all commands.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const PARTIAL: u8 = 1;
+    pub const INVALID: u8 = 2;
+}
+
+/// What a command reports besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
+    /// Input that cannot be used at all (unreadable file, bad header).
+    #[error("{0}")]
+    Input(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let clock = Clock::from_option(cli.now);
+    match run(&cli, &clock) {
+        Ok(code) => ExitCode::from(code),
+        Err(Failure::Config(e)) => {
+            eprintln!("{e}");
+            ExitCode::from(exit::INVALID)
+        }
+        Err(Failure::Input(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(exit::INVALID)
+        }
+        Err(Failure::Other(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit::INVALID)
+        }
+    }
+}
+
+fn run(cli: &Cli, clock: &Clock) -> Result<u8, Failure> {
+    if let Command::Check { json } = &cli.command {
+        // `check` reports configuration errors itself, as its output.
+        return check::run(&cli.config, clock, *json);
+    }
+    let config = Config::load(&cli.config)?;
+    init_logs(&config, cli.log_format);
+    match &cli.command {
+        Command::Check { .. } => unreachable!("handled above"),
+        Command::Import { what } => import::run(&config, what),
+        Command::Contacts { action } => contacts::run(&config, action),
+    }
+}
+
+fn init_logs(config: &Config, flag: Option<LogFormatArg>) {
+    let format = match flag {
+        Some(LogFormatArg::Json) => LogFormat::Json,
+        Some(LogFormatArg::Text) => LogFormat::Text,
+        None => config.log.format,
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RELANCE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests in one process) is harmless.
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Opens the configured store, creating and migrating it as needed.
+pub fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
+    let path = config.store_path();
+    let timeout = std::time::Duration::from_secs(config.store.busy_timeout.seconds().max(1) as u64);
+    SqliteStore::open(&path, timeout)
+        .with_context(|| format!("opening the store {}", path.display()))
+}

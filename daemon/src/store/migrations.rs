@@ -1,0 +1,106 @@
+//! Versioned schema. Each entry moves the schema one version up; the version
+//! is kept in `PRAGMA user_version`. Never edit a released migration: add one.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: contacts, companies, deals, events, scores, fatigue, outbox, decisions.
+    r#"
+CREATE TABLE companies (
+    rowid       INTEGER PRIMARY KEY,
+    id          TEXT NOT NULL UNIQUE,
+    name        TEXT,
+    attributes  TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE company_signals (
+    seq         INTEGER PRIMARY KEY,
+    company     INTEGER NOT NULL REFERENCES companies(rowid) ON DELETE CASCADE,
+    dedup_key   TEXT NOT NULL UNIQUE,
+    kind        TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    props       TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX company_signals_by_company ON company_signals(company, at);
+
+CREATE TABLE contacts (
+    rowid       INTEGER PRIMARY KEY,
+    id          TEXT NOT NULL UNIQUE,
+    record      TEXT NOT NULL,
+    company     TEXT,
+    email       TEXT
+);
+CREATE INDEX contacts_by_company ON contacts(company);
+CREATE INDEX contacts_by_email ON contacts(email);
+
+CREATE TABLE deals (
+    rowid       INTEGER PRIMARY KEY,
+    id          TEXT NOT NULL UNIQUE,
+    contact     INTEGER REFERENCES contacts(rowid) ON DELETE CASCADE,
+    record      TEXT NOT NULL
+);
+CREATE INDEX deals_by_contact ON deals(contact);
+
+-- Append-only. `dedup_key` is the producer's event id, or a hash of the
+-- event's content when it has none, so re-importing a file adds nothing.
+CREATE TABLE events (
+    seq         INTEGER PRIMARY KEY,
+    contact     INTEGER NOT NULL REFERENCES contacts(rowid) ON DELETE CASCADE,
+    dedup_key   TEXT NOT NULL UNIQUE,
+    event_id    TEXT,
+    type        TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    channel     TEXT,
+    props       TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX events_by_contact ON events(contact, at);
+
+CREATE TABLE score_snapshots (
+    seq         INTEGER PRIMARY KEY,
+    contact     INTEGER NOT NULL REFERENCES contacts(rowid) ON DELETE CASCADE,
+    at          INTEGER NOT NULL,
+    score       REAL NOT NULL,
+    band        TEXT NOT NULL,
+    details     TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX score_snapshots_by_contact ON score_snapshots(contact, at);
+
+CREATE TABLE fatigue_ledger (
+    seq         INTEGER PRIMARY KEY,
+    contact     INTEGER NOT NULL REFERENCES contacts(rowid) ON DELETE CASCADE,
+    at          INTEGER NOT NULL,
+    delta       REAL NOT NULL,
+    reason      TEXT NOT NULL,
+    event       INTEGER REFERENCES events(seq) ON DELETE CASCADE
+);
+CREATE INDEX fatigue_ledger_by_contact ON fatigue_ledger(contact, at);
+
+CREATE TABLE outbox (
+    seq         INTEGER PRIMARY KEY,
+    idem_key    TEXT NOT NULL UNIQUE,
+    contact     INTEGER NOT NULL REFERENCES contacts(rowid) ON DELETE CASCADE,
+    followup    TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    channel     TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    due_at      INTEGER NOT NULL,
+    first_due   INTEGER NOT NULL,
+    lease_until INTEGER,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    payload     TEXT NOT NULL DEFAULT '{}',
+    last_error  TEXT,
+    updated_at  INTEGER NOT NULL
+);
+CREATE INDEX outbox_due ON outbox(state, due_at);
+CREATE INDEX outbox_by_contact ON outbox(contact);
+
+CREATE TABLE decision_log (
+    seq         INTEGER PRIMARY KEY,
+    contact     INTEGER NOT NULL REFERENCES contacts(rowid) ON DELETE CASCADE,
+    at          INTEGER NOT NULL,
+    followup    TEXT NOT NULL,
+    channel     TEXT NOT NULL,
+    decision    TEXT NOT NULL,
+    until       INTEGER,
+    reasons     TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX decision_log_by_contact ON decision_log(contact, at);
+"#,
+];

@@ -1,0 +1,100 @@
+//! Persistence. Everything the domain needs from storage goes through the
+//! [`Store`] trait, so that PostgreSQL can come next to SQLite without
+//! touching scoring, the guard or the planner.
+
+mod migrations;
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use crate::ingest::{Incoming, Patch};
+use crate::model::{Company, Contact, Deal, Event};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot open the store at {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "the store at {path} has schema version {found}, newer than this relance ({known}): upgrade relance"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    #[error("stored record is unreadable: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed (a lock held too long, a full
+    /// disk), as opposed to a problem that retrying cannot fix.
+    pub fn is_transient(&self) -> bool {
+        use rusqlite::ErrorCode as C;
+        match self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                C::DatabaseBusy | C::DatabaseLocked | C::DiskFull | C::SystemIoFailure
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// What an upsert did to one record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "outcome", content = "reason")]
+pub enum Upsert {
+    Inserted,
+    Updated,
+    Unchanged,
+    /// Nothing was written; the reason names the field.
+    Rejected(String),
+}
+
+/// What appending one event did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "outcome", content = "reason")]
+pub enum Append {
+    Inserted,
+    /// Already stored (same event id, or same content): nothing written.
+    Duplicate,
+    Rejected(String),
+}
+
+/// Row counts, for `relance check` and the logs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub contacts: u64,
+    pub companies: u64,
+    pub deals: u64,
+    pub events: u64,
+}
+
+/// The storage contract. Batches are written in one transaction each; an
+/// item rejected inside a batch writes nothing and does not stop the others.
+pub trait Store: Send {
+    fn upsert_contacts(&mut self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError>;
+    fn upsert_companies(&mut self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError>;
+    fn upsert_deals(&mut self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError>;
+    fn append_events(&mut self, batch: &[Incoming]) -> Result<Vec<Append>, StoreError>;
+
+    fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError>;
+    /// All contacts in id order, handed one at a time so memory stays flat.
+    fn for_each_contact(&self, f: &mut dyn FnMut(Contact)) -> Result<(), StoreError>;
+    fn company(&self, id: &str) -> Result<Option<Company>, StoreError>;
+    fn deals(&self) -> Result<Vec<Deal>, StoreError>;
+    /// A contact's events, oldest first.
+    fn events_of(&self, contact: &str) -> Result<Vec<Event>, StoreError>;
+    /// Removes the contact and everything about it (events, scores, fatigue,
+    /// outbox, decisions, deals). Returns whether it existed.
+    fn erase_contact(&mut self, id: &str) -> Result<bool, StoreError>;
+    fn counts(&self) -> Result<Counts, StoreError>;
+}

@@ -1,0 +1,522 @@
+//! The embedded SQLite store: WAL, IMMEDIATE write transactions (a writer
+//! waits for the lock instead of failing with SQLITE_BUSY mid-transaction),
+//! foreign keys with cascades for erasure, migrations at open.
+
+use super::migrations::MIGRATIONS;
+use super::{Append, Counts, Store, StoreError, Upsert};
+use crate::ingest::Record;
+use crate::ingest::{Incoming, Patch};
+use crate::model::{Company, Contact, Deal, Event, Timestamp};
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+/// Instants are stored as microseconds since the Unix epoch.
+pub(crate) fn to_micros(t: Timestamp) -> i64 {
+    t.timestamp_micros()
+}
+
+pub(crate) fn from_micros(us: i64) -> Result<Timestamp, StoreError> {
+    DateTime::<Utc>::from_timestamp_micros(us)
+        .ok_or_else(|| StoreError::Corrupt(format!("instant {us} out of range")))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the store.
+    pub fn open(path: &Path, busy_timeout: Duration) -> Result<Self, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(busy_timeout).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
+        let mut store = Self { conn };
+        store.migrate(path)?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self, path: &Path) -> Result<(), StoreError> {
+        let known = MIGRATIONS.len() as i64;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > known {
+            return Err(StoreError::TooNew {
+                path: path.display().to_string(),
+                found: version,
+                known,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i as i64 + 1)?;
+            tracing::info!(version = i + 1, "store migrated");
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The schema version in force.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    /// For the engines that need SQL the trait does not cover yet.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn write<T>(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Applies a patch to the stored record and says what changed.
+fn merge<T: Record>(
+    existing: Option<&T>,
+    patch: &Patch,
+) -> Result<(Upsert, Option<T>), StoreError> {
+    match patch.apply(existing) {
+        Err(reason) => Ok((Upsert::Rejected(reason), None)),
+        Ok(record) => match existing {
+            None => Ok((Upsert::Inserted, Some(record))),
+            Some(old) if *old == record => Ok((Upsert::Unchanged, None)),
+            Some(_) => Ok((Upsert::Updated, Some(record))),
+        },
+    }
+}
+
+fn contact_rowid(tx: &Connection, id: &str) -> Result<Option<i64>, StoreError> {
+    Ok(tx
+        .prepare_cached("SELECT rowid FROM contacts WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?)
+}
+
+impl Store for SqliteStore {
+    fn upsert_contacts(&mut self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError> {
+        self.write(|tx| {
+            let mut out = Vec::with_capacity(batch.len());
+            for patch in batch {
+                let existing: Option<Contact> = tx
+                    .prepare_cached("SELECT record FROM contacts WHERE id = ?1")?
+                    .query_row([&patch.id], |r| r.get::<_, String>(0))
+                    .optional()?
+                    .map(|j| decode(&j))
+                    .transpose()?;
+                let (outcome, record) = merge(existing.as_ref(), patch)?;
+                if let Some(c) = record {
+                    tx.prepare_cached(
+                        "INSERT INTO contacts (id, record, company, email) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT(id) DO UPDATE SET record = excluded.record,
+                           company = excluded.company, email = excluded.email",
+                    )?
+                    .execute(params![
+                        c.id,
+                        encode(&c)?,
+                        c.company,
+                        c.email
+                    ])?;
+                }
+                out.push(outcome);
+            }
+            Ok(out)
+        })
+    }
+
+    fn upsert_companies(&mut self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError> {
+        self.write(|tx| {
+            let mut out = Vec::with_capacity(batch.len());
+            for patch in batch {
+                let existing = load_company(tx, &patch.id)?;
+                let (outcome, record) = merge(existing.as_ref(), patch)?;
+                if let Some(c) = record {
+                    save_company(tx, &c)?;
+                }
+                out.push(outcome);
+            }
+            Ok(out)
+        })
+    }
+
+    fn upsert_deals(&mut self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError> {
+        self.write(|tx| {
+            let mut out = Vec::with_capacity(batch.len());
+            for patch in batch {
+                let existing: Option<Deal> = tx
+                    .prepare_cached("SELECT record FROM deals WHERE id = ?1")?
+                    .query_row([&patch.id], |r| r.get::<_, String>(0))
+                    .optional()?
+                    .map(|j| decode(&j))
+                    .transpose()?;
+                let (outcome, record) = merge(existing.as_ref(), patch)?;
+                if let Some(d) = record {
+                    let contact = match &d.contact {
+                        Some(c) => match contact_rowid(tx, c)? {
+                            Some(rowid) => Some(rowid),
+                            None => {
+                                out.push(Upsert::Rejected(format!("contact: unknown contact `{c}`")));
+                                continue;
+                            }
+                        },
+                        None => None,
+                    };
+                    tx.prepare_cached(
+                        "INSERT INTO deals (id, contact, record) VALUES (?1, ?2, ?3)
+                         ON CONFLICT(id) DO UPDATE SET contact = excluded.contact, record = excluded.record",
+                    )?
+                    .execute(params![d.id, contact, encode(&d)?])?;
+                }
+                out.push(outcome);
+            }
+            Ok(out)
+        })
+    }
+
+    fn append_events(&mut self, batch: &[Incoming]) -> Result<Vec<Append>, StoreError> {
+        self.write(|tx| {
+            let mut out = Vec::with_capacity(batch.len());
+            for incoming in batch {
+                let key = incoming.dedup_key();
+                let outcome = match incoming {
+                    Incoming::Contact(e) => match contact_rowid(tx, &e.contact)? {
+                        None => Append::Rejected(format!("contact: unknown contact `{}`", e.contact)),
+                        Some(rowid) => {
+                            let n = tx
+                                .prepare_cached(
+                                    "INSERT INTO events (contact, dedup_key, event_id, type, at, channel, props)
+                                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(dedup_key) DO NOTHING",
+                                )?
+                                .execute(params![
+                                    rowid,
+                                    key,
+                                    e.id,
+                                    e.kind,
+                                    to_micros(e.at),
+                                    e.channel,
+                                    encode(&e.props)?
+                                ])?;
+                            if n == 1 { Append::Inserted } else { Append::Duplicate }
+                        }
+                    },
+                    Incoming::Company { company, signal } => {
+                        let rowid: Option<i64> = tx
+                            .prepare_cached("SELECT rowid FROM companies WHERE id = ?1")?
+                            .query_row([company], |r| r.get(0))
+                            .optional()?;
+                        match rowid {
+                            None => Append::Rejected(format!("company: unknown company `{company}`")),
+                            Some(rowid) => {
+                                let n = tx
+                                    .prepare_cached(
+                                        "INSERT INTO company_signals (company, dedup_key, kind, at, props)
+                                         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(dedup_key) DO NOTHING",
+                                    )?
+                                    .execute(params![rowid, key, signal.kind, to_micros(signal.at), encode(&signal.props)?])?;
+                                if n == 1 { Append::Inserted } else { Append::Duplicate }
+                            }
+                        }
+                    }
+                };
+                out.push(outcome);
+            }
+            Ok(out)
+        })
+    }
+
+    fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT record FROM contacts WHERE id = ?1")?
+            .query_row([id], |r| r.get::<_, String>(0))
+            .optional()?
+            .map(|j| decode(&j))
+            .transpose()
+    }
+
+    fn for_each_contact(&self, f: &mut dyn FnMut(Contact)) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT record FROM contacts ORDER BY id")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            f(decode(&row.get::<_, String>(0)?)?);
+        }
+        Ok(())
+    }
+
+    fn company(&self, id: &str) -> Result<Option<Company>, StoreError> {
+        load_company(&self.conn, id)
+    }
+
+    fn deals(&self) -> Result<Vec<Deal>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT record FROM deals ORDER BY id")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        rows.map(|j| decode(&j?)).collect()
+    }
+
+    fn events_of(&self, contact: &str) -> Result<Vec<Event>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT e.event_id, e.type, e.at, e.channel, e.props FROM events e
+             JOIN contacts c ON c.rowid = e.contact WHERE c.id = ?1 ORDER BY e.at, e.seq",
+        )?;
+        let mut rows = stmt.query([contact])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            out.push(Event {
+                id: r.get(0)?,
+                contact: contact.to_string(),
+                kind: r.get(1)?,
+                at: from_micros(r.get(2)?)?,
+                channel: r.get(3)?,
+                props: decode(&r.get::<_, String>(4)?)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn erase_contact(&mut self, id: &str) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            // Cascades remove events, snapshots, ledger, outbox, decisions, deals.
+            Ok(tx.execute("DELETE FROM contacts WHERE id = ?1", [id])? > 0)
+        })
+    }
+
+    fn counts(&self) -> Result<Counts, StoreError> {
+        let count = |table: &str| -> Result<u64, StoreError> {
+            Ok(self
+                .conn
+                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
+                    r.get::<_, i64>(0)
+                })? as u64)
+        };
+        Ok(Counts {
+            contacts: count("contacts")?,
+            companies: count("companies")?,
+            deals: count("deals")?,
+            events: count("events")?,
+        })
+    }
+}
+
+fn load_company(conn: &Connection, id: &str) -> Result<Option<Company>, StoreError> {
+    let row: Option<(i64, Option<String>, String)> = conn
+        .prepare_cached("SELECT rowid, name, attributes FROM companies WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((rowid, name, attributes)) = row else {
+        return Ok(None);
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT kind, at, props FROM company_signals WHERE company = ?1 ORDER BY at, seq",
+    )?;
+    let mut rows = stmt.query([rowid])?;
+    let mut signals = Vec::new();
+    while let Some(r) = rows.next()? {
+        signals.push(crate::model::BusinessSignal {
+            kind: r.get(0)?,
+            at: from_micros(r.get(1)?)?,
+            props: decode(&r.get::<_, String>(2)?)?,
+        });
+    }
+    Ok(Some(Company {
+        id: id.to_string(),
+        name,
+        attributes: decode(&attributes)?,
+        signals,
+    }))
+}
+
+fn save_company(tx: &Connection, c: &Company) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO companies (id, name, attributes) VALUES (?1, ?2, ?3)
+         ON CONFLICT(id) DO UPDATE SET name = excluded.name, attributes = excluded.attributes",
+    )?
+    .execute(params![c.id, c.name, encode(&c.attributes)?])?;
+    let rowid: i64 = tx
+        .prepare_cached("SELECT rowid FROM companies WHERE id = ?1")?
+        .query_row([&c.id], |r| r.get(0))?;
+    for signal in &c.signals {
+        let key = Incoming::Company {
+            company: c.id.clone(),
+            signal: signal.clone(),
+        }
+        .dedup_key();
+        tx.prepare_cached(
+            "INSERT INTO company_signals (company, dedup_key, kind, at, props)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(dedup_key) DO NOTHING",
+        )?
+        .execute(params![
+            rowid,
+            key,
+            signal.kind,
+            to_micros(signal.at),
+            encode(&signal.props)?
+        ])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::{Format, Kind, parse_event, read_lines};
+    use serde_json::json;
+
+    fn open(dir: &tempfile::TempDir) -> SqliteStore {
+        SqliteStore::open(&dir.path().join("t.db"), Duration::from_secs(5)).expect("open")
+    }
+
+    fn patches(csv: &str, kind: Kind) -> Vec<Patch> {
+        read_lines(csv.as_bytes(), Format::Csv, kind)
+            .expect("header")
+            .map(|l| l.item.expect("valid"))
+            .collect()
+    }
+
+    #[test]
+    fn upserts_report_inserted_updated_unchanged() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut store = open(&dir);
+        let batch = patches(
+            "id,email,headcount\nc1,a@b.fr,10\nc2,c@d.fr,20\n",
+            Kind::Contact,
+        );
+        assert_eq!(
+            store.upsert_contacts(&batch).expect("ok"),
+            vec![Upsert::Inserted, Upsert::Inserted]
+        );
+        assert_eq!(
+            store.upsert_contacts(&batch).expect("ok"),
+            vec![Upsert::Unchanged, Upsert::Unchanged]
+        );
+        let change = patches("id,headcount\nc1,11\n", Kind::Contact);
+        assert_eq!(
+            store.upsert_contacts(&change).expect("ok"),
+            vec![Upsert::Updated]
+        );
+        let c1 = store.contact("c1").expect("ok").expect("exists");
+        assert_eq!(
+            c1.email.as_deref(),
+            Some("a@b.fr"),
+            "a narrower file keeps other fields"
+        );
+        assert_eq!(c1.attributes["headcount"], json!(11));
+        drop(store);
+        let store = open(&dir);
+        assert_eq!(
+            store.counts().expect("ok").contacts,
+            2,
+            "data survives reopening"
+        );
+        assert_eq!(store.schema_version().expect("ok"), MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn events_are_idempotent_and_need_a_known_contact() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut store = open(&dir);
+        store
+            .upsert_contacts(&patches("id\nc1\n", Kind::Contact))
+            .expect("ok");
+        let ev = |v| parse_event(v).expect("valid");
+        let batch = vec![
+            ev(json!({"contact": "c1", "type": "call", "at": "2026-01-05T10:00:00Z"})),
+            ev(
+                json!({"id": "x", "contact": "c1", "type": "email_open", "at": "2026-01-04T10:00:00Z"}),
+            ),
+            ev(json!({"contact": "ghost", "type": "call", "at": "2026-01-05T10:00:00Z"})),
+        ];
+        let first = store.append_events(&batch).expect("ok");
+        assert_eq!(first[..2], [Append::Inserted, Append::Inserted]);
+        assert!(matches!(&first[2], Append::Rejected(r) if r.contains("ghost")));
+        let again = store.append_events(&batch[..2]).expect("ok");
+        assert_eq!(again, vec![Append::Duplicate, Append::Duplicate]);
+        let events = store.events_of("c1").expect("ok");
+        assert_eq!(
+            events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+            ["email_open", "call"]
+        );
+        assert_eq!(events[0].id.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn erasing_a_contact_removes_everything_about_it() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut store = open(&dir);
+        store
+            .upsert_contacts(&patches("id\nc1\nc2\n", Kind::Contact))
+            .expect("ok");
+        store
+            .upsert_deals(&patches("id,contact,amount\nd1,c1,1000\n", Kind::Deal))
+            .expect("ok");
+        let e = parse_event(json!({"contact": "c1", "type": "call", "at": "2026-01-05T10:00:00Z"}))
+            .expect("valid");
+        let e2 =
+            parse_event(json!({"contact": "c2", "type": "call", "at": "2026-01-05T10:00:00Z"}))
+                .expect("valid");
+        store.append_events(&[e, e2]).expect("ok");
+        assert!(store.erase_contact("c1").expect("ok"));
+        assert!(!store.erase_contact("c1").expect("ok"));
+        assert_eq!(store.contact("c1").expect("ok"), None);
+        let counts = store.counts().expect("ok");
+        assert_eq!((counts.contacts, counts.events, counts.deals), (1, 1, 0));
+    }
+
+    #[test]
+    fn concurrent_writers_wait_instead_of_failing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        drop(open(&dir));
+        let handles: Vec<_> = (0..4)
+            .map(|w| {
+                let path = dir.path().join("t.db");
+                std::thread::spawn(move || {
+                    let mut store =
+                        SqliteStore::open(&path, Duration::from_secs(30)).expect("open");
+                    for i in 0..50 {
+                        let csv = format!("id\nw{w}-{i}\n");
+                        store
+                            .upsert_contacts(&patches(&csv, Kind::Contact))
+                            .expect("no SQLITE_BUSY");
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("writer finished");
+        }
+        assert_eq!(open(&dir).counts().expect("ok").contacts, 200);
+    }
+}
