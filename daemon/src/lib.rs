@@ -10,6 +10,7 @@ pub mod config;
 pub mod fatigue;
 pub mod ingest;
 pub mod model;
+pub mod outbox;
 pub mod scheduler;
 pub mod scoring;
 pub mod store;

@@ -3,7 +3,7 @@
 use super::{Failure, exit, open_store, output};
 use clap::Subcommand;
 use relance::config::Config;
-use relance::store::Store;
+use relance::store::Records;
 
 #[derive(Debug, Subcommand)]
 pub enum Action {

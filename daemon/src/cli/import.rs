@@ -9,7 +9,7 @@ use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use relance::config::Config;
 use relance::ingest::{self, Format, Kind, Line, LineError};
-use relance::store::{Append, SqliteStore, Store, StoreError, Upsert};
+use relance::store::{Append, Records, SqliteStore, StoreError, Upsert};
 use serde::Serialize;
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};

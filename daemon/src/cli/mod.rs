@@ -6,6 +6,7 @@
 mod check;
 mod contacts;
 mod import;
+mod outbox;
 mod output;
 
 use anyhow::Context;
@@ -59,6 +60,18 @@ enum Command {
     Contacts {
         #[command(subcommand)]
         action: contacts::Action,
+    },
+    /// The durable outbox: planned, deferred, claimed, sent, retrying, dead,
+    /// blocked and dropped sends.
+    Outbox {
+        /// Only rows in this state.
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -120,6 +133,11 @@ fn run(cli: &Cli, clock: &Clock) -> Result<u8, Failure> {
         Command::Check { .. } => unreachable!("handled above"),
         Command::Import { what } => import::run(&config, what),
         Command::Contacts { action } => contacts::run(&config, action),
+        Command::Outbox {
+            status,
+            limit,
+            json,
+        } => outbox::run(&config, status.as_deref(), *limit, *json),
     }
 }
 

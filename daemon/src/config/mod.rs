@@ -21,6 +21,7 @@ pub use sections::{
 };
 
 use crate::fatigue::FatigueConfig;
+use crate::outbox::OutboxConfig;
 use crate::scoring::ScoringConfig;
 use document::{Span, line_col, locate, path_at};
 use serde::de::DeserializeOwned;
@@ -44,6 +45,7 @@ pub struct Config {
     pub channels: BTreeMap<String, ChannelConfig>,
     pub templates: BTreeMap<String, TemplateConfig>,
     pub schedules: BTreeMap<String, ScheduleConfig>,
+    pub outbox: OutboxConfig,
 }
 
 const SECTIONS: &[&str] = &[
@@ -54,6 +56,7 @@ const SECTIONS: &[&str] = &[
     "channels",
     "templates",
     "schedules",
+    "outbox",
 ];
 
 impl Config {
@@ -112,6 +115,7 @@ impl Config {
         let channels = loader.named::<ChannelConfig>(&root, "channels");
         let templates = loader.named::<TemplateConfig>(&root, "templates");
         let schedules = loader.named::<ScheduleConfig>(&root, "schedules");
+        let outbox = loader.section::<OutboxConfig>(&root, "outbox");
 
         let (
             Some(store),
@@ -121,7 +125,10 @@ impl Config {
             Some(channels),
             Some(templates),
             Some(schedules),
-        ) = (store, log, scoring, fatigue, channels, templates, schedules)
+            Some(outbox),
+        ) = (
+            store, log, scoring, fatigue, channels, templates, schedules, outbox,
+        )
         else {
             return Err(loader.finish());
         };
@@ -134,6 +141,7 @@ impl Config {
             channels,
             templates,
             schedules,
+            outbox,
         };
         let mut issues = Issues::default();
         config.check_references(&mut issues);

@@ -72,23 +72,29 @@ CREATE TABLE fatigue_ledger (
 );
 CREATE INDEX fatigue_ledger_by_contact ON fatigue_ledger(contact, at);
 
+-- A pending row's `due_at` is when it may next be claimed: its planned
+-- instant, its defer or retry instant, or, once claimed, its lease expiry.
 CREATE TABLE outbox (
     seq         INTEGER PRIMARY KEY,
     idem_key    TEXT NOT NULL UNIQUE,
     contact     INTEGER NOT NULL REFERENCES contacts(rowid) ON DELETE CASCADE,
     followup    TEXT NOT NULL,
     kind        TEXT NOT NULL,
+    priority    INTEGER NOT NULL,
     channel     TEXT NOT NULL,
     state       TEXT NOT NULL,
     due_at      INTEGER NOT NULL,
     first_due   INTEGER NOT NULL,
+    lease_owner TEXT,
     lease_until INTEGER,
     attempts    INTEGER NOT NULL DEFAULT 0,
     payload     TEXT NOT NULL DEFAULT '{}',
     last_error  TEXT,
     updated_at  INTEGER NOT NULL
 );
-CREATE INDEX outbox_due ON outbox(state, due_at);
+CREATE INDEX outbox_ready ON outbox(due_at)
+    WHERE state IN ('planned', 'deferred', 'retrying', 'claimed');
+CREATE INDEX outbox_by_state ON outbox(state);
 CREATE INDEX outbox_by_contact ON outbox(contact);
 
 CREATE TABLE decision_log (
@@ -102,5 +108,13 @@ CREATE TABLE decision_log (
     reasons     TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX decision_log_by_contact ON decision_log(contact, at);
+
+-- The last tick each schedule ran, and who holds it while it runs.
+CREATE TABLE schedule_state (
+    name        TEXT PRIMARY KEY,
+    last_tick   INTEGER,
+    lease_owner TEXT,
+    lease_until INTEGER
+);
 "#,
 ];

@@ -4,12 +4,15 @@
 
 mod migrations;
 mod sqlite;
+mod sqlite_outbox;
 
 pub use sqlite::SqliteStore;
 
 use crate::ingest::{Incoming, Patch};
-use crate::model::{Company, Contact, Deal, Event};
+use crate::model::{Company, Contact, Deal, Event, Timestamp};
+use crate::outbox::{NewSend, Row, Settlement, State};
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -78,9 +81,15 @@ pub struct Counts {
     pub events: u64,
 }
 
-/// The storage contract. Batches are written in one transaction each; an
-/// item rejected inside a batch writes nothing and does not stop the others.
-pub trait Store: Send {
+/// Everything relance persists, by concept. Batches are written in one
+/// transaction each; an item rejected inside a batch writes nothing and does
+/// not stop the others.
+pub trait Store: Records + OutboxStore + ScheduleStore {}
+
+impl<T: Records + OutboxStore + ScheduleStore> Store for T {}
+
+/// Contacts, companies, deals and events.
+pub trait Records: Send {
     fn upsert_contacts(&mut self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError>;
     fn upsert_companies(&mut self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError>;
     fn upsert_deals(&mut self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError>;
@@ -97,4 +106,54 @@ pub trait Store: Send {
     /// outbox, decisions, deals). Returns whether it existed.
     fn erase_contact(&mut self, id: &str) -> Result<bool, StoreError>;
     fn counts(&self) -> Result<Counts, StoreError>;
+}
+
+/// The durable outbox (see [`crate::outbox`]).
+pub trait OutboxStore: Send {
+    /// Plans sends; a key already present is left as it is. Returns, per
+    /// item, whether it was new.
+    fn enqueue(&mut self, batch: &[NewSend], now: Timestamp) -> Result<Vec<bool>, StoreError>;
+    /// Claims up to `limit` rows due at `now` (including rows whose lease
+    /// expired) for `owner` until `lease_until`, oldest due first.
+    fn claim_due(
+        &mut self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+        owner: &str,
+    ) -> Result<Vec<Row>, StoreError>;
+    /// Records how an attempt ended. Returns false, and changes nothing, when
+    /// the row is no longer claimed by `owner` (its lease expired and another
+    /// process took it).
+    fn settle(
+        &mut self,
+        seq: i64,
+        owner: &str,
+        how: &Settlement,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Rows, optionally in one state, oldest due first.
+    fn outbox_rows(&self, state: Option<State>, limit: u32) -> Result<Vec<Row>, StoreError>;
+    fn outbox_depth(&self) -> Result<BTreeMap<State, u64>, StoreError>;
+}
+
+/// Stored schedule ticks and leases (see [`crate::scheduler`]).
+pub trait ScheduleStore: Send {
+    fn last_tick(&self, schedule: &str) -> Result<Option<Timestamp>, StoreError>;
+    /// Takes the schedule for `owner` until `lease_until` unless another
+    /// owner holds an unexpired lease: a job never overlaps itself.
+    fn claim_schedule(
+        &mut self,
+        schedule: &str,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Stores the tick that ran and releases the lease.
+    fn complete_schedule(
+        &mut self,
+        schedule: &str,
+        owner: &str,
+        last_tick: Timestamp,
+    ) -> Result<(), StoreError>;
 }

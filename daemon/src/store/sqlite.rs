@@ -3,7 +3,7 @@
 //! foreign keys with cascades for erasure, migrations at open.
 
 use super::migrations::MIGRATIONS;
-use super::{Append, Counts, Store, StoreError, Upsert};
+use super::{Append, Counts, Records, StoreError, Upsert};
 use crate::ingest::Record;
 use crate::ingest::{Incoming, Patch};
 use crate::model::{Company, Contact, Deal, Event, Timestamp};
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 #[derive(Debug)]
 pub struct SqliteStore {
-    conn: Connection,
+    pub(super) conn: Connection,
 }
 
 /// Instants are stored as microseconds since the Unix epoch.
@@ -81,7 +81,7 @@ impl SqliteStore {
         &self.conn
     }
 
-    fn write<T>(
+    pub(super) fn write<T>(
         &mut self,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -94,11 +94,11 @@ impl SqliteStore {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, StoreError> {
+pub(super) fn decode<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, StoreError> {
     serde_json::from_str(json).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+pub(super) fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
@@ -124,7 +124,7 @@ fn contact_rowid(tx: &Connection, id: &str) -> Result<Option<i64>, StoreError> {
         .optional()?)
 }
 
-impl Store for SqliteStore {
+impl Records for SqliteStore {
     fn upsert_contacts(&mut self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError> {
         self.write(|tx| {
             let mut out = Vec::with_capacity(batch.len());
@@ -393,6 +393,7 @@ fn save_company(tx: &Connection, c: &Company) -> Result<(), StoreError> {
 mod tests {
     use super::*;
     use crate::ingest::{Format, Kind, parse_event, read_lines};
+    use crate::store::Records;
     use serde_json::json;
 
     fn open(dir: &tempfile::TempDir) -> SqliteStore {

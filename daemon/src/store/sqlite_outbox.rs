@@ -1,0 +1,343 @@
+//! The outbox and schedule tables of the SQLite store.
+
+use super::sqlite::{SqliteStore, decode, encode, from_micros, to_micros};
+use super::{OutboxStore, ScheduleStore, StoreError};
+use crate::model::Timestamp;
+use crate::outbox::{NewSend, Row, Settlement, State};
+use rusqlite::{OptionalExtension, params};
+use std::collections::BTreeMap;
+
+const ROW_COLUMNS: &str = "o.seq, o.idem_key, c.id, o.followup, o.kind, o.priority, o.channel, o.state, \
+     o.due_at, o.first_due, o.attempts, o.lease_until, o.payload, o.last_error, o.updated_at";
+
+fn read_row(r: &rusqlite::Row<'_>) -> Result<Row, StoreError> {
+    let kind: String = r.get(4)?;
+    let state: String = r.get(7)?;
+    Ok(Row {
+        seq: r.get(0)?,
+        idem_key: r.get(1)?,
+        contact: r.get(2)?,
+        followup: r.get(3)?,
+        kind: kind.parse().map_err(StoreError::Corrupt)?,
+        priority: r.get(5)?,
+        channel: r.get(6)?,
+        state: state.parse().map_err(StoreError::Corrupt)?,
+        due_at: from_micros(r.get(8)?)?,
+        first_due: from_micros(r.get(9)?)?,
+        attempts: r.get(10)?,
+        lease_until: r.get::<_, Option<i64>>(11)?.map(from_micros).transpose()?,
+        payload: decode(&r.get::<_, String>(12)?)?,
+        last_error: r.get(13)?,
+        updated_at: from_micros(r.get(14)?)?,
+    })
+}
+
+impl OutboxStore for SqliteStore {
+    fn enqueue(&mut self, batch: &[NewSend], now: Timestamp) -> Result<Vec<bool>, StoreError> {
+        self.write(|tx| {
+            let mut out = Vec::with_capacity(batch.len());
+            for s in batch {
+                let n = tx
+                    .prepare_cached(
+                        "INSERT INTO outbox (idem_key, contact, followup, kind, priority, channel, state,
+                                             due_at, first_due, payload, updated_at)
+                         SELECT ?1, rowid, ?3, ?4, ?5, ?6, 'planned', ?7, ?7, ?8, ?9 FROM contacts WHERE id = ?2
+                         ON CONFLICT(idem_key) DO NOTHING",
+                    )?
+                    .execute(params![
+                        s.idem_key,
+                        s.contact,
+                        s.followup,
+                        s.kind.as_str(),
+                        s.priority,
+                        s.channel,
+                        to_micros(s.due_at),
+                        encode(&s.payload)?,
+                        to_micros(now)
+                    ])?;
+                out.push(n == 1);
+            }
+            Ok(out)
+        })
+    }
+
+    fn claim_due(
+        &mut self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+        owner: &str,
+    ) -> Result<Vec<Row>, StoreError> {
+        self.write(|tx| {
+            let seqs: Vec<i64> = tx
+                .prepare_cached(
+                    "SELECT seq FROM outbox
+                     WHERE state IN ('planned', 'deferred', 'retrying', 'claimed') AND due_at <= ?1
+                     ORDER BY due_at, seq LIMIT ?2",
+                )?
+                .query_map(params![to_micros(now), limit], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut rows = Vec::with_capacity(seqs.len());
+            for seq in seqs {
+                tx.prepare_cached(
+                    "UPDATE outbox SET state = 'claimed', lease_owner = ?2, lease_until = ?3, due_at = ?3,
+                       attempts = attempts + 1, updated_at = ?4 WHERE seq = ?1",
+                )?
+                .execute(params![seq, owner, to_micros(lease_until), to_micros(now)])?;
+                let mut stmt = tx.prepare_cached(&format!(
+                    "SELECT {ROW_COLUMNS} FROM outbox o JOIN contacts c ON c.rowid = o.contact WHERE o.seq = ?1"
+                ))?;
+                let mut q = stmt.query([seq])?;
+                if let Some(r) = q.next()? {
+                    rows.push(read_row(r)?);
+                }
+            }
+            Ok(rows)
+        })
+    }
+
+    fn settle(
+        &mut self,
+        seq: i64,
+        owner: &str,
+        how: &Settlement,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (state, due, error) = match how {
+            Settlement::Sent => (State::Sent, None, None),
+            Settlement::Retry { at, error } => {
+                (State::Retrying, Some(to_micros(*at)), Some(error.as_str()))
+            }
+            Settlement::Dead { error } => (State::Dead, None, Some(error.as_str())),
+        };
+        self.write(|tx| {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE outbox SET state = ?3, due_at = coalesce(?4, due_at), last_error = ?5,
+                       lease_owner = NULL, lease_until = NULL, updated_at = ?6
+                     WHERE seq = ?1 AND state = 'claimed' AND lease_owner = ?2",
+                )?
+                .execute(params![
+                    seq,
+                    owner,
+                    state.as_str(),
+                    due,
+                    error,
+                    to_micros(now)
+                ])?;
+            Ok(n == 1)
+        })
+    }
+
+    fn outbox_rows(&self, state: Option<State>, limit: u32) -> Result<Vec<Row>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {ROW_COLUMNS} FROM outbox o JOIN contacts c ON c.rowid = o.contact
+             WHERE (?1 IS NULL OR o.state = ?1) ORDER BY o.due_at, o.seq LIMIT ?2"
+        ))?;
+        let mut q = stmt.query(params![state.map(State::as_str), limit])?;
+        let mut out = Vec::new();
+        while let Some(r) = q.next()? {
+            out.push(read_row(r)?);
+        }
+        Ok(out)
+    }
+
+    fn outbox_depth(&self) -> Result<BTreeMap<State, u64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT state, count(*) FROM outbox GROUP BY state")?;
+        let mut q = stmt.query([])?;
+        let mut out: BTreeMap<State, u64> = State::ALL.into_iter().map(|s| (s, 0)).collect();
+        while let Some(r) = q.next()? {
+            let state: String = r.get(0)?;
+            out.insert(
+                state.parse().map_err(StoreError::Corrupt)?,
+                r.get::<_, i64>(1)? as u64,
+            );
+        }
+        Ok(out)
+    }
+}
+
+impl ScheduleStore for SqliteStore {
+    fn last_tick(&self, schedule: &str) -> Result<Option<Timestamp>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT last_tick FROM schedule_state WHERE name = ?1")?
+            .query_row([schedule], |r| r.get::<_, Option<i64>>(0))
+            .optional()?
+            .flatten()
+            .map(from_micros)
+            .transpose()
+    }
+
+    fn claim_schedule(
+        &mut self,
+        schedule: &str,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let n = tx
+                .prepare_cached(
+                    "INSERT INTO schedule_state (name, lease_owner, lease_until) VALUES (?1, ?2, ?4)
+                     ON CONFLICT(name) DO UPDATE SET lease_owner = ?2, lease_until = ?4
+                     WHERE schedule_state.lease_owner IS NULL OR schedule_state.lease_owner = ?2
+                        OR schedule_state.lease_until <= ?3",
+                )?
+                .execute(params![schedule, owner, to_micros(now), to_micros(lease_until)])?;
+            Ok(n == 1)
+        })
+    }
+
+    fn complete_schedule(
+        &mut self,
+        schedule: &str,
+        owner: &str,
+        last_tick: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "UPDATE schedule_state SET last_tick = ?3, lease_owner = NULL, lease_until = NULL
+                 WHERE name = ?1 AND lease_owner = ?2",
+            )?
+            .execute(params![schedule, owner, to_micros(last_tick)])?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::{Format, Kind as RecordKind, read_lines};
+    use crate::outbox::{Kind, idempotency_key};
+    use crate::store::Records;
+    use std::time::Duration;
+
+    fn t(s: &str) -> Timestamp {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .expect("valid")
+            .with_timezone(&chrono::Utc)
+    }
+
+    fn store(dir: &tempfile::TempDir) -> SqliteStore {
+        let mut s =
+            SqliteStore::open(&dir.path().join("o.db"), Duration::from_secs(5)).expect("open");
+        let patches: Vec<_> =
+            read_lines("id\nc1\nc2\n".as_bytes(), Format::Csv, RecordKind::Contact)
+                .expect("csv")
+                .map(|l| l.item.expect("valid"))
+                .collect();
+        s.upsert_contacts(&patches).expect("contacts");
+        s
+    }
+
+    fn send(contact: &str, step: &str, due: &str) -> NewSend {
+        NewSend {
+            idem_key: idempotency_key(contact, "nurture", step),
+            contact: contact.into(),
+            followup: "nurture".into(),
+            kind: Kind::Systematic,
+            priority: 10,
+            channel: "email".into(),
+            due_at: t(due),
+            payload: serde_json::json!({"template": "nurture_welcome"}),
+        }
+    }
+
+    #[test]
+    fn enqueue_is_idempotent_and_claims_only_due_rows() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut s = store(&dir);
+        let now = t("2026-11-20T12:00:00Z");
+        let batch = [
+            send("c1", "1", "2026-11-20T11:00:00Z"),
+            send("c2", "1", "2026-11-20T13:00:00Z"),
+        ];
+        assert_eq!(s.enqueue(&batch, now).expect("ok"), [true, true]);
+        assert_eq!(s.enqueue(&batch, now).expect("ok"), [false, false]);
+        let lease = now + chrono::Duration::minutes(5);
+        let claimed = s.claim_due(now, lease, 10, "a").expect("ok");
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(
+            (
+                claimed[0].contact.as_str(),
+                claimed[0].attempts,
+                claimed[0].state
+            ),
+            ("c1", 1, State::Claimed)
+        );
+        assert!(
+            s.claim_due(now, lease, 10, "b").expect("ok").is_empty(),
+            "leased rows are not claimed twice"
+        );
+
+        assert!(
+            s.settle(claimed[0].seq, "a", &Settlement::Sent, now)
+                .expect("ok")
+        );
+        assert!(
+            !s.settle(claimed[0].seq, "a", &Settlement::Sent, now)
+                .expect("ok"),
+            "settled once"
+        );
+        let depth = s.outbox_depth().expect("ok");
+        assert_eq!((depth[&State::Sent], depth[&State::Planned]), (1, 1));
+    }
+
+    #[test]
+    fn an_expired_lease_is_claimed_again_with_the_same_key() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut s = store(&dir);
+        let now = t("2026-11-20T12:00:00Z");
+        s.enqueue(&[send("c1", "1", "2026-11-20T11:00:00Z")], now)
+            .expect("ok");
+        let first = s
+            .claim_due(now, now + chrono::Duration::minutes(5), 10, "dead-process")
+            .expect("ok");
+        let later = now + chrono::Duration::minutes(6);
+        let again = s
+            .claim_due(later, later + chrono::Duration::minutes(5), 10, "b")
+            .expect("ok");
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].idem_key, first[0].idem_key);
+        assert_eq!(again[0].attempts, 2);
+        assert_eq!(again[0].first_due, t("2026-11-20T11:00:00Z"));
+        assert!(
+            !s.settle(first[0].seq, "dead-process", &Settlement::Sent, later)
+                .expect("ok"),
+            "stale owner loses"
+        );
+        let retry = Settlement::Retry {
+            at: later + chrono::Duration::minutes(1),
+            error: "503".into(),
+        };
+        assert!(s.settle(again[0].seq, "b", &retry, later).expect("ok"));
+        let rows = s.outbox_rows(Some(State::Retrying), 10).expect("ok");
+        assert_eq!(rows[0].last_error.as_deref(), Some("503"));
+        assert!(
+            s.claim_due(later, later, 10, "b").expect("ok").is_empty(),
+            "not before its retry instant"
+        );
+    }
+
+    #[test]
+    fn schedules_are_claimed_by_one_owner_at_a_time() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut s = store(&dir);
+        let now = t("2026-11-20T12:00:00Z");
+        let lease = now + chrono::Duration::minutes(1);
+        assert_eq!(s.last_tick("rescore").expect("ok"), None);
+        assert!(s.claim_schedule("rescore", "a", now, lease).expect("ok"));
+        assert!(!s.claim_schedule("rescore", "b", now, lease).expect("ok"));
+        s.complete_schedule("rescore", "a", now).expect("ok");
+        assert_eq!(s.last_tick("rescore").expect("ok"), Some(now));
+        assert!(s.claim_schedule("rescore", "b", now, lease).expect("ok"));
+        let later = lease + chrono::Duration::seconds(1);
+        assert!(
+            s.claim_schedule("rescore", "c", later, later).expect("ok"),
+            "an expired lease is taken over"
+        );
+    }
+}
