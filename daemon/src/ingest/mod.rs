@@ -26,42 +26,42 @@ pub enum Incoming {
 }
 
 impl Incoming {
-    /// The key that makes re-ingesting the same event a no-op: the producer's
-    /// id when there is one, else a hash of the event's content.
-    pub fn dedup_key(&self) -> String {
+    /// The key that makes re-ingesting the same event a no-op: a hash of the
+    /// producer's id when there is one, else of the event's content.
+    pub fn dedup_key(&self) -> [u8; 16] {
         use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let mut part = |p: &str| {
+            h.update(p.as_bytes());
+            h.update([0]);
+        };
         match self {
             Incoming::Contact(e) => match &e.id {
-                Some(id) => format!("id:{id}"),
+                Some(id) => {
+                    part("id");
+                    part(id);
+                }
                 None => {
-                    let mut h = Sha256::new();
-                    for part in [
-                        e.contact.as_str(),
-                        e.kind.as_str(),
-                        &e.at.to_rfc3339(),
-                        e.channel.as_deref().unwrap_or(""),
-                        &Value::Object(e.props.clone()).to_string(),
-                    ] {
-                        h.update(part.as_bytes());
-                        h.update([0]);
-                    }
-                    format!("h:{}", hex::encode(&h.finalize()[..16]))
+                    part("event");
+                    part(&e.contact);
+                    part(&e.kind);
+                    part(&e.at.to_rfc3339());
+                    part(e.channel.as_deref().unwrap_or(""));
+                    part(&Value::Object(e.props.clone()).to_string());
                 }
             },
             Incoming::Company { company, signal } => {
-                let mut h = Sha256::new();
-                for part in [
-                    company.as_str(),
-                    signal.kind.as_str(),
-                    &signal.at.to_rfc3339(),
-                    &Value::Object(signal.props.clone()).to_string(),
-                ] {
-                    h.update(part.as_bytes());
-                    h.update([0]);
-                }
-                format!("s:{}", hex::encode(&h.finalize()[..16]))
+                part("signal");
+                part(company);
+                part(&signal.kind);
+                part(&signal.at.to_rfc3339());
+                part(&Value::Object(signal.props.clone()).to_string());
             }
         }
+        let digest = h.finalize();
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        key
     }
 }
 
@@ -177,6 +177,7 @@ mod tests {
             json!({"id": "e-1", "contact": "c1", "type": "call", "at": "2026-01-05T10:00:00Z"}),
         )
         .expect("valid");
-        assert_eq!(d.dedup_key(), "id:e-1");
+        let d2 = parse_event(json!({"id": "e-1", "contact": "c1", "type": "email_open", "at": "2026-01-06T10:00:00Z"})).expect("valid");
+        assert_eq!(d.dedup_key(), d2.dedup_key(), "the producer's id decides");
     }
 }

@@ -13,7 +13,7 @@ CREATE TABLE companies (
 CREATE TABLE company_signals (
     seq         INTEGER PRIMARY KEY,
     company     INTEGER NOT NULL REFERENCES companies(rowid) ON DELETE CASCADE,
-    dedup_key   TEXT NOT NULL UNIQUE,
+    dedup       BLOB NOT NULL UNIQUE,
     kind        TEXT NOT NULL,
     at          INTEGER NOT NULL,
     props       TEXT NOT NULL DEFAULT '{}'
@@ -38,19 +38,23 @@ CREATE TABLE deals (
 );
 CREATE INDEX deals_by_contact ON deals(contact);
 
--- Append-only. `dedup_key` is the producer's event id, or a hash of the
--- event's content when it has none, so re-importing a file adds nothing.
+-- Append-only, clustered by contact and time: a full rebuild reads each
+-- contact's history in one sequential pass, an incremental pass finds new
+-- events by `seq`. `dedup` is a 16-byte hash of the producer's event id, or
+-- of the event's content when it has none, so re-importing a file adds
+-- nothing.
 CREATE TABLE events (
-    seq         INTEGER PRIMARY KEY,
     contact     INTEGER NOT NULL REFERENCES contacts(rowid) ON DELETE CASCADE,
-    dedup_key   TEXT NOT NULL UNIQUE,
+    at          INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    dedup       BLOB NOT NULL UNIQUE,
     event_id    TEXT,
     type        TEXT NOT NULL,
-    at          INTEGER NOT NULL,
     channel     TEXT,
-    props       TEXT NOT NULL DEFAULT '{}'
-);
-CREATE INDEX events_by_contact ON events(contact, at);
+    props       TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (contact, at, seq)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX events_by_seq ON events(seq);
 
 CREATE TABLE score_snapshots (
     seq         INTEGER PRIMARY KEY,

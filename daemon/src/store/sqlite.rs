@@ -206,6 +206,10 @@ impl Records for SqliteStore {
 
     fn append_events(&mut self, batch: &[Incoming]) -> Result<Vec<Append>, StoreError> {
         self.write(|tx| {
+            // Writers are serialised (IMMEDIATE), so the next sequence number is ours.
+            let mut next_seq: i64 = tx
+                .prepare_cached("SELECT coalesce(max(seq), 0) + 1 FROM events")?
+                .query_row([], |r| r.get(0))?;
             let mut out = Vec::with_capacity(batch.len());
             for incoming in batch {
                 let key = incoming.dedup_key();
@@ -215,19 +219,25 @@ impl Records for SqliteStore {
                         Some(rowid) => {
                             let n = tx
                                 .prepare_cached(
-                                    "INSERT INTO events (contact, dedup_key, event_id, type, at, channel, props)
-                                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(dedup_key) DO NOTHING",
+                                    "INSERT INTO events (contact, seq, dedup, event_id, type, at, channel, props)
+                                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(dedup) DO NOTHING",
                                 )?
                                 .execute(params![
                                     rowid,
-                                    key,
+                                    next_seq,
+                                    &key[..],
                                     e.id,
                                     e.kind,
                                     to_micros(e.at),
                                     e.channel,
                                     encode(&e.props)?
                                 ])?;
-                            if n == 1 { Append::Inserted } else { Append::Duplicate }
+                            if n == 1 {
+                                next_seq += 1;
+                                Append::Inserted
+                            } else {
+                                Append::Duplicate
+                            }
                         }
                     },
                     Incoming::Company { company, signal } => {
@@ -240,10 +250,10 @@ impl Records for SqliteStore {
                             Some(rowid) => {
                                 let n = tx
                                     .prepare_cached(
-                                        "INSERT INTO company_signals (company, dedup_key, kind, at, props)
-                                         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(dedup_key) DO NOTHING",
+                                        "INSERT INTO company_signals (company, dedup, kind, at, props)
+                                         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(dedup) DO NOTHING",
                                     )?
-                                    .execute(params![rowid, key, signal.kind, to_micros(signal.at), encode(&signal.props)?])?;
+                                    .execute(params![rowid, &key[..], signal.kind, to_micros(signal.at), encode(&signal.props)?])?;
                                 if n == 1 { Append::Inserted } else { Append::Duplicate }
                             }
                         }
@@ -290,7 +300,7 @@ impl Records for SqliteStore {
     fn events_of(&self, contact: &str) -> Result<Vec<Event>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT e.event_id, e.type, e.at, e.channel, e.props FROM events e
-             JOIN contacts c ON c.rowid = e.contact WHERE c.id = ?1 ORDER BY e.at, e.seq",
+             JOIN contacts c ON c.rowid = e.contact WHERE c.id = ?1 ORDER BY e.contact, e.at, e.seq",
         )?;
         let mut rows = stmt.query([contact])?;
         let mut out = Vec::new();
