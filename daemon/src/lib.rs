@@ -13,4 +13,5 @@ pub mod model;
 pub mod outbox;
 pub mod scheduler;
 pub mod scoring;
+pub mod shutdown;
 pub mod store;

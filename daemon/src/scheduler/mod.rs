@@ -12,9 +12,11 @@
 //! gap; a fixed-time tick in a fall-back overlap runs once, at its first
 //! occurrence.
 
+pub mod runner;
+
 use crate::config::{Job, Misfire, ScheduleConfig};
 use crate::model::Timestamp;
-use chrono::Utc;
+use chrono::{Timelike, Utc};
 use chrono_tz::Tz;
 use std::str::FromStr;
 
@@ -74,6 +76,8 @@ impl Schedule {
 
     /// The first occurrence strictly after `t`.
     pub fn next_after(&self, t: Timestamp) -> Option<Timestamp> {
+        // Ticks are whole seconds; croner would carry a fraction along.
+        let t = t.with_nanosecond(0)?;
         self.cron
             .find_next_occurrence(&t.with_timezone(&self.timezone), false)
             .ok()
@@ -205,6 +209,12 @@ mod tests {
         let first = s.next_after(at("2026-10-24T12:00:00Z")).expect("tick");
         assert_eq!(first, at("2026-10-25T00:30:00Z"));
         assert_eq!(s.next_after(first), Some(at("2026-10-26T01:30:00Z")));
+    }
+
+    #[test]
+    fn ticks_are_whole_seconds() {
+        let s = schedule("* * * * * *", "UTC", Misfire::RunOnce, None);
+        assert_eq!(s.next_after(at("2026-05-04T08:00:10.695Z")), Some(at("2026-05-04T08:00:11Z")));
     }
 
     #[test]

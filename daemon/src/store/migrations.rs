@@ -120,5 +120,18 @@ CREATE TABLE schedule_state (
     lease_owner TEXT,
     lease_until INTEGER
 );
+
+-- What each scheduled job did: for operators, and to prove nothing overlaps.
+CREATE TABLE job_runs (
+    seq         INTEGER PRIMARY KEY,
+    schedule    TEXT NOT NULL,
+    job         TEXT NOT NULL,
+    tick        INTEGER NOT NULL,
+    owner       TEXT NOT NULL,
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER,
+    outcome     TEXT
+);
+CREATE INDEX job_runs_by_schedule ON job_runs(schedule, tick);
 "#,
 ];

@@ -156,4 +156,26 @@ pub trait ScheduleStore: Send {
         owner: &str,
         last_tick: Timestamp,
     ) -> Result<(), StoreError>;
+    /// Records the start of a job run; returns its id for [`Self::finish_job_run`].
+    fn start_job_run(&mut self, run: &JobRun) -> Result<i64, StoreError>;
+    fn finish_job_run(
+        &mut self,
+        id: i64,
+        finished_at: Timestamp,
+        outcome: &str,
+    ) -> Result<(), StoreError>;
+    /// The latest runs, newest first, optionally of one schedule.
+    fn job_runs(&self, schedule: Option<&str>, limit: u32) -> Result<Vec<JobRun>, StoreError>;
+}
+
+/// One run of a scheduled job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct JobRun {
+    pub schedule: String,
+    pub job: String,
+    pub tick: Timestamp,
+    pub owner: String,
+    pub started_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    pub outcome: Option<String>,
 }

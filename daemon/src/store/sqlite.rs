@@ -69,6 +69,12 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Opens the store a configuration names.
+    pub fn from_config(config: &crate::config::Config) -> Result<Self, StoreError> {
+        let timeout = Duration::from_secs(config.store.busy_timeout.seconds().max(1) as u64);
+        Self::open(&config.store_path(), timeout)
+    }
+
     /// The schema version in force.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
         Ok(self

@@ -1,7 +1,7 @@
 //! The outbox and schedule tables of the SQLite store.
 
 use super::sqlite::{SqliteStore, decode, encode, from_micros, to_micros};
-use super::{OutboxStore, ScheduleStore, StoreError};
+use super::{JobRun, OutboxStore, ScheduleStore, StoreError};
 use crate::model::Timestamp;
 use crate::outbox::{NewSend, Row, Settlement, State};
 use rusqlite::{OptionalExtension, params};
@@ -204,6 +204,56 @@ impl ScheduleStore for SqliteStore {
             .execute(params![schedule, owner, to_micros(last_tick)])?;
             Ok(())
         })
+    }
+
+    fn start_job_run(&mut self, run: &JobRun) -> Result<i64, StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO job_runs (schedule, job, tick, owner, started_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                run.schedule,
+                run.job,
+                to_micros(run.tick),
+                run.owner,
+                to_micros(run.started_at)
+            ])?;
+            Ok(tx.last_insert_rowid())
+        })
+    }
+
+    fn finish_job_run(
+        &mut self,
+        id: i64,
+        finished_at: Timestamp,
+        outcome: &str,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached("UPDATE job_runs SET finished_at = ?2, outcome = ?3 WHERE seq = ?1")?
+                .execute(params![id, to_micros(finished_at), outcome])?;
+            Ok(())
+        })
+    }
+
+    fn job_runs(&self, schedule: Option<&str>, limit: u32) -> Result<Vec<JobRun>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT schedule, job, tick, owner, started_at, finished_at, outcome FROM job_runs
+             WHERE ?1 IS NULL OR schedule = ?1 ORDER BY seq DESC LIMIT ?2",
+        )?;
+        let mut q = stmt.query(params![schedule, limit])?;
+        let mut out = Vec::new();
+        while let Some(r) = q.next()? {
+            out.push(JobRun {
+                schedule: r.get(0)?,
+                job: r.get(1)?,
+                tick: from_micros(r.get(2)?)?,
+                owner: r.get(3)?,
+                started_at: from_micros(r.get(4)?)?,
+                finished_at: r.get::<_, Option<i64>>(5)?.map(from_micros).transpose()?,
+                outcome: r.get(6)?,
+            });
+        }
+        Ok(out)
     }
 }
 
