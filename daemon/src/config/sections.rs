@@ -15,6 +15,8 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// How long a writer waits for another one before giving up.
     pub busy_timeout: Duration,
+    /// SQLite page cache per connection, in megabytes.
+    pub cache_mb: u32,
 }
 
 impl Default for StoreConfig {
@@ -22,6 +24,7 @@ impl Default for StoreConfig {
         Self {
             path: PathBuf::from("relance.db"),
             busy_timeout: Duration(chrono::Duration::seconds(30)),
+            cache_mb: 64,
         }
     }
 }
@@ -33,6 +36,9 @@ impl Validate for StoreConfig {
         }
         if self.busy_timeout.seconds() <= 0 {
             issues.push(at.key("busy_timeout"), "must be positive");
+        }
+        if !(2..=16_384).contains(&self.cache_mb) {
+            issues.push(at.key("cache_mb"), "must be between 2 and 16384 megabytes");
         }
     }
 }

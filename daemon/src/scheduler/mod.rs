@@ -214,7 +214,10 @@ mod tests {
     #[test]
     fn ticks_are_whole_seconds() {
         let s = schedule("* * * * * *", "UTC", Misfire::RunOnce, None);
-        assert_eq!(s.next_after(at("2026-05-04T08:00:10.695Z")), Some(at("2026-05-04T08:00:11Z")));
+        assert_eq!(
+            s.next_after(at("2026-05-04T08:00:10.695Z")),
+            Some(at("2026-05-04T08:00:11Z"))
+        );
     }
 
     #[test]

@@ -102,6 +102,13 @@ pub trait Records: Send {
     fn deals(&self) -> Result<Vec<Deal>, StoreError>;
     /// A contact's events, oldest first.
     fn events_of(&self, contact: &str) -> Result<Vec<Event>, StoreError>;
+    /// Every contact with its events (oldest first), in one sequential pass:
+    /// what a full rebuild reads. Memory holds one contact at a time.
+    fn scan_histories(&self, f: &mut dyn FnMut(Contact, Vec<Event>)) -> Result<(), StoreError>;
+    /// The highest event sequence number stored (0 when none).
+    fn last_event_seq(&self) -> Result<i64, StoreError>;
+    /// Ids of the contacts that received events after `seq`.
+    fn contacts_with_events_after(&self, seq: i64) -> Result<Vec<String>, StoreError>;
     /// Removes the contact and everything about it (events, scores, fatigue,
     /// outbox, decisions, deals). Returns whether it existed.
     fn erase_contact(&mut self, id: &str) -> Result<bool, StoreError>;
