@@ -239,8 +239,7 @@ impl ConditionConfig {
                 None
             }
         };
-        let tests = self.compile_tests(at, issues);
-        if tests.is_empty() {
+        if !self.has_operator() {
             issues.push(
                 at.clone(),
                 format!(
@@ -249,6 +248,7 @@ impl ConditionConfig {
             );
             return None;
         }
+        let tests = self.compile_tests(at, issues);
         Some(Condition::Test {
             field: field?,
             tests,

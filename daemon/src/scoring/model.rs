@@ -387,6 +387,9 @@ impl ScoringModel {
                     at.key("event"),
                     "a behaviour rule needs the `event` type it counts",
                 );
+                if let Some(w) = &rule.when {
+                    let _ = w.compile(&at.key("when"), Scope::EVENT, issues);
+                }
             }
             (Some(_), RuleKind::Profile) => issues.push(
                 at.key("event"),
