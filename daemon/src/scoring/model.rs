@@ -20,6 +20,7 @@ use crate::config::{Issues, KeyPath, Validate};
 use crate::model::{Company, Contact, Event, Timestamp};
 use serde::{Serialize, Serializer};
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 const DAY: i64 = 86_400;
@@ -56,17 +57,18 @@ pub enum Recency {
 }
 
 impl Recency {
-    /// The weight of an event of age `now - at`, and the next instant it
-    /// changes (none once it is zero for good).
-    fn weight(self, at: Timestamp, now: Timestamp) -> (f64, Option<Timestamp>) {
-        let age = (now - at).num_seconds().max(0);
-        let whole_days = age / DAY;
-        let next_day = at + chrono::Duration::seconds((whole_days + 1) * DAY);
+    /// The weight of an event of age `age`, and how long until it changes
+    /// (none once it is zero for good). Works on the age so that the hot
+    /// loop does no calendar arithmetic.
+    fn weight(self, age: chrono::Duration) -> (f64, Option<chrono::Duration>) {
+        let age = age.max(chrono::Duration::zero());
+        let whole_days = age.num_seconds() / DAY;
+        let to_next_day = || chrono::Duration::seconds((whole_days + 1) * DAY) - age;
         match self {
             Recency::FadeOverDays(days) => {
                 let w = 1.0 - whole_days as f64 / days;
                 if w > 0.0 {
-                    (w, Some(next_day))
+                    (w, Some(to_next_day()))
                 } else {
                     (0.0, None)
                 }
@@ -74,15 +76,15 @@ impl Recency {
             Recency::HalfLifeDays(days) => {
                 let w = 0.5f64.powf(whole_days as f64 / days);
                 if w >= HALF_LIFE_FLOOR {
-                    (w, Some(next_day))
+                    (w, Some(to_next_day()))
                 } else {
                     (0.0, None)
                 }
             }
             Recency::CountsForDays(days) => {
-                let end = at + chrono::Duration::seconds((days * DAY as f64).round() as i64);
-                if now < end {
-                    (1.0, Some(end))
+                let span = chrono::Duration::seconds((days * DAY as f64).round() as i64);
+                if age < span {
+                    (1.0, Some(span - age))
                 } else {
                     (0.0, None)
                 }
@@ -189,10 +191,36 @@ pub struct ScoringModel {
     profile: Vec<ProfileRule>,
     event_rules: Vec<EventRule>,
     unanswered: Vec<UnansweredRule>,
-    types: HashMap<Box<str>, TypeInfo>,
+    types: HashMap<Box<str>, TypeInfo, BuildHasherDefault<TypeHasher>>,
     malus_per_month: f64,
     malus_max: Option<f64>,
     inactivity_name: Arc<str>,
+    /// The largest `unanswered`: older solicitations need not be kept.
+    max_unanswered: usize,
+}
+
+/// FNV-1a: event types are short trusted strings from the configuration
+/// and the store, looked up once per event, so SipHash's flood protection
+/// buys nothing and costs a noticeable share of scoring time.
+#[derive(Clone, Copy, Debug)]
+struct TypeHasher(u64);
+
+impl Default for TypeHasher {
+    fn default() -> Self {
+        TypeHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for TypeHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// Per-rule tally while scanning a contact's events.
@@ -239,10 +267,11 @@ impl ScoringModel {
             profile: Vec::new(),
             event_rules: Vec::new(),
             unanswered: Vec::new(),
-            types: HashMap::new(),
+            types: HashMap::default(),
             malus_per_month: config.inactivity_malus_per_month,
             malus_max: config.inactivity_malus_max,
             inactivity_name: "inactivity".into(),
+            max_unanswered: 0,
         };
         if let Some(max) = config.inactivity_malus_max
             && (!max.is_finite() || max < 0.0)
@@ -296,6 +325,12 @@ impl ScoringModel {
                 }
             }
         }
+        model.max_unanswered = model
+            .unanswered
+            .iter()
+            .map(|r| r.last as usize)
+            .max()
+            .unwrap_or(0);
         super::changes::check(&config.changes, &at.key("changes"), issues);
         let _ = super::deals::DealModel::compile_at(&config.deals, &at.key("deals"), issues);
         super::customers::check(&config.customers, &at.key("customers"), issues);
@@ -480,6 +515,8 @@ impl ScoringModel {
             self.profile_rule(rule, &subject, &mut contributions, &mut next);
         }
 
+        // Recency changes, as a delay after `now` (cheaper than instants).
+        let mut next_in: Option<chrono::Duration> = None;
         let mut tallies: Vec<Tally> = vec![Tally::default(); self.event_rules.len()];
         let mut last_activity: Option<usize> = None;
         let mut answered = false;
@@ -494,10 +531,11 @@ impl ScoringModel {
             if !answered {
                 if info.response {
                     answered = true;
-                } else if info.solicitation {
+                } else if info.solicitation && unanswered.len() < self.max_unanswered {
                     unanswered.push(index);
                 }
             }
+            let mut age = None;
             for &r in &info.rules {
                 let rule = &self.event_rules[r];
                 if let Some(when) = &rule.when {
@@ -514,10 +552,12 @@ impl ScoringModel {
                 }
                 let (weight, change) = match rule.recency {
                     None => (1.0, None),
-                    Some(rec) => rec.weight(event.at, now),
+                    Some(rec) => rec.weight(*age.get_or_insert_with(|| now - event.at)),
                 };
-                if let Some(c) = change {
-                    lower(&mut next, c);
+                if let Some(c) = change
+                    && next_in.is_none_or(|n| c < n)
+                {
+                    next_in = Some(c);
                 }
                 if weight > 0.0 {
                     tally.sum += rule.points * weight;
@@ -575,6 +615,9 @@ impl ScoringModel {
         }
         if let Some(i) = last_activity {
             self.inactivity(i, past[i].at, now, &mut contributions, &mut next);
+        }
+        if let Some(delay) = next_in {
+            lower(&mut next, now + delay);
         }
 
         let part = |k: RuleKind| -> Points {
