@@ -509,7 +509,10 @@ impl ScoringModel {
         let mut next = events.get(upto).map(|e| e.at);
         let past = &events[..upto];
         let subject = Subject::new(contact, company, past, now);
-        let mut contributions = Vec::new();
+        // One allocation: at most one contribution per rule, plus the malus.
+        let mut contributions = Vec::with_capacity(
+            self.profile.len() + self.event_rules.len() + self.unanswered.len() + 1,
+        );
 
         for rule in self.profile.iter().filter(|r| r.kind == RuleKind::Profile) {
             self.profile_rule(rule, &subject, &mut contributions, &mut next);
@@ -538,6 +541,12 @@ impl ScoringModel {
             let mut age = None;
             for &r in &info.rules {
                 let rule = &self.event_rules[r];
+                // Once full, a rule ignores older events for good: they are
+                // older than every counted one, so no flip or fade of theirs
+                // can bring them in (weights only fall with age).
+                if tallies[r].events.len() as u32 >= rule.max_count {
+                    continue;
+                }
                 if let Some(when) = &rule.when {
                     if rule.timed {
                         when.next_flip(&subject, Some(event), &mut next);
@@ -547,9 +556,6 @@ impl ScoringModel {
                     }
                 }
                 let tally = &mut tallies[r];
-                if tally.events.len() as u32 >= rule.max_count {
-                    continue;
-                }
                 let (weight, change) = match rule.recency {
                     None => (1.0, None),
                     Some(rec) => rec.weight(*age.get_or_insert_with(|| now - event.at)),
