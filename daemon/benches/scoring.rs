@@ -2,7 +2,8 @@
 //! events on average, generated deterministically in chunks so memory stays
 //! bounded. Only the time spent in `ScoringModel::score` is counted.
 //!
-//! Run: `cargo bench --bench scoring` (`RELANCE_BENCH_CONTACTS` to resize).
+//! Run: `cargo bench --bench scoring` (`RELANCE_BENCH_CONTACTS` to resize,
+//! `RELANCE_BENCH_THREADS=2` to score each chunk on two threads).
 
 use relance::config::Config;
 use relance::model::{BusinessSignal, Company, Contact, Event, Status, Timestamp};
@@ -157,6 +158,36 @@ fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Scores a slice of contacts; returns the score checksum, the number of
+/// hot contacts and the thread's CPU time.
+fn score_part(
+    model: &ScoringModel,
+    companies: &[Company],
+    contacts: &[Contact],
+    events: &[Vec<Event>],
+    now: Timestamp,
+) -> (i64, usize, u64) {
+    let cpu_start = thread_cpu_ns();
+    let (mut checksum, mut hot) = (0i64, 0usize);
+    for (c, evs) in contacts.iter().zip(events) {
+        let company = c
+            .company
+            .as_deref()
+            .and_then(|id| id.strip_prefix("co"))
+            .and_then(|n| n.parse::<usize>().ok())
+            .map(|n| &companies[n]);
+        let card = model.score(c, company, evs, now);
+        checksum += card.score.hundredths();
+        hot += usize::from(&*card.band == "hot");
+        black_box(&card);
+    }
+    let cpu = match (cpu_start, thread_cpu_ns()) {
+        (Some(a), Some(b)) => b - a,
+        _ => 0,
+    };
+    (checksum, hot, cpu)
+}
+
 fn main() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/relance.toml");
     let config = Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
@@ -165,6 +196,11 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
+    let threads: usize = std::env::var("RELANCE_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|t| *t > 0)
+        .unwrap_or(1);
     let now: Timestamp = "2026-03-02T12:00:00Z".parse().expect("valid instant");
 
     let mut rng = Rng(0x5EED);
@@ -187,28 +223,29 @@ fn main() {
             total_events += evs.len();
             chunk_contacts.push(c);
         }
-        let cpu_start = thread_cpu_ns();
         let start = Instant::now();
-        for (c, evs) in chunk_contacts.iter().zip(&chunk_events) {
-            let company = c
-                .company
-                .as_deref()
-                .and_then(|id| id.strip_prefix("co"))
-                .and_then(|n| n.parse::<usize>().ok())
-                .map(|n| &companies[n]);
-            let card = model.score(c, company, evs, now);
-            checksum += card.score.hundredths();
-            hot += usize::from(&*card.band == "hot");
-            black_box(&card);
-        }
+        let per_thread = n.div_ceil(threads);
+        let parts: Vec<(i64, usize, u64)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = chunk_contacts
+                .chunks(per_thread)
+                .zip(chunk_events[..n].chunks(per_thread))
+                .map(|(cs, es)| scope.spawn(|| score_part(&model, &companies, cs, es, now)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("scoring thread panicked"))
+                .collect()
+        });
         scoring += start.elapsed();
-        if let (Some(a), Some(b)) = (cpu_start, thread_cpu_ns()) {
-            cpu_ns += b - a;
+        for (sum, h, cpu) in parts {
+            checksum += sum;
+            hot += h;
+            cpu_ns += cpu;
         }
         done += n;
     }
     let secs = scoring.as_secs_f64();
-    println!("relance scoring benchmark (shipped rules, single thread)");
+    println!("relance scoring benchmark (shipped rules, {threads} scoring thread(s))");
     println!("  contacts          {contacts}");
     println!("  events            {total_events}");
     println!(
@@ -219,7 +256,7 @@ fn main() {
     println!("  events/s          {:.0}", total_events as f64 / secs);
     if cpu_ns > 0 {
         let cpu = cpu_ns as f64 / 1e9;
-        println!("  scoring CPU time  {cpu:.2} s");
+        println!("  scoring CPU time  {cpu:.2} s (all scoring threads)");
         println!("  events/CPU-s      {:.0}", total_events as f64 / cpu);
     }
     println!("  hot contacts      {hot}");
