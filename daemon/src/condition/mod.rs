@@ -14,6 +14,24 @@
 //! regexes compiled, attribute paths pre-split. Evaluation does no parsing of
 //! the configuration and no name lookup.
 //!
+//! Fields: contact `id`, `email`, `phone`, `first_name`, `last_name`,
+//! `status`, `tier`, `owner`, `timezone`, `company` (its id),
+//! `do_not_contact` (list of channels), `consent.<channel>`,
+//! `attributes.<name>[.<sub>…]`; company `company.name`,
+//! `company.attributes.<name>`, `company.signals` (list of kinds),
+//! `company.signal.<kind>` (when it last happened); event rules also
+//! `event.type`, `event.channel`, `event.at`, `event.props.<name>`;
+//! `last.<event type>` is when the contact last had such an event; deal
+//! rules also `deal.id`, `deal.name`, `deal.amount`, `deal.stage`,
+//! `deal.attributes.<name>`.
+//!
+//! A contact never called has no `last.call`, so "not called for over a
+//! year, or never" reads:
+//!
+//! ```toml
+//! when = { any = [ { field = "last.call", older_than = "365d" }, { field = "last.call", exists = false } ] }
+//! ```
+//!
 //! Semantics worth knowing:
 //! - several operators on one field must all hold (`gte` and `lte` make a range);
 //! - on a list (`do_not_contact`, `company.signals`, a JSON array attribute)

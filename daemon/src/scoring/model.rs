@@ -11,7 +11,8 @@
 //! - the inactivity malus grows at each whole 30-day month since the last
 //!   activity;
 //! - `within` / `older_than` conditions flip at `t + period`;
-//! - an event dated after `now` is ignored until its instant.
+//! - an event or company signal dated after `now` is ignored until its
+//!   instant.
 
 use super::config::{RuleConfig, ScoringConfig};
 use super::points::Points;
@@ -505,8 +506,18 @@ impl ScoringModel {
         events: &[Event],
         now: Timestamp,
     ) -> ScoreCard {
+        debug_assert!(
+            events.windows(2).all(|w| w[0].at <= w[1].at),
+            "events must be sorted by time"
+        );
         let upto = events.partition_point(|e| e.at <= now);
         let mut next = events.get(upto).map(|e| e.at);
+        // A company signal dated later starts counting at its instant.
+        for signal in company.map_or(&[][..], |c| &c.signals[..]) {
+            if signal.at > now {
+                lower(&mut next, signal.at);
+            }
+        }
         let past = &events[..upto];
         let subject = Subject::new(contact, company, past, now);
         // One allocation: at most one contribution per rule, plus the malus.

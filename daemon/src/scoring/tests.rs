@@ -873,3 +873,20 @@ unanswered = 2
         }
     }
 }
+
+#[test]
+fn a_company_signal_dated_later_counts_from_its_instant() {
+    let m = shipped_model();
+    let mut co = company("co", json!({}));
+    let later = now() + chrono::Duration::days(2);
+    co.signals.push(BusinessSignal {
+        kind: "international".into(),
+        at: later,
+        props: serde_json::Map::new(),
+    });
+    let c = contact("c", "x", "co");
+    let card = m.score(&c, Some(&co), &[], now());
+    assert_eq!(card.score, Points::ZERO);
+    assert_eq!(card.next_change_at, Some(later));
+    assert_eq!(m.score(&c, Some(&co), &[], later).score, Points(1_000));
+}
