@@ -890,3 +890,57 @@ fn a_company_signal_dated_later_counts_from_its_instant() {
     assert_eq!(card.next_change_at, Some(later));
     assert_eq!(m.score(&c, Some(&co), &[], later).score, Points(1_000));
 }
+
+#[test]
+fn deal_customer_and_change_settings_are_checked_at_load() {
+    let text = r#"[scoring.changes]
+jump_points = 0
+
+[[scoring.deals.rules]]
+name = "big"
+points = 10
+when = { field = "event.type", eq = "x" }
+
+[scoring.customers]
+abc_a_share = 0.7
+abc_c_share = 0.5
+
+[[scoring.profile]]
+name = "deal in a profile"
+points = 1
+when = { field = "deal.amount", gt = 1000 }
+"#;
+    let errs = Config::parse(text, Path::new("r.toml"), &|_| None)
+        .expect_err("invalid")
+        .errors()
+        .to_vec();
+    let at: Vec<(usize, &str)> = errs.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(
+        at,
+        vec![
+            (2, "scoring.changes.jump_points"),
+            (7, "scoring.deals.rules[0].when.field"),
+            (11, "scoring.customers.abc_c_share"),
+            (16, "scoring.profile[0].when.field"),
+        ],
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn a_compiled_model_can_be_shared_across_threads() {
+    fn shareable<T: Send + Sync>(_: &T) {}
+    let m = shipped_model();
+    shareable(&m);
+    let c = contact("c", "DRH", "none");
+    let scores: Vec<Points> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| m.score(&c, None, &[], now()).score))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("joined"))
+            .collect()
+    });
+    assert_eq!(scores, vec![Points(4_000), Points(4_000)]);
+}
