@@ -29,6 +29,9 @@ pub struct ScoringConfig {
     pub solicitation_events: Vec<String>,
     /// Event types that answer a solicitation (for `unanswered` rules).
     pub response_events: Vec<String>,
+    /// A solicitation counts as unanswered only once this old: an email
+    /// sent an hour ago has not been ignored yet.
+    pub response_window: Duration,
     /// Fit points: a condition on the contact and its company.
     pub profile: Vec<RuleConfig>,
     /// Engagement points per event.
@@ -231,6 +234,7 @@ impl Default for ScoringConfig {
                 et::EMAIL_CLICK,
                 et::FORM_SUBMIT,
             ]),
+            response_window: Duration(chrono::Duration::days(3)),
             profile: Vec::new(),
             behaviour: Vec::new(),
             negative: Vec::new(),

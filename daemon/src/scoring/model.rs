@@ -198,6 +198,7 @@ pub struct ScoringModel {
     inactivity_name: Arc<str>,
     /// The largest `unanswered`: older solicitations need not be kept.
     max_unanswered: usize,
+    response_window: chrono::Duration,
 }
 
 /// FNV-1a: event types are short trusted strings from the configuration
@@ -273,7 +274,11 @@ impl ScoringModel {
             malus_max: config.inactivity_malus_max,
             inactivity_name: "inactivity".into(),
             max_unanswered: 0,
+            response_window: config.response_window.0,
         };
+        if config.response_window.seconds() < 0 {
+            issues.push(at.key("response_window"), "must not be negative");
+        }
         if let Some(max) = config.inactivity_malus_max
             && (!max.is_finite() || max < 0.0)
         {
@@ -546,7 +551,17 @@ impl ScoringModel {
                 if info.response {
                     answered = true;
                 } else if info.solicitation && unanswered.len() < self.max_unanswered {
-                    unanswered.push(index);
+                    // Too recent to count as ignored: it will at the end of
+                    // the response window, unless an answer comes first.
+                    let age = now - event.at;
+                    if age >= self.response_window {
+                        unanswered.push(index);
+                    } else {
+                        let wait = self.response_window - age;
+                        if next_in.is_none_or(|n| wait < n) {
+                            next_in = Some(wait);
+                        }
+                    }
                 }
             }
             let mut age = None;

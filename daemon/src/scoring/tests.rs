@@ -321,8 +321,18 @@ fade_over = "7d"
 fn negative_criteria_unanswered_and_do_not_contact() {
     let m = shipped_model();
     let mut c = contact("c", "Responsable paie", "none");
-    let mut events: Vec<Event> = (0..5).map(|d| ev("email_sent", days_ago(10 - d))).collect();
+    let mut events: Vec<Event> = (0..5).map(|d| ev("email_sent", days_ago(12 - d))).collect();
     events.insert(0, ev("email_reply", days_ago(20)));
+    // The last email is 8 days old, so the week to answer it has passed.
+    // Four days earlier only two emails were a week old; the third would be
+    // the next day.
+    let early = m.score(&c, None, &events, days_ago(4));
+    assert!(
+        !rules(&early)
+            .iter()
+            .any(|(n, _)| n.starts_with("no answer"))
+    );
+    assert_eq!(early.next_change_at, Some(days_ago(3)));
     let card = m.score(&c, None, &events, now());
     let names = rules(&card);
     assert!(
@@ -721,6 +731,10 @@ mod incremental_equals_full {
         "webinar_signup",
         "call",
     ];
+    /// Contacts 2 and 3 see few kinds, so that a lone time-dependent rule
+    /// (a flip, an answer window) sets `next_change_at` on its own.
+    const TIMED_ONLY: [&str; 2] = ["webinar_signup", "call"];
+    const SOLICITED_ONLY: [&str; 3] = ["email_sent", "call", "email_reply"];
     const URLS: [&str; 4] = ["/pricing", "/careers", "/blog/x", "/demo"];
 
     fn model_under_test() -> ScoringModel {
@@ -728,6 +742,7 @@ mod incremental_equals_full {
             r#"
 inactivity_malus_per_month = 5.0
 inactivity_malus_max = 20.0
+response_window = "2d"
 
 [[profile]]
 name = "target 2 not called for a while"
@@ -815,7 +830,12 @@ unanswered = 2
     }
 
     fn to_event(r: &Raw) -> Event {
-        let mut e = ev(KINDS[r.kind], start() + chrono::Duration::minutes(r.at));
+        let kind = match r.contact {
+            2 => TIMED_ONLY[r.kind % TIMED_ONLY.len()],
+            3 => SOLICITED_ONLY[r.kind % SOLICITED_ONLY.len()],
+            _ => KINDS[r.kind],
+        };
+        let mut e = ev(kind, start() + chrono::Duration::minutes(r.at));
         e.contact = format!("c{}", r.contact);
         if e.kind == "page_visit" {
             e.props.insert("url".into(), json!(URLS[r.url]));
@@ -824,7 +844,7 @@ unanswered = 2
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
+        #![proptest_config(ProptestConfig::with_cases(128))]
         #[test]
         fn incremental_passes_match_full_recomputation(
             batches in prop::collection::vec(
