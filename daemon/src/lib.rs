@@ -6,6 +6,7 @@
 //! and delivery results come back as events.
 
 pub mod clock;
+pub mod condition;
 pub mod config;
 pub mod fatigue;
 pub mod ingest;

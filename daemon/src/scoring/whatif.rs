@@ -1,0 +1,57 @@
+//! What a rule change would do before it is made: the same contacts scored
+//! by two models, band counts before and after, and who changes band.
+
+use super::model::ScoringModel;
+use super::points::Points;
+use crate::model::{Company, Contact, Event, Timestamp};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct WhatIf {
+    /// Contacts per band under the current model (every band listed).
+    pub before: BTreeMap<String, usize>,
+    /// Contacts per band under the proposed model.
+    pub after: BTreeMap<String, usize>,
+    /// Contacts whose band differs, in input order.
+    pub moves: Vec<BandMove>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BandMove {
+    pub contact: String,
+    pub from: String,
+    pub to: String,
+    pub score_before: Points,
+    pub score_after: Points,
+}
+
+/// Scores every contact under both models at `now` and compares bands.
+pub fn what_if<'a>(
+    before: &ScoringModel,
+    after: &ScoringModel,
+    contacts: impl IntoIterator<Item = (&'a Contact, Option<&'a Company>, &'a [Event])>,
+    now: Timestamp,
+) -> WhatIf {
+    let mut out = WhatIf {
+        before: before.band_names().map(|b| (b.to_string(), 0)).collect(),
+        after: after.band_names().map(|b| (b.to_string(), 0)).collect(),
+        moves: Vec::new(),
+    };
+    for (contact, company, events) in contacts {
+        let old = before.score(contact, company, events, now);
+        let new = after.score(contact, company, events, now);
+        *out.before.entry(old.band.to_string()).or_default() += 1;
+        *out.after.entry(new.band.to_string()).or_default() += 1;
+        if old.band != new.band {
+            out.moves.push(BandMove {
+                contact: contact.id.clone(),
+                from: old.band.to_string(),
+                to: new.band.to_string(),
+                score_before: old.score,
+                score_after: new.score,
+            });
+        }
+    }
+    out
+}
