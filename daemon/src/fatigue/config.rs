@@ -286,7 +286,7 @@ impl Default for FatigueConfig {
 /// Whether `points` is a non-negative amount with at most three decimals,
 /// i.e. exactly representable in milli-points.
 pub(crate) fn to_milli(points: f64) -> Option<i64> {
-    if !points.is_finite() || points < 0.0 || points > 1e12 {
+    if !(0.0..=1e12).contains(&points) {
         return None;
     }
     let milli = (points * 1000.0).round();
@@ -465,10 +465,7 @@ impl FatigueConfig {
             );
         }
         if self.pressure.tolerance > 4 {
-            issues.push(
-                at.key("tolerance"),
-                "at most 4 (there are five categories)",
-            );
+            issues.push(at.key("tolerance"), "at most 4 (there are five categories)");
         }
     }
 }
@@ -507,28 +504,30 @@ mod tests {
 
     #[test]
     fn looser_higher_levels_and_oversized_caps_are_reported() {
-        let mut config = FatigueConfig::default();
-        config.levels = vec![
-            LevelConfig {
-                name: "normal".into(),
-                from: None,
-                above: None,
-                min_priority: Some(20),
-                exempt_only: false,
-            },
-            LevelConfig {
-                name: "loose".into(),
-                from: Some(20.0),
-                above: None,
-                min_priority: None,
-                exempt_only: false,
-            },
-        ];
-        config.caps = vec![CapConfig {
-            channel: None,
-            limit: 13,
-            window: "7d".parse().expect("valid"),
-        }];
+        let config = FatigueConfig {
+            levels: vec![
+                LevelConfig {
+                    name: "normal".into(),
+                    from: None,
+                    above: None,
+                    min_priority: Some(20),
+                    exempt_only: false,
+                },
+                LevelConfig {
+                    name: "loose".into(),
+                    from: Some(20.0),
+                    above: None,
+                    min_priority: None,
+                    exempt_only: false,
+                },
+            ],
+            caps: vec![CapConfig {
+                channel: None,
+                limit: 13,
+                window: "7d".parse().expect("valid"),
+            }],
+            ..FatigueConfig::default()
+        };
         let found = issues(&config);
         assert_eq!(found.len(), 2, "{found:#?}");
         assert!(found[0].starts_with("fatigue.levels[1]: level `loose`"));

@@ -314,7 +314,12 @@ impl Guard {
                     milli(&format!("levels[{i}]"), v)?.saturating_mul(UNITS_PER_MILLI),
                     strict,
                 )),
-                _ => return Err(GuardError::Levels(format!("level `{}` has a bad threshold", l.name))),
+                _ => {
+                    return Err(GuardError::Levels(format!(
+                        "level `{}` has a bad threshold",
+                        l.name
+                    )));
+                }
             };
             let policy = match (l.exempt_only, l.min_priority) {
                 (true, _) => Policy::ExemptOnly,
@@ -433,11 +438,15 @@ impl Guard {
     }
 
     pub fn channel_name(&self, id: ChannelId) -> Option<&str> {
-        self.channels.get(usize::from(id.0)).map(|c| c.name.as_str())
+        self.channels
+            .get(usize::from(id.0))
+            .map(|c| c.name.as_str())
     }
 
     pub(crate) fn channel_event(&self, id: ChannelId) -> Option<&str> {
-        self.channels.get(usize::from(id.0)).map(|c| c.event.as_str())
+        self.channels
+            .get(usize::from(id.0))
+            .map(|c| c.event.as_str())
     }
 
     pub(crate) fn channel_cost(&self, id: ChannelId) -> Option<i64> {

@@ -174,11 +174,26 @@ mod tests {
         let c = PressureConfig::default(); // fatigue 2/8/15/25, counts 1/3/5/8
         use PressureCategory::*;
         assert_eq!(pressure_category(&c, FatiguePoints::ZERO, 0), VeryWeak);
-        assert_eq!(pressure_category(&c, FatiguePoints::from_milli(1999), 0), VeryWeak);
-        assert_eq!(pressure_category(&c, FatiguePoints::from_points(2), 0), Weak);
-        assert_eq!(pressure_category(&c, FatiguePoints::from_points(8), 0), Neutral);
-        assert_eq!(pressure_category(&c, FatiguePoints::from_points(8), 5), Strong);
-        assert_eq!(pressure_category(&c, FatiguePoints::from_points(25), 0), VeryStrong);
+        assert_eq!(
+            pressure_category(&c, FatiguePoints::from_milli(1999), 0),
+            VeryWeak
+        );
+        assert_eq!(
+            pressure_category(&c, FatiguePoints::from_points(2), 0),
+            Weak
+        );
+        assert_eq!(
+            pressure_category(&c, FatiguePoints::from_points(8), 0),
+            Neutral
+        );
+        assert_eq!(
+            pressure_category(&c, FatiguePoints::from_points(8), 5),
+            Strong
+        );
+        assert_eq!(
+            pressure_category(&c, FatiguePoints::from_points(25), 0),
+            VeryStrong
+        );
         assert_eq!(pressure_category(&c, FatiguePoints::ZERO, 8), VeryStrong);
     }
 
@@ -197,9 +212,17 @@ mod tests {
         assert_eq!(m.count(PressureCategory::VeryStrong, NegativeMargin), 1);
         assert_eq!(m.count(PressureCategory::Strong, VeryImportant), 1);
         assert_eq!(m.counts.iter().flatten().sum::<u64>(), 5);
-        let over: Vec<(&str, i8)> = m.over_pressured.iter().map(|x| (&*x.contact, x.gap)).collect();
+        let over: Vec<(&str, i8)> = m
+            .over_pressured
+            .iter()
+            .map(|x| (&*x.contact, x.gap))
+            .collect();
         assert_eq!(over, [("a", 4), ("b", 1)]);
-        let under: Vec<(&str, i8)> = m.under_pressured.iter().map(|x| (&*x.contact, x.gap)).collect();
+        let under: Vec<(&str, i8)> = m
+            .under_pressured
+            .iter()
+            .map(|x| (&*x.contact, x.gap))
+            .collect();
         assert_eq!(under, [("c", -4), ("e", -1)]);
 
         config.tolerance = 1;

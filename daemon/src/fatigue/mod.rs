@@ -15,3 +15,6 @@ pub use guard::{ChannelId, Decision, FollowUpKind, Guard, GuardError, Proposal, 
 pub use matrix::{Misfit, PressureCategory, PressureMatrix, PressureSample, ValueTier};
 pub use points::{DecayRate, Fatigue, FatiguePoints, OutOfOrder};
 pub use state::{ContactState, Reach, RecentSends, StateError};
+
+#[cfg(test)]
+mod tests;

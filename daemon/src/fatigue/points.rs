@@ -114,7 +114,9 @@ pub struct Fatigue {
 /// Events must be folded in time order: the clamp at zero makes the result
 /// depend on order, so a late event needs a replay of the history.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("event at {at} is older than the state's last update at {last}; replay the history in order")]
+#[error(
+    "event at {at} is older than the state's last update at {last}; replay the history in order"
+)]
 pub struct OutOfOrder {
     pub at: Timestamp,
     pub last: Timestamp,
@@ -230,7 +232,9 @@ mod tests {
     const ONE_PER_DAY: DecayRate = DecayRate(1000);
 
     fn at(secs: i64) -> Timestamp {
-        Utc.timestamp_opt(1_780_000_000 + secs, 0).single().expect("valid")
+        Utc.timestamp_opt(1_780_000_000 + secs, 0)
+            .single()
+            .expect("valid")
     }
 
     #[test]
@@ -238,7 +242,10 @@ mod tests {
         let mut f = Fatigue::new(FatiguePoints::from_points(12), at(0));
         f.add(ONE_PER_DAY, at(0), FatiguePoints::from_points(5))
             .expect("in order");
-        assert_eq!(f.value_at(ONE_PER_DAY, at(0)), FatiguePoints::from_points(17));
+        assert_eq!(
+            f.value_at(ONE_PER_DAY, at(0)),
+            FatiguePoints::from_points(17)
+        );
         assert_eq!(
             f.value_at(ONE_PER_DAY, at(6 * DAY)),
             FatiguePoints::from_points(11)
@@ -259,7 +266,10 @@ mod tests {
             3 * UNITS_PER_POINT - 1000
         );
         assert_eq!(f.value_at(ONE_PER_DAY, at(10 * DAY)), FatiguePoints::ZERO);
-        assert_eq!(f.value_at(ONE_PER_DAY, at(DAY + DAY / 2)).to_string(), "1.5");
+        assert_eq!(
+            f.value_at(ONE_PER_DAY, at(DAY + DAY / 2)).to_string(),
+            "1.5"
+        );
     }
 
     #[test]
@@ -280,12 +290,18 @@ mod tests {
         let twenty = FatiguePoints::from_points(20);
         assert_eq!(f.when_at_most(ONE_PER_DAY, twenty), Some(at(DAY)));
         // Strictly below 20: the next second.
-        assert_eq!(f.first_secs(ONE_PER_DAY, twenty.units(), true), Some(at(DAY + 1).timestamp()));
+        assert_eq!(
+            f.first_secs(ONE_PER_DAY, twenty.units(), true),
+            Some(at(DAY + 1).timestamp())
+        );
         // 1.5 points/day from 21 to 20: 2/3 day = 57,600 s.
         assert_eq!(f.when_at_most(DecayRate(1500), twenty), Some(at(57_600)));
         // 7 points/day: 86400/7 s is not whole, so the next whole second.
         assert_eq!(f.when_at_most(DecayRate(7000), twenty), Some(at(12_343)));
         assert_eq!(f.when_at_most(DecayRate(0), twenty), None);
-        assert_eq!(f.when_at_most(DecayRate(0), FatiguePoints::from_points(30)), Some(at(0)));
+        assert_eq!(
+            f.when_at_most(DecayRate(0), FatiguePoints::from_points(30)),
+            Some(at(0))
+        );
     }
 }

@@ -225,7 +225,10 @@ impl ContactState {
             return Err(OutOfOrder { at, last }.into());
         }
         let mark = match send {
-            Some(id) => Some((id, u32::try_from(t).map_err(|_| StateError::OutOfRange(at))?)),
+            Some(id) => Some((
+                id,
+                u32::try_from(t).map_err(|_| StateError::OutOfRange(at))?,
+            )),
             None => None,
         };
         if delta != 0 {

@@ -137,7 +137,10 @@ mod tests {
     fn opening_after_spring_forward_is_at_the_new_offset() {
         // Paris jumps to CEST on Sunday 2026-03-29; Monday 09:00 is 07:00Z.
         let sat_night = utc("2026-03-28T20:00:00Z");
-        assert_eq!(calls().next_open(Paris, sat_night), Some(utc("2026-03-30T07:00:00Z")));
+        assert_eq!(
+            calls().next_open(Paris, sat_night),
+            Some(utc("2026-03-30T07:00:00Z"))
+        );
         // Friday before: 09:00 CET is 08:00Z.
         assert_eq!(
             calls().next_open(Paris, utc("2026-03-27T06:00:00Z")),
@@ -152,7 +155,10 @@ mod tests {
         let t = utc("2026-03-30T12:00:00Z");
         assert!(calls().contains(Paris, t));
         assert!(!calls().contains(New_York, t));
-        assert_eq!(calls().next_open(New_York, t), Some(utc("2026-03-30T13:00:00Z")));
+        assert_eq!(
+            calls().next_open(New_York, t),
+            Some(utc("2026-03-30T13:00:00Z"))
+        );
     }
 
     #[test]
