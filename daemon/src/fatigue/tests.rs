@@ -500,3 +500,15 @@ fn contact_state_is_small() {
         std::mem::size_of::<ContactState>()
     );
 }
+
+#[test]
+fn shipped_configuration_builds_a_guard() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/relance.toml");
+    let config = Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    let g = Guard::from_config(&config).expect("valid guard");
+    assert_eq!(g.default_timezone(), chrono_tz::Europe::Paris);
+    let now = wednesday();
+    let s = at_fatigue(&g, 21, now);
+    let d = g.decide(&proposal(&g, "email", FollowUpKind::Systematic), &s, now);
+    assert_eq!(d.until, Some(plus(now, DAY + 1)));
+}
