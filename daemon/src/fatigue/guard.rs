@@ -119,12 +119,24 @@ pub enum Verdict {
     Block,
 }
 
-/// The guard's answer; `until` is set for `defer` only.
+/// The guard's answer; `until` is set for `defer` only. Serialized as
+/// `{"decision": "defer", "until": "…Z", "reasons": [{"rule": …}, …]}` for
+/// the decision log.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Decision {
     pub decision: Verdict,
+    /// The earliest instant at which the same proposal would be allowed,
+    /// if nothing else happens to the contact meanwhile.
     pub until: Option<Timestamp>,
+    /// Allow: the level passed. Defer: every rule that held it back. Block:
+    /// the blocking rules.
     pub reasons: Vec<Reason>,
+}
+
+impl Decision {
+    pub fn is_allowed(&self) -> bool {
+        self.decision == Verdict::Allow
+    }
 }
 
 /// Why, with the figures, so that a user can check the decision by hand.
@@ -138,6 +150,9 @@ pub enum Reason {
         priority: u32,
         exempt: bool,
     },
+    /// The proposal names a channel this guard was not built with (a
+    /// configuration reload between planning and deciding).
+    UnknownChannel { channel: u8 },
     /// The contact asked not to be reached on this channel.
     DoNotContact { channel: Name },
     /// No consent: refused explicitly, or none given on an opt-in channel.
@@ -147,7 +162,10 @@ pub enum Reason {
         default: ConsentDefault,
     },
     /// The fatigue level holds this follow-up back until fatigue falls to
-    /// `threshold` (to it when `inclusive`, strictly below otherwise).
+    /// `threshold` (to it when `inclusive`, strictly below otherwise): a
+    /// level starting `from` 20 (≥) still holds at exactly 20, so with whole
+    /// seconds the follow-up passes one second after fatigue reaches 20 —
+    /// `passes_at` is an instant at which the guard really allows it.
     Fatigue {
         level: Name,
         fatigue: FatiguePoints,
@@ -178,8 +196,9 @@ pub enum Reason {
         opens_at: Option<Timestamp>,
         opens_local: Option<NaiveDateTime>,
     },
-    /// The earliest passing instant is too far from the first proposal (or
-    /// there is none).
+    /// The earliest passing instant is too far from the first proposal, or
+    /// there is none (`until` null). `until` is where the search stopped: the
+    /// follow-up passes no earlier.
     MaxDeferral {
         first_proposed: Timestamp,
         max_deferral: Duration,
@@ -495,11 +514,9 @@ impl Guard {
         let t0 = secs(now);
         let mut reasons = Vec::new();
         let Some(channel) = self.channels.get(usize::from(proposal.channel.0)) else {
-            return Decision {
-                decision: Verdict::Block,
-                until: None,
-                reasons,
-            };
+            return block(vec![Reason::UnknownChannel {
+                channel: proposal.channel.0,
+            }]);
         };
         if state.reach.is_do_not_contact(proposal.channel) {
             reasons.push(Reason::DoNotContact {

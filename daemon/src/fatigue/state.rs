@@ -196,6 +196,20 @@ impl ContactState {
         self.fold(guard, effect.delta, send, event.at)
     }
 
+    /// The state of a contact from its whole history, events in time order
+    /// (the store's order), e.g. when loading contacts at start-up.
+    pub fn replay<'e>(
+        guard: &Guard,
+        contact: &Contact,
+        events: impl IntoIterator<Item = &'e Event>,
+    ) -> Result<Self, StateError> {
+        let mut state = Self::new(guard, contact);
+        for event in events {
+            state.apply(guard, event)?;
+        }
+        Ok(state)
+    }
+
     /// Counts an allowed send at once (fatigue cost of the channel's event and
     /// a mark for the caps), so that the next decision for this contact sees
     /// it: a planner puts a contact's follow-ups to the guard in priority
@@ -243,5 +257,10 @@ impl ContactState {
     /// Fatigue at `at`, exactly.
     pub fn fatigue_at(&self, guard: &Guard, at: Timestamp) -> FatiguePoints {
         self.fatigue.value_at(guard.decay(), at)
+    }
+
+    /// When fatigue will have decayed to `threshold` if nothing happens.
+    pub fn when_at_most(&self, guard: &Guard, threshold: FatiguePoints) -> Option<Timestamp> {
+        self.fatigue.when_at_most(guard.decay(), threshold)
     }
 }

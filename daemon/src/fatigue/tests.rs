@@ -409,6 +409,20 @@ fn consent_and_unsubscribe_block() {
 fn history_replays_imported_actions_like_relance_sends() {
     let g = guard();
     let t0 = wednesday();
+    let history = [
+        event("email_sent", Some("email"), plus(t0, -2 * DAY)),
+        event("email_sent", Some("email"), plus(t0, -DAY)),
+        event("call", None, plus(t0, -DAY)),
+    ];
+    let s = ContactState::replay(&g, &contact(None), &history).expect("in order");
+    // 3 → 2 after a day, + 3 + 5 = 10, 9 a day later.
+    assert_eq!(s.fatigue_at(&g, t0), FatiguePoints::from_points(9));
+    assert_eq!(
+        s.when_at_most(&g, FatiguePoints::ZERO),
+        Some(plus(t0, 9 * DAY))
+    );
+    assert_eq!(s.sends.len(), 3);
+
     let mut s = ContactState::new(&g, &contact(None));
     s.fatigue = Fatigue::new(FatiguePoints::from_points(12), t0);
     // A call logged in the CRM by a sales person.
@@ -511,4 +525,73 @@ fn shipped_configuration_builds_a_guard() {
     let s = at_fatigue(&g, 21, now);
     let d = g.decide(&proposal(&g, "email", FollowUpKind::Systematic), &s, now);
     assert_eq!(d.until, Some(plus(now, DAY + 1)));
+}
+
+#[test]
+fn a_proposal_for_an_unknown_channel_is_blocked_with_a_reason() {
+    let g = guard();
+    let s = ContactState::default();
+    let d = g.decide(
+        &Proposal::new(ChannelId(31), FollowUpKind::Event),
+        &s,
+        wednesday(),
+    );
+    assert_eq!(d.decision, Verdict::Block);
+    assert_eq!(d.reasons, [Reason::UnknownChannel { channel: 31 }]);
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const ZONES: [Option<Tz>; 3] = [
+        None,
+        Some(chrono_tz::America::New_York),
+        Some(chrono_tz::Asia::Tokyo),
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        /// `until` is computed, not polled: the same proposal is allowed at
+        /// `until` and at no earlier second.
+        #[test]
+        fn defer_until_is_the_earliest_allowed_instant(
+            milli in 0i64..40_000,
+            sends in proptest::collection::vec((0u8..3, 0i64..10 * DAY), 0..6),
+            zone in 0usize..3,
+            sms_consent: bool,
+            // 2026-03-01 .. 2026-04-15: across both DST changes.
+            now in 1_772_323_200i64..1_776_211_200,
+            channel in 0u8..3,
+            kind in 0usize..3,
+            exempt in proptest::bool::weighted(0.1),
+        ) {
+            let g = guard();
+            let now = plus(DateTime::<Utc>::UNIX_EPOCH, now);
+            let mut c = contact(ZONES[zone]);
+            c.consent.insert("sms".into(), sms_consent);
+            let mut s = ContactState::new(&g, &c);
+            let mut sends = sends;
+            sends.sort_by_key(|&(_, ago)| std::cmp::Reverse(ago));
+            for (ch, ago) in sends {
+                s.charge(&g, ChannelId(ch), plus(now, -ago)).expect("in order");
+            }
+            s.fatigue.add_secs(g.decay(), now.timestamp(), milli * points::UNITS_PER_MILLI);
+            let kinds = [FollowUpKind::Systematic, FollowUpKind::Event, FollowUpKind::Opportunistic];
+            let mut p = Proposal::new(ChannelId(channel), kinds[kind]);
+            p.exempt = exempt;
+            p.first_proposed = Some(now);
+            let d = g.decide(&p, &s, now);
+            prop_assert_eq!(d.until.is_some(), d.decision == Verdict::Defer);
+            prop_assert!(!d.reasons.is_empty());
+            if let Some(until) = d.until {
+                prop_assert!(until > now);
+                let at = g.decide(&p, &s, until);
+                prop_assert_eq!(at.decision, Verdict::Allow, "{:?} then {:?}", d, at);
+                let before = g.decide(&p, &s, plus(until, -1));
+                prop_assert_ne!(before.decision, Verdict::Allow, "{:?}", d);
+            }
+        }
+    }
 }

@@ -108,7 +108,8 @@ fn openings(tz: Tz, date: NaiveDate, from: u32) -> impl Iterator<Item = i64> {
     a.into_iter().chain(b)
 }
 
-/// Day of a window config, for tests and callers building windows by hand.
+/// A window built by hand (tests, tools) rather than from configuration;
+/// `from` and `to` are seconds of the local day.
 pub fn window(days: &[Day], from: u32, to: u32) -> Window {
     Window {
         days: days.iter().fold(0, |m, d| m | d.bit()),
