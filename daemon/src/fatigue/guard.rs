@@ -397,7 +397,7 @@ impl Guard {
                 Some(name) => Some(lookup("caps", name)?.0),
                 None => None,
             };
-            total += u64::from(cap.limit);
+            total += u64::from(cap.limit.max(1));
             caps.push(Cap {
                 channel,
                 limit: cap.limit.max(1),

@@ -226,6 +226,22 @@ impl ContactState {
         self.fold(guard, cost, Some(channel), at)
     }
 
+    /// Records a send for the caps only, without fatigue: for restoring a
+    /// state from a snapshot (fatigue value + instant, and the recent sends).
+    pub fn record_send(
+        &mut self,
+        guard: &Guard,
+        channel: ChannelId,
+        at: Timestamp,
+    ) -> Result<(), StateError> {
+        if guard.channel_name(channel).is_none() {
+            return Err(StateError::UnknownChannel(channel.0));
+        }
+        let t = u32::try_from(secs(at)).map_err(|_| StateError::OutOfRange(at))?;
+        self.sends.push(guard.caps(), channel.0, t);
+        Ok(())
+    }
+
     fn fold(
         &mut self,
         guard: &Guard,

@@ -450,6 +450,17 @@ fn history_replays_imported_actions_like_relance_sends() {
         .expect("in order");
     let channels: Vec<_> = s.sends.iter().map(|(c, _)| g.channel_name(c)).collect();
     assert_eq!(channels, [Some("email")]);
+
+    // A snapshot (fatigue + recent sends) restores the same state.
+    let mut restored = ContactState::new(&g, &contact(None));
+    let (value, at) = s.fatigue.snapshot();
+    restored.fatigue = Fatigue::new(value, at);
+    for (channel, at) in s.sends.iter() {
+        restored
+            .record_send(&g, channel, at)
+            .expect("known channel");
+    }
+    assert_eq!(restored, s);
 }
 
 #[test]
