@@ -2,6 +2,17 @@
 //! defer or block a follow-up, plus the pressure-versus-value matrix.
 //! Pure: takes plain data and an instant, does no I/O and never reads the
 //! clock, so decisions can be replayed and tested at exact instants.
+//!
+//! Use: build a [`Guard`] once per configuration; hold one [`ContactState`]
+//! per contact (from [`ContactState::replay`] of its history, or restored
+//! from a snapshot); put each follow-up to [`Guard::decide`] and, when it is
+//! allowed and sent, fold it in with [`ContactState::charge`] before the
+//! contact's next decision. The delivered event must then not be applied a
+//! second time.
+//!
+//! Arithmetic is exact: fatigue is fixed-point (see [`points`]) and instants
+//! are whole seconds, so a `defer` instant is the first second at which the
+//! same proposal is allowed.
 
 pub mod config;
 pub mod guard;
