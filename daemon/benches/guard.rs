@@ -125,6 +125,25 @@ fn main() {
     let elapsed = started.elapsed();
     let decisions = (CONTACTS * PASSES) as f64;
 
+    // One more pass timing each decision (adds the clock's own cost) to
+    // show what each verdict costs: defers compute window openings.
+    let mut spent = [0u128; 3];
+    let mut seen = [0u128; 3];
+    let t = at(now);
+    for (i, s) in states.iter().enumerate() {
+        let one = Instant::now();
+        let d = guard.decide(&proposals[i % proposals.len()], black_box(s), t);
+        let ns = one.elapsed().as_nanos();
+        let k = match d.decision {
+            Verdict::Allow => 0,
+            Verdict::Defer => 1,
+            Verdict::Block => 2,
+        };
+        spent[k] += ns;
+        seen[k] += 1;
+        black_box(&d);
+    }
+
     println!(
         "contacts: {CONTACTS} ({} bytes of state each), built in {:.2?}",
         std::mem::size_of::<ContactState>(),
@@ -140,6 +159,13 @@ fn main() {
     println!(
         "allow {} / defer {} / block {}",
         counts[0], counts[1], counts[2]
+    );
+    let avg = |k: usize| spent[k] as f64 / seen[k].max(1) as f64;
+    println!(
+        "per verdict (timed one by one): allow {:.0} ns, defer {:.0} ns, block {:.0} ns",
+        avg(0),
+        avg(1),
+        avg(2)
     );
     match peak_rss_kib() {
         Some(kib) => println!("peak RSS (VmHWM): {:.1} MiB", kib as f64 / 1024.0),
