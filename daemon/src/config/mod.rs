@@ -168,6 +168,41 @@ impl Config {
                 );
             }
         }
+        // Fatigue caps and send windows apply to configured channels.
+        let fatigue = root.key("fatigue");
+        let channel_refs = self
+            .fatigue
+            .caps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((fatigue.key("caps").index(i), c.channel.as_ref()?)))
+            .chain(
+                self.fatigue
+                    .windows
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| (fatigue.key("windows").index(i), &w.channel)),
+            );
+        for (at, channel) in channel_refs {
+            if !self.channels.contains_key(channel) {
+                issues.push(
+                    at.key("channel"),
+                    format!(
+                        "unknown channel `{channel}` (configured: {})",
+                        list(self.channels.keys())
+                    ),
+                );
+            }
+        }
+        if self.channels.len() > crate::fatigue::config::MAX_CHANNELS {
+            issues.push(
+                root.key("channels"),
+                format!(
+                    "the fatigue guard handles at most {} channels",
+                    crate::fatigue::config::MAX_CHANNELS
+                ),
+            );
+        }
     }
 
     /// The store path, resolved against the configuration file's folder.

@@ -1,0 +1,207 @@
+//! Send windows in the contact's local time.
+//!
+//! An instant is inside a window when its local wall-clock time (which is
+//! always unique) falls on an allowed day within `[from, to)`. Openings
+//! follow from that one rule, which settles DST edge cases deliberately:
+//! - an opening time skipped by a jump forward opens when the jump ends
+//!   (02:30 on a spring-forward night opens at 03:00 new time);
+//! - an opening time that happens twice (fall back) opens at its first
+//!   occurrence, and a window that closed in between reopens at the second.
+
+use super::config::{Day, WindowConfig};
+use chrono::offset::LocalResult;
+use chrono::{DateTime, Datelike, Days, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
+use chrono_tz::{GapInfo, Tz};
+
+/// One window, compiled: day mask and seconds of the local day.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    days: u8,
+    from: u32,
+    to: u32,
+}
+
+impl Window {
+    pub fn new(config: &WindowConfig) -> Self {
+        Self {
+            days: config.days.iter().fold(0, |m, d| m | d.bit()),
+            from: config.from.seconds(),
+            to: config.to.seconds(),
+        }
+    }
+
+    fn contains_local(&self, local: &NaiveDateTime) -> bool {
+        let day = local.weekday().num_days_from_monday();
+        let t = local.num_seconds_from_midnight();
+        self.days & (1 << day) != 0 && self.from <= t && t < self.to
+    }
+
+    fn opens_on(&self, date: NaiveDate) -> bool {
+        self.days & (1 << date.weekday().num_days_from_monday()) != 0
+    }
+}
+
+/// The windows of one channel; none means always open.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Windows(Vec<Window>);
+
+pub(crate) fn local(tz: Tz, t: i64) -> Option<NaiveDateTime> {
+    let utc = DateTime::<Utc>::from_timestamp(t, 0)?;
+    Some(tz.from_utc_datetime(&utc.naive_utc()).naive_local())
+}
+
+impl Windows {
+    pub fn new(windows: impl IntoIterator<Item = Window>) -> Self {
+        Self(windows.into_iter().collect())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn contains(&self, tz: Tz, t: i64) -> bool {
+        if self.0.is_empty() {
+            return true;
+        }
+        local(tz, t).is_some_and(|l| self.0.iter().any(|w| w.contains_local(&l)))
+    }
+
+    /// The first second `≥ t` inside a window; `None` if none within the
+    /// next eight local days (cannot happen with a valid configuration).
+    pub fn next_open(&self, tz: Tz, t: i64) -> Option<i64> {
+        if self.contains(tz, t) {
+            return Some(t);
+        }
+        let today = local(tz, t)?.date();
+        for offset in 0..=8 {
+            let date = today.checked_add_days(Days::new(offset))?;
+            let best = self
+                .0
+                .iter()
+                .filter(|w| w.opens_on(date))
+                .flat_map(|w| openings(tz, date, w.from))
+                .filter(|&c| c >= t && self.contains(tz, c))
+                .min();
+            if best.is_some() {
+                return best;
+            }
+        }
+        None
+    }
+}
+
+/// UTC instants at which local `date` + `from` happens: one normally, two
+/// when the clock falls back over it, the end of the gap when it is skipped.
+fn openings(tz: Tz, date: NaiveDate, from: u32) -> impl Iterator<Item = i64> {
+    let naive = date.and_hms_opt(from / 3600, from / 60 % 60, from % 60);
+    let (a, b) = match naive.map(|n| (n, tz.from_local_datetime(&n))) {
+        Some((_, LocalResult::Single(x))) => (Some(x.timestamp()), None),
+        Some((_, LocalResult::Ambiguous(x, y))) => (Some(x.timestamp()), Some(y.timestamp())),
+        Some((n, LocalResult::None)) => (
+            GapInfo::new(&n, &tz)
+                .and_then(|g| g.end)
+                .map(|e| e.timestamp()),
+            None,
+        ),
+        None => (None, None),
+    };
+    a.into_iter().chain(b)
+}
+
+/// A window built by hand (tests, tools) rather than from configuration;
+/// `from` and `to` are seconds of the local day.
+pub fn window(days: &[Day], from: u32, to: u32) -> Window {
+    Window {
+        days: days.iter().fold(0, |m, d| m | d.bit()),
+        from,
+        to,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use chrono_tz::{America::New_York, Europe::Paris};
+
+    const WEEKDAYS: [Day; 5] = [Day::Mon, Day::Tue, Day::Wed, Day::Thu, Day::Fri];
+
+    fn utc(s: &str) -> i64 {
+        DateTime::parse_from_rfc3339(s).expect("valid").timestamp()
+    }
+
+    fn calls() -> Windows {
+        Windows::new([window(&WEEKDAYS, 9 * 3600, 18 * 3600)])
+    }
+
+    #[test]
+    fn opening_after_spring_forward_is_at_the_new_offset() {
+        // Paris jumps to CEST on Sunday 2026-03-29; Monday 09:00 is 07:00Z.
+        let sat_night = utc("2026-03-28T20:00:00Z");
+        assert_eq!(
+            calls().next_open(Paris, sat_night),
+            Some(utc("2026-03-30T07:00:00Z"))
+        );
+        // Friday before: 09:00 CET is 08:00Z.
+        assert_eq!(
+            calls().next_open(Paris, utc("2026-03-27T06:00:00Z")),
+            Some(utc("2026-03-27T08:00:00Z"))
+        );
+        // New York switched on 2026-03-08; on the Monday after, 09:00 EDT is 13:00Z.
+        assert_eq!(
+            calls().next_open(New_York, utc("2026-03-07T12:00:00Z")),
+            Some(utc("2026-03-09T13:00:00Z"))
+        );
+        // The same UTC instant is open in Paris, closed in New York.
+        let t = utc("2026-03-30T12:00:00Z");
+        assert!(calls().contains(Paris, t));
+        assert!(!calls().contains(New_York, t));
+        assert_eq!(
+            calls().next_open(New_York, t),
+            Some(utc("2026-03-30T13:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn closing_time_is_excluded_and_fall_back_shifts_utc() {
+        let w = calls();
+        assert!(!w.contains(Paris, utc("2026-10-23T16:00:00Z"))); // 18:00 CEST
+        assert!(w.contains(Paris, utc("2026-10-23T15:59:59Z")));
+        // After fall back on Sunday 2026-10-25, Monday 09:00 CET = 08:00Z.
+        assert_eq!(
+            w.next_open(Paris, utc("2026-10-23T16:00:00Z")),
+            Some(utc("2026-10-26T08:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn skipped_opening_time_opens_when_the_gap_ends() {
+        // 02:30 does not exist in Paris on 2026-03-29: opens at 03:00 CEST = 01:00Z.
+        let w = Windows::new([window(&Day::ALL, 2 * 3600 + 1800, 4 * 3600)]);
+        assert_eq!(
+            w.next_open(Paris, utc("2026-03-28T23:00:00Z")),
+            Some(utc("2026-03-29T01:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn repeated_opening_time_opens_at_first_and_reopens_at_second() {
+        // 02:00–02:45 on 2026-10-25 in Paris happens twice (CEST then CET).
+        let w = Windows::new([window(&Day::ALL, 2 * 3600, 2 * 3600 + 2700)]);
+        assert_eq!(
+            w.next_open(Paris, utc("2026-10-24T22:00:00Z")),
+            Some(utc("2026-10-25T00:00:00Z"))
+        );
+        // Closed at 02:45 CEST (00:45Z); reopens at 02:00 CET (01:00Z).
+        assert_eq!(
+            w.next_open(Paris, utc("2026-10-25T00:45:00Z")),
+            Some(utc("2026-10-25T01:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn empty_windows_are_always_open() {
+        let t = Utc.timestamp_opt(0, 0).single().expect("valid").timestamp();
+        assert_eq!(Windows::default().next_open(Paris, t), Some(t));
+    }
+}
