@@ -25,34 +25,34 @@ def at(days_ago, hour=None):
 
 
 companies = [
-    # id, name, headcount, industry, subsidiaries_abroad, expatriates, region
-    ("bati-sud", "Bâti Sud", 210, "construction", True, 14, "Occitanie"),
-    ("meca-ouest", "Méca Ouest", 85, "industry", False, 0, "Bretagne"),
-    ("agence-pixel", "Agence Pixel", 12, "services", False, 0, "Île-de-France"),
-    ("ferro-nord", "Ferro Nord", 420, "industry", True, 30, "Hauts-de-France"),
-    ("beton-alp", "Béton Alp", 150, "construction", False, 2, "Auvergne-Rhône-Alpes"),
-    ("dupont-freres", "Dupont Frères", 60, "industry", False, 0, "Grand Est"),
-    ("dupont-conseil", "Dupont Conseil", 8, "services", False, 0, "Normandie"),
+    # id, name, headcount, sector, foreign_subsidiaries, expatriates, region
+    ("bati-sud", "Bâti Sud", 220, "construction", 3, 12, "Occitanie"),
+    ("meca-ouest", "Méca Ouest", 85, "industry", 0, 0, "Bretagne"),
+    ("usine-alp", "Usine Alp", 80, "industry", 0, 0, "Auvergne-Rhône-Alpes"),
+    ("ferro-nord", "Ferro Nord", 220, "industry", 2, 4, "Hauts-de-France"),
+    ("dupont-freres", "Dupont Frères", 60, "industry", 0, 0, "Grand Est"),
+    ("dupont-conseil", "Dupont Conseil", 8, "services", 0, 0, "Normandie"),
 ]
 industries = ["industry", "construction", "services", "retail", "public"]
 regions = ["Île-de-France", "Occitanie", "Bretagne", "Grand Est", "Normandie", "PACA", "Hauts-de-France"]
 for i in range(1, 61):
     headcount = rng.choice([5, 15, 25, 40, 80, 120, 250, 400, 700, 1500])
     companies.append((f"co-{i:03d}", f"Société {i:03d}", headcount, rng.choice(industries),
-                      rng.random() < 0.25, rng.randint(0, 20) if rng.random() < 0.25 else 0, rng.choice(regions)))
+                      rng.randint(1, 6) if rng.random() < 0.25 else 0,
+                      rng.randint(1, 20) if rng.random() < 0.25 else 0, rng.choice(regions)))
 
 with open(OUT / "companies.csv", "w", newline="") as f:
     w = csv.writer(f)
-    w.writerow(["id", "name", "headcount", "industry", "subsidiaries_abroad", "expatriates", "region"])
+    w.writerow(["id", "name", "headcount", "sector", "foreign_subsidiaries", "expatriates", "region"])
     for c in companies:
-        w.writerow([c[0], c[1], c[2], c[3], str(c[4]).lower(), c[5], c[6]])
+        w.writerow(c)
 
 # id, first, last, email, company, owner, status, tier, timezone, job_title
 personas = [
     ("p", "Paul", "Perret", "paul.perret@meca-ouest.fr", "meca-ouest", "claire", "prospect", "target_1", "Europe/Paris", "Responsable RH"),
-    ("martino", "Luca", "Martino", "l.martino@bati-sud.fr", "bati-sud", "claire", "prospect", "core", "Europe/Paris", "DRH"),
-    ("rajati", "Nadia", "Rajati", "n.rajati@beton-alp.fr", "beton-alp", "hugo", "prospect", "target_1", "Europe/Paris", "DRH"),
-    ("beltrani", "Marco", "Beltrani", "m.beltrani@agence-pixel.fr", "agence-pixel", "hugo", "suspect", "target_2", "Europe/Paris", "Office manager"),
+    ("martino", "Luca", "Martino", "l.martino@bati-sud.fr", "bati-sud", "claire", "prospect", "core", "Europe/Paris", "Directeur RH"),
+    ("rajati", "Nadia", "Rajati", "n.rajati@usine-alp.fr", "usine-alp", "hugo", "prospect", "target_1", "Europe/Paris", "DRH"),
+    ("beltrani", "Marco", "Beltrani", "m.beltrani@usine-alp.fr", "usine-alp", "hugo", "suspect", "target_2", "Europe/Paris", "Stagiaire comptabilité"),
     ("martin", "Martin", "Lefèvre", "martin.lefevre@ferro-nord.fr", "ferro-nord", "claire", "prospect", "core", "Europe/Paris", "DRH"),
     ("nathalie", "Nathalie", "Roux", "nathalie.roux@ferro-nord.fr", "ferro-nord", "claire", "prospect", "core", "America/New_York", "DRH"),
     ("albert-dupont", "Albert", "Dupont", "a.dupont@dupont-freres.fr", "dupont-freres", "hugo", "prospect", "target_1", "Europe/Paris", "Directeur administratif"),
@@ -77,7 +77,7 @@ for i in range(1, 321):
 with open(OUT / "contacts.csv", "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["id", "first_name", "last_name", "email", "phone", "company", "owner", "status", "tier", "timezone",
-                "consent_sms", "job_title"])
+                "consent_sms", "title"])
     for n, c in enumerate(contacts):
         phone = f"+33 1 {40 + n % 50:02d} {n % 100:02d} {(n * 7) % 100:02d} {(n * 13) % 100:02d}"
         w.writerow([c[0], c[1], c[2], c[3], phone, c[4], c[5], c[6], c[7], c[8],
@@ -99,22 +99,35 @@ def ev(contact, kind, days_ago, channel=None, hour=None, **props):
 ev("p", "sms_sent", 3, "sms")
 ev("p", "call", 1, "phone", outcome="PISTE")
 ev("p", "email_sent", 1, "email")
-# Martino: the hot prospect, active this week.
-for d, kind, props in [(20, "email_open", {}), (18, "email_click", {"url": "https://example.com/paie-internationale"}),
-                       (12, "download", {"asset": "livre-blanc-paie"}), (9, "page_visit", {"url": "/pricing"}),
-                       (6, "webinar_signup", {"webinar": "expatriation"}), (4, "trade_show_visit", {"show": "Solutions RH"}),
-                       (2, "page_visit", {"url": "/demo"}), (2, "form_submit", {"form": "demo"})]:
-    ev("martino", kind, d, **props)
-# Rajati: warm.
-for d, kind, props in [(25, "email_open", {}), (15, "download", {"asset": "livre-blanc-paie"}), (8, "page_visit", {"url": "/pricing"})]:
-    ev("rajati", kind, d, **props)
-# Beltrani: one open, long ago.
-ev("beltrani", "email_open", 40)
-# Martin and Nathalie: the same actions; Martin's are recent, Nathalie's three months old.
-for who, base in [("martin", 0), ("nathalie", 82)]:
-    for d, kind, props in [(9, "download", {"asset": "livre-blanc-paie"}), (8, "page_visit", {"url": "/pricing"}),
-                           (5, "trade_show_visit", {"show": "Solutions RH"}), (3, "form_submit", {"form": "demo"})]:
-        ev(who, kind, base + d, **props)
+def hours(h):
+    return h / 24
+
+
+# Martino: hot (215) — profile 120, behaviour 95 (seed 001).
+for d, kind, props in [(3, "demo_request", {}), (5, "download", {"asset": "livre-blanc-paie"}),
+                       (4, "page_visit", {"url": "https://payroll.example/pricing"}),
+                       (hours(6), "page_visit", {"url": "https://payroll.example/blog/expatriates"}),
+                       (hours(2), "email_click", {"url": "https://payroll.example/paie-internationale"}),
+                       (hours(3), "email_open", {}), (hours(4), "email_open", {}), (hours(5), "email_open", {})]:
+    ev("martino", kind, d, "email" if kind.startswith("email") else None, **props)
+# Rajati: warm (140).
+for d, kind in [(20, "trade_show_visit"), (12, "form_submit"), (hours(1), "email_click")]:
+    ev("rajati", kind, d, "email" if kind.startswith("email") else None)
+# Beltrani: cold (30): an intern, with a careers-page visit.
+ev("beltrani", "download", 2)
+ev("beltrani", "page_visit", 1, url="https://payroll.example/careers/dev")
+for h in range(1, 6):
+    ev("beltrani", "email_open", hours(h), "email")
+# Martin and Nathalie: the same actions (250); Nathalie's are three months old (235).
+for who, age in [("martin", 8), ("nathalie", 95)]:
+    ev(who, "demo_request", age)
+    ev(who, "download", age + 1)
+    ev(who, "download", age + 2)
+    ev(who, "page_visit", age + 1, url="https://payroll.example/pricing")
+    ev(who, "page_visit", age + 2, url="https://payroll.example/tarifs")
+# Deal stages (seed 000).
+ev("martino", "deal_stage", 1, deal="deal-bati", stage="director_loves_proposal")
+ev("rajati", "deal_stage", 2, deal="deal-usine", stage="purchasing_halves_budget")
 # Albert Dupont: called often, never reached; his homonym was never called.
 for d, outcome in [(60, "NRP"), (45, "OCC"), (30, "NRP"), (12, "RAPP")]:
     ev("albert-dupont", "call", d, "phone", hour=10, outcome=outcome)
@@ -142,7 +155,7 @@ for cid, status in generated:
             ev(cid, "purchase", rng.randint(0, 400), amount=rng.choice([450, 900, 1800, 3600, 12000]))
 
 # Business signals on companies.
-for co, kind, d in [("bati-sud", "new_sites", 10), ("ferro-nord", "international", 30), ("co-007", "difficulty", 20)]:
+for co, kind, d in [("bati-sud", "new_sites", 10), ("co-012", "international", 30), ("co-007", "difficulty", 20)]:
     events.append({"company": co, "type": "business_signal", "at": at(d), "props": {"kind": kind}})
 
 events.sort(key=lambda e: e["at"])
@@ -153,7 +166,7 @@ with open(OUT / "events.jsonl", "w") as f:
 
 deals = [("deal-bati", "Paie multi-pays", "martino", "bati-sud", 48000, "proposal", "core", "referral"),
          ("deal-ferro", "Paie expatriés", "martin", "ferro-nord", 30000, "qualification", "core", ""),
-         ("deal-beton", "Module congés", "rajati", "beton-alp", 9000, "proposal", "target_1", "customer")]
+         ("deal-usine", "Module congés", "rajati", "usine-alp", 9000, "proposal", "target_1", "customer")]
 for i in range(1, 41):
     cid, _ = rng.choice(generated)
     deals.append((f"deal-{i:03d}", f"Projet {i:03d}", cid, "", rng.choice([3000, 8000, 15000, 25000, 60000]),

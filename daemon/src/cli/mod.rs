@@ -8,6 +8,7 @@ mod contacts;
 mod import;
 mod outbox;
 mod output;
+mod scoring;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -60,6 +61,38 @@ enum Command {
     Contacts {
         #[command(subcommand)]
         action: contacts::Action,
+    },
+    /// One rescoring pass at --now: incremental unless --full (or the rules changed).
+    Rescore {
+        /// Rebuild every score from the events.
+        #[arg(long)]
+        full: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A contact's score with every contribution, its history, or what
+    /// another configuration's rules would change.
+    Score {
+        /// The contact (not needed with --what-if).
+        id: Option<String>,
+        /// The film: every stored change of score or band.
+        #[arg(long)]
+        history: bool,
+        /// Compare bands under the rules of another configuration file.
+        #[arg(long, value_name = "OTHER_CONFIG")]
+        what_if: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deals ranked by score, best first.
+    Deals {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Customer scores from purchases: RFM, ABC and value tier.
+    Customers {
+        #[arg(long)]
+        json: bool,
     },
     /// The durable outbox: planned, deferred, claimed, sent, retrying, dead,
     /// blocked and dropped sends.
@@ -133,6 +166,21 @@ fn run(cli: &Cli, clock: &Clock) -> Result<u8, Failure> {
         Command::Check { .. } => unreachable!("handled above"),
         Command::Import { what } => import::run(&config, what),
         Command::Contacts { action } => contacts::run(&config, action),
+        Command::Rescore { full, json } => scoring::rescore(&config, clock, *full, *json),
+        Command::Score {
+            id,
+            history,
+            what_if,
+            json,
+        } => match (id, what_if) {
+            (_, Some(other)) => scoring::what_if(&config, clock, other, *json),
+            (Some(id), None) => scoring::score(&config, clock, id, *history, *json),
+            (None, None) => Err(Failure::Input(
+                "give a contact id, or --what-if OTHER_CONFIG".into(),
+            )),
+        },
+        Command::Deals { json } => scoring::deals(&config, clock, *json),
+        Command::Customers { json } => scoring::customers(&config, clock, *json),
         Command::Outbox {
             status,
             limit,

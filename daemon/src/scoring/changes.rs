@@ -33,6 +33,18 @@ pub enum ChangeKind {
     JumpDown,
 }
 
+impl ChangeKind {
+    /// The name published to the follow-up engine and shown in the history.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::BandUp => "band_up",
+            ChangeKind::BandDown => "band_down",
+            ChangeKind::JumpUp => "jump_up",
+            ChangeKind::JumpDown => "jump_down",
+        }
+    }
+}
+
 /// One change, as a plain record for the planner and the history.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ScoreChange {
@@ -62,6 +74,11 @@ impl ChangeDetector {
             jump: Points::from_f64(config.jump_points),
             window: config.jump_window.0,
         }
+    }
+
+    /// How far back a jump is measured.
+    pub fn window(&self) -> chrono::Duration {
+        self.window
     }
 
     /// Changes between `previous` (scored at `previous_at`) and `current`

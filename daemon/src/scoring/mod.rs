@@ -13,6 +13,7 @@ pub mod customers;
 pub mod deals;
 pub mod incremental;
 pub mod model;
+pub mod pass;
 pub mod points;
 pub mod whatif;
 

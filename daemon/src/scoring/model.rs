@@ -57,6 +57,16 @@ pub enum Recency {
     CountsForDays(f64),
 }
 
+impl std::fmt::Display for Recency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Recency::FadeOverDays(d) => write!(f, "fades to zero over {d} days"),
+            Recency::HalfLifeDays(d) => write!(f, "halves every {d} days"),
+            Recency::CountsForDays(d) => write!(f, "counts for {d} days"),
+        }
+    }
+}
+
 impl Recency {
     /// The weight of an event of age `age`, and how long until it changes
     /// (none once it is zero for good). Works on the age so that the hot

@@ -33,18 +33,40 @@ pub fn what_if<'a>(
     contacts: impl IntoIterator<Item = (&'a Contact, Option<&'a Company>, &'a [Event])>,
     now: Timestamp,
 ) -> WhatIf {
-    let mut out = WhatIf {
-        before: before.band_names().map(|b| (b.to_string(), 0)).collect(),
-        after: after.band_names().map(|b| (b.to_string(), 0)).collect(),
-        moves: Vec::new(),
-    };
+    let mut out = WhatIf::new(before, after);
     for (contact, company, events) in contacts {
+        out.add(before, after, contact, company, events, now);
+    }
+    out
+}
+
+impl WhatIf {
+    /// Empty counts for every band of both models.
+    pub fn new(before: &ScoringModel, after: &ScoringModel) -> Self {
+        Self {
+            before: before.band_names().map(|b| (b.to_string(), 0)).collect(),
+            after: after.band_names().map(|b| (b.to_string(), 0)).collect(),
+            moves: Vec::new(),
+        }
+    }
+
+    /// Adds one contact: lets a caller stream contacts from the store
+    /// instead of holding them all.
+    pub fn add(
+        &mut self,
+        before: &ScoringModel,
+        after: &ScoringModel,
+        contact: &Contact,
+        company: Option<&Company>,
+        events: &[Event],
+        now: Timestamp,
+    ) {
         let old = before.score(contact, company, events, now);
         let new = after.score(contact, company, events, now);
-        *out.before.entry(old.band.to_string()).or_default() += 1;
-        *out.after.entry(new.band.to_string()).or_default() += 1;
+        *self.before.entry(old.band.to_string()).or_default() += 1;
+        *self.after.entry(new.band.to_string()).or_default() += 1;
         if old.band != new.band {
-            out.moves.push(BandMove {
+            self.moves.push(BandMove {
                 contact: contact.id.clone(),
                 from: old.band.to_string(),
                 to: new.band.to_string(),
@@ -53,5 +75,4 @@ pub fn what_if<'a>(
             });
         }
     }
-    out
 }

@@ -56,15 +56,52 @@ CREATE TABLE events (
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX events_by_seq ON events(seq);
 
+-- Each contact's current card; `next_change_at` is when time alone may
+-- change it, so a pass finds the contacts to rescore through an index.
+CREATE TABLE scores (
+    contact        INTEGER PRIMARY KEY REFERENCES contacts(rowid) ON DELETE CASCADE,
+    score          INTEGER NOT NULL,
+    band           TEXT NOT NULL,
+    next_change_at INTEGER,
+    scored_at      INTEGER NOT NULL,
+    card           TEXT NOT NULL
+);
+CREATE INDEX scores_next_change ON scores(next_change_at) WHERE next_change_at IS NOT NULL;
+
+-- The film: one row each time a contact's score or band changed.
 CREATE TABLE score_snapshots (
     seq         INTEGER PRIMARY KEY,
     contact     INTEGER NOT NULL REFERENCES contacts(rowid) ON DELETE CASCADE,
     at          INTEGER NOT NULL,
-    score       REAL NOT NULL,
-    band        TEXT NOT NULL,
-    details     TEXT NOT NULL DEFAULT '{}'
+    score       INTEGER NOT NULL,
+    band        TEXT NOT NULL
 );
 CREATE INDEX score_snapshots_by_contact ON score_snapshots(contact, at);
+
+-- Band crossings and jumps, for the follow-up engine to react to.
+CREATE TABLE score_changes (
+    seq         INTEGER PRIMARY KEY,
+    contact     INTEGER NOT NULL REFERENCES contacts(rowid) ON DELETE CASCADE,
+    at          INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    from_score  INTEGER NOT NULL,
+    to_score    INTEGER NOT NULL,
+    from_band   TEXT NOT NULL,
+    to_band     TEXT NOT NULL,
+    since       INTEGER NOT NULL
+);
+CREATE INDEX score_changes_by_contact ON score_changes(contact, at);
+
+-- Contacts whose profile (or company) changed since they were scored.
+CREATE TABLE rescore_queue (
+    contact     INTEGER PRIMARY KEY REFERENCES contacts(rowid) ON DELETE CASCADE
+);
+
+-- Small named values: the last event rescored, the rules' fingerprint.
+CREATE TABLE meta (
+    key         TEXT PRIMARY KEY,
+    value       TEXT NOT NULL
+);
 
 CREATE TABLE fatigue_ledger (
     seq         INTEGER PRIMARY KEY,

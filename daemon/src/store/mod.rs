@@ -5,6 +5,7 @@
 mod migrations;
 mod sqlite;
 mod sqlite_outbox;
+mod sqlite_scores;
 
 pub use sqlite::SqliteStore;
 
@@ -84,9 +85,9 @@ pub struct Counts {
 /// Everything relance persists, by concept. Batches are written in one
 /// transaction each; an item rejected inside a batch writes nothing and does
 /// not stop the others.
-pub trait Store: Records + OutboxStore + ScheduleStore {}
+pub trait Store: Records + ScoreStore + OutboxStore + ScheduleStore {}
 
-impl<T: Records + OutboxStore + ScheduleStore> Store for T {}
+impl<T: Records + ScoreStore + OutboxStore + ScheduleStore> Store for T {}
 
 /// Contacts, companies, deals and events.
 pub trait Records: Send {
@@ -185,4 +186,83 @@ pub struct JobRun {
     pub started_at: Timestamp,
     pub finished_at: Option<Timestamp>,
     pub outcome: Option<String>,
+}
+
+/// A contact's stored score: what the last pass found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StoredScore {
+    pub contact: String,
+    /// Hundredths of a point.
+    pub score: i64,
+    pub band: String,
+    pub next_change_at: Option<Timestamp>,
+    pub scored_at: Timestamp,
+}
+
+/// One point of a contact's score history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    pub at: Timestamp,
+    /// Hundredths of a point.
+    pub score: i64,
+    pub band: String,
+}
+
+/// A band crossing or a jump, published for the follow-up engine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StoredChange {
+    pub seq: i64,
+    pub contact: String,
+    pub at: Timestamp,
+    pub kind: String,
+    pub from_score: i64,
+    pub to_score: i64,
+    pub from_band: String,
+    pub to_band: String,
+    pub since: Timestamp,
+}
+
+/// What a rescoring pass writes for one contact.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScoreWrite {
+    pub contact: String,
+    pub score: i64,
+    pub band: String,
+    pub next_change_at: Option<Timestamp>,
+    /// Score or band differ from the stored ones: add a snapshot.
+    pub snapshot: bool,
+    pub changes: Vec<StoredChange>,
+}
+
+/// Scores, their history and the bookkeeping of incremental passes.
+pub trait ScoreStore: Send {
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Contacts a pass at `now` must rescore: events after `after_seq`,
+    /// time-dependent terms due, profile or company changed, never scored.
+    fn rescore_candidates(&self, now: Timestamp, after_seq: i64)
+    -> Result<Vec<String>, StoreError>;
+    /// A contact with its company and events (oldest first).
+    #[allow(clippy::type_complexity)]
+    fn scoring_input(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Contact, Option<Company>, Vec<Event>)>, StoreError>;
+    fn stored_score(&self, id: &str) -> Result<Option<StoredScore>, StoreError>;
+    /// Snapshots of a contact, oldest first, optionally from `since` on.
+    fn score_history(
+        &self,
+        id: &str,
+        since: Option<Timestamp>,
+    ) -> Result<Vec<Snapshot>, StoreError>;
+    /// Writes a batch in one transaction, with the pass's bookkeeping.
+    fn save_scores(
+        &mut self,
+        batch: &[ScoreWrite],
+        now: Timestamp,
+        meta: &[(&str, String)],
+    ) -> Result<(), StoreError>;
+    /// Published changes after `after_seq`, oldest first.
+    fn score_changes(&self, after_seq: i64, limit: u32) -> Result<Vec<StoredChange>, StoreError>;
+    /// Stored scores per band.
+    fn band_counts(&self) -> Result<BTreeMap<String, u64>, StoreError>;
 }

@@ -174,6 +174,10 @@ impl Records for SqliteStore {
                         c.company,
                         c.email
                     ])?;
+                    tx.prepare_cached(
+                        "INSERT OR IGNORE INTO rescore_queue (contact) SELECT rowid FROM contacts WHERE id = ?1",
+                    )?
+                    .execute([&c.id])?;
                 }
                 out.push(outcome);
             }
@@ -189,6 +193,7 @@ impl Records for SqliteStore {
                 let (outcome, record) = merge(existing.as_ref(), patch)?;
                 if let Some(c) = record {
                     save_company(tx, &c)?;
+                    queue_company_contacts(tx, &c.id)?;
                 }
                 out.push(outcome);
             }
@@ -274,6 +279,7 @@ impl Records for SqliteStore {
                         match rowid {
                             None => Append::Rejected(format!("company: unknown company `{company}`")),
                             Some(rowid) => {
+                                queue_company_contacts(tx, company)?;
                                 let n = tx
                                     .prepare_cached(
                                         "INSERT INTO company_signals (company, dedup, kind, at, props)
@@ -430,7 +436,16 @@ fn read_scanned(r: &rusqlite::Row<'_>) -> Result<(i64, Event), StoreError> {
     ))
 }
 
-fn load_company(conn: &Connection, id: &str) -> Result<Option<Company>, StoreError> {
+/// A company's attributes and signals count for all its contacts.
+fn queue_company_contacts(tx: &Connection, company: &str) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO rescore_queue (contact) SELECT rowid FROM contacts WHERE company = ?1",
+    )?
+    .execute([company])?;
+    Ok(())
+}
+
+pub(super) fn load_company(conn: &Connection, id: &str) -> Result<Option<Company>, StoreError> {
     let row: Option<(i64, Option<String>, String)> = conn
         .prepare_cached("SELECT rowid, name, attributes FROM companies WHERE id = ?1")?
         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -474,12 +489,12 @@ fn save_company(tx: &Connection, c: &Company) -> Result<(), StoreError> {
         }
         .dedup_key();
         tx.prepare_cached(
-            "INSERT INTO company_signals (company, dedup_key, kind, at, props)
-             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(dedup_key) DO NOTHING",
+            "INSERT INTO company_signals (company, dedup, kind, at, props)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(dedup) DO NOTHING",
         )?
         .execute(params![
             rowid,
-            key,
+            &key[..],
             signal.kind,
             to_micros(signal.at),
             encode(&signal.props)?
@@ -611,6 +626,39 @@ mod tests {
             .append_events(&[ev("a", "2026-01-04T00:00:00Z")])
             .expect("ok");
         assert_eq!(store.contacts_with_events_after(mark).expect("ok"), ["a"]);
+    }
+
+    #[test]
+    fn company_signals_from_imports_and_events_are_kept_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut store = open(&dir);
+        let jsonl = "{\"id\": \"acme\", \"name\": \"Acme\", \"signals\": [{\"kind\": \"new_sites\", \"at\": \"2026-01-02T00:00:00Z\"}]}\n";
+        let batch: Vec<Patch> = read_lines(jsonl.as_bytes(), Format::Jsonl, Kind::Company)
+            .expect("jsonl")
+            .map(|l| l.item.expect("valid"))
+            .collect();
+        assert_eq!(
+            store.upsert_companies(&batch).expect("ok"),
+            vec![Upsert::Inserted]
+        );
+        assert_eq!(
+            store.upsert_companies(&batch).expect("ok"),
+            vec![Upsert::Unchanged]
+        );
+        let signal = parse_event(json!({"company": "acme", "type": "business_signal", "at": "2026-02-01T00:00:00Z", "props": {"kind": "international"}})).expect("valid");
+        assert_eq!(
+            store
+                .append_events(std::slice::from_ref(&signal))
+                .expect("ok"),
+            vec![Append::Inserted]
+        );
+        assert_eq!(
+            store.append_events(&[signal]).expect("ok"),
+            vec![Append::Duplicate]
+        );
+        let acme = store.company("acme").expect("ok").expect("exists");
+        let kinds: Vec<&str> = acme.signals.iter().map(|s| s.kind.as_str()).collect();
+        assert_eq!(kinds, ["new_sites", "international"]);
     }
 
     #[test]

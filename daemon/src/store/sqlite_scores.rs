@@ -1,0 +1,180 @@
+//! Scores, snapshots, published changes and pass bookkeeping in SQLite.
+
+use super::sqlite::{SqliteStore, from_micros, load_company, to_micros};
+use super::{Records, ScoreStore, ScoreWrite, Snapshot, StoreError, StoredChange, StoredScore};
+use crate::model::{Company, Contact, Event, Timestamp};
+use rusqlite::{OptionalExtension, params};
+use std::collections::BTreeMap;
+
+impl ScoreStore for SqliteStore {
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn rescore_candidates(
+        &self,
+        now: Timestamp,
+        after_seq: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id FROM contacts WHERE rowid IN (
+                 SELECT DISTINCT contact FROM events WHERE seq > ?2
+                 UNION SELECT contact FROM scores WHERE next_change_at <= ?1
+                 UNION SELECT contact FROM rescore_queue)
+             ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![to_micros(now), after_seq], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn scoring_input(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Contact, Option<Company>, Vec<Event>)>, StoreError> {
+        let Some(contact) = self.contact(id)? else {
+            return Ok(None);
+        };
+        let company = match &contact.company {
+            Some(c) => load_company(&self.conn, c)?,
+            None => None,
+        };
+        let events = self.events_of(id)?;
+        Ok(Some((contact, company, events)))
+    }
+
+    fn stored_score(&self, id: &str) -> Result<Option<StoredScore>, StoreError> {
+        let row: Option<(i64, String, Option<i64>, i64)> = self
+            .conn
+            .prepare_cached(
+                "SELECT s.score, s.band, s.next_change_at, s.scored_at FROM scores s
+                 JOIN contacts c ON c.rowid = s.contact WHERE c.id = ?1",
+            )?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .optional()?;
+        row.map(|(score, band, next, at)| {
+            Ok(StoredScore {
+                contact: id.to_string(),
+                score,
+                band,
+                next_change_at: next.map(from_micros).transpose()?,
+                scored_at: from_micros(at)?,
+            })
+        })
+        .transpose()
+    }
+
+    fn score_history(
+        &self,
+        id: &str,
+        since: Option<Timestamp>,
+    ) -> Result<Vec<Snapshot>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT s.at, s.score, s.band FROM score_snapshots s JOIN contacts c ON c.rowid = s.contact
+             WHERE c.id = ?1 AND s.at >= ?2 ORDER BY s.at, s.seq",
+        )?;
+        let mut q = stmt.query(params![id, since.map_or(i64::MIN, to_micros)])?;
+        let mut out = Vec::new();
+        while let Some(r) = q.next()? {
+            out.push(Snapshot {
+                at: from_micros(r.get(0)?)?,
+                score: r.get(1)?,
+                band: r.get(2)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn save_scores(
+        &mut self,
+        batch: &[ScoreWrite],
+        now: Timestamp,
+        meta: &[(&str, String)],
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let now_us = to_micros(now);
+            for w in batch {
+                let Some(rowid): Option<i64> = tx
+                    .prepare_cached("SELECT rowid FROM contacts WHERE id = ?1")?
+                    .query_row([&w.contact], |r| r.get(0))
+                    .optional()?
+                else {
+                    continue; // erased meanwhile
+                };
+                tx.prepare_cached(
+                    "INSERT INTO scores (contact, score, band, next_change_at, scored_at, card)
+                     VALUES (?1, ?2, ?3, ?4, ?5, '{}')
+                     ON CONFLICT(contact) DO UPDATE SET score = excluded.score, band = excluded.band,
+                       next_change_at = excluded.next_change_at, scored_at = excluded.scored_at",
+                )?
+                .execute(params![rowid, w.score, w.band, w.next_change_at.map(to_micros), now_us])?;
+                if w.snapshot {
+                    tx.prepare_cached("INSERT INTO score_snapshots (contact, at, score, band) VALUES (?1, ?2, ?3, ?4)")?
+                        .execute(params![rowid, now_us, w.score, w.band])?;
+                }
+                for c in &w.changes {
+                    tx.prepare_cached(
+                        "INSERT INTO score_changes (contact, at, kind, from_score, to_score, from_band, to_band, since)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    )?
+                    .execute(params![
+                        rowid,
+                        to_micros(c.at),
+                        c.kind,
+                        c.from_score,
+                        c.to_score,
+                        c.from_band,
+                        c.to_band,
+                        to_micros(c.since)
+                    ])?;
+                }
+                tx.prepare_cached("DELETE FROM rescore_queue WHERE contact = ?1")?
+                    .execute([rowid])?;
+            }
+            for (key, value) in meta {
+                tx.prepare_cached(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                )?
+                .execute(params![key, value])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn score_changes(&self, after_seq: i64, limit: u32) -> Result<Vec<StoredChange>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT s.seq, c.id, s.at, s.kind, s.from_score, s.to_score, s.from_band, s.to_band, s.since
+             FROM score_changes s JOIN contacts c ON c.rowid = s.contact
+             WHERE s.seq > ?1 ORDER BY s.seq LIMIT ?2",
+        )?;
+        let mut q = stmt.query(params![after_seq, limit])?;
+        let mut out = Vec::new();
+        while let Some(r) = q.next()? {
+            out.push(StoredChange {
+                seq: r.get(0)?,
+                contact: r.get(1)?,
+                at: from_micros(r.get(2)?)?,
+                kind: r.get(3)?,
+                from_score: r.get(4)?,
+                to_score: r.get(5)?,
+                from_band: r.get(6)?,
+                to_band: r.get(7)?,
+                since: from_micros(r.get(8)?)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn band_counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT band, count(*) FROM scores GROUP BY band")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
