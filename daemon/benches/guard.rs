@@ -1,6 +1,9 @@
 //! Guard benchmark: 1,000,000 contact states in memory, decisions timed on
 //! one thread. Run with `cargo bench --bench guard`.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use relance::config::Config;

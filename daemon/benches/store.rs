@@ -6,6 +6,9 @@
 //! Size: RELANCE_BENCH_CONTACTS (default 1,000,000) and
 //! RELANCE_BENCH_EVENTS (events per contact, default 20).
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use relance::ingest::{Incoming, Patch};
 use relance::model::Event;
 use relance::store::{Records, SqliteStore};

@@ -159,6 +159,69 @@ pub struct Event {
     pub props: Map<String, Value>,
 }
 
+/// The three kinds of follow-up of seed 004. The guard, the planner and the
+/// outbox all speak of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FollowUpKind {
+    /// Automated nurturing, so that nobody is forgotten.
+    Systematic,
+    /// Our own news (trade show, release, award).
+    Event,
+    /// A weak signal calls for action now.
+    Opportunistic,
+}
+
+impl FollowUpKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FollowUpKind::Systematic => "systematic",
+            FollowUpKind::Event => "event",
+            FollowUpKind::Opportunistic => "opportunistic",
+        }
+    }
+}
+
+impl FromStr for FollowUpKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "systematic" => Ok(FollowUpKind::Systematic),
+            "event" => Ok(FollowUpKind::Event),
+            "opportunistic" => Ok(FollowUpKind::Opportunistic),
+            _ => Err(format!(
+                "unknown follow-up kind `{s}`, expected systematic, event or opportunistic"
+            )),
+        }
+    }
+}
+
+/// A customer's value to the business (seed 002), lowest first: computed
+/// by customer scoring, weighed against marketing pressure by the guard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueTier {
+    NegativeMargin,
+    Minor,
+    Important,
+    VeryImportant,
+    Strategic,
+}
+
+impl ValueTier {
+    pub const ALL: [Self; 5] = [
+        Self::NegativeMargin,
+        Self::Minor,
+        Self::Important,
+        Self::VeryImportant,
+        Self::Strategic,
+    ];
+
+    pub fn rank(self) -> usize {
+        self as usize
+    }
+}
+
 /// The canonical event types of `shared/domain.md`; users may add their own.
 pub mod event_types {
     pub const EMAIL_SENT: &str = "email_sent";

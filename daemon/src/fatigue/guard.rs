@@ -60,17 +60,7 @@ impl ChannelId {
     }
 }
 
-/// The three kinds of follow-up of seed 004.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FollowUpKind {
-    /// Automated nurturing, so that nobody is forgotten.
-    Systematic,
-    /// Our own news (trade show, release, award).
-    Event,
-    /// A weak signal calls for action now.
-    Opportunistic,
-}
+pub use crate::model::FollowUpKind;
 
 impl Priorities {
     pub fn of(&self, kind: FollowUpKind) -> u32 {

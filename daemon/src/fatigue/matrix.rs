@@ -32,30 +32,9 @@ impl PressureCategory {
     }
 }
 
-/// Lowest first; computed by scoring and passed in as plain data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ValueTier {
-    NegativeMargin,
-    Minor,
-    Important,
-    VeryImportant,
-    Strategic,
-}
+pub use crate::model::ValueTier;
 
 impl ValueTier {
-    pub const ALL: [Self; 5] = [
-        Self::NegativeMargin,
-        Self::Minor,
-        Self::Important,
-        Self::VeryImportant,
-        Self::Strategic,
-    ];
-
-    pub fn rank(self) -> usize {
-        self as usize
-    }
-
     /// The pressure this value warrants: the same rank.
     pub fn warranted(self) -> PressureCategory {
         PressureCategory::ALL[self.rank()]

@@ -10,7 +10,7 @@ mod config;
 
 pub use config::OutboxConfig;
 
-use crate::model::Timestamp;
+use crate::model::{FollowUpKind, Timestamp};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -85,39 +85,6 @@ impl FromStr for State {
     }
 }
 
-/// The three kinds of follow-up (seed 004).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    Systematic,
-    Event,
-    Opportunistic,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Systematic => "systematic",
-            Kind::Event => "event",
-            Kind::Opportunistic => "opportunistic",
-        }
-    }
-}
-
-impl FromStr for Kind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "systematic" => Ok(Kind::Systematic),
-            "event" => Ok(Kind::Event),
-            "opportunistic" => Ok(Kind::Opportunistic),
-            _ => Err(format!(
-                "unknown follow-up kind `{s}`, expected systematic, event or opportunistic"
-            )),
-        }
-    }
-}
-
 /// The idempotency key of a send: derived from what identifies it, so that
 /// planning the same follow-up twice yields the same row, and every retry
 /// carries the same key to the receiver.
@@ -136,7 +103,7 @@ pub struct NewSend {
     pub idem_key: String,
     pub contact: String,
     pub followup: String,
-    pub kind: Kind,
+    pub kind: FollowUpKind,
     pub priority: i32,
     pub channel: String,
     pub due_at: Timestamp,
@@ -151,7 +118,7 @@ pub struct Row {
     pub idem_key: String,
     pub contact: String,
     pub followup: String,
-    pub kind: Kind,
+    pub kind: FollowUpKind,
     pub priority: i32,
     pub channel: String,
     pub state: State,

@@ -48,15 +48,7 @@ pub enum Abc {
     C,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ValueTier {
-    Strategic,
-    VeryImportant,
-    Important,
-    Minor,
-    NegativeMargin,
-}
+pub use crate::model::ValueTier;
 
 /// Named RFM segments, checked in this order: champions (R, F, M ≥ 4), loyal
 /// (R ≥ 3, F ≥ 4), new (R ≥ 4, F ≤ 2), at risk (R ≤ 2, F ≥ 3), lost (R = F

@@ -11,7 +11,9 @@ use super::model::{ScoreCard, ScoringModel};
 use super::points::Points;
 use crate::config::Config;
 use crate::model::{Company, Contact, Event, Timestamp};
-use crate::store::{Records, ScoreStore, ScoreWrite, SqliteStore, StoreError, StoredChange};
+use crate::store::{
+    Records, ScoreStore, ScoreWrite, SqliteStore, StoreError, StoredChange, StoredScore,
+};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -52,71 +54,178 @@ pub fn rules_fingerprint(config: &Config) -> String {
 pub fn rescore(config: &Config, now: Timestamp, force_full: bool) -> Result<PassReport, PassError> {
     let model = ScoringModel::compile(&config.scoring)?;
     let detector = ChangeDetector::new(&config.scoring.changes);
-    let mut writer = SqliteStore::from_config(config)?;
+    let shared = Shared {
+        config,
+        model: &model,
+        detector: &detector,
+        now,
+    };
+    let mut writer = shared.open(WRITE_CACHE_MB)?;
     let fingerprint = rules_fingerprint(config);
     let last_seq = writer.meta(LAST_SEQ)?.and_then(|v| v.parse::<i64>().ok());
     let same_rules = writer.meta(RULES)?.as_deref() == Some(fingerprint.as_str());
     // Read before looking for work: anything committed later has a higher seq.
     let mark = writer.last_event_seq()?;
-    let meta = [(LAST_SEQ, mark.to_string()), (RULES, fingerprint)];
-    let mut pass = Pass {
-        model: &model,
-        detector: &detector,
-        now,
-        writes: Vec::new(),
-        report: PassReport::default(),
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_WORKERS);
+    let incremental = matches!(last_seq, Some(_) if same_rules && !force_full);
+    let reports: Vec<Result<PassReport, PassError>> = match last_seq {
+        Some(seq) if incremental => {
+            let ids = writer.rescore_candidates(now, seq)?;
+            let chunk = ids.len().div_ceil(workers).max(1);
+            std::thread::scope(|s| {
+                let handles: Vec<_> = ids
+                    .chunks(chunk)
+                    .map(|part| s.spawn(move || shared.incremental(part)))
+                    .collect();
+                handles.into_iter().map(join).collect()
+            })
+        }
+        _ => match writer.contact_bounds()? {
+            None => Vec::new(),
+            Some((lo, hi)) => std::thread::scope(|s| {
+                let handles: Vec<_> = split(lo, hi + 1, workers)
+                    .into_iter()
+                    .map(|range| s.spawn(move || shared.full(range)))
+                    .collect();
+                handles.into_iter().map(join).collect()
+            }),
+        },
     };
-    match last_seq {
-        Some(seq) if same_rules && !force_full => {
-            for id in writer.rescore_candidates(now, seq)? {
-                if let Some((contact, company, events)) = writer.scoring_input(&id)? {
-                    pass.score(&writer, &contact, company.as_ref(), &events)?;
-                }
-                pass.flush(&mut writer, &[])?;
-            }
-        }
-        _ => {
-            pass.report.full = true;
-            let reader = SqliteStore::from_config(config)?;
-            let mut companies: HashMap<String, Option<Arc<Company>>> = HashMap::new();
-            let mut failure: Option<StoreError> = None;
-            reader.scan_histories(&mut |contact, events| {
-                if failure.is_some() {
-                    return;
-                }
-                let step = (|| {
-                    let company = match &contact.company {
-                        Some(id) => match companies.get(id) {
-                            Some(c) => c.clone(),
-                            None => {
-                                let c = writer.company(id)?.map(Arc::new);
-                                companies.insert(id.clone(), c.clone());
-                                c
-                            }
-                        },
-                        None => None,
-                    };
-                    pass.score(&writer, &contact, company.as_deref(), &events)?;
-                    pass.flush(&mut writer, &[])
-                })();
-                if let Err(e) = step {
-                    failure = Some(e);
-                }
-            })?;
-            if let Some(e) = failure {
-                return Err(e.into());
-            }
-        }
+    let mut report = PassReport {
+        full: !incremental,
+        ..PassReport::default()
+    };
+    for r in reports {
+        let r = r?;
+        report.examined += r.examined;
+        report.changed += r.changed;
+        report.changes += r.changes;
     }
-    pass.finish(&mut writer, &meta)?;
+    writer.save_scores(
+        &[],
+        now,
+        &[(LAST_SEQ, mark.to_string()), (RULES, fingerprint)],
+    )?;
     tracing::info!(
-        full = pass.report.full,
-        examined = pass.report.examined,
-        changed = pass.report.changed,
-        changes = pass.report.changes,
+        full = report.full,
+        examined = report.examined,
+        changed = report.changed,
+        changes = report.changes,
+        workers,
         "rescoring pass done"
     );
-    Ok(pass.report)
+    Ok(report)
+}
+
+/// Workers beyond the cores only contend for the write lock.
+const MAX_WORKERS: usize = 4;
+/// The sequential scans of a rebuild gain nothing from a large page cache,
+/// nor do its writers, which append small rows.
+const SCAN_CACHE_MB: u32 = 8;
+const WRITE_CACHE_MB: u32 = 16;
+
+fn join(
+    h: std::thread::ScopedJoinHandle<'_, Result<PassReport, PassError>>,
+) -> Result<PassReport, PassError> {
+    h.join().unwrap_or_else(|_| {
+        Err(PassError::Store(StoreError::Corrupt(
+            "a rescoring worker panicked".into(),
+        )))
+    })
+}
+
+/// `[lo, hi)` cut into at most `n` contiguous ranges.
+fn split(lo: i64, hi: i64, n: usize) -> Vec<(i64, i64)> {
+    let n = n.max(1) as i64;
+    let step = ((hi - lo) / n).max(1);
+    let mut out = Vec::new();
+    let mut start = lo;
+    while start < hi {
+        let end = if out.len() as i64 == n - 1 {
+            hi
+        } else {
+            (start + step).min(hi)
+        };
+        out.push((start, end));
+        start = end;
+    }
+    out
+}
+
+/// What every worker of a pass shares.
+#[derive(Clone, Copy)]
+struct Shared<'a> {
+    config: &'a Config,
+    model: &'a ScoringModel,
+    detector: &'a ChangeDetector,
+    now: Timestamp,
+}
+
+impl Shared<'_> {
+    /// A connection with a page cache sized for its job: passes touch many
+    /// pages once, so a large cache would only hold memory.
+    fn open(&self, cache_mb: u32) -> Result<SqliteStore, StoreError> {
+        let timeout =
+            std::time::Duration::from_secs(self.config.store.busy_timeout.seconds().max(1) as u64);
+        SqliteStore::open_with(&self.config.store_path(), timeout, cache_mb)
+    }
+
+    fn pass(&self) -> Pass<'_> {
+        Pass {
+            model: self.model,
+            detector: self.detector,
+            now: self.now,
+            writes: Vec::new(),
+            report: PassReport::default(),
+            companies: HashMap::new(),
+        }
+    }
+
+    /// Rescores the given contacts.
+    fn incremental(&self, keys: &[(i64, String)]) -> Result<PassReport, PassError> {
+        let mut store = self.open(WRITE_CACHE_MB)?;
+        let mut pass = self.pass();
+        for (key, _) in keys {
+            let Some((contact, events, previous)) = store.rescore_input(*key)? else {
+                continue;
+            };
+            let company = pass.company(&store, contact.company.as_deref())?;
+            pass.score(
+                &store,
+                *key,
+                &contact,
+                company.as_deref(),
+                &events,
+                previous,
+            )?;
+            pass.flush(&mut store)?;
+        }
+        pass.finish(&mut store)?;
+        Ok(pass.report)
+    }
+
+    /// Rebuilds the contacts of one range of internal keys.
+    fn full(&self, range: (i64, i64)) -> Result<PassReport, PassError> {
+        let reader = self.open(SCAN_CACHE_MB)?;
+        let mut writer = self.open(WRITE_CACHE_MB)?;
+        let mut pass = self.pass();
+        reader.scan_for_rescore(range, &mut |key, contact, events, previous| {
+            let company = pass.company(&writer, contact.company.as_deref())?;
+            pass.score(
+                &writer,
+                key,
+                &contact,
+                company.as_deref(),
+                &events,
+                previous,
+            )?;
+            pass.flush(&mut writer)
+        })?;
+        pass.finish(&mut writer)?;
+        Ok(pass.report)
+    }
 }
 
 struct Pass<'a> {
@@ -125,19 +234,36 @@ struct Pass<'a> {
     now: Timestamp,
     writes: Vec<ScoreWrite>,
     report: PassReport,
+    companies: HashMap<String, Option<Arc<Company>>>,
 }
 
 impl Pass<'_> {
+    /// A company, read once per pass and worker.
+    fn company(
+        &mut self,
+        store: &SqliteStore,
+        id: Option<&str>,
+    ) -> Result<Option<Arc<Company>>, StoreError> {
+        let Some(id) = id else { return Ok(None) };
+        if let Some(c) = self.companies.get(id) {
+            return Ok(c.clone());
+        }
+        let c = store.company(id)?.map(Arc::new);
+        self.companies.insert(id.to_string(), c.clone());
+        Ok(c)
+    }
+
     fn score(
         &mut self,
         store: &SqliteStore,
+        key: i64,
         contact: &Contact,
         company: Option<&Company>,
         events: &[Event],
+        previous: Option<StoredScore>,
     ) -> Result<(), StoreError> {
         self.report.examined += 1;
         let card = self.model.score(contact, company, events, self.now);
-        let previous = store.stored_score(&contact.id)?;
         let (snapshot, changes) = match &previous {
             None => (true, Vec::new()),
             Some(p) if p.score == card.score.0 && *p.band == *card.band => (false, Vec::new()),
@@ -152,6 +278,7 @@ impl Pass<'_> {
         self.report.changes += changes.len();
         if !unchanged {
             self.writes.push(ScoreWrite {
+                key,
                 contact: contact.id.clone(),
                 score: card.score.0,
                 band: card.band.to_string(),
@@ -166,7 +293,7 @@ impl Pass<'_> {
     fn changes(
         &self,
         store: &SqliteStore,
-        previous: &crate::store::StoredScore,
+        previous: &StoredScore,
         card: &ScoreCard,
     ) -> Result<Vec<StoredChange>, StoreError> {
         let history: Vec<ScorePoint> = store
@@ -213,25 +340,18 @@ impl Pass<'_> {
             .collect())
     }
 
-    fn flush(
-        &mut self,
-        store: &mut SqliteStore,
-        meta: &[(&str, String)],
-    ) -> Result<(), StoreError> {
-        if self.writes.len() >= FLUSH || !meta.is_empty() {
-            store.save_scores(&self.writes, self.now, meta)?;
-            self.writes.clear();
+    fn flush(&mut self, store: &mut SqliteStore) -> Result<(), StoreError> {
+        if self.writes.len() >= FLUSH {
+            self.finish(store)?;
         }
         Ok(())
     }
 
-    fn finish(
-        &mut self,
-        store: &mut SqliteStore,
-        meta: &[(&str, String)],
-    ) -> Result<(), StoreError> {
-        store.save_scores(&self.writes, self.now, meta)?;
-        self.writes.clear();
+    fn finish(&mut self, store: &mut SqliteStore) -> Result<(), StoreError> {
+        if !self.writes.is_empty() {
+            store.save_scores(&self.writes, self.now, &[])?;
+            self.writes.clear();
+        }
         Ok(())
     }
 }

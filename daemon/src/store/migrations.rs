@@ -103,15 +103,7 @@ CREATE TABLE meta (
     value       TEXT NOT NULL
 );
 
-CREATE TABLE fatigue_ledger (
-    seq         INTEGER PRIMARY KEY,
-    contact     INTEGER NOT NULL REFERENCES contacts(rowid) ON DELETE CASCADE,
-    at          INTEGER NOT NULL,
-    delta       REAL NOT NULL,
-    reason      TEXT NOT NULL,
-    event       INTEGER REFERENCES events(seq) ON DELETE CASCADE
-);
-CREATE INDEX fatigue_ledger_by_contact ON fatigue_ledger(contact, at);
+
 
 -- A pending row's `due_at` is when it may next be claimed: its planned
 -- instant, its defer or retry instant, or, once claimed, its lease expiry.
@@ -137,6 +129,19 @@ CREATE INDEX outbox_ready ON outbox(due_at)
     WHERE state IN ('planned', 'deferred', 'retrying', 'claimed');
 CREATE INDEX outbox_by_state ON outbox(state);
 CREATE INDEX outbox_by_contact ON outbox(contact);
+
+-- Sends the guard allowed that are not delivered yet. They weigh on fatigue
+-- and caps from the instant they are allowed, in the same transaction as the
+-- claim, so two decisions can never both take the last slot of a cap. A
+-- delivered send becomes an event; a failed one is released.
+CREATE TABLE fatigue_ledger (
+    outbox      INTEGER PRIMARY KEY REFERENCES outbox(seq) ON DELETE CASCADE,
+    contact     INTEGER NOT NULL REFERENCES contacts(rowid) ON DELETE CASCADE,
+    at          INTEGER NOT NULL,
+    event_type  TEXT NOT NULL,
+    channel     TEXT NOT NULL
+);
+CREATE INDEX fatigue_ledger_by_contact ON fatigue_ledger(contact);
 
 CREATE TABLE decision_log (
     seq         INTEGER PRIMARY KEY,

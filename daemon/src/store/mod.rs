@@ -35,6 +35,9 @@ pub enum StoreError {
     },
     #[error("stored record is unreadable: {0}")]
     Corrupt(String),
+    /// A streaming read stopped because its consumer went away.
+    #[error("read cancelled: its consumer stopped")]
+    Cancelled,
 }
 
 impl StoreError {
@@ -122,17 +125,34 @@ pub trait OutboxStore: Send {
     /// item, whether it was new.
     fn enqueue(&mut self, batch: &[NewSend], now: Timestamp) -> Result<Vec<bool>, StoreError>;
     /// Claims up to `limit` rows due at `now` (including rows whose lease
-    /// expired) for `owner` until `lease_until`, oldest due first.
+    /// expired) for `owner` until `lease_until`, oldest due first. Each row is
+    /// put to `admit` (the fatigue guard) with its contact and everything
+    /// that weighs on it — events and in-flight reservations, oldest first —
+    /// in the same transaction: an allowed row is claimed and its charge
+    /// reserved before the next row is decided; a deferred row waits until
+    /// the instant given; a blocked row stops. Every decision is logged.
+    /// Returns the rows claimed.
     fn claim_due(
         &mut self,
         now: Timestamp,
         lease_until: Timestamp,
         limit: u32,
         owner: &str,
+        admit: &mut dyn FnMut(&Row, &Contact, &[Event]) -> Admission,
     ) -> Result<Vec<Row>, StoreError>;
+    /// The contact and everything the guard weighs, as `claim_due` sees it.
+    fn guard_input(&self, contact: &str) -> Result<Option<(Contact, Vec<Event>)>, StoreError>;
+    /// Logged decisions, newest first, optionally for one contact.
+    fn decisions(
+        &self,
+        contact: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<LoggedDecision>, StoreError>;
     /// Records how an attempt ended. Returns false, and changes nothing, when
     /// the row is no longer claimed by `owner` (its lease expired and another
-    /// process took it).
+    /// process took it). A delivered send turns its reservation into an
+    /// event of the channel's type, keyed by the idempotency key; a failed
+    /// one releases its reservation.
     fn settle(
         &mut self,
         seq: i64,
@@ -225,6 +245,8 @@ pub struct StoredChange {
 /// What a rescoring pass writes for one contact.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ScoreWrite {
+    /// The contact's internal key.
+    pub key: i64,
     pub contact: String,
     pub score: i64,
     pub band: String,
@@ -239,8 +261,19 @@ pub trait ScoreStore: Send {
     fn meta(&self, key: &str) -> Result<Option<String>, StoreError>;
     /// Contacts a pass at `now` must rescore: events after `after_seq`,
     /// time-dependent terms due, profile or company changed, never scored.
-    fn rescore_candidates(&self, now: Timestamp, after_seq: i64)
-    -> Result<Vec<String>, StoreError>;
+    /// Each as (internal key, id).
+    fn rescore_candidates(
+        &self,
+        now: Timestamp,
+        after_seq: i64,
+    ) -> Result<Vec<(i64, String)>, StoreError>;
+    /// What rescoring one contact needs, by internal key: the contact, its
+    /// events (oldest first) and its stored score.
+    #[allow(clippy::type_complexity)]
+    fn rescore_input(
+        &self,
+        key: i64,
+    ) -> Result<Option<(Contact, Vec<Event>, Option<StoredScore>)>, StoreError>;
     /// A contact with its company and events (oldest first).
     #[allow(clippy::type_complexity)]
     fn scoring_input(
@@ -265,4 +298,57 @@ pub trait ScoreStore: Send {
     fn score_changes(&self, after_seq: i64, limit: u32) -> Result<Vec<StoredChange>, StoreError>;
     /// Stored scores per band.
     fn band_counts(&self) -> Result<BTreeMap<String, u64>, StoreError>;
+    /// The lowest and highest internal contact keys, to split a rebuild
+    /// into ranges that workers scan side by side.
+    fn contact_bounds(&self) -> Result<Option<(i64, i64)>, StoreError>;
+    /// What a full rebuild reads: the contacts whose internal keys lie in
+    /// `[range.0, range.1)`, each with its events (oldest first) and its
+    /// stored score, in one sequential pass.
+    fn scan_for_rescore(
+        &self,
+        range: (i64, i64),
+        f: &mut dyn FnMut(i64, Contact, Vec<Event>, Option<StoredScore>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+}
+
+/// The guard's answer for one outbox row, as the store records it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Admission {
+    pub verdict: AdmissionVerdict,
+    /// Machine-readable reasons, logged as they are.
+    pub reasons: serde_json::Value,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum AdmissionVerdict {
+    /// Claim the row and reserve a send recorded as `event_type`.
+    Allow {
+        event_type: String,
+    },
+    Defer {
+        until: Timestamp,
+    },
+    Block,
+}
+
+impl AdmissionVerdict {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AdmissionVerdict::Allow { .. } => "allow",
+            AdmissionVerdict::Defer { .. } => "defer",
+            AdmissionVerdict::Block => "block",
+        }
+    }
+}
+
+/// One entry of the decision log.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LoggedDecision {
+    pub contact: String,
+    pub at: Timestamp,
+    pub followup: String,
+    pub channel: String,
+    pub decision: String,
+    pub until: Option<Timestamp>,
+    pub reasons: serde_json::Value,
 }

@@ -95,6 +95,46 @@ impl SqliteStore {
         Self::open_with(&config.store_path(), timeout, config.store.cache_mb)
     }
 
+    /// Streams contacts with their events, merge-joining two sequential
+    /// reads: `contacts_sql` selects `rowid, record, …` for rowids in
+    /// `[?1, ?2)` ordered by rowid, the events come in (contact, at, seq)
+    /// order. `f` sees the contact row for
+    /// any extra columns.
+    pub(super) fn merge_scan(
+        &self,
+        contacts_sql: &str,
+        range: (i64, i64),
+        f: &mut dyn FnMut(&rusqlite::Row<'_>, Contact, Vec<Event>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut contacts = self.conn.prepare(contacts_sql)?;
+        let mut events = self.conn.prepare(
+            "SELECT contact, event_id, type, at, channel, props FROM events
+             WHERE contact >= ?1 AND contact < ?2 ORDER BY contact, at, seq",
+        )?;
+        let mut contacts = contacts.query(params![range.0, range.1])?;
+        let mut events = events.query(params![range.0, range.1])?;
+        let mut pending = events.next()?.map(read_scanned).transpose()?;
+        while let Some(row) = contacts.next()? {
+            let rowid: i64 = row.get(0)?;
+            let contact: Contact = decode(&row.get::<_, String>(1)?)?;
+            let mut history = Vec::new();
+            while let Some((owner, _)) = &pending {
+                if *owner > rowid {
+                    break;
+                }
+                if let Some((owner, mut event)) = pending.take()
+                    && owner == rowid
+                {
+                    event.contact.clone_from(&contact.id);
+                    history.push(event);
+                }
+                pending = events.next()?.map(read_scanned).transpose()?;
+            }
+            f(row, contact, history)?;
+        }
+        Ok(())
+    }
+
     /// The schema version in force.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
         Ok(self
@@ -350,35 +390,14 @@ impl Records for SqliteStore {
     }
 
     fn scan_histories(&self, f: &mut dyn FnMut(Contact, Vec<Event>)) -> Result<(), StoreError> {
-        let mut contacts = self
-            .conn
-            .prepare("SELECT rowid, record FROM contacts ORDER BY rowid")?;
-        let mut events = self
-            .conn
-            .prepare("SELECT contact, event_id, type, at, channel, props FROM events ORDER BY contact, at, seq")?;
-        let mut contacts = contacts.query([])?;
-        let mut events = events.query([])?;
-        let mut pending = events.next()?.map(read_scanned).transpose()?;
-        while let Some(row) = contacts.next()? {
-            let rowid: i64 = row.get(0)?;
-            let contact: Contact = decode(&row.get::<_, String>(1)?)?;
-            let mut history = Vec::new();
-            // Events are ordered by contact rowid like the contacts: merge-join.
-            while let Some((owner, _)) = &pending {
-                if *owner > rowid {
-                    break;
-                }
-                if let Some((owner, mut event)) = pending.take()
-                    && owner == rowid
-                {
-                    event.contact.clone_from(&contact.id);
-                    history.push(event);
-                }
-                pending = events.next()?.map(read_scanned).transpose()?;
-            }
-            f(contact, history);
-        }
-        Ok(())
+        self.merge_scan(
+            "SELECT rowid, record FROM contacts WHERE rowid >= ?1 AND rowid < ?2 ORDER BY rowid",
+            (i64::MIN, i64::MAX),
+            &mut |_, contact, events| {
+                f(contact, events);
+                Ok(())
+            },
+        )
     }
 
     fn last_event_seq(&self) -> Result<i64, StoreError> {
@@ -422,7 +441,7 @@ impl Records for SqliteStore {
 
 /// One row of the history scan: the owner's rowid and the event (its
 /// `contact` is filled in by the caller, which knows the contact's id).
-fn read_scanned(r: &rusqlite::Row<'_>) -> Result<(i64, Event), StoreError> {
+pub(super) fn read_scanned(r: &rusqlite::Row<'_>) -> Result<(i64, Event), StoreError> {
     Ok((
         r.get(0)?,
         Event {
@@ -431,9 +450,24 @@ fn read_scanned(r: &rusqlite::Row<'_>) -> Result<(i64, Event), StoreError> {
             kind: r.get(2)?,
             at: from_micros(r.get(3)?)?,
             channel: r.get(4)?,
-            props: decode(&r.get::<_, String>(5)?)?,
+            props: decode_props(
+                r.get_ref(5)?
+                    .as_str()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            )?,
         },
     ))
+}
+
+/// Most events carry no properties: skip the JSON parser for them.
+pub(super) fn decode_props(
+    text: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
+    if text == "{}" {
+        Ok(serde_json::Map::new())
+    } else {
+        decode(text)
+    }
 }
 
 /// A company's attributes and signals count for all its contacts.

@@ -1,10 +1,13 @@
 //! The outbox and schedule tables of the SQLite store.
 
-use super::sqlite::{SqliteStore, decode, encode, from_micros, to_micros};
-use super::{JobRun, OutboxStore, ScheduleStore, StoreError};
-use crate::model::Timestamp;
+use super::sqlite::{SqliteStore, decode, decode_props, encode, from_micros, to_micros};
+use super::{
+    Admission, AdmissionVerdict, JobRun, LoggedDecision, OutboxStore, ScheduleStore, StoreError,
+};
+use crate::ingest::Incoming;
+use crate::model::{Contact, Event, Timestamp};
 use crate::outbox::{NewSend, Row, Settlement, State};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeMap;
 
 const ROW_COLUMNS: &str = "o.seq, o.idem_key, c.id, o.followup, o.kind, o.priority, o.channel, o.state, \
@@ -67,6 +70,7 @@ impl OutboxStore for SqliteStore {
         lease_until: Timestamp,
         limit: u32,
         owner: &str,
+        admit: &mut dyn FnMut(&Row, &Contact, &[Event]) -> Admission,
     ) -> Result<Vec<Row>, StoreError> {
         self.write(|tx| {
             let seqs: Vec<i64> = tx
@@ -77,23 +81,89 @@ impl OutboxStore for SqliteStore {
                 )?
                 .query_map(params![to_micros(now), limit], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
-            let mut rows = Vec::with_capacity(seqs.len());
+            let mut claimed = Vec::with_capacity(seqs.len());
             for seq in seqs {
+                // A reservation left by a claim whose lease expired is stale.
+                tx.prepare_cached("DELETE FROM fatigue_ledger WHERE outbox = ?1")?
+                    .execute([seq])?;
+                let Some(row) = read_one(tx, seq)? else { continue };
+                let Some((contact, weighs)) = guard_input(tx, &row.contact)? else {
+                    continue;
+                };
+                let admission = admit(&row, &contact, &weighs);
+                let until = match &admission.verdict {
+                    AdmissionVerdict::Defer { until } => Some(to_micros(*until)),
+                    _ => None,
+                };
                 tx.prepare_cached(
-                    "UPDATE outbox SET state = 'claimed', lease_owner = ?2, lease_until = ?3, due_at = ?3,
-                       attempts = attempts + 1, updated_at = ?4 WHERE seq = ?1",
+                    "INSERT INTO decision_log (contact, at, followup, channel, decision, until, reasons)
+                     SELECT contact, ?2, followup, channel, ?3, ?4, ?5 FROM outbox WHERE seq = ?1",
                 )?
-                .execute(params![seq, owner, to_micros(lease_until), to_micros(now)])?;
-                let mut stmt = tx.prepare_cached(&format!(
-                    "SELECT {ROW_COLUMNS} FROM outbox o JOIN contacts c ON c.rowid = o.contact WHERE o.seq = ?1"
-                ))?;
-                let mut q = stmt.query([seq])?;
-                if let Some(r) = q.next()? {
-                    rows.push(read_row(r)?);
+                .execute(params![seq, to_micros(now), admission.verdict.as_str(), until, encode(&admission.reasons)?])?;
+                match &admission.verdict {
+                    AdmissionVerdict::Allow { event_type } => {
+                        tx.prepare_cached(
+                            "UPDATE outbox SET state = 'claimed', lease_owner = ?2, lease_until = ?3, due_at = ?3,
+                               attempts = attempts + 1, updated_at = ?4 WHERE seq = ?1",
+                        )?
+                        .execute(params![seq, owner, to_micros(lease_until), to_micros(now)])?;
+                        tx.prepare_cached(
+                            "INSERT INTO fatigue_ledger (outbox, contact, at, event_type, channel)
+                             SELECT seq, contact, ?2, ?3, channel FROM outbox WHERE seq = ?1",
+                        )?
+                        .execute(params![seq, to_micros(now), event_type])?;
+                        if let Some(row) = read_one(tx, seq)? {
+                            claimed.push(row);
+                        }
+                    }
+                    AdmissionVerdict::Defer { until } => {
+                        tx.prepare_cached(
+                            "UPDATE outbox SET state = 'deferred', due_at = ?2, lease_owner = NULL,
+                               lease_until = NULL, updated_at = ?3 WHERE seq = ?1",
+                        )?
+                        .execute(params![seq, to_micros(*until), to_micros(now)])?;
+                    }
+                    AdmissionVerdict::Block => {
+                        tx.prepare_cached(
+                            "UPDATE outbox SET state = 'blocked', lease_owner = NULL, lease_until = NULL,
+                               updated_at = ?2 WHERE seq = ?1",
+                        )?
+                        .execute(params![seq, to_micros(now)])?;
+                    }
                 }
             }
-            Ok(rows)
+            Ok(claimed)
         })
+    }
+
+    fn guard_input(&self, contact: &str) -> Result<Option<(Contact, Vec<Event>)>, StoreError> {
+        guard_input(&self.conn, contact)
+    }
+
+    fn decisions(
+        &self,
+        contact: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<LoggedDecision>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT c.id, d.at, d.followup, d.channel, d.decision, d.until, d.reasons
+             FROM decision_log d JOIN contacts c ON c.rowid = d.contact
+             WHERE ?1 IS NULL OR c.id = ?1 ORDER BY d.seq DESC LIMIT ?2",
+        )?;
+        let mut q = stmt.query(params![contact, limit])?;
+        let mut out = Vec::new();
+        while let Some(r) = q.next()? {
+            out.push(LoggedDecision {
+                contact: r.get(0)?,
+                at: from_micros(r.get(1)?)?,
+                followup: r.get(2)?,
+                channel: r.get(3)?,
+                decision: r.get(4)?,
+                until: r.get::<_, Option<i64>>(5)?.map(from_micros).transpose()?,
+                reasons: decode(&r.get::<_, String>(6)?)?,
+            });
+        }
+        Ok(out)
     }
 
     fn settle(
@@ -125,7 +195,15 @@ impl OutboxStore for SqliteStore {
                     error,
                     to_micros(now)
                 ])?;
-            Ok(n == 1)
+            if n == 0 {
+                return Ok(false);
+            }
+            if matches!(how, Settlement::Sent) {
+                deliver_reservation(tx, seq, now)?;
+            }
+            tx.prepare_cached("DELETE FROM fatigue_ledger WHERE outbox = ?1")?
+                .execute([seq])?;
+            Ok(true)
         })
     }
 
@@ -157,6 +235,94 @@ impl OutboxStore for SqliteStore {
         }
         Ok(out)
     }
+}
+
+fn read_one(conn: &Connection, seq: i64) -> Result<Option<Row>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {ROW_COLUMNS} FROM outbox o JOIN contacts c ON c.rowid = o.contact WHERE o.seq = ?1"
+    ))?;
+    let mut q = stmt.query([seq])?;
+    q.next()?.map(read_row).transpose()
+}
+
+/// The contact, its events and its in-flight reservations, oldest first.
+fn guard_input(conn: &Connection, id: &str) -> Result<Option<(Contact, Vec<Event>)>, StoreError> {
+    let Some((rowid, record)): Option<(i64, String)> = conn
+        .prepare_cached("SELECT rowid, record FROM contacts WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let contact: Contact = decode(&record)?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT at, type, channel, props, event_id FROM events WHERE contact = ?1
+         UNION ALL
+         SELECT l.at, l.event_type, l.channel, '{}', o.idem_key FROM fatigue_ledger l
+           JOIN outbox o ON o.seq = l.outbox WHERE l.contact = ?1
+         ORDER BY 1",
+    )?;
+    let mut q = stmt.query([rowid])?;
+    let mut events = Vec::new();
+    while let Some(r) = q.next()? {
+        events.push(Event {
+            id: r.get(4)?,
+            contact: contact.id.clone(),
+            kind: r.get(1)?,
+            at: from_micros(r.get(0)?)?,
+            channel: r.get(2)?,
+            props: decode_props(
+                r.get_ref(3)?
+                    .as_str()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            )?,
+        });
+    }
+    Ok(Some((contact, events)))
+}
+
+/// A delivered send: its reservation becomes an event, keyed by the
+/// idempotency key so that a delivery report with that id is a duplicate.
+fn deliver_reservation(tx: &Connection, seq: i64, now: Timestamp) -> Result<(), StoreError> {
+    let reserved: Option<(i64, String, String, String, String, String)> = tx
+        .prepare_cached(
+            "SELECT l.contact, l.event_type, l.channel, o.idem_key, o.followup, c.id FROM fatigue_ledger l
+             JOIN outbox o ON o.seq = l.outbox JOIN contacts c ON c.rowid = l.contact WHERE l.outbox = ?1",
+        )?
+        .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+        .optional()?;
+    let Some((rowid, kind, channel, key, followup, contact)) = reserved else {
+        return Ok(());
+    };
+    let mut props = serde_json::Map::new();
+    props.insert("followup".into(), followup.into());
+    let event = Event {
+        id: Some(key),
+        contact,
+        kind,
+        at: now,
+        channel: Some(channel),
+        props,
+    };
+    let dedup = Incoming::Contact(event.clone()).dedup_key();
+    let next: i64 = tx
+        .prepare_cached("SELECT coalesce(max(seq), 0) + 1 FROM events")?
+        .query_row([], |r| r.get(0))?;
+    tx.prepare_cached(
+        "INSERT INTO events (contact, at, seq, dedup, event_id, type, channel, props)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(dedup) DO NOTHING",
+    )?
+    .execute(params![
+        rowid,
+        to_micros(event.at),
+        next,
+        &dedup[..],
+        event.id,
+        event.kind,
+        event.channel,
+        encode(&event.props)?
+    ])?;
+    Ok(())
 }
 
 impl ScheduleStore for SqliteStore {
@@ -261,7 +427,8 @@ impl ScheduleStore for SqliteStore {
 mod tests {
     use super::*;
     use crate::ingest::{Format, Kind as RecordKind, read_lines};
-    use crate::outbox::{Kind, idempotency_key};
+    use crate::model::FollowUpKind as Kind;
+    use crate::outbox::idempotency_key;
     use crate::store::Records;
     use std::time::Duration;
 
@@ -281,6 +448,16 @@ mod tests {
                 .collect();
         s.upsert_contacts(&patches).expect("contacts");
         s
+    }
+
+    /// Lets every send through, charging it as an email.
+    fn allow(_: &Row, _: &Contact, _: &[Event]) -> Admission {
+        Admission {
+            verdict: AdmissionVerdict::Allow {
+                event_type: "email_sent".into(),
+            },
+            reasons: serde_json::json!([]),
+        }
     }
 
     fn send(contact: &str, step: &str, due: &str) -> NewSend {
@@ -308,7 +485,7 @@ mod tests {
         assert_eq!(s.enqueue(&batch, now).expect("ok"), [true, true]);
         assert_eq!(s.enqueue(&batch, now).expect("ok"), [false, false]);
         let lease = now + chrono::Duration::minutes(5);
-        let claimed = s.claim_due(now, lease, 10, "a").expect("ok");
+        let claimed = s.claim_due(now, lease, 10, "a", &mut allow).expect("ok");
         assert_eq!(claimed.len(), 1);
         assert_eq!(
             (
@@ -319,7 +496,9 @@ mod tests {
             ("c1", 1, State::Claimed)
         );
         assert!(
-            s.claim_due(now, lease, 10, "b").expect("ok").is_empty(),
+            s.claim_due(now, lease, 10, "b", &mut allow)
+                .expect("ok")
+                .is_empty(),
             "leased rows are not claimed twice"
         );
 
@@ -344,11 +523,23 @@ mod tests {
         s.enqueue(&[send("c1", "1", "2026-11-20T11:00:00Z")], now)
             .expect("ok");
         let first = s
-            .claim_due(now, now + chrono::Duration::minutes(5), 10, "dead-process")
+            .claim_due(
+                now,
+                now + chrono::Duration::minutes(5),
+                10,
+                "dead-process",
+                &mut allow,
+            )
             .expect("ok");
         let later = now + chrono::Duration::minutes(6);
         let again = s
-            .claim_due(later, later + chrono::Duration::minutes(5), 10, "b")
+            .claim_due(
+                later,
+                later + chrono::Duration::minutes(5),
+                10,
+                "b",
+                &mut allow,
+            )
             .expect("ok");
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].idem_key, first[0].idem_key);
@@ -367,7 +558,9 @@ mod tests {
         let rows = s.outbox_rows(Some(State::Retrying), 10).expect("ok");
         assert_eq!(rows[0].last_error.as_deref(), Some("503"));
         assert!(
-            s.claim_due(later, later, 10, "b").expect("ok").is_empty(),
+            s.claim_due(later, later, 10, "b", &mut allow)
+                .expect("ok")
+                .is_empty(),
             "not before its retry instant"
         );
     }

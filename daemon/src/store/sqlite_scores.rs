@@ -19,16 +19,65 @@ impl ScoreStore for SqliteStore {
         &self,
         now: Timestamp,
         after_seq: i64,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<(i64, String)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id FROM contacts WHERE rowid IN (
+            "SELECT rowid, id FROM contacts WHERE rowid IN (
                  SELECT DISTINCT contact FROM events WHERE seq > ?2
                  UNION SELECT contact FROM scores WHERE next_change_at <= ?1
                  UNION SELECT contact FROM rescore_queue)
-             ORDER BY id",
+             ORDER BY rowid",
         )?;
-        let rows = stmt.query_map(params![to_micros(now), after_seq], |r| r.get(0))?;
+        let rows = stmt.query_map(params![to_micros(now), after_seq], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn rescore_input(
+        &self,
+        key: i64,
+    ) -> Result<Option<(Contact, Vec<Event>, Option<StoredScore>)>, StoreError> {
+        let row: Option<(
+            String,
+            Option<i64>,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+        )> = self
+            .conn
+            .prepare_cached(
+                "SELECT c.record, s.score, s.band, s.next_change_at, s.scored_at
+                 FROM contacts c LEFT JOIN scores s ON s.contact = c.rowid WHERE c.rowid = ?1",
+            )?
+            .query_row([key], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .optional()?;
+        let Some((record, score, band, next, scored_at)) = row else {
+            return Ok(None);
+        };
+        let contact: Contact = super::sqlite::decode(&record)?;
+        let previous = match (score, band, scored_at) {
+            (Some(score), Some(band), Some(at)) => Some(StoredScore {
+                contact: contact.id.clone(),
+                score,
+                band,
+                next_change_at: next.map(from_micros).transpose()?,
+                scored_at: from_micros(at)?,
+            }),
+            _ => None,
+        };
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT contact, event_id, type, at, channel, props FROM events WHERE contact = ?1 ORDER BY at, seq",
+        )?;
+        let mut q = stmt.query([key])?;
+        let mut events = Vec::new();
+        while let Some(r) = q.next()? {
+            let (_, mut event) = super::sqlite::read_scanned(r)?;
+            event.contact.clone_from(&contact.id);
+            events.push(event);
+        }
+        Ok(Some((contact, events, previous)))
     }
 
     fn scoring_input(
@@ -97,20 +146,19 @@ impl ScoreStore for SqliteStore {
         self.write(|tx| {
             let now_us = to_micros(now);
             for w in batch {
-                let Some(rowid): Option<i64> = tx
-                    .prepare_cached("SELECT rowid FROM contacts WHERE id = ?1")?
-                    .query_row([&w.contact], |r| r.get(0))
-                    .optional()?
-                else {
-                    continue; // erased meanwhile
-                };
-                tx.prepare_cached(
-                    "INSERT INTO scores (contact, score, band, next_change_at, scored_at, card)
-                     VALUES (?1, ?2, ?3, ?4, ?5, '{}')
-                     ON CONFLICT(contact) DO UPDATE SET score = excluded.score, band = excluded.band,
-                       next_change_at = excluded.next_change_at, scored_at = excluded.scored_at",
-                )?
-                .execute(params![rowid, w.score, w.band, w.next_change_at.map(to_micros), now_us])?;
+                let rowid = w.key;
+                // Through `contacts`, so a contact erased meanwhile writes nothing.
+                let n = tx
+                    .prepare_cached(
+                        "INSERT INTO scores (contact, score, band, next_change_at, scored_at, card)
+                         SELECT rowid, ?2, ?3, ?4, ?5, '{}' FROM contacts WHERE rowid = ?1
+                         ON CONFLICT(contact) DO UPDATE SET score = excluded.score, band = excluded.band,
+                           next_change_at = excluded.next_change_at, scored_at = excluded.scored_at",
+                    )?
+                    .execute(params![rowid, w.score, w.band, w.next_change_at.map(to_micros), now_us])?;
+                if n == 0 {
+                    continue;
+                }
                 if w.snapshot {
                     tx.prepare_cached("INSERT INTO score_snapshots (contact, at, score, band) VALUES (?1, ?2, ?3, ?4)")?
                         .execute(params![rowid, now_us, w.score, w.band])?;
@@ -166,6 +214,45 @@ impl ScoreStore for SqliteStore {
             });
         }
         Ok(out)
+    }
+
+    fn contact_bounds(&self) -> Result<Option<(i64, i64)>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT min(rowid), max(rowid) FROM contacts")?
+            .query_row([], |r| {
+                Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?))
+            })
+            .map(|(lo, hi)| lo.zip(hi))?)
+    }
+
+    fn scan_for_rescore(
+        &self,
+        range: (i64, i64),
+        f: &mut dyn FnMut(i64, Contact, Vec<Event>, Option<StoredScore>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.merge_scan(
+            "SELECT c.rowid, c.record, s.score, s.band, s.next_change_at, s.scored_at
+             FROM contacts c LEFT JOIN scores s ON s.contact = c.rowid
+             WHERE c.rowid >= ?1 AND c.rowid < ?2 ORDER BY c.rowid",
+            range,
+            &mut |row, contact, events| {
+                let previous = match row.get::<_, Option<i64>>(2)? {
+                    None => None,
+                    Some(score) => Some(StoredScore {
+                        contact: contact.id.clone(),
+                        score,
+                        band: row.get(3)?,
+                        next_change_at: row
+                            .get::<_, Option<i64>>(4)?
+                            .map(from_micros)
+                            .transpose()?,
+                        scored_at: from_micros(row.get(5)?)?,
+                    }),
+                };
+                f(row.get(0)?, contact, events, previous)
+            },
+        )
     }
 
     fn band_counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {
