@@ -10,5 +10,6 @@ pub mod config;
 pub mod fatigue;
 pub mod ingest;
 pub mod model;
+pub mod plugins;
 pub mod scoring;
 pub mod store;
