@@ -432,3 +432,36 @@ async fn the_file_transport_writes_each_follow_up_once() {
     let files: Vec<_> = std::fs::read_dir(&outbox).unwrap().collect();
     assert_eq!(files.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_built_in_email_plugin_works_without_any_shared_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = PluginHost::new(
+        PluginsConfig::default(),
+        &dir.path().join("relance.toml"),
+        relance::plugins::builtin_tables(),
+    );
+    let outbox = dir.path().join("outbox");
+    open(
+        &host,
+        "email",
+        json!({"transport": "file", "dir": outbox, "from": "ventes@example.com"}),
+    )
+    .await;
+    let r = host.deliver("email", message("fu-demo")).await.unwrap();
+    assert!(matches!(r, Delivery::Ok { .. }), "{r:?}");
+    let eml = std::fs::read_dir(&outbox)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let eml = std::fs::read_to_string(eml).unwrap();
+    assert_eq!(
+        header(&eml, "Message-ID").unwrap(),
+        relance_plugin_email::message_id("fu-demo", "example.com")
+    );
+    for name in ["email", "webhook", "crm"] {
+        assert_eq!(host.load(name).unwrap().name, name);
+    }
+}

@@ -246,6 +246,12 @@ async fn each_server_fault_ends_in_the_right_class() {
         loopback_settings(format!("http://{addr}/in")),
     )
     .await;
+    open(
+        &host,
+        "gone",
+        loopback_settings(format!("http://{addr}/gone")),
+    )
+    .await;
     let send = || host.deliver("hook", request("k", json!({})));
 
     let mut r = reply(503);
@@ -278,14 +284,38 @@ async fn each_server_fault_ends_in_the_right_class() {
             ..
         }
     ));
+    rx.then(reply(204));
+    assert!(matches!(send().await.unwrap(), Delivery::Ok { .. }));
+
+    // 410 disables the endpoint: later sends never reach it.
+    let before = rx.seen().len();
     rx.then(reply(410));
     assert!(matches!(
-        send().await.unwrap(),
+        host.deliver("gone", request("k", json!({}))).await.unwrap(),
         Delivery::Permanent {
             disable_endpoint: true,
             ..
         }
     ));
+    assert!(matches!(
+        host.deliver("gone", request("k2", json!({})))
+            .await
+            .unwrap(),
+        Delivery::Permanent {
+            disable_endpoint: true,
+            ..
+        }
+    ));
+    assert_eq!(rx.seen().len(), before + 1);
+    let health = host
+        .healthcheck("gone", "2026-11-20T12:00:00Z".parse().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        !health.healthy && health.detail.contains("410"),
+        "{health:?}"
+    );
+
     rx.then(reply(400));
     assert!(matches!(
         send().await.unwrap(),

@@ -30,6 +30,17 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use worker::{Enqueue, Job, Worker};
 
+/// The first-party plugins linked into the daemon, so that it works out of
+/// the box; they are still called through their ABI table, exactly like a
+/// shared library. A `[plugins.load.NAME]` entry overrides one of them.
+pub fn builtin_tables() -> [&'static PluginTable; 3] {
+    [
+        relance_plugin_email::plugin_table(),
+        relance_plugin_webhook::plugin_table(),
+        relance_plugin_crm::plugin_table(),
+    ]
+}
+
 /// How a delivery ended, for the outbox.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Delivery {

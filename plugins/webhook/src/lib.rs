@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use sign::Secret;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// The channel's `settings`.
@@ -56,6 +57,8 @@ pub struct Webhook {
     guard: Arc<Guard>,
     client: reqwest::Client,
     runtime: tokio::runtime::Runtime,
+    /// Set by an HTTP 410: the receiver asked never to be called again.
+    gone: AtomicBool,
 }
 
 fn settings_doc() -> Vec<SettingDoc> {
@@ -140,12 +143,19 @@ impl Plugin for Webhook {
             guard,
             client,
             runtime,
+            gone: AtomicBool::new(false),
         })
     }
 
     fn deliver(&self, request: DeliverRequest, cancel: &Cancel) -> Outcome {
         if let Err(refused) = self.check_literal() {
             return Outcome::permanent(refused.to_string());
+        }
+        if self.gone.load(Ordering::SeqCst) {
+            return Outcome::Permanent {
+                reason: "the endpoint answered 410 Gone earlier: disabled".into(),
+                disable_endpoint: true,
+            };
         }
         let body = self.payload(&request);
         let body = serde_json::to_vec(&body).unwrap_or_default();
@@ -167,7 +177,12 @@ impl Plugin for Webhook {
             tokio::select! {
                 _ = cancel.cancelled() => Outcome::retryable("cancelled by the host"),
                 r = send => match r {
-                    Ok(resp) => classify(&resp, &request, &id),
+                    Ok(resp) => {
+                        if resp.status().as_u16() == 410 {
+                            self.gone.store(true, Ordering::SeqCst);
+                        }
+                        classify(&resp, &request, &id)
+                    }
                     Err(e) => from_error(&e),
                 },
             }
@@ -175,6 +190,12 @@ impl Plugin for Webhook {
     }
 
     fn healthcheck(&self, _request: HealthcheckRequest, _cancel: &Cancel) -> Health {
+        if self.gone.load(Ordering::SeqCst) {
+            return Health {
+                healthy: false,
+                detail: "disabled: the endpoint answered 410 Gone".into(),
+            };
+        }
         let verdict = match self.check_literal() {
             Err(e) => Err(e.to_string()),
             Ok(()) => self.check_name(),
