@@ -351,3 +351,27 @@ async fn a_linked_plugin_goes_through_the_same_table() {
     open(&host, "linked").await;
     ok(&host, "linked", "l-1").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_panics_while_starting_leaves_its_channel_unhealthy_not_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host_with_echo(dir.path(), None);
+    let mut settings = toml::Table::new();
+    settings.insert("panic_create".into(), true.into());
+    host.open_channel("broken", &channel("echo", settings))
+        .await
+        .expect("a panicking create is retried later, not fatal");
+    let st = host.status("broken").unwrap();
+    assert!(!st.healthy, "{st:?}");
+    assert!(st.last_error.unwrap().contains("panic_create is set"));
+    let e = host
+        .deliver("broken", request("k", json!({})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, DeliveryError::Unavailable { .. }) && e.is_transient(),
+        "{e}"
+    );
+    open(&host, "fine").await;
+    ok(&host, "fine", "f-1").await;
+}
