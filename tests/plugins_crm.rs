@@ -350,3 +350,44 @@ async fn a_refused_token_is_permanent_and_an_unreachable_crm_retryable() {
         Delivery::Retryable { .. }
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_a_sales_person_already_created_is_reused() {
+    let crm = crm();
+    let dir = tempfile::tempdir().unwrap();
+    let id = format!("nathalie-{}", unique(dir.path()));
+    let email = format!("{id}@example.com");
+    // Entered by hand in the CRM, under another spelling, with no relance id.
+    let r = crm
+        .http
+        .post(format!("{}/api/contacts/", crm.url))
+        .bearer_auth(&crm.token)
+        .header("content-type", "application/json")
+        .body(
+            json!({"first_name": "Nat", "last_name": "Typed-By-Hand", "email": email}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // This CRM may answer 500 although the contact was created.
+    assert!(
+        r.status() == 201 || r.status() == 200 || r.status() == 500,
+        "{}",
+        r.status()
+    );
+    let by_hand = crm.get(&format!("api/contacts/?email={email}")).await["results"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let host = host(dir.path());
+    open(&host, "phone", settings(&crm)).await;
+    let mut req = contact_request("score-n", &id, Action::ScoreUpdate);
+    req.score = Some(ScoreInfo {
+        score: 235.0,
+        band: "hot".into(),
+    });
+    assert_eq!(ok_id(host.deliver("phone", req).await.unwrap()), by_hand);
+    let v = crm.get(&format!("api/contacts/?email={email}")).await;
+    assert_eq!(v["count"], 1, "no second record: {v}");
+}

@@ -263,7 +263,9 @@ async fn starttls_with_authentication_delivers_the_rendered_message() {
     else {
         panic!("{r:?}")
     };
-    // A retry of the same follow-up: same Message-ID.
+    // A retry of the same follow-up: same Message-ID. (The pause lets the
+    // pool park the connection, which happens in the background.)
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     host.deliver("email", message("fu-martino-1"))
         .await
         .unwrap();
@@ -276,6 +278,8 @@ async fn starttls_with_authentication_delivers_the_rendered_message() {
     assert_eq!(meta["rcpt_tos"], json!(["martino@example.com"]));
     assert_eq!(header(eml, "Message-ID").unwrap(), id);
     assert_eq!(header(&got[1].0, "Message-ID").unwrap(), id);
+    // Pooled: the retry went over the same SMTP connection.
+    assert_eq!(meta["peer"], got[1].1["peer"]);
     assert_eq!(
         header(eml, "Subject").unwrap(),
         "Martino, how Acme & Fils can simplify payroll"

@@ -46,6 +46,7 @@ class Save:
             "tls": session.ssl is not None
             or server.transport.get_extra_info("ssl_object") is not None,
             "authenticated": bool(session.authenticated),
+            "peer": list(session.peer)[:2],
         }
         with open(base + ".json", "w") as f:
             json.dump(meta, f)

@@ -370,8 +370,9 @@ impl Crm {
         let v = self.get("api/custom-fields/").await?;
         let list = v
             .as_array()
+            .or_else(|| v["definitions"].as_array())
+            .or_else(|| v["results"].as_array())
             .cloned()
-            .or_else(|| v["results"].as_array().cloned())
             .unwrap_or_default();
         for (key, label, kind) in SCORE_FIELDS {
             let exists = list

@@ -260,7 +260,11 @@ impl Plugin for Email {
             .message_id_domain
             .clone()
             .unwrap_or_else(|| from.email.domain().to_owned());
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        // One worker thread: the SMTP pool recycles connections and closes
+        // idle ones in background tasks, which must run between sends.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("relance-email")
             .enable_all()
             .build()
             .map_err(|e| format!("runtime: {e}"))?;
