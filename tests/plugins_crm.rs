@@ -17,6 +17,8 @@ use std::path::Path;
 
 struct Crm {
     url: String,
+    /// The same CRM and database, with its Celery broker down.
+    broker_down_url: String,
     token: String,
     http: reqwest::Client,
 }
@@ -37,6 +39,7 @@ fn crm() -> Crm {
     };
     Crm {
         url: get("CRM_URL"),
+        broker_down_url: get("CRM_BROKER_DOWN_URL"),
         token: get("CRM_TOKEN"),
         http: reqwest::Client::new(),
     }
@@ -94,7 +97,7 @@ fn host(dir: &Path) -> PluginHost {
     build_plugin("relance-plugin-crm", "export", dir, "libcrm.so");
     let mut config = PluginsConfig {
         dir: dir.to_path_buf(),
-        call_timeout: CfgDuration(chrono::Duration::seconds(60)),
+        call_timeout: CfgDuration(chrono::Duration::seconds(150)),
         ..Default::default()
     };
     config.load.insert(
@@ -160,8 +163,6 @@ async fn scores_reach_the_crm_record_without_duplicates() {
         score: 215.0,
         band: "hot".into(),
     });
-    // This CRM answers 500 to a contact creation that did commit: the
-    // plugin must find the record instead of creating a second one.
     let crm_id = ok_id(host.deliver("phone", r.clone()).await.unwrap());
     let record = crm.get(&format!("api/contacts/{crm_id}/")).await;
     let record = if record["contact_obj"].is_object() {
@@ -390,4 +391,44 @@ async fn a_contact_a_sales_person_already_created_is_reused() {
     assert_eq!(ok_id(host.deliver("phone", req).await.unwrap()), by_hand);
     let v = crm.get(&format!("api/contacts/?email={email}")).await;
     assert_eq!(v["count"], 1, "no second record: {v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_committed_before_a_500_are_found_not_repeated() {
+    let crm = crm();
+    let dir = tempfile::tempdir().unwrap();
+    let id = format!("albert-{}", unique(dir.path()));
+    let host = host(dir.path());
+    // With its broker down, this CRM commits a new contact, then fails to
+    // queue its follow-up job and answers 500 (after about 20 s of retries).
+    open(
+        &host,
+        "phone",
+        json!({"url": crm.broker_down_url, "token": crm.token, "timeout_secs": 80,
+               "owners": {"alice": "alice.owner@example.com"}}),
+    )
+    .await;
+    let key = format!("call-{id}");
+    let r = contact_request(&key, &id, Action::CallTask);
+    let task = ok_id(host.deliver("phone", r).await.unwrap());
+
+    assert_eq!(
+        crm.contacts_for(&id, &format!("{id}@example.com"))
+            .await
+            .len(),
+        1
+    );
+    let v = crm
+        .get(&format!("api/tasks/?title=%5Brelance%3A{key}%5D"))
+        .await;
+    let tasks = v["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 1, "{v}");
+    assert_eq!(tasks[0]["id"], json!(task));
+    let log = std::fs::read_to_string(repo().join("target/crm/gunicorn-broker-down.access.log"))
+        .unwrap_or_default();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("POST /api/contacts/") && l.contains("\" 500 ")),
+        "the CRM did answer 500"
+    );
 }

@@ -2,7 +2,11 @@
 # Installs, migrates and starts django-crm (BottleCRM, from PyPI) for
 # tests/plugins_crm.rs, on PostgreSQL 127.0.0.1:5432 (trust auth, user
 # postgres) and Redis 127.0.0.1:6379. Idempotent. Writes target/crm/env
-# (CRM_URL, CRM_TOKEN) that the tests read.
+# (CRM_URL, CRM_TOKEN, CRM_BROKER_DOWN_URL) that the tests read.
+#
+# Two servers share the database: the normal one on $CRM_PORT, and one on
+# $CRM_PORT+1 whose Celery broker is down (a closed loopback port), which
+# is how a real deployment ends up answering 500 to writes it committed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 log() { echo "crm: $*" >&2; }
@@ -19,10 +23,13 @@ done
 if [ -z "$PY" ]; then
   log "needs Python 3.12 (pyenv install 3.12)"; exit 1
 fi
-if ! "$VENV/bin/python" -c 'import crm' 2>/dev/null; then
+# `packaging` is needed by kombu's Redis transport but not pulled in by
+# django-crm 1.35.0: without it every write that queues a Celery task
+# answers 500 after committing.
+if ! "$VENV/bin/python" -c 'import crm, packaging' 2>/dev/null; then
   log "pip install django-crm into $VENV"
   "$PY" -m venv "$VENV"
-  "$VENV/bin/pip" install -q "django-crm==1.35.0"
+  "$VENV/bin/pip" install -q "django-crm==1.35.0" packaging
 fi
 
 export DJANGO_SETTINGS_MODULE=crm.settings DBNAME=relance_crm DBHOST=127.0.0.1 DBPORT=5432
@@ -39,17 +46,28 @@ fi
 "$VENV/bin/django-admin" migrate --noinput >"$STATE/migrate.log" 2>&1 \
   || { log "migrate failed, see $STATE/migrate.log"; exit 1; }
 
-# Restart the server we started earlier (by its pid file), if any.
-if [ -f "$STATE/gunicorn.pid" ] && kill -0 "$(cat "$STATE/gunicorn.pid")" 2>/dev/null; then
-  kill "$(cat "$STATE/gunicorn.pid")"; sleep 1
-fi
-TOKEN=$("$VENV/bin/python" tests/servers/crm_bootstrap.py 2>>"$STATE/bootstrap.log" | tail -1)
-"$VENV/bin/gunicorn" crm.wsgi:application --bind "127.0.0.1:$PORT" --workers 2 \
-  --timeout 60 --daemon --pid "$STATE/gunicorn.pid" \
-  --error-logfile "$STATE/gunicorn.log" --access-logfile "$STATE/access.log"
-for _ in $(seq 1 60); do
-  if curl -fs -o /dev/null "http://127.0.0.1:$PORT/schema/" -H "Authorization: Bearer $TOKEN"; then break; fi
-  sleep 0.5
+# Restart the servers we started earlier (by their pid files), if any.
+for pidfile in "$STATE/gunicorn.pid" "$STATE/gunicorn-broker-down.pid"; do
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    kill "$(cat "$pidfile")"; sleep 1
+  fi
 done
-printf 'CRM_URL=http://127.0.0.1:%s\nCRM_TOKEN=%s\n' "$PORT" "$TOKEN" >"$STATE/env"
-log "django-crm on http://127.0.0.1:$PORT (token in $STATE/env)"
+TOKEN=$("$VENV/bin/python" tests/servers/crm_bootstrap.py 2>>"$STATE/bootstrap.log" | tail -1)
+serve() { # port pidname
+  "$VENV/bin/gunicorn" crm.wsgi:application --bind "127.0.0.1:$1" --workers 2 \
+    --timeout 90 --daemon --pid "$STATE/$2.pid" \
+    --error-logfile "$STATE/$2.log" --access-logfile "$STATE/$2.access.log"
+}
+serve "$PORT" gunicorn
+DOWN_PORT=$((PORT + 1))
+CELERY_BROKER_URL=redis://127.0.0.1:1/0 CELERY_RESULT_BACKEND=redis://127.0.0.1:1/0 \
+  serve "$DOWN_PORT" gunicorn-broker-down
+for p in "$PORT" "$DOWN_PORT"; do
+  for _ in $(seq 1 60); do
+    if curl -fs -o /dev/null "http://127.0.0.1:$p/api/profile/" -H "Authorization: Bearer $TOKEN"; then break; fi
+    sleep 0.5
+  done
+done
+printf 'CRM_URL=http://127.0.0.1:%s\nCRM_TOKEN=%s\nCRM_BROKER_DOWN_URL=http://127.0.0.1:%s\n' \
+  "$PORT" "$TOKEN" "$DOWN_PORT" >"$STATE/env"
+log "django-crm on http://127.0.0.1:$PORT, broker down on :$DOWN_PORT (token in $STATE/env)"
