@@ -9,11 +9,12 @@
 # is how a real deployment ends up answering 500 to writes it committed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+ROOT=$PWD
 log() { echo "crm: $*" >&2; }
 
 PORT=${CRM_PORT:-18011}
-STATE=target/crm
-VENV=target/venv-crm
+STATE=$ROOT/target/crm
+VENV=$ROOT/target/venv-crm
 mkdir -p "$STATE"
 
 PY=""
@@ -43,6 +44,8 @@ redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null || { log "Redis is not running on
 if ! psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='relance_crm'" | grep -q 1; then
   psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE relance_crm"
 fi
+# django-crm writes server.log and security_audit.log to its working folder.
+cd "$STATE"
 "$VENV/bin/django-admin" migrate --noinput >"$STATE/migrate.log" 2>&1 \
   || { log "migrate failed, see $STATE/migrate.log"; exit 1; }
 
@@ -52,7 +55,7 @@ for pidfile in "$STATE/gunicorn.pid" "$STATE/gunicorn-broker-down.pid"; do
     kill "$(cat "$pidfile")"; sleep 1
   fi
 done
-TOKEN=$("$VENV/bin/python" tests/servers/crm_bootstrap.py 2>>"$STATE/bootstrap.log" | tail -1)
+TOKEN=$("$VENV/bin/python" "$ROOT/tests/servers/crm_bootstrap.py" 2>>"$STATE/bootstrap.log" | tail -1)
 serve() { # port pidname
   "$VENV/bin/gunicorn" crm.wsgi:application --bind "127.0.0.1:$1" --workers 2 \
     --timeout 90 --daemon --pid "$STATE/$2.pid" \
