@@ -12,6 +12,7 @@ pub mod fatigue;
 pub mod ingest;
 pub mod model;
 pub mod outbox;
+pub mod plugins;
 pub mod scheduler;
 pub mod scoring;
 pub mod shutdown;

@@ -22,6 +22,7 @@ pub use sections::{
 
 use crate::fatigue::FatigueConfig;
 use crate::outbox::OutboxConfig;
+use crate::plugins::PluginsConfig;
 use crate::scoring::ScoringConfig;
 use document::{Span, line_col, locate, path_at};
 use serde::de::DeserializeOwned;
@@ -46,6 +47,7 @@ pub struct Config {
     pub templates: BTreeMap<String, TemplateConfig>,
     pub schedules: BTreeMap<String, ScheduleConfig>,
     pub outbox: OutboxConfig,
+    pub plugins: PluginsConfig,
 }
 
 const SECTIONS: &[&str] = &[
@@ -57,6 +59,7 @@ const SECTIONS: &[&str] = &[
     "templates",
     "schedules",
     "outbox",
+    "plugins",
 ];
 
 impl Config {
@@ -116,6 +119,7 @@ impl Config {
         let templates = loader.named::<TemplateConfig>(&root, "templates");
         let schedules = loader.named::<ScheduleConfig>(&root, "schedules");
         let outbox = loader.section::<OutboxConfig>(&root, "outbox");
+        let plugins = loader.section::<PluginsConfig>(&root, "plugins");
 
         let (
             Some(store),
@@ -126,8 +130,9 @@ impl Config {
             Some(templates),
             Some(schedules),
             Some(outbox),
+            Some(plugins),
         ) = (
-            store, log, scoring, fatigue, channels, templates, schedules, outbox,
+            store, log, scoring, fatigue, channels, templates, schedules, outbox, plugins,
         )
         else {
             return Err(loader.finish());
@@ -142,6 +147,7 @@ impl Config {
             templates,
             schedules,
             outbox,
+            plugins,
         };
         let mut issues = Issues::default();
         config.check_references(&mut issues);
@@ -156,6 +162,21 @@ impl Config {
     /// Checks that what one section names exists in another.
     fn check_references(&self, issues: &mut Issues) {
         let root = KeyPath::root();
+        let builtin = crate::plugins::builtin_names();
+        for (name, channel) in &self.channels {
+            if !builtin.contains(&channel.plugin)
+                && !self.plugins.load.contains_key(&channel.plugin)
+            {
+                issues.push(
+                    root.key("channels").key(name).key("plugin"),
+                    format!(
+                        "unknown plugin `{}`: built in are {}; others must be listed under [plugins.load]",
+                        channel.plugin,
+                        builtin.join(", ")
+                    ),
+                );
+            }
+        }
         for (name, template) in &self.templates {
             if !self.channels.contains_key(&template.channel) {
                 issues.push(

@@ -1,0 +1,14 @@
+//! The stable boundary between relance and its channel plugins.
+//!
+//! [`abi`] is the C data that crosses; [`message`] the versioned JSON inside
+//! it; [`sdk`] lets a plugin author stay in safe Rust; [`host`] wraps the
+//! unsafe calls for the daemon; [`template`] renders message templates.
+
+pub mod abi;
+pub mod host;
+pub mod message;
+pub mod sdk;
+pub mod template;
+
+pub use message::*;
+pub use sdk::{Cancel, Plugin};

@@ -1,0 +1,498 @@
+//! The email channel: SMTP through lettre (pooled connections, STARTTLS or
+//! implicit TLS, authentication), or `.eml` files for the embedded demo.
+//!
+//! The Message-ID is derived from the idempotency key, so every retry of a
+//! follow-up carries the same one and receivers can de-duplicate. Replies
+//! 4xx and lost connections are retryable; 5xx are permanent.
+
+use lettre::message::header::{Header, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::PoolConfig;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use relance_plugin_api::template::render;
+use relance_plugin_api::{
+    Action, Cancel, DeliverRequest, Health, HealthcheckRequest, Manifest, Outcome, PROTOCOL,
+    Plugin, SettingDoc,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum TransportKind {
+    #[default]
+    Smtp,
+    /// One `.eml` file per message in `dir` (the demo, and tests of content).
+    File,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum TlsMode {
+    /// Plain text: only for a relay on the same machine.
+    None,
+    /// Upgrade with STARTTLS, refusing servers that do not offer it.
+    #[default]
+    Starttls,
+    /// TLS from the first byte (SMTPS, port 465).
+    Implicit,
+}
+
+/// The channel's `settings`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    #[serde(default)]
+    transport: TransportKind,
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    port: Option<u16>,
+    #[serde(default)]
+    tls: TlsMode,
+    /// Name checked against the server certificate (default: `host`).
+    #[serde(default)]
+    tls_domain: Option<String>,
+    /// Extra trusted root certificate (PEM), for a private CA.
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    username: Option<String>,
+    /// Filled from the environment by the configuration; never logged.
+    #[serde(default)]
+    password: Option<String>,
+    from: String,
+    #[serde(default)]
+    reply_to: Option<String>,
+    /// One-click unsubscribe URL template (https), e.g.
+    /// `https://example.com/u?c={{id}}`.
+    #[serde(default)]
+    unsubscribe_url: Option<String>,
+    #[serde(default)]
+    unsubscribe_mailto: Option<String>,
+    /// Right-hand side of Message-IDs (default: the sender's domain).
+    #[serde(default)]
+    message_id_domain: Option<String>,
+    #[serde(default = "default_pool")]
+    pool_size: u32,
+    #[serde(default = "default_timeout")]
+    timeout_secs: u64,
+    /// Folder of the file transport.
+    #[serde(default)]
+    dir: Option<PathBuf>,
+}
+
+fn default_pool() -> u32 {
+    4
+}
+
+fn default_timeout() -> u64 {
+    30
+}
+
+enum Transport {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    File(PathBuf),
+}
+
+pub struct Email {
+    transport: Transport,
+    from: Mailbox,
+    reply_to: Option<Mailbox>,
+    unsubscribe_url: Option<String>,
+    unsubscribe_mailto: Option<String>,
+    id_domain: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl std::fmt::Debug for Email {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Email")
+            .field("from", &self.from)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Email {
+    fn drop(&mut self) {
+        // The SMTP pool's connections close through the runtime.
+        let _entered = self.runtime.enter();
+        drop(std::mem::replace(
+            &mut self.transport,
+            Transport::File(PathBuf::new()),
+        ));
+    }
+}
+
+/// A header lettre does not know, by name.
+#[derive(Clone)]
+struct Raw<const N: usize>(String);
+
+const LIST_UNSUBSCRIBE: usize = 0;
+const LIST_UNSUBSCRIBE_POST: usize = 1;
+
+impl<const N: usize> Header for Raw<N> {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str(if N == LIST_UNSUBSCRIBE {
+            "List-Unsubscribe"
+        } else {
+            "List-Unsubscribe-Post"
+        })
+    }
+
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self(s.to_owned()))
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), self.0.clone())
+    }
+}
+
+fn settings_doc() -> Vec<SettingDoc> {
+    let doc = |name: &str, required, secret, doc: &str| SettingDoc {
+        name: name.into(),
+        required,
+        secret,
+        doc: doc.into(),
+    };
+    vec![
+        doc("transport", false, false, "`smtp` (default) or `file`"),
+        doc("host", false, false, "SMTP server (required for smtp)"),
+        doc(
+            "port",
+            false,
+            false,
+            "default 587 (starttls), 465 (implicit), 25 (none)",
+        ),
+        doc(
+            "tls",
+            false,
+            false,
+            "`starttls` (default), `implicit` or `none`",
+        ),
+        doc(
+            "tls_domain",
+            false,
+            false,
+            "name on the server certificate, default host",
+        ),
+        doc(
+            "ca_file",
+            false,
+            false,
+            "extra trusted root certificate (PEM)",
+        ),
+        doc("username", false, false, "SMTP login"),
+        doc(
+            "password",
+            false,
+            true,
+            "SMTP password, from the environment",
+        ),
+        doc(
+            "from",
+            true,
+            false,
+            "sender, e.g. `Ventes <ventes@example.com>`",
+        ),
+        doc("reply_to", false, false, "Reply-To address"),
+        doc(
+            "unsubscribe_url",
+            false,
+            false,
+            "https one-click unsubscribe URL template",
+        ),
+        doc("unsubscribe_mailto", false, false, "unsubscribe mailbox"),
+        doc(
+            "message_id_domain",
+            false,
+            false,
+            "Message-ID domain, default the sender's",
+        ),
+        doc(
+            "pool_size",
+            false,
+            false,
+            "pooled SMTP connections (default 4)",
+        ),
+        doc(
+            "timeout_secs",
+            false,
+            false,
+            "SMTP command timeout (default 30)",
+        ),
+        doc("dir", false, false, "folder of the file transport"),
+    ]
+}
+
+impl Plugin for Email {
+    fn manifest() -> Manifest {
+        Manifest {
+            name: "email".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            protocol: PROTOCOL,
+            description: "email over SMTP, or .eml files".into(),
+            actions: vec![Action::Message],
+            settings: settings_doc(),
+        }
+    }
+
+    fn create(settings: Value) -> Result<Self, String> {
+        let s: Settings =
+            serde_json::from_value(settings).map_err(|e| format!("email settings: {e}"))?;
+        let from: Mailbox = s.from.parse().map_err(|e| format!("`from`: {e}"))?;
+        let reply_to = match &s.reply_to {
+            Some(r) => Some(r.parse().map_err(|e| format!("`reply_to`: {e}"))?),
+            None => None,
+        };
+        if let Some(u) = &s.unsubscribe_url
+            && !u.starts_with("https://")
+        {
+            return Err("`unsubscribe_url` must be an https URL (RFC 8058)".into());
+        }
+        let id_domain = s
+            .message_id_domain
+            .clone()
+            .unwrap_or_else(|| from.email.domain().to_owned());
+        // One worker thread: the SMTP pool recycles connections and closes
+        // idle ones in background tasks, which must run between sends.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("relance-email")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("runtime: {e}"))?;
+        let transport = match s.transport {
+            TransportKind::File => {
+                let dir = s
+                    .dir
+                    .clone()
+                    .ok_or("`dir` is required with transport = \"file\"")?;
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| format!("`dir` {}: {e}", dir.display()))?;
+                Transport::File(dir)
+            }
+            TransportKind::Smtp => {
+                let _entered = runtime.enter();
+                Transport::Smtp(smtp(&s)?)
+            }
+        };
+        Ok(Self {
+            transport,
+            from,
+            reply_to,
+            unsubscribe_url: s.unsubscribe_url,
+            unsubscribe_mailto: s.unsubscribe_mailto,
+            id_domain,
+            runtime,
+        })
+    }
+
+    fn deliver(&self, request: DeliverRequest, cancel: &Cancel) -> Outcome {
+        let (message, id) = match self.build(&request) {
+            Ok(m) => m,
+            Err(reason) => return Outcome::permanent(reason),
+        };
+        match &self.transport {
+            Transport::File(dir) => write_eml(dir, &id, &message.formatted()),
+            Transport::Smtp(t) => {
+                let _entered = self.runtime.enter();
+                let send = t.send(message);
+                self.runtime.block_on(async {
+                    tokio::select! {
+                        _ = cancel.cancelled() => Outcome::retryable("cancelled by the host"),
+                        r = send => match r {
+                            Ok(resp) => Outcome::Ok {
+                                remote_id: Some(id),
+                                data: Some(json!({
+                                    "code": resp.code().to_string(),
+                                    "message": resp.message().collect::<Vec<_>>().join(" "),
+                                })),
+                            },
+                            Err(e) => classify(&e),
+                        },
+                    }
+                })
+            }
+        }
+    }
+
+    fn healthcheck(&self, _request: HealthcheckRequest, _cancel: &Cancel) -> Health {
+        match &self.transport {
+            Transport::File(dir) => Health {
+                healthy: dir.is_dir(),
+                detail: format!("writing to {}", dir.display()),
+            },
+            Transport::Smtp(t) => {
+                let _entered = self.runtime.enter();
+                match self.runtime.block_on(t.test_connection()) {
+                    Ok(true) => Health {
+                        healthy: true,
+                        detail: "SMTP server answers".into(),
+                    },
+                    Ok(false) => Health {
+                        healthy: false,
+                        detail: "SMTP server refused NOOP".into(),
+                    },
+                    Err(e) => Health {
+                        healthy: false,
+                        detail: e.to_string(),
+                    },
+                }
+            }
+        }
+    }
+}
+
+fn smtp(s: &Settings) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+    let host = s
+        .host
+        .clone()
+        .ok_or("`host` is required with transport = \"smtp\"")?;
+    let tls_params = || -> Result<TlsParameters, String> {
+        let domain = s.tls_domain.clone().unwrap_or_else(|| host.clone());
+        let mut b = TlsParameters::builder(domain);
+        if let Some(ca) = &s.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| format!("`ca_file` {}: {e}", ca.display()))?;
+            let cert = Certificate::from_pem(&pem).map_err(|e| format!("`ca_file`: {e}"))?;
+            b = b.add_root_certificate(cert);
+        }
+        b.build().map_err(|e| format!("TLS: {e}"))
+    };
+    let (tls, port) = match s.tls {
+        TlsMode::None => (Tls::None, 25),
+        TlsMode::Starttls => (Tls::Required(tls_params()?), 587),
+        TlsMode::Implicit => (Tls::Wrapper(tls_params()?), 465),
+    };
+    let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host)
+        .port(s.port.unwrap_or(port))
+        .tls(tls)
+        .timeout(Some(Duration::from_secs(s.timeout_secs.max(1))))
+        .pool_config(PoolConfig::new().max_size(s.pool_size.max(1)));
+    match (&s.username, &s.password) {
+        (Some(u), Some(p)) => b = b.credentials(Credentials::new(u.clone(), p.clone())),
+        (None, None) => {}
+        _ => return Err("`username` and `password` go together".into()),
+    }
+    Ok(b.build())
+}
+
+impl Email {
+    /// The message and its Message-ID; `Err` is a permanent reason.
+    fn build(&self, r: &DeliverRequest) -> Result<(Message, String), String> {
+        let to_addr = r
+            .contact
+            .email
+            .as_deref()
+            .ok_or_else(|| format!("contact {} has no email address", r.contact.id))?;
+        let name = [&r.contact.first_name, &r.contact.last_name]
+            .iter()
+            .filter_map(|n| n.as_deref())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let to = Mailbox::new(
+            (!name.is_empty()).then_some(name),
+            to_addr
+                .parse()
+                .map_err(|e| format!("contact {}: invalid email: {e}", r.contact.id))?,
+        );
+        let id = message_id(&r.idempotency_key, &self.id_domain);
+        let subject = r
+            .message
+            .subject
+            .as_deref()
+            .map(|s| render(s, r, false))
+            .unwrap_or_default();
+        let mut b = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(subject)
+            .message_id(Some(id.clone()))
+            .date(std::time::SystemTime::from(r.now));
+        if let Some(rt) = &self.reply_to {
+            b = b.reply_to(rt.clone());
+        }
+        let mut unsubscribe = Vec::new();
+        if let Some(u) = &self.unsubscribe_url {
+            unsubscribe.push(format!("<{}>", render(u, r, false)));
+        }
+        if let Some(m) = &self.unsubscribe_mailto {
+            unsubscribe.push(format!("<mailto:{m}?subject=unsubscribe>"));
+        }
+        if !unsubscribe.is_empty() {
+            b = b.header(Raw::<LIST_UNSUBSCRIBE>(unsubscribe.join(", ")));
+        }
+        if self.unsubscribe_url.is_some() {
+            b = b.header(Raw::<LIST_UNSUBSCRIBE_POST>(
+                "List-Unsubscribe=One-Click".into(),
+            ));
+        }
+        let text = r.message.text.as_deref().map(|t| render(t, r, false));
+        let html = r.message.html.as_deref().map(|t| render(t, r, true));
+        let message = match (text, html) {
+            (Some(t), Some(h)) => b.multipart(MultiPart::alternative_plain_html(t, h)),
+            (Some(t), None) => b.singlepart(SinglePart::plain(t)),
+            (None, Some(h)) => b.singlepart(SinglePart::html(h)),
+            (None, None) => return Err("the message has neither text nor html".into()),
+        }
+        .map_err(|e| format!("cannot build the message: {e}"))?;
+        Ok((message, id))
+    }
+}
+
+/// The same key always gives the same Message-ID.
+pub fn message_id(idempotency_key: &str, domain: &str) -> String {
+    let digest = hex::encode(Sha256::digest(idempotency_key.as_bytes()));
+    format!("<relance.{}@{domain}>", &digest[..32])
+}
+
+fn classify(e: &lettre::transport::smtp::Error) -> Outcome {
+    let reason = e.to_string();
+    if e.is_permanent() {
+        Outcome::permanent(format!("SMTP permanent failure: {reason}"))
+    } else {
+        // 4xx, timeouts, lost connections (even right after DATA: the same
+        // Message-ID lets the receiver drop a duplicate) and TLS hiccups.
+        Outcome::retryable(format!("SMTP: {reason}"))
+    }
+}
+
+/// Writes `bytes` once, atomically, under a name derived from the id.
+fn write_eml(dir: &std::path::Path, id: &str, bytes: &[u8]) -> Outcome {
+    let name = id
+        .trim_matches(|c| c == '<' || c == '>')
+        .replace(['@', '/'], "_");
+    let path = dir.join(format!("{name}.eml"));
+    if path.exists() {
+        return Outcome::ok(id.to_owned());
+    }
+    let tmp = dir.join(format!(".{name}.tmp"));
+    match std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &path)) {
+        Ok(()) => Outcome::Ok {
+            remote_id: Some(id.to_owned()),
+            data: Some(json!({ "file": path })),
+        },
+        Err(e) => Outcome::retryable(format!("cannot write {}: {e}", path.display())),
+    }
+}
+
+relance_plugin_api::export_plugin!(Email);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_are_stable_per_key() {
+        let a = message_id("fu-1", "example.com");
+        assert_eq!(a, message_id("fu-1", "example.com"));
+        assert_ne!(a, message_id("fu-2", "example.com"));
+        assert!(a.starts_with("<relance.") && a.ends_with("@example.com>"));
+    }
+}

@@ -1,0 +1,343 @@
+//! The webhook channel: every follow-up is POSTed as JSON, signed the
+//! Standard Webhooks v1 way so any receiver library can verify it.
+//!
+//! `webhook-id` is the idempotency key, so a receiver de-duplicates retries;
+//! `webhook-timestamp` is the host's instant for the attempt. 2xx is success;
+//! 408, 425, 429, 5xx, timeouts and connection failures are retryable (with
+//! Retry-After honoured); 410 disables the endpoint; redirects are not
+//! followed; anything the SSRF guard refuses is permanent.
+
+pub mod guard;
+pub mod sign;
+
+use guard::{Guard, GuardedResolver, Network, Refused};
+use relance_plugin_api::template::render;
+use relance_plugin_api::{
+    Action, Cancel, DeliverRequest, Health, HealthcheckRequest, Manifest, Outcome, PROTOCOL,
+    Plugin, SettingDoc,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sign::Secret;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// The channel's `settings`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    url: String,
+    /// `whsec_` + base64; filled from the environment by the configuration.
+    secret: String,
+    #[serde(default = "default_event_type")]
+    event_type: String,
+    #[serde(default = "default_timeout")]
+    timeout_secs: u64,
+    /// Networks the SSRF guard lets through (e.g. `["10.2.0.0/16"]` for an
+    /// on-premises CRM); nothing internal is reachable otherwise.
+    #[serde(default)]
+    allow_networks: Vec<String>,
+}
+
+fn default_event_type() -> String {
+    "relance.follow_up".into()
+}
+
+fn default_timeout() -> u64 {
+    10
+}
+
+#[derive(Debug)]
+pub struct Webhook {
+    url: reqwest::Url,
+    secret: Secret,
+    event_type: String,
+    guard: Arc<Guard>,
+    client: reqwest::Client,
+    runtime: tokio::runtime::Runtime,
+    /// Set by an HTTP 410: the receiver asked never to be called again.
+    gone: AtomicBool,
+}
+
+fn settings_doc() -> Vec<SettingDoc> {
+    let doc = |name: &str, required, secret, doc: &str| SettingDoc {
+        name: name.into(),
+        required,
+        secret,
+        doc: doc.into(),
+    };
+    vec![
+        doc("url", true, false, "http(s) endpoint receiving the POSTs"),
+        doc("secret", true, true, "`whsec_` + base64 signing secret"),
+        doc(
+            "event_type",
+            false,
+            false,
+            "`type` of the payload (default relance.follow_up)",
+        ),
+        doc(
+            "timeout_secs",
+            false,
+            false,
+            "per-request timeout (default 10)",
+        ),
+        doc(
+            "allow_networks",
+            false,
+            false,
+            "networks the SSRF guard lets through, e.g. [\"10.2.0.0/16\"]",
+        ),
+    ]
+}
+
+impl Plugin for Webhook {
+    fn manifest() -> Manifest {
+        Manifest {
+            name: "webhook".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            protocol: PROTOCOL,
+            description: "signed webhooks (Standard Webhooks v1)".into(),
+            actions: vec![
+                Action::Message,
+                Action::CallTask,
+                Action::ScoreUpdate,
+                Action::Activity,
+            ],
+            settings: settings_doc(),
+        }
+    }
+
+    fn create(settings: Value) -> Result<Self, String> {
+        let s: Settings =
+            serde_json::from_value(settings).map_err(|e| format!("webhook settings: {e}"))?;
+        let url = reqwest::Url::parse(&s.url).map_err(|e| format!("`url`: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err("`url` must be an http or https URL with a host".into());
+        }
+        let secret = Secret::parse(&s.secret).map_err(|e| format!("`secret`: {e}"))?;
+        let allow = s
+            .allow_networks
+            .iter()
+            .map(|n| n.parse::<Network>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("`allow_networks`: {e}"))?;
+        let guard = Arc::new(Guard { allow });
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(Duration::from_secs(s.timeout_secs.max(1)))
+            .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
+            .user_agent(concat!("relance-webhook/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("runtime: {e}"))?;
+        Ok(Self {
+            url,
+            secret,
+            event_type: s.event_type,
+            guard,
+            client,
+            runtime,
+            gone: AtomicBool::new(false),
+        })
+    }
+
+    fn deliver(&self, request: DeliverRequest, cancel: &Cancel) -> Outcome {
+        if let Err(refused) = self.check_literal() {
+            return Outcome::permanent(refused.to_string());
+        }
+        if self.gone.load(Ordering::SeqCst) {
+            return Outcome::Permanent {
+                reason: "the endpoint answered 410 Gone earlier: disabled".into(),
+                disable_endpoint: true,
+            };
+        }
+        let body = self.payload(&request);
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        let id = request.idempotency_key.clone();
+        let timestamp = request.now.timestamp();
+        let signature = self.secret.sign(&id, timestamp, &body);
+        // reqwest arms its timers when the request is built: inside the runtime.
+        let _entered = self.runtime.enter();
+        let send = self
+            .client
+            .post(self.url.clone())
+            .header("content-type", "application/json")
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body)
+            .send();
+        self.runtime.block_on(async {
+            tokio::select! {
+                _ = cancel.cancelled() => Outcome::retryable("cancelled by the host"),
+                r = send => match r {
+                    Ok(resp) => {
+                        if resp.status().as_u16() == 410 {
+                            self.gone.store(true, Ordering::SeqCst);
+                        }
+                        classify(&resp, &request, &id)
+                    }
+                    Err(e) => from_error(&e),
+                },
+            }
+        })
+    }
+
+    fn healthcheck(&self, _request: HealthcheckRequest, _cancel: &Cancel) -> Health {
+        if self.gone.load(Ordering::SeqCst) {
+            return Health {
+                healthy: false,
+                detail: "disabled: the endpoint answered 410 Gone".into(),
+            };
+        }
+        let verdict = match self.check_literal() {
+            Err(e) => Err(e.to_string()),
+            Ok(()) => self.check_name(),
+        };
+        match verdict {
+            Ok(()) => Health {
+                healthy: true,
+                detail: format!("{} resolves to allowed addresses", self.host()),
+            },
+            Err(detail) => Health {
+                healthy: false,
+                detail,
+            },
+        }
+    }
+}
+
+impl Webhook {
+    fn host(&self) -> String {
+        self.url.host_str().unwrap_or_default().to_owned()
+    }
+
+    /// IP literals never reach the resolver, so they are checked here.
+    fn check_literal(&self) -> Result<(), Refused> {
+        let ip = match self.url.host() {
+            Some(url::Host::Ipv4(a)) => IpAddr::V4(a),
+            Some(url::Host::Ipv6(a)) => IpAddr::V6(a),
+            _ => return Ok(()),
+        };
+        self.guard.check(ip)
+    }
+
+    fn check_name(&self) -> Result<(), String> {
+        let Some(url::Host::Domain(name)) = self.url.host() else {
+            return Ok(());
+        };
+        let name = name.to_owned();
+        let guard = self.guard.clone();
+        self.runtime.block_on(async move {
+            let addrs = tokio::net::lookup_host((name.as_str(), 0))
+                .await
+                .map_err(|e| format!("cannot resolve {name}: {e}"))?;
+            for a in addrs {
+                guard.check(a.ip()).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })
+    }
+
+    fn payload(&self, r: &DeliverRequest) -> Value {
+        let text = |t: &Option<String>, html| t.as_ref().map(|t| render(t, r, html));
+        json!({
+            "type": self.event_type,
+            "timestamp": r.now,
+            "data": {
+                "idempotency_key": r.idempotency_key,
+                "channel": r.channel,
+                "action": r.action,
+                "attempt": r.attempt,
+                "contact": r.contact,
+                "score": r.score,
+                "message": {
+                    "template": r.message.template,
+                    "subject": text(&r.message.subject, false),
+                    "text": text(&r.message.text, false),
+                    "html": text(&r.message.html, true),
+                },
+                "vars": r.vars,
+            }
+        })
+    }
+}
+
+/// Maps an HTTP answer to an outcome.
+fn classify(resp: &reqwest::Response, request: &DeliverRequest, id: &str) -> Outcome {
+    let code = resp.status().as_u16();
+    match code {
+        200..=299 => Outcome::Ok {
+            remote_id: Some(id.to_owned()),
+            data: Some(json!({ "status": code })),
+        },
+        410 => Outcome::Permanent {
+            reason: "HTTP 410 Gone: the endpoint is disabled".into(),
+            disable_endpoint: true,
+        },
+        408 | 425 | 429 | 500..=599 => Outcome::Retryable {
+            retry_after_secs: retry_after(resp, request),
+            reason: format!("HTTP {code}"),
+        },
+        300..=399 => {
+            let to = resp
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("?");
+            Outcome::permanent(format!("HTTP {code}: redirect to {to} not followed"))
+        }
+        _ => Outcome::permanent(format!("HTTP {code}")),
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date, relative to the host's instant.
+fn retry_after(resp: &reqwest::Response, request: &DeliverRequest) -> Option<u64> {
+    let v = resp.headers().get("retry-after")?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(secs);
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let secs = (at.with_timezone(&chrono::Utc) - request.now).num_seconds();
+    Some(secs.max(0) as u64)
+}
+
+fn from_error(e: &reqwest::Error) -> Outcome {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(refused) = s.downcast_ref::<Refused>() {
+            return Outcome::permanent(refused.to_string());
+        }
+        source = s.source();
+    }
+    if e.is_builder() {
+        return Outcome::permanent(format!("bad request: {e}"));
+    }
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "transport error"
+    };
+    Outcome::retryable(format!("{kind}: {}", chain(e)))
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+relance_plugin_api::export_plugin!(Webhook);

@@ -1,0 +1,471 @@
+//! The email plugin, loaded as a shared library, against real SMTP servers
+//! on loopback: aiosmtpd (STARTTLS, implicit TLS, authentication) and
+//! postfix's smtp-sink (4xx, 5xx and a disconnect right after DATA). Both
+//! are installed by tests/servers/setup.sh; each test starts its own.
+// Test harness helpers (outside #[test] fns) may unwrap too.
+#![allow(clippy::unwrap_used)]
+
+mod plugins_support;
+
+use plugins_support::{build_plugin, repo, request};
+use relance::config::{ChannelConfig, Duration as CfgDuration};
+use relance::plugins::{Delivery, PluginFile, PluginHost, PluginsConfig};
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A server process this test started; stopped when dropped.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "server on {port} did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// aiosmtpd with `args`; returns the server, its port and its mail folder.
+fn aiosmtpd(dir: &Path, args: &[&str]) -> (Server, u16, PathBuf) {
+    let port = free_port();
+    let out = dir.join(format!("mail-{port}"));
+    std::fs::create_dir_all(&out).unwrap();
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(repo().join("tests/servers/smtp_server.py"))
+        .args(["--port", &port.to_string(), "--out"])
+        .arg(&out)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 with aiosmtpd: run `bash tests/servers/setup.sh`");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready", "aiosmtpd did not start");
+    (Server(child), port, out)
+}
+
+/// postfix's smtp-sink with fault `flags` (e.g. `-r .`).
+fn smtp_sink(flags: &[&str]) -> (Server, u16) {
+    let port = free_port();
+    let child = Command::new("/usr/sbin/smtp-sink")
+        .args(["-u", "postfix"])
+        .args(flags)
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("10")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("smtp-sink: run `bash tests/servers/setup.sh`");
+    let server = Server(child);
+    wait_listening(port);
+    (server, port)
+}
+
+/// A test CA and a server certificate it signed for 127.0.0.1 / localhost:
+/// returns (CA certificate, server certificate, server key).
+fn certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let p = |n: &str| dir.join(n);
+    std::fs::write(
+        p("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=relance test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "leaf.csr",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "cert.pem",
+    ]);
+    (p("ca.pem"), p("cert.pem"), p("key.pem"))
+}
+
+fn host(dir: &Path) -> PluginHost {
+    build_plugin("relance-plugin-email", "export", dir, "libemail.so");
+    let mut config = PluginsConfig {
+        dir: dir.to_path_buf(),
+        call_timeout: CfgDuration(chrono::Duration::seconds(20)),
+        ..Default::default()
+    };
+    config.load.insert(
+        "email".into(),
+        PluginFile {
+            file: "libemail.so".into(),
+            sha256: None,
+        },
+    );
+    PluginHost::new(config, &dir.join("relance.toml"), [])
+}
+
+async fn open(host: &PluginHost, name: &str, settings: serde_json::Value) {
+    let settings: toml::Table = serde_json::from_value(settings).unwrap();
+    host.open_channel(
+        name,
+        &ChannelConfig {
+            plugin: "email".into(),
+            event: "email_sent".into(),
+            consent: Default::default(),
+            settings,
+        },
+    )
+    .await
+    .unwrap();
+}
+
+fn message(key: &str) -> relance::plugins::DeliverRequest {
+    let mut r = request(key, json!({}));
+    r.contact.company = Some(relance::plugins::Company {
+        id: "acme".into(),
+        name: Some("Acme & Fils".into()),
+        ..Default::default()
+    });
+    r.message.subject = Some("{{first_name}}, how {{company.name}} can simplify payroll".into());
+    r.message.text = Some("Hello {{first_name}},\nHere is our guide.\n".into());
+    r.message.html = Some("<p>Hello {{first_name}} from {{company.name}}</p>".into());
+    r
+}
+
+fn header(eml: &str, name: &str) -> Option<String> {
+    // Unfold continuation lines first.
+    let unfolded = eml.replace("\r\n ", " ").replace("\r\n\t", " ");
+    unfolded
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+}
+
+fn mails(out: &Path) -> Vec<(String, serde_json::Value)> {
+    let mut names: Vec<_> = std::fs::read_dir(out)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|p| {
+            let eml = std::fs::read_to_string(p).unwrap();
+            let meta = std::fs::read_to_string(p.with_extension("json")).unwrap();
+            (eml, serde_json::from_str(&meta).unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_with_authentication_delivers_the_rendered_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificate(dir.path());
+    let (_server, port, out) = aiosmtpd(
+        dir.path(),
+        &[
+            "--starttls",
+            cert.to_str().unwrap(),
+            key.to_str().unwrap(),
+            "--auth",
+            "relance:s3cret-pass",
+        ],
+    );
+    let host = host(dir.path());
+    open(
+        &host,
+        "email",
+        json!({
+            "host": "127.0.0.1", "port": port, "tls": "starttls",
+            "ca_file": ca, "username": "relance", "password": "s3cret-pass",
+            "from": "Ventes <ventes@example.com>",
+            "unsubscribe_url": "https://example.com/unsubscribe?c={{id}}",
+            "unsubscribe_mailto": "unsubscribe@example.com",
+        }),
+    )
+    .await;
+
+    let r = host
+        .deliver("email", message("fu-martino-1"))
+        .await
+        .unwrap();
+    let Delivery::Ok {
+        remote_id: Some(id),
+        ..
+    } = r
+    else {
+        panic!("{r:?}")
+    };
+    // A retry of the same follow-up: same Message-ID. (The pause lets the
+    // pool park the connection, which happens in the background.)
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    host.deliver("email", message("fu-martino-1"))
+        .await
+        .unwrap();
+
+    let got = mails(&out);
+    assert_eq!(got.len(), 2);
+    let (eml, meta) = &got[0];
+    assert_eq!(meta["tls"], true);
+    assert_eq!(meta["authenticated"], true);
+    assert_eq!(meta["rcpt_tos"], json!(["martino@example.com"]));
+    assert_eq!(header(eml, "Message-ID").unwrap(), id);
+    assert_eq!(header(&got[1].0, "Message-ID").unwrap(), id);
+    // Pooled: the retry went over the same SMTP connection.
+    assert_eq!(meta["peer"], got[1].1["peer"]);
+    assert_eq!(
+        header(eml, "Subject").unwrap(),
+        "Martino, how Acme & Fils can simplify payroll"
+    );
+    assert_eq!(
+        header(eml, "List-Unsubscribe").unwrap(),
+        "<https://example.com/unsubscribe?c=martino>, <mailto:unsubscribe@example.com?subject=unsubscribe>"
+    );
+    assert_eq!(
+        header(eml, "List-Unsubscribe-Post").unwrap(),
+        "List-Unsubscribe=One-Click"
+    );
+    assert!(
+        header(eml, "Date")
+            .unwrap()
+            .contains("20 Nov 2026 12:00:00"),
+        "{eml}"
+    );
+    assert!(
+        header(eml, "Content-Type")
+            .unwrap()
+            .starts_with("multipart/alternative")
+    );
+    assert!(eml.contains("Hello Martino,"));
+    assert!(
+        eml.contains("<p>Hello Martino from Acme &amp; Fils</p>"),
+        "{eml}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implicit_tls_delivers_and_a_wrong_password_is_permanent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificate(dir.path());
+    let (_server, port, out) = aiosmtpd(
+        dir.path(),
+        &[
+            "--smtps",
+            cert.to_str().unwrap(),
+            key.to_str().unwrap(),
+            "--auth",
+            "relance:s3cret-pass",
+        ],
+    );
+    let host = host(dir.path());
+    let settings = |password: &str| {
+        json!({
+            "host": "127.0.0.1", "port": port, "tls": "implicit", "ca_file": ca,
+            "username": "relance", "password": password, "from": "ventes@example.com",
+        })
+    };
+    open(&host, "good", settings("s3cret-pass")).await;
+    open(&host, "bad", settings("wrong")).await;
+    let r = host.deliver("good", message("k1")).await.unwrap();
+    assert!(matches!(r, Delivery::Ok { .. }), "{r:?}");
+    assert_eq!(mails(&out)[0].1["tls"], true);
+    match host.deliver("bad", message("k2")).await.unwrap() {
+        Delivery::Permanent { reason, .. } => {
+            assert!(reason.contains("535"), "{reason}");
+            assert!(!reason.contains("wrong"), "no secret in reasons: {reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // An untrusted certificate (no ca_file) never gets the password.
+    open(
+        &host,
+        "untrusted",
+        json!({"host": "127.0.0.1", "port": port, "tls": "implicit",
+               "username": "relance", "password": "s3cret-pass", "from": "ventes@example.com"}),
+    )
+    .await;
+    assert!(matches!(
+        host.deliver("untrusted", message("k3")).await.unwrap(),
+        Delivery::Retryable { .. }
+    ));
+    assert_eq!(mails(&out).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_sink_faults_end_in_the_right_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host(dir.path());
+    // (smtp-sink flags, expected class, a word of the reason)
+    let cases: [(&[&str], &str, &str); 6] = [
+        (&[], "ok", ""),
+        (&["-r", "."], "retryable", "450"),
+        (&["-f", "."], "permanent", "500"),
+        (&["-q", "."], "retryable", ""),
+        (&["-r", "RCPT"], "retryable", "450"),
+        (&["-f", "MAIL"], "permanent", "500"),
+    ];
+    let mut servers = Vec::new();
+    for (i, (flags, expected, word)) in cases.iter().enumerate() {
+        let (server, port) = smtp_sink(flags);
+        servers.push(server);
+        let name = format!("sink{i}");
+        open(
+            &host,
+            &name,
+            json!({"host": "127.0.0.1", "port": port, "tls": "none", "from": "ventes@example.com", "timeout_secs": 5}),
+        )
+        .await;
+        let r = host.deliver(&name, message("k")).await.unwrap();
+        let (class, reason) = match &r {
+            Delivery::Ok { .. } => ("ok", String::new()),
+            Delivery::Retryable { reason, .. } => ("retryable", reason.clone()),
+            Delivery::Permanent { reason, .. } => ("permanent", reason.clone()),
+        };
+        assert_eq!(class, *expected, "smtp-sink {flags:?}: {r:?}");
+        assert!(reason.contains(word), "smtp-sink {flags:?}: {reason}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_port_is_retryable_and_missing_addresses_permanent() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host(dir.path());
+    open(
+        &host,
+        "email",
+        json!({"host": "127.0.0.1", "port": free_port(), "tls": "none", "from": "ventes@example.com", "timeout_secs": 5}),
+    )
+    .await;
+    assert!(matches!(
+        host.deliver("email", message("k")).await.unwrap(),
+        Delivery::Retryable { .. }
+    ));
+    let mut r = message("k");
+    r.contact.email = None;
+    assert!(matches!(
+        host.deliver("email", r).await.unwrap(),
+        Delivery::Permanent { .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_file_transport_writes_each_follow_up_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host(dir.path());
+    let outbox = dir.path().join("outbox");
+    open(
+        &host,
+        "demo",
+        json!({"transport": "file", "dir": outbox, "from": "ventes@example.com"}),
+    )
+    .await;
+    for _ in 0..2 {
+        assert!(matches!(
+            host.deliver("demo", message("fu-1")).await.unwrap(),
+            Delivery::Ok { .. }
+        ));
+    }
+    host.deliver("demo", message("fu-2")).await.unwrap();
+    let files: Vec<_> = std::fs::read_dir(&outbox).unwrap().collect();
+    assert_eq!(files.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_built_in_email_plugin_works_without_any_shared_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = PluginHost::new(
+        PluginsConfig::default(),
+        &dir.path().join("relance.toml"),
+        relance::plugins::builtin_tables(),
+    );
+    let outbox = dir.path().join("outbox");
+    open(
+        &host,
+        "email",
+        json!({"transport": "file", "dir": outbox, "from": "ventes@example.com"}),
+    )
+    .await;
+    let r = host.deliver("email", message("fu-demo")).await.unwrap();
+    assert!(matches!(r, Delivery::Ok { .. }), "{r:?}");
+    let eml = std::fs::read_dir(&outbox)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let eml = std::fs::read_to_string(eml).unwrap();
+    assert_eq!(
+        header(&eml, "Message-ID").unwrap(),
+        relance_plugin_email::message_id("fu-demo", "example.com")
+    );
+    for name in ["email", "webhook", "crm"] {
+        assert_eq!(host.load(name).unwrap().name, name);
+    }
+}
