@@ -29,8 +29,8 @@ fi
 # answers 500 after committing.
 if ! "$VENV/bin/python" -c 'import crm, packaging' 2>/dev/null; then
   log "pip install django-crm into $VENV"
-  "$PY" -m venv "$VENV"
-  "$VENV/bin/pip" install -q "django-crm==1.35.0" packaging
+  "$PY" -m venv --clear "$VENV"
+  "$VENV/bin/python" -m pip install -q "django-crm==1.35.0" packaging
 fi
 
 export DJANGO_SETTINGS_MODULE=crm.settings DBNAME=relance_crm DBHOST=127.0.0.1 DBPORT=5432

@@ -37,8 +37,9 @@ PY=$(python_for_venv)
 mkdir -p target
 if ! target/venv-tools/bin/python -c 'import standardwebhooks' 2>/dev/null; then
   log "venv target/venv-tools (standardwebhooks)"
-  "$PY" -m venv target/venv-tools
-  target/venv-tools/bin/pip install -q standardwebhooks
+  # --clear: a venv left half-made by an interrupted run is made again.
+  "$PY" -m venv --clear target/venv-tools
+  target/venv-tools/bin/python -m pip install -q standardwebhooks
 fi
 
 bash tests/servers/crm.sh || log "the CRM could not be started; tests/plugins_crm.rs will say why"
