@@ -5,6 +5,7 @@
 
 mod check;
 mod contacts;
+mod fatigue;
 mod import;
 mod outbox;
 mod output;
@@ -94,6 +95,34 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A contact's fatigue: value, level, recent charges, when each level is left.
+    Fatigue {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// What the fatigue guard would decide for a follow-up at --now.
+    Guard {
+        id: String,
+        #[arg(long)]
+        channel: String,
+        #[arg(long, default_value = "systematic", value_parser = parse_kind)]
+        kind: relance::model::FollowUpKind,
+        /// Overrides the kind's priority.
+        #[arg(long)]
+        priority: Option<u32>,
+        /// A transactional follow-up.
+        #[arg(long)]
+        exempt: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Marketing pressure against customer value: the 5×5 matrix and the
+    /// over- and under-pressured customers.
+    Pressure {
+        #[arg(long)]
+        json: bool,
+    },
     /// The durable outbox: planned, deferred, claimed, sent, retrying, dead,
     /// blocked and dropped sends.
     Outbox {
@@ -106,6 +135,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_kind(s: &str) -> Result<relance::model::FollowUpKind, String> {
+    s.parse()
 }
 
 fn parse_now(s: &str) -> Result<DateTime<Utc>, String> {
@@ -180,6 +213,27 @@ fn run(cli: &Cli, clock: &Clock) -> Result<u8, Failure> {
             )),
         },
         Command::Deals { json } => scoring::deals(&config, clock, *json),
+        Command::Fatigue { id, json } => fatigue::fatigue(&config, clock, id, *json),
+        Command::Guard {
+            id,
+            channel,
+            kind,
+            priority,
+            exempt,
+            json,
+        } => fatigue::guard(
+            &config,
+            clock,
+            &fatigue::GuardArgs {
+                id,
+                channel,
+                kind: *kind,
+                priority: *priority,
+                exempt: *exempt,
+                json: *json,
+            },
+        ),
+        Command::Pressure { json } => fatigue::pressure(&config, clock, *json),
         Command::Customers { json } => scoring::customers(&config, clock, *json),
         Command::Outbox {
             status,

@@ -14,6 +14,7 @@
 //! are whole seconds, so a `defer` instant is the first second at which the
 //! same proposal is allowed.
 
+pub mod admit;
 pub mod config;
 pub mod guard;
 pub mod matrix;

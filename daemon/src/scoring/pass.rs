@@ -69,7 +69,7 @@ pub fn rescore(config: &Config, now: Timestamp, force_full: bool) -> Result<Pass
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, MAX_WORKERS);
-    let incremental = matches!(last_seq, Some(_) if same_rules && !force_full);
+    let incremental = last_seq.is_some() && same_rules && !force_full;
     let reports: Vec<Result<PassReport, PassError>> = match last_seq {
         Some(seq) if incremental => {
             let ids = writer.rescore_candidates(now, seq)?;

@@ -12,6 +12,10 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
 use std::time::Duration;
 
+/// Called by a merge scan with the contact row, the contact and its events.
+pub(super) type ScanVisitor<'a> =
+    dyn FnMut(&rusqlite::Row<'_>, Contact, Vec<Event>) -> Result<(), StoreError> + 'a;
+
 /// Page cache per connection unless configured.
 pub const DEFAULT_CACHE_MB: u32 = 64;
 
@@ -104,7 +108,7 @@ impl SqliteStore {
         &self,
         contacts_sql: &str,
         range: (i64, i64),
-        f: &mut dyn FnMut(&rusqlite::Row<'_>, Contact, Vec<Event>) -> Result<(), StoreError>,
+        f: &mut ScanVisitor<'_>,
     ) -> Result<(), StoreError> {
         let mut contacts = self.conn.prepare(contacts_sql)?;
         let mut events = self.conn.prepare(

@@ -6,6 +6,15 @@ use crate::model::{Company, Contact, Event, Timestamp};
 use rusqlite::{OptionalExtension, params};
 use std::collections::BTreeMap;
 
+/// A contact's record with its stored score, if any.
+type ScoreRow = (
+    String,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+);
+
 impl ScoreStore for SqliteStore {
     fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self
@@ -37,13 +46,7 @@ impl ScoreStore for SqliteStore {
         &self,
         key: i64,
     ) -> Result<Option<(Contact, Vec<Event>, Option<StoredScore>)>, StoreError> {
-        let row: Option<(
-            String,
-            Option<i64>,
-            Option<String>,
-            Option<i64>,
-            Option<i64>,
-        )> = self
+        let row: Option<ScoreRow> = self
             .conn
             .prepare_cached(
                 "SELECT c.record, s.score, s.band, s.next_change_at, s.scored_at

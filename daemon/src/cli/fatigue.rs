@@ -1,0 +1,275 @@
+//! `relance fatigue`, `relance guard`, `relance pressure`.
+
+use super::{Failure, exit, open_store, output};
+use relance::clock::Clock;
+use relance::config::Config;
+use relance::fatigue::{
+    ContactState, FatiguePoints, Guard, PressureCategory, PressureSample, Proposal, ValueTier,
+};
+use relance::model::{Event, FollowUpKind};
+use relance::scoring::score_customers;
+use relance::store::{OutboxStore, Records};
+use serde_json::json;
+
+/// How far back `relance fatigue` lists charges.
+const CHARGES_SHOWN_DAYS: i64 = 60;
+
+fn points(v: f64) -> FatiguePoints {
+    FatiguePoints::from_milli((v * 1000.0).round() as i64)
+}
+
+fn load(config: &Config, id: &str) -> Result<(Guard, ContactState, Vec<Event>), Failure> {
+    let guard = Guard::from_config(config).map_err(anyhow::Error::from)?;
+    let store = open_store(config)?;
+    let Some((contact, weighs)) = store.guard_input(id).map_err(anyhow::Error::from)? else {
+        return Err(Failure::Input(format!("no contact with id `{id}`")));
+    };
+    let state = ContactState::replay(&guard, &contact, &weighs).map_err(anyhow::Error::from)?;
+    Ok((guard, state, weighs))
+}
+
+pub fn fatigue(config: &Config, clock: &Clock, id: &str, as_json: bool) -> Result<u8, Failure> {
+    let (guard, state, weighs) = load(config, id)?;
+    let now = clock.now();
+    let value = state.fatigue_at(&guard, now);
+    let level = guard.level_name(value).to_string();
+    let since = now - chrono::Duration::days(CHARGES_SHOWN_DAYS);
+    let charges: Vec<_> = weighs
+        .iter()
+        .filter(|e| e.at >= since && e.at <= now)
+        .filter_map(|e| {
+            let delta = config
+                .fatigue
+                .costs
+                .get(&e.kind)
+                .copied()
+                .or_else(|| config.fatigue.relief.get(&e.kind).map(|r| -r))?;
+            Some(json!({ "at": e.at, "type": e.kind, "channel": e.channel, "points": delta }))
+        })
+        .collect();
+    // When fatigue will fall below each milestone it is at or above.
+    let leaves: Vec<_> = config
+        .fatigue
+        .levels
+        .iter()
+        .filter_map(|l| {
+            let (threshold, strict) = match (l.from, l.above) {
+                (Some(v), _) => (v, false),
+                (_, Some(v)) => (v, true),
+                _ => return None,
+            };
+            let reached = if strict {
+                value > points(threshold)
+            } else {
+                value >= points(threshold)
+            };
+            reached.then(|| {
+                let at = state.when_at_most(&guard, points(threshold));
+                // A `from` level still holds at its threshold: it is left just after.
+                let at = at.map(|t| {
+                    if strict {
+                        t
+                    } else {
+                        t + chrono::Duration::seconds(1)
+                    }
+                });
+                json!({ "level": l.name, "left_at": at })
+            })
+        })
+        .collect();
+    if as_json {
+        output::json(&json!({
+            "contact": id,
+            "at": now,
+            "fatigue": value,
+            "level": level,
+            "charges": charges,
+            "leaves": leaves,
+        }))?;
+        return Ok(exit::OK);
+    }
+    println!(
+        "{id}: fatigue {} ({level}) at {}",
+        value.as_f64(),
+        now.to_rfc3339()
+    );
+    for l in &leaves {
+        println!(
+            "  leaves {} at {}",
+            l["level"].as_str().unwrap_or_default(),
+            l["left_at"].as_str().unwrap_or("never")
+        );
+    }
+    let mut table = output::Table::new(&["at", "type", "channel", "points"]);
+    for c in &charges {
+        table.row(vec![
+            c["at"].as_str().unwrap_or_default().to_string(),
+            c["type"].as_str().unwrap_or_default().to_string(),
+            c["channel"].as_str().unwrap_or("-").to_string(),
+            c["points"].to_string(),
+        ]);
+    }
+    table.print();
+    Ok(exit::OK)
+}
+
+pub struct GuardArgs<'a> {
+    pub id: &'a str,
+    pub channel: &'a str,
+    pub kind: FollowUpKind,
+    pub priority: Option<u32>,
+    pub exempt: bool,
+    pub json: bool,
+}
+
+pub fn guard(config: &Config, clock: &Clock, args: &GuardArgs<'_>) -> Result<u8, Failure> {
+    let (guard, state, _) = load(config, args.id)?;
+    let Some(channel) = guard.channel(args.channel) else {
+        let known: Vec<&String> = config.channels.keys().collect();
+        return Err(Failure::Input(format!(
+            "channel: unknown channel `{}` (configured: {})",
+            args.channel,
+            known
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    };
+    let proposal = Proposal {
+        channel,
+        kind: args.kind,
+        priority: args.priority,
+        exempt: args.exempt,
+        first_proposed: None,
+    };
+    let decision = guard.decide(&proposal, &state, clock.now());
+    if args.json {
+        output::json(&decision)?;
+        return Ok(exit::OK);
+    }
+    let verdict = serde_json::to_value(decision.decision).map_err(anyhow::Error::from)?;
+    print!("{}", verdict.as_str().unwrap_or_default());
+    if let Some(until) = decision.until {
+        print!(" until {}", until.to_rfc3339());
+    }
+    println!();
+    for r in &decision.reasons {
+        println!(
+            "  {}",
+            serde_json::to_string(r).map_err(anyhow::Error::from)?
+        );
+    }
+    Ok(exit::OK)
+}
+
+pub fn pressure(config: &Config, clock: &Clock, as_json: bool) -> Result<u8, Failure> {
+    let guard = Guard::from_config(config).map_err(anyhow::Error::from)?;
+    let store = open_store(config)?;
+    let now = clock.now();
+    let window_start = now - config.fatigue.pressure.solicitation_window.0;
+    let purchase = config.scoring.customers.purchase_event.clone();
+    // Value is known for customers (purchases): the matrix is theirs.
+    let mut customers: Vec<(String, Vec<Event>, FatiguePoints, u32)> = Vec::new();
+    let mut failure = None;
+    store
+        .for_each_contact(&mut |contact| {
+            let step = (|| -> anyhow::Result<()> {
+                let Some((contact, weighs)) = store.guard_input(&contact.id)? else {
+                    return Ok(());
+                };
+                let bought: Vec<Event> = weighs
+                    .iter()
+                    .filter(|e| e.kind == purchase)
+                    .cloned()
+                    .collect();
+                if bought.is_empty() {
+                    return Ok(());
+                }
+                let state = ContactState::replay(&guard, &contact, &weighs)?;
+                let solicitations = weighs
+                    .iter()
+                    .filter(|e| {
+                        e.at > window_start
+                            && e.at <= now
+                            && config.fatigue.costs.contains_key(&e.kind)
+                    })
+                    .count() as u32;
+                customers.push((
+                    contact.id,
+                    bought,
+                    state.fatigue_at(&guard, now),
+                    solicitations,
+                ));
+                Ok(())
+            })();
+            if let Err(e) = step {
+                failure.get_or_insert(e);
+            }
+        })
+        .map_err(anyhow::Error::from)?;
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    let scores = score_customers(
+        &config.scoring.customers,
+        customers
+            .iter()
+            .map(|(id, bought, _, _)| (id.as_str(), bought.as_slice())),
+        now,
+    );
+    let value: std::collections::HashMap<&str, ValueTier> = scores
+        .iter()
+        .map(|s| (s.customer.as_str(), s.value))
+        .collect();
+    let samples = customers
+        .iter()
+        .map(|(id, _, fatigue, solicitations)| PressureSample {
+            contact: id.clone(),
+            fatigue: *fatigue,
+            solicitations: *solicitations,
+            value: value.get(id.as_str()).copied().unwrap_or(ValueTier::Minor),
+        });
+    let matrix = relance::fatigue::matrix::pressure_matrix(&config.fatigue.pressure, samples);
+    if as_json {
+        output::json(&matrix)?;
+        return Ok(exit::OK);
+    }
+    let name = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    let mut header = vec!["pressure \\ value".to_string()];
+    header.extend(ValueTier::ALL.iter().map(|v| name(json!(v))));
+    let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut table = output::Table::new(&header_refs);
+    for p in PressureCategory::ALL.iter().rev() {
+        let mut row = vec![name(json!(p))];
+        row.extend(
+            ValueTier::ALL
+                .iter()
+                .map(|v| matrix.count(*p, *v).to_string()),
+        );
+        table.row(row);
+    }
+    table.print();
+    println!(
+        "{} over-pressured, {} under-pressured customers",
+        matrix.over_pressured.len(),
+        matrix.under_pressured.len()
+    );
+    for m in matrix.over_pressured.iter().take(10) {
+        println!(
+            "  over:  {} ({} pressure for a {} customer)",
+            m.contact,
+            name(json!(m.pressure)),
+            name(json!(m.value))
+        );
+    }
+    for m in matrix.under_pressured.iter().take(10) {
+        println!(
+            "  under: {} ({} pressure for a {} customer)",
+            m.contact,
+            name(json!(m.pressure)),
+            name(json!(m.value))
+        );
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,224 @@
+//! The guard in front of the outbox: turns its decision for one outbox row
+//! into what the store records in the claim transaction. Pure.
+
+use super::guard::{Decision, Guard, Proposal, Verdict};
+use super::state::ContactState;
+use crate::config::Config;
+use crate::model::{Contact, Event, Timestamp};
+use crate::outbox::Row;
+use crate::store::{Admission, AdmissionVerdict};
+use serde_json::json;
+
+/// Decides `row` for `contact`, whose events and in-flight reservations are
+/// `weighs` (oldest first).
+pub fn admit(
+    guard: &Guard,
+    config: &Config,
+    row: &Row,
+    contact: &Contact,
+    weighs: &[Event],
+    now: Timestamp,
+) -> Admission {
+    let Some(channel) = guard.channel(&row.channel) else {
+        return block(json!([{ "rule": "unknown_channel", "channel": row.channel }]));
+    };
+    let Some(event_type) = config.channels.get(&row.channel).map(|c| c.event.clone()) else {
+        return block(json!([{ "rule": "unknown_channel", "channel": row.channel }]));
+    };
+    let state = match ContactState::replay(guard, contact, weighs) {
+        Ok(s) => s,
+        Err(e) => return block(json!([{ "rule": "history", "error": e.to_string() }])),
+    };
+    let proposal = Proposal {
+        channel,
+        kind: row.kind,
+        priority: u32::try_from(row.priority).ok(),
+        exempt: row
+            .payload
+            .get("exempt")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false),
+        first_proposed: Some(row.first_due),
+    };
+    let decision = guard.decide(&proposal, &state, now);
+    let reasons = serde_json::to_value(&decision.reasons)
+        .unwrap_or_else(|e| json!([{ "rule": "unserializable", "error": e.to_string() }]));
+    Admission {
+        verdict: verdict(&decision, event_type),
+        reasons,
+    }
+}
+
+fn verdict(decision: &Decision, event_type: String) -> AdmissionVerdict {
+    match (decision.decision, decision.until) {
+        (Verdict::Allow, _) => AdmissionVerdict::Allow { event_type },
+        (Verdict::Defer, Some(until)) => AdmissionVerdict::Defer { until },
+        (Verdict::Defer, None) | (Verdict::Block, _) => AdmissionVerdict::Block,
+    }
+}
+
+fn block(reasons: serde_json::Value) -> Admission {
+    Admission {
+        verdict: AdmissionVerdict::Block,
+        reasons,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::{Format, Kind, read_lines};
+    use crate::model::FollowUpKind;
+    use crate::outbox::{NewSend, Settlement, State, idempotency_key};
+    use crate::store::{OutboxStore, Records, SqliteStore};
+    use std::path::Path;
+    use std::sync::{Arc, Barrier};
+
+    fn config(dir: &Path) -> Config {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/relance.toml");
+        let text = std::fs::read_to_string(&file).expect("shipped config");
+        let db = dir.join("g.db").display().to_string();
+        Config::parse(&text, &file, &|n| (n == "RELANCE_DB").then(|| db.clone())).expect("valid")
+    }
+
+    /// Tuesday 10:00 in Paris: inside the email window.
+    fn now() -> Timestamp {
+        chrono::DateTime::parse_from_rfc3339("2026-11-17T09:00:00Z")
+            .expect("valid")
+            .with_timezone(&chrono::Utc)
+    }
+
+    fn send(n: usize) -> NewSend {
+        NewSend {
+            idem_key: idempotency_key("p", &format!("campaign-{n}"), "1"),
+            contact: "p".into(),
+            followup: format!("campaign-{n}"),
+            kind: FollowUpKind::Event,
+            priority: 20,
+            channel: "email".into(),
+            due_at: now(),
+            payload: json!({}),
+        }
+    }
+
+    #[test]
+    fn concurrent_claims_never_pass_a_cap_together() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = Arc::new(config(dir.path()));
+        let mut store = SqliteStore::from_config(&cfg).expect("store");
+        let contacts: Vec<_> = read_lines(
+            "id,timezone\np,Europe/Paris\n".as_bytes(),
+            Format::Csv,
+            Kind::Contact,
+        )
+        .expect("csv")
+        .map(|l| l.item.expect("valid"))
+        .collect();
+        store.upsert_contacts(&contacts).expect("contact");
+        let sends: Vec<NewSend> = (0..8).map(send).collect();
+        store.enqueue(&sends, now()).expect("enqueue");
+
+        let workers = 4;
+        let barrier = Arc::new(Barrier::new(workers));
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let (cfg, barrier) = (cfg.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let guard = Guard::from_config(&cfg).expect("guard");
+                    let mut store = SqliteStore::from_config(&cfg).expect("store");
+                    let owner = format!("worker-{w}");
+                    let lease = now() + chrono::Duration::minutes(5);
+                    barrier.wait();
+                    let mut claimed = 0;
+                    loop {
+                        let rows = store
+                            .claim_due(now(), lease, 1, &owner, &mut |row, contact, weighs| {
+                                admit(&guard, &cfg, row, contact, weighs, now())
+                            })
+                            .expect("claim");
+                        let depth = store.outbox_depth().expect("depth");
+                        claimed += rows.len();
+                        if depth[&State::Planned] == 0 {
+                            return claimed;
+                        }
+                    }
+                })
+            })
+            .collect();
+        let claimed: usize = handles.into_iter().map(|h| h.join().expect("worker")).sum();
+        assert_eq!(claimed, 2, "the email cap admits two sends in seven days");
+
+        let depth = store.outbox_depth().expect("depth");
+        assert_eq!((depth[&State::Claimed], depth[&State::Deferred]), (2, 6));
+        let decisions = store.decisions(Some("p"), 100).expect("log");
+        assert_eq!(decisions.len(), 8, "every decision is logged");
+        let deferred: Vec<_> = decisions.iter().filter(|d| d.decision == "defer").collect();
+        assert_eq!(deferred.len(), 6);
+        // The cap frees seven days after the first send.
+        assert!(
+            deferred
+                .iter()
+                .all(|d| d.until == Some(now() + chrono::Duration::days(7))),
+            "{deferred:?}"
+        );
+        assert!(
+            deferred
+                .iter()
+                .all(|d| d.reasons.to_string().contains("\"cap\""))
+        );
+    }
+
+    #[test]
+    fn a_delivered_send_becomes_an_event_and_a_failed_one_is_released() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = config(dir.path());
+        let guard = Guard::from_config(&cfg).expect("guard");
+        let mut store = SqliteStore::from_config(&cfg).expect("store");
+        let contacts: Vec<_> = read_lines(
+            "id,timezone\np,Europe/Paris\n".as_bytes(),
+            Format::Csv,
+            Kind::Contact,
+        )
+        .expect("csv")
+        .map(|l| l.item.expect("valid"))
+        .collect();
+        store.upsert_contacts(&contacts).expect("contact");
+        store.enqueue(&[send(0), send(1)], now()).expect("enqueue");
+        let lease = now() + chrono::Duration::minutes(5);
+        let rows = store
+            .claim_due(now(), lease, 10, "a", &mut |row, contact, weighs| {
+                admit(&guard, &cfg, row, contact, weighs, now())
+            })
+            .expect("claim");
+        assert_eq!(rows.len(), 2);
+        let (_, weighs) = store.guard_input("p").expect("read").expect("contact");
+        assert_eq!(
+            weighs.iter().filter(|e| e.kind == "email_sent").count(),
+            2,
+            "both reserved"
+        );
+
+        assert!(
+            store
+                .settle(rows[0].seq, "a", &Settlement::Sent, now())
+                .expect("settle")
+        );
+        let failed = Settlement::Retry {
+            at: now() + chrono::Duration::hours(1),
+            error: "421".into(),
+        };
+        assert!(
+            store
+                .settle(rows[1].seq, "a", &failed, now())
+                .expect("settle")
+        );
+        let events = store.events_of("p").expect("events");
+        assert_eq!(events.len(), 1, "the delivered send is now an event");
+        assert_eq!(
+            (events[0].kind.as_str(), events[0].id.as_deref()),
+            ("email_sent", Some(rows[0].idem_key.as_str()))
+        );
+        let (_, weighs) = store.guard_input("p").expect("read").expect("contact");
+        assert_eq!(weighs.len(), 1, "the failed send no longer weighs");
+    }
+}
