@@ -281,10 +281,8 @@ impl Records for SqliteStore {
 
     fn append_events(&mut self, batch: &[Incoming]) -> Result<Vec<Append>, StoreError> {
         self.write(|tx| {
-            // Writers are serialised (IMMEDIATE), so the next sequence number is ours.
-            let mut next_seq: i64 = tx
-                .prepare_cached("SELECT coalesce(max(seq), 0) + 1 FROM events")?
-                .query_row([], |r| r.get(0))?;
+            let first_seq = next_event_seq(tx)?;
+            let mut next_seq = first_seq;
             let mut out = Vec::with_capacity(batch.len());
             for incoming in batch {
                 let key = incoming.dedup_key();
@@ -336,6 +334,9 @@ impl Records for SqliteStore {
                     }
                 };
                 out.push(outcome);
+            }
+            if next_seq > first_seq {
+                set_event_seq(tx, next_seq - 1)?;
             }
             Ok(out)
         })
@@ -405,10 +406,7 @@ impl Records for SqliteStore {
     }
 
     fn last_event_seq(&self) -> Result<i64, StoreError> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT coalesce(max(seq), 0) FROM events")?
-            .query_row([], |r| r.get(0))?)
+        Ok(next_event_seq(&self.conn)? - 1)
     }
 
     fn contacts_with_events_after(&self, seq: i64) -> Result<Vec<String>, StoreError> {
@@ -472,6 +470,31 @@ pub(super) fn decode_props(
     } else {
         decode(text)
     }
+}
+
+/// The next event sequence number. Numbers are never reused, even after the
+/// newest events were erased: an incremental pass remembers the last number
+/// it saw and must find every later event. Writers are serialised
+/// (IMMEDIATE), so the number is ours until the transaction ends.
+pub(super) fn next_event_seq(tx: &Connection) -> Result<i64, StoreError> {
+    let stored: Option<i64> = tx
+        .prepare_cached("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'events.last_seq'")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    let max: i64 = tx
+        .prepare_cached("SELECT coalesce(max(seq), 0) FROM events")?
+        .query_row([], |r| r.get(0))?;
+    Ok(stored.unwrap_or(0).max(max) + 1)
+}
+
+/// Records the last sequence number handed out.
+pub(super) fn set_event_seq(tx: &Connection, last: i64) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES ('events.last_seq', ?1)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute([last.to_string()])?;
+    Ok(())
 }
 
 /// A company's attributes and signals count for all its contacts.
@@ -644,6 +667,16 @@ mod tests {
             .expect("ok");
         let mark = store.last_event_seq().expect("ok");
         assert_eq!(mark, 3);
+        // Erasing the contact with the newest event must not let a later
+        // event reuse its number: passes look for numbers above their mark.
+        store
+            .upsert_contacts(&patches("id\nd\n", Kind::Contact))
+            .expect("ok");
+        store
+            .append_events(&[ev("d", "2026-01-05T00:00:00Z")])
+            .expect("ok");
+        let mark = store.last_event_seq().expect("ok");
+        assert!(store.erase_contact("d").expect("ok"));
         let mut seen = Vec::new();
         store
             .scan_histories(&mut |c, events| {

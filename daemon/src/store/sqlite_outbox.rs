@@ -305,23 +305,25 @@ fn deliver_reservation(tx: &Connection, seq: i64, now: Timestamp) -> Result<(), 
         props,
     };
     let dedup = Incoming::Contact(event.clone()).dedup_key();
-    let next: i64 = tx
-        .prepare_cached("SELECT coalesce(max(seq), 0) + 1 FROM events")?
-        .query_row([], |r| r.get(0))?;
-    tx.prepare_cached(
-        "INSERT INTO events (contact, at, seq, dedup, event_id, type, channel, props)
+    let next = super::sqlite::next_event_seq(tx)?;
+    let n = tx
+        .prepare_cached(
+            "INSERT INTO events (contact, at, seq, dedup, event_id, type, channel, props)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(dedup) DO NOTHING",
-    )?
-    .execute(params![
-        rowid,
-        to_micros(event.at),
-        next,
-        &dedup[..],
-        event.id,
-        event.kind,
-        event.channel,
-        encode(&event.props)?
-    ])?;
+        )?
+        .execute(params![
+            rowid,
+            to_micros(event.at),
+            next,
+            &dedup[..],
+            event.id,
+            event.kind,
+            event.channel,
+            encode(&event.props)?
+        ])?;
+    if n == 1 {
+        super::sqlite::set_event_seq(tx, next)?;
+    }
     Ok(())
 }
 
