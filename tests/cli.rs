@@ -1,72 +1,14 @@
 //! End-to-end: the real `relance` binary against a real SQLite file.
 
+mod common;
+
+use common::{Env, code, repo, stderr, stdout};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-const BIN: &str = env!("CARGO_BIN_EXE_relance");
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// A scratch folder with the shipped configuration and its own store.
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tmp");
-        let shipped =
-            std::fs::read_to_string(repo().join("config/relance.toml")).expect("shipped config");
-        std::fs::write(dir.path().join("relance.toml"), shipped).expect("write config");
-        Self { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn relance(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg("--config")
-            .arg(self.path("relance.toml"))
-            .args(args)
-            .env("RELANCE_DB", self.path("store.db"))
-            .env_remove("RELANCE_CONFIG")
-            .env_remove("RELANCE_LOG")
-            .output()
-            .expect("run relance")
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let out = self.relance(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("JSON output")
-    }
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().expect("exited")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 #[test]
 fn check_accepts_the_shipped_configuration() {
     let env = Env::new();
-    let out = env.relance(&["--now", "2026-11-20T12:00:00Z", "check"]);
+    let out = env.run(&["--now", "2026-11-20T12:00:00Z", "check"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stdout(&out).contains("valid"));
     let summary = env.json(&["--now", "2026-11-20T12:00:00Z", "check", "--json"]);
@@ -92,7 +34,7 @@ fn check_reports_every_error_with_line_and_column() {
          [[fatigue.levels]]\nname = \"reduce\"\nfrom = 20\n",
     )
     .expect("write");
-    let out = env.relance(&["check"]);
+    let out = env.run(&["check"]);
     assert_eq!(code(&out), 2);
     let err = stderr(&out);
     assert!(err.contains("3 errors"), "{err}");
@@ -111,7 +53,7 @@ fn check_reports_every_error_with_line_and_column() {
         "{err}"
     );
 
-    let out = env.relance(&["check", "--json"]);
+    let out = env.run(&["check", "--json"]);
     assert_eq!(code(&out), 2);
     let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let lines: Vec<i64> = report["errors"]
@@ -123,7 +65,7 @@ fn check_reports_every_error_with_line_and_column() {
     assert_eq!(lines, [3, 6, 15]);
 
     // Any other command refuses to run on an invalid configuration.
-    let out = env.relance(&["contacts", "list"]);
+    let out = env.run(&["contacts", "list"]);
     assert_eq!(code(&out), 2);
     assert!(!env.path("x.db").exists(), "nothing was created");
 }
@@ -153,7 +95,7 @@ fn import_rejects_bad_lines_by_number_and_is_idempotent() {
     let file = env.path("contacts.csv");
     let file = file.to_str().expect("utf-8");
 
-    let out = env.relance(&["import", "contacts", file, "--json"]);
+    let out = env.run(&["import", "contacts", file, "--json"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     let summary: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(summary["inserted"], 997);
@@ -193,7 +135,7 @@ fn import_rejects_bad_lines_by_number_and_is_idempotent() {
             .all(|c| c["id"].is_string())
     );
 
-    let out = env.relance(&["import", "contacts", file]);
+    let out = env.run(&["import", "contacts", file]);
     assert_eq!(code(&out), 1);
     assert!(
         stdout(&out).contains("0 inserted, 0 updated, 997 unchanged, 3 rejected"),
@@ -218,12 +160,12 @@ fn import_rejects_bad_lines_by_number_and_is_idempotent() {
 #[test]
 fn unreadable_input_exits_2_and_writes_nothing() {
     let env = Env::new();
-    let out = env.relance(&["import", "contacts", "/nonexistent/contacts.csv"]);
+    let out = env.run(&["import", "contacts", "/nonexistent/contacts.csv"]);
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("cannot read"), "{}", stderr(&out));
 
     std::fs::write(env.path("noid.csv"), "email\na@b.fr\n").expect("write");
-    let out = env.relance(&[
+    let out = env.run(&[
         "import",
         "contacts",
         env.path("noid.csv").to_str().expect("utf-8"),
@@ -244,7 +186,7 @@ fn events_import_is_idempotent_and_erase_forgets_everything() {
         "id,first_name,last_name\np,Paul,Perret\nq,Quentin,Q\n",
     )
     .expect("write");
-    let out = env.relance(&[
+    let out = env.run(&[
         "import",
         "contacts",
         env.path("c.csv").to_str().expect("utf-8"),
@@ -288,7 +230,7 @@ fn events_import_is_idempotent_and_erase_forgets_everything() {
         .collect();
     assert_eq!(kinds, ["email_open", "call"], "oldest first");
 
-    let out = env.relance(&["--log-format", "json", "contacts", "erase", "p"]);
+    let out = env.run(&["--log-format", "json", "contacts", "erase", "p"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let log_line = stderr(&out)
         .lines()
@@ -297,11 +239,11 @@ fn events_import_is_idempotent_and_erase_forgets_everything() {
         .expect("logged");
     let log: Value = serde_json::from_str(&log_line).expect("JSON log line");
     assert_eq!(log["level"], "INFO");
-    let out = env.relance(&["contacts", "show", "p"]);
+    let out = env.run(&["contacts", "show", "p"]);
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("no contact with id `p`"));
     // Re-importing p's events now fails: p and its history are gone.
-    let out = env.relance(&["import", "events", file]);
+    let out = env.run(&["import", "events", file]);
     assert!(
         stdout(&out).contains("unknown contact `p`"),
         "{}",
@@ -319,7 +261,7 @@ fn the_demo_dataset_imports_cleanly() {
         ("events", "events.jsonl"),
     ] {
         let path = repo().join("config/demo").join(file);
-        let out = env.relance(&["import", what, path.to_str().expect("utf-8")]);
+        let out = env.run(&["import", what, path.to_str().expect("utf-8")]);
         assert_eq!(code(&out), 0, "{what}: {}{}", stdout(&out), stderr(&out));
     }
     let martino = env.json(&["contacts", "show", "martino", "--json"]);
@@ -330,16 +272,7 @@ fn the_demo_dataset_imports_cleanly() {
 #[test]
 fn now_must_be_an_rfc3339_instant() {
     let env = Env::new();
-    let out = env.relance(&["--now", "tomorrow", "check"]);
+    let out = env.run(&["--now", "tomorrow", "check"]);
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("RFC 3339"), "{}", stderr(&out));
-}
-
-impl Env {
-    /// JSON output of a command whatever its exit code (imports exit 1 on rejections).
-    fn json_any(&self, args: &[&str]) -> Value {
-        let out = self.relance(args);
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", stderr(&out)))
-    }
 }

@@ -1,80 +1,15 @@
 //! End-to-end: fatigue and guard commands of the real binary, at exact
 //! instants given with --now.
 
-use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_relance");
+use common::Env;
+use serde_json::Value;
+
 /// The demo's reference instant (Friday 2026-11-20 13:00 in Paris).
 const REF: &str = "2026-11-20T12:00:00Z";
 /// Tuesday 2026-11-17, 10:00 in Paris: inside the call and email windows.
 const T0: &str = "2026-11-17T09:00:00Z";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tmp");
-        std::fs::copy(
-            repo().join("config/relance.toml"),
-            dir.path().join("relance.toml"),
-        )
-        .expect("config");
-        Self { dir }
-    }
-
-    fn run(&self, now: &str, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg("--config")
-            .arg(self.dir.path().join("relance.toml"))
-            .args(["--now", now])
-            .args(args)
-            .env("RELANCE_DB", self.dir.path().join("store.db"))
-            .env_remove("RELANCE_CONFIG")
-            .output()
-            .expect("run relance")
-    }
-
-    fn json(&self, now: &str, args: &[&str]) -> Value {
-        let out = self.run(now, args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("JSON output")
-    }
-
-    fn import(&self, what: &str, name: &str, text: &str) {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, text).expect("write");
-        let out = self.run(REF, &["import", what, path.to_str().expect("utf-8")]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
-
-    fn import_demo(&self) {
-        for (what, file) in [
-            ("companies", "companies.csv"),
-            ("contacts", "contacts.csv"),
-            ("events", "events.jsonl"),
-        ] {
-            let path = repo().join("config/demo").join(file);
-            let out = self.run(REF, &["import", what, path.to_str().expect("utf-8")]);
-            assert!(out.status.success(), "{what}");
-        }
-    }
-}
 
 fn at(s: &str) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::parse_from_rfc3339(s)
@@ -94,17 +29,20 @@ fn fatigue(v: &Value) -> f64 {
 fn the_seed_example_p_12_call_17_six_days_later_11() {
     let env = Env::new();
     env.import_demo();
-    let p = env.json(REF, &["fatigue", "p", "--json"]);
+    let p = env.json_at(REF, &["fatigue", "p", "--json"]);
     assert_eq!(
         (p["contact"].as_str(), fatigue(&p), p["level"].as_str()),
         (Some("p"), 12.0, Some("normal"))
     );
     assert_eq!(p["charges"].as_array().expect("charges").len(), 3);
 
-    env.import("events", "call.jsonl", &format!("{{\"contact\": \"p\", \"type\": \"call\", \"at\": \"{REF}\", \"props\": {{\"outcome\": \"RAPP\"}}}}\n"));
-    assert_eq!(fatigue(&env.json(REF, &["fatigue", "p", "--json"])), 17.0);
+    env.import_text("events", "call.jsonl", &format!("{{\"contact\": \"p\", \"type\": \"call\", \"at\": \"{REF}\", \"props\": {{\"outcome\": \"RAPP\"}}}}\n"));
     assert_eq!(
-        fatigue(&env.json(
+        fatigue(&env.json_at(REF, &["fatigue", "p", "--json"])),
+        17.0
+    );
+    assert_eq!(
+        fatigue(&env.json_at(
             &plus(REF, chrono::Duration::days(6)),
             &["fatigue", "p", "--json"]
         )),
@@ -112,7 +50,7 @@ fn the_seed_example_p_12_call_17_six_days_later_11() {
     );
     // Fractional days: 36 hours later, 1.5 points have gone.
     assert_eq!(
-        fatigue(&env.json(
+        fatigue(&env.json_at(
             &plus(REF, chrono::Duration::hours(36)),
             &["fatigue", "p", "--json"]
         )),
@@ -122,7 +60,7 @@ fn the_seed_example_p_12_call_17_six_days_later_11() {
 
 /// Five SMS `days` before T0: 35 points minus one a day, none in the caps' windows.
 fn contact_at(env: &Env, id: &str, days: i64) {
-    env.import(
+    env.import_text(
         "contacts",
         &format!("{id}.csv"),
         &format!("id,timezone,consent_sms\n{id},Europe/Paris,true\n"),
@@ -131,14 +69,14 @@ fn contact_at(env: &Env, id: &str, days: i64) {
     let lines: String = (0..5)
         .map(|i| format!("{{\"id\": \"{id}-{i}\", \"contact\": \"{id}\", \"type\": \"sms_sent\", \"channel\": \"sms\", \"at\": \"{sent}\"}}\n"))
         .collect();
-    env.import("events", &format!("{id}.jsonl"), &lines);
+    env.import_text("events", &format!("{id}.jsonl"), &lines);
 }
 
 #[test]
 fn at_21_a_systematic_email_waits_for_20_and_an_opportunistic_call_passes() {
     let env = Env::new();
     contact_at(&env, "z21", 14);
-    let f = env.json(T0, &["fatigue", "z21", "--json"]);
+    let f = env.json_at(T0, &["fatigue", "z21", "--json"]);
     assert_eq!((fatigue(&f), f["level"].as_str()), (21.0, Some("reduce")));
     let left = f["leaves"].as_array().expect("leaves");
     assert_eq!(left[0]["level"], "reduce");
@@ -150,7 +88,7 @@ fn at_21_a_systematic_email_waits_for_20_and_an_opportunistic_call_passes() {
         ))
     );
 
-    let email = env.json(
+    let email = env.json_at(
         T0,
         &[
             "guard",
@@ -174,7 +112,7 @@ fn at_21_a_systematic_email_waits_for_20_and_an_opportunistic_call_passes() {
             .iter()
             .any(|r| r["rule"] == "fatigue")
     );
-    let later = env.json(
+    let later = env.json_at(
         &until,
         &[
             "guard",
@@ -191,7 +129,7 @@ fn at_21_a_systematic_email_waits_for_20_and_an_opportunistic_call_passes() {
         "allowed exactly at the instant given"
     );
 
-    let call = env.json(
+    let call = env.json_at(
         T0,
         &[
             "guard",
@@ -213,8 +151,11 @@ fn at_21_a_systematic_email_waits_for_20_and_an_opportunistic_call_passes() {
 fn at_26_both_wait_and_past_the_maximum_deferral_they_are_blocked() {
     let env = Env::new();
     contact_at(&env, "z26", 9);
-    assert_eq!(fatigue(&env.json(T0, &["fatigue", "z26", "--json"])), 26.0);
-    let call = env.json(
+    assert_eq!(
+        fatigue(&env.json_at(T0, &["fatigue", "z26", "--json"])),
+        26.0
+    );
+    let call = env.json_at(
         T0,
         &[
             "guard",
@@ -232,7 +173,7 @@ fn at_26_both_wait_and_past_the_maximum_deferral_they_are_blocked() {
         at(call["until"].as_str().expect("until")),
         at(&plus(T0, chrono::Duration::days(1)))
     );
-    let email = env.json(
+    let email = env.json_at(
         T0,
         &[
             "guard",
@@ -256,8 +197,11 @@ fn at_26_both_wait_and_past_the_maximum_deferral_they_are_blocked() {
     // At 35 points the email would pass in 15 days and a second: beyond the
     // 14 days of maximum deferral, it is blocked.
     contact_at(&env, "z35", 0);
-    assert_eq!(fatigue(&env.json(T0, &["fatigue", "z35", "--json"])), 35.0);
-    let blocked = env.json(
+    assert_eq!(
+        fatigue(&env.json_at(T0, &["fatigue", "z35", "--json"])),
+        35.0
+    );
+    let blocked = env.json_at(
         T0,
         &[
             "guard",
@@ -278,7 +222,7 @@ fn at_26_both_wait_and_past_the_maximum_deferral_they_are_blocked() {
             .any(|r| r["rule"] == "max_deferral"),
         "{blocked}"
     );
-    let text = env.run(T0, &["guard", "z35", "--channel", "nowhere"]);
+    let text = env.run_at(T0, &["guard", "z35", "--channel", "nowhere"]);
     assert_eq!(text.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&text.stderr).contains("unknown channel `nowhere`"));
 }
@@ -286,8 +230,8 @@ fn at_26_both_wait_and_past_the_maximum_deferral_they_are_blocked() {
 #[test]
 fn unsubscribe_blocks_the_channel_at_once_and_sms_needs_consent() {
     let env = Env::new();
-    env.import("contacts", "u.csv", "id,timezone\nu,Europe/Paris\n");
-    let sms = env.json(
+    env.import_text("contacts", "u.csv", "id,timezone\nu,Europe/Paris\n");
+    let sms = env.json_at(
         T0,
         &[
             "guard",
@@ -310,7 +254,7 @@ fn unsubscribe_blocks_the_channel_at_once_and_sms_needs_consent() {
             .iter()
             .any(|r| r["rule"] == "consent")
     );
-    let email = env.json(
+    let email = env.json_at(
         T0,
         &[
             "guard",
@@ -323,8 +267,8 @@ fn unsubscribe_blocks_the_channel_at_once_and_sms_needs_consent() {
         ],
     );
     assert_eq!(email["decision"], "allow");
-    env.import("events", "unsub.jsonl", &format!("{{\"contact\": \"u\", \"type\": \"unsubscribe\", \"channel\": \"email\", \"at\": \"{}\"}}\n", plus(T0, -chrono::Duration::minutes(1))));
-    let email = env.json(
+    env.import_text("events", "unsub.jsonl", &format!("{{\"contact\": \"u\", \"type\": \"unsubscribe\", \"channel\": \"email\", \"at\": \"{}\"}}\n", plus(T0, -chrono::Duration::minutes(1))));
+    let email = env.json_at(
         T0,
         &[
             "guard",
@@ -344,7 +288,7 @@ fn unsubscribe_blocks_the_channel_at_once_and_sms_needs_consent() {
             .iter()
             .any(|r| r["rule"] == "do_not_contact")
     );
-    let call = env.json(
+    let call = env.json_at(
         T0,
         &[
             "guard",
@@ -363,7 +307,7 @@ fn unsubscribe_blocks_the_channel_at_once_and_sms_needs_consent() {
 fn pressure_matrix_counts_every_customer_once() {
     let env = Env::new();
     env.import_demo();
-    let m = env.json(REF, &["pressure", "--json"]);
+    let m = env.json_at(REF, &["pressure", "--json"]);
     let total: u64 = m["counts"]
         .as_array()
         .expect("rows")
@@ -375,7 +319,7 @@ fn pressure_matrix_counts_every_customer_once() {
                 .map(|c| c.as_u64().expect("n"))
         })
         .sum();
-    let customers = env.json(REF, &["customers", "--json"]);
+    let customers = env.json_at(REF, &["customers", "--json"]);
     assert_eq!(total as usize, customers.as_array().expect("array").len());
     for m in m["over_pressured"].as_array().expect("list") {
         assert!(m["gap"].as_i64().expect("gap") > 0);

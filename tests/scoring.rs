@@ -1,83 +1,11 @@
 //! End-to-end: scoring commands of the real binary on the demo data.
 
+mod common;
+
+use common::Env;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_relance");
 const NOW: &str = "2026-11-20T12:00:00Z";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-struct Demo {
-    dir: tempfile::TempDir,
-}
-
-impl Demo {
-    /// A fresh store with the demo data imported.
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tmp");
-        std::fs::copy(
-            repo().join("config/relance.toml"),
-            dir.path().join("relance.toml"),
-        )
-        .expect("config");
-        let demo = Self { dir };
-        for (what, file) in [
-            ("companies", "companies.csv"),
-            ("contacts", "contacts.csv"),
-            ("deals", "deals.csv"),
-            ("events", "events.jsonl"),
-        ] {
-            let path = repo().join("config/demo").join(file);
-            let out = demo.run(&["import", what, path.to_str().expect("utf-8")]);
-            assert!(
-                out.status.success(),
-                "{what}: {}",
-                String::from_utf8_lossy(&out.stdout)
-            );
-        }
-        demo
-    }
-
-    fn run_at(&self, now: &str, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg("--config")
-            .arg(self.dir.path().join("relance.toml"))
-            .args(["--now", now])
-            .args(args)
-            .env("RELANCE_DB", self.dir.path().join("store.db"))
-            .env_remove("RELANCE_CONFIG")
-            .output()
-            .expect("run relance")
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.run_at(NOW, args)
-    }
-
-    fn json_at(&self, now: &str, args: &[&str]) -> Value {
-        let out = self.run_at(now, args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("JSON output")
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        self.json_at(NOW, args)
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, text).expect("write");
-        path
-    }
-}
 
 fn points(v: &Value) -> f64 {
     v.as_f64().expect("a number")
@@ -85,8 +13,8 @@ fn points(v: &Value) -> f64 {
 
 #[test]
 fn seed_personas_score_as_in_the_articles_and_explanations_add_up() {
-    let demo = Demo::new();
-    let pass = demo.json(&["rescore", "--json"]);
+    let demo = Env::demo();
+    let pass = demo.json_at(NOW, &["rescore", "--json"]);
     assert_eq!(pass["full"], true, "the first pass rebuilds");
     assert_eq!(pass["examined"], 328);
 
@@ -97,7 +25,7 @@ fn seed_personas_score_as_in_the_articles_and_explanations_add_up() {
         ("martin", 250.0, "hot"),
         ("nathalie", 235.0, "hot"),
     ] {
-        let card = demo.json(&["score", id, "--json"]);
+        let card = demo.json_at(NOW, &["score", id, "--json"]);
         assert_eq!(
             (
                 card["contact"].as_str(),
@@ -112,7 +40,7 @@ fn seed_personas_score_as_in_the_articles_and_explanations_add_up() {
             "{id}: profile + behaviour before negatives and malus"
         );
     }
-    let nathalie = demo.json(&["score", "nathalie", "--json"]);
+    let nathalie = demo.json_at(NOW, &["score", "nathalie", "--json"]);
     let malus = nathalie["contributions"]
         .as_array()
         .expect("contributions")
@@ -126,19 +54,22 @@ fn seed_personas_score_as_in_the_articles_and_explanations_add_up() {
     );
 
     // Every contact of the demo: the contributions sum exactly to the score.
-    let contacts = demo.json(&["contacts", "list", "--json"]);
-    for c in contacts.as_array().expect("array") {
-        let id = c["id"].as_str().expect("id");
-        let card = demo.json(&["score", id, "--json"]);
+    let cards = demo.json_at(NOW, &["score", "--all", "--json"]);
+    let cards = cards.as_array().expect("array");
+    assert_eq!(cards.len(), 328);
+    for card in cards {
         let sum: f64 = card["contributions"]
             .as_array()
             .expect("contributions")
             .iter()
             .map(|c| points(&c["points"]))
+            .collect::<Vec<_>>()
+            .iter()
             .sum();
         assert!(
             (sum - points(&card["score"])).abs() < 1e-9,
-            "{id}: {sum} vs {}",
+            "{}: {sum} vs {}",
+            card["contact"],
             card["score"]
         );
         assert!(
@@ -149,13 +80,22 @@ fn seed_personas_score_as_in_the_articles_and_explanations_add_up() {
                 .all(|c| c["rule"].is_string())
         );
     }
+    let martino = cards
+        .iter()
+        .find(|c| c["contact"] == "martino")
+        .expect("martino");
+    assert_eq!(
+        martino,
+        &demo.json_at(NOW, &["score", "martino", "--json"]),
+        "one card, one way"
+    );
 }
 
 #[test]
 fn passes_are_incremental_and_keep_the_film() {
-    let demo = Demo::new();
-    demo.json(&["rescore", "--json"]);
-    let idle = demo.json(&["rescore", "--json"]);
+    let demo = Env::demo();
+    demo.json_at(NOW, &["rescore", "--json"]);
+    let idle = demo.json_at(NOW, &["rescore", "--json"]);
     assert_eq!(
         (idle["full"].as_bool(), idle["examined"].as_i64()),
         (Some(false), Some(0))
@@ -168,7 +108,7 @@ fn passes_are_incremental_and_keep_the_film() {
          {\"contact\": \"beltrani\", \"type\": \"trade_show_visit\", \"at\": \"2026-11-20T12:40:00Z\"}\n\
          {\"contact\": \"beltrani\", \"type\": \"page_visit\", \"at\": \"2026-11-20T12:45:00Z\", \"props\": {\"url\": \"https://payroll.example/pricing\"}}\n",
     );
-    let out = demo.run(&["import", "events", events.to_str().expect("utf-8")]);
+    let out = demo.run_at(NOW, &["import", "events", events.to_str().expect("utf-8")]);
     assert!(out.status.success());
     let later = "2026-11-20T13:00:00Z";
     let pass = demo.json_at(later, &["rescore", "--json"]);
@@ -200,10 +140,11 @@ fn passes_are_incremental_and_keep_the_film() {
 
 #[test]
 fn what_if_shows_band_moves_without_writing() {
-    let demo = Demo::new();
-    demo.json(&["rescore", "--json"]);
-    let before = demo.json(&["rescore", "--json"]);
-    let shipped = std::fs::read_to_string(repo().join("config/relance.toml")).expect("config");
+    let demo = Env::demo();
+    demo.json_at(NOW, &["rescore", "--json"]);
+    let before = demo.json_at(NOW, &["rescore", "--json"]);
+    let shipped =
+        std::fs::read_to_string(common::repo().join("config/relance.toml")).expect("config");
     // Another company calls every contact above 125 (seed 001).
     let other = shipped.replacen(
         "name = \"hot\"\nmin = 150.0",
@@ -212,12 +153,15 @@ fn what_if_shows_band_moves_without_writing() {
     );
     assert_ne!(other, shipped, "the shipped hot threshold is 150");
     let other = demo.write("other.toml", &other);
-    let diff = demo.json(&[
-        "score",
-        "--what-if",
-        other.to_str().expect("utf-8"),
-        "--json",
-    ]);
+    let diff = demo.json_at(
+        NOW,
+        &[
+            "score",
+            "--what-if",
+            other.to_str().expect("utf-8"),
+            "--json",
+        ],
+    );
     let moves = diff["moves"].as_array().expect("moves");
     let rajati = moves
         .iter()
@@ -238,7 +182,7 @@ fn what_if_shows_band_moves_without_writing() {
     );
     assert_eq!(hot_after - hot_before, moves.len() as i64);
     // Nothing was written: the next pass has nothing to do.
-    let after = demo.json(&["rescore", "--json"]);
+    let after = demo.json_at(NOW, &["rescore", "--json"]);
     assert_eq!(
         (after["examined"].as_i64(), &after["bands"]),
         (Some(0), &before["bands"])
@@ -247,8 +191,8 @@ fn what_if_shows_band_moves_without_writing() {
 
 #[test]
 fn deals_are_ranked_and_customers_scored() {
-    let demo = Demo::new();
-    let deals = demo.json(&["deals", "--json"]);
+    let demo = Env::demo();
+    let deals = demo.json_at(NOW, &["deals", "--json"]);
     let ranked = deals.as_array().expect("deals");
     let scores: Vec<f64> = ranked.iter().map(|d| points(&d["score"])).collect();
     assert!(
@@ -280,7 +224,7 @@ fn deals_are_ranked_and_customers_scored() {
         .any(|c| c["rule"] == "stage: purchasing_halves_budget" && points(&c["points"]) == -15.0);
     assert!(halved);
 
-    let customers = demo.json(&["customers", "--json"]);
+    let customers = demo.json_at(NOW, &["customers", "--json"]);
     let customers = customers.as_array().expect("customers");
     assert!(!customers.is_empty());
     let abc: Vec<&str> = customers

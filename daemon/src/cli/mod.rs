@@ -74,8 +74,11 @@ enum Command {
     /// A contact's score with every contribution, its history, or what
     /// another configuration's rules would change.
     Score {
-        /// The contact (not needed with --what-if).
+        /// The contact (not needed with --what-if or --all).
         id: Option<String>,
+        /// Every contact's card, computed at --now.
+        #[arg(long, conflicts_with_all = ["id", "history", "what_if"])]
+        all: bool,
         /// The film: every stored change of score or band.
         #[arg(long)]
         history: bool,
@@ -202,14 +205,16 @@ fn run(cli: &Cli, clock: &Clock) -> Result<u8, Failure> {
         Command::Rescore { full, json } => scoring::rescore(&config, clock, *full, *json),
         Command::Score {
             id,
+            all,
             history,
             what_if,
             json,
         } => match (id, what_if) {
+            _ if *all => scoring::all(&config, clock, *json),
             (_, Some(other)) => scoring::what_if(&config, clock, other, *json),
             (Some(id), None) => scoring::score(&config, clock, id, *history, *json),
             (None, None) => Err(Failure::Input(
-                "give a contact id, or --what-if OTHER_CONFIG".into(),
+                "give a contact id, --all, or --what-if OTHER_CONFIG".into(),
             )),
         },
         Command::Deals { json } => scoring::deals(&config, clock, *json),

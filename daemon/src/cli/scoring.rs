@@ -116,6 +116,66 @@ pub fn score(
     Ok(exit::OK)
 }
 
+/// Every contact's card at --now, streamed from the store (JSON: an array).
+pub fn all(config: &Config, clock: &Clock, as_json: bool) -> Result<u8, Failure> {
+    use std::io::Write;
+    let model = ScoringModel::compile(&config.scoring).map_err(anyhow::Error::from)?;
+    let store = open_store(config)?;
+    let now = clock.now();
+    let mut companies: HashMap<String, Option<Company>> = HashMap::new();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut first = true;
+    let mut failure: Option<anyhow::Error> = None;
+    if as_json {
+        out.write_all(b"[").map_err(anyhow::Error::from)?;
+    } else {
+        writeln!(out, "{:<20} {:>10}  band", "contact", "score").map_err(anyhow::Error::from)?;
+    }
+    store
+        .scan_histories(&mut |contact, events| {
+            let step = (|| -> anyhow::Result<()> {
+                let company = match &contact.company {
+                    Some(id) => {
+                        if !companies.contains_key(id) {
+                            companies.insert(id.clone(), store.company(id)?);
+                        }
+                        companies.get(id).and_then(Option::as_ref)
+                    }
+                    None => None,
+                };
+                let card = model.score(&contact, company, &events, now);
+                if as_json {
+                    if !first {
+                        out.write_all(b",\n")?;
+                    }
+                    serde_json::to_writer(&mut out, &card)?;
+                } else {
+                    writeln!(
+                        out,
+                        "{:<20} {:>10}  {}",
+                        card.contact,
+                        card.score.to_string(),
+                        card.band
+                    )?;
+                }
+                first = false;
+                Ok(())
+            })();
+            if let Err(e) = step {
+                failure.get_or_insert(e);
+            }
+        })
+        .map_err(anyhow::Error::from)?;
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    if as_json {
+        out.write_all(b"]\n").map_err(anyhow::Error::from)?;
+    }
+    out.flush().map_err(anyhow::Error::from)?;
+    Ok(exit::OK)
+}
+
 pub fn what_if(config: &Config, clock: &Clock, other: &Path, as_json: bool) -> Result<u8, Failure> {
     let proposed = Config::load(other)?;
     let before = ScoringModel::compile(&config.scoring).map_err(anyhow::Error::from)?;

@@ -65,6 +65,20 @@ impl Incoming {
     }
 }
 
+/// Deserializes `value`, naming the field at fault in the error
+/// (`at: …`, `status: …`), so that a rejected line says what to fix.
+pub(crate) fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        if path == "." {
+            inner
+        } else {
+            format!("{path}: {inner}")
+        }
+    })
+}
+
 /// Validates one JSON event object.
 pub fn parse_event(value: Value) -> Result<Incoming, String> {
     let Value::Object(mut obj) = value else {
@@ -104,15 +118,7 @@ pub fn parse_event(value: Value) -> Result<Incoming, String> {
             },
         });
     }
-    let event: Event = serde_path_to_error::deserialize(Value::Object(obj)).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        if path == "." {
-            inner
-        } else {
-            format!("{path}: {inner}")
-        }
-    })?;
+    let event: Event = typed(Value::Object(obj))?;
     if event.contact.trim().is_empty() {
         return Err("contact: must not be empty".into());
     }

@@ -122,15 +122,7 @@ impl Patch {
                 }
             }
         }
-        let record: T = serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner().to_string();
-            if path == "." {
-                inner
-            } else {
-                format!("{path}: {inner}")
-            }
-        })?;
+        let record: T = super::typed(value)?;
         record.check()?;
         Ok(record)
     }
