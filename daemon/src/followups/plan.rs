@@ -178,6 +178,8 @@ impl Occurrence {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Planned {
     pub contact: String,
+    /// The contact's owner: call tasks go to them.
+    pub owner: Option<String>,
     pub followup: String,
     pub kind: FollowUpKind,
     pub occurrence: Occurrence,
@@ -205,6 +207,7 @@ impl Planned {
             due_at: self.due,
             payload: serde_json::json!({
                 "template": self.template,
+                "owner": self.owner,
                 "occurrence": self.occurrence,
                 "deadline": self.deadline,
             }),
@@ -246,6 +249,7 @@ pub fn plan(
         let idem_key = idempotency_key(&view.contact.id, followup, &occurrence.key_part());
         Planned {
             contact: view.contact.id.clone(),
+            owner: view.contact.owner.clone(),
             followup: followup.to_string(),
             kind,
             occurrence,

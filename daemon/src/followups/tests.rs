@@ -156,7 +156,10 @@ fn nurture_enrols_cold_prospects_plans_steps_and_exits_when_hot() {
 fn click_trigger_plans_a_call_within_four_hours_then_cools_down() {
     let f = compiled();
     let now = wednesday();
-    let contact = prospect("core");
+    let contact = Contact {
+        owner: Some("claire".into()),
+        ..prospect("core")
+    };
     let events = [
         event("c1", "email_click", now - Duration::hours(3), json!({})),
         event("c2", "email_click", now - Duration::hours(1), json!({})),
@@ -176,6 +179,8 @@ fn click_trigger_plans_a_call_within_four_hours_then_cools_down() {
         Some(now - Duration::hours(3) + Duration::hours(4))
     );
     assert_eq!(p.priority, 30);
+    assert_eq!(p.owner.as_deref(), Some("claire"));
+    assert_eq!(p.to_new_send().payload["owner"], json!("claire"));
     state.record(&planned);
 
     // Another click three days later is still within the 7-day cooldown.
@@ -588,4 +593,86 @@ template = "bye"
     );
     assert_eq!(issues.0.len(), 1);
     assert_eq!(issues.0[0].0.to_string(), "followups.triggers[0]");
+}
+
+/// The seed's rule: "if they clicked an email, are a cold prospect, were
+/// not called for over a year and are in target 2, then …", and a nurture
+/// with its own enrol and exit conditions.
+#[test]
+fn segments_and_conditions_select_who_is_followed_up() {
+    let text = r#"
+[[nurture]]
+name = "dormant"
+segment = { field = "status", eq = "prospect" }
+enrol = { field = "attributes.source", eq = "trade_show" }
+exit = { field = "last.meeting", exists = true }
+priority = 12
+
+[[nurture.steps]]
+channel = "email"
+template = "nurture_welcome"
+priority = 15
+
+[[nurture.steps]]
+after = "7d"
+from = "previous"
+channel = "email"
+template = "nurture_welcome"
+
+[[triggers]]
+name = "cold_t2_click"
+event = "email_click"
+segment = { all = [
+  { field = "tier", eq = "target_2" },
+  { any = [ { field = "last.call", older_than = "365d" }, { field = "last.call", exists = false } ] },
+] }
+action = { channel = "phone", template = "call_task", within = "4h" }
+"#;
+    let f = toml::from_str::<FollowupsConfig>(text)
+        .expect("shape")
+        .compile()
+        .expect("valid");
+    let now = wednesday();
+    let click = event("c", "email_click", now - Duration::hours(1), json!({}));
+    let state = PlanState::default();
+
+    let mut contact = prospect("target_2");
+    contact
+        .attributes
+        .insert("source".into(), json!("trade_show"));
+    let old_call = call("old", now - Duration::days(400), "NRP");
+    let events = [old_call.clone(), click.clone()];
+    let planned = plan(&f, &view(&contact, &events, "cold", &state), &[], now);
+    assert_eq!(names(&planned), ["dormant", "cold_t2_click"]);
+    assert_eq!(planned[0].priority, 15, "the step's priority wins");
+
+    // Called last month: no trigger. A meeting: out of the nurture.
+    let recent = call("recent", now - Duration::days(30), "NRP");
+    let meeting = event("m", "meeting", now - Duration::days(2), json!({}));
+    let events = [recent, meeting, click.clone()];
+    assert!(plan(&f, &view(&contact, &events, "cold", &state), &[], now).is_empty());
+
+    // Not from the trade show: never enrolled; target 1: no trigger.
+    let other = prospect("target_1");
+    assert!(plan(&f, &view(&other, &[click], "cold", &state), &[], now).is_empty());
+
+    // The second step counts from the first one's recorded due instant.
+    let mut state = PlanState::default();
+    let first = plan(&f, &view(&contact, &[], "cold", &state), &[], now);
+    state.record(&first);
+    let t = now + Duration::days(7);
+    let second = plan(&f, &view(&contact, &[], "cold", &state), &[], t);
+    assert_eq!(second[0].due, now + Duration::days(7));
+    assert_eq!(second[0].priority, 12, "the sequence's priority");
+
+    let bad = "[[nurture]]\nname = \"n\"\nsegment = { field = \"tier\", eq = \"x\" }\n[[nurture.steps]]\nfrom = \"previous\"\nchannel = \"email\"\ntemplate = \"t\"\n";
+    let err = toml::from_str::<FollowupsConfig>(bad)
+        .expect("shape")
+        .compile()
+        .expect_err("invalid");
+    assert!(
+        err.to_string()
+            .contains("followups.nurture[0].steps[0].from: the first step has no previous step"),
+        "{err}"
+    );
 }
