@@ -191,7 +191,11 @@ pub struct ArbitrationConfig {
     /// A follow-up deferred beyond this long after it was first planned is
     /// dropped.
     pub max_deferral: Duration,
-    pub priorities: Priorities,
+    /// Default priority per kind; absent, `[fatigue.priorities]` (see
+    /// [`CompiledFollowups::from_config`]) so that the guard's levels and
+    /// the ranking agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priorities: Option<Priorities>,
 }
 
 impl Default for ArbitrationConfig {
@@ -199,7 +203,7 @@ impl Default for ArbitrationConfig {
         Self {
             window: Duration(chrono::Duration::days(1)),
             max_deferral: Duration(chrono::Duration::days(7)),
-            priorities: Priorities::default(),
+            priorities: None,
         }
     }
 }
@@ -262,6 +266,20 @@ pub struct CompiledFollowups {
     pub calls: CallOutcomes,
     pub call_channels: Vec<String>,
     pub arbitration: ArbitrationConfig,
+    /// The default priority of each kind (opportunistic > event > systematic).
+    pub priorities: Priorities,
+}
+
+impl CompiledFollowups {
+    /// The `[followups]` of a loaded configuration, with the priorities of
+    /// `[fatigue.priorities]` unless `[followups.arbitration]` sets its own.
+    pub fn from_config(config: &crate::config::Config) -> Result<Self, FollowupsError> {
+        let mut compiled = config.followups.compile()?;
+        if config.followups.arbitration.priorities.is_none() {
+            compiled.priorities = config.fatigue.priorities;
+        }
+        Ok(compiled)
+    }
 }
 
 impl FollowupsConfig {
@@ -403,6 +421,7 @@ impl FollowupsConfig {
             calls,
             call_channels: self.calls.channels.clone(),
             arbitration: self.arbitration.clone(),
+            priorities: self.arbitration.priorities.unwrap_or_default(),
         })
     }
 

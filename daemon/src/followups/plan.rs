@@ -76,6 +76,8 @@ impl BroadcastSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PastPlan {
     pub followup: String,
+    /// With the name, tells a broadcast from a nurture of the same name.
+    pub kind: FollowUpKind,
     /// The occurrence's instant: enrolment for nurture steps, the signal
     /// for triggers, the planning instant for broadcasts.
     pub at: Timestamp,
@@ -96,6 +98,7 @@ impl PlanState {
                 p.idem_key.clone(),
                 PastPlan {
                     followup: p.followup.clone(),
+                    kind: p.kind,
                     at: p.occurrence.at(),
                     due: p.due,
                 },
@@ -106,15 +109,19 @@ impl PlanState {
     fn earliest(&self, followup: &str) -> Option<Timestamp> {
         self.planned
             .values()
-            .filter(|p| p.followup == followup)
+            .filter(|p| p.followup == followup && p.kind == FollowUpKind::Systematic)
             .map(|p| p.at)
             .min()
     }
 
-    fn instants<'s>(&'s self, followup: &'s str) -> impl Iterator<Item = Timestamp> + 's {
+    fn instants<'s>(
+        &'s self,
+        followup: &'s str,
+        kind: FollowUpKind,
+    ) -> impl Iterator<Item = Timestamp> + 's {
         self.planned
             .values()
-            .filter(move |p| p.followup == followup)
+            .filter(move |p| p.followup == followup && p.kind == kind)
             .map(|p| p.at)
     }
 }
@@ -230,7 +237,7 @@ pub fn plan(
 ) -> Vec<Planned> {
     let subject = Subject::new(view.contact, view.company, view.events, now);
     let horizon = now + followups.arbitration.window.0;
-    let priorities = followups.arbitration.priorities;
+    let priorities = followups.priorities;
     let calls_open = followups.calls.status(view.events).allows_calls();
     let mut out: Vec<Planned> = Vec::new();
     let push = |out: &mut Vec<Planned>, mut p: Planned| {
@@ -377,7 +384,7 @@ pub fn plan(
                 .collect(),
         };
         signals.sort_by_key(|(_, at)| *at);
-        let mut fired: Vec<Timestamp> = view.state.instants(&t.name).collect();
+        let mut fired: Vec<Timestamp> = view.state.instants(&t.name, t.kind).collect();
         for (signal, at) in signals {
             let cooling = fired.iter().any(|f| (at - *f).abs() < t.cooldown);
             let mut p = make(

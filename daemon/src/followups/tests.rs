@@ -414,7 +414,7 @@ fn replanning_never_yields_a_new_key_for_the_same_occurrence() {
 #[test]
 fn newsletter_invitation_and_call_on_the_same_day_only_the_call_passes() {
     let config = shipped();
-    let f = config.followups.compile().expect("compiles");
+    let f = CompiledFollowups::from_config(&config).expect("compiles");
     let guard = Guard::from_config(&config).expect("guard");
     let now = wednesday();
     let contact = prospect("target_1");
@@ -491,7 +491,7 @@ fn newsletter_invitation_and_call_on_the_same_day_only_the_call_passes() {
 #[test]
 fn a_follow_up_deferred_too_long_is_dropped_with_its_reason() {
     let config = shipped();
-    let f = config.followups.compile().expect("compiles");
+    let f = CompiledFollowups::from_config(&config).expect("compiles");
     let guard = Guard::from_config(&config).expect("guard");
     let now = wednesday();
     let contact = prospect("target_1");
@@ -632,6 +632,7 @@ action = { channel = "phone", template = "call_task", within = "4h" }
         .expect("shape")
         .compile()
         .expect("valid");
+    assert_eq!(f.priorities.opportunistic, 30, "the guard's defaults");
     let now = wednesday();
     let click = event("c", "email_click", now - Duration::hours(1), json!({}));
     let state = PlanState::default();
