@@ -9,6 +9,7 @@ pub mod clock;
 pub mod condition;
 pub mod config;
 pub mod fatigue;
+pub mod followups;
 pub mod ingest;
 pub mod model;
 pub mod outbox;

@@ -21,6 +21,7 @@ pub use sections::{
 };
 
 use crate::fatigue::FatigueConfig;
+use crate::followups::FollowupsConfig;
 use crate::outbox::OutboxConfig;
 use crate::plugins::PluginsConfig;
 use crate::scoring::ScoringConfig;
@@ -48,6 +49,7 @@ pub struct Config {
     pub schedules: BTreeMap<String, ScheduleConfig>,
     pub outbox: OutboxConfig,
     pub plugins: PluginsConfig,
+    pub followups: FollowupsConfig,
 }
 
 const SECTIONS: &[&str] = &[
@@ -60,6 +62,7 @@ const SECTIONS: &[&str] = &[
     "schedules",
     "outbox",
     "plugins",
+    "followups",
 ];
 
 impl Config {
@@ -120,6 +123,7 @@ impl Config {
         let schedules = loader.named::<ScheduleConfig>(&root, "schedules");
         let outbox = loader.section::<OutboxConfig>(&root, "outbox");
         let plugins = loader.section::<PluginsConfig>(&root, "plugins");
+        let followups = loader.section::<FollowupsConfig>(&root, "followups");
 
         let (
             Some(store),
@@ -131,8 +135,10 @@ impl Config {
             Some(schedules),
             Some(outbox),
             Some(plugins),
+            Some(followups),
         ) = (
             store, log, scoring, fatigue, channels, templates, schedules, outbox, plugins,
+            followups,
         )
         else {
             return Err(loader.finish());
@@ -148,6 +154,7 @@ impl Config {
             schedules,
             outbox,
             plugins,
+            followups,
         };
         let mut issues = Issues::default();
         config.check_references(&mut issues);
@@ -215,6 +222,18 @@ impl Config {
                 );
             }
         }
+        // Follow-ups send on configured channels with their templates.
+        self.followups.check_references(
+            &self.channels.keys().map(String::as_str).collect(),
+            &self
+                .templates
+                .iter()
+                .map(|(n, t)| (n.as_str(), t.channel.as_str()))
+                .collect(),
+            &self.scoring.bands.iter().map(|b| b.name.as_str()).collect(),
+            &root.key("followups"),
+            issues,
+        );
         if self.channels.len() > crate::fatigue::config::MAX_CHANNELS {
             issues.push(
                 root.key("channels"),

@@ -1,0 +1,116 @@
+//! Call outcomes (seed 003): a prospect's status from its call history.
+//! Sales must know who never to call again, so the planner stops call
+//! follow-ups once a prospect is stopped (too many unsuccessful calls) or
+//! lost (refusal, out of target).
+
+use super::config::CallsConfig;
+use crate::config::{Issues, KeyPath};
+use crate::model::Event;
+use serde::Serialize;
+use std::collections::BTreeSet;
+
+/// Where calls have left a prospect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum CallStatus {
+    /// Still worth calling; `unsuccessful` calls in a row so far.
+    Open { unsuccessful: u32 },
+    /// GAGNÉ: a meeting was booked.
+    Won,
+    /// ARRÊTÉ: too many unsuccessful calls in a row.
+    Stopped,
+    /// PERDU: refused or out of target.
+    Lost,
+}
+
+impl CallStatus {
+    /// Whether calling the prospect again makes sense.
+    pub fn allows_calls(self) -> bool {
+        matches!(self, CallStatus::Open { .. } | CallStatus::Won)
+    }
+}
+
+/// The compiled outcome codes (upper-cased, trimmed).
+#[derive(Clone, Debug)]
+pub struct CallOutcomes {
+    event: String,
+    stop_after: u32,
+    won: BTreeSet<String>,
+    lost: BTreeSet<String>,
+    unsuccessful: BTreeSet<String>,
+}
+
+fn code(s: &str) -> String {
+    s.trim().to_uppercase()
+}
+
+impl CallsConfig {
+    pub(crate) fn compile(&self, at: &KeyPath, issues: &mut Issues) -> CallOutcomes {
+        if self.event.trim().is_empty() {
+            issues.push(at.key("event"), "name the event type of a call");
+        }
+        if self.stop_after == 0 {
+            issues.push(at.key("stop_after"), "must be at least 1");
+        }
+        let mut seen = BTreeSet::new();
+        let mut set = |key: &str, list: &[String], issues: &mut Issues| {
+            let mut out = BTreeSet::new();
+            for (i, c) in list.iter().enumerate() {
+                let c = code(c);
+                if c.is_empty() {
+                    issues.push(at.key(key).index(i), "an outcome code cannot be empty");
+                } else if !seen.insert(c.clone()) {
+                    issues.push(
+                        at.key(key).index(i),
+                        format!("outcome `{c}` is listed twice"),
+                    );
+                }
+                out.insert(c);
+            }
+            out
+        };
+        CallOutcomes {
+            event: self.event.clone(),
+            stop_after: self.stop_after,
+            won: set("won", &self.won, issues),
+            lost: set("lost", &self.lost, issues),
+            unsuccessful: set("unsuccessful", &self.unsuccessful, issues),
+        }
+    }
+}
+
+impl CallOutcomes {
+    /// The status after `events` (oldest first; other event types ignored).
+    /// The latest decisive outcome wins: a meeting booked after a refusal
+    /// is won. Outcomes that reached the person (RAPP, PISTE, PROJET, MAIL)
+    /// restart the count of unsuccessful calls; once stopped, only a won or
+    /// lost outcome changes the status.
+    pub fn status(&self, events: &[Event]) -> CallStatus {
+        let mut status = CallStatus::Open { unsuccessful: 0 };
+        for e in events.iter().filter(|e| e.kind == self.event) {
+            let Some(outcome) = e.props.get("outcome").and_then(|v| v.as_str()) else {
+                continue;
+            };
+            let outcome = code(outcome);
+            status = if self.won.contains(&outcome) {
+                CallStatus::Won
+            } else if self.lost.contains(&outcome) {
+                CallStatus::Lost
+            } else {
+                match status {
+                    CallStatus::Open { unsuccessful } if self.unsuccessful.contains(&outcome) => {
+                        let n = unsuccessful.saturating_add(1);
+                        if n >= self.stop_after {
+                            CallStatus::Stopped
+                        } else {
+                            CallStatus::Open { unsuccessful: n }
+                        }
+                    }
+                    CallStatus::Open { .. } => CallStatus::Open { unsuccessful: 0 },
+                    other => other,
+                }
+            };
+        }
+        status
+    }
+}

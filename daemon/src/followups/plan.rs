@@ -1,0 +1,430 @@
+//! Planning: from one contact's data and an instant to the follow-ups due.
+//! Pure: what was planned before comes in as plain data ([`PlanState`]), so
+//! the same inputs always give the same plan and re-planning is safe.
+
+use super::config::{CompiledFollowups, FollowupsError, StepFrom, TriggerOn};
+use crate::condition::{Condition, ConditionConfig, Scope, Subject};
+use crate::config::{Issues, KeyPath};
+use crate::model::{Company, Contact, Event, FollowUpKind, Timestamp};
+use crate::outbox::{NewSend, idempotency_key};
+use crate::scoring::ScoreChange;
+use chrono::SecondsFormat;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A broadcast (our own news: trade show, release, award), created at run
+/// time and sent to a segment whatever the contacts' temperature.
+#[derive(Clone, Debug)]
+pub struct Broadcast {
+    pub id: String,
+    pub name: String,
+    pub segment: Condition,
+    pub channel: String,
+    pub template: String,
+    /// Sends go out from `start` and not at or after `end`.
+    pub start: Timestamp,
+    pub end: Timestamp,
+    /// Overrides the event-driven priority.
+    pub priority: Option<u32>,
+}
+
+/// A broadcast as written by a user (API, command line), before its segment
+/// is compiled.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct BroadcastSpec {
+    pub id: String,
+    pub name: String,
+    pub segment: ConditionConfig,
+    pub channel: String,
+    pub template: String,
+    pub start: Timestamp,
+    pub end: Timestamp,
+    #[serde(default)]
+    pub priority: Option<u32>,
+}
+
+impl BroadcastSpec {
+    pub fn compile(&self) -> Result<Broadcast, FollowupsError> {
+        let mut issues = Issues::default();
+        let at = KeyPath::root();
+        if self.id.trim().is_empty() {
+            issues.push(at.key("id"), "an id is required");
+        }
+        if self.end <= self.start {
+            issues.push(at.key("end"), "must be after `start`");
+        }
+        let segment = self
+            .segment
+            .compile(&at.key("segment"), Scope::PROFILE, &mut issues);
+        match segment {
+            Some(segment) if issues.is_empty() => Ok(Broadcast {
+                id: self.id.clone(),
+                name: self.name.clone(),
+                segment,
+                channel: self.channel.clone(),
+                template: self.template.clone(),
+                start: self.start,
+                end: self.end,
+                priority: self.priority,
+            }),
+            _ => Err(FollowupsError::from_issues(&issues)),
+        }
+    }
+}
+
+/// A follow-up planned earlier for this contact, as the store keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PastPlan {
+    pub followup: String,
+    /// With the name, tells a broadcast from a nurture of the same name.
+    pub kind: FollowUpKind,
+    /// The occurrence's instant: enrolment for nurture steps, the signal
+    /// for triggers, the planning instant for broadcasts.
+    pub at: Timestamp,
+    pub due: Timestamp,
+}
+
+/// What earlier plans left, keyed by outbox idempotency key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanState {
+    pub planned: BTreeMap<String, PastPlan>,
+}
+
+impl PlanState {
+    /// Records what a plan produced, so the next plan does not repeat it.
+    pub fn record(&mut self, planned: &[Planned]) {
+        for p in planned {
+            self.planned.insert(
+                p.idem_key.clone(),
+                PastPlan {
+                    followup: p.followup.clone(),
+                    kind: p.kind,
+                    at: p.occurrence.at(),
+                    due: p.due,
+                },
+            );
+        }
+    }
+
+    fn earliest(&self, followup: &str) -> Option<Timestamp> {
+        self.planned
+            .values()
+            .filter(|p| p.followup == followup && p.kind == FollowUpKind::Systematic)
+            .map(|p| p.at)
+            .min()
+    }
+
+    fn instants<'s>(
+        &'s self,
+        followup: &'s str,
+        kind: FollowUpKind,
+    ) -> impl Iterator<Item = Timestamp> + 's {
+        self.planned
+            .values()
+            .filter(move |p| p.followup == followup && p.kind == kind)
+            .map(|p| p.at)
+    }
+}
+
+/// Everything the planner needs to know about one contact.
+#[derive(Clone, Copy, Debug)]
+pub struct ContactView<'a> {
+    pub contact: &'a Contact,
+    pub company: Option<&'a Company>,
+    /// Oldest first.
+    pub events: &'a [Event],
+    /// The band of the current score card; `None` when not scored yet.
+    pub band: Option<&'a str>,
+    /// Recent score changes, any order.
+    pub changes: &'a [ScoreChange],
+    pub state: &'a PlanState,
+}
+
+/// Which occurrence of a follow-up a send is: its part of the outbox key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum Occurrence {
+    /// A nurture step, by index in the sequence.
+    Step {
+        index: usize,
+        enrolled_at: Timestamp,
+    },
+    /// A trigger fired by an event (its id when it has one) or a score change.
+    Signal {
+        signal: String,
+        at: Timestamp,
+    },
+    Broadcast {
+        id: String,
+        at: Timestamp,
+    },
+}
+
+impl Occurrence {
+    /// Stable across re-planning: never depends on the planning instant.
+    pub fn key_part(&self) -> String {
+        match self {
+            Occurrence::Step { index, .. } => format!("step-{index}"),
+            Occurrence::Signal { signal, .. } => signal.clone(),
+            Occurrence::Broadcast { id, .. } => format!("broadcast:{id}"),
+        }
+    }
+
+    pub fn at(&self) -> Timestamp {
+        match self {
+            Occurrence::Step {
+                enrolled_at: at, ..
+            }
+            | Occurrence::Signal { at, .. }
+            | Occurrence::Broadcast { at, .. } => *at,
+        }
+    }
+}
+
+/// One send to make.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Planned {
+    pub contact: String,
+    /// The contact's owner: call tasks go to them.
+    pub owner: Option<String>,
+    pub followup: String,
+    pub kind: FollowUpKind,
+    pub occurrence: Occurrence,
+    pub channel: String,
+    pub template: String,
+    pub priority: u32,
+    pub due: Timestamp,
+    /// Triggers with `within`: the action must be done by then.
+    pub deadline: Option<Timestamp>,
+    /// When this occurrence was first planned: deferrals count from there.
+    pub first_planned: Timestamp,
+    pub idem_key: String,
+}
+
+impl Planned {
+    /// The outbox row to insert for this follow-up.
+    pub fn to_new_send(&self) -> NewSend {
+        NewSend {
+            idem_key: self.idem_key.clone(),
+            contact: self.contact.clone(),
+            followup: self.followup.clone(),
+            kind: self.kind,
+            priority: i32::try_from(self.priority).unwrap_or(i32::MAX),
+            channel: self.channel.clone(),
+            due_at: self.due,
+            payload: serde_json::json!({
+                "template": self.template,
+                "owner": self.owner,
+                "occurrence": self.occurrence,
+                "deadline": self.deadline,
+            }),
+        }
+    }
+}
+
+fn rfc3339(t: Timestamp) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// The follow-ups of one contact that are due by `now` plus the arbitration
+/// window and were not planned before (by key in `view.state`). Call
+/// follow-ups are left out once the call history says stopped or lost.
+pub fn plan(
+    followups: &CompiledFollowups,
+    view: &ContactView<'_>,
+    broadcasts: &[Broadcast],
+    now: Timestamp,
+) -> Vec<Planned> {
+    let subject = Subject::new(view.contact, view.company, view.events, now);
+    let horizon = now + followups.arbitration.window.0;
+    let priorities = followups.priorities;
+    let calls_open = followups.calls.status(view.events).allows_calls();
+    let mut out: Vec<Planned> = Vec::new();
+    let push = |out: &mut Vec<Planned>, mut p: Planned| {
+        if !calls_open && followups.call_channels.contains(&p.channel) {
+            return;
+        }
+        if view.state.planned.contains_key(&p.idem_key)
+            || out.iter().any(|o| o.idem_key == p.idem_key)
+        {
+            return;
+        }
+        p.first_planned = now;
+        out.push(p);
+    };
+    let make = |followup: &str, kind, occurrence: Occurrence, channel: &str, template: &str| {
+        let idem_key = idempotency_key(&view.contact.id, followup, &occurrence.key_part());
+        Planned {
+            contact: view.contact.id.clone(),
+            owner: view.contact.owner.clone(),
+            followup: followup.to_string(),
+            kind,
+            occurrence,
+            channel: channel.to_string(),
+            template: template.to_string(),
+            priority: priorities.of(kind),
+            due: now,
+            deadline: None,
+            first_planned: now,
+            idem_key,
+        }
+    };
+    let in_bands = |bands: &[String]| {
+        bands.is_empty() || view.band.is_some_and(|b| bands.iter().any(|x| x == b))
+    };
+
+    // Systematic nurture.
+    for n in &followups.nurture {
+        if !n.segment.eval(&subject, None) {
+            continue;
+        }
+        let exits = n.exit.as_ref().is_some_and(|c| c.eval(&subject, None))
+            || view
+                .band
+                .is_some_and(|b| n.exit_bands.iter().any(|x| x == b));
+        if exits {
+            continue;
+        }
+        let enrolled_at = match view.state.earliest(&n.name) {
+            Some(at) => at,
+            None => {
+                let enters =
+                    n.enrol.as_ref().is_none_or(|c| c.eval(&subject, None)) && in_bands(&n.bands);
+                if !enters {
+                    continue;
+                }
+                now
+            }
+        };
+        let mut previous = enrolled_at;
+        for (index, step) in n.steps.iter().enumerate() {
+            let base = match step.from {
+                StepFrom::Enrolment => enrolled_at,
+                StepFrom::Previous => previous,
+            };
+            let occurrence = Occurrence::Step { index, enrolled_at };
+            let mut p = make(
+                &n.name,
+                FollowUpKind::Systematic,
+                occurrence,
+                &step.channel,
+                &step.template,
+            );
+            // A step planned before keeps its due instant.
+            p.due = view
+                .state
+                .planned
+                .get(&p.idem_key)
+                .map_or(base + step.after.0, |past| past.due);
+            previous = p.due;
+            if p.due > horizon {
+                break;
+            }
+            p.priority = step.priority.or(n.priority).unwrap_or(p.priority);
+            push(&mut out, p);
+        }
+    }
+
+    // A company's business signals are kept on the company, not as the
+    // contact's events: triggers see them as `business_signal` events with
+    // `props.kind`, keyed by company, kind and instant.
+    let company_signals: Vec<Event> = view
+        .company
+        .map(|c| {
+            c.signals
+                .iter()
+                .map(|s| {
+                    let mut props = s.props.clone();
+                    props.insert("kind".into(), s.kind.clone().into());
+                    Event {
+                        id: Some(format!("{}:{}:{}", c.id, s.kind, rfc3339(s.at))),
+                        contact: view.contact.id.clone(),
+                        kind: crate::model::event_types::BUSINESS_SIGNAL.into(),
+                        at: s.at,
+                        channel: None,
+                        props,
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+
+    // Opportunistic triggers.
+    for t in &followups.triggers {
+        if t.segment.as_ref().is_some_and(|c| !c.eval(&subject, None)) {
+            continue;
+        }
+        let recent = |at: Timestamp| at <= now && at > now - t.lookback;
+        let mut signals: Vec<(String, Timestamp)> = match &t.on {
+            TriggerOn::Event { types, when } => view
+                .events
+                .iter()
+                .chain(&company_signals)
+                .filter(|e| recent(e.at) && types.contains(&e.kind))
+                .filter(|e| when.as_ref().is_none_or(|c| c.eval(&subject, Some(e))))
+                .map(|e| {
+                    let signal = match &e.id {
+                        Some(id) => format!("event:{id}"),
+                        None => format!("event:{}:{}", e.kind, rfc3339(e.at)),
+                    };
+                    (signal, e.at)
+                })
+                .collect(),
+            TriggerOn::Change { on, to_band } => view
+                .changes
+                .iter()
+                .filter(|c| recent(c.at) && on.matches(c.kind))
+                .filter(|c| to_band.as_ref().is_none_or(|b| *b == c.to_band))
+                .map(|c| {
+                    (
+                        format!("change:{}:{}", c.kind.as_str(), rfc3339(c.at)),
+                        c.at,
+                    )
+                })
+                .collect(),
+        };
+        signals.sort_by_key(|(_, at)| *at);
+        let mut fired: Vec<Timestamp> = view.state.instants(&t.name, t.kind).collect();
+        for (signal, at) in signals {
+            let cooling = fired.iter().any(|f| (at - *f).abs() < t.cooldown);
+            let mut p = make(
+                &t.name,
+                t.kind,
+                Occurrence::Signal { signal, at },
+                &t.action.channel,
+                &t.action.template,
+            );
+            if cooling || view.state.planned.contains_key(&p.idem_key) {
+                continue;
+            }
+            p.due = at;
+            p.deadline = t.action.within.map(|d| at + d.0);
+            p.priority = t.priority.unwrap_or(p.priority);
+            fired.push(at);
+            push(&mut out, p);
+        }
+    }
+
+    // Event-driven broadcasts: whatever the temperature.
+    for b in broadcasts {
+        if b.start > horizon || now >= b.end || !b.segment.eval(&subject, None) {
+            continue;
+        }
+        let key_probe = idempotency_key(&view.contact.id, &b.name, &format!("broadcast:{}", b.id));
+        let at = view.state.planned.get(&key_probe).map_or(now, |p| p.at);
+        let mut p = make(
+            &b.name,
+            FollowUpKind::Event,
+            Occurrence::Broadcast {
+                id: b.id.clone(),
+                at,
+            },
+            &b.channel,
+            &b.template,
+        );
+        p.due = b.start.max(now);
+        p.priority = b.priority.unwrap_or(p.priority);
+        push(&mut out, p);
+    }
+    out
+}
