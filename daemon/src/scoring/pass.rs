@@ -54,11 +54,13 @@ pub fn rules_fingerprint(config: &Config) -> String {
 pub fn rescore(config: &Config, now: Timestamp, force_full: bool) -> Result<PassReport, PassError> {
     let model = ScoringModel::compile(&config.scoring)?;
     let detector = ChangeDetector::new(&config.scoring.changes);
+    let write_turn = std::sync::Mutex::new(());
     let shared = Shared {
         config,
         model: &model,
         detector: &detector,
         now,
+        write_turn: &write_turn,
     };
     let mut writer = shared.open(WRITE_CACHE_MB)?;
     let fingerprint = rules_fingerprint(config);
@@ -161,6 +163,9 @@ struct Shared<'a> {
     model: &'a ScoringModel,
     detector: &'a ChangeDetector,
     now: Timestamp,
+    /// Workers take turns to write: waiting here wakes at once, whereas
+    /// SQLite's busy handler sleeps in coarse steps.
+    write_turn: &'a std::sync::Mutex<()>,
 }
 
 impl Shared<'_> {
@@ -180,6 +185,7 @@ impl Shared<'_> {
             writes: Vec::new(),
             report: PassReport::default(),
             companies: HashMap::new(),
+            write_turn: self.write_turn,
         }
     }
 
@@ -192,14 +198,7 @@ impl Shared<'_> {
                 continue;
             };
             let company = pass.company(&store, contact.company.as_deref())?;
-            pass.score(
-                &store,
-                *key,
-                &contact,
-                company.as_deref(),
-                &events,
-                previous,
-            )?;
+            pass.score(*key, &contact, company.as_deref(), &events, previous)?;
             pass.flush(&mut store)?;
         }
         pass.finish(&mut store)?;
@@ -213,14 +212,7 @@ impl Shared<'_> {
         let mut pass = self.pass();
         reader.scan_for_rescore(range, &mut |key, contact, events, previous| {
             let company = pass.company(&writer, contact.company.as_deref())?;
-            pass.score(
-                &writer,
-                key,
-                &contact,
-                company.as_deref(),
-                &events,
-                previous,
-            )?;
+            pass.score(key, &contact, company.as_deref(), &events, previous)?;
             pass.flush(&mut writer)
         })?;
         pass.finish(&mut writer)?;
@@ -235,6 +227,7 @@ struct Pass<'a> {
     writes: Vec<ScoreWrite>,
     report: PassReport,
     companies: HashMap<String, Option<Arc<Company>>>,
+    write_turn: &'a std::sync::Mutex<()>,
 }
 
 impl Pass<'_> {
@@ -255,7 +248,6 @@ impl Pass<'_> {
 
     fn score(
         &mut self,
-        store: &SqliteStore,
         key: i64,
         contact: &Contact,
         company: Option<&Company>,
@@ -267,7 +259,7 @@ impl Pass<'_> {
         let (snapshot, changes) = match &previous {
             None => (true, Vec::new()),
             Some(p) if p.score == card.score.0 && *p.band == *card.band => (false, Vec::new()),
-            Some(p) => (true, self.changes(store, p, &card)?),
+            Some(p) => (true, self.changes(p, &card)),
         };
         let unchanged = previous
             .as_ref()
@@ -277,8 +269,24 @@ impl Pass<'_> {
         }
         self.report.changes += changes.len();
         if !unchanged {
+            // The snapshots of the jump window travel with the score.
+            let since = self.now - self.detector.window();
+            let mut recent: Vec<(Timestamp, i64)> = previous
+                .as_ref()
+                .map(|p| {
+                    p.recent
+                        .iter()
+                        .copied()
+                        .filter(|(at, _)| *at >= since)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if snapshot {
+                recent.push((self.now, card.score.0));
+            }
             self.writes.push(ScoreWrite {
                 key,
+                recent,
                 contact: contact.id.clone(),
                 score: card.score.0,
                 band: card.band.to_string(),
@@ -290,18 +298,13 @@ impl Pass<'_> {
         Ok(())
     }
 
-    fn changes(
-        &self,
-        store: &SqliteStore,
-        previous: &StoredScore,
-        card: &ScoreCard,
-    ) -> Result<Vec<StoredChange>, StoreError> {
-        let history: Vec<ScorePoint> = store
-            .score_history(&card.contact, Some(self.now - self.detector.window()))?
-            .into_iter()
-            .map(|s| ScorePoint {
-                at: s.at,
-                score: Points(s.score),
+    fn changes(&self, previous: &StoredScore, card: &ScoreCard) -> Vec<StoredChange> {
+        let history: Vec<ScorePoint> = previous
+            .recent
+            .iter()
+            .map(|&(at, score)| ScorePoint {
+                at,
+                score: Points(score),
             })
             .collect();
         let before = ScoreCard {
@@ -315,8 +318,7 @@ impl Pass<'_> {
             contributions: Vec::new(),
             next_change_at: None,
         };
-        Ok(self
-            .detector
+        self.detector
             .detect(
                 self.model,
                 &before,
@@ -337,7 +339,7 @@ impl Pass<'_> {
                 to_band: c.to_band,
                 since: c.since,
             })
-            .collect())
+            .collect()
     }
 
     fn flush(&mut self, store: &mut SqliteStore) -> Result<(), StoreError> {
@@ -349,6 +351,10 @@ impl Pass<'_> {
 
     fn finish(&mut self, store: &mut SqliteStore) -> Result<(), StoreError> {
         if !self.writes.is_empty() {
+            let _turn = self
+                .write_turn
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             store.save_scores(&self.writes, self.now, &[])?;
             self.writes.clear();
         }

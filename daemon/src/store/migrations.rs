@@ -56,7 +56,7 @@ CREATE TABLE events (
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX events_by_seq ON events(seq);
 
--- Each contact's current card; `next_change_at` is when time alone may
+-- Each contact's current score; `next_change_at` is when time alone may
 -- change it, so a pass finds the contacts to rescore through an index.
 CREATE TABLE scores (
     contact        INTEGER PRIMARY KEY REFERENCES contacts(rowid) ON DELETE CASCADE,
@@ -64,7 +64,9 @@ CREATE TABLE scores (
     band           TEXT NOT NULL,
     next_change_at INTEGER,
     scored_at      INTEGER NOT NULL,
-    card           TEXT NOT NULL
+    -- [[at, score], …]: the snapshots of the jump window, so that a pass
+    -- detects jumps without reading the history.
+    recent         TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX scores_next_change ON scores(next_change_at) WHERE next_change_at IS NOT NULL;
 

@@ -217,6 +217,9 @@ pub struct StoredScore {
     pub band: String,
     pub next_change_at: Option<Timestamp>,
     pub scored_at: Timestamp,
+    /// Score snapshots of the recent past (the jump window), oldest first.
+    #[serde(skip)]
+    pub recent: Vec<(Timestamp, i64)>,
 }
 
 /// One point of a contact's score history.
@@ -253,6 +256,8 @@ pub struct ScoreWrite {
     pub next_change_at: Option<Timestamp>,
     /// Score or band differ from the stored ones: add a snapshot.
     pub snapshot: bool,
+    /// The recent snapshots to keep with the score (see [`StoredScore::recent`]).
+    pub recent: Vec<(Timestamp, i64)>,
     pub changes: Vec<StoredChange>,
 }
 
@@ -285,6 +290,12 @@ pub trait ScoreStore: Send {
     fn score_history(
         &self,
         id: &str,
+        since: Option<Timestamp>,
+    ) -> Result<Vec<Snapshot>, StoreError>;
+    /// The same, by internal key.
+    fn score_history_at(
+        &self,
+        key: i64,
         since: Option<Timestamp>,
     ) -> Result<Vec<Snapshot>, StoreError>;
     /// Writes a batch in one transaction, with the pass's bookkeeping.

@@ -13,7 +13,24 @@ type ScoreRow = (
     Option<String>,
     Option<i64>,
     Option<i64>,
+    Option<String>,
 );
+
+/// `[[at, score], …]` as stored.
+fn decode_recent(text: Option<&str>) -> Result<Vec<(Timestamp, i64)>, StoreError> {
+    let Some(text) = text else {
+        return Ok(Vec::new());
+    };
+    let raw: Vec<(i64, i64)> = super::sqlite::decode(text)?;
+    raw.into_iter()
+        .map(|(at, score)| Ok((from_micros(at)?, score)))
+        .collect()
+}
+
+fn encode_recent(recent: &[(Timestamp, i64)]) -> Result<String, StoreError> {
+    let raw: Vec<(i64, i64)> = recent.iter().map(|(at, s)| (to_micros(*at), *s)).collect();
+    super::sqlite::encode(&raw)
+}
 
 impl ScoreStore for SqliteStore {
     fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
@@ -49,14 +66,21 @@ impl ScoreStore for SqliteStore {
         let row: Option<ScoreRow> = self
             .conn
             .prepare_cached(
-                "SELECT c.record, s.score, s.band, s.next_change_at, s.scored_at
+                "SELECT c.record, s.score, s.band, s.next_change_at, s.scored_at, s.recent
                  FROM contacts c LEFT JOIN scores s ON s.contact = c.rowid WHERE c.rowid = ?1",
             )?
             .query_row([key], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
             })
             .optional()?;
-        let Some((record, score, band, next, scored_at)) = row else {
+        let Some((record, score, band, next, scored_at, recent)) = row else {
             return Ok(None);
         };
         let contact: Contact = super::sqlite::decode(&record)?;
@@ -67,6 +91,7 @@ impl ScoreStore for SqliteStore {
                 band,
                 next_change_at: next.map(from_micros).transpose()?,
                 scored_at: from_micros(at)?,
+                recent: decode_recent(recent.as_deref())?,
             }),
             _ => None,
         };
@@ -99,21 +124,24 @@ impl ScoreStore for SqliteStore {
     }
 
     fn stored_score(&self, id: &str) -> Result<Option<StoredScore>, StoreError> {
-        let row: Option<(i64, String, Option<i64>, i64)> = self
+        let row: Option<(i64, String, Option<i64>, i64, String)> = self
             .conn
             .prepare_cached(
-                "SELECT s.score, s.band, s.next_change_at, s.scored_at FROM scores s
+                "SELECT s.score, s.band, s.next_change_at, s.scored_at, s.recent FROM scores s
                  JOIN contacts c ON c.rowid = s.contact WHERE c.id = ?1",
             )?
-            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .query_row([id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
             .optional()?;
-        row.map(|(score, band, next, at)| {
+        row.map(|(score, band, next, at, recent)| {
             Ok(StoredScore {
                 contact: id.to_string(),
                 score,
                 band,
                 next_change_at: next.map(from_micros).transpose()?,
                 scored_at: from_micros(at)?,
+                recent: decode_recent(Some(&recent))?,
             })
         })
         .transpose()
@@ -124,11 +152,26 @@ impl ScoreStore for SqliteStore {
         id: &str,
         since: Option<Timestamp>,
     ) -> Result<Vec<Snapshot>, StoreError> {
+        let key: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT rowid FROM contacts WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?;
+        match key {
+            Some(key) => self.score_history_at(key, since),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn score_history_at(
+        &self,
+        key: i64,
+        since: Option<Timestamp>,
+    ) -> Result<Vec<Snapshot>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT s.at, s.score, s.band FROM score_snapshots s JOIN contacts c ON c.rowid = s.contact
-             WHERE c.id = ?1 AND s.at >= ?2 ORDER BY s.at, s.seq",
+            "SELECT at, score, band FROM score_snapshots WHERE contact = ?1 AND at >= ?2 ORDER BY at, seq",
         )?;
-        let mut q = stmt.query(params![id, since.map_or(i64::MIN, to_micros)])?;
+        let mut q = stmt.query(params![key, since.map_or(i64::MIN, to_micros)])?;
         let mut out = Vec::new();
         while let Some(r) = q.next()? {
             out.push(Snapshot {
@@ -153,12 +196,20 @@ impl ScoreStore for SqliteStore {
                 // Through `contacts`, so a contact erased meanwhile writes nothing.
                 let n = tx
                     .prepare_cached(
-                        "INSERT INTO scores (contact, score, band, next_change_at, scored_at, card)
-                         SELECT rowid, ?2, ?3, ?4, ?5, '{}' FROM contacts WHERE rowid = ?1
+                        "INSERT INTO scores (contact, score, band, next_change_at, scored_at, recent)
+                         SELECT rowid, ?2, ?3, ?4, ?5, ?6 FROM contacts WHERE rowid = ?1
                          ON CONFLICT(contact) DO UPDATE SET score = excluded.score, band = excluded.band,
-                           next_change_at = excluded.next_change_at, scored_at = excluded.scored_at",
+                           next_change_at = excluded.next_change_at, scored_at = excluded.scored_at,
+                           recent = excluded.recent",
                     )?
-                    .execute(params![rowid, w.score, w.band, w.next_change_at.map(to_micros), now_us])?;
+                    .execute(params![
+                        rowid,
+                        w.score,
+                        w.band,
+                        w.next_change_at.map(to_micros),
+                        now_us,
+                        encode_recent(&w.recent)?
+                    ])?;
                 if n == 0 {
                     continue;
                 }
@@ -235,7 +286,7 @@ impl ScoreStore for SqliteStore {
         f: &mut dyn FnMut(i64, Contact, Vec<Event>, Option<StoredScore>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         self.merge_scan(
-            "SELECT c.rowid, c.record, s.score, s.band, s.next_change_at, s.scored_at
+            "SELECT c.rowid, c.record, s.score, s.band, s.next_change_at, s.scored_at, s.recent
              FROM contacts c LEFT JOIN scores s ON s.contact = c.rowid
              WHERE c.rowid >= ?1 AND c.rowid < ?2 ORDER BY c.rowid",
             range,
@@ -251,6 +302,11 @@ impl ScoreStore for SqliteStore {
                             .map(from_micros)
                             .transpose()?,
                         scored_at: from_micros(row.get(5)?)?,
+                        recent: decode_recent(
+                            row.get_ref(6)?
+                                .as_str_or_null()
+                                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        )?,
                     }),
                 };
                 f(row.get(0)?, contact, events, previous)
