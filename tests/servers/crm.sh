@@ -55,6 +55,10 @@ for pidfile in "$STATE/gunicorn.pid" "$STATE/gunicorn-broker-down.pid"; do
     kill "$(cat "$pidfile")"; sleep 1
   fi
 done
+# A CRM left on our ports by another checkout would answer in our place.
+for p in "$PORT" "$((PORT + 1))"; do
+  pkill -f "crm.wsgi:application --bind 127.0.0.1:$p " 2>/dev/null && sleep 1 || true
+done
 TOKEN=$("$VENV/bin/python" "$ROOT/tests/servers/crm_bootstrap.py" 2>>"$STATE/bootstrap.log" | tail -1)
 serve() { # port pidname
   "$VENV/bin/gunicorn" crm.wsgi:application --bind "127.0.0.1:$1" --workers 2 \
