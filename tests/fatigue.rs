@@ -21,6 +21,14 @@ fn plus(s: &str, d: chrono::Duration) -> String {
     (at(s) + d).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// The guard's decision, as JSON, for a follow-up proposed at `now`.
+fn guard(env: &Env, now: &str, id: &str, channel: &str, kind: &str) -> Value {
+    env.json_at(
+        now,
+        &["guard", id, "--channel", channel, "--kind", kind, "--json"],
+    )
+}
+
 fn fatigue(v: &Value) -> f64 {
     v["fatigue"].as_f64().expect("fatigue")
 }
@@ -88,18 +96,7 @@ fn at_21_a_systematic_email_waits_for_20_and_an_opportunistic_call_passes() {
         ))
     );
 
-    let email = env.json_at(
-        T0,
-        &[
-            "guard",
-            "z21",
-            "--channel",
-            "email",
-            "--kind",
-            "systematic",
-            "--json",
-        ],
-    );
+    let email = guard(&env, T0, "z21", "email", "systematic");
     assert_eq!(email["decision"], "defer");
     // Fatigue reaches 20 one day later; `reduce` starts from 20 (≥), so the
     // email passes the second after.
@@ -112,35 +109,13 @@ fn at_21_a_systematic_email_waits_for_20_and_an_opportunistic_call_passes() {
             .iter()
             .any(|r| r["rule"] == "fatigue")
     );
-    let later = env.json_at(
-        &until,
-        &[
-            "guard",
-            "z21",
-            "--channel",
-            "email",
-            "--kind",
-            "systematic",
-            "--json",
-        ],
-    );
+    let later = guard(&env, &until, "z21", "email", "systematic");
     assert_eq!(
         later["decision"], "allow",
         "allowed exactly at the instant given"
     );
 
-    let call = env.json_at(
-        T0,
-        &[
-            "guard",
-            "z21",
-            "--channel",
-            "phone",
-            "--kind",
-            "opportunistic",
-            "--json",
-        ],
-    );
+    let call = guard(&env, T0, "z21", "phone", "opportunistic");
     assert_eq!(
         (call["decision"].as_str(), &call["until"]),
         (Some("allow"), &Value::Null)
@@ -155,36 +130,14 @@ fn at_26_both_wait_and_past_the_maximum_deferral_they_are_blocked() {
         fatigue(&env.json_at(T0, &["fatigue", "z26", "--json"])),
         26.0
     );
-    let call = env.json_at(
-        T0,
-        &[
-            "guard",
-            "z26",
-            "--channel",
-            "phone",
-            "--kind",
-            "opportunistic",
-            "--json",
-        ],
-    );
+    let call = guard(&env, T0, "z26", "phone", "opportunistic");
     assert_eq!(call["decision"], "defer");
     // `stop` is above 25: the call passes once fatigue is back at 25, Wednesday 10:00.
     assert_eq!(
         at(call["until"].as_str().expect("until")),
         at(&plus(T0, chrono::Duration::days(1)))
     );
-    let email = env.json_at(
-        T0,
-        &[
-            "guard",
-            "z26",
-            "--channel",
-            "email",
-            "--kind",
-            "systematic",
-            "--json",
-        ],
-    );
+    let email = guard(&env, T0, "z26", "email", "systematic");
     assert_eq!(email["decision"], "defer");
     assert_eq!(
         at(email["until"].as_str().expect("until")),
@@ -201,18 +154,7 @@ fn at_26_both_wait_and_past_the_maximum_deferral_they_are_blocked() {
         fatigue(&env.json_at(T0, &["fatigue", "z35", "--json"])),
         35.0
     );
-    let blocked = env.json_at(
-        T0,
-        &[
-            "guard",
-            "z35",
-            "--channel",
-            "email",
-            "--kind",
-            "systematic",
-            "--json",
-        ],
-    );
+    let blocked = guard(&env, T0, "z35", "email", "systematic");
     assert_eq!(blocked["decision"], "block");
     assert!(
         blocked["reasons"]
@@ -231,18 +173,7 @@ fn at_26_both_wait_and_past_the_maximum_deferral_they_are_blocked() {
 fn unsubscribe_blocks_the_channel_at_once_and_sms_needs_consent() {
     let env = Env::new();
     env.import_text("contacts", "u.csv", "id,timezone\nu,Europe/Paris\n");
-    let sms = env.json_at(
-        T0,
-        &[
-            "guard",
-            "u",
-            "--channel",
-            "sms",
-            "--kind",
-            "opportunistic",
-            "--json",
-        ],
-    );
+    let sms = guard(&env, T0, "u", "sms", "opportunistic");
     assert_eq!(
         sms["decision"], "block",
         "SMS is opt-in and u gave no consent"
@@ -254,32 +185,10 @@ fn unsubscribe_blocks_the_channel_at_once_and_sms_needs_consent() {
             .iter()
             .any(|r| r["rule"] == "consent")
     );
-    let email = env.json_at(
-        T0,
-        &[
-            "guard",
-            "u",
-            "--channel",
-            "email",
-            "--kind",
-            "opportunistic",
-            "--json",
-        ],
-    );
+    let email = guard(&env, T0, "u", "email", "opportunistic");
     assert_eq!(email["decision"], "allow");
     env.import_text("events", "unsub.jsonl", &format!("{{\"contact\": \"u\", \"type\": \"unsubscribe\", \"channel\": \"email\", \"at\": \"{}\"}}\n", plus(T0, -chrono::Duration::minutes(1))));
-    let email = env.json_at(
-        T0,
-        &[
-            "guard",
-            "u",
-            "--channel",
-            "email",
-            "--kind",
-            "opportunistic",
-            "--json",
-        ],
-    );
+    let email = guard(&env, T0, "u", "email", "opportunistic");
     assert_eq!(email["decision"], "block");
     assert!(
         email["reasons"]
@@ -288,18 +197,7 @@ fn unsubscribe_blocks_the_channel_at_once_and_sms_needs_consent() {
             .iter()
             .any(|r| r["rule"] == "do_not_contact")
     );
-    let call = env.json_at(
-        T0,
-        &[
-            "guard",
-            "u",
-            "--channel",
-            "phone",
-            "--kind",
-            "opportunistic",
-            "--json",
-        ],
-    );
+    let call = guard(&env, T0, "u", "phone", "opportunistic");
     assert_eq!(call["decision"], "allow", "only email was unsubscribed");
 }
 
