@@ -7,11 +7,8 @@
 
 mod plugins_support;
 
-use plugins_support::{build_plugin, repo, request};
-use relance::config::{ChannelConfig, Duration as CfgDuration};
-use relance::plugins::{
-    Action, DeliverRequest, Delivery, PluginFile, PluginHost, PluginsConfig, ScoreInfo,
-};
+use plugins_support::{repo, request};
+use relance::plugins::{Action, DeliverRequest, Delivery, PluginHost, ScoreInfo};
 use serde_json::{Value, json};
 use std::path::Path;
 
@@ -94,34 +91,11 @@ fn unique(dir: &Path) -> String {
 }
 
 fn host(dir: &Path) -> PluginHost {
-    build_plugin("relance-plugin-crm", "export", dir, "libcrm.so");
-    let mut config = PluginsConfig {
-        dir: dir.to_path_buf(),
-        call_timeout: CfgDuration(chrono::Duration::seconds(150)),
-        ..Default::default()
-    };
-    config.load.insert(
-        "crm".into(),
-        PluginFile {
-            file: "libcrm.so".into(),
-            sha256: None,
-        },
-    );
-    PluginHost::new(config, &dir.join("relance.toml"), [])
+    plugins_support::dynamic_host(dir, "crm", 150)
 }
 
-async fn open(host: &PluginHost, name: &str, settings: Value) {
-    host.open_channel(
-        name,
-        &ChannelConfig {
-            plugin: "crm".into(),
-            event: "call".into(),
-            consent: Default::default(),
-            settings: serde_json::from_value(settings).unwrap(),
-        },
-    )
-    .await
-    .unwrap();
+async fn open(host: &PluginHost, name: &str, settings: serde_json::Value) {
+    plugins_support::open_channel(host, name, "crm", "call", settings).await;
 }
 
 fn settings(c: &Crm) -> Value {

@@ -7,9 +7,8 @@
 
 mod plugins_support;
 
-use plugins_support::{build_plugin, repo, request};
-use relance::config::{ChannelConfig, Duration as CfgDuration};
-use relance::plugins::{Delivery, PluginFile, PluginHost, PluginsConfig};
+use plugins_support::{repo, request};
+use relance::plugins::{Delivery, PluginHost, PluginsConfig};
 use serde_json::json;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -150,35 +149,11 @@ fn certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 }
 
 fn host(dir: &Path) -> PluginHost {
-    build_plugin("relance-plugin-email", "export", dir, "libemail.so");
-    let mut config = PluginsConfig {
-        dir: dir.to_path_buf(),
-        call_timeout: CfgDuration(chrono::Duration::seconds(20)),
-        ..Default::default()
-    };
-    config.load.insert(
-        "email".into(),
-        PluginFile {
-            file: "libemail.so".into(),
-            sha256: None,
-        },
-    );
-    PluginHost::new(config, &dir.join("relance.toml"), [])
+    plugins_support::dynamic_host(dir, "email", 20)
 }
 
 async fn open(host: &PluginHost, name: &str, settings: serde_json::Value) {
-    let settings: toml::Table = serde_json::from_value(settings).unwrap();
-    host.open_channel(
-        name,
-        &ChannelConfig {
-            plugin: "email".into(),
-            event: "email_sent".into(),
-            consent: Default::default(),
-            settings,
-        },
-    )
-    .await
-    .unwrap();
+    plugins_support::open_channel(host, name, "email", "email_sent", settings).await;
 }
 
 fn message(key: &str) -> relance::plugins::DeliverRequest {

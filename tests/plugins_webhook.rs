@@ -6,13 +6,15 @@
 
 mod plugins_support;
 
+use std::path::Path;
+
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use plugins_support::{build_plugin, repo, request};
-use relance::config::{ChannelConfig, Duration as CfgDuration};
-use relance::plugins::{Delivery, PluginFile, PluginHost, PluginsConfig};
+use plugins_support::{repo, request};
+use relance::config::ChannelConfig;
+use relance::plugins::{Delivery, PluginHost};
 use serde_json::json;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -89,36 +91,12 @@ impl Receiver {
     }
 }
 
-fn host(dir: &std::path::Path) -> PluginHost {
-    build_plugin("relance-plugin-webhook", "export", dir, "libwebhook.so");
-    let mut config = PluginsConfig {
-        dir: dir.to_path_buf(),
-        call_timeout: CfgDuration(chrono::Duration::seconds(10)),
-        ..Default::default()
-    };
-    config.load.insert(
-        "webhook".into(),
-        PluginFile {
-            file: "libwebhook.so".into(),
-            sha256: None,
-        },
-    );
-    PluginHost::new(config, &dir.join("relance.toml"), [])
+fn host(dir: &Path) -> PluginHost {
+    plugins_support::dynamic_host(dir, "webhook", 10)
 }
 
 async fn open(host: &PluginHost, name: &str, settings: serde_json::Value) {
-    let settings: toml::Table = serde_json::from_value(settings).unwrap();
-    host.open_channel(
-        name,
-        &ChannelConfig {
-            plugin: "webhook".into(),
-            event: "sms_sent".into(),
-            consent: Default::default(),
-            settings,
-        },
-    )
-    .await
-    .unwrap();
+    plugins_support::open_channel(host, name, "webhook", "sms_sent", settings).await;
 }
 
 fn loopback_settings(url: String) -> serde_json::Value {

@@ -70,3 +70,50 @@ pub fn request(key: &str, vars: serde_json::Value) -> DeliverRequest {
         vars: vars.as_object().cloned().unwrap_or_default(),
     }
 }
+
+/// A host that loads plugin `plugin` (crate `relance-plugin-PLUGIN`) as a
+/// shared library from `dir`, the way a third-party plugin is loaded.
+pub fn dynamic_host(
+    dir: &Path,
+    plugin: &str,
+    call_timeout_secs: i64,
+) -> relance::plugins::PluginHost {
+    use relance::config::Duration;
+    use relance::plugins::{PluginFile, PluginHost, PluginsConfig};
+    let file = format!("lib{plugin}.so");
+    build_plugin(&format!("relance-plugin-{plugin}"), "export", dir, &file);
+    let mut config = PluginsConfig {
+        dir: dir.to_path_buf(),
+        call_timeout: Duration(chrono::Duration::seconds(call_timeout_secs)),
+        ..Default::default()
+    };
+    config.load.insert(
+        plugin.into(),
+        PluginFile {
+            file: file.into(),
+            sha256: None,
+        },
+    );
+    PluginHost::new(config, &dir.join("relance.toml"), [])
+}
+
+/// Opens channel `name` on `plugin`, recording `event` when it delivers.
+pub async fn open_channel(
+    host: &relance::plugins::PluginHost,
+    name: &str,
+    plugin: &str,
+    event: &str,
+    settings: serde_json::Value,
+) {
+    host.open_channel(
+        name,
+        &relance::config::ChannelConfig {
+            plugin: plugin.into(),
+            event: event.into(),
+            consent: Default::default(),
+            settings: serde_json::from_value(settings).expect("settings are a table"),
+        },
+    )
+    .await
+    .expect("channel opens");
+}

@@ -52,6 +52,18 @@ pub struct SettingDoc {
     pub doc: String,
 }
 
+impl SettingDoc {
+    /// One documented setting, as a plugin's `describe` lists them.
+    pub fn new(name: &str, required: bool, secret: bool, doc: &str) -> Self {
+        Self {
+            name: name.into(),
+            required,
+            secret,
+            doc: doc.into(),
+        }
+    }
+}
+
 /// A request from the host.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Request {

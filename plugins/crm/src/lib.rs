@@ -75,12 +75,7 @@ fn marker(key: &str) -> String {
 
 impl Plugin for Crm {
     fn manifest() -> Manifest {
-        let doc = |name: &str, required, secret, doc: &str| SettingDoc {
-            name: name.into(),
-            required,
-            secret,
-            doc: doc.into(),
-        };
+        let doc = SettingDoc::new;
         Manifest {
             name: "crm".into(),
             version: env!("CARGO_PKG_VERSION").into(),

@@ -155,12 +155,7 @@ impl<const N: usize> Header for Raw<N> {
 }
 
 fn settings_doc() -> Vec<SettingDoc> {
-    let doc = |name: &str, required, secret, doc: &str| SettingDoc {
-        name: name.into(),
-        required,
-        secret,
-        doc: doc.into(),
-    };
+    let doc = SettingDoc::new;
     vec![
         doc("transport", false, false, "`smtp` (default) or `file`"),
         doc("host", false, false, "SMTP server (required for smtp)"),

@@ -62,12 +62,7 @@ pub struct Webhook {
 }
 
 fn settings_doc() -> Vec<SettingDoc> {
-    let doc = |name: &str, required, secret, doc: &str| SettingDoc {
-        name: name.into(),
-        required,
-        secret,
-        doc: doc.into(),
-    };
+    let doc = SettingDoc::new;
     vec![
         doc("url", true, false, "http(s) endpoint receiving the POSTs"),
         doc("secret", true, true, "`whsec_` + base64 signing secret"),
