@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod condition;
 pub mod config;
+pub mod daemon;
 pub mod fatigue;
 pub mod followups;
 pub mod ingest;

@@ -5,10 +5,12 @@
 
 mod check;
 mod contacts;
+mod daemon;
 mod fatigue;
 mod import;
 mod outbox;
 mod output;
+mod plan;
 mod scoring;
 
 use anyhow::Context;
@@ -138,6 +140,36 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The daemon: schedules, planning and dispatch until SIGTERM; SIGHUP
+    /// reloads the configuration.
+    Run {
+        /// One scheduler pass (the jobs due at --now), dispatch what is due, exit.
+        #[arg(long)]
+        once: bool,
+        #[arg(long, requires = "once")]
+        json: bool,
+    },
+    /// A dry run of what is due at --now: follow-up, kind, channel and the
+    /// guard's decision with its reasons. Sends nothing, writes nothing.
+    Plan {
+        /// Only this contact.
+        #[arg(long)]
+        contact: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Broadcasts of our own news (trade show, release) to a segment.
+    Broadcast {
+        #[command(subcommand)]
+        action: plan::Broadcast,
+    },
+    /// The schedules, their last tick and next one, and the recent job runs.
+    Schedules {
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn parse_kind(s: &str) -> Result<relance::model::FollowUpKind, String> {
@@ -245,6 +277,10 @@ fn run(cli: &Cli, clock: &Clock) -> Result<u8, Failure> {
             limit,
             json,
         } => outbox::run(&config, status.as_deref(), *limit, *json),
+        Command::Run { once, json } => daemon::run(config, clock, *once, *json),
+        Command::Plan { contact, json } => plan::plan(&config, clock, contact.as_deref(), *json),
+        Command::Broadcast { action } => plan::broadcast(&config, clock, action),
+        Command::Schedules { limit, json } => daemon::schedules(&config, clock, *limit, *json),
     }
 }
 

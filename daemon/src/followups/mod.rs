@@ -12,6 +12,7 @@
 pub mod arbitrate;
 pub mod calls;
 pub mod config;
+pub mod pass;
 pub mod plan;
 
 pub use arbitrate::{Arbitrated, Arbitration, ArbitrationError, DropReason, Outcome, arbitrate};
@@ -21,7 +22,8 @@ pub use config::{
     FollowupsError, NurtureConfig, StepConfig, StepFrom, TriggerConfig,
 };
 pub use plan::{
-    Broadcast, BroadcastSpec, ContactView, Occurrence, PastPlan, PlanState, Planned, plan,
+    Broadcast, BroadcastSpec, ContactView, Occurrence, PastPlan, PlanState, Planned, leaving,
+    next_wake, plan,
 };
 
 #[cfg(test)]

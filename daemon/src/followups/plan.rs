@@ -141,7 +141,7 @@ pub struct ContactView<'a> {
 }
 
 /// Which occurrence of a follow-up a send is: its part of the outbox key.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
 pub enum Occurrence {
     /// A nurture step, by index in the sequence.
@@ -427,4 +427,80 @@ pub fn plan(
         push(&mut out, p);
     }
     out
+}
+
+/// The nurture sequences `view`'s contact was enrolled in and has left (out
+/// of the segment, exit condition met, or an exit band): their pending
+/// steps are dropped.
+pub fn leaving<'f>(
+    followups: &'f CompiledFollowups,
+    view: &ContactView<'_>,
+    now: Timestamp,
+) -> Vec<&'f str> {
+    let subject = Subject::new(view.contact, view.company, view.events, now);
+    followups
+        .nurture
+        .iter()
+        .filter(|n| view.state.earliest(&n.name).is_some())
+        .filter(|n| {
+            !n.segment.eval(&subject, None)
+                || n.exit.as_ref().is_some_and(|c| c.eval(&subject, None))
+                || view
+                    .band
+                    .is_some_and(|b| n.exit_bands.iter().any(|x| x == b))
+        })
+        .map(|n| n.name.as_str())
+        .collect()
+}
+
+/// When this contact must be planned again although nothing happens to it:
+/// the next nurture step or broadcast that falls inside the arbitration
+/// window later on. `view.state` must include what was just planned. New
+/// events and score changes wake the contact anyway.
+pub fn next_wake(
+    followups: &CompiledFollowups,
+    view: &ContactView<'_>,
+    broadcasts: &[Broadcast],
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let window = followups.arbitration.window.0;
+    let horizon = now + window;
+    let subject = Subject::new(view.contact, view.company, view.events, now);
+    let mut wake: Option<Timestamp> = None;
+    let mut consider = |due: Timestamp| {
+        if due > horizon {
+            let at = due - window;
+            wake = Some(wake.map_or(at, |w: Timestamp| w.min(at)));
+        }
+    };
+    for n in &followups.nurture {
+        let Some(enrolled_at) = view.state.earliest(&n.name) else {
+            continue;
+        };
+        let mut previous = enrolled_at;
+        for (index, step) in n.steps.iter().enumerate() {
+            let base = match step.from {
+                StepFrom::Enrolment => enrolled_at,
+                StepFrom::Previous => previous,
+            };
+            let key = idempotency_key(
+                &view.contact.id,
+                &n.name,
+                &Occurrence::Step { index, enrolled_at }.key_part(),
+            );
+            match view.state.planned.get(&key) {
+                Some(past) => previous = past.due,
+                None => {
+                    consider(base + step.after.0);
+                    break;
+                }
+            }
+        }
+    }
+    for b in broadcasts {
+        if b.start > horizon && b.segment.eval(&subject, None) {
+            consider(b.start);
+        }
+    }
+    wake
 }

@@ -14,6 +14,9 @@ pub struct OutboxConfig {
     pub backoff_max: Duration,
     /// Rows claimed per dispatch round.
     pub batch: u32,
+    /// On shutdown, how long in-flight sends may take before their claims
+    /// are released for the next start.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for OutboxConfig {
@@ -24,6 +27,7 @@ impl Default for OutboxConfig {
             backoff_base: Duration(chrono::Duration::seconds(30)),
             backoff_max: Duration(chrono::Duration::hours(6)),
             batch: 500,
+            shutdown_grace: Duration(chrono::Duration::seconds(30)),
         }
     }
 }
@@ -44,6 +48,9 @@ impl Validate for OutboxConfig {
                 at.key("backoff_max"),
                 "must not be shorter than backoff_base",
             );
+        }
+        if self.shutdown_grace.seconds() < 0 {
+            issues.push(at.key("shutdown_grace"), "must not be negative");
         }
         if self.batch == 0 {
             issues.push(at.key("batch"), "must be at least 1");

@@ -7,6 +7,7 @@
 //! the same idempotency key, so the receiver can de-duplicate.
 
 mod config;
+pub mod dispatch;
 
 pub use config::OutboxConfig;
 

@@ -45,6 +45,21 @@ impl ChangeKind {
     }
 }
 
+impl std::str::FromStr for ChangeKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            ChangeKind::BandUp,
+            ChangeKind::BandDown,
+            ChangeKind::JumpUp,
+            ChangeKind::JumpDown,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| format!("unknown score change `{s}`"))
+    }
+}
+
 /// One change, as a plain record for the planner and the history.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ScoreChange {

@@ -178,4 +178,21 @@ CREATE TABLE job_runs (
 );
 CREATE INDEX job_runs_by_schedule ON job_runs(schedule, tick);
 "#,
+    // 2: the planner's bookkeeping and broadcasts.
+    r#"
+-- When a contact must be planned again although nothing happens to it (its
+-- next nurture step or broadcast comes within the arbitration window).
+CREATE TABLE plan_wake (
+    contact     INTEGER PRIMARY KEY REFERENCES contacts(rowid) ON DELETE CASCADE,
+    at          INTEGER NOT NULL
+);
+CREATE INDEX plan_wake_by_at ON plan_wake(at);
+
+-- Broadcasts of our own news, created at run time (CLI, API).
+CREATE TABLE broadcasts (
+    id          TEXT PRIMARY KEY,
+    spec        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+"#,
 ];

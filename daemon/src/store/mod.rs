@@ -5,10 +5,12 @@
 mod migrations;
 mod sqlite;
 mod sqlite_outbox;
+mod sqlite_plan;
 mod sqlite_scores;
 
 pub use sqlite::SqliteStore;
 
+use crate::followups::BroadcastSpec;
 use crate::ingest::{Incoming, Patch};
 use crate::model::{Company, Contact, Deal, Event, Timestamp};
 use crate::outbox::{NewSend, Row, Settlement, State};
@@ -88,9 +90,9 @@ pub struct Counts {
 /// Everything relance persists, by concept. Batches are written in one
 /// transaction each; an item rejected inside a batch writes nothing and does
 /// not stop the others.
-pub trait Store: Records + ScoreStore + OutboxStore + ScheduleStore {}
+pub trait Store: Records + ScoreStore + OutboxStore + ScheduleStore + PlanStore {}
 
-impl<T: Records + ScoreStore + OutboxStore + ScheduleStore> Store for T {}
+impl<T: Records + ScoreStore + OutboxStore + ScheduleStore + PlanStore> Store for T {}
 
 /// Contacts, companies, deals and events.
 pub trait Records: Send {
@@ -160,9 +162,22 @@ pub trait OutboxStore: Send {
         how: &Settlement,
         now: Timestamp,
     ) -> Result<bool, StoreError>;
+    /// Several settlements (row, how, instant) in one transaction.
+    fn settle_many(
+        &mut self,
+        owner: &str,
+        batch: &[(i64, Settlement, Timestamp)],
+    ) -> Result<Vec<bool>, StoreError>;
     /// Rows, optionally in one state, oldest due first.
     fn outbox_rows(&self, state: Option<State>, limit: u32) -> Result<Vec<Row>, StoreError>;
     fn outbox_depth(&self) -> Result<BTreeMap<State, u64>, StoreError>;
+    /// The earliest instant a pending row may be claimed: the dispatcher
+    /// sleeps until then.
+    fn next_due(&self) -> Result<Option<Timestamp>, StoreError>;
+    /// Gives back the rows `owner` claimed (shutdown after the grace): due
+    /// again at `now`, reservations released. A send that may have left is
+    /// sent again with the same idempotency key.
+    fn release_claims(&mut self, owner: &str, now: Timestamp) -> Result<u64, StoreError>;
 }
 
 /// Stored schedule ticks and leases (see [`crate::scheduler`]).
@@ -362,4 +377,80 @@ pub struct LoggedDecision {
     pub decision: String,
     pub until: Option<Timestamp>,
     pub reasons: serde_json::Value,
+}
+
+/// What planning one contact needs.
+#[derive(Clone, Debug)]
+pub struct PlanInput {
+    /// The contact's internal key.
+    pub key: i64,
+    pub contact: Contact,
+    pub company: Option<Company>,
+    /// Events and in-flight reservations, oldest first: what the guard weighs.
+    pub events: Vec<Event>,
+    pub score: Option<StoredScore>,
+    /// Score changes from the instant asked for on.
+    pub changes: Vec<StoredChange>,
+    /// Every outbox row of the contact: what earlier passes planned.
+    pub rows: Vec<Row>,
+}
+
+/// A new outbox row with the arbitration's verdict on it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlanRow {
+    pub send: NewSend,
+    /// `planned`, `deferred`, `dropped` or `blocked`.
+    pub state: State,
+    /// When the follow-up was first planned: maximum deferral counts from here.
+    pub first_due: Timestamp,
+    /// `allow`, `defer`, `drop` or `block`, logged with the reasons.
+    pub decision: &'static str,
+    pub reasons: serde_json::Value,
+}
+
+/// What a planning pass writes for one contact.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlanWrite {
+    pub key: i64,
+    pub rows: Vec<PlanRow>,
+    /// Pending rows to drop (their nurture was left), with the reason.
+    pub drops: Vec<(i64, String)>,
+    pub wake: Option<Timestamp>,
+}
+
+/// The planner's bookkeeping and the broadcasts (see [`crate::followups`]).
+pub trait PlanStore: Send {
+    /// Contacts a planning pass at `now` must look at: events after
+    /// `after_event_seq`, score changes after `after_change_seq`, or a wake
+    /// instant reached. Internal keys, ascending.
+    fn plan_candidates(
+        &self,
+        now: Timestamp,
+        after_event_seq: i64,
+        after_change_seq: i64,
+    ) -> Result<Vec<i64>, StoreError>;
+    /// Every contact's internal key, ascending.
+    fn contact_keys(&self) -> Result<Vec<i64>, StoreError>;
+    fn contact_key(&self, id: &str) -> Result<Option<i64>, StoreError>;
+    fn last_change_seq(&self) -> Result<i64, StoreError>;
+    fn plan_input(
+        &self,
+        key: i64,
+        changes_since: Timestamp,
+    ) -> Result<Option<PlanInput>, StoreError>;
+    /// Writes a batch in one transaction: new rows (a key already present is
+    /// left as it is), drops, wake instants, decisions and `meta`.
+    fn save_plan(
+        &mut self,
+        batch: &[PlanWrite],
+        now: Timestamp,
+        meta: &[(&str, String)],
+    ) -> Result<(), StoreError>;
+    /// Stores a broadcast; false when its id exists (nothing changes).
+    fn create_broadcast(
+        &mut self,
+        spec: &BroadcastSpec,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+    fn broadcasts(&self) -> Result<Vec<BroadcastSpec>, StoreError>;
 }

@@ -10,10 +10,10 @@ use crate::outbox::{NewSend, Row, Settlement, State};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeMap;
 
-const ROW_COLUMNS: &str = "o.seq, o.idem_key, c.id, o.followup, o.kind, o.priority, o.channel, o.state, \
+pub(super) const ROW_COLUMNS: &str = "o.seq, o.idem_key, c.id, o.followup, o.kind, o.priority, o.channel, o.state, \
      o.due_at, o.first_due, o.attempts, o.lease_until, o.payload, o.last_error, o.updated_at";
 
-fn read_row(r: &rusqlite::Row<'_>) -> Result<Row, StoreError> {
+pub(super) fn read_row(r: &rusqlite::Row<'_>) -> Result<Row, StoreError> {
     let kind: String = r.get(4)?;
     let state: String = r.get(7)?;
     Ok(Row {
@@ -77,7 +77,7 @@ impl OutboxStore for SqliteStore {
                 .prepare_cached(
                     "SELECT seq FROM outbox
                      WHERE state IN ('planned', 'deferred', 'retrying', 'claimed') AND due_at <= ?1
-                     ORDER BY due_at, seq LIMIT ?2",
+                     ORDER BY due_at, priority DESC, seq LIMIT ?2",
                 )?
                 .query_map(params![to_micros(now), limit], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
@@ -173,37 +173,19 @@ impl OutboxStore for SqliteStore {
         how: &Settlement,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let (state, due, error) = match how {
-            Settlement::Sent => (State::Sent, None, None),
-            Settlement::Retry { at, error } => {
-                (State::Retrying, Some(to_micros(*at)), Some(error.as_str()))
-            }
-            Settlement::Dead { error } => (State::Dead, None, Some(error.as_str())),
-        };
+        self.write(|tx| settle_one(tx, seq, owner, how, now))
+    }
+
+    fn settle_many(
+        &mut self,
+        owner: &str,
+        batch: &[(i64, Settlement, Timestamp)],
+    ) -> Result<Vec<bool>, StoreError> {
         self.write(|tx| {
-            let n = tx
-                .prepare_cached(
-                    "UPDATE outbox SET state = ?3, due_at = coalesce(?4, due_at), last_error = ?5,
-                       lease_owner = NULL, lease_until = NULL, updated_at = ?6
-                     WHERE seq = ?1 AND state = 'claimed' AND lease_owner = ?2",
-                )?
-                .execute(params![
-                    seq,
-                    owner,
-                    state.as_str(),
-                    due,
-                    error,
-                    to_micros(now)
-                ])?;
-            if n == 0 {
-                return Ok(false);
-            }
-            if matches!(how, Settlement::Sent) {
-                deliver_reservation(tx, seq, now)?;
-            }
-            tx.prepare_cached("DELETE FROM fatigue_ledger WHERE outbox = ?1")?
-                .execute([seq])?;
-            Ok(true)
+            batch
+                .iter()
+                .map(|(seq, how, at)| settle_one(tx, *seq, owner, how, *at))
+                .collect()
         })
     }
 
@@ -218,6 +200,35 @@ impl OutboxStore for SqliteStore {
             out.push(read_row(r)?);
         }
         Ok(out)
+    }
+
+    fn release_claims(&mut self, owner: &str, now: Timestamp) -> Result<u64, StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "DELETE FROM fatigue_ledger WHERE outbox IN
+                   (SELECT seq FROM outbox WHERE state = 'claimed' AND lease_owner = ?1)",
+            )?
+            .execute([owner])?;
+            let n = tx
+                .prepare_cached(
+                    "UPDATE outbox SET state = 'retrying', due_at = ?2, lease_owner = NULL,
+                       lease_until = NULL, last_error = 'released at shutdown', updated_at = ?2
+                     WHERE state = 'claimed' AND lease_owner = ?1",
+                )?
+                .execute(params![owner, to_micros(now)])?;
+            Ok(n as u64)
+        })
+    }
+
+    fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        let at: Option<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT min(due_at) FROM outbox
+                 WHERE state IN ('planned', 'deferred', 'retrying', 'claimed')",
+            )?
+            .query_row([], |r| r.get(0))?;
+        at.map(from_micros).transpose()
     }
 
     fn outbox_depth(&self) -> Result<BTreeMap<State, u64>, StoreError> {
@@ -237,6 +248,45 @@ impl OutboxStore for SqliteStore {
     }
 }
 
+fn settle_one(
+    tx: &Connection,
+    seq: i64,
+    owner: &str,
+    how: &Settlement,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let (state, due, error) = match how {
+        Settlement::Sent => (State::Sent, None, None),
+        Settlement::Retry { at, error } => {
+            (State::Retrying, Some(to_micros(*at)), Some(error.as_str()))
+        }
+        Settlement::Dead { error } => (State::Dead, None, Some(error.as_str())),
+    };
+    let n = tx
+        .prepare_cached(
+            "UPDATE outbox SET state = ?3, due_at = coalesce(?4, due_at), last_error = ?5,
+               lease_owner = NULL, lease_until = NULL, updated_at = ?6
+             WHERE seq = ?1 AND state = 'claimed' AND lease_owner = ?2",
+        )?
+        .execute(params![
+            seq,
+            owner,
+            state.as_str(),
+            due,
+            error,
+            to_micros(now)
+        ])?;
+    if n == 0 {
+        return Ok(false);
+    }
+    if matches!(how, Settlement::Sent) {
+        deliver_reservation(tx, seq, now)?;
+    }
+    tx.prepare_cached("DELETE FROM fatigue_ledger WHERE outbox = ?1")?
+        .execute([seq])?;
+    Ok(true)
+}
+
 fn read_one(conn: &Connection, seq: i64) -> Result<Option<Row>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {ROW_COLUMNS} FROM outbox o JOIN contacts c ON c.rowid = o.contact WHERE o.seq = ?1"
@@ -246,7 +296,10 @@ fn read_one(conn: &Connection, seq: i64) -> Result<Option<Row>, StoreError> {
 }
 
 /// The contact, its events and its in-flight reservations, oldest first.
-fn guard_input(conn: &Connection, id: &str) -> Result<Option<(Contact, Vec<Event>)>, StoreError> {
+pub(super) fn guard_input(
+    conn: &Connection,
+    id: &str,
+) -> Result<Option<(Contact, Vec<Event>)>, StoreError> {
     let Some((rowid, record)): Option<(i64, String)> = conn
         .prepare_cached("SELECT rowid, record FROM contacts WHERE id = ?1")?
         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))

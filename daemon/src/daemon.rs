@@ -1,0 +1,315 @@
+//! `relance run`: the long-running process. Three tasks share one
+//! configuration (a watch channel, replaced on SIGHUP when the new file is
+//! valid): the scheduler runs the cron jobs (rescore, plan, dispatch); the
+//! dispatcher delivers due outbox rows and sleeps until the next due
+//! instant, woken early when a plan pass queued work; the main task waits
+//! for signals. SIGTERM / SIGINT stop all three; sends in flight finish
+//! within `[outbox] shutdown_grace`, else their claims are released.
+
+use crate::clock::Clock;
+use crate::config::{Config, ConfigErrors, Job};
+use crate::followups;
+use crate::model::Timestamp;
+use crate::outbox::dispatch::{DispatchError, Dispatcher, RoundReport};
+use crate::plugins::{HostError, PluginHost, builtin_tables};
+use crate::scheduler::runner::{self, JobError, Jobs, SchedulerOptions};
+use crate::scoring;
+use crate::shutdown::{Coordinator, Shutdown};
+use crate::store::{OutboxStore, SqliteStore, StoreError};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+
+/// Longest sleep of the dispatcher, so that a changed clock is noticed.
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+/// Pause after a failed dispatch round.
+const ERROR_PAUSE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Channel(#[from] HostError),
+    #[error(transparent)]
+    Dispatch(#[from] DispatchError),
+    #[error("job failed: {0}")]
+    Job(#[from] JobError),
+    #[error("signals: {0}")]
+    Signal(std::io::Error),
+    #[error("a fixed --now only makes sense with --once")]
+    FixedClock,
+    #[error("a task failed: {0}")]
+    Task(String),
+}
+
+/// What `relance run --once` did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct OnceReport {
+    pub jobs: Vec<String>,
+    pub dispatch: RoundReport,
+}
+
+/// The jobs the scheduler runs, on a blocking thread.
+struct DaemonJobs {
+    dispatcher: Arc<Dispatcher>,
+    runtime: tokio::runtime::Handle,
+    clock: Clock,
+    dispatch_wake: Arc<Notify>,
+}
+
+impl Jobs for DaemonJobs {
+    /// Jobs work at the clock's now, not at their tick: a catch-up run of a
+    /// missed tick plans what is due today.
+    fn run(&self, job: Job, _tick: Timestamp, config: &Config) -> Result<String, JobError> {
+        let now = self.clock.now();
+        match job {
+            Job::Rescore => scoring::pass::rescore(config, now, false)
+                .map(|r| format!("rescored {} contacts, {} changed", r.examined, r.changed))
+                .map_err(|e| JobError(e.to_string())),
+            Job::Plan => {
+                // Fresh scores first, so band crossings fire their triggers now.
+                scoring::pass::rescore(config, now, false).map_err(|e| JobError(e.to_string()))?;
+                let mut store =
+                    SqliteStore::from_config(config).map_err(|e| JobError(e.to_string()))?;
+                let report = followups::pass::run(config, &mut store, now, false)
+                    .map_err(|e| JobError(e.to_string()))?;
+                self.dispatch_wake.notify_one();
+                Ok(report.to_string())
+            }
+            Job::Dispatch => {
+                let clock = self.clock.clone();
+                self.runtime
+                    .block_on(
+                        self.dispatcher
+                            .drain(Arc::new(config.clone()), now, move || clock.now()),
+                    )
+                    .map(|r| r.to_string())
+                    .map_err(|e| JobError(e.to_string()))
+            }
+        }
+    }
+}
+
+/// The daemon's parts, built from the configuration.
+struct Parts {
+    host: Arc<PluginHost>,
+    dispatcher: Arc<Dispatcher>,
+    jobs: Arc<DaemonJobs>,
+    owner: String,
+}
+
+async fn build(config: &Config, clock: &Clock) -> Result<Parts, DaemonError> {
+    let host = Arc::new(PluginHost::new(
+        config.plugins.clone(),
+        &config.file,
+        builtin_tables(),
+    ));
+    for (name, channel) in &config.channels {
+        host.open_channel(name, channel).await?;
+    }
+    let owner = format!("relance-{}", std::process::id());
+    let dispatcher = Arc::new(Dispatcher::new(
+        SqliteStore::from_config(config)?,
+        host.clone(),
+        owner.clone(),
+    ));
+    let jobs = Arc::new(DaemonJobs {
+        dispatcher: dispatcher.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        clock: clock.clone(),
+        dispatch_wake: Arc::new(Notify::new()),
+    });
+    Ok(Parts {
+        host,
+        dispatcher,
+        jobs,
+        owner,
+    })
+}
+
+/// One scheduler pass (the jobs due at the clock's now), then every
+/// outbox row due by then is dispatched.
+pub async fn once(config: Config, clock: Clock) -> Result<OnceReport, DaemonError> {
+    let parts = build(&config, &clock).await?;
+    let options = SchedulerOptions {
+        owner: parts.owner.clone(),
+        ..SchedulerOptions::default()
+    };
+    let config = Arc::new(config);
+    let (cfg, jobs, clk) = (config.clone(), parts.jobs.clone(), clock.clone());
+    tokio::task::spawn_blocking(move || -> Result<(), DaemonError> {
+        let mut store = SqliteStore::from_config(&cfg)?;
+        runner::pass(&mut store, &cfg, jobs.as_ref(), &clk, &options)?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| DaemonError::Task(e.to_string()))??;
+    let now = clock.now();
+    let clk = clock.clone();
+    let dispatch = parts
+        .dispatcher
+        .drain(config.clone(), now, move || clk.now())
+        .await?;
+    let store = SqliteStore::from_config(&config)?;
+    let jobs = crate::store::ScheduleStore::job_runs(&store, None, 1000)?
+        .into_iter()
+        .filter(|r| r.owner == parts.owner)
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r.schedule,
+                r.tick.to_rfc3339(),
+                r.outcome.unwrap_or_default()
+            )
+        })
+        .collect();
+    Ok(OnceReport { jobs, dispatch })
+}
+
+/// Runs until SIGTERM or SIGINT.
+pub async fn run(config: Config, clock: Clock) -> Result<(), DaemonError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    if clock.is_fixed() {
+        return Err(DaemonError::FixedClock);
+    }
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
+
+    let parts = build(&config, &clock).await?;
+    let file = config.file.clone();
+    let (config_tx, config_rx) = watch::channel(Arc::new(config));
+    let coordinator = Coordinator::default();
+    let options = SchedulerOptions {
+        owner: parts.owner.clone(),
+        ..SchedulerOptions::default()
+    };
+    tokio::spawn(runner::run(
+        config_rx.clone(),
+        parts.jobs.clone(),
+        clock.clone(),
+        options,
+        coordinator.listener(),
+    ));
+    tokio::spawn(dispatch_loop(
+        parts.dispatcher.clone(),
+        config_rx.clone(),
+        clock.clone(),
+        parts.jobs.dispatch_wake.clone(),
+        coordinator.listener(),
+    ));
+    tracing::info!(owner = %parts.owner, "relance running");
+
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => reload(&file, &config_tx, &parts.host).await,
+        }
+    }
+    let grace = config_rx
+        .borrow()
+        .outbox
+        .shutdown_grace
+        .0
+        .to_std()
+        .unwrap_or_default();
+    tracing::info!(?grace, "shutting down");
+    if !coordinator.shutdown(grace).await {
+        let config = config_rx.borrow().clone();
+        let owner = parts.owner.clone();
+        let now = clock.now();
+        let released = tokio::task::spawn_blocking(move || {
+            SqliteStore::from_config(&config)?.release_claims(&owner, now)
+        })
+        .await
+        .map_err(|e| DaemonError::Task(e.to_string()))??;
+        tracing::warn!(
+            released,
+            "sends still in flight after the grace; claims released"
+        );
+    }
+    tracing::info!("relance stopped");
+    Ok(())
+}
+
+/// SIGHUP: a valid new configuration replaces the running one; an invalid
+/// one is logged and changes nothing.
+async fn reload(file: &Path, config_tx: &watch::Sender<Arc<Config>>, host: &PluginHost) {
+    let new = match Config::load(file) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "configuration reload refused; keeping the running one");
+            return;
+        }
+    };
+    let old = config_tx.borrow().clone();
+    if new.store_path() != old.store_path() {
+        tracing::warn!("the store path changed: it takes effect at the next start");
+    }
+    for (name, channel) in &new.channels {
+        let same = old
+            .channels
+            .get(name)
+            .is_some_and(|c| serde_json::to_value(c).ok() == serde_json::to_value(channel).ok());
+        if !same && let Err(e) = host.open_channel(name, channel).await {
+            tracing::error!(channel = %name, error = %e, "configuration reload refused; keeping the running one");
+            return;
+        }
+    }
+    config_tx.send_replace(Arc::new(new));
+    tracing::info!(file = %file.display(), "configuration reloaded");
+}
+
+/// Delivers what is due, then sleeps until the next due instant.
+async fn dispatch_loop(
+    dispatcher: Arc<Dispatcher>,
+    config: watch::Receiver<Arc<Config>>,
+    clock: Clock,
+    wake: Arc<Notify>,
+    mut shutdown: Shutdown,
+) {
+    while !shutdown.is_shutdown() {
+        let current = config.borrow().clone();
+        let now = clock.now();
+        let clk = clock.clone();
+        let sleep = match dispatcher
+            .round(current.clone(), now, move || clk.now())
+            .await
+        {
+            Ok(r) if r.claimed >= u64::from(current.outbox.batch) => Duration::ZERO,
+            Ok(r) => {
+                if r.claimed > 0 {
+                    tracing::info!(%r, "dispatch round");
+                }
+                match dispatcher.next_due().await {
+                    Ok(Some(next)) => (next - clock.now())
+                        .to_std()
+                        .unwrap_or(Duration::from_millis(10))
+                        .min(MAX_SLEEP),
+                    Ok(None) => MAX_SLEEP,
+                    Err(e) => {
+                        tracing::error!(error = %e, "outbox unreadable");
+                        ERROR_PAUSE
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "dispatch round failed; retrying");
+                ERROR_PAUSE
+            }
+        };
+        if sleep.is_zero() {
+            continue;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(sleep) => {}
+            () = wake.notified() => {}
+            () = shutdown.recv() => {}
+        }
+    }
+}

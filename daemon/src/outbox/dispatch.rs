@@ -1,0 +1,326 @@
+//! Dispatch: claims due outbox rows under the fatigue guard, delivers them
+//! through the plugin host and settles each attempt. A crash between the
+//! claim and the settlement leaves the row claimed; when its lease expires
+//! it is claimed again and sent with the same idempotency key.
+
+use super::{Attempt, Row, Settlement};
+use crate::config::Config;
+use crate::fatigue::Guard;
+use crate::fatigue::admit::admit;
+use crate::model::{Company, Contact, Timestamp};
+use crate::plugins::{DeliverRequest, Delivery, DeliveryError, PluginHost};
+use crate::store::{OutboxStore, Records, ScoreStore, SqliteStore, StoreError};
+use relance_plugin_api::message::{self, Action};
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::task::JoinSet;
+
+/// Deliveries in flight at once per round.
+const IN_FLIGHT: usize = 64;
+/// Settlements written per transaction.
+const SETTLE_EVERY: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("fatigue guard: {0}")]
+    Guard(String),
+    #[error("a store task failed: {0}")]
+    Task(String),
+}
+
+/// What one round did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RoundReport {
+    pub claimed: u64,
+    pub sent: u64,
+    pub retrying: u64,
+    pub dead: u64,
+    /// Settlements refused because the lease had passed to another process.
+    pub lost_lease: u64,
+}
+
+impl RoundReport {
+    fn add(&mut self, other: &RoundReport) {
+        self.claimed += other.claimed;
+        self.sent += other.sent;
+        self.retrying += other.retrying;
+        self.dead += other.dead;
+        self.lost_lease += other.lost_lease;
+    }
+}
+
+impl std::fmt::Display for RoundReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} claimed, {} sent, {} to retry, {} dead",
+            self.claimed, self.sent, self.retrying, self.dead
+        )
+    }
+}
+
+/// Everything a delivery needs besides the row.
+struct Prepared {
+    row: Row,
+    request: DeliverRequest,
+}
+
+/// Delivers due outbox rows. One per process; `owner` names it in leases.
+#[derive(Debug)]
+pub struct Dispatcher {
+    store: Arc<Mutex<SqliteStore>>,
+    host: Arc<PluginHost>,
+    owner: String,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Dispatcher {
+    pub fn new(store: SqliteStore, host: Arc<PluginHost>, owner: String) -> Self {
+        Self {
+            store: Arc::new(Mutex::new(store)),
+            host,
+            owner,
+        }
+    }
+
+    /// Runs blocking store work off the async threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut SqliteStore) -> Result<T, DispatchError> + Send + 'static,
+    ) -> Result<T, DispatchError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&mut lock(&store)))
+            .await
+            .map_err(|e| DispatchError::Task(e.to_string()))?
+    }
+
+    /// The earliest instant a pending row becomes due.
+    pub async fn next_due(&self) -> Result<Option<Timestamp>, DispatchError> {
+        self.blocking(|s| Ok(s.next_due()?)).await
+    }
+
+    /// Claims what is due at `now` (at most `[outbox] batch` rows), delivers
+    /// it and settles every attempt. `now_fn` gives the instant of each
+    /// settlement.
+    pub async fn round(
+        &self,
+        config: Arc<Config>,
+        now: Timestamp,
+        now_fn: impl Fn() -> Timestamp + Send + Sync + 'static,
+    ) -> Result<RoundReport, DispatchError> {
+        let guard = Guard::from_config(&config).map_err(|e| DispatchError::Guard(e.to_string()))?;
+        let owner = self.owner.clone();
+        let cfg = config.clone();
+        let prepared = self
+            .blocking(move |store| {
+                let lease_until = now + cfg.outbox.lease.0;
+                let rows = store.claim_due(
+                    now,
+                    lease_until,
+                    cfg.outbox.batch,
+                    &owner,
+                    &mut |row, contact, weighs| admit(&guard, &cfg, row, contact, weighs, now),
+                )?;
+                rows.into_iter()
+                    .map(|row| prepare(store, &cfg, row, now))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        let mut report = RoundReport {
+            claimed: prepared.len() as u64,
+            ..RoundReport::default()
+        };
+        let now_fn = Arc::new(now_fn);
+        let mut in_flight = JoinSet::new();
+        let mut done = Vec::with_capacity(SETTLE_EVERY);
+        let mut rows = prepared.into_iter();
+        loop {
+            while in_flight.len() < IN_FLIGHT
+                && let Some(p) = rows.next()
+            {
+                let host = self.host.clone();
+                let now_fn = now_fn.clone();
+                in_flight.spawn(async move {
+                    let outcome = host.deliver(&p.row.channel, p.request).await;
+                    (p.row, attempt_of(outcome), now_fn())
+                });
+            }
+            let Some(finished) = in_flight.join_next().await else {
+                break;
+            };
+            done.push(finished.map_err(|e| DispatchError::Task(e.to_string()))?);
+            // Settled in small groups as they finish: a crash re-sends only
+            // what was delivered since the last group.
+            if done.len() >= SETTLE_EVERY || in_flight.is_empty() {
+                let group = std::mem::take(&mut done);
+                report.add(&self.settle(config.clone(), group).await?);
+            }
+        }
+        Ok(report)
+    }
+
+    async fn settle(
+        &self,
+        config: Arc<Config>,
+        group: Vec<(Row, Attempt, Timestamp)>,
+    ) -> Result<RoundReport, DispatchError> {
+        let owner = self.owner.clone();
+        self.blocking(move |store| {
+            let settlements: Vec<(i64, Settlement, Timestamp)> = group
+                .iter()
+                .map(|(row, attempt, at)| {
+                    let how = config
+                        .outbox
+                        .settle(&row.idem_key, row.attempts, attempt.clone(), *at);
+                    (row.seq, how, *at)
+                })
+                .collect();
+            let applied = store.settle_many(&owner, &settlements)?;
+            let mut r = RoundReport::default();
+            for (((row, _, _), (_, how, _)), ok) in group.iter().zip(&settlements).zip(applied) {
+                if !ok {
+                    tracing::warn!(key = %row.idem_key, "lease lost before settlement");
+                    r.lost_lease += 1;
+                    continue;
+                }
+                match how {
+                    Settlement::Sent => r.sent += 1,
+                    Settlement::Retry { error, at } => {
+                        tracing::warn!(key = %row.idem_key, channel = %row.channel, %error, retry_at = %at, "delivery to retry");
+                        r.retrying += 1;
+                    }
+                    Settlement::Dead { error } => {
+                        tracing::error!(key = %row.idem_key, channel = %row.channel, %error, "delivery dead");
+                        r.dead += 1;
+                    }
+                }
+            }
+            Ok(r)
+        })
+        .await
+    }
+
+    /// Rounds until nothing more is due at `now`.
+    pub async fn drain(
+        &self,
+        config: Arc<Config>,
+        now: Timestamp,
+        now_fn: impl Fn() -> Timestamp + Clone + Send + Sync + 'static,
+    ) -> Result<RoundReport, DispatchError> {
+        let mut total = RoundReport::default();
+        loop {
+            let r = self.round(config.clone(), now, now_fn.clone()).await?;
+            total.add(&r);
+            if r.claimed < u64::from(config.outbox.batch) {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+fn attempt_of(outcome: Result<Delivery, DeliveryError>) -> Attempt {
+    let secs = |d: std::time::Duration| chrono::Duration::seconds(d.as_secs() as i64);
+    match outcome {
+        Ok(Delivery::Ok { .. }) => Attempt::Delivered,
+        Ok(Delivery::Retryable {
+            retry_after,
+            reason,
+        }) => Attempt::Retryable {
+            error: reason,
+            retry_after: retry_after.map(secs),
+        },
+        Ok(Delivery::Permanent { reason, .. }) => Attempt::Permanent { error: reason },
+        Err(e) if e.is_transient() => Attempt::Retryable {
+            retry_after: e.retry_after().map(secs),
+            error: e.to_string(),
+        },
+        Err(e) => Attempt::Permanent {
+            error: e.to_string(),
+        },
+    }
+}
+
+/// Builds the plugin request of a claimed row.
+fn prepare(
+    store: &SqliteStore,
+    config: &Config,
+    row: Row,
+    now: Timestamp,
+) -> Result<Prepared, DispatchError> {
+    let contact = store.contact(&row.contact)?.unwrap_or_else(|| Contact {
+        id: row.contact.clone(),
+        ..Contact::default()
+    });
+    let company = match &contact.company {
+        Some(c) => store.company(c)?,
+        None => None,
+    };
+    let score = store.stored_score(&row.contact)?;
+    let template_name = row
+        .payload
+        .get("template")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string);
+    let message = template_name
+        .as_ref()
+        .and_then(|name| config.templates.get(name).map(|t| (name, t)))
+        .map(|(name, t)| message::Message {
+            template: Some(name.clone()),
+            subject: t.subject.clone(),
+            text: t.text.clone(),
+            html: t.html.clone(),
+        })
+        .unwrap_or_default();
+    let call_task = config.followups.calls.channels.contains(&row.channel);
+    let mut vars = serde_json::Map::new();
+    vars.insert("followup".into(), row.followup.clone().into());
+    vars.insert("kind".into(), row.kind.as_str().into());
+    for key in ["owner", "deadline", "occurrence"] {
+        if let Some(v) = row.payload.get(key).filter(|v| !v.is_null()) {
+            vars.insert(key.into(), v.clone());
+        }
+    }
+    let request = DeliverRequest {
+        idempotency_key: row.idem_key.clone(),
+        now,
+        attempt: row.attempts.max(1),
+        channel: row.channel.clone(),
+        action: if call_task {
+            Action::CallTask
+        } else {
+            Action::Message
+        },
+        contact: plugin_contact(&contact, company.as_ref()),
+        message,
+        score: score.map(|s| message::ScoreInfo {
+            score: s.score as f64 / 100.0,
+            band: s.band,
+        }),
+        vars,
+    };
+    Ok(Prepared { row, request })
+}
+
+fn plugin_contact(c: &Contact, company: Option<&Company>) -> message::Contact {
+    let map =
+        |a: &crate::model::Attributes| a.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    message::Contact {
+        id: c.id.clone(),
+        email: c.email.clone(),
+        phone: c.phone.clone(),
+        first_name: c.first_name.clone(),
+        last_name: c.last_name.clone(),
+        owner: c.owner.clone(),
+        status: Some(c.status.as_str().to_string()),
+        company: company.map(|co| message::Company {
+            id: co.id.clone(),
+            name: co.name.clone(),
+            attributes: map(&co.attributes),
+        }),
+        attributes: map(&c.attributes),
+    }
+}
