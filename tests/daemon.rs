@@ -444,3 +444,195 @@ fn two_daemons_never_run_the_same_tick_twice() {
     assert_eq!(runs.len(), 12, "{runs:?}");
     assert_eq!(distinct.len(), 12, "a tick ran twice: {runs:?}");
 }
+
+/// Seed 004: a prospect at fatigue 12 is due a sales call (pricing page
+/// visit), a seminar invitation and the monthly nurture email on one day.
+/// Ranked call > invitation > nurture, each charge counted before the next
+/// decision: the call takes it to 17, the invitation to 20, where only
+/// event-driven and opportunistic follow-ups pass: the nurture email waits.
+fn seminar_day(env: &Env) {
+    env.import_text(
+        "contacts",
+        "c.csv",
+        "id,email,first_name,status,tier,timezone\np,p@example.com,P,prospect,target_1,Europe/Paris\n",
+    );
+    env.import_text(
+        "events",
+        "e.jsonl",
+        concat!(
+            r#"{"contact":"p","type":"sms_sent","at":"2026-11-18T10:00:00Z","channel":"sms"}"#, "\n",
+            r#"{"contact":"p","type":"sms_sent","at":"2026-11-19T10:00:00Z","channel":"sms"}"#, "\n",
+            r#"{"contact":"p","type":"page_visit","at":"2026-11-20T09:00:00Z","props":{"url":"https://x.example/pricing"}}"#, "\n",
+        ),
+    );
+    let out = env.run_at(
+        "2026-11-20T10:00:00Z",
+        &[
+            "broadcast",
+            "create",
+            "--id",
+            "seminar",
+            "--name",
+            "seminar",
+            "--segment",
+            r#"{ field = "status", eq = "prospect" }"#,
+            "--channel",
+            "email",
+            "--template",
+            "nurture_welcome",
+            "--end",
+            "2026-12-01T00:00:00Z",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Nurture enrols cold and warm prospects: the plan reads stored bands.
+    let out = env.run_at("2026-11-20T10:00:00Z", &["rescore"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn the_seminar_day_is_arbitrated_call_first_and_the_newsletter_waits() {
+    let env = Env::new();
+    seminar_day(&env);
+    let plan = env.json_at("2026-11-20T10:00:00Z", &["plan", "--json"]);
+    let lines = plan.as_array().unwrap();
+    let got: Vec<(&str, &str, &str, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["followup"].as_str().unwrap(),
+                l["kind"].as_str().unwrap(),
+                l["channel"].as_str().unwrap(),
+                l["decision"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("pricing_visit_call", "opportunistic", "phone", "allow"),
+            ("seminar", "event", "email", "allow"),
+            ("prospects_target_1_2", "systematic", "email", "defer"),
+        ]
+    );
+    let fatigue: Vec<f64> = lines
+        .iter()
+        .map(|l| l["reasons"][0]["fatigue"].as_f64().unwrap())
+        .collect();
+    assert_eq!(fatigue, [12.0, 17.0, 20.0]);
+    let newsletter = &lines[2];
+    assert_eq!(newsletter["reasons"][0]["level"], "reduce");
+    assert_eq!(newsletter["reasons"][1]["rule"], "cap");
+    assert_eq!(newsletter["until"], "2026-11-25T10:00:00Z");
+    // A dry run writes nothing.
+    assert_eq!(outbox(&env).len(), 0);
+}
+
+/// The shipped rules with every channel sent to a loopback webhook receiver.
+fn shipped_to_loopback(env: &Env, port: u16) {
+    let settings = format!(
+        "plugin = \"webhook\"\nsettings = {{ url = \"http://127.0.0.1:{port}/hook\", secret = \"{SECRET}\", allow_networks = [\"127.0.0.0/8\"] }}"
+    );
+    let text = std::fs::read_to_string(common::repo().join("config/relance.toml"))
+        .unwrap()
+        .replace("plugin = \"email\"", &settings)
+        .replace(
+            "plugin = \"webhook\"\nevent = \"sms_sent\"",
+            &format!("{settings}\nevent = \"sms_sent\""),
+        )
+        .replace("plugin = \"crm\"", &settings);
+    env.write("relance.toml", &text);
+}
+
+#[test]
+fn a_plan_pass_writes_the_arbitration_and_dispatch_sends_what_passed() {
+    let (received, port, _rt) = receiver();
+    let env = Env::new();
+    shipped_to_loopback(&env, port);
+    seminar_day(&env);
+    // The shipped schedules have not ticked for this store yet: the first
+    // pass only records them. The plan job then runs at its next tick.
+    once(&env, "2026-11-20T10:00:00Z");
+    env.write(
+        "relance.toml",
+        &(std::fs::read_to_string(env.path("relance.toml")).unwrap()
+            + "\n[schedules.react]\njob = \"plan\"\ncron = \"*/5 * * * *\"\n"),
+    );
+    once(&env, "2026-11-20T10:00:00Z");
+    once(&env, "2026-11-20T10:05:00Z");
+    let rows = outbox(&env);
+    let states: BTreeMap<&str, (&str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["followup"].as_str().unwrap(),
+                (r["state"].as_str().unwrap(), r["due_at"].as_str().unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(states["pricing_visit_call"].0, "sent");
+    assert_eq!(states["seminar"].0, "sent");
+    assert_eq!(
+        states["prospects_target_1_2"],
+        ("deferred", "2026-11-25T10:00:00Z")
+    );
+    let got = received.0.lock().unwrap().clone();
+    assert_eq!(got.len(), 2, "{got:?}");
+    // Planning again changes nothing: rows are keyed.
+    once(&env, "2026-11-20T10:10:00Z");
+    assert_eq!(outbox(&env).len(), 3);
+    assert_eq!(received.0.lock().unwrap().len(), 2);
+}
+
+#[test]
+fn a_booked_meeting_takes_the_prospect_out_of_nurture_and_stopped_ones_get_no_calls() {
+    let env = Env::new();
+    env.import_text(
+        "contacts",
+        "c.csv",
+        "id,email,status,tier,timezone\nwon,w@example.com,prospect,target_1,Europe/Paris\nstopped,s@example.com,prospect,target_1,Europe/Paris\nopen,o@example.com,prospect,target_1,Europe/Paris\n",
+    );
+    let mut events = String::new();
+    events.push_str(
+        r#"{"contact":"won","type":"call","at":"2026-11-10T10:00:00Z","props":{"outcome":"RDV"}}"#,
+    );
+    events.push('\n');
+    for day in 1..=5 {
+        events.push_str(&format!(
+            r#"{{"contact":"stopped","type":"call","at":"2026-10-{day:02}T10:00:00Z","props":{{"outcome":"NRP"}}}}"#
+        ));
+        events.push('\n');
+    }
+    for who in ["won", "stopped", "open"] {
+        events.push_str(&format!(
+            r#"{{"contact":"{who}","type":"page_visit","at":"2026-11-20T09:00:00Z","props":{{"url":"https://x.example/pricing"}}}}"#
+        ));
+        events.push('\n');
+    }
+    env.import_text("events", "e.jsonl", &events);
+    assert!(env.run_at("2026-11-20T10:00:00Z", &["rescore"]).status.success());
+    let plan = env.json_at("2026-11-20T10:00:00Z", &["plan", "--json"]);
+    let of = |who: &str| -> BTreeSet<String> {
+        plan.as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["contact"] == who)
+            .map(|l| l["followup"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let set = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(
+        of("open"),
+        set(&["pricing_visit_call", "prospects_target_1_2"])
+    );
+    assert_eq!(
+        of("won"),
+        set(&["pricing_visit_call"]),
+        "GAGNÉ: out of nurture, still called"
+    );
+    assert_eq!(
+        of("stopped"),
+        set(&["prospects_target_1_2"]),
+        "ARRÊTÉ: no more calls"
+    );
+}

@@ -2,6 +2,7 @@
 //! Pure: what was planned before comes in as plain data ([`PlanState`]), so
 //! the same inputs always give the same plan and re-planning is safe.
 
+use super::calls::CallStatus;
 use super::config::{CompiledFollowups, FollowupsError, StepFrom, TriggerOn};
 use crate::condition::{Condition, ConditionConfig, Scope, Subject};
 use crate::config::{Issues, KeyPath};
@@ -238,7 +239,10 @@ pub fn plan(
     let subject = Subject::new(view.contact, view.company, view.events, now);
     let horizon = now + followups.arbitration.window.0;
     let priorities = followups.priorities;
-    let calls_open = followups.calls.status(view.events).allows_calls();
+    let calls = followups.calls.status(view.events);
+    let calls_open = calls.allows_calls();
+    // A booked meeting (GAGNÉ) hands the prospect to sales: out of nurture.
+    let won = calls == CallStatus::Won;
     let mut out: Vec<Planned> = Vec::new();
     let push = |out: &mut Vec<Planned>, mut p: Planned| {
         if !calls_open && followups.call_channels.contains(&p.channel) {
@@ -278,7 +282,8 @@ pub fn plan(
         if !n.segment.eval(&subject, None) {
             continue;
         }
-        let exits = n.exit.as_ref().is_some_and(|c| c.eval(&subject, None))
+        let exits = won
+            || n.exit.as_ref().is_some_and(|c| c.eval(&subject, None))
             || view
                 .band
                 .is_some_and(|b| n.exit_bands.iter().any(|x| x == b));
@@ -438,12 +443,13 @@ pub fn leaving<'f>(
     now: Timestamp,
 ) -> Vec<&'f str> {
     let subject = Subject::new(view.contact, view.company, view.events, now);
+    let won = followups.calls.status(view.events) == CallStatus::Won;
     followups
         .nurture
         .iter()
         .filter(|n| view.state.earliest(&n.name).is_some())
         .filter(|n| {
-            !n.segment.eval(&subject, None)
+            won || !n.segment.eval(&subject, None)
                 || n.exit.as_ref().is_some_and(|c| c.eval(&subject, None))
                 || view
                     .band
