@@ -610,7 +610,11 @@ fn a_booked_meeting_takes_the_prospect_out_of_nurture_and_stopped_ones_get_no_ca
         events.push('\n');
     }
     env.import_text("events", "e.jsonl", &events);
-    assert!(env.run_at("2026-11-20T10:00:00Z", &["rescore"]).status.success());
+    assert!(
+        env.run_at("2026-11-20T10:00:00Z", &["rescore"])
+            .status
+            .success()
+    );
     let plan = env.json_at("2026-11-20T10:00:00Z", &["plan", "--json"]);
     let of = |who: &str| -> BTreeSet<String> {
         plan.as_array()

@@ -25,6 +25,7 @@ fn channel(plugin: &str, settings: toml::Table) -> ChannelConfig {
         event: "email_sent".into(),
         consent: Default::default(),
         settings,
+        instances: 1,
     }
 }
 

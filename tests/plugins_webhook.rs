@@ -430,6 +430,7 @@ async fn bad_settings_are_refused_at_start() {
                     event: "sms_sent".into(),
                     consent: Default::default(),
                     settings,
+                    instances: 1,
                 },
             )
             .await

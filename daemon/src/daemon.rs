@@ -256,7 +256,7 @@ async fn reload(file: &Path, config_tx: &watch::Sender<Arc<Config>>, host: &Plug
             .channels
             .get(name)
             .is_some_and(|c| serde_json::to_value(c).ok() == serde_json::to_value(channel).ok());
-        if !same && let Err(e) = host.open_channel(name, channel).await {
+        if !same && let Err(e) = host.reopen_channel(name, channel).await {
             tracing::error!(channel = %name, error = %e, "configuration reload refused; keeping the running one");
             return;
         }

@@ -112,6 +112,7 @@ pub async fn open_channel(
             event: event.into(),
             consent: Default::default(),
             settings: serde_json::from_value(settings).expect("settings are a table"),
+            instances: 1,
         },
     )
     .await

@@ -100,6 +100,13 @@ pub struct ChannelConfig {
     /// Plugin-specific settings, handed to the plugin as JSON.
     #[serde(default)]
     pub settings: toml::Table,
+    /// Plugin instances working side by side (each on its own thread).
+    #[serde(default = "one_instance")]
+    pub instances: u32,
+}
+
+fn one_instance() -> u32 {
+    1
 }
 
 impl Validate for ChannelConfig {
@@ -109,6 +116,9 @@ impl Validate for ChannelConfig {
         }
         if self.event.trim().is_empty() {
             issues.push(at.key("event"), "must name an event type");
+        }
+        if !(1..=64).contains(&self.instances) {
+            issues.push(at.key("instances"), "must be between 1 and 64");
         }
     }
 }

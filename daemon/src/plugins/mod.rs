@@ -175,8 +175,25 @@ pub struct PluginHost {
     dir: PathBuf,
     builtins: HashMap<String, &'static PluginTable>,
     loaded: Mutex<HashMap<String, (Table, Manifest)>>,
-    channels: Mutex<HashMap<String, Arc<Channel>>>,
+    channels: Mutex<HashMap<String, Arc<Pool>>>,
     next_call: AtomicU64,
+}
+
+/// The instances of one channel; calls go round-robin, so a plugin that
+/// works one call at a time (one thread per instance) can still deliver
+/// several follow-ups at once.
+#[derive(Debug)]
+struct Pool {
+    members: Vec<Arc<Channel>>,
+    next: AtomicU64,
+}
+
+impl Pool {
+    fn pick(&self) -> Arc<Channel> {
+        let n = self.members.len().max(1) as u64;
+        let i = (self.next.fetch_add(1, Ordering::Relaxed) % n) as usize;
+        self.members[i].clone()
+    }
 }
 
 #[derive(Debug)]
@@ -266,38 +283,63 @@ impl PluginHost {
                 channel: name.into(),
             });
         }
+        let pool = self.start_pool(name, config).await?;
+        lock(&self.channels).insert(name.to_owned(), pool);
+        Ok(())
+    }
+
+    /// Opens a channel anew with changed settings (configuration reload).
+    /// The old instances finish their current calls and stop; on error the
+    /// old channel keeps running.
+    pub async fn reopen_channel(
+        &self,
+        name: &str,
+        config: &ChannelConfig,
+    ) -> Result<(), HostError> {
+        let pool = self.start_pool(name, config).await?;
+        lock(&self.channels).insert(name.to_owned(), pool);
+        Ok(())
+    }
+
+    async fn start_pool(&self, name: &str, config: &ChannelConfig) -> Result<Arc<Pool>, HostError> {
         let (table, _) = self.table(&config.plugin)?;
         let settings = serde_json::to_vec(&config.settings).unwrap_or_else(|_| b"{}".to_vec());
-        let channel = Arc::new(Channel {
-            name: name.to_owned(),
-            plugin: config.plugin.clone(),
-            table,
-            settings,
-            state: Mutex::new(State {
-                worker: None,
-                healthy: false,
-                last_error: None,
-                backoff: to_std(self.config.restart_backoff),
-                retry_at: None,
-                restarts: 0,
-                misconfigured: None,
-            }),
-            creating: tokio::sync::Mutex::new(()),
-        });
-        match self.ensure_worker(&channel).await {
-            Err(DeliveryError::Misconfigured { message, .. }) => {
-                return Err(HostError::Create {
-                    channel: name.into(),
-                    plugin: config.plugin.clone(),
-                    message,
-                });
+        let mut members = Vec::new();
+        for _ in 0..config.instances.max(1) {
+            let channel = Arc::new(Channel {
+                name: name.to_owned(),
+                plugin: config.plugin.clone(),
+                table,
+                settings: settings.clone(),
+                state: Mutex::new(State {
+                    worker: None,
+                    healthy: false,
+                    last_error: None,
+                    backoff: to_std(self.config.restart_backoff),
+                    retry_at: None,
+                    restarts: 0,
+                    misconfigured: None,
+                }),
+                creating: tokio::sync::Mutex::new(()),
+            });
+            match self.ensure_worker(&channel).await {
+                Err(DeliveryError::Misconfigured { message, .. }) => {
+                    return Err(HostError::Create {
+                        channel: name.into(),
+                        plugin: config.plugin.clone(),
+                        message,
+                    });
+                }
+                // A panicking or hanging create is retried with backoff later.
+                Err(e) => tracing::warn!(channel = name, error = %e, "channel starts unhealthy"),
+                Ok(_) => {}
             }
-            // A panicking or hanging create is retried with backoff later.
-            Err(e) => tracing::warn!(channel = name, error = %e, "channel starts unhealthy"),
-            Ok(_) => {}
+            members.push(channel);
         }
-        lock(&self.channels).insert(name.to_owned(), channel);
-        Ok(())
+        Ok(Arc::new(Pool {
+            members,
+            next: AtomicU64::new(0),
+        }))
     }
 
     /// Delivers one follow-up on `channel`.
@@ -340,20 +382,28 @@ impl PluginHost {
     }
 
     pub fn status(&self, channel: &str) -> Option<ChannelStatus> {
-        let ch = lock(&self.channels).get(channel)?.clone();
-        let s = lock(&ch.state);
-        Some(ChannelStatus {
-            plugin: ch.plugin.clone(),
-            healthy: s.healthy,
-            last_error: s.last_error.clone(),
-            restarts: s.restarts,
-        })
+        let pool = lock(&self.channels).get(channel)?.clone();
+        let mut status = ChannelStatus {
+            plugin: pool.members.first()?.plugin.clone(),
+            healthy: true,
+            last_error: None,
+            restarts: 0,
+        };
+        for ch in &pool.members {
+            let s = lock(&ch.state);
+            status.healthy &= s.healthy;
+            status.restarts += s.restarts;
+            if status.last_error.is_none() {
+                status.last_error = s.last_error.clone();
+            }
+        }
+        Some(status)
     }
 
     fn channel(&self, name: &str) -> Result<Arc<Channel>, DeliveryError> {
         lock(&self.channels)
             .get(name)
-            .cloned()
+            .map(|pool| pool.pick())
             .ok_or_else(|| DeliveryError::UnknownChannel {
                 channel: name.into(),
             })
