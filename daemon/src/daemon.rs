@@ -73,9 +73,7 @@ impl Jobs for DaemonJobs {
             Job::Plan => {
                 // Fresh scores first, so band crossings fire their triggers now.
                 scoring::pass::rescore(config, now, false).map_err(|e| JobError(e.to_string()))?;
-                let mut store =
-                    SqliteStore::from_config(config).map_err(|e| JobError(e.to_string()))?;
-                let report = followups::pass::run(config, &mut store, now, false)
+                let report = followups::pass::run(config, now, false)
                     .map_err(|e| JobError(e.to_string()))?;
                 self.dispatch_wake.notify_one();
                 Ok(report.to_string())

@@ -15,15 +15,21 @@ use crate::fatigue::{ContactState, Guard};
 use crate::model::{FollowUpKind, Timestamp};
 use crate::outbox::{Row, State};
 use crate::scoring::{Points, ScoreChange};
-use crate::store::{PlanInput, PlanRow, PlanStore, PlanWrite, Records, ScoreStore, StoreError};
+use crate::store::{
+    PlanInput, PlanRow, PlanStore, PlanWrite, Records, ScoreStore, SqliteStore, StoreError,
+};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 const META_EVENTS: &str = "plan.events_seq";
 const META_CHANGES: &str = "plan.changes_seq";
 const META_RULES: &str = "plan.fingerprint";
-/// Contacts written per transaction.
+/// Contacts read, and written, per transaction.
 const CHUNK: usize = 1000;
+/// Workers of a pass, at most (one per core).
+const MAX_WORKERS: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PassError {
@@ -33,6 +39,8 @@ pub enum PassError {
     Rules(Vec<String>),
     #[error("fatigue guard: {0}")]
     Guard(String),
+    #[error("a planning worker panicked")]
+    Worker,
     #[error("contact `{contact}`: {message}")]
     Contact { contact: String, message: String },
 }
@@ -365,13 +373,11 @@ fn verdict(outcome: &Outcome) -> (&'static str, Option<Timestamp>) {
 }
 
 /// One planning pass at `now`, written to the store. Incremental unless
-/// `force_full`, the first pass, or changed rules or broadcasts.
-pub fn run<S: PlanStore + Records + ScoreStore>(
-    config: &Config,
-    store: &mut S,
-    now: Timestamp,
-    force_full: bool,
-) -> Result<PassReport, PassError> {
+/// `force_full`, the first pass, or changed rules or broadcasts. Contacts
+/// are planned in chunks by one worker per core, each reading with its own
+/// connection; writes take turns.
+pub fn run(config: &Config, now: Timestamp, force_full: bool) -> Result<PassReport, PassError> {
+    let mut store = SqliteStore::from_config(config)?;
     let planner = Planner::new(config, &store.broadcasts()?)?;
     let events_seq = store.last_event_seq()?;
     let changes_seq = store.last_change_seq()?;
@@ -387,39 +393,60 @@ pub fn run<S: PlanStore + Records + ScoreStore>(
     } else {
         store.plan_candidates(now, seen_events.unwrap_or(0), seen_changes.unwrap_or(0))?
     };
+    let chunks: Vec<&[i64]> = keys.chunks(CHUNK).collect();
+    let workers = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .clamp(1, MAX_WORKERS)
+        .min(chunks.len().max(1));
+    let next = AtomicUsize::new(0);
+    let writer = Mutex::new(&mut store);
+    let worker = || -> Result<PassReport, PassError> {
+        let reader = if workers > 1 {
+            Some(SqliteStore::from_config(config)?)
+        } else {
+            None
+        };
+        let mut report = PassReport::default();
+        let since = planner.changes_since(now);
+        loop {
+            let Some(chunk) = chunks.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                return Ok(report);
+            };
+            let inputs = match &reader {
+                Some(r) => r.plan_inputs(chunk, since)?,
+                None => lock(&writer).plan_inputs(chunk, since)?,
+            };
+            let mut batch = Vec::with_capacity(inputs.len());
+            for input in &inputs {
+                match planner.contact(input, now, false) {
+                    Ok(planned) => {
+                        report.count(&planned);
+                        batch.push(planned.write(input.key));
+                    }
+                    // One contact's bad history must not stop everyone's plan.
+                    Err(e) => tracing::error!(error = %e, "contact not planned"),
+                }
+            }
+            lock(&writer).save_plan(&batch, now, &[])?;
+        }
+    };
+    let reports: Vec<Result<PassReport, PassError>> = if workers > 1 {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers).map(|_| s.spawn(worker)).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(PassError::Worker)))
+                .collect()
+        })
+    } else {
+        vec![worker()]
+    };
     let mut report = PassReport {
         full,
         ..PassReport::default()
     };
-    let since = planner.changes_since(now);
-    let mut batch = Vec::with_capacity(CHUNK);
-    for chunk in keys.chunks(CHUNK) {
-        batch.clear();
-        for &key in chunk {
-            let Some(input) = store.plan_input(key, since)? else {
-                continue;
-            };
-            let planned = match planner.contact(&input, now, false) {
-                Ok(p) => p,
-                // One contact's bad history must not stop everyone's plan.
-                Err(e) => {
-                    tracing::error!(error = %e, "contact not planned");
-                    continue;
-                }
-            };
-            report.examined += 1;
-            report.left += planned.drops.len() as u64;
-            for d in &planned.arbitration.decided {
-                match d.outcome {
-                    Outcome::Allow { .. } => report.allowed += 1,
-                    Outcome::Defer { .. } => report.deferred += 1,
-                    Outcome::Drop { .. } => report.dropped += 1,
-                    Outcome::Block => report.blocked += 1,
-                }
-            }
-            batch.push(planned.write(key));
-        }
-        store.save_plan(&batch, now, &[])?;
+    for r in reports {
+        report.add(&r?);
     }
     store.save_plan(
         &[],
@@ -431,6 +458,34 @@ pub fn run<S: PlanStore + Records + ScoreStore>(
         ],
     )?;
     Ok(report)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl PassReport {
+    fn count(&mut self, planned: &ContactPlan) {
+        self.examined += 1;
+        self.left += planned.drops.len() as u64;
+        for d in &planned.arbitration.decided {
+            match d.outcome {
+                Outcome::Allow { .. } => self.allowed += 1,
+                Outcome::Defer { .. } => self.deferred += 1,
+                Outcome::Drop { .. } => self.dropped += 1,
+                Outcome::Block => self.blocked += 1,
+            }
+        }
+    }
+
+    fn add(&mut self, other: &PassReport) {
+        self.examined += other.examined;
+        self.allowed += other.allowed;
+        self.deferred += other.deferred;
+        self.dropped += other.dropped;
+        self.blocked += other.blocked;
+        self.left += other.left;
+    }
 }
 
 /// What is due at `now` and what the guard would say, without writing:

@@ -438,6 +438,13 @@ pub trait PlanStore: Send {
         key: i64,
         changes_since: Timestamp,
     ) -> Result<Option<PlanInput>, StoreError>;
+    /// The inputs of several contacts, read in one transaction (one lock
+    /// instead of one per statement). Missing keys are left out.
+    fn plan_inputs(
+        &self,
+        keys: &[i64],
+        changes_since: Timestamp,
+    ) -> Result<Vec<PlanInput>, StoreError>;
     /// Writes a batch in one transaction: new rows (a key already present is
     /// left as it is), drops, wake instants, decisions and `meta`.
     fn save_plan(

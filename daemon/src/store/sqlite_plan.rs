@@ -113,6 +113,22 @@ impl PlanStore for SqliteStore {
         }))
     }
 
+    fn plan_inputs(
+        &self,
+        keys: &[i64],
+        changes_since: Timestamp,
+    ) -> Result<Vec<PlanInput>, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let mut out = Vec::with_capacity(keys.len());
+        for &key in keys {
+            if let Some(input) = self.plan_input(key, changes_since)? {
+                out.push(input);
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
     fn save_plan(
         &mut self,
         batch: &[PlanWrite],
