@@ -512,3 +512,121 @@ pub fn dry_run<S: PlanStore>(
     }
     Ok(lines)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Contact, Status};
+    use crate::outbox::idempotency_key;
+    use crate::store::StoredScore;
+    use std::path::Path;
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().expect("instant")
+    }
+
+    fn shipped() -> Config {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/relance.toml");
+        let text = std::fs::read_to_string(&file).expect("shipped config");
+        Config::parse(&text, &file, &|_| None).expect("valid")
+    }
+
+    /// A target-1 prospect whose first nurture step went out at `enrolled`.
+    fn enrolled(band: &str, enrolled: Timestamp, state: State) -> PlanInput {
+        let contact = Contact {
+            id: "p".into(),
+            status: Status::Prospect,
+            tier: Some("target_1".into()),
+            ..Contact::default()
+        };
+        let occurrence = Occurrence::Step {
+            index: 0,
+            enrolled_at: enrolled,
+        };
+        let key = idempotency_key("p", "prospects_target_1_2", &occurrence.key_part());
+        PlanInput {
+            key: 1,
+            contact,
+            company: None,
+            events: Vec::new(),
+            score: Some(StoredScore {
+                contact: "p".into(),
+                score: 0,
+                band: band.into(),
+                next_change_at: None,
+                scored_at: enrolled,
+                recent: Vec::new(),
+            }),
+            changes: Vec::new(),
+            rows: vec![Row {
+                seq: 7,
+                idem_key: key,
+                contact: "p".into(),
+                followup: "prospects_target_1_2".into(),
+                kind: FollowUpKind::Systematic,
+                priority: 10,
+                channel: "email".into(),
+                state,
+                due_at: enrolled,
+                first_due: enrolled,
+                attempts: 0,
+                lease_until: None,
+                payload: serde_json::json!({ "template": "nurture_welcome", "occurrence": occurrence }),
+                last_error: None,
+                updated_at: enrolled,
+            }],
+        }
+    }
+
+    #[test]
+    fn the_next_step_wakes_the_contact_a_window_before_it_is_due() {
+        let planner = Planner::new(&shipped(), &[]).expect("planner");
+        let at = t("2026-11-02T10:00:00Z");
+        let plan = planner
+            .contact(&enrolled("cold", at, State::Sent), at, false)
+            .expect("plan");
+        assert!(
+            plan.arbitration.decided.is_empty(),
+            "step 0 is not planned twice"
+        );
+        assert!(plan.drops.is_empty());
+        // Step 1 comes 21 days after step 0; the window is one day.
+        assert_eq!(plan.wake, Some(t("2026-11-22T10:00:00Z")));
+        let later = planner
+            .contact(
+                &enrolled("cold", at, State::Sent),
+                t("2026-11-22T10:00:00Z"),
+                false,
+            )
+            .expect("plan");
+        assert_eq!(later.arbitration.decided.len(), 1);
+        assert_eq!(later.arbitration.decided[0].planned.channel, "phone");
+        assert_eq!(
+            later.arbitration.decided[0].planned.due,
+            t("2026-11-23T10:00:00Z")
+        );
+    }
+
+    #[test]
+    fn a_prospect_turned_hot_leaves_nurture_and_its_pending_step_is_dropped() {
+        let planner = Planner::new(&shipped(), &[]).expect("planner");
+        let at = t("2026-11-02T10:00:00Z");
+        let hot = planner
+            .contact(&enrolled("hot", at, State::Deferred), at, false)
+            .expect("plan");
+        assert_eq!(
+            hot.drops,
+            [(7, "left nurture `prospects_target_1_2`".to_string())]
+        );
+        assert_eq!(hot.wake, None, "no more steps to wake for");
+        // A row already sent is history, not dropped; a cold one stays.
+        let sent = planner
+            .contact(&enrolled("hot", at, State::Sent), at, false)
+            .expect("plan");
+        assert!(sent.drops.is_empty());
+        let cold = planner
+            .contact(&enrolled("cold", at, State::Deferred), at, false)
+            .expect("plan");
+        assert!(cold.drops.is_empty());
+    }
+}

@@ -3,7 +3,7 @@
 //! the same inputs always give the same plan and re-planning is safe.
 
 use super::calls::CallStatus;
-use super::config::{CompiledFollowups, FollowupsError, StepFrom, TriggerOn};
+use super::config::{CompiledFollowups, FollowupsError, Nurture, StepFrom, TriggerOn};
 use crate::condition::{Condition, ConditionConfig, Scope, Subject};
 use crate::config::{Issues, KeyPath};
 use crate::model::{Company, Contact, Event, FollowUpKind, Timestamp};
@@ -279,15 +279,7 @@ pub fn plan(
 
     // Systematic nurture.
     for n in &followups.nurture {
-        if !n.segment.eval(&subject, None) {
-            continue;
-        }
-        let exits = won
-            || n.exit.as_ref().is_some_and(|c| c.eval(&subject, None))
-            || view
-                .band
-                .is_some_and(|b| n.exit_bands.iter().any(|x| x == b));
-        if exits {
+        if left(n, &subject, view, won) {
             continue;
         }
         let enrolled_at = match view.state.earliest(&n.name) {
@@ -447,16 +439,18 @@ pub fn leaving<'f>(
     followups
         .nurture
         .iter()
-        .filter(|n| view.state.earliest(&n.name).is_some())
-        .filter(|n| {
-            won || !n.segment.eval(&subject, None)
-                || n.exit.as_ref().is_some_and(|c| c.eval(&subject, None))
-                || view
-                    .band
-                    .is_some_and(|b| n.exit_bands.iter().any(|x| x == b))
-        })
+        .filter(|n| view.state.earliest(&n.name).is_some() && left(n, &subject, view, won))
         .map(|n| n.name.as_str())
         .collect()
+}
+
+/// Out of the segment, exit condition met, an exit band, or handed to sales.
+fn left(n: &Nurture, subject: &Subject<'_>, view: &ContactView<'_>, won: bool) -> bool {
+    won || !n.segment.eval(subject, None)
+        || n.exit.as_ref().is_some_and(|c| c.eval(subject, None))
+        || view
+            .band
+            .is_some_and(|b| n.exit_bands.iter().any(|x| x == b))
 }
 
 /// When this contact must be planned again although nothing happens to it:
@@ -472,6 +466,7 @@ pub fn next_wake(
     let window = followups.arbitration.window.0;
     let horizon = now + window;
     let subject = Subject::new(view.contact, view.company, view.events, now);
+    let won = followups.calls.status(view.events) == CallStatus::Won;
     let mut wake: Option<Timestamp> = None;
     let mut consider = |due: Timestamp| {
         if due > horizon {
@@ -483,6 +478,9 @@ pub fn next_wake(
         let Some(enrolled_at) = view.state.earliest(&n.name) else {
             continue;
         };
+        if left(n, &subject, view, won) {
+            continue;
+        }
         let mut previous = enrolled_at;
         for (index, step) in n.steps.iter().enumerate() {
             let base = match step.from {
