@@ -308,15 +308,13 @@ pub(super) fn guard_input(
         return Ok(None);
     };
     let contact: Contact = decode(&record)?;
+    // Events come in key order (contact, at, seq); reservations are few and
+    // merged in, so neither query sorts.
+    let mut events = Vec::new();
     let mut stmt = conn.prepare_cached(
-        "SELECT at, type, channel, props, event_id FROM events WHERE contact = ?1
-         UNION ALL
-         SELECT l.at, l.event_type, l.channel, '{}', o.idem_key FROM fatigue_ledger l
-           JOIN outbox o ON o.seq = l.outbox WHERE l.contact = ?1
-         ORDER BY 1",
+        "SELECT at, type, channel, props, event_id FROM events WHERE contact = ?1 ORDER BY at, seq",
     )?;
     let mut q = stmt.query([rowid])?;
-    let mut events = Vec::new();
     while let Some(r) = q.next()? {
         events.push(Event {
             id: r.get(4)?,
@@ -330,6 +328,27 @@ pub(super) fn guard_input(
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?,
             )?,
         });
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT l.at, l.event_type, l.channel, o.idem_key FROM fatigue_ledger l
+           JOIN outbox o ON o.seq = l.outbox WHERE l.contact = ?1",
+    )?;
+    let mut q = stmt.query([rowid])?;
+    let mut reserved = false;
+    while let Some(r) = q.next()? {
+        reserved = true;
+        events.push(Event {
+            id: r.get(3)?,
+            contact: contact.id.clone(),
+            kind: r.get(1)?,
+            at: from_micros(r.get(0)?)?,
+            channel: r.get(2)?,
+            props: serde_json::Map::new(),
+        });
+    }
+    if reserved {
+        // Stable: events keep their order among equal instants.
+        events.sort_by_key(|e| e.at);
     }
     Ok(Some((contact, events)))
 }
