@@ -297,8 +297,24 @@ impl ScoreStore for SqliteStore {
             let now_us = to_micros(now);
             for w in batch {
                 let rowid = w.key;
+                let recent = encode_recent(&w.recent)?;
+                // Most contacts have a score already: one B-tree descent.
+                let mut n = tx
+                    .prepare_cached(
+                        "UPDATE scores SET score = ?2, band = ?3, next_change_at = ?4,
+                           scored_at = ?5, recent = ?6 WHERE contact = ?1",
+                    )?
+                    .execute(params![
+                        rowid,
+                        w.score,
+                        w.band,
+                        w.next_change_at.map(to_micros),
+                        now_us,
+                        recent
+                    ])?;
                 // Through `contacts`, so a contact erased meanwhile writes nothing.
-                let n = tx
+                if n == 0 {
+                    n = tx
                     .prepare_cached(
                         "INSERT INTO scores (contact, score, band, next_change_at, scored_at, recent)
                          SELECT rowid, ?2, ?3, ?4, ?5, ?6 FROM contacts WHERE rowid = ?1
@@ -312,8 +328,9 @@ impl ScoreStore for SqliteStore {
                         w.band,
                         w.next_change_at.map(to_micros),
                         now_us,
-                        encode_recent(&w.recent)?
+                        recent
                     ])?;
+                }
                 if n == 0 {
                     continue;
                 }
