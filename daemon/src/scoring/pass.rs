@@ -23,6 +23,13 @@ const LAST_SEQ: &str = "rescore.last_event_seq";
 const RULES: &str = "rescore.rules";
 /// Writes are flushed in transactions of this many contacts.
 const FLUSH: usize = 10_000;
+/// An incremental pass reads its contacts in sorted batches of this many,
+const READ_BATCH: usize = 512;
+/// and writes once it holds this many scores, if no other worker writes.
+const EAGER_FLUSH: usize = 1_000;
+
+/// A contact to rescore, as [`SqliteStore::rescore_inputs`] reads it.
+type RescoreInput = (i64, Contact, Vec<Event>, Option<StoredScore>);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PassError {
@@ -74,7 +81,7 @@ pub fn rescore(config: &Config, now: Timestamp, force_full: bool) -> Result<Pass
     let incremental = last_seq.is_some() && same_rules && !force_full;
     let reports: Vec<Result<PassReport, PassError>> = match last_seq {
         Some(seq) if incremental => {
-            let ids = writer.rescore_candidates(now, seq)?;
+            let ids = writer.rescore_candidate_keys(now, seq)?;
             let chunk = ids.len().div_ceil(workers).max(1);
             std::thread::scope(|s| {
                 let handles: Vec<_> = ids
@@ -190,16 +197,18 @@ impl Shared<'_> {
     }
 
     /// Rescores the given contacts.
-    fn incremental(&self, keys: &[(i64, String)]) -> Result<PassReport, PassError> {
+    fn incremental(&self, keys: &[i64]) -> Result<PassReport, PassError> {
         let mut store = self.open(WRITE_CACHE_MB)?;
         let mut pass = self.pass();
-        for (key, _) in keys {
-            let Some((contact, events, previous)) = store.rescore_input(*key)? else {
-                continue;
-            };
-            let company = pass.company(&store, contact.company.as_deref())?;
-            pass.score(*key, &contact, company.as_deref(), &events, previous)?;
-            pass.flush(&mut store)?;
+        let mut inputs = Vec::new();
+        for batch in keys.chunks(READ_BATCH) {
+            store.rescore_inputs(batch, &mut inputs)?;
+            pass.load_companies(&store, &inputs)?;
+            for (key, contact, events, previous) in inputs.drain(..) {
+                let company = pass.company(&store, contact.company.as_deref())?;
+                pass.score(key, &contact, company.as_deref(), &events, previous)?;
+            }
+            pass.flush_if_free(&mut store)?;
         }
         pass.finish(&mut store)?;
         Ok(pass.report)
@@ -244,6 +253,33 @@ impl Pass<'_> {
         let c = store.company(id)?.map(Arc::new);
         self.companies.insert(id.to_string(), c.clone());
         Ok(c)
+    }
+
+    /// Reads the companies of `inputs` not read yet, a few queries for all.
+    fn load_companies(
+        &mut self,
+        store: &SqliteStore,
+        inputs: &[RescoreInput],
+    ) -> Result<(), StoreError> {
+        let mut missing: Vec<&str> = inputs
+            .iter()
+            .filter_map(|(_, contact, _, _)| contact.company.as_deref())
+            .filter(|id| !self.companies.contains_key(*id))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        for company in store.companies(&missing)? {
+            self.companies
+                .insert(company.id.clone(), Some(Arc::new(company)));
+        }
+        // Unknown companies are remembered too, as the point read does.
+        for id in missing {
+            self.companies.entry(id.to_string()).or_insert(None);
+        }
+        Ok(())
     }
 
     fn score(
@@ -346,6 +382,26 @@ impl Pass<'_> {
         if self.writes.len() >= FLUSH {
             self.finish(store)?;
         }
+        Ok(())
+    }
+
+    /// Writes what is pending if no other worker is writing: a worker's
+    /// writes then overlap the others' reads instead of all queueing at the
+    /// end of the pass behind one lock.
+    fn flush_if_free(&mut self, store: &mut SqliteStore) -> Result<(), StoreError> {
+        if self.writes.len() >= FLUSH {
+            return self.finish(store);
+        }
+        if self.writes.len() < EAGER_FLUSH {
+            return Ok(());
+        }
+        let _turn = match self.write_turn.try_lock() {
+            Ok(turn) => turn,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
+        };
+        store.save_scores(&self.writes, self.now, &[])?;
+        self.writes.clear();
         Ok(())
     }
 

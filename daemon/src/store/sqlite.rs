@@ -129,28 +129,11 @@ impl SqliteStore {
             "SELECT contact, event_id, type, at, channel, props FROM events
              WHERE contact >= ?1 AND contact < ?2 ORDER BY contact, at, seq",
         )?;
-        let mut contacts = contacts.query(params![range.0, range.1])?;
-        let mut events = events.query(params![range.0, range.1])?;
-        let mut pending = events.next()?.map(read_scanned).transpose()?;
-        while let Some(row) = contacts.next()? {
-            let rowid: i64 = row.get(0)?;
-            let contact: Contact = decode(&row.get::<_, String>(1)?)?;
-            let mut history = Vec::new();
-            while let Some((owner, _)) = &pending {
-                if *owner > rowid {
-                    break;
-                }
-                if let Some((owner, mut event)) = pending.take()
-                    && owner == rowid
-                {
-                    event.contact.clone_from(&contact.id);
-                    history.push(event);
-                }
-                pending = events.next()?.map(read_scanned).transpose()?;
-            }
-            f(row, contact, history)?;
-        }
-        Ok(())
+        merge_rows(
+            contacts.query(params![range.0, range.1])?,
+            events.query(params![range.0, range.1])?,
+            f,
+        )
     }
 
     /// The schema version in force.
@@ -455,6 +438,40 @@ impl Records for SqliteStore {
     }
 }
 
+/// Merge-joins contact rows (`rowid, record, …` ordered by rowid) with event
+/// rows (`contact, event_id, type, at, channel, props` ordered by contact,
+/// at, seq): one pass over each, however many contacts.
+pub(super) fn merge_rows(
+    mut contacts: rusqlite::Rows<'_>,
+    mut events: rusqlite::Rows<'_>,
+    f: &mut ScanVisitor<'_>,
+) -> Result<(), StoreError> {
+    let mut pending = events.next()?.map(read_scanned).transpose()?;
+    while let Some(row) = contacts.next()? {
+        let rowid: i64 = row.get(0)?;
+        let contact: Contact = decode(
+            row.get_ref(1)?
+                .as_str()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        )?;
+        let mut history = Vec::new();
+        while let Some((owner, _)) = &pending {
+            if *owner > rowid {
+                break;
+            }
+            if let Some((owner, mut event)) = pending.take()
+                && owner == rowid
+            {
+                event.contact.clone_from(&contact.id);
+                history.push(event);
+            }
+            pending = events.next()?.map(read_scanned).transpose()?;
+        }
+        f(row, contact, history)?;
+    }
+    Ok(())
+}
+
 /// One row of the history scan: the owner's rowid and the event (its
 /// `contact` is filled in by the caller, which knows the contact's id).
 pub(super) fn read_scanned(r: &rusqlite::Row<'_>) -> Result<(i64, Event), StoreError> {
@@ -546,6 +563,88 @@ pub(super) fn load_company(conn: &Connection, id: &str) -> Result<Option<Company
         attributes: decode(&attributes)?,
         signals,
     }))
+}
+
+/// Companies by id, with their signals, two queries per
+/// [`KEYS_PER_QUERY`] ids; unknown ids are left out.
+pub(super) fn load_companies(conn: &Connection, ids: &[&str]) -> Result<Vec<Company>, StoreError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for batch in ids.chunks(KEYS_PER_QUERY) {
+        load_company_batch(conn, batch, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn load_company_batch(
+    conn: &Connection,
+    ids: &[&str],
+    found: &mut Vec<Company>,
+) -> Result<(), StoreError> {
+    let Some(&last) = ids.last() else {
+        return Ok(());
+    };
+    let padded = ids.iter().copied().chain(std::iter::repeat(last));
+    let ids = || padded.clone().take(KEYS_PER_QUERY);
+    let mut out: Vec<(i64, Company)> = Vec::new();
+    {
+        let mut stmt = conn.prepare_cached(&in_list(
+            "SELECT rowid, id, name, attributes FROM companies WHERE id IN (",
+            ") ORDER BY rowid",
+        ))?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(ids()))?;
+        while let Some(r) = rows.next()? {
+            out.push((
+                r.get(0)?,
+                Company {
+                    id: r.get(1)?,
+                    name: r.get(2)?,
+                    attributes: decode(
+                        r.get_ref(3)?
+                            .as_str()
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    )?,
+                    signals: Vec::new(),
+                },
+            ));
+        }
+    }
+    let mut stmt = conn.prepare_cached(&in_list(
+        "SELECT s.company, s.kind, s.at, s.props FROM company_signals s
+         JOIN companies c ON c.rowid = s.company WHERE c.id IN (",
+        ") ORDER BY s.company, s.at, s.seq",
+    ))?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(ids()))?;
+    while let Some(r) = rows.next()? {
+        let owner: i64 = r.get(0)?;
+        if let Ok(i) = out.binary_search_by_key(&owner, |(rowid, _)| *rowid) {
+            out[i].1.signals.push(crate::model::BusinessSignal {
+                kind: r.get(1)?,
+                at: from_micros(r.get(2)?)?,
+                props: decode(&r.get::<_, String>(3)?)?,
+            });
+        }
+    }
+    found.extend(out.into_iter().map(|(_, c)| c));
+    Ok(())
+}
+
+/// Keys bound per `IN (…)` query: one statement per batch instead of one
+/// per key, while the statement text stays small.
+pub(super) const KEYS_PER_QUERY: usize = 128;
+
+/// `head ?1, ?2, … tail` with [`KEYS_PER_QUERY`] parameters: callers pad
+/// short batches by repeating a key, so one cached statement serves all.
+pub(super) fn in_list(head: &str, tail: &str) -> String {
+    let mut sql = String::from(head);
+    for i in 1..=KEYS_PER_QUERY {
+        if i > 1 {
+            sql.push_str(", ");
+        }
+        sql.push('?');
+        sql.push_str(&i.to_string());
+    }
+    sql.push_str(tail);
+    sql
 }
 
 fn save_company(tx: &Connection, c: &Company) -> Result<(), StoreError> {

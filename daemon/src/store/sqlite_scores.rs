@@ -1,6 +1,9 @@
 //! Scores, snapshots, published changes and pass bookkeeping in SQLite.
 
-use super::sqlite::{SqliteStore, from_micros, load_company, to_micros};
+use super::sqlite::{
+    KEYS_PER_QUERY, SqliteStore, from_micros, in_list, load_companies, load_company, merge_rows,
+    to_micros,
+};
 use super::{Records, ScoreStore, ScoreWrite, Snapshot, StoreError, StoredChange, StoredScore};
 use crate::model::{Company, Contact, Event, Timestamp};
 use rusqlite::{OptionalExtension, params};
@@ -30,6 +33,107 @@ fn decode_recent(text: Option<&str>) -> Result<Vec<(Timestamp, i64)>, StoreError
 fn encode_recent(recent: &[(Timestamp, i64)]) -> Result<String, StoreError> {
     let raw: Vec<(i64, i64)> = recent.iter().map(|(at, s)| (to_micros(*at), *s)).collect();
     super::sqlite::encode(&raw)
+}
+
+/// What rescoring one contact needs: its internal key, the contact, its
+/// events (oldest first) and its stored score.
+type RescoreInput = (i64, Contact, Vec<Event>, Option<StoredScore>);
+
+/// The stored score in columns 2..=6 of a contact row (`score, band,
+/// next_change_at, scored_at, recent`), none if never scored.
+fn stored_from_row(
+    row: &rusqlite::Row<'_>,
+    contact: &Contact,
+) -> Result<Option<StoredScore>, StoreError> {
+    let Some(score) = row.get::<_, Option<i64>>(2)? else {
+        return Ok(None);
+    };
+    Ok(Some(StoredScore {
+        contact: contact.id.clone(),
+        score,
+        band: row.get(3)?,
+        next_change_at: row.get::<_, Option<i64>>(4)?.map(from_micros).transpose()?,
+        scored_at: from_micros(row.get(5)?)?,
+        recent: decode_recent(
+            row.get_ref(6)?
+                .as_str_or_null()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        )?,
+    }))
+}
+
+impl SqliteStore {
+    /// The internal keys of [`ScoreStore::rescore_candidates`], sorted,
+    /// without reading each contact's id: a pass that reads its contacts
+    /// by key has no use for them, and the lookup costs a B-tree descent
+    /// per candidate before any worker starts.
+    pub fn rescore_candidate_keys(
+        &self,
+        now: Timestamp,
+        after_seq: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        // UNION ALL keeps each branch on its index; duplicates go below.
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT contact FROM events WHERE seq > ?2
+             UNION ALL SELECT contact FROM scores WHERE next_change_at <= ?1
+             UNION ALL SELECT contact FROM rescore_queue",
+        )?;
+        let rows = stmt.query_map(params![to_micros(now), after_seq], |r| r.get(0))?;
+        let mut keys: Vec<i64> = rows.collect::<Result<_, _>>()?;
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    /// [`ScoreStore::rescore_input`] for many contacts, in key order: one
+    /// query for contacts and scores and one for events per
+    /// [`KEYS_PER_QUERY`] keys, merge-joined like a full rebuild's scan.
+    /// Point reads cost a statement run and a B-tree descent per table and
+    /// contact; sorted batches share both. Unknown keys are left out.
+    pub fn rescore_inputs(
+        &self,
+        keys: &[i64],
+        out: &mut Vec<RescoreInput>,
+    ) -> Result<(), StoreError> {
+        let mut contacts = self.conn.prepare_cached(&in_list(
+            "SELECT c.rowid, c.record, s.score, s.band, s.next_change_at, s.scored_at, s.recent
+             FROM contacts c LEFT JOIN scores s ON s.contact = c.rowid WHERE c.rowid IN (",
+            ") ORDER BY c.rowid",
+        ))?;
+        let mut events = self.conn.prepare_cached(&in_list(
+            "SELECT contact, event_id, type, at, channel, props FROM events WHERE contact IN (",
+            ") ORDER BY contact, at, seq",
+        ))?;
+        for batch in keys.chunks(KEYS_PER_QUERY) {
+            let Some(&last) = batch.last() else { continue };
+            // Short batches repeat their last key: `IN` ignores duplicates.
+            let padded = || {
+                batch
+                    .iter()
+                    .copied()
+                    .chain(std::iter::repeat(last))
+                    .take(KEYS_PER_QUERY)
+            };
+            // Both statements run inside one read transaction, so they see
+            // the same snapshot.
+            merge_rows(
+                contacts.query(rusqlite::params_from_iter(padded()))?,
+                events.query(rusqlite::params_from_iter(padded()))?,
+                &mut |row, contact, events| {
+                    let previous = stored_from_row(row, &contact)?;
+                    out.push((row.get(0)?, contact, events, previous));
+                    Ok(())
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Companies by id with their signals, a few queries for many ids;
+    /// unknown ids are left out.
+    pub fn companies(&self, ids: &[&str]) -> Result<Vec<Company>, StoreError> {
+        load_companies(&self.conn, ids)
+    }
 }
 
 impl ScoreStore for SqliteStore {
@@ -193,8 +297,24 @@ impl ScoreStore for SqliteStore {
             let now_us = to_micros(now);
             for w in batch {
                 let rowid = w.key;
+                let recent = encode_recent(&w.recent)?;
+                // Most contacts have a score already: one B-tree descent.
+                let mut n = tx
+                    .prepare_cached(
+                        "UPDATE scores SET score = ?2, band = ?3, next_change_at = ?4,
+                           scored_at = ?5, recent = ?6 WHERE contact = ?1",
+                    )?
+                    .execute(params![
+                        rowid,
+                        w.score,
+                        w.band,
+                        w.next_change_at.map(to_micros),
+                        now_us,
+                        recent
+                    ])?;
                 // Through `contacts`, so a contact erased meanwhile writes nothing.
-                let n = tx
+                if n == 0 {
+                    n = tx
                     .prepare_cached(
                         "INSERT INTO scores (contact, score, band, next_change_at, scored_at, recent)
                          SELECT rowid, ?2, ?3, ?4, ?5, ?6 FROM contacts WHERE rowid = ?1
@@ -208,8 +328,9 @@ impl ScoreStore for SqliteStore {
                         w.band,
                         w.next_change_at.map(to_micros),
                         now_us,
-                        encode_recent(&w.recent)?
+                        recent
                     ])?;
+                }
                 if n == 0 {
                     continue;
                 }
@@ -291,24 +412,7 @@ impl ScoreStore for SqliteStore {
              WHERE c.rowid >= ?1 AND c.rowid < ?2 ORDER BY c.rowid",
             range,
             &mut |row, contact, events| {
-                let previous = match row.get::<_, Option<i64>>(2)? {
-                    None => None,
-                    Some(score) => Some(StoredScore {
-                        contact: contact.id.clone(),
-                        score,
-                        band: row.get(3)?,
-                        next_change_at: row
-                            .get::<_, Option<i64>>(4)?
-                            .map(from_micros)
-                            .transpose()?,
-                        scored_at: from_micros(row.get(5)?)?,
-                        recent: decode_recent(
-                            row.get_ref(6)?
-                                .as_str_or_null()
-                                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                        )?,
-                    }),
-                };
+                let previous = stored_from_row(row, &contact)?;
                 f(row.get(0)?, contact, events, previous)
             },
         )
