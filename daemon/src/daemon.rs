@@ -25,6 +25,8 @@ use tokio::sync::{Notify, watch};
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// Pause after a failed dispatch round.
 const ERROR_PAUSE: Duration = Duration::from_secs(5);
+/// New events arriving within this delay are planned together.
+const REACT_DEBOUNCE: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -59,6 +61,25 @@ struct DaemonJobs {
     runtime: tokio::runtime::Handle,
     clock: Clock,
     dispatch_wake: Arc<Notify>,
+    /// Rescoring and planning passes of this process take turns: two at
+    /// once would publish the same score change twice.
+    passes: std::sync::Mutex<()>,
+}
+
+impl DaemonJobs {
+    /// Rescores what changed, then plans; wakes the dispatcher.
+    fn react(&self, config: &Config, now: Timestamp) -> Result<String, JobError> {
+        let _turn = self
+            .passes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Fresh scores first, so band crossings fire their triggers now.
+        scoring::pass::rescore(config, now, false).map_err(|e| JobError(e.to_string()))?;
+        let report =
+            followups::pass::run(config, now, false).map_err(|e| JobError(e.to_string()))?;
+        self.dispatch_wake.notify_one();
+        Ok(report.to_string())
+    }
 }
 
 impl Jobs for DaemonJobs {
@@ -67,17 +88,16 @@ impl Jobs for DaemonJobs {
     fn run(&self, job: Job, _tick: Timestamp, config: &Config) -> Result<String, JobError> {
         let now = self.clock.now();
         match job {
-            Job::Rescore => scoring::pass::rescore(config, now, false)
-                .map(|r| format!("rescored {} contacts, {} changed", r.examined, r.changed))
-                .map_err(|e| JobError(e.to_string())),
-            Job::Plan => {
-                // Fresh scores first, so band crossings fire their triggers now.
-                scoring::pass::rescore(config, now, false).map_err(|e| JobError(e.to_string()))?;
-                let report = followups::pass::run(config, now, false)
-                    .map_err(|e| JobError(e.to_string()))?;
-                self.dispatch_wake.notify_one();
-                Ok(report.to_string())
+            Job::Rescore => {
+                let _turn = self
+                    .passes
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                scoring::pass::rescore(config, now, false)
+                    .map(|r| format!("rescored {} contacts, {} changed", r.examined, r.changed))
+                    .map_err(|e| JobError(e.to_string()))
             }
+            Job::Plan => self.react(config, now),
             Job::Dispatch => {
                 let clock = self.clock.clone();
                 self.runtime
@@ -120,6 +140,7 @@ async fn build(config: &Config, clock: &Clock) -> Result<Parts, DaemonError> {
         runtime: tokio::runtime::Handle::current(),
         clock: clock.clone(),
         dispatch_wake: Arc::new(Notify::new()),
+        passes: std::sync::Mutex::new(()),
     });
     Ok(Parts {
         host,
@@ -200,6 +221,13 @@ pub async fn run(config: Config, clock: Clock) -> Result<(), DaemonError> {
         parts.jobs.dispatch_wake.clone(),
         coordinator.listener(),
     ));
+    let react_wake = Arc::new(Notify::new());
+    tokio::spawn(react_loop(
+        parts.jobs.clone(),
+        config_rx.clone(),
+        react_wake.clone(),
+        coordinator.listener(),
+    ));
     tracing::info!(owner = %parts.owner, "relance running");
 
     loop {
@@ -261,6 +289,36 @@ async fn reload(file: &Path, config_tx: &watch::Sender<Arc<Config>>, host: &Plug
     }
     config_tx.send_replace(Arc::new(new));
     tracing::info!(file = %file.display(), "configuration reloaded");
+}
+
+/// New events (from the API) are scored and planned at once, without
+/// waiting for the next scheduled pass. Wakes close together are taken as
+/// one.
+async fn react_loop(
+    jobs: Arc<DaemonJobs>,
+    config: watch::Receiver<Arc<Config>>,
+    wake: Arc<Notify>,
+    mut shutdown: Shutdown,
+) {
+    loop {
+        tokio::select! {
+            () = wake.notified() => {}
+            () = shutdown.recv() => return,
+        }
+        tokio::time::sleep(REACT_DEBOUNCE).await;
+        let current = config.borrow().clone();
+        let jobs2 = jobs.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let now = jobs2.clock.now();
+            jobs2.react(&current, now)
+        })
+        .await;
+        match done {
+            Ok(Ok(summary)) => tracing::info!(%summary, "new events planned"),
+            Ok(Err(e)) => tracing::error!(error = %e, "reacting to new events failed"),
+            Err(e) => tracing::error!(error = %e, "reacting to new events panicked"),
+        }
+    }
 }
 
 /// Delivers what is due, then sleeps until the next due instant.
