@@ -16,8 +16,8 @@ pub use duration::Duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use path::{Issues, KeyPath, Seg, Validate};
 pub use sections::{
-    ChannelConfig, ConsentDefault, Job, LogConfig, LogFormat, Misfire, ScheduleConfig, StoreConfig,
-    TemplateConfig,
+    ApiConfig, ChannelConfig, ConsentDefault, Job, LogConfig, LogFormat, Misfire, ScheduleConfig,
+    StoreConfig, TemplateConfig,
 };
 
 use crate::fatigue::FatigueConfig;
@@ -50,6 +50,7 @@ pub struct Config {
     pub outbox: OutboxConfig,
     pub plugins: PluginsConfig,
     pub followups: FollowupsConfig,
+    pub api: ApiConfig,
 }
 
 const SECTIONS: &[&str] = &[
@@ -63,6 +64,7 @@ const SECTIONS: &[&str] = &[
     "outbox",
     "plugins",
     "followups",
+    "api",
 ];
 
 impl Config {
@@ -124,6 +126,7 @@ impl Config {
         let outbox = loader.section::<OutboxConfig>(&root, "outbox");
         let plugins = loader.section::<PluginsConfig>(&root, "plugins");
         let followups = loader.section::<FollowupsConfig>(&root, "followups");
+        let api = loader.section::<ApiConfig>(&root, "api");
 
         let (
             Some(store),
@@ -136,9 +139,10 @@ impl Config {
             Some(outbox),
             Some(plugins),
             Some(followups),
+            Some(api),
         ) = (
             store, log, scoring, fatigue, channels, templates, schedules, outbox, plugins,
-            followups,
+            followups, api,
         )
         else {
             return Err(loader.finish());
@@ -155,6 +159,7 @@ impl Config {
             outbox,
             plugins,
             followups,
+            api,
         };
         let mut issues = Issues::default();
         config.check_references(&mut issues);
