@@ -373,3 +373,56 @@ pub async fn post_deals(
 ) -> Result<BatchReport, ApiError> {
     upsert(state, headers, raw, Kind::Deal).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// No bytes make the parser panic; every refusal says what is wrong.
+        #[test]
+        fn arbitrary_bytes_never_panic_and_refusals_explain(
+            body in prop::collection::vec(any::<u8>(), 0..400),
+            ndjson in any::<bool>(),
+        ) {
+            let framing = if ndjson { Framing::Ndjson } else { Framing::JsonArray };
+            match split_items(&body, framing, 1_000) {
+                Err(e) => {
+                    prop_assert!(e.status().is_client_error());
+                    prop_assert!(!e.to_string().is_empty());
+                }
+                Ok(items) => {
+                    for item in items {
+                        if let Err(reason) = item.and_then(parse_event) {
+                            prop_assert!(!reason.is_empty());
+                        }
+                    }
+                }
+            }
+        }
+
+        /// Arbitrary JSON values as events: parsed or refused with a reason.
+        #[test]
+        fn arbitrary_json_events_never_panic(text in "[\\[\\]{}\":,a-z0-9 .TZ-]{0,120}") {
+            if let Ok(value) = serde_json::from_str::<Value>(&text)
+                && let Err(reason) = parse_event(value)
+            {
+                prop_assert!(!reason.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn content_types_choose_the_framing() {
+        let mut h = HeaderMap::new();
+        assert_eq!(Framing::from_headers(&h).ok(), Some(Framing::JsonArray));
+        h.insert(
+            CONTENT_TYPE,
+            "application/x-ndjson; charset=utf-8".parse().expect("hv"),
+        );
+        assert_eq!(Framing::from_headers(&h).ok(), Some(Framing::Ndjson));
+        h.insert(CONTENT_TYPE, "text/plain".parse().expect("hv"));
+        assert!(Framing::from_headers(&h).is_err());
+    }
+}
