@@ -510,6 +510,27 @@ from = 20
     }
 
     #[test]
+    fn an_enabled_api_needs_its_secrets_and_never_shows_them() {
+        let errs = errors("[api]\nenabled = true\nlisten = \"nowhere\"\ntokens = [\"short\"]\n");
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["api.tracking_secret", "api.listen", "api.tokens[0]"],
+            "{errs:#?}"
+        );
+        assert!(errs[0].message.contains("tracking_secret"), "{errs:#?}");
+        let ok = parse(
+            "[api]\nenabled = true\ntokens = [\"${RELANCE_TEST_UNSET:-0123456789abcdef}\"]\ntracking_secret = \"s3cr3t-s3cr3t-s3cr3t\"\n",
+        )
+        .expect("valid");
+        assert!(!format!("{ok:?}").contains("s3cr3t"));
+        assert!(
+            parse("[api]\ntokens = [\"\"]\n").is_ok(),
+            "checked only when enabled"
+        );
+    }
+
+    #[test]
     fn invalid_cron_and_time_zone_are_reported() {
         let text = "[schedules.rescore]\njob = \"rescore\"\ncron = \"*/15 * * *\"\n\n[schedules.nurture]\njob = \"plan\"\ncron = \"30 9 * * TUE\"\ntimezone = \"Europe/Pariss\"\n";
         let errs = errors(text);
