@@ -4,7 +4,9 @@
 //!
 //! Run: `cargo bench --bench ingest`
 //! Size: RELANCE_BENCH_CONTACTS (default 50,000), RELANCE_BENCH_EVENTS
-//! (total, default 1,000,000), RELANCE_BENCH_CLIENTS (default 4).
+//! (total, default 1,000,000), RELANCE_BENCH_CLIENTS (default 64: a group
+//! commit carries what the clients have in flight, so few clients make
+//! small transactions).
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -41,7 +43,7 @@ fn env(name: &str, default: usize) -> usize {
 fn main() {
     let contacts = env("RELANCE_BENCH_CONTACTS", 50_000);
     let total = env("RELANCE_BENCH_EVENTS", 1_000_000);
-    let clients = env("RELANCE_BENCH_CLIENTS", 4);
+    let clients = env("RELANCE_BENCH_CLIENTS", 64);
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench/ingest");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("bench dir");
