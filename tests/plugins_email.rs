@@ -245,8 +245,20 @@ async fn starttls_with_authentication_delivers_the_rendered_message() {
         .await
         .unwrap();
 
+    // relance's own signed one-click link, passed per message, wins.
+    let mut tracked = message("fu-martino-2");
+    tracked.vars.insert(
+        "unsubscribe_url".into(),
+        json!("https://t.example/u/abc.def"),
+    );
+    host.deliver("email", tracked).await.unwrap();
+
     let got = mails(&out);
-    assert_eq!(got.len(), 2);
+    assert_eq!(got.len(), 3);
+    assert_eq!(
+        header(&got[2].0, "List-Unsubscribe").unwrap(),
+        "<https://t.example/u/abc.def>, <mailto:unsubscribe@example.com?subject=unsubscribe>"
+    );
     let (eml, meta) = &got[0];
     assert_eq!(meta["tls"], true);
     assert_eq!(meta["authenticated"], true);

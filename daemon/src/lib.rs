@@ -5,6 +5,7 @@
 //! planner → arbitration → fatigue guard → outbox → plugin host → channel,
 //! and delivery results come back as events.
 
+pub mod api;
 pub mod clock;
 pub mod condition;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod daemon;
 pub mod fatigue;
 pub mod followups;
 pub mod ingest;
+pub mod metrics;
 pub mod model;
 pub mod outbox;
 pub mod plugins;

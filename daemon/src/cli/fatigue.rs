@@ -11,13 +11,6 @@ use relance::scoring::score_customers;
 use relance::store::{OutboxStore, Records};
 use serde_json::json;
 
-/// How far back `relance fatigue` lists charges.
-const CHARGES_SHOWN_DAYS: i64 = 60;
-
-fn points(v: f64) -> FatiguePoints {
-    FatiguePoints::from_milli((v * 1000.0).round() as i64)
-}
-
 fn load(config: &Config, id: &str) -> Result<(Guard, ContactState, Vec<Event>), Failure> {
     let guard = Guard::from_config(config).map_err(anyhow::Error::from)?;
     let store = open_store(config)?;
@@ -31,86 +24,40 @@ fn load(config: &Config, id: &str) -> Result<(Guard, ContactState, Vec<Event>), 
 pub fn fatigue(config: &Config, clock: &Clock, id: &str, as_json: bool) -> Result<u8, Failure> {
     let (guard, state, weighs) = load(config, id)?;
     let now = clock.now();
-    let value = state.fatigue_at(&guard, now);
-    let level = guard.level_name(value).to_string();
-    let since = now - chrono::Duration::days(CHARGES_SHOWN_DAYS);
-    let charges: Vec<_> = weighs
-        .iter()
-        .filter(|e| e.at >= since && e.at <= now)
-        .filter_map(|e| {
-            let delta = config
-                .fatigue
-                .costs
-                .get(&e.kind)
-                .copied()
-                .or_else(|| config.fatigue.relief.get(&e.kind).map(|r| -r))?;
-            Some(json!({ "at": e.at, "type": e.kind, "channel": e.channel, "points": delta }))
-        })
-        .collect();
-    // When fatigue will fall below each milestone it is at or above.
-    let leaves: Vec<_> = config
-        .fatigue
-        .levels
-        .iter()
-        .filter_map(|l| {
-            let (threshold, strict) = match (l.from, l.above) {
-                (Some(v), _) => (v, false),
-                (_, Some(v)) => (v, true),
-                _ => return None,
-            };
-            let reached = if strict {
-                value > points(threshold)
-            } else {
-                value >= points(threshold)
-            };
-            reached.then(|| {
-                let at = state.when_at_most(&guard, points(threshold));
-                // A `from` level still holds at its threshold: it is left just after.
-                let at = at.map(|t| {
-                    if strict {
-                        t
-                    } else {
-                        t + chrono::Duration::seconds(1)
-                    }
-                });
-                json!({ "level": l.name, "left_at": at })
-            })
-        })
-        .collect();
+    let r = relance::fatigue::report::report(&config.fatigue, &guard, id, &state, &weighs, now);
     if as_json {
-        output::json(&json!({
-            "contact": id,
-            "at": now,
-            "fatigue": value,
-            "level": level,
-            "charges": charges,
-            "leaves": leaves,
-        }))?;
+        output::json(&r)?;
         return Ok(exit::OK);
     }
     println!(
-        "{id}: fatigue {} ({level}) at {}",
-        value.as_f64(),
+        "{id}: fatigue {} ({}) at {}",
+        r.fatigue.as_f64(),
+        r.level,
         now.to_rfc3339()
     );
-    for l in &leaves {
+    for l in &r.leaves {
         println!(
             "  leaves {} at {}",
-            l["level"].as_str().unwrap_or_default(),
-            l["left_at"].as_str().unwrap_or("never")
+            l.level,
+            l.left_at.map_or("never".to_string(), rfc3339)
         );
     }
     let mut table = output::Table::new(&["at", "type", "channel", "points"]);
-    for c in &charges {
+    for c in &r.charges {
         table.row(vec![
-            c["at"].as_str().unwrap_or_default().to_string(),
-            c["type"].as_str().unwrap_or_default().to_string(),
-            c["channel"].as_str().unwrap_or("-").to_string(),
-            c["points"].to_string(),
+            rfc3339(c.at),
+            c.kind.clone(),
+            output::opt(&c.channel),
+            serde_json::Value::from(c.points).to_string(),
         ]);
     }
     table.print();
     Ok(exit::OK)
+}
+
+/// As in the JSON output.
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
 pub struct GuardArgs<'a> {

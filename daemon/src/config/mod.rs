@@ -16,8 +16,8 @@ pub use duration::Duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use path::{Issues, KeyPath, Seg, Validate};
 pub use sections::{
-    ChannelConfig, ConsentDefault, Job, LogConfig, LogFormat, Misfire, ScheduleConfig, StoreConfig,
-    TemplateConfig,
+    ApiConfig, ChannelConfig, ConsentDefault, Job, LogConfig, LogFormat, Misfire, ScheduleConfig,
+    StoreConfig, TemplateConfig,
 };
 
 use crate::fatigue::FatigueConfig;
@@ -50,6 +50,7 @@ pub struct Config {
     pub outbox: OutboxConfig,
     pub plugins: PluginsConfig,
     pub followups: FollowupsConfig,
+    pub api: ApiConfig,
 }
 
 const SECTIONS: &[&str] = &[
@@ -63,6 +64,7 @@ const SECTIONS: &[&str] = &[
     "outbox",
     "plugins",
     "followups",
+    "api",
 ];
 
 impl Config {
@@ -124,6 +126,7 @@ impl Config {
         let outbox = loader.section::<OutboxConfig>(&root, "outbox");
         let plugins = loader.section::<PluginsConfig>(&root, "plugins");
         let followups = loader.section::<FollowupsConfig>(&root, "followups");
+        let api = loader.section::<ApiConfig>(&root, "api");
 
         let (
             Some(store),
@@ -136,9 +139,10 @@ impl Config {
             Some(outbox),
             Some(plugins),
             Some(followups),
+            Some(api),
         ) = (
             store, log, scoring, fatigue, channels, templates, schedules, outbox, plugins,
-            followups,
+            followups, api,
         )
         else {
             return Err(loader.finish());
@@ -155,6 +159,7 @@ impl Config {
             outbox,
             plugins,
             followups,
+            api,
         };
         let mut issues = Issues::default();
         config.check_references(&mut issues);
@@ -502,6 +507,27 @@ from = 20
         let errs = errors("[store]\npath = \"${DB_PATH}\"\n");
         assert_eq!((errs[0].line, errs[0].column), (2, 8));
         assert!(errs[0].message.contains("DB_PATH"));
+    }
+
+    #[test]
+    fn an_enabled_api_needs_its_secrets_and_never_shows_them() {
+        let errs = errors("[api]\nenabled = true\nlisten = \"nowhere\"\ntokens = [\"short\"]\n");
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["api.tracking_secret", "api.listen", "api.tokens[0]"],
+            "{errs:#?}"
+        );
+        assert!(errs[0].message.contains("tracking_secret"), "{errs:#?}");
+        let ok = parse(
+            "[api]\nenabled = true\ntokens = [\"${RELANCE_TEST_UNSET:-0123456789abcdef}\"]\ntracking_secret = \"s3cr3t-s3cr3t-s3cr3t\"\n",
+        )
+        .expect("valid");
+        assert!(!format!("{ok:?}").contains("s3cr3t"));
+        assert!(
+            parse("[api]\ntokens = [\"\"]\n").is_ok(),
+            "checked only when enabled"
+        );
     }
 
     #[test]

@@ -215,3 +215,104 @@ impl Validate for ScheduleConfig {
         }
     }
 }
+
+/// The HTTP API (`relance run` serves it when enabled). Secrets come from
+/// the environment (`${RELANCE_API_TOKEN}`) and are never printed.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct ApiConfig {
+    pub enabled: bool,
+    /// Address to listen on, `host:port`.
+    pub listen: String,
+    /// Bearer tokens accepted on everything but health, tracking and unsubscribe.
+    #[serde(skip_serializing)]
+    pub tokens: Vec<String>,
+    /// Signs tracking and unsubscribe links (HMAC-SHA256).
+    #[serde(skip_serializing)]
+    pub tracking_secret: String,
+    /// Public base URL of the API, for the links put in emails.
+    pub public_url: String,
+    /// Largest accepted request body, in kilobytes.
+    pub body_limit_kb: u32,
+    /// Most items in one batch request.
+    pub max_batch: u32,
+}
+
+/// Shortest accepted token or secret: guessing must stay out of reach.
+pub const MIN_SECRET_LEN: usize = 16;
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: "127.0.0.1:8080".into(),
+            tokens: Vec::new(),
+            tracking_secret: String::new(),
+            public_url: "http://127.0.0.1:8080".into(),
+            body_limit_kb: 16 * 1024,
+            max_batch: 10_000,
+        }
+    }
+}
+
+// Secrets stay out of logs and debug output.
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("enabled", &self.enabled)
+            .field("listen", &self.listen)
+            .field("tokens", &format_args!("[{} redacted]", self.tokens.len()))
+            .field("tracking_secret", &"redacted")
+            .field("public_url", &self.public_url)
+            .field("body_limit_kb", &self.body_limit_kb)
+            .field("max_batch", &self.max_batch)
+            .finish()
+    }
+}
+
+impl Validate for ApiConfig {
+    fn validate(&self, at: &KeyPath, issues: &mut Issues) {
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            issues.push(
+                at.key("listen"),
+                format!("`{}` is not an address such as 127.0.0.1:8080", self.listen),
+            );
+        }
+        if !(self.public_url.starts_with("http://") || self.public_url.starts_with("https://")) {
+            issues.push(at.key("public_url"), "must be an http(s) URL");
+        }
+        if self.body_limit_kb == 0 {
+            issues.push(at.key("body_limit_kb"), "must be positive");
+        }
+        if self.max_batch == 0 {
+            issues.push(at.key("max_batch"), "must be positive");
+        }
+        if !self.enabled {
+            return;
+        }
+        if self.tokens.is_empty() {
+            issues.push(
+                at.key("tokens"),
+                "the API needs at least one token (tokens = [\"${RELANCE_API_TOKEN}\"])",
+            );
+        }
+        for (i, t) in self.tokens.iter().enumerate() {
+            if t.len() < MIN_SECRET_LEN {
+                issues.push(
+                    at.key("tokens").index(i),
+                    format!(
+                        "a token needs at least {MIN_SECRET_LEN} characters (is its variable set?)"
+                    ),
+                );
+            }
+        }
+        if self.tracking_secret.len() < MIN_SECRET_LEN {
+            issues.push(
+                at.key("tracking_secret"),
+                format!(
+                    "required with the API, at least {MIN_SECRET_LEN} characters (tracking_secret = \"${{RELANCE_TRACKING_SECRET}}\")"
+                ),
+            );
+        }
+    }
+}

@@ -19,6 +19,7 @@ pub mod config;
 pub mod guard;
 pub mod matrix;
 pub mod points;
+pub mod report;
 pub mod state;
 pub mod window;
 

@@ -9,7 +9,7 @@ pub mod patch;
 mod reader;
 
 pub use patch::{Kind, Patch, Record};
-pub use reader::{Format, Line, LineError, read_event_lines, read_lines};
+pub use reader::{Format, Line, LineError, parse_patch, read_event_lines, read_lines};
 
 use crate::model::{BusinessSignal, Event, Timestamp};
 use serde_json::{Map, Value};

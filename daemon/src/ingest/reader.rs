@@ -90,7 +90,7 @@ pub fn read_lines<'r, R: Read + 'r>(
         Format::Jsonl => Ok(Box::new(json_lines(reader).map(move |(number, value)| {
             Line {
                 number,
-                item: value.and_then(|v| json_patch(v, kind)),
+                item: value.and_then(|v| parse_patch(v, kind)),
             }
         }))),
     }
@@ -153,7 +153,8 @@ fn csv_patch(header: &[String], rec: &csv::StringRecord, kind: Kind) -> Result<P
     finish(patch, kind)
 }
 
-fn json_patch(value: Value, kind: Kind) -> Result<Patch, String> {
+/// Validates one JSON object describing a contact, company or deal.
+pub fn parse_patch(value: Value, kind: Kind) -> Result<Patch, String> {
     let Value::Object(obj) = value else {
         return Err(format!("a {} must be a JSON object", kind.noun()));
     };

@@ -9,6 +9,7 @@ use crate::ingest::{Incoming, Patch};
 use crate::model::{Company, Contact, Deal, Event, Timestamp};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -276,46 +277,50 @@ impl Records for SqliteStore {
         })
     }
 
+    /// Contacts are looked up once per batch, repeats within the batch are
+    /// caught before SQL, and events are inserted in (contact, instant)
+    /// order: consecutive inserts then land on neighbouring pages of the
+    /// table, which keeps large batches (the API's group commits) cheap.
     fn append_events(&mut self, batch: &[Incoming]) -> Result<Vec<Append>, StoreError> {
         self.write(|tx| {
             let first_seq = next_event_seq(tx)?;
             let mut next_seq = first_seq;
-            let mut out = Vec::with_capacity(batch.len());
-            for incoming in batch {
+            let mut out = vec![Append::Duplicate; batch.len()];
+            let mut rowids: HashMap<&str, Option<i64>> = HashMap::new();
+            let mut seen: HashSet<[u8; 16]> = HashSet::with_capacity(batch.len());
+            // (contact rowid, at, position in the batch, dedup key)
+            let mut rows: Vec<(i64, i64, usize, [u8; 16])> = Vec::with_capacity(batch.len());
+            let mut lookup = tx.prepare_cached("SELECT rowid FROM contacts WHERE id = ?1")?;
+            for (i, incoming) in batch.iter().enumerate() {
                 let key = incoming.dedup_key();
-                let outcome = match incoming {
-                    Incoming::Contact(e) => match contact_rowid(tx, &e.contact)? {
-                        None => Append::Rejected(format!("contact: unknown contact `{}`", e.contact)),
-                        Some(rowid) => {
-                            let n = tx
-                                .prepare_cached(
-                                    "INSERT INTO events (contact, seq, dedup, event_id, type, at, channel, props)
-                                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(dedup) DO NOTHING",
-                                )?
-                                .execute(params![
-                                    rowid,
-                                    next_seq,
-                                    &key[..],
-                                    e.id,
-                                    e.kind,
-                                    to_micros(e.at),
-                                    e.channel,
-                                    encode(&e.props)?
-                                ])?;
-                            if n == 1 {
-                                next_seq += 1;
-                                Append::Inserted
-                            } else {
-                                Append::Duplicate
+                match incoming {
+                    Incoming::Contact(e) => {
+                        let rowid = match rowids.get(e.contact.as_str()) {
+                            Some(r) => *r,
+                            None => {
+                                let r = lookup.query_row([&e.contact], |r| r.get(0)).optional()?;
+                                rowids.insert(&e.contact, r);
+                                r
                             }
+                        };
+                        match rowid {
+                            None => {
+                                out[i] = Append::Rejected(format!(
+                                    "contact: unknown contact `{}`",
+                                    e.contact
+                                ));
+                            }
+                            // A repeat within the batch: the first one counts.
+                            Some(_) if !seen.insert(key) => {}
+                            Some(rowid) => rows.push((rowid, to_micros(e.at), i, key)),
                         }
-                    },
+                    }
                     Incoming::Company { company, signal } => {
                         let rowid: Option<i64> = tx
                             .prepare_cached("SELECT rowid FROM companies WHERE id = ?1")?
                             .query_row([company], |r| r.get(0))
                             .optional()?;
-                        match rowid {
+                        out[i] = match rowid {
                             None => Append::Rejected(format!("company: unknown company `{company}`")),
                             Some(rowid) => {
                                 queue_company_contacts(tx, company)?;
@@ -327,10 +332,33 @@ impl Records for SqliteStore {
                                     .execute(params![rowid, &key[..], signal.kind, to_micros(signal.at), encode(&signal.props)?])?;
                                 if n == 1 { Append::Inserted } else { Append::Duplicate }
                             }
-                        }
+                        };
                     }
+                }
+            }
+            rows.sort_unstable_by_key(|&(contact, at, i, _)| (contact, at, i));
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO events (contact, seq, dedup, event_id, type, at, channel, props)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(dedup) DO NOTHING",
+            )?;
+            for (rowid, at, i, key) in rows {
+                let Incoming::Contact(e) = &batch[i] else {
+                    continue;
                 };
-                out.push(outcome);
+                let n = insert.execute(params![
+                    rowid,
+                    next_seq,
+                    &key[..],
+                    e.id,
+                    e.kind,
+                    at,
+                    e.channel,
+                    encode(&e.props)?
+                ])?;
+                if n == 1 {
+                    next_seq += 1;
+                    out[i] = Append::Inserted;
+                }
             }
             if next_seq > first_seq {
                 set_event_seq(tx, next_seq - 1)?;

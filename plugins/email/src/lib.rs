@@ -413,9 +413,17 @@ impl Email {
         if let Some(rt) = &self.reply_to {
             b = b.reply_to(rt.clone());
         }
+        // A per-message signed URL from the host (`vars.unsubscribe_url`,
+        // relance's one-click link) wins over the configured template.
+        let one_click = r
+            .vars
+            .get("unsubscribe_url")
+            .and_then(|v| v.as_str())
+            .map(String::from)
+            .or_else(|| self.unsubscribe_url.as_ref().map(|u| render(u, r, false)));
         let mut unsubscribe = Vec::new();
-        if let Some(u) = &self.unsubscribe_url {
-            unsubscribe.push(format!("<{}>", render(u, r, false)));
+        if let Some(u) = &one_click {
+            unsubscribe.push(format!("<{u}>"));
         }
         if let Some(m) = &self.unsubscribe_mailto {
             unsubscribe.push(format!("<mailto:{m}?subject=unsubscribe>"));
@@ -423,7 +431,7 @@ impl Email {
         if !unsubscribe.is_empty() {
             b = b.header(Raw::<LIST_UNSUBSCRIBE>(unsubscribe.join(", ")));
         }
-        if self.unsubscribe_url.is_some() {
+        if one_click.is_some() {
             b = b.header(Raw::<LIST_UNSUBSCRIBE_POST>(
                 "List-Unsubscribe=One-Click".into(),
             ));

@@ -1,0 +1,85 @@
+//! Operations: health, readiness, Prometheus metrics, the OpenAPI document.
+
+use super::ApiState;
+use super::error::{ApiError, ErrorBody};
+use crate::store::OutboxStore;
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Up", body = Object)))]
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// The store answers and a configuration is loaded.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Object),
+        (status = 503, description = "Store unreachable", body = ErrorBody),
+    ))]
+pub async fn readyz(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let config = state.config();
+    let version = state
+        .db()
+        .read(|s| Ok(s.schema_version()?))
+        .await
+        .map_err(|e| ApiError::Store {
+            message: e.to_string(),
+            transient: true,
+        })?;
+    Ok(Json(json!({
+        "status": "ready",
+        "schema_version": version,
+        "config": config.file.display().to_string(),
+    })))
+}
+
+/// Counters in the Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain"),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
+    let depth = state.db().read(|s| Ok(s.outbox_depth()?)).await?;
+    let depth: BTreeMap<String, u64> = depth
+        .into_iter()
+        .map(|(k, v)| (k.as_str().to_string(), v))
+        .collect();
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(&depth),
+    ))
+}
+
+static DOCUMENT: LazyLock<String> =
+    LazyLock::new(|| super::openapi().to_pretty_json().unwrap_or_default());
+
+/// This document: every route, generated from the code.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses(
+        (status = 200, description = "OpenAPI 3.1", body = Object),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn openapi_json() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        DOCUMENT.as_str(),
+    )
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound {
+        what: "route",
+        id: String::new(),
+    }
+}
