@@ -614,6 +614,8 @@ async fn metrics_are_prometheus_text_and_the_openapi_document_lists_every_route(
         "/v1/deals",
         "/v1/contacts/{id}",
         "/v1/outbox",
+        "/v1/broadcasts",
+        "/v1/plan",
         "/t/o/{token}",
         "/t/c/{token}",
         "/u/{token}",

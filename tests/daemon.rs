@@ -640,3 +640,152 @@ fn a_booked_meeting_takes_the_prospect_out_of_nurture_and_stopped_ones_get_no_ca
         "ARRÊTÉ: no more calls"
     );
 }
+
+/// A free port on loopback (bound, then released for the daemon).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+#[test]
+fn the_running_daemon_serves_the_api_and_turns_a_pricing_visit_into_a_delivery_at_once() {
+    let (received, port, rt) = receiver();
+    let api_port = free_port();
+    let env = daemon_env(
+        port,
+        &format!(
+            r#"
+[api]
+enabled = true
+listen = "127.0.0.1:{api_port}"
+tokens = ["{TOKEN}"]
+tracking_secret = "tracking-secret-0123456789"
+public_url = "http://127.0.0.1:{api_port}"
+
+[[followups.triggers]]
+name = "pricing_visit"
+event = "page_visit"
+when = {{ field = "event.props.url", contains = "/pricing" }}
+cooldown = "7d"
+action = {{ channel = "hook", template = "news" }}
+"#
+        ),
+    );
+    let mut child = spawn_daemon(&env, "run.log");
+    let base = format!("http://127.0.0.1:{api_port}");
+    let client = reqwest::Client::new();
+    let call = |req: reqwest::RequestBuilder| rt.block_on(async { req.send().await });
+    let started = Instant::now();
+    while call(client.get(format!("{base}/readyz"))).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the API never came up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Unauthenticated: 401, nothing written.
+    let r = call(
+        client
+            .post(format!("{base}/v1/contacts"))
+            .header("content-type", "application/json")
+            .body(r#"[{"id": "x"}]"#),
+    )
+    .unwrap();
+    assert_eq!(r.status(), 401);
+
+    let post = |path: &str, body: Value| {
+        let r = call(
+            client
+                .post(format!("{base}{path}"))
+                .bearer_auth(TOKEN)
+                .header("content-type", "application/json")
+                .body(body.to_string()),
+        )
+        .unwrap();
+        let status = r.status().as_u16();
+        let text = rt.block_on(r.text()).unwrap();
+        (
+            status,
+            serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)),
+        )
+    };
+    let (status, body) = post(
+        "/v1/contacts",
+        serde_json::json!([{"id": "p", "email": "p@example.com", "first_name": "P", "status": "prospect"},
+                           {"id": "q", "email": "q@example.com", "first_name": "Q", "status": "prospect"}]),
+    );
+    assert_eq!(status, 200, "{body}");
+    let now = chrono::Utc::now();
+    let (status, body) = post(
+        "/v1/events",
+        serde_json::json!([{"id": "v1", "contact": "p", "type": "page_visit", "at": now - chrono::Duration::seconds(5),
+                            "props": {"url": "https://x.example/pricing"}}]),
+    );
+    assert_eq!(status, 200, "{body}");
+    // No schedule here: the event alone wakes rescoring and planning.
+    let started = Instant::now();
+    while received.0.lock().unwrap().iter().all(|(_, c)| c != "p") {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the pricing visit was not followed up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A broadcast through the API reaches both contacts; a bad one names its field.
+    let (status, body) = post(
+        "/v1/broadcasts",
+        serde_json::json!({"id": "b", "name": "launch", "segment": {"field": "status", "eq": "prospect"},
+                           "channel": "nope", "template": "news", "end": "2100-01-01T00:00:00Z"}),
+    );
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (400, Some("channel")),
+        "{body}"
+    );
+    let (status, body) = post(
+        "/v1/broadcasts",
+        serde_json::json!({"id": "b", "name": "launch", "segment": {"field": "status", "eq": "prospect"},
+                           "channel": "hook", "template": "news", "end": "2100-01-01T00:00:00Z"}),
+    );
+    assert_eq!(
+        (status, &body["created"]),
+        (201, &Value::Bool(true)),
+        "{body}"
+    );
+    let started = Instant::now();
+    while received.0.lock().unwrap().len() < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the broadcast did not go out"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The plan of one contact: both follow-ups are in the outbox already.
+    let r = call(
+        client
+            .get(format!("{base}/v1/plan?contact=q"))
+            .bearer_auth(TOKEN),
+    )
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = call(client.get(format!("{base}/v1/plan")).bearer_auth(TOKEN)).unwrap();
+    assert_eq!(r.status(), 400);
+    // Metrics count the deliveries.
+    let r = call(client.get(format!("{base}/metrics")).bearer_auth(TOKEN)).unwrap();
+    let text = rt.block_on(r.text()).unwrap();
+    assert!(
+        text.lines().any(|l| l.contains("channel=\"hook\"")
+            && l.contains("outcome=\"sent\"")
+            && l.ends_with(" 3")),
+        "{text}"
+    );
+    signal(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+    let _ = &mut child;
+}

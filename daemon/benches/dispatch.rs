@@ -118,7 +118,12 @@ batch = 500
     runtime
         .block_on(host.open_channel("hook", &config.channels["hook"]))
         .expect("channel");
-    let dispatcher = Dispatcher::new(store, host, "bench".into());
+    let dispatcher = Dispatcher::new(
+        store,
+        host,
+        "bench".into(),
+        relance::metrics::Metrics::new(),
+    );
     let config = Arc::new(config);
     let started = Instant::now();
     let report = runtime

@@ -6,9 +6,11 @@
 //! for signals. SIGTERM / SIGINT stop all three; sends in flight finish
 //! within `[outbox] shutdown_grace`, else their claims are released.
 
+use crate::api::ApiState;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigErrors, Job};
 use crate::followups;
+use crate::metrics::Metrics;
 use crate::model::Timestamp;
 use crate::outbox::dispatch::{DispatchError, Dispatcher, RoundReport};
 use crate::plugins::{HostError, PluginHost, builtin_tables};
@@ -25,6 +27,8 @@ use tokio::sync::{Notify, watch};
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// Pause after a failed dispatch round.
 const ERROR_PAUSE: Duration = Duration::from_secs(5);
+/// How often plugin health is copied to the metrics.
+const HEALTH_EVERY: Duration = Duration::from_secs(15);
 /// New events arriving within this delay are planned together.
 const REACT_DEBOUNCE: Duration = Duration::from_millis(200);
 
@@ -42,6 +46,11 @@ pub enum DaemonError {
     Job(#[from] JobError),
     #[error("signals: {0}")]
     Signal(std::io::Error),
+    #[error("the HTTP API cannot listen on {address}: {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
     #[error("a fixed --now only makes sense with --once")]
     FixedClock,
     #[error("a task failed: {0}")]
@@ -64,9 +73,20 @@ struct DaemonJobs {
     /// Rescoring and planning passes of this process take turns: two at
     /// once would publish the same score change twice.
     passes: std::sync::Mutex<()>,
+    metrics: Metrics,
 }
 
 impl DaemonJobs {
+    fn rescore(&self, config: &Config, now: Timestamp) -> Result<String, JobError> {
+        let started = std::time::Instant::now();
+        let r = scoring::pass::rescore(config, now, false).map_err(|e| JobError(e.to_string()))?;
+        self.metrics.record_rescore(started.elapsed());
+        Ok(format!(
+            "rescored {} contacts, {} changed",
+            r.examined, r.changed
+        ))
+    }
+
     /// Rescores what changed, then plans; wakes the dispatcher.
     fn react(&self, config: &Config, now: Timestamp) -> Result<String, JobError> {
         let _turn = self
@@ -74,7 +94,7 @@ impl DaemonJobs {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Fresh scores first, so band crossings fire their triggers now.
-        scoring::pass::rescore(config, now, false).map_err(|e| JobError(e.to_string()))?;
+        self.rescore(config, now)?;
         let report =
             followups::pass::run(config, now, false).map_err(|e| JobError(e.to_string()))?;
         self.dispatch_wake.notify_one();
@@ -93,9 +113,7 @@ impl Jobs for DaemonJobs {
                     .passes
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                scoring::pass::rescore(config, now, false)
-                    .map(|r| format!("rescored {} contacts, {} changed", r.examined, r.changed))
-                    .map_err(|e| JobError(e.to_string()))
+                self.rescore(config, now)
             }
             Job::Plan => self.react(config, now),
             Job::Dispatch => {
@@ -115,6 +133,7 @@ impl Jobs for DaemonJobs {
 /// The daemon's parts, built from the configuration.
 struct Parts {
     host: Arc<PluginHost>,
+    metrics: Metrics,
     dispatcher: Arc<Dispatcher>,
     jobs: Arc<DaemonJobs>,
     owner: String,
@@ -130,10 +149,12 @@ async fn build(config: &Config, clock: &Clock) -> Result<Parts, DaemonError> {
         host.open_channel(name, channel).await?;
     }
     let owner = format!("relance-{}", std::process::id());
+    let metrics = Metrics::new();
     let dispatcher = Arc::new(Dispatcher::new(
         SqliteStore::from_config(config)?,
         host.clone(),
         owner.clone(),
+        metrics.clone(),
     ));
     let jobs = Arc::new(DaemonJobs {
         dispatcher: dispatcher.clone(),
@@ -141,9 +162,11 @@ async fn build(config: &Config, clock: &Clock) -> Result<Parts, DaemonError> {
         clock: clock.clone(),
         dispatch_wake: Arc::new(Notify::new()),
         passes: std::sync::Mutex::new(()),
+        metrics: metrics.clone(),
     });
     Ok(Parts {
         host,
+        metrics,
         dispatcher,
         jobs,
         owner,
@@ -226,6 +249,33 @@ pub async fn run(config: Config, clock: Clock) -> Result<(), DaemonError> {
         parts.jobs.clone(),
         config_rx.clone(),
         react_wake.clone(),
+        coordinator.listener(),
+    ));
+    let api = config_rx.borrow().api.clone();
+    if api.enabled {
+        let state = ApiState::new(
+            config_rx.clone(),
+            clock.clone(),
+            parts.metrics.clone(),
+            react_wake.clone(),
+        )?;
+        let listener = tokio::net::TcpListener::bind(&api.listen)
+            .await
+            .map_err(|e| DaemonError::Listen {
+                address: api.listen.clone(),
+                source: e,
+            })?;
+        let shutdown = coordinator.listener();
+        tokio::spawn(async move {
+            if let Err(e) = crate::api::serve(listener, state, shutdown).await {
+                tracing::error!(error = %e, "the HTTP API stopped");
+            }
+        });
+    }
+    tokio::spawn(health_loop(
+        parts.host.clone(),
+        config_rx.clone(),
+        parts.metrics.clone(),
         coordinator.listener(),
     ));
     tracing::info!(owner = %parts.owner, "relance running");
@@ -317,6 +367,27 @@ async fn react_loop(
             Ok(Ok(summary)) => tracing::info!(%summary, "new events planned"),
             Ok(Err(e)) => tracing::error!(error = %e, "reacting to new events failed"),
             Err(e) => tracing::error!(error = %e, "reacting to new events panicked"),
+        }
+    }
+}
+
+/// Keeps the plugins' health in the metrics, once every `HEALTH_EVERY`.
+async fn health_loop(
+    host: Arc<PluginHost>,
+    config: watch::Receiver<Arc<Config>>,
+    metrics: Metrics,
+    mut shutdown: Shutdown,
+) {
+    while !shutdown.is_shutdown() {
+        let channels: Vec<String> = config.borrow().channels.keys().cloned().collect();
+        for name in channels {
+            if let Some(status) = host.status(&name) {
+                metrics.set_plugin_health(&name, status.healthy);
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(HEALTH_EVERY) => {}
+            () = shutdown.recv() => {}
         }
     }
 }

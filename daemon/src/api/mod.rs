@@ -11,6 +11,7 @@ pub mod error;
 pub mod ingest;
 pub mod openapi;
 mod ops;
+mod planning;
 mod reads;
 pub mod tracking;
 
@@ -84,8 +85,8 @@ fn parts() -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiState>) {
         .routes(routes!(ingest::post_deals))
         .routes(routes!(reads::get_contact, reads::delete_contact))
         .routes(routes!(reads::get_outbox))
-        // `POST /v1/broadcasts` and `GET /v1/plan` (issue #7) go here, with
-        // the planner's store pass: `.routes(routes!(broadcasts::post_broadcasts))`.
+        .routes(routes!(planning::post_broadcasts))
+        .routes(routes!(planning::get_plan))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi_json));
     let open = OpenApiRouter::new()

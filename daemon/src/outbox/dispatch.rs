@@ -7,6 +7,7 @@ use super::{Attempt, Row, Settlement};
 use crate::config::Config;
 use crate::fatigue::Guard;
 use crate::fatigue::admit::admit;
+use crate::metrics::Metrics;
 use crate::model::{Company, Contact, Timestamp};
 use crate::plugins::{DeliverRequest, Delivery, DeliveryError, PluginHost};
 use crate::store::{OutboxStore, Records, ScoreStore, SqliteStore, StoreError};
@@ -72,6 +73,7 @@ pub struct Dispatcher {
     store: Arc<Mutex<SqliteStore>>,
     host: Arc<PluginHost>,
     owner: String,
+    metrics: Metrics,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -79,11 +81,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Dispatcher {
-    pub fn new(store: SqliteStore, host: Arc<PluginHost>, owner: String) -> Self {
+    pub fn new(store: SqliteStore, host: Arc<PluginHost>, owner: String, metrics: Metrics) -> Self {
         Self {
             store: Arc::new(Mutex::new(store)),
             host,
             owner,
+            metrics,
         }
     }
 
@@ -115,6 +118,7 @@ impl Dispatcher {
         let guard = Guard::from_config(&config).map_err(|e| DispatchError::Guard(e.to_string()))?;
         let owner = self.owner.clone();
         let cfg = config.clone();
+        let metrics = self.metrics.clone();
         let prepared = self
             .blocking(move |store| {
                 let lease_until = now + cfg.outbox.lease.0;
@@ -123,7 +127,17 @@ impl Dispatcher {
                     lease_until,
                     cfg.outbox.batch,
                     &owner,
-                    &mut |row, contact, weighs| admit(&guard, &cfg, row, contact, weighs, now),
+                    &mut |row, contact, weighs| {
+                        let admission = admit(&guard, &cfg, row, contact, weighs, now);
+                        let reason = admission
+                            .reasons
+                            .get(0)
+                            .and_then(|r| r.get("rule"))
+                            .and_then(serde_json::Value::as_str)
+                            .unwrap_or("none");
+                        metrics.record_decision(admission.verdict.as_str(), reason);
+                        admission
+                    },
                 )?;
                 rows.into_iter()
                     .map(|row| prepare(store, &cfg, row, now))
@@ -169,6 +183,7 @@ impl Dispatcher {
         group: Vec<(Row, Attempt, Timestamp)>,
     ) -> Result<RoundReport, DispatchError> {
         let owner = self.owner.clone();
+        let metrics = self.metrics.clone();
         self.blocking(move |store| {
             let settlements: Vec<(i64, Settlement, Timestamp)> = group
                 .iter()
@@ -182,6 +197,13 @@ impl Dispatcher {
             let applied = store.settle_many(&owner, &settlements)?;
             let mut r = RoundReport::default();
             for (((row, _, _), (_, how, _)), ok) in group.iter().zip(&settlements).zip(applied) {
+                let outcome = match (ok, how) {
+                    (false, _) => "lease_lost",
+                    (true, Settlement::Sent) => "sent",
+                    (true, Settlement::Retry { .. }) => "retrying",
+                    (true, Settlement::Dead { .. }) => "dead",
+                };
+                metrics.record_delivery(&row.channel, outcome);
                 if !ok {
                     tracing::warn!(key = %row.idem_key, "lease lost before settlement");
                     r.lost_lease += 1;
@@ -275,6 +297,7 @@ fn prepare(
             html: t.html.clone(),
         })
         .unwrap_or_default();
+    let mut message = message;
     let call_task = config.followups.calls.channels.contains(&row.channel);
     let mut vars = serde_json::Map::new();
     vars.insert("followup".into(), row.followup.clone().into());
@@ -283,6 +306,23 @@ fn prepare(
         if let Some(v) = row.payload.get(key).filter(|v| !v.is_null()) {
             vars.insert(key.into(), v.clone());
         }
+    }
+    // Emails carry signed open and click links and a one-click unsubscribe
+    // URL when the API that answers them is on.
+    let is_email = config
+        .channels
+        .get(&row.channel)
+        .is_some_and(|c| c.plugin == "email");
+    if is_email && config.api.enabled && !config.api.public_url.is_empty() {
+        let unsubscribe = crate::api::tracking::decorate(
+            &mut message,
+            &config.api.public_url,
+            &row.idem_key,
+            &row.contact,
+            &row.channel,
+            &config.api.tracking_secret,
+        );
+        vars.insert("unsubscribe_url".into(), unsubscribe.into());
     }
     let request = DeliverRequest {
         idempotency_key: row.idem_key.clone(),

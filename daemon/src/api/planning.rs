@@ -1,0 +1,159 @@
+//! Broadcasts and the plan: `POST /v1/broadcasts` creates our own news to a
+//! segment (as `relance broadcast create`), `GET /v1/plan?contact=` shows
+//! what is due for one contact and what the guard says (as `relance plan`).
+
+use super::ApiState;
+use super::error::{ApiError, ErrorBody};
+use crate::condition::ConditionConfig;
+use crate::followups::BroadcastSpec;
+use crate::followups::pass::{PlanLine, dry_run};
+use crate::model::Timestamp;
+use crate::store::PlanStore;
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+/// A broadcast to create.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewBroadcast {
+    /// Unique: creating the same id again changes nothing.
+    pub id: String,
+    pub name: String,
+    /// Who receives it: a condition as in the configuration, in JSON, e.g.
+    /// `{"field": "tier", "in": ["target_1"]}`.
+    #[schema(value_type = Object)]
+    pub segment: ConditionConfig,
+    pub channel: String,
+    pub template: String,
+    /// Sends go out from this instant (default: now) and not at or after `end`.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub start: Option<Timestamp>,
+    #[schema(value_type = String, format = DateTime)]
+    pub end: Timestamp,
+    pub priority: Option<u32>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BroadcastCreated {
+    pub id: String,
+    /// False when a broadcast with this id existed: nothing changed.
+    pub created: bool,
+}
+
+/// Creates a broadcast; the next plan pass (at once) sends it.
+#[utoipa::path(
+    post, path = "/v1/broadcasts", tag = "follow-ups",
+    request_body = NewBroadcast,
+    responses(
+        (status = 201, description = "Created", body = BroadcastCreated),
+        (status = 200, description = "Existed already: nothing changed", body = BroadcastCreated),
+        (status = 400, description = "Invalid broadcast; `field` names the culprit", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn post_broadcasts(
+    State(state): State<ApiState>,
+    body: Result<Json<NewBroadcast>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<BroadcastCreated>), ApiError> {
+    let Json(b) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let config = state.config();
+    let now = state.clock.now();
+    let bad = |field: &str, message: String| ApiError::BadRequest {
+        message,
+        field: Some(field.into()),
+    };
+    if !config.channels.contains_key(&b.channel) {
+        return Err(bad(
+            "channel",
+            format!("no channel `{}` in the configuration", b.channel),
+        ));
+    }
+    if !config.templates.contains_key(&b.template) {
+        return Err(bad(
+            "template",
+            format!("no template `{}` in the configuration", b.template),
+        ));
+    }
+    let spec = BroadcastSpec {
+        id: b.id,
+        name: b.name,
+        segment: b.segment,
+        channel: b.channel,
+        template: b.template,
+        start: b.start.unwrap_or(now),
+        end: b.end,
+        priority: b.priority,
+    };
+    if let Err(e) = spec.compile() {
+        let message = e.0.join("; ");
+        let field = message
+            .split(':')
+            .next()
+            .map(|f| f.trim().trim_start_matches('.').to_string())
+            .filter(|f| !f.is_empty() && !f.contains(' '));
+        return Err(ApiError::BadRequest { message, field });
+    }
+    let id = spec.id.clone();
+    let created = state
+        .db()
+        .write(move |store| store.create_broadcast(&spec, now))
+        .await?;
+    if created {
+        state.poke();
+    }
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(BroadcastCreated { id, created })))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct PlanQuery {
+    /// The contact to plan.
+    pub contact: Option<String>,
+}
+
+/// What is due for one contact at the server's now and what the guard says;
+/// writes nothing.
+#[utoipa::path(
+    get, path = "/v1/plan", tag = "follow-ups",
+    params(PlanQuery),
+    responses(
+        (status = 200, description = "Follow-ups due, in decision order", body = [Object]),
+        (status = 400, description = "No contact given", body = ErrorBody),
+        (status = 404, description = "No such contact", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_plan(
+    State(state): State<ApiState>,
+    Query(q): Query<PlanQuery>,
+) -> Result<Json<Vec<PlanLine>>, ApiError> {
+    let Some(id) = q.contact.filter(|c| !c.trim().is_empty()) else {
+        return Err(ApiError::BadRequest {
+            message: "`contact` is required: the id of the contact to plan".into(),
+            field: Some("contact".into()),
+        });
+    };
+    let config = state.config();
+    let now = state.clock.now();
+    let lines = state
+        .db()
+        .read(move |store| {
+            if store.contact_key(&id)?.is_none() {
+                return Err(ApiError::NotFound {
+                    what: "contact",
+                    id,
+                });
+            }
+            dry_run(&config, store, now, Some(&id)).map_err(|e| ApiError::Internal(e.to_string()))
+        })
+        .await?;
+    Ok(Json(lines))
+}
