@@ -720,7 +720,7 @@ action = {{ channel = "hook", template = "news" }}
                            {"id": "q", "email": "q@example.com", "first_name": "Q", "status": "prospect"}]),
     );
     assert_eq!(status, 200, "{body}");
-    let now = chrono::Utc::now();
+    let now = relance::clock::Clock::system().now();
     let (status, body) = post(
         "/v1/events",
         serde_json::json!([{"id": "v1", "contact": "p", "type": "page_visit", "at": now - chrono::Duration::seconds(5),
