@@ -789,3 +789,159 @@ action = {{ channel = "hook", template = "news" }}
     assert!(child.wait().unwrap().success());
     let _ = &mut child;
 }
+
+/// The first `PREFIX<token>` in a MIME text (quoted-printable undone).
+fn token_after(eml: &str, prefix: &str) -> Option<String> {
+    let text = eml
+        .replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=");
+    let at = text.find(prefix)? + prefix.len();
+    Some(
+        text[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_' || *c == '.')
+            .collect(),
+    )
+}
+
+#[test]
+fn emails_sent_by_the_daemon_carry_signed_links_that_record_opens_clicks_and_unsubscribes() {
+    let (_received, port, rt) = receiver();
+    let api_port = free_port();
+    let env = daemon_env(port, "");
+    let mail = env.path("mail");
+    std::fs::create_dir_all(&mail).unwrap();
+    let base = format!("http://127.0.0.1:{api_port}");
+    env.write(
+        "relance.toml",
+        &(std::fs::read_to_string(env.path("relance.toml")).unwrap()
+            + &format!(
+                r#"
+[channels.mail]
+plugin = "email"
+event = "email_sent"
+settings = {{ transport = "file", dir = "{}", from = "relance@example.com" }}
+
+[templates.hello]
+channel = "mail"
+subject = "Hello {{{{first_name}}}}"
+html = "<p>See <a href=\"https://payroll.example/offer\">our offer</a></p>"
+
+[api]
+enabled = true
+listen = "127.0.0.1:{api_port}"
+tokens = ["{TOKEN}"]
+tracking_secret = "tracking-secret-0123456789"
+public_url = "{base}"
+
+[[followups.triggers]]
+name = "pricing_visit"
+event = "page_visit"
+cooldown = "7d"
+action = {{ channel = "mail", template = "hello" }}
+"#,
+                mail.display()
+            )),
+    );
+    env.import_text(
+        "contacts",
+        "c.csv",
+        "id,email,first_name\np,p@example.com,P\n",
+    );
+    let mut child = spawn_daemon(&env, "run.log");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let call = |req: reqwest::RequestBuilder| rt.block_on(async { req.send().await });
+    let started = Instant::now();
+    while call(client.get(format!("{base}/readyz"))).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the API never came up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let now = relance::clock::Clock::system().now();
+    let event = serde_json::json!([{"contact": "p", "type": "page_visit", "at": now - chrono::Duration::seconds(5)}]);
+    let r = call(
+        client
+            .post(format!("{base}/v1/events"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(event.to_string()),
+    )
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let started = Instant::now();
+    let eml = loop {
+        let found = std::fs::read_dir(&mail)
+            .unwrap()
+            .filter_map(Result::ok)
+            .find(|e| e.path().extension().is_some_and(|x| x == "eml"));
+        if let Some(f) = found {
+            break std::fs::read_to_string(f.path()).unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no email written; log: {}",
+            std::fs::read_to_string(env.path("run.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let open = token_after(&eml, "/t/o/").expect("an open pixel");
+    let click = token_after(&eml, "/t/c/").expect("a signed click link");
+    let unsubscribe = token_after(&eml, "/u/").expect("a one-click unsubscribe URL");
+    assert!(
+        !eml.contains("href=\"https://payroll.example/offer\""),
+        "the link was not rewritten"
+    );
+
+    assert_eq!(
+        call(client.get(format!("{base}/t/o/{open}")))
+            .unwrap()
+            .status(),
+        200
+    );
+    let r = call(client.get(format!("{base}/t/c/{click}"))).unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "https://payroll.example/offer");
+    // An altered token records nothing.
+    let mut forged = click.clone();
+    forged.pop();
+    forged.push(if click.ends_with('A') { 'B' } else { 'A' });
+    assert_eq!(
+        call(client.get(format!("{base}/t/c/{forged}")))
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        call(client.post(format!("{base}/u/{unsubscribe}")))
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let shown = env.json(&["contacts", "show", "p", "--json"]);
+    let types: Vec<&str> = shown["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    for t in ["email_sent", "email_open", "email_click", "unsubscribe"] {
+        assert_eq!(
+            types.iter().filter(|x| **x == t).count(),
+            1,
+            "{t} in {types:?}"
+        );
+    }
+    // Unsubscribed: the guard blocks the next email on that channel.
+    let guard = env.json(&["guard", "p", "--channel", "mail", "--json"]);
+    assert_eq!(guard["decision"], "block", "{guard}");
+    signal(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+    let _ = &mut child;
+}
