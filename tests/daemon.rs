@@ -88,6 +88,27 @@ shutdown_grace = "5s"
     env
 }
 
+/// A broadcast of the `news` template on `hook` to every prospect.
+fn broadcast_to_prospects(env: &Env, id: &str) {
+    let out = env.run(&[
+        "broadcast",
+        "create",
+        "--id",
+        id,
+        "--name",
+        id,
+        "--segment",
+        r#"{ field = "status", eq = "prospect" }"#,
+        "--channel",
+        "hook",
+        "--template",
+        "news",
+        "--end",
+        "2100-01-01T00:00:00Z",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 fn contacts_csv(n: usize) -> String {
     let mut csv = String::from("id,email,first_name,status\n");
     for i in 0..n {
@@ -149,23 +170,7 @@ fn kill_9_during_dispatch_loses_nothing_and_never_changes_a_key() {
         "[schedules.plan]\njob = \"plan\"\ncron = \"* * * * * *\"\n",
     );
     env.import_text("contacts", "contacts.csv", &contacts_csv(CONTACTS));
-    let out = env.run(&[
-        "broadcast",
-        "create",
-        "--id",
-        "launch",
-        "--name",
-        "Launch",
-        "--segment",
-        r#"{ field = "status", eq = "prospect" }"#,
-        "--channel",
-        "hook",
-        "--template",
-        "news",
-        "--end",
-        "2100-01-01T00:00:00Z",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    broadcast_to_prospects(&env, "launch");
 
     // Kill at random moments of the dispatch: after a random number of new
     // deliveries since the start.
@@ -273,23 +278,7 @@ fn sighup_with_an_invalid_file_keeps_the_running_configuration() {
     // daemon still runs on the old configuration, and a broadcast created
     // now goes out.
     std::fs::write(env.path("relance.toml"), &good).unwrap();
-    let out = env.run(&[
-        "broadcast",
-        "create",
-        "--id",
-        "b1",
-        "--name",
-        "B1",
-        "--segment",
-        r#"{ field = "status", eq = "prospect" }"#,
-        "--channel",
-        "hook",
-        "--template",
-        "news",
-        "--end",
-        "2100-01-01T00:00:00Z",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    broadcast_to_prospects(&env, "b1");
     let started = Instant::now();
     while received.0.lock().unwrap().len() < 3 {
         assert!(

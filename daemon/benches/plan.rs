@@ -13,25 +13,16 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{Rng, peak_rss_kib, thread_cpu_ns};
-use relance::config::Config;
+use common::{Rng, peak_rss_kib};
 use relance::followups::pass;
 use relance::ingest::Incoming;
-use relance::model::{Event, Timestamp};
+use relance::model::Event;
 use relance::scoring::pass::rescore;
 use relance::store::{Records, SqliteStore};
-use std::path::Path;
 use std::time::Instant;
 
 fn main() {
-    let contacts: usize = std::env::var("RELANCE_BENCH_CONTACTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let now: Timestamp = "2026-03-02T12:00:00Z".parse().expect("valid instant");
-    let db = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/bench")
-        .join(format!("rescore-{contacts}.db"));
+    let (contacts, now, db) = common::bench_store();
     if !db.exists() {
         eprintln!(
             "{} is missing: run `RELANCE_BENCH_CONTACTS={contacts} cargo bench --bench rescore` first",
@@ -39,13 +30,7 @@ fn main() {
         );
         std::process::exit(2);
     }
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/relance.toml");
-    let text = std::fs::read_to_string(&file).expect("shipped config");
-    let db_name = db.display().to_string();
-    let config = Config::parse(&text, &file, &|n| {
-        (n == "RELANCE_DB").then(|| db_name.clone())
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let config = common::shipped_config(&db);
     let mut store = SqliteStore::from_config(&config).expect("store");
     // Every run starts from an empty plan.
     store
@@ -59,12 +44,10 @@ fn main() {
     println!("plan benchmark: {contacts} contacts, {events} events, shipped rules");
 
     let started = Instant::now();
-    let cpu = thread_cpu_ns().unwrap_or(0);
     let full = pass::run(&config, now, true).expect("full pass");
     let secs = started.elapsed().as_secs_f64();
-    let cpu_secs = (thread_cpu_ns().unwrap_or(0) - cpu) as f64 / 1e9;
     println!(
-        "full planning pass     {secs:>8.2} s   ({cpu_secs:.2} s on the CPU; {} contacts, {:.0}/s; {} allowed, {} deferred, {} blocked)",
+        "full planning pass     {secs:>8.2} s   ({} contacts, {:.0}/s; {} allowed, {} deferred, {} blocked)",
         full.examined,
         full.examined as f64 / secs,
         full.allowed,

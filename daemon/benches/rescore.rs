@@ -13,7 +13,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod common;
 
 use common::{Rng, companies, contact, events, peak_rss_kib};
-use relance::config::Config;
 use relance::ingest::Incoming;
 use relance::model::{Event, Timestamp};
 use relance::scoring::pass::rescore;
@@ -23,21 +22,8 @@ use std::path::Path;
 use std::time::Instant;
 
 fn main() {
-    let contacts: usize = std::env::var("RELANCE_BENCH_CONTACTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let now: Timestamp = "2026-03-02T12:00:00Z".parse().expect("valid instant");
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
-    std::fs::create_dir_all(&dir).expect("bench dir");
-    let db = dir.join(format!("rescore-{contacts}.db"));
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/relance.toml");
-    let text = std::fs::read_to_string(&file).expect("shipped config");
-    let db_name = db.display().to_string();
-    let config = Config::parse(&text, &file, &|n| {
-        (n == "RELANCE_DB").then(|| db_name.clone())
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let (contacts, now, db) = common::bench_store();
+    let config = common::shipped_config(&db);
 
     let ready = db.exists();
     let mut store = SqliteStore::from_config(&config).expect("store");

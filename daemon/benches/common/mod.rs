@@ -148,3 +148,28 @@ pub fn peak_rss_kib() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
+
+/// The size of the generated store (`RELANCE_BENCH_CONTACTS`, a million by
+/// default), the reference instant of the benchmarks, and where the store
+/// shared by the rescore and plan benchmarks lives.
+pub fn bench_store() -> (usize, Timestamp, std::path::PathBuf) {
+    let contacts: usize = std::env::var("RELANCE_BENCH_CONTACTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let now: Timestamp = "2026-03-02T12:00:00Z".parse().expect("valid instant");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    (contacts, now, dir.join(format!("rescore-{contacts}.db")))
+}
+
+/// The shipped configuration with its store at `db`.
+pub fn shipped_config(db: &std::path::Path) -> relance::config::Config {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/relance.toml");
+    let text = std::fs::read_to_string(&file).expect("shipped config");
+    let db_name = db.display().to_string();
+    relance::config::Config::parse(&text, &file, &|n| {
+        (n == "RELANCE_DB").then(|| db_name.clone())
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
