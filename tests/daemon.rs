@@ -630,6 +630,15 @@ fn a_booked_meeting_takes_the_prospect_out_of_nurture_and_stopped_ones_get_no_ca
     );
 }
 
+/// Polls `done` every 100 ms; fails with `what` after `secs` seconds.
+fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < Duration::from_secs(secs), "{what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A free port on loopback (bound, then released for the daemon).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -669,14 +678,9 @@ action = {{ channel = "hook", template = "news" }}
     let base = format!("http://127.0.0.1:{api_port}");
     let client = reqwest::Client::new();
     let call = |req: reqwest::RequestBuilder| rt.block_on(async { req.send().await });
-    let started = Instant::now();
-    while call(client.get(format!("{base}/readyz"))).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the API never came up"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("the API never came up", 20, || {
+        call(client.get(format!("{base}/readyz"))).is_ok()
+    });
     // Unauthenticated: 401, nothing written.
     let r = call(
         client
@@ -717,14 +721,9 @@ action = {{ channel = "hook", template = "news" }}
     );
     assert_eq!(status, 200, "{body}");
     // No schedule here: the event alone wakes rescoring and planning.
-    let started = Instant::now();
-    while received.0.lock().unwrap().iter().all(|(_, c)| c != "p") {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the pricing visit was not followed up"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("the pricing visit was not followed up", 20, || {
+        !(received.0.lock().unwrap().iter().all(|(_, c)| c != "p"))
+    });
 
     // A broadcast through the API reaches both contacts; a bad one names its field.
     let (status, body) = post(
@@ -747,14 +746,9 @@ action = {{ channel = "hook", template = "news" }}
         (201, &Value::Bool(true)),
         "{body}"
     );
-    let started = Instant::now();
-    while received.0.lock().unwrap().len() < 3 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the broadcast did not go out"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("the broadcast did not go out", 20, || {
+        received.0.lock().unwrap().len() >= 3
+    });
     // The plan of one contact: both follow-ups are in the outbox already.
     let r = call(
         client
@@ -844,14 +838,9 @@ action = {{ channel = "mail", template = "hello" }}
         .build()
         .unwrap();
     let call = |req: reqwest::RequestBuilder| rt.block_on(async { req.send().await });
-    let started = Instant::now();
-    while call(client.get(format!("{base}/readyz"))).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the API never came up"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("the API never came up", 20, || {
+        call(client.get(format!("{base}/readyz"))).is_ok()
+    });
     let now = relance::clock::Clock::system().now();
     let event = serde_json::json!([{"contact": "p", "type": "page_visit", "at": now - chrono::Duration::seconds(5)}]);
     let r = call(

@@ -15,8 +15,6 @@ mod common;
 
 use common::{Rng, peak_rss_kib};
 use relance::followups::pass;
-use relance::ingest::Incoming;
-use relance::model::Event;
 use relance::scoring::pass::rescore;
 use relance::store::{Records, SqliteStore};
 use std::time::Instant;
@@ -57,21 +55,7 @@ fn main() {
 
     // 1 % of the contacts visit the pricing page, then are rescored.
     let mut rng = Rng(0xBEEF);
-    let fresh: Vec<Incoming> = (0..contacts / 100)
-        .map(|i| {
-            let c = rng.below(contacts as u64) as usize;
-            let mut props = serde_json::Map::new();
-            props.insert("url".into(), "https://payroll.example/pricing".into());
-            Incoming::Contact(Event {
-                id: Some(format!("bench-plan-{i}")),
-                contact: format!("c{c}"),
-                kind: "page_visit".into(),
-                at: now - chrono::Duration::minutes(5),
-                channel: None,
-                props,
-            })
-        })
-        .collect();
+    let fresh = common::pricing_visits(&mut rng, contacts, contacts / 100, now, "bench-plan");
     for chunk in fresh.chunks(1_000) {
         store.append_events(chunk).expect("append");
     }

@@ -13,8 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod common;
 
 use common::{Rng, companies, contact, events, peak_rss_kib};
-use relance::ingest::Incoming;
-use relance::model::{Event, Timestamp};
+use relance::model::Timestamp;
 use relance::scoring::pass::rescore;
 use relance::store::{Records, ScoreStore, SqliteStore};
 use rusqlite::params;
@@ -59,21 +58,7 @@ fn main() {
     // the cleanup below deletes the events): the same ones again would find
     // their scores already up to date and write nothing.
     let mut rng = Rng(0xC0FFEE ^ events as u64);
-    let fresh: Vec<Incoming> = (0..contacts / 100)
-        .map(|i| {
-            let c = (rng.below(contacts as u64)) as usize;
-            let mut props = serde_json::Map::new();
-            props.insert("url".into(), "https://payroll.example/pricing".into());
-            Incoming::Contact(Event {
-                id: Some(format!("bench-late-{i}")),
-                contact: format!("c{c}"),
-                kind: "page_visit".into(),
-                at: now - chrono::Duration::minutes(5),
-                channel: None,
-                props,
-            })
-        })
-        .collect();
+    let fresh = common::pricing_visits(&mut rng, contacts, contacts / 100, now, "bench-late");
     for chunk in fresh.chunks(1_000) {
         store.append_events(chunk).expect("append");
     }

@@ -173,3 +173,29 @@ pub fn shipped_config(db: &std::path::Path) -> relance::config::Config {
     })
     .unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// A pricing-page visit five minutes before `now` for `n` contacts drawn
+/// from the `contacts` generated ones, with ids `{prefix}-{i}`.
+pub fn pricing_visits(
+    rng: &mut Rng,
+    contacts: usize,
+    n: usize,
+    now: Timestamp,
+    prefix: &str,
+) -> Vec<relance::ingest::Incoming> {
+    (0..n)
+        .map(|i| {
+            let c = rng.below(contacts as u64) as usize;
+            let mut props = serde_json::Map::new();
+            props.insert("url".into(), "https://payroll.example/pricing".into());
+            relance::ingest::Incoming::Contact(Event {
+                id: Some(format!("{prefix}-{i}")),
+                contact: format!("c{c}"),
+                kind: "page_visit".into(),
+                at: now - chrono::Duration::minutes(5),
+                channel: None,
+                props,
+            })
+        })
+        .collect()
+}
