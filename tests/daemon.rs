@@ -13,14 +13,16 @@ use common::{BIN, Env, stderr, stdout};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-/// Every delivery the receiver got: (webhook-id, contact).
+/// Every delivery the receiver got: (webhook-id, contact); it answers
+/// after the delay in the second field (milliseconds).
 #[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<(String, String)>>>);
+struct Received(Arc<Mutex<Vec<(String, String)>>>, Arc<AtomicU64>);
 
 async fn receive(State(r): State<Received>, headers: HeaderMap, body: String) -> &'static str {
     let id = headers
@@ -37,6 +39,8 @@ async fn receive(State(r): State<Received>, headers: HeaderMap, body: String) ->
         })
         .unwrap_or_default();
     r.0.lock().unwrap().push((id, contact));
+    let delay = r.1.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(delay)).await;
     "ok"
 }
 
@@ -922,4 +926,50 @@ action = {{ channel = "mail", template = "hello" }}
     signal(&child, "TERM");
     assert!(child.wait().unwrap().success());
     let _ = &mut child;
+}
+
+#[test]
+fn sigterm_releases_a_send_still_in_flight_after_the_grace_and_the_next_start_sends_it_again() {
+    let (received, port, _rt) = receiver();
+    received.1.store(30_000, Ordering::Relaxed); // a receiver that hangs
+    let env = daemon_env(
+        port,
+        "[schedules.plan]\njob = \"plan\"\ncron = \"* * * * * *\"\n",
+    );
+    let text = std::fs::read_to_string(env.path("relance.toml"))
+        .unwrap()
+        .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"1s\"")
+        .replace("lease = \"2s\"", "lease = \"10m\"");
+    env.write("relance.toml", &text);
+    env.import_text("contacts", "c.csv", &contacts_csv(1));
+    broadcast_to_prospects(&env, "launch");
+    let mut child = spawn_daemon(&env, "run.log");
+    wait_until("the send never left", 20, || {
+        !received.0.lock().unwrap().is_empty()
+    });
+    let stopping = Instant::now();
+    signal(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+    let took = stopping.elapsed();
+    assert!(took < Duration::from_secs(4), "stopped after {took:?}");
+    let rows = outbox(&env);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["state"], "retrying", "{}", rows[0]);
+    assert_eq!(rows[0]["last_error"], "released at shutdown");
+
+    // Not held for the ten-minute lease: the next start sends it at once,
+    // under the same key.
+    received.1.store(0, Ordering::Relaxed);
+    let mut child = spawn_daemon(&env, "run-2.log");
+    wait_until("the released send was not sent again", 20, || {
+        outbox(&env)[0]["state"] == "sent"
+    });
+    signal(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+    let _ = &mut child;
+    let got = received.0.lock().unwrap().clone();
+    assert!(
+        got.len() >= 2 && got.iter().all(|(k, _)| *k == got[0].0),
+        "{got:?}"
+    );
 }
