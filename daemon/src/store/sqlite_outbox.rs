@@ -308,8 +308,14 @@ pub(super) fn guard_input(
         return Ok(None);
     };
     let contact: Contact = decode(&record)?;
-    // Events come in key order (contact, at, seq); reservations are few and
-    // merged in, so neither query sorts.
+    let events = weighs(conn, rowid, &contact.id)?;
+    Ok(Some((contact, events)))
+}
+
+/// A contact's events and in-flight reservations, oldest first, by its
+/// internal key. Events come in key order (contact, at, seq); reservations
+/// are few and merged in, so neither query sorts.
+pub(super) fn weighs(conn: &Connection, rowid: i64, id: &str) -> Result<Vec<Event>, StoreError> {
     let mut events = Vec::new();
     let mut stmt = conn.prepare_cached(
         "SELECT at, type, channel, props, event_id FROM events WHERE contact = ?1 ORDER BY at, seq",
@@ -318,7 +324,7 @@ pub(super) fn guard_input(
     while let Some(r) = q.next()? {
         events.push(Event {
             id: r.get(4)?,
-            contact: contact.id.clone(),
+            contact: id.to_string(),
             kind: r.get(1)?,
             at: from_micros(r.get(0)?)?,
             channel: r.get(2)?,
@@ -339,7 +345,7 @@ pub(super) fn guard_input(
         reserved = true;
         events.push(Event {
             id: r.get(3)?,
-            contact: contact.id.clone(),
+            contact: id.to_string(),
             kind: r.get(1)?,
             at: from_micros(r.get(0)?)?,
             channel: r.get(2)?,
@@ -350,7 +356,7 @@ pub(super) fn guard_input(
         // Stable: events keep their order among equal instants.
         events.sort_by_key(|e| e.at);
     }
-    Ok(Some((contact, events)))
+    Ok(events)
 }
 
 /// A delivered send: its reservation becomes an event, keyed by the

@@ -2,10 +2,10 @@
 //! planned rows go to the outbox.
 
 use super::sqlite::{SqliteStore, decode, encode, from_micros, load_company, to_micros};
-use super::sqlite_outbox::{ROW_COLUMNS, guard_input, read_row};
+use super::sqlite_outbox::{ROW_COLUMNS, read_row, weighs};
 use super::{PlanInput, PlanStore, PlanWrite, ScoreStore, StoreError, StoredChange};
 use crate::followups::BroadcastSpec;
-use crate::model::Timestamp;
+use crate::model::{Contact, Timestamp};
 use rusqlite::{OptionalExtension, params};
 
 impl PlanStore for SqliteStore {
@@ -60,15 +60,16 @@ impl PlanStore for SqliteStore {
         key: i64,
         changes_since: Timestamp,
     ) -> Result<Option<PlanInput>, StoreError> {
-        let id: Option<String> = self
+        let row: Option<(String, String)> = self
             .conn
-            .prepare_cached("SELECT id FROM contacts WHERE rowid = ?1")?
-            .query_row([key], |r| r.get(0))
+            .prepare_cached("SELECT id, record FROM contacts WHERE rowid = ?1")?
+            .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
-        let Some(id) = id else { return Ok(None) };
-        let Some((contact, events)) = guard_input(&self.conn, &id)? else {
+        let Some((id, record)) = row else {
             return Ok(None);
         };
+        let contact: Contact = decode(&record)?;
+        let events = weighs(&self.conn, key, &id)?;
         let company = match &contact.company {
             Some(c) => load_company(&self.conn, c)?,
             None => None,
