@@ -6,6 +6,7 @@
 //! and delivery results come back as events.
 
 pub mod api;
+pub mod binary;
 pub mod clock;
 pub mod condition;
 pub mod config;

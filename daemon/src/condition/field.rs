@@ -200,7 +200,9 @@ impl Field {
             Field::EventProp(path) => {
                 return json_path(event.and_then(|e| e.props.get(&path[0])), &path[1..], f);
             }
-            Field::Last(kind) => last_of(s.events, kind, s.now).map_or(Val::Missing, Val::Time),
+            Field::Last(kind) => last_of(s.events, kind, s.now)
+                .max(earlier_of(s.earlier, kind, s.now))
+                .map_or(Val::Missing, Val::Time),
             Field::DealId => s.deal.map_or(Val::Missing, |d| Val::Str(&d.id)),
             Field::DealName => opt(s.deal.and_then(|d| d.name.as_ref())),
             Field::DealAmount => s.deal.and_then(|d| d.amount).map_or(Val::Missing, Val::Num),
@@ -229,6 +231,14 @@ pub fn last_of(events: &[Event], kind: &str, now: Timestamp) -> Option<Timestamp
         .rev()
         .find(|e| e.kind == kind)
         .map(|e| e.at)
+}
+
+/// The last instant of `kind` in a list sorted by type, unless after `now`.
+fn earlier_of(earlier: &[(String, Timestamp)], kind: &str, now: Timestamp) -> Option<Timestamp> {
+    let i = earlier
+        .binary_search_by(|(k, _)| k.as_str().cmp(kind))
+        .ok()?;
+    Some(earlier[i].1).filter(|&at| at <= now)
 }
 
 fn list<'a>(mut values: impl Iterator<Item = Val<'a>>, f: &mut dyn FnMut(Val<'_>) -> bool) -> bool {

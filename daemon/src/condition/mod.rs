@@ -141,7 +141,9 @@ pub enum Test {
 }
 
 /// What a condition is evaluated against. `events` is the contact's history
-/// sorted by time; events after `now` are ignored (`last.*`).
+/// sorted by time; events after `now` are ignored (`last.*`). `earlier`
+/// holds, sorted by type, the last instant of event types in history that
+/// `events` no longer carries (a planner keeps only recent events).
 #[derive(Clone, Copy, Debug)]
 pub struct Subject<'a> {
     pub contact: &'a Contact,
@@ -149,6 +151,7 @@ pub struct Subject<'a> {
     pub events: &'a [Event],
     pub deal: Option<&'a Deal>,
     pub now: Timestamp,
+    pub earlier: &'a [(String, Timestamp)],
 }
 
 impl<'a> Subject<'a> {
@@ -164,7 +167,14 @@ impl<'a> Subject<'a> {
             events,
             deal: None,
             now,
+            earlier: &[],
         }
+    }
+
+    /// The same subject, with the last instants of older history.
+    pub fn with_earlier(mut self, earlier: &'a [(String, Timestamp)]) -> Self {
+        self.earlier = earlier;
+        self
     }
 }
 
@@ -373,6 +383,23 @@ impl Condition {
                     .collect::<Vec<_>>()
                     .join("; ")
             })
+    }
+
+    /// The event types of the `last.*` fields it reads, added to `out`.
+    pub fn last_kinds(&self, out: &mut std::collections::BTreeSet<String>) {
+        match self {
+            Condition::All(list) | Condition::Any(list) => {
+                list.iter().for_each(|c| c.last_kinds(out));
+            }
+            Condition::Not(c) => c.last_kinds(out),
+            Condition::Test {
+                field: Field::Last(kind),
+                ..
+            } => {
+                out.insert(kind.to_string());
+            }
+            Condition::Test { .. } => {}
+        }
     }
 
     /// Whether the condition holds for `subject` (and `event`, for event rules).

@@ -5,6 +5,7 @@
 use super::config::RECENT_SENDS;
 use super::guard::{Cap, ChannelId, Guard};
 use super::points::{Fatigue, FatiguePoints, OutOfOrder, instant, secs};
+use crate::binary;
 use crate::model::{Contact, Event, Timestamp, event_types};
 use chrono_tz::Tz;
 
@@ -92,6 +93,9 @@ impl RecentSends {
         let len = kept - skip;
         self.at[..len].copy_from_slice(&at_buf[skip..kept]);
         self.channel[..len].copy_from_slice(&ch_buf[skip..kept]);
+        // Slots past `len` are zero, so that equal lists compare equal.
+        self.at[len..].fill(0);
+        self.channel[len..].fill(0);
         self.len = u8::try_from(len).expect("len ≤ RECENT_SENDS, which fits a byte");
     }
 }
@@ -278,5 +282,56 @@ impl ContactState {
     /// When fatigue will have decayed to `threshold` if nothing happens.
     pub fn when_at_most(&self, guard: &Guard, threshold: FatiguePoints) -> Option<Timestamp> {
         self.fatigue.when_at_most(guard.decay(), threshold)
+    }
+
+    /// Appends the state in a compact form: fatigue, recent sends and
+    /// reachability, not the time zone (it comes from the contact record).
+    /// Channel ids are the guard's: the form is only valid for the
+    /// configuration that wrote it.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let (value, at) = self.fatigue.snapshot();
+        binary::put_i64(out, value.units());
+        binary::put_i64(out, secs(at));
+        binary::put_u8(out, self.sends.len);
+        for i in 0..self.sends.len() {
+            binary::put_u32(out, self.sends.at[i]);
+            binary::put_u8(out, self.sends.channel[i]);
+        }
+        for bits in [
+            self.reach.consent_given,
+            self.reach.consent_refused,
+            self.reach.do_not_contact,
+        ] {
+            binary::put_u32(out, bits);
+        }
+    }
+
+    /// Reads [`ContactState::encode_into`]'s form from the front of
+    /// `bytes`; `None` when it is not one.
+    pub fn decode_from(bytes: &mut &[u8]) -> Option<Self> {
+        let value = FatiguePoints::from_units(binary::get_i64(bytes)?);
+        let at = instant(binary::get_i64(bytes)?);
+        let mut sends = RecentSends {
+            len: binary::get_u8(bytes)?,
+            ..RecentSends::default()
+        };
+        if sends.len() > RECENT_SENDS {
+            return None;
+        }
+        for i in 0..sends.len() {
+            sends.at[i] = binary::get_u32(bytes)?;
+            sends.channel[i] = binary::get_u8(bytes)?;
+        }
+        let reach = Reach {
+            consent_given: binary::get_u32(bytes)?,
+            consent_refused: binary::get_u32(bytes)?,
+            do_not_contact: binary::get_u32(bytes)?,
+        };
+        Some(Self {
+            fatigue: Fatigue::new(value, at),
+            sends,
+            reach,
+            timezone: None,
+        })
     }
 }

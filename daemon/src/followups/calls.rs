@@ -86,31 +86,45 @@ impl CallOutcomes {
     /// restart the count of unsuccessful calls; once stopped, only a won or
     /// lost outcome changes the status.
     pub fn status(&self, events: &[Event]) -> CallStatus {
-        let mut status = CallStatus::Open { unsuccessful: 0 };
-        for e in events.iter().filter(|e| e.kind == self.event) {
-            let Some(outcome) = e.props.get("outcome").and_then(|v| v.as_str()) else {
-                continue;
-            };
-            let outcome = code(outcome);
-            status = if self.won.contains(&outcome) {
-                CallStatus::Won
-            } else if self.lost.contains(&outcome) {
-                CallStatus::Lost
-            } else {
-                match status {
-                    CallStatus::Open { unsuccessful } if self.unsuccessful.contains(&outcome) => {
-                        let n = unsuccessful.saturating_add(1);
-                        if n >= self.stop_after {
-                            CallStatus::Stopped
-                        } else {
-                            CallStatus::Open { unsuccessful: n }
-                        }
-                    }
-                    CallStatus::Open { .. } => CallStatus::Open { unsuccessful: 0 },
-                    other => other,
-                }
-            };
+        events
+            .iter()
+            .fold(CallStatus::Open { unsuccessful: 0 }, |s, e| {
+                self.after(s, e)
+            })
+    }
+
+    /// The status once `event` is folded into `status`: a planner keeps the
+    /// status of older history and folds only recent events.
+    pub fn after(&self, status: CallStatus, event: &Event) -> CallStatus {
+        if event.kind != self.event {
+            return status;
         }
-        status
+        let Some(outcome) = event.props.get("outcome").and_then(|v| v.as_str()) else {
+            return status;
+        };
+        let outcome = code(outcome);
+        if self.won.contains(&outcome) {
+            CallStatus::Won
+        } else if self.lost.contains(&outcome) {
+            CallStatus::Lost
+        } else {
+            match status {
+                CallStatus::Open { unsuccessful } if self.unsuccessful.contains(&outcome) => {
+                    let n = unsuccessful.saturating_add(1);
+                    if n >= self.stop_after {
+                        CallStatus::Stopped
+                    } else {
+                        CallStatus::Open { unsuccessful: n }
+                    }
+                }
+                CallStatus::Open { .. } => CallStatus::Open { unsuccessful: 0 },
+                other => other,
+            }
+        }
+    }
+
+    /// The event type whose `props.outcome` moves the status.
+    pub fn event_type(&self) -> &str {
+        &self.event
     }
 }

@@ -271,6 +271,24 @@ pub struct CompiledFollowups {
 }
 
 impl CompiledFollowups {
+    /// The event types of the `last.*` fields its conditions read.
+    pub fn last_kinds(&self, out: &mut BTreeSet<String>) {
+        for n in &self.nurture {
+            n.segment.last_kinds(out);
+            for c in [&n.enrol, &n.exit].into_iter().flatten() {
+                c.last_kinds(out);
+            }
+        }
+        for t in &self.triggers {
+            if let Some(c) = &t.segment {
+                c.last_kinds(out);
+            }
+            if let TriggerOn::Event { when: Some(c), .. } = &t.on {
+                c.last_kinds(out);
+            }
+        }
+    }
+
     /// The `[followups]` of a loaded configuration, with the priorities of
     /// `[fatigue.priorities]` unless `[followups.arbitration]` sets its own.
     pub fn from_config(config: &crate::config::Config) -> Result<Self, FollowupsError> {

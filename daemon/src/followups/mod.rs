@@ -12,6 +12,7 @@
 pub mod arbitrate;
 pub mod calls;
 pub mod config;
+pub mod memo;
 pub mod pass;
 pub mod plan;
 

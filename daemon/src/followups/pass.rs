@@ -6,30 +6,37 @@
 
 use super::arbitrate::{Arbitration, Outcome, arbitrate};
 use super::config::CompiledFollowups;
+use super::memo::{HistoryMemo, MemoRules};
 use super::plan::{
     Broadcast, BroadcastSpec, ContactView, Occurrence, PastPlan, PlanState, Planned, leaving,
     next_wake, plan,
 };
 use crate::config::Config;
-use crate::fatigue::{ContactState, Guard};
-use crate::model::{FollowUpKind, Timestamp};
+use crate::fatigue::Guard;
+use crate::model::{Event, FollowUpKind, Timestamp};
 use crate::outbox::{Row, State};
 use crate::scoring::{Points, ScoreChange};
 use crate::store::{
-    PlanInput, PlanRow, PlanStore, PlanWrite, Records, ScoreStore, SqliteStore, StoreError,
+    MemoFilter, PlanInput, PlanRead, PlanRow, PlanStore, PlanWrite, Records, ScoreStore,
+    SqliteStore, StoreError,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 const META_EVENTS: &str = "plan.events_seq";
 const META_CHANGES: &str = "plan.changes_seq";
 const META_RULES: &str = "plan.fingerprint";
+const META_MEMO: &str = "plan.memo";
 /// Contacts read, and written, per transaction.
 const CHUNK: usize = 1000;
 /// Workers of a pass, at most (one per core).
 const MAX_WORKERS: usize = 4;
+/// The recent window is at least this long, so that an event arriving a
+/// little after its instant does not make a memo stale.
+const RECENT_FLOOR: chrono::Duration = chrono::Duration::days(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PassError {
@@ -53,7 +60,14 @@ pub struct Planner {
     broadcasts: Vec<Broadcast>,
     /// Score changes older than this cannot fire a trigger.
     lookback: chrono::Duration,
+    /// Events younger than this are read in full every pass; older ones
+    /// are folded into the contact's memo.
+    recent: chrono::Duration,
+    /// Event types whose last instant conditions read.
+    last_kinds: BTreeSet<String>,
     fingerprint: String,
+    /// What stored memos must have been folded with.
+    memo_fingerprint: String,
 }
 
 /// What the planner decided for one contact.
@@ -63,6 +77,8 @@ pub struct ContactPlan {
     /// Pending rows of nurture sequences the contact left.
     pub drops: Vec<(i64, String)>,
     pub wake: Option<Timestamp>,
+    /// The contact's renewed memo, when older history was folded.
+    pub memo: Option<HistoryMemo>,
 }
 
 /// One line of `relance plan`: a follow-up and the guard's decision on it.
@@ -134,16 +150,56 @@ impl Planner {
             .map(|t| t.lookback)
             .max()
             .unwrap_or_else(chrono::Duration::zero);
+        let mut last_kinds = BTreeSet::new();
+        followups.last_kinds(&mut last_kinds);
+        for b in &compiled {
+            b.segment.last_kinds(&mut last_kinds);
+        }
         let mut h = Sha256::new();
         h.update(serde_json::to_vec(&config.followups).unwrap_or_default());
         h.update(serde_json::to_vec(broadcasts).unwrap_or_default());
+        let fingerprint = hex::encode(&h.finalize()[..16]);
+        let mut h = Sha256::new();
+        h.update(serde_json::to_vec(&config.fatigue).unwrap_or_default());
+        for (name, channel) in &config.channels {
+            h.update(serde_json::to_vec(&(name, &channel.event)).unwrap_or_default());
+        }
+        h.update(serde_json::to_vec(&config.followups.calls).unwrap_or_default());
+        h.update(serde_json::to_vec(&last_kinds).unwrap_or_default());
         Ok(Self {
             followups,
             guard,
             broadcasts: compiled,
             lookback,
-            fingerprint: hex::encode(&h.finalize()[..16]),
+            recent: lookback.max(RECENT_FLOOR),
+            last_kinds,
+            fingerprint,
+            memo_fingerprint: hex::encode(&h.finalize()[..16]),
         })
+    }
+
+    /// Where the recent window of a pass at `now` starts.
+    pub fn recent_from(&self, now: Timestamp) -> Timestamp {
+        now - self.recent
+    }
+
+    /// How a pass at `now` reads its contacts, trusting the memos `memo`
+    /// accepts.
+    pub fn read<'a>(&'a self, now: Timestamp, memo: &'a MemoFilter<'a>) -> PlanRead<'a> {
+        PlanRead {
+            changes_since: self.changes_since(now),
+            recent_from: self.recent_from(now),
+            props_of: self.followups.calls.event_type(),
+            memo,
+        }
+    }
+
+    fn memo_rules(&self) -> MemoRules<'_> {
+        MemoRules {
+            guard: &self.guard,
+            calls: &self.followups.calls,
+            last: &self.last_kinds,
+        }
     }
 
     /// Score changes from this instant on can still fire a trigger at `now`.
@@ -164,6 +220,41 @@ impl Planner {
             contact: input.contact.id.clone(),
             message,
         };
+        // Older history: the memo, with what aged out of the recent window.
+        let recent_from = self.recent_from(now);
+        let mut memo = match &input.memo {
+            Some(m) if m.upto > recent_from => {
+                return Err(failed("its memo reaches into the recent window".into()));
+            }
+            Some(m) => m.clone(),
+            None => HistoryMemo::empty(&self.guard),
+        };
+        let rules = self.memo_rules();
+        for e in &input.older {
+            memo.fold(&rules, e).map_err(|e| failed(e.to_string()))?;
+        }
+        let renewed = input.memo.is_none() || !input.older.is_empty();
+        if renewed {
+            memo.upto = recent_from;
+        }
+        // Recent events and claimed sends, oldest first. A claim older than
+        // the memo counts at its edge, so that folding stays in order.
+        let merged: Vec<Event>;
+        let events: &[Event] = if input.reserved.is_empty() {
+            &input.recent
+        } else {
+            let mut all = input.recent.clone();
+            all.extend(input.reserved.iter().map(|r| Event {
+                at: r.at.max(memo.upto),
+                ..r.clone()
+            }));
+            all.sort_by_key(|e| e.at);
+            merged = all;
+            &merged
+        };
+        let calls = events
+            .iter()
+            .fold(memo.calls, |s, e| self.followups.calls.after(s, e));
         let state = past_plans(&input.rows);
         let changes: Vec<ScoreChange> = input
             .changes
@@ -184,7 +275,9 @@ impl Planner {
         let mut view = ContactView {
             contact: &input.contact,
             company: input.company.as_ref(),
-            events: &input.events,
+            events,
+            earlier: &memo.last,
+            calls,
             band: input.score.as_ref().map(|s| s.band.as_str()),
             changes: &changes,
             state: &state,
@@ -209,8 +302,12 @@ impl Planner {
                     .filter_map(|r| pending_planned(r, input)),
             );
         }
-        let mut fatigue = ContactState::replay(&self.guard, &input.contact, &input.events)
-            .map_err(|e| failed(e.to_string()))?;
+        let mut fatigue = memo.state_of(&self.guard, &input.contact);
+        for e in events {
+            fatigue
+                .apply(&self.guard, e)
+                .map_err(|e| failed(e.to_string()))?;
+        }
         let arbitration = arbitrate(
             &self.followups.arbitration,
             &self.guard,
@@ -240,6 +337,7 @@ impl Planner {
             arbitration,
             drops,
             wake,
+            memo: renewed.then_some(memo),
         })
     }
 }
@@ -324,8 +422,8 @@ impl ContactPlan {
             .collect()
     }
 
-    /// What the store records for this contact.
-    pub fn write(&self, key: i64) -> PlanWrite {
+    /// What the store records for the contact of `input`.
+    pub fn write(&self, input: &PlanInput) -> PlanWrite {
         let rows = self
             .arbitration
             .decided
@@ -355,10 +453,12 @@ impl ContactPlan {
             })
             .collect();
         PlanWrite {
-            key,
+            key: input.key,
             rows,
             drops: self.drops.clone(),
             wake: self.wake,
+            wake_was: input.wake,
+            memo: self.memo.clone(),
         }
     }
 }
@@ -385,9 +485,24 @@ pub fn run(config: &Config, now: Timestamp, force_full: bool) -> Result<PassRepo
     let seen_events = number(store.meta(META_EVENTS)?);
     let seen_changes = number(store.meta(META_CHANGES)?);
     let rules = store.meta(META_RULES)?;
-    let full = force_full
-        || seen_events.is_none()
-        || rules.as_deref() != Some(planner.fingerprint.as_str());
+    // Memos hold only under the rules that folded them, and only while
+    // every event they could miss is known: those after the last pass.
+    let memos_hold = seen_events.is_some()
+        && store.meta(META_MEMO)?.as_deref() == Some(planner.memo_fingerprint.as_str());
+    let full = force_full || !memos_hold || rules.as_deref() != Some(planner.fingerprint.as_str());
+    let late: HashMap<i64, Timestamp> = match seen_events {
+        Some(seq) if memos_hold => store.new_events(seq)?.into_iter().collect(),
+        _ => HashMap::new(),
+    };
+    let recent_from = planner.recent_from(now);
+    let trusted = |key: i64, upto: Timestamp, bytes: &[u8]| {
+        let stale = late.get(&key).is_some_and(|&at| at <= upto);
+        if !memos_hold || stale || upto > recent_from {
+            return None;
+        }
+        HistoryMemo::decode(upto, bytes)
+    };
+    let read = planner.read(now, &trusted);
     let keys = if full {
         store.contact_keys()?
     } else {
@@ -407,21 +522,20 @@ pub fn run(config: &Config, now: Timestamp, force_full: bool) -> Result<PassRepo
             None
         };
         let mut report = PassReport::default();
-        let since = planner.changes_since(now);
         loop {
             let Some(chunk) = chunks.get(next.fetch_add(1, Ordering::Relaxed)) else {
                 return Ok(report);
             };
             let inputs = match &reader {
-                Some(r) => r.plan_inputs(chunk, since)?,
-                None => lock(&writer).plan_inputs(chunk, since)?,
+                Some(r) => r.plan_inputs(chunk, &read)?,
+                None => lock(&writer).plan_inputs(chunk, &read)?,
             };
             let mut batch = Vec::with_capacity(inputs.len());
             for input in &inputs {
                 match planner.contact(input, now, false) {
                     Ok(planned) => {
                         report.count(&planned);
-                        batch.push(planned.write(input.key));
+                        batch.push(planned.write(input));
                     }
                     // One contact's bad history must not stop everyone's plan.
                     Err(e) => tracing::error!(error = %e, "contact not planned"),
@@ -455,6 +569,7 @@ pub fn run(config: &Config, now: Timestamp, force_full: bool) -> Result<PassRepo
             (META_EVENTS, events_seq.to_string()),
             (META_CHANGES, changes_seq.to_string()),
             (META_RULES, planner.fingerprint.clone()),
+            (META_MEMO, planner.memo_fingerprint.clone()),
         ],
     )?;
     Ok(report)
@@ -501,14 +616,13 @@ pub fn dry_run<S: PlanStore>(
         Some(id) => store.contact_key(id)?.into_iter().collect(),
         None => store.contact_keys()?,
     };
-    let since = planner.changes_since(now);
+    let read = planner.read(now, &|_, _, _| None);
     let mut lines = Vec::new();
-    for key in keys {
-        let Some(input) = store.plan_input(key, since)? else {
-            continue;
-        };
-        let pending: Vec<String> = input.rows.iter().map(|r| r.idem_key.clone()).collect();
-        lines.extend(planner.contact(&input, now, true)?.lines(&pending));
+    for chunk in keys.chunks(CHUNK) {
+        for input in store.plan_inputs(chunk, &read)? {
+            let pending: Vec<String> = input.rows.iter().map(|r| r.idem_key.clone()).collect();
+            lines.extend(planner.contact(&input, now, true)?.lines(&pending));
+        }
     }
     Ok(lines)
 }
@@ -516,8 +630,11 @@ pub fn dry_run<S: PlanStore>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::followups::CallStatus;
+    use crate::ingest::{Incoming, Patch};
     use crate::model::{Contact, Status};
     use crate::outbox::idempotency_key;
+    use crate::store::OutboxStore;
     use crate::store::StoredScore;
     use std::path::Path;
 
@@ -548,7 +665,11 @@ mod tests {
             key: 1,
             contact,
             company: None,
-            events: Vec::new(),
+            memo: None,
+            older: Vec::new(),
+            recent: Vec::new(),
+            reserved: Vec::new(),
+            wake: None,
             score: Some(StoredScore {
                 contact: "p".into(),
                 score: 0,
@@ -628,5 +749,247 @@ mod tests {
             .contact(&enrolled("cold", at, State::Deferred), at, false)
             .expect("plan");
         assert!(cold.drops.is_empty());
+    }
+
+    /// A planner whose broadcast reads `last.call`, so that memos keep it.
+    fn planner_reading_last_call() -> Planner {
+        let spec: BroadcastSpec = serde_json::from_value(serde_json::json!({
+            "id": "recall",
+            "name": "recall_broadcast",
+            "segment": { "field": "last.call", "within": "30d" },
+            "channel": "email",
+            "template": "seminar_invitation",
+            "start": "2026-11-01T00:00:00Z",
+            "end": "2026-12-31T00:00:00Z",
+        }))
+        .expect("spec");
+        Planner::new(&shipped(), &[spec]).expect("planner")
+    }
+
+    const KINDS: [&str; 9] = [
+        "email_sent",
+        "email_open",
+        "email_click",
+        "page_visit",
+        "call",
+        "unsubscribe",
+        "sms_sent",
+        "meeting",
+        "form_submit",
+    ];
+    const OUTCOMES: [&str; 6] = ["NRP", "OCC", "RDV", "REFUS", "RAPP", "ERR"];
+
+    /// Events as the store hands them over: older ones keep their props
+    /// only for the call type.
+    fn split(events: &[Event], from: Timestamp, after: Timestamp) -> (Vec<Event>, Vec<Event>) {
+        let older = events
+            .iter()
+            .filter(|e| e.at > from && e.at <= after)
+            .map(|e| Event {
+                props: if e.kind == "call" {
+                    e.props.clone()
+                } else {
+                    serde_json::Map::new()
+                },
+                ..e.clone()
+            })
+            .collect();
+        let recent = events.iter().filter(|e| e.at > after).cloned().collect();
+        (older, recent)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// Planning from a memo and the events after it decides exactly what
+        /// planning over the whole history as recent events decides, and
+        /// renews the memo to the fold of the whole history.
+        #[test]
+        fn a_memo_and_the_events_after_it_plan_like_the_whole_history(
+            raw in proptest::collection::vec(
+                (0..KINDS.len(), 0i64..60 * 24 * 60, 0..OUTCOMES.len(), proptest::bool::ANY),
+                0..40,
+            ),
+            split_back in 0i64..60 * 24 * 60,
+            band in 0usize..3,
+            with_pending in proptest::bool::ANY,
+        ) {
+            let planner = planner_reading_last_call();
+            let now = t("2026-11-20T10:00:00Z");
+            let mut events: Vec<Event> = raw
+                .iter()
+                .enumerate()
+                .map(|(i, &(k, minutes, o, flag))| {
+                    let kind = KINDS[k];
+                    let mut props = serde_json::Map::new();
+                    match kind {
+                        "call" => {
+                            props.insert("outcome".into(), OUTCOMES[o].into());
+                        }
+                        "page_visit" if flag => {
+                            props.insert("url".into(), "https://x.example/pricing".into());
+                        }
+                        _ => {}
+                    }
+                    Event {
+                        id: Some(format!("e{i}")),
+                        contact: "p".into(),
+                        kind: kind.into(),
+                        at: now - chrono::Duration::minutes(minutes),
+                        channel: (kind == "unsubscribe" && flag).then(|| "email".into()),
+                        props,
+                    }
+                })
+                .collect();
+            events.sort_by_key(|e| e.at);
+            let recent_from = planner.recent_from(now);
+            let mut input = enrolled(["cold", "warm", "hot"][band], now, State::Sent);
+            input.rows.clear();
+
+            let start = chrono::DateTime::<chrono::Utc>::MIN_UTC;
+            let (older, recent) = split(&events, start, recent_from);
+            let whole = PlanInput { older, recent, ..input.clone() };
+            let upto = recent_from - chrono::Duration::minutes(split_back);
+            let mut memo = HistoryMemo::empty(&planner.guard);
+            for e in split(&events, start, upto).0 {
+                memo.fold(&planner.memo_rules(), &e).expect("fold");
+            }
+            memo.upto = upto;
+            let stored = HistoryMemo::decode(upto, &memo.encode()).expect("round trip");
+            proptest::prop_assert_eq!(&stored, &memo);
+            let (older, recent) = split(&events, upto, recent_from);
+            let from_memo = PlanInput { memo: Some(stored), older, recent, ..input };
+
+            // The reference: every event seen as recent, nothing folded.
+            let reference = PlanInput { older: Vec::new(), recent: events.clone(), ..whole.clone() };
+            let r = planner.contact(&reference, now, with_pending).expect("reference");
+            let a = planner.contact(&whole, now, with_pending).expect("whole history");
+            let b = planner.contact(&from_memo, now, with_pending).expect("memo");
+            proptest::prop_assert_eq!(r.lines(&[]), a.lines(&[]));
+            proptest::prop_assert_eq!(&r.drops, &a.drops);
+            proptest::prop_assert_eq!(r.wake, a.wake);
+            proptest::prop_assert_eq!(a.lines(&[]), b.lines(&[]));
+            proptest::prop_assert_eq!(&a.drops, &b.drops);
+            proptest::prop_assert_eq!(a.wake, b.wake);
+            let renewed = a.memo.expect("a whole history is always folded");
+            let kept = b.memo.unwrap_or(memo);
+            proptest::prop_assert_eq!(
+                (renewed.state, renewed.calls, renewed.last),
+                (kept.state, kept.calls, kept.last)
+            );
+        }
+    }
+
+    fn config_in(dir: &Path) -> Config {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/relance.toml");
+        let text = std::fs::read_to_string(&file).expect("shipped config");
+        let db = dir.join("plan.db").display().to_string();
+        Config::parse(&text, &file, &|name| {
+            (name == "RELANCE_DB").then(|| db.clone())
+        })
+        .expect("valid")
+    }
+
+    fn call_event(contact: &str, id: &str, at: Timestamp, outcome: &str) -> Incoming {
+        let mut props = serde_json::Map::new();
+        props.insert("outcome".into(), outcome.into());
+        Incoming::Contact(Event {
+            id: Some(id.into()),
+            contact: contact.into(),
+            kind: "call".into(),
+            at,
+            channel: None,
+            props,
+        })
+    }
+
+    fn pricing_visit(contact: &str, at: Timestamp) -> Incoming {
+        let mut props = serde_json::Map::new();
+        props.insert("url".into(), "https://x.example/pricing".into());
+        Incoming::Contact(Event {
+            id: Some(format!("visit-{contact}")),
+            contact: contact.into(),
+            kind: "page_visit".into(),
+            at,
+            channel: None,
+            props,
+        })
+    }
+
+    #[test]
+    fn a_call_outcome_arriving_late_is_counted_although_the_memo_had_passed_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = config_in(dir.path());
+        let mut store = SqliteStore::from_config(&config).expect("store");
+        let now = t("2026-11-20T09:00:00Z");
+        let contacts: Vec<Patch> = ["p", "q"]
+            .iter()
+            .map(|id| {
+                let mut patch = Patch {
+                    id: (*id).into(),
+                    ..Patch::default()
+                };
+                patch.fields.insert("status".into(), "prospect".into());
+                patch
+            })
+            .collect();
+        store.upsert_contacts(&contacts).expect("contacts");
+        // Four unsuccessful calls a month ago: one more stops calls (ARRÊTÉ).
+        let calls: Vec<Incoming> = ["p", "q"]
+            .iter()
+            .flat_map(|c| {
+                (0..4).map(move |i| {
+                    call_event(
+                        c,
+                        &format!("{c}-call-{i}"),
+                        now - chrono::Duration::days(30 - i),
+                        "NRP",
+                    )
+                })
+            })
+            .collect();
+        store.append_events(&calls).expect("calls");
+        run(&config, now, false).expect("first pass");
+        let memo_of = |store: &SqliteStore, id: &str| {
+            let key = store.contact_key(id).expect("key").expect("known");
+            let (upto, bytes): (i64, Vec<u8>) = store
+                .connection()
+                .query_row(
+                    "SELECT upto, memo FROM plan_memo WHERE contact = ?1",
+                    [key],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .expect("memo stored");
+            let upto = chrono::DateTime::from_timestamp_micros(upto).expect("instant");
+            HistoryMemo::decode(upto, &bytes).expect("decodes")
+        };
+        let before = memo_of(&store, "p");
+        assert_eq!(before.calls, CallStatus::Open { unsuccessful: 4 });
+
+        // The fifth unsuccessful call is imported late, dated before the
+        // memo's edge; then both visit the pricing page.
+        let later = now + chrono::Duration::hours(1);
+        let late = call_event("p", "p-call-4", now - chrono::Duration::days(20), "NRP");
+        assert!(now - chrono::Duration::days(20) < before.upto);
+        store
+            .append_events(&[late, pricing_visit("p", later), pricing_visit("q", later)])
+            .expect("events");
+        run(&config, later, false).expect("incremental pass");
+
+        assert_eq!(memo_of(&store, "p").calls, CallStatus::Stopped);
+        let calls_planned = |id: &str| {
+            store
+                .outbox_rows(None, 1000)
+                .expect("outbox")
+                .iter()
+                .filter(|r| r.contact == id && r.followup == "pricing_visit_call")
+                .count()
+        };
+        assert_eq!(
+            calls_planned("q"),
+            1,
+            "still open: the visit asks for a call"
+        );
+        assert_eq!(calls_planned("p"), 0, "stopped: no more calls");
     }
 }

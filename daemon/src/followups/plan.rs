@@ -132,8 +132,12 @@ impl PlanState {
 pub struct ContactView<'a> {
     pub contact: &'a Contact,
     pub company: Option<&'a Company>,
-    /// Oldest first.
+    /// Oldest first: the recent window at least (triggers look there).
     pub events: &'a [Event],
+    /// The last instants of event types in older history, sorted by type.
+    pub earlier: &'a [(String, Timestamp)],
+    /// Where calls have left the prospect, over the whole history.
+    pub calls: CallStatus,
     /// The band of the current score card; `None` when not scored yet.
     pub band: Option<&'a str>,
     /// Recent score changes, any order.
@@ -236,10 +240,11 @@ pub fn plan(
     broadcasts: &[Broadcast],
     now: Timestamp,
 ) -> Vec<Planned> {
-    let subject = Subject::new(view.contact, view.company, view.events, now);
+    let subject =
+        Subject::new(view.contact, view.company, view.events, now).with_earlier(view.earlier);
     let horizon = now + followups.arbitration.window.0;
     let priorities = followups.priorities;
-    let calls = followups.calls.status(view.events);
+    let calls = view.calls;
     let calls_open = calls.allows_calls();
     // A booked meeting (GAGNÉ) hands the prospect to sales: out of nurture.
     let won = calls == CallStatus::Won;
@@ -434,8 +439,9 @@ pub fn leaving<'f>(
     view: &ContactView<'_>,
     now: Timestamp,
 ) -> Vec<&'f str> {
-    let subject = Subject::new(view.contact, view.company, view.events, now);
-    let won = followups.calls.status(view.events) == CallStatus::Won;
+    let subject =
+        Subject::new(view.contact, view.company, view.events, now).with_earlier(view.earlier);
+    let won = view.calls == CallStatus::Won;
     followups
         .nurture
         .iter()
@@ -465,8 +471,9 @@ pub fn next_wake(
 ) -> Option<Timestamp> {
     let window = followups.arbitration.window.0;
     let horizon = now + window;
-    let subject = Subject::new(view.contact, view.company, view.events, now);
-    let won = followups.calls.status(view.events) == CallStatus::Won;
+    let subject =
+        Subject::new(view.contact, view.company, view.events, now).with_earlier(view.earlier);
+    let won = view.calls == CallStatus::Won;
     let mut wake: Option<Timestamp> = None;
     let mut consider = |due: Timestamp| {
         if due > horizon {

@@ -69,6 +69,8 @@ fn view<'a>(
         contact,
         company: None,
         events,
+        earlier: &[],
+        calls: compiled().calls.status(events),
         band: Some(band),
         changes: &[],
         state,

@@ -135,6 +135,7 @@ impl DealModel {
             events: input.events,
             deal: Some(input.deal),
             now,
+            earlier: &[],
         };
         for rule in &self.rules {
             if rule.when.eval(&subject, None) {

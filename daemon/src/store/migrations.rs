@@ -195,4 +195,15 @@ CREATE TABLE broadcasts (
     created_at  INTEGER NOT NULL
 );
 "#,
+    // 3: the planner's memo of each contact's older history.
+    r#"
+-- What the planner folded of a contact's history: every event at or before
+-- `upto` (micros), in a compact form (see followups::memo). Derived data: a
+-- pass rebuilds it from the events when it cannot trust it.
+CREATE TABLE plan_memo (
+    contact     INTEGER PRIMARY KEY REFERENCES contacts(rowid) ON DELETE CASCADE,
+    upto        INTEGER NOT NULL,
+    memo        BLOB NOT NULL
+);
+"#,
 ];

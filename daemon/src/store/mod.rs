@@ -11,6 +11,7 @@ mod sqlite_scores;
 pub use sqlite::SqliteStore;
 
 use crate::followups::BroadcastSpec;
+use crate::followups::memo::HistoryMemo;
 use crate::ingest::{Incoming, Patch};
 use crate::model::{Company, Contact, Deal, Event, Timestamp};
 use crate::outbox::{NewSend, Row, Settlement, State};
@@ -386,13 +387,52 @@ pub struct PlanInput {
     pub key: i64,
     pub contact: Contact,
     pub company: Option<Company>,
-    /// Events and in-flight reservations, oldest first: what the guard weighs.
-    pub events: Vec<Event>,
+    /// What earlier passes folded of the history (every event at or before
+    /// its `upto`); `None`: `older` starts at the beginning.
+    pub memo: Option<HistoryMemo>,
+    /// Events after the memo, up to the recent window, oldest first: to be
+    /// folded. Props are kept only for [`PlanRead::props_of`].
+    pub older: Vec<Event>,
+    /// Events of the recent window, oldest first, props included.
+    pub recent: Vec<Event>,
+    /// Sends claimed and not settled yet: the guard counts them already.
+    pub reserved: Vec<Event>,
     pub score: Option<StoredScore>,
     /// Score changes from the instant asked for on.
     pub changes: Vec<StoredChange>,
     /// Every outbox row of the contact: what earlier passes planned.
     pub rows: Vec<Row>,
+    /// The wake instant the last pass stored.
+    pub wake: Option<Timestamp>,
+}
+
+/// Given a contact's key and its stored memo (`upto`, stored form), the
+/// memo if a planning pass can trust it.
+pub type MemoFilter<'a> = dyn Fn(i64, Timestamp, &[u8]) -> Option<HistoryMemo> + Sync + 'a;
+
+/// How a planning pass reads its contacts.
+#[derive(Clone, Copy)]
+pub struct PlanRead<'a> {
+    /// Score changes from this instant on.
+    pub changes_since: Timestamp,
+    /// Events after this instant are recent: triggers look at them.
+    pub recent_from: Timestamp,
+    /// The one event type whose props older events keep (call outcomes);
+    /// the rest of older history is folded by type, channel and instant.
+    pub props_of: &'a str,
+    /// The stored memo of a contact (key, `upto`, stored form) if the pass
+    /// can trust it; `None` reads the contact's whole history.
+    pub memo: &'a MemoFilter<'a>,
+}
+
+impl std::fmt::Debug for PlanRead<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlanRead")
+            .field("changes_since", &self.changes_since)
+            .field("recent_from", &self.recent_from)
+            .field("props_of", &self.props_of)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A new outbox row with the arbitration's verdict on it.
@@ -416,6 +456,10 @@ pub struct PlanWrite {
     /// Pending rows to drop (their nurture was left), with the reason.
     pub drops: Vec<(i64, String)>,
     pub wake: Option<Timestamp>,
+    /// Written only when it differs from this, the stored one.
+    pub wake_was: Option<Timestamp>,
+    /// A new memo of the contact's history, when something was folded.
+    pub memo: Option<HistoryMemo>,
 }
 
 /// The planner's bookkeeping and the broadcasts (see [`crate::followups`]).
@@ -433,18 +477,14 @@ pub trait PlanStore: Send {
     fn contact_keys(&self) -> Result<Vec<i64>, StoreError>;
     fn contact_key(&self, id: &str) -> Result<Option<i64>, StoreError>;
     fn last_change_seq(&self) -> Result<i64, StoreError>;
-    fn plan_input(
-        &self,
-        key: i64,
-        changes_since: Timestamp,
-    ) -> Result<Option<PlanInput>, StoreError>;
-    /// The inputs of several contacts, read in one transaction (one lock
-    /// instead of one per statement). Missing keys are left out.
-    fn plan_inputs(
-        &self,
-        keys: &[i64],
-        changes_since: Timestamp,
-    ) -> Result<Vec<PlanInput>, StoreError>;
+    /// One contact's input with its whole history (no memo): dry runs.
+    fn plan_input(&self, key: i64, read: &PlanRead<'_>) -> Result<Option<PlanInput>, StoreError>;
+    /// The inputs of several contacts (keys ascending), read in one
+    /// transaction. Missing keys are left out.
+    fn plan_inputs(&self, keys: &[i64], read: &PlanRead<'_>) -> Result<Vec<PlanInput>, StoreError>;
+    /// Contacts with events after `after_seq`, each with the earliest
+    /// instant among those events: a memo reaching past it is stale.
+    fn new_events(&self, after_seq: i64) -> Result<Vec<(i64, Timestamp)>, StoreError>;
     /// Writes a batch in one transaction: new rows (a key already present is
     /// left as it is), drops, wake instants, decisions and `meta`.
     fn save_plan(

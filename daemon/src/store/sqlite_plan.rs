@@ -1,12 +1,17 @@
 //! The planner's tables of the SQLite store: wake instants and broadcasts;
 //! planned rows go to the outbox.
 
-use super::sqlite::{SqliteStore, decode, encode, from_micros, load_company, to_micros};
-use super::sqlite_outbox::{ROW_COLUMNS, read_row, weighs};
-use super::{PlanInput, PlanStore, PlanWrite, ScoreStore, StoreError, StoredChange};
+use super::sqlite::{
+    KEYS_PER_QUERY, SqliteStore, decode, decode_props, encode, from_micros, in_list,
+    load_companies, to_micros,
+};
+use super::sqlite_outbox::{ROW_COLUMNS, read_row};
+use super::sqlite_scores::{CHANGE_COLUMNS, read_change, stored_from_row};
+use super::{PlanInput, PlanRead, PlanStore, PlanWrite, StoreError};
 use crate::followups::BroadcastSpec;
-use crate::model::{Contact, Timestamp};
-use rusqlite::{OptionalExtension, params};
+use crate::model::{Contact, Event, Timestamp};
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use std::collections::HashMap;
 
 impl PlanStore for SqliteStore {
     fn plan_candidates(
@@ -15,18 +20,21 @@ impl PlanStore for SqliteStore {
         after_event_seq: i64,
         after_change_seq: i64,
     ) -> Result<Vec<i64>, StoreError> {
+        // UNION ALL keeps each branch on its index (a sorted UNION walks the
+        // whole events table in key order); duplicates go below.
         let mut stmt = self.conn.prepare_cached(
             "SELECT contact FROM events WHERE seq > ?1
-             UNION SELECT contact FROM score_changes WHERE seq > ?2
-             UNION SELECT contact FROM plan_wake WHERE at <= ?3
-             ORDER BY 1",
+             UNION ALL SELECT contact FROM score_changes WHERE seq > ?2
+             UNION ALL SELECT contact FROM plan_wake WHERE at <= ?3",
         )?;
-        let keys = stmt
+        let mut keys: Vec<i64> = stmt
             .query_map(
                 params![after_event_seq, after_change_seq, to_micros(now)],
                 |r| r.get(0),
             )?
             .collect::<Result<_, _>>()?;
+        keys.sort_unstable();
+        keys.dedup();
         Ok(keys)
     }
 
@@ -55,79 +63,43 @@ impl PlanStore for SqliteStore {
             .query_row([], |r| r.get(0))?)
     }
 
-    fn plan_input(
-        &self,
-        key: i64,
-        changes_since: Timestamp,
-    ) -> Result<Option<PlanInput>, StoreError> {
-        let row: Option<(String, String)> = self
-            .conn
-            .prepare_cached("SELECT id, record FROM contacts WHERE rowid = ?1")?
-            .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        let Some((id, record)) = row else {
-            return Ok(None);
+    fn plan_input(&self, key: i64, read: &PlanRead<'_>) -> Result<Option<PlanInput>, StoreError> {
+        let whole = PlanRead {
+            memo: &|_, _, _| None,
+            ..*read
         };
-        let contact: Contact = decode(&record)?;
-        let events = weighs(&self.conn, key, &id)?;
-        let company = match &contact.company {
-            Some(c) => load_company(&self.conn, c)?,
-            None => None,
-        };
-        let score = self.stored_score(&id)?;
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, at, kind, from_score, to_score, from_band, to_band, since
-             FROM score_changes WHERE contact = ?1 AND at >= ?2 ORDER BY at",
-        )?;
-        let mut q = stmt.query(params![key, to_micros(changes_since)])?;
-        let mut changes = Vec::new();
-        while let Some(r) = q.next()? {
-            changes.push(StoredChange {
-                seq: r.get(0)?,
-                contact: id.clone(),
-                at: from_micros(r.get(1)?)?,
-                kind: r.get(2)?,
-                from_score: r.get(3)?,
-                to_score: r.get(4)?,
-                from_band: r.get(5)?,
-                to_band: r.get(6)?,
-                since: from_micros(r.get(7)?)?,
-            });
-        }
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {ROW_COLUMNS} FROM outbox o JOIN contacts c ON c.rowid = o.contact
-             WHERE o.contact = ?1 ORDER BY o.seq"
-        ))?;
-        let mut q = stmt.query([key])?;
-        let mut rows = Vec::new();
-        while let Some(r) = q.next()? {
-            rows.push(read_row(r)?);
-        }
-        Ok(Some(PlanInput {
-            key,
-            contact,
-            company,
-            events,
-            score,
-            changes,
-            rows,
-        }))
+        Ok(self.plan_inputs(&[key], &whole)?.pop())
     }
 
-    fn plan_inputs(
-        &self,
-        keys: &[i64],
-        changes_since: Timestamp,
-    ) -> Result<Vec<PlanInput>, StoreError> {
+    fn plan_inputs(&self, keys: &[i64], read: &PlanRead<'_>) -> Result<Vec<PlanInput>, StoreError> {
         let tx = self.conn.unchecked_transaction()?;
         let mut out = Vec::with_capacity(keys.len());
-        for &key in keys {
-            if let Some(input) = self.plan_input(key, changes_since)? {
-                out.push(input);
-            }
+        for batch in keys.chunks(KEYS_PER_QUERY) {
+            read_batch(&self.conn, batch, read, &mut out)?;
         }
         tx.commit()?;
         Ok(out)
+    }
+
+    fn new_events(&self, after_seq: i64) -> Result<Vec<(i64, Timestamp)>, StoreError> {
+        // Walks the `seq` index; `GROUP BY contact` in SQL would walk the
+        // whole table in key order instead.
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT contact, at FROM events WHERE seq > ?1")?;
+        let mut q = stmt.query([after_seq])?;
+        let mut earliest: HashMap<i64, i64> = HashMap::new();
+        while let Some(r) = q.next()? {
+            let at: i64 = r.get(1)?;
+            earliest
+                .entry(r.get(0)?)
+                .and_modify(|e| *e = (*e).min(at))
+                .or_insert(at);
+        }
+        earliest
+            .into_iter()
+            .map(|(key, at)| Ok((key, from_micros(at)?)))
+            .collect()
     }
 
     fn save_plan(
@@ -188,6 +160,16 @@ impl PlanStore for SqliteStore {
                     )?
                     .execute(params![seq, reason, now_us])?;
                 }
+                if let Some(memo) = &w.memo {
+                    tx.prepare_cached(
+                        "INSERT INTO plan_memo (contact, upto, memo) VALUES (?1, ?2, ?3)
+                         ON CONFLICT(contact) DO UPDATE SET upto = excluded.upto, memo = excluded.memo",
+                    )?
+                    .execute(params![w.key, to_micros(memo.upto), memo.encode()])?;
+                }
+                if w.wake == w.wake_was {
+                    continue;
+                }
                 match w.wake {
                     Some(at) => tx
                         .prepare_cached(
@@ -236,4 +218,212 @@ impl PlanStore for SqliteStore {
             .map(|j| decode(&j?))
             .collect()
     }
+}
+
+/// `keys` as a full `IN` list: short batches repeat their last key.
+fn padded(keys: &[i64]) -> impl Iterator<Item = i64> + '_ {
+    let last = keys.last().copied().unwrap_or_default();
+    keys.iter()
+        .copied()
+        .chain(std::iter::repeat(last))
+        .take(KEYS_PER_QUERY)
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+/// Reads up to [`KEYS_PER_QUERY`] contacts (keys ascending) into `out`:
+/// one query per table for the whole batch instead of one per contact.
+/// Contacts whose memo the pass trusts read only the events after it.
+fn read_batch(
+    conn: &Connection,
+    keys: &[i64],
+    read: &PlanRead<'_>,
+    out: &mut Vec<PlanInput>,
+) -> Result<(), StoreError> {
+    let first = out.len();
+    let mut stmt = conn.prepare_cached(&in_list(
+        "SELECT c.rowid, c.record, s.score, s.band, s.next_change_at, s.scored_at, s.recent,
+                m.upto, m.memo, w.at
+         FROM contacts c LEFT JOIN scores s ON s.contact = c.rowid
+         LEFT JOIN plan_memo m ON m.contact = c.rowid
+         LEFT JOIN plan_wake w ON w.contact = c.rowid
+         WHERE c.rowid IN (",
+        ") ORDER BY c.rowid",
+    ))?;
+    let mut rows = stmt.query(params_from_iter(padded(keys)))?;
+    while let Some(r) = rows.next()? {
+        let key: i64 = r.get(0)?;
+        let contact: Contact = decode(r.get_ref(1)?.as_str().map_err(corrupt)?)?;
+        let score = stored_from_row(r, &contact)?;
+        let memo = match r.get::<_, Option<i64>>(7)? {
+            Some(upto) => (read.memo)(
+                key,
+                from_micros(upto)?,
+                r.get_ref(8)?.as_blob().map_err(corrupt)?,
+            ),
+            None => None,
+        };
+        out.push(PlanInput {
+            key,
+            contact,
+            company: None,
+            memo,
+            older: Vec::new(),
+            recent: Vec::new(),
+            reserved: Vec::new(),
+            score,
+            changes: Vec::new(),
+            rows: Vec::new(),
+            wake: r.get::<_, Option<i64>>(9)?.map(from_micros).transpose()?,
+        });
+    }
+    let inputs = &mut out[first..];
+    if inputs.is_empty() {
+        return Ok(());
+    }
+
+    let (with_memo, whole): (Vec<&PlanInput>, Vec<&PlanInput>) =
+        inputs.iter().partition(|i| i.memo.is_some());
+    let with_memo: Vec<i64> = with_memo.iter().map(|i| i.key).collect();
+    let whole: Vec<i64> = whole.iter().map(|i| i.key).collect();
+    for (keys, sql) in [
+        (
+            with_memo,
+            in_list(
+                "SELECT e.contact, e.event_id, e.type, e.at, e.channel, e.props
+                 FROM plan_memo m JOIN events e ON e.contact = m.contact AND e.at > m.upto
+                 WHERE m.contact IN (",
+                ") ORDER BY e.contact, e.at, e.seq",
+            ),
+        ),
+        (
+            whole,
+            in_list(
+                "SELECT contact, event_id, type, at, channel, props FROM events WHERE contact IN (",
+                ") ORDER BY contact, at, seq",
+            ),
+        ),
+    ] {
+        if keys.is_empty() {
+            continue;
+        }
+        each_row(conn, &sql, padded(&keys), 0, inputs, |input, r| {
+            let kind: String = r.get(2)?;
+            let at = from_micros(r.get(3)?)?;
+            let older = at <= read.recent_from;
+            let props = if older && kind != read.props_of {
+                serde_json::Map::new()
+            } else {
+                decode_props(r.get_ref(5)?.as_str().map_err(corrupt)?)?
+            };
+            let event = Event {
+                id: r.get(1)?,
+                contact: input.contact.id.clone(),
+                kind,
+                at,
+                channel: r.get(4)?,
+                props,
+            };
+            if older {
+                input.older.push(event);
+            } else {
+                input.recent.push(event);
+            }
+            Ok(())
+        })?;
+    }
+
+    let sql = in_list(
+        "SELECT l.contact, l.at, l.event_type, l.channel, o.idem_key FROM fatigue_ledger l
+         JOIN outbox o ON o.seq = l.outbox WHERE l.contact IN (",
+        ") ORDER BY l.contact, l.at",
+    );
+    each_row(conn, &sql, padded(keys), 0, inputs, |input, r| {
+        input.reserved.push(Event {
+            id: r.get(4)?,
+            contact: input.contact.id.clone(),
+            kind: r.get(2)?,
+            at: from_micros(r.get(1)?)?,
+            channel: r.get(3)?,
+            props: serde_json::Map::new(),
+        });
+        Ok(())
+    })?;
+
+    let sql = in_list(
+        &format!("SELECT {CHANGE_COLUMNS} FROM score_changes s WHERE s.contact IN ("),
+        &format!(
+            ") AND s.at >= ?{} ORDER BY s.contact, s.at",
+            KEYS_PER_QUERY + 1
+        ),
+    );
+    let since = std::iter::once(to_micros(read.changes_since));
+    each_row(
+        conn,
+        &sql,
+        padded(keys).chain(since),
+        1,
+        inputs,
+        |input, r| {
+            input
+                .changes
+                .push(read_change(r, input.contact.id.clone())?);
+            Ok(())
+        },
+    )?;
+
+    let sql = in_list(
+        &format!(
+            "SELECT {ROW_COLUMNS}, o.contact FROM outbox o JOIN contacts c ON c.rowid = o.contact
+             WHERE o.contact IN ("
+        ),
+        ") ORDER BY o.contact, o.seq",
+    );
+    each_row(conn, &sql, padded(keys), 15, inputs, |input, r| {
+        input.rows.push(read_row(r)?);
+        Ok(())
+    })?;
+
+    let mut companies = {
+        let mut ids: Vec<&str> = inputs
+            .iter()
+            .filter_map(|i| i.contact.company.as_deref())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        load_companies(conn, &ids)?
+    };
+    companies.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    for input in inputs.iter_mut() {
+        if let Some(id) = &input.contact.company {
+            input.company = companies
+                .binary_search_by(|c| c.id.as_str().cmp(id))
+                .ok()
+                .map(|i| companies[i].clone());
+        }
+    }
+    Ok(())
+}
+
+/// Runs `sql` and hands each row to the input of the contact whose key is
+/// in column `key` (`inputs` sorted by key); rows of other keys are skipped.
+fn each_row(
+    conn: &Connection,
+    sql: &str,
+    params: impl Iterator<Item = i64>,
+    key: usize,
+    inputs: &mut [PlanInput],
+    mut f: impl FnMut(&mut PlanInput, &rusqlite::Row<'_>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params_from_iter(params))?;
+    while let Some(r) = rows.next()? {
+        let owner: i64 = r.get(key)?;
+        if let Ok(i) = inputs.binary_search_by_key(&owner, |i| i.key) {
+            f(&mut inputs[i], r)?;
+        }
+    }
+    Ok(())
 }

@@ -41,7 +41,7 @@ type RescoreInput = (i64, Contact, Vec<Event>, Option<StoredScore>);
 
 /// The stored score in columns 2..=6 of a contact row (`score, band,
 /// next_change_at, scored_at, recent`), none if never scored.
-fn stored_from_row(
+pub(super) fn stored_from_row(
     row: &rusqlite::Row<'_>,
     contact: &Contact,
 ) -> Result<Option<StoredScore>, StoreError> {
@@ -60,6 +60,28 @@ fn stored_from_row(
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?,
         )?,
     }))
+}
+
+/// The columns [`read_change`] reads, from `score_changes s`.
+pub(super) const CHANGE_COLUMNS: &str =
+    "s.seq, s.contact, s.at, s.kind, s.from_score, s.to_score, s.from_band, s.to_band, s.since";
+
+/// A published change from a row starting with [`CHANGE_COLUMNS`].
+pub(super) fn read_change(
+    r: &rusqlite::Row<'_>,
+    contact: String,
+) -> Result<StoredChange, StoreError> {
+    Ok(StoredChange {
+        seq: r.get(0)?,
+        contact,
+        at: from_micros(r.get(2)?)?,
+        kind: r.get(3)?,
+        from_score: r.get(4)?,
+        to_score: r.get(5)?,
+        from_band: r.get(6)?,
+        to_band: r.get(7)?,
+        since: from_micros(r.get(8)?)?,
+    })
 }
 
 impl SqliteStore {
@@ -368,25 +390,14 @@ impl ScoreStore for SqliteStore {
     }
 
     fn score_changes(&self, after_seq: i64, limit: u32) -> Result<Vec<StoredChange>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT s.seq, c.id, s.at, s.kind, s.from_score, s.to_score, s.from_band, s.to_band, s.since
-             FROM score_changes s JOIN contacts c ON c.rowid = s.contact
-             WHERE s.seq > ?1 ORDER BY s.seq LIMIT ?2",
-        )?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {CHANGE_COLUMNS}, c.id FROM score_changes s JOIN contacts c ON c.rowid = s.contact
+             WHERE s.seq > ?1 ORDER BY s.seq LIMIT ?2"
+        ))?;
         let mut q = stmt.query(params![after_seq, limit])?;
         let mut out = Vec::new();
         while let Some(r) = q.next()? {
-            out.push(StoredChange {
-                seq: r.get(0)?,
-                contact: r.get(1)?,
-                at: from_micros(r.get(2)?)?,
-                kind: r.get(3)?,
-                from_score: r.get(4)?,
-                to_score: r.get(5)?,
-                from_band: r.get(6)?,
-                to_band: r.get(7)?,
-                since: from_micros(r.get(8)?)?,
-            });
+            out.push(read_change(r, r.get(9)?)?);
         }
         Ok(out)
     }
