@@ -17,7 +17,6 @@ use relance::model::Timestamp;
 use relance::scoring::pass::rescore;
 use relance::store::{Records, ScoreStore, SqliteStore};
 use rusqlite::params;
-use std::path::Path;
 use std::time::Instant;
 
 fn main() {
@@ -37,7 +36,7 @@ fn main() {
     // The last sequence number marks this run's events for the cleanup; it
     // runs ahead of the count, as numbers are never reused.
     let events = store.last_event_seq().expect("seq");
-    let stored = count_events(&db);
+    let stored = common::count_events(&db);
     println!("rescore benchmark: {contacts} contacts, {stored} events, shipped rules");
 
     // RELANCE_BENCH_INCREMENTAL_ONLY=1 skips the rebuild (the store must have
@@ -85,17 +84,6 @@ fn main() {
         .connection()
         .execute("DELETE FROM events WHERE seq > ?1", [events])
         .expect("cleanup");
-}
-
-/// Counts the events through a connection of its own with a small page
-/// cache: reading the whole table through the store's would keep its cache
-/// full, in the peak resident memory reported below.
-fn count_events(db: &Path) -> u64 {
-    let conn = rusqlite::Connection::open(db).expect("open");
-    conn.pragma_update(None, "cache_size", -1024)
-        .expect("cache size");
-    conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))
-        .expect("count")
 }
 
 /// User and system CPU time of the whole process (every thread, finished

@@ -17,8 +17,8 @@ use crate::model::{Event, FollowUpKind, Timestamp};
 use crate::outbox::{Row, State};
 use crate::scoring::{Points, ScoreChange};
 use crate::store::{
-    MemoFilter, PlanInput, PlanRead, PlanRow, PlanStore, PlanWrite, Records, ScoreStore,
-    SqliteStore, StoreError,
+    CompanyCache, MemoFilter, PlanInput, PlanRead, PlanRow, PlanStore, PlanWrite, Records,
+    ScoreStore, SqliteStore, StoreError,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -185,12 +185,18 @@ impl Planner {
 
     /// How a pass at `now` reads its contacts, trusting the memos `memo`
     /// accepts.
-    pub fn read<'a>(&'a self, now: Timestamp, memo: &'a MemoFilter<'a>) -> PlanRead<'a> {
+    pub fn read<'a>(
+        &'a self,
+        now: Timestamp,
+        memo: &'a MemoFilter<'a>,
+        companies: &'a CompanyCache,
+    ) -> PlanRead<'a> {
         PlanRead {
             changes_since: self.changes_since(now),
             recent_from: self.recent_from(now),
             props_of: self.followups.calls.event_type(),
             memo,
+            companies,
         }
     }
 
@@ -274,7 +280,7 @@ impl Planner {
             .collect();
         let mut view = ContactView {
             contact: &input.contact,
-            company: input.company.as_ref(),
+            company: input.company.as_deref(),
             events,
             earlier: &memo.last,
             calls,
@@ -502,7 +508,8 @@ pub fn run(config: &Config, now: Timestamp, force_full: bool) -> Result<PassRepo
         }
         HistoryMemo::decode(upto, bytes)
     };
-    let read = planner.read(now, &trusted);
+    let companies = CompanyCache::default();
+    let read = planner.read(now, &trusted, &companies);
     let keys = if full {
         store.contact_keys()?
     } else {
@@ -616,7 +623,8 @@ pub fn dry_run<S: PlanStore>(
         Some(id) => store.contact_key(id)?.into_iter().collect(),
         None => store.contact_keys()?,
     };
-    let read = planner.read(now, &|_, _, _| None);
+    let companies = CompanyCache::default();
+    let read = planner.read(now, &|_, _, _| None, &companies);
     let mut lines = Vec::new();
     for chunk in keys.chunks(CHUNK) {
         for input in store.plan_inputs(chunk, &read)? {

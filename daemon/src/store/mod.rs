@@ -16,7 +16,8 @@ use crate::ingest::{Incoming, Patch};
 use crate::model::{Company, Contact, Deal, Event, Timestamp};
 use crate::outbox::{NewSend, Row, Settlement, State};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -386,7 +387,7 @@ pub struct PlanInput {
     /// The contact's internal key.
     pub key: i64,
     pub contact: Contact,
-    pub company: Option<Company>,
+    pub company: Option<Arc<Company>>,
     /// What earlier passes folded of the history (every event at or before
     /// its `upto`); `None`: `older` starts at the beginning.
     pub memo: Option<HistoryMemo>,
@@ -423,6 +424,53 @@ pub struct PlanRead<'a> {
     /// The stored memo of a contact (key, `upto`, stored form) if the pass
     /// can trust it; `None` reads the contact's whole history.
     pub memo: &'a MemoFilter<'a>,
+    pub companies: &'a CompanyCache,
+}
+
+/// Companies a pass has read, shared by its workers: contacts of one
+/// company are read and decoded once per pass, not once per batch. Lives
+/// for one pass, so it never serves a company older than the pass.
+#[derive(Debug, Default)]
+pub struct CompanyCache(Mutex<HashMap<String, Option<Arc<Company>>>>);
+
+impl CompanyCache {
+    /// Entries kept at most; past it the cache starts afresh.
+    const LIMIT: usize = 200_000;
+
+    /// The cached company of each id (`None` for an unknown one) and the
+    /// ids still to read.
+    #[allow(clippy::type_complexity)]
+    pub fn lookup<'i>(
+        &self,
+        ids: &[&'i str],
+    ) -> (HashMap<&'i str, Option<Arc<Company>>>, Vec<&'i str>) {
+        let cache = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut found = HashMap::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        for &id in ids {
+            match cache.get(id) {
+                Some(c) => {
+                    found.insert(id, c.clone());
+                }
+                None => missing.push(id),
+            }
+        }
+        (found, missing)
+    }
+
+    pub fn remember(&self, entries: impl IntoIterator<Item = (String, Option<Arc<Company>>)>) {
+        let mut cache = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() > Self::LIMIT {
+            cache.clear();
+        }
+        cache.extend(entries);
+    }
 }
 
 impl std::fmt::Debug for PlanRead<'_> {
@@ -431,6 +479,7 @@ impl std::fmt::Debug for PlanRead<'_> {
             .field("changes_since", &self.changes_since)
             .field("recent_from", &self.recent_from)
             .field("props_of", &self.props_of)
+            .field("companies", &self.companies)
             .finish_non_exhaustive()
     }
 }

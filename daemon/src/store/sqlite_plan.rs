@@ -9,9 +9,10 @@ use super::sqlite_outbox::{ROW_COLUMNS, read_row};
 use super::sqlite_scores::{CHANGE_COLUMNS, read_change, stored_from_row};
 use super::{PlanInput, PlanRead, PlanStore, PlanWrite, StoreError};
 use crate::followups::BroadcastSpec;
-use crate::model::{Contact, Event, Timestamp};
+use crate::model::{Company, Contact, Event, Timestamp};
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 impl PlanStore for SqliteStore {
     fn plan_candidates(
@@ -386,23 +387,38 @@ fn read_batch(
         Ok(())
     })?;
 
-    let mut companies = {
-        let mut ids: Vec<&str> = inputs
-            .iter()
-            .filter_map(|i| i.contact.company.as_deref())
+    let mut ids: Vec<&str> = inputs
+        .iter()
+        .filter_map(|i| i.contact.company.as_deref())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let (mut found, missing) = read.companies.lookup(&ids);
+    if !missing.is_empty() {
+        let mut loaded: HashMap<String, Arc<Company>> = load_companies(conn, &missing)?
+            .into_iter()
+            .map(|c| (c.id.clone(), Arc::new(c)))
             .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        load_companies(conn, &ids)?
-    };
-    companies.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-    for input in inputs.iter_mut() {
-        if let Some(id) = &input.contact.company {
-            input.company = companies
-                .binary_search_by(|c| c.id.as_str().cmp(id))
-                .ok()
-                .map(|i| companies[i].clone());
+        let fresh: Vec<(String, Option<Arc<Company>>)> = missing
+            .iter()
+            .map(|&id| (id.to_string(), loaded.remove(id)))
+            .collect();
+        for (&id, (_, company)) in missing.iter().zip(&fresh) {
+            found.insert(id, company.clone());
         }
+        read.companies.remember(fresh);
+    }
+    let companies: Vec<Option<Arc<Company>>> = inputs
+        .iter()
+        .map(|i| {
+            i.contact
+                .company
+                .as_deref()
+                .and_then(|id| found.get(id).cloned().flatten())
+        })
+        .collect();
+    for (input, company) in inputs.iter_mut().zip(companies) {
+        input.company = company;
     }
     Ok(())
 }
