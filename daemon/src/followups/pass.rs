@@ -239,7 +239,9 @@ impl Planner {
         for e in &input.older {
             memo.fold(&rules, e).map_err(|e| failed(e.to_string()))?;
         }
-        let renewed = input.memo.is_none() || !input.older.is_empty();
+        // Nothing folded, nothing to store: without a memo the next pass
+        // reads the whole history, which is then only recent events.
+        let renewed = !input.older.is_empty();
         if renewed {
             memo.upto = recent_from;
         }
@@ -787,13 +789,15 @@ mod tests {
     ];
     const OUTCOMES: [&str; 6] = ["NRP", "OCC", "RDV", "REFUS", "RAPP", "ERR"];
 
-    /// Events as the store hands them over: older ones keep their props
-    /// only for the call type.
+    /// Events as the store hands them over: older ones keep no id, no
+    /// contact and props only for the call type.
     fn split(events: &[Event], from: Timestamp, after: Timestamp) -> (Vec<Event>, Vec<Event>) {
         let older = events
             .iter()
             .filter(|e| e.at > from && e.at <= after)
             .map(|e| Event {
+                id: None,
+                contact: String::new(),
                 props: if e.kind == "call" {
                     e.props.clone()
                 } else {
@@ -879,7 +883,7 @@ mod tests {
             proptest::prop_assert_eq!(a.lines(&[]), b.lines(&[]));
             proptest::prop_assert_eq!(&a.drops, &b.drops);
             proptest::prop_assert_eq!(a.wake, b.wake);
-            let renewed = a.memo.expect("a whole history is always folded");
+            let renewed = a.memo.unwrap_or_else(|| HistoryMemo::empty(&planner.guard));
             let kept = b.memo.unwrap_or(memo);
             proptest::prop_assert_eq!(
                 (renewed.state, renewed.calls, renewed.last),
@@ -999,5 +1003,18 @@ mod tests {
             "still open: the visit asks for a call"
         );
         assert_eq!(calls_planned("p"), 0, "stopped: no more calls");
+
+        // Erasing a contact erases what the planner derived from its history.
+        let key = store.contact_key("p").expect("key").expect("known");
+        assert!(store.erase_contact("p").expect("erase"));
+        let left: i64 = store
+            .connection()
+            .query_row(
+                "SELECT count(*) FROM plan_memo WHERE contact = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(left, 0);
     }
 }

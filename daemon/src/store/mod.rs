@@ -392,7 +392,8 @@ pub struct PlanInput {
     /// its `upto`); `None`: `older` starts at the beginning.
     pub memo: Option<HistoryMemo>,
     /// Events after the memo, up to the recent window, oldest first: to be
-    /// folded. Props are kept only for [`PlanRead::props_of`].
+    /// folded, so they carry no id, no contact and no props but those of
+    /// [`PlanRead::props_of`].
     pub older: Vec<Event>,
     /// Events of the recent window, oldest first, props included.
     pub recent: Vec<Event>,

@@ -444,7 +444,8 @@ impl Records for SqliteStore {
 
     fn erase_contact(&mut self, id: &str) -> Result<bool, StoreError> {
         self.write(|tx| {
-            // Cascades remove events, snapshots, ledger, outbox, decisions, deals.
+            // Cascades remove events, snapshots, ledger, outbox, decisions, deals
+            // and the planner's memo and wake instant.
             Ok(tx.execute("DELETE FROM contacts WHERE id = ?1", [id])? > 0)
         })
     }

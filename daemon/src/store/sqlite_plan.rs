@@ -314,18 +314,30 @@ fn read_batch(
             let kind: String = r.get(2)?;
             let at = from_micros(r.get(3)?)?;
             let older = at <= read.recent_from;
-            let props = if older && kind != read.props_of {
-                serde_json::Map::new()
+            // Older events are only folded: no id, contact or props (but
+            // a call's outcome) to carry.
+            let event = if older {
+                Event {
+                    id: None,
+                    contact: String::new(),
+                    props: if kind == read.props_of {
+                        decode_props(r.get_ref(5)?.as_str().map_err(corrupt)?)?
+                    } else {
+                        serde_json::Map::new()
+                    },
+                    kind,
+                    at,
+                    channel: r.get(4)?,
+                }
             } else {
-                decode_props(r.get_ref(5)?.as_str().map_err(corrupt)?)?
-            };
-            let event = Event {
-                id: r.get(1)?,
-                contact: input.contact.id.clone(),
-                kind,
-                at,
-                channel: r.get(4)?,
-                props,
+                Event {
+                    id: r.get(1)?,
+                    contact: input.contact.id.clone(),
+                    props: decode_props(r.get_ref(5)?.as_str().map_err(corrupt)?)?,
+                    kind,
+                    at,
+                    channel: r.get(4)?,
+                }
             };
             if older {
                 input.older.push(event);
