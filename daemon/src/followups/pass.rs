@@ -17,8 +17,8 @@ use crate::model::{Event, FollowUpKind, Timestamp};
 use crate::outbox::{Row, State};
 use crate::scoring::{Points, ScoreChange};
 use crate::store::{
-    CompanyCache, MemoFilter, PlanInput, PlanRead, PlanRow, PlanStore, PlanWrite, Records,
-    ScoreStore, SqliteStore, StoreError,
+    CompanyCache, MemoFilter, PassMark, PlanInput, PlanRead, PlanRow, PlanStore, PlanWrite,
+    Records, ScoreStore, SqliteStore, StoreError,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -550,7 +550,7 @@ pub fn run(config: &Config, now: Timestamp, force_full: bool) -> Result<PassRepo
                     Err(e) => tracing::error!(error = %e, "contact not planned"),
                 }
             }
-            lock(&writer).save_plan(&batch, now, &[])?;
+            lock(&writer).save_plan(&batch, now)?;
         }
     };
     let reports: Vec<Result<PassReport, PassError>> = if workers > 1 {
@@ -571,12 +571,23 @@ pub fn run(config: &Config, now: Timestamp, force_full: bool) -> Result<PassRepo
     for r in reports {
         report.add(&r?);
     }
-    store.save_plan(
-        &[],
-        now,
+    // Another process may have planned meanwhile; then the lower marks
+    // stay (see `finish_pass`), so a memo written from an older read is
+    // checked against every event it may have missed.
+    store.finish_pass(
         &[
-            (META_EVENTS, events_seq.to_string()),
-            (META_CHANGES, changes_seq.to_string()),
+            PassMark {
+                key: META_EVENTS,
+                seen: seen_events,
+                reached: events_seq,
+            },
+            PassMark {
+                key: META_CHANGES,
+                seen: seen_changes,
+                reached: changes_seq,
+            },
+        ],
+        &[
             (META_RULES, planner.fingerprint.clone()),
             (META_MEMO, planner.memo_fingerprint.clone()),
         ],
@@ -1016,5 +1027,26 @@ mod tests {
             )
             .expect("count");
         assert_eq!(left, 0);
+    }
+
+    #[test]
+    fn a_pass_finishing_after_another_that_started_with_it_keeps_the_lower_mark() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = SqliteStore::from_config(&config_in(dir.path())).expect("store");
+        let mut finish = |seen, reached| {
+            let mark = PassMark {
+                key: META_EVENTS,
+                seen,
+                reached,
+            };
+            store.finish_pass(&[mark], &[]).expect("finish");
+            store.meta(META_EVENTS).expect("meta")
+        };
+        assert_eq!(finish(None, 100).as_deref(), Some("100"));
+        // Two passes start from 100; the one that read more finishes first.
+        assert_eq!(finish(Some(100), 120).as_deref(), Some("120"));
+        // The other one may have missed events 111 to 120: they stay new.
+        assert_eq!(finish(Some(100), 110).as_deref(), Some("110"));
+        assert_eq!(finish(Some(110), 130).as_deref(), Some("130"));
     }
 }

@@ -412,6 +412,16 @@ pub struct PlanInput {
 /// memo if a planning pass can trust it.
 pub type MemoFilter<'a> = dyn Fn(i64, Timestamp, &[u8]) -> Option<HistoryMemo> + Sync + 'a;
 
+/// A pass's progress through a numbered stream (events, score changes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PassMark<'a> {
+    pub key: &'a str,
+    /// The value the pass started from.
+    pub seen: Option<i64>,
+    /// Everything up to here was looked at.
+    pub reached: i64,
+}
+
 /// How a planning pass reads its contacts.
 #[derive(Clone, Copy)]
 pub struct PlanRead<'a> {
@@ -536,11 +546,16 @@ pub trait PlanStore: Send {
     /// instant among those events: a memo reaching past it is stale.
     fn new_events(&self, after_seq: i64) -> Result<Vec<(i64, Timestamp)>, StoreError>;
     /// Writes a batch in one transaction: new rows (a key already present is
-    /// left as it is), drops, wake instants, decisions and `meta`.
-    fn save_plan(
+    /// left as it is), drops, wake instants, memos and decisions.
+    fn save_plan(&mut self, batch: &[PlanWrite], now: Timestamp) -> Result<(), StoreError>;
+    /// Records how far a pass got (`marks`, numbers in `meta`) with other
+    /// `meta` values, in one transaction. A mark becomes the pass's
+    /// `reached` if it still holds the `seen` the pass started from; if
+    /// another pass moved it meanwhile, the lower of the two is kept, so
+    /// that what either pass may have missed is looked at again.
+    fn finish_pass(
         &mut self,
-        batch: &[PlanWrite],
-        now: Timestamp,
+        marks: &[PassMark<'_>],
         meta: &[(&str, String)],
     ) -> Result<(), StoreError>;
     /// Stores a broadcast; false when its id exists (nothing changes).

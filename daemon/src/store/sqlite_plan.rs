@@ -7,7 +7,7 @@ use super::sqlite::{
 };
 use super::sqlite_outbox::{ROW_COLUMNS, read_row};
 use super::sqlite_scores::{CHANGE_COLUMNS, read_change, stored_from_row};
-use super::{PlanInput, PlanRead, PlanStore, PlanWrite, StoreError};
+use super::{PassMark, PlanInput, PlanRead, PlanStore, PlanWrite, StoreError};
 use crate::followups::BroadcastSpec;
 use crate::model::{Company, Contact, Event, Timestamp};
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
@@ -103,12 +103,7 @@ impl PlanStore for SqliteStore {
             .collect()
     }
 
-    fn save_plan(
-        &mut self,
-        batch: &[PlanWrite],
-        now: Timestamp,
-        meta: &[(&str, String)],
-    ) -> Result<(), StoreError> {
+    fn save_plan(&mut self, batch: &[PlanWrite], now: Timestamp) -> Result<(), StoreError> {
         let now_us = to_micros(now);
         self.write(|tx| {
             for w in batch {
@@ -183,7 +178,32 @@ impl PlanStore for SqliteStore {
                         .execute([w.key])?,
                 };
             }
-            for (key, value) in meta {
+            Ok(())
+        })
+    }
+
+    fn finish_pass(
+        &mut self,
+        marks: &[PassMark<'_>],
+        meta: &[(&str, String)],
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let mut values: Vec<(&str, String)> = Vec::with_capacity(marks.len() + meta.len());
+            for m in marks {
+                let current: Option<i64> = tx
+                    .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+                    .query_row([m.key], |r| r.get::<_, String>(0))
+                    .optional()?
+                    .and_then(|v| v.parse().ok());
+                let value = match current {
+                    c if c == m.seen => m.reached,
+                    Some(c) => c.min(m.reached),
+                    None => m.reached,
+                };
+                values.push((m.key, value.to_string()));
+            }
+            values.extend(meta.iter().map(|(k, v)| (*k, v.clone())));
+            for (key, value) in values {
                 tx.prepare_cached(
                     "INSERT INTO meta (key, value) VALUES (?1, ?2)
                      ON CONFLICT(key) DO UPDATE SET value = excluded.value",
