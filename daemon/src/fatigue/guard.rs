@@ -466,6 +466,15 @@ impl Guard {
         self.effects.get(kind).copied()
     }
 
+    /// The event types that change a contact's state: those with a fatigue
+    /// effect, and unsubscribes. Other events leave it as it is.
+    pub fn weighed_kinds(&self) -> impl Iterator<Item = &str> {
+        self.effects
+            .keys()
+            .map(String::as_str)
+            .chain([crate::model::event_types::UNSUBSCRIBE])
+    }
+
     pub(crate) fn caps(&self) -> &[Cap] {
         &self.caps
     }

@@ -65,6 +65,8 @@ pub struct Planner {
     recent: chrono::Duration,
     /// Event types whose last instant conditions read.
     last_kinds: BTreeSet<String>,
+    /// Event types a memo folds (the others change nothing in it).
+    folded: BTreeSet<String>,
     fingerprint: String,
     /// What stored memos must have been folded with.
     memo_fingerprint: String,
@@ -166,6 +168,12 @@ impl Planner {
         }
         h.update(serde_json::to_vec(&config.followups.calls).unwrap_or_default());
         h.update(serde_json::to_vec(&last_kinds).unwrap_or_default());
+        let folded = guard
+            .weighed_kinds()
+            .map(str::to_string)
+            .chain([followups.calls.event_type().to_string()])
+            .chain(last_kinds.iter().cloned())
+            .collect();
         Ok(Self {
             followups,
             guard,
@@ -173,6 +181,7 @@ impl Planner {
             lookback,
             recent: lookback.max(RECENT_FLOOR),
             last_kinds,
+            folded,
             fingerprint,
             memo_fingerprint: hex::encode(&h.finalize()[..16]),
         })
@@ -195,6 +204,7 @@ impl Planner {
             changes_since: self.changes_since(now),
             recent_from: self.recent_from(now),
             props_of: self.followups.calls.event_type(),
+            folded: &self.folded,
             memo,
             companies,
         }
@@ -241,7 +251,7 @@ impl Planner {
         }
         // Nothing folded, nothing to store: without a memo the next pass
         // reads the whole history, which is then only recent events.
-        let renewed = !input.older.is_empty();
+        let renewed = !input.older.is_empty() || input.left_out > 0;
         if renewed {
             memo.upto = recent_from;
         }
@@ -688,6 +698,7 @@ mod tests {
             company: None,
             memo: None,
             older: Vec::new(),
+            left_out: 0,
             recent: Vec::new(),
             reserved: Vec::new(),
             wake: None,
@@ -880,8 +891,12 @@ mod tests {
             memo.upto = upto;
             let stored = HistoryMemo::decode(upto, &memo.encode()).expect("round trip");
             proptest::prop_assert_eq!(&stored, &memo);
+            // The store leaves out older events that folding does not read.
             let (older, recent) = split(&events, upto, recent_from);
-            let from_memo = PlanInput { memo: Some(stored), older, recent, ..input };
+            let (older, left): (Vec<Event>, Vec<Event>) =
+                older.into_iter().partition(|e| planner.folded.contains(&e.kind));
+            let from_memo =
+                PlanInput { memo: Some(stored), older, left_out: left.len(), recent, ..input };
 
             // The reference: every event seen as recent, nothing folded.
             let reference = PlanInput { older: Vec::new(), recent: events.clone(), ..whole.clone() };
@@ -945,7 +960,7 @@ mod tests {
         let config = config_in(dir.path());
         let mut store = SqliteStore::from_config(&config).expect("store");
         let now = t("2026-11-20T09:00:00Z");
-        let contacts: Vec<Patch> = ["p", "q"]
+        let contacts: Vec<Patch> = ["p", "q", "o"]
             .iter()
             .map(|id| {
                 let mut patch = Patch {
@@ -987,6 +1002,19 @@ mod tests {
             HistoryMemo::decode(upto, &bytes).expect("decodes")
         };
         let before = memo_of(&store, "p");
+        // Older events that change nothing still move the memo past them,
+        // so that later passes do not read them again.
+        let open = Incoming::Contact(Event {
+            id: Some("o-open".into()),
+            contact: "o".into(),
+            kind: "email_open".into(),
+            at: now - chrono::Duration::days(30),
+            channel: None,
+            props: serde_json::Map::new(),
+        });
+        store.append_events(&[open]).expect("open");
+        run(&config, now, true).expect("full pass");
+        assert_eq!(memo_of(&store, "o").upto, now - chrono::Duration::days(7));
         assert_eq!(before.calls, CallStatus::Open { unsuccessful: 4 });
 
         // The fifth unsuccessful call is imported late, dated before the

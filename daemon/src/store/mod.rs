@@ -16,7 +16,7 @@ use crate::ingest::{Incoming, Patch};
 use crate::model::{Company, Contact, Deal, Event, Timestamp};
 use crate::outbox::{NewSend, Row, Settlement, State};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, thiserror::Error)]
@@ -395,6 +395,9 @@ pub struct PlanInput {
     /// folded, so they carry no id, no contact and no props but those of
     /// [`PlanRead::props_of`].
     pub older: Vec<Event>,
+    /// Older events left out (see [`PlanRead::folded`]): the memo still
+    /// moves past them.
+    pub left_out: usize,
     /// Events of the recent window, oldest first, props included.
     pub recent: Vec<Event>,
     /// Sends claimed and not settled yet: the guard counts them already.
@@ -432,6 +435,9 @@ pub struct PlanRead<'a> {
     /// The one event type whose props older events keep (call outcomes);
     /// the rest of older history is folded by type, channel and instant.
     pub props_of: &'a str,
+    /// The only event types folding reads: older events of other types
+    /// would change nothing and are left out.
+    pub folded: &'a BTreeSet<String>,
     /// The stored memo of a contact (key, `upto`, stored form) if the pass
     /// can trust it; `None` reads the contact's whole history.
     pub memo: &'a MemoFilter<'a>,
@@ -490,6 +496,7 @@ impl std::fmt::Debug for PlanRead<'_> {
             .field("changes_since", &self.changes_since)
             .field("recent_from", &self.recent_from)
             .field("props_of", &self.props_of)
+            .field("folded", &self.folded)
             .field("companies", &self.companies)
             .finish_non_exhaustive()
     }

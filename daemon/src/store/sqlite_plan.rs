@@ -292,6 +292,7 @@ fn read_batch(
             company: None,
             memo,
             older: Vec::new(),
+            left_out: 0,
             recent: Vec::new(),
             reserved: Vec::new(),
             score,
@@ -330,10 +331,20 @@ fn read_batch(
         if keys.is_empty() {
             continue;
         }
+        let recent_from = to_micros(read.recent_from);
         each_row(conn, &sql, padded(&keys), 0, inputs, |input, r| {
+            let at: i64 = r.get(3)?;
+            let older = at <= recent_from;
+            if older
+                && !read
+                    .folded
+                    .contains(r.get_ref(2)?.as_str().map_err(corrupt)?)
+            {
+                input.left_out += 1;
+                return Ok(());
+            }
             let kind: String = r.get(2)?;
-            let at = from_micros(r.get(3)?)?;
-            let older = at <= read.recent_from;
+            let at = from_micros(at)?;
             // Older events are only folded: no id, contact or props (but
             // a call's outcome) to carry.
             let event = if older {
