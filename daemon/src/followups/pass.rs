@@ -249,8 +249,8 @@ impl Planner {
         for e in &input.older {
             memo.fold(&rules, e).map_err(|e| failed(e.to_string()))?;
         }
-        // Nothing folded, nothing to store: without a memo the next pass
-        // reads the whole history, which is then only recent events.
+        // No older event read, nothing to store: without a memo the next
+        // pass reads the whole history, which is then only recent events.
         let renewed = !input.older.is_empty() || input.left_out > 0;
         if renewed {
             memo.upto = recent_from;

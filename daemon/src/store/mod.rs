@@ -544,10 +544,9 @@ pub trait PlanStore: Send {
     fn contact_keys(&self) -> Result<Vec<i64>, StoreError>;
     fn contact_key(&self, id: &str) -> Result<Option<i64>, StoreError>;
     fn last_change_seq(&self) -> Result<i64, StoreError>;
-    /// One contact's input with its whole history (no memo): dry runs.
-    fn plan_input(&self, key: i64, read: &PlanRead<'_>) -> Result<Option<PlanInput>, StoreError>;
     /// The inputs of several contacts (keys ascending), read in one
-    /// transaction. Missing keys are left out.
+    /// transaction. Missing keys are left out; a contact whose memo
+    /// `read.memo` refuses comes with its whole history.
     fn plan_inputs(&self, keys: &[i64], read: &PlanRead<'_>) -> Result<Vec<PlanInput>, StoreError>;
     /// Contacts with events after `after_seq`, each with the earliest
     /// instant among those events: a memo reaching past it is stale.

@@ -64,14 +64,6 @@ impl PlanStore for SqliteStore {
             .query_row([], |r| r.get(0))?)
     }
 
-    fn plan_input(&self, key: i64, read: &PlanRead<'_>) -> Result<Option<PlanInput>, StoreError> {
-        let whole = PlanRead {
-            memo: &|_, _, _| None,
-            ..*read
-        };
-        Ok(self.plan_inputs(&[key], &whole)?.pop())
-    }
-
     fn plan_inputs(&self, keys: &[i64], read: &PlanRead<'_>) -> Result<Vec<PlanInput>, StoreError> {
         let tx = self.conn.unchecked_transaction()?;
         let mut out = Vec::with_capacity(keys.len());
