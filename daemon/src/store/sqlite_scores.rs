@@ -320,20 +320,21 @@ impl ScoreStore for SqliteStore {
             for w in batch {
                 let rowid = w.key;
                 let recent = encode_recent(&w.recent)?;
+                let values = params![
+                    rowid,
+                    w.score,
+                    w.band,
+                    w.next_change_at.map(to_micros),
+                    now_us,
+                    recent
+                ];
                 // Most contacts have a score already: one B-tree descent.
                 let mut n = tx
                     .prepare_cached(
                         "UPDATE scores SET score = ?2, band = ?3, next_change_at = ?4,
                            scored_at = ?5, recent = ?6 WHERE contact = ?1",
                     )?
-                    .execute(params![
-                        rowid,
-                        w.score,
-                        w.band,
-                        w.next_change_at.map(to_micros),
-                        now_us,
-                        recent
-                    ])?;
+                    .execute(values)?;
                 // Through `contacts`, so a contact erased meanwhile writes nothing.
                 if n == 0 {
                     n = tx
@@ -344,14 +345,7 @@ impl ScoreStore for SqliteStore {
                            next_change_at = excluded.next_change_at, scored_at = excluded.scored_at,
                            recent = excluded.recent",
                     )?
-                    .execute(params![
-                        rowid,
-                        w.score,
-                        w.band,
-                        w.next_change_at.map(to_micros),
-                        now_us,
-                        recent
-                    ])?;
+                    .execute(values)?;
                 }
                 if n == 0 {
                     continue;
