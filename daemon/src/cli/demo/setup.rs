@@ -34,6 +34,7 @@ pub struct Prepared {
 }
 
 pub fn prepare(base: &Path, clock: &Clock, args: &Args) -> Result<Prepared, Failure> {
+    let listen = listen(args.listen.as_deref())?;
     let data = &args.data;
     let dir = absolute(&args.dir)?;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -44,7 +45,6 @@ pub fn prepare(base: &Path, clock: &Clock, args: &Args) -> Result<Prepared, Fail
     let mut table = read_table(base)?;
     lay_over(&mut table, overlay);
 
-    let listen = listen(args.listen.as_deref())?;
     let token = random_hex()?;
     let base_dir = absolute(base)?
         .parent()

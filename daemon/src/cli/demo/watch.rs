@@ -108,8 +108,12 @@ impl Watcher {
         let rows = self.store.outbox_rows(None, u32::MAX)?;
         let mut reasons: Option<HashMap<(String, String), serde_json::Value>> = None;
         for row in &rows {
+            // A claim lasts a moment: the row is shown when it settles.
+            if row.state == State::Claimed {
+                continue;
+            }
             let before = self.seen.insert(row.seq, row.state);
-            if before == Some(row.state) || row.state == State::Claimed {
+            if before == Some(row.state) {
                 continue;
             }
             let touched = self.shared.touched_at(&row.contact);
