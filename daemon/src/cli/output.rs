@@ -147,3 +147,25 @@ pub fn reasons(v: &serde_json::Value) -> String {
         None => reason(v),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reasons_read_as_sentences() {
+        let r = json!([
+            {"rule": "cap", "channel": "phone", "count": 1, "limit": 1, "window": "3d",
+             "at": "2026-11-20T12:00:00Z", "frees_at": "2026-11-22T12:00:00Z"},
+            {"rule": "consent", "channel": "sms", "explicit": null, "default": "opt_in"},
+            {"rule": "new_rule", "why": "because"}
+        ]);
+        assert_eq!(
+            reasons(&r),
+            "cap: 1 of 1 sends on phone in 3d; frees at 2026-11-22T12:00:00Z; \
+             no consent on sms (opt-in channel, none given); new_rule: why because"
+        );
+        assert_eq!(reasons(&json!([])), "-");
+    }
+}

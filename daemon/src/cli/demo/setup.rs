@@ -39,6 +39,14 @@ pub fn prepare(base: &Path, clock: &Clock, args: &Args) -> Result<Prepared, Fail
     let dir = absolute(&args.dir)?;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
 
+    // Without a configuration here, the shipped one beside the demo data:
+    // `relance demo` from the repository's root just works.
+    let beside = data.join("../relance.toml");
+    let base = if !base.exists() && beside.exists() {
+        beside.as_path()
+    } else {
+        base
+    };
     let overlay_file = data.join("demo.toml");
     let mut overlay = read_table(&overlay_file)?;
     let reference = reference(&mut overlay, &overlay_file)?;
@@ -160,8 +168,9 @@ pub fn prepare(base: &Path, clock: &Clock, args: &Args) -> Result<Prepared, Fail
             planned.blocked
         ),
         format!(
-            "config     {} (the shipped rules + {})",
+            "config     {} ({} with {} laid over it)",
             file.display(),
+            base.display(),
             overlay_file.display()
         ),
         format!("daemon log {}", dir.join("relance.log").display()),
@@ -420,4 +429,45 @@ fn init_logs(config: &Config, file: &Path) -> Result<(), Failure> {
         .with(to_terminal)
         .try_init();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_overlay_merges_tables_and_replaces_everything_else() {
+        let mut base: toml::Table = "[a]\nx = 1\ny = [1, 2]\n[a.b]\nz = \"z\"\n[c]\nw = 1\n"
+            .parse()
+            .unwrap();
+        let over: toml::Table = "[a]\ny = []\n[a.b]\nq = 2\n[d]\nv = 3\n".parse().unwrap();
+        lay_over(&mut base, over);
+        let expected: toml::Table =
+            "[a]\nx = 1\ny = []\n[a.b]\nz = \"z\"\nq = 2\n[c]\nw = 1\n[d]\nv = 3\n"
+                .parse()
+                .unwrap();
+        assert_eq!(base, expected);
+    }
+
+    #[test]
+    fn instants_move_by_the_offset_and_unreadable_lines_stay_for_the_import_to_report() {
+        let text = "{\"id\":\"e1\",\"contact\":\"p\",\"type\":\"call\",\"at\":\"2026-11-20T12:00:00Z\"}\n\
+                    not json\n\
+                    {\"contact\":\"p\",\"type\":\"call\",\"at\":\"yesterday\"}\n";
+        let moved = move_instants(text, chrono::Duration::hours(36));
+        let lines: Vec<&str> = moved.lines().collect();
+        let first: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(first["at"], "2026-11-22T00:00:00Z");
+        assert_eq!(first["id"], "e1");
+        assert_eq!(lines[1], "not json");
+        assert!(lines[2].contains("yesterday"));
+    }
+
+    #[test]
+    fn the_api_stays_on_loopback() {
+        assert!(listen(Some("127.0.0.1:9999")).is_ok());
+        assert!(listen(Some("[::1]:9999")).is_ok());
+        assert!(listen(Some("0.0.0.0:9999")).is_err());
+        assert!(listen(Some("localhost")).is_err());
+    }
 }
