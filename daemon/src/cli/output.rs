@@ -139,6 +139,15 @@ pub fn reason(r: &serde_json::Value) -> String {
     }
 }
 
+/// An outbox row's error: the guard's reasons (stored as JSON) as
+/// sentences, a delivery error as it came.
+pub fn error(e: &Option<String>) -> String {
+    match e.as_deref().map(serde_json::from_str::<serde_json::Value>) {
+        Some(Ok(v @ (serde_json::Value::Array(_) | serde_json::Value::Object(_)))) => reasons(&v),
+        _ => opt(e),
+    }
+}
+
 /// Several reasons (a JSON array, or one), joined with "; ".
 pub fn reasons(v: &serde_json::Value) -> String {
     match v.as_array() {

@@ -143,12 +143,10 @@ impl Watcher {
                         }
                     }
                 }
-                State::Blocked | State::Dropped | State::Dead | State::Retrying => {
-                    if let Some(e) = &row.last_error {
-                        let why = serde_json::from_str(e)
-                            .map_or_else(|_| e.clone(), |v| output::reasons(&v));
-                        details.push_str(&format!(": {why}"));
-                    }
+                State::Blocked | State::Dropped | State::Dead | State::Retrying
+                    if row.last_error.is_some() =>
+                {
+                    details.push_str(&format!(": {}", output::error(&row.last_error)));
                 }
                 _ => {}
             }
