@@ -281,6 +281,17 @@ fn the_demo_for_a_while_stops_by_itself_with_status_0() {
         "{}",
         demo.text()
     );
+    // Moved to now, the data scores as at its reference instant: the
+    // articles' personas land where the articles put them.
+    assert!(
+        demo.line(&[
+            "personas",
+            "martino 215 (hot), rajati 140 (warm), beltrani 30 (cold), martin 250 (hot), nathalie 235 (hot)"
+        ])
+        .is_some(),
+        "{}",
+        demo.text()
+    );
     assert!(demo.line(&["── events in"]).is_some(), "{}", demo.text());
     assert!(demo.line(&["Stopped."]).is_some(), "{}", demo.text());
 }

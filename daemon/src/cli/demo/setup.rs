@@ -49,7 +49,7 @@ pub fn prepare(base: &Path, clock: &Clock, args: &Args) -> Result<Prepared, Fail
     };
     let overlay_file = data.join("demo.toml");
     let mut overlay = read_table(&overlay_file)?;
-    let reference = reference(&mut overlay, &overlay_file)?;
+    let (reference, personas) = reference(&mut overlay, &overlay_file)?;
     let mut table = read_table(base)?;
     lay_over(&mut table, overlay);
 
@@ -126,6 +126,13 @@ pub fn prepare(base: &Path, clock: &Clock, args: &Args) -> Result<Prepared, Fail
         .map(|b| format!("{} {}", b.name, per_band.get(&b.name).copied().unwrap_or(0)))
         .collect();
 
+    let mut shown = Vec::new();
+    for id in &personas {
+        if let Some(score) = store.stored_score(id).map_err(anyhow::Error::from)? {
+            shown.push(format!("{id} {} ({})", score.score / 100, score.band));
+        }
+    }
+
     let stream_file = data.join("stream.jsonl");
     let stream = read_text(&stream_file)?
         .lines()
@@ -167,6 +174,7 @@ pub fn prepare(base: &Path, clock: &Clock, args: &Args) -> Result<Prepared, Fail
             planned.deferred,
             planned.blocked
         ),
+        format!("personas   {}", shown.join(", ")),
         format!(
             "config     {} ({} with {} laid over it)",
             file.display(),
@@ -231,8 +239,12 @@ fn move_instants(text: &str, offset: chrono::Duration) -> String {
     out
 }
 
-/// Takes the `[demo]` table out of the overlay: it is not configuration.
-fn reference(overlay: &mut toml::Table, file: &Path) -> Result<DateTime<Utc>, Failure> {
+/// Takes the `[demo]` table out of the overlay (it is not configuration):
+/// the data's reference instant and the personas to show.
+fn reference(
+    overlay: &mut toml::Table,
+    file: &Path,
+) -> Result<(DateTime<Utc>, Vec<String>), Failure> {
     let missing = || {
         Failure::Input(format!(
             "{}: `[demo] reference` must give the data's reference instant (RFC 3339)",
@@ -244,9 +256,19 @@ fn reference(overlay: &mut toml::Table, file: &Path) -> Result<DateTime<Utc>, Fa
         .get("reference")
         .and_then(toml::Value::as_str)
         .ok_or_else(missing)?;
-    DateTime::parse_from_rfc3339(at)
+    let at = DateTime::parse_from_rfc3339(at)
         .map(|d| d.with_timezone(&Utc))
-        .map_err(|e| Failure::Input(format!("{}: `[demo] reference`: {e}", file.display())))
+        .map_err(|e| Failure::Input(format!("{}: `[demo] reference`: {e}", file.display())))?;
+    let personas = demo
+        .get("personas")
+        .and_then(toml::Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((at, personas))
 }
 
 /// Tables are merged key by key; any other value of the overlay replaces
