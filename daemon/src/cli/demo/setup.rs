@@ -70,9 +70,7 @@ pub fn prepare(base: &Path, clock: &Clock, args: &Args) -> Result<Prepared, Fail
         remove(&dir.join(name))?;
     }
     for (_, path) in &outputs {
-        if path.starts_with(&dir) {
-            remove(path)?;
-        }
+        remove(path)?;
     }
     let file = dir.join("relance.toml");
     let text = format!(
@@ -286,7 +284,7 @@ fn lay_over(base: &mut toml::Table, overlay: toml::Table) {
 
 /// Points the store, the channels' relative `dir` / `path` settings and
 /// the plugin folder at absolute places, and turns the API on. Returns
-/// each channel's output path.
+/// each channel's output path (inside `dir`).
 fn settle_paths(
     table: &mut toml::Table,
     dir: &Path,
@@ -333,9 +331,13 @@ fn settle_paths(
                 continue;
             };
             for key in ["dir", "path"] {
+                // Only plain names below the demo's folder, which is emptied
+                // at each start: never `..`.
                 if let Some(p) = settings.get(key).and_then(toml::Value::as_str)
                     && !p.contains('$')
-                    && Path::new(p).is_relative()
+                    && Path::new(p)
+                        .components()
+                        .all(|c| matches!(c, std::path::Component::Normal(_)))
                 {
                     let path = dir.join(p);
                     settings.insert(key.into(), literal(&path).into());
@@ -423,6 +425,7 @@ fn write_private(path: &Path, text: &str) -> Result<(), Failure> {
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
     f.write_all(text.as_bytes())
+        .and_then(|()| f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600)))
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
