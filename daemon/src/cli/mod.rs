@@ -6,6 +6,7 @@
 mod check;
 mod contacts;
 mod daemon;
+mod demo;
 mod fatigue;
 mod import;
 mod outbox;
@@ -163,6 +164,10 @@ enum Command {
         #[command(subcommand)]
         action: plan::Broadcast,
     },
+    /// The main job, live: the demo data moved to now in a fresh store, the
+    /// daemon with its API on loopback, and a stream of events posted to it;
+    /// prints what follows. Ctrl-C stops it.
+    Demo(demo::Args),
     /// The schedules, their last tick and next one, and the recent job runs.
     Schedules {
         #[arg(long, default_value_t = 100)]
@@ -228,10 +233,14 @@ fn run(cli: &Cli, clock: &Clock) -> Result<u8, Failure> {
         // `check` reports configuration errors itself, as its output.
         return check::run(&cli.config, clock, *json);
     }
+    if let Command::Demo(args) = &cli.command {
+        // The demo writes its own configuration from this one.
+        return demo::run(&cli.config, clock, args);
+    }
     let config = Config::load(&cli.config)?;
     init_logs(&config, cli.log_format);
     match &cli.command {
-        Command::Check { .. } => unreachable!("handled above"),
+        Command::Check { .. } | Command::Demo(_) => unreachable!("handled above"),
         Command::Import { what } => import::run(&config, what),
         Command::Contacts { action } => contacts::run(&config, action),
         Command::Rescore { full, json } => scoring::rescore(&config, clock, *full, *json),
@@ -294,12 +303,19 @@ fn init_logs(config: &Config, flag: Option<LogFormatArg>) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour(&std::io::stderr()))
         .with_writer(std::io::stderr);
     // A second initialisation (tests in one process) is harmless.
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
+}
+
+/// Colour only for a person at a terminal: logs piped to a file or another
+/// program stay plain text (and `NO_COLOR` turns colour off everywhere).
+pub fn colour(stream: &impl std::io::IsTerminal) -> bool {
+    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Opens the configured store, creating and migrating it as needed.
