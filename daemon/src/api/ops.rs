@@ -34,10 +34,18 @@ pub async fn readyz(State(state): State<ApiState>) -> Result<Json<Value>, ApiErr
             message: e.to_string(),
             transient: true,
         })?;
+    // Ready even with channels not configured: their follow-ups wait.
+    let unconfigured: Vec<Value> = state
+        .metrics
+        .unconfigured_channels()
+        .into_iter()
+        .map(|(channel, reason)| json!({ "channel": channel, "reason": reason }))
+        .collect();
     Ok(Json(json!({
         "status": "ready",
         "schema_version": version,
         "config": config.file.display().to_string(),
+        "channels_not_configured": unconfigured,
     })))
 }
 

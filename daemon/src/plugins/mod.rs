@@ -5,6 +5,8 @@
 //! hangs or answers garbage marks its channel unhealthy and is recreated
 //! with exponential backoff, while the daemon and the other channels go on.
 
+pub mod builtin;
+pub mod channels;
 pub mod config;
 mod loader;
 mod worker;
@@ -33,11 +35,13 @@ use worker::{Enqueue, Job, Worker};
 /// The first-party plugins linked into the daemon, so that it works out of
 /// the box; they are still called through their ABI table, exactly like a
 /// shared library. A `[plugins.load.NAME]` entry overrides one of them.
-pub fn builtin_tables() -> [&'static PluginTable; 3] {
+pub fn builtin_tables() -> [&'static PluginTable; 5] {
     [
         relance_plugin_email::plugin_table(),
         relance_plugin_webhook::plugin_table(),
         relance_plugin_crm::plugin_table(),
+        builtin::task_table(),
+        builtin::spool_table(),
     ]
 }
 
@@ -101,6 +105,10 @@ impl From<Outcome> for Delivery {
 pub enum DeliveryError {
     #[error("no channel `{channel}`")]
     UnknownChannel { channel: String },
+    /// The channel's plugin refused its settings at start: its sends wait
+    /// until the settings are given (and the configuration reloaded).
+    #[error("{reason}")]
+    Unconfigured { channel: String, reason: String },
     #[error("channel `{channel}`: the plugin refused its settings: {message}")]
     Misconfigured { channel: String, message: String },
     #[error("channel `{channel}` is unhealthy ({reason}); next restart in {retry_after:?}")]
@@ -176,6 +184,8 @@ pub struct PluginHost {
     builtins: HashMap<String, &'static PluginTable>,
     loaded: Mutex<HashMap<String, (Table, Manifest)>>,
     channels: Mutex<HashMap<String, Arc<Pool>>>,
+    /// Channels that could not be opened, with the message saying why.
+    unconfigured: Mutex<std::collections::BTreeMap<String, String>>,
     next_call: AtomicU64,
 }
 
@@ -243,6 +253,7 @@ impl PluginHost {
             builtins: map,
             loaded: Mutex::new(HashMap::new()),
             channels: Mutex::new(HashMap::new()),
+            unconfigured: Mutex::new(std::collections::BTreeMap::new()),
             next_call: AtomicU64::new(1),
         }
     }
@@ -298,7 +309,18 @@ impl PluginHost {
     ) -> Result<(), HostError> {
         let pool = self.start_pool(name, config).await?;
         lock(&self.channels).insert(name.to_owned(), pool);
+        lock(&self.unconfigured).remove(name);
         Ok(())
+    }
+
+    /// Records that `name` could not be opened; its sends wait.
+    pub fn mark_unconfigured(&self, name: &str, message: String) {
+        lock(&self.unconfigured).insert(name.to_owned(), message);
+    }
+
+    /// The channels that could not be opened, with why.
+    pub fn unconfigured(&self) -> std::collections::BTreeMap<String, String> {
+        lock(&self.unconfigured).clone()
     }
 
     async fn start_pool(&self, name: &str, config: &ChannelConfig) -> Result<Arc<Pool>, HostError> {
@@ -401,12 +423,18 @@ impl PluginHost {
     }
 
     fn channel(&self, name: &str) -> Result<Arc<Channel>, DeliveryError> {
-        lock(&self.channels)
-            .get(name)
-            .map(|pool| pool.pick())
-            .ok_or_else(|| DeliveryError::UnknownChannel {
+        if let Some(pool) = lock(&self.channels).get(name) {
+            return Ok(pool.pick());
+        }
+        Err(match lock(&self.unconfigured).get(name) {
+            Some(reason) => DeliveryError::Unconfigured {
                 channel: name.into(),
-            })
+                reason: reason.clone(),
+            },
+            None => DeliveryError::UnknownChannel {
+                channel: name.into(),
+            },
+        })
     }
 
     fn garbage(&self, channel: &str, fault: String) -> DeliveryError {
