@@ -5,10 +5,11 @@
 //! outbox instead of failing.
 
 use super::PluginHost;
-use crate::config::Config;
+use crate::config::{ChannelConfig, Config};
 use relance_plugin_api::net::Guard;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::path::Path;
 
 /// A channel that could not be opened, and what to do about it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -50,6 +51,25 @@ pub async fn open_all(host: &PluginHost, config: &Config) -> Vec<Unconfigured> {
         }
     }
     out
+}
+
+/// The settings handed to the plugin: the relative paths of the built-in
+/// plugins (email `dir`, spool `path`) made absolute against the
+/// configuration file's folder, like `[store] path`.
+pub fn anchor_paths(channel: &ChannelConfig, base: &Path) -> toml::Table {
+    let mut settings = channel.settings.clone();
+    let key = match channel.plugin.as_str() {
+        "email" => "dir",
+        "spool" => "path",
+        _ => return settings,
+    };
+    if let Some(toml::Value::String(p)) = settings.get(key)
+        && Path::new(p).is_relative()
+    {
+        let anchored = base.join(p).to_string_lossy().into_owned();
+        settings.insert(key.into(), toml::Value::String(anchored));
+    }
+    settings
 }
 
 /// The message for a channel whose plugin refused its settings.

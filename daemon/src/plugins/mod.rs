@@ -181,6 +181,9 @@ pub struct ChannelStatus {
 pub struct PluginHost {
     config: PluginsConfig,
     dir: PathBuf,
+    /// The configuration file's folder: built-in plugins' relative paths
+    /// (the email file transport's `dir`, the spool's `path`) start there.
+    base: PathBuf,
     builtins: HashMap<String, &'static PluginTable>,
     loaded: Mutex<HashMap<String, (Table, Manifest)>>,
     channels: Mutex<HashMap<String, Arc<Pool>>>,
@@ -249,6 +252,7 @@ impl PluginHost {
         }
         Self {
             dir: config.resolved_dir(config_file),
+            base: config_file.parent().unwrap_or(Path::new(".")).to_path_buf(),
             config,
             builtins: map,
             loaded: Mutex::new(HashMap::new()),
@@ -325,7 +329,8 @@ impl PluginHost {
 
     async fn start_pool(&self, name: &str, config: &ChannelConfig) -> Result<Arc<Pool>, HostError> {
         let (table, _) = self.table(&config.plugin)?;
-        let settings = serde_json::to_vec(&config.settings).unwrap_or_else(|_| b"{}".to_vec());
+        let settings = channels::anchor_paths(config, &self.base);
+        let settings = serde_json::to_vec(&settings).unwrap_or_else(|_| b"{}".to_vec());
         let mut members = Vec::new();
         for _ in 0..config.instances.max(1) {
             let channel = Arc::new(Channel {

@@ -10,6 +10,9 @@ use crate::model::Timestamp;
 use crate::outbox::Row;
 use rusqlite::{OptionalExtension, params};
 
+/// An event's properties.
+pub type Props = serde_json::Map<String, serde_json::Value>;
+
 impl SqliteStore {
     /// Writes `reason` as the error of every pending send on `channel`.
     pub fn note_waiting(&mut self, channel: &str, reason: &str) -> Result<u64, StoreError> {
@@ -53,10 +56,7 @@ impl SqliteStore {
     }
 
     /// The props and instant of the event stored under `dedup`, if any.
-    pub fn event_by_dedup(
-        &self,
-        dedup: &[u8],
-    ) -> Result<Option<(serde_json::Map<String, serde_json::Value>, Timestamp)>, StoreError> {
+    pub fn event_by_dedup(&self, dedup: &[u8]) -> Result<Option<(Props, Timestamp)>, StoreError> {
         let found: Option<(String, i64)> = self
             .connection()
             .prepare_cached("SELECT props, at FROM events WHERE dedup = ?1")?
