@@ -212,6 +212,22 @@ fn the_shipped_configuration_starts_says_which_channels_wait_and_their_follow_up
         ["email", "phone", "sms"]
     );
     assert!(listed[0].1.contains("missing field `from`"), "{listed:?}");
+    let phone = &ready["channels_not_configured"][1];
+    assert_eq!(phone["plugin"], "crm");
+    assert!(
+        phone["help"]
+            .as_str()
+            .unwrap()
+            .contains("`url` and `token`"),
+        "{phone}"
+    );
+    assert!(
+        phone["followups"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("trigger pricing_visit_call")),
+        "{phone}"
+    );
 
     // A pricing visit asks for a call on `phone`: the follow-up waits in
     // the outbox with its reason instead of failing.

@@ -39,7 +39,20 @@ pub async fn readyz(State(state): State<ApiState>) -> Result<Json<Value>, ApiErr
         .metrics
         .unconfigured_channels()
         .into_iter()
-        .map(|(channel, reason)| json!({ "channel": channel, "reason": reason }))
+        .map(|(channel, reason)| {
+            let plugin = config
+                .channels
+                .get(&channel)
+                .map(|c| c.plugin.clone())
+                .unwrap_or_default();
+            json!({
+                "channel": channel,
+                "plugin": plugin,
+                "reason": reason,
+                "help": crate::plugins::channels::help(&channel, &plugin),
+                "followups": crate::plugins::channels::followups_using(&config, &channel),
+            })
+        })
         .collect();
     Ok(Json(json!({
         "status": "ready",
