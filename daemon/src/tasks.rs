@@ -204,8 +204,16 @@ fn view(store: &SqliteStore, config: &Config, row: Row, now: Timestamp) -> Resul
                 at: Some(at),
             }
         });
-    let prepared = crate::outbox::dispatch::prepare(store, config, row, now)
+    let mut prepared = crate::outbox::dispatch::prepare(store, config, row, now)
         .map_err(|e| TaskError::Rejected(e.to_string()))?;
+    // A template's `{{reason}}` says why to call: the follow-up, unless
+    // the send carries its own.
+    let followup = prepared.row.followup.clone();
+    prepared
+        .request
+        .vars
+        .entry("reason")
+        .or_insert_with(|| followup.into());
     let r = &prepared.request;
     let name = [&r.contact.first_name, &r.contact.last_name]
         .iter()
