@@ -159,3 +159,45 @@ pub fn settings_warnings(config: &Config) -> BTreeMap<String, Vec<String>> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel(plugin: &str, settings: &str) -> ChannelConfig {
+        ChannelConfig {
+            plugin: plugin.into(),
+            event: "e".into(),
+            consent: Default::default(),
+            settings: toml::from_str(settings).expect("settings"),
+            instances: 1,
+        }
+    }
+
+    #[test]
+    fn built_in_paths_start_at_the_configuration_folder() {
+        let base = Path::new("/etc/relance");
+        let email = anchor_paths(&channel("email", "dir = \"mail\""), base);
+        assert_eq!(email["dir"].as_str(), Some("/etc/relance/mail"));
+        let spool = anchor_paths(&channel("spool", "path = \"/var/spool/x.ndjson\""), base);
+        assert_eq!(spool["path"].as_str(), Some("/var/spool/x.ndjson"));
+        let other = anchor_paths(&channel("webhook", "dir = \"mail\""), base);
+        assert_eq!(other["dir"].as_str(), Some("mail"));
+    }
+
+    #[test]
+    fn help_names_the_keys_an_example_and_the_section() {
+        for (plugin, key) in [
+            ("email", "`from`"),
+            ("webhook", "`secret`"),
+            ("crm", "`token`"),
+            ("spool", "`path`"),
+        ] {
+            let h = help("ch", plugin);
+            assert!(h.contains(key), "{h}");
+            assert!(h.contains("[channels.ch.settings]"), "{h}");
+            assert!(h.contains(&format!("docs/plugins.md#{plugin}")), "{h}");
+        }
+        assert!(help("ch", "acme_sms").contains("[channels.ch.settings]"));
+    }
+}
