@@ -15,12 +15,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Set to true once the built-in `task` and `spool` channels (branch
-/// `channels`) are merged and `config/demo/demo.toml` routes `phone` to
-/// `task` and `sms` to `spool`: the last part of the live test then checks
-/// their output too.
-const TASK_AND_SPOOL_CHANNELS: bool = false;
-
 /// What the demo printed, each line with when it arrived.
 type Lines = Arc<Mutex<Vec<(Instant, String)>>>;
 
@@ -258,15 +252,13 @@ fn the_demo_plans_and_sends_live_and_stops_cleanly_on_sigint() {
     assert!(demo.line(&["Stopped."]).is_some(), "{}", demo.text());
     assert!(!err.contains('\u{1b}'), "no colour on a pipe: {err}");
 
-    // For the integrator: the built-in channels' own output.
-    if TASK_AND_SPOOL_CHANNELS {
-        let out = demo.relance(&["tasks", "list", "--json"]);
-        assert!(out.status.success(), "tasks list: {}", stderr(&out));
-        let tasks: Vec<Value> = serde_json::from_slice(&out.stdout).expect("tasks JSON");
-        assert!(!tasks.is_empty(), "no call task: {}", stdout(&out));
-        let spool = demo.path("spool");
-        assert!(ndjson_lines(&spool) > 0, "no spool line in {spool:?}");
-    }
+    // The built-in channels' own output: call tasks and spool lines.
+    let out = demo.relance(&["tasks", "list", "--json"]);
+    assert!(out.status.success(), "tasks list: {}", stderr(&out));
+    let tasks: Vec<Value> = serde_json::from_slice(&out.stdout).expect("tasks JSON");
+    assert!(!tasks.is_empty(), "no call task: {}", stdout(&out));
+    let spool = demo.path("sms.ndjson");
+    assert!(ndjson_lines(&spool) > 0, "no spool line in {spool:?}");
 }
 
 #[test]

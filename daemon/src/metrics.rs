@@ -24,6 +24,8 @@ struct Inner {
     /// Labelled counters: (metric, labels) → value.
     counters: Mutex<BTreeMap<Series, u64>>,
     plugin_healthy: Mutex<BTreeMap<String, bool>>,
+    /// Channels that could not be opened, with why (for `/readyz`).
+    unconfigured: Mutex<BTreeMap<String, String>>,
 }
 
 /// What ingesting one item did.
@@ -91,6 +93,23 @@ impl Metrics {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(plugin.to_string(), healthy);
+    }
+
+    /// The channels the daemon could not open, with why.
+    pub fn set_unconfigured_channels(&self, channels: BTreeMap<String, String>) {
+        *self
+            .0
+            .unconfigured
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = channels;
+    }
+
+    pub fn unconfigured_channels(&self) -> BTreeMap<String, String> {
+        self.0
+            .unconfigured
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn bump(&self, name: &'static str, labels: Vec<(&'static str, String)>) {

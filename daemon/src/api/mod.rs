@@ -13,6 +13,7 @@ pub mod openapi;
 mod ops;
 mod planning;
 mod reads;
+mod tasks;
 pub mod tracking;
 
 pub use db::{Db, StoreSpec};
@@ -87,6 +88,8 @@ fn parts() -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiState>) {
         .routes(routes!(reads::get_outbox))
         .routes(routes!(planning::post_broadcasts))
         .routes(routes!(planning::get_plan))
+        .routes(routes!(tasks::get_tasks))
+        .routes(routes!(tasks::post_outcome))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi_json));
     let open = OpenApiRouter::new()

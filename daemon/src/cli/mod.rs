@@ -13,6 +13,7 @@ mod outbox;
 mod output;
 mod plan;
 mod scoring;
+mod tasks;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -168,6 +169,11 @@ enum Command {
     /// daemon with its API on loopback, and a stream of events posted to it;
     /// prints what follows. Ctrl-C stops it.
     Demo(demo::Args),
+    /// The task channel's call desk: delivered call tasks and their outcomes.
+    Tasks {
+        #[command(subcommand)]
+        action: tasks::Action,
+    },
     /// The schedules, their last tick and next one, and the recent job runs.
     Schedules {
         #[arg(long, default_value_t = 100)]
@@ -289,6 +295,7 @@ fn run(cli: &Cli, clock: &Clock) -> Result<u8, Failure> {
         Command::Run { once, json } => daemon::run(config, clock, *once, *json),
         Command::Plan { contact, json } => plan::plan(&config, clock, contact.as_deref(), *json),
         Command::Broadcast { action } => plan::broadcast(&config, clock, action),
+        Command::Tasks { action } => tasks::run(&config, clock, action),
         Command::Schedules { limit, json } => daemon::schedules(&config, clock, *limit, *json),
     }
 }
