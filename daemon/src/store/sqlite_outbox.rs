@@ -436,6 +436,22 @@ impl ScheduleStore for SqliteStore {
         })
     }
 
+    fn renew_schedule(
+        &mut self,
+        schedule: &str,
+        owner: &str,
+        lease_until: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE schedule_state SET lease_until = ?3 WHERE name = ?1 AND lease_owner = ?2",
+                )?
+                .execute(params![schedule, owner, to_micros(lease_until)])?;
+            Ok(n == 1)
+        })
+    }
+
     fn complete_schedule(
         &mut self,
         schedule: &str,
