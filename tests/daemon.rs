@@ -986,6 +986,7 @@ fn kill_9_during_a_scheduled_job_holds_its_schedule_for_less_than_a_minute() {
     });
     child.kill().unwrap(); // SIGKILL while the job holds its lease
     child.wait().unwrap();
+    let killed = owner;
 
     let restarted = Instant::now();
     let mut child = spawn_daemon(&env, "run-2.log");
@@ -998,6 +999,12 @@ fn kill_9_during_a_scheduled_job_holds_its_schedule_for_less_than_a_minute() {
     let took = restarted.elapsed();
     eprintln!("the schedule ran again {took:?} after the restart");
     assert!(took < Duration::from_secs(60), "blocked for {took:?}");
+    // The killed run is closed as interrupted, not left running forever.
+    let (started, finished) = job_runs_of(&env, "plan", &killed);
+    assert_eq!(
+        started, finished,
+        "a run of the killed process is still open"
+    );
     signal(&child, "TERM");
     assert!(child.wait().unwrap().success());
 }

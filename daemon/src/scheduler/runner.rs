@@ -219,6 +219,10 @@ pub fn pass<J: Jobs + ?Sized>(
             continue;
         }
         let heartbeat = Heartbeat::start(config, name, &options.owner, clock);
+        let abandoned = store.close_abandoned_runs(name, &options.owner, now)?;
+        if abandoned > 0 {
+            tracing::warn!(schedule = %name, runs = abandoned, "runs interrupted by a stopped process are closed; their ticks run again under the misfire policy");
+        }
         if plan.skipped > 0 {
             tracing::warn!(schedule = %name, skipped = plan.skipped, policy = ?schedule.misfire, "missed ticks not run");
         }

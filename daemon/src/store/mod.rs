@@ -209,6 +209,15 @@ pub trait ScheduleStore: Send {
         owner: &str,
         last_tick: Timestamp,
     ) -> Result<(), StoreError>;
+    /// Closes the runs of `schedule` left unfinished by other owners (a
+    /// process killed mid-job), once `owner` holds the schedule; returns
+    /// how many.
+    fn close_abandoned_runs(
+        &mut self,
+        schedule: &str,
+        owner: &str,
+        now: Timestamp,
+    ) -> Result<usize, StoreError>;
     /// Records the start of a job run; returns its id for [`Self::finish_job_run`].
     fn start_job_run(&mut self, run: &JobRun) -> Result<i64, StoreError>;
     fn finish_job_run(

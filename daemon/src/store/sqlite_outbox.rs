@@ -468,6 +468,23 @@ impl ScheduleStore for SqliteStore {
         })
     }
 
+    fn close_abandoned_runs(
+        &mut self,
+        schedule: &str,
+        owner: &str,
+        now: Timestamp,
+    ) -> Result<usize, StoreError> {
+        self.write(|tx| {
+            Ok(tx
+                .prepare_cached(
+                    "UPDATE job_runs SET finished_at = ?3,
+                       outcome = 'error: interrupted: its process stopped before the end'
+                     WHERE schedule = ?1 AND owner <> ?2 AND finished_at IS NULL",
+                )?
+                .execute(params![schedule, owner, to_micros(now)])?)
+        })
+    }
+
     fn start_job_run(&mut self, run: &JobRun) -> Result<i64, StoreError> {
         self.write(|tx| {
             tx.prepare_cached(
