@@ -1032,8 +1032,7 @@ cron = "*/15 * * * *"
     let next = |schedule: &str| {
         log_text(&env, "run.log")
             .lines()
-            .filter(|l| l.contains("next run") && l.contains(&format!("schedule={schedule} ")))
-            .last()
+            .rfind(|l| l.contains("next run") && l.contains(&format!("schedule={schedule} ")))
             .map(str::to_string)
     };
     wait_until("no next run logged for every schedule", 30, || {

@@ -386,12 +386,15 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<String> {
     compare("store", json(&old.store), json(&new.store), &[]);
     compare("log", json(&old.log), json(&new.log), &[]);
     compare("plugins", json(&old.plugins), json(&new.plugins), &[]);
-    compare(
-        "api",
-        json(&old.api),
-        json(&new.api),
-        &["enabled", "listen", "body_limit_kb"],
-    );
+    // Without the API on either side, its listener settings do not matter.
+    if old.api.enabled || new.api.enabled {
+        compare(
+            "api",
+            json(&old.api),
+            json(&new.api),
+            &["enabled", "listen", "body_limit_kb"],
+        );
+    }
     keys
 }
 
@@ -511,5 +514,37 @@ async fn dispatch_loop(
             () = wake.notified() => {}
             () = shutdown.recv() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        let text = format!("[store]\npath = \"a.db\"\n{extra}");
+        Config::parse(&text, Path::new("/etc/relance/relance.toml"), &|_| None).expect("valid")
+    }
+
+    const API: &str = "[api]\nenabled = true\ntokens = [\"0123456789abcdef0\"]\ntracking_secret = \"0123456789abcdef0\"\n";
+
+    #[test]
+    fn keys_a_reload_cannot_apply_are_named_and_the_others_are_not() {
+        let old = config(API);
+        let mut moved = config(&format!(
+            "{API}listen = \"127.0.0.1:9999\"\n[log]\nlevel = \"debug\"\n[outbox]\nbatch = 7\n"
+        ));
+        moved.store.path = "b.db".into();
+        assert_eq!(
+            restart_keys(&old, &moved),
+            ["store.path", "log.level", "api.listen"]
+        );
+        // Tokens, batch sizes and schedules apply without a restart.
+        let mut applied = config(&format!("{API}max_batch = 5\n[outbox]\nbatch = 7\n"));
+        applied.api.tokens = vec!["another-token-0123456789".into()];
+        assert!(restart_keys(&old, &applied).is_empty());
+        // The API's address matters only when it is served.
+        let (off, off_moved) = (config(""), config("[api]\nlisten = \"127.0.0.1:9999\"\n"));
+        assert!(restart_keys(&off, &off_moved).is_empty());
     }
 }
