@@ -823,8 +823,7 @@ fn a_refused_sighup_changes_no_channel_not_even_one_that_opened() {
         ),
     );
     env.import_text("contacts", "contacts.csv", &contacts_csv(3));
-    let mut child = spawn_daemon(&env, "run.log");
-    wait_for_log(&env, "run.log", "relance running", 30);
+    let child = start_daemon(&env, "run.log");
     let good = std::fs::read_to_string(env.path("relance.toml")).unwrap();
     // `hook` moves to another receiver (its plugin accepts that), `zz`
     // gets a secret its plugin refuses: the reload is refused as a whole.
@@ -856,8 +855,7 @@ fn a_refused_sighup_changes_no_channel_not_even_one_that_opened() {
         elsewhere.0.lock().unwrap().is_empty(),
         "a refused reload moved `hook` to the refused file's URL"
     );
-    signal(&child, "TERM");
-    assert!(child.wait().unwrap().success());
+    stop_daemon(child);
 }
 
 #[test]
@@ -879,8 +877,7 @@ public_url = "http://127.0.0.1:{api_port}"
         ),
     );
     env.import_text("contacts", "contacts.csv", &contacts_csv(3));
-    let mut child = spawn_daemon(&env, "run.log");
-    wait_for_log(&env, "run.log", "relance running", 30);
+    let child = start_daemon(&env, "run.log");
     let good = std::fs::read_to_string(env.path("relance.toml")).unwrap();
     let moved = env.path("moved.db");
     rewrite(
@@ -926,8 +923,7 @@ public_url = "http://127.0.0.1:{api_port}"
     let health =
         rt.block_on(async { reqwest::get(format!("http://127.0.0.1:{api_port}/healthz")).await });
     assert_eq!(health.unwrap().status(), 200);
-    signal(&child, "TERM");
-    assert!(child.wait().unwrap().success());
+    stop_daemon(child);
 }
 
 #[test]
@@ -945,7 +941,7 @@ fn a_broadcast_accepted_but_not_planned_before_a_crash_goes_out_at_the_next_star
     // The write `POST /v1/broadcasts` makes before answering 201, with no
     // planning pass after it: what a crash right after the 201 leaves.
     broadcast_to_prospects(&env, "b1");
-    let mut child = spawn_daemon(&env, "run.log");
+    let child = spawn_daemon(&env, "run.log");
     wait_until(
         "the accepted broadcast waited for the next schedule",
         30,
@@ -956,13 +952,9 @@ fn a_broadcast_accepted_but_not_planned_before_a_crash_goes_out_at_the_next_star
         log.contains("planning left undone at the last stop"),
         "{log}"
     );
-    signal(&child, "TERM");
-    assert!(child.wait().unwrap().success());
+    stop_daemon(child);
     // Done: the next start has nothing to resume.
-    let mut child = spawn_daemon(&env, "run-2.log");
-    wait_for_log(&env, "run-2.log", "relance running", 30);
-    signal(&child, "TERM");
-    assert!(child.wait().unwrap().success());
+    stop_daemon(start_daemon(&env, "run-2.log"));
     assert!(!log_text(&env, "run-2.log").contains("planning left undone"));
     assert_eq!(received.0.lock().unwrap().len(), 3);
 }
@@ -989,7 +981,7 @@ fn kill_9_during_a_scheduled_job_holds_its_schedule_for_less_than_a_minute() {
     let killed = owner;
 
     let restarted = Instant::now();
-    let mut child = spawn_daemon(&env, "run-2.log");
+    let child = spawn_daemon(&env, "run-2.log");
     let owner = owner_of(&child);
     wait_until(
         "the schedule stayed blocked by the killed process's lease",
@@ -1005,8 +997,7 @@ fn kill_9_during_a_scheduled_job_holds_its_schedule_for_less_than_a_minute() {
         started, finished,
         "a run of the killed process is still open"
     );
-    signal(&child, "TERM");
-    assert!(child.wait().unwrap().success());
+    stop_daemon(child);
 }
 
 #[test]
@@ -1024,7 +1015,7 @@ job = "rescore"
 cron = "*/15 * * * *"
 "#,
     );
-    let mut child = spawn_daemon(&env, "run.log");
+    let child = spawn_daemon(&env, "run.log");
     let owner = owner_of(&child);
     wait_until("the first start did not run every schedule", 30, || {
         job_runs_of(&env, "nurture", &owner).1 == 1 && job_runs_of(&env, "rescore", &owner).1 == 1
@@ -1049,13 +1040,11 @@ cron = "*/15 * * * *"
         rescore.contains("job=rescore") && rescore.contains("timezone=UTC"),
         "{rescore}"
     );
-    signal(&child, "TERM");
-    assert!(child.wait().unwrap().success());
+    stop_daemon(child);
     // The next start does not run them again: their ticks are stored.
-    let mut child = spawn_daemon(&env, "run-2.log");
+    let child = spawn_daemon(&env, "run-2.log");
     let owner = owner_of(&child);
     wait_for_log(&env, "run-2.log", "next run", 30);
-    signal(&child, "TERM");
-    assert!(child.wait().unwrap().success());
+    stop_daemon(child);
     assert_eq!(job_runs_of(&env, "nurture", &owner).0, 0);
 }

@@ -118,7 +118,7 @@ cron = "*/2 * * * * *"
     let before_last = sent();
 
     let restarted = Instant::now();
-    let mut child = spawn_daemon(&env, "run-final.log");
+    let child = spawn_daemon(&env, "run-final.log");
     let owner = owner_of(&child);
     let expected = CONTACTS * ROUNDS;
     let started = Instant::now();
@@ -144,8 +144,7 @@ cron = "*/2 * * * * *"
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    signal(&child, "TERM");
-    assert!(child.wait().unwrap().success());
+    stop_daemon(child);
 
     // Every schedule ran again within a minute of the restart.
     let back = schedules_back.unwrap();

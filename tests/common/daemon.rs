@@ -247,3 +247,17 @@ pub fn rewrite(env: &Env, name: &str, text: &str, changes: &[(&str, &str)]) {
     }
     env.write(name, &out);
 }
+
+/// Starts the daemon and waits until it says it runs (signals are handled).
+pub fn start_daemon(env: &Env, log: &str) -> Child {
+    let child = spawn_daemon(env, log);
+    wait_for_log(env, log, "relance running", 60);
+    child
+}
+
+/// SIGTERM, then the daemon must exit with success.
+pub fn stop_daemon(mut child: Child) {
+    signal(&child, "TERM");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit after SIGTERM: {status:?}");
+}
