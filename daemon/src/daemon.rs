@@ -1,9 +1,10 @@
 //! `relance run`: the long-running process. Three tasks share one
 //! configuration (a watch channel, replaced on SIGHUP when the new file is
-//! valid): the scheduler runs the cron jobs (rescore, plan, dispatch); the
+//! valid and changes nothing that needs a restart): the scheduler runs the cron jobs (rescore, plan, dispatch); the
 //! dispatcher delivers due outbox rows and sleeps until the next due
 //! instant, woken early when a plan pass queued work; the main task waits
-//! for signals. SIGTERM / SIGINT stop all three; sends in flight finish
+//! for signals. At start, planning left undone by the last process (see
+//! `resume_planning`) runs at once. SIGTERM / SIGINT stop all three; sends in flight finish
 //! within `[outbox] shutdown_grace`, else their claims are released.
 
 use crate::api::ApiState;
