@@ -7,163 +7,13 @@
 
 mod common;
 
-use axum::extract::State;
-use axum::http::HeaderMap;
+use common::daemon::*;
 use common::{BIN, Env, stderr, stdout};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-/// Every delivery the receiver got: (webhook-id, contact); it answers
-/// after the delay in the second field (milliseconds).
-#[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<(String, String)>>>, Arc<AtomicU64>);
-
-async fn receive(State(r): State<Received>, headers: HeaderMap, body: String) -> &'static str {
-    let id = headers
-        .get("webhook-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let contact = serde_json::from_str::<Value>(&body)
-        .ok()
-        .and_then(|v| {
-            v.pointer("/data/contact/id")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
-    r.0.lock().unwrap().push((id, contact));
-    let delay = r.1.load(Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_millis(delay)).await;
-    "ok"
-}
-
-/// A receiver on 127.0.0.1, port chosen by the system, in its own runtime.
-fn receiver() -> (Received, u16, tokio::runtime::Runtime) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let r = Received::default();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let app = axum::Router::new().fallback(receive).with_state(r.clone());
-    rt.spawn(async move { axum::serve(listener, app).await });
-    (r, port, rt)
-}
-
-/// A configuration with one webhook channel to `port`, no fatigue costs,
-/// and `extra` appended.
-fn daemon_env(port: u16, extra: &str) -> Env {
-    let env = Env::new();
-    env.write(
-        "relance.toml",
-        &format!(
-            r#"[store]
-path = "${{RELANCE_DB}}"
-
-[log]
-level = "info"
-
-[channels.hook]
-plugin = "webhook"
-event = "webhook_sent"
-consent = "opt_out"
-settings = {{ url = "http://127.0.0.1:{port}/hook", secret = "{SECRET}", timeout_secs = 5, allow_networks = ["127.0.0.0/8"] }}
-
-[templates.news]
-channel = "hook"
-text = "news for {{{{first_name}}}}"
-
-[outbox]
-lease = "2s"
-backoff_base = "1s"
-backoff_max = "2s"
-batch = 200
-shutdown_grace = "5s"
-{extra}"#
-        ),
-    );
-    env
-}
-
-/// A broadcast of the `news` template on `hook` to every prospect.
-fn broadcast_to_prospects(env: &Env, id: &str) {
-    let out = env.run(&[
-        "broadcast",
-        "create",
-        "--id",
-        id,
-        "--name",
-        id,
-        "--segment",
-        r#"{ field = "status", eq = "prospect" }"#,
-        "--channel",
-        "hook",
-        "--template",
-        "news",
-        "--end",
-        "2100-01-01T00:00:00Z",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-}
-
-fn contacts_csv(n: usize) -> String {
-    let mut csv = String::from("id,email,first_name,status\n");
-    for i in 0..n {
-        csv.push_str(&format!("c{i:05},c{i}@example.com,C{i},prospect\n"));
-    }
-    csv
-}
-
-fn spawn_daemon(env: &Env, log: &str) -> Child {
-    Command::new(BIN)
-        .arg("--config")
-        .arg(env.path("relance.toml"))
-        .arg("run")
-        .env("RELANCE_DB", env.path("store.db"))
-        .env_remove("RELANCE_CONFIG")
-        .env_remove("RELANCE_LOG")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(env.path(log)).unwrap())
-        .spawn()
-        .expect("start relance run")
-}
-
-/// Sends `signal` (TERM, HUP …) with the `kill` command: the workspace
-/// denies `unsafe`, so no libc call here.
-fn signal(child: &Child, signal: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{signal}");
-}
-
-fn outbox(env: &Env) -> Vec<Value> {
-    env.json(&["outbox", "--json", "--limit", "100000"])
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-/// Small deterministic generator for kill moments.
-struct Lcg(u64);
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
-}
 
 #[test]
 fn kill_9_during_dispatch_loses_nothing_and_never_changes_a_key() {
@@ -333,14 +183,16 @@ fn local_times_stay_right_across_the_dst_change() {
     );
     // Paris moves to summer time on Sunday 29 March 2026.
     once(&env, "2026-03-27T12:00:00Z");
-    assert!(
-        ticks(&env, "nurture").is_empty(),
-        "a new schedule does not replay history"
+    assert_eq!(
+        ticks(&env, "nurture"),
+        ["2026-03-27T12:00:00Z"],
+        "a new schedule runs once at its first start and does not replay history"
     );
     once(&env, "2026-03-31T12:00:00Z");
     assert_eq!(
         ticks(&env, "nurture"),
         [
+            "2026-03-27T12:00:00Z",
             "2026-03-28T08:30:00Z",
             "2026-03-29T07:30:00Z",
             "2026-03-30T07:30:00Z",
@@ -379,14 +231,16 @@ misfire = "catch_up"
 catch_up_limit = 2
 "#,
     );
+    // The first start runs every schedule once, whatever its policy.
     once(&env, "2026-05-04T08:00:10Z");
     // Down from 08:00 to 13:30: five hourly ticks missed, none on time.
     once(&env, "2026-05-04T13:30:00Z");
-    assert_eq!(ticks(&env, "skip"), Vec::<String>::new());
-    assert_eq!(ticks(&env, "once"), ["2026-05-04T13:00:00Z"]);
+    let first = "2026-05-04T08:00:10Z";
+    assert_eq!(ticks(&env, "skip"), [first]);
+    assert_eq!(ticks(&env, "once"), [first, "2026-05-04T13:00:00Z"]);
     assert_eq!(
         ticks(&env, "catchup"),
-        ["2026-05-04T12:00:00Z", "2026-05-04T13:00:00Z"]
+        [first, "2026-05-04T12:00:00Z", "2026-05-04T13:00:00Z"]
     );
     // On time again: every policy runs the 14:00 tick, once.
     once(&env, "2026-05-04T14:00:20Z");
@@ -432,10 +286,11 @@ fn two_daemons_never_run_the_same_tick_twice() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // The first start's run, then the 12 ticks of the hour, each once.
     let runs = ticks(&env, "rescore");
     let distinct: BTreeSet<&String> = runs.iter().collect();
-    assert_eq!(runs.len(), 12, "{runs:?}");
-    assert_eq!(distinct.len(), 12, "a tick ran twice: {runs:?}");
+    assert_eq!(runs.len(), 13, "{runs:?}");
+    assert_eq!(distinct.len(), 13, "a tick ran twice: {runs:?}");
 }
 
 /// Seed 004: a prospect at fatigue 12 is due a sales call (pricing page
@@ -544,7 +399,7 @@ fn a_plan_pass_writes_the_arbitration_and_dispatch_sends_what_passed() {
     shipped_to_loopback(&env, port);
     seminar_day(&env);
     // The shipped schedules have not ticked for this store yet: the first
-    // pass only records them. The plan job then runs at its next tick.
+    // start runs each once (the weekly plan included), then their ticks.
     once(&env, "2026-11-20T10:00:00Z");
     env.write(
         "relance.toml",
@@ -633,26 +488,6 @@ fn a_booked_meeting_takes_the_prospect_out_of_nurture_and_stopped_ones_get_no_ca
         "ARRÊTÉ: no more calls"
     );
 }
-
-/// Polls `done` every 100 ms; fails with `what` after `secs` seconds.
-fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < Duration::from_secs(secs), "{what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A free port on loopback (bound, then released for the daemon).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-const TOKEN: &str = "test-token-0123456789abcdef";
 
 #[test]
 fn the_running_daemon_serves_the_api_and_turns_a_pricing_visit_into_a_delivery_at_once() {
@@ -989,4 +824,244 @@ fn sigterm_releases_a_send_still_in_flight_after_the_grace_and_the_next_start_se
         got.len() >= 2 && got.iter().all(|(k, _)| *k == got[0].0),
         "{got:?}"
     );
+}
+
+const EVERY_SECOND_PLAN: &str = "[schedules.plan]\njob = \"plan\"\ncron = \"* * * * * *\"\n";
+
+#[test]
+fn a_refused_sighup_changes_no_channel_not_even_one_that_opened() {
+    let (received, port, _rt) = receiver();
+    let (elsewhere, other, _rt2) = receiver();
+    // Two channels; a reload opens them in name order: `hook`, then `zz`.
+    let env = daemon_env(
+        port,
+        &format!(
+            "{EVERY_SECOND_PLAN}\n[channels.zz]\nplugin = \"webhook\"\nevent = \"webhook_sent\"\nsettings = {{ url = \"http://127.0.0.1:{port}/zz\", secret = \"{SECRET}\", allow_networks = [\"127.0.0.0/8\"] }}\n"
+        ),
+    );
+    env.import_text("contacts", "contacts.csv", &contacts_csv(3));
+    let child = start_daemon(&env, "run.log");
+    let good = std::fs::read_to_string(env.path("relance.toml")).unwrap();
+    // `hook` moves to another receiver (its plugin accepts that), `zz`
+    // gets a secret its plugin refuses: the reload is refused as a whole.
+    rewrite(
+        &env,
+        "relance.toml",
+        &good,
+        &[
+            (
+                &format!("127.0.0.1:{port}/hook"),
+                &format!("127.0.0.1:{other}/hook"),
+            ),
+            (
+                &format!("/zz\", secret = \"{SECRET}\""),
+                "/zz\", secret = \"not-a-secret\"",
+            ),
+        ],
+    );
+    signal(&child, "HUP");
+    let log = wait_for_log(&env, "run.log", "configuration reload refused", 30);
+    assert!(log.contains("channel=zz"), "{log}");
+    // The file is put back for the command below, without a new SIGHUP.
+    std::fs::write(env.path("relance.toml"), &good).unwrap();
+    broadcast_to_prospects(&env, "b1");
+    wait_until("no delivery to the running channel's URL", 30, || {
+        received.0.lock().unwrap().len() >= 3
+    });
+    assert!(
+        elsewhere.0.lock().unwrap().is_empty(),
+        "a refused reload moved `hook` to the refused file's URL"
+    );
+    stop_daemon(child);
+}
+
+#[test]
+fn a_sighup_changing_the_store_or_the_api_address_is_refused_as_a_whole_and_names_the_keys() {
+    let (received, port, rt) = receiver();
+    let (elsewhere, other, _rt2) = receiver();
+    let (api_port, new_api_port) = (free_port(), free_port());
+    let env = daemon_env(
+        port,
+        &format!(
+            r#"{EVERY_SECOND_PLAN}
+[api]
+enabled = true
+listen = "127.0.0.1:{api_port}"
+tokens = ["{TOKEN}"]
+tracking_secret = "tracking-secret-0123456789"
+public_url = "http://127.0.0.1:{api_port}"
+"#
+        ),
+    );
+    env.import_text("contacts", "contacts.csv", &contacts_csv(3));
+    let child = start_daemon(&env, "run.log");
+    let good = std::fs::read_to_string(env.path("relance.toml")).unwrap();
+    let moved = env.path("moved.db");
+    rewrite(
+        &env,
+        "relance.toml",
+        &good,
+        &[
+            (
+                "path = \"${RELANCE_DB}\"",
+                &format!("path = \"{}\"", moved.display()),
+            ),
+            (
+                &format!("listen = \"127.0.0.1:{api_port}\""),
+                &format!("listen = \"127.0.0.1:{new_api_port}\""),
+            ),
+            (
+                &format!("127.0.0.1:{port}/hook"),
+                &format!("127.0.0.1:{other}/hook"),
+            ),
+        ],
+    );
+    signal(&child, "HUP");
+    let log = wait_for_log(&env, "run.log", "configuration reload refused", 30);
+    let line = log
+        .lines()
+        .find(|l| l.contains("configuration reload refused"))
+        .unwrap();
+    assert!(
+        line.contains("store.path") && line.contains("api.listen") && line.contains("restart"),
+        "{line}"
+    );
+    std::fs::write(env.path("relance.toml"), &good).unwrap();
+    // Everything stays as it was: planning on the same store as the API,
+    // the channel on its URL, the API on its address.
+    broadcast_to_prospects(&env, "b1");
+    wait_until(
+        "the broadcast was not planned on the running store",
+        30,
+        || received.0.lock().unwrap().len() >= 3,
+    );
+    assert!(elsewhere.0.lock().unwrap().is_empty());
+    assert!(!moved.exists(), "a store was opened at the refused path");
+    let health =
+        rt.block_on(async { reqwest::get(format!("http://127.0.0.1:{api_port}/healthz")).await });
+    assert_eq!(health.unwrap().status(), 200);
+    stop_daemon(child);
+}
+
+#[test]
+fn a_broadcast_accepted_but_not_planned_before_a_crash_goes_out_at_the_next_start() {
+    let (received, port, _rt) = receiver();
+    // Planning only on Tuesdays at 09:30 in Paris: nothing else plans.
+    let env = daemon_env(
+        port,
+        "[schedules.nurture]\njob = \"plan\"\ncron = \"30 9 * * TUE\"\ntimezone = \"Europe/Paris\"\n",
+    );
+    env.import_text("contacts", "contacts.csv", &contacts_csv(3));
+    // An earlier start ran the schedule (its tick is stored).
+    let out = env.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The write `POST /v1/broadcasts` makes before answering 201, with no
+    // planning pass after it: what a crash right after the 201 leaves.
+    broadcast_to_prospects(&env, "b1");
+    let child = spawn_daemon(&env, "run.log");
+    wait_until(
+        "the accepted broadcast waited for the next schedule",
+        30,
+        || received.0.lock().unwrap().len() >= 3,
+    );
+    let log = log_text(&env, "run.log");
+    assert!(
+        log.contains("planning left undone at the last stop"),
+        "{log}"
+    );
+    stop_daemon(child);
+    // Done: the next start has nothing to resume.
+    stop_daemon(start_daemon(&env, "run-2.log"));
+    assert!(!log_text(&env, "run-2.log").contains("planning left undone"));
+    assert_eq!(received.0.lock().unwrap().len(), 3);
+}
+
+#[test]
+fn kill_9_during_a_scheduled_job_holds_its_schedule_for_less_than_a_minute() {
+    let (_received, port, _rt) = receiver();
+    // A plan every two seconds over enough contacts that a pass takes a
+    // while; the schedule lease is the default.
+    let env = daemon_env(
+        port,
+        "[schedules.plan]\njob = \"plan\"\ncron = \"*/2 * * * * *\"\n",
+    );
+    env.import_text("contacts", "contacts.csv", &contacts_csv(5000));
+    broadcast_to_prospects(&env, "b1");
+    let mut child = spawn_daemon(&env, "run.log");
+    let owner = owner_of(&child);
+    wait_until("the scheduled job never started", 60, || {
+        let (started, finished) = job_runs_of(&env, "plan", &owner);
+        started > finished
+    });
+    child.kill().unwrap(); // SIGKILL while the job holds its lease
+    child.wait().unwrap();
+    let killed = owner;
+
+    let restarted = Instant::now();
+    let child = spawn_daemon(&env, "run-2.log");
+    let owner = owner_of(&child);
+    wait_until(
+        "the schedule stayed blocked by the killed process's lease",
+        120,
+        || job_runs_of(&env, "plan", &owner).0 > 0,
+    );
+    let took = restarted.elapsed();
+    eprintln!("the schedule ran again {took:?} after the restart");
+    assert!(took < Duration::from_secs(60), "blocked for {took:?}");
+    // The killed run is closed as interrupted, not left running forever.
+    let (started, finished) = job_runs_of(&env, "plan", &killed);
+    assert_eq!(
+        started, finished,
+        "a run of the killed process is still open"
+    );
+    stop_daemon(child);
+}
+
+#[test]
+fn the_first_start_runs_every_schedule_at_once_and_the_log_says_when_each_runs_next() {
+    let env = daemon_env(
+        9,
+        r#"
+[schedules.nurture]
+job = "plan"
+cron = "30 9 * * TUE"
+timezone = "Europe/Paris"
+
+[schedules.rescore]
+job = "rescore"
+cron = "*/15 * * * *"
+"#,
+    );
+    let child = spawn_daemon(&env, "run.log");
+    let owner = owner_of(&child);
+    wait_until("the first start did not run every schedule", 30, || {
+        job_runs_of(&env, "nurture", &owner).1 == 1 && job_runs_of(&env, "rescore", &owner).1 == 1
+    });
+    let next = |schedule: &str| {
+        log_text(&env, "run.log")
+            .lines()
+            .rfind(|l| l.contains("next run") && l.contains(&format!("schedule={schedule} ")))
+            .map(str::to_string)
+    };
+    wait_until("no next run logged for every schedule", 30, || {
+        next("nurture").is_some() && next("rescore").is_some()
+    });
+    let next = |schedule: &str| next(schedule).unwrap();
+    let nurture = next("nurture");
+    assert!(nurture.contains("job=plan"), "{nurture}");
+    // 09:30 local, whatever the season.
+    assert!(nurture.contains("T09:30:00+0"), "{nurture}");
+    assert!(nurture.contains("timezone=Europe/Paris"), "{nurture}");
+    let rescore = next("rescore");
+    assert!(
+        rescore.contains("job=rescore") && rescore.contains("timezone=UTC"),
+        "{rescore}"
+    );
+    stop_daemon(child);
+    // The next start does not run them again: their ticks are stored.
+    let child = spawn_daemon(&env, "run-2.log");
+    let owner = owner_of(&child);
+    wait_for_log(&env, "run-2.log", "next run", 30);
+    stop_daemon(child);
+    assert_eq!(job_runs_of(&env, "nurture", &owner).0, 0);
 }

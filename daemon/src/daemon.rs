@@ -1,9 +1,10 @@
 //! `relance run`: the long-running process. Three tasks share one
 //! configuration (a watch channel, replaced on SIGHUP when the new file is
-//! valid): the scheduler runs the cron jobs (rescore, plan, dispatch); the
+//! valid and changes nothing that needs a restart): the scheduler runs the cron jobs (rescore, plan, dispatch); the
 //! dispatcher delivers due outbox rows and sleeps until the next due
 //! instant, woken early when a plan pass queued work; the main task waits
-//! for signals. SIGTERM / SIGINT stop all three; sends in flight finish
+//! for signals. At start, planning left undone by the last process (see
+//! `resume_planning`) runs at once. SIGTERM / SIGINT stop all three; sends in flight finish
 //! within `[outbox] shutdown_grace`, else their claims are released.
 
 use crate::api::ApiState;
@@ -17,7 +18,7 @@ use crate::plugins::{HostError, PluginHost, builtin_tables};
 use crate::scheduler::runner::{self, JobError, Jobs, SchedulerOptions};
 use crate::scoring;
 use crate::shutdown::{Coordinator, Shutdown};
-use crate::store::{OutboxStore, SqliteStore, StoreError};
+use crate::store::{OutboxStore, PlanStore, SqliteStore, StoreError};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -193,7 +194,7 @@ pub async fn once(config: Config, clock: Clock) -> Result<OnceReport, DaemonErro
     let (cfg, jobs, clk) = (config.clone(), parts.jobs.clone(), clock.clone());
     tokio::task::spawn_blocking(move || -> Result<(), DaemonError> {
         let mut store = SqliteStore::from_config(&cfg)?;
-        runner::pass(&mut store, &cfg, jobs.as_ref(), &clk, &options)?;
+        runner::pass(&mut store, &cfg, jobs.as_ref(), &clk, &options, true)?;
         Ok(())
     })
     .await
@@ -259,6 +260,7 @@ pub async fn run(config: Config, clock: Clock) -> Result<(), DaemonError> {
         react_wake.clone(),
         coordinator.listener(),
     ));
+    resume_planning(&config_rx.borrow(), &react_wake).await;
     let api = config_rx.borrow().api.clone();
     if api.enabled {
         let state = ApiState::new(
@@ -324,8 +326,13 @@ pub async fn run(config: Config, clock: Clock) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// SIGHUP: a valid new configuration replaces the running one; an invalid
-/// one is logged and changes nothing.
+/// SIGHUP: a valid new configuration replaces the running one, all of it
+/// or nothing. Refused, with the running configuration kept untouched: an
+/// invalid file; a change of keys that only a restart applies (the store,
+/// the API's listener, logs, the plugin host), since applying the rest would
+/// leave tasks on different settings; a changed channel whose plugin refuses
+/// its new settings. Changed channels are opened beside the running ones
+/// and swapped in together only when every one opened.
 async fn reload(file: &Path, config_tx: &watch::Sender<Arc<Config>>, host: &PluginHost) {
     let new = match Config::load(file) {
         Ok(c) => c,
@@ -335,21 +342,91 @@ async fn reload(file: &Path, config_tx: &watch::Sender<Arc<Config>>, host: &Plug
         }
     };
     let old = config_tx.borrow().clone();
-    if new.store_path() != old.store_path() {
-        tracing::warn!("the store path changed: it takes effect at the next start");
+    let restart = restart_keys(&old, &new);
+    if !restart.is_empty() {
+        tracing::error!(
+            keys = %restart.join(", "),
+            "configuration reload refused: changed keys take effect only at a restart; keeping the running configuration (restart relance to apply them)"
+        );
+        return;
     }
+    let mut prepared = Vec::new();
     for (name, channel) in &new.channels {
         let same = old
             .channels
             .get(name)
             .is_some_and(|c| serde_json::to_value(c).ok() == serde_json::to_value(channel).ok());
-        if !same && let Err(e) = host.reopen_channel(name, channel).await {
-            tracing::error!(channel = %name, error = %e, "configuration reload refused; keeping the running one");
-            return;
+        if same {
+            continue;
+        }
+        match host.prepare_channel(name, channel).await {
+            Ok(p) => prepared.push(p),
+            Err(e) => {
+                // Dropping `prepared` stops the instances opened so far.
+                tracing::error!(channel = %name, error = %e, "configuration reload refused; keeping the running one");
+                return;
+            }
         }
     }
+    let reopened = prepared.len();
+    host.install_channels(prepared);
     config_tx.send_replace(Arc::new(new));
-    tracing::info!(file = %file.display(), "configuration reloaded");
+    tracing::info!(file = %file.display(), channels_reopened = reopened, "configuration reloaded");
+}
+
+/// The keys whose change a running daemon cannot apply: its tasks opened
+/// the store, bound the API's listener, installed logging and created the
+/// plugin host at start.
+fn restart_keys(old: &Config, new: &Config) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut compare = |section: &str, a: serde_json::Value, b: serde_json::Value, only: &[&str]| {
+        let empty = serde_json::Map::new();
+        let (a, b) = (
+            a.as_object().unwrap_or(&empty),
+            b.as_object().unwrap_or(&empty),
+        );
+        let names: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        for k in names {
+            if (only.is_empty() || only.contains(&k.as_str())) && a.get(k) != b.get(k) {
+                keys.push(format!("{section}.{k}"));
+            }
+        }
+    };
+    fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+        serde_json::to_value(v).unwrap_or_default()
+    }
+    compare("store", json(&old.store), json(&new.store), &[]);
+    compare("log", json(&old.log), json(&new.log), &[]);
+    compare("plugins", json(&old.plugins), json(&new.plugins), &[]);
+    // Without the API on either side, its listener settings do not matter.
+    if old.api.enabled || new.api.enabled {
+        compare(
+            "api",
+            json(&old.api),
+            json(&new.api),
+            &["enabled", "listen", "body_limit_kb"],
+        );
+    }
+    keys
+}
+
+/// At start: when writes were accepted but not planned before the last
+/// stop (a crash right after a `201`), or a planning pass was cut short,
+/// rescore and plan now instead of waiting for the next schedule.
+async fn resume_planning(config: &Arc<Config>, react_wake: &Notify) {
+    let config = config.clone();
+    let pending =
+        tokio::task::spawn_blocking(move || SqliteStore::from_config(&config)?.plan_requested())
+            .await;
+    match pending {
+        Ok(Ok(true)) => {
+            tracing::info!("planning left undone at the last stop: rescoring and planning now");
+            react_wake.notify_one();
+        }
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot tell whether planning was left undone"),
+        Err(e) => tracing::error!(error = %e, "cannot tell whether planning was left undone"),
+    }
 }
 
 /// New events (from the API) are scored and planned at once, without
@@ -449,5 +526,37 @@ async fn dispatch_loop(
             () = wake.notified() => {}
             () = shutdown.recv() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        let text = format!("[store]\npath = \"a.db\"\n{extra}");
+        Config::parse(&text, Path::new("/etc/relance/relance.toml"), &|_| None).expect("valid")
+    }
+
+    const API: &str = "[api]\nenabled = true\ntokens = [\"0123456789abcdef0\"]\ntracking_secret = \"0123456789abcdef0\"\n";
+
+    #[test]
+    fn keys_a_reload_cannot_apply_are_named_and_the_others_are_not() {
+        let old = config(API);
+        let mut moved = config(&format!(
+            "{API}listen = \"127.0.0.1:9999\"\n[log]\nlevel = \"debug\"\n[outbox]\nbatch = 7\n"
+        ));
+        moved.store.path = "b.db".into();
+        assert_eq!(
+            restart_keys(&old, &moved),
+            ["store.path", "log.level", "api.listen"]
+        );
+        // Tokens, batch sizes and schedules apply without a restart.
+        let mut applied = config(&format!("{API}max_batch = 5\n[outbox]\nbatch = 7\n"));
+        applied.api.tokens = vec!["another-token-0123456789".into()];
+        assert!(restart_keys(&old, &applied).is_empty());
+        // The API's address matters only when it is served.
+        let (off, off_moved) = (config(""), config("[api]\nlisten = \"127.0.0.1:9999\"\n"));
+        assert!(restart_keys(&off, &off_moved).is_empty());
     }
 }

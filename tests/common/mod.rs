@@ -2,6 +2,8 @@
 //! configuration and its own SQLite file, and the real `relance` binary.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -16,8 +16,8 @@ pub use duration::Duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use path::{Issues, KeyPath, Seg, Validate};
 pub use sections::{
-    ApiConfig, ChannelConfig, ConsentDefault, Job, LogConfig, LogFormat, Misfire, ScheduleConfig,
-    StoreConfig, TemplateConfig,
+    ApiConfig, ChannelConfig, ConsentDefault, DaemonConfig, Job, LogConfig, LogFormat, Misfire,
+    ScheduleConfig, StoreConfig, TemplateConfig,
 };
 
 use crate::fatigue::FatigueConfig;
@@ -51,6 +51,7 @@ pub struct Config {
     pub plugins: PluginsConfig,
     pub followups: FollowupsConfig,
     pub api: ApiConfig,
+    pub daemon: DaemonConfig,
 }
 
 const SECTIONS: &[&str] = &[
@@ -65,6 +66,7 @@ const SECTIONS: &[&str] = &[
     "plugins",
     "followups",
     "api",
+    "daemon",
 ];
 
 impl Config {
@@ -127,6 +129,7 @@ impl Config {
         let plugins = loader.section::<PluginsConfig>(&root, "plugins");
         let followups = loader.section::<FollowupsConfig>(&root, "followups");
         let api = loader.section::<ApiConfig>(&root, "api");
+        let daemon = loader.section::<DaemonConfig>(&root, "daemon");
 
         let (
             Some(store),
@@ -140,9 +143,10 @@ impl Config {
             Some(plugins),
             Some(followups),
             Some(api),
+            Some(daemon),
         ) = (
             store, log, scoring, fatigue, channels, templates, schedules, outbox, plugins,
-            followups, api,
+            followups, api, daemon,
         )
         else {
             return Err(loader.finish());
@@ -160,6 +164,7 @@ impl Config {
             plugins,
             followups,
             api,
+            daemon,
         };
         let mut issues = Issues::default();
         config.check_references(&mut issues);

@@ -216,6 +216,38 @@ impl Validate for ScheduleConfig {
     }
 }
 
+/// The `relance run` process itself.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct DaemonConfig {
+    /// How long a schedule stays claimed without a heartbeat: the running
+    /// process renews it every third of it, so a killed process's claim
+    /// lapses within this delay and another start takes the schedule over.
+    pub schedule_lease: Duration,
+}
+
+/// Shortest schedule lease: the heartbeat (a third of it) must not spin.
+pub const MIN_SCHEDULE_LEASE_SECS: i64 = 3;
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            schedule_lease: Duration(chrono::Duration::seconds(30)),
+        }
+    }
+}
+
+impl Validate for DaemonConfig {
+    fn validate(&self, at: &KeyPath, issues: &mut Issues) {
+        if !(MIN_SCHEDULE_LEASE_SECS..=3_600).contains(&self.schedule_lease.seconds()) {
+            issues.push(
+                at.key("schedule_lease"),
+                format!("must be between {MIN_SCHEDULE_LEASE_SECS}s and 1h"),
+            );
+        }
+    }
+}
+
 /// The HTTP API (`relance run` serves it when enabled). Secrets come from
 /// the environment (`${RELANCE_API_TOKEN}`) and are never printed.
 #[derive(Clone, Deserialize, Serialize)]

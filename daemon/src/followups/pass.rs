@@ -496,6 +496,9 @@ fn verdict(outcome: &Outcome) -> (&'static str, Option<Timestamp>) {
 /// connection; writes take turns.
 pub fn run(config: &Config, now: Timestamp, force_full: bool) -> Result<PassReport, PassError> {
     let mut store = SqliteStore::from_config(config)?;
+    // Marked before reading: a pass cut short leaves the mark for the next
+    // start to resume; one completing meets every request made before.
+    let request = store.request_plan()?;
     let planner = Planner::new(config, &store.broadcasts()?)?;
     let events_seq = store.last_event_seq()?;
     let changes_seq = store.last_change_seq()?;
@@ -602,6 +605,7 @@ pub fn run(config: &Config, now: Timestamp, force_full: bool) -> Result<PassRepo
             (META_MEMO, planner.memo_fingerprint.clone()),
         ],
     )?;
+    store.plan_done(request)?;
     Ok(report)
 }
 

@@ -192,6 +192,14 @@ pub struct PluginHost {
     next_call: AtomicU64,
 }
 
+/// A channel opened by [`PluginHost::prepare_channel`], not yet in service;
+/// dropping it stops its instances.
+#[derive(Debug)]
+pub struct PreparedChannel {
+    name: String,
+    pool: Arc<Pool>,
+}
+
 /// The instances of one channel; calls go round-robin, so a plugin that
 /// works one call at a time (one thread per instance) can still deliver
 /// several follow-ups at once.
@@ -325,6 +333,31 @@ impl PluginHost {
     /// The channels that could not be opened, with why.
     pub fn unconfigured(&self) -> std::collections::BTreeMap<String, String> {
         lock(&self.unconfigured).clone()
+    }
+
+    /// Starts the instances of a channel with new settings without putting
+    /// them in service: a configuration reload prepares every changed
+    /// channel first and installs them together only if all opened.
+    pub async fn prepare_channel(
+        &self,
+        name: &str,
+        config: &ChannelConfig,
+    ) -> Result<PreparedChannel, HostError> {
+        Ok(PreparedChannel {
+            name: name.to_owned(),
+            pool: self.start_pool(name, config).await?,
+        })
+    }
+
+    /// Puts prepared channels in service, all at once; the instances they
+    /// replace finish their current calls and stop.
+    pub fn install_channels(&self, prepared: Vec<PreparedChannel>) {
+        let mut channels = lock(&self.channels);
+        let mut unconfigured = lock(&self.unconfigured);
+        for p in prepared {
+            unconfigured.remove(&p.name);
+            channels.insert(p.name, p.pool);
+        }
     }
 
     async fn start_pool(&self, name: &str, config: &ChannelConfig) -> Result<Arc<Pool>, HostError> {

@@ -87,7 +87,9 @@ impl Schedule {
     /// Which ticks to run at `now`, given the last tick that ran. A tick is
     /// on time when `now` is within `grace` of it; older ones were missed
     /// (the daemon was down) and the misfire policy decides their fate. A
-    /// schedule that never ran starts from `now`: it does not replay history.
+    /// schedule that never ran runs once at `now` (its first start does the
+    /// work at once rather than waiting for the first tick, a week away for
+    /// a weekly plan), then follows its cron; it does not replay history.
     pub fn plan(
         &self,
         last: Option<Timestamp>,
@@ -95,10 +97,11 @@ impl Schedule {
         grace: chrono::Duration,
     ) -> TickPlan {
         let Some(last) = last else {
+            let first = now.with_nanosecond(0).unwrap_or(now);
             return TickPlan {
-                run: Vec::new(),
+                run: vec![first],
                 skipped: 0,
-                last: Some(now),
+                last: Some(first),
                 next: self.next_after(now),
             };
         };
@@ -247,16 +250,20 @@ mod tests {
     }
 
     #[test]
-    fn on_time_ticks_run_under_every_policy_and_new_schedules_do_not_replay() {
+    fn on_time_ticks_run_under_every_policy_and_new_schedules_run_once_now() {
         let last = Some(at("2026-05-04T11:00:00Z"));
         let now = at("2026-05-04T12:00:20Z");
         for policy in [Misfire::Skip, Misfire::RunOnce, Misfire::CatchUp] {
             let plan = schedule("0 * * * *", "UTC", policy, Some(2)).plan(last, now, GRACE);
             assert_eq!(plan.run, vec![at("2026-05-04T12:00:00Z")], "{policy:?}");
         }
-        let fresh = schedule("0 * * * *", "UTC", Misfire::CatchUp, Some(5)).plan(None, now, GRACE);
-        assert!(fresh.run.is_empty());
-        assert_eq!(fresh.last, Some(now));
+        // A schedule seen for the first time runs once, now, whatever its policy.
+        for policy in [Misfire::Skip, Misfire::RunOnce, Misfire::CatchUp] {
+            let fresh = schedule("0 * * * *", "UTC", policy, Some(5)).plan(None, now, GRACE);
+            assert_eq!(fresh.run, vec![at("2026-05-04T12:00:20Z")], "{policy:?}");
+            assert_eq!(fresh.last, Some(now));
+            assert_eq!(fresh.next, Some(at("2026-05-04T13:00:00Z")));
+        }
         let idle = schedule("0 * * * *", "UTC", Misfire::RunOnce, None).plan(Some(now), now, GRACE);
         assert!(idle.run.is_empty());
         assert_eq!(idle.last, Some(now));

@@ -8,7 +8,7 @@ use crate::config::{Config, Job};
 use crate::model::Timestamp;
 use crate::shutdown::Shutdown;
 use crate::store::{JobRun, ScheduleStore, SqliteStore, StoreError};
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use tokio::sync::watch;
 
 /// A job failed; the scheduler records it and goes on with the next tick.
@@ -29,8 +29,6 @@ pub struct SchedulerOptions {
     pub owner: String,
     /// A tick older than this when seen is "missed" (misfire policy applies).
     pub grace: chrono::Duration,
-    /// How long a schedule is held while its jobs run.
-    pub lease: chrono::Duration,
     /// Upper bound on a sleep, so a changed clock is noticed.
     pub max_sleep: std::time::Duration,
 }
@@ -40,7 +38,6 @@ impl Default for SchedulerOptions {
         Self {
             owner: format!("relance-{}", std::process::id()),
             grace: chrono::Duration::seconds(60),
-            lease: chrono::Duration::hours(1),
             max_sleep: std::time::Duration::from_secs(60),
         }
     }
@@ -54,16 +51,29 @@ pub async fn run<J: Jobs>(
     options: SchedulerOptions,
     mut shutdown: Shutdown,
 ) {
+    // The first pass, and the first after a reload, say when each schedule
+    // runs next; later passes say it for the schedules that ran.
+    let mut announce = true;
     while !shutdown.is_shutdown() {
         let current = config.borrow_and_update().clone();
         let (jobs2, clock2, options2) = (jobs.clone(), clock.clone(), options.clone());
         let pass = tokio::task::spawn_blocking(move || {
             let mut store = SqliteStore::from_config(&current)?;
-            pass(&mut store, &current, jobs2.as_ref(), &clock2, &options2)
+            pass(
+                &mut store,
+                &current,
+                jobs2.as_ref(),
+                &clock2,
+                &options2,
+                announce,
+            )
         })
         .await;
         let next = match pass {
-            Ok(Ok(next)) => next,
+            Ok(Ok(next)) => {
+                announce = false;
+                next
+            }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "scheduler pass failed; retrying");
                 None
@@ -83,6 +93,7 @@ pub async fn run<J: Jobs>(
                 if changed.is_err() {
                     return;
                 }
+                announce = true;
                 tracing::info!("schedules reloaded");
             }
             () = shutdown.recv() => {}
@@ -90,16 +101,98 @@ pub async fn run<J: Jobs>(
     }
 }
 
+/// Renews a schedule's lease every third of it while its jobs run, on its
+/// own thread and connection, so that the lease can be short: a killed
+/// process stops renewing and its claim lapses within one lease.
+struct Heartbeat {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    fn start(config: &Config, schedule: &str, owner: &str, clock: &Clock) -> Self {
+        let lease = config.daemon.schedule_lease.0;
+        let every = (lease / 3)
+            .to_std()
+            .unwrap_or(std::time::Duration::from_secs(1));
+        let (stop, stopped) = mpsc::channel::<()>();
+        let (config, schedule, owner, clock) = (
+            config.clone(),
+            schedule.to_string(),
+            owner.to_string(),
+            clock.clone(),
+        );
+        let thread = std::thread::Builder::new()
+            .name("relance-lease".into())
+            .spawn(move || {
+                let mut store = None;
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    if store.is_none() {
+                        store = SqliteStore::from_config(&config)
+                            .map_err(|e| tracing::warn!(error = %e, "lease heartbeat: store"))
+                            .ok();
+                    }
+                    let Some(s) = store.as_mut() else { continue };
+                    match s.renew_schedule(&schedule, &owner, clock.now() + lease) {
+                        Ok(true) => {}
+                        Ok(false) => tracing::warn!(
+                            schedule = %schedule,
+                            "the schedule's lease was taken over while its job ran"
+                        ),
+                        Err(e) => {
+                            tracing::warn!(schedule = %schedule, error = %e, "lease not renewed")
+                        }
+                    }
+                }
+            })
+            .map_err(|e| tracing::warn!(error = %e, "no lease heartbeat thread"))
+            .ok();
+        Self {
+            stop: Some(stop),
+            thread,
+        }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Logs when `schedule` runs next, in its own time zone.
+fn announce_next(schedule: &Schedule, next: Option<Timestamp>) {
+    let job = format!("{:?}", schedule.job).to_lowercase();
+    match next {
+        Some(n) => tracing::info!(
+            schedule = %schedule.name,
+            %job,
+            next = %n.with_timezone(&schedule.timezone).to_rfc3339(),
+            timezone = %schedule.timezone,
+            "next run"
+        ),
+        None => {
+            tracing::warn!(schedule = %schedule.name, %job, "no next run: the cron never fires again")
+        }
+    }
+}
+
 /// One pass over every schedule at the clock's now: runs what is due and
-/// returns the next instant something will be.
+/// returns the next instant something will be. With `announce`, logs when
+/// every schedule runs next (else only those that ran).
 pub fn pass<J: Jobs + ?Sized>(
     store: &mut SqliteStore,
     config: &Config,
     jobs: &J,
     clock: &Clock,
     options: &SchedulerOptions,
+    announce: bool,
 ) -> Result<Option<Timestamp>, StoreError> {
     let now = clock.now();
+    let lease = config.daemon.schedule_lease.0;
     let mut next: Option<Timestamp> = None;
     for (name, schedule_config) in &config.schedules {
         let schedule = match Schedule::new(name, schedule_config) {
@@ -111,19 +204,30 @@ pub fn pass<J: Jobs + ?Sized>(
         };
         let last = store.last_tick(name)?;
         let plan = schedule.plan(last, now, options.grace);
-        next = match (next, plan.next) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        next = earliest(next, plan.next);
         if plan.run.is_empty() && plan.last == last {
+            if announce {
+                announce_next(&schedule, plan.next);
+            }
             continue;
         }
-        if !store.claim_schedule(name, &options.owner, now, now + options.lease)? {
+        if !store.claim_schedule(name, &options.owner, now, now + lease)? {
+            // Held: by a live process, or a dead one whose lease lapses
+            // soon. Look again after a heartbeat, not at the next tick.
             tracing::debug!(schedule = %name, "held by another process");
+            next = earliest(next, Some(now + lease / 3));
             continue;
+        }
+        let heartbeat = Heartbeat::start(config, name, &options.owner, clock);
+        let abandoned = store.close_abandoned_runs(name, &options.owner, now)?;
+        if abandoned > 0 {
+            tracing::warn!(schedule = %name, runs = abandoned, "runs interrupted by a stopped process are closed; their ticks run again under the misfire policy");
         }
         if plan.skipped > 0 {
             tracing::warn!(schedule = %name, skipped = plan.skipped, policy = ?schedule.misfire, "missed ticks not run");
+        }
+        if last.is_none() {
+            tracing::info!(schedule = %name, "first start of this schedule: its job runs now");
         }
         for tick in &plan.run {
             let id = store.start_job_run(&JobRun {
@@ -147,9 +251,19 @@ pub fn pass<J: Jobs + ?Sized>(
             };
             store.finish_job_run(id, clock.now(), &outcome)?;
         }
+        drop(heartbeat);
         store.complete_schedule(name, &options.owner, plan.last.unwrap_or(now))?;
+        // A long job may have run past ticks: say the one after now.
+        announce_next(&schedule, schedule.next_after(clock.now().max(now)));
     }
     Ok(next)
+}
+
+fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 #[cfg(test)]
@@ -203,17 +317,20 @@ mod tests {
             owner: "a".into(),
             ..SchedulerOptions::default()
         };
-        // First start: nothing replayed; the next tick is the coming hour.
+        // First start: runs once now, replays nothing; the next tick is the
+        // coming hour.
         let next = pass(
             &mut store,
             &cfg,
             &jobs,
             &Clock::fixed(t("2026-05-04T08:00:10Z")),
             &opts,
+            false,
         )
         .expect("pass");
         assert_eq!(next, Some(t("2026-05-04T09:00:00Z")));
-        assert!(jobs.calls.lock().expect("lock").is_empty());
+        assert_eq!(jobs.calls.lock().expect("lock").len(), 1);
+        jobs.calls.lock().expect("lock").clear();
         // Down from 08:00 to 12:30: 09, 10, 11, 12 missed; catch-up runs 11 and 12.
         pass(
             &mut store,
@@ -221,6 +338,7 @@ mod tests {
             &jobs,
             &Clock::fixed(t("2026-05-04T12:30:00Z")),
             &opts,
+            false,
         )
         .expect("pass");
         let ticks: Vec<Timestamp> = jobs
@@ -241,11 +359,12 @@ mod tests {
             &jobs,
             &Clock::fixed(t("2026-05-04T12:30:00Z")),
             &opts,
+            false,
         )
         .expect("pass");
         assert_eq!(jobs.calls.lock().expect("lock").len(), 2);
         let runs = store.job_runs(Some("r"), 10).expect("runs");
-        assert_eq!(runs.len(), 2);
+        assert_eq!(runs.len(), 3);
         assert!(
             runs.iter()
                 .all(|r| r.outcome.as_deref() == Some("ok: done"))
@@ -278,17 +397,19 @@ mod tests {
             &jobs,
             &Clock::fixed(t("2026-05-04T08:00:10Z")),
             &a,
+            false,
         )
         .expect("pass");
+        jobs.calls.lock().expect("lock").clear();
         let now = t("2026-05-04T09:00:05Z");
         assert!(
             store
                 .claim_schedule("r", "b", now, now + chrono::Duration::minutes(10))
                 .expect("claim")
         );
-        pass(&mut store, &cfg, &jobs, &Clock::fixed(now), &a).expect("pass");
+        pass(&mut store, &cfg, &jobs, &Clock::fixed(now), &a, false).expect("pass");
         assert!(jobs.calls.lock().expect("lock").is_empty(), "b holds it");
-        pass(&mut store, &cfg, &jobs, &Clock::fixed(now), &b).expect("pass");
+        pass(&mut store, &cfg, &jobs, &Clock::fixed(now), &b, false).expect("pass");
         assert_eq!(jobs.calls.lock().expect("lock").len(), 1);
     }
 

@@ -195,6 +195,14 @@ pub trait ScheduleStore: Send {
         now: Timestamp,
         lease_until: Timestamp,
     ) -> Result<bool, StoreError>;
+    /// Extends `owner`'s lease to `lease_until` (the heartbeat of a running
+    /// job); false when `owner` no longer holds the schedule.
+    fn renew_schedule(
+        &mut self,
+        schedule: &str,
+        owner: &str,
+        lease_until: Timestamp,
+    ) -> Result<bool, StoreError>;
     /// Stores the tick that ran and releases the lease.
     fn complete_schedule(
         &mut self,
@@ -202,6 +210,15 @@ pub trait ScheduleStore: Send {
         owner: &str,
         last_tick: Timestamp,
     ) -> Result<(), StoreError>;
+    /// Closes the runs of `schedule` left unfinished by other owners (a
+    /// process killed mid-job), once `owner` holds the schedule; returns
+    /// how many.
+    fn close_abandoned_runs(
+        &mut self,
+        schedule: &str,
+        owner: &str,
+        now: Timestamp,
+    ) -> Result<usize, StoreError>;
     /// Records the start of a job run; returns its id for [`Self::finish_job_run`].
     fn start_job_run(&mut self, run: &JobRun) -> Result<i64, StoreError>;
     fn finish_job_run(
@@ -572,4 +589,16 @@ pub trait PlanStore: Send {
         now: Timestamp,
     ) -> Result<bool, StoreError>;
     fn broadcasts(&self) -> Result<Vec<BroadcastSpec>, StoreError>;
+    /// Marks planning as needed and returns the mark's new value: a pass
+    /// calls it as it starts, so that one cut short is resumed at the next
+    /// start. Writes that call for planning (events, records, broadcasts)
+    /// set the mark in their own transaction.
+    fn request_plan(&mut self) -> Result<i64, StoreError>;
+    /// True while a request for planning has not been met by a completed
+    /// pass: something was accepted but not planned, or a pass was cut short.
+    fn plan_requested(&self) -> Result<bool, StoreError>;
+    /// A pass that started after request `upto` completed: the requests up
+    /// to it are met (never moves back, so a slower pass cannot hide a
+    /// request made after it started).
+    fn plan_done(&mut self, upto: i64) -> Result<(), StoreError>;
 }

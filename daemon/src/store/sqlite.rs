@@ -3,6 +3,7 @@
 //! foreign keys with cascades for erasure, migrations at open.
 
 use super::migrations::MIGRATIONS;
+use super::sqlite_plan::request_plan;
 use super::{Append, Counts, Records, StoreError, Upsert};
 use crate::ingest::Record;
 use crate::ingest::{Incoming, Patch};
@@ -223,6 +224,9 @@ impl Records for SqliteStore {
                 }
                 out.push(outcome);
             }
+            if out.iter().any(|u| matches!(u, Upsert::Inserted | Upsert::Updated)) {
+                request_plan(tx)?;
+            }
             Ok(out)
         })
     }
@@ -238,6 +242,12 @@ impl Records for SqliteStore {
                     queue_company_contacts(tx, &c.id)?;
                 }
                 out.push(outcome);
+            }
+            if out
+                .iter()
+                .any(|u| matches!(u, Upsert::Inserted | Upsert::Updated))
+            {
+                request_plan(tx)?;
             }
             Ok(out)
         })
@@ -272,6 +282,9 @@ impl Records for SqliteStore {
                     .execute(params![d.id, contact, encode(&d)?])?;
                 }
                 out.push(outcome);
+            }
+            if out.iter().any(|u| matches!(u, Upsert::Inserted | Upsert::Updated)) {
+                request_plan(tx)?;
             }
             Ok(out)
         })
@@ -362,6 +375,9 @@ impl Records for SqliteStore {
             }
             if next_seq > first_seq {
                 set_event_seq(tx, next_seq - 1)?;
+            }
+            if out.iter().any(|a| matches!(a, Append::Inserted)) {
+                request_plan(tx)?;
             }
             Ok(out)
         })

@@ -436,6 +436,22 @@ impl ScheduleStore for SqliteStore {
         })
     }
 
+    fn renew_schedule(
+        &mut self,
+        schedule: &str,
+        owner: &str,
+        lease_until: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE schedule_state SET lease_until = ?3 WHERE name = ?1 AND lease_owner = ?2",
+                )?
+                .execute(params![schedule, owner, to_micros(lease_until)])?;
+            Ok(n == 1)
+        })
+    }
+
     fn complete_schedule(
         &mut self,
         schedule: &str,
@@ -449,6 +465,23 @@ impl ScheduleStore for SqliteStore {
             )?
             .execute(params![schedule, owner, to_micros(last_tick)])?;
             Ok(())
+        })
+    }
+
+    fn close_abandoned_runs(
+        &mut self,
+        schedule: &str,
+        owner: &str,
+        now: Timestamp,
+    ) -> Result<usize, StoreError> {
+        self.write(|tx| {
+            Ok(tx
+                .prepare_cached(
+                    "UPDATE job_runs SET finished_at = ?3,
+                       outcome = 'error: interrupted: its process stopped before the end'
+                     WHERE schedule = ?1 AND owner <> ?2 AND finished_at IS NULL",
+                )?
+                .execute(params![schedule, owner, to_micros(now)])?)
         })
     }
 

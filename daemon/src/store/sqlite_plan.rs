@@ -219,7 +219,33 @@ impl PlanStore for SqliteStore {
                      ON CONFLICT(id) DO NOTHING",
                 )?
                 .execute(params![spec.id, json, to_micros(now)])?;
+            if n == 1 {
+                request_plan(tx)?;
+            }
             Ok(n == 1)
+        })
+    }
+
+    fn request_plan(&mut self) -> Result<i64, StoreError> {
+        self.write(|tx| {
+            request_plan(tx)?;
+            Ok(meta_number(tx, PLAN_REQUESTED)?.unwrap_or(0))
+        })
+    }
+
+    fn plan_requested(&self) -> Result<bool, StoreError> {
+        let requested = meta_number(&self.conn, PLAN_REQUESTED)?.unwrap_or(0);
+        Ok(requested > meta_number(&self.conn, PLAN_DONE)?.unwrap_or(0))
+    }
+
+    fn plan_done(&mut self, upto: i64) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = max(CAST(value AS INTEGER), ?2)",
+            )?
+            .execute(params![PLAN_DONE, upto])?;
+            Ok(())
         })
     }
 
@@ -231,6 +257,28 @@ impl PlanStore for SqliteStore {
             .map(|j| decode(&j?))
             .collect()
     }
+}
+
+/// Counts requests for planning (see [`PlanStore::request_plan`]).
+const PLAN_REQUESTED: &str = "plan.requested";
+/// The highest request a completed pass met.
+const PLAN_DONE: &str = "plan.done";
+
+/// Sets the planning-needed mark inside the caller's transaction.
+pub(super) fn request_plan(tx: &Connection) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, 1)
+         ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+    )?
+    .execute([PLAN_REQUESTED])?;
+    Ok(())
+}
+
+fn meta_number(conn: &Connection, key: &str) -> Result<Option<i64>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1")?
+        .query_row([key], |r| r.get::<_, i64>(0))
+        .optional()?)
 }
 
 /// `keys` as a full `IN` list: short batches repeat their last key.
