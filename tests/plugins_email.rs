@@ -456,3 +456,35 @@ async fn the_built_in_email_plugin_works_without_any_shared_library() {
         assert_eq!(host.load(name).unwrap().name, name);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internationalised_addresses_go_through_smtputf8_or_die_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host(dir.path());
+    let (_plain, plain_port, _) = aiosmtpd(dir.path(), &[]);
+    let (_utf8, utf8_port, out) = aiosmtpd(dir.path(), &["--smtputf8"]);
+    for (name, port) in [("plain", plain_port), ("utf8", utf8_port)] {
+        open(
+            &host,
+            name,
+            json!({"host": "127.0.0.1", "port": port, "tls": "none", "from": "ventes@example.com", "timeout_secs": 10}),
+        )
+        .await;
+    }
+    let to = "chloé.durand.1@example.org";
+    let mut r = message("intl-1");
+    r.contact.email = Some(to.into());
+
+    // Offered: sent with SMTPUTF8, the address intact.
+    let got = host.deliver("utf8", r.clone()).await.unwrap();
+    assert!(matches!(got, Delivery::Ok { .. }), "{got:?}");
+    let sent = mails(&out);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1["rcpt_tos"], json!([to]));
+
+    // Not offered: a permanent failure that says why, never a retry.
+    match host.deliver("plain", r).await.unwrap() {
+        Delivery::Permanent { reason, .. } => assert!(reason.contains("SMTPUTF8"), "{reason}"),
+        other => panic!("expected a permanent failure, got {other:?}"),
+    }
+}

@@ -341,6 +341,42 @@ fn wrong_abi_newer_protocol_outside_folder_and_wrong_sha_are_refused() {
     assert!(msg.contains("no such plugin"), "{msg}");
 }
 
+#[test]
+fn a_library_without_the_entry_symbol_says_how_to_build_a_loadable_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // What cargo leaves in target/ for a plugin crate: no `export` feature.
+    build_plugin("relance-plugin-echo", "", dir.path(), "libplain.so");
+    let load = |name: &str| {
+        let mut config = config_for(dir.path(), "libplain.so", None);
+        let spec = config.load.remove("echo").unwrap();
+        config.load.insert(name.into(), spec);
+        PluginHost::new(
+            config,
+            &dir.path().join("relance.toml"),
+            relance::plugins::builtin_tables(),
+        )
+        .load(name)
+        .expect_err("no entry symbol")
+    };
+    // Under a built-in plugin's name: says it is built in, and how to build it.
+    let e = load("email");
+    let msg = e.to_string();
+    assert!(matches!(e, LoadError::NoEntry { .. }), "{msg}");
+    assert!(
+        msg.contains("relance_plugin_entry")
+            && msg.contains("built into relance")
+            && msg.contains("remove [plugins.load.email]")
+            && msg.contains("cargo build -p relance-plugin-email --features export"),
+        "{msg}"
+    );
+    // A third-party plugin: points at the `export` feature.
+    let msg = load("acme").to_string();
+    assert!(
+        msg.contains("relance_plugin_entry") && msg.contains("`export` feature"),
+        "{msg}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_linked_plugin_goes_through_the_same_table() {
     let dir = tempfile::tempdir().unwrap();

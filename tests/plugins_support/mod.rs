@@ -18,16 +18,20 @@ pub fn repo() -> PathBuf {
 
 static BUILD: Mutex<()> = Mutex::new(());
 
-/// Builds `package` with `features` and copies its `.so` into `dir` as
-/// `name`; returns the copy's path.
+/// Builds `package` with `features` (none when empty) and copies its `.so`
+/// into `dir` as `name`; returns the copy's path.
 pub fn build_plugin(package: &str, features: &str, dir: &Path, name: &str) -> PathBuf {
     let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let target = repo().join("target/plugins-so");
     let cargo = option_env!("CARGO").unwrap_or("cargo");
-    let out = Command::new(cargo)
+    let mut build = Command::new(cargo);
+    build
         .current_dir(repo())
-        .args(["build", "--quiet", "-p", package, "--features"])
-        .arg(format!("{package}/{features}"))
+        .args(["build", "--quiet", "-p", package]);
+    if !features.is_empty() {
+        build.arg("--features").arg(format!("{package}/{features}"));
+    }
+    let out = build
         .arg("--target-dir")
         .arg(&target)
         .output()

@@ -7,8 +7,10 @@
 pub mod abi;
 pub mod host;
 pub mod message;
+pub mod retry;
 pub mod sdk;
 pub mod template;
 
 pub use message::*;
+pub use retry::parse_retry_after;
 pub use sdk::{Cancel, Plugin};

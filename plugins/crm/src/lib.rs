@@ -226,11 +226,12 @@ impl Crm {
             .map_err(|e| Outcome::retryable(format!("CRM unreachable: {e}")))?;
         let code = resp.status().as_u16();
         if code == 429 {
+            // A date is read against the wall clock: API calls carry no instant.
             let retry_after_secs = resp
                 .headers()
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse().ok());
+                .and_then(|v| relance_plugin_api::parse_retry_after(v, chrono::Utc::now()));
             return Err(Outcome::Retryable {
                 retry_after_secs,
                 reason: "CRM rate limit (HTTP 429)".into(),
