@@ -61,56 +61,17 @@ fn receiver() -> (Received, u16, tokio::runtime::Runtime) {
 /// and `extra` appended.
 fn daemon_env(port: u16, extra: &str) -> Env {
     let env = Env::new();
+    let outbox = "lease = \"2s\"\nbackoff_base = \"1s\"\nbackoff_max = \"2s\"\nbatch = 200\nshutdown_grace = \"5s\"";
     env.write(
         "relance.toml",
-        &format!(
-            r#"[store]
-path = "${{RELANCE_DB}}"
-
-[log]
-level = "info"
-
-[channels.hook]
-plugin = "webhook"
-event = "webhook_sent"
-consent = "opt_out"
-settings = {{ url = "http://127.0.0.1:{port}/hook", secret = "{SECRET}", timeout_secs = 5, allow_networks = ["127.0.0.0/8"] }}
-
-[templates.news]
-channel = "hook"
-text = "news for {{{{first_name}}}}"
-
-[outbox]
-lease = "2s"
-backoff_base = "1s"
-backoff_max = "2s"
-batch = 200
-shutdown_grace = "5s"
-{extra}"#
-        ),
+        &common::webhook_config(port, SECRET, "timeout_secs = 5", outbox, extra),
     );
     env
 }
 
 /// A broadcast of the `news` template on `hook` to every prospect.
 fn broadcast_to_prospects(env: &Env, id: &str) {
-    let out = env.run(&[
-        "broadcast",
-        "create",
-        "--id",
-        id,
-        "--name",
-        id,
-        "--segment",
-        r#"{ field = "status", eq = "prospect" }"#,
-        "--channel",
-        "hook",
-        "--template",
-        "news",
-        "--end",
-        "2100-01-01T00:00:00Z",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    env.broadcast_news(id);
 }
 
 fn contacts_csv(n: usize) -> String {
@@ -122,17 +83,7 @@ fn contacts_csv(n: usize) -> String {
 }
 
 fn spawn_daemon(env: &Env, log: &str) -> Child {
-    Command::new(BIN)
-        .arg("--config")
-        .arg(env.path("relance.toml"))
-        .arg("run")
-        .env("RELANCE_DB", env.path("store.db"))
-        .env_remove("RELANCE_CONFIG")
-        .env_remove("RELANCE_LOG")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(env.path(log)).unwrap())
-        .spawn()
-        .expect("start relance run")
+    env.spawn_daemon(log)
 }
 
 /// Sends `signal` (TERM, HUP …) with the `kill` command: the workspace

@@ -8,10 +8,10 @@
 
 mod common;
 
-use common::{BIN, Env, stderr};
+use common::Env;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -124,80 +124,23 @@ fn receiver(slow: Duration) -> (Log, u16, tokio::runtime::Runtime) {
 }
 
 /// One webhook channel to `port`, short backoffs, three attempts, a plan
-/// pass every second; `extra` appended.
+/// pass every second, `contacts` as prospects with a broadcast to them;
+/// `extra` appended.
 fn env_for(port: u16, contacts: &[String], extra: &str) -> Env {
     let env = Env::new();
+    let outbox = "lease = \"60s\"\nmax_attempts = 3\nbackoff_base = \"1s\"\nbackoff_max = \"2s\"\nbatch = 200\nshutdown_grace = \"5s\"";
+    let extra = format!("\n[schedules.plan]\njob = \"plan\"\ncron = \"* * * * * *\"\n{extra}");
     env.write(
         "relance.toml",
-        &format!(
-            r#"[store]
-path = "${{RELANCE_DB}}"
-
-[log]
-level = "info"
-
-[channels.hook]
-plugin = "webhook"
-event = "webhook_sent"
-consent = "opt_out"
-settings = {{ url = "http://127.0.0.1:{port}/hook", secret = "{SECRET}", timeout_secs = 2, allow_networks = ["127.0.0.0/8"] }}
-
-[templates.news]
-channel = "hook"
-text = "news for {{{{first_name}}}}"
-
-[schedules.plan]
-job = "plan"
-cron = "* * * * * *"
-
-[outbox]
-lease = "60s"
-max_attempts = 3
-backoff_base = "1s"
-backoff_max = "2s"
-batch = 200
-shutdown_grace = "5s"
-{extra}"#
-        ),
+        &common::webhook_config(port, SECRET, "timeout_secs = 2", outbox, &extra),
     );
     let mut csv = String::from("id,email,first_name,status\n");
     for c in contacts {
         csv.push_str(&format!("{c},{c}@example.com,{c},prospect\n"));
     }
     env.import_text("contacts", "contacts.csv", &csv);
-    let out = env.run(&[
-        "broadcast",
-        "create",
-        "--id",
-        "news",
-        "--name",
-        "news",
-        "--segment",
-        r#"{ field = "status", eq = "prospect" }"#,
-        "--channel",
-        "hook",
-        "--template",
-        "news",
-        "--end",
-        "2100-01-01T00:00:00Z",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    env.broadcast_news("news");
     env
-}
-
-fn spawn_daemon(env: &Env) -> Child {
-    Command::new(BIN)
-        .arg("--config")
-        .arg(env.path("relance.toml"))
-        .arg("run")
-        .env("RELANCE_DB", env.path("store.db"))
-        .env("RUST_BACKTRACE", "1")
-        .env_remove("RELANCE_CONFIG")
-        .env_remove("RELANCE_LOG")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(env.path("run.log")).unwrap())
-        .spawn()
-        .expect("start relance run")
 }
 
 /// Outbox rows by contact.
@@ -221,7 +164,7 @@ fn run_until_settled(
     contacts: &[String],
     secs: u64,
 ) -> (BTreeMap<String, Value>, String) {
-    let mut child = spawn_daemon(env);
+    let mut child = env.spawn_daemon("run.log");
     let started = Instant::now();
     let settled = loop {
         let r = rows(env);
