@@ -71,7 +71,7 @@ fn daemon_env(port: u16, extra: &str) -> Env {
 
 /// A broadcast of the `news` template on `hook` to every prospect.
 fn broadcast_to_prospects(env: &Env, id: &str) {
-    env.broadcast_news(id);
+    env.broadcast_news(id, "hook");
 }
 
 fn contacts_csv(n: usize) -> String {

@@ -1,12 +1,15 @@
 //! Faults on the delivery path, end to end: the real `relance run` against a
 //! raw HTTP receiver on loopback that answers absurd `Retry-After` values,
-//! is slow, hangs or closes the connection mid-request. Whatever the peer
-//! does, every row ends `sent` or `dead` with its reason, in bounded time,
-//! nothing is sent under two keys, and the daemon neither panics nor stops.
+//! is slow, hangs or closes the connection mid-request, and against SMTP
+//! servers (smtp-sink, aiosmtpd) that are slow, refuse, drop the connection
+//! after DATA or lack SMTPUTF8. Whatever the peer does, every row ends
+//! `sent` or `dead` with its reason, in bounded time, nothing is sent under
+//! two keys, and the daemon neither panics nor stops.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod plugins_support;
 
 use common::Env;
 use serde_json::Value;
@@ -15,6 +18,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use plugins_support::{aiosmtpd, smtp_sink};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -134,12 +139,58 @@ fn env_for(port: u16, contacts: &[String], extra: &str) -> Env {
         "relance.toml",
         &common::webhook_config(port, SECRET, "timeout_secs = 2", outbox, &extra),
     );
+    let with_emails: Vec<_> = contacts
+        .iter()
+        .map(|c| (c.clone(), format!("{c}@example.com")))
+        .collect();
+    prospects_with_news(&env, &with_emails, "hook");
+    env
+}
+
+/// `contacts` (id, email) as prospects, and a broadcast of `news` to them
+/// on `channel`.
+fn prospects_with_news(env: &Env, contacts: &[(String, String)], channel: &str) {
     let mut csv = String::from("id,email,first_name,status\n");
-    for c in contacts {
-        csv.push_str(&format!("{c},{c}@example.com,{c},prospect\n"));
+    for (id, email) in contacts {
+        csv.push_str(&format!("{id},{email},{id},prospect\n"));
     }
     env.import_text("contacts", "contacts.csv", &csv);
-    env.broadcast_news("news");
+    env.broadcast_news("news", channel);
+}
+
+/// One email channel `mail` to the SMTP server on `port`; otherwise as
+/// [`env_for`].
+fn email_env(port: u16, contacts: &[(String, String)]) -> Env {
+    let env = Env::new();
+    env.write(
+        "relance.toml",
+        &format!(
+            r#"[store]
+path = "${{RELANCE_DB}}"
+
+[channels.mail]
+plugin = "email"
+event = "email_sent"
+consent = "opt_out"
+settings = {{ host = "127.0.0.1", port = {port}, tls = "none", from = "ventes@example.com", timeout_secs = 10 }}
+
+[templates.news]
+channel = "mail"
+subject = "News for {{{{first_name}}}}"
+text = "Hello {{{{first_name}}}}"
+
+[schedules.plan]
+job = "plan"
+cron = "* * * * * *"
+
+[outbox]
+max_attempts = 3
+backoff_base = "1s"
+backoff_max = "2s"
+"#
+        ),
+    );
+    prospects_with_news(&env, contacts, "mail");
     env
 }
 
@@ -289,4 +340,58 @@ fn slow_hanging_and_cut_receivers_leave_every_row_sent_or_dead_and_nothing_twice
     );
     // The slow endpoint was never taken for a hung plugin.
     assert!(!log_text.contains("plugin instance failed"), "{log_text}");
+}
+
+#[test]
+fn smtp_servers_that_are_slow_refuse_drop_after_data_or_lack_smtputf8_settle_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let intl = "chloé.durand.1@example.org";
+    let contacts = vec![
+        ("ascii-1".to_string(), "ascii.1@example.org".to_string()),
+        ("intl-1".to_string(), intl.to_string()),
+    ];
+    // What a contact's row ends as: state, attempts (when known), a word
+    // of its last error.
+    type End = (&'static str, Option<u32>, &'static str);
+    let run = |port: u16, ascii: End, intl: End| {
+        let env = email_env(port, &contacts);
+        let ids = ["ascii-1", "intl-1"].map(String::from);
+        let (rows, _) = run_until_settled(&env, &ids, 120);
+        for (contact, (state, attempts, word)) in [("ascii-1", ascii), ("intl-1", intl)] {
+            let row = &rows[contact];
+            if !state.is_empty() {
+                assert_eq!(row["state"], state, "{contact}: {row}");
+            }
+            if let Some(n) = attempts {
+                assert_eq!(row["attempts"], n, "{contact}: {row}");
+            }
+            let error = row["last_error"].as_str().unwrap_or_default();
+            assert!(error.contains(word), "{contact}: {row}");
+        }
+    };
+    // Accepts, without SMTPUTF8: the internationalised address dies at once.
+    let (_server, port, out) = aiosmtpd(dir.path(), &["--no-smtputf8"]);
+    run(port, ("sent", Some(1), ""), ("dead", Some(1), "SMTPUTF8"));
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        2,
+        "one .eml and its .json"
+    );
+    // With SMTPUTF8 both go.
+    let (_server, port, _) = aiosmtpd(dir.path(), &[]);
+    run(port, ("sent", Some(1), ""), ("sent", Some(1), ""));
+    // Slow: 3 s before answering DATA, within the plugin's timeout.
+    // (smtp-sink may lack SMTPUTF8: the other address only has to settle.)
+    let (_server, port) = smtp_sink(&["-w", "3"]);
+    run(port, ("sent", Some(1), ""), ("", None, ""));
+    // Refuses the message (5xx after DATA): dead at the first attempt.
+    let (_server, port) = smtp_sink(&["-f", "."]);
+    run(port, ("dead", Some(1), "500"), ("dead", Some(1), ""));
+    // Drops the connection after DATA: retried, then dead.
+    let (_server, port) = smtp_sink(&["-q", "."]);
+    run(
+        port,
+        ("dead", Some(3), "gave up after 3"),
+        ("dead", None, ""),
+    );
 }

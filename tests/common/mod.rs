@@ -160,8 +160,8 @@ impl Env {
             .expect("start relance run")
     }
 
-    /// A broadcast `id` of the `news` template on `hook` to every prospect.
-    pub fn broadcast_news(&self, id: &str) {
+    /// A broadcast `id` of the `news` template on `channel` to every prospect.
+    pub fn broadcast_news(&self, id: &str, channel: &str) {
         let out = self.run(&[
             "broadcast",
             "create",
@@ -172,7 +172,7 @@ impl Env {
             "--segment",
             r#"{ field = "status", eq = "prospect" }"#,
             "--channel",
-            "hook",
+            channel,
             "--template",
             "news",
             "--end",
