@@ -7,78 +7,11 @@
 
 mod plugins_support;
 
-use plugins_support::{repo, request};
+use plugins_support::{aiosmtpd, free_port, request, smtp_sink};
 use relance::plugins::{Delivery, PluginHost, PluginsConfig};
 use serde_json::json;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// A server process this test started; stopped when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_listening(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server on {port} did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// aiosmtpd with `args`; returns the server, its port and its mail folder.
-fn aiosmtpd(dir: &Path, args: &[&str]) -> (Server, u16, PathBuf) {
-    let port = free_port();
-    let out = dir.join(format!("mail-{port}"));
-    std::fs::create_dir_all(&out).unwrap();
-    let mut child = Command::new("/usr/bin/python3")
-        .arg(repo().join("tests/servers/smtp_server.py"))
-        .args(["--port", &port.to_string(), "--out"])
-        .arg(&out)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 with aiosmtpd: run `bash tests/servers/setup.sh`");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready", "aiosmtpd did not start");
-    (Server(child), port, out)
-}
-
-/// postfix's smtp-sink with fault `flags` (e.g. `-r .`).
-fn smtp_sink(flags: &[&str]) -> (Server, u16) {
-    let port = free_port();
-    let child = Command::new("/usr/sbin/smtp-sink")
-        .args(["-u", "postfix"])
-        .args(flags)
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("10")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("smtp-sink: run `bash tests/servers/setup.sh`");
-    let server = Server(child);
-    wait_listening(port);
-    (server, port)
-}
+use std::process::Command;
 
 /// A test CA and a server certificate it signed for 127.0.0.1 / localhost:
 /// returns (CA certificate, server certificate, server key).
@@ -526,4 +459,36 @@ async fn the_ssrf_guard_refuses_internal_smtp_hosts_unless_allowed() {
     .await;
     let r = host.deliver("allowed", message("k")).await.unwrap();
     assert!(matches!(r, Delivery::Ok { .. }), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internationalised_addresses_go_through_smtputf8_or_die_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host(dir.path());
+    let (_plain, plain_port, _) = aiosmtpd(dir.path(), &["--no-smtputf8"]);
+    let (_utf8, utf8_port, out) = aiosmtpd(dir.path(), &[]);
+    for (name, port) in [("plain", plain_port), ("utf8", utf8_port)] {
+        open(
+            &host,
+            name,
+            json!({"host": "127.0.0.1", "allow_networks": ["127.0.0.1"], "port": port, "tls": "none", "from": "ventes@example.com", "timeout_secs": 10}),
+        )
+        .await;
+    }
+    let to = "chloé.durand.1@example.org";
+    let mut r = message("intl-1");
+    r.contact.email = Some(to.into());
+
+    // Offered: sent with SMTPUTF8, the address intact.
+    let got = host.deliver("utf8", r.clone()).await.unwrap();
+    assert!(matches!(got, Delivery::Ok { .. }), "{got:?}");
+    let sent = mails(&out);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1["rcpt_tos"], json!([to]));
+
+    // Not offered: a permanent failure that says why, never a retry.
+    match host.deliver("plain", r).await.unwrap() {
+        Delivery::Permanent { reason, .. } => assert!(reason.contains("SMTPUTF8"), "{reason}"),
+        other => panic!("expected a permanent failure, got {other:?}"),
+    }
 }

@@ -15,6 +15,10 @@ use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
 
+/// The test host's call timeout and first restart wait, in seconds.
+const CALL_TIMEOUT: i64 = 10;
+const RESTART_BACKOFF: i64 = 5;
+
 fn secs(n: i64) -> CfgDuration {
     CfgDuration(chrono::Duration::seconds(n))
 }
@@ -31,16 +35,27 @@ fn channel(plugin: &str, settings: toml::Table) -> ChannelConfig {
 
 /// A plugin folder holding the echo plugin, and a host configured for it.
 fn host_with_echo(dir: &Path, sha256: Option<String>) -> PluginHost {
+    host_with_echo_config(dir, sha256, |_| {})
+}
+
+fn host_with_echo_config(
+    dir: &Path,
+    sha256: Option<String>,
+    change: impl FnOnce(&mut PluginsConfig),
+) -> PluginHost {
     let so = build_plugin("relance-plugin-echo", "export", dir, "libecho.so");
     let mut config = PluginsConfig {
         dir: dir.to_path_buf(),
-        call_timeout: secs(1),
+        // Generous, so that a loaded machine (CI, with RUST_BACKTRACE=1)
+        // never turns a slow answer into a timeout.
+        call_timeout: secs(CALL_TIMEOUT),
         queue: 1,
-        restart_backoff: secs(1),
-        restart_backoff_max: secs(4),
+        restart_backoff: secs(RESTART_BACKOFF),
+        restart_backoff_max: secs(2 * RESTART_BACKOFF),
         max_response_bytes: 64 * 1024,
         ..Default::default()
     };
+    change(&mut config);
     let sha = sha256.unwrap_or_else(|| sha256_hex(&so));
     config.load.insert(
         "echo".into(),
@@ -65,6 +80,21 @@ async fn ok(host: &PluginHost, ch: &str, key: &str) -> serde_json::Value {
             data.expect("echo data")
         }
         other => panic!("expected ok, got {other:?}"),
+    }
+}
+
+/// Waits (bounded) until `ch` delivers again after its restart backoff.
+async fn recovers(host: &PluginHost, ch: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match host.deliver(ch, request("again", json!({}))).await {
+            Ok(Delivery::Ok { .. }) => return,
+            Err(DeliveryError::Unavailable { .. }) => {
+                assert!(std::time::Instant::now() < deadline, "{ch} never recovered");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => panic!("{ch} after its backoff: {other:?}"),
+        }
     }
 }
 
@@ -146,8 +176,7 @@ async fn a_panicking_plugin_is_restarted_and_other_channels_keep_working() {
         "{e}"
     );
     // After the backoff a fresh instance serves the channel.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    ok(&host, "a", "a-2").await;
+    recovers(&host, "a").await;
     assert!(host.status("a").unwrap().healthy);
 }
 
@@ -177,7 +206,7 @@ async fn slow_calls_are_cancelled_and_hung_plugins_abandoned() {
     let e = host
         .deliver(
             "hung",
-            request("h", json!({"fault": "ignore_cancel", "sleep_ms": 6_000})),
+            request("h", json!({"fault": "ignore_cancel", "sleep_ms": 30_000})),
         )
         .await
         .unwrap_err();
@@ -187,8 +216,7 @@ async fn slow_calls_are_cancelled_and_hung_plugins_abandoned() {
     );
     assert!(!host.status("hung").unwrap().healthy);
     ok(&host, "other", "o-1").await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    ok(&host, "hung", "h-2").await;
+    recovers(&host, "hung").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,13 +251,18 @@ async fn a_full_queue_defers_instead_of_piling_up() {
     let host = std::sync::Arc::new(host_with_echo(dir.path(), None));
     open(&host, "q").await;
     let slow = |h: std::sync::Arc<PluginHost>, k: &'static str| async move {
-        h.deliver("q", request(k, json!({"fault": "sleep", "sleep_ms": 300})))
-            .await
+        h.deliver(
+            "q",
+            request(k, json!({"fault": "sleep", "sleep_ms": 4_000})),
+        )
+        .await
     };
+    // One call running for 4 s, one waiting in the queue of 1: the third
+    // is refused. The pauses only need to be shorter than the 4 s.
     let first = tokio::spawn(slow(host.clone(), "1"));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
     let second = tokio::spawn(slow(host.clone(), "2"));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
     let e = host
         .deliver("q", request("3", json!({})))
         .await
@@ -240,6 +273,36 @@ async fn a_full_queue_defers_instead_of_piling_up() {
     );
     assert!(matches!(first.await.unwrap(), Ok(Delivery::Ok { .. })));
     assert!(matches!(second.await.unwrap(), Ok(Delivery::Ok { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_spent_waiting_in_the_queue_is_not_counted_in_the_call_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    // Eight calls of 1 s each on one instance: the last waits 7 s in the
+    // queue, far beyond the 3 s timeout, yet no call is slow itself.
+    let host = std::sync::Arc::new(host_with_echo_config(dir.path(), None, |c| {
+        c.call_timeout = secs(3);
+        c.queue = 8;
+    }));
+    open(&host, "q").await;
+    let calls: Vec<_> = (0..8)
+        .map(|i| {
+            let h = host.clone();
+            tokio::spawn(async move {
+                let r = request(
+                    &format!("k{i}"),
+                    json!({"fault": "sleep", "sleep_ms": 1_000}),
+                );
+                h.deliver("q", r).await
+            })
+        })
+        .collect();
+    for call in calls {
+        let got = call.await.unwrap();
+        assert!(matches!(got, Ok(Delivery::Ok { .. })), "{got:?}");
+    }
+    let st = host.status("q").unwrap();
+    assert!(st.healthy && st.restarts == 0, "{st:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,6 +402,42 @@ fn wrong_abi_newer_protocol_outside_folder_and_wrong_sha_are_refused() {
         .unwrap_err()
         .to_string();
     assert!(msg.contains("no such plugin"), "{msg}");
+}
+
+#[test]
+fn a_library_without_the_entry_symbol_says_how_to_build_a_loadable_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // What cargo leaves in target/ for a plugin crate: no `export` feature.
+    build_plugin("relance-plugin-echo", "", dir.path(), "libplain.so");
+    let load = |name: &str| {
+        let mut config = config_for(dir.path(), "libplain.so", None);
+        let spec = config.load.remove("echo").unwrap();
+        config.load.insert(name.into(), spec);
+        PluginHost::new(
+            config,
+            &dir.path().join("relance.toml"),
+            relance::plugins::builtin_tables(),
+        )
+        .load(name)
+        .expect_err("no entry symbol")
+    };
+    // Under a built-in plugin's name: says it is built in, and how to build it.
+    let e = load("email");
+    let msg = e.to_string();
+    assert!(matches!(e, LoadError::NoEntry { .. }), "{msg}");
+    assert!(
+        msg.contains("relance_plugin_entry")
+            && msg.contains("built into relance")
+            && msg.contains("remove [plugins.load.email]")
+            && msg.contains("cargo build -p relance-plugin-email --features export"),
+        "{msg}"
+    );
+    // A third-party plugin: points at the `export` feature.
+    let msg = load("acme").to_string();
+    assert!(
+        msg.contains("relance_plugin_entry") && msg.contains("`export` feature"),
+        "{msg}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,4 +15,5 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 bash tests/servers/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked
+# --no-fail-fast: one failing test binary must not hide the others.
+cargo test --workspace --locked --no-fail-fast

@@ -2,11 +2,11 @@
 //! loopback, a configuration sending to it, the daemon as a child process.
 #![allow(clippy::unwrap_used)]
 
-use super::{BIN, Env, stderr};
+use super::Env;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use serde_json::Value;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -56,56 +56,17 @@ pub fn receiver() -> (Received, u16, tokio::runtime::Runtime) {
 /// and `extra` appended.
 pub fn daemon_env(port: u16, extra: &str) -> Env {
     let env = Env::new();
+    let outbox = "lease = \"2s\"\nbackoff_base = \"1s\"\nbackoff_max = \"2s\"\nbatch = 200\nshutdown_grace = \"5s\"";
     env.write(
         "relance.toml",
-        &format!(
-            r#"[store]
-path = "${{RELANCE_DB}}"
-
-[log]
-level = "info"
-
-[channels.hook]
-plugin = "webhook"
-event = "webhook_sent"
-consent = "opt_out"
-settings = {{ url = "http://127.0.0.1:{port}/hook", secret = "{SECRET}", timeout_secs = 5, allow_networks = ["127.0.0.0/8"] }}
-
-[templates.news]
-channel = "hook"
-text = "news for {{{{first_name}}}}"
-
-[outbox]
-lease = "2s"
-backoff_base = "1s"
-backoff_max = "2s"
-batch = 200
-shutdown_grace = "5s"
-{extra}"#
-        ),
+        &crate::common::webhook_config(port, SECRET, "timeout_secs = 5", outbox, extra),
     );
     env
 }
 
 /// A broadcast of the `news` template on `hook` to every prospect.
 pub fn broadcast_to_prospects(env: &Env, id: &str) {
-    let out = env.run(&[
-        "broadcast",
-        "create",
-        "--id",
-        id,
-        "--name",
-        id,
-        "--segment",
-        r#"{ field = "status", eq = "prospect" }"#,
-        "--channel",
-        "hook",
-        "--template",
-        "news",
-        "--end",
-        "2100-01-01T00:00:00Z",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    env.broadcast_news(id, "hook");
 }
 
 pub fn contacts_csv(n: usize) -> String {
@@ -117,17 +78,7 @@ pub fn contacts_csv(n: usize) -> String {
 }
 
 pub fn spawn_daemon(env: &Env, log: &str) -> Child {
-    Command::new(BIN)
-        .arg("--config")
-        .arg(env.path("relance.toml"))
-        .arg("run")
-        .env("RELANCE_DB", env.path("store.db"))
-        .env_remove("RELANCE_CONFIG")
-        .env_remove("RELANCE_LOG")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(env.path(log)).unwrap())
-        .spawn()
-        .expect("start relance run")
+    env.spawn_daemon(log)
 }
 
 /// Sends `signal` (TERM, HUP …) with the `kill` command: the workspace

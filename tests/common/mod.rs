@@ -6,7 +6,7 @@ pub mod daemon;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_relance");
 
@@ -110,6 +110,77 @@ impl Env {
         let out = self.run(args);
         serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", stderr(&out)))
+    }
+}
+
+/// A configuration with one webhook channel `hook` to `127.0.0.1:port`
+/// signing with `secret` (more `settings` fields after a comma), a `news`
+/// template on it, the `[outbox]` lines `outbox`, then `extra`.
+pub fn webhook_config(
+    port: u16,
+    secret: &str,
+    settings: &str,
+    outbox: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"[store]
+path = "${{RELANCE_DB}}"
+
+[log]
+level = "info"
+
+[channels.hook]
+plugin = "webhook"
+event = "webhook_sent"
+consent = "opt_out"
+settings = {{ url = "http://127.0.0.1:{port}/hook", secret = "{secret}", {settings}, allow_networks = ["127.0.0.0/8"] }}
+
+[templates.news]
+channel = "hook"
+text = "news for {{{{first_name}}}}"
+
+[outbox]
+{outbox}
+{extra}"#
+    )
+}
+
+impl Env {
+    /// `relance run` in the background; its stderr goes to `log` in the folder.
+    pub fn spawn_daemon(&self, log: &str) -> Child {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(self.path("relance.toml"))
+            .arg("run")
+            .env("RELANCE_DB", self.path("store.db"))
+            .env_remove("RELANCE_CONFIG")
+            .env_remove("RELANCE_LOG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.path(log)).expect("log file"))
+            .spawn()
+            .expect("start relance run")
+    }
+
+    /// A broadcast `id` of the `news` template on `channel` to every prospect.
+    pub fn broadcast_news(&self, id: &str, channel: &str) {
+        let out = self.run(&[
+            "broadcast",
+            "create",
+            "--id",
+            id,
+            "--name",
+            id,
+            "--segment",
+            r#"{ field = "status", eq = "prospect" }"#,
+            "--channel",
+            channel,
+            "--template",
+            "news",
+            "--end",
+            "2100-01-01T00:00:00Z",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
     }
 }
 

@@ -5,9 +5,11 @@
 #![allow(dead_code)]
 
 use relance::plugins::{Contact, DeliverRequest};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -18,16 +20,20 @@ pub fn repo() -> PathBuf {
 
 static BUILD: Mutex<()> = Mutex::new(());
 
-/// Builds `package` with `features` and copies its `.so` into `dir` as
-/// `name`; returns the copy's path.
+/// Builds `package` with `features` (none when empty) and copies its `.so`
+/// into `dir` as `name`; returns the copy's path.
 pub fn build_plugin(package: &str, features: &str, dir: &Path, name: &str) -> PathBuf {
     let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let target = repo().join("target/plugins-so");
     let cargo = option_env!("CARGO").unwrap_or("cargo");
-    let out = Command::new(cargo)
+    let mut build = Command::new(cargo);
+    build
         .current_dir(repo())
-        .args(["build", "--quiet", "-p", package, "--features"])
-        .arg(format!("{package}/{features}"))
+        .args(["build", "--quiet", "-p", package]);
+    if !features.is_empty() {
+        build.arg("--features").arg(format!("{package}/{features}"));
+    }
+    let out = build
         .arg("--target-dir")
         .arg(&target)
         .output()
@@ -117,4 +123,69 @@ pub async fn open_channel(
     )
     .await
     .expect("channel opens");
+}
+
+/// A server process this test started; stopped when dropped.
+pub struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "server on {port} did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// aiosmtpd with `args`; returns the server, its port and its mail folder.
+pub fn aiosmtpd(dir: &Path, args: &[&str]) -> (Server, u16, PathBuf) {
+    let port = free_port();
+    let out = dir.join(format!("mail-{port}"));
+    std::fs::create_dir_all(&out).unwrap();
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(repo().join("tests/servers/smtp_server.py"))
+        .args(["--port", &port.to_string(), "--out"])
+        .arg(&out)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 with aiosmtpd: run `bash tests/servers/setup.sh`");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready", "aiosmtpd did not start");
+    (Server(child), port, out)
+}
+
+/// postfix's smtp-sink with fault `flags` (e.g. `-r .`).
+pub fn smtp_sink(flags: &[&str]) -> (Server, u16) {
+    let port = free_port();
+    let child = Command::new("/usr/sbin/smtp-sink")
+        .args(["-u", "postfix"])
+        .args(flags)
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("10")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("smtp-sink: run `bash tests/servers/setup.sh`");
+    let server = Server(child);
+    wait_listening(port);
+    (server, port)
 }

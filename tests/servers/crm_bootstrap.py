@@ -1,8 +1,12 @@
 """Creates (once) the CRM organisation, the two sales people who own
 contacts, and a personal access token for relance; prints the token.
 
-Run with DJANGO_SETTINGS_MODULE=crm.settings inside the CRM's venv.
+Run with DJANGO_SETTINGS_MODULE=crm.settings inside the CRM's venv, and
+RELANCE_TOKEN_NAME naming this checkout's token: only that token is
+replaced, so another checkout's run keeps working.
 """
+
+import os
 
 import django
 
@@ -30,6 +34,7 @@ def profile(email, role):
 bot = profile("relance-bot@example.com", "ADMIN")
 profile("alice.owner@example.com", "USER")
 profile("bruno.owner@example.com", "USER")
-PersonalAccessToken.objects.filter(profile=bot, name="relance tests").delete()
-raw, _ = PersonalAccessToken.generate(bot, "relance tests")
+name = os.environ.get("RELANCE_TOKEN_NAME", "relance tests")
+PersonalAccessToken.objects.filter(profile=bot, name=name).delete()
+raw, _ = PersonalAccessToken.generate(bot, name)
 print(raw)

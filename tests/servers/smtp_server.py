@@ -2,7 +2,7 @@
 plugin's tests, on 127.0.0.1 only.
 
     smtp_server.py --port N --out DIR [--starttls CERT KEY] [--smtps CERT KEY]
-                   [--auth USER:PASSWORD]
+                   [--auth USER:PASSWORD] [--no-smtputf8]
 
 Each accepted message is written to DIR as NNN.eml (the raw bytes) and
 NNN.json (envelope and whether the session was TLS and authenticated).
@@ -25,6 +25,7 @@ p.add_argument("--out", required=True)
 p.add_argument("--starttls", nargs=2)
 p.add_argument("--smtps", nargs=2)
 p.add_argument("--auth")
+p.add_argument("--no-smtputf8", action="store_true", help="do not offer SMTPUTF8 (offered by default)")
 a = p.parse_args()
 
 
@@ -72,6 +73,8 @@ if a.starttls:
     kwargs.update(tls_context=context(*a.starttls), require_starttls=True)
 if a.smtps:
     kwargs.update(ssl_context=context(*a.smtps))
+# aiosmtpd's Controller offers SMTPUTF8 unless told not to.
+kwargs.update(enable_SMTPUTF8=not a.no_smtputf8)
 
 controller = Controller(Save(), hostname="127.0.0.1", port=a.port, server_hostname="localhost", **kwargs)
 controller.start()

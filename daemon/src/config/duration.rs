@@ -38,7 +38,8 @@ impl FromStr for Duration {
             }
         };
         n.checked_mul(secs)
-            .map(|v| Duration(chrono::Duration::seconds(v)))
+            .and_then(chrono::Duration::try_seconds)
+            .map(Duration)
             .ok_or_else(|| format!("`{s}` is too long"))
     }
 }

@@ -12,11 +12,14 @@ use crate::model::{Company, Contact, Timestamp};
 use crate::plugins::{DeliverRequest, Delivery, DeliveryError, PluginHost};
 use crate::store::{OutboxStore, Records, ScoreStore, SqliteStore, StoreError};
 use relance_plugin_api::message::{self, Action};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::task::JoinSet;
 
 /// Deliveries in flight at once per round.
 const IN_FLIGHT: usize = 64;
+/// How long a delivery waits before offering itself again to a full queue.
+const QUEUE_FULL_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 /// Settlements written per transaction.
 const SETTLE_EVERY: usize = 16;
 
@@ -28,6 +31,8 @@ pub enum DispatchError {
     Guard(String),
     #[error("a store task failed: {0}")]
     Task(String),
+    #[error("instant out of range: {0}")]
+    OutOfRange(String),
 }
 
 /// What one round did.
@@ -122,7 +127,9 @@ impl Dispatcher {
         let unconfigured = self.host.unconfigured();
         let prepared = self
             .blocking(move |store| {
-                let lease_until = now + cfg.outbox.lease.0;
+                let lease_until = now
+                    .checked_add_signed(cfg.outbox.lease.0)
+                    .ok_or_else(|| DispatchError::OutOfRange(format!("{now} + lease")))?;
                 let rows = store.claim_due(
                     now,
                     lease_until,
@@ -157,21 +164,43 @@ impl Dispatcher {
         let mut in_flight = JoinSet::new();
         let mut done = Vec::with_capacity(SETTLE_EVERY);
         let mut rows = prepared.into_iter();
+        // The row of each task, so that a task that failed still settles
+        // its row and the others of the round go on.
+        let mut of_task = HashMap::new();
         loop {
             while in_flight.len() < IN_FLIGHT
                 && let Some(p) = rows.next()
             {
                 let host = self.host.clone();
                 let now_fn = now_fn.clone();
-                in_flight.spawn(async move {
-                    let outcome = host.deliver(&p.row.channel, p.request).await;
+                let row = p.row.clone();
+                let task = in_flight.spawn(async move {
+                    let outcome = deliver(&host, &p.row.channel, p.request).await;
                     (p.row, attempt_of(outcome), now_fn())
                 });
+                of_task.insert(task.id(), row);
             }
-            let Some(finished) = in_flight.join_next().await else {
+            let Some(finished) = in_flight.join_next_with_id().await else {
                 break;
             };
-            done.push(finished.map_err(|e| DispatchError::Task(e.to_string()))?);
+            let settled = match finished {
+                Ok((id, settled)) => {
+                    of_task.remove(&id);
+                    settled
+                }
+                Err(e) => {
+                    let Some(row) = of_task.remove(&e.id()) else {
+                        return Err(DispatchError::Task(e.to_string()));
+                    };
+                    tracing::error!(key = %row.idem_key, error = %e, "delivery task failed");
+                    let attempt = Attempt::Retryable {
+                        error: format!("internal error during delivery: {e}"),
+                        retry_after: None,
+                    };
+                    (row, attempt, now_fn())
+                }
+            };
+            done.push(settled);
             // Settled in small groups as they finish: a crash re-sends only
             // what was delivered since the last group.
             if done.len() >= SETTLE_EVERY || in_flight.is_empty() {
@@ -249,8 +278,28 @@ impl Dispatcher {
     }
 }
 
+/// Delivers `request`, waiting while the channel's queue is full: a full
+/// queue is back-pressure, not a failed attempt. The wait ends because the
+/// calls ahead are each bounded by the plugin call timeout.
+async fn deliver(
+    host: &PluginHost,
+    channel: &str,
+    request: DeliverRequest,
+) -> Result<Delivery, DeliveryError> {
+    loop {
+        match host.deliver(channel, request.clone()).await {
+            Err(DeliveryError::QueueFull { .. }) => {
+                tokio::time::sleep(QUEUE_FULL_PAUSE).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 fn attempt_of(outcome: Result<Delivery, DeliveryError>) -> Attempt {
-    let secs = |d: std::time::Duration| chrono::Duration::seconds(d.as_secs() as i64);
+    // Saturating: a peer may ask for any wait; `settle` caps it.
+    let secs =
+        |d: std::time::Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
     match outcome {
         Ok(Delivery::Ok { .. }) => Attempt::Delivered,
         Ok(Delivery::Retryable {

@@ -156,7 +156,8 @@ pub enum Settlement {
 }
 
 impl OutboxConfig {
-    /// Exponential backoff with jitter, honouring the channel's retry-after.
+    /// Exponential backoff with jitter, honouring the channel's retry-after
+    /// up to `backoff_max`. Never panics, whatever the channel answered.
     /// The jitter is derived from the key and attempt, so it spreads retries
     /// of different rows without making one row's schedule unpredictable.
     pub fn settle(
@@ -176,10 +177,14 @@ impl OutboxConfig {
                     };
                 }
                 let delay = self.backoff(row_key, attempts);
-                let delay = retry_after.map_or(delay, |ra| delay.max(ra));
-                Settlement::Retry {
-                    at: now + delay,
-                    error,
+                // A remote side's wait is honoured up to `backoff_max`, so
+                // an absurd Retry-After cannot park a row for centuries.
+                let delay = retry_after.map_or(delay, |ra| delay.max(ra.min(self.backoff_max.0)));
+                match now.checked_add_signed(delay) {
+                    Some(at) => Settlement::Retry { at, error },
+                    None => Settlement::Dead {
+                        error: format!("{error} (no retry instant after {now} is representable)"),
+                    },
                 }
             }
         }
@@ -260,6 +265,48 @@ mod tests {
                 error: "429".into()
             }
         );
+        // Absurd waits are capped by backoff_max; the row still dies at max_attempts.
+        for absurd in [
+            chrono::Duration::seconds(250_000_000_000),
+            chrono::Duration::MAX,
+        ] {
+            let s = cfg.settle(
+                "k",
+                1,
+                Attempt::Retryable {
+                    error: "429".into(),
+                    retry_after: Some(absurd),
+                },
+                now(),
+            );
+            assert_eq!(
+                s,
+                Settlement::Retry {
+                    at: now() + cfg.backoff_max.0,
+                    error: "429".into()
+                }
+            );
+        }
+        let s = cfg.settle(
+            "k",
+            cfg.max_attempts,
+            Attempt::Retryable {
+                error: "429".into(),
+                retry_after: Some(chrono::Duration::MAX),
+            },
+            now(),
+        );
+        assert!(matches!(s, Settlement::Dead { .. }), "{s:?}");
+        let s = cfg.settle(
+            "k",
+            1,
+            Attempt::Retryable {
+                error: "503".into(),
+                retry_after: None,
+            },
+            chrono::DateTime::<chrono::Utc>::MAX_UTC,
+        );
+        assert!(matches!(s, Settlement::Dead { .. }), "{s:?}");
         let s = cfg.settle(
             "k",
             cfg.max_attempts,

@@ -50,8 +50,23 @@ pub enum LoadError {
         file: PathBuf,
         source: libloading::Error,
     },
-    #[error("plugin `{plugin}`: {file} is not a relance plugin: no `{ENTRY_SYMBOL}` symbol")]
-    NoEntry { plugin: String, file: PathBuf },
+    #[error(
+        "plugin `{plugin}`: {file} is not a loadable relance plugin: it exports no `{ENTRY_SYMBOL}` symbol{}",
+        if *.builtin {
+            " (this plugin is built into relance: remove [plugins.load.PLUGIN] to use it; \
+             the .so files cargo leaves in target/ are not loadable, a loadable copy is \
+             built with `cargo build -p relance-plugin-PLUGIN --features export`)"
+                .replace("PLUGIN", plugin)
+        } else {
+            " (a plugin library is built with its `export` feature; see docs/plugins.md)".to_owned()
+        }
+    )]
+    NoEntry {
+        plugin: String,
+        file: PathBuf,
+        /// A plugin relance also has built in (email, webhook, crm).
+        builtin: bool,
+    },
     #[error("plugin `{plugin}`: refused: {file}: {source}")]
     Table {
         plugin: String,
@@ -119,6 +134,7 @@ pub fn load(dir: &Path, name: &str, spec: &PluginFile) -> Result<(Table, Manifes
             return Err(LoadError::NoEntry {
                 plugin: name.into(),
                 file,
+                builtin: super::builtin_names().iter().any(|b| b == name),
             });
         }
     };

@@ -494,10 +494,12 @@ impl PluginHost {
         let request = serde_json::to_vec(&Request::new(body)).unwrap_or_default();
         let call_id = self.next_call.fetch_add(1, Ordering::Relaxed);
         let (reply, mut rx) = oneshot::channel();
+        let (started, mut started_rx) = oneshot::channel();
         let job = Job {
             call_id,
             request,
             limit: self.config.max_response_bytes,
+            started,
             reply,
         };
         match worker.enqueue(job) {
@@ -513,6 +515,24 @@ impl PluginHost {
             }
         }
         let timeout = to_std(self.config.call_timeout);
+        // Waiting in the queue is not the plugin's fault: a slow but healthy
+        // endpoint only makes the queue longer. The calls ahead are each
+        // timed, so a hung instance is replaced and this wait ends.
+        loop {
+            match tokio::time::timeout(timeout, &mut started_rx).await {
+                Ok(Ok(())) => break,
+                Ok(Err(_)) => {
+                    return Err(self.fault(&ch, &worker, "instance stopped".into()));
+                }
+                Err(_) if self.is_current(&ch, &worker) => {}
+                Err(_) => {
+                    return Err(DeliveryError::PluginFault {
+                        channel: ch.name.clone(),
+                        fault: "the instance this call waited for was replaced".into(),
+                    });
+                }
+            }
+        }
         let status = match tokio::time::timeout(timeout, &mut rx).await {
             Ok(Ok(status)) => status,
             Ok(Err(_)) => return Err(self.fault(&ch, &worker, "instance stopped".into())),
@@ -565,6 +585,14 @@ impl PluginHost {
             channel: ch.name.clone(),
             fault,
         }
+    }
+
+    /// Whether `worker` still serves `ch`.
+    fn is_current(&self, ch: &Channel, worker: &Arc<Worker>) -> bool {
+        lock(&ch.state)
+            .worker
+            .as_ref()
+            .is_some_and(|w| Arc::ptr_eq(w, worker))
     }
 
     /// Drops `worker` (if still current) and schedules a restart. Its thread

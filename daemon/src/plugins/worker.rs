@@ -13,6 +13,9 @@ pub(crate) struct Job {
     pub call_id: u64,
     pub request: Vec<u8>,
     pub limit: usize,
+    /// Told when the thread starts the call: the host's timeout counts from
+    /// there, not from the time spent waiting in the queue.
+    pub started: oneshot::Sender<()>,
     pub reply: oneshot::Sender<CallStatus>,
 }
 
@@ -109,6 +112,7 @@ fn run(
         if job.reply.is_closed() {
             continue; // the caller gave up while the job was queued
         }
+        let _ = job.started.send(());
         let status = table.call(instance, job.call_id, &job.request, job.limit);
         let panicked = matches!(status, CallStatus::Panic(_));
         let _ = job.reply.send(status);

@@ -9,8 +9,10 @@ pub mod abi;
 pub mod host;
 pub mod message;
 pub mod net;
+pub mod retry;
 pub mod sdk;
 pub mod template;
 
 pub use message::*;
+pub use retry::parse_retry_after;
 pub use sdk::{Cancel, Plugin};

@@ -11,13 +11,14 @@ use crate::message::{
     Response, ResponseBody,
 };
 use serde_json::Value;
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, Once, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -169,6 +170,53 @@ struct Instance<P> {
     calls: Mutex<HashMap<u64, Cancel>>,
 }
 
+thread_local! {
+    /// Set while this thread runs plugin code on the host's behalf.
+    static IN_CALL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the current thread as running plugin code until dropped.
+struct InCall(bool);
+
+impl InCall {
+    fn enter() -> Self {
+        Self(IN_CALL.with(|c| c.replace(true)))
+    }
+}
+
+impl Drop for InCall {
+    fn drop(&mut self) {
+        let before = self.0;
+        IN_CALL.with(|c| c.set(before));
+    }
+}
+
+/// Panics inside plugin calls are caught and reported to the host as a
+/// status. The default hook would first capture a backtrace when
+/// `RUST_BACKTRACE` is set, which on a loaded machine can outlast the host's
+/// call timeout and make a panic look like a hang. So inside calls the hook
+/// prints one line and captures nothing; other panics keep the previous hook.
+fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if IN_CALL.with(Cell::get) {
+                let at = info
+                    .location()
+                    .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                    .unwrap_or_default();
+                eprintln!(
+                    "relance plugin panicked{at}: {} (caught; reported to the host)",
+                    panic_message(info.payload())
+                );
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
@@ -204,6 +252,7 @@ unsafe extern "C" fn create<P: Plugin>(
 ) -> i32 {
     // SAFETY: see `borrowed`.
     let bytes = unsafe { borrowed(settings, settings_len) };
+    let _in_call = InCall::enter();
     let result = catch_unwind(AssertUnwindSafe(|| {
         let value: Value = if bytes.is_empty() {
             Value::Object(Default::default())
@@ -258,7 +307,9 @@ unsafe extern "C" fn call<P: Plugin>(
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .insert(call_id, cancel.clone());
+    let in_call = InCall::enter();
     let result = catch_unwind(AssertUnwindSafe(|| inst.plugin.handle(bytes, &cancel)));
+    drop(in_call);
     inst.calls
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -323,6 +374,7 @@ fn leak(s: String) -> &'static str {
 /// [`crate::export_plugin!`] generates; the strings are leaked on purpose
 /// since plugins are never unloaded.
 pub fn build_table<P: Plugin>() -> PluginTable {
+    install_panic_hook();
     let manifest = P::manifest();
     let json = serde_json::to_string(&manifest).unwrap_or_default();
     PluginTable {

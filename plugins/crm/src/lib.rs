@@ -251,11 +251,15 @@ impl Crm {
         })?;
         let code = resp.status().as_u16();
         if code == 429 {
-            let retry_after_secs = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse().ok());
+            // A date is read against the answer's own `Date` (RFC 9110):
+            // API calls carry no instant of the host's.
+            let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
+            let sent = header("date")
+                .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
+                .map(|d| d.with_timezone(&chrono::Utc))
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+            let retry_after_secs =
+                header("retry-after").and_then(|v| relance_plugin_api::parse_retry_after(v, sent));
             return Err(Outcome::Retryable {
                 retry_after_secs,
                 reason: "CRM rate limit (HTTP 429)".into(),

@@ -535,7 +535,9 @@ pub fn message_id(idempotency_key: &str, domain: &str) -> String {
 
 fn classify(e: &lettre::transport::smtp::Error) -> Outcome {
     let reason = e.to_string();
-    if e.is_permanent() {
+    // lettre uses SMTPUTF8 (internationalised addresses) and 8BITMIME when
+    // the server offers them; a server that does not will not on a retry.
+    if e.is_permanent() || (e.is_client() && reason.contains("non-ascii")) {
         Outcome::permanent(format!("SMTP permanent failure: {reason}"))
     } else {
         // 4xx, timeouts, lost connections (even right after DATA: the same

@@ -291,13 +291,8 @@ fn classify(resp: &reqwest::Response, request: &DeliverRequest, id: &str) -> Out
 
 /// `Retry-After` as seconds or an HTTP date, relative to the host's instant.
 fn retry_after(resp: &reqwest::Response, request: &DeliverRequest) -> Option<u64> {
-    let v = resp.headers().get("retry-after")?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(secs);
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let secs = (at.with_timezone(&chrono::Utc) - request.now).num_seconds();
-    Some(secs.max(0) as u64)
+    let v = resp.headers().get("retry-after")?.to_str().ok()?;
+    relance_plugin_api::parse_retry_after(v, request.now)
 }
 
 fn from_error(e: &reqwest::Error) -> Outcome {
