@@ -211,11 +211,15 @@ pub async fn post_events(
     let raw = body(raw, config.api.body_limit_kb)?;
     let framing = Framing::from_headers(&headers)?;
     let items = split_items(&raw, framing, config.api.max_batch as usize)?;
+    let range = config.ingest.range(state.clock.now());
     let mut results: Vec<Option<ItemResult>> = Vec::with_capacity(items.len());
     let mut valid = Vec::with_capacity(items.len());
     let mut slots = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
-        match item.and_then(parse_event) {
+        let checked = item
+            .and_then(parse_event)
+            .and_then(|i| range.check_incoming(&i).map(|()| i));
+        match checked {
             Ok(incoming) => {
                 slots.push(index);
                 valid.push(incoming);
@@ -268,11 +272,15 @@ async fn upsert(
     let raw = body(raw, config.api.body_limit_kb)?;
     let framing = Framing::from_headers(&headers)?;
     let items = split_items(&raw, framing, config.api.max_batch as usize)?;
+    let range = config.ingest.range(state.clock.now());
     let mut results: Vec<Option<ItemResult>> = Vec::with_capacity(items.len());
     let mut valid: Vec<Patch> = Vec::with_capacity(items.len());
     let mut slots = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
-        match item.and_then(|v| parse_patch(v, kind)) {
+        let checked = item
+            .and_then(|v| parse_patch(v, kind))
+            .and_then(|p| range.check_signals(&p.signals).map(|()| p));
+        match checked {
             Ok(patch) => {
                 slots.push(index);
                 valid.push(patch);

@@ -4,15 +4,20 @@
 
 use super::ApiState;
 use super::error::{ApiError, ErrorBody};
+use super::ingest::Framing;
 use crate::condition::ConditionConfig;
 use crate::followups::BroadcastSpec;
 use crate::followups::pass::{PlanLine, dry_run};
+use crate::limits;
 use crate::model::Timestamp;
 use crate::store::PlanStore;
 use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// A broadcast to create.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -33,6 +38,40 @@ pub struct NewBroadcast {
     #[schema(value_type = String, format = DateTime)]
     pub end: Timestamp,
     pub priority: Option<u32>,
+}
+
+/// The body of `POST /v1/broadcasts`, checked: the same statuses as the
+/// batch endpoints (413, 415, 400), lengths before anything else.
+fn new_broadcast(
+    headers: &HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+    limit_kb: u32,
+) -> Result<NewBroadcast, ApiError> {
+    let raw = super::ingest::body(raw, limit_kb)?;
+    if Framing::from_headers(headers)? != Framing::JsonArray {
+        return Err(ApiError::UnsupportedMediaType(
+            "application/x-ndjson (a broadcast is one JSON object)".into(),
+        ));
+    }
+    let value: Value = serde_json::from_slice(&raw)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    let Value::Object(obj) = &value else {
+        return Err(ApiError::bad_request("a broadcast must be a JSON object"));
+    };
+    for key in obj.keys() {
+        limits::check_key("broadcast", key).map_err(ApiError::bad_request)?;
+    }
+    let text = |k: &str| obj.get(k).and_then(Value::as_str).unwrap_or_default();
+    let segment_len = obj.get("segment").map_or(0, limits::json_len);
+    limits::check_broadcast(
+        text("id"),
+        text("name"),
+        text("channel"),
+        text("template"),
+        segment_len,
+    )
+    .map_err(ApiError::bad_request)?;
+    crate::ingest::typed(value).map_err(ApiError::bad_request)
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -56,9 +95,10 @@ pub struct BroadcastCreated {
 )]
 pub async fn post_broadcasts(
     State(state): State<ApiState>,
-    body: Result<Json<NewBroadcast>, axum::extract::rejection::JsonRejection>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<BroadcastCreated>), ApiError> {
-    let Json(b) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let b = new_broadcast(&headers, raw, state.config().api.body_limit_kb)?;
     let config = state.config();
     let now = state.clock.now();
     let bad = |field: &str, message: String| ApiError::BadRequest {

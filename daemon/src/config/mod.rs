@@ -51,6 +51,7 @@ pub struct Config {
     pub plugins: PluginsConfig,
     pub followups: FollowupsConfig,
     pub api: ApiConfig,
+    pub ingest: crate::ingest::IngestConfig,
 }
 
 const SECTIONS: &[&str] = &[
@@ -65,6 +66,7 @@ const SECTIONS: &[&str] = &[
     "plugins",
     "followups",
     "api",
+    "ingest",
 ];
 
 impl Config {
@@ -127,6 +129,7 @@ impl Config {
         let plugins = loader.section::<PluginsConfig>(&root, "plugins");
         let followups = loader.section::<FollowupsConfig>(&root, "followups");
         let api = loader.section::<ApiConfig>(&root, "api");
+        let ingest = loader.section::<crate::ingest::IngestConfig>(&root, "ingest");
 
         let (
             Some(store),
@@ -140,9 +143,10 @@ impl Config {
             Some(plugins),
             Some(followups),
             Some(api),
+            Some(ingest),
         ) = (
             store, log, scoring, fatigue, channels, templates, schedules, outbox, plugins,
-            followups, api,
+            followups, api, ingest,
         )
         else {
             return Err(loader.finish());
@@ -160,6 +164,7 @@ impl Config {
             plugins,
             followups,
             api,
+            ingest,
         };
         let mut issues = Issues::default();
         config.check_references(&mut issues);
