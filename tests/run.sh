@@ -16,3 +16,4 @@ bash tests/servers/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+bash tests/schemathesis.sh

@@ -179,6 +179,7 @@ pub async fn json_errors(response: Response) -> Response {
         },
     };
     parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.remove(axum::http::header::CONTENT_TYPE);
     (parts, Json(body)).into_response()
 }
 

@@ -196,9 +196,11 @@ fn event_id(i: &Incoming) -> Option<String> {
     responses(
         (status = 200, description = "Every item accepted or duplicate", body = BatchReport),
         (status = 422, description = "Some items rejected (the others were written)", body = BatchReport),
-        (status = 400, description = "Body unusable as a whole", body = super::error::ErrorBody),
+        (status = 400, description = "Body unusable as a whole (invalid JSON, not an array, too many items)", body = super::error::ErrorBody),
         (status = 401, description = "Missing or invalid token", body = super::error::ErrorBody),
         (status = 413, description = "Body too large", body = super::error::ErrorBody),
+        (status = 415, description = "Content type neither JSON nor NDJSON", body = super::error::ErrorBody),
+        (status = 503, description = "Store busy: retry", body = super::error::ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -331,8 +333,11 @@ async fn upsert(
     responses(
         (status = 200, description = "Every item written or unchanged", body = BatchReport),
         (status = 422, description = "Some items rejected", body = BatchReport),
-        (status = 400, description = "Body unusable as a whole", body = super::error::ErrorBody),
+        (status = 400, description = "Body unusable as a whole (invalid JSON, not an array, too many items)", body = super::error::ErrorBody),
         (status = 401, description = "Missing or invalid token", body = super::error::ErrorBody),
+        (status = 413, description = "Body too large", body = super::error::ErrorBody),
+        (status = 415, description = "Content type neither JSON nor NDJSON", body = super::error::ErrorBody),
+        (status = 503, description = "Store busy: retry", body = super::error::ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -351,7 +356,11 @@ pub async fn post_contacts(
     responses(
         (status = 200, description = "Every item written or unchanged", body = BatchReport),
         (status = 422, description = "Some items rejected", body = BatchReport),
+        (status = 400, description = "Body unusable as a whole (invalid JSON, not an array, too many items)", body = super::error::ErrorBody),
         (status = 401, description = "Missing or invalid token", body = super::error::ErrorBody),
+        (status = 413, description = "Body too large", body = super::error::ErrorBody),
+        (status = 415, description = "Content type neither JSON nor NDJSON", body = super::error::ErrorBody),
+        (status = 503, description = "Store busy: retry", body = super::error::ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -370,7 +379,11 @@ pub async fn post_companies(
     responses(
         (status = 200, description = "Every item written or unchanged", body = BatchReport),
         (status = 422, description = "Some items rejected", body = BatchReport),
+        (status = 400, description = "Body unusable as a whole (invalid JSON, not an array, too many items)", body = super::error::ErrorBody),
         (status = 401, description = "Missing or invalid token", body = super::error::ErrorBody),
+        (status = 413, description = "Body too large", body = super::error::ErrorBody),
+        (status = 415, description = "Content type neither JSON nor NDJSON", body = super::error::ErrorBody),
+        (status = 503, description = "Store busy: retry", body = super::error::ErrorBody),
     ),
     security(("bearer" = []))
 )]

@@ -13,24 +13,31 @@ use crate::model::Timestamp;
 use crate::store::PlanStore;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// A broadcast to create.
+/// A broadcast to create. The length limits are those of
+/// [`crate::limits`] (`ID_MAX`, `TEXT_MAX`).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewBroadcast {
     /// Unique: creating the same id again changes nothing.
+    #[schema(min_length = 1, max_length = 256)]
     pub id: String,
+    #[schema(max_length = 1024)]
     pub name: String,
     /// Who receives it: a condition as in the configuration, in JSON, e.g.
     /// `{"field": "tier", "in": ["target_1"]}`.
     #[schema(value_type = Object)]
     pub segment: ConditionConfig,
+    /// A channel of the configuration.
+    #[schema(max_length = 256)]
     pub channel: String,
+    /// A template of the configuration, on that channel.
+    #[schema(max_length = 256)]
     pub template: String,
     /// Sends go out from this instant (default: now) and not at or after `end`.
     #[schema(value_type = Option<String>, format = DateTime)]
@@ -90,6 +97,8 @@ pub struct BroadcastCreated {
         (status = 200, description = "Existed already: nothing changed", body = BroadcastCreated),
         (status = 400, description = "Invalid broadcast; `field` names the culprit", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Content type not JSON", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -155,7 +164,7 @@ pub async fn post_broadcasts(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct PlanQuery {
     /// The contact to plan.
-    pub contact: Option<String>,
+    pub contact: String,
 }
 
 /// What is due for one contact at the server's now and what the guard says;
@@ -173,9 +182,13 @@ pub struct PlanQuery {
 )]
 pub async fn get_plan(
     State(state): State<ApiState>,
-    Query(q): Query<PlanQuery>,
+    query: Result<Query<PlanQuery>, QueryRejection>,
 ) -> Result<Json<Vec<PlanLine>>, ApiError> {
-    let Some(id) = q.contact.filter(|c| !c.trim().is_empty()) else {
+    let Some(id) = query
+        .ok()
+        .map(|Query(q)| q.contact)
+        .filter(|c| !c.trim().is_empty())
+    else {
         return Err(ApiError::BadRequest {
             message: "`contact` is required: the id of the contact to plan".into(),
             field: Some("contact".into()),
