@@ -650,3 +650,20 @@ fn clicks_never_redirect_without_a_location_and_a_rotated_secret_keeps_links_wor
     );
     assert_eq!((s, error(&b).0), (404, "bad_token"), "{b}");
 }
+
+#[test]
+fn a_huge_duration_is_a_configuration_error_not_a_crash() {
+    let env = Env::new();
+    let text = config(free_port(), "").replace(
+        "[store]\n",
+        "[store]\nbusy_timeout = \"9999999999999999s\"\n",
+    );
+    env.write("relance.toml", &text);
+    let out = env.run(&["check"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("`store.busy_timeout`") && stderr(&out).contains("too long"),
+        "{}",
+        stderr(&out)
+    );
+}
