@@ -456,6 +456,17 @@ fn every_text_field_has_a_limit_refused_with_a_4xx_naming_the_field() {
         ],
         "{b}"
     );
+    // Attributes added a few at a time keep the limit once merged.
+    for (i, status) in [200, 200, 422].into_iter().enumerate() {
+        let (s, b) = d.post(
+            "/v1/contacts",
+            &json!([{"id": "p", format!("note{i}"): long(6_000)}]),
+        );
+        assert_eq!(s, status, "{b}");
+        if s == 422 {
+            assert_eq!(result_field(&b, 0), Some("attributes"), "{b}");
+        }
+    }
     let (s, b) = d.post("/v1/deals", &json!([{"id": "d", "name": long(1_025)}]));
     assert_eq!((s, result_field(&b, 0)), (422, Some("name")), "{b}");
 
