@@ -8,24 +8,15 @@
 
 mod common;
 
-use common::{BIN, Env, code, stderr, stdout};
+use common::{BIN, Env, code, free_port, stderr, stdout};
 use relance::api::tracking::{Claims, Purpose, sign};
 use serde_json::{Value, json};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "input-token-0123456789abcdef";
 const SECRET: &str = "tracking-secret-now-0123456789";
 const OLD_SECRET: &str = "tracking-secret-old-0123456789";
-
-/// A free port on loopback (bound, then released for the daemon).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The configuration: a webhook channel to a port nothing listens on (no
 /// schedule: nothing is delivered unless asked), the API, and `extra`.
@@ -72,17 +63,7 @@ impl Daemon {
         let env = Env::new();
         let port = free_port();
         env.write("relance.toml", &config(port, extra));
-        let child = Command::new(BIN)
-            .arg("--config")
-            .arg(env.path("relance.toml"))
-            .arg("run")
-            .env("RELANCE_DB", env.path("store.db"))
-            .env_remove("RELANCE_CONFIG")
-            .env_remove("RELANCE_LOG")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(env.path("run.log")).unwrap())
-            .spawn()
-            .expect("start relance run");
+        let child = env.spawn_run("run.log");
         let d = Self {
             env,
             child,
@@ -142,6 +123,11 @@ impl Daemon {
         });
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
         (status, headers, body)
+    }
+
+    /// A GET without a token (health, tracking links).
+    fn open(&self, path: &str) -> (u16, reqwest::header::HeaderMap, Value) {
+        self.request(reqwest::Method::GET, path, None, None, None)
     }
 
     fn get(&self, path: &str) -> (u16, Value) {
@@ -559,7 +545,7 @@ fn every_refusal_is_json_with_the_documented_status() {
         );
         assert_eq!(s, 200, "{scheme}: {b}");
     }
-    let (s, _, b) = d.request(reqwest::Method::GET, "/readyz", None, None, None);
+    let (s, _, b) = d.open("/readyz");
     assert_eq!(s, 200);
     assert!(b.get("config").is_none(), "{b}");
     assert!(!b.to_string().contains(".toml"), "{b}");
@@ -615,36 +601,18 @@ fn clicks_never_redirect_without_a_location_and_a_rotated_secret_keeps_links_wor
         Some("https://example.com/\r\nSet-Cookie: a=1"),
         SECRET,
     );
-    let (s, h, b) = d.request(
-        reqwest::Method::GET,
-        &format!("/t/c/{evil}"),
-        None,
-        None,
-        None,
-    );
+    let (s, h, b) = d.open(&format!("/t/c/{evil}"));
     assert_eq!((s, error(&b).0), (404, "bad_token"), "{b}");
     assert!(!h.contains_key("location"));
     // Links sent before the rotation still work until the configured date.
     for secret in [SECRET, OLD_SECRET] {
         let click = token(Purpose::Click, Some("https://example.com/offer"), secret);
-        let (s, h, _) = d.request(
-            reqwest::Method::GET,
-            &format!("/t/c/{click}"),
-            None,
-            None,
-            None,
-        );
+        let (s, h, _) = d.open(&format!("/t/c/{click}"));
         assert_eq!(s, 302);
         assert_eq!(h["location"], "https://example.com/offer");
     }
     let other = token(Purpose::Open, None, "never-configured-0123456789");
-    let (s, _, _) = d.request(
-        reqwest::Method::GET,
-        &format!("/t/o/{other}"),
-        None,
-        None,
-        None,
-    );
+    let (s, _, _) = d.open(&format!("/t/o/{other}"));
     assert_eq!(s, 404);
     drop(d);
     // After that date, the previous secret's links are refused.
@@ -652,13 +620,7 @@ fn clicks_never_redirect_without_a_location_and_a_rotated_secret_keeps_links_wor
         "previous_tracking_secret = \"{OLD_SECRET}\"\nprevious_tracking_secret_until = \"2001-01-01T00:00:00Z\"\n"
     ));
     let old = token(Purpose::Open, None, OLD_SECRET);
-    let (s, _, b) = d.request(
-        reqwest::Method::GET,
-        &format!("/t/o/{old}"),
-        None,
-        None,
-        None,
-    );
+    let (s, _, b) = d.open(&format!("/t/o/{old}"));
     assert_eq!((s, error(&b).0), (404, "bad_token"), "{b}");
 }
 

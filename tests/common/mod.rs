@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_relance");
 
@@ -83,6 +83,21 @@ impl Env {
             .expect("run relance")
     }
 
+    /// Starts `relance run`, its log in `log`; the caller stops it by PID.
+    pub fn spawn_run(&self, log: &str) -> Child {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(self.path("relance.toml"))
+            .arg("run")
+            .env("RELANCE_DB", self.path("store.db"))
+            .env_remove("RELANCE_CONFIG")
+            .env_remove("RELANCE_LOG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.path(log)).expect("log file"))
+            .spawn()
+            .expect("start relance run")
+    }
+
     pub fn run_at(&self, now: &str, args: &[&str]) -> Output {
         let mut all = vec!["--now", now];
         all.extend_from_slice(args);
@@ -109,6 +124,15 @@ impl Env {
         serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", stderr(&out)))
     }
+}
+
+/// A free port on loopback (bound, then released for the daemon).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("address")
+        .port()
 }
 
 pub fn code(out: &Output) -> i32 {
