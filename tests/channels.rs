@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{BIN, Env, code, stderr, stdout};
+use common::{BIN, Env, code, free_port, stderr, stdout};
 use relance::config::ChannelConfig;
 use relance::plugins::{Delivery, PluginHost, PluginsConfig};
 use serde_json::{Value, json};
@@ -64,14 +64,6 @@ fn cli(env: &Env, args: &[&str]) -> std::process::Output {
         .env_remove("RELANCE_LOG")
         .output()
         .expect("run relance")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Polls `done` every 100 ms; fails with `what` and the log after `secs`.

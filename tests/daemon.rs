@@ -8,7 +8,7 @@
 mod common;
 
 use common::daemon::*;
-use common::{BIN, Env, stderr, stdout};
+use common::{BIN, Env, free_port, stderr, stdout};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};

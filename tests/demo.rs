@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{BIN, Env, code, repo, stderr, stdout};
+use common::{BIN, Env, code, free_port, repo, stderr, stdout};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -146,14 +146,6 @@ impl Drop for Demo {
             let _ = self.child.wait();
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn files_in(dir: &Path) -> usize {

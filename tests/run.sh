@@ -17,3 +17,4 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # --no-fail-fast: one failing test binary must not hide the others.
 cargo test --workspace --locked --no-fail-fast
+bash tests/schemathesis.sh

@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod fatigue;
 pub mod followups;
 pub mod ingest;
+pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod outbox;

@@ -121,14 +121,6 @@ pub fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
 }
 
 /// A free port on loopback (bound, then released for the daemon).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 pub const TOKEN: &str = "test-token-0123456789abcdef";
 
 /// The daemon's log file `name`, without terminal colour codes.

@@ -25,6 +25,16 @@ pub fn token_matches(presented: &str, tokens: &[String]) -> bool {
     found.into()
 }
 
+/// The token of an `Authorization: Bearer TOKEN` value; the scheme is
+/// case-insensitive (RFC 7235).
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
 /// Middleware: lets the request through with a valid bearer token.
 pub async fn require_token(
     State(state): State<ApiState>,
@@ -35,8 +45,7 @@ pub async fn require_token(
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer);
     let ok = presented.is_some_and(|p| token_matches(p, &state.config().api.tokens));
     if ok {
         Ok(next.run(request).await)
@@ -55,5 +64,15 @@ mod tests {
         assert!(token_matches("first-token-0123456", &tokens));
         assert!(!token_matches("first-token-012345", &tokens));
         assert!(!token_matches("", &tokens), "an empty token never matches");
+    }
+
+    #[test]
+    fn the_scheme_is_case_insensitive() {
+        for v in ["Bearer abc", "bearer abc", "BEARER  abc ", "bEaReR abc"] {
+            assert_eq!(bearer(v), Some("abc"), "{v}");
+        }
+        for v in ["Basic abc", "Bearer", "Bearer ", "Bearerabc", "abc"] {
+            assert_eq!(bearer(v), None, "{v}");
+        }
     }
 }

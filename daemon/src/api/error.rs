@@ -112,7 +112,8 @@ pub struct ErrorBody {
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Machine-readable: `unauthorized`, `bad_request`, `not_found`,
-    /// `bad_token`, `payload_too_large`, `unsupported_media_type`,
+    /// `method_not_allowed`, `bad_token`, `payload_too_large`,
+    /// `unsupported_media_type`,
     /// `rejected_items`, `store_busy`, `store_error`, `internal`.
     pub code: String,
     pub message: String,
@@ -128,6 +129,58 @@ impl IntoResponse for ApiError {
         }
         (self.status(), Json(self.body())).into_response()
     }
+}
+
+/// Turns the replies the framework makes by itself (a 405 with an empty
+/// body, the plain-text refusal of a query string or a path) into the same
+/// JSON as every other error, keeping their status and headers (`Allow`).
+pub async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let detail = [
+        "Failed to deserialize query string: ",
+        "Invalid URL: ",
+        "Failed to deserialize the JSON body into the target type: ",
+    ]
+    .iter()
+    .find_map(|p| message.strip_prefix(p))
+    .unwrap_or(&message);
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: code.to_string(),
+            field: field_of(detail),
+            message: message.clone(),
+        },
+    };
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.remove(axum::http::header::CONTENT_TYPE);
+    (parts, Json(body)).into_response()
 }
 
 #[cfg(test)]

@@ -196,9 +196,11 @@ fn event_id(i: &Incoming) -> Option<String> {
     responses(
         (status = 200, description = "Every item accepted or duplicate", body = BatchReport),
         (status = 422, description = "Some items rejected (the others were written)", body = BatchReport),
-        (status = 400, description = "Body unusable as a whole", body = super::error::ErrorBody),
+        (status = 400, description = "Body unusable as a whole (invalid JSON, not an array, too many items)", body = super::error::ErrorBody),
         (status = 401, description = "Missing or invalid token", body = super::error::ErrorBody),
         (status = 413, description = "Body too large", body = super::error::ErrorBody),
+        (status = 415, description = "Content type neither JSON nor NDJSON", body = super::error::ErrorBody),
+        (status = 503, description = "Store busy: retry", body = super::error::ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -211,11 +213,15 @@ pub async fn post_events(
     let raw = body(raw, config.api.body_limit_kb)?;
     let framing = Framing::from_headers(&headers)?;
     let items = split_items(&raw, framing, config.api.max_batch as usize)?;
+    let range = config.ingest.range(state.clock.now());
     let mut results: Vec<Option<ItemResult>> = Vec::with_capacity(items.len());
     let mut valid = Vec::with_capacity(items.len());
     let mut slots = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
-        match item.and_then(parse_event) {
+        let checked = item
+            .and_then(parse_event)
+            .and_then(|i| range.check_incoming(&i).map(|()| i));
+        match checked {
             Ok(incoming) => {
                 slots.push(index);
                 valid.push(incoming);
@@ -268,11 +274,15 @@ async fn upsert(
     let raw = body(raw, config.api.body_limit_kb)?;
     let framing = Framing::from_headers(&headers)?;
     let items = split_items(&raw, framing, config.api.max_batch as usize)?;
+    let range = config.ingest.range(state.clock.now());
     let mut results: Vec<Option<ItemResult>> = Vec::with_capacity(items.len());
     let mut valid: Vec<Patch> = Vec::with_capacity(items.len());
     let mut slots = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
-        match item.and_then(|v| parse_patch(v, kind)) {
+        let checked = item
+            .and_then(|v| parse_patch(v, kind))
+            .and_then(|p| range.check_signals(&p.signals).map(|()| p));
+        match checked {
             Ok(patch) => {
                 slots.push(index);
                 valid.push(patch);
@@ -323,8 +333,11 @@ async fn upsert(
     responses(
         (status = 200, description = "Every item written or unchanged", body = BatchReport),
         (status = 422, description = "Some items rejected", body = BatchReport),
-        (status = 400, description = "Body unusable as a whole", body = super::error::ErrorBody),
+        (status = 400, description = "Body unusable as a whole (invalid JSON, not an array, too many items)", body = super::error::ErrorBody),
         (status = 401, description = "Missing or invalid token", body = super::error::ErrorBody),
+        (status = 413, description = "Body too large", body = super::error::ErrorBody),
+        (status = 415, description = "Content type neither JSON nor NDJSON", body = super::error::ErrorBody),
+        (status = 503, description = "Store busy: retry", body = super::error::ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -343,7 +356,11 @@ pub async fn post_contacts(
     responses(
         (status = 200, description = "Every item written or unchanged", body = BatchReport),
         (status = 422, description = "Some items rejected", body = BatchReport),
+        (status = 400, description = "Body unusable as a whole (invalid JSON, not an array, too many items)", body = super::error::ErrorBody),
         (status = 401, description = "Missing or invalid token", body = super::error::ErrorBody),
+        (status = 413, description = "Body too large", body = super::error::ErrorBody),
+        (status = 415, description = "Content type neither JSON nor NDJSON", body = super::error::ErrorBody),
+        (status = 503, description = "Store busy: retry", body = super::error::ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -362,7 +379,11 @@ pub async fn post_companies(
     responses(
         (status = 200, description = "Every item written or unchanged", body = BatchReport),
         (status = 422, description = "Some items rejected", body = BatchReport),
+        (status = 400, description = "Body unusable as a whole (invalid JSON, not an array, too many items)", body = super::error::ErrorBody),
         (status = 401, description = "Missing or invalid token", body = super::error::ErrorBody),
+        (status = 413, description = "Body too large", body = super::error::ErrorBody),
+        (status = 415, description = "Content type neither JSON nor NDJSON", body = super::error::ErrorBody),
+        (status = 503, description = "Store busy: retry", body = super::error::ErrorBody),
     ),
     security(("bearer" = []))
 )]

@@ -119,6 +119,7 @@ pub fn router(state: ApiState) -> Router {
     protected
         .merge(Router::from(open))
         .fallback(ops::not_found)
+        .layer(axum::middleware::map_response(error::json_errors))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

@@ -4,28 +4,40 @@
 
 use super::ApiState;
 use super::error::{ApiError, ErrorBody};
+use super::ingest::Framing;
 use crate::condition::ConditionConfig;
 use crate::followups::BroadcastSpec;
 use crate::followups::pass::{PlanLine, dry_run};
+use crate::limits;
 use crate::model::Timestamp;
 use crate::store::PlanStore;
 use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-/// A broadcast to create.
+/// A broadcast to create. The length limits are those of
+/// [`crate::limits`] (`ID_MAX`, `TEXT_MAX`).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewBroadcast {
     /// Unique: creating the same id again changes nothing.
+    #[schema(min_length = 1, max_length = 256)]
     pub id: String,
+    #[schema(max_length = 1024)]
     pub name: String,
     /// Who receives it: a condition as in the configuration, in JSON, e.g.
     /// `{"field": "tier", "in": ["target_1"]}`.
     #[schema(value_type = Object)]
     pub segment: ConditionConfig,
+    /// A channel of the configuration.
+    #[schema(max_length = 256)]
     pub channel: String,
+    /// A template of the configuration, on that channel.
+    #[schema(max_length = 256)]
     pub template: String,
     /// Sends go out from this instant (default: now) and not at or after `end`.
     #[schema(value_type = Option<String>, format = DateTime)]
@@ -33,6 +45,40 @@ pub struct NewBroadcast {
     #[schema(value_type = String, format = DateTime)]
     pub end: Timestamp,
     pub priority: Option<u32>,
+}
+
+/// The body of `POST /v1/broadcasts`, checked: the same statuses as the
+/// batch endpoints (413, 415, 400), lengths before anything else.
+fn new_broadcast(
+    headers: &HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+    limit_kb: u32,
+) -> Result<NewBroadcast, ApiError> {
+    let raw = super::ingest::body(raw, limit_kb)?;
+    if Framing::from_headers(headers)? != Framing::JsonArray {
+        return Err(ApiError::UnsupportedMediaType(
+            "application/x-ndjson (a broadcast is one JSON object)".into(),
+        ));
+    }
+    let value: Value = serde_json::from_slice(&raw)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    let Value::Object(obj) = &value else {
+        return Err(ApiError::bad_request("a broadcast must be a JSON object"));
+    };
+    for key in obj.keys() {
+        limits::check_key("broadcast", key).map_err(ApiError::bad_request)?;
+    }
+    let text = |k: &str| obj.get(k).and_then(Value::as_str).unwrap_or_default();
+    let segment_len = obj.get("segment").map_or(0, limits::json_len);
+    limits::check_broadcast(
+        text("id"),
+        text("name"),
+        text("channel"),
+        text("template"),
+        segment_len,
+    )
+    .map_err(ApiError::bad_request)?;
+    crate::ingest::typed(value).map_err(ApiError::bad_request)
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -51,14 +97,17 @@ pub struct BroadcastCreated {
         (status = 200, description = "Existed already: nothing changed", body = BroadcastCreated),
         (status = 400, description = "Invalid broadcast; `field` names the culprit", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Content type not JSON", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 pub async fn post_broadcasts(
     State(state): State<ApiState>,
-    body: Result<Json<NewBroadcast>, axum::extract::rejection::JsonRejection>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<BroadcastCreated>), ApiError> {
-    let Json(b) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let b = new_broadcast(&headers, raw, state.config().api.body_limit_kb)?;
     let config = state.config();
     let now = state.clock.now();
     let bad = |field: &str, message: String| ApiError::BadRequest {
@@ -115,7 +164,7 @@ pub async fn post_broadcasts(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct PlanQuery {
     /// The contact to plan.
-    pub contact: Option<String>,
+    pub contact: String,
 }
 
 /// What is due for one contact at the server's now and what the guard says;
@@ -133,9 +182,13 @@ pub struct PlanQuery {
 )]
 pub async fn get_plan(
     State(state): State<ApiState>,
-    Query(q): Query<PlanQuery>,
+    query: Result<Query<PlanQuery>, QueryRejection>,
 ) -> Result<Json<Vec<PlanLine>>, ApiError> {
-    let Some(id) = q.contact.filter(|c| !c.trim().is_empty()) else {
+    let Some(id) = query
+        .ok()
+        .map(|Query(q)| q.contact)
+        .filter(|c| !c.trim().is_empty())
+    else {
         return Err(ApiError::BadRequest {
             message: "`contact` is required: the id of the contact to plan".into(),
             field: Some("contact".into()),

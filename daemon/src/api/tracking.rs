@@ -112,8 +112,11 @@ pub fn event_id(token: &str) -> String {
     format!("track:{}", hex::encode(&digest[..16]))
 }
 
+/// An http(s) URL that can go in a `Location` header: no spaces, no
+/// control characters (a CR or LF would end the header).
 fn is_http_url(u: &str) -> bool {
-    u.starts_with("http://") || u.starts_with("https://")
+    (u.starts_with("http://") || u.starts_with("https://"))
+        && !u.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 static HREF: LazyLock<regex::Regex> = LazyLock::new(|| {
@@ -149,6 +152,15 @@ pub fn decorate(
                 return c[0].to_string();
             }
             let target = raw.replace("&amp;", "&");
+            if !is_http_url(&target) {
+                // A click on it could never be redirected: left as written.
+                tracing::warn!(
+                    contact,
+                    key,
+                    "link with spaces or control characters left untracked"
+                );
+                return c[0].to_string();
+            }
             let token = sign(&claims(Purpose::Click, Some(target)), secret);
             format!("href=\"{base}/t/c/{token}\"")
         });
@@ -177,8 +189,20 @@ const PIXEL: &[u8] = &[
 ];
 
 /// Checks a token against the secret in force; a bad one is a 404.
+/// During a rotation, links signed with the previous secret keep working
+/// until `previous_tracking_secret_until`.
 fn claims_of(state: &ApiState, token: &str, purpose: Purpose) -> Result<Claims, ApiError> {
-    verify(token, &state.config().api.tracking_secret, purpose).map_err(|e| {
+    let api = &state.config().api;
+    let mut result = verify(token, &api.tracking_secret, purpose);
+    if result == Err(TokenError::BadSignature)
+        && !api.previous_tracking_secret.is_empty()
+        && api
+            .previous_tracking_secret_until
+            .is_some_and(|until| state.clock.now() < until)
+    {
+        result = verify(token, &api.previous_tracking_secret, purpose);
+    }
+    result.map_err(|e| {
         tracing::debug!(error = %e, "tracking token refused");
         ApiError::BadToken
     })
@@ -256,13 +280,22 @@ pub async fn click(
     Path(token): Path<String>,
 ) -> Result<Response, ApiError> {
     let claims = claims_of(&state, &token, Purpose::Click)?;
+    // Never a 302 without its Location: a URL that cannot be a header
+    // value is refused before anything is recorded.
+    let location = claims
+        .url
+        .as_deref()
+        .and_then(|u| header::HeaderValue::from_str(u).ok())
+        .ok_or(ApiError::BadToken)?;
     record(&state, &token, &claims, event_types::EMAIL_CLICK).await?;
-    let url = claims.url.unwrap_or_default();
     Ok((
         StatusCode::FOUND,
         [
-            (header::LOCATION, url.as_str()),
-            (header::CACHE_CONTROL, "no-store"),
+            (header::LOCATION, location),
+            (
+                header::CACHE_CONTROL,
+                header::HeaderValue::from_static("no-store"),
+            ),
         ],
     )
         .into_response())
@@ -356,6 +389,23 @@ mod tests {
         );
         assert_eq!(
             verify("garbage", SECRET, Purpose::Open),
+            Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn urls_that_cannot_be_a_location_are_neither_signed_nor_accepted() {
+        let mut m = Message {
+            html: Some("<a href=\"https://example.com/a\r\nSet-Cookie: x=1\">x</a>".into()),
+            ..Message::default()
+        };
+        decorate(&mut m, "https://t.example", "k1", "c1", "email", SECRET);
+        let html = m.html.expect("html");
+        assert!(!html.contains("/t/c/"), "{html}");
+        let mut evil = claims(Purpose::Click);
+        evil.url = Some("https://example.com/\r\nSet-Cookie: x=1".into());
+        assert_eq!(
+            verify(&sign(&evil, SECRET), SECRET, Purpose::Click),
             Err(TokenError::Malformed)
         );
     }

@@ -7,6 +7,7 @@
 use super::{Failure, exit, open_store, output};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
+use relance::clock::Clock;
 use relance::config::Config;
 use relance::ingest::{self, Format, Kind, Line, LineError};
 use relance::store::{Append, Records, SqliteStore, StoreError, Upsert};
@@ -45,7 +46,7 @@ pub struct Summary {
 
 const BATCH: usize = 2_000;
 
-pub fn run(config: &Config, what: &What) -> Result<u8, Failure> {
+pub fn run(config: &Config, clock: &Clock, what: &What) -> Result<u8, Failure> {
     let (args, kind) = match what {
         What::Contacts(a) => (a, Some(Kind::Contact)),
         What::Companies(a) => (a, Some(Kind::Company)),
@@ -54,7 +55,8 @@ pub fn run(config: &Config, what: &What) -> Result<u8, Failure> {
     };
     let (reader, format, progress) = open(&args.file)?;
     let mut store = open_store(config)?;
-    let summary = load(&mut store, kind, reader, format, &args.file)?;
+    let range = config.ingest.range(clock.now());
+    let summary = load(&mut store, kind, reader, format, &args.file, &range)?;
     progress.finish_and_clear();
     report(&summary, args.json)?;
     Ok(if summary.rejected.is_empty() {
@@ -72,6 +74,7 @@ pub(super) fn load(
     reader: Box<dyn Read>,
     format: Format,
     file: &Path,
+    range: &ingest::InstantRange,
 ) -> Result<Summary, Failure> {
     let mut summary = Summary {
         file: file.to_path_buf(),
@@ -80,7 +83,13 @@ pub(super) fn load(
     match kind {
         Some(kind) => {
             let lines = ingest::read_lines(reader, format, kind)
-                .map_err(|e| Failure::Input(format!("{}: {e}", file.display())))?;
+                .map_err(|e| Failure::Input(format!("{}: {e}", file.display())))?
+                .map(|mut line| {
+                    line.item = line
+                        .item
+                        .and_then(|p| range.check_signals(&p.signals).map(|()| p));
+                    line
+                });
             let write = |store: &mut SqliteStore, batch: &[ingest::Patch]| match kind {
                 Kind::Contact => store.upsert_contacts(batch),
                 Kind::Company => store.upsert_companies(batch),
@@ -95,7 +104,10 @@ pub(super) fn load(
                     file.display()
                 )));
             }
-            let lines = ingest::read_event_lines(reader);
+            let lines = ingest::read_event_lines(reader).map(|mut line| {
+                line.item = line.item.and_then(|i| range.check_incoming(&i).map(|()| i));
+                line
+            });
             import(
                 lines,
                 store,

@@ -247,7 +247,7 @@ fn run(cli: &Cli, clock: &Clock) -> Result<u8, Failure> {
     init_logs(&config, cli.log_format);
     match &cli.command {
         Command::Check { .. } | Command::Demo(_) => unreachable!("handled above"),
-        Command::Import { what } => import::run(&config, what),
+        Command::Import { what } => import::run(&config, clock, what),
         Command::Contacts { action } => contacts::run(&config, action),
         Command::Rescore { full, json } => scoring::rescore(&config, clock, *full, *json),
         Command::Score {

@@ -131,6 +131,8 @@ pub fn broadcast(config: &Config, clock: &Clock, action: &Broadcast) -> Result<u
 }
 
 fn create(config: &Config, clock: &Clock, a: &CreateArgs) -> Result<u8, Failure> {
+    relance::limits::check_broadcast(&a.id, &a.name, &a.channel, &a.template, a.segment.len())
+        .map_err(|e| Failure::Input(format!("broadcast: {e}")))?;
     let segment = toml::from_str::<toml::Table>(&format!("segment = {}", a.segment))
         .map_err(|e| Failure::Input(format!("--segment: {}", e.message())))?
         .remove("segment")

@@ -5,6 +5,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::str::FromStr;
 
+/// The longest duration accepted: instants a duration away from now stay
+/// far inside what chrono represents (a larger one panicked on load).
+const MAX_SECONDS: i64 = 36_500 * 86_400;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Duration(pub chrono::Duration);
 
@@ -38,9 +42,9 @@ impl FromStr for Duration {
             }
         };
         n.checked_mul(secs)
-            .and_then(chrono::Duration::try_seconds)
-            .map(Duration)
-            .ok_or_else(|| format!("`{s}` is too long"))
+            .filter(|v| *v <= MAX_SECONDS)
+            .map(|v| Duration(chrono::Duration::seconds(v)))
+            .ok_or_else(|| format!("`{s}` is too long: at most 36500d (100 years)"))
     }
 }
 
@@ -89,5 +93,14 @@ mod tests {
         assert!("14".parse::<Duration>().is_err());
         assert!("3y".parse::<Duration>().is_err());
         assert!("d".parse::<Duration>().is_err());
+    }
+
+    #[test]
+    fn huge_durations_are_refused_not_a_panic() {
+        for text in ["9999999999999999s", "9223372036854775807w", "36501d"] {
+            let e = text.parse::<Duration>().unwrap_err();
+            assert!(e.contains("too long"), "{text}: {e}");
+        }
+        assert!("36500d".parse::<Duration>().is_ok());
     }
 }

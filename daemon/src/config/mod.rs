@@ -52,6 +52,7 @@ pub struct Config {
     pub followups: FollowupsConfig,
     pub api: ApiConfig,
     pub daemon: DaemonConfig,
+    pub ingest: crate::ingest::IngestConfig,
 }
 
 const SECTIONS: &[&str] = &[
@@ -67,6 +68,7 @@ const SECTIONS: &[&str] = &[
     "followups",
     "api",
     "daemon",
+    "ingest",
 ];
 
 impl Config {
@@ -130,6 +132,7 @@ impl Config {
         let followups = loader.section::<FollowupsConfig>(&root, "followups");
         let api = loader.section::<ApiConfig>(&root, "api");
         let daemon = loader.section::<DaemonConfig>(&root, "daemon");
+        let ingest = loader.section::<crate::ingest::IngestConfig>(&root, "ingest");
 
         let (
             Some(store),
@@ -144,9 +147,10 @@ impl Config {
             Some(followups),
             Some(api),
             Some(daemon),
+            Some(ingest),
         ) = (
             store, log, scoring, fatigue, channels, templates, schedules, outbox, plugins,
-            followups, api, daemon,
+            followups, api, daemon, ingest,
         )
         else {
             return Err(loader.finish());
@@ -165,6 +169,7 @@ impl Config {
             followups,
             api,
             daemon,
+            ingest,
         };
         let mut issues = Issues::default();
         config.check_references(&mut issues);

@@ -262,6 +262,11 @@ pub struct ApiConfig {
     /// Signs tracking and unsubscribe links (HMAC-SHA256).
     #[serde(skip_serializing)]
     pub tracking_secret: String,
+    /// The secret in force before a rotation: links signed with it keep
+    /// working until `previous_tracking_secret_until`.
+    #[serde(skip_serializing)]
+    pub previous_tracking_secret: String,
+    pub previous_tracking_secret_until: Option<chrono::DateTime<chrono::Utc>>,
     /// Public base URL of the API, for the links put in emails.
     pub public_url: String,
     /// Largest accepted request body, in kilobytes.
@@ -280,6 +285,8 @@ impl Default for ApiConfig {
             listen: "127.0.0.1:8080".into(),
             tokens: Vec::new(),
             tracking_secret: String::new(),
+            previous_tracking_secret: String::new(),
+            previous_tracking_secret_until: None,
             public_url: "http://127.0.0.1:8080".into(),
             body_limit_kb: 16 * 1024,
             max_batch: 10_000,
@@ -295,6 +302,11 @@ impl std::fmt::Debug for ApiConfig {
             .field("listen", &self.listen)
             .field("tokens", &format_args!("[{} redacted]", self.tokens.len()))
             .field("tracking_secret", &"redacted")
+            .field("previous_tracking_secret", &"redacted")
+            .field(
+                "previous_tracking_secret_until",
+                &self.previous_tracking_secret_until,
+            )
             .field("public_url", &self.public_url)
             .field("body_limit_kb", &self.body_limit_kb)
             .field("max_batch", &self.max_batch)
@@ -329,16 +341,41 @@ impl Validate for ApiConfig {
             );
         }
         for (i, t) in self.tokens.iter().enumerate() {
-            if t.len() < MIN_SECRET_LEN {
+            if t.trim().len() < MIN_SECRET_LEN {
                 issues.push(
                     at.key("tokens").index(i),
                     format!(
-                        "a token needs at least {MIN_SECRET_LEN} characters (is its variable set?)"
+                        "a token needs at least {MIN_SECRET_LEN} characters other than spaces (is its variable set?)"
                     ),
+                );
+            } else if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                issues.push(
+                    at.key("tokens").index(i),
+                    "a token cannot hold spaces or control characters (it travels in a header)",
                 );
             }
         }
-        if self.tracking_secret.len() < MIN_SECRET_LEN {
+        match (
+            self.previous_tracking_secret.is_empty(),
+            self.previous_tracking_secret_until,
+        ) {
+            (true, Some(_)) => issues.push(
+                at.key("previous_tracking_secret_until"),
+                "only meaningful with previous_tracking_secret",
+            ),
+            (false, None) => issues.push(
+                at.key("previous_tracking_secret"),
+                "needs previous_tracking_secret_until: how long links signed with it keep working",
+            ),
+            (false, Some(_)) if self.previous_tracking_secret.trim().len() < MIN_SECRET_LEN => {
+                issues.push(
+                    at.key("previous_tracking_secret"),
+                    format!("at least {MIN_SECRET_LEN} characters other than spaces"),
+                )
+            }
+            _ => {}
+        }
+        if self.tracking_secret.trim().len() < MIN_SECRET_LEN {
             issues.push(
                 at.key("tracking_secret"),
                 format!(

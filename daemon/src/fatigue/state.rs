@@ -189,6 +189,18 @@ impl ContactState {
         let Some(effect) = guard.effect(&event.kind) else {
             return Ok(());
         };
+        // Stored before instants were checked on the way in (or written
+        // into the store by hand): left out, so that one bad row never
+        // makes the whole contact unreadable or unplannable.
+        if u32::try_from(secs(event.at)).is_err() {
+            tracing::warn!(
+                contact = %event.contact,
+                kind = %event.kind,
+                at = %event.at,
+                "event outside 1970–2106 left out of fatigue"
+            );
+            return Ok(());
+        }
         let send = effect.send.map(|default| {
             event
                 .channel

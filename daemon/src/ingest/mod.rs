@@ -6,11 +6,14 @@
 //! later loses nothing.
 
 pub mod patch;
+pub mod range;
 mod reader;
 
 pub use patch::{Kind, Patch, Record};
+pub use range::{IngestConfig, InstantRange};
 pub use reader::{Format, Line, LineError, parse_patch, read_event_lines, read_lines};
 
+use crate::limits::{self, ID_MAX};
 use crate::model::{BusinessSignal, Event, Timestamp};
 use serde_json::{Map, Value};
 
@@ -71,10 +74,17 @@ pub(crate) fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, S
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
-        if path == "." {
-            inner
-        } else {
-            format!("{path}: {inner}")
+        // serde names a missing field only in its message: name it first.
+        let missing = ["missing field `", "unknown field `"]
+            .iter()
+            .find_map(|p| inner.strip_prefix(p))
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(name, _)| name);
+        match (path.as_str(), missing) {
+            (".", Some(name)) => format!("{name}: {inner}"),
+            (_, Some(name)) => format!("{path}.{name}: {inner}"),
+            (".", None) => inner,
+            _ => format!("{path}: {inner}"),
         }
     })
 }
@@ -84,6 +94,13 @@ pub fn parse_event(value: Value) -> Result<Incoming, String> {
     let Value::Object(mut obj) = value else {
         return Err("an event must be a JSON object".into());
     };
+    // Lengths first, so that no later message repeats a huge value.
+    for field in ["id", "contact", "company", "type", "channel"] {
+        limits::check_value(field, obj.get(field), ID_MAX)?;
+    }
+    if let Some(Value::Object(props)) = obj.get("props") {
+        limits::check_object("props", props)?;
+    }
     let company = match obj.remove("company") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if !s.trim().is_empty() => Some(s),
@@ -137,7 +154,12 @@ fn parse_at(v: Option<&Value>) -> Result<Timestamp, String> {
         .ok_or_else(|| "at: missing field, expected an RFC 3339 instant".to_string())?;
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|d| d.with_timezone(&chrono::Utc))
-        .map_err(|e| format!("at: `{s}` is not an RFC 3339 instant ({e})"))
+        .map_err(|e| {
+            format!(
+                "at: `{}` is not an RFC 3339 instant ({e})",
+                limits::shown(s)
+            )
+        })
 }
 
 #[cfg(test)]

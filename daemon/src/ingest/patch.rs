@@ -159,8 +159,14 @@ pub trait Record: Serialize + DeserializeOwned + PartialEq {
     }
 }
 
+/// Attributes accumulate over imports: the merged ones keep the limit too.
+fn check_attributes(attributes: &crate::model::Attributes) -> Result<(), String> {
+    crate::limits::check_entries("attributes", attributes.iter())
+}
+
 impl Record for Contact {
     fn check(&self) -> Result<(), String> {
+        check_attributes(&self.attributes)?;
         if let Some(email) = &self.email {
             let ok = email.split_once('@').is_some_and(|(local, domain)| {
                 !local.is_empty() && domain.contains('.') && !email.contains(char::is_whitespace)
@@ -183,10 +189,15 @@ impl Record for Contact {
     }
 }
 
-impl Record for Company {}
+impl Record for Company {
+    fn check(&self) -> Result<(), String> {
+        check_attributes(&self.attributes)
+    }
+}
 
 impl Record for Deal {
     fn check(&self) -> Result<(), String> {
+        check_attributes(&self.attributes)?;
         match self.amount {
             Some(a) if !a.is_finite() || a < 0.0 => {
                 Err(format!("amount: {a} is not a valid amount"))
@@ -227,6 +238,25 @@ mod tests {
         assert!(merged.do_not_contact.contains("sms"));
         let same: Contact = p.apply(Some(&merged)).expect("valid");
         assert_eq!(same, merged, "re-applying changes nothing");
+    }
+
+    #[test]
+    fn attributes_merged_over_imports_keep_their_limit() {
+        let mut base = Contact::default();
+        for i in 0..3 {
+            let mut p = patch(json!({}));
+            p.attributes
+                .insert(format!("a{i}"), json!("x".repeat(6_000)));
+            match p.apply::<Contact>(Some(&base)) {
+                Ok(merged) => base = merged,
+                Err(e) => {
+                    assert_eq!(i, 2);
+                    assert!(e.starts_with("attributes: "), "{e}");
+                    return;
+                }
+            }
+        }
+        panic!("the third patch goes over the limit");
     }
 
     #[test]

@@ -213,7 +213,42 @@ fn finish(patch: Patch, kind: Kind) -> Result<Patch, String> {
     if patch.id.trim().is_empty() {
         return Err(format!("id: missing, every {} needs its id", kind.noun()));
     }
+    check_lengths(&patch)?;
     Ok(patch)
+}
+
+/// The limits of [`crate::limits`] on everything a line says.
+fn check_lengths(patch: &Patch) -> Result<(), String> {
+    use crate::limits::{
+        ID_MAX, SIGNALS_MAX, TEXT_MAX, check, check_entries, check_key, check_object,
+    };
+    check("id", &patch.id, ID_MAX)?;
+    for (field, value) in &patch.fields {
+        let max = if matches!(field.as_str(), "company" | "contact") {
+            ID_MAX
+        } else {
+            TEXT_MAX
+        };
+        crate::limits::check_value(field, Some(value), max)?;
+    }
+    for channel in patch.consent.keys() {
+        check_key("consent", channel)?;
+    }
+    for channel in patch.do_not_contact.keys() {
+        check_key("do_not_contact", channel)?;
+    }
+    check_entries("attributes", patch.attributes.iter())?;
+    if patch.signals.len() > SIGNALS_MAX {
+        return Err(format!(
+            "signals: {} given, at most {SIGNALS_MAX} a line",
+            patch.signals.len()
+        ));
+    }
+    for (i, s) in patch.signals.iter().enumerate() {
+        check(&format!("signals[{i}].kind"), &s.kind, ID_MAX)?;
+        check_object(&format!("signals[{i}].props"), &s.props)?;
+    }
+    Ok(())
 }
 
 fn object(key: &str, value: Value) -> Result<Map<String, Value>, String> {

@@ -31,9 +31,23 @@ pub(crate) fn to_micros(t: Timestamp) -> i64 {
     t.timestamp_micros()
 }
 
+/// A stored instant beyond what chrono represents (about ±262,000 years:
+/// only a row written by hand) reads as the nearest one it can, so that a
+/// read never fails on it; fatigue then leaves such an event out.
 pub(crate) fn from_micros(us: i64) -> Result<Timestamp, StoreError> {
-    DateTime::<Utc>::from_timestamp_micros(us)
-        .ok_or_else(|| StoreError::Corrupt(format!("instant {us} out of range")))
+    Ok(
+        DateTime::<Utc>::from_timestamp_micros(us).unwrap_or_else(|| {
+            tracing::warn!(
+                micros = us,
+                "stored instant out of range, read as the nearest"
+            );
+            if us < 0 {
+                DateTime::<Utc>::MIN_UTC
+            } else {
+                DateTime::<Utc>::MAX_UTC
+            }
+        }),
+    )
 }
 
 impl SqliteStore {
@@ -429,7 +443,7 @@ impl Records for SqliteStore {
                 kind: r.get(1)?,
                 at: from_micros(r.get(2)?)?,
                 channel: r.get(3)?,
-                props: decode(&r.get::<_, String>(4)?)?,
+                props: decode_props(&r.get::<_, String>(4)?)?,
             });
         }
         Ok(out)
@@ -542,10 +556,14 @@ pub(super) fn decode_props(
     text: &str,
 ) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
     if text == "{}" {
-        Ok(serde_json::Map::new())
-    } else {
-        decode(text)
+        return Ok(serde_json::Map::new());
     }
+    // Props written by hand or by an older version that cannot be read
+    // count as none, rather than making the contact unreadable.
+    Ok(decode(text).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "stored event props unreadable, read as none");
+        serde_json::Map::new()
+    }))
 }
 
 /// The next event sequence number. Numbers are never reused, even after the
@@ -599,7 +617,7 @@ pub(super) fn load_company(conn: &Connection, id: &str) -> Result<Option<Company
         signals.push(crate::model::BusinessSignal {
             kind: r.get(0)?,
             at: from_micros(r.get(1)?)?,
-            props: decode(&r.get::<_, String>(2)?)?,
+            props: decode_props(&r.get::<_, String>(2)?)?,
         });
     }
     Ok(Some(Company {
@@ -665,7 +683,7 @@ fn load_company_batch(
             out[i].1.signals.push(crate::model::BusinessSignal {
                 kind: r.get(1)?,
                 at: from_micros(r.get(2)?)?,
-                props: decode(&r.get::<_, String>(3)?)?,
+                props: decode_props(&r.get::<_, String>(3)?)?,
             });
         }
     }

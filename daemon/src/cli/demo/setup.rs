@@ -86,6 +86,7 @@ pub fn prepare(base: &Path, clock: &Clock, args: &Args) -> Result<Prepared, Fail
     let now = clock.now();
     let offset = now - reference;
     let mut store = open_store(&config)?;
+    let range = config.ingest.range(now);
     let mut counts = Vec::new();
     for (kind, name) in [
         (Kind::Company, "companies"),
@@ -95,7 +96,14 @@ pub fn prepare(base: &Path, clock: &Clock, args: &Args) -> Result<Prepared, Fail
         let path = data.join(format!("{name}.csv"));
         let reader = std::fs::File::open(&path)
             .map_err(|e| Failure::Input(format!("cannot read {}: {e}", path.display())))?;
-        let summary = import::load(&mut store, Some(kind), Box::new(reader), Format::Csv, &path)?;
+        let summary = import::load(
+            &mut store,
+            Some(kind),
+            Box::new(reader),
+            Format::Csv,
+            &path,
+            &range,
+        )?;
         counts.push(imported(&summary, name));
     }
     let events = data.join("events.jsonl");
@@ -106,6 +114,7 @@ pub fn prepare(base: &Path, clock: &Clock, args: &Args) -> Result<Prepared, Fail
         Box::new(std::io::Cursor::new(moved.into_bytes())),
         Format::Jsonl,
         &events,
+        &range,
     )?;
     counts.push(imported(&summary, "events"));
 
