@@ -22,3 +22,4 @@ pub mod scheduler;
 pub mod scoring;
 pub mod shutdown;
 pub mod store;
+pub mod templates;

@@ -13,6 +13,8 @@ pub mod openapi;
 mod ops;
 mod planning;
 mod reads;
+mod templates;
+mod timing;
 pub mod tracking;
 
 pub use db::{Db, StoreSpec};
@@ -87,6 +89,7 @@ fn parts() -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiState>) {
         .routes(routes!(reads::get_outbox))
         .routes(routes!(planning::post_broadcasts))
         .routes(routes!(planning::get_plan))
+        .routes(routes!(templates::get_preview))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi_json));
     let open = OpenApiRouter::new()
@@ -116,6 +119,10 @@ pub fn router(state: ApiState) -> Router {
     protected
         .merge(Router::from(open))
         .fallback(ops::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            timing::record,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

@@ -41,10 +41,10 @@ pub async fn readyz(State(state): State<ApiState>) -> Result<Json<Value>, ApiErr
     })))
 }
 
-/// Counters in the Prometheus text format.
+/// Counters, gauges and histograms in the OpenMetrics text format.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses(
-        (status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain"),
+        (status = 200, description = "OpenMetrics text 1.0.0", body = String, content_type = "application/openmetrics-text"),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
     ),
     security(("bearer" = [])))]
@@ -55,7 +55,10 @@ pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse,
         .map(|(k, v)| (k.as_str().to_string(), v))
         .collect();
     Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.render(&depth),
     ))
 }

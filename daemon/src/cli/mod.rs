@@ -12,6 +12,7 @@ mod outbox;
 mod output;
 mod plan;
 mod scoring;
+mod template;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -163,6 +164,11 @@ enum Command {
         #[command(subcommand)]
         action: plan::Broadcast,
     },
+    /// Message templates: what a contact would receive.
+    Template {
+        #[command(subcommand)]
+        action: template::Action,
+    },
     /// The schedules, their last tick and next one, and the recent job runs.
     Schedules {
         #[arg(long, default_value_t = 100)]
@@ -280,6 +286,7 @@ fn run(cli: &Cli, clock: &Clock) -> Result<u8, Failure> {
         Command::Run { once, json } => daemon::run(config, clock, *once, *json),
         Command::Plan { contact, json } => plan::plan(&config, clock, contact.as_deref(), *json),
         Command::Broadcast { action } => plan::broadcast(&config, clock, action),
+        Command::Template { action } => template::run(&config, clock, action),
         Command::Schedules { limit, json } => daemon::schedules(&config, clock, *limit, *json),
     }
 }

@@ -51,6 +51,10 @@ pub struct Config {
     pub plugins: PluginsConfig,
     pub followups: FollowupsConfig,
     pub api: ApiConfig,
+    /// `[templating]`: the folder of template files, the default language.
+    pub templating: crate::templates::TemplatingConfig,
+    /// Every template compiled once at load (and at SIGHUP).
+    pub compiled_templates: crate::templates::Templates,
 }
 
 const SECTIONS: &[&str] = &[
@@ -65,6 +69,7 @@ const SECTIONS: &[&str] = &[
     "plugins",
     "followups",
     "api",
+    "templating",
 ];
 
 impl Config {
@@ -127,6 +132,7 @@ impl Config {
         let plugins = loader.section::<PluginsConfig>(&root, "plugins");
         let followups = loader.section::<FollowupsConfig>(&root, "followups");
         let api = loader.section::<ApiConfig>(&root, "api");
+        let templating = loader.section::<crate::templates::TemplatingConfig>(&root, "templating");
 
         let (
             Some(store),
@@ -140,9 +146,10 @@ impl Config {
             Some(plugins),
             Some(followups),
             Some(api),
+            Some(templating),
         ) = (
             store, log, scoring, fatigue, channels, templates, schedules, outbox, plugins,
-            followups, api,
+            followups, api, templating,
         )
         else {
             return Err(loader.finish());
@@ -160,9 +167,33 @@ impl Config {
             plugins,
             followups,
             api,
+            templating,
+            compiled_templates: Default::default(),
         };
+        let mut config = config;
         let mut issues = Issues::default();
         config.check_references(&mut issues);
+        let (compiled, problems) =
+            crate::templates::compile(file, &config.templating, &config.templates);
+        config.compiled_templates = compiled;
+        for p in problems {
+            match p {
+                crate::templates::TemplateIssue::Inline { at, message } => issues.push(at, message),
+                crate::templates::TemplateIssue::File {
+                    file,
+                    line,
+                    column,
+                    key,
+                    message,
+                } => loader.errors.push(ConfigError {
+                    file,
+                    line,
+                    column,
+                    key,
+                    message,
+                }),
+            }
+        }
         loader.issues(&root, issues);
         if loader.errors.is_empty() {
             Ok(config)

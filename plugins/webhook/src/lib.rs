@@ -11,7 +11,7 @@ pub mod guard;
 pub mod sign;
 
 use guard::{Guard, GuardedResolver, Network, Refused};
-use relance_plugin_api::template::render;
+use relance_plugin_api::template::{Part, part};
 use relance_plugin_api::{
     Action, Cancel, DeliverRequest, Health, HealthcheckRequest, Manifest, Outcome, PROTOCOL,
     Plugin, SettingDoc,
@@ -241,7 +241,6 @@ impl Webhook {
     }
 
     fn payload(&self, r: &DeliverRequest) -> Value {
-        let text = |t: &Option<String>, html| t.as_ref().map(|t| render(t, r, html));
         json!({
             "type": self.event_type,
             "timestamp": r.now,
@@ -254,9 +253,9 @@ impl Webhook {
                 "score": r.score,
                 "message": {
                     "template": r.message.template,
-                    "subject": text(&r.message.subject, false),
-                    "text": text(&r.message.text, false),
-                    "html": text(&r.message.html, true),
+                    "subject": part(r, Part::Subject),
+                    "text": part(r, Part::Text),
+                    "html": part(r, Part::Html),
                 },
                 "vars": r.vars,
             }
