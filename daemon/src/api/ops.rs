@@ -50,9 +50,10 @@ pub async fn readyz(State(state): State<ApiState>) -> Result<Json<Value>, ApiErr
     security(("bearer" = [])))]
 pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
     let depth = state.db().read(|s| Ok(s.outbox_depth()?)).await?;
-    let depth: BTreeMap<String, u64> = depth
-        .into_iter()
-        .map(|(k, v)| (k.as_str().to_string(), v))
+    // Every state, empty ones at 0, so a series never vanishes.
+    let depth: BTreeMap<String, u64> = crate::outbox::State::ALL
+        .iter()
+        .map(|s| (s.as_str().to_string(), depth.get(s).copied().unwrap_or(0)))
         .collect();
     Ok((
         [(
