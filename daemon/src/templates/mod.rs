@@ -284,7 +284,7 @@ pub fn compile(
                 }
             }
         };
-        if let Some((line, column, message)) = refused_reference(source, &names) {
+        if let Some((line, column, message)) = refused_reference(source, &names, &env) {
             issues.push(place(line, column, message));
             continue;
         }
@@ -369,27 +369,64 @@ fn read_folder(
     }
 }
 
+/// Whether `name` is a filter (or, with `test`, a test) of `env`: minijinja
+/// looks them up only when a template runs, so a misspelt one would fail
+/// every send instead of the load.
+fn known(env: &Environment<'static>, name: &str, test: bool) -> bool {
+    let probe = if test {
+        format!("{{{{ none is {name} }}}}")
+    } else {
+        format!("{{{{ none | {name} }}}}")
+    };
+    match env.render_str(&probe, ()) {
+        Ok(_) => true,
+        Err(e) => !matches!(
+            e.kind(),
+            minijinja::ErrorKind::UnknownFilter | minijinja::ErrorKind::UnknownTest
+        ),
+    }
+}
+
 /// The first `include`, `import`, `from` or `extends` that does not name,
-/// with a literal, a template compiled from the configuration: nothing may
-/// read another file, a URL, or a name computed at send time.
-fn refused_reference(source: &str, names: &BTreeSet<String>) -> Option<(usize, usize, String)> {
+/// with a literal, a template compiled from the configuration (nothing may
+/// read another file, a URL, or a name computed at send time), or the
+/// first unknown filter or test.
+fn refused_reference(
+    source: &str,
+    names: &BTreeSet<String>,
+    env: &Environment<'static>,
+) -> Option<(usize, usize, String)> {
     use minijinja::machinery::{Token, tokenize};
     let syntax = minijinja::syntax::SyntaxConfig::default();
     let mut tokens = tokenize(source, false, syntax).peekable();
     let mut after_block_start = false;
+    let mut previous_pipe = false;
+    let mut previous_is = false;
     while let Some(token) = tokens.next() {
         let Ok((token, span)) = token else {
             // Syntax errors are reported by the compiler, with more detail.
             return None;
         };
         let starts = std::mem::replace(&mut after_block_start, matches!(token, Token::BlockStart));
+        let pipe = std::mem::replace(&mut previous_pipe, matches!(token, Token::Pipe));
+        let is = std::mem::replace(&mut previous_is, matches!(token, Token::Ident("is")));
         let Token::Ident(keyword) = token else {
             continue;
         };
+        let at = (span.start_line as usize, span.start_col as usize + 1);
+        if pipe && !known(env, keyword, false) {
+            return Some((at.0, at.1, format!("unknown filter `{keyword}`")));
+        }
+        if is && keyword == "not" {
+            previous_is = true;
+            continue;
+        }
+        if is && !known(env, keyword, true) {
+            return Some((at.0, at.1, format!("unknown test `{keyword}`")));
+        }
         if !starts || !matches!(keyword, "include" | "import" | "from" | "extends") {
             continue;
         }
-        let at = (span.start_line as usize, span.start_col as usize + 1);
         let target = match tokens.next() {
             Some(Ok((Token::Str(s), _))) => Some(s.to_string()),
             Some(Ok((Token::String(s), _))) => Some(s.to_string()),

@@ -205,12 +205,21 @@ fn template_errors_are_configuration_errors_with_their_place() {
         "<p>\n{% if x %}never closed</p>\n",
     );
     let toml = format!(
-        "{CHANNELS}[templating]\ndir = \"t\"\n\n[templates.bad]\nchannel = \"email\"\n\n[templates.inline]\nchannel = \"email\"\ntext = \"ok\\n{{{{ first_name | }}}}\"\n\n[templates.none]\nchannel = \"email\"\n"
+        "{CHANNELS}[templating]\ndir = \"t\"\n\n[templates.bad]\nchannel = \"email\"\n\n[templates.inline]\nchannel = \"email\"\ntext = \"ok\\n{{{{ first_name | }}}}\"\n\n[templates.typo]\nchannel = \"email\"\nsubject = \"{{{{ first_name | defualt(\\\"Madame\\\") }}}}{{% if score is not odd and band is hot %}}{{% endif %}}\"\n\n[templates.none]\nchannel = \"email\"\n"
     );
     let errors = load(dir.path(), &toml).expect_err("invalid");
     let text = errors.to_string();
     let errs = errors.errors();
-    assert_eq!(errs.len(), 3, "{text}");
+    assert_eq!(errs.len(), 4, "{text}");
+    let typo = errs
+        .iter()
+        .find(|e| e.key == "templates.typo.subject")
+        .expect(&text);
+    assert!(
+        typo.message
+            .ends_with("column 17 of the template: unknown filter `defualt`"),
+        "{text}"
+    );
     let file = errs
         .iter()
         .find(|e| e.file.ends_with("t/bad/html.html"))
