@@ -423,11 +423,44 @@ fn a_delivery_moves_its_histogram_on_the_running_daemon_and_the_api_previews() {
         assert!(n.is_some_and(|n| n >= 1.0), "{route}: {after}");
     }
     assert_eq!(emails(&env.path("mail")).len(), 1);
+
+    // SIGHUP compiles the templates again; a broken one is refused and the
+    // running ones stay.
+    let subject = || {
+        let (_, body) = get("/v1/templates/welcome/preview?contact=fr").unwrap();
+        serde_json::from_str::<Value>(&body).unwrap()["subject"].clone()
+    };
+    let file = "templates/welcome/fr/subject.txt";
+    put(&env, file, "{{ first_name }}, votre nouveau guide\n");
+    signal(&child, "HUP");
+    let started = Instant::now();
+    while subject() != "Zoé, votre nouveau guide" {
+        assert!(started.elapsed() < Duration::from_secs(30), "not reloaded");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    put(&env, file, "{{ first_name \n");
+    signal(&child, "HUP");
+    let started = Instant::now();
+    while !std::fs::read_to_string(env.path("run.log"))
+        .unwrap()
+        .contains("welcome/fr/subject.txt:1:")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the broken template was not reported"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(subject(), "Zoé, votre nouveau guide");
+    signal(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+}
+
+fn signal(child: &Child, signal: &str) {
     let status = Command::new("kill")
-        .arg("-TERM")
+        .arg(format!("-{signal}"))
         .arg(child.id().to_string())
         .status()
         .unwrap();
-    assert!(status.success());
-    assert!(child.wait().unwrap().success());
+    assert!(status.success(), "kill -{signal}");
 }
