@@ -269,6 +269,62 @@ fn templates_that_read_files_or_fail_to_compile_are_configuration_errors() {
     );
 }
 
+#[test]
+fn a_template_that_fails_for_a_contact_fails_its_send_for_good_with_the_reason() {
+    let env = Env::new();
+    config(
+        &env,
+        18997,
+        "\n[schedules.react]\njob = \"plan\"\ncron = \"* * * * *\"\n",
+    );
+    put(
+        &env,
+        "templates/welcome/en/text.txt",
+        "{{ 1000 // headcount }} euros per employee\n",
+    );
+    env.import_text(
+        "contacts",
+        "c.csv",
+        "id,email,headcount\nzero,zero@example.com,0\nten,ten@example.com,10\n",
+    );
+    env.import_text(
+        "events",
+        "e.jsonl",
+        "{\"contact\":\"zero\",\"type\":\"page_visit\",\"at\":\"2026-11-20T05:59:00Z\"}\n{\"contact\":\"ten\",\"type\":\"page_visit\",\"at\":\"2026-11-20T05:59:00Z\"}\n",
+    );
+    let out = env.run(&["template", "preview", "welcome", "--contact", "zero"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("welcome/en/text.txt: line 1"),
+        "{}",
+        stderr(&out)
+    );
+    once(&env, "2026-11-20T06:00:00Z");
+    once(&env, "2026-11-20T06:01:00Z");
+    let rows = env.json(&["outbox", "--json"]);
+    let state = |contact: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["contact"] == contact)
+            .unwrap_or_else(|| panic!("no row for {contact}: {rows}"))
+            .clone()
+    };
+    let zero = state("zero");
+    assert_eq!(zero["state"], "dead", "{zero}");
+    assert!(
+        zero["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("welcome/en/text.txt"),
+        "{zero}"
+    );
+    assert_eq!(state("ten")["state"], "sent");
+    let sent = emails(&env.path("mail"));
+    assert_eq!(sent.len(), 1);
+    assert_eq!(lf(&sent[0]["text"]).unwrap(), "100 euros per employee\n");
+}
+
 fn spawn_daemon(env: &Env) -> Child {
     Command::new(BIN)
         .arg("--config")
