@@ -616,6 +616,8 @@ async fn metrics_are_prometheus_text_and_the_openapi_document_lists_every_route(
         "/v1/broadcasts",
         "/v1/plan",
         "/v1/templates/{name}/preview",
+        "/v1/tasks",
+        "/v1/tasks/{id}/outcome",
         "/t/o/{token}",
         "/t/c/{token}",
         "/u/{token}",

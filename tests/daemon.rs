@@ -875,6 +875,23 @@ action = {{ channel = "mail", template = "hello" }}
     let open = token_after(&eml, "/t/o/").expect("an open pixel");
     let click = token_after(&eml, "/t/c/").expect("a signed click link");
     let unsubscribe = token_after(&eml, "/u/").expect("a one-click unsubscribe URL");
+    // The file transport gets the same headers as SMTP: RFC 8058 one-click.
+    let unfolded = eml.replace("\r\n ", " ");
+    let header = |name: &str| {
+        unfolded
+            .lines()
+            .take_while(|l| !l.is_empty())
+            .find_map(|l| l.strip_prefix(name).map(str::trim).map(str::to_string))
+    };
+    assert_eq!(
+        header("List-Unsubscribe:"),
+        Some(format!("<{base}/u/{unsubscribe}>")),
+        "{eml}"
+    );
+    assert_eq!(
+        header("List-Unsubscribe-Post:").as_deref(),
+        Some("List-Unsubscribe=One-Click")
+    );
     assert!(
         !eml.contains("href=\"https://payroll.example/offer\""),
         "the link was not rewritten"

@@ -99,7 +99,7 @@ async fn open(host: &PluginHost, name: &str, settings: serde_json::Value) {
 }
 
 fn settings(c: &Crm) -> Value {
-    json!({"url": c.url, "token": c.token, "owners": {"alice": "alice.owner@example.com"}})
+    json!({"url": c.url, "token": c.token, "allow_networks": ["127.0.0.0/8"], "owners": {"alice": "alice.owner@example.com"}})
 }
 
 fn contact_request(key: &str, id: &str, action: Action) -> DeliverRequest {
@@ -293,7 +293,7 @@ async fn a_refused_token_is_permanent_and_an_unreachable_crm_retryable() {
     open(
         &host,
         "bad-token",
-        json!({"url": crm.url, "token": "bcrm_pat_not-a-real-token"}),
+        json!({"url": crm.url, "token": "bcrm_pat_not-a-real-token", "allow_networks": ["127.0.0.0/8"]}),
     )
     .await;
     match host
@@ -315,7 +315,7 @@ async fn a_refused_token_is_permanent_and_an_unreachable_crm_retryable() {
     open(
         &host,
         "down",
-        json!({"url": format!("http://127.0.0.1:{port}"), "token": crm.token}),
+        json!({"url": format!("http://127.0.0.1:{port}"), "token": crm.token, "allow_networks": ["127.0.0.0/8"]}),
     )
     .await;
     assert!(matches!(
@@ -378,7 +378,7 @@ async fn writes_committed_before_a_500_are_found_not_repeated() {
     open(
         &host,
         "phone",
-        json!({"url": crm.broker_down_url, "token": crm.token, "timeout_secs": 80,
+        json!({"url": crm.broker_down_url, "token": crm.token, "timeout_secs": 80, "allow_networks": ["127.0.0.0/8"],
                "owners": {"alice": "alice.owner@example.com"}}),
     )
     .await;
@@ -405,4 +405,62 @@ async fn writes_committed_before_a_500_are_found_not_repeated() {
             .any(|l| l.contains("POST /api/contacts/") && l.contains("\" 500 ")),
         "the CRM did answer 500"
     );
+}
+
+/// The CRM URL stands behind the same SSRF guard as webhooks: an internal
+/// address, however spelt, or a name resolving to one, is refused without
+/// a connection unless `allow_networks` lets it through. Needs no CRM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ssrf_guard_refuses_an_internal_crm_url_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host(dir.path());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    for (name, url, why) in [
+        ("v4", format!("http://127.0.0.1:{port}"), "loopback"),
+        ("decimal", format!("http://2130706433:{port}"), "loopback"),
+        (
+            "mapped",
+            format!("http://[::ffff:127.0.0.1]:{port}"),
+            "IPv4-mapped",
+        ),
+        (
+            "metadata",
+            "http://169.254.169.254".to_string(),
+            "cloud metadata",
+        ),
+        ("name", format!("http://localhost:{port}"), "loopback"),
+    ] {
+        open(&host, name, json!({"url": url, "token": "bcrm_pat_x"})).await;
+        match host
+            .deliver(name, contact_request("k", "x", Action::CallTask))
+            .await
+            .unwrap()
+        {
+            Delivery::Permanent { reason, .. } => assert!(
+                reason.contains("SSRF guard") && reason.contains(why),
+                "{name}: {reason}"
+            ),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    assert!(listener.accept().is_err(), "nothing connected");
+    // Allowed explicitly: the request goes out (and meets a closed door).
+    drop(listener);
+    open(
+        &host,
+        "allowed",
+        json!({"url": format!("http://127.0.0.1:{port}"), "token": "bcrm_pat_x",
+               "allow_networks": ["127.0.0.0/8"]}),
+    )
+    .await;
+    match host
+        .deliver("allowed", contact_request("k", "x", Action::CallTask))
+        .await
+        .unwrap()
+    {
+        Delivery::Retryable { reason, .. } => assert!(!reason.contains("SSRF"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
 }

@@ -218,7 +218,7 @@ async fn starttls_with_authentication_delivers_the_rendered_message() {
         &host,
         "email",
         json!({
-            "host": "127.0.0.1", "port": port, "tls": "starttls",
+            "host": "127.0.0.1", "allow_networks": ["127.0.0.1"], "port": port, "tls": "starttls",
             "ca_file": ca, "username": "relance", "password": "s3cret-pass",
             "from": "Ventes <ventes@example.com>",
             "unsubscribe_url": "https://example.com/unsubscribe?c={{id}}",
@@ -314,7 +314,7 @@ async fn implicit_tls_delivers_and_a_wrong_password_is_permanent() {
     let host = host(dir.path());
     let settings = |password: &str| {
         json!({
-            "host": "127.0.0.1", "port": port, "tls": "implicit", "ca_file": ca,
+            "host": "127.0.0.1", "allow_networks": ["127.0.0.1"], "port": port, "tls": "implicit", "ca_file": ca,
             "username": "relance", "password": password, "from": "ventes@example.com",
         })
     };
@@ -334,7 +334,7 @@ async fn implicit_tls_delivers_and_a_wrong_password_is_permanent() {
     open(
         &host,
         "untrusted",
-        json!({"host": "127.0.0.1", "port": port, "tls": "implicit",
+        json!({"host": "127.0.0.1", "allow_networks": ["127.0.0.1"], "port": port, "tls": "implicit",
                "username": "relance", "password": "s3cret-pass", "from": "ventes@example.com"}),
     )
     .await;
@@ -366,7 +366,7 @@ async fn smtp_sink_faults_end_in_the_right_class() {
         open(
             &host,
             &name,
-            json!({"host": "127.0.0.1", "port": port, "tls": "none", "from": "ventes@example.com", "timeout_secs": 5}),
+            json!({"host": "127.0.0.1", "allow_networks": ["127.0.0.1"], "port": port, "tls": "none", "from": "ventes@example.com", "timeout_secs": 5}),
         )
         .await;
         let r = host.deliver(&name, message("k")).await.unwrap();
@@ -387,7 +387,7 @@ async fn a_closed_port_is_retryable_and_missing_addresses_permanent() {
     open(
         &host,
         "email",
-        json!({"host": "127.0.0.1", "port": free_port(), "tls": "none", "from": "ventes@example.com", "timeout_secs": 5}),
+        json!({"host": "127.0.0.1", "allow_networks": ["127.0.0.1"], "port": free_port(), "tls": "none", "from": "ventes@example.com", "timeout_secs": 5}),
     )
     .await;
     assert!(matches!(
@@ -455,4 +455,75 @@ async fn the_built_in_email_plugin_works_without_any_shared_library() {
     for name in ["email", "webhook", "crm"] {
         assert_eq!(host.load(name).unwrap().name, name);
     }
+}
+
+/// The SSRF guard stands before the SMTP connection: an internal host in
+/// any spelling is refused at start, and a name is checked once resolved,
+/// at each send (a name that resolves to an internal address later is
+/// refused then). The SMTP server on loopback never sees a connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ssrf_guard_refuses_internal_smtp_hosts_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, port, out) = aiosmtpd(dir.path(), &[]);
+    let host = host(dir.path());
+    for spelling in [
+        "127.0.0.1",
+        "2130706433",
+        "0x7f.1",
+        "[::1]",
+        "::ffff:127.0.0.1",
+        "169.254.169.254",
+    ] {
+        let settings: toml::Table = serde_json::from_value(json!({
+            "host": spelling, "port": port, "tls": "none", "from": "ventes@example.com"
+        }))
+        .unwrap();
+        let e = host
+            .open_channel(
+                "literal",
+                &relance::config::ChannelConfig {
+                    plugin: "email".into(),
+                    event: "email_sent".into(),
+                    consent: Default::default(),
+                    settings,
+                    instances: 1,
+                },
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("SSRF guard"), "{spelling}: {e}");
+    }
+    // A name passes the start (DNS may be down then) and is refused at send.
+    open(
+        &host,
+        "name",
+        json!({"host": "localhost", "port": port, "tls": "none", "from": "ventes@example.com", "timeout_secs": 5}),
+    )
+    .await;
+    match host.deliver("name", message("k")).await.unwrap() {
+        Delivery::Permanent { reason, .. } => {
+            assert!(
+                reason.contains("SSRF guard") && reason.contains("loopback"),
+                "{reason}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    let health = host
+        .healthcheck("name", "2026-11-20T12:00:00Z".parse().unwrap())
+        .await
+        .unwrap();
+    assert!(!health.healthy, "{health:?}");
+    assert!(mails(&out).is_empty(), "nothing reached the SMTP server");
+    // Allowed explicitly, the same address delivers, however spelt.
+    open(
+        &host,
+        "allowed",
+        json!({"host": "2130706433", "port": port, "tls": "none", "from": "ventes@example.com",
+               "timeout_secs": 5, "allow_networks": ["127.0.0.0/8"]}),
+    )
+    .await;
+    let r = host.deliver("allowed", message("k")).await.unwrap();
+    assert!(matches!(r, Delivery::Ok { .. }), "{r:?}");
 }

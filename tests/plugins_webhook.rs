@@ -367,6 +367,33 @@ async fn the_ssrf_guard_refuses_internal_targets_unless_allowed() {
             "is IPv4-mapped",
         ),
         ("name", format!("http://localhost:{port}/"), "is loopback"),
+        (
+            "decimal",
+            format!("http://2130706433:{port}/"),
+            "127.0.0.1 is loopback",
+        ),
+        (
+            "hex",
+            format!("http://0x7f.1:{port}/"),
+            "127.0.0.1 is loopback",
+        ),
+        (
+            "compatible",
+            format!("http://[::127.0.0.1]:{port}/"),
+            "IPv4-compatible",
+        ),
+        ("6to4", format!("http://[2002:7f00:1::1]:{port}/"), "6to4"),
+        (
+            "nat64",
+            format!("http://[64:ff9b::7f00:1]:{port}/"),
+            "NAT64",
+        ),
+        (
+            "benchmarking",
+            "http://198.18.0.1/".to_string(),
+            "benchmarking",
+        ),
+        ("reserved", "http://240.0.0.1/".to_string(), "reserved"),
     ];
     for (name, url, why) in &cases {
         open(&host, name, json!({"url": url, "secret": SECRET})).await;

@@ -103,7 +103,7 @@ def hours(h):
     return h / 24
 
 
-# Martino: hot (215) — profile 120, behaviour 95 (seed 001).
+# Martino: hot (215) — profile 120, behaviour 95.
 for d, kind, props in [(3, "demo_request", {}), (5, "download", {"asset": "livre-blanc-paie"}),
                        (4, "page_visit", {"url": "https://payroll.example/pricing"}),
                        (hours(6), "page_visit", {"url": "https://payroll.example/blog/expatriates"}),
@@ -125,7 +125,7 @@ for who, age in [("martin", 8), ("nathalie", 95)]:
     ev(who, "download", age + 2)
     ev(who, "page_visit", age + 1, url="https://payroll.example/pricing")
     ev(who, "page_visit", age + 2, url="https://payroll.example/tarifs")
-# Deal stages (seed 000).
+# Deal stages.
 ev("martino", "deal_stage", 1, deal="deal-bati", stage="director_loves_proposal")
 ev("rajati", "deal_stage", 2, deal="deal-usine", stage="purchasing_halves_budget")
 # Albert Dupont: called often, never reached; his homonym was never called.

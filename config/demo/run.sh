@@ -1,39 +1,17 @@
 #!/usr/bin/env bash
-# The main job on the embedded store with the demo data, no external service:
-# a fresh SQLite file, the demo imported, then what relance makes of it at the
-# demo's reference instant.
+# The main job on the embedded store, live: builds relance (a debug build:
+# about 3 minutes the first time on two cores, with cargo's progress), then
+# `relance demo` — a fresh SQLite store under target/demo/, the demo data
+# imported with its instants moved to now, `relance run` with the API on
+# 127.0.0.1 and a stream of events posted to it. Ctrl-C stops it.
+# Arguments go to `relance demo` (e.g. --pace 1s, --for 60s, --listen).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-NOW="${RELANCE_DEMO_NOW:-2026-11-20T12:00:00Z}"
-export RELANCE_DB="${RELANCE_DB:-$PWD/target/demo/relance.db}"
-mkdir -p "$(dirname "$RELANCE_DB")"
-rm -f "$RELANCE_DB" "$RELANCE_DB-wal" "$RELANCE_DB-shm"
-
-cargo build --release --quiet
-relance() { ./target/release/relance --config config/relance.toml --now "$NOW" "$@"; }
-
-relance check
-relance import companies config/demo/companies.csv
-relance import contacts config/demo/contacts.csv
-relance import deals config/demo/deals.csv
-relance import events config/demo/events.jsonl
-
-section() { printf '\n== %s\n' "$*"; }
-section "Scores: a full pass, then an incremental one that has nothing to do"
-relance rescore
-relance rescore
-section "Martino (seed: 215, hot) and Nathalie (250 less 3 months of inactivity)"
-relance score martino
-relance score nathalie
-section "What if another company's threshold (125) applied?"
-sed 's/^min = 150.0$/min = 125.0/' config/relance.toml > target/demo/threshold-125.toml
-relance score --what-if target/demo/threshold-125.toml | tail -4
-section "Deals, best first"
-relance deals | head -6
-section "P's fatigue (seed: 12), and what the guard says"
-relance fatigue p
-relance guard p --channel email --kind systematic
-relance guard p --channel phone --kind opportunistic
-section "Marketing pressure against customer value"
-relance pressure
+if ! command -v cargo >/dev/null; then
+    echo "run.sh: cargo not found: install a Rust toolchain (https://rustup.rs)" >&2
+    exit 2
+fi
+echo "Building relance (cargo build -p relance) ..." >&2
+cargo build -p relance
+exec ./target/debug/relance --config config/relance.toml demo "$@"

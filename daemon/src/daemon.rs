@@ -147,11 +147,19 @@ async fn build(config: &Config, clock: &Clock) -> Result<Parts, DaemonError> {
         &config.file,
         builtin_tables(),
     ));
-    for (name, channel) in &config.channels {
-        host.open_channel(name, channel).await?;
+    // Start with the channels that open; the others wait, and say why.
+    let unconfigured = crate::plugins::channels::open_all(&host, config).await;
+    for u in &unconfigured {
+        tracing::warn!(channel = %u.channel, followups = ?u.followups, "{u}");
+    }
+    for (channel, warnings) in crate::plugins::channels::settings_warnings(config) {
+        for w in warnings {
+            tracing::warn!(%channel, "{w}");
+        }
     }
     let owner = format!("relance-{}", std::process::id());
     let metrics = Metrics::new();
+    metrics.set_unconfigured_channels(host.unconfigured());
     let dispatcher = Arc::new(Dispatcher::new(
         SqliteStore::from_config(config)?,
         host.clone(),
@@ -286,7 +294,10 @@ pub async fn run(config: Config, clock: Clock) -> Result<(), DaemonError> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(&file, &config_tx, &parts.host).await,
+            _ = hup.recv() => {
+                reload(&file, &config_tx, &parts.host).await;
+                parts.metrics.set_unconfigured_channels(parts.host.unconfigured());
+            }
         }
     }
     let grace = config_rx

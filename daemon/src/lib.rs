@@ -22,4 +22,5 @@ pub mod scheduler;
 pub mod scoring;
 pub mod shutdown;
 pub mod store;
+pub mod tasks;
 pub mod templates;

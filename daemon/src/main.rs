@@ -12,18 +12,24 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    restore_sigpipe();
+    quiet_when_the_reader_leaves();
     cli::main()
 }
 
-/// `relance deals | head` must end quietly when `head` closes the pipe, as
-/// every command-line tool does; Rust ignores SIGPIPE by default, which
-/// turns that into a panic on the next print.
-#[allow(unsafe_code)]
-fn restore_sigpipe() {
-    // SAFETY: called first thing in main, before any other thread exists;
-    // SIG_DFL is a valid disposition for SIGPIPE.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+/// `relance deals | head -6` must end quietly, with status 0, when `head`
+/// has read enough: the next print fails with EPIPE, which `println!`
+/// turns into a panic (Rust ignores SIGPIPE). The reader left by choice, so
+/// this is no failure. Restoring SIGPIPE's default instead would kill the
+/// process with status 141, which a script under `set -o pipefail` takes
+/// for an error and stops on.
+fn quiet_when_the_reader_leaves() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info.payload_as_str().unwrap_or_default();
+        let epipe = format!("(os error {})", libc::EPIPE);
+        if message.starts_with("failed printing to stdout") && message.ends_with(&epipe) {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }

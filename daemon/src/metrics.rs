@@ -39,6 +39,8 @@ struct Inner {
     signal_to_send_seconds: Histograms,
     outbox_depth: Family<Labels, Gauge>,
     plugin_healthy: Family<Labels, Gauge>,
+    /// Channels that could not be opened, with why (for `/readyz`).
+    unconfigured: Mutex<BTreeMap<String, String>>,
 }
 
 /// What ingesting one item did.
@@ -111,6 +113,7 @@ impl Metrics {
             signal_to_send_seconds: Family::new_with_constructor(reaction_buckets),
             outbox_depth: Family::default(),
             plugin_healthy: Family::default(),
+            unconfigured: Mutex::default(),
         };
         for o in IngestOutcome::ALL {
             inner
@@ -263,6 +266,23 @@ impl Metrics {
             .plugin_healthy
             .get_or_create(&vec![("plugin", plugin.to_string())])
             .set(i64::from(healthy));
+    }
+
+    /// The channels the daemon could not open, with why.
+    pub fn set_unconfigured_channels(&self, channels: BTreeMap<String, String>) {
+        *self
+            .0
+            .unconfigured
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = channels;
+    }
+
+    pub fn unconfigured_channels(&self) -> BTreeMap<String, String> {
+        self.0
+            .unconfigured
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The OpenMetrics text exposition, with the outbox depth per state

@@ -13,6 +13,7 @@ pub mod openapi;
 mod ops;
 mod planning;
 mod reads;
+mod tasks;
 mod templates;
 mod timing;
 pub mod tracking;
@@ -89,6 +90,8 @@ fn parts() -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiState>) {
         .routes(routes!(reads::get_outbox))
         .routes(routes!(planning::post_broadcasts))
         .routes(routes!(planning::get_plan))
+        .routes(routes!(tasks::get_tasks))
+        .routes(routes!(tasks::post_outcome))
         .routes(routes!(templates::get_preview))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi_json));

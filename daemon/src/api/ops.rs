@@ -34,10 +34,31 @@ pub async fn readyz(State(state): State<ApiState>) -> Result<Json<Value>, ApiErr
             message: e.to_string(),
             transient: true,
         })?;
+    // Ready even with channels not configured: their follow-ups wait.
+    let unconfigured: Vec<Value> = state
+        .metrics
+        .unconfigured_channels()
+        .into_iter()
+        .map(|(channel, reason)| {
+            let plugin = config
+                .channels
+                .get(&channel)
+                .map(|c| c.plugin.clone())
+                .unwrap_or_default();
+            json!({
+                "channel": channel,
+                "plugin": plugin,
+                "reason": reason,
+                "help": crate::plugins::channels::help(&channel, &plugin),
+                "followups": crate::plugins::channels::followups_using(&config, &channel),
+            })
+        })
+        .collect();
     Ok(Json(json!({
         "status": "ready",
         "schema_version": version,
         "config": config.file.display().to_string(),
+        "channels_not_configured": unconfigured,
     })))
 }
 

@@ -44,6 +44,8 @@ pub fn run(file: &Path, clock: &Clock, as_json: bool) -> Result<u8, Failure> {
             })
         })
         .collect();
+    let unconfigured = unconfigured_channels(&config)?;
+    let warnings = relance::plugins::channels::settings_warnings(&config);
     let summary = json!({
         "valid": true,
         "file": config.file,
@@ -57,6 +59,8 @@ pub fn run(file: &Path, clock: &Clock, as_json: bool) -> Result<u8, Failure> {
         "channels": config.channels.iter().map(|(n, c)| json!({"name": n, "plugin": c.plugin, "event": c.event})).collect::<Vec<_>>(),
         "templates": config.templates.keys().collect::<Vec<_>>(),
         "schedules": schedules,
+        "channels_not_configured": unconfigured,
+        "warnings": warnings,
     });
     if as_json {
         output::json(&summary)?;
@@ -102,6 +106,19 @@ pub fn run(file: &Path, clock: &Clock, as_json: bool) -> Result<u8, Failure> {
         .map(|(n, c)| format!("{n} ({})", c.plugin))
         .collect();
     println!("channels   {}", channels.join(", "));
+    for u in &unconfigured {
+        println!("not configured: {u}");
+        if u.followups.is_empty() {
+            println!("  no follow-up uses it");
+        } else {
+            println!("  follow-ups that wait for it: {}", u.followups.join(", "));
+        }
+    }
+    for (channel, list) in &warnings {
+        for w in list {
+            println!("warning: channel `{channel}`: {w}");
+        }
+    }
     println!(
         "templates  {}",
         config
@@ -122,4 +139,21 @@ pub fn run(file: &Path, clock: &Clock, as_json: bool) -> Result<u8, Failure> {
         );
     }
     Ok(exit::OK)
+}
+
+/// Opens every channel the way `relance run` does (the plugins judge their
+/// own settings) and returns those that would not open.
+fn unconfigured_channels(
+    config: &Config,
+) -> Result<Vec<relance::plugins::channels::Unconfigured>, Failure> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)?;
+    let host = relance::plugins::PluginHost::new(
+        config.plugins.clone(),
+        &config.file,
+        relance::plugins::builtin_tables(),
+    );
+    Ok(runtime.block_on(relance::plugins::channels::open_all(&host, config)))
 }

@@ -102,10 +102,8 @@ pub fn guard(config: &Config, clock: &Clock, args: &GuardArgs<'_>) -> Result<u8,
     }
     println!();
     for r in &decision.reasons {
-        println!(
-            "  {}",
-            serde_json::to_string(r).map_err(anyhow::Error::from)?
-        );
+        let r = serde_json::to_value(r).map_err(anyhow::Error::from)?;
+        println!("  {}", output::reason(&r));
     }
     Ok(exit::OK)
 }

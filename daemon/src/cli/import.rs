@@ -54,46 +54,59 @@ pub fn run(config: &Config, what: &What) -> Result<u8, Failure> {
     };
     let (reader, format, progress) = open(&args.file)?;
     let mut store = open_store(config)?;
-    let mut summary = Summary {
-        file: args.file.clone(),
-        ..Summary::default()
-    };
-    match kind {
-        Some(kind) => {
-            let lines = ingest::read_lines(reader, format, kind)
-                .map_err(|e| Failure::Input(format!("{}: {e}", args.file.display())))?;
-            let write = |store: &mut SqliteStore, batch: &[ingest::Patch]| match kind {
-                Kind::Contact => store.upsert_contacts(batch),
-                Kind::Company => store.upsert_companies(batch),
-                Kind::Deal => store.upsert_deals(batch),
-            };
-            import(lines, &mut store, &mut summary, write, upsert_outcome)?;
-        }
-        None => {
-            if format == Format::Csv && args.file.extension().is_some_and(|e| e == "csv") {
-                return Err(Failure::Input(format!(
-                    "{}: events are imported from JSONL, one JSON object a line",
-                    args.file.display()
-                )));
-            }
-            let lines = ingest::read_event_lines(reader);
-            import(
-                lines,
-                &mut store,
-                &mut summary,
-                |s, b| s.append_events(b),
-                append_outcome,
-            )?;
-        }
-    }
+    let summary = load(&mut store, kind, reader, format, &args.file)?;
     progress.finish_and_clear();
-    summary.rejected.sort_by_key(|r| r.line);
     report(&summary, args.json)?;
     Ok(if summary.rejected.is_empty() {
         exit::OK
     } else {
         exit::PARTIAL
     })
+}
+
+/// Writes the lines of one file: records of `kind`, or events when `kind`
+/// is `None`. `relance demo` uses it too, on events it moved in time.
+pub(super) fn load(
+    store: &mut SqliteStore,
+    kind: Option<Kind>,
+    reader: Box<dyn Read>,
+    format: Format,
+    file: &Path,
+) -> Result<Summary, Failure> {
+    let mut summary = Summary {
+        file: file.to_path_buf(),
+        ..Summary::default()
+    };
+    match kind {
+        Some(kind) => {
+            let lines = ingest::read_lines(reader, format, kind)
+                .map_err(|e| Failure::Input(format!("{}: {e}", file.display())))?;
+            let write = |store: &mut SqliteStore, batch: &[ingest::Patch]| match kind {
+                Kind::Contact => store.upsert_contacts(batch),
+                Kind::Company => store.upsert_companies(batch),
+                Kind::Deal => store.upsert_deals(batch),
+            };
+            import(lines, store, &mut summary, write, upsert_outcome)?;
+        }
+        None => {
+            if format == Format::Csv && file.extension().is_some_and(|e| e == "csv") {
+                return Err(Failure::Input(format!(
+                    "{}: events are imported from JSONL, one JSON object a line",
+                    file.display()
+                )));
+            }
+            let lines = ingest::read_event_lines(reader);
+            import(
+                lines,
+                store,
+                &mut summary,
+                |s, b| s.append_events(b),
+                append_outcome,
+            )?;
+        }
+    }
+    summary.rejected.sort_by_key(|r| r.line);
+    Ok(summary)
 }
 
 enum Outcome {

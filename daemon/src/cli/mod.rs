@@ -6,12 +6,14 @@
 mod check;
 mod contacts;
 mod daemon;
+mod demo;
 mod fatigue;
 mod import;
 mod outbox;
 mod output;
 mod plan;
 mod scoring;
+mod tasks;
 mod template;
 
 use anyhow::Context;
@@ -164,6 +166,15 @@ enum Command {
         #[command(subcommand)]
         action: plan::Broadcast,
     },
+    /// The main job, live: the demo data moved to now in a fresh store, the
+    /// daemon with its API on loopback, and a stream of events posted to it;
+    /// prints what follows. Ctrl-C stops it.
+    Demo(demo::Args),
+    /// The task channel's call desk: delivered call tasks and their outcomes.
+    Tasks {
+        #[command(subcommand)]
+        action: tasks::Action,
+    },
     /// Message templates: what a contact would receive.
     Template {
         #[command(subcommand)]
@@ -234,10 +245,14 @@ fn run(cli: &Cli, clock: &Clock) -> Result<u8, Failure> {
         // `check` reports configuration errors itself, as its output.
         return check::run(&cli.config, clock, *json);
     }
+    if let Command::Demo(args) = &cli.command {
+        // The demo writes its own configuration from this one.
+        return demo::run(&cli.config, clock, args);
+    }
     let config = Config::load(&cli.config)?;
     init_logs(&config, cli.log_format);
     match &cli.command {
-        Command::Check { .. } => unreachable!("handled above"),
+        Command::Check { .. } | Command::Demo(_) => unreachable!("handled above"),
         Command::Import { what } => import::run(&config, what),
         Command::Contacts { action } => contacts::run(&config, action),
         Command::Rescore { full, json } => scoring::rescore(&config, clock, *full, *json),
@@ -286,6 +301,7 @@ fn run(cli: &Cli, clock: &Clock) -> Result<u8, Failure> {
         Command::Run { once, json } => daemon::run(config, clock, *once, *json),
         Command::Plan { contact, json } => plan::plan(&config, clock, contact.as_deref(), *json),
         Command::Broadcast { action } => plan::broadcast(&config, clock, action),
+        Command::Tasks { action } => tasks::run(&config, clock, action),
         Command::Template { action } => template::run(&config, clock, action),
         Command::Schedules { limit, json } => daemon::schedules(&config, clock, *limit, *json),
     }
@@ -301,12 +317,19 @@ fn init_logs(config: &Config, flag: Option<LogFormatArg>) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour(&std::io::stderr()))
         .with_writer(std::io::stderr);
     // A second initialisation (tests in one process) is harmless.
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
+}
+
+/// Colour only for a person at a terminal: logs piped to a file or another
+/// program stay plain text (and `NO_COLOR` turns colour off everywhere).
+pub fn colour(stream: &impl std::io::IsTerminal) -> bool {
+    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Opens the configured store, creating and migrating it as needed.

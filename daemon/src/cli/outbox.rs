@@ -42,7 +42,7 @@ pub fn run(
             r.channel.clone(),
             r.state.to_string(),
             r.attempts.to_string(),
-            output::opt(&r.last_error),
+            output::error(&r.last_error),
         ]);
     }
     table.print();

@@ -52,7 +52,7 @@ pub fn plan(
                 if l.pending { " (pending)" } else { "" }
             ),
             l.until.map_or("-".into(), |u| u.to_rfc3339()),
-            l.reasons.to_string(),
+            output::reasons(&l.reasons),
         ]);
     }
     table.print();

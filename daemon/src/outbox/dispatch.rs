@@ -63,9 +63,9 @@ impl std::fmt::Display for RoundReport {
 
 /// Everything a delivery needs besides the row; `Err` when its message
 /// cannot be rendered for this contact (a permanent failure).
-struct Prepared {
-    row: Row,
-    request: Result<DeliverRequest, String>,
+pub(crate) struct Prepared {
+    pub(crate) row: Row,
+    pub(crate) request: Result<DeliverRequest, String>,
 }
 
 /// Delivers due outbox rows. One per process; `owner` names it in leases.
@@ -121,6 +121,7 @@ impl Dispatcher {
         let owner = self.owner.clone();
         let cfg = config.clone();
         let metrics = self.metrics.clone();
+        let unconfigured = self.host.unconfigured();
         let prepared = self
             .blocking(move |store| {
                 let lease_until = now + cfg.outbox.lease.0;
@@ -130,6 +131,9 @@ impl Dispatcher {
                     cfg.outbox.batch,
                     &owner,
                     &mut |row, contact, weighs| {
+                        if let Some(reason) = unconfigured.get(&row.channel) {
+                            return super::waiting::admission(row, reason, now);
+                        }
                         let admission = admit(&guard, &cfg, row, contact, weighs, now);
                         let reason = admission
                             .reasons
@@ -141,6 +145,7 @@ impl Dispatcher {
                         admission
                     },
                 )?;
+                super::waiting::note(store, &unconfigured)?;
                 rows.into_iter()
                     .map(|row| prepare(store, &cfg, row, now))
                     .collect::<Result<Vec<_>, _>>()
@@ -296,8 +301,9 @@ fn attempt_of(outcome: Result<Delivery, DeliveryError>) -> Attempt {
     }
 }
 
-/// Builds the plugin request of a claimed row.
-fn prepare(
+/// Builds the plugin request of a claimed row (also how the task channel
+/// shows a delivered task).
+pub(crate) fn prepare(
     store: &SqliteStore,
     config: &Config,
     row: Row,

@@ -8,6 +8,7 @@
 
 mod config;
 pub mod dispatch;
+pub mod waiting;
 
 pub use config::OutboxConfig;
 

@@ -5,6 +5,8 @@
 //! hangs or answers garbage marks its channel unhealthy and is recreated
 //! with exponential backoff, while the daemon and the other channels go on.
 
+pub mod builtin;
+pub mod channels;
 pub mod config;
 mod loader;
 mod worker;
@@ -33,11 +35,13 @@ use worker::{Enqueue, Job, Worker};
 /// The first-party plugins linked into the daemon, so that it works out of
 /// the box; they are still called through their ABI table, exactly like a
 /// shared library. A `[plugins.load.NAME]` entry overrides one of them.
-pub fn builtin_tables() -> [&'static PluginTable; 3] {
+pub fn builtin_tables() -> [&'static PluginTable; 5] {
     [
         relance_plugin_email::plugin_table(),
         relance_plugin_webhook::plugin_table(),
         relance_plugin_crm::plugin_table(),
+        builtin::task_table(),
+        builtin::spool_table(),
     ]
 }
 
@@ -101,6 +105,10 @@ impl From<Outcome> for Delivery {
 pub enum DeliveryError {
     #[error("no channel `{channel}`")]
     UnknownChannel { channel: String },
+    /// The channel's plugin refused its settings at start: its sends wait
+    /// until the settings are given (and the configuration reloaded).
+    #[error("{reason}")]
+    Unconfigured { channel: String, reason: String },
     #[error("channel `{channel}`: the plugin refused its settings: {message}")]
     Misconfigured { channel: String, message: String },
     #[error("channel `{channel}` is unhealthy ({reason}); next restart in {retry_after:?}")]
@@ -173,9 +181,14 @@ pub struct ChannelStatus {
 pub struct PluginHost {
     config: PluginsConfig,
     dir: PathBuf,
+    /// The configuration file's folder: built-in plugins' relative paths
+    /// (the email file transport's `dir`, the spool's `path`) start there.
+    base: PathBuf,
     builtins: HashMap<String, &'static PluginTable>,
     loaded: Mutex<HashMap<String, (Table, Manifest)>>,
     channels: Mutex<HashMap<String, Arc<Pool>>>,
+    /// Channels that could not be opened, with the message saying why.
+    unconfigured: Mutex<std::collections::BTreeMap<String, String>>,
     next_call: AtomicU64,
 }
 
@@ -239,10 +252,12 @@ impl PluginHost {
         }
         Self {
             dir: config.resolved_dir(config_file),
+            base: config_file.parent().unwrap_or(Path::new(".")).to_path_buf(),
             config,
             builtins: map,
             loaded: Mutex::new(HashMap::new()),
             channels: Mutex::new(HashMap::new()),
+            unconfigured: Mutex::new(std::collections::BTreeMap::new()),
             next_call: AtomicU64::new(1),
         }
     }
@@ -298,12 +313,24 @@ impl PluginHost {
     ) -> Result<(), HostError> {
         let pool = self.start_pool(name, config).await?;
         lock(&self.channels).insert(name.to_owned(), pool);
+        lock(&self.unconfigured).remove(name);
         Ok(())
+    }
+
+    /// Records that `name` could not be opened; its sends wait.
+    pub fn mark_unconfigured(&self, name: &str, message: String) {
+        lock(&self.unconfigured).insert(name.to_owned(), message);
+    }
+
+    /// The channels that could not be opened, with why.
+    pub fn unconfigured(&self) -> std::collections::BTreeMap<String, String> {
+        lock(&self.unconfigured).clone()
     }
 
     async fn start_pool(&self, name: &str, config: &ChannelConfig) -> Result<Arc<Pool>, HostError> {
         let (table, _) = self.table(&config.plugin)?;
-        let settings = serde_json::to_vec(&config.settings).unwrap_or_else(|_| b"{}".to_vec());
+        let settings = channels::anchor_paths(config, &self.base);
+        let settings = serde_json::to_vec(&settings).unwrap_or_else(|_| b"{}".to_vec());
         let mut members = Vec::new();
         for _ in 0..config.instances.max(1) {
             let channel = Arc::new(Channel {
@@ -401,12 +428,18 @@ impl PluginHost {
     }
 
     fn channel(&self, name: &str) -> Result<Arc<Channel>, DeliveryError> {
-        lock(&self.channels)
-            .get(name)
-            .map(|pool| pool.pick())
-            .ok_or_else(|| DeliveryError::UnknownChannel {
+        if let Some(pool) = lock(&self.channels).get(name) {
+            return Ok(pool.pick());
+        }
+        Err(match lock(&self.unconfigured).get(name) {
+            Some(reason) => DeliveryError::Unconfigured {
                 channel: name.into(),
-            })
+                reason: reason.clone(),
+            },
+            None => DeliveryError::UnknownChannel {
+                channel: name.into(),
+            },
+        })
     }
 
     fn garbage(&self, channel: &str, fault: String) -> DeliveryError {

@@ -4,6 +4,7 @@
 
 mod migrations;
 mod sqlite;
+mod sqlite_channels;
 mod sqlite_outbox;
 mod sqlite_plan;
 mod sqlite_scores;

@@ -84,7 +84,8 @@ fn followup_map(vars: &serde_json::Map<String, serde_json::Value>) -> Map {
     let text = |k: &str| vars.get(k).and_then(serde_json::Value::as_str);
     if let Some(name) = text("followup") {
         m.insert("name".into(), Value::from(name));
-        m.insert("reason".into(), Value::from(name));
+        // Why the message goes out: the send's own reason, else its rule.
+        m.insert("reason".into(), Value::from(text("reason").unwrap_or(name)));
     }
     if let Some(kind) = text("kind") {
         m.insert("kind".into(), Value::from(kind));

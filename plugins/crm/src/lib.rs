@@ -9,6 +9,7 @@
 //! "already exists" as success, and after a 5xx or a lost answer looks up
 //! again, since the write may have committed.
 
+use relance_plugin_api::net::{Guard, GuardedResolver, refusal_in};
 use relance_plugin_api::template::{Part, part};
 use relance_plugin_api::{
     Action, Cancel, DeliverRequest, Health, HealthcheckRequest, Manifest, Outcome, PROTOCOL,
@@ -33,6 +34,10 @@ struct Settings {
     /// relance owner → CRM user email, when they differ.
     #[serde(default)]
     owners: BTreeMap<String, String>,
+    /// Networks the SSRF guard lets through (an on-premises CRM, e.g.
+    /// `["10.2.0.0/16"]`); nothing internal is reachable otherwise.
+    #[serde(default)]
+    allow_networks: Vec<String>,
 }
 
 fn default_timeout() -> u64 {
@@ -46,6 +51,7 @@ pub struct Crm {
     base: url::Url,
     token: String,
     owners: BTreeMap<String, String>,
+    guard: std::sync::Arc<Guard>,
     client: reqwest::Client,
     runtime: tokio::runtime::Runtime,
     /// relance contact id → CRM contact id.
@@ -98,6 +104,12 @@ impl Plugin for Crm {
                     "per-request timeout (default 15)",
                 ),
                 doc("owners", false, false, "relance owner → CRM user email"),
+                doc(
+                    "allow_networks",
+                    false,
+                    false,
+                    "networks the SSRF guard lets through, e.g. [\"10.2.0.0/16\"]",
+                ),
             ],
         }
     }
@@ -116,9 +128,15 @@ impl Plugin for Crm {
         if s.token.trim().is_empty() {
             return Err("`token` is empty".into());
         }
+        if base.host().is_none() {
+            return Err("`url` must name a host".into());
+        }
+        let guard = std::sync::Arc::new(Guard::from_allow(&s.allow_networks)?);
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
             .timeout(Duration::from_secs(s.timeout_secs.max(1)))
+            .dns_resolver(std::sync::Arc::new(GuardedResolver(guard.clone())))
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -129,6 +147,7 @@ impl Plugin for Crm {
             base,
             token: s.token,
             owners: s.owners,
+            guard,
             client,
             runtime,
             contacts: Mutex::new(HashMap::new()),
@@ -210,6 +229,12 @@ impl Crm {
             .base
             .join(path)
             .map_err(|e| Outcome::permanent(format!("bad CRM path {path}: {e}")))?;
+        // IP literals never reach the resolver: checked here.
+        if let Some(host) = url.host_str() {
+            self.guard
+                .check_host(host)
+                .map_err(|e| Outcome::permanent(e.to_string()))?;
+        }
         let mut req = self
             .client
             .request(method, url)
@@ -220,10 +245,10 @@ impl Crm {
                 .header("Content-Type", "application/json")
                 .body(b.to_string());
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| Outcome::retryable(format!("CRM unreachable: {e}")))?;
+        let resp = req.send().await.map_err(|e| match refusal_in(&e) {
+            Some(refused) => Outcome::permanent(refused.to_string()),
+            None => Outcome::retryable(format!("CRM unreachable: {e}")),
+        })?;
         let code = resp.status().as_u16();
         if code == 429 {
             let retry_after_secs = resp

@@ -11,6 +11,7 @@ use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use relance_plugin_api::net::{Guard, ResolveError};
 use relance_plugin_api::template::{Part, part, render};
 use relance_plugin_api::{
     Action, Cancel, DeliverRequest, Health, HealthcheckRequest, Manifest, Outcome, PROTOCOL,
@@ -19,6 +20,7 @@ use relance_plugin_api::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -44,7 +46,7 @@ enum TlsMode {
 }
 
 /// The channel's `settings`.
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Settings {
     #[serde(default)]
@@ -85,6 +87,10 @@ struct Settings {
     /// Folder of the file transport.
     #[serde(default)]
     dir: Option<PathBuf>,
+    /// Networks the SSRF guard lets the SMTP connection through to (a relay
+    /// on the same machine: `["127.0.0.1"]`); nothing internal otherwise.
+    #[serde(default)]
+    allow_networks: Vec<String>,
 }
 
 fn default_pool() -> u32 {
@@ -96,8 +102,47 @@ fn default_timeout() -> u64 {
 }
 
 enum Transport {
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Smtp(Box<Smtp>),
     File(PathBuf),
+}
+
+/// SMTP behind the SSRF guard: the host is resolved and every address
+/// checked before each send, and lettre connects to the checked address
+/// (TLS still verifies the host name), so a name that starts resolving to
+/// an internal address (DNS rebinding) is refused then, not only at start.
+struct Smtp {
+    settings: Settings,
+    host: String,
+    guard: Guard,
+    /// The pool of the address last checked; rebuilt when it changes.
+    current: std::sync::Mutex<Option<(IpAddr, AsyncSmtpTransport<Tokio1Executor>)>>,
+}
+
+impl Smtp {
+    /// The transport to a checked address of the host.
+    async fn transport(&self) -> Result<AsyncSmtpTransport<Tokio1Executor>, Outcome> {
+        let addrs = self
+            .guard
+            .resolve(&self.host, 0)
+            .await
+            .map_err(|e| match e {
+                ResolveError::Refused(r) => Outcome::permanent(r.to_string()),
+                other => Outcome::retryable(other.to_string()),
+            })?;
+        let ip = addrs[0].ip();
+        let mut current = self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((at, t)) = current.as_ref()
+            && addrs.iter().any(|a| a.ip() == *at)
+        {
+            return Ok(t.clone());
+        }
+        let t = smtp(&self.settings, &ip.to_string()).map_err(Outcome::permanent)?;
+        *current = Some((ip, t.clone()));
+        Ok(t)
+    }
 }
 
 pub struct Email {
@@ -223,6 +268,12 @@ fn settings_doc() -> Vec<SettingDoc> {
             "SMTP command timeout (default 30)",
         ),
         doc("dir", false, false, "folder of the file transport"),
+        doc(
+            "allow_networks",
+            false,
+            false,
+            "networks the SSRF guard lets through, e.g. [\"127.0.0.1\"] for a local relay",
+        ),
     ]
 }
 
@@ -274,8 +325,23 @@ impl Plugin for Email {
                 Transport::File(dir)
             }
             TransportKind::Smtp => {
+                let host = s
+                    .host
+                    .clone()
+                    .ok_or("`host` is required with transport = \"smtp\"")?;
+                let guard = Guard::from_allow(&s.allow_networks)?;
+                guard
+                    .check_host(&host)
+                    .map_err(|e| format!("`host`: {e}"))?;
+                // Builds once to report wrong TLS settings at start.
                 let _entered = runtime.enter();
-                Transport::Smtp(smtp(&s)?)
+                smtp(&s, &host)?;
+                Transport::Smtp(Box::new(Smtp {
+                    settings: s.clone(),
+                    host,
+                    guard,
+                    current: std::sync::Mutex::new(None),
+                }))
             }
         };
         Ok(Self {
@@ -296,10 +362,14 @@ impl Plugin for Email {
         };
         match &self.transport {
             Transport::File(dir) => write_eml(dir, &id, &message.formatted()),
-            Transport::Smtp(t) => {
+            Transport::Smtp(smtp) => {
                 let _entered = self.runtime.enter();
-                let send = t.send(message);
                 self.runtime.block_on(async {
+                    let t = match smtp.transport().await {
+                        Ok(t) => t,
+                        Err(refused) => return refused,
+                    };
+                    let send = t.send(message);
                     tokio::select! {
                         _ = cancel.cancelled() => Outcome::retryable("cancelled by the host"),
                         r = send => match r {
@@ -324,9 +394,15 @@ impl Plugin for Email {
                 healthy: dir.is_dir(),
                 detail: format!("writing to {}", dir.display()),
             },
-            Transport::Smtp(t) => {
+            Transport::Smtp(smtp) => {
                 let _entered = self.runtime.enter();
-                match self.runtime.block_on(t.test_connection()) {
+                let tested = self.runtime.block_on(async {
+                    match smtp.transport().await {
+                        Ok(t) => t.test_connection().await.map_err(|e| e.to_string()),
+                        Err(o) => Err(format!("{o:?}")),
+                    }
+                });
+                match tested {
                     Ok(true) => Health {
                         healthy: true,
                         detail: "SMTP server answers".into(),
@@ -345,7 +421,9 @@ impl Plugin for Email {
     }
 }
 
-fn smtp(s: &Settings) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+/// A pooled transport to `connect_to` (a checked address, or the host
+/// itself to validate the settings); TLS verifies the configured name.
+fn smtp(s: &Settings, connect_to: &str) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
     let host = s
         .host
         .clone()
@@ -365,7 +443,7 @@ fn smtp(s: &Settings) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
         TlsMode::Starttls => (Tls::Required(tls_params()?), 587),
         TlsMode::Implicit => (Tls::Wrapper(tls_params()?), 465),
     };
-    let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host)
+    let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(connect_to)
         .port(s.port.unwrap_or(port))
         .tls(tls)
         .timeout(Some(Duration::from_secs(s.timeout_secs.max(1))))

@@ -7,10 +7,9 @@
 //! Retry-After honoured); 410 disables the endpoint; redirects are not
 //! followed; anything the SSRF guard refuses is permanent.
 
-pub mod guard;
 pub mod sign;
 
-use guard::{Guard, GuardedResolver, Network, Refused};
+use relance_plugin_api::net::{Guard, GuardedResolver, Refused, refusal_in};
 use relance_plugin_api::template::{Part, part};
 use relance_plugin_api::{
     Action, Cancel, DeliverRequest, Health, HealthcheckRequest, Manifest, Outcome, PROTOCOL,
@@ -112,13 +111,7 @@ impl Plugin for Webhook {
             return Err("`url` must be an http or https URL with a host".into());
         }
         let secret = Secret::parse(&s.secret).map_err(|e| format!("`secret`: {e}"))?;
-        let allow = s
-            .allow_networks
-            .iter()
-            .map(|n| n.parse::<Network>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("`allow_networks`: {e}"))?;
-        let guard = Arc::new(Guard { allow });
+        let guard = Arc::new(Guard::from_allow(&s.allow_networks)?);
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
@@ -230,37 +223,41 @@ impl Webhook {
         let name = name.to_owned();
         let guard = self.guard.clone();
         self.runtime.block_on(async move {
-            let addrs = tokio::net::lookup_host((name.as_str(), 0))
+            guard
+                .resolve(&name, 0)
                 .await
-                .map_err(|e| format!("cannot resolve {name}: {e}"))?;
-            for a in addrs {
-                guard.check(a.ip()).map_err(|e| e.to_string())?;
-            }
-            Ok(())
+                .map(drop)
+                .map_err(|e| e.to_string())
         })
     }
 
     fn payload(&self, r: &DeliverRequest) -> Value {
-        json!({
-            "type": self.event_type,
-            "timestamp": r.now,
-            "data": {
-                "idempotency_key": r.idempotency_key,
-                "channel": r.channel,
-                "action": r.action,
-                "attempt": r.attempt,
-                "contact": r.contact,
-                "score": r.score,
-                "message": {
-                    "template": r.message.template,
-                    "subject": part(r, Part::Subject),
-                    "text": part(r, Part::Text),
-                    "html": part(r, Part::Html),
-                },
-                "vars": r.vars,
-            }
-        })
+        payload(&self.event_type, r)
     }
+}
+
+/// The JSON body of a follow-up, as POSTed (the spool channel writes the
+/// same body, so a dry run shows exactly what a receiver would get).
+pub fn payload(event_type: &str, r: &DeliverRequest) -> Value {
+    json!({
+        "type": event_type,
+        "timestamp": r.now,
+        "data": {
+            "idempotency_key": r.idempotency_key,
+            "channel": r.channel,
+            "action": r.action,
+            "attempt": r.attempt,
+            "contact": r.contact,
+            "score": r.score,
+            "message": {
+                "template": r.message.template,
+                "subject": part(r, Part::Subject),
+                "text": part(r, Part::Text),
+                "html": part(r, Part::Html),
+            },
+            "vars": r.vars,
+        }
+    })
 }
 
 /// Maps an HTTP answer to an outcome.
@@ -303,12 +300,8 @@ fn retry_after(resp: &reqwest::Response, request: &DeliverRequest) -> Option<u64
 }
 
 fn from_error(e: &reqwest::Error) -> Outcome {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if let Some(refused) = s.downcast_ref::<Refused>() {
-            return Outcome::permanent(refused.to_string());
-        }
-        source = s.source();
+    if let Some(refused) = refusal_in(e) {
+        return Outcome::permanent(refused.to_string());
     }
     if e.is_builder() {
         return Outcome::permanent(format!("bad request: {e}"));
