@@ -116,6 +116,28 @@ fn followup_map(vars: &serde_json::Map<String, serde_json::Value>) -> Map {
     m
 }
 
+/// The follow-up: prints as its name (as `{{followup}}` did), with its
+/// fields as attributes (`followup.kind`, `followup.step` …).
+#[derive(Debug)]
+struct FollowUp(Map);
+
+impl minijinja::value::Object for FollowUp {
+    fn repr(self: &std::sync::Arc<Self>) -> minijinja::value::ObjectRepr {
+        minijinja::value::ObjectRepr::Plain
+    }
+
+    fn get_value(self: &std::sync::Arc<Self>, key: &Value) -> Option<Value> {
+        self.0.get(key.as_str()?).cloned()
+    }
+
+    fn render(self: &std::sync::Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.get("name") {
+            Some(name) => write!(f, "{name}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The context of `request`: what its templates render with.
 pub fn build(request: &DeliverRequest) -> Value {
     let c = &request.contact;
@@ -162,7 +184,7 @@ pub fn build(request: &DeliverRequest) -> Value {
         links.insert("unsubscribe".into(), u);
     }
     top.insert("links".into(), Value::from(links));
-    top.insert("followup".into(), Value::from(followup));
+    top.insert("followup".into(), Value::from_object(FollowUp(followup)));
     top.insert("contact".into(), Value::from(contact));
     Value::from(top)
 }

@@ -72,7 +72,7 @@ fn field_templates_render_as_before() {
     // The shipped templates, and every placeholder `{{field}}` knew.
     let shipped = "{{first_name}}, how {{company.name}} can simplify payroll";
     let text = "Hello {{first_name}},\n\nHere is our guide to international payroll.\n";
-    let fields = "{{id}} {{ contact.id }} {{email}} {{phone}}|{{last_name}}|{{status}} {{company.id}} {{company.sector}} {{score}} {{band}} {{title}} {{headcount}} {{kind}} {{nothing}}";
+    let fields = "{{id}} {{ contact.id }} {{email}} {{phone}}|{{last_name}}|{{status}} {{company.id}} {{company.sector}} {{score}} {{band}} {{title}} {{headcount}} {{kind}} {{followup}} {{nothing}}";
     let html = "<p>{{ first_name }} &amp; {{company.name}}</p>";
     let toml = format!(
         "{CHANNELS}[templates.t]\nchannel = \"email\"\nsubject = {shipped:?}\ntext = {:?}\nhtml = {html:?}\n",
