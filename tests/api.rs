@@ -576,7 +576,7 @@ async fn metrics_are_prometheus_text_and_the_openapi_document_lists_every_route(
         headers["content-type"]
             .to_str()
             .expect("ct")
-            .starts_with("text/plain")
+            .starts_with("application/openmetrics-text")
     );
     let text = String::from_utf8(body).expect("utf-8");
     let line =
@@ -590,11 +590,10 @@ async fn metrics_are_prometheus_text_and_the_openapi_document_lists_every_route(
     for want in [
         "relance_events_ingested_total{outcome=\"accepted\"} 1",
         "relance_events_ingested_total{outcome=\"rejected\"} 1",
-        "# TYPE relance_guard_decisions_total counter",
-        "# TYPE relance_deliveries_total counter",
         "# TYPE relance_outbox_depth gauge",
+        "relance_outbox_depth{state=\"dead\"} 0",
         "relance_rescore_duration_seconds_count 0",
-        "# TYPE relance_plugin_healthy gauge",
+        "# TYPE process_resident_memory_bytes gauge",
     ] {
         assert!(text.contains(want), "{want} missing from\n{text}");
     }
@@ -616,6 +615,7 @@ async fn metrics_are_prometheus_text_and_the_openapi_document_lists_every_route(
         "/v1/outbox",
         "/v1/broadcasts",
         "/v1/plan",
+        "/v1/templates/{name}/preview",
         "/v1/tasks",
         "/v1/tasks/{id}/outcome",
         "/t/o/{token}",

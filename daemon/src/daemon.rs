@@ -96,8 +96,10 @@ impl DaemonJobs {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Fresh scores first, so band crossings fire their triggers now.
         self.rescore(config, now)?;
+        let started = std::time::Instant::now();
         let report =
             followups::pass::run(config, now, false).map_err(|e| JobError(e.to_string()))?;
+        self.metrics.record_pass("plan", started.elapsed());
         self.dispatch_wake.notify_one();
         Ok(report.to_string())
     }

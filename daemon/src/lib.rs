@@ -24,3 +24,4 @@ pub mod scoring;
 pub mod shutdown;
 pub mod store;
 pub mod tasks;
+pub mod templates;

@@ -204,28 +204,18 @@ fn view(store: &SqliteStore, config: &Config, row: Row, now: Timestamp) -> Resul
                 at: Some(at),
             }
         });
-    let mut prepared = crate::outbox::dispatch::prepare(store, config, row, now)
+    let prepared = crate::outbox::dispatch::prepare(store, config, row, now)
         .map_err(|e| TaskError::Rejected(e.to_string()))?;
-    // A template's `{{reason}}` says why to call: the follow-up, unless
-    // the send carries its own.
-    let followup = prepared.row.followup.clone();
-    prepared
-        .request
-        .vars
-        .entry("reason")
-        .or_insert_with(|| followup.into());
-    let r = &prepared.request;
+    // The template rendered with `{{reason}}` the follow-up, unless the send
+    // carries its own (see `crate::templates::context`).
+    let r = &prepared.request.map_err(TaskError::Rejected)?;
     let name = [&r.contact.first_name, &r.contact.last_name]
         .iter()
         .filter_map(|n| n.as_deref())
         .collect::<Vec<_>>()
         .join(" ");
-    let text = r
-        .message
-        .text
-        .as_deref()
-        .or(r.message.subject.as_deref())
-        .map(|t| relance_plugin_api::template::render(t, r, false));
+    use relance_plugin_api::template::{Part, part};
+    let text = part(r, Part::Text).or_else(|| part(r, Part::Subject));
     let row = prepared.row;
     Ok(Task {
         id: row.idem_key,

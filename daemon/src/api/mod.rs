@@ -14,6 +14,8 @@ mod ops;
 mod planning;
 mod reads;
 mod tasks;
+mod templates;
+mod timing;
 pub mod tracking;
 
 pub use db::{Db, StoreSpec};
@@ -90,6 +92,7 @@ fn parts() -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiState>) {
         .routes(routes!(planning::get_plan))
         .routes(routes!(tasks::get_tasks))
         .routes(routes!(tasks::post_outcome))
+        .routes(routes!(templates::get_preview))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi_json));
     let open = OpenApiRouter::new()
@@ -120,6 +123,10 @@ pub fn router(state: ApiState) -> Router {
         .merge(Router::from(open))
         .fallback(ops::not_found)
         .layer(axum::middleware::map_response(error::json_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            timing::record,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

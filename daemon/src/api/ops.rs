@@ -62,21 +62,25 @@ pub async fn readyz(State(state): State<ApiState>) -> Result<Json<Value>, ApiErr
     })))
 }
 
-/// Counters in the Prometheus text format.
+/// Counters, gauges and histograms in the OpenMetrics text format.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses(
-        (status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain"),
+        (status = 200, description = "OpenMetrics text 1.0.0", body = String, content_type = "application/openmetrics-text"),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
     let depth = state.db().read(|s| Ok(s.outbox_depth()?)).await?;
-    let depth: BTreeMap<String, u64> = depth
-        .into_iter()
-        .map(|(k, v)| (k.as_str().to_string(), v))
+    // Every state, empty ones at 0, so a series never vanishes.
+    let depth: BTreeMap<String, u64> = crate::outbox::State::ALL
+        .iter()
+        .map(|s| (s.as_str().to_string(), depth.get(s).copied().unwrap_or(0)))
         .collect();
     Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.render(&depth),
     ))
 }

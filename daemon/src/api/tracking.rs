@@ -124,6 +124,28 @@ static HREF: LazyLock<regex::Regex> = LazyLock::new(|| {
     regex::Regex::new(r#"href\s*=\s*"(https?://[^"]+)""#).expect("valid regex")
 });
 
+/// The signed one-click unsubscribe URL of a message.
+pub fn unsubscribe_link(
+    base_url: &str,
+    key: &str,
+    contact: &str,
+    channel: &str,
+    secret: &str,
+) -> String {
+    let claims = Claims {
+        purpose: Purpose::Unsubscribe,
+        key: key.to_string(),
+        contact: contact.to_string(),
+        channel: channel.to_string(),
+        url: None,
+    };
+    format!(
+        "{}/u/{}",
+        base_url.trim_end_matches('/'),
+        sign(&claims, secret)
+    )
+}
+
 /// Makes an outgoing email trackable: every `href="http(s)://…"` link of
 /// the html part becomes a signed click link, an open pixel is appended,
 /// and the one-click unsubscribe URL is returned (give it to the email
@@ -148,7 +170,9 @@ pub fn decorate(
     if let Some(html) = &message.html {
         let linked = HREF.replace_all(html, |c: &regex::Captures<'_>| {
             let raw = &c[1];
-            if raw.contains("{{") {
+            // Placeholders are the plugin's to render; our own links (the
+            // unsubscribe URL a template shows) stay as they are.
+            if raw.contains("{{") || raw.starts_with(&format!("{base}/")) {
                 return c[0].to_string();
             }
             let target = raw.replace("&amp;", "&");
@@ -175,10 +199,7 @@ pub fn decorate(
         }
         message.html = Some(html);
     }
-    format!(
-        "{base}/u/{}",
-        sign(&claims(Purpose::Unsubscribe, None), secret)
-    )
+    unsubscribe_link(base_url, key, contact, channel, secret)
 }
 
 /// A transparent 1×1 GIF.

@@ -14,6 +14,7 @@ mod output;
 mod plan;
 mod scoring;
 mod tasks;
+mod template;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -174,6 +175,11 @@ enum Command {
         #[command(subcommand)]
         action: tasks::Action,
     },
+    /// Message templates: what a contact would receive.
+    Template {
+        #[command(subcommand)]
+        action: template::Action,
+    },
     /// The schedules, their last tick and next one, and the recent job runs.
     Schedules {
         #[arg(long, default_value_t = 100)]
@@ -296,6 +302,7 @@ fn run(cli: &Cli, clock: &Clock) -> Result<u8, Failure> {
         Command::Plan { contact, json } => plan::plan(&config, clock, contact.as_deref(), *json),
         Command::Broadcast { action } => plan::broadcast(&config, clock, action),
         Command::Tasks { action } => tasks::run(&config, clock, action),
+        Command::Template { action } => template::run(&config, clock, action),
         Command::Schedules { limit, json } => daemon::schedules(&config, clock, *limit, *json),
     }
 }

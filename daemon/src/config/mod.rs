@@ -53,6 +53,10 @@ pub struct Config {
     pub api: ApiConfig,
     pub daemon: DaemonConfig,
     pub ingest: crate::ingest::IngestConfig,
+    /// `[templating]`: the folder of template files, the default language.
+    pub templating: crate::templates::TemplatingConfig,
+    /// Every template compiled once at load (and at SIGHUP).
+    pub compiled_templates: crate::templates::Templates,
 }
 
 const SECTIONS: &[&str] = &[
@@ -69,6 +73,7 @@ const SECTIONS: &[&str] = &[
     "api",
     "daemon",
     "ingest",
+    "templating",
 ];
 
 impl Config {
@@ -133,6 +138,7 @@ impl Config {
         let api = loader.section::<ApiConfig>(&root, "api");
         let daemon = loader.section::<DaemonConfig>(&root, "daemon");
         let ingest = loader.section::<crate::ingest::IngestConfig>(&root, "ingest");
+        let templating = loader.section::<crate::templates::TemplatingConfig>(&root, "templating");
 
         let (
             Some(store),
@@ -148,9 +154,10 @@ impl Config {
             Some(api),
             Some(daemon),
             Some(ingest),
+            Some(templating),
         ) = (
             store, log, scoring, fatigue, channels, templates, schedules, outbox, plugins,
-            followups, api, daemon, ingest,
+            followups, api, daemon, ingest, templating,
         )
         else {
             return Err(loader.finish());
@@ -170,9 +177,33 @@ impl Config {
             api,
             daemon,
             ingest,
+            templating,
+            compiled_templates: Default::default(),
         };
+        let mut config = config;
         let mut issues = Issues::default();
         config.check_references(&mut issues);
+        let (compiled, problems) =
+            crate::templates::compile(file, &config.templating, &config.templates);
+        config.compiled_templates = compiled;
+        for p in problems {
+            match p {
+                crate::templates::TemplateIssue::Inline { at, message } => issues.push(at, message),
+                crate::templates::TemplateIssue::File {
+                    file,
+                    line,
+                    column,
+                    key,
+                    message,
+                } => loader.errors.push(ConfigError {
+                    file,
+                    line,
+                    column,
+                    key,
+                    message,
+                }),
+            }
+        }
         loader.issues(&root, issues);
         if loader.errors.is_empty() {
             Ok(config)

@@ -8,10 +8,11 @@ use crate::config::Config;
 use crate::fatigue::Guard;
 use crate::fatigue::admit::admit;
 use crate::metrics::Metrics;
-use crate::model::{Company, Contact, Timestamp};
+use crate::model::{Contact, Timestamp};
 use crate::plugins::{DeliverRequest, Delivery, DeliveryError, PluginHost};
 use crate::store::{OutboxStore, Records, ScoreStore, SqliteStore, StoreError};
-use relance_plugin_api::message::{self, Action};
+use crate::templates::request::deliver_request;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::task::JoinSet;
@@ -66,10 +67,11 @@ impl std::fmt::Display for RoundReport {
     }
 }
 
-/// Everything a delivery needs besides the row.
+/// Everything a delivery needs besides the row; `Err` when its message
+/// cannot be rendered for this contact (a permanent failure).
 pub(crate) struct Prepared {
     pub(crate) row: Row,
-    pub(crate) request: DeliverRequest,
+    pub(crate) request: Result<DeliverRequest, String>,
 }
 
 /// Delivers due outbox rows. One per process; `owner` names it in leases.
@@ -120,6 +122,7 @@ impl Dispatcher {
         now: Timestamp,
         now_fn: impl Fn() -> Timestamp + Send + Sync + 'static,
     ) -> Result<RoundReport, DispatchError> {
+        let started = std::time::Instant::now();
         let guard = Guard::from_config(&config).map_err(|e| DispatchError::Guard(e.to_string()))?;
         let owner = self.owner.clone();
         let cfg = config.clone();
@@ -175,8 +178,12 @@ impl Dispatcher {
                 let now_fn = now_fn.clone();
                 let row = p.row.clone();
                 let task = in_flight.spawn(async move {
-                    let outcome = deliver(&host, &p.row.channel, p.request).await;
-                    (p.row, attempt_of(outcome), now_fn())
+                    let started = std::time::Instant::now();
+                    let attempt = match p.request {
+                        Ok(request) => attempt_of(deliver(&host, &p.row.channel, request).await),
+                        Err(error) => Attempt::Permanent { error },
+                    };
+                    (p.row, attempt, now_fn(), started.elapsed())
                 });
                 of_task.insert(task.id(), row);
             }
@@ -197,7 +204,7 @@ impl Dispatcher {
                         error: format!("internal error during delivery: {e}"),
                         retry_after: None,
                     };
-                    (row, attempt, now_fn())
+                    (row, attempt, now_fn(), std::time::Duration::ZERO)
                 }
             };
             done.push(settled);
@@ -208,20 +215,21 @@ impl Dispatcher {
                 report.add(&self.settle(config.clone(), group).await?);
             }
         }
+        self.metrics.record_pass("dispatch", started.elapsed());
         Ok(report)
     }
 
     async fn settle(
         &self,
         config: Arc<Config>,
-        group: Vec<(Row, Attempt, Timestamp)>,
+        group: Vec<(Row, Attempt, Timestamp, std::time::Duration)>,
     ) -> Result<RoundReport, DispatchError> {
         let owner = self.owner.clone();
         let metrics = self.metrics.clone();
         self.blocking(move |store| {
             let settlements: Vec<(i64, Settlement, Timestamp)> = group
                 .iter()
-                .map(|(row, attempt, at)| {
+                .map(|(row, attempt, at, _)| {
                     let how = config
                         .outbox
                         .settle(&row.idem_key, row.attempts, attempt.clone(), *at);
@@ -230,7 +238,7 @@ impl Dispatcher {
                 .collect();
             let applied = store.settle_many(&owner, &settlements)?;
             let mut r = RoundReport::default();
-            for (((row, _, _), (_, how, _)), ok) in group.iter().zip(&settlements).zip(applied) {
+            for (((row, _, at, took), (_, how, _)), ok) in group.iter().zip(&settlements).zip(applied) {
                 let outcome = match (ok, how) {
                     (false, _) => "lease_lost",
                     (true, Settlement::Sent) => "sent",
@@ -238,6 +246,10 @@ impl Dispatcher {
                     (true, Settlement::Dead { .. }) => "dead",
                 };
                 metrics.record_delivery(&row.channel, outcome);
+                metrics.record_delivery_latency(&row.channel, outcome, *took);
+                if ok && matches!(how, Settlement::Sent) {
+                    record_reaction(&metrics, row, *at);
+                }
                 if !ok {
                     tracing::warn!(key = %row.idem_key, "lease lost before settlement");
                     r.lost_lease += 1;
@@ -296,6 +308,25 @@ async fn deliver(
     }
 }
 
+/// A follow-up triggered by a signal (an event, a score change) was sent:
+/// how long after the signal.
+fn record_reaction(metrics: &Metrics, row: &Row, sent_at: Timestamp) {
+    let occurrence = row.payload.get("occurrence");
+    let signal = occurrence
+        .and_then(|o| o.get("type"))
+        .and_then(serde_json::Value::as_str)
+        == Some("signal");
+    let at = occurrence
+        .and_then(|o| o.get("at"))
+        .and_then(serde_json::Value::as_str)
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    if let (true, Some(at)) = (signal, at)
+        && let Ok(delay) = (sent_at - at.to_utc()).to_std()
+    {
+        metrics.record_signal_to_send(&row.channel, delay);
+    }
+}
+
 fn attempt_of(outcome: Result<Delivery, DeliveryError>) -> Attempt {
     // Saturating: a peer may ask for any wait; `settle` caps it.
     let secs =
@@ -337,85 +368,13 @@ pub(crate) fn prepare(
         None => None,
     };
     let score = store.stored_score(&row.contact)?;
-    let template_name = row
-        .payload
-        .get("template")
-        .and_then(serde_json::Value::as_str)
-        .map(str::to_string);
-    let message = template_name
-        .as_ref()
-        .and_then(|name| config.templates.get(name).map(|t| (name, t)))
-        .map(|(name, t)| message::Message {
-            template: Some(name.clone()),
-            subject: t.subject.clone(),
-            text: t.text.clone(),
-            html: t.html.clone(),
-        })
-        .unwrap_or_default();
-    let mut message = message;
-    let call_task = config.followups.calls.channels.contains(&row.channel);
-    let mut vars = serde_json::Map::new();
-    vars.insert("followup".into(), row.followup.clone().into());
-    vars.insert("kind".into(), row.kind.as_str().into());
-    for key in ["owner", "deadline", "occurrence"] {
-        if let Some(v) = row.payload.get(key).filter(|v| !v.is_null()) {
-            vars.insert(key.into(), v.clone());
-        }
-    }
-    // Emails carry signed open and click links and a one-click unsubscribe
-    // URL when the API that answers them is on.
-    let is_email = config
-        .channels
-        .get(&row.channel)
-        .is_some_and(|c| c.plugin == "email");
-    if is_email && config.api.enabled && !config.api.public_url.is_empty() {
-        let unsubscribe = crate::api::tracking::decorate(
-            &mut message,
-            &config.api.public_url,
-            &row.idem_key,
-            &row.contact,
-            &row.channel,
-            &config.api.tracking_secret,
-        );
-        vars.insert("unsubscribe_url".into(), unsubscribe.into());
-    }
-    let request = DeliverRequest {
-        idempotency_key: row.idem_key.clone(),
+    let request = deliver_request(
+        config,
+        &row,
+        &contact,
+        company.as_ref(),
+        score.as_ref(),
         now,
-        attempt: row.attempts.max(1),
-        channel: row.channel.clone(),
-        action: if call_task {
-            Action::CallTask
-        } else {
-            Action::Message
-        },
-        contact: plugin_contact(&contact, company.as_ref()),
-        message,
-        score: score.map(|s| message::ScoreInfo {
-            score: s.score as f64 / 100.0,
-            band: s.band,
-        }),
-        vars,
-    };
+    );
     Ok(Prepared { row, request })
-}
-
-fn plugin_contact(c: &Contact, company: Option<&Company>) -> message::Contact {
-    let map =
-        |a: &crate::model::Attributes| a.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    message::Contact {
-        id: c.id.clone(),
-        email: c.email.clone(),
-        phone: c.phone.clone(),
-        first_name: c.first_name.clone(),
-        last_name: c.last_name.clone(),
-        owner: c.owner.clone(),
-        status: Some(c.status.as_str().to_string()),
-        company: company.map(|co| message::Company {
-            id: co.id.clone(),
-            name: co.name.clone(),
-            attributes: map(&co.attributes),
-        }),
-        attributes: map(&c.attributes),
-    }
 }

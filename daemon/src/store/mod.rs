@@ -173,6 +173,9 @@ pub trait OutboxStore: Send {
     ) -> Result<Vec<bool>, StoreError>;
     /// Rows, optionally in one state, oldest due first.
     fn outbox_rows(&self, state: Option<State>, limit: u32) -> Result<Vec<Row>, StoreError>;
+    /// A contact's rows still to send (planned, deferred, retrying), soonest
+    /// first: what a template preview shows.
+    fn pending_of(&self, contact: &str) -> Result<Vec<Row>, StoreError>;
     fn outbox_depth(&self) -> Result<BTreeMap<State, u64>, StoreError>;
     /// The earliest instant a pending row may be claimed: the dispatcher
     /// sleeps until then.

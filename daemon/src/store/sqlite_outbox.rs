@@ -202,6 +202,20 @@ impl OutboxStore for SqliteStore {
         Ok(out)
     }
 
+    fn pending_of(&self, contact: &str) -> Result<Vec<Row>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {ROW_COLUMNS} FROM outbox o JOIN contacts c ON c.rowid = o.contact
+             WHERE c.id = ?1 AND o.state IN ('planned', 'deferred', 'retrying')
+             ORDER BY o.due_at, o.seq"
+        ))?;
+        let mut q = stmt.query(params![contact])?;
+        let mut out = Vec::new();
+        while let Some(r) = q.next()? {
+            out.push(read_row(r)?);
+        }
+        Ok(out)
+    }
+
     fn release_claims(&mut self, owner: &str, now: Timestamp) -> Result<u64, StoreError> {
         self.write(|tx| {
             tx.prepare_cached(

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// The protocol this crate speaks.
-pub const PROTOCOL: ProtocolVersion = ProtocolVersion { major: 1, minor: 0 };
+pub const PROTOCOL: ProtocolVersion = ProtocolVersion { major: 1, minor: 1 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProtocolVersion {
@@ -169,12 +169,20 @@ pub struct Company {
     pub attributes: Map<String, Value>,
 }
 
-/// Templates (with `{{field}}` placeholders), rendered by the plugin with
-/// the contact's and company's fields.
+/// The message to send. relance renders its templates itself and says so
+/// with `rendered`; without it (an older host) `subject`, `text` and `html`
+/// are `{{field}}` templates the plugin renders with
+/// [`crate::template::part`].
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     #[serde(default)]
     pub template: Option<String>,
+    /// The parts are final: send them as they are (protocol 1.1).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rendered: bool,
+    /// The template's language variant that was rendered (`fr`, `en` …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
     #[serde(default)]
     pub subject: Option<String>,
     #[serde(default)]

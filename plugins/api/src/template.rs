@@ -30,6 +30,30 @@ pub fn render(template: &str, request: &DeliverRequest, html: bool) -> String {
     out
 }
 
+/// Which part of a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    Subject,
+    Text,
+    Html,
+}
+
+/// A part of the request's message, ready to send: as the host rendered it
+/// (`message.rendered`), or rendered here from its `{{field}}` placeholders.
+pub fn part(request: &DeliverRequest, part: Part) -> Option<String> {
+    let m = &request.message;
+    let (text, html) = match part {
+        Part::Subject => (m.subject.as_deref()?, false),
+        Part::Text => (m.text.as_deref()?, false),
+        Part::Html => (m.html.as_deref()?, true),
+    };
+    Some(if m.rendered {
+        text.to_string()
+    } else {
+        render(text, request, html)
+    })
+}
+
 /// The value of one placeholder.
 pub fn field(request: &DeliverRequest, name: &str) -> Option<String> {
     let c = &request.contact;

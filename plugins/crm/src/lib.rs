@@ -10,7 +10,7 @@
 //! again, since the write may have committed.
 
 use relance_plugin_api::net::{Guard, GuardedResolver, refusal_in};
-use relance_plugin_api::template::render;
+use relance_plugin_api::template::{Part, part};
 use relance_plugin_api::{
     Action, Cancel, DeliverRequest, Health, HealthcheckRequest, Manifest, Outcome, PROTOCOL,
     Plugin, SettingDoc,
@@ -472,18 +472,13 @@ impl Crm {
         }
         let contact = self.ensure_contact(r).await?;
         let owner = self.owner_profile(r).await?;
-        let text = r
-            .message
-            .text
-            .as_deref()
-            .map(|t| render(t, r, false))
-            .unwrap_or_else(|| {
-                format!(
-                    "Call {} {}",
-                    r.contact.first_name.as_deref().unwrap_or_default(),
-                    r.contact.last_name.as_deref().unwrap_or_default()
-                )
-            });
+        let text = part(r, Part::Text).unwrap_or_else(|| {
+            format!(
+                "Call {} {}",
+                r.contact.first_name.as_deref().unwrap_or_default(),
+                r.contact.last_name.as_deref().unwrap_or_default()
+            )
+        });
         let short: String = text.chars().take(150).collect();
         let body = json!({
             "title": format!("{short} {}", marker(&r.idempotency_key)),
@@ -538,12 +533,12 @@ impl Crm {
             .get("kind")
             .and_then(Value::as_str)
             .unwrap_or("email");
-        let text = r.message.text.as_deref().map(|t| render(t, r, false));
+        let text = part(r, Part::Text);
         let body = json!({
             "kind": kind,
             "direction": "outbound",
             "occurred_at": r.now,
-            "subject": r.message.subject.as_deref().map(|s| render(s, r, false)).unwrap_or_default(),
+            "subject": part(r, Part::Subject).unwrap_or_default(),
             "body": format!("{}\n\n{}", text.unwrap_or_default(), marker(&r.idempotency_key)),
             "contact": contact,
         });

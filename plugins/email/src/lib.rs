@@ -12,7 +12,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use relance_plugin_api::net::{Guard, ResolveError};
-use relance_plugin_api::template::render;
+use relance_plugin_api::template::{Part, part, render};
 use relance_plugin_api::{
     Action, Cancel, DeliverRequest, Health, HealthcheckRequest, Manifest, Outcome, PROTOCOL,
     Plugin, SettingDoc,
@@ -476,12 +476,7 @@ impl Email {
                 .map_err(|e| format!("contact {}: invalid email: {e}", r.contact.id))?,
         );
         let id = message_id(&r.idempotency_key, &self.id_domain);
-        let subject = r
-            .message
-            .subject
-            .as_deref()
-            .map(|s| render(s, r, false))
-            .unwrap_or_default();
+        let subject = part(r, Part::Subject).unwrap_or_default();
         let mut b = Message::builder()
             .from(self.from.clone())
             .to(to)
@@ -514,8 +509,8 @@ impl Email {
                 "List-Unsubscribe=One-Click".into(),
             ));
         }
-        let text = r.message.text.as_deref().map(|t| render(t, r, false));
-        let html = r.message.html.as_deref().map(|t| render(t, r, true));
+        let text = part(r, Part::Text);
+        let html = part(r, Part::Html);
         let message = match (text, html) {
             (Some(t), Some(h)) => b.multipart(MultiPart::alternative_plain_html(t, h)),
             (Some(t), None) => b.singlepart(SinglePart::plain(t)),

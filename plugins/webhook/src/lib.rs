@@ -10,7 +10,7 @@
 pub mod sign;
 
 use relance_plugin_api::net::{Guard, GuardedResolver, Refused, refusal_in};
-use relance_plugin_api::template::render;
+use relance_plugin_api::template::{Part, part};
 use relance_plugin_api::{
     Action, Cancel, DeliverRequest, Health, HealthcheckRequest, Manifest, Outcome, PROTOCOL,
     Plugin, SettingDoc,
@@ -239,7 +239,6 @@ impl Webhook {
 /// The JSON body of a follow-up, as POSTed (the spool channel writes the
 /// same body, so a dry run shows exactly what a receiver would get).
 pub fn payload(event_type: &str, r: &DeliverRequest) -> Value {
-    let text = |t: &Option<String>, html| t.as_ref().map(|t| render(t, r, html));
     json!({
         "type": event_type,
         "timestamp": r.now,
@@ -252,9 +251,9 @@ pub fn payload(event_type: &str, r: &DeliverRequest) -> Value {
             "score": r.score,
             "message": {
                 "template": r.message.template,
-                "subject": text(&r.message.subject, false),
-                "text": text(&r.message.text, false),
-                "html": text(&r.message.html, true),
+                "subject": part(r, Part::Subject),
+                "text": part(r, Part::Text),
+                "html": part(r, Part::Html),
             },
             "vars": r.vars,
         }
