@@ -196,6 +196,11 @@ pub struct ArbitrationConfig {
     /// the ranking agree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priorities: Option<Priorities>,
+    /// At most `count` non-exempt solicitations per contact per `window`
+    /// of calendar days in the contact's time zone, whatever its fatigue:
+    /// the guard enforces it when planning and again when claiming.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetConfig>,
 }
 
 impl Default for ArbitrationConfig {
@@ -204,8 +209,27 @@ impl Default for ArbitrationConfig {
             window: Duration(chrono::Duration::days(1)),
             max_deferral: Duration(chrono::Duration::days(7)),
             priorities: None,
+            budget: None,
         }
     }
+}
+
+/// The per-contact solicitation budget (seed 004: not the newsletter, a
+/// seminar invitation and a sales call on the same day).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct BudgetConfig {
+    /// Sends allowed per window.
+    pub count: u32,
+    /// Whole calendar days in the contact's time zone (`1d`: per day).
+    #[serde(default = "one_day")]
+    pub window: Duration,
+    /// Only this channel's sends count and are held; all channels when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+fn one_day() -> Duration {
+    Duration(chrono::Duration::days(1))
 }
 
 /// A configuration built in code is invalid (file errors come with positions
@@ -433,6 +457,16 @@ impl FollowupsConfig {
                 issues.push(arb.key(key), "must be a positive duration");
             }
         }
+        if let Some(b) = &self.arbitration.budget {
+            let at = arb.key("budget");
+            if b.count == 0 {
+                issues.push(at.key("count"), "must be at least 1");
+            }
+            let secs = b.window.seconds();
+            if secs <= 0 || secs % 86_400 != 0 {
+                issues.push(at.key("window"), "must be a whole number of days (`1d`)");
+            }
+        }
         (issues.0.len() == before).then(|| CompiledFollowups {
             nurture,
             triggers,
@@ -509,6 +543,18 @@ impl FollowupsConfig {
             if let Some(b) = &t.to_band {
                 band(b, at.key("to_band"), issues);
             }
+        }
+        if let Some(c) = self
+            .arbitration
+            .budget
+            .as_ref()
+            .and_then(|b| b.channel.as_ref())
+            && !channels.contains(c.as_str())
+        {
+            issues.push(
+                at.key("arbitration").key("budget").key("channel"),
+                format!("unknown channel `{c}` (configured: {})", join(channels)),
+            );
         }
         for (i, c) in self.calls.channels.iter().enumerate() {
             if !channels.contains(c.as_str()) {

@@ -167,6 +167,7 @@ impl Planner {
             h.update(serde_json::to_vec(&(name, &channel.event)).unwrap_or_default());
         }
         h.update(serde_json::to_vec(&config.followups.calls).unwrap_or_default());
+        h.update(serde_json::to_vec(&config.followups.arbitration.budget).unwrap_or_default());
         h.update(serde_json::to_vec(&last_kinds).unwrap_or_default());
         let folded = guard
             .weighed_kinds()
