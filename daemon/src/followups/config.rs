@@ -313,6 +313,22 @@ impl CompiledFollowups {
         }
     }
 
+    /// The longest window a `count` of its conditions looks back over.
+    pub fn count_window(&self) -> Option<chrono::Duration> {
+        let mut all: Vec<&Condition> = Vec::new();
+        for n in &self.nurture {
+            all.push(&n.segment);
+            all.extend(n.enrol.iter().chain(n.exit.iter()));
+        }
+        for t in &self.triggers {
+            all.extend(t.segment.iter());
+            if let TriggerOn::Event { when: Some(c), .. } = &t.on {
+                all.push(c);
+            }
+        }
+        all.into_iter().filter_map(Condition::count_window).max()
+    }
+
     /// The `[followups]` of a loaded configuration, with the priorities of
     /// `[fatigue.priorities]` unless `[followups.arbitration]` sets its own.
     pub fn from_config(config: &crate::config::Config) -> Result<Self, FollowupsError> {
@@ -352,9 +368,9 @@ impl FollowupsConfig {
             unique(&n.name, at.key("name"), issues);
             let segment = n
                 .segment
-                .compile(&at.key("segment"), Scope::PROFILE, issues);
-            let enrol = compile_opt(&n.enrol, &at.key("enrol"), Scope::PROFILE, issues);
-            let exit = compile_opt(&n.exit, &at.key("exit"), Scope::PROFILE, issues);
+                .compile(&at.key("segment"), Scope::SEGMENT, issues);
+            let enrol = compile_opt(&n.enrol, &at.key("enrol"), Scope::SEGMENT, issues);
+            let exit = compile_opt(&n.exit, &at.key("exit"), Scope::SEGMENT, issues);
             if n.steps.is_empty() {
                 issues.push(at.key("steps"), "list at least one step");
             }
@@ -392,7 +408,7 @@ impl FollowupsConfig {
                     if t.to_band.is_some() {
                         issues.push(at.key("to_band"), "goes with `change`, not `event`");
                     }
-                    compile_opt(&t.when, &at.key("when"), Scope::EVENT, issues).map(|when| {
+                    compile_opt(&t.when, &at.key("when"), Scope::TRIGGER, issues).map(|when| {
                         TriggerOn::Event {
                             types: types.0.clone(),
                             when,
@@ -422,7 +438,7 @@ impl FollowupsConfig {
                     None
                 }
             };
-            let segment = compile_opt(&t.segment, &at.key("segment"), Scope::PROFILE, issues);
+            let segment = compile_opt(&t.segment, &at.key("segment"), Scope::SEGMENT, issues);
             for (key, d) in [("lookback", t.lookback), ("cooldown", t.cooldown)] {
                 if d.seconds() <= 0 {
                     issues.push(at.key(key), "must be a positive duration");

@@ -152,6 +152,13 @@ impl Planner {
             .map(|t| t.lookback)
             .max()
             .unwrap_or_else(chrono::Duration::zero);
+        // Counts in conditions read their whole window from recent events.
+        let counted = compiled
+            .iter()
+            .filter_map(|b| b.segment.count_window())
+            .chain(followups.count_window())
+            .max()
+            .unwrap_or_else(chrono::Duration::zero);
         let mut last_kinds = BTreeSet::new();
         followups.last_kinds(&mut last_kinds);
         for b in &compiled {
@@ -180,7 +187,7 @@ impl Planner {
             guard,
             broadcasts: compiled,
             lookback,
-            recent: lookback.max(RECENT_FLOOR),
+            recent: lookback.max(counted).max(RECENT_FLOOR),
             last_kinds,
             folded,
             fingerprint,
@@ -298,6 +305,8 @@ impl Planner {
             earlier: &memo.last,
             calls,
             band: input.score.as_ref().map(|s| s.band.as_str()),
+            #[allow(clippy::cast_precision_loss)]
+            score: input.score.as_ref().map(|s| s.score as f64 / 100.0),
             changes: &changes,
             state: &state,
         };

@@ -4,7 +4,7 @@
 
 use super::calls::CallStatus;
 use super::config::{CompiledFollowups, FollowupsError, Nurture, StepFrom, TriggerOn};
-use crate::condition::{Condition, ConditionConfig, Scope, Subject};
+use crate::condition::{Condition, ConditionConfig, Scope, Standing, Subject};
 use crate::config::{Issues, KeyPath};
 use crate::model::{Company, Contact, Event, FollowUpKind, Timestamp};
 use crate::outbox::{NewSend, idempotency_key};
@@ -56,7 +56,7 @@ impl BroadcastSpec {
         }
         let segment = self
             .segment
-            .compile(&at.key("segment"), Scope::PROFILE, &mut issues);
+            .compile(&at.key("segment"), Scope::SEGMENT, &mut issues);
         match segment {
             Some(segment) if issues.is_empty() => Ok(Broadcast {
                 id: self.id.clone(),
@@ -140,9 +140,24 @@ pub struct ContactView<'a> {
     pub calls: CallStatus,
     /// The band of the current score card; `None` when not scored yet.
     pub band: Option<&'a str>,
+    /// The current score, in points; `None` when not scored yet.
+    pub score: Option<f64>,
     /// Recent score changes, any order.
     pub changes: &'a [ScoreChange],
     pub state: &'a PlanState,
+}
+
+impl<'a> ContactView<'a> {
+    /// What follow-up conditions read about this contact at `now`.
+    pub fn subject(&self, now: Timestamp) -> Subject<'a> {
+        Subject::new(self.contact, self.company, self.events, now)
+            .with_earlier(self.earlier)
+            .with_standing(Standing {
+                band: self.band,
+                score: self.score,
+                call: Some(self.calls.name()),
+            })
+    }
 }
 
 /// Which occurrence of a follow-up a send is: its part of the outbox key.
@@ -240,8 +255,7 @@ pub fn plan(
     broadcasts: &[Broadcast],
     now: Timestamp,
 ) -> Vec<Planned> {
-    let subject =
-        Subject::new(view.contact, view.company, view.events, now).with_earlier(view.earlier);
+    let subject = view.subject(now);
     let horizon = now + followups.arbitration.window.0;
     let priorities = followups.priorities;
     let calls = view.calls;
@@ -439,8 +453,7 @@ pub fn leaving<'f>(
     view: &ContactView<'_>,
     now: Timestamp,
 ) -> Vec<&'f str> {
-    let subject =
-        Subject::new(view.contact, view.company, view.events, now).with_earlier(view.earlier);
+    let subject = view.subject(now);
     let won = view.calls == CallStatus::Won;
     followups
         .nurture
@@ -471,8 +484,7 @@ pub fn next_wake(
 ) -> Option<Timestamp> {
     let window = followups.arbitration.window.0;
     let horizon = now + window;
-    let subject =
-        Subject::new(view.contact, view.company, view.events, now).with_earlier(view.earlier);
+    let subject = view.subject(now);
     let won = view.calls == CallStatus::Won;
     let mut wake: Option<Timestamp> = None;
     let mut consider = |due: Timestamp| {

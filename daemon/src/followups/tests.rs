@@ -72,6 +72,7 @@ fn view<'a>(
         earlier: &[],
         calls: compiled().calls.status(events),
         band: Some(band),
+        score: None,
         changes: &[],
         state,
     }
