@@ -166,6 +166,20 @@ pub struct CallsConfig {
     /// Channels that make calls: no follow-up on them once stopped or
     /// lost. None by default, since channel names are the user's.
     pub channels: Vec<String>,
+    /// Outcomes asking for a call-back on an agreed date (`props.callback_at`,
+    /// or `callback_delay` after the call): RAPP, PISTE, PROJET.
+    pub callback: Vec<String>,
+    /// Per outcome code, when to call back if the call names no date.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub callback_delay: BTreeMap<String, Duration>,
+    /// The call task's channel and template; no call-backs without them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_channel: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_template: Option<String>,
+    /// Defaults to the event-driven priority: above systematic nurture.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_priority: Option<u32>,
 }
 
 impl Default for CallsConfig {
@@ -178,6 +192,11 @@ impl Default for CallsConfig {
             lost: s(&["REFUS", "HORS CIBLE"]),
             unsuccessful: s(&["NRP", "OCC", "REFUS COMM", "ERR"]),
             channels: Vec::new(),
+            callback: s(&["RAPP", "PISTE", "PROJET"]),
+            callback_delay: BTreeMap::new(),
+            callback_channel: None,
+            callback_template: None,
+            callback_priority: None,
         }
     }
 }
@@ -257,6 +276,18 @@ pub struct Nurture {
     pub steps: Vec<StepConfig>,
 }
 
+/// The follow-up name of call-backs (part of their outbox key).
+pub const CALLBACK: &str = "callback";
+
+/// Call-backs, compiled: codes upper-cased.
+#[derive(Clone, Debug)]
+pub struct Callback {
+    pub codes: BTreeMap<String, Option<chrono::Duration>>,
+    pub channel: String,
+    pub template: String,
+    pub priority: Option<u32>,
+}
+
 /// What fires a compiled trigger.
 #[derive(Clone, Debug)]
 pub enum TriggerOn {
@@ -285,6 +316,7 @@ pub struct Trigger {
 /// `[followups]` compiled: conditions compiled once, shared by every plan.
 #[derive(Clone, Debug)]
 pub struct CompiledFollowups {
+    pub callback: Option<Callback>,
     pub nurture: Vec<Nurture>,
     pub triggers: Vec<Trigger>,
     pub calls: CallOutcomes,
@@ -327,6 +359,12 @@ impl CompiledFollowups {
             }
         }
         all.into_iter().filter_map(Condition::count_window).max()
+    }
+
+    /// How far back a call may ask for a call-back (the triggers' default
+    /// look-back).
+    pub fn callback_lookback(&self) -> chrono::Duration {
+        default_lookback().0
     }
 
     /// The `[followups]` of a loaded configuration, with the priorities of
@@ -464,6 +502,7 @@ impl FollowupsConfig {
             }
         }
         let calls = self.calls.compile(&at.key("calls"), issues);
+        let callback = self.compile_callback(&at.key("calls"), issues);
         let arb = at.key("arbitration");
         for (key, d) in [
             ("window", self.arbitration.window),
@@ -484,6 +523,7 @@ impl FollowupsConfig {
             }
         }
         (issues.0.len() == before).then(|| CompiledFollowups {
+            callback,
             nurture,
             triggers,
             calls,
@@ -491,6 +531,53 @@ impl FollowupsConfig {
             arbitration: self.arbitration.clone(),
             priorities: self.arbitration.priorities.unwrap_or_default(),
         })
+    }
+
+    fn compile_callback(&self, at: &KeyPath, issues: &mut Issues) -> Option<Callback> {
+        let c = &self.calls;
+        let code = |s: &str| s.trim().to_uppercase();
+        let mut codes = BTreeMap::new();
+        for (i, k) in c.callback.iter().enumerate() {
+            if code(k).is_empty() {
+                issues.push(
+                    at.key("callback").index(i),
+                    "an outcome code cannot be empty",
+                );
+            }
+            codes.insert(code(k), None);
+        }
+        for (k, d) in &c.callback_delay {
+            if d.seconds() <= 0 {
+                issues.push(
+                    at.key("callback_delay").key(k),
+                    "must be a positive duration",
+                );
+            }
+            match codes.get_mut(&code(k)) {
+                Some(slot) => *slot = Some(d.0),
+                None => issues.push(
+                    at.key("callback_delay").key(k),
+                    format!("`{k}` is not listed in `callback`"),
+                ),
+            }
+        }
+        match (&c.callback_channel, &c.callback_template) {
+            (Some(channel), Some(template)) if !codes.is_empty() => Some(Callback {
+                codes,
+                channel: channel.clone(),
+                template: template.clone(),
+                priority: c.callback_priority,
+            }),
+            (Some(_), None) => {
+                issues.push(at.key("callback_template"), "give the call task's template");
+                None
+            }
+            (None, Some(_)) => {
+                issues.push(at.key("callback_channel"), "give the call task's channel");
+                None
+            }
+            _ => None,
+        }
     }
 
     /// Checks that every channel, template and band named exists; `Config`
@@ -571,6 +658,25 @@ impl FollowupsConfig {
                 at.key("arbitration").key("budget").key("channel"),
                 format!("unknown channel `{c}` (configured: {})", join(channels)),
             );
+        }
+        if let (Some(channel), Some(template)) =
+            (&self.calls.callback_channel, &self.calls.callback_template)
+        {
+            let at = at.key("calls");
+            if !channels.contains(channel.as_str()) {
+                issues.push(
+                    at.key("callback_channel"),
+                    format!(
+                        "unknown channel `{channel}` (configured: {})",
+                        join(channels)
+                    ),
+                );
+            } else if templates.get(template.as_str()).is_none() {
+                issues.push(
+                    at.key("callback_template"),
+                    format!("unknown template `{template}`"),
+                );
+            }
         }
         for (i, c) in self.calls.channels.iter().enumerate() {
             if !channels.contains(c.as_str()) {

@@ -4,15 +4,15 @@
 //! came; everyone when the follow-up rules or the broadcasts changed.
 //! Re-planning is safe: rows are keyed by their idempotency key.
 
-use super::arbitrate::{Arbitration, Outcome, arbitrate};
-use super::config::CompiledFollowups;
+use super::arbitrate::{Arbitrated, Arbitration, Outcome, arbitrate};
+use super::config::{CALLBACK, CompiledFollowups};
 use super::memo::{HistoryMemo, MemoRules};
 use super::plan::{
-    Broadcast, BroadcastSpec, ContactView, Occurrence, PastPlan, PlanState, Planned, leaving,
-    next_wake, plan,
+    Broadcast, BroadcastSpec, ContactView, Occurrence, PastPlan, PlanState, Planned, last_contact,
+    leaving, next_wake, plan,
 };
 use crate::config::Config;
-use crate::fatigue::Guard;
+use crate::fatigue::{ChannelId, Guard, Proposal, Verdict};
 use crate::model::{Event, FollowUpKind, Timestamp};
 use crate::outbox::{Row, State};
 use crate::scoring::{Points, ScoreChange};
@@ -159,6 +159,10 @@ impl Planner {
             .chain(followups.count_window())
             .max()
             .unwrap_or_else(chrono::Duration::zero);
+        let recent = lookback
+            .max(counted)
+            .max(followups.callback_lookback())
+            .max(RECENT_FLOOR);
         let mut last_kinds = BTreeSet::new();
         followups.last_kinds(&mut last_kinds);
         for b in &compiled {
@@ -187,7 +191,7 @@ impl Planner {
             guard,
             broadcasts: compiled,
             lookback,
-            recent: lookback.max(counted).max(RECENT_FLOOR),
+            recent,
             last_kinds,
             folded,
             fingerprint,
@@ -312,13 +316,30 @@ impl Planner {
         };
         let mut planned = plan(&self.followups, &view, &self.broadcasts, now);
         let left = leaving(&self.followups, &view, now);
-        let drops: Vec<(i64, String)> = input
+        let mut drops: Vec<(i64, String)> = input
             .rows
             .iter()
             .filter(|r| r.kind == FollowUpKind::Systematic && r.state.is_pending())
             .filter(|r| r.state != State::Claimed && left.contains(&r.followup.as_str()))
             .map(|r| (r.seq, format!("left nurture `{}`", r.followup)))
             .collect();
+        // A later call or a meeting supersedes the call-backs asked before.
+        if let Some(last) = last_contact(&self.followups, events, now) {
+            drops.extend(
+                input
+                    .rows
+                    .iter()
+                    .filter(|r| r.followup == CALLBACK && r.state.is_pending())
+                    .filter(|r| r.state != State::Claimed)
+                    .filter(|r| occurrence_of(r).is_some_and(|o| o.at() < last.at))
+                    .map(|r| {
+                        (
+                            r.seq,
+                            format!("call-back superseded by the {} of {}", last.kind, last.at),
+                        )
+                    }),
+            );
+        }
         if with_pending {
             let horizon = now + self.followups.arbitration.window.0;
             planned.extend(
@@ -336,7 +357,7 @@ impl Planner {
                 .apply(&self.guard, e)
                 .map_err(|e| failed(e.to_string()))?;
         }
-        let arbitration = arbitrate(
+        let mut arbitration = arbitrate(
             &self.followups.arbitration,
             &self.guard,
             &mut fatigue,
@@ -344,6 +365,16 @@ impl Planner {
             now,
         )
         .map_err(|e| failed(e.to_string()))?;
+        // A call-back agreed beyond the window is written now, put to the
+        // guard at its date (send window): no event will wake it later.
+        let (callbacks, later): (Vec<Planned>, Vec<Planned>) =
+            std::mem::take(&mut arbitration.later)
+                .into_iter()
+                .partition(|p| p.followup == CALLBACK);
+        arbitration.later = later;
+        for p in callbacks {
+            arbitration.decided.push(self.decide_alone(p, &fatigue));
+        }
 
         let mut after = state.clone();
         after.record(
@@ -367,6 +398,31 @@ impl Planner {
             wake,
             memo: renewed.then_some(memo),
         })
+    }
+}
+
+impl Planner {
+    /// The guard's decision on one follow-up at its due instant.
+    fn decide_alone(&self, p: Planned, state: &crate::fatigue::ContactState) -> Arbitrated {
+        let channel = self.guard.channel(&p.channel).unwrap_or(ChannelId(u8::MAX));
+        let proposal = Proposal {
+            channel,
+            kind: p.kind,
+            priority: Some(p.priority),
+            exempt: false,
+            first_proposed: Some(p.first_planned),
+        };
+        let decision = self.guard.decide(&proposal, state, p.due);
+        let outcome = match (decision.decision, decision.until) {
+            (Verdict::Allow, _) => Outcome::Allow { at: p.due },
+            (Verdict::Defer, Some(until)) => Outcome::Defer { until },
+            _ => Outcome::Block,
+        };
+        Arbitrated {
+            planned: p,
+            outcome,
+            reasons: decision.reasons,
+        }
     }
 }
 
