@@ -25,7 +25,9 @@ pub fn admit(
     let Some(event_type) = config.channels.get(&row.channel).map(|c| c.event.clone()) else {
         return block(json!([{ "rule": "unknown_channel", "channel": row.channel }]));
     };
-    let state = match ContactState::replay(guard, contact, weighs) {
+    // Only what happened by `now` weighs (an event imported with a later
+    // instant counts from then on).
+    let state = match ContactState::replay(guard, contact, weighs.iter().filter(|e| e.at <= now)) {
         Ok(s) => s,
         Err(e) => return block(json!([{ "rule": "history", "error": e.to_string() }])),
     };

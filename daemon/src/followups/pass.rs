@@ -30,6 +30,10 @@ const META_EVENTS: &str = "plan.events_seq";
 const META_CHANGES: &str = "plan.changes_seq";
 const META_RULES: &str = "plan.fingerprint";
 const META_MEMO: &str = "plan.memo";
+/// The instant of the last pass: the next one looks back from there.
+const META_AT: &str = "plan.at";
+/// Look-backs reach at most this far before a pass's own look-back.
+const CATCH_UP: chrono::Duration = chrono::Duration::days(7);
 /// Contacts read, and written, per transaction.
 const CHUNK: usize = 1000;
 /// Workers of a pass, at most (one per core).
@@ -70,6 +74,8 @@ pub struct Planner {
     fingerprint: String,
     /// What stored memos must have been folded with.
     memo_fingerprint: String,
+    /// The previous pass's instant (see [`Planner::since_last_pass`]).
+    since: Option<Timestamp>,
 }
 
 /// What the planner decided for one contact.
@@ -196,12 +202,26 @@ impl Planner {
             folded,
             fingerprint,
             memo_fingerprint: hex::encode(&h.finalize()[..16]),
+            since: None,
         })
+    }
+
+    /// Measures look-backs from `last_pass`, the previous pass's instant,
+    /// so that a signal between two passes is never missed (at most
+    /// `CATCH_UP` back: after a long downtime old signals are stale).
+    pub fn since_last_pass(mut self, last_pass: Option<Timestamp>) -> Self {
+        self.since = last_pass;
+        self
+    }
+
+    /// The instant look-backs are measured from at `now`.
+    pub fn looks_back_from(&self, now: Timestamp) -> Timestamp {
+        self.since.map_or(now, |s| s.min(now).max(now - CATCH_UP))
     }
 
     /// Where the recent window of a pass at `now` starts.
     pub fn recent_from(&self, now: Timestamp) -> Timestamp {
-        now - self.recent
+        self.looks_back_from(now) - self.recent
     }
 
     /// How a pass at `now` reads its contacts, trusting the memos `memo`
@@ -232,7 +252,7 @@ impl Planner {
 
     /// Score changes from this instant on can still fire a trigger at `now`.
     pub fn changes_since(&self, now: Timestamp) -> Timestamp {
-        now - self.lookback
+        self.looks_back_from(now) - self.lookback
     }
 
     /// Plans one contact at `now`: new follow-ups, arbitrated against its
@@ -308,6 +328,7 @@ impl Planner {
             events,
             earlier: &memo.last,
             calls,
+            since: self.looks_back_from(now),
             band: input.score.as_ref().map(|s| s.band.as_str()),
             #[allow(clippy::cast_precision_loss)]
             score: input.score.as_ref().map(|s| s.score as f64 / 100.0),
@@ -324,7 +345,7 @@ impl Planner {
             .map(|r| (r.seq, format!("left nurture `{}`", r.followup)))
             .collect();
         // A later call or a meeting supersedes the call-backs asked before.
-        if let Some(last) = last_contact(&self.followups, events, now) {
+        if let Some(last) = last_contact(&self.followups, events, self.looks_back_from(now), now) {
             drops.extend(
                 input
                     .rows
@@ -352,7 +373,8 @@ impl Planner {
             );
         }
         let mut fatigue = memo.state_of(&self.guard, &input.contact);
-        for e in events {
+        // Fatigue at `now`: later events (a dry run in the past) wait.
+        for e in events.iter().filter(|e| e.at <= now) {
             fatigue
                 .apply(&self.guard, e)
                 .map_err(|e| failed(e.to_string()))?;
@@ -562,7 +584,10 @@ fn verdict(outcome: &Outcome) -> (&'static str, Option<Timestamp>) {
 /// connection; writes take turns.
 pub fn run(config: &Config, now: Timestamp, force_full: bool) -> Result<PassReport, PassError> {
     let mut store = SqliteStore::from_config(config)?;
-    let planner = Planner::new(config, &store.broadcasts()?)?;
+    let last_pass = store
+        .meta(META_AT)?
+        .and_then(|v| v.parse::<Timestamp>().ok());
+    let planner = Planner::new(config, &store.broadcasts()?)?.since_last_pass(last_pass);
     let events_seq = store.last_event_seq()?;
     let changes_seq = store.last_change_seq()?;
     let number = |v: Option<String>| v.and_then(|v| v.parse::<i64>().ok());
@@ -666,6 +691,7 @@ pub fn run(config: &Config, now: Timestamp, force_full: bool) -> Result<PassRepo
         &[
             (META_RULES, planner.fingerprint.clone()),
             (META_MEMO, planner.memo_fingerprint.clone()),
+            (META_AT, now.to_rfc3339()),
         ],
     )?;
     Ok(report)

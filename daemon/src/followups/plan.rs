@@ -140,6 +140,8 @@ pub struct ContactView<'a> {
     pub earlier: &'a [(String, Timestamp)],
     /// Where calls have left the prospect, over the whole history.
     pub calls: CallStatus,
+    /// Look-backs are measured from here: the previous planning, or now.
+    pub since: Timestamp,
     /// The band of the current score card; `None` when not scored yet.
     pub band: Option<&'a str>,
     /// The current score, in points; `None` when not scored yet.
@@ -372,7 +374,7 @@ pub fn plan(
         if t.segment.as_ref().is_some_and(|c| !c.eval(&subject, None)) {
             continue;
         }
-        let recent = |at: Timestamp| at <= now && at > now - t.lookback;
+        let recent = |at: Timestamp| at <= now && at > view.since.min(now) - t.lookback;
         let mut signals: Vec<(String, Timestamp)> = match &t.on {
             TriggerOn::Event { types, when } => view
                 .events
@@ -483,10 +485,11 @@ pub fn plan(
 pub fn last_contact<'e>(
     followups: &CompiledFollowups,
     events: &'e [Event],
+    since: Timestamp,
     now: Timestamp,
 ) -> Option<&'e Event> {
     let call = followups.calls.event_type();
-    let from = now - followups.callback_lookback();
+    let from = since.min(now) - followups.callback_lookback();
     events
         .iter()
         .rev()
@@ -507,7 +510,7 @@ fn callback_due<'e>(
     view: &ContactView<'e>,
     now: Timestamp,
 ) -> Option<(&'e Event, Timestamp)> {
-    let call = last_contact(followups, view.events, now)?;
+    let call = last_contact(followups, view.events, view.since, now)?;
     if call.kind != followups.calls.event_type() {
         return None;
     }

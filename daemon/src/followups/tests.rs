@@ -71,6 +71,7 @@ fn view<'a>(
         events,
         earlier: &[],
         calls: compiled().calls.status(events),
+        since: chrono::DateTime::<chrono::Utc>::MAX_UTC,
         band: Some(band),
         score: None,
         changes: &[],
