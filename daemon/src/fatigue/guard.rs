@@ -546,7 +546,7 @@ impl Guard {
     }
 
     /// What the recent sends must keep (caps and budget).
-    pub(crate) fn caps(&self) -> &[Cap] {
+    pub(crate) fn kept_sends(&self) -> &[Cap] {
         &self.keep
     }
 
@@ -761,7 +761,7 @@ impl Guard {
                 .chain(booked.iter().map(|(c, at)| (c.0, secs(*at))))
                 .filter(|&(_, at)| at <= t)
                 .collect();
-            all.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+            all.sort_unstable_by_key(|s| std::cmp::Reverse(s.1));
             merged = all;
             &mut merged.iter().copied()
         };

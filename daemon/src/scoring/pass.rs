@@ -416,6 +416,20 @@ impl Pass<'_> {
     }
 }
 
+fn stored(c: super::changes::ScoreChange) -> StoredChange {
+    StoredChange {
+        seq: 0,
+        contact: c.contact,
+        at: c.at,
+        kind: c.kind.as_str().to_string(),
+        from_score: c.from_score.0,
+        to_score: c.to_score.0,
+        from_band: c.from_band,
+        to_band: c.to_band,
+        since: c.since,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -577,19 +591,5 @@ mod tests {
             rescore(&changed, t0(), false).expect("pass").full,
             "new rules rebuild everything"
         );
-    }
-}
-
-fn stored(c: super::changes::ScoreChange) -> StoredChange {
-    StoredChange {
-        seq: 0,
-        contact: c.contact,
-        at: c.at,
-        kind: c.kind.as_str().to_string(),
-        from_score: c.from_score.0,
-        to_score: c.to_score.0,
-        from_band: c.from_band,
-        to_band: c.to_band,
-        since: c.since,
     }
 }
