@@ -9,87 +9,29 @@
 
 mod common;
 
-use axum::extract::State;
-use common::{BIN, Env, stderr, stdout};
+use common::{
+    BIN, Env, Received, once, outbox, receiver, shipped_to_loopback, spawn_daemon, stderr,
+    wait_until,
+};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-/// Every delivery the receiver got: (channel, contact, timestamp).
-#[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<(String, String, String)>>>);
-
-impl Received {
-    fn all(&self) -> Vec<(String, String, String)> {
-        self.0.lock().unwrap().clone()
-    }
+/// The contacts the receiver got a delivery for, in order.
+fn delivered(r: &Received) -> Vec<String> {
+    r.0.lock().unwrap().iter().map(|(_, c)| c.clone()).collect()
 }
 
-async fn receive(State(r): State<Received>, body: String) -> &'static str {
-    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    let s = |p: &str| {
-        v.pointer(p)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
-    };
-    r.0.lock()
-        .unwrap()
-        .push((s("/data/channel"), s("/data/contact/id"), s("/timestamp")));
-    "ok"
-}
-
-fn receiver() -> (Received, u16, tokio::runtime::Runtime) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let r = Received::default();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let app = axum::Router::new().fallback(receive).with_state(r.clone());
-    rt.spawn(async move { axum::serve(listener, app).await });
-    (r, port, rt)
-}
-
-/// The shipped rules, every channel sent to the loopback receiver, plus a
-/// plan job every five minutes and `extra`.
-fn shipped(env: &Env, port: u16, extra: &str) {
-    let settings = format!(
-        "plugin = \"webhook\"\nsettings = {{ url = \"http://127.0.0.1:{port}/hook\", secret = \"{SECRET}\", allow_networks = [\"127.0.0.0/8\"] }}"
-    );
-    let text = std::fs::read_to_string(common::repo().join("config/relance.toml"))
-        .unwrap()
-        .replace("plugin = \"email\"", &settings)
-        .replace(
-            "plugin = \"webhook\"\nevent = \"sms_sent\"",
-            &format!("{settings}\nevent = \"sms_sent\""),
-        )
-        .replace("plugin = \"crm\"", &settings);
+/// The shipped rules to the loopback receiver, with a plan job every five
+/// minutes.
+fn shipped(env: &Env, port: u16) {
+    shipped_to_loopback(env, port);
+    let text = std::fs::read_to_string(env.path("relance.toml")).unwrap();
     env.write(
         "relance.toml",
-        &format!("{text}\n[schedules.react]\njob = \"plan\"\ncron = \"*/5 * * * *\"\n{extra}"),
+        &format!("{text}\n[schedules.react]\njob = \"plan\"\ncron = \"*/5 * * * *\"\n"),
     );
-}
-
-fn once(env: &Env, now: &str) {
-    let out = env.run_at(now, &["run", "--once"]);
-    assert!(
-        out.status.success(),
-        "run --once at {now}: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-}
-
-fn outbox(env: &Env) -> Vec<Value> {
-    env.json(&["outbox", "--json", "--limit", "100000"])
-        .as_array()
-        .unwrap()
-        .clone()
 }
 
 fn row<'a>(rows: &'a [Value], contact: &str, followup: &str) -> Option<&'a Value> {
@@ -114,14 +56,6 @@ fn followups_of(lines: &[Value], contact: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < Duration::from_secs(secs), "{what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Seed 003: a call coded RAPP with an agreed date puts a call task on that
 /// date, in the phone window (09:00 Paris); a later call supersedes the
 /// call-back of PISTE; PROJET without a date uses its delay (90 days).
@@ -129,7 +63,7 @@ fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
 fn call_backs_land_on_the_agreed_date_in_the_phone_window() {
     let (received, port, _rt) = receiver();
     let env = Env::new();
-    shipped(&env, port, "");
+    shipped(&env, port);
     env.import_text(
         "contacts",
         "c.csv",
@@ -171,14 +105,13 @@ fn call_backs_land_on_the_agreed_date_in_the_phone_window() {
 
     // Nothing before the agreed instant; the task goes at it.
     once(&env, "2026-11-26T07:59:59Z");
-    assert!(received.all().iter().all(|(_, c, _)| c != "rapp"));
+    assert!(!delivered(&received).contains(&"rapp".to_string()));
     once(&env, "2026-11-26T08:00:00Z");
-    let got = received.all();
-    assert!(
-        got.iter().any(|(ch, c, _)| ch == "phone" && c == "rapp"),
-        "{got:?}"
-    );
-    assert!(got.iter().all(|(_, c, _)| c != "piste"));
+    let got = delivered(&received);
+    assert!(got.contains(&"rapp".to_string()), "{got:?}");
+    assert!(!got.contains(&"piste".to_string()));
+    let rows = outbox(&env);
+    assert_eq!(row(&rows, "rapp", "callback").unwrap()["state"], "sent");
 }
 
 /// A new lead whose first score is already hot gets the hot-lead call,
@@ -341,7 +274,7 @@ fn a_delivered_call_task_and_the_call_itself_charge_once_in_either_order() {
     let (received, port, _rt) = receiver();
     for call_first in [false, true] {
         let env = Env::new();
-        shipped(&env, port, "");
+        shipped(&env, port);
         env.import_text(
             "contacts",
             "c.csv",
@@ -356,13 +289,13 @@ fn a_delivered_call_task_and_the_call_itself_charge_once_in_either_order() {
             "e.jsonl",
             r#"{"contact":"p","type":"page_visit","at":"2026-11-20T09:00:00Z","props":{"url":"https://x.example/tarifs"}}"#,
         );
-        let sent = received.all().len();
+        let sent = delivered(&received).len();
         once(&env, "2026-11-20T10:01:00Z");
         once(&env, "2026-11-20T10:05:00Z");
         if !call_first {
             // The task went out first; the call comes afterwards.
             assert_eq!(
-                received.all().len(),
+                delivered(&received).len(),
                 sent + 1,
                 "the call task was delivered"
             );
@@ -428,20 +361,6 @@ fn the_pricing_page_rule_catches_each_word() {
     assert!(followups_of(&lines, "blog").is_empty());
 }
 
-fn spawn_daemon(env: &Env) -> Child {
-    Command::new(BIN)
-        .arg("--config")
-        .arg(env.path("relance.toml"))
-        .arg("run")
-        .env("RELANCE_DB", env.path("store.db"))
-        .env_remove("RELANCE_CONFIG")
-        .env_remove("RELANCE_LOG")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(env.path("run.log")).unwrap())
-        .spawn()
-        .expect("start relance run")
-}
-
 /// Events written by another process (`relance import events`) wake the
 /// running daemon: no schedule, no API, and the follow-up is planned and
 /// delivered within seconds.
@@ -449,7 +368,7 @@ fn spawn_daemon(env: &Env) -> Child {
 fn the_running_daemon_plans_events_another_process_imported() {
     let (received, port, _rt) = receiver();
     let env = Env::new();
-    shipped(&env, port, "");
+    shipped(&env, port);
     // Only the daemon's own reactions: no schedule at all.
     let text = std::fs::read_to_string(env.path("relance.toml")).unwrap();
     let mut kept = String::new();
@@ -469,7 +388,7 @@ fn the_running_daemon_plans_events_another_process_imported() {
         "c.csv",
         "id,email,status,timezone\np,p@example.com,suspect,UTC\n",
     );
-    let mut child = spawn_daemon(&env);
+    let mut child = spawn_daemon(&env, "run.log");
     // Any instant of the day: the phone window is weekdays 09:00–18:00, so
     // the test uses the email click trigger on a channel open at all hours.
     let now = relance::clock::Clock::system().now();
@@ -496,6 +415,6 @@ fn the_running_daemon_plans_events_another_process_imported() {
     assert!(log.contains("new events planned"), "{log}");
     eprintln!(
         "planned {planned_in:?} after the import; deliveries: {:?}",
-        received.all()
+        delivered(&received)
     );
 }

@@ -7,55 +7,14 @@
 
 mod common;
 
-use axum::extract::State;
-use axum::http::HeaderMap;
-use common::{BIN, Env, stderr, stdout};
+use common::{
+    BIN, Env, SECRET, once, outbox, receiver, shipped_to_loopback, spawn_daemon, stderr, wait_until,
+};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-/// Every delivery the receiver got: (webhook-id, contact); it answers
-/// after the delay in the second field (milliseconds).
-#[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<(String, String)>>>, Arc<AtomicU64>);
-
-async fn receive(State(r): State<Received>, headers: HeaderMap, body: String) -> &'static str {
-    let id = headers
-        .get("webhook-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let contact = serde_json::from_str::<Value>(&body)
-        .ok()
-        .and_then(|v| {
-            v.pointer("/data/contact/id")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
-    r.0.lock().unwrap().push((id, contact));
-    let delay = r.1.load(Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_millis(delay)).await;
-    "ok"
-}
-
-/// A receiver on 127.0.0.1, port chosen by the system, in its own runtime.
-fn receiver() -> (Received, u16, tokio::runtime::Runtime) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let r = Received::default();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let app = axum::Router::new().fallback(receive).with_state(r.clone());
-    rt.spawn(async move { axum::serve(listener, app).await });
-    (r, port, rt)
-}
 
 /// A configuration with one webhook channel to `port`, no fatigue costs,
 /// and `extra` appended.
@@ -121,20 +80,6 @@ fn contacts_csv(n: usize) -> String {
     csv
 }
 
-fn spawn_daemon(env: &Env, log: &str) -> Child {
-    Command::new(BIN)
-        .arg("--config")
-        .arg(env.path("relance.toml"))
-        .arg("run")
-        .env("RELANCE_DB", env.path("store.db"))
-        .env_remove("RELANCE_CONFIG")
-        .env_remove("RELANCE_LOG")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(env.path(log)).unwrap())
-        .spawn()
-        .expect("start relance run")
-}
-
 /// Sends `signal` (TERM, HUP …) with the `kill` command: the workspace
 /// denies `unsafe`, so no libc call here.
 fn signal(child: &Child, signal: &str) {
@@ -144,13 +89,6 @@ fn signal(child: &Child, signal: &str) {
         .status()
         .unwrap();
     assert!(status.success(), "kill -{signal}");
-}
-
-fn outbox(env: &Env) -> Vec<Value> {
-    env.json(&["outbox", "--json", "--limit", "100000"])
-        .as_array()
-        .unwrap()
-        .clone()
 }
 
 /// Small deterministic generator for kill moments.
@@ -313,16 +251,6 @@ fn ticks(env: &Env, schedule: &str) -> Vec<String> {
         .filter(|r| r["schedule"] == schedule)
         .map(|r| r["tick"].as_str().unwrap().to_string())
         .collect()
-}
-
-fn once(env: &Env, now: &str) {
-    let out = env.run_at(now, &["run", "--once"]);
-    assert!(
-        out.status.success(),
-        "run --once at {now}: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
 }
 
 #[test]
@@ -531,22 +459,6 @@ fn the_seminar_day_is_arbitrated_call_first_and_the_newsletter_waits() {
     assert_eq!(outbox(&env).len(), 0);
 }
 
-/// The shipped rules with every channel sent to a loopback webhook receiver.
-fn shipped_to_loopback(env: &Env, port: u16) {
-    let settings = format!(
-        "plugin = \"webhook\"\nsettings = {{ url = \"http://127.0.0.1:{port}/hook\", secret = \"{SECRET}\", allow_networks = [\"127.0.0.0/8\"] }}"
-    );
-    let text = std::fs::read_to_string(common::repo().join("config/relance.toml"))
-        .unwrap()
-        .replace("plugin = \"email\"", &settings)
-        .replace(
-            "plugin = \"webhook\"\nevent = \"sms_sent\"",
-            &format!("{settings}\nevent = \"sms_sent\""),
-        )
-        .replace("plugin = \"crm\"", &settings);
-    env.write("relance.toml", &text);
-}
-
 #[test]
 fn a_plan_pass_writes_the_arbitration_and_dispatch_sends_what_passed() {
     let (received, port, _rt) = receiver();
@@ -670,15 +582,6 @@ fn a_booked_meeting_takes_the_prospect_out_of_nurture_and_stopped_ones_get_no_ca
         set(&["prospects_target_1_2"]),
         "ARRÊTÉ: no more calls"
     );
-}
-
-/// Polls `done` every 100 ms; fails with `what` after `secs` seconds.
-fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < Duration::from_secs(secs), "{what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// A free port on loopback (bound, then released for the daemon).

@@ -114,11 +114,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn concurrent_claims_never_pass_a_cap_together() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let cfg = Arc::new(config(dir.path()));
-        let mut store = SqliteStore::from_config(&cfg).expect("store");
+    /// A store with contact `p`, in Paris.
+    fn store_with_p(cfg: &Config) -> SqliteStore {
+        let mut store = SqliteStore::from_config(cfg).expect("store");
         let contacts: Vec<_> = read_lines(
             "id,timezone\np,Europe/Paris\n".as_bytes(),
             Format::Csv,
@@ -128,6 +126,14 @@ mod tests {
         .map(|l| l.item.expect("valid"))
         .collect();
         store.upsert_contacts(&contacts).expect("contact");
+        store
+    }
+
+    #[test]
+    fn concurrent_claims_never_pass_a_cap_together() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = Arc::new(config(dir.path()));
+        let mut store = store_with_p(&cfg);
         let sends: Vec<NewSend> = (0..8).map(send).collect();
         store.enqueue(&sends, now()).expect("enqueue");
 
@@ -187,16 +193,7 @@ mod tests {
     fn the_daily_budget_holds_at_claim_time_across_channels_and_claimers() {
         let dir = tempfile::tempdir().expect("tmp");
         let cfg = Arc::new(shipped(dir.path(), str::to_string));
-        let mut store = SqliteStore::from_config(&cfg).expect("store");
-        let contacts: Vec<_> = read_lines(
-            "id,timezone\np,Europe/Paris\n".as_bytes(),
-            Format::Csv,
-            Kind::Contact,
-        )
-        .expect("csv")
-        .map(|l| l.item.expect("valid"))
-        .collect();
-        store.upsert_contacts(&contacts).expect("contact");
+        let mut store = store_with_p(&cfg);
         let mut call = send(1);
         call.channel = "phone".into();
         call.kind = FollowUpKind::Opportunistic;
@@ -242,16 +239,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let cfg = config(dir.path());
         let guard = Guard::from_config(&cfg).expect("guard");
-        let mut store = SqliteStore::from_config(&cfg).expect("store");
-        let contacts: Vec<_> = read_lines(
-            "id,timezone\np,Europe/Paris\n".as_bytes(),
-            Format::Csv,
-            Kind::Contact,
-        )
-        .expect("csv")
-        .map(|l| l.item.expect("valid"))
-        .collect();
-        store.upsert_contacts(&contacts).expect("contact");
+        let mut store = store_with_p(&cfg);
         store.enqueue(&[send(0), send(1)], now()).expect("enqueue");
         let lease = now() + chrono::Duration::minutes(5);
         let rows = store
