@@ -418,3 +418,36 @@ fn the_running_daemon_plans_events_another_process_imported() {
         delivered(&received)
     );
 }
+
+/// A wrong budget is refused at load, each mistake at its line.
+#[test]
+fn budget_mistakes_are_configuration_errors() {
+    let env = Env::new();
+    let text = std::fs::read_to_string(common::repo().join("config/relance.toml")).unwrap();
+    for (budget, says) in [
+        ("count = 0\nwindow = \"1d\"", "must be at least 1"),
+        ("count = 1\nwindow = \"36h\"", "whole number of days"),
+        ("count = 1\nchannel = \"fax\"", "unknown channel `fax`"),
+        ("count = 9", "recent sends the guard keeps"),
+    ] {
+        let bad = text.replace(
+            "[followups.arbitration.budget]\ncount = 1\nwindow = \"1d\"",
+            &format!("[followups.arbitration.budget]\n{budget}"),
+        );
+        assert_ne!(bad, text);
+        env.write("bad.toml", &bad);
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(env.path("bad.toml"))
+            .arg("check")
+            .env("RELANCE_DB", env.path("store.db"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{budget}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("followups.arbitration.budget") && err.contains(says),
+            "{err}"
+        );
+    }
+}
