@@ -451,3 +451,28 @@ fn budget_mistakes_are_configuration_errors() {
         );
     }
 }
+
+/// A click on Tuesday, planned only by Friday's pass: look-backs count from
+/// the previous pass (Monday), so it is still followed up.
+#[test]
+fn a_signal_between_two_distant_passes_is_not_missed() {
+    let (_received, port, _rt) = receiver();
+    let env = Env::new();
+    shipped(&env, port);
+    env.import_text(
+        "contacts",
+        "c.csv",
+        "id,email,status,timezone\np,p@example.com,suspect,Europe/Paris\n",
+    );
+    once(&env, "2026-11-16T10:01:00Z");
+    once(&env, "2026-11-16T10:05:00Z");
+    env.import_text(
+        "events",
+        "e.jsonl",
+        r#"{"contact":"p","type":"email_click","at":"2026-11-17T10:00:00Z"}"#,
+    );
+    once(&env, "2026-11-20T10:05:00Z");
+    let rows = outbox(&env);
+    let call = row(&rows, "p", "email_click_call").expect("the Tuesday click is followed up");
+    assert_eq!(call["state"], "sent", "{call}");
+}
