@@ -183,14 +183,14 @@ fn the_demo_plans_and_sends_live_and_stops_cleanly_on_sigint() {
     // The stream's first event, a pricing page visit, fires its trigger
     // within seconds: a call task sent.
     demo.wait_for("the pricing visit's call task", 120, |d| {
-        d.line(&["sent", "albert-dupont", "pricing_visit_call → phone"])
+        d.line(&["sent", "beltrani", "pricing_visit_call → phone"])
             .is_some()
     });
     let (posted, _) = demo
-        .line(&["event", "albert-dupont", "page_visit", "/pricing"])
+        .line(&["event", "beltrani", "page_visit", "/pricing"])
         .expect("the event line");
     let (fired, line) = demo
-        .line(&["sent", "albert-dupont", "pricing_visit_call → phone"])
+        .line(&["sent", "beltrani", "pricing_visit_call → phone"])
         .unwrap();
     let lag = fired.saturating_duration_since(posted);
     assert!(
@@ -367,8 +367,9 @@ fn logs_to_a_pipe_carry_no_colour() {
 #[test]
 fn guard_reasons_read_as_sentences_in_text_mode() {
     let env = Env::demo();
+    // 23:00 in Paris: P's call waits for the phone window to open.
     let out = env.run_at(
-        "2026-11-20T12:00:00Z",
+        "2026-11-20T22:00:00Z",
         &[
             "guard",
             "p",
@@ -380,11 +381,16 @@ fn guard_reasons_read_as_sentences_in_text_mode() {
     );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.starts_with("defer until"), "{text}");
     assert!(
-        text.contains("cap: 1 of 1 sends on phone in 3d; frees at 2026-11-22T12:00:00Z"),
+        text.starts_with("defer until 2026-11-23T08:00:00"),
         "{text}"
     );
-    assert!(text.contains("outside the phone send window"), "{text}");
+    assert!(
+        text.contains(
+            "outside the phone send window (2026-11-20T23:00:00 in Europe/Paris); \
+             opens at 2026-11-23T09:00:00 (2026-11-23T08:00:00Z)"
+        ),
+        "{text}"
+    );
     assert!(!text.contains('{'), "raw JSON: {text}");
 }

@@ -431,22 +431,67 @@ async fn resume_planning(config: &Arc<Config>, react_wake: &Notify) {
     }
 }
 
-/// New events (from the API) are scored and planned at once, without
-/// waiting for the next scheduled pass. Wakes close together are taken as
-/// one.
+/// New events are scored and planned at once, without waiting for the next
+/// scheduled pass: the API wakes this loop, and a poll of the store's
+/// highest event number every `POLL` notices every other writer (`relance
+/// import`, another process), so a new event is planned within about
+/// `POLL` + `REACT_DEBOUNCE` + one incremental pass. Wakes close together
+/// are taken as one.
 async fn react_loop(
     jobs: Arc<DaemonJobs>,
     config: watch::Receiver<Arc<Config>>,
     wake: Arc<Notify>,
     mut shutdown: Shutdown,
 ) {
+    const POLL: Duration = Duration::from_secs(1);
+    // The highest event number planned (or tried); first read from the
+    // planner's own mark, so events accepted while down are planned now.
+    let mut seen: Option<i64> = None;
+    let mut poller: Option<SqliteStore> = None;
     loop {
-        tokio::select! {
-            () = wake.notified() => {}
+        let woken = tokio::select! {
+            () = wake.notified() => true,
+            () = tokio::time::sleep(POLL) => false,
             () = shutdown.recv() => return,
+        };
+        let current = config.borrow().clone();
+        let (store, cfg) = (poller.take(), current.clone());
+        let polled = tokio::task::spawn_blocking(move || {
+            use crate::store::{Records, ScoreStore};
+            let store = match store {
+                Some(s) => s,
+                None => SqliteStore::from_config(&cfg)?,
+            };
+            let last = store.last_event_seq()?;
+            let planned = store
+                .meta("plan.events_seq")?
+                .and_then(|v| v.parse::<i64>().ok());
+            Ok::<_, StoreError>((store, last, planned))
+        })
+        .await;
+        let last = match polled {
+            Ok(Ok((store, last, planned))) => {
+                poller = Some(store);
+                let seen = seen.get_or_insert(planned.unwrap_or(0));
+                if !woken && last <= *seen {
+                    continue;
+                }
+                *seen = last;
+                Some(last)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the store's new events");
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reading the store's new events panicked");
+                None
+            }
+        };
+        if last.is_none() && !woken {
+            continue;
         }
         tokio::time::sleep(REACT_DEBOUNCE).await;
-        let current = config.borrow().clone();
         let jobs2 = jobs.clone();
         let done = tokio::task::spawn_blocking(move || {
             let now = jobs2.clock.now();

@@ -2,7 +2,7 @@
 //! loopback, a configuration sending to it, the daemon as a child process.
 #![allow(clippy::unwrap_used)]
 
-use super::Env;
+use super::{Env, repo, stderr, stdout};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use serde_json::Value;
@@ -203,4 +203,31 @@ pub fn stop_daemon(mut child: Child) {
     signal(&child, "TERM");
     let status = child.wait().unwrap();
     assert!(status.success(), "exit after SIGTERM: {status:?}");
+}
+
+/// `relance run --once` at `now`, which must succeed.
+pub fn once(env: &Env, now: &str) {
+    let out = env.run_at(now, &["run", "--once"]);
+    assert!(
+        out.status.success(),
+        "run --once at {now}: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+/// The shipped rules with every channel sent to a loopback webhook receiver.
+pub fn shipped_to_loopback(env: &Env, port: u16) {
+    let settings = format!(
+        "plugin = \"webhook\"\nsettings = {{ url = \"http://127.0.0.1:{port}/hook\", secret = \"{SECRET}\", allow_networks = [\"127.0.0.0/8\"] }}"
+    );
+    let text = std::fs::read_to_string(repo().join("config/relance.toml"))
+        .expect("shipped config")
+        .replace("plugin = \"email\"", &settings)
+        .replace(
+            "plugin = \"webhook\"\nevent = \"sms_sent\"",
+            &format!("{settings}\nevent = \"sms_sent\""),
+        )
+        .replace("plugin = \"crm\"", &settings);
+    env.write("relance.toml", &text);
 }

@@ -11,19 +11,26 @@ use relance::scoring::score_customers;
 use relance::store::{OutboxStore, Records};
 use serde_json::json;
 
-fn load(config: &Config, id: &str) -> Result<(Guard, ContactState, Vec<Event>), Failure> {
+/// The contact's state at `now`: what happened after it (a `--now` in
+/// the past) does not count yet, as for scores.
+fn load(
+    config: &Config,
+    id: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(Guard, ContactState, Vec<Event>), Failure> {
     let guard = Guard::from_config(config).map_err(anyhow::Error::from)?;
     let store = open_store(config)?;
-    let Some((contact, weighs)) = store.guard_input(id).map_err(anyhow::Error::from)? else {
+    let Some((contact, mut weighs)) = store.guard_input(id).map_err(anyhow::Error::from)? else {
         return Err(Failure::Input(format!("no contact with id `{id}`")));
     };
+    weighs.retain(|e| e.at <= now);
     let state = ContactState::replay(&guard, &contact, &weighs).map_err(anyhow::Error::from)?;
     Ok((guard, state, weighs))
 }
 
 pub fn fatigue(config: &Config, clock: &Clock, id: &str, as_json: bool) -> Result<u8, Failure> {
-    let (guard, state, weighs) = load(config, id)?;
     let now = clock.now();
+    let (guard, state, weighs) = load(config, id, now)?;
     let r = relance::fatigue::report::report(&config.fatigue, &guard, id, &state, &weighs, now);
     if as_json {
         output::json(&r)?;
@@ -70,7 +77,7 @@ pub struct GuardArgs<'a> {
 }
 
 pub fn guard(config: &Config, clock: &Clock, args: &GuardArgs<'_>) -> Result<u8, Failure> {
-    let (guard, state, _) = load(config, args.id)?;
+    let (guard, state, _) = load(config, args.id, clock.now())?;
     let Some(channel) = guard.channel(args.channel) else {
         let known: Vec<&String> = config.channels.keys().collect();
         return Err(Failure::Input(format!(
@@ -131,7 +138,8 @@ pub fn pressure(config: &Config, clock: &Clock, as_json: bool) -> Result<u8, Fai
                 if bought.is_empty() {
                     return Ok(());
                 }
-                let state = ContactState::replay(&guard, &contact, &weighs)?;
+                let state =
+                    ContactState::replay(&guard, &contact, weighs.iter().filter(|e| e.at <= now))?;
                 let solicitations = weighs
                     .iter()
                     .filter(|e| {

@@ -107,6 +107,18 @@ pub fn reason(r: &serde_json::Value) -> String {
             s("window"),
             s("frees_at")
         ),
+        "budget" => format!(
+            "budget: {} of {} solicitations{} over {} day(s) to {} in {}; frees at {}",
+            s("count"),
+            s("limit"),
+            r["channel"]
+                .as_str()
+                .map_or(" on all channels".into(), |c| format!(" on {c}")),
+            s("days"),
+            s("day"),
+            s("timezone"),
+            s("frees_at")
+        ),
         "send_window" => format!(
             "outside the {} send window ({} in {}); opens at {} ({})",
             s("channel"),
@@ -176,5 +188,13 @@ mod tests {
              no consent on sms (opt-in channel, none given); new_rule: why because"
         );
         assert_eq!(reasons(&json!([])), "-");
+        let budget = json!({"rule": "budget", "channel": null, "count": 1, "limit": 1,
+            "days": 1, "day": "2026-12-05", "timezone": "Europe/Paris",
+            "at": "2026-12-05T04:21:29Z", "frees_at": "2026-12-05T23:00:00Z"});
+        assert_eq!(
+            reason(&budget),
+            "budget: 1 of 1 solicitations on all channels over 1 day(s) to 2026-12-05 \
+             in Europe/Paris; frees at 2026-12-05T23:00:00Z"
+        );
     }
 }

@@ -40,13 +40,19 @@ pub enum Field {
     DealAmount,
     DealStage,
     DealAttribute(Box<[String]>),
+    /// The contact's score band (`hot`), missing before a first score.
+    Band,
+    /// The contact's lead score, in points.
+    Score,
+    /// Where calls left the prospect: `open`, `won`, `stopped`, `lost`.
+    CallStatus,
 }
 
 const KNOWN: &str = "id, email, phone, first_name, last_name, status, tier, owner, timezone, \
 company, do_not_contact, consent.<channel>, attributes.<name>, company.name, \
 company.attributes.<name>, company.signals, company.signal.<kind>, event.type, event.channel, \
 event.at, event.props.<name>, last.<event type>, deal.id, deal.name, deal.amount, deal.stage, \
-deal.attributes.<name>";
+deal.attributes.<name>, band, score, call.status";
 
 fn split(rest: &str) -> Result<Box<[String]>, String> {
     let parts: Vec<String> = rest.split('.').map(str::to_string).collect();
@@ -89,6 +95,9 @@ impl Field {
             "deal.name" => Field::DealName,
             "deal.amount" => Field::DealAmount,
             "deal.stage" => Field::DealStage,
+            "band" => Field::Band,
+            "score" => Field::Score,
+            "call.status" => Field::CallStatus,
             _ => {
                 if let Some(rest) = path.strip_prefix("attributes.") {
                     Field::Attribute(split(rest)?)
@@ -112,6 +121,11 @@ impl Field {
         if field.needs_event() && !scope.event {
             return Err(format!(
                 "`{path}` reads the event, but this condition is not about an event (give the rule an `event`)"
+            ));
+        }
+        if matches!(field, Field::Band | Field::Score | Field::CallStatus) && !scope.standing {
+            return Err(format!(
+                "`{path}` is known to follow-up rules (segments, triggers, broadcasts), not here: a scoring rule cannot read the score it computes"
             ));
         }
         if field.needs_deal() && !scope.deal {
@@ -214,6 +228,9 @@ impl Field {
                     f,
                 );
             }
+            Field::Band => s.standing.band.map_or(Val::Missing, Val::Str),
+            Field::Score => s.standing.score.map_or(Val::Missing, Val::Num),
+            Field::CallStatus => s.standing.call.map_or(Val::Missing, Val::Str),
         };
         f(single)
     }

@@ -23,7 +23,16 @@
 //! `event.type`, `event.channel`, `event.at`, `event.props.<name>`;
 //! `last.<event type>` is when the contact last had such an event; deal
 //! rules also `deal.id`, `deal.name`, `deal.amount`, `deal.stage`,
-//! `deal.attributes.<name>`.
+//! `deal.attributes.<name>`. Follow-up rules (segments, triggers) also read
+//! the contact's standing: `band`, `score` and `call.status` (`open`,
+//! `won`, `stopped`, `lost`); a scoring rule cannot read the score it makes.
+//!
+//! A windowed count tests how many events of a type (optionally matching
+//! `where`, a condition on each event) happened in the last `within`:
+//!
+//! ```toml
+//! when = { count = "page_visit", where = { field = "event.props.url", contains = "/produit" }, within = "2d", gte = 4 }
+//! ```
 //!
 //! A contact never called has no `last.call`, so "not called for over a
 //! year, or never" reads:
@@ -88,6 +97,13 @@ pub struct ConditionConfig {
     pub any: Option<Vec<ConditionConfig>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not: Option<Box<ConditionConfig>>,
+    /// A windowed count of events of this type (with `within` and numeric
+    /// operators on the count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<String>,
+    /// With `count`: which events count (a condition on the event).
+    #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
+    pub where_: Option<Box<ConditionConfig>>,
 }
 
 /// Which fields a condition may read: a profile rule has no event, only deal
@@ -97,20 +113,37 @@ pub struct ConditionConfig {
 pub struct Scope {
     pub event: bool,
     pub deal: bool,
+    /// The contact's standing (band, score, call status): follow-up rules.
+    pub standing: bool,
 }
 
 impl Scope {
     pub const PROFILE: Scope = Scope {
         event: false,
         deal: false,
+        standing: false,
     };
     pub const EVENT: Scope = Scope {
         event: true,
         deal: false,
+        standing: false,
     };
     pub const DEAL: Scope = Scope {
         event: false,
         deal: true,
+        standing: false,
+    };
+    /// Follow-up segments: profile fields and the standing.
+    pub const SEGMENT: Scope = Scope {
+        event: false,
+        deal: false,
+        standing: true,
+    };
+    /// Follow-up triggers on an event.
+    pub const TRIGGER: Scope = Scope {
+        event: true,
+        deal: false,
+        standing: true,
     };
 }
 
@@ -120,7 +153,18 @@ pub enum Condition {
     All(Vec<Condition>),
     Any(Vec<Condition>),
     Not(Box<Condition>),
-    Test { field: Field, tests: Vec<Test> },
+    Test {
+        field: Field,
+        tests: Vec<Test>,
+    },
+    /// Events of `kind` (matching `filter`) in `(now - within, now]`,
+    /// their number put to `tests`.
+    Count {
+        kind: Box<str>,
+        filter: Option<Box<Condition>>,
+        within: chrono::Duration,
+        tests: Vec<Test>,
+    },
 }
 
 /// One compiled operator on a field's value.
@@ -152,6 +196,16 @@ pub struct Subject<'a> {
     pub deal: Option<&'a Deal>,
     pub now: Timestamp,
     pub earlier: &'a [(String, Timestamp)],
+    pub standing: Standing<'a>,
+}
+
+/// Where the contact stands, for follow-up rules.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Standing<'a> {
+    pub band: Option<&'a str>,
+    pub score: Option<f64>,
+    /// `open`, `won`, `stopped` or `lost`.
+    pub call: Option<&'a str>,
 }
 
 impl<'a> Subject<'a> {
@@ -168,7 +222,14 @@ impl<'a> Subject<'a> {
             deal: None,
             now,
             earlier: &[],
+            standing: Standing::default(),
         }
+    }
+
+    /// The same subject, with the contact's standing.
+    pub fn with_standing(mut self, standing: Standing<'a>) -> Self {
+        self.standing = standing;
+        self
     }
 
     /// The same subject, with the last instants of older history.
@@ -223,12 +284,13 @@ impl ConditionConfig {
             self.all.is_some(),
             self.any.is_some(),
             self.not.is_some(),
+            self.count.is_some(),
         ];
         match shapes.iter().filter(|s| **s).count() {
             0 => {
                 issues.push(
                     at.clone(),
-                    "a condition needs `field` (with operators), `all`, `any` or `not`",
+                    "a condition needs `field` (with operators), `count`, `all`, `any` or `not`",
                 );
                 return None;
             }
@@ -236,10 +298,17 @@ impl ConditionConfig {
             _ => {
                 issues.push(
                     at.clone(),
-                    "a condition takes only one of `field`, `all`, `any` or `not` (nest them inside `all`)",
+                    "a condition takes only one of `field`, `count`, `all`, `any` or `not` (nest them inside `all`)",
                 );
                 return None;
             }
+        }
+        if let Some(kind) = &self.count {
+            return self.compile_count(kind, at, scope, issues);
+        }
+        if self.where_.is_some() {
+            issues.push(at.key("where"), "`where` goes with `count`");
+            return None;
         }
         if self.field.is_none() && self.has_operator() {
             issues.push(
@@ -279,6 +348,78 @@ impl ConditionConfig {
         let tests = self.compile_tests(at, issues);
         Some(Condition::Test {
             field: field?,
+            tests,
+        })
+    }
+
+    /// `{ count = TYPE, where = COND, within = D, gte = N … }`.
+    fn compile_count(
+        &self,
+        kind: &str,
+        at: &KeyPath,
+        scope: Scope,
+        issues: &mut Issues,
+    ) -> Option<Condition> {
+        if kind.trim().is_empty() {
+            issues.push(at.key("count"), "name the event type to count");
+        }
+        let within = match self.within {
+            Some(d) if d.seconds() > 0 => Some(d.0),
+            Some(_) => {
+                issues.push(at.key("within"), "must be a positive duration");
+                None
+            }
+            None => {
+                issues.push(
+                    at.clone(),
+                    "a count needs `within`, the window it counts over (`2d`)",
+                );
+                None
+            }
+        };
+        let numeric = self.gt.is_some()
+            || self.gte.is_some()
+            || self.lt.is_some()
+            || self.lte.is_some()
+            || self.eq.is_some()
+            || self.in_set.is_some();
+        if !numeric {
+            issues.push(
+                at.clone(),
+                "a count needs a number to compare with: gte, gt, lte, lt, eq or in",
+            );
+        }
+        for (key, set) in [
+            ("contains", self.contains.is_some()),
+            ("regex", self.regex.is_some()),
+            ("exists", self.exists.is_some()),
+            ("older_than", self.older_than.is_some()),
+        ] {
+            if set {
+                issues.push(at.key(key), "does not apply to a count");
+            }
+        }
+        let event_scope = Scope {
+            event: true,
+            ..scope
+        };
+        let filter = match &self.where_ {
+            Some(w) => Some(Box::new(w.compile_inner(
+                &at.key("where"),
+                event_scope,
+                issues,
+            )?)),
+            None => None,
+        };
+        let tests = Self {
+            within: None,
+            ..self.clone()
+        }
+        .compile_tests(at, issues);
+        Some(Condition::Count {
+            kind: kind.trim().into(),
+            filter,
+            within: within?,
             tests,
         })
     }
@@ -398,8 +539,55 @@ impl Condition {
             } => {
                 out.insert(kind.to_string());
             }
+            Condition::Count { filter, .. } => {
+                if let Some(f) = filter {
+                    f.last_kinds(out);
+                }
+            }
             Condition::Test { .. } => {}
         }
+    }
+
+    /// The longest window its counts look back over, if any: a planner
+    /// must read that much recent history.
+    pub fn count_window(&self) -> Option<chrono::Duration> {
+        match self {
+            Condition::All(list) | Condition::Any(list) => {
+                list.iter().filter_map(Condition::count_window).max()
+            }
+            Condition::Not(c) => c.count_window(),
+            Condition::Count { within, filter, .. } => Some(
+                (*within).max(
+                    filter
+                        .as_ref()
+                        .and_then(|f| f.count_window())
+                        .unwrap_or_default(),
+                ),
+            ),
+            Condition::Test { .. } => None,
+        }
+    }
+
+    /// How many events of `kind` matching `filter` happened in
+    /// `(now - within, now]`, and the oldest of them.
+    fn counted(
+        kind: &str,
+        filter: Option<&Condition>,
+        within: chrono::Duration,
+        subject: &Subject<'_>,
+    ) -> (usize, Option<Timestamp>) {
+        let now = subject.now;
+        let upto = subject.events.partition_point(|e| e.at <= now);
+        let from = subject.events[..upto].partition_point(|e| e.at <= now - within);
+        let mut n = 0;
+        let mut oldest = None;
+        for e in &subject.events[from..upto] {
+            if *e.kind == *kind && filter.is_none_or(|f| f.eval(subject, Some(e))) {
+                n += 1;
+                oldest.get_or_insert(e.at);
+            }
+        }
+        (n, oldest)
     }
 
     /// Whether the condition holds for `subject` (and `event`, for event rules).
@@ -411,6 +599,17 @@ impl Condition {
             Condition::Test { field, tests } => field.any_value(subject, event, &mut |v| {
                 tests.iter().all(|t| t.matches(v, subject.now))
             }),
+            Condition::Count {
+                kind,
+                filter,
+                within,
+                tests,
+            } => {
+                let (n, _) = Self::counted(kind, filter.as_deref(), *within, subject);
+                #[allow(clippy::cast_precision_loss)]
+                let v = Val::Num(n as f64);
+                tests.iter().all(|t| t.matches(v, subject.now))
+            }
         }
     }
 
@@ -431,6 +630,25 @@ impl Condition {
                 }
             }
             Condition::Not(c) => c.next_flip(subject, event, next),
+            Condition::Count {
+                kind,
+                filter,
+                within,
+                ..
+            } => {
+                // Each counted event leaves the window at its instant plus
+                // `within`; the oldest leaves first.
+                if let (_, Some(oldest)) = Self::counted(kind, filter.as_deref(), *within, subject)
+                {
+                    lower(next, oldest + *within);
+                }
+                if let Some(f) = filter.as_deref().filter(|f| f.is_time_dependent()) {
+                    let upto = subject.events.partition_point(|e| e.at <= subject.now);
+                    for e in &subject.events[..upto] {
+                        f.next_flip(subject, Some(e), next);
+                    }
+                }
+            }
             Condition::Test { field, tests } => {
                 let dated: Vec<chrono::Duration> = tests
                     .iter()
@@ -465,6 +683,7 @@ impl Condition {
                 list.iter().any(Condition::is_time_dependent)
             }
             Condition::Not(c) => c.is_time_dependent(),
+            Condition::Count { .. } => true,
             Condition::Test { tests, .. } => tests
                 .iter()
                 .any(|t| matches!(t, Test::OlderThan(_) | Test::Within(_))),

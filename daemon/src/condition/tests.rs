@@ -272,3 +272,90 @@ older_than = "0d""#,
         .starts_with("older_than:")
     );
 }
+
+/// Seed 002: four visits to one product page in two days; the count holds
+/// while the fourth is within the window and flips when the oldest leaves.
+#[test]
+fn a_windowed_count_holds_and_reports_when_its_oldest_event_leaves() {
+    let c = contact();
+    let mut events: Vec<Event> = [1, 2, 2, 3]
+        .iter()
+        .map(|&d| event("page_visit", d, Some("/produit/paie")))
+        .collect();
+    events.insert(1, event("page_visit", 2, Some("/blog")));
+    let rule = cond(
+        r#"count = "page_visit"
+where = { field = "event.props.url", contains = "/produit" }
+within = "2d"
+gte = 3"#,
+        Scope::PROFILE,
+    );
+    // At day 3: visits on days 2, 2, 3 are within two days (day 1 is not).
+    let s = Subject::new(&c, None, &events, at(3));
+    assert!(rule.eval(&s, None));
+    let mut next = None;
+    rule.next_flip(&s, None, &mut next);
+    assert_eq!(next, Some(at(4)), "the visits of day 2 leave at day 4");
+    assert!(!rule.eval(&Subject::new(&c, None, &events, at(4)), None));
+    // Events after now do not count.
+    assert!(!rule.eval(&Subject::new(&c, None, &events, at(1)), None));
+    assert!(rule.is_time_dependent());
+}
+
+#[test]
+fn counts_and_standing_fields_are_checked_at_load() {
+    let err = |text: &str, scope| Condition::from_toml(text, scope).expect_err(text);
+    assert!(err(r#"count = "page_visit""#, Scope::PROFILE).contains("within"));
+    assert!(
+        err(
+            r#"count = "page_visit"
+within = "2d""#,
+            Scope::PROFILE
+        )
+        .contains("number to compare")
+    );
+    assert!(
+        err(
+            r#"field = "band"
+eq = "cold""#,
+            Scope::PROFILE
+        )
+        .contains("cannot read the score")
+    );
+    assert!(
+        err(
+            r#"field = "status"
+where = { field = "event.type", eq = "x" }"#,
+            Scope::PROFILE
+        )
+        .contains("goes with `count`")
+    );
+}
+
+/// Seed 004: "clicked an email, cold prospect, not called for over a
+/// year, target 2" reads as one trigger condition.
+#[test]
+fn the_seed_rule_reads_band_score_and_call_status() {
+    let c = contact();
+    let events = [event("call", 1, None), event("email_click", 400, None)];
+    let rule = cond(
+        r#"all = [
+  { field = "band", eq = "cold" },
+  { field = "score", lt = 100 },
+  { field = "call.status", in = ["open", "won"] },
+  { field = "status", eq = "prospect" },
+  { field = "tier", eq = "target 2" },
+  { field = "last.call", older_than = "365d" },
+]"#,
+        Scope::TRIGGER,
+    );
+    let standing = |band| Standing {
+        band: Some(band),
+        score: Some(30.0),
+        call: Some("open"),
+    };
+    let s = Subject::new(&c, None, &events, at(400));
+    assert!(rule.eval(&s.with_standing(standing("cold")), Some(&events[1])));
+    assert!(!rule.eval(&s.with_standing(standing("warm")), Some(&events[1])));
+    assert!(!rule.eval(&s, Some(&events[1])), "no score yet: no band");
+}

@@ -280,6 +280,19 @@ impl Config {
             &root.key("followups"),
             issues,
         );
+        // The guard keeps the recent sends the caps and the budget count.
+        if let Some(b) = &self.followups.arbitration.budget {
+            let caps: u64 = self.fatigue.caps.iter().map(|c| u64::from(c.limit)).sum();
+            let most = crate::fatigue::config::RECENT_SENDS as u64;
+            if caps + u64::from(b.count) > most {
+                issues.push(
+                    root.key("followups").key("arbitration").key("budget").key("count"),
+                    format!(
+                        "with the caps' limits ({caps}) it adds up to more than the {most} recent sends the guard keeps per contact"
+                    ),
+                );
+            }
+        }
         if self.channels.len() > crate::fatigue::config::MAX_CHANNELS {
             issues.push(
                 root.key("channels"),

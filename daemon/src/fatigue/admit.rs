@@ -25,7 +25,9 @@ pub fn admit(
     let Some(event_type) = config.channels.get(&row.channel).map(|c| c.event.clone()) else {
         return block(json!([{ "rule": "unknown_channel", "channel": row.channel }]));
     };
-    let state = match ContactState::replay(guard, contact, weighs) {
+    // Only what happened by `now` weighs (an event imported with a later
+    // instant counts from then on).
+    let state = match ContactState::replay(guard, contact, weighs.iter().filter(|e| e.at <= now)) {
         Ok(s) => s,
         Err(e) => return block(json!([{ "rule": "history", "error": e.to_string() }])),
     };
@@ -74,9 +76,20 @@ mod tests {
     use std::path::Path;
     use std::sync::{Arc, Barrier};
 
+    /// The shipped configuration with a daily budget of five, so that the
+    /// caps are what these tests meet.
     fn config(dir: &Path) -> Config {
+        shipped(dir, |t| {
+            t.replace(
+                "[followups.arbitration.budget]\ncount = 1",
+                "[followups.arbitration.budget]\ncount = 5",
+            )
+        })
+    }
+
+    fn shipped(dir: &Path, edit: impl Fn(&str) -> String) -> Config {
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/relance.toml");
-        let text = std::fs::read_to_string(&file).expect("shipped config");
+        let text = edit(&std::fs::read_to_string(&file).expect("shipped config"));
         let db = dir.join("g.db").display().to_string();
         Config::parse(&text, &file, &|n| (n == "RELANCE_DB").then(|| db.clone())).expect("valid")
     }
@@ -101,11 +114,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn concurrent_claims_never_pass_a_cap_together() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let cfg = Arc::new(config(dir.path()));
-        let mut store = SqliteStore::from_config(&cfg).expect("store");
+    /// A store with contact `p`, in Paris.
+    fn store_with_p(cfg: &Config) -> SqliteStore {
+        let mut store = SqliteStore::from_config(cfg).expect("store");
         let contacts: Vec<_> = read_lines(
             "id,timezone\np,Europe/Paris\n".as_bytes(),
             Format::Csv,
@@ -115,6 +126,14 @@ mod tests {
         .map(|l| l.item.expect("valid"))
         .collect();
         store.upsert_contacts(&contacts).expect("contact");
+        store
+    }
+
+    #[test]
+    fn concurrent_claims_never_pass_a_cap_together() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = Arc::new(config(dir.path()));
+        let mut store = store_with_p(&cfg);
         let sends: Vec<NewSend> = (0..8).map(send).collect();
         store.enqueue(&sends, now()).expect("enqueue");
 
@@ -168,21 +187,59 @@ mod tests {
         );
     }
 
+    /// Seed 004 at claim time: whatever planned them (another pass, the
+    /// API), two solicitations due the same local day never both go.
+    #[test]
+    fn the_daily_budget_holds_at_claim_time_across_channels_and_claimers() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = Arc::new(shipped(dir.path(), str::to_string));
+        let mut store = store_with_p(&cfg);
+        let mut call = send(1);
+        call.channel = "phone".into();
+        call.kind = FollowUpKind::Opportunistic;
+        call.priority = 30;
+        store.enqueue(&[send(0), call], now()).expect("enqueue");
+        let workers = 2;
+        let barrier = Arc::new(Barrier::new(workers));
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let (cfg, barrier) = (cfg.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let guard = Guard::from_config(&cfg).expect("guard");
+                    let mut store = SqliteStore::from_config(&cfg).expect("store");
+                    let lease = now() + chrono::Duration::minutes(5);
+                    barrier.wait();
+                    store
+                        .claim_due(now(), lease, 1, &format!("w{w}"), &mut |row, c, weighs| {
+                            admit(&guard, &cfg, row, c, weighs, now())
+                        })
+                        .expect("claim")
+                        .len()
+                })
+            })
+            .collect();
+        let claimed: usize = handles.into_iter().map(|h| h.join().expect("worker")).sum();
+        assert_eq!(claimed, 1, "one solicitation a day");
+        let decisions = store.decisions(Some("p"), 10).expect("log");
+        let deferred: Vec<_> = decisions.iter().filter(|d| d.decision == "defer").collect();
+        assert_eq!(deferred.len(), 1, "{decisions:?}");
+        assert!(deferred[0].reasons.to_string().contains("\"budget\""));
+        // Tuesday 17 November in Paris is full; Wednesday opens at 00:00
+        // local, then the send window of the channel held (email 08:00,
+        // phone 09:00 Paris).
+        let until = deferred[0].until.expect("until").to_rfc3339();
+        assert!(
+            ["2026-11-18T07:00:00+00:00", "2026-11-18T08:00:00+00:00"].contains(&until.as_str()),
+            "{until}"
+        );
+    }
+
     #[test]
     fn a_delivered_send_becomes_an_event_and_a_failed_one_is_released() {
         let dir = tempfile::tempdir().expect("tmp");
         let cfg = config(dir.path());
         let guard = Guard::from_config(&cfg).expect("guard");
-        let mut store = SqliteStore::from_config(&cfg).expect("store");
-        let contacts: Vec<_> = read_lines(
-            "id,timezone\np,Europe/Paris\n".as_bytes(),
-            Format::Csv,
-            Kind::Contact,
-        )
-        .expect("csv")
-        .map(|l| l.item.expect("valid"))
-        .collect();
-        store.upsert_contacts(&contacts).expect("contact");
+        let mut store = store_with_p(&cfg);
         store.enqueue(&[send(0), send(1)], now()).expect("enqueue");
         let lease = now() + chrono::Duration::minutes(5);
         let rows = store

@@ -11,10 +11,10 @@
 use super::config::{FatigueConfig, MAX_CHANNELS, Priorities, RECENT_SENDS, to_milli};
 use super::points::{DecayRate, FatiguePoints, UNITS_PER_MILLI, instant, secs};
 use super::state::ContactState;
-use super::window::{Window, Windows, local};
+use super::window::{Window, Windows, day_start, local};
 use crate::config::{ChannelConfig, Config, ConsentDefault, Duration};
 use crate::model::Timestamp;
-use chrono::NaiveDateTime;
+use chrono::{Days, NaiveDate, NaiveDateTime};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -177,6 +177,20 @@ pub enum Reason {
         at: Timestamp,
         frees_at: Timestamp,
     },
+    /// The contact's solicitation budget (`[followups.arbitration.budget]`):
+    /// `count` sends over the `days` calendar days ending on `day`, in the
+    /// contact's time zone, already reach `limit`.
+    Budget {
+        /// `None`: all channels together.
+        channel: Option<Name>,
+        count: u32,
+        limit: u32,
+        days: u32,
+        timezone: Tz,
+        day: NaiveDate,
+        at: Timestamp,
+        frees_at: Timestamp,
+    },
     /// Outside the channel's send window in the contact's time zone.
     SendWindow {
         channel: Name,
@@ -258,6 +272,14 @@ impl Cap {
     }
 }
 
+/// The per-contact budget, compiled: `limit` sends per `days` local days.
+#[derive(Clone, Copy, Debug)]
+struct Budget {
+    channel: Option<u8>,
+    limit: u32,
+    days: u32,
+}
+
 #[derive(Clone, Debug)]
 struct Channel {
     name: Name,
@@ -288,6 +310,9 @@ pub struct Guard {
     by_name: HashMap<String, ChannelId>,
     caps: Vec<Cap>,
     cap_windows: Vec<Duration>,
+    budget: Option<Budget>,
+    /// What the recent sends must keep: the caps, and the budget's days.
+    keep: Vec<Cap>,
     default_timezone: Tz,
     max_deferral: Duration,
 }
@@ -302,7 +327,50 @@ enum Check {
 
 impl Guard {
     pub fn from_config(config: &Config) -> Result<Self, GuardError> {
-        Self::new(&config.fatigue, &config.channels)
+        let guard = Self::new(&config.fatigue, &config.channels)?;
+        match &config.followups.arbitration.budget {
+            Some(b) => guard.with_budget(b),
+            None => Ok(guard),
+        }
+    }
+
+    /// Adds the per-contact solicitation budget to the rules.
+    pub fn with_budget(
+        mut self,
+        config: &crate::followups::config::BudgetConfig,
+    ) -> Result<Self, GuardError> {
+        let channel = match &config.channel {
+            Some(name) => Some(
+                self.channel(name)
+                    .ok_or_else(|| GuardError::UnknownChannel {
+                        section: "followups.arbitration.budget",
+                        channel: name.clone(),
+                    })?
+                    .0,
+            ),
+            None => None,
+        };
+        let days = u32::try_from(config.window.seconds() / 86_400)
+            .unwrap_or(u32::MAX)
+            .clamp(1, 366);
+        let budget = Budget {
+            channel,
+            limit: config.count.max(1),
+            days,
+        };
+        let total: u64 = self.caps.iter().map(|c| u64::from(c.limit)).sum();
+        if total + u64::from(budget.limit) > RECENT_SENDS as u64 {
+            return Err(GuardError::CapsTooLarge);
+        }
+        // A send counts for the local days it falls on; a day lasts at most
+        // 25 hours (DST), so keep it that long per day and a margin.
+        self.keep.push(Cap {
+            channel,
+            limit: budget.limit,
+            window: i64::from(days) * 90_000 + 3_600,
+        });
+        self.budget = Some(budget);
+        Ok(self)
     }
 
     pub fn new(
@@ -434,8 +502,10 @@ impl Guard {
             effects,
             channels: compiled,
             by_name,
+            keep: caps.clone(),
             caps,
             cap_windows: config.caps.iter().map(|c| c.window).collect(),
+            budget: None,
             default_timezone: config.default_timezone,
             max_deferral: config.max_deferral,
         })
@@ -475,8 +545,9 @@ impl Guard {
             .chain([crate::model::event_types::UNSUBSCRIBE])
     }
 
-    pub(crate) fn caps(&self) -> &[Cap] {
-        &self.caps
+    /// What the recent sends must keep (caps and budget).
+    pub(crate) fn kept_sends(&self) -> &[Cap] {
+        &self.keep
     }
 
     pub fn decay(&self) -> DecayRate {
@@ -510,6 +581,18 @@ impl Guard {
     /// Allow, defer (with the earliest instant it would pass) or block one
     /// follow-up for one contact at `now`.
     pub fn decide(&self, proposal: &Proposal, state: &ContactState, now: Timestamp) -> Decision {
+        self.decide_booked(proposal, state, now, &[])
+    }
+
+    /// [`Guard::decide`], with `booked` sends (deferred earlier in the same
+    /// arbitration, at their deferred instants) counted by the budget.
+    pub fn decide_booked(
+        &self,
+        proposal: &Proposal,
+        state: &ContactState,
+        now: Timestamp,
+        booked: &[(ChannelId, Timestamp)],
+    ) -> Decision {
         let t0 = secs(now);
         let mut reasons = Vec::new();
         let Some(channel) = self.channels.get(usize::from(proposal.channel.0)) else {
@@ -565,14 +648,21 @@ impl Guard {
                 possible &= record(0, self.check_fatigue(state, priority, next), &mut next);
                 for (i, cap) in self.caps.iter().enumerate() {
                     if possible && cap.matches(proposal.channel.0) {
-                        let check = self.check_cap(i, cap, state, next);
+                        let check = self.check_cap(i, cap, state, booked, next);
                         possible &= record(1 + i, check, &mut next);
                     }
+                }
+                if let Some(b) = self.budget
+                    && possible
+                    && b.channel.is_none_or(|c| c == proposal.channel.0)
+                {
+                    let check = self.check_budget(b, state, booked, tz, next);
+                    possible &= record(1 + self.caps.len(), check, &mut next);
                 }
             }
             if possible {
                 let check = check_window(channel, tz, next);
-                possible &= record(1 + self.caps.len(), check, &mut next);
+                possible &= record(2 + self.caps.len(), check, &mut next);
             }
             if !possible || next > deadline {
                 let reasons = held.into_iter().map(|(_, r)| r);
@@ -648,11 +738,34 @@ impl Guard {
         }
     }
 
-    fn check_cap(&self, index: usize, cap: &Cap, state: &ContactState, t: i64) -> Check {
+    fn check_cap(
+        &self,
+        index: usize,
+        cap: &Cap,
+        state: &ContactState,
+        booked: &[(ChannelId, Timestamp)],
+        t: i64,
+    ) -> Check {
         let start = t - cap.window;
         let mut count = 0u32;
         let mut frees_at = None;
-        for (channel, at) in state.sends.newest_first() {
+        let merged: Vec<(u8, i64)>;
+        let sends: &mut dyn Iterator<Item = (u8, i64)> = if booked.is_empty() {
+            &mut state.sends.newest_first()
+        } else {
+            // Sends deferred earlier in this arbitration will happen: they
+            // count from their instant on.
+            let mut all: Vec<(u8, i64)> = state
+                .sends
+                .newest_first()
+                .chain(booked.iter().map(|(c, at)| (c.0, secs(*at))))
+                .filter(|&(_, at)| at <= t)
+                .collect();
+            all.sort_unstable_by_key(|s| std::cmp::Reverse(s.1));
+            merged = all;
+            &mut merged.iter().copied()
+        };
+        for (channel, at) in sends {
             if at <= start {
                 break;
             }
@@ -680,6 +793,68 @@ impl Guard {
                 },
             ),
         }
+    }
+}
+
+impl Guard {
+    /// The budget at `t`: the sends on the local days `[day - days + 1, day]`
+    /// (recent ones and `booked` ones); when they reach the limit, it frees
+    /// at the start of the local day on which the limit-th newest of them
+    /// leaves the window.
+    fn check_budget(
+        &self,
+        b: Budget,
+        state: &ContactState,
+        booked: &[(ChannelId, Timestamp)],
+        tz: Tz,
+        t: i64,
+    ) -> Check {
+        let Some(day) = local(tz, t).map(|l| l.date()) else {
+            return Check::Pass;
+        };
+        let span = Days::new(u64::from(b.days));
+        let first = day
+            .checked_sub_days(Days::new(u64::from(b.days - 1)))
+            .and_then(|d| day_start(tz, d));
+        let end = day
+            .checked_add_days(Days::new(1))
+            .and_then(|d| day_start(tz, d));
+        let (Some(start), Some(end)) = (first, end) else {
+            return Check::Pass;
+        };
+        let mut inside: Vec<i64> = state
+            .sends
+            .newest_first()
+            .chain(booked.iter().map(|(c, at)| (c.0, secs(*at))))
+            .filter(|&(c, at)| b.channel.is_none_or(|m| m == c) && start <= at && at < end)
+            .map(|(_, at)| at)
+            .collect();
+        let count = u32::try_from(inside.len()).unwrap_or(u32::MAX);
+        if count < b.limit {
+            return Check::Pass;
+        }
+        inside.sort_unstable_by(|a, b| b.cmp(a));
+        let nth = inside[usize::try_from(b.limit - 1).unwrap_or(0)];
+        let frees_at = local(tz, nth)
+            .and_then(|l| l.date().checked_add_days(span))
+            .and_then(|d| day_start(tz, d))
+            .map_or(end, |f| f.max(t + 1));
+        Check::Wait(
+            frees_at,
+            Reason::Budget {
+                channel: b
+                    .channel
+                    .and_then(|c| self.channels.get(usize::from(c)))
+                    .map(|c| c.name.clone()),
+                count,
+                limit: b.limit,
+                days: b.days,
+                timezone: tz,
+                day,
+                at: instant(t),
+                frees_at: instant(frees_at),
+            },
+        )
     }
 }
 

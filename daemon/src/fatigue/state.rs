@@ -254,7 +254,7 @@ impl ContactState {
             return Err(StateError::UnknownChannel(channel.0));
         }
         let t = u32::try_from(secs(at)).map_err(|_| StateError::OutOfRange(at))?;
-        self.sends.push(guard.caps(), channel.0, t);
+        self.sends.push(guard.kept_sends(), channel.0, t);
         Ok(())
     }
 
@@ -281,7 +281,7 @@ impl ContactState {
             self.fatigue.add_secs(guard.decay(), t, delta);
         }
         if let Some((id, t32)) = mark {
-            self.sends.push(guard.caps(), id.0, t32);
+            self.sends.push(guard.kept_sends(), id.0, t32);
         }
         Ok(())
     }

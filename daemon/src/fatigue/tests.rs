@@ -606,3 +606,42 @@ mod properties {
         }
     }
 }
+
+fn with_budget(budget: &str) -> Guard {
+    let text = format!("{CONFIG}\n[followups.arbitration.budget]\n{budget}\n");
+    let config =
+        Config::parse(&text, Path::new("t.toml"), &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    Guard::from_config(&config).expect("valid guard")
+}
+
+/// A two-day budget on email only: an email on Wednesday holds the next
+/// email until Friday 00:00 in the contact's time zone, then the email
+/// window (08:00); calls are not counted nor held; nor is an exempt email.
+#[test]
+fn a_per_channel_budget_over_two_local_days() {
+    let g = with_budget("count = 1\nwindow = \"2d\"\nchannel = \"email\"");
+    let now = wednesday();
+    let mut s = ContactState::new(&g, &contact(Some(chrono_tz::America::New_York)));
+    s.apply(&g, &event("email_sent", Some("email"), now))
+        .expect("in order");
+    let later = plus(now, 3600);
+    let email = g.decide(&proposal(&g, "email", FollowUpKind::Event), &s, later);
+    assert_eq!(email.decision, Verdict::Defer);
+    // New York (EDT since 8 March): Friday 08:00 local is 12:00Z.
+    assert_eq!(email.until, Some(utc("2026-03-27T12:00:00Z")));
+    assert!(matches!(email.reasons[0], Reason::Budget { days: 2, .. }));
+    let call = g.decide(&proposal(&g, "phone", FollowUpKind::Event), &s, later);
+    assert!(
+        !call
+            .reasons
+            .iter()
+            .any(|r| matches!(r, Reason::Budget { .. })),
+        "{call:?}"
+    );
+    // Exempt: only the window holds it (08:00 in New York the same day).
+    let mut exempt = proposal(&g, "email", FollowUpKind::Event);
+    exempt.exempt = true;
+    let d = g.decide(&exempt, &s, later);
+    assert_eq!(d.until, Some(utc("2026-03-25T12:00:00Z")));
+    assert!(!d.reasons.iter().any(|r| matches!(r, Reason::Budget { .. })));
+}

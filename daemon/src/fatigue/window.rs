@@ -90,6 +90,12 @@ impl Windows {
     }
 }
 
+/// The first instant of local `date` (the end of the gap when midnight is
+/// skipped by a DST jump).
+pub(crate) fn day_start(tz: Tz, date: NaiveDate) -> Option<i64> {
+    openings(tz, date, 0).next()
+}
+
 /// UTC instants at which local `date` + `from` happens: one normally, two
 /// when the clock falls back over it, the end of the gap when it is skipped.
 fn openings(tz: Tz, date: NaiveDate, from: u32) -> impl Iterator<Item = i64> {

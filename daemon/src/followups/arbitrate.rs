@@ -87,6 +87,9 @@ pub fn arbitrate(
             .then_with(|| a.idem_key.cmp(&b.idem_key))
     });
     let mut decided = Vec::with_capacity(batch.len());
+    // Deferred sends hold their slot of the budget: the next loser waits
+    // for the slot after.
+    let mut booked = Vec::new();
     for p in batch {
         let at = p.due.max(now);
         // An unknown channel (configuration reloaded) is blocked by the guard.
@@ -98,7 +101,7 @@ pub fn arbitrate(
             exempt: false,
             first_proposed: Some(p.first_planned.min(at)),
         };
-        let decision = guard.decide(&proposal, state, at);
+        let decision = guard.decide_booked(&proposal, state, at, &booked);
         let deadline = p.first_planned + config.max_deferral.0;
         let drop = |until| Outcome::Drop {
             reason: DropReason::MaxDeferral {
@@ -121,7 +124,10 @@ pub fn arbitrate(
                 })?;
                 Outcome::Allow { at }
             }
-            (Verdict::Defer, Some(until)) if until <= deadline => Outcome::Defer { until },
+            (Verdict::Defer, Some(until)) if until <= deadline => {
+                booked.push((channel, until));
+                Outcome::Defer { until }
+            }
             (Verdict::Defer, until) => drop(until),
             (Verdict::Block, _) => {
                 let gave_up = decision.reasons.iter().find_map(|r| match r {

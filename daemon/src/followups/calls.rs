@@ -24,6 +24,16 @@ pub enum CallStatus {
 }
 
 impl CallStatus {
+    /// The name conditions compare (`call.status`).
+    pub fn name(self) -> &'static str {
+        match self {
+            CallStatus::Open { .. } => "open",
+            CallStatus::Won => "won",
+            CallStatus::Stopped => "stopped",
+            CallStatus::Lost => "lost",
+        }
+    }
+
     /// Whether calling the prospect again makes sense.
     pub fn allows_calls(self) -> bool {
         matches!(self, CallStatus::Open { .. } | CallStatus::Won)

@@ -166,6 +166,20 @@ pub struct CallsConfig {
     /// Channels that make calls: no follow-up on them once stopped or
     /// lost. None by default, since channel names are the user's.
     pub channels: Vec<String>,
+    /// Outcomes asking for a call-back on an agreed date (`props.callback_at`,
+    /// or `callback_delay` after the call): RAPP, PISTE, PROJET.
+    pub callback: Vec<String>,
+    /// Per outcome code, when to call back if the call names no date.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub callback_delay: BTreeMap<String, Duration>,
+    /// The call task's channel and template; no call-backs without them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_channel: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_template: Option<String>,
+    /// Defaults to the event-driven priority: above systematic nurture.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_priority: Option<u32>,
 }
 
 impl Default for CallsConfig {
@@ -178,6 +192,11 @@ impl Default for CallsConfig {
             lost: s(&["REFUS", "HORS CIBLE"]),
             unsuccessful: s(&["NRP", "OCC", "REFUS COMM", "ERR"]),
             channels: Vec::new(),
+            callback: s(&["RAPP", "PISTE", "PROJET"]),
+            callback_delay: BTreeMap::new(),
+            callback_channel: None,
+            callback_template: None,
+            callback_priority: None,
         }
     }
 }
@@ -196,6 +215,11 @@ pub struct ArbitrationConfig {
     /// the ranking agree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priorities: Option<Priorities>,
+    /// At most `count` non-exempt solicitations per contact per `window`
+    /// of calendar days in the contact's time zone, whatever its fatigue:
+    /// the guard enforces it when planning and again when claiming.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetConfig>,
 }
 
 impl Default for ArbitrationConfig {
@@ -204,8 +228,27 @@ impl Default for ArbitrationConfig {
             window: Duration(chrono::Duration::days(1)),
             max_deferral: Duration(chrono::Duration::days(7)),
             priorities: None,
+            budget: None,
         }
     }
+}
+
+/// The per-contact solicitation budget (seed 004: not the newsletter, a
+/// seminar invitation and a sales call on the same day).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct BudgetConfig {
+    /// Sends allowed per window.
+    pub count: u32,
+    /// Whole calendar days in the contact's time zone (`1d`: per day).
+    #[serde(default = "one_day")]
+    pub window: Duration,
+    /// Only this channel's sends count and are held; all channels when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+fn one_day() -> Duration {
+    Duration(chrono::Duration::days(1))
 }
 
 /// A configuration built in code is invalid (file errors come with positions
@@ -231,6 +274,18 @@ pub struct Nurture {
     pub exit_bands: Vec<String>,
     pub priority: Option<u32>,
     pub steps: Vec<StepConfig>,
+}
+
+/// The follow-up name of call-backs (part of their outbox key).
+pub const CALLBACK: &str = "callback";
+
+/// Call-backs, compiled: codes upper-cased.
+#[derive(Clone, Debug)]
+pub struct Callback {
+    pub codes: BTreeMap<String, Option<chrono::Duration>>,
+    pub channel: String,
+    pub template: String,
+    pub priority: Option<u32>,
 }
 
 /// What fires a compiled trigger.
@@ -261,6 +316,7 @@ pub struct Trigger {
 /// `[followups]` compiled: conditions compiled once, shared by every plan.
 #[derive(Clone, Debug)]
 pub struct CompiledFollowups {
+    pub callback: Option<Callback>,
     pub nurture: Vec<Nurture>,
     pub triggers: Vec<Trigger>,
     pub calls: CallOutcomes,
@@ -287,6 +343,28 @@ impl CompiledFollowups {
                 c.last_kinds(out);
             }
         }
+    }
+
+    /// The longest window a `count` of its conditions looks back over.
+    pub fn count_window(&self) -> Option<chrono::Duration> {
+        let mut all: Vec<&Condition> = Vec::new();
+        for n in &self.nurture {
+            all.push(&n.segment);
+            all.extend(n.enrol.iter().chain(n.exit.iter()));
+        }
+        for t in &self.triggers {
+            all.extend(t.segment.iter());
+            if let TriggerOn::Event { when: Some(c), .. } = &t.on {
+                all.push(c);
+            }
+        }
+        all.into_iter().filter_map(Condition::count_window).max()
+    }
+
+    /// How far back a call may ask for a call-back (the triggers' default
+    /// look-back).
+    pub fn callback_lookback(&self) -> chrono::Duration {
+        default_lookback().0
     }
 
     /// The `[followups]` of a loaded configuration, with the priorities of
@@ -328,9 +406,9 @@ impl FollowupsConfig {
             unique(&n.name, at.key("name"), issues);
             let segment = n
                 .segment
-                .compile(&at.key("segment"), Scope::PROFILE, issues);
-            let enrol = compile_opt(&n.enrol, &at.key("enrol"), Scope::PROFILE, issues);
-            let exit = compile_opt(&n.exit, &at.key("exit"), Scope::PROFILE, issues);
+                .compile(&at.key("segment"), Scope::SEGMENT, issues);
+            let enrol = compile_opt(&n.enrol, &at.key("enrol"), Scope::SEGMENT, issues);
+            let exit = compile_opt(&n.exit, &at.key("exit"), Scope::SEGMENT, issues);
             if n.steps.is_empty() {
                 issues.push(at.key("steps"), "list at least one step");
             }
@@ -368,7 +446,7 @@ impl FollowupsConfig {
                     if t.to_band.is_some() {
                         issues.push(at.key("to_band"), "goes with `change`, not `event`");
                     }
-                    compile_opt(&t.when, &at.key("when"), Scope::EVENT, issues).map(|when| {
+                    compile_opt(&t.when, &at.key("when"), Scope::TRIGGER, issues).map(|when| {
                         TriggerOn::Event {
                             types: types.0.clone(),
                             when,
@@ -398,7 +476,7 @@ impl FollowupsConfig {
                     None
                 }
             };
-            let segment = compile_opt(&t.segment, &at.key("segment"), Scope::PROFILE, issues);
+            let segment = compile_opt(&t.segment, &at.key("segment"), Scope::SEGMENT, issues);
             for (key, d) in [("lookback", t.lookback), ("cooldown", t.cooldown)] {
                 if d.seconds() <= 0 {
                     issues.push(at.key(key), "must be a positive duration");
@@ -424,6 +502,7 @@ impl FollowupsConfig {
             }
         }
         let calls = self.calls.compile(&at.key("calls"), issues);
+        let callback = self.compile_callback(&at.key("calls"), issues);
         let arb = at.key("arbitration");
         for (key, d) in [
             ("window", self.arbitration.window),
@@ -433,7 +512,18 @@ impl FollowupsConfig {
                 issues.push(arb.key(key), "must be a positive duration");
             }
         }
+        if let Some(b) = &self.arbitration.budget {
+            let at = arb.key("budget");
+            if b.count == 0 {
+                issues.push(at.key("count"), "must be at least 1");
+            }
+            let secs = b.window.seconds();
+            if secs <= 0 || secs % 86_400 != 0 {
+                issues.push(at.key("window"), "must be a whole number of days (`1d`)");
+            }
+        }
         (issues.0.len() == before).then(|| CompiledFollowups {
+            callback,
             nurture,
             triggers,
             calls,
@@ -441,6 +531,53 @@ impl FollowupsConfig {
             arbitration: self.arbitration.clone(),
             priorities: self.arbitration.priorities.unwrap_or_default(),
         })
+    }
+
+    fn compile_callback(&self, at: &KeyPath, issues: &mut Issues) -> Option<Callback> {
+        let c = &self.calls;
+        let code = |s: &str| s.trim().to_uppercase();
+        let mut codes = BTreeMap::new();
+        for (i, k) in c.callback.iter().enumerate() {
+            if code(k).is_empty() {
+                issues.push(
+                    at.key("callback").index(i),
+                    "an outcome code cannot be empty",
+                );
+            }
+            codes.insert(code(k), None);
+        }
+        for (k, d) in &c.callback_delay {
+            if d.seconds() <= 0 {
+                issues.push(
+                    at.key("callback_delay").key(k),
+                    "must be a positive duration",
+                );
+            }
+            match codes.get_mut(&code(k)) {
+                Some(slot) => *slot = Some(d.0),
+                None => issues.push(
+                    at.key("callback_delay").key(k),
+                    format!("`{k}` is not listed in `callback`"),
+                ),
+            }
+        }
+        match (&c.callback_channel, &c.callback_template) {
+            (Some(channel), Some(template)) if !codes.is_empty() => Some(Callback {
+                codes,
+                channel: channel.clone(),
+                template: template.clone(),
+                priority: c.callback_priority,
+            }),
+            (Some(_), None) => {
+                issues.push(at.key("callback_template"), "give the call task's template");
+                None
+            }
+            (None, Some(_)) => {
+                issues.push(at.key("callback_channel"), "give the call task's channel");
+                None
+            }
+            _ => None,
+        }
     }
 
     /// Checks that every channel, template and band named exists; `Config`
@@ -508,6 +645,37 @@ impl FollowupsConfig {
             );
             if let Some(b) = &t.to_band {
                 band(b, at.key("to_band"), issues);
+            }
+        }
+        if let Some(c) = self
+            .arbitration
+            .budget
+            .as_ref()
+            .and_then(|b| b.channel.as_ref())
+            && !channels.contains(c.as_str())
+        {
+            issues.push(
+                at.key("arbitration").key("budget").key("channel"),
+                format!("unknown channel `{c}` (configured: {})", join(channels)),
+            );
+        }
+        if let (Some(channel), Some(template)) =
+            (&self.calls.callback_channel, &self.calls.callback_template)
+        {
+            let at = at.key("calls");
+            if !channels.contains(channel.as_str()) {
+                issues.push(
+                    at.key("callback_channel"),
+                    format!(
+                        "unknown channel `{channel}` (configured: {})",
+                        join(channels)
+                    ),
+                );
+            } else if templates.get(template.as_str()).is_none() {
+                issues.push(
+                    at.key("callback_template"),
+                    format!("unknown template `{template}`"),
+                );
             }
         }
         for (i, c) in self.calls.channels.iter().enumerate() {

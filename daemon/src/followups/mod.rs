@@ -19,8 +19,8 @@ pub mod plan;
 pub use arbitrate::{Arbitrated, Arbitration, ArbitrationError, DropReason, Outcome, arbitrate};
 pub use calls::{CallOutcomes, CallStatus};
 pub use config::{
-    ActionConfig, ArbitrationConfig, CallsConfig, ChangeOn, CompiledFollowups, FollowupsConfig,
-    FollowupsError, NurtureConfig, StepConfig, StepFrom, TriggerConfig,
+    ActionConfig, ArbitrationConfig, BudgetConfig, CallsConfig, ChangeOn, CompiledFollowups,
+    FollowupsConfig, FollowupsError, NurtureConfig, StepConfig, StepFrom, TriggerConfig,
 };
 pub use plan::{
     Broadcast, BroadcastSpec, ContactView, Occurrence, PastPlan, PlanState, Planned, leaving,

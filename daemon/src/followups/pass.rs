@@ -4,15 +4,15 @@
 //! came; everyone when the follow-up rules or the broadcasts changed.
 //! Re-planning is safe: rows are keyed by their idempotency key.
 
-use super::arbitrate::{Arbitration, Outcome, arbitrate};
-use super::config::CompiledFollowups;
+use super::arbitrate::{Arbitrated, Arbitration, Outcome, arbitrate};
+use super::config::{CALLBACK, CompiledFollowups};
 use super::memo::{HistoryMemo, MemoRules};
 use super::plan::{
-    Broadcast, BroadcastSpec, ContactView, Occurrence, PastPlan, PlanState, Planned, leaving,
-    next_wake, plan,
+    Broadcast, BroadcastSpec, ContactView, Occurrence, PastPlan, PlanState, Planned, last_contact,
+    leaving, next_wake, plan,
 };
 use crate::config::Config;
-use crate::fatigue::Guard;
+use crate::fatigue::{ChannelId, Guard, Proposal, Verdict};
 use crate::model::{Event, FollowUpKind, Timestamp};
 use crate::outbox::{Row, State};
 use crate::scoring::{Points, ScoreChange};
@@ -30,6 +30,10 @@ const META_EVENTS: &str = "plan.events_seq";
 const META_CHANGES: &str = "plan.changes_seq";
 const META_RULES: &str = "plan.fingerprint";
 const META_MEMO: &str = "plan.memo";
+/// The instant of the last pass: the next one looks back from there.
+const META_AT: &str = "plan.at";
+/// Look-backs reach at most this far before a pass's own look-back.
+const CATCH_UP: chrono::Duration = chrono::Duration::days(7);
 /// Contacts read, and written, per transaction.
 const CHUNK: usize = 1000;
 /// Workers of a pass, at most (one per core).
@@ -70,6 +74,8 @@ pub struct Planner {
     fingerprint: String,
     /// What stored memos must have been folded with.
     memo_fingerprint: String,
+    /// The previous pass's instant (see [`Planner::since_last_pass`]).
+    since: Option<Timestamp>,
 }
 
 /// What the planner decided for one contact.
@@ -152,6 +158,17 @@ impl Planner {
             .map(|t| t.lookback)
             .max()
             .unwrap_or_else(chrono::Duration::zero);
+        // Counts in conditions read their whole window from recent events.
+        let counted = compiled
+            .iter()
+            .filter_map(|b| b.segment.count_window())
+            .chain(followups.count_window())
+            .max()
+            .unwrap_or_else(chrono::Duration::zero);
+        let recent = lookback
+            .max(counted)
+            .max(followups.callback_lookback())
+            .max(RECENT_FLOOR);
         let mut last_kinds = BTreeSet::new();
         followups.last_kinds(&mut last_kinds);
         for b in &compiled {
@@ -167,6 +184,7 @@ impl Planner {
             h.update(serde_json::to_vec(&(name, &channel.event)).unwrap_or_default());
         }
         h.update(serde_json::to_vec(&config.followups.calls).unwrap_or_default());
+        h.update(serde_json::to_vec(&config.followups.arbitration.budget).unwrap_or_default());
         h.update(serde_json::to_vec(&last_kinds).unwrap_or_default());
         let folded = guard
             .weighed_kinds()
@@ -179,17 +197,31 @@ impl Planner {
             guard,
             broadcasts: compiled,
             lookback,
-            recent: lookback.max(RECENT_FLOOR),
+            recent,
             last_kinds,
             folded,
             fingerprint,
             memo_fingerprint: hex::encode(&h.finalize()[..16]),
+            since: None,
         })
+    }
+
+    /// Measures look-backs from `last_pass`, the previous pass's instant,
+    /// so that a signal between two passes is never missed (at most
+    /// `CATCH_UP` back: after a long downtime old signals are stale).
+    pub fn since_last_pass(mut self, last_pass: Option<Timestamp>) -> Self {
+        self.since = last_pass;
+        self
+    }
+
+    /// The instant look-backs are measured from at `now`.
+    pub fn looks_back_from(&self, now: Timestamp) -> Timestamp {
+        self.since.map_or(now, |s| s.min(now).max(now - CATCH_UP))
     }
 
     /// Where the recent window of a pass at `now` starts.
     pub fn recent_from(&self, now: Timestamp) -> Timestamp {
-        now - self.recent
+        self.looks_back_from(now) - self.recent
     }
 
     /// How a pass at `now` reads its contacts, trusting the memos `memo`
@@ -220,7 +252,7 @@ impl Planner {
 
     /// Score changes from this instant on can still fire a trigger at `now`.
     pub fn changes_since(&self, now: Timestamp) -> Timestamp {
-        now - self.lookback
+        self.looks_back_from(now) - self.lookback
     }
 
     /// Plans one contact at `now`: new follow-ups, arbitrated against its
@@ -296,19 +328,39 @@ impl Planner {
             events,
             earlier: &memo.last,
             calls,
+            since: self.looks_back_from(now),
             band: input.score.as_ref().map(|s| s.band.as_str()),
+            #[allow(clippy::cast_precision_loss)]
+            score: input.score.as_ref().map(|s| s.score as f64 / 100.0),
             changes: &changes,
             state: &state,
         };
         let mut planned = plan(&self.followups, &view, &self.broadcasts, now);
         let left = leaving(&self.followups, &view, now);
-        let drops: Vec<(i64, String)> = input
+        let mut drops: Vec<(i64, String)> = input
             .rows
             .iter()
             .filter(|r| r.kind == FollowUpKind::Systematic && r.state.is_pending())
             .filter(|r| r.state != State::Claimed && left.contains(&r.followup.as_str()))
             .map(|r| (r.seq, format!("left nurture `{}`", r.followup)))
             .collect();
+        // A later call or a meeting supersedes the call-backs asked before.
+        if let Some(last) = last_contact(&self.followups, events, self.looks_back_from(now), now) {
+            drops.extend(
+                input
+                    .rows
+                    .iter()
+                    .filter(|r| r.followup == CALLBACK && r.state.is_pending())
+                    .filter(|r| r.state != State::Claimed)
+                    .filter(|r| occurrence_of(r).is_some_and(|o| o.at() < last.at))
+                    .map(|r| {
+                        (
+                            r.seq,
+                            format!("call-back superseded by the {} of {}", last.kind, last.at),
+                        )
+                    }),
+            );
+        }
         if with_pending {
             let horizon = now + self.followups.arbitration.window.0;
             planned.extend(
@@ -321,12 +373,13 @@ impl Planner {
             );
         }
         let mut fatigue = memo.state_of(&self.guard, &input.contact);
-        for e in events {
+        // Fatigue at `now`: later events (a dry run in the past) wait.
+        for e in events.iter().filter(|e| e.at <= now) {
             fatigue
                 .apply(&self.guard, e)
                 .map_err(|e| failed(e.to_string()))?;
         }
-        let arbitration = arbitrate(
+        let mut arbitration = arbitrate(
             &self.followups.arbitration,
             &self.guard,
             &mut fatigue,
@@ -334,6 +387,16 @@ impl Planner {
             now,
         )
         .map_err(|e| failed(e.to_string()))?;
+        // A call-back agreed beyond the window is written now, put to the
+        // guard at its date (send window): no event will wake it later.
+        let (callbacks, later): (Vec<Planned>, Vec<Planned>) =
+            std::mem::take(&mut arbitration.later)
+                .into_iter()
+                .partition(|p| p.followup == CALLBACK);
+        arbitration.later = later;
+        for p in callbacks {
+            arbitration.decided.push(self.decide_alone(p, &fatigue));
+        }
 
         let mut after = state.clone();
         after.record(
@@ -357,6 +420,31 @@ impl Planner {
             wake,
             memo: renewed.then_some(memo),
         })
+    }
+}
+
+impl Planner {
+    /// The guard's decision on one follow-up at its due instant.
+    fn decide_alone(&self, p: Planned, state: &crate::fatigue::ContactState) -> Arbitrated {
+        let channel = self.guard.channel(&p.channel).unwrap_or(ChannelId(u8::MAX));
+        let proposal = Proposal {
+            channel,
+            kind: p.kind,
+            priority: Some(p.priority),
+            exempt: false,
+            first_proposed: Some(p.first_planned),
+        };
+        let decision = self.guard.decide(&proposal, state, p.due);
+        let outcome = match (decision.decision, decision.until) {
+            (Verdict::Allow, _) => Outcome::Allow { at: p.due },
+            (Verdict::Defer, Some(until)) => Outcome::Defer { until },
+            _ => Outcome::Block,
+        };
+        Arbitrated {
+            planned: p,
+            outcome,
+            reasons: decision.reasons,
+        }
     }
 }
 
@@ -499,7 +587,10 @@ pub fn run(config: &Config, now: Timestamp, force_full: bool) -> Result<PassRepo
     // Marked before reading: a pass cut short leaves the mark for the next
     // start to resume; one completing meets every request made before.
     let request = store.request_plan()?;
-    let planner = Planner::new(config, &store.broadcasts()?)?;
+    let last_pass = store
+        .meta(META_AT)?
+        .and_then(|v| v.parse::<Timestamp>().ok());
+    let planner = Planner::new(config, &store.broadcasts()?)?.since_last_pass(last_pass);
     let events_seq = store.last_event_seq()?;
     let changes_seq = store.last_change_seq()?;
     let number = |v: Option<String>| v.and_then(|v| v.parse::<i64>().ok());
@@ -603,6 +694,7 @@ pub fn run(config: &Config, now: Timestamp, force_full: bool) -> Result<PassRepo
         &[
             (META_RULES, planner.fingerprint.clone()),
             (META_MEMO, planner.memo_fingerprint.clone()),
+            (META_AT, now.to_rfc3339()),
         ],
     )?;
     store.plan_done(request)?;

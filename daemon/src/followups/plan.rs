@@ -3,8 +3,10 @@
 //! the same inputs always give the same plan and re-planning is safe.
 
 use super::calls::CallStatus;
-use super::config::{CompiledFollowups, FollowupsError, Nurture, StepFrom, TriggerOn};
-use crate::condition::{Condition, ConditionConfig, Scope, Subject};
+use super::config::{
+    CALLBACK, Callback, CompiledFollowups, FollowupsError, Nurture, StepFrom, TriggerOn,
+};
+use crate::condition::{Condition, ConditionConfig, Scope, Standing, Subject};
 use crate::config::{Issues, KeyPath};
 use crate::model::{Company, Contact, Event, FollowUpKind, Timestamp};
 use crate::outbox::{NewSend, idempotency_key};
@@ -56,7 +58,7 @@ impl BroadcastSpec {
         }
         let segment = self
             .segment
-            .compile(&at.key("segment"), Scope::PROFILE, &mut issues);
+            .compile(&at.key("segment"), Scope::SEGMENT, &mut issues);
         match segment {
             Some(segment) if issues.is_empty() => Ok(Broadcast {
                 id: self.id.clone(),
@@ -138,11 +140,28 @@ pub struct ContactView<'a> {
     pub earlier: &'a [(String, Timestamp)],
     /// Where calls have left the prospect, over the whole history.
     pub calls: CallStatus,
+    /// Look-backs are measured from here: the previous planning, or now.
+    pub since: Timestamp,
     /// The band of the current score card; `None` when not scored yet.
     pub band: Option<&'a str>,
+    /// The current score, in points; `None` when not scored yet.
+    pub score: Option<f64>,
     /// Recent score changes, any order.
     pub changes: &'a [ScoreChange],
     pub state: &'a PlanState,
+}
+
+impl<'a> ContactView<'a> {
+    /// What follow-up conditions read about this contact at `now`.
+    pub fn subject(&self, now: Timestamp) -> Subject<'a> {
+        Subject::new(self.contact, self.company, self.events, now)
+            .with_earlier(self.earlier)
+            .with_standing(Standing {
+                band: self.band,
+                score: self.score,
+                call: Some(self.calls.name()),
+            })
+    }
 }
 
 /// Which occurrence of a follow-up a send is: its part of the outbox key.
@@ -240,8 +259,7 @@ pub fn plan(
     broadcasts: &[Broadcast],
     now: Timestamp,
 ) -> Vec<Planned> {
-    let subject =
-        Subject::new(view.contact, view.company, view.events, now).with_earlier(view.earlier);
+    let subject = view.subject(now);
     let horizon = now + followups.arbitration.window.0;
     let priorities = followups.priorities;
     let calls = view.calls;
@@ -356,7 +374,7 @@ pub fn plan(
         if t.segment.as_ref().is_some_and(|c| !c.eval(&subject, None)) {
             continue;
         }
-        let recent = |at: Timestamp| at <= now && at > now - t.lookback;
+        let recent = |at: Timestamp| at <= now && at > view.since.min(now) - t.lookback;
         let mut signals: Vec<(String, Timestamp)> = match &t.on {
             TriggerOn::Event { types, when } => view
                 .events
@@ -407,6 +425,35 @@ pub fn plan(
         }
     }
 
+    // Call-backs (seed 003: RAPP, PISTE, PROJET): a call task on the agreed
+    // date, unless a later call or a meeting came since.
+    if let Some(cb) = &followups.callback
+        && let Some((call, at)) = callback_due(followups, cb, view, now)
+    {
+        let signal = match &call.id {
+            Some(id) => format!("callback:{id}"),
+            None => format!("callback:{}", rfc3339(call.at)),
+        };
+        let mut p = make(
+            CALLBACK,
+            FollowUpKind::Opportunistic,
+            Occurrence::Signal {
+                signal,
+                at: call.at,
+            },
+            &cb.channel,
+            &cb.template,
+        );
+        p.due = at;
+        p.priority = cb.priority.unwrap_or(priorities.event);
+        let before = out.len();
+        push(&mut out, p);
+        // Deferrals count from the agreed date, not from the call.
+        if let Some(p) = out.get_mut(before) {
+            p.first_planned = at.max(now);
+        }
+    }
+
     // Event-driven broadcasts: whatever the temperature.
     for b in broadcasts {
         if b.start > horizon || now >= b.end || !b.segment.eval(&subject, None) {
@@ -431,6 +478,71 @@ pub fn plan(
     out
 }
 
+/// The last call with an outcome, or meeting, in the call-back look-back
+/// before `now`: it supersedes the call-backs asked by earlier calls. Only
+/// recent events count, so that a planner reading recent history and one
+/// reading all of it agree; a call is planned when it arrives.
+pub fn last_contact<'e>(
+    followups: &CompiledFollowups,
+    events: &'e [Event],
+    since: Timestamp,
+    now: Timestamp,
+) -> Option<&'e Event> {
+    let call = followups.calls.event_type();
+    let from = since.min(now) - followups.callback_lookback();
+    events
+        .iter()
+        .rev()
+        .filter(|e| e.at <= now)
+        .take_while(|e| e.at > from)
+        .find(|e| {
+            e.kind == crate::model::event_types::MEETING
+                || (e.kind == call && e.props.get("outcome").is_some_and(|o| o.is_string()))
+        })
+}
+
+/// The call asking for a call-back and the agreed instant, when the last
+/// call of `view` asks for one: `props.callback_at` (RFC 3339, or a date:
+/// midnight in the contact's time zone), else the code's delay.
+fn callback_due<'e>(
+    followups: &CompiledFollowups,
+    cb: &Callback,
+    view: &ContactView<'e>,
+    now: Timestamp,
+) -> Option<(&'e Event, Timestamp)> {
+    let call = last_contact(followups, view.events, view.since, now)?;
+    if call.kind != followups.calls.event_type() {
+        return None;
+    }
+    let code = call.props.get("outcome")?.as_str()?.trim().to_uppercase();
+    let delay = cb.codes.get(&code)?;
+    let agreed = call
+        .props
+        .get("callback_at")
+        .and_then(serde_json::Value::as_str)
+        .and_then(|s| agreed_instant(s, view.contact.timezone));
+    let at = agreed.or_else(|| delay.map(|d| call.at + d))?;
+    (at > call.at).then_some((call, at))
+}
+
+fn agreed_instant(s: &str, tz: Option<chrono_tz::Tz>) -> Option<Timestamp> {
+    use chrono::TimeZone;
+    let s = s.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&chrono::Utc));
+    }
+    let midnight = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()?
+        .and_hms_opt(0, 0, 0)?;
+    match tz {
+        Some(tz) => tz
+            .from_local_datetime(&midnight)
+            .earliest()
+            .map(|t| t.with_timezone(&chrono::Utc)),
+        None => Some(midnight.and_utc()),
+    }
+}
+
 /// The nurture sequences `view`'s contact was enrolled in and has left (out
 /// of the segment, exit condition met, or an exit band): their pending
 /// steps are dropped.
@@ -439,8 +551,7 @@ pub fn leaving<'f>(
     view: &ContactView<'_>,
     now: Timestamp,
 ) -> Vec<&'f str> {
-    let subject =
-        Subject::new(view.contact, view.company, view.events, now).with_earlier(view.earlier);
+    let subject = view.subject(now);
     let won = view.calls == CallStatus::Won;
     followups
         .nurture
@@ -471,8 +582,7 @@ pub fn next_wake(
 ) -> Option<Timestamp> {
     let window = followups.arbitration.window.0;
     let horizon = now + window;
-    let subject =
-        Subject::new(view.contact, view.company, view.events, now).with_earlier(view.earlier);
+    let subject = view.subject(now);
     let won = view.calls == CallStatus::Won;
     let mut wake: Option<Timestamp> = None;
     let mut consider = |due: Timestamp| {

@@ -71,7 +71,9 @@ fn view<'a>(
         events,
         earlier: &[],
         calls: compiled().calls.status(events),
+        since: chrono::DateTime::<chrono::Utc>::MAX_UTC,
         band: Some(band),
+        score: None,
         changes: &[],
         state,
     }
@@ -412,7 +414,8 @@ fn replanning_never_yields_a_new_key_for_the_same_occurrence() {
 
 /// Seed 004: the monthly newsletter (systematic), a seminar invitation
 /// (event) and a sales call after an email click (opportunistic) on the same
-/// day. The call passes; the invitation and the newsletter are deferred.
+/// day. The call passes; the invitation and the newsletter each get a later
+/// day of their own.
 #[test]
 fn newsletter_invitation_and_call_on_the_same_day_only_the_call_passes() {
     let config = shipped();
@@ -462,32 +465,30 @@ fn newsletter_invitation_and_call_on_the_same_day_only_the_call_passes() {
         ]
     );
     assert_eq!(outcome("email_click_call"), Outcome::Allow { at: now });
-    // 26 points after the call: the invitation (priority 20) waits for the
-    // `stop` level to end (≤ 25, one day), the newsletter (priority 10) for
-    // fatigue to fall below 20 (six days and a second).
+    // The call task costs nothing (the call itself will): still 21 points.
+    // The daily budget holds the invitation to Thursday 08:00 in Paris; the
+    // newsletter (priority 10, held by the `reduce` level until fatigue is
+    // below 20) also finds Thursday taken by the invitation: Friday 08:00.
     assert_eq!(
         outcome("payroll_seminar"),
         Outcome::Defer {
-            until: utc("2026-03-26T10:00:00Z")
-        }
-    );
-    assert_eq!(
-        outcome("prospects_target_1_2"),
-        Outcome::Defer {
-            until: utc("2026-03-31T10:00:01Z")
+            until: utc("2026-03-26T07:00:00Z")
         }
     );
     assert!(matches!(
         result.decided[1].reasons[0],
-        Reason::Fatigue { .. }
+        Reason::Budget { .. }
     ));
     assert_eq!(
-        fatigue.fatigue_at(&guard, now),
-        FatiguePoints::from_points(26)
+        outcome("prospects_target_1_2"),
+        Outcome::Defer {
+            until: utc("2026-03-27T07:00:00Z")
+        }
     );
-
-    // Without arbitration's charge the three would all have been allowed at
-    // a low fatigue; with it, at 21 points, only one goes out today.
+    assert_eq!(
+        fatigue.fatigue_at(&guard, now),
+        FatiguePoints::from_points(21)
+    );
 }
 
 #[test]

@@ -96,6 +96,31 @@ impl ChangeDetector {
         self.window
     }
 
+    /// A contact's first score counts as entering its band from the lowest
+    /// one: a new lead already hot gets the hot-lead follow-ups. `None` when
+    /// the first score lands in the lowest band.
+    pub fn first(
+        &self,
+        model: &ScoringModel,
+        current: &ScoreCard,
+        now: Timestamp,
+    ) -> Option<ScoreChange> {
+        let lowest = model.band_names().last()?;
+        if **lowest == *current.band {
+            return None;
+        }
+        Some(ScoreChange {
+            contact: current.contact.clone(),
+            kind: ChangeKind::BandUp,
+            at: now,
+            from_score: Points::ZERO,
+            to_score: current.score,
+            from_band: lowest.to_string(),
+            to_band: current.band.to_string(),
+            since: now,
+        })
+    }
+
     /// Changes between `previous` (scored at `previous_at`) and `current`
     /// (scored at `now`). `history` holds the contact's earlier scores in
     /// any order (older ones are ignored); a jump is reported once, on the

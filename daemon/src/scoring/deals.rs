@@ -136,6 +136,7 @@ impl DealModel {
             deal: Some(input.deal),
             now,
             earlier: &[],
+            standing: crate::condition::Standing::default(),
         };
         for rule in &self.rules {
             if rule.when.eval(&subject, None) {

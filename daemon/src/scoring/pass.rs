@@ -293,7 +293,7 @@ impl Pass<'_> {
         self.report.examined += 1;
         let card = self.model.score(contact, company, events, self.now);
         let (snapshot, changes) = match &previous {
-            None => (true, Vec::new()),
+            None => (true, self.first_change(&card)),
             Some(p) if p.score == card.score.0 && *p.band == *card.band => (false, Vec::new()),
             Some(p) => (true, self.changes(p, &card)),
         };
@@ -334,6 +334,14 @@ impl Pass<'_> {
         Ok(())
     }
 
+    fn first_change(&self, card: &ScoreCard) -> Vec<StoredChange> {
+        self.detector
+            .first(self.model, card, self.now)
+            .into_iter()
+            .map(stored)
+            .collect()
+    }
+
     fn changes(&self, previous: &StoredScore, card: &ScoreCard) -> Vec<StoredChange> {
         let history: Vec<ScorePoint> = previous
             .recent
@@ -364,17 +372,7 @@ impl Pass<'_> {
                 self.now,
             )
             .into_iter()
-            .map(|c| StoredChange {
-                seq: 0,
-                contact: c.contact,
-                at: c.at,
-                kind: c.kind.as_str().to_string(),
-                from_score: c.from_score.0,
-                to_score: c.to_score.0,
-                from_band: c.from_band,
-                to_band: c.to_band,
-                since: c.since,
-            })
+            .map(stored)
             .collect()
     }
 
@@ -415,6 +413,20 @@ impl Pass<'_> {
             self.writes.clear();
         }
         Ok(())
+    }
+}
+
+fn stored(c: super::changes::ScoreChange) -> StoredChange {
+    StoredChange {
+        seq: 0,
+        contact: c.contact,
+        at: c.at,
+        kind: c.kind.as_str().to_string(),
+        from_score: c.from_score.0,
+        to_score: c.to_score.0,
+        from_band: c.from_band,
+        to_band: c.to_band,
+        since: c.since,
     }
 }
 

@@ -754,6 +754,17 @@ name = "recent webinar"
 points = 4.0
 when = { field = "last.webinar_signup", within = "9d" }
 
+[[profile]]
+name = "two pricing visits in two days"
+points = 6.0
+when = { count = "page_visit", where = { field = "event.props.url", contains = "pricing" }, within = "2d", gte = 2 }
+
+[[behaviour]]
+name = "downloads while an open is recent"
+event = "download"
+when = { count = "email_open", within = "3d", gte = 1 }
+points = 5.0
+
 [[behaviour]]
 name = "opens"
 event = "email_open"

@@ -1,0 +1,478 @@
+//! Follow-ups that coexist (issue 14), end to end: the real binary, a real
+//! SQLite file and a real webhook receiver on loopback, at exact instants.
+//! Call-backs on the agreed date, first scores entering their band, the
+//! richer conditions, fatigue at any instant, one call charged once, the
+//! pricing-page words, and the daemon reacting to events another process
+//! imported.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::daemon::{
+    Received, once, outbox, receiver, shipped_to_loopback, spawn_daemon, wait_until,
+};
+use common::{BIN, Env, stderr};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Instant;
+
+/// The contacts the receiver got a delivery for, in order.
+fn delivered(r: &Received) -> Vec<String> {
+    r.0.lock().unwrap().iter().map(|(_, c)| c.clone()).collect()
+}
+
+/// The shipped rules to the loopback receiver, with a plan job every five
+/// minutes.
+fn shipped(env: &Env, port: u16) {
+    shipped_to_loopback(env, port);
+    let text = std::fs::read_to_string(env.path("relance.toml")).unwrap();
+    env.write(
+        "relance.toml",
+        &format!("{text}\n[schedules.react]\njob = \"plan\"\ncron = \"*/5 * * * *\"\n"),
+    );
+}
+
+fn row<'a>(rows: &'a [Value], contact: &str, followup: &str) -> Option<&'a Value> {
+    rows.iter()
+        .find(|r| r["contact"] == contact && r["followup"] == followup)
+}
+
+fn plan(env: &Env, now: &str) -> Vec<Value> {
+    let out = env.run_at(now, &["rescore"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    env.json_at(now, &["plan", "--json"])
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn followups_of(lines: &[Value], contact: &str) -> BTreeSet<String> {
+    lines
+        .iter()
+        .filter(|l| l["contact"] == contact)
+        .map(|l| l["followup"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Seed 003: a call coded RAPP with an agreed date puts a call task on that
+/// date, in the phone window (09:00 Paris); a later call supersedes the
+/// call-back of PISTE; PROJET without a date uses its delay (90 days).
+#[test]
+fn call_backs_land_on_the_agreed_date_in_the_phone_window() {
+    let (received, port, _rt) = receiver();
+    let env = Env::new();
+    shipped(&env, port);
+    env.import_text(
+        "contacts",
+        "c.csv",
+        "id,email,status,tier,timezone\nrapp,r@example.com,suspect,,Europe/Paris\npiste,p@example.com,suspect,,Europe/Paris\nprojet,j@example.com,suspect,,Europe/Paris\n",
+    );
+    env.import_text(
+        "events",
+        "e.jsonl",
+        concat!(
+            r#"{"contact":"rapp","type":"call","at":"2026-11-20T10:00:00Z","props":{"outcome":"RAPP","callback_at":"2026-11-26"}}"#, "\n",
+            r#"{"contact":"piste","type":"call","at":"2026-11-20T10:00:00Z","props":{"outcome":"PISTE","callback_at":"2026-11-27T14:30:00Z"}}"#, "\n",
+            r#"{"contact":"projet","type":"call","at":"2026-11-20T10:00:00Z","props":{"outcome":"PROJET"}}"#, "\n",
+        ),
+    );
+    // The first run only records the schedules; the plan job runs at 10:05.
+    once(&env, "2026-11-20T10:01:00Z");
+    once(&env, "2026-11-20T10:05:00Z");
+    let rows = outbox(&env);
+    let rapp = row(&rows, "rapp", "callback").expect("a call-back for RAPP");
+    // Thursday 26 November, 09:00 in Paris.
+    assert_eq!(rapp["due_at"], "2026-11-26T08:00:00Z", "{rapp}");
+    assert_eq!(rapp["channel"], "phone");
+    assert!(rapp["priority"].as_i64().unwrap() > 10, "above systematic");
+    let piste = row(&rows, "piste", "callback").expect("a call-back for PISTE");
+    assert_eq!(piste["due_at"], "2026-11-27T14:30:00Z");
+    let projet = row(&rows, "projet", "callback").expect("a call-back for PROJET");
+    // 90 days after the call: Thursday 18 February 2027, 11:00 in Paris.
+    assert_eq!(projet["due_at"], "2027-02-18T10:00:00Z");
+
+    // PISTE's prospect calls back first and books a meeting: no call-back.
+    env.import_text(
+        "events",
+        "e2.jsonl",
+        r#"{"contact":"piste","type":"call","at":"2026-11-23T09:30:00Z","props":{"outcome":"RDV"}}"#,
+    );
+    once(&env, "2026-11-23T09:35:00Z");
+    let rows = outbox(&env);
+    assert_eq!(row(&rows, "piste", "callback").unwrap()["state"], "dropped");
+
+    // Nothing before the agreed instant; the task goes at it.
+    once(&env, "2026-11-26T07:59:59Z");
+    assert!(!delivered(&received).contains(&"rapp".to_string()));
+    once(&env, "2026-11-26T08:00:00Z");
+    let got = delivered(&received);
+    assert!(got.contains(&"rapp".to_string()), "{got:?}");
+    assert!(!got.contains(&"piste".to_string()));
+    let rows = outbox(&env);
+    assert_eq!(row(&rows, "rapp", "callback").unwrap()["state"], "sent");
+}
+
+/// A new lead whose first score is already hot gets the hot-lead call,
+/// once; a cold one does not.
+#[test]
+fn a_first_score_in_the_hot_band_fires_the_hot_lead_call_once() {
+    let env = Env::new();
+    env.import_text(
+        "contacts",
+        "c.csv",
+        "id,email,status,title,timezone\nhot,h@example.com,prospect,DRH,Europe/Paris\ncold,c@example.com,prospect,,Europe/Paris\n",
+    );
+    let mut events = String::new();
+    for (i, kind) in [
+        "demo_request",
+        "download",
+        "download",
+        "trade_show_visit",
+        "meeting",
+    ]
+    .iter()
+    .enumerate()
+    {
+        events.push_str(&format!(
+            r#"{{"contact":"hot","type":"{kind}","at":"2026-11-19T1{i}:00:00Z"}}"#
+        ));
+        events.push('\n');
+    }
+    env.import_text("events", "e.jsonl", &events);
+    let lines = plan(&env, "2026-11-20T10:00:00Z");
+    let hot = env.json_at("2026-11-20T10:00:00Z", &["score", "hot", "--json"]);
+    assert_eq!(hot["band"], "hot", "{hot}");
+    assert!(
+        followups_of(&lines, "hot").contains("hot_call"),
+        "{lines:?}"
+    );
+    assert!(!followups_of(&lines, "cold").contains("hot_call"));
+    // Rescoring again (same score) publishes nothing new: no second call.
+    let again = env.json_at("2026-11-20T10:05:00Z", &["rescore", "--json"]);
+    assert_eq!(again["changes"], 0, "{again}");
+}
+
+/// Seed 004's rule "clicked an email, cold prospect, not called for over a
+/// year, target 2" and seed 002's "four visits to one product page in two
+/// days" are written as triggers.
+#[test]
+fn triggers_read_band_call_status_and_windowed_counts() {
+    let env = Env::new();
+    let text = std::fs::read_to_string(common::repo().join("config/relance.toml")).unwrap();
+    env.write(
+        "relance.toml",
+        &format!(
+            r#"{text}
+[[followups.triggers]]
+name = "cold_target_2_click"
+event = "email_click"
+when = {{ all = [
+  {{ field = "band", eq = "cold" }},
+  {{ field = "status", eq = "prospect" }},
+  {{ field = "tier", eq = "target_2" }},
+  {{ field = "call.status", eq = "open" }},
+  {{ any = [ {{ field = "last.call", older_than = "365d" }}, {{ field = "last.call", exists = false }} ] }},
+] }}
+action = {{ channel = "email", template = "nurture_welcome" }}
+
+[[followups.triggers]]
+name = "product_page_four_times"
+event = "page_visit"
+when = {{ count = "page_visit", where = {{ field = "event.props.url", contains = "/produit" }}, within = "2d", gte = 4 }}
+action = {{ channel = "phone", template = "call_task" }}
+"#
+        ),
+    );
+    env.import_text(
+        "contacts",
+        "c.csv",
+        "id,email,status,tier,timezone\nold,o@example.com,prospect,target_2,Europe/Paris\nrecent,r@example.com,prospect,target_2,Europe/Paris\nvisitor,v@example.com,prospect,core,Europe/Paris\nthrice,t@example.com,prospect,core,Europe/Paris\n",
+    );
+    let mut events = String::from(concat!(
+        r#"{"contact":"old","type":"call","at":"2025-09-01T10:00:00Z","props":{"outcome":"MAIL"}}"#,
+        "\n",
+        r#"{"contact":"recent","type":"call","at":"2026-10-01T10:00:00Z","props":{"outcome":"MAIL"}}"#,
+        "\n",
+        r#"{"contact":"old","type":"email_click","at":"2026-11-20T09:00:00Z"}"#,
+        "\n",
+        r#"{"contact":"recent","type":"email_click","at":"2026-11-20T09:00:00Z"}"#,
+        "\n",
+    ));
+    for (who, n) in [("visitor", 4), ("thrice", 3)] {
+        for i in 0..n {
+            events.push_str(&format!(
+                r#"{{"contact":"{who}","type":"page_visit","at":"2026-11-19T1{i}:00:00Z","props":{{"url":"https://x.example/produit/paie"}}}}"#
+            ));
+            events.push('\n');
+        }
+    }
+    env.import_text("events", "e.jsonl", &events);
+    let lines = plan(&env, "2026-11-20T10:00:00Z");
+    assert!(followups_of(&lines, "old").contains("cold_target_2_click"));
+    assert!(!followups_of(&lines, "recent").contains("cold_target_2_click"));
+    assert!(followups_of(&lines, "visitor").contains("product_page_four_times"));
+    assert!(!followups_of(&lines, "thrice").contains("product_page_four_times"));
+
+    // A scoring rule cannot read the band it computes: a clear error.
+    env.write(
+        "bad.toml",
+        &format!(
+            "{text}\n[[scoring.profile]]\nname = \"cold\"\npoints = 1.0\nwhen = {{ field = \"band\", eq = \"cold\" }}\n"
+        ),
+    );
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(env.path("bad.toml"))
+        .arg("check")
+        .env("RELANCE_DB", env.path("store.db"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("cannot read the score"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// `relance fatigue` at an instant between two actions counts only the
+/// first, like scores do.
+#[test]
+fn fatigue_at_an_instant_counts_only_what_happened_by_then() {
+    let env = Env::new();
+    env.import_text("contacts", "c.csv", "id,timezone\np,Europe/Paris\n");
+    env.import_text(
+        "events",
+        "e.jsonl",
+        concat!(
+            r#"{"contact":"p","type":"email_sent","at":"2026-11-10T10:00:00Z"}"#,
+            "\n",
+            r#"{"contact":"p","type":"sms_sent","at":"2026-11-12T10:00:00Z"}"#,
+            "\n",
+        ),
+    );
+    let before = env.json_at("2026-11-09T10:00:00Z", &["fatigue", "p", "--json"]);
+    assert_eq!(before["fatigue"].as_f64(), Some(0.0), "{before}");
+    let between = env.json_at("2026-11-11T10:00:00Z", &["fatigue", "p", "--json"]);
+    assert_eq!(
+        between["fatigue"].as_f64(),
+        Some(2.0),
+        "3 − 1 day: {between}"
+    );
+    assert_eq!(between["charges"].as_array().unwrap().len(), 1);
+    let after = env.json_at("2026-11-12T10:00:00Z", &["fatigue", "p", "--json"]);
+    assert_eq!(after["fatigue"].as_f64(), Some(8.0), "1 + 7: {after}");
+}
+
+/// One call, one charge: the delivered call task records `call_task`
+/// (no fatigue); the salesperson's call, imported before or after it,
+/// costs its 5 points once.
+#[test]
+fn a_delivered_call_task_and_the_call_itself_charge_once_in_either_order() {
+    let (received, port, _rt) = receiver();
+    for call_first in [false, true] {
+        let env = Env::new();
+        shipped(&env, port);
+        env.import_text(
+            "contacts",
+            "c.csv",
+            "id,email,status,timezone\np,p@example.com,suspect,Europe/Paris\n",
+        );
+        let call = r#"{"contact":"p","type":"call","at":"2026-11-20T10:30:00Z","props":{"outcome":"MAIL"}}"#;
+        if call_first {
+            env.import_text("events", "call.jsonl", call);
+        }
+        env.import_text(
+            "events",
+            "e.jsonl",
+            r#"{"contact":"p","type":"page_visit","at":"2026-11-20T09:00:00Z","props":{"url":"https://x.example/tarifs"}}"#,
+        );
+        let sent = delivered(&received).len();
+        once(&env, "2026-11-20T10:01:00Z");
+        once(&env, "2026-11-20T10:05:00Z");
+        if !call_first {
+            // The task went out first; the call comes afterwards.
+            assert_eq!(
+                delivered(&received).len(),
+                sent + 1,
+                "the call task was delivered"
+            );
+            env.import_text("events", "call.jsonl", call);
+        }
+        let rows = outbox(&env);
+        let task = row(&rows, "p", "pricing_visit_call").expect("call task");
+        assert_eq!(task["state"], "sent", "{task}");
+        let events = env.json(&["contacts", "show", "p", "--json"]);
+        let kinds: Vec<&str> = events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap())
+            .collect();
+        assert!(kinds.contains(&"call_task"), "{kinds:?}");
+        let f = env.json_at("2026-11-20T10:30:00Z", &["fatigue", "p", "--json"]);
+        assert_eq!(
+            f["fatigue"].as_f64(),
+            Some(5.0),
+            "call first: {call_first}: {f}"
+        );
+    }
+}
+
+/// The pricing-page rule catches every word the articles use.
+#[test]
+fn the_pricing_page_rule_catches_each_word() {
+    let env = Env::new();
+    let urls = ["/tarifs", "/tarif", "/tarification", "/pricing", "/prix"];
+    let mut contacts = String::from("id,status,timezone\n");
+    let mut events = String::new();
+    for (i, url) in urls.iter().enumerate() {
+        contacts.push_str(&format!("u{i},suspect,Europe/Paris\n"));
+        events.push_str(&format!(
+            r#"{{"contact":"u{i}","type":"page_visit","at":"2026-11-20T09:00:00Z","props":{{"url":"https://x.example{url}?ref=mail"}}}}"#
+        ));
+        events.push('\n');
+    }
+    contacts.push_str("blog,suspect,Europe/Paris\n");
+    events.push_str(r#"{"contact":"blog","type":"page_visit","at":"2026-11-20T09:00:00Z","props":{"url":"https://x.example/blog/prixnobel"}}"#);
+    env.import_text("contacts", "c.csv", &contacts);
+    env.import_text("events", "e.jsonl", &events);
+    let lines = plan(&env, "2026-11-20T10:00:00Z");
+    for (i, url) in urls.iter().enumerate() {
+        assert!(
+            followups_of(&lines, &format!("u{i}")).contains("pricing_visit_call"),
+            "{url}"
+        );
+        let score = env.json_at(
+            "2026-11-20T10:00:00Z",
+            &["score", &format!("u{i}"), "--json"],
+        );
+        assert!(
+            score["contributions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["rule"] == "pricing page"),
+            "{url}: {score}"
+        );
+    }
+    assert!(followups_of(&lines, "blog").is_empty());
+}
+
+/// Events written by another process (`relance import events`) wake the
+/// running daemon: no schedule, no API, and the follow-up is planned and
+/// delivered within seconds.
+#[test]
+fn the_running_daemon_plans_events_another_process_imported() {
+    let (received, port, _rt) = receiver();
+    let env = Env::new();
+    shipped(&env, port);
+    // Only the daemon's own reactions: no schedule at all.
+    let text = std::fs::read_to_string(env.path("relance.toml")).unwrap();
+    let mut kept = String::new();
+    let mut skip = false;
+    for line in text.lines() {
+        if line.starts_with('[') {
+            skip = line.starts_with("[schedules.");
+        }
+        if !skip {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    env.write("relance.toml", &kept);
+    env.import_text(
+        "contacts",
+        "c.csv",
+        "id,email,status,timezone\np,p@example.com,suspect,UTC\n",
+    );
+    let mut child = spawn_daemon(&env, "run.log");
+    // Any instant of the day: the phone window is weekdays 09:00–18:00, so
+    // the test uses the email click trigger on a channel open at all hours.
+    let now = relance::clock::Clock::system().now();
+    let event = format!(
+        r#"{{"contact":"p","type":"email_click","at":"{}"}}"#,
+        (now - chrono::Duration::seconds(1)).to_rfc3339()
+    );
+    let started = Instant::now();
+    env.import_text("events", "e.jsonl", &event);
+    wait_until("the imported click was never planned", 60, || {
+        outbox(&env)
+            .iter()
+            .any(|r| r["contact"] == "p" && r["followup"] == "email_click_call")
+    });
+    let planned_in = started.elapsed();
+    let log = std::fs::read_to_string(env.path("run.log")).unwrap_or_default();
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("new events planned"), "{log}");
+    eprintln!(
+        "planned {planned_in:?} after the import; deliveries: {:?}",
+        delivered(&received)
+    );
+}
+
+/// A wrong budget is refused at load, each mistake at its line.
+#[test]
+fn budget_mistakes_are_configuration_errors() {
+    let env = Env::new();
+    let text = std::fs::read_to_string(common::repo().join("config/relance.toml")).unwrap();
+    for (budget, says) in [
+        ("count = 0\nwindow = \"1d\"", "must be at least 1"),
+        ("count = 1\nwindow = \"36h\"", "whole number of days"),
+        ("count = 1\nchannel = \"fax\"", "unknown channel `fax`"),
+        ("count = 9", "recent sends the guard keeps"),
+    ] {
+        let bad = text.replace(
+            "[followups.arbitration.budget]\ncount = 1\nwindow = \"1d\"",
+            &format!("[followups.arbitration.budget]\n{budget}"),
+        );
+        assert_ne!(bad, text);
+        env.write("bad.toml", &bad);
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(env.path("bad.toml"))
+            .arg("check")
+            .env("RELANCE_DB", env.path("store.db"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{budget}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("followups.arbitration.budget") && err.contains(says),
+            "{err}"
+        );
+    }
+}
+
+/// A click on Tuesday, planned only by Friday's pass: look-backs count from
+/// the previous pass (Monday), so it is still followed up.
+#[test]
+fn a_signal_between_two_distant_passes_is_not_missed() {
+    let (_received, port, _rt) = receiver();
+    let env = Env::new();
+    shipped(&env, port);
+    env.import_text(
+        "contacts",
+        "c.csv",
+        "id,email,status,timezone\np,p@example.com,suspect,Europe/Paris\n",
+    );
+    once(&env, "2026-11-16T10:01:00Z");
+    once(&env, "2026-11-16T10:05:00Z");
+    env.import_text(
+        "events",
+        "e.jsonl",
+        r#"{"contact":"p","type":"email_click","at":"2026-11-17T10:00:00Z"}"#,
+    );
+    once(&env, "2026-11-20T10:05:00Z");
+    let rows = outbox(&env);
+    let call = row(&rows, "p", "email_click_call").expect("the Tuesday click is followed up");
+    assert_eq!(call["state"], "sent", "{call}");
+}
