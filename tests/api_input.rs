@@ -63,7 +63,7 @@ impl Daemon {
         let env = Env::new();
         let port = free_port();
         env.write("relance.toml", &config(port, extra));
-        let child = env.spawn_run("run.log");
+        let child = env.spawn_daemon("run.log");
         let d = Self {
             env,
             child,

@@ -85,21 +85,6 @@ impl Env {
             .expect("run relance")
     }
 
-    /// Starts `relance run`, its log in `log`; the caller stops it by PID.
-    pub fn spawn_run(&self, log: &str) -> Child {
-        Command::new(BIN)
-            .arg("--config")
-            .arg(self.path("relance.toml"))
-            .arg("run")
-            .env("RELANCE_DB", self.path("store.db"))
-            .env_remove("RELANCE_CONFIG")
-            .env_remove("RELANCE_LOG")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.path(log)).expect("log file"))
-            .spawn()
-            .expect("start relance run")
-    }
-
     pub fn run_at(&self, now: &str, args: &[&str]) -> Output {
         let mut all = vec!["--now", now];
         all.extend_from_slice(args);
