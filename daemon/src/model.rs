@@ -222,7 +222,8 @@ impl ValueTier {
     }
 }
 
-/// The canonical event types of `shared/domain.md`; users may add their own.
+/// The canonical event types the shipped rules and the demo use; users may
+/// add their own.
 pub mod event_types {
     pub const EMAIL_SENT: &str = "email_sent";
     pub const SMS_SENT: &str = "sms_sent";
