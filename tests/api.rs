@@ -11,7 +11,7 @@ use relance::fatigue::{ContactState, Guard, Proposal, Verdict};
 use relance::metrics::Metrics;
 use relance::model::FollowUpKind;
 use relance::shutdown::Coordinator;
-use relance::store::{OutboxStore, Records, SqliteStore};
+use relance::store::StoreHandle;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +32,7 @@ fn now() -> chrono::DateTime<chrono::Utc> {
 struct Server {
     base: String,
     http: reqwest::Client,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     config: Arc<Config>,
     wake: Arc<Notify>,
     coordinator: Option<Coordinator>,
@@ -55,8 +55,9 @@ impl Server {
         let config = Arc::new(Config::load(&file).unwrap_or_else(|e| panic!("{e}")));
         let (tx, rx) = watch::channel(config.clone());
         let wake = Arc::new(Notify::new());
-        let state =
-            ApiState::new(rx, Clock::fixed(now()), Metrics::new(), wake.clone()).expect("state");
+        let store = relance::store::open(&config).expect("store");
+        let state = ApiState::new(store, rx, Clock::fixed(now()), Metrics::new(), wake.clone())
+            .expect("state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -71,7 +72,7 @@ impl Server {
         Self {
             base,
             http,
-            dir,
+            _dir: dir,
             config,
             wake,
             coordinator: Some(coordinator),
@@ -79,8 +80,8 @@ impl Server {
         }
     }
 
-    fn store(&self) -> SqliteStore {
-        SqliteStore::open(&self.dir.path().join("t.db"), Duration::from_secs(5)).expect("open")
+    fn store(&self) -> StoreHandle {
+        relance::store::open(&self.config).expect("open")
     }
 
     fn events(&self) -> u64 {

@@ -18,7 +18,6 @@ use relance::model::{FollowUpKind, Timestamp};
 use relance::outbox::dispatch::Dispatcher;
 use relance::outbox::{NewSend, idempotency_key};
 use relance::plugins::{PluginHost, builtin_tables};
-use relance::store::{OutboxStore, Records, SqliteStore};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -75,7 +74,7 @@ batch = 500
     let config = Config::parse(&text, &dir.path().join("relance.toml"), &|_| None)
         .unwrap_or_else(|e| panic!("{e}"));
     let now: Timestamp = "2026-03-02T12:00:00Z".parse().expect("instant");
-    let mut store = SqliteStore::from_config(&config).expect("store");
+    let store = relance::store::open(&config).expect("store");
     let patches: Vec<Patch> = (0..sends)
         .map(|i| {
             let mut fields = serde_json::Map::new();

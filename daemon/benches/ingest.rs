@@ -17,7 +17,7 @@ use relance::config::Config;
 use relance::ingest::Patch;
 use relance::metrics::Metrics;
 use relance::shutdown::Coordinator;
-use relance::store::{Records, SqliteStore};
+
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,7 +58,7 @@ fn main() {
     .expect("config");
     let config = Arc::new(Config::load(&file).unwrap_or_else(|e| panic!("{e}")));
 
-    let mut store = SqliteStore::open(&config.store_path(), Duration::from_secs(30)).expect("open");
+    let store = relance::store::open(&config).expect("open");
     for chunk in (0..contacts).collect::<Vec<_>>().chunks(5_000) {
         let batch: Vec<Patch> = chunk
             .iter()
@@ -69,7 +69,7 @@ fn main() {
             .collect();
         store.upsert_contacts(&batch).expect("contacts");
     }
-    drop(store);
+    let reopen = config.clone();
 
     // Bodies are built before the clock starts: the figure is the server's.
     let base = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
@@ -104,6 +104,7 @@ fn main() {
     rt.block_on(async move {
         let (_tx, rx) = tokio::sync::watch::channel(config.clone());
         let state = ApiState::new(
+            store,
             rx,
             Clock::system(),
             Metrics::new(),
@@ -165,6 +166,6 @@ fn main() {
         );
         assert!(coordinator.shutdown(Duration::from_secs(30)).await);
     });
-    let store = SqliteStore::open(&dir.join("ingest.db"), Duration::from_secs(30)).expect("open");
+    let store = relance::store::open(&reopen).expect("open");
     assert_eq!(store.counts().expect("counts").events, total as u64);
 }

@@ -11,7 +11,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use relance::ingest::{Incoming, Patch};
 use relance::model::Event;
-use relance::store::{Records, SqliteStore};
 use serde_json::{Map, Value};
 use std::time::{Duration, Instant};
 
@@ -53,7 +52,8 @@ fn main() {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
-    let mut store = SqliteStore::open(&path, Duration::from_secs(30)).expect("open");
+    let store =
+        relance::store::SqliteStore::open(&path, Duration::from_secs(30), 64).expect("open");
     println!(
         "store benchmark: {contacts} contacts, {} events",
         contacts * per_contact

@@ -18,7 +18,7 @@ use crate::plugins::{HostError, PluginHost, builtin_tables};
 use crate::scheduler::runner::{self, JobError, Jobs, SchedulerOptions};
 use crate::scoring;
 use crate::shutdown::{Coordinator, Shutdown};
-use crate::store::{OutboxStore, PlanStore, SqliteStore, StoreError};
+use crate::store::{StoreError, StoreHandle};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,12 +67,15 @@ pub struct OnceReport {
 
 /// The jobs the scheduler runs, on a blocking thread.
 struct DaemonJobs {
+    store: StoreHandle,
     dispatcher: Arc<Dispatcher>,
     runtime: tokio::runtime::Handle,
     clock: Clock,
     dispatch_wake: Arc<Notify>,
-    /// Rescoring and planning passes of this process take turns: two at
-    /// once would publish the same score change twice.
+    /// Rescoring and planning passes of this process take turns, so that
+    /// they do not do the same work twice; correctness does not rest on it
+    /// (other processes run their own passes): the store's queue, leases
+    /// and compare-and-set marks keep passes apart.
     passes: std::sync::Mutex<()>,
     metrics: Metrics,
 }
@@ -80,7 +83,8 @@ struct DaemonJobs {
 impl DaemonJobs {
     fn rescore(&self, config: &Config, now: Timestamp) -> Result<String, JobError> {
         let started = std::time::Instant::now();
-        let r = scoring::pass::rescore(config, now, false).map_err(|e| JobError(e.to_string()))?;
+        let r = scoring::pass::rescore(&*self.store, config, now, false)
+            .map_err(|e| JobError(e.to_string()))?;
         self.metrics.record_rescore(started.elapsed());
         Ok(format!(
             "rescored {} contacts, {} changed",
@@ -97,8 +101,8 @@ impl DaemonJobs {
         // Fresh scores first, so band crossings fire their triggers now.
         self.rescore(config, now)?;
         let started = std::time::Instant::now();
-        let report =
-            followups::pass::run(config, now, false).map_err(|e| JobError(e.to_string()))?;
+        let report = followups::pass::run(&*self.store, config, now, false)
+            .map_err(|e| JobError(e.to_string()))?;
         self.metrics.record_pass("plan", started.elapsed());
         self.dispatch_wake.notify_one();
         Ok(report.to_string())
@@ -142,7 +146,7 @@ struct Parts {
     owner: String,
 }
 
-async fn build(config: &Config, clock: &Clock) -> Result<Parts, DaemonError> {
+async fn build(config: &Config, clock: &Clock, store: StoreHandle) -> Result<Parts, DaemonError> {
     let host = Arc::new(PluginHost::new(
         config.plugins.clone(),
         &config.file,
@@ -162,12 +166,13 @@ async fn build(config: &Config, clock: &Clock) -> Result<Parts, DaemonError> {
     let metrics = Metrics::new();
     metrics.set_unconfigured_channels(host.unconfigured());
     let dispatcher = Arc::new(Dispatcher::new(
-        SqliteStore::from_config(config)?,
+        store.clone(),
         host.clone(),
         owner.clone(),
         metrics.clone(),
     ));
     let jobs = Arc::new(DaemonJobs {
+        store,
         dispatcher: dispatcher.clone(),
         runtime: tokio::runtime::Handle::current(),
         clock: clock.clone(),
@@ -186,17 +191,25 @@ async fn build(config: &Config, clock: &Clock) -> Result<Parts, DaemonError> {
 
 /// One scheduler pass (the jobs due at the clock's now), then every
 /// outbox row due by then is dispatched.
-pub async fn once(config: Config, clock: Clock) -> Result<OnceReport, DaemonError> {
-    let parts = build(&config, &clock).await?;
+pub async fn once(
+    config: Config,
+    clock: Clock,
+    store: StoreHandle,
+) -> Result<OnceReport, DaemonError> {
+    let parts = build(&config, &clock, store.clone()).await?;
     let options = SchedulerOptions {
         owner: parts.owner.clone(),
         ..SchedulerOptions::default()
     };
     let config = Arc::new(config);
-    let (cfg, jobs, clk) = (config.clone(), parts.jobs.clone(), clock.clone());
+    let (cfg, jobs, clk, st) = (
+        config.clone(),
+        parts.jobs.clone(),
+        clock.clone(),
+        store.clone(),
+    );
     tokio::task::spawn_blocking(move || -> Result<(), DaemonError> {
-        let mut store = SqliteStore::from_config(&cfg)?;
-        runner::pass(&mut store, &cfg, jobs.as_ref(), &clk, &options, true)?;
+        runner::pass(&st, &cfg, jobs.as_ref(), &clk, &options, true)?;
         Ok(())
     })
     .await
@@ -207,8 +220,8 @@ pub async fn once(config: Config, clock: Clock) -> Result<OnceReport, DaemonErro
         .dispatcher
         .drain(config.clone(), now, move || clk.now())
         .await?;
-    let store = SqliteStore::from_config(&config)?;
-    let jobs = crate::store::ScheduleStore::job_runs(&store, None, 1000)?
+    let jobs = store
+        .job_runs(None, 1000)?
         .into_iter()
         .filter(|r| r.owner == parts.owner)
         .map(|r| {
@@ -224,7 +237,7 @@ pub async fn once(config: Config, clock: Clock) -> Result<OnceReport, DaemonErro
 }
 
 /// Runs until SIGTERM or SIGINT.
-pub async fn run(config: Config, clock: Clock) -> Result<(), DaemonError> {
+pub async fn run(config: Config, clock: Clock, store: StoreHandle) -> Result<(), DaemonError> {
     use tokio::signal::unix::{SignalKind, signal};
     if clock.is_fixed() {
         return Err(DaemonError::FixedClock);
@@ -233,7 +246,7 @@ pub async fn run(config: Config, clock: Clock) -> Result<(), DaemonError> {
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
     let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
 
-    let parts = build(&config, &clock).await?;
+    let parts = build(&config, &clock, store.clone()).await?;
     let file = config.file.clone();
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
     let coordinator = Coordinator::default();
@@ -242,6 +255,7 @@ pub async fn run(config: Config, clock: Clock) -> Result<(), DaemonError> {
         ..SchedulerOptions::default()
     };
     tokio::spawn(runner::run(
+        store.clone(),
         config_rx.clone(),
         parts.jobs.clone(),
         clock.clone(),
@@ -262,10 +276,11 @@ pub async fn run(config: Config, clock: Clock) -> Result<(), DaemonError> {
         react_wake.clone(),
         coordinator.listener(),
     ));
-    resume_planning(&config_rx.borrow(), &react_wake).await;
+    resume_planning(&store, &react_wake).await;
     let api = config_rx.borrow().api.clone();
     if api.enabled {
         let state = ApiState::new(
+            store.clone(),
             config_rx.clone(),
             clock.clone(),
             parts.metrics.clone(),
@@ -311,14 +326,11 @@ pub async fn run(config: Config, clock: Clock) -> Result<(), DaemonError> {
         .unwrap_or_default();
     tracing::info!(?grace, "shutting down");
     if !coordinator.shutdown(grace).await {
-        let config = config_rx.borrow().clone();
         let owner = parts.owner.clone();
         let now = clock.now();
-        let released = tokio::task::spawn_blocking(move || {
-            SqliteStore::from_config(&config)?.release_claims(&owner, now)
-        })
-        .await
-        .map_err(|e| DaemonError::Task(e.to_string()))??;
+        let released = tokio::task::spawn_blocking(move || store.release_claims(&owner, now))
+            .await
+            .map_err(|e| DaemonError::Task(e.to_string()))??;
         tracing::warn!(
             released,
             "sends still in flight after the grace; claims released"
@@ -415,11 +427,9 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<String> {
 /// At start: when writes were accepted but not planned before the last
 /// stop (a crash right after a `201`), or a planning pass was cut short,
 /// rescore and plan now instead of waiting for the next schedule.
-async fn resume_planning(config: &Arc<Config>, react_wake: &Notify) {
-    let config = config.clone();
-    let pending =
-        tokio::task::spawn_blocking(move || SqliteStore::from_config(&config)?.plan_requested())
-            .await;
+async fn resume_planning(store: &StoreHandle, react_wake: &Notify) {
+    let store = store.clone();
+    let pending = tokio::task::spawn_blocking(move || store.plan_requested()).await;
     match pending {
         Ok(Ok(true)) => {
             tracing::info!("planning left undone at the last stop: rescoring and planning now");
@@ -432,66 +442,74 @@ async fn resume_planning(config: &Arc<Config>, react_wake: &Notify) {
 }
 
 /// New events are scored and planned at once, without waiting for the next
-/// scheduled pass: the API wakes this loop, and a poll of the store's
-/// highest event number every `POLL` notices every other writer (`relance
-/// import`, another process), so a new event is planned within about
-/// `POLL` + `REACT_DEBOUNCE` + one incremental pass. Wakes close together
-/// are taken as one.
+/// scheduled pass: the loop waits on the store for events beyond those
+/// planned ([`Records::wait_for_events`]), which sees every writer (the
+/// API, `relance import`, another process); the API also wakes it for
+/// writes that add no event (records, broadcasts). A new event is planned
+/// within about a poll of the store + `REACT_DEBOUNCE` + one incremental
+/// pass. Wakes close together are taken as one.
 async fn react_loop(
     jobs: Arc<DaemonJobs>,
     config: watch::Receiver<Arc<Config>>,
     wake: Arc<Notify>,
     mut shutdown: Shutdown,
 ) {
-    const POLL: Duration = Duration::from_secs(1);
+    /// The longest wait on the store before looking again.
+    const WAIT: Duration = Duration::from_secs(1);
     // The highest event number planned (or tried); first read from the
     // planner's own mark, so events accepted while down are planned now.
     let mut seen: Option<i64> = None;
-    let mut poller: Option<SqliteStore> = None;
     loop {
-        let woken = tokio::select! {
-            () = wake.notified() => true,
-            () = tokio::time::sleep(POLL) => false,
+        let (store, after) = (jobs.store.clone(), seen);
+        let waiting = tokio::task::spawn_blocking(move || {
+            let after = match after {
+                Some(s) => s,
+                None => store
+                    .meta("plan.events_seq")?
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .unwrap_or(0),
+            };
+            Ok::<_, StoreError>((after, store.wait_for_events(after, WAIT)?))
+        });
+        let waited = tokio::select! {
+            () = wake.notified() => None,
+            r = waiting => Some(r),
             () = shutdown.recv() => return,
         };
-        let current = config.borrow().clone();
-        let (store, cfg) = (poller.take(), current.clone());
-        let polled = tokio::task::spawn_blocking(move || {
-            use crate::store::{Records, ScoreStore};
-            let store = match store {
-                Some(s) => s,
-                None => SqliteStore::from_config(&cfg)?,
-            };
-            let last = store.last_event_seq()?;
-            let planned = store
-                .meta("plan.events_seq")?
-                .and_then(|v| v.parse::<i64>().ok());
-            Ok::<_, StoreError>((store, last, planned))
-        })
-        .await;
-        let last = match polled {
-            Ok(Ok((store, last, planned))) => {
-                poller = Some(store);
-                let seen = seen.get_or_insert(planned.unwrap_or(0));
-                if !woken && last <= *seen {
+        match waited {
+            // Woken by the API: plan whatever it wrote.
+            None => {
+                let store = jobs.store.clone();
+                match tokio::task::spawn_blocking(move || store.last_event_seq()).await {
+                    Ok(Ok(last)) => seen = Some(last),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the store's new events"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "reading the store's new events panicked")
+                    }
+                }
+            }
+            Some(Ok(Ok((after, last)))) => {
+                seen = Some(last.max(after));
+                if last <= after {
                     continue;
                 }
-                *seen = last;
-                Some(last)
             }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot read the store's new events");
-                None
+            Some(failed) => {
+                match failed {
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the store's new events"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "reading the store's new events panicked")
+                    }
+                    Ok(Ok(_)) => {}
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(WAIT) => continue,
+                    () = shutdown.recv() => return,
+                }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "reading the store's new events panicked");
-                None
-            }
-        };
-        if last.is_none() && !woken {
-            continue;
         }
         tokio::time::sleep(REACT_DEBOUNCE).await;
+        let current = config.borrow().clone();
         let jobs2 = jobs.clone();
         let done = tokio::task::spawn_blocking(move || {
             let now = jobs2.clock.now();

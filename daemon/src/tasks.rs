@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::ingest::Incoming;
 use crate::model::{Event, Timestamp};
 use crate::outbox::{Row, State};
-use crate::store::{Append, Records, SqliteStore, StoreError};
+use crate::store::{Append, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
 /// The call result codes of the trade (seed 003).
@@ -138,7 +138,7 @@ fn dedup(task: &str) -> [u8; 16] {
 
 /// Delivered tasks, oldest due first; `open` keeps those without an outcome.
 pub fn list(
-    store: &SqliteStore,
+    store: &dyn Store,
     config: &Config,
     open: bool,
     limit: u32,
@@ -157,7 +157,7 @@ pub fn list(
 
 /// One task by id.
 pub fn get(
-    store: &SqliteStore,
+    store: &dyn Store,
     config: &Config,
     id: &str,
     now: Timestamp,
@@ -166,7 +166,7 @@ pub fn get(
     view(store, config, row, now)
 }
 
-fn task_row(store: &SqliteStore, config: &Config, id: &str) -> Result<Row, TaskError> {
+fn task_row(store: &dyn Store, config: &Config, id: &str) -> Result<Row, TaskError> {
     let row = store
         .outbox_row(id)?
         .ok_or_else(|| TaskError::NotFound(id.into()))?;
@@ -185,7 +185,7 @@ fn task_row(store: &SqliteStore, config: &Config, id: &str) -> Result<Row, TaskE
     Ok(row)
 }
 
-fn view(store: &SqliteStore, config: &Config, row: Row, now: Timestamp) -> Result<Task, TaskError> {
+fn view(store: &dyn Store, config: &Config, row: Row, now: Timestamp) -> Result<Task, TaskError> {
     let due = row
         .payload
         .get("deadline")
@@ -240,7 +240,7 @@ fn view(store: &SqliteStore, config: &Config, row: Row, now: Timestamp) -> Resul
 /// `props.outcome`, exactly once per task. A second outcome changes nothing
 /// and is [`TaskError::AlreadyRecorded`].
 pub fn record(
-    store: &mut SqliteStore,
+    store: &dyn Store,
     config: &Config,
     id: &str,
     outcome: &Outcome,
@@ -285,7 +285,7 @@ pub fn record(
     }
 }
 
-fn already(store: &SqliteStore, config: &Config, id: &str, now: Timestamp) -> TaskError {
+fn already(store: &dyn Store, config: &Config, id: &str, now: Timestamp) -> TaskError {
     let code = get(store, config, id, now)
         .ok()
         .and_then(|t| t.outcome)

@@ -7,7 +7,7 @@ use super::ApiState;
 use super::error::{ApiError, ErrorDetail, field_of};
 use crate::ingest::{Incoming, Kind, Patch, parse_event, parse_patch};
 use crate::metrics::IngestOutcome;
-use crate::store::{Append, Records, Upsert};
+use crate::store::{Append, Upsert};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;

@@ -18,14 +18,14 @@ mod templates;
 mod timing;
 pub mod tracking;
 
-pub use db::{Db, StoreSpec};
+pub use db::Db;
 pub use error::ApiError;
 
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
-use crate::store::StoreError;
+use crate::store::{StoreError, StoreHandle};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use std::sync::Arc;
@@ -45,16 +45,16 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// Opens the store named by the configuration in force (the API keeps
-    /// that store for its lifetime; a reload does not move it).
+    /// Serves the process's store (the API keeps it for its lifetime; a
+    /// reload does not move it).
     pub fn new(
+        store: StoreHandle,
         config: watch::Receiver<Arc<Config>>,
         clock: Clock,
         metrics: Metrics,
         wake: Arc<Notify>,
     ) -> Result<Self, StoreError> {
-        let spec = StoreSpec::from_config(&config.borrow());
-        let db = Db::open(spec)?;
+        let db = Db::new(store);
         Ok(Self {
             config,
             clock,

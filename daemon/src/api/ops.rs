@@ -2,7 +2,6 @@
 
 use super::ApiState;
 use super::error::{ApiError, ErrorBody};
-use crate::store::OutboxStore;
 use axum::Json;
 use axum::extract::State;
 use axum::http::header;

@@ -10,7 +10,6 @@ use crate::followups::BroadcastSpec;
 use crate::followups::pass::{PlanLine, dry_run};
 use crate::limits;
 use crate::model::Timestamp;
-use crate::store::PlanStore;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};

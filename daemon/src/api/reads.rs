@@ -8,7 +8,7 @@ use crate::fatigue::{ContactState, Guard};
 use crate::model::Contact;
 use crate::outbox::{Row, State as RowState};
 use crate::scoring::{ScoreCard, ScoringModel};
-use crate::store::{OutboxStore, Records, ScoreStore, StoredScore};
+use crate::store::StoredScore;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;

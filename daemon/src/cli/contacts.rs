@@ -3,7 +3,6 @@
 use super::{Failure, exit, open_store, output};
 use clap::Subcommand;
 use relance::config::Config;
-use relance::store::Records;
 
 #[derive(Debug, Subcommand)]
 pub enum Action {
@@ -23,7 +22,7 @@ pub enum Action {
 }
 
 pub fn run(config: &Config, action: &Action) -> Result<u8, Failure> {
-    let mut store = open_store(config)?;
+    let store = open_store(config)?;
     match action {
         Action::Show { id, json } => {
             let Some(contact) = store.contact(id).map_err(anyhow::Error::from)? else {

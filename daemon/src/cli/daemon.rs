@@ -5,7 +5,6 @@ use super::{Failure, exit, open_store, output};
 use relance::clock::Clock;
 use relance::config::Config;
 use relance::scheduler::Schedule;
-use relance::store::ScheduleStore;
 use serde::Serialize;
 
 pub fn run(config: Config, clock: &Clock, once: bool, as_json: bool) -> Result<u8, Failure> {
@@ -13,14 +12,15 @@ pub fn run(config: Config, clock: &Clock, once: bool, as_json: bool) -> Result<u
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)?;
+    let store = open_store(&config)?;
     if !once {
         runtime
-            .block_on(relance::daemon::run(config, clock.clone()))
+            .block_on(relance::daemon::run(config, clock.clone(), store))
             .map_err(anyhow::Error::from)?;
         return Ok(exit::OK);
     }
     let report = runtime
-        .block_on(relance::daemon::once(config, clock.clone()))
+        .block_on(relance::daemon::once(config, clock.clone(), store))
         .map_err(anyhow::Error::from)?;
     if as_json {
         output::json(&report)?;

@@ -8,7 +8,6 @@ use relance::fatigue::{
 };
 use relance::model::{Event, FollowUpKind};
 use relance::scoring::score_customers;
-use relance::store::{OutboxStore, Records};
 use serde_json::json;
 
 /// The contact's state at `now`: what happened after it (a `--now` in

@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use relance::clock::Clock;
 use relance::config::Config;
 use relance::ingest::{self, Format, Kind, Line, LineError};
-use relance::store::{Append, Records, SqliteStore, StoreError, Upsert};
+use relance::store::{Append, Store, StoreError, Upsert};
 use serde::Serialize;
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -54,9 +54,9 @@ pub fn run(config: &Config, clock: &Clock, what: &What) -> Result<u8, Failure> {
         What::Events(a) => (a, None),
     };
     let (reader, format, progress) = open(&args.file)?;
-    let mut store = open_store(config)?;
+    let store = open_store(config)?;
     let range = config.ingest.range(clock.now());
-    let summary = load(&mut store, kind, reader, format, &args.file, &range)?;
+    let summary = load(&*store, kind, reader, format, &args.file, &range)?;
     progress.finish_and_clear();
     report(&summary, args.json)?;
     Ok(if summary.rejected.is_empty() {
@@ -69,7 +69,7 @@ pub fn run(config: &Config, clock: &Clock, what: &What) -> Result<u8, Failure> {
 /// Writes the lines of one file: records of `kind`, or events when `kind`
 /// is `None`. `relance demo` uses it too, on events it moved in time.
 pub(super) fn load(
-    store: &mut SqliteStore,
+    store: &dyn Store,
     kind: Option<Kind>,
     reader: Box<dyn Read>,
     format: Format,
@@ -90,7 +90,7 @@ pub(super) fn load(
                         .and_then(|p| range.check_signals(&p.signals).map(|()| p));
                     line
                 });
-            let write = |store: &mut SqliteStore, batch: &[ingest::Patch]| match kind {
+            let write = |store: &dyn Store, batch: &[ingest::Patch]| match kind {
                 Kind::Contact => store.upsert_contacts(batch),
                 Kind::Company => store.upsert_companies(batch),
                 Kind::Deal => store.upsert_deals(batch),
@@ -147,16 +147,16 @@ fn append_outcome(a: Append) -> Outcome {
 
 fn import<T, O>(
     lines: impl Iterator<Item = Line<T>>,
-    store: &mut SqliteStore,
+    store: &dyn Store,
     summary: &mut Summary,
-    write: impl Fn(&mut SqliteStore, &[T]) -> Result<Vec<O>, StoreError>,
+    write: impl Fn(&dyn Store, &[T]) -> Result<Vec<O>, StoreError>,
     outcome: impl Fn(O) -> Outcome,
 ) -> Result<(), Failure> {
     let mut batch: Vec<T> = Vec::with_capacity(BATCH);
     let mut numbers: Vec<u64> = Vec::with_capacity(BATCH);
-    let mut flush = |batch: &mut Vec<T>,
-                     numbers: &mut Vec<u64>,
-                     summary: &mut Summary|
+    let flush = |batch: &mut Vec<T>,
+                 numbers: &mut Vec<u64>,
+                 summary: &mut Summary|
      -> Result<(), Failure> {
         if batch.is_empty() {
             return Ok(());

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use relance::clock::Clock;
 use relance::config::{Config, ConfigErrors, LogFormat};
-use relance::store::SqliteStore;
+use relance::store::StoreHandle;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -332,10 +332,9 @@ pub fn colour(stream: &impl std::io::IsTerminal) -> bool {
     stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-/// Opens the configured store, creating and migrating it as needed.
-pub fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
-    let path = config.store_path();
-    let timeout = std::time::Duration::from_secs(config.store.busy_timeout.seconds().max(1) as u64);
-    SqliteStore::open(&path, timeout)
-        .with_context(|| format!("opening the store {}", path.display()))
+/// Opens the configured store, creating and migrating it as needed: the
+/// one handle a command uses.
+pub fn open_store(config: &Config) -> anyhow::Result<StoreHandle> {
+    relance::store::open(config)
+        .with_context(|| format!("opening the store {}", config.store_path().display()))
 }

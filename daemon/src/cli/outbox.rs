@@ -3,7 +3,6 @@
 use super::{Failure, exit, open_store, output};
 use relance::config::Config;
 use relance::outbox::State;
-use relance::store::OutboxStore;
 
 pub fn run(
     config: &Config,

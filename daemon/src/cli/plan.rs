@@ -7,7 +7,6 @@ use relance::config::Config;
 use relance::followups::BroadcastSpec;
 use relance::followups::pass::dry_run;
 use relance::model::Timestamp;
-use relance::store::PlanStore;
 
 pub fn plan(
     config: &Config,
@@ -24,7 +23,7 @@ pub fn plan(
     {
         return Err(Failure::Input(format!("no contact `{id}`")));
     }
-    let lines = dry_run(config, &store, clock.now(), contact).map_err(anyhow::Error::from)?;
+    let lines = dry_run(config, &*store, clock.now(), contact).map_err(anyhow::Error::from)?;
     if as_json {
         output::json(&lines)?;
         return Ok(exit::OK);
@@ -164,7 +163,7 @@ fn create(config: &Config, clock: &Clock, a: &CreateArgs) -> Result<u8, Failure>
             spec.template
         )));
     }
-    let mut store = open_store(config)?;
+    let store = open_store(config)?;
     let created = store
         .create_broadcast(&spec, clock.now())
         .map_err(anyhow::Error::from)?;

@@ -6,7 +6,6 @@ use relance::config::Config;
 use relance::model::{Company, Event};
 use relance::scoring::pass::{self, PassReport};
 use relance::scoring::{DealInput, DealModel, ScoringModel, WhatIf, score_customers};
-use relance::store::{Records, ScoreStore};
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,9 +16,9 @@ fn hundredths(v: i64) -> String {
 
 pub fn rescore(config: &Config, clock: &Clock, full: bool, as_json: bool) -> Result<u8, Failure> {
     let started = std::time::Instant::now();
-    let report: PassReport =
-        pass::rescore(config, clock.now(), full).map_err(anyhow::Error::from)?;
     let store = open_store(config)?;
+    let report: PassReport =
+        pass::rescore(&*store, config, clock.now(), full).map_err(anyhow::Error::from)?;
     let bands = store.band_counts().map_err(anyhow::Error::from)?;
     if as_json {
         output::json(&json!({

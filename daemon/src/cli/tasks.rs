@@ -38,7 +38,7 @@ pub fn run(config: &Config, clock: &Clock, action: &Action) -> Result<u8, Failur
         Action::List { all, limit, json } => {
             let store = open_store(config)?;
             let list =
-                tasks::list(&store, config, !all, *limit, now).map_err(anyhow::Error::from)?;
+                tasks::list(&*store, config, !all, *limit, now).map_err(anyhow::Error::from)?;
             if *json {
                 output::json(&list)?;
                 return Ok(exit::OK);
@@ -72,14 +72,14 @@ pub fn run(config: &Config, clock: &Clock, action: &Action) -> Result<u8, Failur
             callback_at,
             json,
         } => {
-            let mut store = open_store(config)?;
+            let store = open_store(config)?;
             let outcome = Outcome {
                 code: code.clone(),
                 note: note.clone(),
                 callback_at: *callback_at,
                 at: None,
             };
-            match tasks::record(&mut store, config, id, &outcome, now) {
+            match tasks::record(&*store, config, id, &outcome, now) {
                 Ok(task) => {
                     if *json {
                         output::json(&task)?;

@@ -28,7 +28,7 @@ pub fn run(config: &Config, clock: &Clock, action: &Action) -> Result<u8, Failur
         json,
     } = action;
     let store = open_store(config)?;
-    let p = match preview(config, &store, name, contact, clock.now()) {
+    let p = match preview(config, &*store, name, contact, clock.now()) {
         Ok(p) => p,
         Err(e @ PreviewError::Store(_)) => return Err(anyhow::Error::from(e).into()),
         Err(e) => return Err(Failure::Input(e.to_string())),

@@ -72,7 +72,7 @@ mod tests {
     use crate::ingest::{Format, Kind, read_lines};
     use crate::model::FollowUpKind;
     use crate::outbox::{NewSend, Settlement, State, idempotency_key};
-    use crate::store::{OutboxStore, Records, SqliteStore};
+    use crate::store::StoreHandle;
     use std::path::Path;
     use std::sync::{Arc, Barrier};
 
@@ -115,8 +115,8 @@ mod tests {
     }
 
     /// A store with contact `p`, in Paris.
-    fn store_with_p(cfg: &Config) -> SqliteStore {
-        let mut store = SqliteStore::from_config(cfg).expect("store");
+    fn store_with_p(cfg: &Config) -> StoreHandle {
+        let store = crate::store::open(cfg).expect("store");
         let contacts: Vec<_> = read_lines(
             "id,timezone\np,Europe/Paris\n".as_bytes(),
             Format::Csv,
@@ -133,7 +133,7 @@ mod tests {
     fn concurrent_claims_never_pass_a_cap_together() {
         let dir = tempfile::tempdir().expect("tmp");
         let cfg = Arc::new(config(dir.path()));
-        let mut store = store_with_p(&cfg);
+        let store = store_with_p(&cfg);
         let sends: Vec<NewSend> = (0..8).map(send).collect();
         store.enqueue(&sends, now()).expect("enqueue");
 
@@ -144,7 +144,7 @@ mod tests {
                 let (cfg, barrier) = (cfg.clone(), barrier.clone());
                 std::thread::spawn(move || {
                     let guard = Guard::from_config(&cfg).expect("guard");
-                    let mut store = SqliteStore::from_config(&cfg).expect("store");
+                    let store = crate::store::open(&cfg).expect("store");
                     let owner = format!("worker-{w}");
                     let lease = now() + chrono::Duration::minutes(5);
                     barrier.wait();
@@ -193,7 +193,7 @@ mod tests {
     fn the_daily_budget_holds_at_claim_time_across_channels_and_claimers() {
         let dir = tempfile::tempdir().expect("tmp");
         let cfg = Arc::new(shipped(dir.path(), str::to_string));
-        let mut store = store_with_p(&cfg);
+        let store = store_with_p(&cfg);
         let mut call = send(1);
         call.channel = "phone".into();
         call.kind = FollowUpKind::Opportunistic;
@@ -206,7 +206,7 @@ mod tests {
                 let (cfg, barrier) = (cfg.clone(), barrier.clone());
                 std::thread::spawn(move || {
                     let guard = Guard::from_config(&cfg).expect("guard");
-                    let mut store = SqliteStore::from_config(&cfg).expect("store");
+                    let store = crate::store::open(&cfg).expect("store");
                     let lease = now() + chrono::Duration::minutes(5);
                     barrier.wait();
                     store
@@ -239,7 +239,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let cfg = config(dir.path());
         let guard = Guard::from_config(&cfg).expect("guard");
-        let mut store = store_with_p(&cfg);
+        let store = store_with_p(&cfg);
         store.enqueue(&[send(0), send(1)], now()).expect("enqueue");
         let lease = now() + chrono::Duration::minutes(5);
         let rows = store

@@ -6,22 +6,9 @@
 use super::config::CallsConfig;
 use crate::config::{Issues, KeyPath};
 use crate::model::Event;
-use serde::Serialize;
 use std::collections::BTreeSet;
 
-/// Where calls have left a prospect.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "status")]
-pub enum CallStatus {
-    /// Still worth calling; `unsuccessful` calls in a row so far.
-    Open { unsuccessful: u32 },
-    /// GAGNÉ: a meeting was booked.
-    Won,
-    /// ARRÊTÉ: too many unsuccessful calls in a row.
-    Stopped,
-    /// PERDU: refused or out of target.
-    Lost,
-}
+pub use crate::store::CallStatus;
 
 impl CallStatus {
     /// The name conditions compare (`call.status`).

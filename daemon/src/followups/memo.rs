@@ -17,17 +17,7 @@ use std::collections::BTreeSet;
 /// Bumped when the stored form changes: older memos are rebuilt.
 const FORM: u8 = 1;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HistoryMemo {
-    /// Every event at or before this instant is folded in.
-    pub upto: Timestamp,
-    /// Built from an empty contact: only what events change (fatigue,
-    /// recent sends, unsubscribes).
-    pub state: ContactState,
-    pub calls: CallStatus,
-    /// The last instant of each kept event type, sorted by type.
-    pub last: Vec<(String, Timestamp)>,
-}
+pub use crate::store::HistoryMemo;
 
 /// What a memo folds, compiled from the configuration.
 #[derive(Clone, Debug)]

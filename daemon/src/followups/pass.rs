@@ -17,13 +17,12 @@ use crate::model::{Event, FollowUpKind, Timestamp};
 use crate::outbox::{Row, State};
 use crate::scoring::{Points, ScoreChange};
 use crate::store::{
-    CompanyCache, MemoFilter, PassMark, PlanInput, PlanRead, PlanRow, PlanStore, PlanWrite,
-    Records, ScoreStore, SqliteStore, StoreError,
+    CompanyCache, MemoFilter, PassMark, PlanInput, PlanRead, PlanRow, PlanStore, PlanWrite, Store,
+    StoreError,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 const META_EVENTS: &str = "plan.events_seq";
@@ -580,10 +579,14 @@ fn verdict(outcome: &Outcome) -> (&'static str, Option<Timestamp>) {
 
 /// One planning pass at `now`, written to the store. Incremental unless
 /// `force_full`, the first pass, or changed rules or broadcasts. Contacts
-/// are planned in chunks by one worker per core, each reading with its own
-/// connection; writes take turns.
-pub fn run(config: &Config, now: Timestamp, force_full: bool) -> Result<PassReport, PassError> {
-    let mut store = SqliteStore::from_config(config)?;
+/// are planned in chunks by one worker per core, reading side by side;
+/// writes take turns.
+pub fn run(
+    store: &dyn Store,
+    config: &Config,
+    now: Timestamp,
+    force_full: bool,
+) -> Result<PassReport, PassError> {
     // Marked before reading: a pass cut short leaves the mark for the next
     // start to resume; one completing meets every request made before.
     let request = store.request_plan()?;
@@ -627,22 +630,13 @@ pub fn run(config: &Config, now: Timestamp, force_full: bool) -> Result<PassRepo
         .clamp(1, MAX_WORKERS)
         .min(chunks.len().max(1));
     let next = AtomicUsize::new(0);
-    let writer = Mutex::new(&mut store);
     let worker = || -> Result<PassReport, PassError> {
-        let reader = if workers > 1 {
-            Some(SqliteStore::from_config(config)?)
-        } else {
-            None
-        };
         let mut report = PassReport::default();
         loop {
             let Some(chunk) = chunks.get(next.fetch_add(1, Ordering::Relaxed)) else {
                 return Ok(report);
             };
-            let inputs = match &reader {
-                Some(r) => r.plan_inputs(chunk, &read)?,
-                None => lock(&writer).plan_inputs(chunk, &read)?,
-            };
+            let inputs = store.plan_inputs(chunk, &read)?;
             let mut batch = Vec::with_capacity(inputs.len());
             for input in &inputs {
                 match planner.contact(input, now, false) {
@@ -654,7 +648,7 @@ pub fn run(config: &Config, now: Timestamp, force_full: bool) -> Result<PassRepo
                     Err(e) => tracing::error!(error = %e, "contact not planned"),
                 }
             }
-            lock(&writer).save_plan(&batch, now)?;
+            store.save_plan(&batch, now)?;
         }
     };
     let reports: Vec<Result<PassReport, PassError>> = if workers > 1 {
@@ -701,10 +695,6 @@ pub fn run(config: &Config, now: Timestamp, force_full: bool) -> Result<PassRepo
     Ok(report)
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl PassReport {
     fn count(&mut self, planned: &ContactPlan) {
         self.examined += 1;
@@ -731,7 +721,7 @@ impl PassReport {
 
 /// What is due at `now` and what the guard would say, without writing:
 /// new follow-ups and pending outbox rows, for every contact or one.
-pub fn dry_run<S: PlanStore>(
+pub fn dry_run<S: PlanStore + ?Sized>(
     config: &Config,
     store: &S,
     now: Timestamp,
@@ -761,7 +751,6 @@ mod tests {
     use crate::ingest::{Incoming, Patch};
     use crate::model::{Contact, Status};
     use crate::outbox::idempotency_key;
-    use crate::store::OutboxStore;
     use crate::store::StoredScore;
     use std::path::Path;
 
@@ -1054,7 +1043,9 @@ mod tests {
     fn a_call_outcome_arriving_late_is_counted_although_the_memo_had_passed_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = config_in(dir.path());
-        let mut store = SqliteStore::from_config(&config).expect("store");
+        let store = crate::store::open(&config).expect("store");
+        // The planner's memo is internal: the test looks at the file.
+        let raw = rusqlite::Connection::open(config.store_path()).expect("raw");
         let now = t("2026-11-20T09:00:00Z");
         let contacts: Vec<Patch> = ["p", "q", "o"]
             .iter()
@@ -1083,11 +1074,10 @@ mod tests {
             })
             .collect();
         store.append_events(&calls).expect("calls");
-        run(&config, now, false).expect("first pass");
-        let memo_of = |store: &SqliteStore, id: &str| {
+        run(&*store, &config, now, false).expect("first pass");
+        let memo_of = |store: &dyn Store, id: &str| {
             let key = store.contact_key(id).expect("key").expect("known");
-            let (upto, bytes): (i64, Vec<u8>) = store
-                .connection()
+            let (upto, bytes): (i64, Vec<u8>) = raw
                 .query_row(
                     "SELECT upto, memo FROM plan_memo WHERE contact = ?1",
                     [key],
@@ -1097,7 +1087,7 @@ mod tests {
             let upto = chrono::DateTime::from_timestamp_micros(upto).expect("instant");
             HistoryMemo::decode(upto, &bytes).expect("decodes")
         };
-        let before = memo_of(&store, "p");
+        let before = memo_of(&*store, "p");
         // Older events that change nothing still move the memo past them,
         // so that later passes do not read them again.
         let open = Incoming::Contact(Event {
@@ -1109,8 +1099,8 @@ mod tests {
             props: serde_json::Map::new(),
         });
         store.append_events(&[open]).expect("open");
-        run(&config, now, true).expect("full pass");
-        assert_eq!(memo_of(&store, "o").upto, now - chrono::Duration::days(7));
+        run(&*store, &config, now, true).expect("full pass");
+        assert_eq!(memo_of(&*store, "o").upto, now - chrono::Duration::days(7));
         assert_eq!(before.calls, CallStatus::Open { unsuccessful: 4 });
 
         // The fifth unsuccessful call is imported late, dated before the
@@ -1121,9 +1111,9 @@ mod tests {
         store
             .append_events(&[late, pricing_visit("p", later), pricing_visit("q", later)])
             .expect("events");
-        run(&config, later, false).expect("incremental pass");
+        run(&*store, &config, later, false).expect("incremental pass");
 
-        assert_eq!(memo_of(&store, "p").calls, CallStatus::Stopped);
+        assert_eq!(memo_of(&*store, "p").calls, CallStatus::Stopped);
         let calls_planned = |id: &str| {
             store
                 .outbox_rows(None, 1000)
@@ -1142,8 +1132,7 @@ mod tests {
         // Erasing a contact erases what the planner derived from its history.
         let key = store.contact_key("p").expect("key").expect("known");
         assert!(store.erase_contact("p").expect("erase"));
-        let left: i64 = store
-            .connection()
+        let left: i64 = raw
             .query_row(
                 "SELECT count(*) FROM plan_memo WHERE contact = ?1",
                 [key],
@@ -1156,8 +1145,8 @@ mod tests {
     #[test]
     fn a_pass_finishing_after_another_that_started_with_it_keeps_the_lower_mark() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = SqliteStore::from_config(&config_in(dir.path())).expect("store");
-        let mut finish = |seen, reached| {
+        let store = crate::store::open(&config_in(dir.path())).expect("store");
+        let finish = |seen, reached| {
             let mark = PassMark {
                 key: META_EVENTS,
                 seen,

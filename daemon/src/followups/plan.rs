@@ -6,7 +6,7 @@ use super::calls::CallStatus;
 use super::config::{
     CALLBACK, Callback, CompiledFollowups, FollowupsError, Nurture, StepFrom, TriggerOn,
 };
-use crate::condition::{Condition, ConditionConfig, Scope, Standing, Subject};
+use crate::condition::{Condition, Scope, Standing, Subject};
 use crate::config::{Issues, KeyPath};
 use crate::model::{Company, Contact, Event, FollowUpKind, Timestamp};
 use crate::outbox::{NewSend, idempotency_key};
@@ -31,20 +31,7 @@ pub struct Broadcast {
     pub priority: Option<u32>,
 }
 
-/// A broadcast as written by a user (API, command line), before its segment
-/// is compiled.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-pub struct BroadcastSpec {
-    pub id: String,
-    pub name: String,
-    pub segment: ConditionConfig,
-    pub channel: String,
-    pub template: String,
-    pub start: Timestamp,
-    pub end: Timestamp,
-    #[serde(default)]
-    pub priority: Option<u32>,
-}
+pub use crate::store::BroadcastSpec;
 
 impl BroadcastSpec {
     pub fn compile(&self) -> Result<Broadcast, FollowupsError> {

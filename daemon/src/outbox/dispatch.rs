@@ -10,11 +10,11 @@ use crate::fatigue::admit::admit;
 use crate::metrics::Metrics;
 use crate::model::{Contact, Timestamp};
 use crate::plugins::{DeliverRequest, Delivery, DeliveryError, PluginHost};
-use crate::store::{OutboxStore, Records, ScoreStore, SqliteStore, StoreError};
+use crate::store::{Store, StoreError, StoreHandle};
 use crate::templates::request::deliver_request;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use tokio::task::JoinSet;
 
 /// Deliveries in flight at once per round.
@@ -77,20 +77,16 @@ pub(crate) struct Prepared {
 /// Delivers due outbox rows. One per process; `owner` names it in leases.
 #[derive(Debug)]
 pub struct Dispatcher {
-    store: Arc<Mutex<SqliteStore>>,
+    store: StoreHandle,
     host: Arc<PluginHost>,
     owner: String,
     metrics: Metrics,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Dispatcher {
-    pub fn new(store: SqliteStore, host: Arc<PluginHost>, owner: String, metrics: Metrics) -> Self {
+    pub fn new(store: StoreHandle, host: Arc<PluginHost>, owner: String, metrics: Metrics) -> Self {
         Self {
-            store: Arc::new(Mutex::new(store)),
+            store,
             host,
             owner,
             metrics,
@@ -100,10 +96,10 @@ impl Dispatcher {
     /// Runs blocking store work off the async threads.
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut SqliteStore) -> Result<T, DispatchError> + Send + 'static,
+        f: impl FnOnce(&dyn Store) -> Result<T, DispatchError> + Send + 'static,
     ) -> Result<T, DispatchError> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(&mut lock(&store)))
+        tokio::task::spawn_blocking(move || f(&*store))
             .await
             .map_err(|e| DispatchError::Task(e.to_string()))?
     }
@@ -354,7 +350,7 @@ fn attempt_of(outcome: Result<Delivery, DeliveryError>) -> Attempt {
 /// Builds the plugin request of a claimed row (also how the task channel
 /// shows a delivered task).
 pub(crate) fn prepare(
-    store: &SqliteStore,
+    store: &dyn Store,
     config: &Config,
     row: Row,
     now: Timestamp,

@@ -4,7 +4,7 @@
 
 use super::Row;
 use crate::model::Timestamp;
-use crate::store::{Admission, AdmissionVerdict, SqliteStore, StoreError};
+use crate::store::{Admission, AdmissionVerdict, OutboxStore, StoreError};
 use std::collections::BTreeMap;
 
 /// How long a waiting row sleeps before it is looked at again.
@@ -28,7 +28,7 @@ pub fn admission(row: &Row, reason: &str, now: Timestamp) -> Admission {
 /// Writes the reason on every pending row of the unconfigured channels, so
 /// that `relance outbox` and `GET /v1/outbox` say why they wait.
 pub fn note(
-    store: &mut SqliteStore,
+    store: &dyn OutboxStore,
     unconfigured: &BTreeMap<String, String>,
 ) -> Result<(), StoreError> {
     for (channel, reason) in unconfigured {

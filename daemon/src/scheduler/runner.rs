@@ -7,7 +7,7 @@ use crate::clock::Clock;
 use crate::config::{Config, Job};
 use crate::model::Timestamp;
 use crate::shutdown::Shutdown;
-use crate::store::{JobRun, ScheduleStore, SqliteStore, StoreError};
+use crate::store::{JobRun, StoreError, StoreHandle};
 use std::sync::{Arc, mpsc};
 use tokio::sync::watch;
 
@@ -45,6 +45,7 @@ impl Default for SchedulerOptions {
 
 /// Runs until shutdown. Store errors are logged and retried on the next wake.
 pub async fn run<J: Jobs>(
+    store: StoreHandle,
     mut config: watch::Receiver<Arc<Config>>,
     jobs: Arc<J>,
     clock: Clock,
@@ -57,10 +58,10 @@ pub async fn run<J: Jobs>(
     while !shutdown.is_shutdown() {
         let current = config.borrow_and_update().clone();
         let (jobs2, clock2, options2) = (jobs.clone(), clock.clone(), options.clone());
+        let store = store.clone();
         let pass = tokio::task::spawn_blocking(move || {
-            let mut store = SqliteStore::from_config(&current)?;
             pass(
-                &mut store,
+                &store,
                 &current,
                 jobs2.as_ref(),
                 &clock2,
@@ -102,7 +103,7 @@ pub async fn run<J: Jobs>(
 }
 
 /// Renews a schedule's lease every third of it while its jobs run, on its
-/// own thread and connection, so that the lease can be short: a killed
+/// own thread, so that the lease can be short: a killed
 /// process stops renewing and its claim lapses within one lease.
 struct Heartbeat {
     stop: Option<mpsc::Sender<()>>,
@@ -110,14 +111,20 @@ struct Heartbeat {
 }
 
 impl Heartbeat {
-    fn start(config: &Config, schedule: &str, owner: &str, clock: &Clock) -> Self {
+    fn start(
+        store: &StoreHandle,
+        config: &Config,
+        schedule: &str,
+        owner: &str,
+        clock: &Clock,
+    ) -> Self {
         let lease = config.daemon.schedule_lease.0;
         let every = (lease / 3)
             .to_std()
             .unwrap_or(std::time::Duration::from_secs(1));
         let (stop, stopped) = mpsc::channel::<()>();
-        let (config, schedule, owner, clock) = (
-            config.clone(),
+        let (store, schedule, owner, clock) = (
+            store.clone(),
             schedule.to_string(),
             owner.to_string(),
             clock.clone(),
@@ -125,15 +132,8 @@ impl Heartbeat {
         let thread = std::thread::Builder::new()
             .name("relance-lease".into())
             .spawn(move || {
-                let mut store = None;
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-                    if store.is_none() {
-                        store = SqliteStore::from_config(&config)
-                            .map_err(|e| tracing::warn!(error = %e, "lease heartbeat: store"))
-                            .ok();
-                    }
-                    let Some(s) = store.as_mut() else { continue };
-                    match s.renew_schedule(&schedule, &owner, clock.now() + lease) {
+                    match store.renew_schedule(&schedule, &owner, clock.now() + lease) {
                         Ok(true) => {}
                         Ok(false) => tracing::warn!(
                             schedule = %schedule,
@@ -184,7 +184,7 @@ fn announce_next(schedule: &Schedule, next: Option<Timestamp>) {
 /// returns the next instant something will be. With `announce`, logs when
 /// every schedule runs next (else only those that ran).
 pub fn pass<J: Jobs + ?Sized>(
-    store: &mut SqliteStore,
+    store: &StoreHandle,
     config: &Config,
     jobs: &J,
     clock: &Clock,
@@ -218,7 +218,7 @@ pub fn pass<J: Jobs + ?Sized>(
             next = earliest(next, Some(now + lease / 3));
             continue;
         }
-        let heartbeat = Heartbeat::start(config, name, &options.owner, clock);
+        let heartbeat = Heartbeat::start(store, config, name, &options.owner, clock);
         let abandoned = store.close_abandoned_runs(name, &options.owner, now)?;
         if abandoned > 0 {
             tracing::warn!(schedule = %name, runs = abandoned, "runs interrupted by a stopped process are closed; their ticks run again under the misfire policy");
@@ -308,7 +308,7 @@ mod tests {
             &dir,
             "[schedules.r]\njob = \"rescore\"\ncron = \"0 * * * *\"\nmisfire = \"catch_up\"\ncatch_up_limit = 2\n",
         );
-        let mut store = SqliteStore::from_config(&cfg).expect("store");
+        let store = crate::store::open(&cfg).expect("store");
         let jobs = Recording {
             calls: Mutex::new(Vec::new()),
             busy: std::time::Duration::ZERO,
@@ -320,7 +320,7 @@ mod tests {
         // First start: runs once now, replays nothing; the next tick is the
         // coming hour.
         let next = pass(
-            &mut store,
+            &store,
             &cfg,
             &jobs,
             &Clock::fixed(t("2026-05-04T08:00:10Z")),
@@ -333,7 +333,7 @@ mod tests {
         jobs.calls.lock().expect("lock").clear();
         // Down from 08:00 to 12:30: 09, 10, 11, 12 missed; catch-up runs 11 and 12.
         pass(
-            &mut store,
+            &store,
             &cfg,
             &jobs,
             &Clock::fixed(t("2026-05-04T12:30:00Z")),
@@ -354,7 +354,7 @@ mod tests {
         );
         // The same instant again runs nothing: the ticks are stored as done.
         pass(
-            &mut store,
+            &store,
             &cfg,
             &jobs,
             &Clock::fixed(t("2026-05-04T12:30:00Z")),
@@ -378,7 +378,7 @@ mod tests {
             &dir,
             "[schedules.r]\njob = \"plan\"\ncron = \"0 * * * *\"\n",
         );
-        let mut store = SqliteStore::from_config(&cfg).expect("store");
+        let store = crate::store::open(&cfg).expect("store");
         let jobs = Recording {
             calls: Mutex::new(Vec::new()),
             busy: std::time::Duration::ZERO,
@@ -392,7 +392,7 @@ mod tests {
             ..SchedulerOptions::default()
         };
         pass(
-            &mut store,
+            &store,
             &cfg,
             &jobs,
             &Clock::fixed(t("2026-05-04T08:00:10Z")),
@@ -407,9 +407,9 @@ mod tests {
                 .claim_schedule("r", "b", now, now + chrono::Duration::minutes(10))
                 .expect("claim")
         );
-        pass(&mut store, &cfg, &jobs, &Clock::fixed(now), &a, false).expect("pass");
+        pass(&store, &cfg, &jobs, &Clock::fixed(now), &a, false).expect("pass");
         assert!(jobs.calls.lock().expect("lock").is_empty(), "b holds it");
-        pass(&mut store, &cfg, &jobs, &Clock::fixed(now), &b, false).expect("pass");
+        pass(&store, &cfg, &jobs, &Clock::fixed(now), &b, false).expect("pass");
         assert_eq!(jobs.calls.lock().expect("lock").len(), 1);
     }
 
@@ -432,6 +432,7 @@ mod tests {
             ..SchedulerOptions::default()
         };
         let task = tokio::spawn(run(
+            crate::store::open(&cfg).expect("store"),
             rx,
             jobs.clone(),
             Clock::system(),
@@ -446,7 +447,7 @@ mod tests {
             "stopped within grace"
         );
         task.await.expect("task ended");
-        let store = SqliteStore::from_config(&cfg).expect("store");
+        let store = crate::store::open(&cfg).expect("store");
         let mut runs = store.job_runs(Some("fast"), 100).expect("runs");
         runs.reverse();
         assert!(runs.len() >= 2, "{runs:?}");

@@ -11,9 +11,7 @@ use super::model::{ScoreCard, ScoringModel};
 use super::points::Points;
 use crate::config::Config;
 use crate::model::{Company, Contact, Event, Timestamp};
-use crate::store::{
-    Records, ScoreStore, ScoreWrite, SqliteStore, StoreError, StoredChange, StoredScore,
-};
+use crate::store::{RescoreInput, ScoreWrite, Store, StoreError, StoredChange, StoredScore};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -27,9 +25,6 @@ const FLUSH: usize = 10_000;
 const READ_BATCH: usize = 512;
 /// and writes once it holds this many scores, if no other worker writes.
 const EAGER_FLUSH: usize = 1_000;
-
-/// A contact to rescore, as [`SqliteStore::rescore_inputs`] reads it.
-type RescoreInput = (i64, Contact, Vec<Event>, Option<StoredScore>);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PassError {
@@ -57,31 +52,68 @@ pub fn rules_fingerprint(config: &Config) -> String {
     hex::encode(&Sha256::digest(text.as_bytes())[..12])
 }
 
-/// Runs one pass at `now` over the store the configuration names.
-pub fn rescore(config: &Config, now: Timestamp, force_full: bool) -> Result<PassReport, PassError> {
+/// How long a pass holds the changed contacts it took from the queue: past
+/// it (a pass that died), another pass takes them.
+const TAKE_LEASE: chrono::Duration = chrono::Duration::hours(1);
+
+/// Names the passes of this process apart in the store's queue.
+static PASSES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Runs one pass at `now` over `store`.
+pub fn rescore(
+    store: &dyn Store,
+    config: &Config,
+    now: Timestamp,
+    force_full: bool,
+) -> Result<PassReport, PassError> {
+    let owner = format!(
+        "rescore-{}-{}",
+        std::process::id(),
+        PASSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let taken = store.take_changed(&owner, now, now + TAKE_LEASE)?;
+    let out = rescore_taken(store, config, now, force_full, taken);
+    // What was rescored left the queue; the rest goes back, even on error.
+    let released = store.release_changed(&owner);
+    let report = out?;
+    released?;
+    Ok(report)
+}
+
+fn rescore_taken(
+    store: &dyn Store,
+    config: &Config,
+    now: Timestamp,
+    force_full: bool,
+    taken: Vec<i64>,
+) -> Result<PassReport, PassError> {
     let model = ScoringModel::compile(&config.scoring)?;
     let detector = ChangeDetector::new(&config.scoring.changes);
     let write_turn = std::sync::Mutex::new(());
     let shared = Shared {
-        config,
+        store,
         model: &model,
         detector: &detector,
         now,
         write_turn: &write_turn,
     };
-    let mut writer = shared.open(WRITE_CACHE_MB)?;
     let fingerprint = rules_fingerprint(config);
-    let last_seq = writer.meta(LAST_SEQ)?.and_then(|v| v.parse::<i64>().ok());
-    let same_rules = writer.meta(RULES)?.as_deref() == Some(fingerprint.as_str());
+    let last_seq = store.meta(LAST_SEQ)?.and_then(|v| v.parse::<i64>().ok());
+    let same_rules = store.meta(RULES)?.as_deref() == Some(fingerprint.as_str());
     // Read before looking for work: anything committed later has a higher seq.
-    let mark = writer.last_event_seq()?;
+    let mark = store.last_event_seq()?;
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, MAX_WORKERS);
     let incremental = last_seq.is_some() && same_rules && !force_full;
     let reports: Vec<Result<PassReport, PassError>> = match last_seq {
         Some(seq) if incremental => {
-            let ids = writer.rescore_candidate_keys(now, seq)?;
+            let mut ids = store.rescore_candidate_keys(now, seq)?;
+            if !taken.is_empty() {
+                ids.extend(taken);
+                ids.sort_unstable();
+                ids.dedup();
+            }
             let chunk = ids.len().div_ceil(workers).max(1);
             std::thread::scope(|s| {
                 let handles: Vec<_> = ids
@@ -91,7 +123,7 @@ pub fn rescore(config: &Config, now: Timestamp, force_full: bool) -> Result<Pass
                 handles.into_iter().map(join).collect()
             })
         }
-        _ => match writer.contact_bounds()? {
+        _ => match store.contact_bounds()? {
             None => Vec::new(),
             Some((lo, hi)) => std::thread::scope(|s| {
                 let handles: Vec<_> = split(lo, hi + 1, workers)
@@ -112,11 +144,8 @@ pub fn rescore(config: &Config, now: Timestamp, force_full: bool) -> Result<Pass
         report.changed += r.changed;
         report.changes += r.changes;
     }
-    writer.save_scores(
-        &[],
-        now,
-        &[(LAST_SEQ, mark.to_string()), (RULES, fingerprint)],
-    )?;
+    advance(store, LAST_SEQ, last_seq, mark)?;
+    store.save_scores(&[], now, &[(RULES, fingerprint)])?;
     tracing::info!(
         full = report.full,
         examined = report.examined,
@@ -128,12 +157,28 @@ pub fn rescore(config: &Config, now: Timestamp, force_full: bool) -> Result<Pass
     Ok(report)
 }
 
+/// Moves a pass's mark from `seen` to `reached` (compare-and-set); if
+/// another pass moved it meanwhile, the lower of the two stays, so that
+/// what either pass may have missed is rescored again.
+fn advance(
+    store: &dyn Store,
+    key: &str,
+    seen: Option<i64>,
+    reached: i64,
+) -> Result<(), StoreError> {
+    let mut expected = seen;
+    while !store.advance_mark(key, expected, reached)? {
+        let current = store.meta(key)?.and_then(|v| v.parse::<i64>().ok());
+        if current.is_some_and(|c| c <= reached) {
+            return Ok(());
+        }
+        expected = current;
+    }
+    Ok(())
+}
+
 /// Workers beyond the cores only contend for the write lock.
 const MAX_WORKERS: usize = 4;
-/// The sequential scans of a rebuild gain nothing from a large page cache,
-/// nor do its writers, which append small rows.
-const SCAN_CACHE_MB: u32 = 8;
-const WRITE_CACHE_MB: u32 = 16;
 
 fn join(
     h: std::thread::ScopedJoinHandle<'_, Result<PassReport, PassError>>,
@@ -166,7 +211,7 @@ fn split(lo: i64, hi: i64, n: usize) -> Vec<(i64, i64)> {
 /// What every worker of a pass shares.
 #[derive(Clone, Copy)]
 struct Shared<'a> {
-    config: &'a Config,
+    store: &'a dyn Store,
     model: &'a ScoringModel,
     detector: &'a ChangeDetector,
     now: Timestamp,
@@ -176,14 +221,6 @@ struct Shared<'a> {
 }
 
 impl Shared<'_> {
-    /// A connection with a page cache sized for its job: passes touch many
-    /// pages once, so a large cache would only hold memory.
-    fn open(&self, cache_mb: u32) -> Result<SqliteStore, StoreError> {
-        let timeout =
-            std::time::Duration::from_secs(self.config.store.busy_timeout.seconds().max(1) as u64);
-        SqliteStore::open_with(&self.config.store_path(), timeout, cache_mb)
-    }
-
     fn pass(&self) -> Pass<'_> {
         Pass {
             model: self.model,
@@ -198,33 +235,32 @@ impl Shared<'_> {
 
     /// Rescores the given contacts.
     fn incremental(&self, keys: &[i64]) -> Result<PassReport, PassError> {
-        let mut store = self.open(WRITE_CACHE_MB)?;
+        let store = self.store;
         let mut pass = self.pass();
         let mut inputs = Vec::new();
         for batch in keys.chunks(READ_BATCH) {
             store.rescore_inputs(batch, &mut inputs)?;
-            pass.load_companies(&store, &inputs)?;
+            pass.load_companies(store, &inputs)?;
             for (key, contact, events, previous) in inputs.drain(..) {
-                let company = pass.company(&store, contact.company.as_deref())?;
+                let company = pass.company(store, contact.company.as_deref())?;
                 pass.score(key, &contact, company.as_deref(), &events, previous)?;
             }
-            pass.flush_if_free(&mut store)?;
+            pass.flush_if_free(store)?;
         }
-        pass.finish(&mut store)?;
+        pass.finish(store)?;
         Ok(pass.report)
     }
 
     /// Rebuilds the contacts of one range of internal keys.
     fn full(&self, range: (i64, i64)) -> Result<PassReport, PassError> {
-        let reader = self.open(SCAN_CACHE_MB)?;
-        let mut writer = self.open(WRITE_CACHE_MB)?;
+        let store = self.store;
         let mut pass = self.pass();
-        reader.scan_for_rescore(range, &mut |key, contact, events, previous| {
-            let company = pass.company(&writer, contact.company.as_deref())?;
+        store.scan_for_rescore(range, &mut |key, contact, events, previous| {
+            let company = pass.company(store, contact.company.as_deref())?;
             pass.score(key, &contact, company.as_deref(), &events, previous)?;
-            pass.flush(&mut writer)
+            pass.flush(store)
         })?;
-        pass.finish(&mut writer)?;
+        pass.finish(store)?;
         Ok(pass.report)
     }
 }
@@ -243,7 +279,7 @@ impl Pass<'_> {
     /// A company, read once per pass and worker.
     fn company(
         &mut self,
-        store: &SqliteStore,
+        store: &dyn Store,
         id: Option<&str>,
     ) -> Result<Option<Arc<Company>>, StoreError> {
         let Some(id) = id else { return Ok(None) };
@@ -258,7 +294,7 @@ impl Pass<'_> {
     /// Reads the companies of `inputs` not read yet, a few queries for all.
     fn load_companies(
         &mut self,
-        store: &SqliteStore,
+        store: &dyn Store,
         inputs: &[RescoreInput],
     ) -> Result<(), StoreError> {
         let mut missing: Vec<&str> = inputs
@@ -376,7 +412,7 @@ impl Pass<'_> {
             .collect()
     }
 
-    fn flush(&mut self, store: &mut SqliteStore) -> Result<(), StoreError> {
+    fn flush(&mut self, store: &dyn Store) -> Result<(), StoreError> {
         if self.writes.len() >= FLUSH {
             self.finish(store)?;
         }
@@ -386,7 +422,7 @@ impl Pass<'_> {
     /// Writes what is pending if no other worker is writing: a worker's
     /// writes then overlap the others' reads instead of all queueing at the
     /// end of the pass behind one lock.
-    fn flush_if_free(&mut self, store: &mut SqliteStore) -> Result<(), StoreError> {
+    fn flush_if_free(&mut self, store: &dyn Store) -> Result<(), StoreError> {
         if self.writes.len() >= FLUSH {
             return self.finish(store);
         }
@@ -403,7 +439,7 @@ impl Pass<'_> {
         Ok(())
     }
 
-    fn finish(&mut self, store: &mut SqliteStore) -> Result<(), StoreError> {
+    fn finish(&mut self, store: &dyn Store) -> Result<(), StoreError> {
         if !self.writes.is_empty() {
             let _turn = self
                 .write_turn
@@ -434,7 +470,6 @@ fn stored(c: super::changes::ScoreChange) -> StoredChange {
 mod tests {
     use super::*;
     use crate::ingest::{Format, Incoming, Kind, read_lines};
-    use crate::store::ScoreStore;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
     use std::path::Path;
@@ -473,7 +508,7 @@ mod tests {
             .with_timezone(&chrono::Utc)
     }
 
-    fn seed(store: &mut SqliteStore) {
+    fn seed(store: &dyn Store) {
         let companies =
             "id,headcount,sector,foreign_subsidiaries\nbig,900,retail,0\nmid,120,industry,2\n";
         let contacts = "id,company,title\nc0,mid,DRH\nc1,mid,Stagiaire RH\nc2,big,DAF\nc3,mid,Directeur RH\nc4,,DRH\nc5,big,DRH\n";
@@ -505,7 +540,7 @@ mod tests {
     }
 
     fn scores(config: &Config) -> BTreeMap<String, (i64, String, Option<Timestamp>)> {
-        let store = SqliteStore::from_config(config).expect("store");
+        let store = crate::store::open(config).expect("store");
         (0..6)
             .filter_map(|i| store.stored_score(&format!("c{i}")).expect("read"))
             .map(|s| (s.contact, (s.score, s.band, s.next_change_at)))
@@ -525,8 +560,8 @@ mod tests {
             let a = tempfile::tempdir().expect("tmp");
             let b = tempfile::tempdir().expect("tmp");
             let (ca, cb) = (config(a.path()), config(b.path()));
-            let mut sa = SqliteStore::from_config(&ca).expect("store");
-            seed(&mut sa);
+            let sa = crate::store::open(&ca).expect("store");
+            seed(&*sa);
             let mut now = t0();
             let mut all = Vec::new();
             for (events, advance) in &batches {
@@ -534,12 +569,12 @@ mod tests {
                 sa.append_events(&batch).expect("append");
                 all.extend(batch);
                 now += chrono::Duration::minutes(*advance);
-                rescore(&ca, now, false).expect("incremental pass");
+                rescore(&*sa, &ca, now, false).expect("incremental pass");
             }
-            let mut sb = SqliteStore::from_config(&cb).expect("store");
-            seed(&mut sb);
+            let sb = crate::store::open(&cb).expect("store");
+            seed(&*sb);
             sb.append_events(&all).expect("append");
-            let full = rescore(&cb, now, true).expect("full rebuild");
+            let full = rescore(&*sb, &cb, now, true).expect("full rebuild");
             prop_assert!(full.full);
             prop_assert_eq!(scores(&ca), scores(&cb));
         }
@@ -549,13 +584,13 @@ mod tests {
     fn rule_changes_force_a_full_rebuild_and_profile_changes_are_rescored() {
         let dir = tempfile::tempdir().expect("tmp");
         let cfg = config(dir.path());
-        let mut store = SqliteStore::from_config(&cfg).expect("store");
-        seed(&mut store);
+        let store = crate::store::open(&cfg).expect("store");
+        seed(&*store);
         assert!(
-            rescore(&cfg, t0(), false).expect("pass").full,
+            rescore(&*store, &cfg, t0(), false).expect("pass").full,
             "first pass rebuilds"
         );
-        let again = rescore(&cfg, t0(), false).expect("pass");
+        let again = rescore(&*store, &cfg, t0(), false).expect("pass");
         assert_eq!((again.full, again.examined), (false, 0));
 
         // c4 becomes an intern: only c4 is rescored, and it drops.
@@ -573,7 +608,7 @@ mod tests {
         .map(|l| l.item.expect("valid"))
         .collect();
         store.upsert_contacts(&patch).expect("update");
-        let pass = rescore(&cfg, t0(), false).expect("pass");
+        let pass = rescore(&*store, &cfg, t0(), false).expect("pass");
         assert_eq!((pass.full, pass.examined, pass.changed), (false, 1, 1));
         assert!(
             store
@@ -588,7 +623,7 @@ mod tests {
         let mut changed = cfg.clone();
         changed.scoring.bands[0].min = Some(140.0);
         assert!(
-            rescore(&changed, t0(), false).expect("pass").full,
+            rescore(&*store, &changed, t0(), false).expect("pass").full,
             "new rules rebuild everything"
         );
     }

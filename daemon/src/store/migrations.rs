@@ -206,4 +206,11 @@ CREATE TABLE plan_memo (
     memo        BLOB NOT NULL
 );
 "#,
+    // 4: contacts queued for rescoring are taken by one pass at a time.
+    r#"
+-- The pass that took a queued contact, and until when (micros): another pass
+-- takes it only once the lease expired.
+ALTER TABLE rescore_queue ADD COLUMN owner TEXT;
+ALTER TABLE rescore_queue ADD COLUMN lease_until INTEGER;
+"#,
 ];

@@ -1,35 +1,62 @@
 //! Persistence. Everything the domain needs from storage goes through the
 //! [`Store`] trait, so that PostgreSQL can come next to SQLite without
 //! touching scoring, the guard or the planner.
+//!
+//! A store is opened once per process ([`open`]) and shared as a
+//! [`StoreHandle`]: the passes, the dispatcher, the scheduler, the API and
+//! the commands all call the same handle, which keeps its own connections.
+//! Nothing outside this module opens a connection.
+//!
+//! The contract holds when several processes share one store, not only
+//! threads of one process: each method says what it guarantees then, and
+//! `daemon/tests/store_contract.rs` checks it against every backend.
 
 mod migrations;
 mod sqlite;
 mod sqlite_channels;
 mod sqlite_outbox;
 mod sqlite_plan;
+mod sqlite_pool;
 mod sqlite_scores;
+mod types;
 
-pub use sqlite::SqliteStore;
+pub use sqlite_pool::SqliteStore;
+pub use types::{BroadcastSpec, CallStatus, HistoryMemo, Props, RescoreInput};
 
-use crate::followups::BroadcastSpec;
-use crate::followups::memo::HistoryMemo;
 use crate::ingest::{Incoming, Patch};
 use crate::model::{Company, Contact, Deal, Event, Timestamp};
 use crate::outbox::{NewSend, Row, Settlement, State};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-#[derive(Debug, thiserror::Error)]
+/// The store a process shares between its tasks.
+pub type StoreHandle = Arc<dyn Store>;
+
+/// Opens the store a configuration names (creating and migrating it), with
+/// its connections: the one handle of a process.
+pub fn open(config: &crate::config::Config) -> Result<StoreHandle, StoreError> {
+    Ok(Arc::new(SqliteStore::from_config(config)?))
+}
+
+/// What went wrong in a store, whatever the backend: each backend sorts
+/// its own errors into these kinds, so that callers decide on retrying
+/// from the kind alone ([`StoreError::is_transient`]).
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Trying again later may succeed: a lock held too long, an I/O
+    /// failure, a full disk, a connection lost.
+    #[error("database busy or unavailable: {0}")]
+    Transient(String),
+    /// A write broke a rule of the schema (a uniqueness or reference).
+    #[error("database constraint: {0}")]
+    Constraint(String),
+    /// Any other failure of the backend that retrying cannot fix.
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("cannot open the store at {path}: {source}")]
-    Open {
-        path: String,
-        #[source]
-        source: rusqlite::Error,
-    },
+    Backend(String),
+    #[error("cannot open the store at {path}: {reason}")]
+    Open { path: String, reason: String },
     #[error(
         "the store at {path} has schema version {found}, newer than this relance ({known}): upgrade relance"
     )]
@@ -38,6 +65,7 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
+    /// A stored value cannot be read back (a damaged file, a bad value).
     #[error("stored record is unreadable: {0}")]
     Corrupt(String),
     /// A streaming read stopped because its consumer went away.
@@ -49,14 +77,7 @@ impl StoreError {
     /// Whether trying again later may succeed (a lock held too long, a full
     /// disk), as opposed to a problem that retrying cannot fix.
     pub fn is_transient(&self) -> bool {
-        use rusqlite::ErrorCode as C;
-        match self {
-            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
-                e.code,
-                C::DatabaseBusy | C::DatabaseLocked | C::DiskFull | C::SystemIoFailure
-            ),
-            _ => false,
-        }
+        matches!(self, StoreError::Transient(_))
     }
 }
 
@@ -93,16 +114,37 @@ pub struct Counts {
 /// Everything relance persists, by concept. Batches are written in one
 /// transaction each; an item rejected inside a batch writes nothing and does
 /// not stop the others.
+///
+/// Methods are synchronous and take `&self`: a handle is shared by threads
+/// and called from blocking threads only (`spawn_blocking` on the async
+/// side), never on the async runtime itself. A PostgreSQL adapter is to be
+/// called the same way, from blocking threads, with its own pool inside.
+///
+/// Unless a method says more, each call is atomic (one transaction) and a
+/// read sees one consistent snapshot, whatever other handles or processes
+/// do meanwhile.
 pub trait Store: Records + ScoreStore + OutboxStore + ScheduleStore + PlanStore {}
 
 impl<T: Records + ScoreStore + OutboxStore + ScheduleStore + PlanStore> Store for T {}
 
+impl std::fmt::Debug for dyn Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
 /// Contacts, companies, deals and events.
-pub trait Records: Send {
-    fn upsert_contacts(&mut self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError>;
-    fn upsert_companies(&mut self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError>;
-    fn upsert_deals(&mut self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError>;
-    fn append_events(&mut self, batch: &[Incoming]) -> Result<Vec<Append>, StoreError>;
+pub trait Records: Send + Sync {
+    fn upsert_contacts(&self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError>;
+    fn upsert_companies(&self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError>;
+    fn upsert_deals(&self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError>;
+    /// Appends events, each once: an event already stored (same id or same
+    /// content) is a duplicate, whichever handle or process wrote it first.
+    /// Stored events get sequence numbers above every number handed out
+    /// before, across processes and erasures, so that a pass remembering
+    /// the last number it saw finds every later event. Concurrent calls may
+    /// share one transaction (group commit).
+    fn append_events(&self, batch: &[Incoming]) -> Result<Vec<Append>, StoreError>;
 
     fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError>;
     /// All contacts in id order, handed one at a time so memory stays flat.
@@ -120,15 +162,23 @@ pub trait Records: Send {
     fn contacts_with_events_after(&self, seq: i64) -> Result<Vec<String>, StoreError>;
     /// Removes the contact and everything about it (events, scores, fatigue,
     /// outbox, decisions, deals). Returns whether it existed.
-    fn erase_contact(&mut self, id: &str) -> Result<bool, StoreError>;
+    fn erase_contact(&self, id: &str) -> Result<bool, StoreError>;
     fn counts(&self) -> Result<Counts, StoreError>;
+    /// The schema version in force.
+    fn schema_version(&self) -> Result<i64, StoreError>;
+    /// Waits until an event numbered above `after` is stored, by any handle
+    /// or process, or `timeout` passed; returns [`Self::last_event_seq`]
+    /// then. What wakes the passes when another process ingests: a write
+    /// through this handle returns it at once, one elsewhere within a short
+    /// poll.
+    fn wait_for_events(&self, after: i64, timeout: Duration) -> Result<i64, StoreError>;
 }
 
 /// The durable outbox (see [`crate::outbox`]).
-pub trait OutboxStore: Send {
-    /// Plans sends; a key already present is left as it is. Returns, per
-    /// item, whether it was new.
-    fn enqueue(&mut self, batch: &[NewSend], now: Timestamp) -> Result<Vec<bool>, StoreError>;
+pub trait OutboxStore: Send + Sync {
+    /// Plans sends; a key already present is left as it is, whichever
+    /// process planned it. Returns, per item, whether it was new.
+    fn enqueue(&self, batch: &[NewSend], now: Timestamp) -> Result<Vec<bool>, StoreError>;
     /// Claims up to `limit` rows due at `now` (including rows whose lease
     /// expired) for `owner` until `lease_until`, oldest due first. Each row is
     /// put to `admit` (the fatigue guard) with its contact and everything
@@ -137,8 +187,15 @@ pub trait OutboxStore: Send {
     /// reserved before the next row is decided; a deferred row waits until
     /// the instant given; a blocked row stops. Every decision is logged.
     /// Returns the rows claimed.
+    ///
+    /// Across processes: claiming is atomic per contact. No row is claimed
+    /// by two owners at once (a row comes back only once its lease has
+    /// expired), and `admit` sees every reservation and send of the contact
+    /// committed before, including those of other processes' claims: caps
+    /// and the daily budget cannot be exceeded by two claimers racing.
+    /// `admit` must not call the store.
     fn claim_due(
-        &mut self,
+        &self,
         now: Timestamp,
         lease_until: Timestamp,
         limit: u32,
@@ -155,11 +212,12 @@ pub trait OutboxStore: Send {
     ) -> Result<Vec<LoggedDecision>, StoreError>;
     /// Records how an attempt ended. Returns false, and changes nothing, when
     /// the row is no longer claimed by `owner` (its lease expired and another
-    /// process took it). A delivered send turns its reservation into an
+    /// process took it): of two owners, only the one holding the lease
+    /// settles. A delivered send turns its reservation into an
     /// event of the channel's type, keyed by the idempotency key; a failed
     /// one releases its reservation.
     fn settle(
-        &mut self,
+        &self,
         seq: i64,
         owner: &str,
         how: &Settlement,
@@ -167,7 +225,7 @@ pub trait OutboxStore: Send {
     ) -> Result<bool, StoreError>;
     /// Several settlements (row, how, instant) in one transaction.
     fn settle_many(
-        &mut self,
+        &self,
         owner: &str,
         batch: &[(i64, Settlement, Timestamp)],
     ) -> Result<Vec<bool>, StoreError>;
@@ -183,16 +241,25 @@ pub trait OutboxStore: Send {
     /// Gives back the rows `owner` claimed (shutdown after the grace): due
     /// again at `now`, reservations released. A send that may have left is
     /// sent again with the same idempotency key.
-    fn release_claims(&mut self, owner: &str, now: Timestamp) -> Result<u64, StoreError>;
+    fn release_claims(&self, owner: &str, now: Timestamp) -> Result<u64, StoreError>;
+    /// Writes `reason` as the error of every pending send on `channel`.
+    fn note_waiting(&self, channel: &str, reason: &str) -> Result<u64, StoreError>;
+    /// One outbox row by its idempotency key.
+    fn outbox_row(&self, key: &str) -> Result<Option<Row>, StoreError>;
+    /// Delivered sends on `channels`, oldest first.
+    fn delivered_on(&self, channels: &[String], limit: u32) -> Result<Vec<Row>, StoreError>;
+    /// The props and instant of the event stored under `dedup`, if any.
+    fn event_by_dedup(&self, dedup: &[u8]) -> Result<Option<(Props, Timestamp)>, StoreError>;
 }
 
 /// Stored schedule ticks and leases (see [`crate::scheduler`]).
-pub trait ScheduleStore: Send {
+pub trait ScheduleStore: Send + Sync {
     fn last_tick(&self, schedule: &str) -> Result<Option<Timestamp>, StoreError>;
     /// Takes the schedule for `owner` until `lease_until` unless another
-    /// owner holds an unexpired lease: a job never overlaps itself.
+    /// owner holds an unexpired lease: a job never overlaps itself, in one
+    /// process or across processes (of two owners racing, one wins).
     fn claim_schedule(
-        &mut self,
+        &self,
         schedule: &str,
         owner: &str,
         now: Timestamp,
@@ -201,14 +268,14 @@ pub trait ScheduleStore: Send {
     /// Extends `owner`'s lease to `lease_until` (the heartbeat of a running
     /// job); false when `owner` no longer holds the schedule.
     fn renew_schedule(
-        &mut self,
+        &self,
         schedule: &str,
         owner: &str,
         lease_until: Timestamp,
     ) -> Result<bool, StoreError>;
     /// Stores the tick that ran and releases the lease.
     fn complete_schedule(
-        &mut self,
+        &self,
         schedule: &str,
         owner: &str,
         last_tick: Timestamp,
@@ -217,15 +284,15 @@ pub trait ScheduleStore: Send {
     /// process killed mid-job), once `owner` holds the schedule; returns
     /// how many.
     fn close_abandoned_runs(
-        &mut self,
+        &self,
         schedule: &str,
         owner: &str,
         now: Timestamp,
     ) -> Result<usize, StoreError>;
     /// Records the start of a job run; returns its id for [`Self::finish_job_run`].
-    fn start_job_run(&mut self, run: &JobRun) -> Result<i64, StoreError>;
+    fn start_job_run(&self, run: &JobRun) -> Result<i64, StoreError>;
     fn finish_job_run(
-        &mut self,
+        &self,
         id: i64,
         finished_at: Timestamp,
         outcome: &str,
@@ -300,8 +367,43 @@ pub struct ScoreWrite {
 }
 
 /// Scores, their history and the bookkeeping of incremental passes.
-pub trait ScoreStore: Send {
+pub trait ScoreStore: Send + Sync {
     fn meta(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Compare-and-set of a pass's progress mark (a number in `meta`): sets
+    /// `key` to `new` only if it still holds `expected` (`None`: absent),
+    /// and says whether it did. Atomic across processes: of two passes that
+    /// read the same mark, one advances it and the other learns it lost.
+    fn advance_mark(&self, key: &str, expected: Option<i64>, new: i64) -> Result<bool, StoreError>;
+    /// The internal keys, sorted, of the contacts a pass at `now` must
+    /// rescore for their events after `after_seq` or their time-dependent
+    /// terms due, without reading their ids. Contacts changed otherwise
+    /// (profile, company, never scored) come from [`Self::take_changed`].
+    fn rescore_candidate_keys(
+        &self,
+        now: Timestamp,
+        after_seq: i64,
+    ) -> Result<Vec<i64>, StoreError>;
+    /// Takes, for `owner` until `lease_until`, the contacts queued because
+    /// their profile or company changed (internal keys, sorted). The queue
+    /// is shared by every process: a queued contact is taken by one pass
+    /// at a time, and by another only once the lease expired (a pass that
+    /// died). [`Self::save_scores`] removes a rescored contact from the
+    /// queue; [`Self::release_changed`] gives back the others.
+    fn take_changed(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Vec<i64>, StoreError>;
+    /// Gives back what `owner` took and did not rescore; returns how many.
+    fn release_changed(&self, owner: &str) -> Result<u64, StoreError>;
+    /// [`Self::rescore_input`] for many contacts (keys ascending), appended
+    /// to `out` in key order; unknown keys are left out. Read in sorted
+    /// batches, which cost far less than point reads.
+    fn rescore_inputs(&self, keys: &[i64], out: &mut Vec<RescoreInput>) -> Result<(), StoreError>;
+    /// Companies by id with their signals, a few queries for many ids;
+    /// unknown ids are left out.
+    fn companies(&self, ids: &[&str]) -> Result<Vec<Company>, StoreError>;
     /// Contacts a pass at `now` must rescore: events after `after_seq`,
     /// time-dependent terms due, profile or company changed, never scored.
     /// Each as (internal key, id).
@@ -336,9 +438,11 @@ pub trait ScoreStore: Send {
         key: i64,
         since: Option<Timestamp>,
     ) -> Result<Vec<Snapshot>, StoreError>;
-    /// Writes a batch in one transaction, with the pass's bookkeeping.
+    /// Writes a batch in one transaction, with the pass's bookkeeping
+    /// (`meta` written as given: progress marks go through
+    /// [`Self::advance_mark`]). A contact erased meanwhile writes nothing.
     fn save_scores(
-        &mut self,
+        &self,
         batch: &[ScoreWrite],
         now: Timestamp,
         meta: &[(&str, String)],
@@ -551,7 +655,7 @@ pub struct PlanWrite {
 }
 
 /// The planner's bookkeeping and the broadcasts (see [`crate::followups`]).
-pub trait PlanStore: Send {
+pub trait PlanStore: Send + Sync {
     /// Contacts a planning pass at `now` must look at: events after
     /// `after_event_seq`, score changes after `after_change_seq`, or a wake
     /// instant reached. Internal keys, ascending.
@@ -574,34 +678,32 @@ pub trait PlanStore: Send {
     fn new_events(&self, after_seq: i64) -> Result<Vec<(i64, Timestamp)>, StoreError>;
     /// Writes a batch in one transaction: new rows (a key already present is
     /// left as it is), drops, wake instants, memos and decisions.
-    fn save_plan(&mut self, batch: &[PlanWrite], now: Timestamp) -> Result<(), StoreError>;
+    fn save_plan(&self, batch: &[PlanWrite], now: Timestamp) -> Result<(), StoreError>;
     /// Records how far a pass got (`marks`, numbers in `meta`) with other
-    /// `meta` values, in one transaction. A mark becomes the pass's
-    /// `reached` if it still holds the `seen` the pass started from; if
-    /// another pass moved it meanwhile, the lower of the two is kept, so
-    /// that what either pass may have missed is looked at again.
+    /// `meta` values, in one transaction. Each mark is compared and set: it
+    /// becomes the pass's `reached` if it still holds the `seen` the pass
+    /// started from; if another pass (of any process) moved it meanwhile,
+    /// the lower of the two is kept, so that what either pass may have
+    /// missed is looked at again.
     fn finish_pass(
-        &mut self,
+        &self,
         marks: &[PassMark<'_>],
         meta: &[(&str, String)],
     ) -> Result<(), StoreError>;
-    /// Stores a broadcast; false when its id exists (nothing changes).
-    fn create_broadcast(
-        &mut self,
-        spec: &BroadcastSpec,
-        now: Timestamp,
-    ) -> Result<bool, StoreError>;
+    /// Stores a broadcast; false when its id exists (nothing changes), of
+    /// two processes creating one id, one gets true.
+    fn create_broadcast(&self, spec: &BroadcastSpec, now: Timestamp) -> Result<bool, StoreError>;
     fn broadcasts(&self) -> Result<Vec<BroadcastSpec>, StoreError>;
     /// Marks planning as needed and returns the mark's new value: a pass
     /// calls it as it starts, so that one cut short is resumed at the next
     /// start. Writes that call for planning (events, records, broadcasts)
     /// set the mark in their own transaction.
-    fn request_plan(&mut self) -> Result<i64, StoreError>;
+    fn request_plan(&self) -> Result<i64, StoreError>;
     /// True while a request for planning has not been met by a completed
     /// pass: something was accepted but not planned, or a pass was cut short.
     fn plan_requested(&self) -> Result<bool, StoreError>;
     /// A pass that started after request `upto` completed: the requests up
     /// to it are met (never moves back, so a slower pass cannot hide a
     /// request made after it started).
-    fn plan_done(&mut self, upto: i64) -> Result<(), StoreError>;
+    fn plan_done(&self, upto: i64) -> Result<(), StoreError>;
 }

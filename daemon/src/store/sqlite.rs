@@ -4,7 +4,7 @@
 
 use super::migrations::MIGRATIONS;
 use super::sqlite_plan::request_plan;
-use super::{Append, Counts, Records, StoreError, Upsert};
+use super::{Append, Counts, StoreError, Upsert};
 use crate::ingest::Record;
 use crate::ingest::{Incoming, Patch};
 use crate::model::{Company, Contact, Deal, Event, Timestamp};
@@ -18,12 +18,35 @@ use std::time::Duration;
 pub(super) type ScanVisitor<'a> =
     dyn FnMut(&rusqlite::Row<'_>, Contact, Vec<Event>) -> Result<(), StoreError> + 'a;
 
-/// Page cache per connection unless configured.
-pub const DEFAULT_CACHE_MB: u32 = 64;
-
+/// One SQLite connection; the handle ([`super::SqliteStore`]) keeps one
+/// for writing and a few for reading.
 #[derive(Debug)]
-pub struct SqliteStore {
+pub(super) struct Conn {
     pub(super) conn: Connection,
+}
+
+/// SQLite's result codes sorted into what retrying may fix and what it
+/// cannot: the rest of relance sees only [`StoreError`]'s kinds.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode as C;
+        let message = e.to_string();
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _) => match f.code {
+                C::DatabaseBusy | C::DatabaseLocked | C::DiskFull | C::SystemIoFailure => {
+                    StoreError::Transient(message)
+                }
+                C::ConstraintViolation => StoreError::Constraint(message),
+                C::DatabaseCorrupt | C::NotADatabase => StoreError::Corrupt(message),
+                _ => StoreError::Backend(message),
+            },
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::Utf8Error(..) => StoreError::Corrupt(message),
+            _ => StoreError::Backend(message),
+        }
+    }
 }
 
 /// Instants are stored as microseconds since the Unix epoch.
@@ -50,35 +73,21 @@ pub(crate) fn from_micros(us: i64) -> Result<Timestamp, StoreError> {
     )
 }
 
-impl SqliteStore {
-    /// Opens (creating if needed) and migrates the store.
-    pub fn open(path: &Path, busy_timeout: Duration) -> Result<Self, StoreError> {
-        Self::open_with(path, busy_timeout, DEFAULT_CACHE_MB)
-    }
-
-    /// Opens with a page cache of `cache_mb` megabytes: random index inserts
-    /// (event de-duplication, per-contact order) stay in memory instead of
-    /// re-reading pages, which decides ingest speed on large stores.
-    pub fn open_with(
+impl Conn {
+    /// Opens (creating if needed) one connection; the first connection of
+    /// a handle also migrates. A page cache of `cache_mb` megabytes keeps
+    /// random index inserts (event de-duplication, per-contact order) in
+    /// memory instead of re-reading pages, which decides ingest speed on
+    /// large stores.
+    pub(super) fn open(
         path: &Path,
         busy_timeout: Duration,
         cache_mb: u32,
+        migrate: bool,
     ) -> Result<Self, StoreError> {
-        Self::open_tuned(path, busy_timeout, cache_mb, 0)
-    }
-
-    /// Like [`Self::open_with`], reading through a memory map of up to
-    /// `mmap_mb` megabytes: random point reads (an incremental pass) then
-    /// cost a page fault instead of a system call and a copy.
-    pub fn open_tuned(
-        path: &Path,
-        busy_timeout: Duration,
-        cache_mb: u32,
-        mmap_mb: u32,
-    ) -> Result<Self, StoreError> {
-        let open_err = |source| StoreError::Open {
+        let open_err = |source: rusqlite::Error| StoreError::Open {
             path: path.display().to_string(),
-            source,
+            reason: source.to_string(),
         };
         let conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(busy_timeout).map_err(open_err)?;
@@ -90,14 +99,14 @@ impl SqliteStore {
             .map_err(open_err)?;
         conn.pragma_update(None, "cache_size", -(i64::from(cache_mb) * 1024))
             .map_err(open_err)?;
-        conn.pragma_update(None, "mmap_size", i64::from(mmap_mb) * 1024 * 1024)
-            .map_err(open_err)?;
         // Checkpoints (the only fsyncs in WAL with synchronous=NORMAL) every
         // ~40 MB of WAL rather than every 4 MB.
         conn.pragma_update(None, "wal_autocheckpoint", 10_000)
             .map_err(open_err)?;
         let mut store = Self { conn };
-        store.migrate(path)?;
+        if migrate {
+            store.migrate(path)?;
+        }
         Ok(store)
     }
 
@@ -121,12 +130,6 @@ impl SqliteStore {
         }
         tx.commit()?;
         Ok(())
-    }
-
-    /// Opens the store a configuration names.
-    pub fn from_config(config: &crate::config::Config) -> Result<Self, StoreError> {
-        let timeout = Duration::from_secs(config.store.busy_timeout.seconds().max(1) as u64);
-        Self::open_with(&config.store_path(), timeout, config.store.cache_mb)
     }
 
     /// Streams contacts with their events, merge-joining two sequential
@@ -153,14 +156,13 @@ impl SqliteStore {
     }
 
     /// The schema version in force.
-    pub fn schema_version(&self) -> Result<i64, StoreError> {
+    pub(super) fn schema_version(&self) -> Result<i64, StoreError> {
         Ok(self
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))?)
     }
 
-    /// For the engines that need SQL the trait does not cover yet.
-    pub fn connection(&self) -> &Connection {
+    pub(super) fn connection(&self) -> &Connection {
         &self.conn
     }
 
@@ -207,8 +209,8 @@ fn contact_rowid(tx: &Connection, id: &str) -> Result<Option<i64>, StoreError> {
         .optional()?)
 }
 
-impl Records for SqliteStore {
-    fn upsert_contacts(&mut self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError> {
+impl Conn {
+    pub(super) fn upsert_contacts(&mut self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError> {
         self.write(|tx| {
             let mut out = Vec::with_capacity(batch.len());
             for patch in batch {
@@ -232,7 +234,8 @@ impl Records for SqliteStore {
                         c.email
                     ])?;
                     tx.prepare_cached(
-                        "INSERT OR IGNORE INTO rescore_queue (contact) SELECT rowid FROM contacts WHERE id = ?1",
+                        "INSERT INTO rescore_queue (contact) SELECT rowid FROM contacts WHERE id = ?1
+                         ON CONFLICT(contact) DO UPDATE SET owner = NULL, lease_until = NULL",
                     )?
                     .execute([&c.id])?;
                 }
@@ -245,7 +248,7 @@ impl Records for SqliteStore {
         })
     }
 
-    fn upsert_companies(&mut self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError> {
+    pub(super) fn upsert_companies(&mut self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError> {
         self.write(|tx| {
             let mut out = Vec::with_capacity(batch.len());
             for patch in batch {
@@ -267,7 +270,7 @@ impl Records for SqliteStore {
         })
     }
 
-    fn upsert_deals(&mut self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError> {
+    pub(super) fn upsert_deals(&mut self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError> {
         self.write(|tx| {
             let mut out = Vec::with_capacity(batch.len());
             for patch in batch {
@@ -308,7 +311,7 @@ impl Records for SqliteStore {
     /// caught before SQL, and events are inserted in (contact, instant)
     /// order: consecutive inserts then land on neighbouring pages of the
     /// table, which keeps large batches (the API's group commits) cheap.
-    fn append_events(&mut self, batch: &[Incoming]) -> Result<Vec<Append>, StoreError> {
+    pub(super) fn append_events(&mut self, batch: &[Incoming]) -> Result<Vec<Append>, StoreError> {
         self.write(|tx| {
             let first_seq = next_event_seq(tx)?;
             let mut next_seq = first_seq;
@@ -397,7 +400,7 @@ impl Records for SqliteStore {
         })
     }
 
-    fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError> {
+    pub(super) fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError> {
         self.conn
             .prepare_cached("SELECT record FROM contacts WHERE id = ?1")?
             .query_row([id], |r| r.get::<_, String>(0))
@@ -406,7 +409,7 @@ impl Records for SqliteStore {
             .transpose()
     }
 
-    fn for_each_contact(&self, f: &mut dyn FnMut(Contact)) -> Result<(), StoreError> {
+    pub(super) fn for_each_contact(&self, f: &mut dyn FnMut(Contact)) -> Result<(), StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT record FROM contacts ORDER BY id")?;
@@ -417,11 +420,11 @@ impl Records for SqliteStore {
         Ok(())
     }
 
-    fn company(&self, id: &str) -> Result<Option<Company>, StoreError> {
+    pub(super) fn company(&self, id: &str) -> Result<Option<Company>, StoreError> {
         load_company(&self.conn, id)
     }
 
-    fn deals(&self) -> Result<Vec<Deal>, StoreError> {
+    pub(super) fn deals(&self) -> Result<Vec<Deal>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT record FROM deals ORDER BY id")?;
@@ -429,7 +432,7 @@ impl Records for SqliteStore {
         rows.map(|j| decode(&j?)).collect()
     }
 
-    fn events_of(&self, contact: &str) -> Result<Vec<Event>, StoreError> {
+    pub(super) fn events_of(&self, contact: &str) -> Result<Vec<Event>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT e.event_id, e.type, e.at, e.channel, e.props FROM events e
              JOIN contacts c ON c.rowid = e.contact WHERE c.id = ?1 ORDER BY e.contact, e.at, e.seq",
@@ -449,7 +452,10 @@ impl Records for SqliteStore {
         Ok(out)
     }
 
-    fn scan_histories(&self, f: &mut dyn FnMut(Contact, Vec<Event>)) -> Result<(), StoreError> {
+    pub(super) fn scan_histories(
+        &self,
+        f: &mut dyn FnMut(Contact, Vec<Event>),
+    ) -> Result<(), StoreError> {
         self.merge_scan(
             "SELECT rowid, record FROM contacts WHERE rowid >= ?1 AND rowid < ?2 ORDER BY rowid",
             (i64::MIN, i64::MAX),
@@ -460,11 +466,11 @@ impl Records for SqliteStore {
         )
     }
 
-    fn last_event_seq(&self) -> Result<i64, StoreError> {
+    pub(super) fn last_event_seq(&self) -> Result<i64, StoreError> {
         Ok(next_event_seq(&self.conn)? - 1)
     }
 
-    fn contacts_with_events_after(&self, seq: i64) -> Result<Vec<String>, StoreError> {
+    pub(super) fn contacts_with_events_after(&self, seq: i64) -> Result<Vec<String>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id FROM contacts WHERE rowid IN (SELECT DISTINCT contact FROM events WHERE seq > ?1) ORDER BY id",
         )?;
@@ -472,7 +478,7 @@ impl Records for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn erase_contact(&mut self, id: &str) -> Result<bool, StoreError> {
+    pub(super) fn erase_contact(&mut self, id: &str) -> Result<bool, StoreError> {
         self.write(|tx| {
             // Cascades remove events, snapshots, ledger, outbox, decisions, deals
             // and the planner's memo and wake instant.
@@ -480,7 +486,7 @@ impl Records for SqliteStore {
         })
     }
 
-    fn counts(&self) -> Result<Counts, StoreError> {
+    pub(super) fn counts(&self) -> Result<Counts, StoreError> {
         let count = |table: &str| -> Result<u64, StoreError> {
             Ok(self
                 .conn
@@ -591,10 +597,13 @@ pub(super) fn set_event_seq(tx: &Connection, last: i64) -> Result<(), StoreError
     Ok(())
 }
 
-/// A company's attributes and signals count for all its contacts.
+/// A company's attributes and signals count for all its contacts. A
+/// contact queued again while a pass holds it is given back to the queue:
+/// that pass may have read it before the change.
 fn queue_company_contacts(tx: &Connection, company: &str) -> Result<(), StoreError> {
     tx.prepare_cached(
-        "INSERT OR IGNORE INTO rescore_queue (contact) SELECT rowid FROM contacts WHERE company = ?1",
+        "INSERT INTO rescore_queue (contact) SELECT rowid FROM contacts WHERE company = ?1
+         ON CONFLICT(contact) DO UPDATE SET owner = NULL, lease_until = NULL",
     )?
     .execute([company])?;
     Ok(())
@@ -744,11 +753,11 @@ fn save_company(tx: &Connection, c: &Company) -> Result<(), StoreError> {
 mod tests {
     use super::*;
     use crate::ingest::{Format, Kind, parse_event, read_lines};
-    use crate::store::Records;
+    use crate::store::{Records, SqliteStore};
     use serde_json::json;
 
     fn open(dir: &tempfile::TempDir) -> SqliteStore {
-        SqliteStore::open(&dir.path().join("t.db"), Duration::from_secs(5)).expect("open")
+        SqliteStore::open(&dir.path().join("t.db"), Duration::from_secs(5), 64).expect("open")
     }
 
     fn patches(csv: &str, kind: Kind) -> Vec<Patch> {
@@ -761,7 +770,7 @@ mod tests {
     #[test]
     fn upserts_report_inserted_updated_unchanged() {
         let dir = tempfile::tempdir().expect("tmp");
-        let mut store = open(&dir);
+        let store = open(&dir);
         let batch = patches(
             "id,email,headcount\nc1,a@b.fr,10\nc2,c@d.fr,20\n",
             Kind::Contact,
@@ -799,7 +808,7 @@ mod tests {
     #[test]
     fn events_are_idempotent_and_need_a_known_contact() {
         let dir = tempfile::tempdir().expect("tmp");
-        let mut store = open(&dir);
+        let store = open(&dir);
         store
             .upsert_contacts(&patches("id\nc1\n", Kind::Contact))
             .expect("ok");
@@ -827,7 +836,7 @@ mod tests {
     #[test]
     fn the_history_scan_pairs_each_contact_with_its_events_and_new_events_are_found() {
         let dir = tempfile::tempdir().expect("tmp");
-        let mut store = open(&dir);
+        let store = open(&dir);
         store
             .upsert_contacts(&patches("id\nb\na\nc\n", Kind::Contact))
             .expect("ok");
@@ -878,7 +887,7 @@ mod tests {
     #[test]
     fn company_signals_from_imports_and_events_are_kept_once() {
         let dir = tempfile::tempdir().expect("tmp");
-        let mut store = open(&dir);
+        let store = open(&dir);
         let jsonl = "{\"id\": \"acme\", \"name\": \"Acme\", \"signals\": [{\"kind\": \"new_sites\", \"at\": \"2026-01-02T00:00:00Z\"}]}\n";
         let batch: Vec<Patch> = read_lines(jsonl.as_bytes(), Format::Jsonl, Kind::Company)
             .expect("jsonl")
@@ -911,7 +920,7 @@ mod tests {
     #[test]
     fn erasing_a_contact_removes_everything_about_it() {
         let dir = tempfile::tempdir().expect("tmp");
-        let mut store = open(&dir);
+        let store = open(&dir);
         store
             .upsert_contacts(&patches("id\nc1\nc2\n", Kind::Contact))
             .expect("ok");
@@ -939,8 +948,8 @@ mod tests {
             .map(|w| {
                 let path = dir.path().join("t.db");
                 std::thread::spawn(move || {
-                    let mut store =
-                        SqliteStore::open(&path, Duration::from_secs(30)).expect("open");
+                    let store =
+                        SqliteStore::open(&path, Duration::from_secs(30), 64).expect("open");
                     for i in 0..50 {
                         let csv = format!("id\nw{w}-{i}\n");
                         store

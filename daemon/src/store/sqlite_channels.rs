@@ -3,19 +3,16 @@
 //! task channel (a task is the delivered outbox row itself; its outcome is
 //! a `call` event keyed by the task, so it is recorded once).
 
-use super::StoreError;
-use super::sqlite::{SqliteStore, decode_props, from_micros};
+use super::sqlite::{Conn, decode_props, from_micros};
 use super::sqlite_outbox::{ROW_COLUMNS, read_row};
+use super::{Props, StoreError};
 use crate::model::Timestamp;
 use crate::outbox::Row;
 use rusqlite::{OptionalExtension, params};
 
-/// An event's properties.
-pub type Props = serde_json::Map<String, serde_json::Value>;
-
-impl SqliteStore {
+impl Conn {
     /// Writes `reason` as the error of every pending send on `channel`.
-    pub fn note_waiting(&mut self, channel: &str, reason: &str) -> Result<u64, StoreError> {
+    pub(super) fn note_waiting(&mut self, channel: &str, reason: &str) -> Result<u64, StoreError> {
         self.write(|tx| {
             let n = tx
                 .prepare_cached(
@@ -29,7 +26,7 @@ impl SqliteStore {
     }
 
     /// One outbox row by its idempotency key.
-    pub fn outbox_row(&self, key: &str) -> Result<Option<Row>, StoreError> {
+    pub(super) fn outbox_row(&self, key: &str) -> Result<Option<Row>, StoreError> {
         let mut stmt = self.connection().prepare_cached(&format!(
             "SELECT {ROW_COLUMNS} FROM outbox o JOIN contacts c ON c.rowid = o.contact WHERE o.idem_key = ?1"
         ))?;
@@ -38,7 +35,11 @@ impl SqliteStore {
     }
 
     /// Delivered sends on `channels`, oldest first.
-    pub fn delivered_on(&self, channels: &[String], limit: u32) -> Result<Vec<Row>, StoreError> {
+    pub(super) fn delivered_on(
+        &self,
+        channels: &[String],
+        limit: u32,
+    ) -> Result<Vec<Row>, StoreError> {
         let mut out = Vec::new();
         for channel in channels {
             let mut stmt = self.connection().prepare_cached(&format!(
@@ -56,7 +57,10 @@ impl SqliteStore {
     }
 
     /// The props and instant of the event stored under `dedup`, if any.
-    pub fn event_by_dedup(&self, dedup: &[u8]) -> Result<Option<(Props, Timestamp)>, StoreError> {
+    pub(super) fn event_by_dedup(
+        &self,
+        dedup: &[u8],
+    ) -> Result<Option<(Props, Timestamp)>, StoreError> {
         let found: Option<(String, i64)> = self
             .connection()
             .prepare_cached("SELECT props, at FROM events WHERE dedup = ?1")?

@@ -1,9 +1,7 @@
 //! The outbox and schedule tables of the SQLite store.
 
-use super::sqlite::{SqliteStore, decode, decode_props, encode, from_micros, to_micros};
-use super::{
-    Admission, AdmissionVerdict, JobRun, LoggedDecision, OutboxStore, ScheduleStore, StoreError,
-};
+use super::sqlite::{Conn, decode, decode_props, encode, from_micros, to_micros};
+use super::{Admission, AdmissionVerdict, JobRun, LoggedDecision, StoreError};
 use crate::ingest::Incoming;
 use crate::model::{Contact, Event, Timestamp};
 use crate::outbox::{NewSend, Row, Settlement, State};
@@ -35,8 +33,12 @@ pub(super) fn read_row(r: &rusqlite::Row<'_>) -> Result<Row, StoreError> {
     })
 }
 
-impl OutboxStore for SqliteStore {
-    fn enqueue(&mut self, batch: &[NewSend], now: Timestamp) -> Result<Vec<bool>, StoreError> {
+impl Conn {
+    pub(super) fn enqueue(
+        &mut self,
+        batch: &[NewSend],
+        now: Timestamp,
+    ) -> Result<Vec<bool>, StoreError> {
         self.write(|tx| {
             let mut out = Vec::with_capacity(batch.len());
             for s in batch {
@@ -64,7 +66,7 @@ impl OutboxStore for SqliteStore {
         })
     }
 
-    fn claim_due(
+    pub(super) fn claim_due(
         &mut self,
         now: Timestamp,
         lease_until: Timestamp,
@@ -136,11 +138,14 @@ impl OutboxStore for SqliteStore {
         })
     }
 
-    fn guard_input(&self, contact: &str) -> Result<Option<(Contact, Vec<Event>)>, StoreError> {
+    pub(super) fn guard_input(
+        &self,
+        contact: &str,
+    ) -> Result<Option<(Contact, Vec<Event>)>, StoreError> {
         guard_input(&self.conn, contact)
     }
 
-    fn decisions(
+    pub(super) fn decisions(
         &self,
         contact: Option<&str>,
         limit: u32,
@@ -166,7 +171,7 @@ impl OutboxStore for SqliteStore {
         Ok(out)
     }
 
-    fn settle(
+    pub(super) fn settle(
         &mut self,
         seq: i64,
         owner: &str,
@@ -176,7 +181,7 @@ impl OutboxStore for SqliteStore {
         self.write(|tx| settle_one(tx, seq, owner, how, now))
     }
 
-    fn settle_many(
+    pub(super) fn settle_many(
         &mut self,
         owner: &str,
         batch: &[(i64, Settlement, Timestamp)],
@@ -189,7 +194,11 @@ impl OutboxStore for SqliteStore {
         })
     }
 
-    fn outbox_rows(&self, state: Option<State>, limit: u32) -> Result<Vec<Row>, StoreError> {
+    pub(super) fn outbox_rows(
+        &self,
+        state: Option<State>,
+        limit: u32,
+    ) -> Result<Vec<Row>, StoreError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {ROW_COLUMNS} FROM outbox o JOIN contacts c ON c.rowid = o.contact
              WHERE (?1 IS NULL OR o.state = ?1) ORDER BY o.due_at, o.seq LIMIT ?2"
@@ -202,7 +211,7 @@ impl OutboxStore for SqliteStore {
         Ok(out)
     }
 
-    fn pending_of(&self, contact: &str) -> Result<Vec<Row>, StoreError> {
+    pub(super) fn pending_of(&self, contact: &str) -> Result<Vec<Row>, StoreError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {ROW_COLUMNS} FROM outbox o JOIN contacts c ON c.rowid = o.contact
              WHERE c.id = ?1 AND o.state IN ('planned', 'deferred', 'retrying')
@@ -216,7 +225,11 @@ impl OutboxStore for SqliteStore {
         Ok(out)
     }
 
-    fn release_claims(&mut self, owner: &str, now: Timestamp) -> Result<u64, StoreError> {
+    pub(super) fn release_claims(
+        &mut self,
+        owner: &str,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
         self.write(|tx| {
             tx.prepare_cached(
                 "DELETE FROM fatigue_ledger WHERE outbox IN
@@ -234,7 +247,7 @@ impl OutboxStore for SqliteStore {
         })
     }
 
-    fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+    pub(super) fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
         let at: Option<i64> = self
             .conn
             .prepare_cached(
@@ -245,7 +258,7 @@ impl OutboxStore for SqliteStore {
         at.map(from_micros).transpose()
     }
 
-    fn outbox_depth(&self) -> Result<BTreeMap<State, u64>, StoreError> {
+    pub(super) fn outbox_depth(&self) -> Result<BTreeMap<State, u64>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT state, count(*) FROM outbox GROUP BY state")?;
@@ -419,8 +432,8 @@ fn deliver_reservation(tx: &Connection, seq: i64, now: Timestamp) -> Result<(), 
     Ok(())
 }
 
-impl ScheduleStore for SqliteStore {
-    fn last_tick(&self, schedule: &str) -> Result<Option<Timestamp>, StoreError> {
+impl Conn {
+    pub(super) fn last_tick(&self, schedule: &str) -> Result<Option<Timestamp>, StoreError> {
         self.conn
             .prepare_cached("SELECT last_tick FROM schedule_state WHERE name = ?1")?
             .query_row([schedule], |r| r.get::<_, Option<i64>>(0))
@@ -430,7 +443,7 @@ impl ScheduleStore for SqliteStore {
             .transpose()
     }
 
-    fn claim_schedule(
+    pub(super) fn claim_schedule(
         &mut self,
         schedule: &str,
         owner: &str,
@@ -450,7 +463,7 @@ impl ScheduleStore for SqliteStore {
         })
     }
 
-    fn renew_schedule(
+    pub(super) fn renew_schedule(
         &mut self,
         schedule: &str,
         owner: &str,
@@ -466,7 +479,7 @@ impl ScheduleStore for SqliteStore {
         })
     }
 
-    fn complete_schedule(
+    pub(super) fn complete_schedule(
         &mut self,
         schedule: &str,
         owner: &str,
@@ -482,7 +495,7 @@ impl ScheduleStore for SqliteStore {
         })
     }
 
-    fn close_abandoned_runs(
+    pub(super) fn close_abandoned_runs(
         &mut self,
         schedule: &str,
         owner: &str,
@@ -499,7 +512,7 @@ impl ScheduleStore for SqliteStore {
         })
     }
 
-    fn start_job_run(&mut self, run: &JobRun) -> Result<i64, StoreError> {
+    pub(super) fn start_job_run(&mut self, run: &JobRun) -> Result<i64, StoreError> {
         self.write(|tx| {
             tx.prepare_cached(
                 "INSERT INTO job_runs (schedule, job, tick, owner, started_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -515,7 +528,7 @@ impl ScheduleStore for SqliteStore {
         })
     }
 
-    fn finish_job_run(
+    pub(super) fn finish_job_run(
         &mut self,
         id: i64,
         finished_at: Timestamp,
@@ -528,7 +541,11 @@ impl ScheduleStore for SqliteStore {
         })
     }
 
-    fn job_runs(&self, schedule: Option<&str>, limit: u32) -> Result<Vec<JobRun>, StoreError> {
+    pub(super) fn job_runs(
+        &self,
+        schedule: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<JobRun>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT schedule, job, tick, owner, started_at, finished_at, outcome FROM job_runs
              WHERE ?1 IS NULL OR schedule = ?1 ORDER BY seq DESC LIMIT ?2",
@@ -556,7 +573,7 @@ mod tests {
     use crate::ingest::{Format, Kind as RecordKind, read_lines};
     use crate::model::FollowUpKind as Kind;
     use crate::outbox::idempotency_key;
-    use crate::store::Records;
+    use crate::store::{OutboxStore, Records, ScheduleStore, SqliteStore};
     use std::time::Duration;
 
     fn t(s: &str) -> Timestamp {
@@ -566,8 +583,8 @@ mod tests {
     }
 
     fn store(dir: &tempfile::TempDir) -> SqliteStore {
-        let mut s =
-            SqliteStore::open(&dir.path().join("o.db"), Duration::from_secs(5)).expect("open");
+        let s =
+            SqliteStore::open(&dir.path().join("o.db"), Duration::from_secs(5), 64).expect("open");
         let patches: Vec<_> =
             read_lines("id\nc1\nc2\n".as_bytes(), Format::Csv, RecordKind::Contact)
                 .expect("csv")
@@ -603,7 +620,7 @@ mod tests {
     #[test]
     fn enqueue_is_idempotent_and_claims_only_due_rows() {
         let dir = tempfile::tempdir().expect("tmp");
-        let mut s = store(&dir);
+        let s = store(&dir);
         let now = t("2026-11-20T12:00:00Z");
         let batch = [
             send("c1", "1", "2026-11-20T11:00:00Z"),
@@ -645,7 +662,7 @@ mod tests {
     #[test]
     fn an_expired_lease_is_claimed_again_with_the_same_key() {
         let dir = tempfile::tempdir().expect("tmp");
-        let mut s = store(&dir);
+        let s = store(&dir);
         let now = t("2026-11-20T12:00:00Z");
         s.enqueue(&[send("c1", "1", "2026-11-20T11:00:00Z")], now)
             .expect("ok");
@@ -695,7 +712,7 @@ mod tests {
     #[test]
     fn schedules_are_claimed_by_one_owner_at_a_time() {
         let dir = tempfile::tempdir().expect("tmp");
-        let mut s = store(&dir);
+        let s = store(&dir);
         let now = t("2026-11-20T12:00:00Z");
         let lease = now + chrono::Duration::minutes(1);
         assert_eq!(s.last_tick("rescore").expect("ok"), None);

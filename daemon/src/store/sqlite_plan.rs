@@ -1,21 +1,21 @@
 //! The planner's tables of the SQLite store: wake instants and broadcasts;
 //! planned rows go to the outbox.
 
+use super::BroadcastSpec;
 use super::sqlite::{
-    KEYS_PER_QUERY, SqliteStore, decode, decode_props, encode, from_micros, in_list,
-    load_companies, to_micros,
+    Conn, KEYS_PER_QUERY, decode, decode_props, encode, from_micros, in_list, load_companies,
+    to_micros,
 };
 use super::sqlite_outbox::{ROW_COLUMNS, read_row};
 use super::sqlite_scores::{CHANGE_COLUMNS, read_change, stored_from_row};
-use super::{PassMark, PlanInput, PlanRead, PlanStore, PlanWrite, StoreError};
-use crate::followups::BroadcastSpec;
+use super::{PassMark, PlanInput, PlanRead, PlanWrite, StoreError};
 use crate::model::{Company, Contact, Event, Timestamp};
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-impl PlanStore for SqliteStore {
-    fn plan_candidates(
+impl Conn {
+    pub(super) fn plan_candidates(
         &self,
         now: Timestamp,
         after_event_seq: i64,
@@ -39,7 +39,7 @@ impl PlanStore for SqliteStore {
         Ok(keys)
     }
 
-    fn contact_keys(&self) -> Result<Vec<i64>, StoreError> {
+    pub(super) fn contact_keys(&self) -> Result<Vec<i64>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT rowid FROM contacts ORDER BY rowid")?;
@@ -49,7 +49,7 @@ impl PlanStore for SqliteStore {
         Ok(keys)
     }
 
-    fn contact_key(&self, id: &str) -> Result<Option<i64>, StoreError> {
+    pub(super) fn contact_key(&self, id: &str) -> Result<Option<i64>, StoreError> {
         Ok(self
             .conn
             .prepare_cached("SELECT rowid FROM contacts WHERE id = ?1")?
@@ -57,14 +57,18 @@ impl PlanStore for SqliteStore {
             .optional()?)
     }
 
-    fn last_change_seq(&self) -> Result<i64, StoreError> {
+    pub(super) fn last_change_seq(&self) -> Result<i64, StoreError> {
         Ok(self
             .conn
             .prepare_cached("SELECT coalesce(max(seq), 0) FROM score_changes")?
             .query_row([], |r| r.get(0))?)
     }
 
-    fn plan_inputs(&self, keys: &[i64], read: &PlanRead<'_>) -> Result<Vec<PlanInput>, StoreError> {
+    pub(super) fn plan_inputs(
+        &self,
+        keys: &[i64],
+        read: &PlanRead<'_>,
+    ) -> Result<Vec<PlanInput>, StoreError> {
         let tx = self.conn.unchecked_transaction()?;
         let mut out = Vec::with_capacity(keys.len());
         for batch in keys.chunks(KEYS_PER_QUERY) {
@@ -74,7 +78,7 @@ impl PlanStore for SqliteStore {
         Ok(out)
     }
 
-    fn new_events(&self, after_seq: i64) -> Result<Vec<(i64, Timestamp)>, StoreError> {
+    pub(super) fn new_events(&self, after_seq: i64) -> Result<Vec<(i64, Timestamp)>, StoreError> {
         // Walks the `seq` index; `GROUP BY contact` in SQL would walk the
         // whole table in key order instead.
         let mut stmt = self
@@ -95,7 +99,11 @@ impl PlanStore for SqliteStore {
             .collect()
     }
 
-    fn save_plan(&mut self, batch: &[PlanWrite], now: Timestamp) -> Result<(), StoreError> {
+    pub(super) fn save_plan(
+        &mut self,
+        batch: &[PlanWrite],
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         let now_us = to_micros(now);
         self.write(|tx| {
             for w in batch {
@@ -174,7 +182,7 @@ impl PlanStore for SqliteStore {
         })
     }
 
-    fn finish_pass(
+    pub(super) fn finish_pass(
         &mut self,
         marks: &[PassMark<'_>],
         meta: &[(&str, String)],
@@ -206,7 +214,7 @@ impl PlanStore for SqliteStore {
         })
     }
 
-    fn create_broadcast(
+    pub(super) fn create_broadcast(
         &mut self,
         spec: &BroadcastSpec,
         now: Timestamp,
@@ -226,19 +234,19 @@ impl PlanStore for SqliteStore {
         })
     }
 
-    fn request_plan(&mut self) -> Result<i64, StoreError> {
+    pub(super) fn request_plan(&mut self) -> Result<i64, StoreError> {
         self.write(|tx| {
             request_plan(tx)?;
             Ok(meta_number(tx, PLAN_REQUESTED)?.unwrap_or(0))
         })
     }
 
-    fn plan_requested(&self) -> Result<bool, StoreError> {
+    pub(super) fn plan_requested(&self) -> Result<bool, StoreError> {
         let requested = meta_number(&self.conn, PLAN_REQUESTED)?.unwrap_or(0);
         Ok(requested > meta_number(&self.conn, PLAN_DONE)?.unwrap_or(0))
     }
 
-    fn plan_done(&mut self, upto: i64) -> Result<(), StoreError> {
+    pub(super) fn plan_done(&mut self, upto: i64) -> Result<(), StoreError> {
         self.write(|tx| {
             tx.prepare_cached(
                 "INSERT INTO meta (key, value) VALUES (?1, ?2)
@@ -249,7 +257,7 @@ impl PlanStore for SqliteStore {
         })
     }
 
-    fn broadcasts(&self) -> Result<Vec<BroadcastSpec>, StoreError> {
+    pub(super) fn broadcasts(&self) -> Result<Vec<BroadcastSpec>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT spec FROM broadcasts ORDER BY created_at, id")?;

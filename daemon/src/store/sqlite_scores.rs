@@ -1,10 +1,9 @@
 //! Scores, snapshots, published changes and pass bookkeeping in SQLite.
 
 use super::sqlite::{
-    KEYS_PER_QUERY, SqliteStore, from_micros, in_list, load_companies, load_company, merge_rows,
-    to_micros,
+    Conn, KEYS_PER_QUERY, from_micros, in_list, load_companies, load_company, merge_rows, to_micros,
 };
-use super::{Records, ScoreStore, ScoreWrite, Snapshot, StoreError, StoredChange, StoredScore};
+use super::{ScoreWrite, Snapshot, StoreError, StoredChange, StoredScore};
 use crate::model::{Company, Contact, Event, Timestamp};
 use rusqlite::{OptionalExtension, params};
 use std::collections::BTreeMap;
@@ -84,12 +83,12 @@ pub(super) fn read_change(
     })
 }
 
-impl SqliteStore {
+impl Conn {
     /// The internal keys of [`ScoreStore::rescore_candidates`], sorted,
     /// without reading each contact's id: a pass that reads its contacts
     /// by key has no use for them, and the lookup costs a B-tree descent
     /// per candidate before any worker starts.
-    pub fn rescore_candidate_keys(
+    pub(super) fn rescore_candidate_keys(
         &self,
         now: Timestamp,
         after_seq: i64,
@@ -97,8 +96,7 @@ impl SqliteStore {
         // UNION ALL keeps each branch on its index; duplicates go below.
         let mut stmt = self.conn.prepare_cached(
             "SELECT contact FROM events WHERE seq > ?2
-             UNION ALL SELECT contact FROM scores WHERE next_change_at <= ?1
-             UNION ALL SELECT contact FROM rescore_queue",
+             UNION ALL SELECT contact FROM scores WHERE next_change_at <= ?1",
         )?;
         let rows = stmt.query_map(params![to_micros(now), after_seq], |r| r.get(0))?;
         let mut keys: Vec<i64> = rows.collect::<Result<_, _>>()?;
@@ -112,7 +110,7 @@ impl SqliteStore {
     /// [`KEYS_PER_QUERY`] keys, merge-joined like a full rebuild's scan.
     /// Point reads cost a statement run and a B-tree descent per table and
     /// contact; sorted batches share both. Unknown keys are left out.
-    pub fn rescore_inputs(
+    pub(super) fn rescore_inputs(
         &self,
         keys: &[i64],
         out: &mut Vec<RescoreInput>,
@@ -151,15 +149,75 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Takes the queued contacts no unexpired lease holds, in one write
+    /// transaction: a concurrent taker (another process) waits for it and
+    /// then finds them held.
+    pub(super) fn take_changed(
+        &mut self,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Vec<i64>, StoreError> {
+        self.write(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE rescore_queue SET owner = ?1, lease_until = ?3
+                 WHERE owner IS NULL OR lease_until <= ?2 RETURNING contact",
+            )?;
+            let rows = stmt.query_map(
+                params![owner, to_micros(now), to_micros(lease_until)],
+                |r| r.get(0),
+            )?;
+            let mut keys: Vec<i64> = rows.collect::<Result<_, _>>()?;
+            keys.sort_unstable();
+            Ok(keys)
+        })
+    }
+
+    pub(super) fn release_changed(&mut self, owner: &str) -> Result<u64, StoreError> {
+        self.write(|tx| {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE rescore_queue SET owner = NULL, lease_until = NULL WHERE owner = ?1",
+                )?
+                .execute([owner])?;
+            Ok(n as u64)
+        })
+    }
+
+    /// Compare-and-set inside one IMMEDIATE transaction: the read and the
+    /// write cannot be split by another writer.
+    pub(super) fn advance_mark(
+        &mut self,
+        key: &str,
+        expected: Option<i64>,
+        new: i64,
+    ) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let current: Option<String> = tx
+                .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+                .query_row([key], |r| r.get(0))
+                .optional()?;
+            if current.map(|v| v.parse::<i64>().ok()) != expected.map(Some) {
+                return Ok(false);
+            }
+            tx.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![key, new.to_string()])?;
+            Ok(true)
+        })
+    }
+
     /// Companies by id with their signals, a few queries for many ids;
     /// unknown ids are left out.
-    pub fn companies(&self, ids: &[&str]) -> Result<Vec<Company>, StoreError> {
+    pub(super) fn companies(&self, ids: &[&str]) -> Result<Vec<Company>, StoreError> {
         load_companies(&self.conn, ids)
     }
 }
 
-impl ScoreStore for SqliteStore {
-    fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+impl Conn {
+    pub(super) fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn
             .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
@@ -167,7 +225,7 @@ impl ScoreStore for SqliteStore {
             .optional()?)
     }
 
-    fn rescore_candidates(
+    pub(super) fn rescore_candidates(
         &self,
         now: Timestamp,
         after_seq: i64,
@@ -185,7 +243,7 @@ impl ScoreStore for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn rescore_input(
+    pub(super) fn rescore_input(
         &self,
         key: i64,
     ) -> Result<Option<(Contact, Vec<Event>, Option<StoredScore>)>, StoreError> {
@@ -234,7 +292,7 @@ impl ScoreStore for SqliteStore {
         Ok(Some((contact, events, previous)))
     }
 
-    fn scoring_input(
+    pub(super) fn scoring_input(
         &self,
         id: &str,
     ) -> Result<Option<(Contact, Option<Company>, Vec<Event>)>, StoreError> {
@@ -249,7 +307,7 @@ impl ScoreStore for SqliteStore {
         Ok(Some((contact, company, events)))
     }
 
-    fn stored_score(&self, id: &str) -> Result<Option<StoredScore>, StoreError> {
+    pub(super) fn stored_score(&self, id: &str) -> Result<Option<StoredScore>, StoreError> {
         let row: Option<(i64, String, Option<i64>, i64, String)> = self
             .conn
             .prepare_cached(
@@ -273,7 +331,7 @@ impl ScoreStore for SqliteStore {
         .transpose()
     }
 
-    fn score_history(
+    pub(super) fn score_history(
         &self,
         id: &str,
         since: Option<Timestamp>,
@@ -289,7 +347,7 @@ impl ScoreStore for SqliteStore {
         }
     }
 
-    fn score_history_at(
+    pub(super) fn score_history_at(
         &self,
         key: i64,
         since: Option<Timestamp>,
@@ -309,7 +367,7 @@ impl ScoreStore for SqliteStore {
         Ok(out)
     }
 
-    fn save_scores(
+    pub(super) fn save_scores(
         &mut self,
         batch: &[ScoreWrite],
         now: Timestamp,
@@ -370,7 +428,8 @@ impl ScoreStore for SqliteStore {
                         to_micros(c.since)
                     ])?;
                 }
-                tx.prepare_cached("DELETE FROM rescore_queue WHERE contact = ?1")?
+                // Queued again since it was taken: the next pass sees the change.
+                tx.prepare_cached("DELETE FROM rescore_queue WHERE contact = ?1 AND owner IS NOT NULL")?
                     .execute([rowid])?;
             }
             for (key, value) in meta {
@@ -383,7 +442,11 @@ impl ScoreStore for SqliteStore {
         })
     }
 
-    fn score_changes(&self, after_seq: i64, limit: u32) -> Result<Vec<StoredChange>, StoreError> {
+    pub(super) fn score_changes(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredChange>, StoreError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {CHANGE_COLUMNS}, c.id FROM score_changes s JOIN contacts c ON c.rowid = s.contact
              WHERE s.seq > ?1 ORDER BY s.seq LIMIT ?2"
@@ -396,7 +459,7 @@ impl ScoreStore for SqliteStore {
         Ok(out)
     }
 
-    fn contact_bounds(&self) -> Result<Option<(i64, i64)>, StoreError> {
+    pub(super) fn contact_bounds(&self) -> Result<Option<(i64, i64)>, StoreError> {
         Ok(self
             .conn
             .prepare_cached("SELECT min(rowid), max(rowid) FROM contacts")?
@@ -406,7 +469,7 @@ impl ScoreStore for SqliteStore {
             .map(|(lo, hi)| lo.zip(hi))?)
     }
 
-    fn scan_for_rescore(
+    pub(super) fn scan_for_rescore(
         &self,
         range: (i64, i64),
         f: &mut dyn FnMut(i64, Contact, Vec<Event>, Option<StoredScore>) -> Result<(), StoreError>,
@@ -423,7 +486,7 @@ impl ScoreStore for SqliteStore {
         )
     }
 
-    fn band_counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+    pub(super) fn band_counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT band, count(*) FROM scores GROUP BY band")?;

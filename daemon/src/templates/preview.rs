@@ -9,7 +9,7 @@
 use crate::config::Config;
 use crate::model::{Contact, FollowUpKind, Timestamp};
 use crate::outbox::{Row, State};
-use crate::store::{OutboxStore, Records, ScoreStore, SqliteStore, StoreError};
+use crate::store::{Store, StoreError};
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +51,7 @@ pub struct Preview {
 /// Renders template `name` for contact `id` at `now`.
 pub fn preview(
     config: &Config,
-    store: &SqliteStore,
+    store: &dyn Store,
     name: &str,
     id: &str,
     now: Timestamp,

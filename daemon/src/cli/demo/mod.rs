@@ -99,7 +99,7 @@ pub fn run(base: &Path, clock: &Clock, args: &Args) -> Result<u8, Failure> {
         .spawn(move || feeder.run())
         .map_err(anyhow::Error::from)?;
     let watcher = watch::Watcher::new(
-        &config,
+        prepared.store.clone(),
         clock.clone(),
         shared,
         prepared.contacts.clone(),
@@ -116,7 +116,11 @@ pub fn run(base: &Path, clock: &Clock, args: &Args) -> Result<u8, Failure> {
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)?;
-    let result = runtime.block_on(relance::daemon::run(config.clone(), clock.clone()));
+    let result = runtime.block_on(relance::daemon::run(
+        config.clone(),
+        clock.clone(),
+        prepared.store.clone(),
+    ));
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let fed = feeding.join();
     let _ = watching.join();

@@ -9,7 +9,6 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use relance::clock::Clock;
 use relance::config::Config;
 use relance::ingest::{Format, Kind};
-use relance::store::{Records as _, ScoreStore as _};
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -21,6 +20,8 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 #[derive(Debug)]
 pub struct Prepared {
     pub config: Config,
+    /// The demo's store, shared by the daemon and the watcher.
+    pub store: relance::store::StoreHandle,
     pub listen: String,
     pub token: String,
     /// The live stream's lines (stream.jsonl), as written.
@@ -85,7 +86,7 @@ pub fn prepare(base: &Path, clock: &Clock, args: &Args) -> Result<Prepared, Fail
 
     let now = clock.now();
     let offset = now - reference;
-    let mut store = open_store(&config)?;
+    let store = open_store(&config)?;
     let range = config.ingest.range(now);
     let mut counts = Vec::new();
     for (kind, name) in [
@@ -97,7 +98,7 @@ pub fn prepare(base: &Path, clock: &Clock, args: &Args) -> Result<Prepared, Fail
         let reader = std::fs::File::open(&path)
             .map_err(|e| Failure::Input(format!("cannot read {}: {e}", path.display())))?;
         let summary = import::load(
-            &mut store,
+            &*store,
             Some(kind),
             Box::new(reader),
             Format::Csv,
@@ -109,7 +110,7 @@ pub fn prepare(base: &Path, clock: &Clock, args: &Args) -> Result<Prepared, Fail
     let events = data.join("events.jsonl");
     let moved = move_instants(&read_text(&events)?, offset);
     let summary = import::load(
-        &mut store,
+        &*store,
         None,
         Box::new(std::io::Cursor::new(moved.into_bytes())),
         Format::Jsonl,
@@ -121,10 +122,10 @@ pub fn prepare(base: &Path, clock: &Clock, args: &Args) -> Result<Prepared, Fail
     // The first passes, before the daemon starts: the live stream then
     // meets scored contacts, and what the history calls for is sent at
     // once.
-    let scored =
-        relance::scoring::pass::rescore(&config, now, false).context("scoring the demo data")?;
-    let planned =
-        relance::followups::pass::run(&config, now, false).context("planning the demo data")?;
+    let scored = relance::scoring::pass::rescore(&*store, &config, now, false)
+        .context("scoring the demo data")?;
+    let planned = relance::followups::pass::run(&*store, &config, now, false)
+        .context("planning the demo data")?;
     let per_band = store.band_counts().map_err(anyhow::Error::from)?;
     let bands: Vec<String> = config
         .scoring
@@ -195,6 +196,7 @@ pub fn prepare(base: &Path, clock: &Clock, args: &Args) -> Result<Prepared, Fail
     }
     Ok(Prepared {
         config,
+        store,
         listen,
         token,
         stream,

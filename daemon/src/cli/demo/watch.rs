@@ -6,10 +6,9 @@
 use super::feed::say;
 use crate::cli::output;
 use relance::clock::Clock;
-use relance::config::Config;
 use relance::model::FollowUpKind;
 use relance::outbox::{Row, State};
-use relance::store::{OutboxStore, ScoreStore, SqliteStore, StoreError};
+use relance::store::{StoreError, StoreHandle};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -51,7 +50,7 @@ pub fn clock_time(clock: &Clock) -> String {
 
 #[derive(Debug)]
 pub struct Watcher {
-    store: SqliteStore,
+    store: StoreHandle,
     clock: Clock,
     shared: std::sync::Arc<Shared>,
     every: Duration,
@@ -64,13 +63,12 @@ pub struct Watcher {
 
 impl Watcher {
     pub fn new(
-        config: &Config,
+        store: StoreHandle,
         clock: Clock,
         shared: std::sync::Arc<Shared>,
         contacts: Vec<String>,
         every: Duration,
     ) -> Result<Self, StoreError> {
-        let store = SqliteStore::from_config(config)?;
         let since = clock.now();
         Ok(Self {
             store,
