@@ -9,7 +9,8 @@ use relance::ingest::{Incoming, Patch};
 use relance::model::{Contact, Event, FollowUpKind, Timestamp};
 use relance::outbox::{NewSend, Row, Settlement, idempotency_key};
 use relance::store::{
-    Admission, AdmissionVerdict, Append, PassMark, SqliteStore, StoreHandle, Upsert,
+    Admission, AdmissionVerdict, Append, PassMark, ScoreWrite, SqliteStore, StoreHandle,
+    StoredChange, Upsert,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Barrier};
@@ -453,6 +454,60 @@ pub fn waiting_for_events_sees_other_handles(backend: Backend) {
     );
 }
 
+pub fn a_score_is_written_by_one_of_two_passes(backend: Backend) {
+    let opened = backend();
+    contacts(&opened.store, &ids("c", 1));
+    let key = opened.store.contact_key("c0").expect("key").expect("known");
+    let write = move |score: i64, seen: Option<Timestamp>| ScoreWrite {
+        key,
+        contact: "c0".into(),
+        score,
+        band: "warm".into(),
+        next_change_at: None,
+        snapshot: true,
+        recent: Vec::new(),
+        changes: vec![StoredChange {
+            seq: 0,
+            contact: "c0".into(),
+            at: now(),
+            kind: "band".into(),
+            from_score: 0,
+            to_score: score,
+            from_band: "cold".into(),
+            to_band: "warm".into(),
+            since: now(),
+        }],
+        seen,
+    };
+    // Two passes read "never scored" and both found a change: one lands.
+    race(&opened, move |i, store| {
+        store
+            .save_scores(&[write(100 + i as i64, None)], now(), &[])
+            .expect("save");
+    });
+    let store = &opened.store;
+    assert_eq!(store.score_history("c0", None).expect("film").len(), 1);
+    assert_eq!(store.score_changes(0, 100).expect("changes").len(), 1);
+    let stored = store.stored_score("c0").expect("score").expect("scored");
+    // Again from the same stored score, an hour later: one lands.
+    let later = now() + Duration::hours(1);
+    let seen = Some(stored.scored_at);
+    race(&opened, move |i, store| {
+        store
+            .save_scores(&[write(200 + i as i64, seen)], later, &[])
+            .expect("save");
+    });
+    assert_eq!(store.score_history("c0", None).expect("film").len(), 2);
+    assert_eq!(store.score_changes(0, 100).expect("changes").len(), 2);
+    // A write from a stale read changes nothing.
+    store
+        .save_scores(&[write(300, seen)], later + Duration::hours(1), &[])
+        .expect("save");
+    let now_stored = store.stored_score("c0").expect("score").expect("scored");
+    assert!(now_stored.score == 200 || now_stored.score == 201);
+    assert_eq!(store.score_history("c0", None).expect("film").len(), 2);
+}
+
 /// One `#[test]` per case for a backend: a new backend adds its
 /// [`Backend`] and a line `contract!(name);`.
 macro_rules! contract {
@@ -481,6 +536,10 @@ macro_rules! contract {
             #[test]
             fn a_schedule_is_held_by_one_owner() {
                 super::a_schedule_is_held_by_one_owner(super::$backend);
+            }
+            #[test]
+            fn a_score_is_written_by_one_of_two_passes() {
+                super::a_score_is_written_by_one_of_two_passes(super::$backend);
             }
             #[test]
             fn waiting_for_events_sees_other_handles() {

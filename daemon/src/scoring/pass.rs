@@ -365,6 +365,7 @@ impl Pass<'_> {
                 next_change_at: card.next_change_at,
                 snapshot,
                 changes,
+                seen: previous.as_ref().map(|p| p.scored_at),
             });
         }
         Ok(())

@@ -364,6 +364,9 @@ pub struct ScoreWrite {
     /// The recent snapshots to keep with the score (see [`StoredScore::recent`]).
     pub recent: Vec<(Timestamp, i64)>,
     pub changes: Vec<StoredChange>,
+    /// When the score this write replaces was written (`None`: none was):
+    /// the write is compared and set against it.
+    pub seen: Option<Timestamp>,
 }
 
 /// Scores, their history and the bookkeeping of incremental passes.
@@ -440,7 +443,12 @@ pub trait ScoreStore: Send + Sync {
     ) -> Result<Vec<Snapshot>, StoreError>;
     /// Writes a batch in one transaction, with the pass's bookkeeping
     /// (`meta` written as given: progress marks go through
-    /// [`Self::advance_mark`]). A contact erased meanwhile writes nothing.
+    /// [`Self::advance_mark`]). Each score is compared and set: it is
+    /// written, with its snapshot and changes, only if the stored score is
+    /// still the one the pass read ([`ScoreWrite::seen`]); otherwise
+    /// another pass (of any process) scored the contact meanwhile and its
+    /// changes stand, published once. A contact erased meanwhile writes
+    /// nothing.
     fn save_scores(
         &self,
         batch: &[ScoreWrite],

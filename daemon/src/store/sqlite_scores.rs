@@ -386,25 +386,32 @@ impl Conn {
                     now_us,
                     recent
                 ];
-                // Most contacts have a score already: one B-tree descent.
-                let mut n = tx
-                    .prepare_cached(
-                        "UPDATE scores SET score = ?2, band = ?3, next_change_at = ?4,
-                           scored_at = ?5, recent = ?6 WHERE contact = ?1",
-                    )?
-                    .execute(values)?;
-                // Through `contacts`, so a contact erased meanwhile writes nothing.
-                if n == 0 {
-                    n = tx
-                    .prepare_cached(
-                        "INSERT INTO scores (contact, score, band, next_change_at, scored_at, recent)
-                         SELECT rowid, ?2, ?3, ?4, ?5, ?6 FROM contacts WHERE rowid = ?1
-                         ON CONFLICT(contact) DO UPDATE SET score = excluded.score, band = excluded.band,
-                           next_change_at = excluded.next_change_at, scored_at = excluded.scored_at,
-                           recent = excluded.recent",
-                    )?
-                    .execute(values)?;
-                }
+                // Compared and set: another pass may have scored it since.
+                let n = match w.seen {
+                    // Most contacts have a score already: one B-tree descent.
+                    Some(seen) => tx
+                        .prepare_cached(
+                            "UPDATE scores SET score = ?2, band = ?3, next_change_at = ?4,
+                               scored_at = ?5, recent = ?6 WHERE contact = ?1 AND scored_at = ?7",
+                        )?
+                        .execute(params![
+                            rowid,
+                            w.score,
+                            w.band,
+                            w.next_change_at.map(to_micros),
+                            now_us,
+                            recent,
+                            to_micros(seen)
+                        ])?,
+                    // Through `contacts`, so a contact erased meanwhile writes nothing.
+                    None => tx
+                        .prepare_cached(
+                            "INSERT INTO scores (contact, score, band, next_change_at, scored_at, recent)
+                             SELECT rowid, ?2, ?3, ?4, ?5, ?6 FROM contacts WHERE rowid = ?1
+                             ON CONFLICT(contact) DO NOTHING",
+                        )?
+                        .execute(values)?,
+                };
                 if n == 0 {
                     continue;
                 }
