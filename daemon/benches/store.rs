@@ -11,6 +11,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use relance::ingest::{Incoming, Patch};
 use relance::model::Event;
+use relance::store::Records;
 use serde_json::{Map, Value};
 use std::time::{Duration, Instant};
 

@@ -656,7 +656,7 @@ pub fn run(
             let handles: Vec<_> = (0..workers).map(|_| s.spawn(worker)).collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(PassError::Worker)))
+                .map(|h| h.join().unwrap_or(Err(PassError::Worker)))
                 .collect()
         })
     } else {

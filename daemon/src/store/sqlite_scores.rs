@@ -243,6 +243,7 @@ impl Conn {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    #[allow(clippy::type_complexity)]
     pub(super) fn rescore_input(
         &self,
         key: i64,
@@ -292,6 +293,7 @@ impl Conn {
         Ok(Some((contact, events, previous)))
     }
 
+    #[allow(clippy::type_complexity)]
     pub(super) fn scoring_input(
         &self,
         id: &str,
