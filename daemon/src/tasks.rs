@@ -53,13 +53,13 @@ pub struct Task {
     pub text: Option<String>,
     /// When the call should be made by.
     pub due: Timestamp,
-    pub outcome: Option<Outcome>,
+    pub outcome: Option<CallOutcome>,
 }
 
 /// What a call gave.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Outcome {
+pub struct CallOutcome {
     /// A call result code: RAPP, NRP, OCC, REFUS, REFUS COMM, RDV, PISTE,
     /// PROJET, MAIL, HORS CIBLE, ERR (or one listed under `[followups.calls]`).
     pub code: String,
@@ -186,16 +186,12 @@ fn task_row(store: &SqliteStore, config: &Config, id: &str) -> Result<Row, TaskE
 }
 
 fn view(store: &SqliteStore, config: &Config, row: Row, now: Timestamp) -> Result<Task, TaskError> {
-    let due = row
-        .payload
-        .get("deadline")
-        .and_then(|d| serde_json::from_value::<Timestamp>(d.clone()).ok())
-        .unwrap_or(row.first_due);
+    let due = row.payload.deadline.unwrap_or(row.first_due);
     let outcome = store
         .event_by_dedup(&dedup(&row.idem_key))?
         .map(|(props, at)| {
             let s = |k: &str| props.get(k).and_then(|v| v.as_str()).map(str::to_owned);
-            Outcome {
+            CallOutcome {
                 code: s("outcome").unwrap_or_default(),
                 note: s("note"),
                 callback_at: props
@@ -243,7 +239,7 @@ pub fn record(
     store: &mut SqliteStore,
     config: &Config,
     id: &str,
-    outcome: &Outcome,
+    outcome: &CallOutcome,
     now: Timestamp,
 ) -> Result<Task, TaskError> {
     let code = outcome.code.trim().to_uppercase();

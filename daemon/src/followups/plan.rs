@@ -9,7 +9,8 @@ use super::config::{
 use crate::condition::{Condition, ConditionConfig, Scope, Standing, Subject};
 use crate::config::{Issues, KeyPath};
 use crate::model::{Company, Contact, Event, FollowUpKind, Timestamp};
-use crate::outbox::{NewSend, idempotency_key};
+pub use crate::outbox::Occurrence;
+use crate::outbox::{NewSend, Payload, idempotency_key};
 use crate::scoring::ScoreChange;
 use chrono::SecondsFormat;
 use serde::{Deserialize, Serialize};
@@ -164,47 +165,6 @@ impl<'a> ContactView<'a> {
     }
 }
 
-/// Which occurrence of a follow-up a send is: its part of the outbox key.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "type")]
-pub enum Occurrence {
-    /// A nurture step, by index in the sequence.
-    Step {
-        index: usize,
-        enrolled_at: Timestamp,
-    },
-    /// A trigger fired by an event (its id when it has one) or a score change.
-    Signal {
-        signal: String,
-        at: Timestamp,
-    },
-    Broadcast {
-        id: String,
-        at: Timestamp,
-    },
-}
-
-impl Occurrence {
-    /// Stable across re-planning: never depends on the planning instant.
-    pub fn key_part(&self) -> String {
-        match self {
-            Occurrence::Step { index, .. } => format!("step-{index}"),
-            Occurrence::Signal { signal, .. } => signal.clone(),
-            Occurrence::Broadcast { id, .. } => format!("broadcast:{id}"),
-        }
-    }
-
-    pub fn at(&self) -> Timestamp {
-        match self {
-            Occurrence::Step {
-                enrolled_at: at, ..
-            }
-            | Occurrence::Signal { at, .. }
-            | Occurrence::Broadcast { at, .. } => *at,
-        }
-    }
-}
-
 /// One send to make.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Planned {
@@ -223,6 +183,8 @@ pub struct Planned {
     /// When this occurrence was first planned: deferrals count from there.
     pub first_planned: Timestamp,
     pub idem_key: String,
+    /// Transactional: passes fatigue, caps and the budget (not the windows).
+    pub exempt: bool,
 }
 
 impl Planned {
@@ -236,12 +198,13 @@ impl Planned {
             priority: i32::try_from(self.priority).unwrap_or(i32::MAX),
             channel: self.channel.clone(),
             due_at: self.due,
-            payload: serde_json::json!({
-                "template": self.template,
-                "owner": self.owner,
-                "occurrence": self.occurrence,
-                "deadline": self.deadline,
-            }),
+            payload: Payload {
+                deadline: self.deadline,
+                exempt: self.exempt,
+                occurrence: Some(self.occurrence.clone()),
+                owner: self.owner.clone(),
+                template: Some(self.template.clone()),
+            },
         }
     }
 }
@@ -294,6 +257,7 @@ pub fn plan(
             deadline: None,
             first_planned: now,
             idem_key,
+            exempt: false,
         }
     };
     let in_bands = |bands: &[String]| {

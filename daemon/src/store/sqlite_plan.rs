@@ -8,6 +8,7 @@ use super::sqlite::{
 use super::sqlite_outbox::{ROW_COLUMNS, read_row};
 use super::sqlite_scores::{CHANGE_COLUMNS, read_change, stored_from_row};
 use super::{PassMark, PlanInput, PlanRead, PlanStore, PlanWrite, StoreError};
+use crate::fatigue::Verdict;
 use crate::followups::BroadcastSpec;
 use crate::model::{Company, Contact, Event, Timestamp};
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
@@ -119,14 +120,14 @@ impl PlanStore for SqliteStore {
                             to_micros(s.due_at),
                             to_micros(row.first_due),
                             encode(&s.payload)?,
-                            (row.decision == "drop" || row.decision == "block")
+                            matches!(row.decision, Verdict::Drop | Verdict::Block)
                                 .then(|| row.reasons.to_string()),
                             now_us
                         ])?;
                     if n == 0 {
                         continue;
                     }
-                    let until = (row.decision == "defer").then(|| to_micros(s.due_at));
+                    let until = (row.decision == Verdict::Defer).then(|| to_micros(s.due_at));
                     tx.prepare_cached(
                         "INSERT INTO decision_log (contact, at, followup, channel, decision, until, reasons)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -136,7 +137,7 @@ impl PlanStore for SqliteStore {
                         now_us,
                         s.followup,
                         s.channel,
-                        row.decision,
+                        row.decision.as_str(),
                         until,
                         encode(&row.reasons)?
                     ])?;
