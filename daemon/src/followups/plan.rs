@@ -30,6 +30,8 @@ pub struct Broadcast {
     pub end: Timestamp,
     /// Overrides the event-driven priority.
     pub priority: Option<u32>,
+    /// Transactional (see [`super::config::Exemption`]).
+    pub exempt: bool,
 }
 
 /// A broadcast as written by a user (API, command line), before its segment
@@ -45,6 +47,10 @@ pub struct BroadcastSpec {
     pub end: Timestamp,
     #[serde(default)]
     pub priority: Option<u32>,
+    /// Transactional (a service notice to every customer): see
+    /// [`super::config::Exemption`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exempt: bool,
 }
 
 impl BroadcastSpec {
@@ -70,6 +76,7 @@ impl BroadcastSpec {
                 start: self.start,
                 end: self.end,
                 priority: self.priority,
+                exempt: self.exempt,
             }),
             _ => Err(FollowupsError::from_issues(&issues)),
         }
@@ -184,6 +191,7 @@ pub struct Planned {
     pub first_planned: Timestamp,
     pub idem_key: String,
     /// Transactional: passes fatigue, caps and the budget (not the windows).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub exempt: bool,
 }
 
@@ -305,6 +313,7 @@ pub fn plan(
                 break;
             }
             p.priority = step.priority.or(n.priority).unwrap_or(p.priority);
+            p.exempt = step.exempt.holds(&subject, None);
             push(&mut out, p);
         }
     }
@@ -339,7 +348,7 @@ pub fn plan(
             continue;
         }
         let recent = |at: Timestamp| at <= now && at > view.since.min(now) - t.lookback;
-        let mut signals: Vec<(String, Timestamp)> = match &t.on {
+        let mut signals: Vec<(String, Timestamp, Option<&Event>)> = match &t.on {
             TriggerOn::Event { types, when } => view
                 .events
                 .iter()
@@ -351,7 +360,7 @@ pub fn plan(
                         Some(id) => format!("event:{id}"),
                         None => format!("event:{}:{}", e.kind, rfc3339(e.at)),
                     };
-                    (signal, e.at)
+                    (signal, e.at, Some(e))
                 })
                 .collect(),
             TriggerOn::Change { on, to_band } => view
@@ -363,13 +372,14 @@ pub fn plan(
                     (
                         format!("change:{}:{}", c.kind.as_str(), rfc3339(c.at)),
                         c.at,
+                        None,
                     )
                 })
                 .collect(),
         };
-        signals.sort_by_key(|(_, at)| *at);
+        signals.sort_by_key(|(_, at, _)| *at);
         let mut fired: Vec<Timestamp> = view.state.instants(&t.name, t.kind).collect();
-        for (signal, at) in signals {
+        for (signal, at, event) in signals {
             let cooling = fired.iter().any(|f| (at - *f).abs() < t.cooldown);
             let mut p = make(
                 &t.name,
@@ -384,6 +394,7 @@ pub fn plan(
             p.due = at;
             p.deadline = t.action.within.map(|d| at + d.0);
             p.priority = t.priority.unwrap_or(p.priority);
+            p.exempt = t.exempt.holds(&subject, event);
             fired.push(at);
             push(&mut out, p);
         }
@@ -437,6 +448,7 @@ pub fn plan(
         );
         p.due = b.start.max(now);
         p.priority = b.priority.unwrap_or(p.priority);
+        p.exempt = b.exempt;
         push(&mut out, p);
     }
     out
