@@ -33,8 +33,7 @@ pub const CALL_CODES: [&str; 11] = [
     "ERR",
 ];
 
-/// The plugin name of the task channel.
-pub const PLUGIN: &str = "task";
+pub use crate::plugins::builtin::TASK_PLUGIN;
 
 /// A call task, as the call desk sees it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -96,7 +95,7 @@ pub fn channels(config: &Config) -> Vec<String> {
     config
         .channels
         .iter()
-        .filter(|(_, c)| c.plugin == PLUGIN)
+        .filter(|(_, c)| c.plugin == TASK_PLUGIN)
         .map(|(n, _)| n.clone())
         .collect()
 }

@@ -12,7 +12,9 @@ use super::config::{FatigueConfig, MAX_CHANNELS, Priorities, RECENT_SENDS, to_mi
 use super::points::{DecayRate, FatiguePoints, UNITS_PER_MILLI, instant, secs};
 use super::state::ContactState;
 use super::window::{Window, Windows, day_start, local};
-use crate::config::{ChannelConfig, Config, ConsentDefault, Duration};
+use crate::config::Config;
+use crate::config::duration::Duration;
+use crate::config::sections::{ChannelConfig, ConsentDefault};
 use crate::model::Timestamp;
 use chrono::{Days, NaiveDate, NaiveDateTime};
 use chrono_tz::Tz;
@@ -373,10 +375,7 @@ impl Guard {
     }
 
     /// Adds the per-contact solicitation budget to the rules.
-    pub fn with_budget(
-        mut self,
-        config: &crate::followups::config::BudgetConfig,
-    ) -> Result<Self, GuardError> {
+    pub fn with_budget(mut self, config: &super::config::BudgetConfig) -> Result<Self, GuardError> {
         let channel = match &config.channel {
             Some(name) => Some(
                 self.channel(name)

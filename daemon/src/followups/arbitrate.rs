@@ -6,7 +6,7 @@
 
 use super::config::ArbitrationConfig;
 use super::plan::Planned;
-use crate::config::Duration;
+use crate::config::duration::Duration;
 use crate::fatigue::{ChannelId, ContactState, Guard, Proposal, Reason, StateError, Verdict};
 use crate::model::Timestamp;
 use serde::Serialize;

@@ -4,11 +4,14 @@
 //! compilation so every mistake is reported at load with its position.
 
 use super::calls::CallOutcomes;
+pub use super::calls::CallsConfig;
 use crate::condition::{Condition, ConditionConfig, Scope, Subject};
-use crate::config::{Duration, Issues, KeyPath, Validate};
+use crate::config::duration::Duration;
+use crate::config::path::{Issues, KeyPath, Validate};
+pub use crate::fatigue::config::BudgetConfig;
 use crate::fatigue::config::Priorities;
-use crate::model::{Event, FollowUpKind, event_types as et};
-use crate::scoring::ChangeKind;
+use crate::model::{Event, FollowUpKind};
+use crate::scoring::changes::ChangeKind;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -168,56 +171,6 @@ pub struct ActionConfig {
     pub within: Option<Duration>,
 }
 
-/// Call outcomes (seed 003): which `props.outcome` codes win, lose or count
-/// as unsuccessful, and after how many unsuccessful calls to stop.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(default)]
-pub struct CallsConfig {
-    /// The event type of an outbound call.
-    pub event: String,
-    /// ARRÊTÉ after this many unsuccessful calls in a row.
-    pub stop_after: u32,
-    pub won: Vec<String>,
-    pub lost: Vec<String>,
-    pub unsuccessful: Vec<String>,
-    /// Channels that make calls: no follow-up on them once stopped or
-    /// lost. None by default, since channel names are the user's.
-    pub channels: Vec<String>,
-    /// Outcomes asking for a call-back on an agreed date (`props.callback_at`,
-    /// or `callback_delay` after the call): RAPP, PISTE, PROJET.
-    pub callback: Vec<String>,
-    /// Per outcome code, when to call back if the call names no date.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub callback_delay: BTreeMap<String, Duration>,
-    /// The call task's channel and template; no call-backs without them.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub callback_channel: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub callback_template: Option<String>,
-    /// Defaults to the event-driven priority: above systematic nurture.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub callback_priority: Option<u32>,
-}
-
-impl Default for CallsConfig {
-    fn default() -> Self {
-        let s = |l: &[&str]| l.iter().map(|c| (*c).to_string()).collect();
-        Self {
-            event: et::CALL.into(),
-            stop_after: 5,
-            won: s(&["RDV"]),
-            lost: s(&["REFUS", "HORS CIBLE"]),
-            unsuccessful: s(&["NRP", "OCC", "REFUS COMM", "ERR"]),
-            channels: Vec::new(),
-            callback: s(&["RAPP", "PISTE", "PROJET"]),
-            callback_delay: BTreeMap::new(),
-            callback_channel: None,
-            callback_template: None,
-            callback_priority: None,
-        }
-    }
-}
-
 /// How colliding follow-ups of one contact are ranked and deferred.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default)]
@@ -248,24 +201,6 @@ impl Default for ArbitrationConfig {
             budget: None,
         }
     }
-}
-
-/// The per-contact solicitation budget (seed 004: not the newsletter, a
-/// seminar invitation and a sales call on the same day).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
-pub struct BudgetConfig {
-    /// Sends allowed per window.
-    pub count: u32,
-    /// Whole calendar days in the contact's time zone (`1d`: per day).
-    #[serde(default = "one_day")]
-    pub window: Duration,
-    /// Only this channel's sends count and are held; all channels when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel: Option<String>,
-}
-
-fn one_day() -> Duration {
-    Duration(chrono::Duration::days(1))
 }
 
 /// A configuration built in code is invalid (file errors come with positions
@@ -459,16 +394,6 @@ impl CompiledFollowups {
     /// look-back).
     pub fn callback_lookback(&self) -> chrono::Duration {
         default_lookback().0
-    }
-
-    /// The `[followups]` of a loaded configuration, with the priorities of
-    /// `[fatigue.priorities]` unless `[followups.arbitration]` sets its own.
-    pub fn from_config(config: &crate::config::Config) -> Result<Self, FollowupsError> {
-        let mut compiled = config.followups.compile()?;
-        if config.followups.arbitration.priorities.is_none() {
-            compiled.priorities = config.fatigue.priorities;
-        }
-        Ok(compiled)
     }
 }
 

@@ -5,7 +5,7 @@
 //! Re-planning is safe: rows are keyed by their idempotency key.
 
 use super::arbitrate::{Arbitrated, Arbitration, Outcome, arbitrate};
-use super::config::{CALLBACK, CompiledFollowups};
+use super::config::{CALLBACK, CompiledFollowups, FollowupsError};
 use super::memo::{HistoryMemo, MemoRules};
 use super::plan::{
     Broadcast, BroadcastSpec, ContactView, Occurrence, PastPlan, PlanState, Planned, last_contact,
@@ -103,6 +103,18 @@ pub struct PlanLine {
     pub until: Option<Timestamp>,
     /// Already in the outbox (planned by an earlier pass).
     pub pending: bool,
+}
+
+impl CompiledFollowups {
+    /// The `[followups]` of a loaded configuration, with the priorities of
+    /// `[fatigue.priorities]` unless `[followups.arbitration]` sets its own.
+    pub fn from_config(config: &Config) -> Result<Self, FollowupsError> {
+        let mut compiled = config.followups.compile()?;
+        if config.followups.arbitration.priorities.is_none() {
+            compiled.priorities = config.fatigue.priorities;
+        }
+        Ok(compiled)
+    }
 }
 
 /// What a pass did, for the run log.

@@ -7,7 +7,7 @@ use super::config::{
     CALLBACK, Callback, CompiledFollowups, FollowupsError, Nurture, StepFrom, TriggerOn,
 };
 use crate::condition::{Condition, ConditionConfig, Scope, Standing, Subject};
-use crate::config::{Issues, KeyPath};
+use crate::config::path::{Issues, KeyPath};
 use crate::model::{Company, Contact, Event, FollowUpKind, Timestamp};
 pub use crate::outbox::Occurrence;
 use crate::outbox::{NewSend, Payload, idempotency_key};

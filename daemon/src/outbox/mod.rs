@@ -6,7 +6,7 @@
 //! that died is claimed again when its lease expires, and is sent again with
 //! the same idempotency key, so the receiver can de-duplicate.
 
-mod config;
+pub mod config;
 pub mod dispatch;
 pub mod waiting;
 

@@ -45,7 +45,7 @@ pub fn deliver_request(
         .is_some_and(|c| c.plugin == "email");
     let tracked = is_email && config.api.enabled && !config.api.public_url.is_empty();
     if tracked {
-        let unsubscribe = crate::api::tracking::unsubscribe_link(
+        let unsubscribe = crate::links::unsubscribe_link(
             &config.api.public_url,
             &row.idem_key,
             &row.contact,
@@ -89,7 +89,7 @@ pub fn deliver_request(
             html: rendered.html,
         };
         if tracked {
-            crate::api::tracking::decorate(
+            crate::links::decorate(
                 &mut request.message,
                 &config.api.public_url,
                 &row.idem_key,
