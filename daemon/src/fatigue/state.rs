@@ -243,10 +243,7 @@ impl ContactState {
         channel: ChannelId,
         at: Timestamp,
     ) -> Result<(), StateError> {
-        let cost = guard
-            .channel_cost(channel)
-            .ok_or(StateError::UnknownChannel(channel.0))?;
-        self.fold(guard, cost, Some(channel), at)
+        self.charge_send(guard, channel, at, true)
     }
 
     /// [`ContactState::charge`] for an exempt send: its fatigue cost, and
@@ -257,10 +254,20 @@ impl ContactState {
         channel: ChannelId,
         at: Timestamp,
     ) -> Result<(), StateError> {
+        self.charge_send(guard, channel, at, false)
+    }
+
+    fn charge_send(
+        &mut self,
+        guard: &Guard,
+        channel: ChannelId,
+        at: Timestamp,
+        solicitation: bool,
+    ) -> Result<(), StateError> {
         let cost = guard
             .channel_cost(channel)
             .ok_or(StateError::UnknownChannel(channel.0))?;
-        self.fold(guard, cost, None, at)
+        self.fold(guard, cost, solicitation.then_some(channel), at)
     }
 
     /// Records a send for the caps only, without fatigue: for restoring a

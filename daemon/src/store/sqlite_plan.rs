@@ -8,12 +8,15 @@ use super::sqlite::{
 use super::sqlite_outbox::{ROW_COLUMNS, read_row};
 use super::sqlite_scores::{CHANGE_COLUMNS, read_change, stored_from_row};
 use super::{PassMark, PlanInput, PlanRead, PlanStore, PlanWrite, StoreError};
-use crate::fatigue::Verdict;
+use crate::fatigue::{EXEMPT_PROP, Verdict};
 use crate::followups::BroadcastSpec;
 use crate::model::{Company, Contact, Event, Timestamp};
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// How an exempt send's mark reads in stored props (compact JSON).
+const EXEMPT_MARK: &str = "\"exempt\":true";
 
 impl PlanStore for SqliteStore {
     fn plan_candidates(
@@ -387,13 +390,18 @@ fn read_batch(
             let kind: String = r.get(2)?;
             let at = from_micros(at)?;
             // Older events are only folded: no id, contact or props (but
-            // a call's outcome) to carry.
+            // a call's outcome, and the mark of an exempt send) to carry.
             let event = if older {
+                let text = r.get_ref(5)?.as_str().map_err(corrupt)?;
                 Event {
                     id: None,
                     contact: String::new(),
                     props: if kind == read.props_of {
-                        decode_props(r.get_ref(5)?.as_str().map_err(corrupt)?)?
+                        decode_props(text)?
+                    } else if text.contains(EXEMPT_MARK) {
+                        let mut props = serde_json::Map::new();
+                        props.insert(EXEMPT_PROP.into(), true.into());
+                        props
                     } else {
                         serde_json::Map::new()
                     },
