@@ -476,3 +476,88 @@ fn a_signal_between_two_distant_passes_is_not_missed() {
     let call = row(&rows, "p", "email_click_call").expect("the Tuesday click is followed up");
     assert_eq!(call["state"], "sent", "{call}");
 }
+
+/// Exempt follow-ups (issue 14): an acknowledgment of an unsubscribe form
+/// is transactional (`exempt_when`), the same acknowledgment of a contact
+/// form is not. On a Tuesday with a click (the sales call takes the day's
+/// budget), the exempt acknowledgment still goes out that day; the other
+/// waits for Wednesday 08:00 in Paris. An exempt send leaves the budget to
+/// the next solicitation of the day.
+#[test]
+fn an_exempt_follow_up_goes_out_the_day_the_budget_is_taken() {
+    let (received, port, _rt) = receiver();
+    let env = Env::new();
+    shipped(&env, port);
+    let text = std::fs::read_to_string(env.path("relance.toml")).unwrap();
+    env.write(
+        "relance.toml",
+        &format!(
+            "{text}\n[templates.form_ack]\nchannel = \"email\"\nsubject = \"Received\"\ntext = \"We got your request.\"\n\n\
+             [[followups.triggers]]\nname = \"form_ack\"\nevent = \"form_submit\"\n\
+             exempt_when = {{ field = \"event.props.form\", eq = \"unsubscribe\" }}\ncooldown = \"1s\"\n\
+             action = {{ channel = \"email\", template = \"form_ack\" }}\n"
+        ),
+    );
+    env.import_text(
+        "contacts",
+        "c.csv",
+        "id,email,status,timezone\np,p@example.com,suspect,Europe/Paris\nq,q@example.com,suspect,Europe/Paris\n",
+    );
+    env.import_text(
+        "events",
+        "e.jsonl",
+        concat!(
+            r#"{"contact":"p","type":"email_click","at":"2026-11-17T09:00:00Z"}"#, "\n",
+            r#"{"id":"p-unsub","contact":"p","type":"form_submit","at":"2026-11-17T09:30:00Z","props":{"form":"unsubscribe"}}"#, "\n",
+            r#"{"id":"p-contact","contact":"p","type":"form_submit","at":"2026-11-17T09:40:00Z","props":{"form":"contact"}}"#, "\n",
+            r#"{"id":"q-unsub","contact":"q","type":"form_submit","at":"2026-11-17T09:30:00Z","props":{"form":"unsubscribe"}}"#, "\n",
+            r#"{"contact":"q","type":"email_click","at":"2026-11-17T09:40:00Z"}"#, "\n",
+        ),
+    );
+    once(&env, "2026-11-17T10:01:00Z");
+    once(&env, "2026-11-17T10:05:00Z");
+    let rows = outbox(&env);
+    let acks = |contact: &str| -> Vec<(bool, String, String)> {
+        let mut v: Vec<_> = rows
+            .iter()
+            .filter(|r| r["contact"] == contact && r["followup"] == "form_ack")
+            .map(|r| {
+                (
+                    r["payload"]["exempt"] == true,
+                    r["state"].as_str().unwrap().to_string(),
+                    r["due_at"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let call = row(&rows, "p", "email_click_call").expect("p's call");
+    assert_eq!(call["state"], "sent", "{call}");
+    // Tuesday: the call and the exempt acknowledgment; Wednesday 08:00
+    // Paris for the other one.
+    let p = acks("p");
+    assert_eq!(p.len(), 2, "{rows:#?}");
+    assert_eq!((p[0].0, p[0].1.as_str()), (false, "deferred"), "{p:?}");
+    assert_eq!(p[0].2, "2026-11-18T07:00:00Z");
+    assert_eq!((p[1].0, p[1].1.as_str()), (true, "sent"), "{p:?}");
+    // q: the exempt acknowledgment first, then the call, the same day.
+    assert_eq!(acks("q")[0].1, "sent");
+    assert_eq!(
+        row(&rows, "q", "email_click_call").unwrap()["state"],
+        "sent"
+    );
+    assert_eq!(delivered(&received).len(), 4);
+
+    once(&env, "2026-11-18T06:59:59Z");
+    assert_eq!(delivered(&received).len(), 4, "not before the slot");
+    once(&env, "2026-11-18T07:00:00Z");
+    let rows = outbox(&env);
+    let p: Vec<_> = rows
+        .iter()
+        .filter(|r| r["contact"] == "p" && r["followup"] == "form_ack")
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(p, ["sent", "sent"]);
+    assert_eq!(delivered(&received).len(), 5);
+}

@@ -16,7 +16,7 @@ use relance::config::Config;
 use relance::ingest::Patch;
 use relance::model::{FollowUpKind, Timestamp};
 use relance::outbox::dispatch::Dispatcher;
-use relance::outbox::{NewSend, idempotency_key};
+use relance::outbox::{NewSend, Payload, idempotency_key};
 use relance::plugins::{PluginHost, builtin_tables};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -101,7 +101,7 @@ batch = 500
                 priority: 20,
                 channel: "hook".into(),
                 due_at: now,
-                payload: serde_json::json!({ "template": "news" }),
+                payload: Payload::template("news"),
             }
         })
         .collect();

@@ -120,7 +120,7 @@ fn main() {
             counts[match d.decision {
                 Verdict::Allow => 0,
                 Verdict::Defer => 1,
-                Verdict::Block => 2,
+                Verdict::Drop | Verdict::Block => 2,
             }] += 1;
             black_box(&d);
         }
@@ -140,7 +140,7 @@ fn main() {
         let k = match d.decision {
             Verdict::Allow => 0,
             Verdict::Defer => 1,
-            Verdict::Block => 2,
+            Verdict::Drop | Verdict::Block => 2,
         };
         spent[k] += ns;
         seen[k] += 1;

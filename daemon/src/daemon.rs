@@ -9,7 +9,8 @@
 
 use crate::api::ApiState;
 use crate::clock::Clock;
-use crate::config::{Config, ConfigErrors, Job};
+use crate::config::sections::Job;
+use crate::config::{Config, ConfigErrors};
 use crate::followups;
 use crate::metrics::Metrics;
 use crate::model::Timestamp;

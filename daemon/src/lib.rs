@@ -15,6 +15,7 @@ pub mod fatigue;
 pub mod followups;
 pub mod ingest;
 pub mod limits;
+pub mod links;
 pub mod metrics;
 pub mod model;
 pub mod outbox;

@@ -33,8 +33,7 @@ pub const CALL_CODES: [&str; 11] = [
     "ERR",
 ];
 
-/// The plugin name of the task channel.
-pub const PLUGIN: &str = "task";
+pub use crate::plugins::builtin::TASK_PLUGIN;
 
 /// A call task, as the call desk sees it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -53,13 +52,13 @@ pub struct Task {
     pub text: Option<String>,
     /// When the call should be made by.
     pub due: Timestamp,
-    pub outcome: Option<Outcome>,
+    pub outcome: Option<CallOutcome>,
 }
 
 /// What a call gave.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Outcome {
+pub struct CallOutcome {
     /// A call result code: RAPP, NRP, OCC, REFUS, REFUS COMM, RDV, PISTE,
     /// PROJET, MAIL, HORS CIBLE, ERR (or one listed under `[followups.calls]`).
     pub code: String,
@@ -96,7 +95,7 @@ pub fn channels(config: &Config) -> Vec<String> {
     config
         .channels
         .iter()
-        .filter(|(_, c)| c.plugin == PLUGIN)
+        .filter(|(_, c)| c.plugin == TASK_PLUGIN)
         .map(|(n, _)| n.clone())
         .collect()
 }
@@ -186,16 +185,12 @@ fn task_row(store: &dyn Store, config: &Config, id: &str) -> Result<Row, TaskErr
 }
 
 fn view(store: &dyn Store, config: &Config, row: Row, now: Timestamp) -> Result<Task, TaskError> {
-    let due = row
-        .payload
-        .get("deadline")
-        .and_then(|d| serde_json::from_value::<Timestamp>(d.clone()).ok())
-        .unwrap_or(row.first_due);
+    let due = row.payload.deadline.unwrap_or(row.first_due);
     let outcome = store
         .event_by_dedup(&dedup(&row.idem_key))?
         .map(|(props, at)| {
             let s = |k: &str| props.get(k).and_then(|v| v.as_str()).map(str::to_owned);
-            Outcome {
+            CallOutcome {
                 code: s("outcome").unwrap_or_default(),
                 note: s("note"),
                 callback_at: props
@@ -243,7 +238,7 @@ pub fn record(
     store: &dyn Store,
     config: &Config,
     id: &str,
-    outcome: &Outcome,
+    outcome: &CallOutcome,
     now: Timestamp,
 ) -> Result<Task, TaskError> {
     let code = outcome.code.trim().to_uppercase();

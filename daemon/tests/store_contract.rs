@@ -7,7 +7,7 @@
 use chrono::{DateTime, Duration, Utc};
 use relance::ingest::{Incoming, Patch};
 use relance::model::{Contact, Event, FollowUpKind, Timestamp};
-use relance::outbox::{NewSend, Row, Settlement, idempotency_key};
+use relance::outbox::{NewSend, Payload, Row, Settlement, idempotency_key};
 use relance::store::{
     Admission, AdmissionVerdict, Append, PassMark, ScoreWrite, SqliteStore, StoreHandle,
     StoredChange, Upsert,
@@ -93,7 +93,7 @@ fn send(contact: &str, step: usize, channel: &str) -> NewSend {
         priority: 10,
         channel: channel.into(),
         due_at: now(),
-        payload: serde_json::json!({"template": "nurture_welcome"}),
+        payload: Payload::template("nurture_welcome"),
     }
 }
 

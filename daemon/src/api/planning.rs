@@ -44,6 +44,10 @@ pub struct NewBroadcast {
     #[schema(value_type = String, format = DateTime)]
     pub end: Timestamp,
     pub priority: Option<u32>,
+    /// Transactional (a service notice): not a solicitation, so fatigue,
+    /// caps and the daily budget let it pass; the send windows still hold.
+    #[serde(default)]
+    pub exempt: bool,
 }
 
 /// The body of `POST /v1/broadcasts`, checked: the same statuses as the
@@ -134,6 +138,7 @@ pub async fn post_broadcasts(
         start: b.start.unwrap_or(now),
         end: b.end,
         priority: b.priority,
+        exempt: b.exempt,
     };
     if let Err(e) = spec.compile() {
         let message = e.0.join("; ");

@@ -4,7 +4,7 @@
 
 use super::ApiState;
 use super::error::{ApiError, ErrorBody, ErrorDetail};
-use crate::tasks::{self, Outcome, Task, TaskError};
+use crate::tasks::{self, CallOutcome, Task, TaskError};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -97,7 +97,7 @@ pub async fn get_tasks(
 pub async fn post_outcome(
     State(state): State<ApiState>,
     Path(id): Path<String>,
-    body: Result<Json<Outcome>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<CallOutcome>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Task>, Response> {
     let Json(outcome) = body.map_err(|e| ApiError::bad_request(e.body_text()).into_response())?;
     let config = state.config();

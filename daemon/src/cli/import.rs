@@ -95,7 +95,7 @@ pub(super) fn load(
                 Kind::Company => store.upsert_companies(batch),
                 Kind::Deal => store.upsert_deals(batch),
             };
-            import(lines, store, &mut summary, write, upsert_outcome)?;
+            import(lines, store, &mut summary, write, upsert_applied)?;
         }
         None => {
             if format == Format::Csv && file.extension().is_some_and(|e| e == "csv") {
@@ -113,7 +113,7 @@ pub(super) fn load(
                 store,
                 &mut summary,
                 |s, b| s.append_events(b),
-                append_outcome,
+                append_applied,
             )?;
         }
     }
@@ -121,27 +121,27 @@ pub(super) fn load(
     Ok(summary)
 }
 
-enum Outcome {
+enum Applied {
     Inserted,
     Updated,
     Unchanged,
     Rejected(String),
 }
 
-fn upsert_outcome(u: Upsert) -> Outcome {
+fn upsert_applied(u: Upsert) -> Applied {
     match u {
-        Upsert::Inserted => Outcome::Inserted,
-        Upsert::Updated => Outcome::Updated,
-        Upsert::Unchanged => Outcome::Unchanged,
-        Upsert::Rejected(r) => Outcome::Rejected(r),
+        Upsert::Inserted => Applied::Inserted,
+        Upsert::Updated => Applied::Updated,
+        Upsert::Unchanged => Applied::Unchanged,
+        Upsert::Rejected(r) => Applied::Rejected(r),
     }
 }
 
-fn append_outcome(a: Append) -> Outcome {
+fn append_applied(a: Append) -> Applied {
     match a {
-        Append::Inserted => Outcome::Inserted,
-        Append::Duplicate => Outcome::Unchanged,
-        Append::Rejected(r) => Outcome::Rejected(r),
+        Append::Inserted => Applied::Inserted,
+        Append::Duplicate => Applied::Unchanged,
+        Append::Rejected(r) => Applied::Rejected(r),
     }
 }
 
@@ -150,7 +150,7 @@ fn import<T, O>(
     store: &dyn Store,
     summary: &mut Summary,
     write: impl Fn(&dyn Store, &[T]) -> Result<Vec<O>, StoreError>,
-    outcome: impl Fn(O) -> Outcome,
+    outcome: impl Fn(O) -> Applied,
 ) -> Result<(), Failure> {
     let mut batch: Vec<T> = Vec::with_capacity(BATCH);
     let mut numbers: Vec<u64> = Vec::with_capacity(BATCH);
@@ -164,10 +164,10 @@ fn import<T, O>(
         let results = write(store, batch).map_err(anyhow::Error::from)?;
         for (line, result) in numbers.iter().zip(results) {
             match outcome(result) {
-                Outcome::Inserted => summary.inserted += 1,
-                Outcome::Updated => summary.updated += 1,
-                Outcome::Unchanged => summary.unchanged += 1,
-                Outcome::Rejected(reason) => summary.rejected.push(LineError {
+                Applied::Inserted => summary.inserted += 1,
+                Applied::Updated => summary.updated += 1,
+                Applied::Unchanged => summary.unchanged += 1,
+                Applied::Rejected(reason) => summary.rejected.push(LineError {
                     line: *line,
                     reason,
                 }),

@@ -84,6 +84,10 @@ pub struct CreateArgs {
     /// Overrides the event-driven priority.
     #[arg(long)]
     priority: Option<u32>,
+    /// Transactional (a service notice): fatigue, caps and the daily budget
+    /// let it pass; the send windows still hold.
+    #[arg(long)]
+    exempt: bool,
     #[arg(long)]
     json: bool,
 }
@@ -148,6 +152,7 @@ fn create(config: &Config, clock: &Clock, a: &CreateArgs) -> Result<u8, Failure>
         start: a.start.unwrap_or_else(|| clock.now()),
         end: a.end,
         priority: a.priority,
+        exempt: a.exempt,
     };
     spec.compile()
         .map_err(|e| Failure::Input(format!("broadcast: {}", e.0.join("; "))))?;

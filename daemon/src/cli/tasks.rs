@@ -4,7 +4,7 @@
 use super::{Failure, exit, open_store, output};
 use relance::clock::Clock;
 use relance::config::Config;
-use relance::tasks::{self, Outcome, TaskError};
+use relance::tasks::{self, CallOutcome, TaskError};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Action {
@@ -73,7 +73,7 @@ pub fn run(config: &Config, clock: &Clock, action: &Action) -> Result<u8, Failur
             json,
         } => {
             let store = open_store(config)?;
-            let outcome = Outcome {
+            let outcome = CallOutcome {
                 code: code.clone(),
                 note: note.clone(),
                 callback_at: *callback_at,

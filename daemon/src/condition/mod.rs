@@ -58,7 +58,8 @@ mod literal;
 pub use field::Field;
 pub use literal::Literal;
 
-use crate::config::{Duration, Issues, KeyPath};
+use crate::config::duration::Duration;
+use crate::config::path::{Issues, KeyPath};
 use crate::model::{Company, Contact, Deal, Event, Timestamp};
 use regex::Regex;
 use serde::{Deserialize, Serialize};

@@ -6,25 +6,28 @@
 //! checks references between sections. Every problem is reported with the
 //! file, line and column it comes from.
 
+// Primitives: sections (here and in the domain modules) import these and
+// nothing above them; this file assembles the sections into `Config`.
 mod document;
 pub mod duration;
-mod error;
-mod path;
-mod sections;
+pub mod error;
+pub mod path;
+pub mod sections;
 
 pub use duration::Duration;
 pub use error::{ConfigError, ConfigErrors};
-pub use path::{Issues, KeyPath, Seg, Validate};
+pub use path::{Issues, KeyPath, Seg, Validate, resolve};
 pub use sections::{
     ApiConfig, ChannelConfig, ConsentDefault, DaemonConfig, Job, LogConfig, LogFormat, Misfire,
     ScheduleConfig, StoreConfig, TemplateConfig,
 };
 
-use crate::fatigue::FatigueConfig;
-use crate::followups::FollowupsConfig;
-use crate::outbox::OutboxConfig;
-use crate::plugins::PluginsConfig;
-use crate::scoring::ScoringConfig;
+use crate::fatigue::config::FatigueConfig;
+use crate::followups::config::FollowupsConfig;
+use crate::ingest::range::IngestConfig;
+use crate::outbox::config::OutboxConfig;
+use crate::plugins::config::PluginsConfig;
+use crate::scoring::config::ScoringConfig;
 use document::{Span, line_col, locate, path_at};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
@@ -52,7 +55,7 @@ pub struct Config {
     pub followups: FollowupsConfig,
     pub api: ApiConfig,
     pub daemon: DaemonConfig,
-    pub ingest: crate::ingest::IngestConfig,
+    pub ingest: IngestConfig,
     /// `[templating]`: the folder of template files, the default language.
     pub templating: crate::templates::TemplatingConfig,
     /// Every template compiled once at load (and at SIGHUP).
@@ -137,7 +140,7 @@ impl Config {
         let followups = loader.section::<FollowupsConfig>(&root, "followups");
         let api = loader.section::<ApiConfig>(&root, "api");
         let daemon = loader.section::<DaemonConfig>(&root, "daemon");
-        let ingest = loader.section::<crate::ingest::IngestConfig>(&root, "ingest");
+        let ingest = loader.section::<IngestConfig>(&root, "ingest");
         let templating = loader.section::<crate::templates::TemplatingConfig>(&root, "templating");
 
         let (
@@ -215,7 +218,7 @@ impl Config {
     /// Checks that what one section names exists in another.
     fn check_references(&self, issues: &mut Issues) {
         let root = KeyPath::root();
-        let builtin = crate::plugins::builtin_names();
+        let builtin = crate::plugins::builtin::builtin_names();
         for (name, channel) in &self.channels {
             if !builtin.contains(&channel.plugin)
                 && !self.plugins.load.contains_key(&channel.plugin)
@@ -308,16 +311,6 @@ impl Config {
     pub fn store_path(&self) -> PathBuf {
         resolve(&self.file, &self.store.path)
     }
-}
-
-/// `path` relative to the folder of `config_file` unless absolute.
-pub fn resolve(config_file: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        return path.to_path_buf();
-    }
-    config_file
-        .parent()
-        .map_or_else(|| path.to_path_buf(), |dir| dir.join(path))
 }
 
 fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {

@@ -2,6 +2,7 @@
 //! to point every error at a file, line and column.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Seg {
@@ -70,4 +71,14 @@ impl Issues {
 /// checks itself; cross-section references are checked by `Config`.
 pub trait Validate {
     fn validate(&self, at: &KeyPath, issues: &mut Issues);
+}
+
+/// `path` relative to the folder of `config_file` unless absolute.
+pub fn resolve(config_file: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    config_file
+        .parent()
+        .map_or_else(|| path.to_path_buf(), |dir| dir.join(path))
 }

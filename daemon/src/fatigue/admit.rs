@@ -1,29 +1,70 @@
-//! The guard in front of the outbox: turns its decision for one outbox row
-//! into what the store records in the claim transaction. Pure.
+//! The guard in front of the outbox: turns its decision for one pending
+//! send into what the store records in the claim transaction. Pure: plain
+//! data in ([`Candidate`]), an [`Admission`] out.
 
 use super::guard::{Decision, Guard, Proposal, Verdict};
 use super::state::ContactState;
 use crate::config::Config;
-use crate::model::{Contact, Event, Timestamp};
-use crate::outbox::Row;
-use crate::store::{Admission, AdmissionVerdict};
+use crate::model::{Contact, Event, FollowUpKind, Timestamp};
 use serde_json::json;
 
-/// Decides `row` for `contact`, whose events and in-flight reservations are
-/// `weighs` (oldest first).
+/// A pending send put to the guard at claim time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Candidate<'a> {
+    pub channel: &'a str,
+    pub kind: FollowUpKind,
+    pub priority: i32,
+    /// Transactional: passes fatigue, caps and the budget (not the windows).
+    pub exempt: bool,
+    /// When it was first due: the maximum deferral counts from here.
+    pub first_due: Timestamp,
+}
+
+/// The guard's answer for one pending send, as the store records it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Admission {
+    pub verdict: AdmissionVerdict,
+    /// Machine-readable reasons, logged as they are.
+    pub reasons: serde_json::Value,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum AdmissionVerdict {
+    /// Claim the row and reserve a send recorded as `event_type`.
+    Allow {
+        event_type: String,
+    },
+    Defer {
+        until: Timestamp,
+    },
+    Block,
+}
+
+impl AdmissionVerdict {
+    pub fn verdict(&self) -> Verdict {
+        match self {
+            AdmissionVerdict::Allow { .. } => Verdict::Allow,
+            AdmissionVerdict::Defer { .. } => Verdict::Defer,
+            AdmissionVerdict::Block => Verdict::Block,
+        }
+    }
+}
+
+/// Decides `send` for `contact`, whose events and in-flight reservations
+/// are `weighs` (oldest first).
 pub fn admit(
     guard: &Guard,
     config: &Config,
-    row: &Row,
+    send: &Candidate<'_>,
     contact: &Contact,
     weighs: &[Event],
     now: Timestamp,
 ) -> Admission {
-    let Some(channel) = guard.channel(&row.channel) else {
-        return block(json!([{ "rule": "unknown_channel", "channel": row.channel }]));
+    let Some(channel) = guard.channel(send.channel) else {
+        return block(json!([{ "rule": "unknown_channel", "channel": send.channel }]));
     };
-    let Some(event_type) = config.channels.get(&row.channel).map(|c| c.event.clone()) else {
-        return block(json!([{ "rule": "unknown_channel", "channel": row.channel }]));
+    let Some(event_type) = config.channels.get(send.channel).map(|c| c.event.clone()) else {
+        return block(json!([{ "rule": "unknown_channel", "channel": send.channel }]));
     };
     // Only what happened by `now` weighs (an event imported with a later
     // instant counts from then on).
@@ -33,14 +74,10 @@ pub fn admit(
     };
     let proposal = Proposal {
         channel,
-        kind: row.kind,
-        priority: u32::try_from(row.priority).ok(),
-        exempt: row
-            .payload
-            .get("exempt")
-            .and_then(serde_json::Value::as_bool)
-            .unwrap_or(false),
-        first_proposed: Some(row.first_due),
+        kind: send.kind,
+        priority: u32::try_from(send.priority).ok(),
+        exempt: send.exempt,
+        first_proposed: Some(send.first_due),
     };
     let decision = guard.decide(&proposal, &state, now);
     let reasons = serde_json::to_value(&decision.reasons)
@@ -55,7 +92,7 @@ fn verdict(decision: &Decision, event_type: String) -> AdmissionVerdict {
     match (decision.decision, decision.until) {
         (Verdict::Allow, _) => AdmissionVerdict::Allow { event_type },
         (Verdict::Defer, Some(until)) => AdmissionVerdict::Defer { until },
-        (Verdict::Defer, None) | (Verdict::Block, _) => AdmissionVerdict::Block,
+        (Verdict::Defer, None) | (Verdict::Drop | Verdict::Block, _) => AdmissionVerdict::Block,
     }
 }
 
@@ -70,8 +107,7 @@ fn block(reasons: serde_json::Value) -> Admission {
 mod tests {
     use super::*;
     use crate::ingest::{Format, Kind, read_lines};
-    use crate::model::FollowUpKind;
-    use crate::outbox::{NewSend, Settlement, State, idempotency_key};
+    use crate::outbox::{NewSend, Payload, Settlement, State, idempotency_key};
     use crate::store::StoreHandle;
     use std::path::Path;
     use std::sync::{Arc, Barrier};
@@ -110,7 +146,7 @@ mod tests {
             priority: 20,
             channel: "email".into(),
             due_at: now(),
-            payload: json!({}),
+            payload: Payload::default(),
         }
     }
 
@@ -152,7 +188,7 @@ mod tests {
                     loop {
                         let rows = store
                             .claim_due(now(), lease, 1, &owner, &mut |row, contact, weighs| {
-                                admit(&guard, &cfg, row, contact, weighs, now())
+                                admit(&guard, &cfg, &row.candidate(), contact, weighs, now())
                             })
                             .expect("claim");
                         let depth = store.outbox_depth().expect("depth");
@@ -171,7 +207,10 @@ mod tests {
         assert_eq!((depth[&State::Claimed], depth[&State::Deferred]), (2, 6));
         let decisions = store.decisions(Some("p"), 100).expect("log");
         assert_eq!(decisions.len(), 8, "every decision is logged");
-        let deferred: Vec<_> = decisions.iter().filter(|d| d.decision == "defer").collect();
+        let deferred: Vec<_> = decisions
+            .iter()
+            .filter(|d| d.decision == Verdict::Defer)
+            .collect();
         assert_eq!(deferred.len(), 6);
         // The cap frees seven days after the first send.
         assert!(
@@ -211,7 +250,7 @@ mod tests {
                     barrier.wait();
                     store
                         .claim_due(now(), lease, 1, &format!("w{w}"), &mut |row, c, weighs| {
-                            admit(&guard, &cfg, row, c, weighs, now())
+                            admit(&guard, &cfg, &row.candidate(), c, weighs, now())
                         })
                         .expect("claim")
                         .len()
@@ -221,7 +260,10 @@ mod tests {
         let claimed: usize = handles.into_iter().map(|h| h.join().expect("worker")).sum();
         assert_eq!(claimed, 1, "one solicitation a day");
         let decisions = store.decisions(Some("p"), 10).expect("log");
-        let deferred: Vec<_> = decisions.iter().filter(|d| d.decision == "defer").collect();
+        let deferred: Vec<_> = decisions
+            .iter()
+            .filter(|d| d.decision == Verdict::Defer)
+            .collect();
         assert_eq!(deferred.len(), 1, "{decisions:?}");
         assert!(deferred[0].reasons.to_string().contains("\"budget\""));
         // Tuesday 17 November in Paris is full; Wednesday opens at 00:00
@@ -244,7 +286,7 @@ mod tests {
         let lease = now() + chrono::Duration::minutes(5);
         let rows = store
             .claim_due(now(), lease, 10, "a", &mut |row, contact, weighs| {
-                admit(&guard, &cfg, row, contact, weighs, now())
+                admit(&guard, &cfg, &row.candidate(), contact, weighs, now())
             })
             .expect("claim");
         assert_eq!(rows.len(), 2);

@@ -3,7 +3,8 @@
 //! Points are written as decimals for people but computed in fixed point
 //! (milli-points), so every amount must have at most three decimals.
 
-use crate::config::{Duration, Issues, KeyPath, Validate};
+use crate::config::duration::Duration;
+use crate::config::path::{Issues, KeyPath, Validate};
 use chrono_tz::Tz;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::{BTreeMap, BTreeSet};
@@ -468,6 +469,24 @@ impl FatigueConfig {
             issues.push(at.key("tolerance"), "at most 4 (there are five categories)");
         }
     }
+}
+
+/// The per-contact solicitation budget (seed 004: not the newsletter, a
+/// seminar invitation and a sales call on the same day).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct BudgetConfig {
+    /// Sends allowed per window.
+    pub count: u32,
+    /// Whole calendar days in the contact's time zone (`1d`: per day).
+    #[serde(default = "one_day")]
+    pub window: Duration,
+    /// Only this channel's sends count and are held; all channels when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+fn one_day() -> Duration {
+    Duration(chrono::Duration::days(1))
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@ use super::config::{FatigueConfig, MAX_CHANNELS, Priorities, RECENT_SENDS, to_mi
 use super::points::{DecayRate, FatiguePoints, UNITS_PER_MILLI, instant, secs};
 use super::state::ContactState;
 use super::window::{Window, Windows, day_start, local};
-use crate::config::{ChannelConfig, Config, ConsentDefault, Duration};
+use crate::config::Config;
+use crate::config::duration::Duration;
+use crate::config::sections::{ChannelConfig, ConsentDefault};
 use crate::model::Timestamp;
 use chrono::{Days, NaiveDate, NaiveDateTime};
 use chrono_tz::Tz;
@@ -101,12 +103,50 @@ impl Proposal {
     }
 }
 
+/// What is decided for one follow-up: the one word the guard, the
+/// arbitration, the claim and the decision log use. The guard answers
+/// allow, defer or block; only the arbitration drops (deferred too long).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Allow,
     Defer,
+    Drop,
     Block,
+}
+
+impl Verdict {
+    pub const ALL: [Verdict; 4] = [
+        Verdict::Allow,
+        Verdict::Defer,
+        Verdict::Drop,
+        Verdict::Block,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Defer => "defer",
+            Verdict::Drop => "drop",
+            Verdict::Block => "block",
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Verdict {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Verdict::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| format!("unknown verdict `{s}`, expected allow, defer, drop or block"))
+    }
 }
 
 /// The guard's answer; `until` is set for `defer` only. Serialized as
@@ -335,10 +375,7 @@ impl Guard {
     }
 
     /// Adds the per-contact solicitation budget to the rules.
-    pub fn with_budget(
-        mut self,
-        config: &crate::followups::config::BudgetConfig,
-    ) -> Result<Self, GuardError> {
+    pub fn with_budget(mut self, config: &super::config::BudgetConfig) -> Result<Self, GuardError> {
         let channel = match &config.channel {
             Some(name) => Some(
                 self.channel(name)

@@ -27,7 +27,7 @@ pub use config::FatigueConfig;
 pub use guard::{ChannelId, Decision, FollowUpKind, Guard, GuardError, Proposal, Reason, Verdict};
 pub use matrix::{Misfit, PressureCategory, PressureMatrix, PressureSample, ValueTier};
 pub use points::{DecayRate, Fatigue, FatiguePoints, OutOfOrder};
-pub use state::{ContactState, Reach, RecentSends, StateError};
+pub use state::{ContactState, EXEMPT_PROP, Reach, RecentSends, StateError};
 
 #[cfg(test)]
 mod tests;

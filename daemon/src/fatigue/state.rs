@@ -20,6 +20,10 @@ pub enum StateError {
     UnknownChannel(u8),
 }
 
+/// The event prop that marks a send as exempt (set by the store on the
+/// events that record exempt sends).
+pub const EXEMPT_PROP: &str = "exempt";
+
 /// The last sends the caps still need, oldest first: for each cap only the
 /// last `limit` matching sends inside its window matter, so the configured
 /// limits bound the size (checked by the configuration).
@@ -201,7 +205,10 @@ impl ContactState {
             );
             return Ok(());
         }
-        let send = effect.send.map(|default| {
+        // An exempt send is no solicitation: it costs fatigue like any
+        // send but is not counted by the caps and the budget.
+        let solicitation = event.props.get(EXEMPT_PROP) != Some(&serde_json::Value::Bool(true));
+        let send = effect.send.filter(|_| solicitation).map(|default| {
             event
                 .channel
                 .as_deref()
@@ -236,10 +243,31 @@ impl ContactState {
         channel: ChannelId,
         at: Timestamp,
     ) -> Result<(), StateError> {
+        self.charge_send(guard, channel, at, true)
+    }
+
+    /// [`ContactState::charge`] for an exempt send: its fatigue cost, and
+    /// no mark for the caps and the budget (it is no solicitation).
+    pub fn charge_exempt(
+        &mut self,
+        guard: &Guard,
+        channel: ChannelId,
+        at: Timestamp,
+    ) -> Result<(), StateError> {
+        self.charge_send(guard, channel, at, false)
+    }
+
+    fn charge_send(
+        &mut self,
+        guard: &Guard,
+        channel: ChannelId,
+        at: Timestamp,
+        solicitation: bool,
+    ) -> Result<(), StateError> {
         let cost = guard
             .channel_cost(channel)
             .ok_or(StateError::UnknownChannel(channel.0))?;
-        self.fold(guard, cost, Some(channel), at)
+        self.fold(guard, cost, solicitation.then_some(channel), at)
     }
 
     /// Records a send for the caps only, without fatigue: for restoring a

@@ -6,7 +6,7 @@
 
 use super::config::ArbitrationConfig;
 use super::plan::Planned;
-use crate::config::Duration;
+use crate::config::duration::Duration;
 use crate::fatigue::{ChannelId, ContactState, Guard, Proposal, Reason, StateError, Verdict};
 use crate::model::Timestamp;
 use serde::Serialize;
@@ -35,6 +35,18 @@ pub enum DropReason {
         max_deferral: Duration,
         until: Option<Timestamp>,
     },
+}
+
+impl Outcome {
+    /// The verdict, and the instant a deferred follow-up is planned again.
+    pub fn verdict(&self) -> (Verdict, Option<Timestamp>) {
+        match self {
+            Outcome::Allow { .. } => (Verdict::Allow, None),
+            Outcome::Defer { until } => (Verdict::Defer, Some(*until)),
+            Outcome::Drop { .. } => (Verdict::Drop, None),
+            Outcome::Block => (Verdict::Block, None),
+        }
+    }
 }
 
 /// One follow-up with its outcome and the guard's reasons.
@@ -98,7 +110,7 @@ pub fn arbitrate(
             channel,
             kind: p.kind,
             priority: Some(p.priority),
-            exempt: false,
+            exempt: p.exempt,
             first_proposed: Some(p.first_planned.min(at)),
         };
         let decision = guard.decide_booked(&proposal, state, at, &booked);
@@ -115,21 +127,27 @@ pub fn arbitrate(
                 // Charges never go back in time: a send decided later in
                 // priority order may be due earlier than one already charged.
                 let charge_at = at.max(state.fatigue.last_update());
-                state.charge(guard, channel, charge_at).map_err(|source| {
-                    ArbitrationError::Charge {
-                        contact: p.contact.clone(),
-                        followup: p.followup.clone(),
-                        source,
-                    }
+                let charged = if p.exempt {
+                    state.charge_exempt(guard, channel, charge_at)
+                } else {
+                    state.charge(guard, channel, charge_at)
+                };
+                charged.map_err(|source| ArbitrationError::Charge {
+                    contact: p.contact.clone(),
+                    followup: p.followup.clone(),
+                    source,
                 })?;
                 Outcome::Allow { at }
             }
             (Verdict::Defer, Some(until)) if until <= deadline => {
-                booked.push((channel, until));
+                // Exempt sends hold no slot: the budget and caps skip them.
+                if !p.exempt {
+                    booked.push((channel, until));
+                }
                 Outcome::Defer { until }
             }
             (Verdict::Defer, until) => drop(until),
-            (Verdict::Block, _) => {
+            (Verdict::Drop | Verdict::Block, _) => {
                 let gave_up = decision.reasons.iter().find_map(|r| match r {
                     Reason::MaxDeferral { until, .. } => Some(*until),
                     _ => None,

@@ -3,10 +3,61 @@
 //! follow-ups once a prospect is stopped (too many unsuccessful calls) or
 //! lost (refusal, out of target).
 
-use super::config::CallsConfig;
-use crate::config::{Issues, KeyPath};
-use crate::model::Event;
-use std::collections::BTreeSet;
+use crate::config::duration::Duration;
+use crate::config::path::{Issues, KeyPath};
+use crate::model::{Event, event_types as et};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Call outcomes (seed 003): which `props.outcome` codes win, lose or count
+/// as unsuccessful, and after how many unsuccessful calls to stop.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct CallsConfig {
+    /// The event type of an outbound call.
+    pub event: String,
+    /// ARRÊTÉ after this many unsuccessful calls in a row.
+    pub stop_after: u32,
+    pub won: Vec<String>,
+    pub lost: Vec<String>,
+    pub unsuccessful: Vec<String>,
+    /// Channels that make calls: no follow-up on them once stopped or
+    /// lost. None by default, since channel names are the user's.
+    pub channels: Vec<String>,
+    /// Outcomes asking for a call-back on an agreed date (`props.callback_at`,
+    /// or `callback_delay` after the call): RAPP, PISTE, PROJET.
+    pub callback: Vec<String>,
+    /// Per outcome code, when to call back if the call names no date.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub callback_delay: BTreeMap<String, Duration>,
+    /// The call task's channel and template; no call-backs without them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_channel: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_template: Option<String>,
+    /// Defaults to the event-driven priority: above systematic nurture.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_priority: Option<u32>,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        let s = |l: &[&str]| l.iter().map(|c| (*c).to_string()).collect();
+        Self {
+            event: et::CALL.into(),
+            stop_after: 5,
+            won: s(&["RDV"]),
+            lost: s(&["REFUS", "HORS CIBLE"]),
+            unsuccessful: s(&["NRP", "OCC", "REFUS COMM", "ERR"]),
+            channels: Vec::new(),
+            callback: s(&["RAPP", "PISTE", "PROJET"]),
+            callback_delay: BTreeMap::new(),
+            callback_channel: None,
+            callback_template: None,
+            callback_priority: None,
+        }
+    }
+}
 
 pub use crate::store::CallStatus;
 

@@ -4,11 +4,14 @@
 //! compilation so every mistake is reported at load with its position.
 
 use super::calls::CallOutcomes;
-use crate::condition::{Condition, ConditionConfig, Scope};
-use crate::config::{Duration, Issues, KeyPath, Validate};
+pub use super::calls::CallsConfig;
+use crate::condition::{Condition, ConditionConfig, Scope, Subject};
+use crate::config::duration::Duration;
+use crate::config::path::{Issues, KeyPath, Validate};
+pub use crate::fatigue::config::BudgetConfig;
 use crate::fatigue::config::Priorities;
-use crate::model::{FollowUpKind, event_types as et};
-use crate::scoring::ChangeKind;
+use crate::model::{Event, FollowUpKind};
+use crate::scoring::changes::ChangeKind;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -68,6 +71,16 @@ pub struct StepConfig {
     pub template: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<u32>,
+    /// Transactional (a confirmation, an acknowledgment): see [`Exemption`].
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub exempt: bool,
+    /// Exempt only when this holds for the contact at planning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exempt_when: Option<ConditionConfig>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn zero() -> Duration {
@@ -126,6 +139,13 @@ pub struct TriggerConfig {
     pub kind: FollowUpKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<u32>,
+    /// Transactional (an unsubscribe acknowledgment): see [`Exemption`].
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub exempt: bool,
+    /// Exempt only when this holds (for the contact and, on event
+    /// triggers, the event that fired).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exempt_when: Option<ConditionConfig>,
 }
 
 fn default_lookback() -> Duration {
@@ -149,56 +169,6 @@ pub struct ActionConfig {
     /// The action is due at the signal and must be done within this long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub within: Option<Duration>,
-}
-
-/// Call outcomes (seed 003): which `props.outcome` codes win, lose or count
-/// as unsuccessful, and after how many unsuccessful calls to stop.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(default)]
-pub struct CallsConfig {
-    /// The event type of an outbound call.
-    pub event: String,
-    /// ARRÊTÉ after this many unsuccessful calls in a row.
-    pub stop_after: u32,
-    pub won: Vec<String>,
-    pub lost: Vec<String>,
-    pub unsuccessful: Vec<String>,
-    /// Channels that make calls: no follow-up on them once stopped or
-    /// lost. None by default, since channel names are the user's.
-    pub channels: Vec<String>,
-    /// Outcomes asking for a call-back on an agreed date (`props.callback_at`,
-    /// or `callback_delay` after the call): RAPP, PISTE, PROJET.
-    pub callback: Vec<String>,
-    /// Per outcome code, when to call back if the call names no date.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub callback_delay: BTreeMap<String, Duration>,
-    /// The call task's channel and template; no call-backs without them.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub callback_channel: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub callback_template: Option<String>,
-    /// Defaults to the event-driven priority: above systematic nurture.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub callback_priority: Option<u32>,
-}
-
-impl Default for CallsConfig {
-    fn default() -> Self {
-        let s = |l: &[&str]| l.iter().map(|c| (*c).to_string()).collect();
-        Self {
-            event: et::CALL.into(),
-            stop_after: 5,
-            won: s(&["RDV"]),
-            lost: s(&["REFUS", "HORS CIBLE"]),
-            unsuccessful: s(&["NRP", "OCC", "REFUS COMM", "ERR"]),
-            channels: Vec::new(),
-            callback: s(&["RAPP", "PISTE", "PROJET"]),
-            callback_delay: BTreeMap::new(),
-            callback_channel: None,
-            callback_template: None,
-            callback_priority: None,
-        }
-    }
 }
 
 /// How colliding follow-ups of one contact are ranked and deferred.
@@ -233,24 +203,6 @@ impl Default for ArbitrationConfig {
     }
 }
 
-/// The per-contact solicitation budget (seed 004: not the newsletter, a
-/// seminar invitation and a sales call on the same day).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
-pub struct BudgetConfig {
-    /// Sends allowed per window.
-    pub count: u32,
-    /// Whole calendar days in the contact's time zone (`1d`: per day).
-    #[serde(default = "one_day")]
-    pub window: Duration,
-    /// Only this channel's sends count and are held; all channels when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel: Option<String>,
-}
-
-fn one_day() -> Duration {
-    Duration(chrono::Duration::days(1))
-}
-
 /// A configuration built in code is invalid (file errors come with positions
 /// from the loader instead).
 #[derive(Debug, thiserror::Error)]
@@ -273,7 +225,78 @@ pub struct Nurture {
     pub exit: Option<Condition>,
     pub exit_bands: Vec<String>,
     pub priority: Option<u32>,
-    pub steps: Vec<StepConfig>,
+    pub steps: Vec<Step>,
+}
+
+/// A compiled nurture step.
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub after: Duration,
+    pub from: StepFrom,
+    pub channel: String,
+    pub template: String,
+    pub priority: Option<u32>,
+    pub exempt: Exemption,
+}
+
+/// Whether a follow-up is exempt: transactional sends (a confirmation, an
+/// unsubscribe acknowledgment) are no solicitation. The guard lets them
+/// pass fatigue levels, caps and the arbitration budget (not the send
+/// windows), and once sent they count toward neither caps nor budget.
+#[derive(Clone, Debug, Default)]
+pub enum Exemption {
+    #[default]
+    No,
+    Always,
+    /// When the condition holds at planning.
+    When(Condition),
+}
+
+impl Exemption {
+    fn compile(
+        exempt: bool,
+        when: &Option<ConditionConfig>,
+        at: &KeyPath,
+        scope: Scope,
+        issues: &mut Issues,
+    ) -> Option<Self> {
+        match (exempt, when) {
+            (false, None) => Some(Exemption::No),
+            (true, None) => Some(Exemption::Always),
+            (true, Some(_)) => {
+                issues.push(
+                    at.key("exempt_when"),
+                    "`exempt = true` already exempts every send: give one of the two",
+                );
+                None
+            }
+            (false, Some(c)) => c
+                .compile(&at.key("exempt_when"), scope, issues)
+                .map(Exemption::When),
+        }
+    }
+
+    /// Whether the send planned for `subject` (fired by `event`) is exempt.
+    pub fn holds(&self, subject: &Subject<'_>, event: Option<&Event>) -> bool {
+        match self {
+            Exemption::No => false,
+            Exemption::Always => true,
+            Exemption::When(c) => c.eval(subject, event),
+        }
+    }
+
+    fn last_kinds(&self, out: &mut BTreeSet<String>) {
+        if let Exemption::When(c) = self {
+            c.last_kinds(out);
+        }
+    }
+
+    fn condition(&self) -> Option<&Condition> {
+        match self {
+            Exemption::When(c) => Some(c),
+            _ => None,
+        }
+    }
 }
 
 /// The follow-up name of call-backs (part of their outbox key).
@@ -311,6 +334,7 @@ pub struct Trigger {
     pub action: ActionConfig,
     pub kind: FollowUpKind,
     pub priority: Option<u32>,
+    pub exempt: Exemption,
 }
 
 /// `[followups]` compiled: conditions compiled once, shared by every plan.
@@ -334,8 +358,12 @@ impl CompiledFollowups {
             for c in [&n.enrol, &n.exit].into_iter().flatten() {
                 c.last_kinds(out);
             }
+            for step in &n.steps {
+                step.exempt.last_kinds(out);
+            }
         }
         for t in &self.triggers {
+            t.exempt.last_kinds(out);
             if let Some(c) = &t.segment {
                 c.last_kinds(out);
             }
@@ -351,9 +379,10 @@ impl CompiledFollowups {
         for n in &self.nurture {
             all.push(&n.segment);
             all.extend(n.enrol.iter().chain(n.exit.iter()));
+            all.extend(n.steps.iter().filter_map(|s| s.exempt.condition()));
         }
         for t in &self.triggers {
-            all.extend(t.segment.iter());
+            all.extend(t.segment.iter().chain(t.exempt.condition()));
             if let TriggerOn::Event { when: Some(c), .. } = &t.on {
                 all.push(c);
             }
@@ -365,16 +394,6 @@ impl CompiledFollowups {
     /// look-back).
     pub fn callback_lookback(&self) -> chrono::Duration {
         default_lookback().0
-    }
-
-    /// The `[followups]` of a loaded configuration, with the priorities of
-    /// `[fatigue.priorities]` unless `[followups.arbitration]` sets its own.
-    pub fn from_config(config: &crate::config::Config) -> Result<Self, FollowupsError> {
-        let mut compiled = config.followups.compile()?;
-        if config.followups.arbitration.priorities.is_none() {
-            compiled.priorities = config.fatigue.priorities;
-        }
-        Ok(compiled)
     }
 }
 
@@ -412,6 +431,7 @@ impl FollowupsConfig {
             if n.steps.is_empty() {
                 issues.push(at.key("steps"), "list at least one step");
             }
+            let mut steps = Vec::with_capacity(n.steps.len());
             for (j, s) in n.steps.iter().enumerate() {
                 let at = at.key("steps").index(j);
                 if s.after.seconds() < 0 {
@@ -420,8 +440,20 @@ impl FollowupsConfig {
                 if j == 0 && s.from == StepFrom::Previous {
                     issues.push(at.key("from"), "the first step has no previous step");
                 }
+                let exempt =
+                    Exemption::compile(s.exempt, &s.exempt_when, &at, Scope::SEGMENT, issues);
+                steps.extend(exempt.map(|exempt| Step {
+                    after: s.after,
+                    from: s.from,
+                    channel: s.channel.clone(),
+                    template: s.template.clone(),
+                    priority: s.priority,
+                    exempt,
+                }));
             }
-            if let (Some(segment), Some(enrol), Some(exit)) = (segment, enrol, exit) {
+            if let (Some(segment), Some(enrol), Some(exit)) = (segment, enrol, exit)
+                && steps.len() == n.steps.len()
+            {
                 nurture.push(Nurture {
                     name: n.name.clone(),
                     segment,
@@ -430,7 +462,7 @@ impl FollowupsConfig {
                     exit,
                     exit_bands: n.exit_bands.clone(),
                     priority: n.priority,
-                    steps: n.steps.clone(),
+                    steps,
                 });
             }
         }
@@ -488,7 +520,12 @@ impl FollowupsConfig {
                     "must be a positive duration",
                 );
             }
-            if let (Some(on), Some(segment)) = (on, segment) {
+            let scope = match on {
+                Some(TriggerOn::Event { .. }) => Scope::TRIGGER,
+                _ => Scope::SEGMENT,
+            };
+            let exempt = Exemption::compile(t.exempt, &t.exempt_when, &at, scope, issues);
+            if let (Some(on), Some(segment), Some(exempt)) = (on, segment, exempt) {
                 triggers.push(Trigger {
                     name: t.name.clone(),
                     on,
@@ -498,6 +535,7 @@ impl FollowupsConfig {
                     action: t.action.clone(),
                     kind: t.kind,
                     priority: t.priority,
+                    exempt,
                 });
             }
         }

@@ -5,7 +5,7 @@
 //! Re-planning is safe: rows are keyed by their idempotency key.
 
 use super::arbitrate::{Arbitrated, Arbitration, Outcome, arbitrate};
-use super::config::{CALLBACK, CompiledFollowups};
+use super::config::{CALLBACK, CompiledFollowups, FollowupsError};
 use super::memo::{HistoryMemo, MemoRules};
 use super::plan::{
     Broadcast, BroadcastSpec, ContactView, Occurrence, PastPlan, PlanState, Planned, last_contact,
@@ -96,13 +96,24 @@ pub struct PlanLine {
     pub kind: FollowUpKind,
     pub channel: String,
     pub due: Timestamp,
-    /// `allow`, `defer`, `drop` or `block`.
-    pub decision: &'static str,
+    pub decision: Verdict,
     pub reasons: serde_json::Value,
     /// Deferred until then.
     pub until: Option<Timestamp>,
     /// Already in the outbox (planned by an earlier pass).
     pub pending: bool,
+}
+
+impl CompiledFollowups {
+    /// The `[followups]` of a loaded configuration, with the priorities of
+    /// `[fatigue.priorities]` unless `[followups.arbitration]` sets its own.
+    pub fn from_config(config: &Config) -> Result<Self, FollowupsError> {
+        let mut compiled = config.followups.compile()?;
+        if config.followups.arbitration.priorities.is_none() {
+            compiled.priorities = config.fatigue.priorities;
+        }
+        Ok(compiled)
+    }
 }
 
 /// What a pass did, for the run log.
@@ -430,7 +441,7 @@ impl Planner {
             channel,
             kind: p.kind,
             priority: Some(p.priority),
-            exempt: false,
+            exempt: p.exempt,
             first_proposed: Some(p.first_planned),
         };
         let decision = self.guard.decide(&proposal, state, p.due);
@@ -468,33 +479,26 @@ fn past_plans(rows: &[Row]) -> PlanState {
 }
 
 fn occurrence_of(row: &Row) -> Option<Occurrence> {
-    serde_json::from_value(row.payload.get("occurrence")?.clone()).ok()
+    row.payload.occurrence.clone()
 }
 
 /// A pending outbox row as the planner would have planned it.
 fn pending_planned(row: &Row, input: &PlanInput) -> Option<Planned> {
-    let text = |k: &str| {
-        row.payload
-            .get(k)
-            .and_then(serde_json::Value::as_str)
-            .map(str::to_string)
-    };
+    let payload = &row.payload;
     Some(Planned {
         contact: input.contact.id.clone(),
-        owner: text("owner"),
+        owner: payload.owner.clone(),
         followup: row.followup.clone(),
         kind: row.kind,
         occurrence: occurrence_of(row)?,
         channel: row.channel.clone(),
-        template: text("template").unwrap_or_default(),
+        template: payload.template.clone().unwrap_or_default(),
         priority: u32::try_from(row.priority).unwrap_or(0),
         due: row.due_at,
-        deadline: row
-            .payload
-            .get("deadline")
-            .and_then(|d| serde_json::from_value(d.clone()).ok()),
+        deadline: payload.deadline,
         first_planned: row.first_due,
         idem_key: row.idem_key.clone(),
+        exempt: payload.exempt,
     })
 }
 
@@ -505,7 +509,7 @@ impl ContactPlan {
             .decided
             .iter()
             .map(|d| {
-                let (decision, until) = verdict(&d.outcome);
+                let (decision, until) = d.outcome.verdict();
                 let mut reasons = serde_json::to_value(&d.reasons).unwrap_or_default();
                 if let Outcome::Drop { reason } = &d.outcome
                     && let Some(list) = reasons.as_array_mut()
@@ -565,15 +569,6 @@ impl ContactPlan {
             wake_was: input.wake,
             memo: self.memo.clone(),
         }
-    }
-}
-
-fn verdict(outcome: &Outcome) -> (&'static str, Option<Timestamp>) {
-    match outcome {
-        Outcome::Allow { .. } => ("allow", None),
-        Outcome::Defer { until } => ("defer", Some(*until)),
-        Outcome::Drop { .. } => ("drop", None),
-        Outcome::Block => ("block", None),
     }
 }
 
@@ -750,7 +745,7 @@ mod tests {
     use crate::followups::CallStatus;
     use crate::ingest::{Incoming, Patch};
     use crate::model::{Contact, Status};
-    use crate::outbox::idempotency_key;
+    use crate::outbox::{Payload, idempotency_key};
     use crate::store::StoredScore;
     use std::path::Path;
 
@@ -809,7 +804,10 @@ mod tests {
                 first_due: enrolled,
                 attempts: 0,
                 lease_until: None,
-                payload: serde_json::json!({ "template": "nurture_welcome", "occurrence": occurrence }),
+                payload: Payload {
+                    occurrence: Some(occurrence),
+                    ..Payload::template("nurture_welcome")
+                },
                 last_error: None,
                 updated_at: enrolled,
             }],

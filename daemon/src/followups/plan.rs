@@ -6,10 +6,11 @@ use super::calls::CallStatus;
 use super::config::{
     CALLBACK, Callback, CompiledFollowups, FollowupsError, Nurture, StepFrom, TriggerOn,
 };
-use crate::condition::{Condition, Scope, Standing, Subject};
-use crate::config::{Issues, KeyPath};
+use crate::condition::{Condition, ConditionConfig, Scope, Standing, Subject};
+use crate::config::path::{Issues, KeyPath};
 use crate::model::{Company, Contact, Event, FollowUpKind, Timestamp};
-use crate::outbox::{NewSend, idempotency_key};
+pub use crate::outbox::Occurrence;
+use crate::outbox::{NewSend, Payload, idempotency_key};
 use crate::scoring::ScoreChange;
 use chrono::SecondsFormat;
 use serde::{Deserialize, Serialize};
@@ -29,9 +30,28 @@ pub struct Broadcast {
     pub end: Timestamp,
     /// Overrides the event-driven priority.
     pub priority: Option<u32>,
+    /// Transactional (see [`super::config::Exemption`]).
+    pub exempt: bool,
 }
 
-pub use crate::store::BroadcastSpec;
+/// A broadcast as written by a user (API, command line), before its segment
+/// is compiled.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct BroadcastSpec {
+    pub id: String,
+    pub name: String,
+    pub segment: ConditionConfig,
+    pub channel: String,
+    pub template: String,
+    pub start: Timestamp,
+    pub end: Timestamp,
+    #[serde(default)]
+    pub priority: Option<u32>,
+    /// Transactional (a service notice to every customer): see
+    /// [`super::config::Exemption`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exempt: bool,
+}
 
 impl BroadcastSpec {
     pub fn compile(&self) -> Result<Broadcast, FollowupsError> {
@@ -56,6 +76,7 @@ impl BroadcastSpec {
                 start: self.start,
                 end: self.end,
                 priority: self.priority,
+                exempt: self.exempt,
             }),
             _ => Err(FollowupsError::from_issues(&issues)),
         }
@@ -151,47 +172,6 @@ impl<'a> ContactView<'a> {
     }
 }
 
-/// Which occurrence of a follow-up a send is: its part of the outbox key.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "type")]
-pub enum Occurrence {
-    /// A nurture step, by index in the sequence.
-    Step {
-        index: usize,
-        enrolled_at: Timestamp,
-    },
-    /// A trigger fired by an event (its id when it has one) or a score change.
-    Signal {
-        signal: String,
-        at: Timestamp,
-    },
-    Broadcast {
-        id: String,
-        at: Timestamp,
-    },
-}
-
-impl Occurrence {
-    /// Stable across re-planning: never depends on the planning instant.
-    pub fn key_part(&self) -> String {
-        match self {
-            Occurrence::Step { index, .. } => format!("step-{index}"),
-            Occurrence::Signal { signal, .. } => signal.clone(),
-            Occurrence::Broadcast { id, .. } => format!("broadcast:{id}"),
-        }
-    }
-
-    pub fn at(&self) -> Timestamp {
-        match self {
-            Occurrence::Step {
-                enrolled_at: at, ..
-            }
-            | Occurrence::Signal { at, .. }
-            | Occurrence::Broadcast { at, .. } => *at,
-        }
-    }
-}
-
 /// One send to make.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Planned {
@@ -210,6 +190,9 @@ pub struct Planned {
     /// When this occurrence was first planned: deferrals count from there.
     pub first_planned: Timestamp,
     pub idem_key: String,
+    /// Transactional: passes fatigue, caps and the budget (not the windows).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub exempt: bool,
 }
 
 impl Planned {
@@ -223,12 +206,13 @@ impl Planned {
             priority: i32::try_from(self.priority).unwrap_or(i32::MAX),
             channel: self.channel.clone(),
             due_at: self.due,
-            payload: serde_json::json!({
-                "template": self.template,
-                "owner": self.owner,
-                "occurrence": self.occurrence,
-                "deadline": self.deadline,
-            }),
+            payload: Payload {
+                deadline: self.deadline,
+                exempt: self.exempt,
+                occurrence: Some(self.occurrence.clone()),
+                owner: self.owner.clone(),
+                template: Some(self.template.clone()),
+            },
         }
     }
 }
@@ -281,6 +265,7 @@ pub fn plan(
             deadline: None,
             first_planned: now,
             idem_key,
+            exempt: false,
         }
     };
     let in_bands = |bands: &[String]| {
@@ -328,6 +313,7 @@ pub fn plan(
                 break;
             }
             p.priority = step.priority.or(n.priority).unwrap_or(p.priority);
+            p.exempt = step.exempt.holds(&subject, None);
             push(&mut out, p);
         }
     }
@@ -362,7 +348,7 @@ pub fn plan(
             continue;
         }
         let recent = |at: Timestamp| at <= now && at > view.since.min(now) - t.lookback;
-        let mut signals: Vec<(String, Timestamp)> = match &t.on {
+        let mut signals: Vec<(String, Timestamp, Option<&Event>)> = match &t.on {
             TriggerOn::Event { types, when } => view
                 .events
                 .iter()
@@ -374,7 +360,7 @@ pub fn plan(
                         Some(id) => format!("event:{id}"),
                         None => format!("event:{}:{}", e.kind, rfc3339(e.at)),
                     };
-                    (signal, e.at)
+                    (signal, e.at, Some(e))
                 })
                 .collect(),
             TriggerOn::Change { on, to_band } => view
@@ -386,13 +372,14 @@ pub fn plan(
                     (
                         format!("change:{}:{}", c.kind.as_str(), rfc3339(c.at)),
                         c.at,
+                        None,
                     )
                 })
                 .collect(),
         };
-        signals.sort_by_key(|(_, at)| *at);
+        signals.sort_by_key(|(_, at, _)| *at);
         let mut fired: Vec<Timestamp> = view.state.instants(&t.name, t.kind).collect();
-        for (signal, at) in signals {
+        for (signal, at, event) in signals {
             let cooling = fired.iter().any(|f| (at - *f).abs() < t.cooldown);
             let mut p = make(
                 &t.name,
@@ -407,6 +394,7 @@ pub fn plan(
             p.due = at;
             p.deadline = t.action.within.map(|d| at + d.0);
             p.priority = t.priority.unwrap_or(p.priority);
+            p.exempt = t.exempt.holds(&subject, event);
             fired.push(at);
             push(&mut out, p);
         }
@@ -460,6 +448,7 @@ pub fn plan(
         );
         p.due = b.start.max(now);
         p.priority = b.priority.unwrap_or(p.priority);
+        p.exempt = b.exempt;
         push(&mut out, p);
     }
     out

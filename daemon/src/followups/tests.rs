@@ -96,6 +96,7 @@ fn seminar(now: Timestamp) -> Broadcast {
             .expect("condition"),
         channel: "email".into(),
         template: "seminar_invitation".into(),
+        exempt: false,
         start: now,
         end: now + Duration::days(14),
         priority: None,
@@ -184,7 +185,7 @@ fn click_trigger_plans_a_call_within_four_hours_then_cools_down() {
     );
     assert_eq!(p.priority, 30);
     assert_eq!(p.owner.as_deref(), Some("claire"));
-    assert_eq!(p.to_new_send().payload["owner"], json!("claire"));
+    assert_eq!(p.to_new_send().payload.owner.as_deref(), Some("claire"));
     state.record(&planned);
 
     // Another click three days later is still within the 7-day cooldown.
@@ -409,7 +410,10 @@ fn replanning_never_yields_a_new_key_for_the_same_occurrence() {
     }
     let send = first[0].to_new_send();
     assert_eq!(send.idem_key, first[0].idem_key);
-    assert_eq!(send.payload["template"], json!(first[0].template));
+    assert_eq!(
+        send.payload.template.as_deref(),
+        Some(first[0].template.as_str())
+    );
 }
 
 /// Seed 004: the monthly newsletter (systematic), a seminar invitation
@@ -678,5 +682,178 @@ action = { channel = "phone", template = "call_task", within = "4h" }
         err.to_string()
             .contains("followups.nurture[0].steps[0].from: the first step has no previous step"),
         "{err}"
+    );
+}
+
+/// Seed 004's day with the seminar invitation declared exempt (a service
+/// notice): it goes out the same day as the call, which takes the day's
+/// budget; the newsletter, a solicitation, waits for Thursday.
+#[test]
+fn an_exempt_follow_up_passes_the_budget_and_does_not_use_it() {
+    let config = shipped();
+    let f = CompiledFollowups::from_config(&config).expect("compiles");
+    let guard = Guard::from_config(&config).expect("guard");
+    let now = wednesday();
+    let contact = prospect("target_1");
+    let mut notice = seminar(now);
+    notice.exempt = true;
+    let decide = |events: &[Event]| {
+        let state = PlanState::default();
+        let planned = plan(
+            &f,
+            &view(&contact, events, "cold", &state),
+            std::slice::from_ref(&notice),
+            now,
+        );
+        let mut fatigue = ContactState::new(&guard, &contact);
+        let result =
+            arbitrate(&f.arbitration, &guard, &mut fatigue, planned, now).expect("arbitrated");
+        let outcomes: Vec<(String, bool, Outcome)> = result
+            .decided
+            .into_iter()
+            .map(|a| (a.planned.followup, a.planned.exempt, a.outcome))
+            .collect();
+        (outcomes, fatigue.fatigue_at(&guard, now))
+    };
+    let click = [event(
+        "c1",
+        "email_click",
+        now - Duration::hours(1),
+        json!({}),
+    )];
+    let (outcomes, fatigue) = decide(&click);
+    assert_eq!(
+        outcomes,
+        [
+            ("email_click_call".into(), false, Outcome::Allow { at: now }),
+            ("payroll_seminar".into(), true, Outcome::Allow { at: now }),
+            (
+                "prospects_target_1_2".into(),
+                false,
+                Outcome::Defer {
+                    until: utc("2026-03-26T07:00:00Z")
+                }
+            ),
+        ]
+    );
+    // The exempt email still costs its fatigue (3 points).
+    assert_eq!(fatigue, FatiguePoints::from_points(3));
+    // Without the call, the exempt invitation leaves the day's budget to
+    // the newsletter.
+    let (outcomes, _) = decide(&[]);
+    let allowed: Vec<&str> = outcomes
+        .iter()
+        .filter(|(_, _, o)| *o == Outcome::Allow { at: now })
+        .map(|(n, _, _)| n.as_str())
+        .collect();
+    assert_eq!(allowed, ["payroll_seminar", "prospects_target_1_2"]);
+}
+
+/// `exempt_when` is a condition like any other, compiled at load; on an
+/// event trigger it reads the event that fired.
+#[test]
+fn exempt_when_is_read_at_planning_and_checked_at_load() {
+    let text = r#"
+[[triggers]]
+name = "ack"
+event = "form_submit"
+exempt_when = { field = "event.props.form", eq = "unsubscribe" }
+cooldown = "1s"
+action = { channel = "email", template = "ack" }
+
+[[nurture]]
+name = "welcome"
+segment = { field = "status", eq = "prospect" }
+[[nurture.steps]]
+channel = "email"
+template = "receipt"
+exempt = true
+[[nurture.steps]]
+after = "1h"
+channel = "email"
+template = "news"
+"#;
+    let f: FollowupsConfig = toml::from_str(text).expect("shape");
+    let f = f.compile().expect("compiles");
+    let now = wednesday();
+    let contact = prospect("target_1");
+    let events = [
+        event(
+            "f1",
+            "form_submit",
+            now - Duration::hours(2),
+            json!({ "form": "unsubscribe" }),
+        ),
+        event(
+            "f2",
+            "form_submit",
+            now - Duration::hours(1),
+            json!({ "form": "contact" }),
+        ),
+    ];
+    let state = PlanState::default();
+    let mut planned: Vec<(String, String, bool)> =
+        plan(&f, &view(&contact, &events, "cold", &state), &[], now)
+            .into_iter()
+            .map(|p| (p.followup, p.template, p.exempt))
+            .collect();
+    planned.sort();
+    assert_eq!(
+        planned,
+        [
+            ("ack".into(), "ack".into(), false),
+            ("ack".into(), "ack".into(), true),
+            ("welcome".into(), "news".into(), false),
+            ("welcome".into(), "receipt".into(), true),
+        ]
+    );
+
+    let errs = Config::parse(
+        r#"[channels.email]
+plugin = "email"
+event = "email_sent"
+
+[templates.t]
+channel = "email"
+text = "hi"
+
+[[followups.triggers]]
+name = "a"
+event = "form_submit"
+exempt = true
+exempt_when = { field = "event.props.form", eq = "x" }
+action = { channel = "email", template = "t" }
+
+[[followups.nurture]]
+name = "n"
+segment = { field = "status", eq = "prospect" }
+[[followups.nurture.steps]]
+channel = "email"
+template = "t"
+exempt_when = { field = "event.props.form", eq = "x" }
+"#,
+        Path::new("t.toml"),
+        &|_| None,
+    )
+    .expect_err("invalid")
+    .errors()
+    .to_vec();
+    let found: Vec<(usize, usize, &str)> = errs
+        .iter()
+        .map(|e| (e.line, e.column, e.key.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (13, 15, "followups.triggers[0].exempt_when"),
+            (22, 25, "followups.nurture[0].steps[0].exempt_when.field"),
+        ],
+        "{errs:#?}"
+    );
+    assert!(errs[0].message.contains("already exempts"), "{}", errs[0]);
+    assert!(
+        errs[1].message.contains("not about an event"),
+        "{}",
+        errs[1]
     );
 }

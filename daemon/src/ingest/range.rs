@@ -5,7 +5,8 @@
 //! 1970), so instants are checked before anything is written.
 
 use super::Incoming;
-use crate::config::{Duration, Issues, KeyPath, Validate};
+use crate::config::duration::Duration;
+use crate::config::path::{Issues, KeyPath, Validate};
 use crate::model::{BusinessSignal, Timestamp};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -1,6 +1,7 @@
 //! The `[outbox]` section.
 
-use crate::config::{Duration, Issues, KeyPath, Validate};
+use crate::config::duration::Duration;
+use crate::config::path::{Issues, KeyPath, Validate};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -138,14 +138,14 @@ impl Dispatcher {
                         if let Some(reason) = unconfigured.get(&row.channel) {
                             return super::waiting::admission(row, reason, now);
                         }
-                        let admission = admit(&guard, &cfg, row, contact, weighs, now);
+                        let admission = admit(&guard, &cfg, &row.candidate(), contact, weighs, now);
                         let reason = admission
                             .reasons
                             .get(0)
                             .and_then(|r| r.get("rule"))
                             .and_then(serde_json::Value::as_str)
                             .unwrap_or("none");
-                        metrics.record_decision(admission.verdict.as_str(), reason);
+                        metrics.record_decision(admission.verdict.verdict().as_str(), reason);
                         admission
                     },
                 )?;
@@ -307,17 +307,8 @@ async fn deliver(
 /// A follow-up triggered by a signal (an event, a score change) was sent:
 /// how long after the signal.
 fn record_reaction(metrics: &Metrics, row: &Row, sent_at: Timestamp) {
-    let occurrence = row.payload.get("occurrence");
-    let signal = occurrence
-        .and_then(|o| o.get("type"))
-        .and_then(serde_json::Value::as_str)
-        == Some("signal");
-    let at = occurrence
-        .and_then(|o| o.get("at"))
-        .and_then(serde_json::Value::as_str)
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
-    if let (true, Some(at)) = (signal, at)
-        && let Ok(delay) = (sent_at - at.to_utc()).to_std()
+    if let Some(super::Occurrence::Signal { at, .. }) = &row.payload.occurrence
+        && let Ok(delay) = (sent_at - *at).to_std()
     {
         metrics.record_signal_to_send(&row.channel, delay);
     }

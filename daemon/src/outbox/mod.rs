@@ -6,12 +6,13 @@
 //! that died is claimed again when its lease expires, and is sent again with
 //! the same idempotency key, so the receiver can de-duplicate.
 
-mod config;
+pub mod config;
 pub mod dispatch;
 pub mod waiting;
 
 pub use config::OutboxConfig;
 
+use crate::fatigue::admit::Candidate;
 use crate::model::{FollowUpKind, Timestamp};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -99,6 +100,99 @@ pub fn idempotency_key(contact: &str, followup: &str, occurrence: &str) -> Strin
     format!("rl_{}", hex::encode(&h.finalize()[..16]))
 }
 
+/// Which occurrence of a follow-up a send is (its origin: a sequence step,
+/// a trigger's signal, a broadcast): its part of the outbox key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum Occurrence {
+    /// A nurture step, by index in the sequence.
+    Step {
+        index: usize,
+        enrolled_at: Timestamp,
+    },
+    /// A trigger fired by an event (its id when it has one) or a score change.
+    Signal {
+        signal: String,
+        at: Timestamp,
+    },
+    Broadcast {
+        id: String,
+        at: Timestamp,
+    },
+}
+
+impl Occurrence {
+    /// Stable across re-planning: never depends on the planning instant.
+    pub fn key_part(&self) -> String {
+        match self {
+            Occurrence::Step { index, .. } => format!("step-{index}"),
+            Occurrence::Signal { signal, .. } => signal.clone(),
+            Occurrence::Broadcast { id, .. } => format!("broadcast:{id}"),
+        }
+    }
+
+    pub fn at(&self) -> Timestamp {
+        match self {
+            Occurrence::Step {
+                enrolled_at: at, ..
+            }
+            | Occurrence::Signal { at, .. }
+            | Occurrence::Broadcast { at, .. } => *at,
+        }
+    }
+}
+
+/// What a send carries besides its row: the same for every channel, read
+/// by the planner, the guard, the dispatcher and the task list. Stored as
+/// JSON by the store only; every field may be missing in a stored row (rows
+/// written by older versions, previews), and a field that does not read is
+/// taken as missing rather than making the row unreadable.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payload {
+    /// Triggers with `within`: the action must be done by then.
+    #[serde(default, deserialize_with = "lenient")]
+    pub deadline: Option<Timestamp>,
+    /// Transactional (a confirmation, an unsubscribe acknowledgment): not a
+    /// solicitation, so fatigue, caps and the budget let it pass.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "is_false"
+    )]
+    pub exempt: bool,
+    #[serde(default, deserialize_with = "lenient")]
+    pub occurrence: Option<Occurrence>,
+    /// The contact's owner: call tasks go to them.
+    #[serde(default, deserialize_with = "lenient")]
+    pub owner: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub template: Option<String>,
+}
+
+impl Payload {
+    /// A payload naming only its template (previews, tests, benchmarks).
+    pub fn template(name: &str) -> Self {
+        Self {
+            template: Some(name.to_string()),
+            ..Self::default()
+        }
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A field of the wrong shape reads as its default.
+fn lenient<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned + Default,
+{
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(T::deserialize(value).unwrap_or_default())
+}
+
 /// A send to plan.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NewSend {
@@ -109,8 +203,7 @@ pub struct NewSend {
     pub priority: i32,
     pub channel: String,
     pub due_at: Timestamp,
-    /// What the channel needs: template, rendered fields, reason …
-    pub payload: serde_json::Value,
+    pub payload: Payload,
 }
 
 /// A stored outbox row.
@@ -129,9 +222,22 @@ pub struct Row {
     pub first_due: Timestamp,
     pub attempts: u32,
     pub lease_until: Option<Timestamp>,
-    pub payload: serde_json::Value,
+    pub payload: Payload,
     pub last_error: Option<String>,
     pub updated_at: Timestamp,
+}
+
+impl Row {
+    /// What the guard weighs of this row at claim time.
+    pub fn candidate(&self) -> Candidate<'_> {
+        Candidate {
+            channel: &self.channel,
+            kind: self.kind,
+            priority: self.priority,
+            exempt: self.payload.exempt,
+            first_due: self.first_due,
+        }
+    }
 }
 
 /// How a delivery attempt ended, as the channel classified it.

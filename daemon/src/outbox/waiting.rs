@@ -3,8 +3,9 @@
 //! and dying: giving the settings and reloading sends them.
 
 use super::Row;
+use crate::fatigue::admit::{Admission, AdmissionVerdict};
 use crate::model::Timestamp;
-use crate::store::{Admission, AdmissionVerdict, OutboxStore, StoreError};
+use crate::store::{OutboxStore, StoreError};
 use std::collections::BTreeMap;
 
 /// How long a waiting row sleeps before it is looked at again.

@@ -10,6 +10,7 @@
 //! its file.
 
 use relance_plugin_api::abi::PluginTable;
+use relance_plugin_api::host::Table;
 use relance_plugin_api::sdk::build_table;
 use relance_plugin_api::{
     Action, Cancel, DeliverRequest, Health, HealthcheckRequest, Manifest, Outcome, PROTOCOL,
@@ -23,6 +24,9 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
+/// The plugin name of the task channel.
+pub const TASK_PLUGIN: &str = "task";
+
 /// The task channel: delivering a call task stores it for the call desk
 /// (`relance tasks list`, `GET /v1/tasks`); its outcome is recorded later.
 #[derive(Debug)]
@@ -35,7 +39,7 @@ struct TaskSettings {}
 impl Plugin for TaskPlugin {
     fn manifest() -> Manifest {
         Manifest {
-            name: crate::tasks::PLUGIN.into(),
+            name: TASK_PLUGIN.into(),
             version: env!("CARGO_PKG_VERSION").into(),
             protocol: PROTOCOL,
             description: "call tasks kept in relance for its own call desk".into(),
@@ -205,4 +209,26 @@ pub fn task_table() -> &'static PluginTable {
 pub fn spool_table() -> &'static PluginTable {
     static TABLE: OnceLock<PluginTable> = OnceLock::new();
     TABLE.get_or_init(build_table::<SpoolPlugin>)
+}
+
+/// The first-party plugins linked into the daemon, so that it works out of
+/// the box; they are still called through their ABI table, exactly like a
+/// shared library. A `[plugins.load.NAME]` entry overrides one of them.
+pub fn builtin_tables() -> [&'static PluginTable; 5] {
+    [
+        relance_plugin_email::plugin_table(),
+        relance_plugin_webhook::plugin_table(),
+        relance_plugin_crm::plugin_table(),
+        task_table(),
+        spool_table(),
+    ]
+}
+
+/// The names channels use for the built-in plugins.
+pub fn builtin_names() -> Vec<String> {
+    builtin_tables()
+        .into_iter()
+        .filter_map(|t| Table::linked(t).ok())
+        .map(|(table, _)| table.name().to_owned())
+        .collect()
 }

@@ -5,7 +5,8 @@
 //! outbox instead of failing.
 
 use super::PluginHost;
-use crate::config::{ChannelConfig, Config};
+use crate::config::Config;
+use crate::config::sections::ChannelConfig;
 use relance_plugin_api::net::Guard;
 use serde::Serialize;
 use std::collections::BTreeMap;

@@ -1,7 +1,8 @@
 //! The `[plugins]` section: where dynamic plugins may come from and how the
 //! host treats them.
 
-use crate::config::{Duration, Issues, KeyPath, Validate};
+use crate::config::duration::Duration;
+use crate::config::path::{Issues, KeyPath, Validate};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -11,6 +11,7 @@ pub mod config;
 mod loader;
 mod worker;
 
+pub use builtin::{builtin_names, builtin_tables};
 pub use config::{PluginFile, PluginsConfig};
 pub use loader::LoadError;
 pub use relance_plugin_api::{
@@ -18,7 +19,7 @@ pub use relance_plugin_api::{
     ScoreInfo,
 };
 
-use crate::config::ChannelConfig;
+use crate::config::sections::ChannelConfig;
 use config::to_std;
 use relance_plugin_api::abi::PluginTable;
 use relance_plugin_api::host::{CallStatus, Table};
@@ -31,28 +32,6 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use worker::{Enqueue, Job, Worker};
-
-/// The first-party plugins linked into the daemon, so that it works out of
-/// the box; they are still called through their ABI table, exactly like a
-/// shared library. A `[plugins.load.NAME]` entry overrides one of them.
-pub fn builtin_tables() -> [&'static PluginTable; 5] {
-    [
-        relance_plugin_email::plugin_table(),
-        relance_plugin_webhook::plugin_table(),
-        relance_plugin_crm::plugin_table(),
-        builtin::task_table(),
-        builtin::spool_table(),
-    ]
-}
-
-/// The names channels use for the built-in plugins.
-pub fn builtin_names() -> Vec<String> {
-    builtin_tables()
-        .into_iter()
-        .filter_map(|t| Table::linked(t).ok())
-        .map(|(table, _)| table.name().to_owned())
-        .collect()
-}
 
 /// How a delivery ended, for the outbox.
 #[derive(Clone, Debug, PartialEq)]

@@ -14,7 +14,7 @@
 
 pub mod runner;
 
-use crate::config::{Job, Misfire, ScheduleConfig};
+use crate::config::sections::{Job, Misfire, ScheduleConfig};
 use crate::model::Timestamp;
 use chrono::{Timelike, Utc};
 use chrono_tz::Tz;

@@ -4,7 +4,8 @@
 
 use super::Schedule;
 use crate::clock::Clock;
-use crate::config::{Config, Job};
+use crate::config::Config;
+use crate::config::sections::Job;
 use crate::model::Timestamp;
 use crate::shutdown::Shutdown;
 use crate::store::{JobRun, StoreError, StoreHandle};

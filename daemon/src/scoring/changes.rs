@@ -4,7 +4,7 @@
 use super::config::ChangesConfig;
 use super::model::{ScoreCard, ScoringModel};
 use super::points::Points;
-use crate::config::{Issues, KeyPath};
+use crate::config::path::{Issues, KeyPath};
 use crate::model::Timestamp;
 use serde::Serialize;
 

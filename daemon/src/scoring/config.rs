@@ -4,7 +4,8 @@
 //! compilation so every mistake is reported at load with its position.
 
 use crate::condition::ConditionConfig;
-use crate::config::{Duration, Issues, KeyPath, Validate};
+use crate::config::duration::Duration;
+use crate::config::path::{Issues, KeyPath, Validate};
 use crate::model::event_types as et;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};

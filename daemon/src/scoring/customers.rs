@@ -6,7 +6,7 @@
 //! and 5 is always the best (most recent, most frequent, largest basket).
 
 use super::config::CustomersConfig;
-use crate::config::{Issues, KeyPath};
+use crate::config::path::{Issues, KeyPath};
 use crate::model::{Event, Timestamp};
 use serde::Serialize;
 use std::cmp::Ordering;

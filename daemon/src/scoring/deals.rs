@@ -7,7 +7,7 @@ use super::config::DealsConfig;
 use super::model::ScoringError;
 use super::points::Points;
 use crate::condition::{Condition, Scope, Subject};
-use crate::config::{Issues, KeyPath};
+use crate::config::path::{Issues, KeyPath};
 use crate::model::{Company, Contact, Deal, Event, Timestamp};
 use serde::Serialize;
 use std::collections::HashMap;

@@ -17,7 +17,7 @@
 use super::config::{RuleConfig, ScoringConfig};
 use super::points::Points;
 use crate::condition::{Condition, Scope, Subject, lower};
-use crate::config::{Issues, KeyPath, Validate};
+use crate::config::path::{Issues, KeyPath, Validate};
 use crate::model::{Company, Contact, Event, Timestamp};
 use serde::{Serialize, Serializer};
 use std::collections::{BTreeSet, HashMap};
@@ -750,6 +750,6 @@ impl ScoringModel {
     }
 }
 
-fn days(d: crate::config::Duration) -> f64 {
+fn days(d: crate::config::duration::Duration) -> f64 {
     d.seconds() as f64 / DAY as f64
 }

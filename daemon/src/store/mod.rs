@@ -23,6 +23,8 @@ mod types;
 pub use sqlite_pool::SqliteStore;
 pub use types::{BroadcastSpec, CallStatus, HistoryMemo, Props, RescoreInput};
 
+use crate::fatigue::Verdict;
+pub use crate::fatigue::admit::{Admission, AdmissionVerdict};
 use crate::ingest::{Incoming, Patch};
 use crate::model::{Company, Contact, Deal, Event, Timestamp};
 use crate::outbox::{NewSend, Row, Settlement, State};
@@ -472,36 +474,6 @@ pub trait ScoreStore: Send + Sync {
     ) -> Result<(), StoreError>;
 }
 
-/// The guard's answer for one outbox row, as the store records it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Admission {
-    pub verdict: AdmissionVerdict,
-    /// Machine-readable reasons, logged as they are.
-    pub reasons: serde_json::Value,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum AdmissionVerdict {
-    /// Claim the row and reserve a send recorded as `event_type`.
-    Allow {
-        event_type: String,
-    },
-    Defer {
-        until: Timestamp,
-    },
-    Block,
-}
-
-impl AdmissionVerdict {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            AdmissionVerdict::Allow { .. } => "allow",
-            AdmissionVerdict::Defer { .. } => "defer",
-            AdmissionVerdict::Block => "block",
-        }
-    }
-}
-
 /// One entry of the decision log.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct LoggedDecision {
@@ -509,7 +481,7 @@ pub struct LoggedDecision {
     pub at: Timestamp,
     pub followup: String,
     pub channel: String,
-    pub decision: String,
+    pub decision: Verdict,
     pub until: Option<Timestamp>,
     pub reasons: serde_json::Value,
 }
@@ -643,8 +615,8 @@ pub struct PlanRow {
     pub state: State,
     /// When the follow-up was first planned: maximum deferral counts from here.
     pub first_due: Timestamp,
-    /// `allow`, `defer`, `drop` or `block`, logged with the reasons.
-    pub decision: &'static str,
+    /// Logged with the reasons.
+    pub decision: Verdict,
     pub reasons: serde_json::Value,
 }
 

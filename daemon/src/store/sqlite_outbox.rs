@@ -4,7 +4,7 @@ use super::sqlite::{Conn, decode, decode_props, encode, from_micros, to_micros};
 use super::{Admission, AdmissionVerdict, JobRun, LoggedDecision, StoreError};
 use crate::ingest::Incoming;
 use crate::model::{Contact, Event, Timestamp};
-use crate::outbox::{NewSend, Row, Settlement, State};
+use crate::outbox::{NewSend, Payload, Row, Settlement, State};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeMap;
 
@@ -27,10 +27,36 @@ pub(super) fn read_row(r: &rusqlite::Row<'_>) -> Result<Row, StoreError> {
         first_due: from_micros(r.get(9)?)?,
         attempts: r.get(10)?,
         lease_until: r.get::<_, Option<i64>>(11)?.map(from_micros).transpose()?,
-        payload: decode(&r.get::<_, String>(12)?)?,
+        payload: decode_payload(&r.get::<_, String>(12)?),
         last_error: r.get(13)?,
         updated_at: from_micros(r.get(14)?)?,
     })
+}
+
+/// The payload of a stored row. Rows written by older versions (or by hand)
+/// read as far as they go: a payload that is not an object reads as empty
+/// rather than making the outbox unreadable.
+pub(super) fn decode_payload(text: &str) -> Payload {
+    decode(text).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "unreadable outbox payload read as empty");
+        Payload::default()
+    })
+}
+
+/// The props of the event recording a send: its follow-up, and whether it
+/// was exempt (then it is no solicitation: caps and budget do not count it).
+fn send_props(
+    followup: Option<String>,
+    payload: &str,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut props = serde_json::Map::new();
+    if let Some(followup) = followup {
+        props.insert("followup".into(), followup.into());
+    }
+    if decode_payload(payload).exempt {
+        props.insert(crate::fatigue::EXEMPT_PROP.into(), true.into());
+    }
+    props
 }
 
 impl Conn {
@@ -101,7 +127,7 @@ impl Conn {
                     "INSERT INTO decision_log (contact, at, followup, channel, decision, until, reasons)
                      SELECT contact, ?2, followup, channel, ?3, ?4, ?5 FROM outbox WHERE seq = ?1",
                 )?
-                .execute(params![seq, to_micros(now), admission.verdict.as_str(), until, encode(&admission.reasons)?])?;
+                .execute(params![seq, to_micros(now), admission.verdict.verdict().as_str(), until, encode(&admission.reasons)?])?;
                 match &admission.verdict {
                     AdmissionVerdict::Allow { event_type } => {
                         tx.prepare_cached(
@@ -163,7 +189,10 @@ impl Conn {
                 at: from_micros(r.get(1)?)?,
                 followup: r.get(2)?,
                 channel: r.get(3)?,
-                decision: r.get(4)?,
+                decision: r
+                    .get::<_, String>(4)?
+                    .parse()
+                    .map_err(StoreError::Corrupt)?,
                 until: r.get::<_, Option<i64>>(5)?.map(from_micros).transpose()?,
                 reasons: decode(&r.get::<_, String>(6)?)?,
             });
@@ -363,7 +392,7 @@ pub(super) fn weighs(conn: &Connection, rowid: i64, id: &str) -> Result<Vec<Even
         });
     }
     let mut stmt = conn.prepare_cached(
-        "SELECT l.at, l.event_type, l.channel, o.idem_key FROM fatigue_ledger l
+        "SELECT l.at, l.event_type, l.channel, o.idem_key, o.payload FROM fatigue_ledger l
            JOIN outbox o ON o.seq = l.outbox WHERE l.contact = ?1",
     )?;
     let mut q = stmt.query([rowid])?;
@@ -376,7 +405,7 @@ pub(super) fn weighs(conn: &Connection, rowid: i64, id: &str) -> Result<Vec<Even
             kind: r.get(1)?,
             at: from_micros(r.get(0)?)?,
             channel: r.get(2)?,
-            props: serde_json::Map::new(),
+            props: send_props(None, r.get_ref(4)?.as_str().unwrap_or_default()),
         });
     }
     if reserved {
@@ -389,18 +418,20 @@ pub(super) fn weighs(conn: &Connection, rowid: i64, id: &str) -> Result<Vec<Even
 /// A delivered send: its reservation becomes an event, keyed by the
 /// idempotency key so that a delivery report with that id is a duplicate.
 fn deliver_reservation(tx: &Connection, seq: i64, now: Timestamp) -> Result<(), StoreError> {
-    let reserved: Option<(i64, String, String, String, String, String)> = tx
+    type Reserved = (i64, String, String, String, String, String, String);
+    let reserved: Option<Reserved> = tx
         .prepare_cached(
-            "SELECT l.contact, l.event_type, l.channel, o.idem_key, o.followup, c.id FROM fatigue_ledger l
+            "SELECT l.contact, l.event_type, l.channel, o.idem_key, o.followup, c.id, o.payload FROM fatigue_ledger l
              JOIN outbox o ON o.seq = l.outbox JOIN contacts c ON c.rowid = l.contact WHERE l.outbox = ?1",
         )?
-        .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+        .query_row([seq], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+        })
         .optional()?;
-    let Some((rowid, kind, channel, key, followup, contact)) = reserved else {
+    let Some((rowid, kind, channel, key, followup, contact, payload)) = reserved else {
         return Ok(());
     };
-    let mut props = serde_json::Map::new();
-    props.insert("followup".into(), followup.into());
+    let props = send_props(Some(followup), &payload);
     let event = Event {
         id: Some(key),
         contact,
@@ -613,7 +644,7 @@ mod tests {
             priority: 10,
             channel: "email".into(),
             due_at: t(due),
-            payload: serde_json::json!({"template": "nurture_welcome"}),
+            payload: Payload::template("nurture_welcome"),
         }
     }
 
@@ -657,6 +688,79 @@ mod tests {
         );
         let depth = s.outbox_depth().expect("ok");
         assert_eq!((depth[&State::Sent], depth[&State::Planned]), (1, 1));
+    }
+
+    /// Rows written before the payload was typed (every key present, nulls
+    /// included, in the order `serde_json` sorted them), by a preview (the
+    /// template only), or unreadable, still read.
+    #[test]
+    fn payloads_in_the_old_format_still_read() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = store(&dir);
+        let raw = rusqlite::Connection::open(dir.path().join("o.db")).expect("raw");
+        let now = t("2026-11-20T12:00:00Z");
+        let rows = [
+            send("c1", "1", "2026-11-20T11:00:00Z"),
+            send("c1", "2", "2026-11-20T11:00:00Z"),
+            send("c1", "3", "2026-11-20T11:00:00Z"),
+            send("c1", "4", "2026-11-20T11:00:00Z"),
+        ];
+        s.enqueue(&rows, now).expect("enqueue");
+        let old = [
+            r#"{"deadline":"2026-11-21T11:00:00Z","occurrence":{"at":"2026-11-20T10:00:00Z","signal":"event:e1","type":"signal"},"owner":"claire","template":"call_hot"}"#,
+            r#"{"deadline":null,"occurrence":{"enrolled_at":"2026-11-01T09:00:00Z","index":2,"type":"step"},"owner":null,"template":"nurture_welcome"}"#,
+            r#"{"template":"news","exempt":"yes","occurrence":{"type":"unknown"}}"#,
+            "null",
+        ];
+        for (row, text) in rows.iter().zip(old) {
+            raw.execute(
+                "UPDATE outbox SET payload = ?2 WHERE idem_key = ?1",
+                params![row.idem_key, text],
+            )
+            .expect("old payload");
+        }
+        let read: Vec<Payload> = s
+            .pending_of("c1")
+            .expect("rows")
+            .into_iter()
+            .map(|r| r.payload)
+            .collect();
+        assert_eq!(read.len(), 4);
+        assert_eq!(
+            read[0],
+            Payload {
+                deadline: Some(t("2026-11-21T11:00:00Z")),
+                exempt: false,
+                occurrence: Some(crate::outbox::Occurrence::Signal {
+                    signal: "event:e1".into(),
+                    at: t("2026-11-20T10:00:00Z"),
+                }),
+                owner: Some("claire".into()),
+                template: Some("call_hot".into()),
+            }
+        );
+        assert_eq!(
+            read[1].occurrence,
+            Some(crate::outbox::Occurrence::Step {
+                index: 2,
+                enrolled_at: t("2026-11-01T09:00:00Z"),
+            })
+        );
+        assert_eq!((read[1].owner.as_deref(), read[1].deadline), (None, None));
+        assert_eq!(
+            read[2],
+            Payload::template("news"),
+            "bad fields read as missing"
+        );
+        assert_eq!(read[3], Payload::default());
+        // What is written now reads back the same, and omits `exempt` unless set.
+        let mut exempt = Payload::template("receipt");
+        exempt.exempt = true;
+        for p in [read[0].clone(), exempt] {
+            let text = encode(&p).expect("encode");
+            assert_eq!(text.contains("exempt"), p.exempt, "{text}");
+            assert_eq!(decode_payload(&text), p);
+        }
     }
 
     #[test]

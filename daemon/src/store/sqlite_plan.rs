@@ -9,10 +9,14 @@ use super::sqlite::{
 use super::sqlite_outbox::{ROW_COLUMNS, read_row};
 use super::sqlite_scores::{CHANGE_COLUMNS, read_change, stored_from_row};
 use super::{PassMark, PlanInput, PlanRead, PlanWrite, StoreError};
+use crate::fatigue::{EXEMPT_PROP, Verdict};
 use crate::model::{Company, Contact, Event, Timestamp};
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// How an exempt send's mark reads in stored props (compact JSON).
+const EXEMPT_MARK: &str = "\"exempt\":true";
 
 impl Conn {
     pub(super) fn plan_candidates(
@@ -127,14 +131,14 @@ impl Conn {
                             to_micros(s.due_at),
                             to_micros(row.first_due),
                             encode(&s.payload)?,
-                            (row.decision == "drop" || row.decision == "block")
+                            matches!(row.decision, Verdict::Drop | Verdict::Block)
                                 .then(|| row.reasons.to_string()),
                             now_us
                         ])?;
                     if n == 0 {
                         continue;
                     }
-                    let until = (row.decision == "defer").then(|| to_micros(s.due_at));
+                    let until = (row.decision == Verdict::Defer).then(|| to_micros(s.due_at));
                     tx.prepare_cached(
                         "INSERT INTO decision_log (contact, at, followup, channel, decision, until, reasons)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -144,7 +148,7 @@ impl Conn {
                         now_us,
                         s.followup,
                         s.channel,
-                        row.decision,
+                        row.decision.as_str(),
                         until,
                         encode(&row.reasons)?
                     ])?;
@@ -394,13 +398,18 @@ fn read_batch(
             let kind: String = r.get(2)?;
             let at = from_micros(at)?;
             // Older events are only folded: no id, contact or props (but
-            // a call's outcome) to carry.
+            // a call's outcome, and the mark of an exempt send) to carry.
             let event = if older {
+                let text = r.get_ref(5)?.as_str().map_err(corrupt)?;
                 Event {
                     id: None,
                     contact: String::new(),
                     props: if kind == read.props_of {
-                        decode_props(r.get_ref(5)?.as_str().map_err(corrupt)?)?
+                        decode_props(text)?
+                    } else if text.contains(EXEMPT_MARK) {
+                        let mut props = serde_json::Map::new();
+                        props.insert(EXEMPT_PROP.into(), true.into());
+                        props
                     } else {
                         serde_json::Map::new()
                     },

@@ -1,10 +1,9 @@
 //! Plain data the store keeps for the layers above it: defined here so that
 //! the store imports nothing from the passes that use it.
 
-use crate::condition::ConditionConfig;
 use crate::fatigue::ContactState;
 use crate::model::{Contact, Event, Timestamp};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::StoredScore;
 
@@ -15,20 +14,7 @@ pub type Props = serde_json::Map<String, serde_json::Value>;
 /// first) and its stored score.
 pub type RescoreInput = (i64, Contact, Vec<Event>, Option<StoredScore>);
 
-/// A broadcast as written by a user (API, command line), before its segment
-/// is compiled (see `followups::plan`).
-#[derive(Clone, Debug, Deserialize, Serialize)]
-pub struct BroadcastSpec {
-    pub id: String,
-    pub name: String,
-    pub segment: ConditionConfig,
-    pub channel: String,
-    pub template: String,
-    pub start: Timestamp,
-    pub end: Timestamp,
-    #[serde(default)]
-    pub priority: Option<u32>,
-}
+pub use crate::followups::BroadcastSpec;
 
 /// What a planning pass folded of a contact's older history (see
 /// `followups::memo`, which folds, encodes and decodes it).

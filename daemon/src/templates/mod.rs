@@ -19,7 +19,8 @@ pub mod context;
 pub mod preview;
 pub mod request;
 
-use crate::config::{Issues, KeyPath, TemplateConfig, Validate};
+use crate::config::path::{Issues, KeyPath, Validate};
+use crate::config::sections::TemplateConfig;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -217,7 +218,7 @@ pub fn compile(
     let dir = templating
         .dir
         .as_ref()
-        .map(|d| crate::config::resolve(config_file, d));
+        .map(|d| crate::config::path::resolve(config_file, d));
     let mut sources: BTreeMap<String, (String, Option<PathBuf>)> = BTreeMap::new();
     if let Some(dir) = &dir {
         read_folder(dir, dir, 0, &mut sources, &mut issues);

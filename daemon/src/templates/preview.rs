@@ -8,7 +8,7 @@
 
 use crate::config::Config;
 use crate::model::{Contact, FollowUpKind, Timestamp};
-use crate::outbox::{Row, State};
+use crate::outbox::{Payload, Row, State};
 use crate::store::{Store, StoreError};
 use serde::Serialize;
 
@@ -67,12 +67,10 @@ pub fn preview(
         None => None,
     };
     let score = store.stored_score(id)?;
-    let pending = store.pending_of(id)?.into_iter().find(|r| {
-        r.payload
-            .get("template")
-            .and_then(serde_json::Value::as_str)
-            == Some(name)
-    });
+    let pending = store
+        .pending_of(id)?
+        .into_iter()
+        .find(|r| r.payload.template.as_deref() == Some(name));
     let from_outbox = pending.is_some();
     let row = pending.unwrap_or_else(|| Row {
         seq: 0,
@@ -87,7 +85,7 @@ pub fn preview(
         first_due: now,
         attempts: 0,
         lease_until: None,
-        payload: serde_json::json!({ "template": name }),
+        payload: Payload::template(name),
         last_error: None,
         updated_at: now,
     });

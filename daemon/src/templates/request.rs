@@ -22,9 +22,19 @@ pub fn deliver_request(
     let mut vars = serde_json::Map::new();
     vars.insert("followup".into(), row.followup.clone().into());
     vars.insert("kind".into(), row.kind.as_str().into());
-    for key in ["owner", "deadline", "occurrence"] {
-        if let Some(v) = row.payload.get(key).filter(|v| !v.is_null()) {
-            vars.insert(key.into(), v.clone());
+    // The plugin interface speaks JSON: the payload's fields go as values.
+    let p = &row.payload;
+    let fields = [
+        ("owner", p.owner.as_ref().map(|o| serde_json::json!(o))),
+        ("deadline", p.deadline.map(|d| serde_json::json!(d))),
+        (
+            "occurrence",
+            p.occurrence.as_ref().map(|o| serde_json::json!(o)),
+        ),
+    ];
+    for (key, value) in fields {
+        if let Some(v) = value {
+            vars.insert(key.into(), v);
         }
     }
     // Emails carry signed open and click links and a one-click unsubscribe
@@ -35,7 +45,7 @@ pub fn deliver_request(
         .is_some_and(|c| c.plugin == "email");
     let tracked = is_email && config.api.enabled && !config.api.public_url.is_empty();
     if tracked {
-        let unsubscribe = crate::api::tracking::unsubscribe_link(
+        let unsubscribe = crate::links::unsubscribe_link(
             &config.api.public_url,
             &row.idem_key,
             &row.contact,
@@ -62,10 +72,7 @@ pub fn deliver_request(
         }),
         vars,
     };
-    let template = row
-        .payload
-        .get("template")
-        .and_then(serde_json::Value::as_str);
+    let template = row.payload.template.as_deref();
     if let Some(name) = template.filter(|n| config.compiled_templates.contains(n)) {
         let ctx = super::context::build(&request);
         let language = super::context::language(&request.contact);
@@ -82,7 +89,7 @@ pub fn deliver_request(
             html: rendered.html,
         };
         if tracked {
-            crate::api::tracking::decorate(
+            crate::links::decorate(
                 &mut request.message,
                 &config.api.public_url,
                 &row.idem_key,
