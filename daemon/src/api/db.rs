@@ -49,6 +49,8 @@ pub struct StoreSpec {
     pub path: PathBuf,
     pub busy_timeout: Duration,
     pub cache_mb: u32,
+    /// `[calls] default_country`: national phone numbers are keyed with it.
+    pub country: String,
 }
 
 impl StoreSpec {
@@ -57,6 +59,7 @@ impl StoreSpec {
             path: config.store_path(),
             busy_timeout: Duration::from_secs(config.store.busy_timeout.seconds().max(1) as u64),
             cache_mb: config.store.cache_mb,
+            country: config.calls.default_country.to_ascii_uppercase(),
         }
     }
 
@@ -86,7 +89,8 @@ impl Db {
     /// Opens the writer's connection (creating and migrating the store)
     /// and starts the writer thread; it ends when the last `Db` is dropped.
     pub fn open(spec: StoreSpec) -> Result<Self, StoreError> {
-        let store = spec.open()?;
+        let mut store = spec.open()?;
+        store.set_default_country(&spec.country)?;
         let conn = store.connection();
         conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
         conn.pragma_update(None, "journal_size_limit", WAL_KEEP_BYTES)?;

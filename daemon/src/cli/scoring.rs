@@ -3,10 +3,11 @@
 use super::{Failure, exit, open_store, output};
 use relance::clock::Clock;
 use relance::config::Config;
+use relance::desk::distribution::distribution;
 use relance::model::{Company, Event};
 use relance::scoring::pass::{self, PassReport};
 use relance::scoring::{DealInput, DealModel, ScoringModel, WhatIf, score_customers};
-use relance::store::{Records, ScoreStore};
+use relance::store::{DeskStore, Records, ScoreStore};
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::Path;
@@ -75,8 +76,11 @@ pub fn score(
         return Ok(exit::OK);
     }
     let card = model.score(&contact, company.as_ref(), &events, clock.now());
+    let prospect = store.prospect_status(id).map_err(anyhow::Error::from)?;
     if as_json {
-        output::json(&card)?;
+        let mut value = serde_json::to_value(&card).map_err(anyhow::Error::from)?;
+        value["prospect"] = serde_json::to_value(&prospect).map_err(anyhow::Error::from)?;
+        output::json(&value)?;
         return Ok(exit::OK);
     }
     println!(
@@ -90,6 +94,7 @@ pub fn score(
         "  profile {}, behaviour {}, negative {}, inactivity {}",
         card.profile, card.behaviour, card.negative, card.inactivity
     );
+    println!("  prospect {}", prospect.status);
     let mut table = output::Table::new(&["rule", "points", "events", "detail"]);
     for c in &card.contributions {
         let detail = match (&c.decay, c.months) {
@@ -205,9 +210,36 @@ pub fn what_if(config: &Config, clock: &Clock, other: &Path, as_json: bool) -> R
     if let Some(e) = failure {
         return Err(anyhow::Error::from(e).into());
     }
+    result.finish(20);
+    let sorted = |pick: fn(&(i64, i64)) -> i64| {
+        let mut v: Vec<i64> = result.scores.iter().map(pick).collect();
+        v.sort_unstable();
+        v
+    };
+    let dist_before = distribution(&sorted(|s| s.0), 10, &config.scoring.bands);
+    let dist_after = distribution(&sorted(|s| s.1), 10, &proposed.scoring.bands);
     if as_json {
-        output::json(&result)?;
+        let mut value = serde_json::to_value(&result).map_err(anyhow::Error::from)?;
+        value["distribution"] = json!({ "before": dist_before, "after": dist_after });
+        output::json(&value)?;
         return Ok(exit::OK);
+    }
+    println!("distribution now:");
+    print!("{}", dist_before.render());
+    println!("distribution with the new rules:");
+    print!("{}", dist_after.render());
+    if !result.largest_deltas.is_empty() {
+        println!("largest score changes:");
+        for d in &result.largest_deltas {
+            println!(
+                "  {}: {} → {} ({}{})",
+                d.contact,
+                d.score_before,
+                d.score_after,
+                if d.delta.0 > 0 { "+" } else { "" },
+                d.delta
+            );
+        }
     }
     let mut table = output::Table::new(&["band", "now", "with the new rules"]);
     for band in result.before.keys().chain(

@@ -53,7 +53,9 @@ pub struct PassReport {
 
 /// Fingerprint of the rules: a change of rules forces a full rebuild.
 pub fn rules_fingerprint(config: &Config) -> String {
-    let text = serde_json::to_string(&config.scoring).unwrap_or_default();
+    // The desk's rules too: the pass maintains the prospect status.
+    let text = serde_json::to_string(&config.scoring).unwrap_or_default()
+        + &crate::desk::DeskRules::new(config).fingerprint();
     hex::encode(&Sha256::digest(text.as_bytes())[..12])
 }
 
@@ -62,8 +64,10 @@ pub fn rescore(config: &Config, now: Timestamp, force_full: bool) -> Result<Pass
     let model = ScoringModel::compile(&config.scoring)?;
     let detector = ChangeDetector::new(&config.scoring.changes);
     let write_turn = std::sync::Mutex::new(());
+    let desk = crate::desk::DeskRules::new(config);
     let shared = Shared {
         config,
+        desk: &desk,
         model: &model,
         detector: &detector,
         now,
@@ -167,6 +171,7 @@ fn split(lo: i64, hi: i64, n: usize) -> Vec<(i64, i64)> {
 #[derive(Clone, Copy)]
 struct Shared<'a> {
     config: &'a Config,
+    desk: &'a crate::desk::DeskRules,
     model: &'a ScoringModel,
     detector: &'a ChangeDetector,
     now: Timestamp,
@@ -186,6 +191,7 @@ impl Shared<'_> {
 
     fn pass(&self) -> Pass<'_> {
         Pass {
+            desk: self.desk,
             model: self.model,
             detector: self.detector,
             now: self.now,
@@ -230,6 +236,7 @@ impl Shared<'_> {
 }
 
 struct Pass<'a> {
+    desk: &'a crate::desk::DeskRules,
     model: &'a ScoringModel,
     detector: &'a ChangeDetector,
     now: Timestamp,
@@ -304,7 +311,9 @@ impl Pass<'_> {
             self.report.changed += 1;
         }
         self.report.changes += changes.len();
-        if !unchanged {
+        // A call, a meeting or a reaction may leave the score as it was.
+        let desk = self.desk.row(contact, events);
+        if !unchanged || desk.is_some() {
             // The snapshots of the jump window travel with the score.
             let since = self.now - self.detector.window();
             let mut recent: Vec<(Timestamp, i64)> = previous
@@ -329,6 +338,7 @@ impl Pass<'_> {
                 next_change_at: card.next_change_at,
                 snapshot,
                 changes,
+                desk,
             });
         }
         Ok(())

@@ -2,13 +2,16 @@
 //! [`Store`] trait, so that PostgreSQL can come next to SQLite without
 //! touching scoring, the guard or the planner.
 
+pub mod desk;
 mod migrations;
 mod sqlite;
 mod sqlite_channels;
+mod sqlite_desk;
 mod sqlite_outbox;
 mod sqlite_plan;
 mod sqlite_scores;
 
+pub use desk::DeskStore;
 pub use sqlite::SqliteStore;
 
 use crate::followups::BroadcastSpec;
@@ -250,7 +253,8 @@ pub struct JobRun {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StoredScore {
     pub contact: String,
-    /// Hundredths of a point.
+    /// Hundredths of a point; serialised in points.
+    #[serde(serialize_with = "crate::scoring::points::hundredths_as_points")]
     pub score: i64,
     pub band: String,
     pub next_change_at: Option<Timestamp>,
@@ -264,7 +268,8 @@ pub struct StoredScore {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Snapshot {
     pub at: Timestamp,
-    /// Hundredths of a point.
+    /// Hundredths of a point; serialised in points, like every score.
+    #[serde(serialize_with = "crate::scoring::points::hundredths_as_points")]
     pub score: i64,
     pub band: String,
 }
@@ -297,6 +302,9 @@ pub struct ScoreWrite {
     /// The recent snapshots to keep with the score (see [`StoredScore::recent`]).
     pub recent: Vec<(Timestamp, i64)>,
     pub changes: Vec<StoredChange>,
+    /// The call desk's row (see [`crate::desk::DeskRules::row`]); `None`
+    /// removes a stored one.
+    pub desk: Option<crate::desk::DeskRow>,
 }
 
 /// Scores, their history and the bookkeeping of incremental passes.

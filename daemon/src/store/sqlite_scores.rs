@@ -370,6 +370,7 @@ impl ScoreStore for SqliteStore {
                         to_micros(c.since)
                     ])?;
                 }
+                super::sqlite_desk::save_desk(tx, rowid, w.desk.as_ref())?;
                 tx.prepare_cached("DELETE FROM rescore_queue WHERE contact = ?1")?
                     .execute([rowid])?;
             }
