@@ -152,7 +152,7 @@ pub fn run(config: &Config, action: &Action) -> Result<u8, Failure> {
             let mut table = output::Table::new(&["by", "key", "contacts"]);
             for g in &groups {
                 table.row(vec![
-                    format!("{:?}", g.kind).to_lowercase(),
+                    g.kind.to_string(),
                     g.key.clone(),
                     g.contacts.join(", "),
                 ]);

@@ -276,7 +276,7 @@ fn report(summary: &Summary, as_json: bool) -> anyhow::Result<()> {
             .map(String::as_str)
             .collect();
         println!(
-            "  line {}: `{}` accepted, likely the same person as {} (same {:?} {})",
+            "  line {}: `{}` accepted, likely the same person as {} (same {} {})",
             d.line,
             d.id,
             others.join(", "),

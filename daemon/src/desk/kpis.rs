@@ -42,6 +42,9 @@ pub struct Kpis {
     pub callbacks: u32,
     pub refusals: u32,
     pub sessions: u32,
+    /// The sessions' span in seconds (rates are computed from it), and in
+    /// hours rounded to four decimals.
+    pub seconds: i64,
     pub hours: f64,
     pub calls_per_hour: Option<f64>,
     pub pitches_per_hour: Option<f64>,
@@ -117,7 +120,7 @@ pub fn sessions(calls: &[CallRow], gap: Duration) -> Vec<Session<'_>> {
 fn add(k: &mut Kpis, s: &Session<'_>, codes: &Codes, call_length: Duration) {
     k.sessions += 1;
     let span = s.last() - s.start() + call_length;
-    k.hours += span.num_seconds() as f64 / 3_600.0;
+    k.seconds += span.num_seconds();
     for c in s.calls {
         k.calls += 1;
         let code = c.code.as_str();
@@ -143,9 +146,10 @@ fn add(k: &mut Kpis, s: &Session<'_>, codes: &Codes, call_length: Duration) {
 }
 
 fn finish(mut k: Kpis) -> Kpis {
-    k.hours = (k.hours * 10_000.0).round() / 10_000.0;
-    k.calls_per_hour = ratio(f64::from(k.calls), k.hours);
-    k.pitches_per_hour = ratio(f64::from(k.pitches), k.hours);
+    let hours = k.seconds as f64 / 3_600.0;
+    k.hours = (hours * 10_000.0).round() / 10_000.0;
+    k.calls_per_hour = ratio(f64::from(k.calls), hours);
+    k.pitches_per_hour = ratio(f64::from(k.pitches), hours);
     k.appointment_rate = ratio(f64::from(k.appointments), f64::from(k.pitches));
     k.callback_rate = ratio(f64::from(k.callbacks), f64::from(k.calls));
     k.refusal_rate = ratio(f64::from(k.refusals), f64::from(k.pitches));

@@ -312,7 +312,8 @@ impl Pass<'_> {
         }
         self.report.changes += changes.len();
         // A call, a meeting or a reaction may leave the score as it was.
-        let desk = self.desk.row(contact, events);
+        let upto = events.partition_point(|e| e.at <= self.now);
+        let desk = self.desk.row(contact, &events[..upto]);
         if !unchanged || desk.is_some() {
             // The snapshots of the jump window travel with the score.
             let since = self.now - self.detector.window();

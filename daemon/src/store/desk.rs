@@ -57,6 +57,15 @@ pub enum KeyKind {
     Phone,
 }
 
+impl std::fmt::Display for KeyKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KeyKind::Email => "email",
+            KeyKind::Phone => "phone",
+        })
+    }
+}
+
 /// Contacts sharing one normalised key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DuplicateGroup {
@@ -100,7 +109,7 @@ pub trait DeskStore {
     fn briefs(&self, ids: &[String]) -> Result<Vec<Brief>, StoreError>;
     /// Ids of the contacts whose stored status is `status`, sorted.
     fn with_status(&self, status: crate::desk::ProspectStatus) -> Result<Vec<String>, StoreError>;
-    /// Contacts never called, in id order.
+    /// Contacts never called (and not on do-not-contact), in id order.
     fn never_called(&self, limit: u32) -> Result<Listed, StoreError>;
     /// ARRÊTÉ, PERDU or do-not-contact.
     fn never_call_again(&self, limit: u32) -> Result<Listed, StoreError>;

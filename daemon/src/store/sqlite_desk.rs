@@ -234,7 +234,11 @@ impl DeskStore for SqliteStore {
     }
 
     fn never_called(&self, limit: u32) -> Result<Listed, StoreError> {
-        self.listed("(d.calls IS NULL OR d.calls = 0)", &[], limit)
+        self.listed(
+            "(d.contact IS NULL OR (d.calls = 0 AND d.do_not_call IS NULL))",
+            &[],
+            limit,
+        )
     }
 
     fn never_call_again(&self, limit: u32) -> Result<Listed, StoreError> {
@@ -247,9 +251,8 @@ impl DeskStore for SqliteStore {
 
     fn documented_not_called(&self, limit: u32) -> Result<Listed, StoreError> {
         self.listed(
-            "d.doc_at IS NOT NULL AND (d.last_call_at IS NULL OR d.last_call_at < d.doc_at)
-             AND NOT EXISTS (SELECT 1 FROM desk_events e WHERE e.contact = d.contact
-               AND e.kind = 'call' AND e.at > d.doc_at)",
+            // The call that sent the documentation (MAIL) does not count.
+            "d.doc_at IS NOT NULL AND (d.last_call_at IS NULL OR d.last_call_at <= d.doc_at)",
             &[],
             limit,
         )
