@@ -96,16 +96,18 @@ fn week() -> Env {
     env
 }
 
-fn figures(
-    p: &Value,
-) -> (
+/// Calls, then calls and pitches per hour, appointment, call-back and
+/// refusal rates.
+type Figures = (
     i64,
     Option<f64>,
     Option<f64>,
     Option<f64>,
     Option<f64>,
     Option<f64>,
-) {
+);
+
+fn figures(p: &Value) -> Figures {
     (
         p["calls"].as_i64().expect("calls"),
         p["calls_per_hour"].as_f64(),

@@ -278,6 +278,7 @@ pub fn campaigns<S: DeskStore + PlanStore + ScoreStore + Records>(
                         .as_ref()
                         .map(|s| crate::scoring::Points(s.score).as_f64()),
                     call: None,
+                    prospect: None,
                 });
             let in_bands = bands_wanted.is_empty()
                 || band.is_some_and(|b| bands_wanted.iter().any(|x| x == b));

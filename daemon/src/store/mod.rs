@@ -438,6 +438,8 @@ pub struct PlanInput {
     pub rows: Vec<Row>,
     /// The wake instant the last pass stored.
     pub wake: Option<Timestamp>,
+    /// The prospect status the scoring pass stored (see [`crate::desk`]).
+    pub prospect: Option<String>,
 }
 
 /// Given a contact's key and its stored memo (`upto`, stored form), the
