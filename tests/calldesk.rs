@@ -517,3 +517,72 @@ fn the_score_distribution_counts_bands_and_percentiles_exactly() {
     let text = stdout(&env.run_at(NOW, &["scores", "distribution"]));
     assert!(text.contains("5 contacts; bands: hot"), "{text}");
 }
+
+#[test]
+fn what_if_shows_the_distribution_before_and_after_and_the_largest_deltas() {
+    let env = env();
+    let mut events = String::new();
+    for i in 0..5 {
+        for n in 0..i {
+            events += &format!(
+                "{{\"contact\": \"w{i}\", \"type\": \"download\", \"at\": \"2026-11-1{n}T10:00:00Z\"}}\n"
+            );
+        }
+    }
+    env.import_text("contacts", "contacts.csv", "id\nw0\nw1\nw2\nw3\nw4\n");
+    env.import_text("events", "events.jsonl", &events);
+    // The white paper is worth 40 points instead of 25 (counted twice at most).
+    let config = std::fs::read_to_string(env.path("relance.toml")).expect("config");
+    let proposed = config.replacen(
+        "event = \"download\"\npoints = 25.0",
+        "event = \"download\"\npoints = 40.0",
+        1,
+    );
+    assert_ne!(
+        config, proposed,
+        "the white paper rule is in the shipped configuration"
+    );
+    let other = env.write("proposed.toml", &proposed);
+    let r = env.json_at(
+        NOW,
+        &[
+            "score",
+            "--what-if",
+            other.to_str().expect("utf-8"),
+            "--json",
+        ],
+    );
+    let deltas: Vec<(String, f64)> = r["largest_deltas"]
+        .as_array()
+        .expect("deltas")
+        .iter()
+        .map(|d| {
+            (
+                d["contact"].as_str().expect("id").to_string(),
+                d["delta"].as_f64().expect("delta"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        deltas,
+        [
+            ("w2".to_string(), 30.0),
+            ("w3".to_string(), 30.0),
+            ("w4".to_string(), 30.0),
+            ("w1".to_string(), 15.0),
+        ]
+    );
+    let before = &r["distribution"]["before"];
+    let after = &r["distribution"]["after"];
+    assert_eq!(
+        (before["contacts"].as_i64(), after["contacts"].as_i64()),
+        (Some(5), Some(5))
+    );
+    assert_eq!(
+        after["max"].as_f64().expect("max") - before["max"].as_f64().expect("max"),
+        30.0
+    );
+    assert_eq!(before["min"], after["min"], "w0 downloaded nothing");
+    let text = stdout(&env.run_at(NOW, &["score", "--what-if", other.to_str().expect("utf-8")]));
+    assert!(text.contains("largest score changes:\n  w2: "), "{text}");
+}
