@@ -53,12 +53,20 @@ fn patch(i: usize) -> Patch {
     p.fields.insert("email".into(), Value::String(email));
     p.fields.insert(
         "phone".into(),
-        Value::String(format!("06 {:02} {:02} {:02} {:02}", i / 1_000_000 % 100, i / 10_000 % 100, i / 100 % 100, i % 100)),
+        Value::String(format!(
+            "06 {:02} {:02} {:02} {:02}",
+            i / 1_000_000 % 100,
+            i / 10_000 % 100,
+            i / 100 % 100,
+            i % 100
+        )),
     );
     p.fields
         .insert("status".into(), Value::String("prospect".into()));
-    p.fields
-        .insert("owner".into(), Value::String(OWNERS[i % OWNERS.len()].into()));
+    p.fields.insert(
+        "owner".into(),
+        Value::String(OWNERS[i % OWNERS.len()].into()),
+    );
     p
 }
 
@@ -178,10 +186,18 @@ fn main() {
                 p
             };
             if rng.below(4) == 0 {
-                push("email_open", sent_at + chrono::Duration::hours(2), key(rowid));
+                push(
+                    "email_open",
+                    sent_at + chrono::Duration::hours(2),
+                    key(rowid),
+                );
             }
             if rng.below(50) == 0 {
-                push("email_click", sent_at + chrono::Duration::hours(3), key(rowid));
+                push(
+                    "email_click",
+                    sent_at + chrono::Duration::hours(3),
+                    key(rowid),
+                );
             }
         }
         if batch.len() >= 10_000 {
@@ -216,8 +232,15 @@ fn main() {
     });
     let kpis = time("relance calls kpis --by day (28 days)", || {
         let from = now - chrono::Duration::days(28);
-        report::call_kpis(&store, &config, from, now, relance::desk::kpis::By::Day, None)
-            .expect("kpis")
+        report::call_kpis(
+            &store,
+            &config,
+            from,
+            now,
+            relance::desk::kpis::By::Day,
+            None,
+        )
+        .expect("kpis")
     });
     let lists = time("relance calls lists (1,000 per list)", || {
         report::call_lists(&store, now, 1_000).expect("lists")

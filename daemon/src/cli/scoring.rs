@@ -16,6 +16,18 @@ fn hundredths(v: i64) -> String {
     relance::scoring::Points(v).to_string()
 }
 
+/// A score card as JSON with the stored prospect status beside it.
+fn with_prospect(
+    card: &relance::scoring::ScoreCard,
+    prospect: &relance::desk::StatusView,
+) -> Result<serde_json::Value, serde_json::Error> {
+    let mut value = serde_json::to_value(card)?;
+    if let Some(map) = value.as_object_mut() {
+        map.insert("prospect".into(), serde_json::to_value(prospect)?);
+    }
+    Ok(value)
+}
+
 pub fn rescore(config: &Config, clock: &Clock, full: bool, as_json: bool) -> Result<u8, Failure> {
     let started = std::time::Instant::now();
     let report: PassReport =
@@ -78,9 +90,7 @@ pub fn score(
     let card = model.score(&contact, company.as_ref(), &events, clock.now());
     let prospect = store.prospect_status(id).map_err(anyhow::Error::from)?;
     if as_json {
-        let mut value = serde_json::to_value(&card).map_err(anyhow::Error::from)?;
-        value["prospect"] = serde_json::to_value(&prospect).map_err(anyhow::Error::from)?;
-        output::json(&value)?;
+        output::json(&with_prospect(&card, &prospect).map_err(anyhow::Error::from)?)?;
         return Ok(exit::OK);
     }
     println!(
@@ -153,7 +163,8 @@ pub fn all(config: &Config, clock: &Clock, as_json: bool) -> Result<u8, Failure>
                     if !first {
                         out.write_all(b",\n")?;
                     }
-                    serde_json::to_writer(&mut out, &card)?;
+                    let prospect = store.prospect_status(&contact.id)?;
+                    serde_json::to_writer(&mut out, &with_prospect(&card, &prospect)?)?;
                 } else {
                     writeln!(
                         out,
