@@ -586,3 +586,35 @@ fn what_if_shows_the_distribution_before_and_after_and_the_largest_deltas() {
     let text = stdout(&env.run_at(NOW, &["score", "--what-if", other.to_str().expect("utf-8")]));
     assert!(text.contains("largest score changes:\n  w2: "), "{text}");
 }
+
+#[test]
+fn bad_desk_settings_are_refused_with_their_position() {
+    let env = Env::new();
+    let mut config = std::fs::read_to_string(env.path("relance.toml")).expect("config");
+    config.push_str("\n[calls]\nsession_gap = \"0s\"\ndefault_country = \"XX\"\nreachd = []\n");
+    std::fs::write(env.path("relance.toml"), &config).expect("config");
+    let line = config.lines().count();
+    let out = env.run(&["check"]);
+    assert_eq!(code(&out), 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "relance.toml:{}:15: `calls.session_gap`: must be at least 1s",
+            line - 2
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("`calls.default_country`: unknown country `XX`"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "relance.toml:{line}:1: `calls.reachd`: unknown key"
+        )),
+        "{err}"
+    );
+    let bad = Env::new().run(&["calls", "kpis", "--by", "month"]);
+    assert_eq!(code(&bad), 2);
+    assert!(stderr(&bad).contains("invalid value 'month'"), "{}", stderr(&bad));
+}

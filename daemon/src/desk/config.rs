@@ -7,7 +7,7 @@ use crate::model::event_types as et;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct DeskConfig {
     /// Calls of one owner less than this apart belong to one session.
     pub session_gap: Duration,
