@@ -731,3 +731,48 @@ proptest! {
         })?;
     }
 }
+
+/// The call desk through the API: a duplicate is accepted and flagged with
+/// the key it shares; the prospect status the scoring pass stored is read
+/// with the contact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_are_flagged_and_the_prospect_status_is_read() {
+    let s = Server::start().await;
+    let (status, body) = s
+        .post_json(
+            "/v1/contacts",
+            &json!([
+                {"id": "a", "email": "anne@example.com", "phone": "06 12 34 56 78"},
+                {"id": "b", "email": "ANNE@Example.com"},
+                {"id": "h", "first_name": "Anne", "email": "anne@other.example"},
+            ]),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["results"][1]["duplicates"],
+        json!([{"kind": "email", "key": "anne@example.com", "contacts": ["a", "b"]}])
+    );
+    assert!(body["results"][2].get("duplicates").is_none(), "{body}");
+    let (status, body) = s
+        .post_json(
+            "/v1/events",
+            &json!([{"contact": "a", "type": "call", "at": "2026-11-17T08:30:00Z",
+                     "props": {"outcome": "PISTE"}}]),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    relance::scoring::pass::rescore(&*s.store(), &s.config, now(), false).expect("rescore");
+    let (status, body) = s.get("/v1/contacts/a").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["prospect"],
+        json!({"status": "CHAUD", "since": "2026-11-17T08:30:00Z", "set_by": {"type": "call", "outcome": "PISTE"}})
+    );
+    let (_, body) = s.get("/v1/contacts/h").await;
+    assert_eq!(
+        body["prospect"],
+        json!({"status": "FROID", "since": null, "set_by": null})
+    );
+    s.stop().await;
+}

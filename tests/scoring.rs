@@ -129,8 +129,9 @@ fn passes_are_incremental_and_keep_the_film() {
     let history = film["history"].as_array().expect("history");
     assert_eq!(history.len(), 2);
     assert_eq!(
-        (history[0]["score"].as_i64(), history[1]["score"].as_i64()),
-        (Some(3_000), Some(12_000))
+        (history[0]["score"].as_f64(), history[1]["score"].as_f64()),
+        (Some(30.0), Some(120.0)),
+        "the film in points, like `score --json`"
     );
     assert_eq!(
         (history[0]["band"].as_str(), history[1]["band"].as_str()),

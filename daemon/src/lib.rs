@@ -11,6 +11,7 @@ pub mod clock;
 pub mod condition;
 pub mod config;
 pub mod daemon;
+pub mod desk;
 pub mod fatigue;
 pub mod followups;
 pub mod ingest;

@@ -465,6 +465,7 @@ pub fn a_score_is_written_by_one_of_two_passes(backend: Backend) {
         band: "warm".into(),
         next_change_at: None,
         snapshot: true,
+        desk: None,
         recent: Vec::new(),
         changes: vec![StoredChange {
             seq: 0,

@@ -108,6 +108,11 @@ pub struct ItemResult {
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// A contact accepted whose normalised email or phone another id has:
+    /// the key and every contact sharing it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub duplicates: Vec<crate::store::desk::DuplicateGroup>,
 }
 
 impl ItemResult {
@@ -118,6 +123,7 @@ impl ItemResult {
             outcome: outcome.into(),
             reason: None,
             field: None,
+            duplicates: Vec::new(),
         }
     }
 
@@ -128,6 +134,7 @@ impl ItemResult {
             outcome: "rejected".into(),
             field: field_of(&reason),
             reason: Some(reason),
+            duplicates: Vec::new(),
         }
     }
 }
@@ -292,15 +299,20 @@ async fn upsert(
         }
     }
     let ids: Vec<String> = valid.iter().map(|p| p.id.clone()).collect();
-    let written = if valid.is_empty() {
-        Vec::new()
+    let (written, mut flagged) = if valid.is_empty() {
+        (Vec::new(), Vec::new())
     } else {
         state
             .db()
             .write(move |store| match kind {
-                Kind::Contact => store.upsert_contacts(&valid),
-                Kind::Company => store.upsert_companies(&valid),
-                Kind::Deal => store.upsert_deals(&valid),
+                Kind::Contact => {
+                    let written = store.upsert_contacts(&valid)?;
+                    let ids: Vec<String> = valid.iter().map(|p| p.id.clone()).collect();
+                    let flagged = crate::store::DeskStore::duplicates_of(store, &ids)?;
+                    Ok((written, flagged))
+                }
+                Kind::Company => Ok((store.upsert_companies(&valid)?, Vec::new())),
+                Kind::Deal => Ok((store.upsert_deals(&valid)?, Vec::new())),
             })
             .await?
     };
@@ -320,6 +332,18 @@ async fn upsert(
             Upsert::Rejected(reason) => ItemResult::rejected(index, id, reason),
         });
     }
+    for r in results.iter_mut().flatten() {
+        if r.outcome == "rejected" {
+            continue;
+        }
+        let Some(id) = r.id.as_deref() else { continue };
+        r.duplicates = flagged
+            .iter()
+            .filter(|(of, _)| of == id)
+            .map(|(_, g)| g.clone())
+            .collect();
+    }
+    flagged.clear();
     if changed {
         state.poke();
     }

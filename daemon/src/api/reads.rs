@@ -27,6 +27,10 @@ pub struct ContactView {
     pub stored_score: Option<StoredScore>,
     #[schema(value_type = Object)]
     pub fatigue: FatigueReport,
+    /// The prospect status (GAGNÉ, CHAUD, TIÈDE, FROID, ARRÊTÉ, PERDU), when
+    /// and what set it, as the last scoring pass stored it.
+    #[schema(value_type = Object)]
+    pub prospect: crate::desk::StatusView,
 }
 
 /// One contact with its score explanation and fatigue, at the server's now.
@@ -65,11 +69,13 @@ pub async fn get_contact(
             let state = ContactState::replay(&guard, &contact, &weighs)
                 .map_err(|e| ApiError::Internal(e.to_string()))?;
             let fatigue = report(&config.fatigue, &guard, &id, &state, &weighs, now);
+            let prospect = crate::store::DeskStore::prospect_status(store, &id)?;
             Ok(ContactView {
                 contact,
                 score,
                 stored_score,
                 fatigue,
+                prospect,
             })
         })
         .await?;

@@ -3,6 +3,7 @@
 use super::{Failure, exit, open_store, output};
 use clap::Subcommand;
 use relance::config::Config;
+use relance::desk::ProspectStatus;
 
 #[derive(Debug, Subcommand)]
 pub enum Action {
@@ -12,8 +13,17 @@ pub enum Action {
         #[arg(long)]
         json: bool,
     },
-    /// Every contact.
+    /// Every contact, or those with one prospect status.
     List {
+        /// GAGNÉ, CHAUD, TIÈDE, FROID, ARRÊTÉ or PERDU (accents optional;
+        /// won, hot, warm, cold, stopped, lost too).
+        #[arg(long, value_parser = ProspectStatus::parse)]
+        status: Option<ProspectStatus>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Groups of contacts sharing a normalised email or phone (E.164).
+    Duplicates {
         #[arg(long)]
         json: bool,
     },
@@ -29,8 +39,10 @@ pub fn run(config: &Config, action: &Action) -> Result<u8, Failure> {
                 return Err(Failure::Input(format!("no contact with id `{id}`")));
             };
             let events = store.events_of(id).map_err(anyhow::Error::from)?;
+            let prospect = store.prospect_status(id).map_err(anyhow::Error::from)?;
             if *json {
                 let mut value = serde_json::to_value(&contact).map_err(anyhow::Error::from)?;
+                value["prospect"] = serde_json::to_value(&prospect).map_err(anyhow::Error::from)?;
                 value["events"] = serde_json::to_value(&events).map_err(anyhow::Error::from)?;
                 output::json(&value)?;
                 return Ok(exit::OK);
@@ -46,6 +58,17 @@ pub fn run(config: &Config, action: &Action) -> Result<u8, Failure> {
                 println!("  {label:<14}{}", output::opt(value));
             }
             println!("  {:<14}{}", "status", contact.status);
+            let set_by = prospect.set_by.as_ref().map_or(String::new(), |b| {
+                let what = b
+                    .outcome
+                    .as_ref()
+                    .map_or(b.kind.clone(), |o| format!("{} {o}", b.kind));
+                format!(
+                    " since {} ({what})",
+                    prospect.since.map_or("-".into(), |t| t.to_rfc3339())
+                )
+            });
+            println!("  {:<14}{}{set_by}", "prospect", prospect.status);
             println!(
                 "  {:<14}{}",
                 "timezone",
@@ -85,10 +108,19 @@ pub fn run(config: &Config, action: &Action) -> Result<u8, Failure> {
             }
             Ok(exit::OK)
         }
-        Action::List { json } => {
+        Action::List { status, json } => {
             let mut contacts = Vec::new();
+            let keep: Option<std::collections::BTreeSet<String>> = status
+                .map(|s| store.with_status(s))
+                .transpose()
+                .map_err(anyhow::Error::from)?
+                .map(|ids| ids.into_iter().collect());
             store
-                .for_each_contact(&mut |c| contacts.push(c))
+                .for_each_contact(&mut |c| {
+                    if keep.as_ref().is_none_or(|k| k.contains(&c.id)) {
+                        contacts.push(c);
+                    }
+                })
                 .map_err(anyhow::Error::from)?;
             if *json {
                 output::json(&contacts)?;
@@ -108,6 +140,24 @@ pub fn run(config: &Config, action: &Action) -> Result<u8, Failure> {
             }
             table.print();
             println!("{} contacts", contacts.len());
+            Ok(exit::OK)
+        }
+        Action::Duplicates { json } => {
+            let groups = relance::desk::report::duplicates(&*store).map_err(anyhow::Error::from)?;
+            if *json {
+                output::json(&groups)?;
+                return Ok(exit::OK);
+            }
+            let mut table = output::Table::new(&["by", "key", "contacts"]);
+            for g in &groups {
+                table.row(vec![
+                    g.kind.to_string(),
+                    g.key.clone(),
+                    g.contacts.join(", "),
+                ]);
+            }
+            table.print();
+            println!("{} groups of duplicates", groups.len());
             Ok(exit::OK)
         }
         Action::Erase { id } => {

@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use relance::clock::Clock;
 use relance::config::Config;
 use relance::ingest::{self, Format, Kind, Line, LineError};
+use relance::store::desk::DuplicateGroup;
 use relance::store::{Append, Store, StoreError, Upsert};
 use serde::Serialize;
 use std::io::{IsTerminal, Read};
@@ -42,6 +43,18 @@ pub struct Summary {
     pub updated: u64,
     pub unchanged: u64,
     pub rejected: Vec<LineError>,
+    /// Contacts accepted whose normalised email or phone another id has.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub duplicates: Vec<Flagged>,
+}
+
+/// A contact accepted but flagged as a likely duplicate.
+#[derive(Debug, Serialize)]
+pub struct Flagged {
+    pub line: u64,
+    pub id: String,
+    #[serde(flatten)]
+    pub group: DuplicateGroup,
 }
 
 const BATCH: usize = 2_000;
@@ -95,7 +108,19 @@ pub(super) fn load(
                 Kind::Company => store.upsert_companies(batch),
                 Kind::Deal => store.upsert_deals(batch),
             };
-            import(lines, store, &mut summary, write, upsert_applied)?;
+            // Only contacts carry keys; the check reads the batch just written.
+            let flag = |store: &dyn Store, batch: &[ingest::Patch]| {
+                if kind != Kind::Contact {
+                    return Ok(Vec::new());
+                }
+                let ids: Vec<String> = batch.iter().map(|p| p.id.clone()).collect();
+                let found = store.duplicates_of(&ids)?;
+                Ok(found
+                    .into_iter()
+                    .filter_map(|(id, g)| Some((ids.iter().position(|i| *i == id)?, id, g)))
+                    .collect())
+            };
+            import(lines, store, &mut summary, write, flag, upsert_applied)?;
         }
         None => {
             if format == Format::Csv && file.extension().is_some_and(|e| e == "csv") {
@@ -113,11 +138,13 @@ pub(super) fn load(
                 store,
                 &mut summary,
                 |s, b| s.append_events(b),
+                |_, _| Ok(Vec::new()),
                 append_applied,
             )?;
         }
     }
     summary.rejected.sort_by_key(|r| r.line);
+    summary.duplicates.sort_by_key(|d| d.line);
     Ok(summary)
 }
 
@@ -150,6 +177,7 @@ fn import<T, O>(
     store: &dyn Store,
     summary: &mut Summary,
     write: impl Fn(&dyn Store, &[T]) -> Result<Vec<O>, StoreError>,
+    flag: impl Fn(&dyn Store, &[T]) -> Result<Vec<(usize, String, DuplicateGroup)>, StoreError>,
     outcome: impl Fn(O) -> Applied,
 ) -> Result<(), Failure> {
     let mut batch: Vec<T> = Vec::with_capacity(BATCH);
@@ -162,6 +190,13 @@ fn import<T, O>(
             return Ok(());
         }
         let results = write(store, batch).map_err(anyhow::Error::from)?;
+        for (index, id, group) in flag(store, batch).map_err(anyhow::Error::from)? {
+            summary.duplicates.push(Flagged {
+                line: numbers.get(index).copied().unwrap_or_default(),
+                id,
+                group,
+            });
+        }
         for (line, result) in numbers.iter().zip(results) {
             match outcome(result) {
                 Applied::Inserted => summary.inserted += 1,
@@ -231,6 +266,23 @@ fn report(summary: &Summary, as_json: bool) -> anyhow::Result<()> {
     );
     for r in &summary.rejected {
         println!("  line {}: {}", r.line, r.reason);
+    }
+    for d in &summary.duplicates {
+        let others: Vec<&str> = d
+            .group
+            .contacts
+            .iter()
+            .filter(|c| **c != d.id)
+            .map(String::as_str)
+            .collect();
+        println!(
+            "  line {}: `{}` accepted, likely the same person as {} (same {} {})",
+            d.line,
+            d.id,
+            others.join(", "),
+            d.group.kind,
+            d.group.key
+        );
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! codes (0 ok, 1 partly rejected input, 2 invalid configuration or input
 //! that cannot be read at all).
 
+mod calls;
 mod check;
 mod contacts;
 mod daemon;
@@ -180,10 +181,38 @@ enum Command {
         #[command(subcommand)]
         action: template::Action,
     },
+    /// The call desk: who to call today, caller lists, call KPIs.
+    Calls {
+        #[command(subcommand)]
+        action: calls::Action,
+    },
+    /// Lead scores across contacts.
+    Scores {
+        #[command(subcommand)]
+        action: ScoresAction,
+    },
+    /// Per broadcast and nurture sequence: sent, opened, clicked,
+    /// unsubscribed, clickers inside the target, conversions.
+    Campaigns {
+        #[arg(long)]
+        json: bool,
+    },
     /// The schedules, their last tick and next one, and the recent job runs.
     Schedules {
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ScoresAction {
+    /// A histogram of lead scores with the band thresholds, per band
+    /// counts and percentiles.
+    Distribution {
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=200))]
+        bins: u32,
         #[arg(long)]
         json: bool,
     },
@@ -303,6 +332,11 @@ fn run(cli: &Cli, clock: &Clock) -> Result<u8, Failure> {
         Command::Broadcast { action } => plan::broadcast(&config, clock, action),
         Command::Tasks { action } => tasks::run(&config, clock, action),
         Command::Template { action } => template::run(&config, clock, action),
+        Command::Calls { action } => calls::run(&config, clock, action),
+        Command::Scores {
+            action: ScoresAction::Distribution { bins, json },
+        } => calls::distribution(&config, *bins, *json),
+        Command::Campaigns { json } => calls::campaigns(&config, clock, *json),
         Command::Schedules { limit, json } => daemon::schedules(&config, clock, *limit, *json),
     }
 }

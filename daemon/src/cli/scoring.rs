@@ -3,6 +3,7 @@
 use super::{Failure, exit, open_store, output};
 use relance::clock::Clock;
 use relance::config::Config;
+use relance::desk::distribution::distribution;
 use relance::model::{Company, Event};
 use relance::scoring::pass::{self, PassReport};
 use relance::scoring::{DealInput, DealModel, ScoringModel, WhatIf, score_customers};
@@ -12,6 +13,18 @@ use std::path::Path;
 
 fn hundredths(v: i64) -> String {
     relance::scoring::Points(v).to_string()
+}
+
+/// A score card as JSON with the stored prospect status beside it.
+fn with_prospect(
+    card: &relance::scoring::ScoreCard,
+    prospect: &relance::desk::StatusView,
+) -> Result<serde_json::Value, serde_json::Error> {
+    let mut value = serde_json::to_value(card)?;
+    if let Some(map) = value.as_object_mut() {
+        map.insert("prospect".into(), serde_json::to_value(prospect)?);
+    }
+    Ok(value)
 }
 
 pub fn rescore(config: &Config, clock: &Clock, full: bool, as_json: bool) -> Result<u8, Failure> {
@@ -74,8 +87,9 @@ pub fn score(
         return Ok(exit::OK);
     }
     let card = model.score(&contact, company.as_ref(), &events, clock.now());
+    let prospect = store.prospect_status(id).map_err(anyhow::Error::from)?;
     if as_json {
-        output::json(&card)?;
+        output::json(&with_prospect(&card, &prospect).map_err(anyhow::Error::from)?)?;
         return Ok(exit::OK);
     }
     println!(
@@ -89,6 +103,7 @@ pub fn score(
         "  profile {}, behaviour {}, negative {}, inactivity {}",
         card.profile, card.behaviour, card.negative, card.inactivity
     );
+    println!("  prospect {}", prospect.status);
     let mut table = output::Table::new(&["rule", "points", "events", "detail"]);
     for c in &card.contributions {
         let detail = match (&c.decay, c.months) {
@@ -147,7 +162,8 @@ pub fn all(config: &Config, clock: &Clock, as_json: bool) -> Result<u8, Failure>
                     if !first {
                         out.write_all(b",\n")?;
                     }
-                    serde_json::to_writer(&mut out, &card)?;
+                    let prospect = store.prospect_status(&contact.id)?;
+                    serde_json::to_writer(&mut out, &with_prospect(&card, &prospect)?)?;
                 } else {
                     writeln!(
                         out,
@@ -204,9 +220,36 @@ pub fn what_if(config: &Config, clock: &Clock, other: &Path, as_json: bool) -> R
     if let Some(e) = failure {
         return Err(anyhow::Error::from(e).into());
     }
+    result.finish(20);
+    let sorted = |pick: fn(&(i64, i64)) -> i64| {
+        let mut v: Vec<i64> = result.scores.iter().map(pick).collect();
+        v.sort_unstable();
+        v
+    };
+    let dist_before = distribution(&sorted(|s| s.0), 10, &config.scoring.bands);
+    let dist_after = distribution(&sorted(|s| s.1), 10, &proposed.scoring.bands);
     if as_json {
-        output::json(&result)?;
+        let mut value = serde_json::to_value(&result).map_err(anyhow::Error::from)?;
+        value["distribution"] = json!({ "before": dist_before, "after": dist_after });
+        output::json(&value)?;
         return Ok(exit::OK);
+    }
+    println!("distribution now:");
+    print!("{}", dist_before.render());
+    println!("distribution with the new rules:");
+    print!("{}", dist_after.render());
+    if !result.largest_deltas.is_empty() {
+        println!("largest score changes:");
+        for d in &result.largest_deltas {
+            println!(
+                "  {}: {} → {} ({}{})",
+                d.contact,
+                d.score_before,
+                d.score_after,
+                if d.delta.0 > 0 { "+" } else { "" },
+                d.delta
+            );
+        }
     }
     let mut table = output::Table::new(&["band", "now", "with the new rules"]);
     for band in result.before.keys().chain(

@@ -46,13 +46,16 @@ pub enum Field {
     Score,
     /// Where calls left the prospect: `open`, `won`, `stopped`, `lost`.
     CallStatus,
+    /// The prospect status (seed 003): `GAGNÉ`, `CHAUD`, `TIÈDE`, `FROID`,
+    /// `ARRÊTÉ`, `PERDU`.
+    ProspectStatus,
 }
 
 const KNOWN: &str = "id, email, phone, first_name, last_name, status, tier, owner, timezone, \
 company, do_not_contact, consent.<channel>, attributes.<name>, company.name, \
 company.attributes.<name>, company.signals, company.signal.<kind>, event.type, event.channel, \
 event.at, event.props.<name>, last.<event type>, deal.id, deal.name, deal.amount, deal.stage, \
-deal.attributes.<name>, band, score, call.status";
+deal.attributes.<name>, band, score, call.status, prospect.status";
 
 fn split(rest: &str) -> Result<Box<[String]>, String> {
     let parts: Vec<String> = rest.split('.').map(str::to_string).collect();
@@ -98,6 +101,7 @@ impl Field {
             "band" => Field::Band,
             "score" => Field::Score,
             "call.status" => Field::CallStatus,
+            "prospect.status" => Field::ProspectStatus,
             _ => {
                 if let Some(rest) = path.strip_prefix("attributes.") {
                     Field::Attribute(split(rest)?)
@@ -123,7 +127,11 @@ impl Field {
                 "`{path}` reads the event, but this condition is not about an event (give the rule an `event`)"
             ));
         }
-        if matches!(field, Field::Band | Field::Score | Field::CallStatus) && !scope.standing {
+        if matches!(
+            field,
+            Field::Band | Field::Score | Field::CallStatus | Field::ProspectStatus
+        ) && !scope.standing
+        {
             return Err(format!(
                 "`{path}` is known to follow-up rules (segments, triggers, broadcasts), not here: a scoring rule cannot read the score it computes"
             ));
@@ -231,6 +239,7 @@ impl Field {
             Field::Band => s.standing.band.map_or(Val::Missing, Val::Str),
             Field::Score => s.standing.score.map_or(Val::Missing, Val::Num),
             Field::CallStatus => s.standing.call.map_or(Val::Missing, Val::Str),
+            Field::ProspectStatus => s.standing.prospect.map_or(Val::Missing, Val::Str),
         };
         f(single)
     }

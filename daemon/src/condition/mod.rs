@@ -24,8 +24,10 @@
 //! `last.<event type>` is when the contact last had such an event; deal
 //! rules also `deal.id`, `deal.name`, `deal.amount`, `deal.stage`,
 //! `deal.attributes.<name>`. Follow-up rules (segments, triggers) also read
-//! the contact's standing: `band`, `score` and `call.status` (`open`,
-//! `won`, `stopped`, `lost`); a scoring rule cannot read the score it makes.
+//! the contact's standing: `band`, `score`, `call.status` (`open`,
+//! `won`, `stopped`, `lost`) and `prospect.status` (`GAGNÉ`, `CHAUD`,
+//! `TIÈDE`, `FROID`, `ARRÊTÉ`, `PERDU`, see [`crate::desk`]); a scoring
+//! rule cannot read the score it makes.
 //!
 //! A windowed count tests how many events of a type (optionally matching
 //! `where`, a condition on each event) happened in the last `within`:
@@ -207,6 +209,9 @@ pub struct Standing<'a> {
     pub score: Option<f64>,
     /// `open`, `won`, `stopped` or `lost`.
     pub call: Option<&'a str>,
+    /// The prospect status the last scoring pass stored (`GAGNÉ`, `CHAUD`,
+    /// `TIÈDE`, `FROID`, `ARRÊTÉ`, `PERDU`).
+    pub prospect: Option<&'a str>,
 }
 
 impl<'a> Subject<'a> {

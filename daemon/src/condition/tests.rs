@@ -353,9 +353,38 @@ fn the_seed_rule_reads_band_score_and_call_status() {
         band: Some(band),
         score: Some(30.0),
         call: Some("open"),
+        prospect: Some("CHAUD"),
     };
     let s = Subject::new(&c, None, &events, at(400));
     assert!(rule.eval(&s.with_standing(standing("cold")), Some(&events[1])));
     assert!(!rule.eval(&s.with_standing(standing("warm")), Some(&events[1])));
     assert!(!rule.eval(&s, Some(&events[1])), "no score yet: no band");
+}
+
+/// Seed 003: follow-up rules read the prospect status the desk keeps;
+/// scoring rules cannot.
+#[test]
+fn the_prospect_status_is_a_standing_field() {
+    let c = contact();
+    let rule = cond(
+        "field = \"prospect.status\"\nin = [\"CHAUD\", \"TIÈDE\"]",
+        Scope::SEGMENT,
+    );
+    let s = Subject::new(&c, None, &[], at(0));
+    let hot = Standing {
+        prospect: Some("CHAUD"),
+        ..Standing::default()
+    };
+    let lost = Standing {
+        prospect: Some("PERDU"),
+        ..Standing::default()
+    };
+    assert!(rule.eval(&s.with_standing(hot), None));
+    assert!(!rule.eval(&s.with_standing(lost), None));
+    let refused = Condition::from_toml(
+        "field = \"prospect.status\"\neq = \"CHAUD\"",
+        Scope::PROFILE,
+    )
+    .expect_err("scoring rules cannot read it");
+    assert!(refused.contains("follow-up rules"), "{refused}");
 }

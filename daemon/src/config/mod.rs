@@ -60,6 +60,8 @@ pub struct Config {
     pub templating: crate::templates::TemplatingConfig,
     /// Every template compiled once at load (and at SIGHUP).
     pub compiled_templates: crate::templates::Templates,
+    /// `[calls]`: the call desk and the sales-ops reports.
+    pub calls: crate::desk::DeskConfig,
 }
 
 const SECTIONS: &[&str] = &[
@@ -77,6 +79,7 @@ const SECTIONS: &[&str] = &[
     "daemon",
     "ingest",
     "templating",
+    "calls",
 ];
 
 impl Config {
@@ -142,6 +145,7 @@ impl Config {
         let daemon = loader.section::<DaemonConfig>(&root, "daemon");
         let ingest = loader.section::<IngestConfig>(&root, "ingest");
         let templating = loader.section::<crate::templates::TemplatingConfig>(&root, "templating");
+        let calls = loader.section::<crate::desk::DeskConfig>(&root, "calls");
 
         let (
             Some(store),
@@ -158,9 +162,10 @@ impl Config {
             Some(daemon),
             Some(ingest),
             Some(templating),
+            Some(calls),
         ) = (
             store, log, scoring, fatigue, channels, templates, schedules, outbox, plugins,
-            followups, api, daemon, ingest, templating,
+            followups, api, daemon, ingest, templating, calls,
         )
         else {
             return Err(loader.finish());
@@ -182,6 +187,7 @@ impl Config {
             ingest,
             templating,
             compiled_templates: Default::default(),
+            calls,
         };
         let mut config = config;
         let mut issues = Issues::default();

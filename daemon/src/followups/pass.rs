@@ -342,6 +342,7 @@ impl Planner {
             band: input.score.as_ref().map(|s| s.band.as_str()),
             #[allow(clippy::cast_precision_loss)]
             score: input.score.as_ref().map(|s| s.score as f64 / 100.0),
+            prospect: input.prospect.as_deref(),
             changes: &changes,
             state: &state,
         };
@@ -781,6 +782,7 @@ mod tests {
             left_out: 0,
             recent: Vec::new(),
             reserved: Vec::new(),
+            prospect: None,
             wake: None,
             score: Some(StoredScore {
                 contact: "p".into(),

@@ -154,6 +154,8 @@ pub struct ContactView<'a> {
     pub band: Option<&'a str>,
     /// The current score, in points; `None` when not scored yet.
     pub score: Option<f64>,
+    /// The stored prospect status; `None` reads as FROID (nothing set it).
+    pub prospect: Option<&'a str>,
     /// Recent score changes, any order.
     pub changes: &'a [ScoreChange],
     pub state: &'a PlanState,
@@ -168,6 +170,7 @@ impl<'a> ContactView<'a> {
                 band: self.band,
                 score: self.score,
                 call: Some(self.calls.name()),
+                prospect: Some(self.prospect.unwrap_or("FROID")),
             })
     }
 }

@@ -74,6 +74,7 @@ fn view<'a>(
         since: chrono::DateTime::<chrono::Utc>::MAX_UTC,
         band: Some(band),
         score: None,
+        prospect: None,
         changes: &[],
         state,
     }

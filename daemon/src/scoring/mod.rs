@@ -26,7 +26,7 @@ pub use model::{
     Contribution, CountedEvent, Recency, RuleKind, ScoreCard, ScoringError, ScoringModel,
 };
 pub use points::Points;
-pub use whatif::{BandMove, WhatIf, what_if};
+pub use whatif::{BandMove, ScoreDelta, WhatIf, what_if};
 
 #[cfg(test)]
 mod tests;

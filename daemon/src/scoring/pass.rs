@@ -48,7 +48,9 @@ pub struct PassReport {
 
 /// Fingerprint of the rules: a change of rules forces a full rebuild.
 pub fn rules_fingerprint(config: &Config) -> String {
-    let text = serde_json::to_string(&config.scoring).unwrap_or_default();
+    // The desk's rules too: the pass maintains the prospect status.
+    let text = serde_json::to_string(&config.scoring).unwrap_or_default()
+        + &crate::desk::DeskRules::new(config).fingerprint();
     hex::encode(&Sha256::digest(text.as_bytes())[..12])
 }
 
@@ -90,8 +92,10 @@ fn rescore_taken(
     let model = ScoringModel::compile(&config.scoring)?;
     let detector = ChangeDetector::new(&config.scoring.changes);
     let write_turn = std::sync::Mutex::new(());
+    let desk = crate::desk::DeskRules::new(config);
     let shared = Shared {
         store,
+        desk: &desk,
         model: &model,
         detector: &detector,
         now,
@@ -212,6 +216,7 @@ fn split(lo: i64, hi: i64, n: usize) -> Vec<(i64, i64)> {
 #[derive(Clone, Copy)]
 struct Shared<'a> {
     store: &'a dyn Store,
+    desk: &'a crate::desk::DeskRules,
     model: &'a ScoringModel,
     detector: &'a ChangeDetector,
     now: Timestamp,
@@ -223,6 +228,7 @@ struct Shared<'a> {
 impl Shared<'_> {
     fn pass(&self) -> Pass<'_> {
         Pass {
+            desk: self.desk,
             model: self.model,
             detector: self.detector,
             now: self.now,
@@ -266,6 +272,7 @@ impl Shared<'_> {
 }
 
 struct Pass<'a> {
+    desk: &'a crate::desk::DeskRules,
     model: &'a ScoringModel,
     detector: &'a ChangeDetector,
     now: Timestamp,
@@ -340,7 +347,10 @@ impl Pass<'_> {
             self.report.changed += 1;
         }
         self.report.changes += changes.len();
-        if !unchanged {
+        // A call, a meeting or a reaction may leave the score as it was.
+        let upto = events.partition_point(|e| e.at <= self.now);
+        let desk = self.desk.row(contact, &events[..upto]);
+        if !unchanged || desk.is_some() {
             // The snapshots of the jump window travel with the score.
             let since = self.now - self.detector.window();
             let mut recent: Vec<(Timestamp, i64)> = previous
@@ -366,6 +376,7 @@ impl Pass<'_> {
                 snapshot,
                 changes,
                 seen: previous.as_ref().map(|p| p.scored_at),
+                desk,
             });
         }
         Ok(())

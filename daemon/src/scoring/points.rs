@@ -84,6 +84,11 @@ impl Serialize for Points {
     }
 }
 
+/// Serialises a stored score (hundredths) in points, as [`Points`] does.
+pub fn hundredths_as_points<S: Serializer>(v: &i64, s: S) -> Result<S::Ok, S::Error> {
+    Points(*v).serialize(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,20 @@ pub struct WhatIf {
     pub after: BTreeMap<String, usize>,
     /// Contacts whose band differs, in input order.
     pub moves: Vec<BandMove>,
+    /// The largest score changes, largest first (see [`WhatIf::finish`]).
+    pub largest_deltas: Vec<ScoreDelta>,
+    /// Every contact's score before and after, in hundredths: what the
+    /// distributions are drawn from.
+    #[serde(skip)]
+    pub scores: Vec<(i64, i64)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ScoreDelta {
+    pub contact: String,
+    pub score_before: Points,
+    pub score_after: Points,
+    pub delta: Points,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -37,6 +51,7 @@ pub fn what_if<'a>(
     for (contact, company, events) in contacts {
         out.add(before, after, contact, company, events, now);
     }
+    out.finish(20);
     out
 }
 
@@ -47,7 +62,21 @@ impl WhatIf {
             before: before.band_names().map(|b| (b.to_string(), 0)).collect(),
             after: after.band_names().map(|b| (b.to_string(), 0)).collect(),
             moves: Vec::new(),
+            largest_deltas: Vec::new(),
+            scores: Vec::new(),
         }
+    }
+
+    /// Keeps the `n` largest score changes (by size, then contact id).
+    pub fn finish(&mut self, n: usize) {
+        self.largest_deltas.sort_by(|a, b| {
+            b.delta
+                .0
+                .abs()
+                .cmp(&a.delta.0.abs())
+                .then_with(|| a.contact.cmp(&b.contact))
+        });
+        self.largest_deltas.truncate(n);
     }
 
     /// Adds one contact: lets a caller stream contacts from the store
@@ -63,6 +92,19 @@ impl WhatIf {
     ) {
         let old = before.score(contact, company, events, now);
         let new = after.score(contact, company, events, now);
+        self.scores.push((old.score.0, new.score.0));
+        if old.score != new.score {
+            self.largest_deltas.push(ScoreDelta {
+                contact: contact.id.clone(),
+                score_before: old.score,
+                score_after: new.score,
+                delta: new.score - old.score,
+            });
+            // Bounded memory on large stores: keep the largest ones.
+            if self.largest_deltas.len() >= 10_000 {
+                self.finish(1_000);
+            }
+        }
         *self.before.entry(old.band.to_string()).or_default() += 1;
         *self.after.entry(new.band.to_string()).or_default() += 1;
         if old.band != new.band {

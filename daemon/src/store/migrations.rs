@@ -213,4 +213,46 @@ CREATE TABLE plan_memo (
 ALTER TABLE rescore_queue ADD COLUMN owner TEXT;
 ALTER TABLE rescore_queue ADD COLUMN lease_until INTEGER;
 "#,
+    // 5: the call desk: what the scoring pass keeps per contact, and the
+    // normalised keys that find duplicates.
+    r#"
+-- Derived data (see desk::status): the prospect status, what set it, the
+-- last call, the call-back and documentation dates. A contact nothing
+-- concerns has no row: FROID, never called.
+CREATE TABLE contact_desk (
+    contact      INTEGER PRIMARY KEY REFERENCES contacts(rowid) ON DELETE CASCADE,
+    status       TEXT NOT NULL,
+    since        INTEGER,
+    set_by       TEXT,
+    calls        INTEGER NOT NULL,
+    last_call_at INTEGER,
+    last_code    TEXT,
+    callback_at  INTEGER,
+    doc_at       INTEGER,
+    do_not_call  TEXT,
+    owner        TEXT
+);
+CREATE INDEX contact_desk_by_status ON contact_desk(status);
+CREATE INDEX contact_desk_callbacks ON contact_desk(callback_at) WHERE callback_at IS NOT NULL;
+
+-- The events the desk and the reports count (calls, meetings, purchases,
+-- documentation, reactions to a send), so that they never scan `events`.
+CREATE TABLE desk_events (
+    contact     INTEGER NOT NULL REFERENCES contacts(rowid) ON DELETE CASCADE,
+    at          INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    code        TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    owner       TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    PRIMARY KEY (contact, at, kind, code, key)
+) WITHOUT ROWID;
+CREATE INDEX desk_events_by_kind ON desk_events(kind, at);
+
+ALTER TABLE contacts ADD COLUMN email_key TEXT;
+ALTER TABLE contacts ADD COLUMN phone_key TEXT;
+UPDATE contacts SET email_key = lower(replace(trim(email), ' ', '')) WHERE email LIKE '%@%';
+CREATE INDEX contacts_by_email_key ON contacts(email_key) WHERE email_key IS NOT NULL;
+CREATE INDEX contacts_by_phone_key ON contacts(phone_key) WHERE phone_key IS NOT NULL;
+"#,
 ];

@@ -11,15 +11,18 @@
 //! threads of one process: each method says what it guarantees then, and
 //! `daemon/tests/store_contract.rs` checks it against every backend.
 
+pub mod desk;
 mod migrations;
 mod sqlite;
 mod sqlite_channels;
+mod sqlite_desk;
 mod sqlite_outbox;
 mod sqlite_plan;
 mod sqlite_pool;
 mod sqlite_scores;
 mod types;
 
+pub use desk::DeskStore;
 pub use sqlite_pool::SqliteStore;
 pub use types::{BroadcastSpec, CallStatus, HistoryMemo, Props, RescoreInput};
 
@@ -125,9 +128,12 @@ pub struct Counts {
 /// Unless a method says more, each call is atomic (one transaction) and a
 /// read sees one consistent snapshot, whatever other handles or processes
 /// do meanwhile.
-pub trait Store: Records + ScoreStore + OutboxStore + ScheduleStore + PlanStore {}
+pub trait Store:
+    Records + ScoreStore + OutboxStore + ScheduleStore + PlanStore + DeskStore
+{
+}
 
-impl<T: Records + ScoreStore + OutboxStore + ScheduleStore + PlanStore> Store for T {}
+impl<T: Records + ScoreStore + OutboxStore + ScheduleStore + PlanStore + DeskStore> Store for T {}
 
 impl std::fmt::Debug for dyn Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -319,7 +325,8 @@ pub struct JobRun {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StoredScore {
     pub contact: String,
-    /// Hundredths of a point.
+    /// Hundredths of a point; serialised in points.
+    #[serde(serialize_with = "crate::scoring::points::hundredths_as_points")]
     pub score: i64,
     pub band: String,
     pub next_change_at: Option<Timestamp>,
@@ -333,7 +340,8 @@ pub struct StoredScore {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Snapshot {
     pub at: Timestamp,
-    /// Hundredths of a point.
+    /// Hundredths of a point; serialised in points, like every score.
+    #[serde(serialize_with = "crate::scoring::points::hundredths_as_points")]
     pub score: i64,
     pub band: String,
 }
@@ -369,6 +377,9 @@ pub struct ScoreWrite {
     /// When the score this write replaces was written (`None`: none was):
     /// the write is compared and set against it.
     pub seen: Option<Timestamp>,
+    /// The call desk's row (see [`crate::desk::DeskRules::row`]); `None`
+    /// removes a stored one.
+    pub desk: Option<crate::desk::DeskRow>,
 }
 
 /// Scores, their history and the bookkeeping of incremental passes.
@@ -514,6 +525,8 @@ pub struct PlanInput {
     pub rows: Vec<Row>,
     /// The wake instant the last pass stored.
     pub wake: Option<Timestamp>,
+    /// The prospect status the scoring pass stored (see [`crate::desk`]).
+    pub prospect: Option<String>,
 }
 
 /// Given a contact's key and its stored memo (`upto`, stored form), the

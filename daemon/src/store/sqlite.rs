@@ -212,6 +212,7 @@ fn contact_rowid(tx: &Connection, id: &str) -> Result<Option<i64>, StoreError> {
 impl Conn {
     pub(super) fn upsert_contacts(&mut self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError> {
         self.write(|tx| {
+            let country = super::sqlite_desk::default_country(tx)?;
             let mut out = Vec::with_capacity(batch.len());
             for patch in batch {
                 let existing: Option<Contact> = tx
@@ -222,16 +223,21 @@ impl Conn {
                     .transpose()?;
                 let (outcome, record) = merge(existing.as_ref(), patch)?;
                 if let Some(c) = record {
+                    let (email_key, phone_key) = super::sqlite_desk::contact_keys(&c, &country);
                     tx.prepare_cached(
-                        "INSERT INTO contacts (id, record, company, email) VALUES (?1, ?2, ?3, ?4)
+                        "INSERT INTO contacts (id, record, company, email, email_key, phone_key)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                          ON CONFLICT(id) DO UPDATE SET record = excluded.record,
-                           company = excluded.company, email = excluded.email",
+                           company = excluded.company, email = excluded.email,
+                           email_key = excluded.email_key, phone_key = excluded.phone_key",
                     )?
                     .execute(params![
                         c.id,
                         encode(&c)?,
                         c.company,
-                        c.email
+                        c.email,
+                        email_key,
+                        phone_key
                     ])?;
                     tx.prepare_cached(
                         "INSERT INTO rescore_queue (contact) SELECT rowid FROM contacts WHERE id = ?1

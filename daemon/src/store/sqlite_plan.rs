@@ -318,8 +318,9 @@ fn read_batch(
     let first = out.len();
     let mut stmt = conn.prepare_cached(&in_list(
         "SELECT c.rowid, c.record, s.score, s.band, s.next_change_at, s.scored_at, s.recent,
-                m.upto, m.memo, w.at
+                m.upto, m.memo, w.at, d.status
          FROM contacts c LEFT JOIN scores s ON s.contact = c.rowid
+         LEFT JOIN contact_desk d ON d.contact = c.rowid
          LEFT JOIN plan_memo m ON m.contact = c.rowid
          LEFT JOIN plan_wake w ON w.contact = c.rowid
          WHERE c.rowid IN (",
@@ -351,6 +352,7 @@ fn read_batch(
             changes: Vec::new(),
             rows: Vec::new(),
             wake: r.get::<_, Option<i64>>(9)?.map(from_micros).transpose()?,
+            prospect: r.get(10)?,
         });
     }
     let inputs = &mut out[first..];

@@ -15,12 +15,16 @@
 //! rewritten by successive group commits are copied back once; the WAL file
 //! is then cut back to [`WAL_KEEP_BYTES`].
 
+use super::desk::{
+    Brief, CallRow, CallTaskRow, DeskStore, DuplicateGroup, KeptEvent, Listed, SendRow,
+};
 use super::sqlite::Conn;
 use super::{
     Admission, Append, BroadcastSpec, Counts, JobRun, LoggedDecision, OutboxStore, PassMark,
     PlanInput, PlanRead, PlanStore, PlanWrite, Props, Records, RescoreInput, ScheduleStore,
     ScoreStore, ScoreWrite, Snapshot, StoreError, StoredChange, StoredScore, Upsert,
 };
+use crate::desk::StatusView;
 use crate::ingest::{Incoming, Patch};
 use crate::model::{Company, Contact, Deal, Event, Timestamp};
 use crate::outbox::{NewSend, Row, Settlement, State};
@@ -90,7 +94,9 @@ impl SqliteStore {
     /// Opens the store a configuration names.
     pub fn from_config(config: &crate::config::Config) -> Result<Self, StoreError> {
         let timeout = Duration::from_secs(config.store.busy_timeout.seconds().max(1) as u64);
-        Self::open(&config.store_path(), timeout, config.store.cache_mb)
+        let store = Self::open(&config.store_path(), timeout, config.store.cache_mb)?;
+        store.set_default_country(&config.calls.default_country.to_ascii_uppercase())?;
+        Ok(store)
     }
 
     /// Runs `f` on a pooled reader connection.
@@ -345,5 +351,89 @@ impl PlanStore for SqliteStore {
         fn new_events(&self, after_seq: i64) -> Vec<(i64, Timestamp)>;
         fn plan_requested(&self) -> bool;
         fn broadcasts(&self) -> Vec<BroadcastSpec>;
+    }
+}
+
+impl DeskStore for SqliteStore {
+    fn prospect_status(&self, id: &str) -> Result<StatusView, StoreError> {
+        self.read(|c| c.prospect_status(id))
+    }
+    fn briefs(&self, ids: &[String]) -> Result<Vec<Brief>, StoreError> {
+        self.read(|c| c.briefs(ids))
+    }
+    fn with_status(&self, status: crate::desk::ProspectStatus) -> Result<Vec<String>, StoreError> {
+        self.read(|c| c.with_status(status))
+    }
+    fn never_called(&self, limit: u32) -> Result<Listed, StoreError> {
+        self.read(|c| c.never_called(limit))
+    }
+    fn never_call_again(&self, limit: u32) -> Result<Listed, StoreError> {
+        self.read(|c| c.never_call_again(limit))
+    }
+    fn documented_not_called(&self, limit: u32) -> Result<Listed, StoreError> {
+        self.read(|c| c.documented_not_called(limit))
+    }
+    fn callbacks_overdue(&self, now: Timestamp, limit: u32) -> Result<Listed, StoreError> {
+        self.read(|c| c.callbacks_overdue(now, limit))
+    }
+    fn callbacks_due(&self, until: Timestamp) -> Result<Vec<String>, StoreError> {
+        self.read(|c| c.callbacks_due(until))
+    }
+    fn hot_leads(
+        &self,
+        bands: &[String],
+        called_before: Timestamp,
+    ) -> Result<Vec<String>, StoreError> {
+        self.read(|c| c.hot_leads(bands, called_before))
+    }
+    fn call_tasks(
+        &self,
+        channels: &[String],
+        until: Timestamp,
+    ) -> Result<Vec<CallTaskRow>, StoreError> {
+        self.read(|c| c.call_tasks(channels, until))
+    }
+    fn calls_between(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        owner: Option<&str>,
+    ) -> Result<Vec<CallRow>, StoreError> {
+        self.read(|c| c.calls_between(from, to, owner))
+    }
+    fn score_values(&self) -> Result<Vec<i64>, StoreError> {
+        self.read(|c| c.score_values())
+    }
+    fn duplicate_groups(&self) -> Result<Vec<DuplicateGroup>, StoreError> {
+        self.read(|c| c.duplicate_groups())
+    }
+    fn duplicates_of(&self, ids: &[String]) -> Result<Vec<(String, DuplicateGroup)>, StoreError> {
+        self.read(|c| c.duplicates_of(ids))
+    }
+    fn sends_of(&self, followups: &[String]) -> Result<Vec<SendRow>, StoreError> {
+        self.read(|c| c.sends_of(followups))
+    }
+    fn kept_events(
+        &self,
+        contacts: &[String],
+        kinds: &[&str],
+        from: Timestamp,
+    ) -> Result<Vec<KeptEvent>, StoreError> {
+        self.read(|c| c.kept_events(contacts, kinds, from))
+    }
+    fn band_changes(
+        &self,
+        contacts: &[String],
+        from: Timestamp,
+    ) -> Result<Vec<(String, Timestamp, String, String)>, StoreError> {
+        self.read(|c| c.band_changes(contacts, from))
+    }
+}
+
+impl SqliteStore {
+    /// Records the country of national phone numbers (`[calls]
+    /// default_country`): contacts written from now on are keyed with it.
+    pub fn set_default_country(&self, country: &str) -> Result<(), StoreError> {
+        self.write(|c| c.set_default_country(country))
     }
 }

@@ -437,6 +437,7 @@ impl Conn {
                         to_micros(c.since)
                     ])?;
                 }
+                super::sqlite_desk::save_desk(tx, rowid, w.desk.as_ref())?;
                 // Queued again since it was taken: the next pass sees the change.
                 tx.prepare_cached("DELETE FROM rescore_queue WHERE contact = ?1 AND owner IS NOT NULL")?
                     .execute([rowid])?;

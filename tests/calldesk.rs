@@ -1,0 +1,624 @@
+//! End-to-end: the call desk and the sales-ops reports on the real binary,
+//! with data of the tests' own and every figure checked exactly.
+
+mod common;
+
+use common::{Env, code, stderr, stdout};
+use serde_json::Value;
+
+const NOW: &str = "2026-11-20T12:00:00Z";
+
+/// The shipped configuration, email written to files, a `news` template.
+fn env() -> Env {
+    let env = Env::new();
+    let mut config = std::fs::read_to_string(env.path("relance.toml")).expect("config");
+    config.push_str(
+        "\n[channels.email.settings]\ntransport = \"file\"\ndir = \"mail\"\nfrom = \"Sales <sales@example.com>\"\n\n\
+         [templates.news]\nchannel = \"email\"\nsubject = \"News\"\ntext = \"Hello {{first_name}}\"\n\n\
+         [calls]\nsession_gap = \"30m\"\ncall_length = \"5m\"\n",
+    );
+    std::fs::write(env.path("relance.toml"), config).expect("config");
+    env
+}
+
+fn call(contact: &str, at: &str, owner: &str, code: &str, extra: &str) -> String {
+    format!(
+        "{{\"contact\": \"{contact}\", \"type\": \"call\", \"at\": \"{at}\", \"channel\": \"phone\", \"props\": {{\"outcome\": \"{code}\", \"owner\": \"{owner}\"{extra}}}}}\n"
+    )
+}
+
+/// A week of calls by ana, bob and carl (sessions: ana Mon 08:00–08:25
+/// and 10:00–10:20; bob Tue 14:00–14:05, Tue 14:40, Thu 09:00–09:29; carl
+/// Wed 16:00–16:04), a download and a do-not-contact.
+fn week() -> Env {
+    let env = env();
+    let mut contacts = String::new();
+    for (id, owner) in [
+        ("c1", "ana"),
+        ("c2", "ana"),
+        ("c3", "ana"),
+        ("c4", "ana"),
+        ("c5", "bob"),
+        ("c6", "bob"),
+        ("c7", "bob"),
+        ("c8", "bob"),
+        ("c9", "carl"),
+        ("c10", "carl"),
+    ] {
+        contacts.push_str(&format!(
+            "{{\"id\": \"{id}\", \"first_name\": \"N{id}\", \"owner\": \"{owner}\", \"status\": \"prospect\"}}\n"
+        ));
+    }
+    contacts.push_str("{\"id\": \"c11\", \"owner\": \"carl\", \"do_not_contact\": [\"phone\"]}\n");
+    env.import_text("contacts", "contacts.jsonl", &contacts);
+    let mut events = String::new();
+    events += &call("c1", "2026-11-16T08:00:00Z", "ana", "NRP", "");
+    events += &call(
+        "c2",
+        "2026-11-16T08:10:00Z",
+        "ana",
+        "PISTE",
+        ", \"callback_at\": \"2026-11-19T09:00:00Z\"",
+    );
+    events += &call(
+        "c3",
+        "2026-11-16T08:25:00Z",
+        "ana",
+        "REFUS",
+        ", \"reason\": \"no budget\"",
+    );
+    events += &call("c4", "2026-11-16T10:00:00Z", "ana", "RDV", "");
+    events += &call("c5", "2026-11-16T10:20:00Z", "ana", "RAPP", "");
+    events += &call("c6", "2026-11-17T14:00:00Z", "bob", "OCC", "");
+    events += &call("c6", "2026-11-17T14:05:00Z", "bob", "NRP", "");
+    events += &call("c7", "2026-11-17T14:40:00Z", "bob", "MAIL", "");
+    events += &call(
+        "c8",
+        "2026-11-19T09:00:00Z",
+        "bob",
+        "REFUS COMM",
+        ", \"reason\": \"hung up\"",
+    );
+    events += &call("c5", "2026-11-19T09:29:00Z", "bob", "RDV", "");
+    for minute in 0..5 {
+        events += &call(
+            "c9",
+            &format!("2026-11-18T16:0{minute}:00Z"),
+            "carl",
+            "NRP",
+            "",
+        );
+    }
+    events += "{\"contact\": \"c10\", \"type\": \"download\", \"at\": \"2026-11-17T11:00:00Z\"}\n";
+    env.import_text("events", "events.jsonl", &events);
+    let pass = env.json_at(NOW, &["rescore", "--json"]);
+    assert_eq!(pass["examined"], 11);
+    env
+}
+
+/// Calls, then calls and pitches per hour, appointment, call-back and
+/// refusal rates.
+type Figures = (
+    i64,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+);
+
+fn figures(p: &Value) -> Figures {
+    (
+        p["calls"].as_i64().expect("calls"),
+        p["calls_per_hour"].as_f64(),
+        p["pitches_per_hour"].as_f64(),
+        p["appointment_rate"].as_f64(),
+        p["callback_rate"].as_f64(),
+        p["refusal_rate"].as_f64(),
+    )
+}
+
+#[test]
+fn a_week_of_calls_gives_known_kpis_per_session_day_and_week() {
+    let env = week();
+    let sessions = env.json_at(NOW, &["calls", "kpis", "--json"]);
+    let periods = sessions["periods"].as_array().expect("periods");
+    let got: Vec<(String, String, i64)> = periods
+        .iter()
+        .map(|p| {
+            (
+                p["owner"].as_str().expect("owner").to_string(),
+                p["start"].as_str().expect("start").to_string(),
+                p["calls"].as_i64().expect("calls"),
+            )
+        })
+        .collect();
+    let want = [
+        ("ana", "2026-11-16T08:00:00Z", 3),
+        ("ana", "2026-11-16T10:00:00Z", 2),
+        ("bob", "2026-11-17T14:00:00Z", 2),
+        ("bob", "2026-11-17T14:40:00Z", 1),
+        ("carl", "2026-11-18T16:00:00Z", 5),
+        ("bob", "2026-11-19T09:00:00Z", 2),
+    ];
+    assert_eq!(
+        got,
+        want.iter()
+            .map(|(o, s, n)| (o.to_string(), s.to_string(), *n))
+            .collect::<Vec<_>>()
+    );
+    // ana, first session: 3 calls in 25 min + 5 min; PISTE and REFUS reached.
+    assert_eq!(
+        figures(&periods[0]),
+        (3, Some(6.0), Some(4.0), Some(0.0), Some(0.0), Some(0.5))
+    );
+    assert_eq!(periods[0]["refusal_reasons"]["no budget"], 1);
+    assert!(periods[0]["trend"].is_null());
+    // ana, second session: RDV and RAPP in 20 min + 5 min.
+    assert_eq!(
+        figures(&periods[1]),
+        (2, Some(4.8), Some(2.4), Some(1.0), Some(0.5), Some(0.0))
+    );
+    assert_eq!(periods[1]["trend"]["calls_per_hour"], -1.2);
+    assert_eq!(periods[1]["trend"]["appointment_rate"], 1.0);
+    // bob on Thursday: REFUS COMM then RDV 29 min later, one session of 34 min.
+    assert_eq!(
+        figures(&periods[5]),
+        (
+            2,
+            Some(3.5294),
+            Some(3.5294),
+            Some(0.5),
+            Some(0.0),
+            Some(0.5)
+        )
+    );
+    assert_eq!(periods[5]["trend"]["calls_per_hour"], -8.4706);
+    assert_eq!(periods[5]["refusal_reasons"]["hung up"], 1);
+    let total = &sessions["total"];
+    assert_eq!(
+        (
+            total["calls"].as_i64(),
+            total["sessions"].as_i64(),
+            total["seconds"].as_i64()
+        ),
+        (Some(15), Some(6), Some(113 * 60))
+    );
+
+    let days = env.json_at(NOW, &["calls", "kpis", "--by", "day", "--json"]);
+    let days = days["periods"].as_array().expect("days");
+    let labels: Vec<&str> = days
+        .iter()
+        .map(|d| d["label"].as_str().expect("label"))
+        .collect();
+    assert_eq!(
+        labels,
+        ["2026-11-16", "2026-11-17", "2026-11-18", "2026-11-19"]
+    );
+    assert_eq!(figures(&days[0]).1, Some(5.4545), "5 calls in 55 min");
+    assert_eq!(figures(&days[1]).1, Some(12.0), "3 calls in 15 min");
+    assert_eq!(days[1]["trend"]["calls_per_hour"], 6.5455);
+    assert_eq!(figures(&days[2]).1, Some(33.3333), "5 calls in 9 min");
+
+    let bob = env.json_at(
+        NOW,
+        &["calls", "kpis", "--by", "week", "--owner", "bob", "--json"],
+    );
+    let weeks = bob["periods"].as_array().expect("weeks");
+    assert_eq!(weeks.len(), 1);
+    assert_eq!(weeks[0]["label"], "2026-W47");
+    assert_eq!(
+        figures(&weeks[0]),
+        (
+            5,
+            Some(6.1224),
+            Some(3.6735),
+            Some(0.3333),
+            Some(0.0),
+            Some(0.3333)
+        )
+    );
+
+    let text = stdout(&env.run_at(NOW, &["calls", "kpis", "--by", "day"]));
+    assert!(
+        text.contains("2026-11-17") && text.contains("12.00 (+6."),
+        "{text}"
+    );
+}
+
+fn ids(list: &Value) -> Vec<String> {
+    list["contacts"]
+        .as_array()
+        .expect("contacts")
+        .iter()
+        .map(|c| c["id"].as_str().expect("id").to_string())
+        .collect()
+}
+
+#[test]
+fn statuses_and_caller_lists_contain_exactly_the_expected_contacts() {
+    let env = week();
+    let shown = env.json_at(NOW, &["contacts", "show", "c5", "--json"]);
+    assert_eq!(shown["prospect"]["status"], "GAGNÉ");
+    assert_eq!(shown["prospect"]["since"], "2026-11-19T09:29:00Z");
+    assert_eq!(shown["prospect"]["set_by"]["type"], "call");
+    assert_eq!(shown["prospect"]["set_by"]["outcome"], "RDV");
+    let text = stdout(&env.run_at(NOW, &["contacts", "show", "c2"]));
+    assert!(
+        text.contains("prospect      CHAUD since 2026-11-16T08:10:00+00:00 (call PISTE)"),
+        "{text}"
+    );
+    let card = env.json_at(NOW, &["score", "c9", "--json"]);
+    assert_eq!(card["prospect"]["status"], "ARRÊTÉ");
+    assert_eq!(card["prospect"]["since"], "2026-11-18T16:04:00Z");
+
+    let status = |s: &str| -> Vec<String> {
+        env.json_at(NOW, &["contacts", "list", "--status", s, "--json"])
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|c| c["id"].as_str().expect("id").to_string())
+            .collect()
+    };
+    assert_eq!(status("GAGNÉ"), ["c4", "c5"]);
+    assert_eq!(status("chaud"), ["c2"]);
+    assert_eq!(status("TIEDE"), ["c7"]);
+    assert_eq!(status("PERDU"), ["c3"]);
+    assert_eq!(status("ARRÊTÉ"), ["c9"]);
+    assert_eq!(status("FROID"), ["c1", "c10", "c11", "c6", "c8"]);
+    let bad = env.run_at(NOW, &["contacts", "list", "--status", "TEPID"]);
+    assert_eq!(code(&bad), 2);
+    assert!(
+        stderr(&bad).contains("unknown prospect status `TEPID`"),
+        "{}",
+        stderr(&bad)
+    );
+
+    let lists = env.json_at(NOW, &["calls", "lists", "--json"]);
+    assert_eq!(ids(&lists["never_called"]), ["c10"]);
+    assert_eq!(lists["never_called"]["total"], 1);
+    assert_eq!(ids(&lists["never_call_again"]), ["c11", "c3", "c9"]);
+    assert_eq!(
+        lists["never_call_again"]["contacts"][0]["do_not_call"],
+        "do not contact on phone"
+    );
+    assert_eq!(ids(&lists["documented_not_called"]), ["c10", "c7"]);
+    assert_eq!(ids(&lists["callback_overdue"]), ["c2"]);
+
+    // Today: c2's call-back (agreed for Thursday) is due; nobody else.
+    let today = env.json_at(NOW, &["calls", "today", "--json"]);
+    let today = today.as_array().expect("today");
+    assert_eq!(today.len(), 1);
+    assert_eq!(today[0]["contact"]["id"], "c2");
+    assert_eq!(today[0]["why"][0]["why"], "call_back");
+    assert_eq!(today[0]["why"][0]["at"], "2026-11-19T09:00:00Z");
+    assert_eq!(today[0]["contact"]["last_call_code"], "PISTE");
+    let bob = env.json_at(NOW, &["calls", "today", "--owner", "bob", "--json"]);
+    assert_eq!(bob.as_array().map(Vec::len), Some(0));
+    // Before Thursday the call-back is not due yet.
+    let monday = env.json_at("2026-11-16T12:00:00Z", &["calls", "today", "--json"]);
+    assert_eq!(monday.as_array().map(Vec::len), Some(0));
+}
+
+#[test]
+fn duplicates_are_found_by_email_case_and_phone_format_not_by_name() {
+    let env = env();
+    let file = env.write(
+        "contacts.csv",
+        "id,first_name,last_name,email,phone,company\n\
+         u1,Anne,Martin,anne.martin@example.com,06 12 34 56 78,acme\n\
+         u2,Anne,Martin, Anne.Martin@EXAMPLE.com ,,acme\n\
+         u3,Paul,Durand,paul@example.com,+33 (0)6 12 34 56 78,beta\n\
+         u4,Anne,Martin,anne@gamma.example,07 00 00 00 01,gamma\n\
+         u5,Jean,Roux,jean@example.com,0033 1 40 00 00 00,delta\n",
+    );
+    let report = env.json_any(&[
+        "import",
+        "contacts",
+        file.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    assert_eq!(report["inserted"], 5, "accepted, all of them");
+    let flagged: Vec<(i64, String, String)> = report["duplicates"]
+        .as_array()
+        .expect("flagged")
+        .iter()
+        .map(|d| {
+            (
+                d["line"].as_i64().expect("line"),
+                d["id"].as_str().expect("id").to_string(),
+                d["kind"].as_str().expect("kind").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        flagged,
+        [
+            (2, "u1".to_string(), "email".to_string()),
+            (2, "u1".to_string(), "phone".to_string()),
+            (3, "u2".to_string(), "email".to_string()),
+            (4, "u3".to_string(), "phone".to_string()),
+        ]
+    );
+    let groups = env.json(&["contacts", "duplicates", "--json"]);
+    assert_eq!(
+        groups,
+        serde_json::json!([
+            {"kind": "email", "key": "anne.martin@example.com", "contacts": ["u1", "u2"]},
+            {"kind": "phone", "key": "+33612345678", "contacts": ["u1", "u3"]},
+        ])
+    );
+    // A later import of the same person under a new id is flagged at once.
+    let again = env.write("again.csv", "id,email\nu6,ANNE@GAMMA.EXAMPLE\n");
+    let out = env.run(&["import", "contacts", again.to_str().expect("utf-8")]);
+    assert_eq!(code(&out), 0);
+    assert!(
+        stdout(&out).contains(
+            "line 2: `u6` accepted, likely the same person as u4 (same email anne@gamma.example)"
+        ),
+        "{}",
+        stdout(&out)
+    );
+    // Erasing one side removes the group.
+    assert_eq!(code(&env.run(&["contacts", "erase", "u6"])), 0);
+    assert_eq!(
+        env.json(&["contacts", "duplicates", "--json"])
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+}
+
+#[test]
+fn a_broadcast_whose_clickers_are_known_gives_the_expected_shares() {
+    let env = env();
+    let mut contacts = String::from("id,first_name,email,status,tier\n");
+    for i in 1..=6 {
+        let tier = if i == 6 { "partner" } else { "core" };
+        contacts += &format!("k{i},K{i},k{i}@example.com,prospect,{tier}\n");
+    }
+    env.import_text("contacts", "contacts.csv", &contacts);
+    let sent_at = "2026-11-20T10:00:00Z";
+    let out = env.run_at(
+        sent_at,
+        &[
+            "broadcast",
+            "create",
+            "--id",
+            "spring",
+            "--name",
+            "spring",
+            "--segment",
+            r#"{ field = "tier", eq = "core" }"#,
+            "--channel",
+            "email",
+            "--template",
+            "news",
+            "--end",
+            "2100-01-01T00:00:00Z",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let run = env.json_at(sent_at, &["run", "--once", "--json"]);
+    assert_eq!(run["dispatch"]["sent"], 5, "{run}");
+    let rows = env.json(&["outbox", "--json"]);
+    let key = |c: &str| -> String {
+        rows.as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| r["contact"] == c)
+            .and_then(|r| r["idem_key"].as_str())
+            .expect("key")
+            .to_string()
+    };
+    let reaction = |c: &str, kind: &str, at: &str| {
+        format!(
+            "{{\"contact\": \"{c}\", \"type\": \"{kind}\", \"at\": \"{at}\", \"props\": {{\"key\": \"{}\"}}}}\n",
+            key(c)
+        )
+    };
+    let mut events = String::new();
+    for c in ["k1", "k2", "k3", "k4"] {
+        events += &reaction(c, "email_open", "2026-11-20T11:00:00Z");
+    }
+    for c in ["k1", "k2", "k3"] {
+        events += &reaction(c, "email_click", "2026-11-20T11:05:00Z");
+    }
+    events += &reaction("k5", "unsubscribe", "2026-11-21T08:00:00Z");
+    // A click on another message counts for nothing here.
+    events += "{\"contact\": \"k6\", \"type\": \"email_click\", \"at\": \"2026-11-20T11:05:00Z\", \"props\": {\"key\": \"other\"}}\n";
+    // Conversions: k1 meets within the window, k2 buys within it, k4 too late.
+    events += "{\"contact\": \"k1\", \"type\": \"meeting\", \"at\": \"2026-11-22T10:00:00Z\"}\n";
+    events += "{\"contact\": \"k2\", \"type\": \"purchase\", \"at\": \"2026-11-25T10:00:00Z\", \"props\": {\"amount\": 100}}\n";
+    events += "{\"contact\": \"k4\", \"type\": \"purchase\", \"at\": \"2026-12-10T10:00:00Z\", \"props\": {\"amount\": 100}}\n";
+    let later = "2026-12-15T12:00:00Z";
+    let file = env.write("events.jsonl", &events);
+    let out = env.run_at(later, &["import", "events", file.to_str().expect("utf-8")]);
+    assert_eq!(code(&out), 0, "{}", stdout(&out));
+    // k3 left the target after the send.
+    env.import_text("contacts", "k3.csv", "id,tier\nk3,partner\n");
+    env.json_at(later, &["rescore", "--json"]);
+    let report = env.json_at(later, &["campaigns", "--json"]);
+    let spring = report
+        .as_array()
+        .expect("campaigns")
+        .iter()
+        .find(|c| c["name"] == "spring")
+        .expect("spring");
+    assert_eq!(spring["kind"], "broadcast");
+    assert_eq!(
+        (
+            spring["sent"].as_i64(),
+            spring["opened"].as_i64(),
+            spring["clicked"].as_i64(),
+            spring["unsubscribed"].as_i64()
+        ),
+        (Some(5), Some(4), Some(3), Some(1))
+    );
+    assert_eq!(
+        (
+            spring["clicked_in_target"].as_i64(),
+            spring["clicked_off_target"].as_i64(),
+            spring["in_target_share"].as_f64()
+        ),
+        (Some(2), Some(1), Some(0.6667))
+    );
+    assert_eq!(
+        spring["conversions"],
+        serde_json::json!({"band_up": 0, "meeting": 1, "purchase": 1, "contacts": 2})
+    );
+    let text = stdout(&env.run_at(later, &["campaigns"]));
+    assert!(text.contains("2 of 3 (66.7%)"), "{text}");
+}
+
+#[test]
+fn the_score_distribution_counts_bands_and_percentiles_exactly() {
+    let env = env();
+    let mut contacts = String::from("id\n");
+    let mut events = String::new();
+    // d0 … d4 download the white paper 0 … 4 times.
+    for i in 0..5 {
+        contacts += &format!("d{i}\n");
+        for n in 0..i {
+            events += &format!(
+                "{{\"contact\": \"d{i}\", \"type\": \"download\", \"at\": \"2026-11-1{n}T10:00:00Z\"}}\n"
+            );
+        }
+    }
+    env.import_text("contacts", "contacts.csv", &contacts);
+    env.import_text("events", "events.jsonl", &events);
+    env.json_at(NOW, &["rescore", "--json"]);
+    let scores: Vec<f64> = (0..5)
+        .map(|i| {
+            env.json_at(NOW, &["score", &format!("d{i}"), "--json"])["score"]
+                .as_f64()
+                .expect("score")
+        })
+        .collect();
+    let d = env.json_at(NOW, &["scores", "distribution", "--bins", "4", "--json"]);
+    assert_eq!(d["contacts"], 5);
+    assert_eq!(d["min"].as_f64(), Some(scores[0]));
+    assert_eq!(d["max"].as_f64(), Some(scores[4]));
+    let total: i64 = d["bins"]
+        .as_array()
+        .expect("bins")
+        .iter()
+        .map(|b| b["count"].as_i64().expect("n"))
+        .sum();
+    assert_eq!(total, 5);
+    assert_eq!(d["percentiles"][2], serde_json::json!(["p50", scores[2]]));
+    let bands: i64 = d["bands"]
+        .as_array()
+        .expect("bands")
+        .iter()
+        .map(|b| b["count"].as_i64().expect("n"))
+        .sum();
+    assert_eq!(bands, 5);
+    let text = stdout(&env.run_at(NOW, &["scores", "distribution"]));
+    assert!(text.contains("5 contacts; bands: hot"), "{text}");
+}
+
+#[test]
+fn what_if_shows_the_distribution_before_and_after_and_the_largest_deltas() {
+    let env = env();
+    let mut events = String::new();
+    for i in 0..5 {
+        for n in 0..i {
+            events += &format!(
+                "{{\"contact\": \"w{i}\", \"type\": \"download\", \"at\": \"2026-11-1{n}T10:00:00Z\"}}\n"
+            );
+        }
+    }
+    env.import_text("contacts", "contacts.csv", "id\nw0\nw1\nw2\nw3\nw4\n");
+    env.import_text("events", "events.jsonl", &events);
+    // The white paper is worth 40 points instead of 25 (counted twice at most).
+    let config = std::fs::read_to_string(env.path("relance.toml")).expect("config");
+    let proposed = config.replacen(
+        "event = \"download\"\npoints = 25.0",
+        "event = \"download\"\npoints = 40.0",
+        1,
+    );
+    assert_ne!(
+        config, proposed,
+        "the white paper rule is in the shipped configuration"
+    );
+    let other = env.write("proposed.toml", &proposed);
+    let r = env.json_at(
+        NOW,
+        &[
+            "score",
+            "--what-if",
+            other.to_str().expect("utf-8"),
+            "--json",
+        ],
+    );
+    let deltas: Vec<(String, f64)> = r["largest_deltas"]
+        .as_array()
+        .expect("deltas")
+        .iter()
+        .map(|d| {
+            (
+                d["contact"].as_str().expect("id").to_string(),
+                d["delta"].as_f64().expect("delta"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        deltas,
+        [
+            ("w2".to_string(), 30.0),
+            ("w3".to_string(), 30.0),
+            ("w4".to_string(), 30.0),
+            ("w1".to_string(), 15.0),
+        ]
+    );
+    let before = &r["distribution"]["before"];
+    let after = &r["distribution"]["after"];
+    assert_eq!(
+        (before["contacts"].as_i64(), after["contacts"].as_i64()),
+        (Some(5), Some(5))
+    );
+    assert_eq!(
+        after["max"].as_f64().expect("max") - before["max"].as_f64().expect("max"),
+        30.0
+    );
+    assert_eq!(before["min"], after["min"], "w0 downloaded nothing");
+    let text = stdout(&env.run_at(NOW, &["score", "--what-if", other.to_str().expect("utf-8")]));
+    assert!(text.contains("largest score changes:\n  w2: "), "{text}");
+}
+
+#[test]
+fn bad_desk_settings_are_refused_with_their_position() {
+    let env = Env::new();
+    let mut config = std::fs::read_to_string(env.path("relance.toml")).expect("config");
+    config.push_str("\n[calls]\nsession_gap = \"0s\"\ndefault_country = \"XX\"\nreachd = []\n");
+    std::fs::write(env.path("relance.toml"), &config).expect("config");
+    let line = config.lines().count();
+    let out = env.run(&["check"]);
+    assert_eq!(code(&out), 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "relance.toml:{}:15: `calls.session_gap`: must be at least 1s",
+            line - 2
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("`calls.default_country`: unknown country `XX`"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "relance.toml:{line}:1: `calls.reachd`: unknown key"
+        )),
+        "{err}"
+    );
+    let bad = Env::new().run(&["calls", "kpis", "--by", "month"]);
+    assert_eq!(code(&bad), 2);
+    assert!(
+        stderr(&bad).contains("invalid value 'month'"),
+        "{}",
+        stderr(&bad)
+    );
+}
