@@ -8,6 +8,8 @@ mod sqlite_channels;
 mod sqlite_outbox;
 mod sqlite_plan;
 mod sqlite_scores;
+mod sqlite_ui;
+pub mod ui;
 
 pub use sqlite::SqliteStore;
 
