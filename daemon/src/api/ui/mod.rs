@@ -77,6 +77,7 @@ impl IntoResponse for UiError {
 
 static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = Environment::new();
+    env.add_filter("urlencode", |s: String| percent(&s));
     for (name, text) in [
         ("layout.html", include_str!("templates/layout.html")),
         ("error.html", include_str!("templates/error.html")),

@@ -73,7 +73,7 @@ fn trim_num(v: f64) -> String {
     if (v - v.round()).abs() < 1e-9 {
         format!("{}", v.round() as i64)
     } else {
-        format!("{v:.1}")
+        format!("{v:.2}").trim_end_matches('0').to_string()
     }
 }
 
