@@ -20,6 +20,8 @@ use serde::Deserialize;
 const FATIGUE_DAYS: i64 = 30;
 /// Events listed, newest first.
 const EVENTS_SHOWN: usize = 100;
+/// Events the film replays (the latest).
+const FILM_EVENTS: usize = 200;
 /// Longest search text.
 const MAX_QUERY: usize = 200;
 
@@ -112,34 +114,62 @@ async fn profile(state: &ApiState, id: String) -> Result<minijinja::Value, UiErr
     let explanation_svg =
         svg::contributions(&format!("Why {} scores {}", contact.id, card.score), &items);
 
-    // The film: every stored snapshot, band crossings circled.
-    let mut points = Vec::new();
+    // The film: the score replayed at each event (as the rules in force
+    // compute it), the snapshots stored by the passes, band crossings
+    // circled.
+    let mut replayed = Vec::new();
     let mut crossings = Vec::new();
-    let mut last_band: Option<&str> = None;
-    for s in &film {
+    let mut last_band: Option<std::sync::Arc<str>> = None;
+    let first = events.len().saturating_sub(FILM_EVENTS);
+    for (i, e) in events.iter().enumerate().skip(first) {
+        let c = model.score(&contact, company.as_ref(), &events[..=i], e.at);
         let p = Point {
-            x: s.at.timestamp() as f64,
-            y: s.score as f64 / 100.0,
-            label: format!("{} {} ({})", day(s.at), s.score as f64 / 100.0, s.band),
+            x: e.at.timestamp() as f64,
+            y: c.score.as_f64(),
+            label: format!("{} after {}: {} ({})", day(e.at), e.kind, c.score, c.band),
         };
-        if last_band.is_some_and(|b| b != s.band) {
+        if last_band.as_ref().is_some_and(|b| *b != c.band) {
             crossings.push(Point {
                 label: format!(
                     "{} → {} on {}",
-                    last_band.unwrap_or_default(),
-                    s.band,
-                    day(s.at)
+                    last_band.as_deref().unwrap_or_default(),
+                    c.band,
+                    day(e.at)
                 ),
                 ..p.clone()
             });
         }
-        last_band = Some(&s.band);
-        points.push(p);
+        last_band = Some(c.band.clone());
+        replayed.push(p);
     }
+    replayed.push(Point {
+        x: now.timestamp() as f64,
+        y: card.score.as_f64(),
+        label: format!("now: {}", card.score),
+    });
+    let stored_points: Vec<Point> = film
+        .iter()
+        .map(|s| Point {
+            x: s.at.timestamp() as f64,
+            y: s.score as f64 / 100.0,
+            label: format!(
+                "stored {} {} ({})",
+                day(s.at),
+                s.score as f64 / 100.0,
+                s.band
+            ),
+        })
+        .collect();
+    let span = replayed.first().map_or(now, |p| {
+        chrono::DateTime::from_timestamp(p.x as i64, 0).unwrap_or(now)
+    });
     let film_svg = Lines {
         title: "Score over time",
         class: "film",
-        series: vec![("score".into(), points)],
+        series: vec![
+            ("replayed at each event".into(), replayed),
+            ("stored by the passes".into(), stored_points),
+        ],
         levels: config
             .scoring
             .bands
@@ -148,11 +178,9 @@ async fn profile(state: &ApiState, id: String) -> Result<minijinja::Value, UiErr
             .collect(),
         marks: vec![],
         crossings,
-        x_labels: film
-            .first()
-            .into_iter()
-            .chain(film.last())
-            .map(|s| (s.at.timestamp() as f64, s.at.format("%Y-%m-%d").to_string()))
+        x_labels: [span, now]
+            .iter()
+            .map(|t| (t.timestamp() as f64, t.format("%Y-%m-%d").to_string()))
             .collect(),
     }
     .render();

@@ -42,6 +42,18 @@ fn open(out: &mut String, class: &str, title: &str) {
     );
 }
 
+/// Says so when a chart has nothing to draw.
+fn no_data(out: &mut String, empty: bool) {
+    if empty {
+        let _ = write!(
+            out,
+            r##"<text class="no-data" x="{x}" y="{y}" font-size="14" text-anchor="middle" fill="#718096">no data</text>"##,
+            x = (LEFT + W) / 2.0,
+            y = H / 2.0
+        );
+    }
+}
+
 fn nice_max(v: f64) -> f64 {
     if v <= 0.0 {
         return 1.0;
@@ -119,6 +131,7 @@ pub fn histogram(
             );
         }
     }
+    no_data(&mut out, bars.iter().all(|b| b.1 == 0));
     for m in markers {
         if step <= 0.0 {
             break;
@@ -184,6 +197,7 @@ pub fn stacked(title: &str, xs: &[String], series: &[(String, Vec<u64>)]) -> Str
             );
         }
     }
+    no_data(&mut out, totals.iter().all(|t| *t == 0));
     out.push_str("</svg>");
     legend(&mut out, series.iter().map(|s| s.0.as_str()));
     out
@@ -265,10 +279,17 @@ impl Lines<'_> {
             );
         }
         for (x, label) in &self.x_labels {
+            let at = px(*x);
+            let anchor = if at > W - 40.0 {
+                "end"
+            } else if at < LEFT + 20.0 {
+                "start"
+            } else {
+                "middle"
+            };
             let _ = write!(
                 out,
-                r##"<text x="{p:.1}" y="{y}" font-size="9" fill="#555" text-anchor="middle">{l}</text>"##,
-                p = px(*x),
+                r##"<text x="{at:.1}" y="{y}" font-size="9" fill="#555" text-anchor="{anchor}">{l}</text>"##,
                 y = H - BOTTOM + 12.0,
                 l = esc(label)
             );
@@ -302,6 +323,7 @@ impl Lines<'_> {
                 );
             }
         }
+        no_data(&mut out, self.series.iter().all(|s| s.1.is_empty()));
         for p in &self.crossings {
             let _ = write!(
                 out,
