@@ -588,6 +588,8 @@ fn the_dashboard_shows_every_page_in_a_real_browser_behind_a_login() {
         "100%",
         "one call, one meeting"
     );
+    assert_eq!(browser.numbers("#kpis rect.bar", "data-value"), [1.0]);
+    browser.screenshot("calls-outcome");
 
     // CSRF: a form posted without its token is refused, nothing erased.
     let a = http.send(
