@@ -423,7 +423,10 @@ fn the_dashboard_shows_every_page_in_a_real_browser_behind_a_login() {
     let env = dashboard_env(port);
     let base = format!("http://127.0.0.1:{port}");
     // One pass of every job at the real now: scores, plans, sends, tasks.
-    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let now = relance::clock::Clock::system()
+        .now()
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
     let out = env.run_at(&now, &["run", "--once"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let tasks = env.json(&["tasks", "list", "--all", "--limit", "500", "--json"]);

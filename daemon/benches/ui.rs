@@ -45,8 +45,13 @@ fn main() {
     );
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let (_tx, rx) = watch::channel(config.clone());
-    let state = ApiState::new(rx, Clock::fixed(now), Metrics::new(), Arc::new(Notify::new()))
-        .expect("state");
+    let state = ApiState::new(
+        rx,
+        Clock::fixed(now),
+        Metrics::new(),
+        Arc::new(Notify::new()),
+    )
+    .expect("state");
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("bind");
@@ -66,8 +71,14 @@ fn main() {
         ("overview", "/ui/".to_string()),
         ("scores", "/ui/scores".to_string()),
         ("contact by id", format!("/ui/contact?id={id}")),
-        ("contact search by email", format!("/ui/contact?q={id}%40example.com")),
-        ("contact search by name (scan)", "/ui/contact?q=zzz-nobody".to_string()),
+        (
+            "contact search by email",
+            format!("/ui/contact?q={id}%40example.com"),
+        ),
+        (
+            "contact search by name (scan)",
+            "/ui/contact?q=zzz-nobody".to_string(),
+        ),
         ("follow-ups", "/ui/followups".to_string()),
         ("call desk", "/ui/calls".to_string()),
         // The grid scans every customer once, then serves its cache.
@@ -75,7 +86,11 @@ fn main() {
         ("pressure (cached)", "/ui/pressure".to_string()),
     ];
     for (name, path) in pages {
-        let loads = if name.contains("first load") { 1 } else { LOADS };
+        let loads = if name.contains("first load") {
+            1
+        } else {
+            LOADS
+        };
         let mut took = Vec::new();
         for _ in 0..loads {
             let started = Instant::now();

@@ -123,10 +123,9 @@ async fn grid(state: &ApiState) -> Result<Arc<Grid>, UiError> {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .as_ref()
+        && g.at.elapsed() < FRESH_FOR
     {
-        if g.at.elapsed() < FRESH_FOR {
-            return Ok(g.clone());
-        }
+        return Ok(g.clone());
     }
     let config = state.config();
     let now = state.clock.now();
@@ -181,12 +180,8 @@ pub async fn page(
     }
     let g = grid(&state).await?;
     // Strongest pressure on top.
-    let rows: Vec<String> = PressureCategory::ALL
-        .iter()
-        .rev()
-        .map(|p| name(p))
-        .collect();
-    let cols: Vec<String> = ValueTier::ALL.iter().map(|v| name(v)).collect();
+    let rows: Vec<String> = PressureCategory::ALL.iter().rev().map(name).collect();
+    let cols: Vec<String> = ValueTier::ALL.iter().map(name).collect();
     let counts: Vec<Vec<u64>> = PressureCategory::ALL
         .iter()
         .rev()

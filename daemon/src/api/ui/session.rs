@@ -76,17 +76,16 @@ fn fingerprint(config: &Config, token: &str) -> String {
     hex::encode(&mac(config, "token", token.as_bytes())[..12])
 }
 
-/// A fresh nonce: unpredictable without the key (it hashes the key, the
-/// instant and a counter).
+/// A fresh nonce: unpredictable without the key (it hashes the key, a
+/// counter, randomness and the instant).
 pub fn nonce(config: &Config, now: chrono::DateTime<chrono::Utc>) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let wall = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
+    // RandomState draws its keys from the operating system's randomness.
+    let random =
+        std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), n);
     let seed = format!(
-        "{n}:{wall}:{}:{}",
+        "{n}:{random}:{}:{}",
         now.timestamp_micros(),
         std::process::id()
     );

@@ -435,7 +435,7 @@ pub fn heatmap(
             ty = y + cell_h / 2.0 + 4.0,
             r = esc(r)
         );
-        for j in 0..cols.len() {
+        for (j, col) in cols.iter().enumerate() {
             let n = counts
                 .get(i)
                 .and_then(|row| row.get(j))
@@ -447,7 +447,7 @@ pub fn heatmap(
                 r##"<a href="{h}"><rect class="cell" data-row="{ri}" data-col="{ci}" data-count="{n}" x="{x:.1}" y="{y:.1}" width="{w}" height="{hh}" fill="#dd6b20" fill-opacity="{alpha:.2}" stroke="#fff"><title>{ri} × {ci}: {n}</title></rect><text x="{tx:.1}" y="{ty:.1}" font-size="12" text-anchor="middle" fill="#111">{n}</text></a>"##,
                 h = esc(&href(i, j)),
                 ri = esc(r),
-                ci = esc(&cols[j]),
+                ci = esc(col),
                 x = left + cell_w * j as f64,
                 w = cell_w - 2.0,
                 hh = cell_h - 2.0,
