@@ -5,7 +5,7 @@ use relance::clock::Clock;
 use relance::config::Config;
 use relance::model::{Company, Event};
 use relance::scoring::pass::{self, PassReport};
-use relance::scoring::{DealInput, DealModel, ScoringModel, WhatIf, score_customers};
+use relance::scoring::{DealInput, DealModel, ScoringModel, score_customers};
 use relance::store::{Records, ScoreStore};
 use serde_json::json;
 use std::collections::HashMap;
@@ -182,29 +182,8 @@ pub fn what_if(config: &Config, clock: &Clock, other: &Path, as_json: bool) -> R
     let after = ScoringModel::compile(&proposed.scoring).map_err(anyhow::Error::from)?;
     let store = open_store(config)?;
     let now = clock.now();
-    let mut result = WhatIf::new(&before, &after);
-    let mut companies: HashMap<String, Option<Company>> = HashMap::new();
-    let mut failure = None;
-    store
-        .scan_histories(&mut |contact, events: Vec<Event>| {
-            let company = match &contact.company {
-                Some(id) => companies
-                    .entry(id.clone())
-                    .or_insert_with(|| {
-                        store.company(id).unwrap_or_else(|e| {
-                            failure = Some(e);
-                            None
-                        })
-                    })
-                    .as_ref(),
-                None => None,
-            };
-            result.add(&before, &after, &contact, company, &events, now);
-        })
+    let result = relance::api::ui::what_if_over(&store, &before, &after, now)
         .map_err(anyhow::Error::from)?;
-    if let Some(e) = failure {
-        return Err(anyhow::Error::from(e).into());
-    }
     if as_json {
         output::json(&result)?;
         return Ok(exit::OK);

@@ -13,6 +13,8 @@ pub mod pressure;
 pub mod session;
 pub mod svg;
 
+pub use pages::what_if_over;
+
 use super::ApiState;
 use super::error::ApiError;
 use axum::Router;

@@ -488,32 +488,41 @@ pub async fn what_if(
     let now = state.clock.now();
     let result = state
         .db()
-        .read(move |store| {
-            let mut result = WhatIf::new(&before, &after);
-            let mut companies: HashMap<String, Option<crate::model::Company>> = HashMap::new();
-            let mut failure = None;
-            store.scan_histories(&mut |contact, events| {
-                let company = match &contact.company {
-                    Some(id) => companies
-                        .entry(id.clone())
-                        .or_insert_with(|| {
-                            store.company(id).unwrap_or_else(|e| {
-                                failure = Some(e);
-                                None
-                            })
-                        })
-                        .as_ref(),
-                    None => None,
-                };
-                result.add(&before, &after, &contact, company, &events, now);
-            })?;
-            match failure {
-                Some(e) => Err(e.into()),
-                None => Ok(result),
-            }
-        })
+        .read(move |store| Ok(what_if_over(store, &before, &after, now)?))
         .await?;
     scores_page(&state, &session, None, Some((source, result)), None).await
+}
+
+/// Every contact of the store scored under both models at `now` (one
+/// sequential scan of the histories; each company read once).
+pub fn what_if_over<S: Records + ?Sized>(
+    store: &S,
+    before: &ScoringModel,
+    after: &ScoringModel,
+    now: Timestamp,
+) -> Result<WhatIf, crate::store::StoreError> {
+    let mut result = WhatIf::new(before, after);
+    let mut companies: HashMap<String, Option<crate::model::Company>> = HashMap::new();
+    let mut failure = None;
+    store.scan_histories(&mut |contact, events| {
+        let company = match &contact.company {
+            Some(id) => companies
+                .entry(id.clone())
+                .or_insert_with(|| {
+                    store.company(id).unwrap_or_else(|e| {
+                        failure = Some(e);
+                        None
+                    })
+                })
+                .as_ref(),
+            None => None,
+        };
+        result.add(before, after, &contact, company, &events, now);
+    })?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(result),
+    }
 }
 
 #[derive(Debug)]

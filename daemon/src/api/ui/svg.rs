@@ -14,20 +14,7 @@ pub const PALETTE: [&str; 8] = [
 ];
 
 /// Escapes text for SVG and HTML.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use relance_plugin_api::template::escape_html as esc;
 
 fn open(out: &mut String, class: &str, title: &str) {
     let _ = write!(
