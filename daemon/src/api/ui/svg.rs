@@ -41,6 +41,19 @@ fn no_data(out: &mut String, empty: bool) {
     }
 }
 
+/// The label under column `i` of `n`: every one up to `all`, else about
+/// half that many, evenly spread.
+fn x_label(out: &mut String, i: usize, n: usize, all: usize, x: f64, label: &str) {
+    if n <= all || i.is_multiple_of((n / (all / 2)).max(1)) {
+        let _ = write!(
+            out,
+            r##"<text x="{x:.1}" y="{y}" font-size="9" fill="#555">{l}</text>"##,
+            y = H - BOTTOM + 12.0,
+            l = esc(label)
+        );
+    }
+}
+
 fn nice_max(v: f64) -> f64 {
     if v <= 0.0 {
         return 1.0;
@@ -109,14 +122,7 @@ pub fn histogram(
             y = H - BOTTOM - h,
             w = (bw - 1.0).max(0.5),
         );
-        if bars.len() <= 24 || i % (bars.len() / 12).max(1) == 0 {
-            let _ = write!(
-                out,
-                r##"<text x="{x:.1}" y="{y}" font-size="9" fill="#555">{l}</text>"##,
-                y = H - BOTTOM + 12.0,
-                l = esc(label)
-            );
-        }
+        x_label(&mut out, i, bars.len(), 24, x, label);
     }
     no_data(&mut out, bars.iter().all(|b| b.1 == 0));
     for m in markers {
@@ -156,7 +162,7 @@ pub fn stacked(title: &str, xs: &[String], series: &[(String, Vec<u64>)]) -> Str
     let max = nice_max(totals.iter().copied().max().unwrap_or(0) as f64);
     y_axis(&mut out, 0.0, max);
     let bw = (W - LEFT) / xs.len().max(1) as f64;
-    for (i, x_label) in xs.iter().enumerate() {
+    for (i, x_label_text) in xs.iter().enumerate() {
         let x = LEFT + bw * i as f64;
         let mut base = H - BOTTOM;
         for (k, (name, values)) in series.iter().enumerate() {
@@ -169,20 +175,13 @@ pub fn stacked(title: &str, xs: &[String], series: &[(String, Vec<u64>)]) -> Str
             let _ = write!(
                 out,
                 r##"<rect class="seg" data-x="{xl}" data-series="{s}" data-value="{v}" x="{x:.1}" y="{base:.1}" width="{w:.1}" height="{h:.1}" fill="{c}"><title>{xl} {s}: {v}</title></rect>"##,
-                xl = esc(x_label),
+                xl = esc(x_label_text),
                 s = esc(name),
                 w = (bw - 2.0).max(0.5),
                 c = PALETTE[k % PALETTE.len()]
             );
         }
-        if xs.len() <= 16 || i % (xs.len() / 8).max(1) == 0 {
-            let _ = write!(
-                out,
-                r##"<text x="{x:.1}" y="{y}" font-size="9" fill="#555">{l}</text>"##,
-                y = H - BOTTOM + 12.0,
-                l = esc(x_label)
-            );
-        }
+        x_label(&mut out, i, xs.len(), 16, x, x_label_text);
     }
     no_data(&mut out, totals.iter().all(|t| *t == 0));
     out.push_str("</svg>");
