@@ -39,6 +39,8 @@ struct Inner {
     signal_to_send_seconds: Histograms,
     outbox_depth: Family<Labels, Gauge>,
     plugin_healthy: Family<Labels, Gauge>,
+    /// The same, readable by the dashboard.
+    plugin_health: Mutex<BTreeMap<String, bool>>,
     /// Channels that could not be opened, with why (for `/readyz`).
     unconfigured: Mutex<BTreeMap<String, String>>,
 }
@@ -113,6 +115,7 @@ impl Metrics {
             signal_to_send_seconds: Family::new_with_constructor(reaction_buckets),
             outbox_depth: Family::default(),
             plugin_healthy: Family::default(),
+            plugin_health: Mutex::default(),
             unconfigured: Mutex::default(),
         };
         for o in IngestOutcome::ALL {
@@ -266,6 +269,20 @@ impl Metrics {
             .plugin_healthy
             .get_or_create(&vec![("plugin", plugin.to_string())])
             .set(i64::from(healthy));
+        self.0
+            .plugin_health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(plugin.to_string(), healthy);
+    }
+
+    /// Each plugin's last health check.
+    pub fn plugin_health(&self) -> BTreeMap<String, bool> {
+        self.0
+            .plugin_health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The channels the daemon could not open, with why.

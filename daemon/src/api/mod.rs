@@ -17,6 +17,7 @@ mod tasks;
 mod templates;
 mod timing;
 pub mod tracking;
+pub mod ui;
 
 pub use db::Db;
 pub use error::ApiError;
@@ -119,16 +120,22 @@ pub fn router(state: ApiState) -> Router {
     let protected: Router<ApiState> = Router::from(protected).route_layer(
         axum::middleware::from_fn_with_state(state.clone(), auth::require_token),
     );
-    protected
+    let api = protected
         .merge(Router::from(open))
         .fallback(ops::not_found)
-        .layer(axum::middleware::map_response(error::json_errors))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            timing::record,
-        ))
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(state)
+        .layer(axum::middleware::map_response(error::json_errors));
+    // The dashboard answers in HTML: it stays out of the JSON error layer.
+    let app = if state.config().api.ui.enabled {
+        api.merge(ui::router(state.clone()))
+    } else {
+        api
+    };
+    app.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        timing::record,
+    ))
+    .layer(DefaultBodyLimit::max(limit))
+    .with_state(state)
 }
 
 /// Serves the API on `listener` until `shutdown` fires, then lets requests

@@ -3,11 +3,8 @@
 use super::{Failure, exit, open_store, output};
 use relance::clock::Clock;
 use relance::config::Config;
-use relance::fatigue::{
-    ContactState, FatiguePoints, Guard, PressureCategory, PressureSample, Proposal, ValueTier,
-};
+use relance::fatigue::{ContactState, Guard, PressureCategory, Proposal, ValueTier};
 use relance::model::{Event, FollowUpKind};
-use relance::scoring::score_customers;
 use serde_json::json;
 
 /// The contact's state at `now`: what happened after it (a `--now` in
@@ -115,73 +112,9 @@ pub fn guard(config: &Config, clock: &Clock, args: &GuardArgs<'_>) -> Result<u8,
 }
 
 pub fn pressure(config: &Config, clock: &Clock, as_json: bool) -> Result<u8, Failure> {
-    let guard = Guard::from_config(config).map_err(anyhow::Error::from)?;
     let store = open_store(config)?;
-    let now = clock.now();
-    let window_start = now - config.fatigue.pressure.solicitation_window.0;
-    let purchase = config.scoring.customers.purchase_event.clone();
-    // Value is known for customers (purchases): the matrix is theirs.
-    let mut customers: Vec<(String, Vec<Event>, FatiguePoints, u32)> = Vec::new();
-    let mut failure = None;
-    store
-        .for_each_contact(&mut |contact| {
-            let step = (|| -> anyhow::Result<()> {
-                let Some((contact, weighs)) = store.guard_input(&contact.id)? else {
-                    return Ok(());
-                };
-                let bought: Vec<Event> = weighs
-                    .iter()
-                    .filter(|e| e.kind == purchase)
-                    .cloned()
-                    .collect();
-                if bought.is_empty() {
-                    return Ok(());
-                }
-                let state =
-                    ContactState::replay(&guard, &contact, weighs.iter().filter(|e| e.at <= now))?;
-                let solicitations = weighs
-                    .iter()
-                    .filter(|e| {
-                        e.at > window_start
-                            && e.at <= now
-                            && config.fatigue.costs.contains_key(&e.kind)
-                    })
-                    .count() as u32;
-                customers.push((
-                    contact.id,
-                    bought,
-                    state.fatigue_at(&guard, now),
-                    solicitations,
-                ));
-                Ok(())
-            })();
-            if let Err(e) = step {
-                failure.get_or_insert(e);
-            }
-        })
+    let samples = relance::api::ui::pressure::samples(&*store, config, clock.now())
         .map_err(anyhow::Error::from)?;
-    if let Some(e) = failure {
-        return Err(e.into());
-    }
-    let scores = score_customers(
-        &config.scoring.customers,
-        customers
-            .iter()
-            .map(|(id, bought, _, _)| (id.as_str(), bought.as_slice())),
-        now,
-    );
-    let value: std::collections::HashMap<&str, ValueTier> = scores
-        .iter()
-        .map(|s| (s.customer.as_str(), s.value))
-        .collect();
-    let samples = customers
-        .iter()
-        .map(|(id, _, fatigue, solicitations)| PressureSample {
-            contact: id.clone(),
-            fatigue: *fatigue,
-            solicitations: *solicitations,
-            value: value.get(id.as_str()).copied().unwrap_or(ValueTier::Minor),
-        });
     let matrix = relance::fatigue::matrix::pressure_matrix(&config.fatigue.pressure, samples);
     if as_json {
         output::json(&matrix)?;

@@ -6,7 +6,7 @@ use relance::config::Config;
 use relance::desk::distribution::distribution;
 use relance::model::{Company, Event};
 use relance::scoring::pass::{self, PassReport};
-use relance::scoring::{DealInput, DealModel, ScoringModel, WhatIf, score_customers};
+use relance::scoring::{DealInput, DealModel, ScoringModel, score_customers};
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::Path;
@@ -197,29 +197,8 @@ pub fn what_if(config: &Config, clock: &Clock, other: &Path, as_json: bool) -> R
     let after = ScoringModel::compile(&proposed.scoring).map_err(anyhow::Error::from)?;
     let store = open_store(config)?;
     let now = clock.now();
-    let mut result = WhatIf::new(&before, &after);
-    let mut companies: HashMap<String, Option<Company>> = HashMap::new();
-    let mut failure = None;
-    store
-        .scan_histories(&mut |contact, events: Vec<Event>| {
-            let company = match &contact.company {
-                Some(id) => companies
-                    .entry(id.clone())
-                    .or_insert_with(|| {
-                        store.company(id).unwrap_or_else(|e| {
-                            failure = Some(e);
-                            None
-                        })
-                    })
-                    .as_ref(),
-                None => None,
-            };
-            result.add(&before, &after, &contact, company, &events, now);
-        })
+    let mut result = relance::api::ui::what_if_over(&*store, &before, &after, now)
         .map_err(anyhow::Error::from)?;
-    if let Some(e) = failure {
-        return Err(anyhow::Error::from(e).into());
-    }
     result.finish(20);
     let sorted = |pick: fn(&(i64, i64)) -> i64| {
         let mut v: Vec<i64> = result.scores.iter().map(pick).collect();

@@ -268,6 +268,56 @@ pub struct ApiConfig {
     pub body_limit_kb: u32,
     /// Most items in one batch request.
     pub max_batch: u32,
+    /// `[api.ui]`: the dashboard under `/ui/`.
+    pub ui: UiConfig,
+}
+
+/// The dashboard (`[api.ui]`). People log in with one of `api.tokens`
+/// (full access) or of `read_only_tokens` (pages only: no erase, no
+/// outcome); the session cookie is signed with a key derived from
+/// `api.tracking_secret`, so there is no other secret to manage.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct UiConfig {
+    pub enabled: bool,
+    /// Tokens that open a read-only session.
+    #[serde(skip_serializing)]
+    pub read_only_tokens: Vec<String>,
+    /// How long a session lasts, in hours.
+    pub session_hours: u32,
+    /// Marks the cookie `Secure` (browsers then send it over https only);
+    /// on by itself when `public_url` is https.
+    pub secure_cookie: bool,
+    /// The folder whose `*.toml` files the what-if offers; empty: the
+    /// configuration file's folder.
+    pub rules_dir: String,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            read_only_tokens: Vec::new(),
+            session_hours: 12,
+            secure_cookie: false,
+            rules_dir: String::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for UiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UiConfig")
+            .field("enabled", &self.enabled)
+            .field(
+                "read_only_tokens",
+                &format_args!("[{} redacted]", self.read_only_tokens.len()),
+            )
+            .field("session_hours", &self.session_hours)
+            .field("secure_cookie", &self.secure_cookie)
+            .field("rules_dir", &self.rules_dir)
+            .finish()
+    }
 }
 
 /// Shortest accepted token or secret: guessing must stay out of reach.
@@ -285,6 +335,7 @@ impl Default for ApiConfig {
             public_url: "http://127.0.0.1:8080".into(),
             body_limit_kb: 16 * 1024,
             max_batch: 10_000,
+            ui: UiConfig::default(),
         }
     }
 }
@@ -305,6 +356,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("public_url", &self.public_url)
             .field("body_limit_kb", &self.body_limit_kb)
             .field("max_batch", &self.max_batch)
+            .field("ui", &self.ui)
             .finish()
     }
 }
@@ -326,8 +378,24 @@ impl Validate for ApiConfig {
         if self.max_batch == 0 {
             issues.push(at.key("max_batch"), "must be positive");
         }
+        if !(1..=24 * 31).contains(&self.ui.session_hours) {
+            issues.push(
+                at.key("ui").key("session_hours"),
+                "must be between 1 and 744 (a month)",
+            );
+        }
         if !self.enabled {
             return;
+        }
+        for (i, t) in self.ui.read_only_tokens.iter().enumerate() {
+            if !t.is_empty()
+                && (t.trim().len() < MIN_SECRET_LEN || t.chars().any(char::is_whitespace))
+            {
+                issues.push(
+                    at.key("ui").key("read_only_tokens").index(i),
+                    format!("a token needs at least {MIN_SECRET_LEN} characters and no spaces"),
+                );
+            }
         }
         if self.tokens.is_empty() {
             issues.push(

@@ -20,11 +20,14 @@ mod sqlite_outbox;
 mod sqlite_plan;
 mod sqlite_pool;
 mod sqlite_scores;
+mod sqlite_ui;
 mod types;
+pub mod ui;
 
 pub use desk::DeskStore;
 pub use sqlite_pool::SqliteStore;
 pub use types::{BroadcastSpec, CallStatus, HistoryMemo, Props, RescoreInput};
+pub use ui::UiReads;
 
 use crate::fatigue::Verdict;
 pub use crate::fatigue::admit::{Admission, AdmissionVerdict};
@@ -129,11 +132,14 @@ pub struct Counts {
 /// read sees one consistent snapshot, whatever other handles or processes
 /// do meanwhile.
 pub trait Store:
-    Records + ScoreStore + OutboxStore + ScheduleStore + PlanStore + DeskStore
+    Records + ScoreStore + OutboxStore + ScheduleStore + PlanStore + DeskStore + UiReads
 {
 }
 
-impl<T: Records + ScoreStore + OutboxStore + ScheduleStore + PlanStore + DeskStore> Store for T {}
+impl<T> Store for T where
+    T: Records + ScoreStore + OutboxStore + ScheduleStore + PlanStore + DeskStore + UiReads
+{
+}
 
 impl std::fmt::Debug for dyn Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

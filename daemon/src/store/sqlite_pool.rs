@@ -19,6 +19,7 @@ use super::desk::{
     Brief, CallRow, CallTaskRow, DeskStore, DuplicateGroup, KeptEvent, Listed, SendRow,
 };
 use super::sqlite::Conn;
+use super::ui::{ContactHit, DayCount, FollowupCount, UiReads};
 use super::{
     Admission, Append, BroadcastSpec, Counts, JobRun, LoggedDecision, OutboxStore, PassMark,
     PlanInput, PlanRead, PlanStore, PlanWrite, Props, Records, RescoreInput, ScheduleStore,
@@ -435,5 +436,33 @@ impl SqliteStore {
     /// default_country`): contacts written from now on are keyed with it.
     pub fn set_default_country(&self, country: &str) -> Result<(), StoreError> {
         self.write(|c| c.set_default_country(country))
+    }
+}
+
+impl UiReads for SqliteStore {
+    fn score_histogram(&self, width: i64) -> Result<Vec<(i64, u64)>, StoreError> {
+        self.read(|c| c.score_histogram(width))
+    }
+    fn band_moves(&self, from: Timestamp, to: Timestamp) -> Result<Vec<DayCount>, StoreError> {
+        self.read(|c| c.band_moves(from, to))
+    }
+    fn outbox_by_day(&self, from: Timestamp, to: Timestamp) -> Result<Vec<DayCount>, StoreError> {
+        self.read(|c| c.outbox_by_day(from, to))
+    }
+    fn decision_reasons(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<DayCount>, StoreError> {
+        self.read(|c| c.decision_reasons(from, to))
+    }
+    fn outbox_by_followup(&self) -> Result<Vec<FollowupCount>, StoreError> {
+        self.read(|c| c.outbox_by_followup())
+    }
+    fn search_contacts(&self, q: &str, limit: u32) -> Result<Vec<ContactHit>, StoreError> {
+        self.read(|c| c.search_contacts(q, limit))
+    }
+    fn oldest_pending(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.read(|c| c.oldest_pending())
     }
 }
