@@ -4,7 +4,7 @@
 outbox. Prints the median, the 99th percentile and the maximum.
 
     python3 tests/react_latency.py [--binary target/release/relance] \
-        [--events 1000] [--batch 20] [--gap 2.0] [--seed 14]
+        [--events 1000] [--batch 10] [--gap 2.0] [--seed 14]
 
 It runs the daemon on a scratch store with the shipped rules, no schedule
 and no API: only the daemon's poll of the store's event numbers wakes it.
@@ -64,11 +64,13 @@ class Watcher(threading.Thread):
         self.events: list[tuple[int, float]] = []  # (max seq, first seen)
         self.rows: list[tuple[int, float]] = []
         self.stop = threading.Event()
+        self.polls = 0
 
     def run(self) -> None:
         conn = sqlite3.connect(str(self.db), timeout=30)
         ev = row = 0
         while not self.stop.is_set():
+            self.polls += 1
             e = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
             r = conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()[0]
             now = time.time()
@@ -97,7 +99,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", default=str(ROOT / "target/release/relance"))
     ap.add_argument("--events", type=int, default=1000)
-    ap.add_argument("--batch", type=int, default=20)
+    ap.add_argument("--batch", type=int, default=10)
     ap.add_argument("--gap", type=float, default=2.0)
     ap.add_argument("--seed", type=int, default=14)
     args = ap.parse_args()
@@ -126,6 +128,7 @@ def main() -> int:
                 return 1
             time.sleep(0.05)
         watcher.start()
+        watch_started = time.monotonic()
         for first in range(0, args.events, args.batch):
             time.sleep(rng.uniform(0, args.gap))
             at = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=1)
@@ -151,6 +154,7 @@ def main() -> int:
         daemon.terminate()
         daemon.wait(timeout=60)
     elapsed = time.monotonic() - started
+    watched = time.monotonic() - watch_started
     events = dict(reader.execute(
         "SELECT c.id, e.seq FROM events e JOIN contacts c ON c.rowid = e.contact "
         "WHERE e.type = 'email_click'"
@@ -166,7 +170,8 @@ def main() -> int:
         to_recorded.append(updated_at / 1e6 - committed)
     passes = log_path.read_text().count("new events planned")
     print(f"{len(rows)} events in {-(-args.events // args.batch)} imports of up to {args.batch}, "
-          f"{passes} reaction passes, {elapsed:.0f} s")
+          f"{passes} reaction passes, {elapsed:.0f} s; the reader polled every "
+          f"{watched / max(watcher.polls, 1) * 1000:.1f} ms on average")
     print(f"commit to row committed:           {percentiles(to_row)}")
     print(f"commit to planning instant stored: {percentiles(to_recorded)}")
     return 0
