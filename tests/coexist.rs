@@ -115,10 +115,13 @@ fn call_backs_land_on_the_agreed_date_in_the_phone_window() {
 }
 
 /// A new lead whose first score is already hot gets the hot-lead call,
-/// once; a cold one does not.
+/// once; a cold one does not. Planned by `relance plan`, then delivered
+/// by `relance run` to the loopback receiver, once.
 #[test]
 fn a_first_score_in_the_hot_band_fires_the_hot_lead_call_once() {
+    let (received, port, _rt) = receiver();
     let env = Env::new();
+    shipped(&env, port);
     env.import_text(
         "contacts",
         "c.csv",
@@ -152,6 +155,22 @@ fn a_first_score_in_the_hot_band_fires_the_hot_lead_call_once() {
     // Rescoring again (same score) publishes nothing new: no second call.
     let again = env.json_at("2026-11-20T10:05:00Z", &["rescore", "--json"]);
     assert_eq!(again["changes"], 0, "{again}");
+    // The daemon plans it at its first start (Friday 11:05 in Paris,
+    // inside the phone window) and delivers it, once, whatever the number
+    // of passes.
+    once(&env, "2026-11-20T10:05:00Z");
+    once(&env, "2026-11-20T10:10:00Z");
+    assert_eq!(delivered(&received), ["hot"]);
+    once(&env, "2026-11-20T10:15:00Z");
+    assert_eq!(delivered(&received), ["hot"]);
+    let rows = outbox(&env);
+    let call = row(&rows, "hot", "hot_call").expect("the hot-lead call");
+    assert_eq!(
+        (&call["state"], &call["first_due"]),
+        (&Value::from("sent"), &Value::from("2026-11-20T10:05:00Z")),
+        "{call}"
+    );
+    assert_eq!(rows.len(), 1, "{rows:?}");
 }
 
 /// Seed 004's rule "clicked an email, cold prospect, not called for over a
@@ -266,9 +285,34 @@ fn fatigue_at_an_instant_counts_only_what_happened_by_then() {
     assert_eq!(after["fatigue"].as_f64(), Some(8.0), "1 + 7: {after}");
 }
 
+/// The guard's decision and reasons for one more follow-up to `contact`
+/// on `channel` at `now`.
+fn guard_at(env: &Env, contact: &str, channel: &str, now: &str) -> (Value, Vec<Value>) {
+    let d = env.json_at(
+        now,
+        &[
+            "guard",
+            contact,
+            "--channel",
+            channel,
+            "--kind",
+            "opportunistic",
+            "--json",
+        ],
+    );
+    let reasons = d["reasons"].as_array().unwrap().clone();
+    (d, reasons)
+}
+
+fn reason<'a>(reasons: &'a [Value], rule: &str) -> Option<&'a Value> {
+    reasons.iter().find(|r| r["rule"] == rule)
+}
+
 /// One call, one charge: the delivered call task records `call_task`
-/// (no fatigue); the salesperson's call, imported before or after it,
-/// costs its 5 points once.
+/// (no fatigue) and holds the phone cap's slot; the salesperson's call,
+/// imported before or after it, costs its 5 points once and takes the
+/// task's slot from its own instant: caps and the daily budget count the
+/// two once. A call without a task counts for the phone cap too.
 #[test]
 fn a_delivered_call_task_and_the_call_itself_charge_once_in_either_order() {
     let (received, port, _rt) = receiver();
@@ -318,7 +362,50 @@ fn a_delivered_call_task_and_the_call_itself_charge_once_in_either_order() {
             Some(5.0),
             "call first: {call_first}: {f}"
         );
+        // Between the task and the call, the task holds the phone cap
+        // (three days from the task) and the day's budget.
+        let (d, reasons) = guard_at(&env, "p", "phone", "2026-11-20T10:20:00Z");
+        let cap = reason(&reasons, "cap").expect("the phone cap");
+        assert_eq!(cap["frees_at"], "2026-11-23T10:01:00Z", "{d}");
+        let (d, reasons) = guard_at(&env, "p", "email", "2026-11-20T10:20:00Z");
+        assert_eq!(reason(&reasons, "budget").unwrap()["count"], 1, "{d}");
+        // After the call: one send on the phone cap, freed three days
+        // after the call (not the task), and one solicitation that day.
+        let (d, reasons) = guard_at(&env, "p", "phone", "2026-11-20T11:00:00Z");
+        assert_eq!(d["decision"], "defer", "{d}");
+        let cap = reason(&reasons, "cap").expect("the phone cap");
+        assert_eq!(
+            (&cap["channel"], &cap["count"], &cap["frees_at"]),
+            (
+                &Value::from("phone"),
+                &Value::from(1),
+                &Value::from("2026-11-23T10:30:00Z")
+            ),
+            "call first: {call_first}: {d}"
+        );
+        assert_eq!(d["until"], "2026-11-23T10:30:00Z", "{d}");
+        let (d, reasons) = guard_at(&env, "p", "email", "2026-11-20T11:00:00Z");
+        assert_eq!(reason(&reasons, "budget").unwrap()["count"], 1, "{d}");
     }
+    // A call made without a task, imported: the phone cap counts it.
+    let env = Env::new();
+    shipped(&env, port);
+    env.import_text(
+        "contacts",
+        "c.csv",
+        "id,email,status,timezone\nq,q@example.com,suspect,Europe/Paris\n",
+    );
+    env.import_text(
+        "events",
+        "call.jsonl",
+        r#"{"contact":"q","type":"call","at":"2026-11-20T10:30:00Z","props":{"outcome":"NRP"}}"#,
+    );
+    let (d, reasons) = guard_at(&env, "q", "phone", "2026-11-20T11:00:00Z");
+    let cap = reason(&reasons, "cap").expect("the phone cap");
+    assert_eq!(cap["count"], 1, "{d}");
+    assert_eq!(cap["frees_at"], "2026-11-23T10:30:00Z", "{d}");
+    let f = env.json_at("2026-11-20T11:00:00Z", &["fatigue", "q", "--json"]);
+    assert_eq!(f["charges"].as_array().unwrap().len(), 1, "{f}");
 }
 
 /// The pricing-page rule catches every word the articles use.

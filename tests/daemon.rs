@@ -118,8 +118,8 @@ fn sighup_with_an_invalid_file_keeps_the_running_configuration() {
         "[schedules.plan]\njob = \"plan\"\ncron = \"* * * * * *\"\n",
     );
     env.import_text("contacts", "contacts.csv", &contacts_csv(3));
-    let mut child = spawn_daemon(&env, "run.log");
-    std::thread::sleep(Duration::from_millis(1500));
+    // Signals are handled once the daemon says it runs.
+    let mut child = start_daemon(&env, "run.log");
     let good = std::fs::read_to_string(env.path("relance.toml")).unwrap();
     std::fs::write(
         env.path("relance.toml"),
@@ -127,25 +127,18 @@ fn sighup_with_an_invalid_file_keeps_the_running_configuration() {
     )
     .unwrap();
     signal(&child, "HUP");
-    std::thread::sleep(Duration::from_millis(800));
+    let log = wait_for_log(&env, "run.log", "configuration reload refused", 120);
     // The file is put back for the command below, without a new SIGHUP: the
     // daemon still runs on the old configuration, and a broadcast created
     // now goes out.
     std::fs::write(env.path("relance.toml"), &good).unwrap();
     broadcast_to_prospects(&env, "b1");
-    let started = Instant::now();
-    while received.0.lock().unwrap().len() < 3 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no delivery after the refused reload"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until("no delivery after the refused reload", 120, || {
+        received.0.lock().unwrap().len() >= 3
+    });
     assert!(child.try_wait().unwrap().is_none(), "the daemon stopped");
     signal(&child, "TERM");
     assert!(child.wait().unwrap().success());
-    let log = std::fs::read_to_string(env.path("run.log")).unwrap();
-    assert!(log.contains("configuration reload refused"), "{log}");
     // The error names the file, line and column.
     let line = good.lines().count() + 3;
     assert!(

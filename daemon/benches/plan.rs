@@ -48,20 +48,38 @@ fn main() {
     let stored = common::count_events(&db);
     println!("plan benchmark: {contacts} contacts, {stored} events, shipped rules");
 
-    let full = |label: &str, at| {
+    // Each phase: wall time, CPU time over every thread, and its own peak
+    // resident memory (the peak is started again before each).
+    let mut peaks = Vec::new();
+    let mut phase = |label: &str, run: &mut dyn FnMut() -> pass::PassReport| {
+        let reset = common::reset_peak_rss();
+        let cpu = common::process_cpu_secs();
         let started = Instant::now();
-        let full = pass::run(&*store, &config, at, true).expect("full pass");
+        let r = run();
         let secs = started.elapsed().as_secs_f64();
+        let cpu = match (cpu, common::process_cpu_secs()) {
+            (Some(a), Some(b)) => format!("{:.2} s cpu", b - a),
+            _ => "cpu unknown".into(),
+        };
+        let peak = peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
+        peaks.push(peak);
+        let peak = if reset {
+            format!("peak {peak:.0} MB")
+        } else {
+            format!("peak so far {peak:.0} MB")
+        };
         println!(
-            "{label:<22} {secs:>8.2} s   ({} contacts, {:.0}/s; {} allowed, {} deferred, {} blocked)",
-            full.examined,
-            full.examined as f64 / secs,
-            full.allowed,
-            full.deferred,
-            full.blocked
+            "{label:<22} {secs:>8.2} s   ({} contacts, {:.0}/s; {} allowed, {} deferred, {} blocked; {cpu}, {peak})",
+            r.examined,
+            r.examined as f64 / secs,
+            r.allowed,
+            r.deferred,
+            r.blocked
         );
     };
-    full("first full pass", now);
+    phase("first full pass", &mut || {
+        pass::run(&*store, &config, now, true).expect("full pass")
+    });
 
     // 1 % of the contacts visit the pricing page, then are rescored.
     let mut rng = Rng(0xBEEF);
@@ -70,17 +88,15 @@ fn main() {
         store.append_events(chunk).expect("append");
     }
     rescore(&*store, &config, now, false).expect("rescore");
-    let started = Instant::now();
-    let inc = pass::run(&*store, &config, now, false).expect("incremental pass");
-    let secs = started.elapsed().as_secs_f64();
+    phase("incremental pass", &mut || {
+        pass::run(&*store, &config, now, false).expect("incremental pass")
+    });
+    phase("full pass, a day later", &mut || {
+        pass::run(&*store, &config, now + chrono::Duration::days(1), true).expect("full pass")
+    });
     println!(
-        "incremental pass       {secs:>8.3} s   ({} contacts; {} allowed, {} deferred)",
-        inc.examined, inc.allowed, inc.deferred
-    );
-    full("full pass, a day later", now + chrono::Duration::days(1));
-    println!(
-        "peak resident memory   {:>8.0} MB",
-        peak_rss_kib().unwrap_or(0) as f64 / 1024.0
+        "peak resident memory   {:>8.0} MB (the largest of the phases)",
+        peaks.iter().copied().fold(0.0, f64::max)
     );
     // Leave the store as generated for the next run (scores are redone by
     // the rescore bench's full rebuild).

@@ -12,7 +12,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{Rng, companies, contact, events, peak_rss_kib};
+use common::{Rng, companies, contact, events, peak_rss_kib, process_cpu_secs};
 use relance::model::Timestamp;
 use relance::scoring::pass::rescore;
 use rusqlite::params;
@@ -83,18 +83,6 @@ fn main() {
     // Leave the store as generated for the next run.
     raw.execute("DELETE FROM events WHERE seq > ?1", [events])
         .expect("cleanup");
-}
-
-/// User and system CPU time of the whole process (every thread, finished
-/// ones included), from /proc; 10 ms resolution on usual kernels.
-fn process_cpu_secs() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name, which is in parentheses.
-    let rest = stat.rsplit_once(')')?.1;
-    let mut fields = rest.split_whitespace().skip(11);
-    let utime: f64 = fields.next()?.parse().ok()?;
-    let stime: f64 = fields.next()?.parse().ok()?;
-    Some((utime + stime) / 100.0)
 }
 
 /// Writes the data set straight through SQL in large transactions, in the

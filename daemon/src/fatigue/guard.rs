@@ -299,6 +299,10 @@ impl Level {
     }
 }
 
+/// Marks a recent send that is a call task, not a call (see
+/// [`Guard::with_calls`]): the call that follows takes its place.
+pub(crate) const CALL_TASK: u8 = 0x80;
+
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Cap {
     channel: Option<u8>,
@@ -307,8 +311,8 @@ pub(crate) struct Cap {
 }
 
 impl Cap {
-    pub(crate) fn matches(&self, channel: u8) -> bool {
-        self.channel.is_none_or(|c| c == channel)
+    pub(crate) fn matches(&self, mark: u8) -> bool {
+        self.channel.is_none_or(|c| c == mark & !CALL_TASK)
     }
 }
 
@@ -351,6 +355,8 @@ pub struct Guard {
     caps: Vec<Cap>,
     cap_windows: Vec<Duration>,
     budget: Option<Budget>,
+    /// Channels whose sends are call tasks, one bit each.
+    task_channels: u32,
     /// What the recent sends must keep: the caps, and the budget's days.
     keep: Vec<Cap>,
     default_timezone: Tz,
@@ -367,10 +373,52 @@ enum Check {
 
 impl Guard {
     pub fn from_config(config: &Config) -> Result<Self, GuardError> {
-        let guard = Self::new(&config.fatigue, &config.channels)?;
+        let guard =
+            Self::new(&config.fatigue, &config.channels)?.with_calls(&config.followups.calls);
         match &config.followups.arbitration.budget {
             Some(b) => guard.with_budget(b),
             None => Ok(guard),
+        }
+    }
+
+    /// One call, one charge (domain: a call costs 5 and counts for the
+    /// phone cap). A call channel's own sends are call tasks, not calls:
+    /// they cost nothing (unless the channel records the call event
+    /// itself) but hold their slot in the caps and the budget. A call
+    /// (`calls.event`), imported, posted or recorded by the call desk,
+    /// counts as a send on the first call channel, taking the place of
+    /// the task before it if any: task and call count once.
+    pub fn with_calls(mut self, calls: &crate::followups::config::CallsConfig) -> Self {
+        let mut first = None;
+        for name in &calls.channels {
+            let Some(id) = self.channel(name) else {
+                continue;
+            };
+            first.get_or_insert(id);
+            if self.channel_event(id) != Some(calls.event.as_str()) {
+                self.task_channels |= id.bit();
+                let event = self.channels[usize::from(id.0)].event.to_string();
+                if let Some(effect) = self.effects.get_mut(&event) {
+                    effect.send = Some(ChannelId(id.0 | CALL_TASK));
+                }
+            }
+        }
+        if let Some(id) = first {
+            let effect = self.effects.entry(calls.event.clone()).or_insert(Effect {
+                delta: 0,
+                send: None,
+            });
+            effect.send.get_or_insert(id);
+        }
+        self
+    }
+
+    /// The mark a send of `channel` leaves among the recent sends.
+    pub(crate) fn send_mark(&self, channel: ChannelId) -> ChannelId {
+        if self.task_channels & channel.bit() != 0 {
+            ChannelId(channel.0 | CALL_TASK)
+        } else {
+            channel
         }
     }
 
@@ -543,6 +591,7 @@ impl Guard {
             caps,
             cap_windows: config.caps.iter().map(|c| c.window).collect(),
             budget: None,
+            task_channels: 0,
             default_timezone: config.default_timezone,
             max_deferral: config.max_deferral,
         })
@@ -863,7 +912,9 @@ impl Guard {
             .sends
             .newest_first()
             .chain(booked.iter().map(|(c, at)| (c.0, secs(*at))))
-            .filter(|&(c, at)| b.channel.is_none_or(|m| m == c) && start <= at && at < end)
+            .filter(|&(c, at)| {
+                b.channel.is_none_or(|m| m == c & !CALL_TASK) && start <= at && at < end
+            })
             .map(|(_, at)| at)
             .collect();
         let count = u32::try_from(inside.len()).unwrap_or(u32::MAX);

@@ -3,7 +3,7 @@
 //! caps need, reachability bits and the time zone.
 
 use super::config::RECENT_SENDS;
-use super::guard::{Cap, ChannelId, Guard};
+use super::guard::{CALL_TASK, Cap, ChannelId, Guard};
 use super::points::{Fatigue, FatiguePoints, OutOfOrder, instant, secs};
 use crate::binary;
 use crate::model::{Contact, Event, Timestamp, event_types};
@@ -45,7 +45,10 @@ impl RecentSends {
 
     /// Oldest first.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (ChannelId, Timestamp)> + '_ {
-        (0..self.len()).map(|i| (ChannelId(self.channel[i]), instant(i64::from(self.at[i]))))
+        (0..self.len()).map(|i| {
+            let channel = ChannelId(self.channel[i] & !CALL_TASK);
+            (channel, instant(i64::from(self.at[i])))
+        })
     }
 
     /// Newest first, as raw seconds.
@@ -56,7 +59,23 @@ impl RecentSends {
     }
 
     /// Inserts a send in time order, then drops what no cap needs any more.
+    /// A call takes the place of the latest call task before it on its
+    /// channel, if still kept: that task was this call, counted once.
     pub(crate) fn push(&mut self, caps: &[Cap], channel: u8, at: u32) {
+        if channel & CALL_TASK == 0 {
+            let task = channel | CALL_TASK;
+            if let Some(i) = (0..self.len())
+                .rev()
+                .find(|&i| self.channel[i] == task && self.at[i] <= at)
+            {
+                let n = self.len();
+                self.at.copy_within(i + 1..n, i);
+                self.channel.copy_within(i + 1..n, i);
+                self.at[n - 1] = 0;
+                self.channel[n - 1] = 0;
+                self.len -= 1;
+            }
+        }
         let mut at_buf = [0u32; RECENT_SENDS + 1];
         let mut ch_buf = [0u8; RECENT_SENDS + 1];
         let n = self.len();
@@ -214,7 +233,7 @@ impl ContactState {
                 .as_deref()
                 .and_then(|name| guard.channel(name))
                 .filter(|&id| guard.channel_event(id) == Some(event.kind.as_str()))
-                .unwrap_or(default)
+                .map_or(default, |id| guard.send_mark(id))
         });
         self.fold(guard, effect.delta, send, event.at)
     }
@@ -267,7 +286,12 @@ impl ContactState {
         let cost = guard
             .channel_cost(channel)
             .ok_or(StateError::UnknownChannel(channel.0))?;
-        self.fold(guard, cost, solicitation.then_some(channel), at)
+        self.fold(
+            guard,
+            cost,
+            solicitation.then(|| guard.send_mark(channel)),
+            at,
+        )
     }
 
     /// Records a send for the caps only, without fatigue: for restoring a
@@ -282,7 +306,8 @@ impl ContactState {
             return Err(StateError::UnknownChannel(channel.0));
         }
         let t = u32::try_from(secs(at)).map_err(|_| StateError::OutOfRange(at))?;
-        self.sends.push(guard.kept_sends(), channel.0, t);
+        self.sends
+            .push(guard.kept_sends(), guard.send_mark(channel).0, t);
         Ok(())
     }
 

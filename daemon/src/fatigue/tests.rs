@@ -645,3 +645,37 @@ fn a_per_channel_budget_over_two_local_days() {
     assert_eq!(d.until, Some(utc("2026-03-25T12:00:00Z")));
     assert!(!d.reasons.iter().any(|r| matches!(r, Reason::Budget { .. })));
 }
+
+/// One call, one charge: with `phone` recording call tasks, a task holds
+/// its slot without fatigue; the call after it costs 5 and takes that slot
+/// (one send, at the call's instant); a call before a task is a send of
+/// its own.
+#[test]
+fn a_call_takes_the_place_of_the_call_task_before_it() {
+    let text = CONFIG.replace("event = \"call\"", "event = \"call_task\"")
+        + "\n[followups.calls]\nchannels = [\"phone\"]\n";
+    let config =
+        Config::parse(&text, Path::new("t.toml"), &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    let g = Guard::from_config(&config).expect("valid guard");
+    let phone = g.channel("phone").expect("phone");
+    let now = wednesday();
+    let sends = |s: &ContactState| s.sends.iter().collect::<Vec<_>>();
+
+    let mut s = ContactState::new(&g, &contact(None));
+    s.apply(&g, &event("call_task", Some("phone"), now))
+        .expect("in order");
+    assert_eq!(s.fatigue_at(&g, now).as_f64(), 0.0);
+    assert_eq!(sends(&s), [(phone, now)]);
+    let call = plus(now, 1800);
+    s.apply(&g, &event("call", None, call)).expect("in order");
+    assert_eq!(s.fatigue_at(&g, call).as_f64(), 5.0);
+    assert_eq!(sends(&s), [(phone, call)], "the call took the task's place");
+
+    // A call with no task before it, then a task: two sends.
+    let mut s = ContactState::new(&g, &contact(None));
+    s.apply(&g, &event("call", None, now)).expect("in order");
+    s.charge(&g, phone, call).expect("in order");
+    assert_eq!(sends(&s), [(phone, now), (phone, call)]);
+    let f = s.fatigue_at(&g, call).as_f64();
+    assert!(f < 5.0 && f > 4.9, "the task costs nothing: {f}");
+}
