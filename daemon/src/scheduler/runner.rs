@@ -219,6 +219,15 @@ pub fn pass<J: Jobs + ?Sized>(
             next = earliest(next, Some(now + lease / 3));
             continue;
         }
+        // Read the last tick again under the lease: another process may
+        // have run and released the schedule between the first read and
+        // the claim, and its ticks must not run twice.
+        let last = store.last_tick(name)?;
+        let plan = schedule.plan(last, now, options.grace);
+        if plan.run.is_empty() && plan.last == last {
+            store.complete_schedule(name, &options.owner, last.unwrap_or(now))?;
+            continue;
+        }
         let heartbeat = Heartbeat::start(store, config, name, &options.owner, clock);
         let abandoned = store.close_abandoned_runs(name, &options.owner, now)?;
         if abandoned > 0 {
