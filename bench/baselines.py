@@ -106,7 +106,7 @@ def duck_load(data, path):
     started = time.time()
     db.execute(
         f"""CREATE TABLE events AS
-            SELECT * FROM read_csv('{data}/events.csv', header = true,
+            SELECT contact, "at" AS ts, type, url FROM read_csv('{data}/events.csv', header = true,
                 columns = {{'contact': 'INTEGER', 'at': 'BIGINT', 'type': 'VARCHAR', 'url': 'VARCHAR'}})"""
     )
     db.execute("CHECKPOINT")
@@ -185,12 +185,12 @@ def rescore_sql():
 CREATE OR REPLACE TABLE scores AS
 WITH rules(rule, type, pattern, negate, points, max_count, recency, span) AS (VALUES {rules}),
 ev AS (
-  SELECT contact, type, url, at, {n} - at AS age, ({n} - at) // {d} AS days
-  FROM events WHERE at <= {n}
+  SELECT contact, type, url, ts, {n} - ts AS age, ({n} - ts) // {d} AS days
+  FROM events WHERE ts <= {n}
 ),
 hits AS (
-  SELECT contact, at, rule, points, max_count, weight FROM (
-    SELECT ev.contact, ev.at, r.rule, r.points, r.max_count,
+  SELECT contact, ts, rule, points, max_count, weight FROM (
+    SELECT ev.contact, ev.ts, r.rule, r.points, r.max_count,
       CASE r.recency
         WHEN 'counts' THEN CASE WHEN ev.age < r.span * {d} THEN 1.0 ELSE 0.0 END
         WHEN 'fade' THEN greatest(1.0 - ev.days / r.span, 0.0)
@@ -202,7 +202,7 @@ hits AS (
 ),
 capped AS (
   SELECT contact, rule, points * weight AS p FROM hits
-  QUALIFY row_number() OVER (PARTITION BY contact, rule ORDER BY at DESC) <= max_count
+  QUALIFY row_number() OVER (PARTITION BY contact, rule ORDER BY ts DESC) <= max_count
 ),
 behaviour AS (
   SELECT contact, sum(h) AS h FROM (
@@ -210,16 +210,16 @@ behaviour AS (
   ) GROUP BY contact
 ),
 answered AS (
-  SELECT contact, max(at) AS r FROM ev WHERE type IN ({sql_list(RESPONSE)}) GROUP BY contact
+  SELECT contact, max(ts) AS r FROM ev WHERE type IN ({sql_list(RESPONSE)}) GROUP BY contact
 ),
 unanswered AS (
   SELECT e.contact, -1500 AS h FROM ev e LEFT JOIN answered a USING (contact)
-  WHERE e.type IN ({sql_list(SOLICITATION)}) AND (a.r IS NULL OR e.at > a.r) AND e.age >= 7 * {d}
+  WHERE e.type IN ({sql_list(SOLICITATION)}) AND (a.r IS NULL OR e.ts > a.r) AND e.age >= 7 * {d}
   GROUP BY e.contact HAVING count(*) >= 5
 ),
 inactivity AS (
   SELECT contact, -least(500 * months, 6000) AS h FROM (
-    SELECT contact, ({n} - max(at)) // (30 * {d}) AS months
+    SELECT contact, ({n} - max(ts)) // (30 * {d}) AS months
     FROM ev WHERE type IN ({sql_list(ACTIVITY)}) GROUP BY contact
   ) WHERE months > 0
 ),
@@ -266,6 +266,9 @@ UNITS_PER_POINT = 1000 * 86_400  # relance's fatigue units; decay 1 point a day 
 def plan_sql():
     day_s = 86_400
     t = NOW_US // 1_000_000 + day_s  # a day later, in seconds
+    t_us = t * 1_000_000
+    week_us = t_us - 7 * day_s * 1_000_000
+    days3_us = t_us - 3 * day_s * 1_000_000
     deltas = " ".join(
         f"WHEN '{k}' THEN {int(v * UNITS_PER_POINT)}" for k, v in COSTS.items()
     ) + " " + " ".join(f"WHEN '{k}' THEN {-int(v * UNITS_PER_POINT)}" for k, v in RELIEF.items())
@@ -274,11 +277,11 @@ def plan_sql():
 CREATE OR REPLACE TABLE guard_state AS
 WITH folded AS (
   SELECT contact, list_reduce(
-      list_prepend({{'v': 0::BIGINT, 't': min(at // 1000000), 'd': 0::BIGINT}},
-        list({{'v': 0::BIGINT, 't': at // 1000000, 'd': CASE type {deltas} END}} ORDER BY at)),
+      list_prepend({{'v': 0::BIGINT, 't': min(ts // 1000000)::BIGINT, 'd': 0::BIGINT}},
+        list({{'v': 0::BIGINT, 't': (ts // 1000000)::BIGINT, 'd': CASE type {deltas} END}} ORDER BY ts)),
       lambda acc, x: {{'v': greatest(0, greatest(0, acc.v - 1000 * (x.t - acc.t)) + x.d), 't': x.t, 'd': 0::BIGINT}}
     ) AS s
-  FROM events WHERE type IN ({sql_list(weighed)}) AND at <= {t} * 1000000
+  FROM events WHERE type IN ({sql_list(weighed)}) AND ts <= {t_us}
   GROUP BY contact
 ),
 fatigue AS (
@@ -286,11 +289,11 @@ fatigue AS (
 ),
 caps AS (
   SELECT contact,
-    count(*) FILTER (WHERE type = 'email_sent' AND at > ({t} - 7 * {day_s}) * 1000000) AS email_7d,
-    count(*) FILTER (WHERE type = 'call_task' AND at > ({t} - 3 * {day_s}) * 1000000) AS phone_3d,
-    count(*) FILTER (WHERE at > ({t} - 7 * {day_s}) * 1000000) AS all_7d
-  FROM events WHERE type IN ({sql_list(SENDS)}) AND at <= {t} * 1000000
-    AND at > ({t} - 7 * {day_s}) * 1000000
+    count(*) FILTER (WHERE type = 'email_sent' AND ts > {week_us}) AS email_7d,
+    count(*) FILTER (WHERE type = 'call_task' AND ts > {days3_us}) AS phone_3d,
+    count(*) FILTER (WHERE ts > {week_us}) AS all_7d
+  FROM events WHERE type IN ({sql_list(SENDS)}) AND ts <= {t_us}
+    AND ts > {week_us}
   GROUP BY contact
 )
 SELECT c.idx AS contact, coalesce(f.units, 0) AS units,

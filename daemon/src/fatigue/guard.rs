@@ -754,11 +754,12 @@ impl Guard {
     }
 
     /// The budget passes at `t0` with nothing booked. The local days it
-    /// counts lie within two days of `[t0 - days, t0]` whatever the time
-    /// zone: fewer sends than the limit there settles it without the
-    /// calendar.
+    /// counts lie within four days of `[t0 - days, t0 + 1 day]` whatever the
+    /// time zone (offsets differ by at most 29 hours, a skipped local day
+    /// adds one more): fewer sends than the limit there settles it without
+    /// the calendar.
     fn budget_clear(&self, b: Budget, state: &ContactState, tz: Tz, t0: i64) -> bool {
-        const MARGIN: i64 = 2 * 86_400;
+        const MARGIN: i64 = 4 * 86_400;
         let from = t0 - i64::from(b.days) * 86_400 - MARGIN;
         let until = t0 + 86_400 + MARGIN;
         let around = state

@@ -66,6 +66,10 @@ pub struct Webhook {
     body_size: AtomicUsize,
 }
 
+/// Answers longer than this are not read to the end: their connection is
+/// closed rather than reused.
+const DRAIN_LIMIT: usize = 64 * 1024;
+
 const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
 const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
 const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
@@ -192,11 +196,21 @@ impl Plugin for Webhook {
             tokio::select! {
                 _ = cancel.cancelled() => Outcome::retryable("cancelled by the host"),
                 r = send => match r {
-                    Ok(resp) => {
+                    Ok(mut resp) => {
                         if resp.status().as_u16() == 410 {
                             self.gone.store(true, Ordering::SeqCst);
                         }
-                        classify(&resp, &request, id)
+                        let outcome = classify(&resp, &request, id);
+                        // A connection goes back to the pool (keep-alive)
+                        // only once its answer is read to the end.
+                        let mut left = DRAIN_LIMIT;
+                        while let Ok(Some(chunk)) = resp.chunk().await {
+                            left = left.saturating_sub(chunk.len());
+                            if left == 0 {
+                                break;
+                            }
+                        }
+                        outcome
                     }
                     Err(e) => from_error(&e),
                 },
