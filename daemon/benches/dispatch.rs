@@ -4,7 +4,10 @@
 //!
 //! Run: `cargo bench --bench dispatch` (20,000 sends;
 //! `RELANCE_BENCH_SENDS` to resize, `RELANCE_BENCH_INSTANCES` for the
-//! webhook channel's `instances`, 4 by default).
+//! webhook channel's `instances`, 4 by default). With `RELANCE_BENCH_WRK`
+//! naming the wrk binary, `wrk -t1 -c4` POSTs a body of the same size to
+//! the same receiver for 5 s before and after the dispatch: the raw
+//! loopback request rate, measured in the same run.
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -124,6 +127,12 @@ batch = 500
         relance::metrics::Metrics::new(),
     );
     let config = Arc::new(config);
+    let wrk = std::env::var_os("RELANCE_BENCH_WRK");
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let mut raw = Vec::new();
+    if let Some(wrk) = &wrk {
+        raw.push(wrk_rate(wrk, &url, dir.path()));
+    }
     let started = Instant::now();
     let report = runtime
         .block_on(dispatcher.drain(config, now, move || now))
@@ -140,8 +149,46 @@ batch = 500
         report.dead,
         received.load(Ordering::Relaxed)
     );
+    if let Some(wrk) = &wrk {
+        raw.push(wrk_rate(wrk, &url, dir.path()));
+        let mean = raw.iter().sum::<f64>() / raw.len() as f64;
+        println!(
+            "wrk -t1 -c4, mean      {mean:>8.0} requests/s (before {:.0}, after {:.0}); dispatch at {:.2} of it",
+            raw[0],
+            raw[1],
+            report.sent as f64 / secs / mean
+        );
+    }
     println!(
         "peak resident memory   {:>8.0} MB",
         common::peak_rss_kib().unwrap_or(0) as f64 / 1024.0
     );
+}
+
+/// Requests per second `wrk -t1 -c4 -d5s` gets from the receiver, POSTing
+/// a JSON body as large as a follow-up's.
+fn wrk_rate(wrk: &std::ffi::OsStr, url: &str, dir: &std::path::Path) -> f64 {
+    let body = format!(
+        r#"{{"type":"relance.follow_up","data":{{"pad":"{}"}}}}"#,
+        "x".repeat(560)
+    );
+    let script = dir.join("post.lua");
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.headers[\"content-type\"] = \"application/json\"\nwrk.body = '{body}'\n"
+        ),
+    )
+    .expect("wrk script");
+    let out = std::process::Command::new(wrk)
+        .args(["-t1", "-c4", "-d5s", "-s"])
+        .arg(&script)
+        .arg(url)
+        .output()
+        .expect("run wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rate in wrk's output: {text}"))
 }

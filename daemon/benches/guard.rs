@@ -14,6 +14,9 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::Instant;
 
+#[path = "common/mod.rs"]
+mod common;
+
 const CONTACTS: usize = 1_000_000;
 const PASSES: usize = 3;
 const DAY: i64 = 86_400;
@@ -36,12 +39,6 @@ impl Rng {
 
 fn at(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(secs, 0).expect("in range")
-}
-
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn main() {
@@ -112,6 +109,7 @@ fn main() {
         .collect();
 
     let mut counts = [0u64; 3];
+    let cpu_start = common::thread_cpu_ns();
     let started = Instant::now();
     for pass in 0..PASSES {
         let t = at(now + i64::try_from(pass).expect("small") * 3600);
@@ -126,6 +124,9 @@ fn main() {
         }
     }
     let elapsed = started.elapsed();
+    let cpu = cpu_start
+        .zip(common::thread_cpu_ns())
+        .map(|(a, b)| b.saturating_sub(a));
     let decisions = (CONTACTS * PASSES) as f64;
 
     // One more pass timing each decision (adds the clock's own cost) to
@@ -159,6 +160,19 @@ fn main() {
         decisions / elapsed.as_secs_f64(),
         elapsed.as_nanos() as f64 / decisions
     );
+    // Other work shares the cores: the thread's own CPU time gives the
+    // rate per core.
+    if let Some(ns) = cpu.filter(|&ns| ns > 0) {
+        println!(
+            "per core: {:.0} decisions per CPU-second ({:.0} ns of CPU each; load {})",
+            decisions / (ns as f64 / 1e9),
+            ns as f64 / decisions,
+            std::fs::read_to_string("/proc/loadavg")
+                .ok()
+                .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+                .unwrap_or_default()
+        );
+    }
     println!(
         "allow {} / defer {} / block {}",
         counts[0], counts[1], counts[2]
@@ -170,7 +184,7 @@ fn main() {
         avg(1),
         avg(2)
     );
-    match peak_rss_kib() {
+    match common::peak_rss_kib() {
         Some(kib) => println!("peak RSS (VmHWM): {:.1} MiB", kib as f64 / 1024.0),
         None => println!("peak RSS: /proc/self/status unavailable"),
     }

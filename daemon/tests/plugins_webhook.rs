@@ -9,7 +9,7 @@ mod plugins_support;
 use std::path::Path;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use plugins_support::{repo, request};
@@ -28,6 +28,7 @@ struct Reply {
     status: u16,
     headers: Vec<(&'static str, String)>,
     delay: Duration,
+    body: &'static str,
 }
 
 fn reply(status: u16) -> Reply {
@@ -35,6 +36,7 @@ fn reply(status: u16) -> Reply {
         status,
         headers: vec![],
         delay: Duration::ZERO,
+        body: "",
     }
 }
 
@@ -43,6 +45,8 @@ struct Seen {
     path: String,
     headers: HeaderMap,
     body: Bytes,
+    /// The client's port: one per connection.
+    peer: u16,
 }
 
 /// A real HTTP server answering from a script and recording what it got.
@@ -54,6 +58,7 @@ struct Receiver {
 
 async fn handle(
     State(r): State<Receiver>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -62,10 +67,11 @@ async fn handle(
         path: uri.path().to_owned(),
         headers,
         body,
+        peer: peer.port(),
     });
     let next = r.script.lock().unwrap().pop_front().unwrap_or(reply(200));
     tokio::time::sleep(next.delay).await;
-    let mut resp = StatusCode::from_u16(next.status).unwrap().into_response();
+    let mut resp = (StatusCode::from_u16(next.status).unwrap(), next.body).into_response();
     for (k, v) in next.headers {
         resp.headers_mut().insert(k, v.parse().unwrap());
     }
@@ -78,6 +84,7 @@ impl Receiver {
         let app = axum::Router::new().fallback(handle).with_state(r.clone());
         let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move { axum::serve(listener, app).await });
         (r, addr)
     }
@@ -211,6 +218,37 @@ async fn delivers_a_signed_event_that_an_independent_verifier_accepts() {
         Bytes::from(String::from_utf8_lossy(&seen[0].body).replace("Martino", "Mallory"));
     let e = verify(&tampered).unwrap_err();
     assert!(e.contains("No matching signature"), "{e}");
+}
+
+/// Successive sends of one instance travel over one kept-alive
+/// connection, also when the receiver answers with a body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn successive_sends_reuse_one_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host(dir.path());
+    let (rx, addr) = Receiver::start("127.0.0.1:0").await;
+    open(
+        &host,
+        "hook",
+        loopback_settings(format!("http://{addr}/in")),
+    )
+    .await;
+    for i in 0..5 {
+        let mut r = reply(200);
+        r.body = r#"{"received": true, "queue": "relance-follow-ups"}"#;
+        rx.then(r);
+        let sent = host
+            .deliver("hook", request(&format!("k{i}"), json!({})))
+            .await
+            .unwrap();
+        assert!(matches!(sent, Delivery::Ok { .. }), "{sent:?}");
+    }
+    let peers: Vec<u16> = rx.seen().iter().map(|s| s.peer).collect();
+    assert_eq!(peers.len(), 5);
+    assert!(
+        peers.iter().all(|p| *p == peers[0]),
+        "one connection per send: {peers:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -149,6 +149,36 @@ impl Field {
         )
     }
 
+    /// Type, channel or prop of the event: what [`Field::event_text`] reads.
+    pub(super) fn is_event_value(&self) -> bool {
+        matches!(
+            self,
+            Field::EventType | Field::EventChannel | Field::EventProp(_)
+        )
+    }
+
+    /// The value of an event field ([`Condition::event_field`]) when it is a
+    /// text (`Some(Some)`) or absent (`Some(None)`); `None` for any other
+    /// value (a number, a list …) or any other field.
+    ///
+    /// [`Condition::event_field`]: super::Condition::event_field
+    pub fn event_text<'e>(&self, event: &'e Event) -> Option<Option<&'e str>> {
+        let value = match self {
+            Field::EventType => return Some(Some(&event.kind)),
+            Field::EventChannel => return Some(event.channel.as_deref()),
+            Field::EventProp(path) => path[1..]
+                .iter()
+                .try_fold(event.props.get(&path[0]), |v, key| Some(v?.get(key)))
+                .flatten(),
+            _ => return None,
+        };
+        match value {
+            None | Some(Value::Null) => Some(None),
+            Some(Value::String(s)) => Some(Some(s)),
+            Some(_) => None,
+        }
+    }
+
     fn needs_deal(&self) -> bool {
         matches!(
             self,

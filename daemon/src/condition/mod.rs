@@ -681,6 +681,29 @@ impl Condition {
         }
     }
 
+    /// The one field this condition reads when it reads the event alone
+    /// (type, channel or a prop) and not the time: its result is then a
+    /// function of that field's value, which a caller may remember per
+    /// value instead of evaluating again for every event.
+    pub fn event_field(&self) -> Option<&Field> {
+        fn walk<'a>(c: &'a Condition, seen: &mut Option<&'a Field>) -> bool {
+            match c {
+                Condition::All(list) | Condition::Any(list) => list.iter().all(|c| walk(c, seen)),
+                Condition::Not(c) => walk(c, seen),
+                Condition::Count { .. } => false,
+                Condition::Test { field, tests } => {
+                    field.is_event_value()
+                        && !tests
+                            .iter()
+                            .any(|t| matches!(t, Test::OlderThan(_) | Test::Within(_)))
+                        && *seen.get_or_insert(field) == field
+                }
+            }
+        }
+        let mut seen = None;
+        if walk(self, &mut seen) { seen } else { None }
+    }
+
     /// Whether evaluating this condition may need [`Condition::next_flip`]:
     /// lets callers skip the walk for the common, time-independent rules.
     pub fn is_time_dependent(&self) -> bool {

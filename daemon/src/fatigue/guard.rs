@@ -710,6 +710,13 @@ impl Guard {
         let first = proposal.first_proposed.map_or(t0, secs).min(t0);
         let deadline = first.saturating_add(self.max_deferral.seconds());
 
+        if booked.is_empty()
+            && t0 <= deadline
+            && self.passes_now(proposal, channel, state, priority, tz, t0)
+        {
+            return self.allow(state, priority, proposal.exempt, t0);
+        }
+
         // One slot per rule: fatigue, each cap, the window.
         let mut held: Vec<(usize, Reason)> = Vec::new();
         let mut t = t0;
@@ -767,18 +774,7 @@ impl Guard {
         }
 
         if t == t0 {
-            let fatigue = FatiguePoints::from_units(state.fatigue.units_at(self.decay, t0));
-            reasons.push(Reason::Level {
-                level: self.levels[self.level_index(fatigue.units())].name.clone(),
-                fatigue,
-                priority,
-                exempt: proposal.exempt,
-            });
-            Decision {
-                decision: Verdict::Allow,
-                until: None,
-                reasons,
-            }
+            self.allow(state, priority, proposal.exempt, t0)
         } else {
             Decision {
                 decision: Verdict::Defer,
@@ -786,6 +782,81 @@ impl Guard {
                 reasons: held.into_iter().map(|(_, r)| r).collect(),
             }
         }
+    }
+
+    fn allow(&self, state: &ContactState, priority: u32, exempt: bool, t0: i64) -> Decision {
+        let fatigue = FatiguePoints::from_units(state.fatigue.units_at(self.decay, t0));
+        Decision {
+            decision: Verdict::Allow,
+            until: None,
+            reasons: vec![Reason::Level {
+                level: self.levels[self.level_index(fatigue.units())].name.clone(),
+                fatigue,
+                priority,
+                exempt,
+            }],
+        }
+    }
+
+    /// Whether every rule passes at `t0` with nothing booked: the common
+    /// case, answered without building a reason or converting an instant
+    /// to local time more than the send window needs. When it is false the
+    /// full search finds when the proposal passes, and why not now.
+    fn passes_now(
+        &self,
+        proposal: &Proposal,
+        channel: &Channel,
+        state: &ContactState,
+        priority: u32,
+        tz: Tz,
+        t0: i64,
+    ) -> bool {
+        if !proposal.exempt {
+            let units = state.fatigue.units_at(self.decay, t0);
+            if !self.levels[self.level_index(units)].passes(priority) {
+                return false;
+            }
+            let ch = proposal.channel.0;
+            for cap in self.caps.iter().filter(|c| c.matches(ch)) {
+                let start = t0 - cap.window;
+                let count = state
+                    .sends
+                    .newest_first()
+                    .take_while(|&(_, at)| at > start)
+                    .filter(|&(c, _)| cap.matches(c))
+                    .count();
+                if count >= cap.limit as usize {
+                    return false;
+                }
+            }
+            if let Some(b) = self.budget
+                && b.channel.is_none_or(|c| c == ch)
+                && !self.budget_clear(b, state, tz, t0)
+            {
+                return false;
+            }
+        }
+        channel.windows.contains(tz, t0)
+    }
+
+    /// The budget passes at `t0` with nothing booked. The local days it
+    /// counts lie within four days of `[t0 - days, t0 + 1 day]` whatever the
+    /// time zone (offsets differ by at most 29 hours, a skipped local day
+    /// adds one more): fewer sends than the limit there settles it without
+    /// the calendar.
+    fn budget_clear(&self, b: Budget, state: &ContactState, tz: Tz, t0: i64) -> bool {
+        const MARGIN: i64 = 4 * 86_400;
+        let from = t0 - i64::from(b.days) * 86_400 - MARGIN;
+        let until = t0 + 86_400 + MARGIN;
+        let around = state
+            .sends
+            .newest_first()
+            .filter(|&(c, at)| b.channel.is_none_or(|m| m == c) && from <= at && at < until)
+            .count();
+        if around < b.limit as usize {
+            return true;
+        }
+        matches!(self.check_budget(b, state, &[], tz, t0), Check::Pass)
     }
 
     fn check_fatigue(&self, state: &ContactState, priority: u32, t: i64) -> Check {

@@ -16,13 +16,15 @@
 
 use super::config::{RuleConfig, ScoringConfig};
 use super::points::Points;
-use crate::condition::{Condition, Scope, Subject, lower};
+use crate::condition::{Condition, Field, Scope, Subject, lower};
 use crate::config::path::{Issues, KeyPath, Validate};
 use crate::model::{Company, Contact, Event, Timestamp};
 use serde::{Serialize, Serializer};
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const DAY: i64 = 86_400;
 const MONTH: i64 = 30 * DAY;
@@ -192,7 +194,41 @@ struct TypeInfo {
     activity: bool,
     solicitation: bool,
     response: bool,
+    remembered: Option<Remembered>,
 }
+
+/// The rules of one event type whose condition reads one event field
+/// alone (the page's URL, say): their results are a function of that
+/// field's text, so each thread keeps them per distinct text and a regex
+/// runs once per URL rather than once per event.
+#[derive(Clone, Debug)]
+struct Remembered {
+    field: Field,
+    /// Bit `i`: `TypeInfo::rules[i]` is one of them.
+    rules: u64,
+    /// This type's place in the thread's memo.
+    slot: usize,
+}
+
+/// Distinct texts remembered per event type and thread; past this the
+/// memo starts over (a field with that many values gains little from it).
+const MEMO_TEXTS: usize = 1 << 16;
+
+/// The results of [`Remembered`] rules, per thread: bit `i` of a value is
+/// the result of `TypeInfo::rules[i]`.
+#[derive(Debug, Default)]
+struct Memo {
+    model: u64,
+    texts: Vec<HashMap<Box<str>, u64, BuildHasherDefault<WordHasher>>>,
+    missing: Vec<Option<u64>>,
+}
+
+thread_local! {
+    static MEMO: RefCell<Memo> = RefCell::new(Memo::default());
+}
+
+/// Tells compiled models apart in the per-thread memo.
+static MODELS: AtomicU64 = AtomicU64::new(1);
 
 /// The `[scoring]` section compiled: conditions compiled, event types
 /// indexed. Immutable and `Sync`: share one across workers.
@@ -202,32 +238,50 @@ pub struct ScoringModel {
     profile: Vec<ProfileRule>,
     event_rules: Vec<EventRule>,
     unanswered: Vec<UnansweredRule>,
-    types: HashMap<Box<str>, TypeInfo, BuildHasherDefault<TypeHasher>>,
+    types: HashMap<Box<str>, TypeInfo, BuildHasherDefault<WordHasher>>,
     malus_per_month: f64,
     malus_max: Option<f64>,
     inactivity_name: Arc<str>,
     /// The largest `unanswered`: older solicitations need not be kept.
     max_unanswered: usize,
     response_window: chrono::Duration,
+    /// Identifies this model's results in the per-thread memo.
+    id: u64,
+    /// Event types with [`Remembered`] rules.
+    remembered_types: usize,
 }
 
-/// FNV-1a: event types are short trusted strings from the configuration
-/// and the store, looked up once per event, so SipHash's flood protection
-/// buys nothing and costs a noticeable share of scoring time.
-#[derive(Clone, Copy, Debug)]
-struct TypeHasher(u64);
+/// Event types and remembered texts are short strings from the
+/// configuration and the store, hashed once per event: SipHash's flood
+/// protection buys nothing there and costs a noticeable share of scoring
+/// time. Eight bytes a step (the rustc hasher's mix).
+#[derive(Clone, Copy, Debug, Default)]
+struct WordHasher(u64);
 
-impl Default for TypeHasher {
-    fn default() -> Self {
-        TypeHasher(0xcbf2_9ce4_8422_2325)
+impl WordHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
     }
 }
 
-impl Hasher for TypeHasher {
+impl Hasher for WordHasher {
     fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            self.add(u64::from_le_bytes(b));
         }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(b));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
     }
 
     fn finish(&self) -> u64 {
@@ -285,6 +339,8 @@ impl ScoringModel {
             inactivity_name: "inactivity".into(),
             max_unanswered: 0,
             response_window: config.response_window.0,
+            id: MODELS.fetch_add(1, Ordering::Relaxed),
+            remembered_types: 0,
         };
         if config.response_window.seconds() < 0 {
             issues.push(at.key("response_window"), "must not be negative");
@@ -341,6 +397,7 @@ impl ScoringModel {
                 }
             }
         }
+        model.remember();
         model.max_unanswered = model
             .unanswered
             .iter()
@@ -496,6 +553,87 @@ impl ScoringModel {
         }
     }
 
+    /// Finds, per event type, the rules whose results can be remembered
+    /// per value of one event field (the first such rule's field).
+    fn remember(&mut self) {
+        let mut slot = 0;
+        for info in self.types.values_mut() {
+            let fields: Vec<Option<&Field>> = info
+                .rules
+                .iter()
+                .map(|&r| {
+                    self.event_rules[r]
+                        .when
+                        .as_ref()
+                        .and_then(Condition::event_field)
+                })
+                .collect();
+            let Some(field) = fields.iter().flatten().next().copied() else {
+                continue;
+            };
+            let rules = fields
+                .iter()
+                .enumerate()
+                .filter(|(i, f)| *i < 64 && **f == Some(field))
+                .fold(0u64, |bits, (i, _)| bits | 1 << i);
+            info.remembered = Some(Remembered {
+                field: field.clone(),
+                rules,
+                slot,
+            });
+            slot += 1;
+        }
+        self.remembered_types = slot;
+    }
+
+    /// The results of `info`'s remembered rules for `event`, from the
+    /// thread's memo or evaluated now; `None` when the field's value is not
+    /// a text (the rules are then evaluated one by one).
+    fn remembered(&self, info: &TypeInfo, subject: &Subject<'_>, event: &Event) -> Option<u64> {
+        let plan = info.remembered.as_ref()?;
+        let key = plan.field.event_text(event)?;
+        let evaluate = || {
+            info.rules
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| plan.rules >> i & 1 == 1)
+                .filter(|(_, r)| {
+                    self.event_rules[**r]
+                        .when
+                        .as_ref()
+                        .is_none_or(|w| w.eval(subject, Some(event)))
+                })
+                .fold(0u64, |bits, (i, _)| bits | 1 << i)
+        };
+        MEMO.with(|memo| {
+            let mut memo = memo.borrow_mut();
+            if memo.model != self.id || memo.texts.len() != self.remembered_types {
+                memo.model = self.id;
+                memo.texts = (0..self.remembered_types)
+                    .map(|_| HashMap::default())
+                    .collect();
+                memo.missing = vec![None; self.remembered_types];
+            }
+            Some(match key {
+                None => *memo.missing[plan.slot].get_or_insert_with(evaluate),
+                Some(text) => {
+                    let texts = &mut memo.texts[plan.slot];
+                    match texts.get(text) {
+                        Some(&bits) => bits,
+                        None => {
+                            if texts.len() >= MEMO_TEXTS {
+                                texts.clear();
+                            }
+                            let bits = evaluate();
+                            texts.insert(text.into(), bits);
+                            bits
+                        }
+                    }
+                }
+            })
+        })
+    }
+
     /// The band a score falls in.
     pub fn band(&self, score: Points) -> &Arc<str> {
         let band = self
@@ -575,7 +713,8 @@ impl ScoringModel {
                 }
             }
             let mut age = None;
-            for &r in &info.rules {
+            let mut remembered: Option<Option<u64>> = None;
+            for (pos, &r) in info.rules.iter().enumerate() {
                 let rule = &self.event_rules[r];
                 // Once full, a rule ignores older events for good: they are
                 // older than every counted one, so no flip or fade of theirs
@@ -587,7 +726,19 @@ impl ScoringModel {
                     if rule.timed {
                         when.next_flip(&subject, Some(event), &mut next);
                     }
-                    if !when.eval(&subject, Some(event)) {
+                    let known = info
+                        .remembered
+                        .as_ref()
+                        .filter(|p| p.rules >> pos & 1 == 1)
+                        .and_then(|_| {
+                            *remembered
+                                .get_or_insert_with(|| self.remembered(info, &subject, event))
+                        });
+                    let holds = match known {
+                        Some(bits) => bits >> pos & 1 == 1,
+                        None => when.eval(&subject, Some(event)),
+                    };
+                    if !holds {
                         continue;
                     }
                 }

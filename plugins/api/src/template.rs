@@ -5,6 +5,7 @@
 
 use crate::message::DeliverRequest;
 use serde_json::Value;
+use std::borrow::Cow;
 
 /// Renders `template`; unknown fields render as nothing. With `html`, field
 /// values are escaped (the template text itself is trusted).
@@ -41,6 +42,11 @@ pub enum Part {
 /// A part of the request's message, ready to send: as the host rendered it
 /// (`message.rendered`), or rendered here from its `{{field}}` placeholders.
 pub fn part(request: &DeliverRequest, part: Part) -> Option<String> {
+    part_cow(request, part).map(Cow::into_owned)
+}
+
+/// [`part`], borrowed from the request when the host rendered it.
+pub fn part_cow(request: &DeliverRequest, part: Part) -> Option<Cow<'_, str>> {
     let m = &request.message;
     let (text, html) = match part {
         Part::Subject => (m.subject.as_deref()?, false),
@@ -48,9 +54,9 @@ pub fn part(request: &DeliverRequest, part: Part) -> Option<String> {
         Part::Html => (m.html.as_deref()?, true),
     };
     Some(if m.rendered {
-        text.to_string()
+        Cow::Borrowed(text)
     } else {
-        render(text, request, html)
+        Cow::Owned(render(text, request, html))
     })
 }
 

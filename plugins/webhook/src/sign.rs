@@ -7,9 +7,10 @@ use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-/// A signing key; its `Debug` never shows the key.
+/// A signing key, its HMAC state keyed once (signing a payload then
+/// hashes the payload alone); its `Debug` never shows the key.
 #[derive(Clone)]
-pub struct Secret(Vec<u8>);
+pub struct Secret(Hmac<Sha256>);
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -38,22 +39,30 @@ impl Secret {
         if !(24..=64).contains(&key.len()) {
             return Err(SecretError::Length);
         }
-        Ok(Self(key))
+        // HMAC accepts keys of any length.
+        Hmac::<Sha256>::new_from_slice(&key)
+            .map(Self)
+            .map_err(|_| SecretError::Length)
     }
 
     /// The `webhook-signature` header value.
     pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
-        // HMAC accepts keys of any length.
-        let mut mac = match Hmac::<Sha256>::new_from_slice(&self.0) {
-            Ok(m) => m,
-            Err(_) => unreachable!("HMAC takes keys of any size"),
-        };
+        self.sign_at(id, &timestamp.to_string(), body)
+    }
+
+    /// [`Secret::sign`] with the timestamp already written out, as the
+    /// `webhook-timestamp` header carries it.
+    pub fn sign_at(&self, id: &str, timestamp: &str, body: &[u8]) -> String {
+        let mut mac = self.0.clone();
         mac.update(id.as_bytes());
         mac.update(b".");
-        mac.update(timestamp.to_string().as_bytes());
+        mac.update(timestamp.as_bytes());
         mac.update(b".");
         mac.update(body);
-        format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+        let mut out = String::with_capacity(48);
+        out.push_str("v1,");
+        STANDARD.encode_string(mac.finalize().into_bytes(), &mut out);
+        out
     }
 }
 
