@@ -38,6 +38,9 @@ use std::time::{Duration, Instant};
 const GROUP_MAX: usize = 50_000;
 /// Idle reader connections kept open.
 const READERS: usize = 8;
+/// Page cache of a reader: reads of a pass touch many pages once, so a
+/// large cache would only hold memory.
+const READER_CACHE_MB: u32 = 16;
 /// WAL pages between the writer's checkpoints (about 400 MB).
 const WAL_CHECKPOINT_PAGES: i64 = 100_000;
 /// WAL file size kept after a checkpoint.
@@ -51,8 +54,6 @@ const EVENT_POLL: Duration = Duration::from_millis(100);
 pub struct SqliteStore {
     path: PathBuf,
     busy_timeout: Duration,
-    /// Page cache of each connection, as configured (`[store] cache_mb`).
-    cache_mb: u32,
     writer: Mutex<Conn>,
     readers: Mutex<Vec<Conn>>,
     /// Appends waiting for the writer (group commit).
@@ -75,7 +76,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl SqliteStore {
     /// Opens (creating if needed) and migrates the store, with a page cache
-    /// of `cache_mb` megabytes per connection.
+    /// of `cache_mb` megabytes for the writer.
     pub fn open(path: &Path, busy_timeout: Duration, cache_mb: u32) -> Result<Self, StoreError> {
         let writer = Conn::open(path, busy_timeout, cache_mb, true)?;
         let conn = writer.connection();
@@ -84,7 +85,6 @@ impl SqliteStore {
         Ok(Self {
             path: path.to_path_buf(),
             busy_timeout,
-            cache_mb,
             writer: Mutex::new(writer),
             readers: Mutex::default(),
             appends: Mutex::default(),
@@ -105,7 +105,7 @@ impl SqliteStore {
         let pooled = lock(&self.readers).pop();
         let conn = match pooled {
             Some(c) => c,
-            None => Conn::open(&self.path, self.busy_timeout, self.cache_mb, false)?,
+            None => Conn::open(&self.path, self.busy_timeout, READER_CACHE_MB, false)?,
         };
         let out = f(&conn);
         let mut pool = lock(&self.readers);
