@@ -367,7 +367,7 @@ fn logs_to_a_pipe_carry_no_colour() {
 #[test]
 fn guard_reasons_read_as_sentences_in_text_mode() {
     let env = Env::demo();
-    // 23:00 in Paris: P's call waits for the phone window to open.
+    // 23:00 in Paris: P's call waits for the cap, then the phone window.
     let out = env.run_at(
         "2026-11-20T22:00:00Z",
         &[
@@ -385,9 +385,15 @@ fn guard_reasons_read_as_sentences_in_text_mode() {
         text.starts_with("defer until 2026-11-23T08:00:00"),
         "{text}"
     );
+    // P's call of the 19th holds the phone cap (one call in 3 days) until
+    // Sunday 12:00Z; the window is then shut until Monday 09:00 in Paris.
+    assert!(
+        text.contains("cap: 1 of 1 sends on phone in 3d; frees at 2026-11-22T12:00:00Z"),
+        "{text}"
+    );
     assert!(
         text.contains(
-            "outside the phone send window (2026-11-20T23:00:00 in Europe/Paris); \
+            "outside the phone send window (2026-11-22T13:00:00 in Europe/Paris); \
              opens at 2026-11-23T09:00:00 (2026-11-23T08:00:00Z)"
         ),
         "{text}"
