@@ -19,8 +19,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod common;
 
 use common::{Rng, peak_rss_kib};
-use relance::followups::pass;
-use relance::scoring::pass::rescore;
+use relance::pipeline::plan;
+use relance::pipeline::rescore::rescore;
 use std::time::Instant;
 
 fn main() {
@@ -33,7 +33,7 @@ fn main() {
         std::process::exit(2);
     }
     let config = common::shipped_config(&db);
-    let store = relance::store::open(&config).expect("store");
+    let store = relance::adapters::sqlite::open(&config).expect("store");
     // Straight SQL on the file, for the bench's own bookkeeping.
     let raw = rusqlite::Connection::open(&db).expect("open");
     // Every run starts from an empty plan.
