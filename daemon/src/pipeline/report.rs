@@ -4,12 +4,13 @@
 use crate::core::condition::{Standing, Subject};
 use crate::core::config::Config;
 use crate::core::model::Timestamp;
+use crate::domain::desk::campaigns::SendRow;
 use crate::domain::desk::campaigns::{self, Campaign, CampaignKind};
 use crate::domain::desk::distribution::{self, Distribution};
 use crate::domain::desk::kpis::{self, By, Codes, Kpis, Period};
 use crate::domain::desk::status::code;
 use crate::domain::desk::today::{ToCall, Why, rank};
-use crate::ports::store::desk::{DuplicateGroup, Listed, SendRow};
+use crate::ports::store::desk::{DuplicateGroup, Listed};
 use crate::ports::store::{Store, StoreError};
 use chrono::{Duration, NaiveTime};
 use serde::Serialize;
@@ -32,9 +33,7 @@ pub fn end_of_day(now: Timestamp) -> Timestamp {
 
 /// Channels whose sends are calls: the task channels and `[followups.calls] channels`.
 pub fn call_channels(config: &Config) -> Vec<String> {
-    let mut c: BTreeSet<String> = crate::pipeline::tasks::channels(config)
-        .into_iter()
-        .collect();
+    let mut c: BTreeSet<String> = config.task_channels().into_iter().collect();
     c.extend(config.followups.calls.channels.iter().cloned());
     c.into_iter().collect()
 }

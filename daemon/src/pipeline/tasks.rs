@@ -33,8 +33,6 @@ pub const CALL_CODES: [&str; 11] = [
     "ERR",
 ];
 
-pub use crate::adapters::plugins::builtin::TASK_PLUGIN;
-
 /// A call task, as the call desk sees it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Task {
@@ -90,16 +88,6 @@ pub enum TaskError {
     Store(#[from] StoreError),
 }
 
-/// The channels served by the task plugin.
-pub fn channels(config: &Config) -> Vec<String> {
-    config
-        .channels
-        .iter()
-        .filter(|(_, c)| c.plugin == TASK_PLUGIN)
-        .map(|(n, _)| n.clone())
-        .collect()
-}
-
 /// The codes accepted: the trade's, and any the configuration lists.
 fn codes(config: &Config) -> Vec<String> {
     let calls = &config.followups.calls;
@@ -143,7 +131,7 @@ pub fn list(
     limit: u32,
     now: Timestamp,
 ) -> Result<Vec<Task>, TaskError> {
-    let rows = store.delivered_on(&channels(config), limit)?;
+    let rows = store.delivered_on(&config.task_channels(), limit)?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let task = view(store, config, row, now)?;
@@ -169,7 +157,7 @@ fn task_row(store: &dyn Store, config: &Config, id: &str) -> Result<Row, TaskErr
     let row = store
         .outbox_row(id)?
         .ok_or_else(|| TaskError::NotFound(id.into()))?;
-    if !channels(config).contains(&row.channel) {
+    if !config.task_channels().contains(&row.channel) {
         return Err(TaskError::NotATask {
             id: id.into(),
             channel: row.channel,

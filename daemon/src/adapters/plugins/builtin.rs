@@ -9,6 +9,7 @@
 //! outbox row itself (see [`crate::pipeline::tasks`]), and the spool only appends to
 //! its file.
 
+use crate::core::config::sections::TASK_PLUGIN;
 use relance_plugin_api::abi::PluginTable;
 use relance_plugin_api::host::Table;
 use relance_plugin_api::sdk::build_table;
@@ -23,9 +24,6 @@ use std::collections::HashSet;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock, PoisonError};
-
-/// The plugin name of the task channel.
-pub const TASK_PLUGIN: &str = "task";
 
 /// The task channel: delivering a call task stores it for the call desk
 /// (`relance tasks list`, `GET /v1/tasks`); its outcome is recorded later.

@@ -4,11 +4,12 @@
 
 use super::conn::{Conn, decode, from_micros, to_micros};
 use crate::core::model::{Contact, Timestamp};
+use crate::domain::desk::campaigns::{KeptEvent, SendRow};
+use crate::domain::desk::kpis::CallRow;
+use crate::domain::desk::today::Brief;
 use crate::domain::desk::{DeskRow, ProspectStatus, SetBy, StatusView, keys};
 use crate::ports::store::StoreError;
-use crate::ports::store::desk::{
-    Brief, CallRow, CallTaskRow, DeskStore, DuplicateGroup, KeptEvent, KeyKind, Listed, SendRow,
-};
+use crate::ports::store::desk::{CallTaskRow, DeskStore, DuplicateGroup, KeyKind, Listed};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The meta key of the country national phone numbers belong to.

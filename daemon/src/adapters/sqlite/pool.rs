@@ -18,11 +18,12 @@
 use super::conn::Conn;
 use crate::core::model::{Company, Contact, Deal, Event, Timestamp};
 use crate::domain::desk::StatusView;
+use crate::domain::desk::campaigns::{KeptEvent, SendRow};
+use crate::domain::desk::kpis::CallRow;
+use crate::domain::desk::today::Brief;
 use crate::domain::ingest::{Incoming, Patch};
 use crate::domain::outbox::{NewSend, Row, Settlement, State};
-use crate::ports::store::desk::{
-    Brief, CallRow, CallTaskRow, DeskStore, DuplicateGroup, KeptEvent, Listed, SendRow,
-};
+use crate::ports::store::desk::{CallTaskRow, DeskStore, DuplicateGroup, Listed};
 use crate::ports::store::ui::{ContactHit, DayCount, FollowupCount, UiReads};
 use crate::ports::store::{
     Admission, Append, BroadcastSpec, Counts, JobRun, LoggedDecision, OutboxStore, PassMark,

@@ -83,6 +83,15 @@ const SECTIONS: &[&str] = &[
 ];
 
 impl Config {
+    /// The channels served by the task plugin (the call desk's).
+    pub fn task_channels(&self) -> Vec<String> {
+        self.channels
+            .iter()
+            .filter(|(_, c)| c.plugin == sections::TASK_PLUGIN)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
     /// Reads, interpolates and validates `file` with the process environment.
     pub fn load(file: &Path) -> Result<Self, ConfigErrors> {
         let text = std::fs::read_to_string(file).map_err(|source| ConfigErrors::Read {

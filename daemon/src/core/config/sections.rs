@@ -87,6 +87,10 @@ pub enum ConsentDefault {
     OptIn,
 }
 
+/// The plugin name of the task channel: its sends are call tasks kept by
+/// relance itself.
+pub const TASK_PLUGIN: &str = "task";
+
 /// A way to reach contacts, served by a channel plugin.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct ChannelConfig {

@@ -5,9 +5,27 @@
 
 use super::ratio;
 use crate::core::model::Timestamp;
-use crate::ports::store::desk::{KeptEvent, SendRow};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
+
+/// A send of a campaign (a delivered outbox row).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SendRow {
+    pub key: String,
+    pub contact: String,
+    pub followup: String,
+    pub at: Timestamp,
+}
+
+/// A kept event (see [`crate::domain::desk::DeskEvent`]) with its contact.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeptEvent {
+    pub contact: String,
+    pub at: Timestamp,
+    pub kind: String,
+    pub code: String,
+    pub key: String,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -9,10 +9,19 @@
 
 use super::ratio;
 use crate::core::model::Timestamp;
-use crate::ports::store::desk::CallRow;
 use chrono::{Datelike, Duration};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
+
+/// One call as the KPIs count it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CallRow {
+    pub contact: String,
+    pub at: Timestamp,
+    pub owner: String,
+    pub code: String,
+    pub reason: String,
+}
 
 /// How calls are grouped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]

@@ -207,7 +207,7 @@ impl DeskRules {
     pub fn new(config: &Config) -> Self {
         let calls = &config.followups.calls;
         let mut call_channels: BTreeSet<String> = calls.channels.iter().cloned().collect();
-        call_channels.extend(crate::pipeline::tasks::channels(config));
+        call_channels.extend(config.task_channels());
         call_channels.insert("phone".into());
         Self {
             config: config.calls.clone(),

@@ -3,9 +3,29 @@
 //! priority (highest first), band (highest first), score (highest first)
 //! and call-back date (earliest first).
 
+use super::StatusView;
 use crate::core::model::Timestamp;
-use crate::ports::store::desk::Brief;
 use serde::Serialize;
+
+/// A contact as a caller list shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Brief {
+    pub id: String,
+    pub name: Option<String>,
+    pub phone: Option<String>,
+    pub company: Option<String>,
+    pub owner: Option<String>,
+    pub band: Option<String>,
+    /// In points.
+    pub score: Option<f64>,
+    pub status: StatusView,
+    pub calls: u32,
+    pub last_call_at: Option<Timestamp>,
+    pub last_call_code: Option<String>,
+    pub callback_at: Option<Timestamp>,
+    pub documentation_at: Option<Timestamp>,
+    pub do_not_call: Option<String>,
+}
 
 /// Why a contact is on today's list.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -5,37 +5,10 @@
 use super::StoreError;
 use crate::core::model::Timestamp;
 use crate::domain::desk::StatusView;
+use crate::domain::desk::campaigns::{KeptEvent, SendRow};
+use crate::domain::desk::kpis::CallRow;
+use crate::domain::desk::today::Brief;
 use serde::Serialize;
-
-/// A contact as a caller list shows it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Brief {
-    pub id: String,
-    pub name: Option<String>,
-    pub phone: Option<String>,
-    pub company: Option<String>,
-    pub owner: Option<String>,
-    pub band: Option<String>,
-    /// In points.
-    pub score: Option<f64>,
-    pub status: StatusView,
-    pub calls: u32,
-    pub last_call_at: Option<Timestamp>,
-    pub last_call_code: Option<String>,
-    pub callback_at: Option<Timestamp>,
-    pub documentation_at: Option<Timestamp>,
-    pub do_not_call: Option<String>,
-}
-
-/// One call as the KPIs count it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct CallRow {
-    pub contact: String,
-    pub at: Timestamp,
-    pub owner: String,
-    pub code: String,
-    pub reason: String,
-}
 
 /// A call task planned or delivered on a call channel.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -73,25 +46,6 @@ pub struct DuplicateGroup {
     pub key: String,
     /// Ids, sorted.
     pub contacts: Vec<String>,
-}
-
-/// A send of a campaign (a delivered outbox row).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SendRow {
-    pub key: String,
-    pub contact: String,
-    pub followup: String,
-    pub at: Timestamp,
-}
-
-/// A kept event (see [`crate::domain::desk::DeskEvent`]) with its contact.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeptEvent {
-    pub contact: String,
-    pub at: Timestamp,
-    pub kind: String,
-    pub code: String,
-    pub key: String,
 }
 
 /// How many rows a list holds, and the first `limit` of them.
