@@ -750,7 +750,7 @@ mod tests {
     use crate::domain::followups::CallStatus;
     use crate::domain::ingest::{Incoming, Patch};
     use crate::domain::outbox::{Payload, idempotency_key};
-    use crate::ports::store::StoredScore;
+    use crate::domain::scoring::StoredScore;
     use std::path::Path;
 
     fn t(s: &str) -> Timestamp {

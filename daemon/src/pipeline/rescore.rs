@@ -8,10 +8,11 @@
 
 use crate::core::config::Config;
 use crate::core::model::{Company, Contact, Event, Timestamp};
+use crate::domain::scoring::StoredScore;
 use crate::domain::scoring::changes::{ChangeDetector, ScorePoint};
 use crate::domain::scoring::model::{ScoreCard, ScoringModel};
 use crate::domain::scoring::points::Points;
-use crate::ports::store::{RescoreInput, ScoreWrite, Store, StoreError, StoredChange, StoredScore};
+use crate::ports::store::{RescoreInput, ScoreWrite, Store, StoreError, StoredChange};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;

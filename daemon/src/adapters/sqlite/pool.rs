@@ -23,12 +23,13 @@ use crate::domain::desk::kpis::CallRow;
 use crate::domain::desk::today::Brief;
 use crate::domain::ingest::{Incoming, Patch};
 use crate::domain::outbox::{NewSend, Row, Settlement, State};
+use crate::domain::scoring::StoredScore;
 use crate::ports::store::desk::{CallTaskRow, DeskStore, DuplicateGroup, Listed};
 use crate::ports::store::ui::{ContactHit, DayCount, FollowupCount, UiReads};
 use crate::ports::store::{
     Admission, Append, BroadcastSpec, Counts, JobRun, LoggedDecision, OutboxStore, PassMark,
     PlanInput, PlanRead, PlanStore, PlanWrite, Props, Records, RescoreInput, ScheduleStore,
-    ScoreStore, ScoreWrite, Snapshot, StoreError, StoredChange, StoredScore, Upsert,
+    ScoreStore, ScoreWrite, Snapshot, StoreError, StoredChange, Upsert,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

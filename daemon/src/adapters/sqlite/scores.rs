@@ -4,7 +4,8 @@ use super::conn::{
     Conn, KEYS_PER_QUERY, from_micros, in_list, load_companies, load_company, merge_rows, to_micros,
 };
 use crate::core::model::{Company, Contact, Event, Timestamp};
-use crate::ports::store::{ScoreWrite, Snapshot, StoreError, StoredChange, StoredScore};
+use crate::domain::scoring::StoredScore;
+use crate::ports::store::{ScoreWrite, Snapshot, StoreError, StoredChange};
 use rusqlite::{OptionalExtension, params};
 use std::collections::BTreeMap;
 

@@ -197,3 +197,18 @@ impl ChangeDetector {
         out
     }
 }
+
+/// A contact's stored score: what the last pass found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StoredScore {
+    pub contact: String,
+    /// Hundredths of a point; serialised in points.
+    #[serde(serialize_with = "super::points::hundredths_as_points")]
+    pub score: i64,
+    pub band: String,
+    pub next_change_at: Option<Timestamp>,
+    pub scored_at: Timestamp,
+    /// Score snapshots of the recent past (the jump window), oldest first.
+    #[serde(skip)]
+    pub recent: Vec<(Timestamp, i64)>,
+}

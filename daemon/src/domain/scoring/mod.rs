@@ -16,7 +16,7 @@ pub mod model;
 pub mod points;
 pub mod whatif;
 
-pub use changes::{ChangeDetector, ChangeKind, ScoreChange, ScorePoint};
+pub use changes::{ChangeDetector, ChangeKind, ScoreChange, ScorePoint, StoredScore};
 pub use config::ScoringConfig;
 pub use customers::{Abc, CustomerScore, Rfm, RfmSegment, ValueTier, score_customers};
 pub use deals::{DealInput, DealModel, DealScore};

@@ -5,7 +5,7 @@
 use crate::core::config::Config;
 use crate::core::model::{Company, Contact, Timestamp};
 use crate::domain::outbox::Row;
-use crate::ports::store::StoredScore;
+use crate::domain::scoring::StoredScore;
 use relance_plugin_api::message::{self, Action, DeliverRequest};
 
 /// The request for `row`; `Err` is why it cannot be sent (a template that

@@ -25,6 +25,7 @@ use crate::domain::fatigue::Verdict;
 pub use crate::domain::fatigue::admit::{Admission, AdmissionVerdict};
 use crate::domain::ingest::{Incoming, Patch};
 use crate::domain::outbox::{NewSend, Row, Settlement, State};
+use crate::domain::scoring::StoredScore;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -310,21 +311,6 @@ pub struct JobRun {
     pub started_at: Timestamp,
     pub finished_at: Option<Timestamp>,
     pub outcome: Option<String>,
-}
-
-/// A contact's stored score: what the last pass found.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct StoredScore {
-    pub contact: String,
-    /// Hundredths of a point; serialised in points.
-    #[serde(serialize_with = "crate::domain::scoring::points::hundredths_as_points")]
-    pub score: i64,
-    pub band: String,
-    pub next_change_at: Option<Timestamp>,
-    pub scored_at: Timestamp,
-    /// Score snapshots of the recent past (the jump window), oldest first.
-    #[serde(skip)]
-    pub recent: Vec<(Timestamp, i64)>,
 }
 
 /// One point of a contact's score history.

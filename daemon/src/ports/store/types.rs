@@ -3,7 +3,7 @@
 
 use crate::core::model::{Contact, Event};
 
-use super::StoredScore;
+use crate::domain::scoring::StoredScore;
 
 /// An event's properties.
 pub type Props = serde_json::Map<String, serde_json::Value>;
