@@ -12,11 +12,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod common;
 
 use common::Rng;
-use relance::desk::report;
-use relance::followups::BroadcastSpec;
-use relance::ingest::{Incoming, Patch};
-use relance::model::{Event, Timestamp};
-use relance::store::{DeskStore, PlanStore, Records, SqliteStore};
+use relance::adapters::sqlite::SqliteStore;
+use relance::core::model::{Event, Timestamp};
+use relance::domain::followups::BroadcastSpec;
+use relance::domain::ingest::{Incoming, Patch};
+use relance::pipeline::report;
+use relance::ports::store::{DeskStore, PlanStore, Records};
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -215,7 +216,7 @@ fn main() {
     );
     let config = common::shipped_config(&keyed);
     time("full scoring pass (maintains the desk)", || {
-        relance::scoring::pass::rescore(&store, &config, now, true).expect("rescore")
+        relance::pipeline::rescore::rescore(&store, &config, now, true).expect("rescore")
     });
     let today = time("relance calls today", || {
         report::calls_today(&store, &config, now, None).expect("today")
@@ -236,7 +237,7 @@ fn main() {
             &config,
             from,
             now,
-            relance::desk::kpis::By::Day,
+            relance::domain::desk::kpis::By::Day,
             None,
         )
         .expect("kpis")

@@ -15,12 +15,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[path = "common/mod.rs"]
 mod common;
 
-use relance::config::Config;
-use relance::ingest::Patch;
-use relance::model::{FollowUpKind, Timestamp};
-use relance::outbox::dispatch::Dispatcher;
-use relance::outbox::{NewSend, Payload, idempotency_key};
-use relance::plugins::{PluginHost, builtin_tables};
+use relance::adapters::plugins::{PluginHost, builtin_tables};
+use relance::core::config::Config;
+use relance::core::model::{FollowUpKind, Timestamp};
+use relance::domain::ingest::Patch;
+use relance::domain::outbox::{NewSend, Payload, idempotency_key};
+use relance::pipeline::dispatch::Dispatcher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -77,7 +77,7 @@ batch = 500
     let config = Config::parse(&text, &dir.path().join("relance.toml"), &|_| None)
         .unwrap_or_else(|e| panic!("{e}"));
     let now: Timestamp = "2026-03-02T12:00:00Z".parse().expect("instant");
-    let store = relance::store::open(&config).expect("store");
+    let store = relance::adapters::sqlite::open(&config).expect("store");
     let patches: Vec<Patch> = (0..sends)
         .map(|i| {
             let mut fields = serde_json::Map::new();
@@ -124,7 +124,7 @@ batch = 500
         store,
         host,
         "bench".into(),
-        relance::metrics::Metrics::new(),
+        relance::core::metrics::Metrics::new(),
     );
     let config = Arc::new(config);
     let wrk = std::env::var_os("RELANCE_BENCH_WRK");

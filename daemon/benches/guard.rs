@@ -6,8 +6,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use relance::config::Config;
-use relance::fatigue::{
+use relance::core::config::Config;
+use relance::domain::fatigue::{
     ContactState, Fatigue, FatiguePoints, FollowUpKind, Guard, Proposal, Reach, Verdict,
 };
 use std::hint::black_box;

@@ -11,12 +11,12 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use relance::api::{ApiState, serve};
-use relance::clock::Clock;
-use relance::config::Config;
-use relance::ingest::Patch;
-use relance::metrics::Metrics;
-use relance::shutdown::Coordinator;
+use relance::adapters::api::{ApiState, serve};
+use relance::core::clock::Clock;
+use relance::core::config::Config;
+use relance::core::metrics::Metrics;
+use relance::core::shutdown::Coordinator;
+use relance::domain::ingest::Patch;
 
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -58,7 +58,7 @@ fn main() {
     .expect("config");
     let config = Arc::new(Config::load(&file).unwrap_or_else(|e| panic!("{e}")));
 
-    let store = relance::store::open(&config).expect("open");
+    let store = relance::adapters::sqlite::open(&config).expect("open");
     for chunk in (0..contacts).collect::<Vec<_>>().chunks(5_000) {
         let batch: Vec<Patch> = chunk
             .iter()
@@ -166,6 +166,6 @@ fn main() {
         );
         assert!(coordinator.shutdown(Duration::from_secs(30)).await);
     });
-    let store = relance::store::open(&reopen).expect("open");
+    let store = relance::adapters::sqlite::open(&reopen).expect("open");
     assert_eq!(store.counts().expect("counts").events, total as u64);
 }

@@ -19,8 +19,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod common;
 
 use common::{Rng, peak_rss_kib};
-use relance::followups::pass;
-use relance::scoring::pass::rescore;
+use relance::pipeline::plan;
+use relance::pipeline::rescore::rescore;
 use std::time::Instant;
 
 fn main() {
@@ -33,7 +33,7 @@ fn main() {
         std::process::exit(2);
     }
     let config = common::shipped_config(&db);
-    let store = relance::store::open(&config).expect("store");
+    let store = relance::adapters::sqlite::open(&config).expect("store");
     // Straight SQL on the file, for the bench's own bookkeeping.
     let raw = rusqlite::Connection::open(&db).expect("open");
     // Every run starts from an empty plan.
@@ -51,7 +51,7 @@ fn main() {
     // Each phase: wall time, CPU time over every thread, and its own peak
     // resident memory (the peak is started again before each).
     let mut peaks = Vec::new();
-    let mut phase = |label: &str, run: &mut dyn FnMut() -> pass::PassReport| {
+    let mut phase = |label: &str, run: &mut dyn FnMut() -> plan::PassReport| {
         let reset = common::reset_peak_rss();
         let cpu = common::process_cpu_secs();
         let started = Instant::now();
@@ -78,7 +78,7 @@ fn main() {
         );
     };
     phase("first full pass", &mut || {
-        pass::run(&*store, &config, now, true).expect("full pass")
+        plan::run(&*store, &config, now, true).expect("full pass")
     });
 
     // 1 % of the contacts visit the pricing page, then are rescored.
@@ -89,10 +89,10 @@ fn main() {
     }
     rescore(&*store, &config, now, false).expect("rescore");
     phase("incremental pass", &mut || {
-        pass::run(&*store, &config, now, false).expect("incremental pass")
+        plan::run(&*store, &config, now, false).expect("incremental pass")
     });
     phase("full pass, a day later", &mut || {
-        pass::run(&*store, &config, now + chrono::Duration::days(1), true).expect("full pass")
+        plan::run(&*store, &config, now + chrono::Duration::days(1), true).expect("full pass")
     });
     println!(
         "peak resident memory   {:>8.0} MB (the largest of the phases)",

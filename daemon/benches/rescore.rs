@@ -13,8 +13,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod common;
 
 use common::{Rng, companies, contact, events, peak_rss_kib, process_cpu_secs};
-use relance::model::Timestamp;
-use relance::scoring::pass::rescore;
+use relance::core::model::Timestamp;
+use relance::pipeline::rescore::rescore;
 use rusqlite::params;
 use std::time::Instant;
 
@@ -23,7 +23,7 @@ fn main() {
     let config = common::shipped_config(&db);
 
     let ready = db.exists();
-    let store = relance::store::open(&config).expect("store");
+    let store = relance::adapters::sqlite::open(&config).expect("store");
     // Straight SQL on the file, for generating and cleaning up.
     let raw = rusqlite::Connection::open(&db).expect("open");
     if !ready {

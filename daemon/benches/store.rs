@@ -9,9 +9,9 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use relance::ingest::{Incoming, Patch};
-use relance::model::Event;
-use relance::store::Records;
+use relance::core::model::Event;
+use relance::domain::ingest::{Incoming, Patch};
+use relance::ports::store::Records;
 use serde_json::{Map, Value};
 use std::time::{Duration, Instant};
 
@@ -53,8 +53,8 @@ fn main() {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
-    let store =
-        relance::store::SqliteStore::open(&path, Duration::from_secs(30), 64).expect("open");
+    let store = relance::adapters::sqlite::SqliteStore::open(&path, Duration::from_secs(30), 64)
+        .expect("open");
     println!(
         "store benchmark: {contacts} contacts, {} events",
         contacts * per_contact

@@ -12,11 +12,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[path = "common/mod.rs"]
 mod common;
 
-use relance::api::ui::session::{self, Role};
-use relance::api::{ApiState, serve};
-use relance::clock::Clock;
-use relance::metrics::Metrics;
-use relance::shutdown::Coordinator;
+use relance::adapters::api::ui::session::{self, Role};
+use relance::adapters::api::{ApiState, serve};
+use relance::core::clock::Clock;
+use relance::core::metrics::Metrics;
+use relance::core::shutdown::Coordinator;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
@@ -45,7 +45,7 @@ fn main() {
     );
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let (_tx, rx) = watch::channel(config.clone());
-    let store = relance::store::open(&config).expect("store");
+    let store = relance::adapters::sqlite::open(&config).expect("store");
     let state = ApiState::new(
         store,
         rx,

@@ -7,19 +7,17 @@
 //! `resume_planning`) runs at once. SIGTERM / SIGINT stop all three; sends in flight finish
 //! within `[outbox] shutdown_grace`, else their claims are released.
 
-use crate::api::ApiState;
-use crate::clock::Clock;
-use crate::config::sections::Job;
-use crate::config::{Config, ConfigErrors};
-use crate::followups;
-use crate::metrics::Metrics;
-use crate::model::Timestamp;
-use crate::outbox::dispatch::{DispatchError, Dispatcher, RoundReport};
-use crate::plugins::{HostError, PluginHost, builtin_tables};
-use crate::scheduler::runner::{self, JobError, Jobs, SchedulerOptions};
-use crate::scoring;
-use crate::shutdown::{Coordinator, Shutdown};
-use crate::store::{StoreError, StoreHandle};
+use crate::adapters::api::ApiState;
+use crate::adapters::plugins::{HostError, PluginHost, builtin_tables};
+use crate::core::clock::Clock;
+use crate::core::config::sections::Job;
+use crate::core::config::{Config, ConfigErrors};
+use crate::core::metrics::Metrics;
+use crate::core::model::Timestamp;
+use crate::core::shutdown::{Coordinator, Shutdown};
+use crate::pipeline::dispatch::{DispatchError, Dispatcher, RoundReport};
+use crate::pipeline::scheduler::runner::{self, JobError, Jobs, SchedulerOptions};
+use crate::ports::store::{StoreError, StoreHandle};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,7 +82,7 @@ struct DaemonJobs {
 impl DaemonJobs {
     fn rescore(&self, config: &Config, now: Timestamp) -> Result<String, JobError> {
         let started = std::time::Instant::now();
-        let r = scoring::pass::rescore(&*self.store, config, now, false)
+        let r = crate::pipeline::rescore::rescore(&*self.store, config, now, false)
             .map_err(|e| JobError(e.to_string()))?;
         self.metrics.record_rescore(started.elapsed());
         Ok(format!(
@@ -102,7 +100,7 @@ impl DaemonJobs {
         // Fresh scores first, so band crossings fire their triggers now.
         self.rescore(config, now)?;
         let started = std::time::Instant::now();
-        let report = followups::pass::run(&*self.store, config, now, false)
+        let report = crate::pipeline::plan::run(&*self.store, config, now, false)
             .map_err(|e| JobError(e.to_string()))?;
         self.metrics.record_pass("plan", started.elapsed());
         self.dispatch_wake.notify_one();
@@ -154,11 +152,11 @@ async fn build(config: &Config, clock: &Clock, store: StoreHandle) -> Result<Par
         builtin_tables(),
     ));
     // Start with the channels that open; the others wait, and say why.
-    let unconfigured = crate::plugins::channels::open_all(&host, config).await;
+    let unconfigured = crate::adapters::plugins::channels::open_all(&host, config).await;
     for u in &unconfigured {
         tracing::warn!(channel = %u.channel, followups = ?u.followups, "{u}");
     }
-    for (channel, warnings) in crate::plugins::channels::settings_warnings(config) {
+    for (channel, warnings) in crate::adapters::plugins::channels::settings_warnings(config) {
         for w in warnings {
             tracing::warn!(%channel, "{w}");
         }
@@ -295,7 +293,7 @@ pub async fn run(config: Config, clock: Clock, store: StoreHandle) -> Result<(),
             })?;
         let shutdown = coordinator.listener();
         tokio::spawn(async move {
-            if let Err(e) = crate::api::serve(listener, state, shutdown).await {
+            if let Err(e) = crate::adapters::api::serve(listener, state, shutdown).await {
                 tracing::error!(error = %e, "the HTTP API stopped");
             }
         });

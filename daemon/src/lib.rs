@@ -5,25 +5,9 @@
 //! planner → arbitration → fatigue guard → outbox → plugin host → channel,
 //! and delivery results come back as events.
 
-pub mod api;
-pub mod binary;
-pub mod clock;
-pub mod condition;
-pub mod config;
+pub mod adapters;
+pub mod core;
 pub mod daemon;
-pub mod desk;
-pub mod fatigue;
-pub mod followups;
-pub mod ingest;
-pub mod limits;
-pub mod links;
-pub mod metrics;
-pub mod model;
-pub mod outbox;
-pub mod plugins;
-pub mod scheduler;
-pub mod scoring;
-pub mod shutdown;
-pub mod store;
-pub mod tasks;
-pub mod templates;
+pub mod domain;
+pub mod pipeline;
+pub mod ports;

@@ -4,14 +4,14 @@
 //! metrics, the OpenAPI document, and a property test of the ingest path.
 
 use proptest::prelude::*;
-use relance::api::{ApiState, serve, tracking};
-use relance::clock::Clock;
-use relance::config::Config;
-use relance::fatigue::{ContactState, Guard, Proposal, Verdict};
-use relance::metrics::Metrics;
-use relance::model::FollowUpKind;
-use relance::shutdown::Coordinator;
-use relance::store::StoreHandle;
+use relance::adapters::api::{ApiState, serve, tracking};
+use relance::core::clock::Clock;
+use relance::core::config::Config;
+use relance::core::metrics::Metrics;
+use relance::core::model::FollowUpKind;
+use relance::core::shutdown::Coordinator;
+use relance::domain::fatigue::{ContactState, Guard, Proposal, Verdict};
+use relance::ports::store::StoreHandle;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,7 +55,7 @@ impl Server {
         let config = Arc::new(Config::load(&file).unwrap_or_else(|e| panic!("{e}")));
         let (tx, rx) = watch::channel(config.clone());
         let wake = Arc::new(Notify::new());
-        let store = relance::store::open(&config).expect("store");
+        let store = relance::adapters::sqlite::open(&config).expect("store");
         let state = ApiState::new(store, rx, Clock::fixed(now()), Metrics::new(), wake.clone())
             .expect("state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -81,7 +81,7 @@ impl Server {
     }
 
     fn store(&self) -> StoreHandle {
-        relance::store::open(&self.config).expect("open")
+        relance::adapters::sqlite::open(&self.config).expect("open")
     }
 
     fn events(&self) -> u64 {
@@ -762,7 +762,7 @@ async fn duplicates_are_flagged_and_the_prospect_status_is_read() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    relance::scoring::pass::rescore(&*s.store(), &s.config, now(), false).expect("rescore");
+    relance::pipeline::rescore::rescore(&*s.store(), &s.config, now(), false).expect("rescore");
     let (status, body) = s.get("/v1/contacts/a").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(

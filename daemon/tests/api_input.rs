@@ -9,7 +9,7 @@
 mod common;
 
 use common::{BIN, Env, code, free_port, stderr, stdout};
-use relance::api::tracking::{Claims, Purpose, sign};
+use relance::adapters::api::tracking::{Claims, Purpose, sign};
 use serde_json::{Value, json};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -168,7 +168,7 @@ impl Drop for Daemon {
 }
 
 fn now() -> chrono::DateTime<chrono::Utc> {
-    relance::clock::Clock::system().now()
+    relance::core::clock::Clock::system().now()
 }
 
 /// The error of a refused request: (code, field).

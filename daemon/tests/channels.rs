@@ -11,8 +11,8 @@
 mod common;
 
 use common::{BIN, Env, code, free_port, stderr, stdout};
-use relance::config::ChannelConfig;
-use relance::plugins::{Delivery, PluginHost, PluginsConfig};
+use relance::adapters::plugins::{Delivery, PluginHost, PluginsConfig};
+use relance::core::config::ChannelConfig;
 use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -132,7 +132,7 @@ impl Api {
 }
 
 fn now() -> chrono::DateTime<chrono::Utc> {
-    relance::clock::Clock::system().now()
+    relance::core::clock::Clock::system().now()
 }
 
 #[test]
@@ -492,7 +492,7 @@ async fn the_spool_channel_writes_one_signed_line_per_send() {
     let host = PluginHost::new(
         PluginsConfig::default(),
         &dir.path().join("relance.toml"),
-        relance::plugins::builtin_tables(),
+        relance::adapters::plugins::builtin_tables(),
     );
     let path = dir.path().join("spool/sends.ndjson");
     let settings: toml::Table = serde_json::from_value(json!({
@@ -508,13 +508,13 @@ async fn the_spool_channel_writes_one_signed_line_per_send() {
     };
     host.open_channel("spool", &channel).await.unwrap();
     let request = |key: &str| {
-        let mut r = relance::plugins::DeliverRequest {
+        let mut r = relance::adapters::plugins::DeliverRequest {
             idempotency_key: key.into(),
             now: "2026-11-20T12:00:00Z".parse().unwrap(),
             attempt: 1,
             channel: "spool".into(),
-            action: relance::plugins::Action::Message,
-            contact: relance::plugins::Contact {
+            action: relance::adapters::plugins::Action::Message,
+            contact: relance::adapters::plugins::Contact {
                 id: "p".into(),
                 first_name: Some("P".into()),
                 ..Default::default()

@@ -478,7 +478,7 @@ fn the_running_daemon_plans_events_another_process_imported() {
     let mut child = spawn_daemon(&env, "run.log");
     // Any instant of the day: the phone window is weekdays 09:00–18:00, so
     // the test uses the email click trigger on a channel open at all hours.
-    let now = relance::clock::Clock::system().now();
+    let now = relance::core::clock::Clock::system().now();
     let event = format!(
         r#"{{"contact":"p","type":"email_click","at":"{}"}}"#,
         (now - chrono::Duration::seconds(1)).to_rfc3339()

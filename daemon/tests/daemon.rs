@@ -557,7 +557,7 @@ action = {{ channel = "hook", template = "news" }}
                            {"id": "q", "email": "q@example.com", "first_name": "Q", "status": "prospect"}]),
     );
     assert_eq!(status, 200, "{body}");
-    let now = relance::clock::Clock::system().now();
+    let now = relance::core::clock::Clock::system().now();
     let (status, body) = post(
         "/v1/events",
         serde_json::json!([{"id": "v1", "contact": "p", "type": "page_visit", "at": now - chrono::Duration::seconds(5),
@@ -685,7 +685,7 @@ action = {{ channel = "mail", template = "hello" }}
     wait_until("the API never came up", 20, || {
         call(client.get(format!("{base}/readyz"))).is_ok()
     });
-    let now = relance::clock::Clock::system().now();
+    let now = relance::core::clock::Clock::system().now();
     let event = serde_json::json!([{"contact": "p", "type": "page_visit", "at": now - chrono::Duration::seconds(5)}]);
     let r = call(
         client

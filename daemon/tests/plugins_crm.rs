@@ -8,7 +8,7 @@
 mod plugins_support;
 
 use plugins_support::{repo, request};
-use relance::plugins::{Action, DeliverRequest, Delivery, PluginHost, ScoreInfo};
+use relance::adapters::plugins::{Action, DeliverRequest, Delivery, PluginHost, ScoreInfo};
 use serde_json::{Value, json};
 use std::path::Path;
 

@@ -8,7 +8,7 @@
 mod plugins_support;
 
 use plugins_support::{aiosmtpd, free_port, request, smtp_sink};
-use relance::plugins::{Delivery, PluginHost, PluginsConfig};
+use relance::adapters::plugins::{Delivery, PluginHost, PluginsConfig};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -89,9 +89,9 @@ async fn open(host: &PluginHost, name: &str, settings: serde_json::Value) {
     plugins_support::open_channel(host, name, "email", "email_sent", settings).await;
 }
 
-fn message(key: &str) -> relance::plugins::DeliverRequest {
+fn message(key: &str) -> relance::adapters::plugins::DeliverRequest {
     let mut r = request(key, json!({}));
-    r.contact.company = Some(relance::plugins::Company {
+    r.contact.company = Some(relance::adapters::plugins::Company {
         id: "acme".into(),
         name: Some("Acme & Fils".into()),
         ..Default::default()
@@ -363,7 +363,7 @@ async fn the_built_in_email_plugin_works_without_any_shared_library() {
     let host = PluginHost::new(
         PluginsConfig::default(),
         &dir.path().join("relance.toml"),
-        relance::plugins::builtin_tables(),
+        relance::adapters::plugins::builtin_tables(),
     );
     let outbox = dir.path().join("outbox");
     open(
@@ -414,7 +414,7 @@ async fn the_ssrf_guard_refuses_internal_smtp_hosts_unless_allowed() {
         let e = host
             .open_channel(
                 "literal",
-                &relance::config::ChannelConfig {
+                &relance::core::config::ChannelConfig {
                     plugin: "email".into(),
                     event: "email_sent".into(),
                     consent: Default::default(),

@@ -7,10 +7,10 @@
 mod plugins_support;
 
 use plugins_support::{build_plugin, request, sha256_hex};
-use relance::config::{ChannelConfig, Duration as CfgDuration};
-use relance::plugins::{
+use relance::adapters::plugins::{
     Delivery, DeliveryError, HostError, LoadError, PluginFile, PluginHost, PluginsConfig,
 };
+use relance::core::config::{ChannelConfig, Duration as CfgDuration};
 use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
@@ -416,7 +416,7 @@ fn a_library_without_the_entry_symbol_says_how_to_build_a_loadable_one() {
         PluginHost::new(
             config,
             &dir.path().join("relance.toml"),
-            relance::plugins::builtin_tables(),
+            relance::adapters::plugins::builtin_tables(),
         )
         .load(name)
         .expect_err("no entry symbol")

@@ -1,16 +1,16 @@
 //! The store contract, as one suite run against every backend: what each
-//! method of `relance::store::Store` guarantees when several handles (as
+//! method of `relance::ports::store::Store` guarantees when several handles (as
 //! far as the contract goes, several processes) share one store. A backend
 //! plugs in with a [`Backend`] and one line in [`contract!`]'s list at the
 //! bottom; the cases never name a backend.
 
 use chrono::{DateTime, Duration, Utc};
-use relance::ingest::{Incoming, Patch};
-use relance::model::{Contact, Event, FollowUpKind, Timestamp};
-use relance::outbox::{NewSend, Payload, Row, Settlement, idempotency_key};
-use relance::store::{
-    Admission, AdmissionVerdict, Append, PassMark, ScoreWrite, SqliteStore, StoreHandle,
-    StoredChange, Upsert,
+use relance::adapters::sqlite::SqliteStore;
+use relance::core::model::{Contact, Event, FollowUpKind, Timestamp};
+use relance::domain::ingest::{Incoming, Patch};
+use relance::domain::outbox::{NewSend, Payload, Row, Settlement, idempotency_key};
+use relance::ports::store::{
+    Admission, AdmissionVerdict, Append, PassMark, ScoreWrite, StoreHandle, StoredChange, Upsert,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Barrier};

@@ -412,7 +412,7 @@ fn a_delivery_moves_its_histogram_on_the_running_daemon_and_the_api_previews() {
     );
     assert_eq!(get("/v1/templates/welcome/preview").unwrap().0, 400);
 
-    let now = relance::clock::Clock::system().now();
+    let now = relance::core::clock::Clock::system().now();
     let event = serde_json::json!([{"contact": "fr", "type": "page_visit", "at": now - chrono::Duration::seconds(2)}]);
     let status = rt.block_on(async {
         client

@@ -423,7 +423,7 @@ fn the_dashboard_shows_every_page_in_a_real_browser_behind_a_login() {
     let env = dashboard_env(port);
     let base = format!("http://127.0.0.1:{port}");
     // One pass of every job at the real now: scores, plans, sends, tasks.
-    let now = relance::clock::Clock::system()
+    let now = relance::core::clock::Clock::system()
         .now()
         .format("%Y-%m-%dT%H:%M:%SZ")
         .to_string();

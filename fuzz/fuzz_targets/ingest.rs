@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use relance::api::ingest::{Framing, split_items};
-use relance::ingest::{Format, IngestConfig, Kind, parse_event, parse_patch, read_event_lines, read_lines};
+use relance::adapters::api::ingest::{Framing, split_items};
+use relance::domain::ingest::{Format, IngestConfig, Kind, parse_event, parse_patch, read_event_lines, read_lines};
 
 fuzz_target!(|data: &[u8]| {
     let range = IngestConfig::default().range(chrono::DateTime::UNIX_EPOCH + chrono::Duration::days(20_000));

@@ -2,7 +2,7 @@
 //! their events, shaped like real traffic under the shipped rules.
 #![allow(dead_code)]
 
-use relance::model::{BusinessSignal, Company, Contact, Event, Status, Timestamp};
+use relance::core::model::{BusinessSignal, Company, Contact, Event, Status, Timestamp};
 use serde_json::json;
 
 pub const COMPANIES: usize = 20_000;
@@ -182,11 +182,11 @@ pub fn bench_store() -> (usize, Timestamp, std::path::PathBuf) {
 }
 
 /// The shipped configuration with its store at `db`.
-pub fn shipped_config(db: &std::path::Path) -> relance::config::Config {
+pub fn shipped_config(db: &std::path::Path) -> relance::core::config::Config {
     let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/relance.toml");
     let text = std::fs::read_to_string(&file).expect("shipped config");
     let db_name = db.display().to_string();
-    relance::config::Config::parse(&text, &file, &|n| {
+    relance::core::config::Config::parse(&text, &file, &|n| {
         (n == "RELANCE_DB").then(|| db_name.clone())
     })
     .unwrap_or_else(|e| panic!("{e}"))
@@ -200,13 +200,13 @@ pub fn pricing_visits(
     n: usize,
     now: Timestamp,
     prefix: &str,
-) -> Vec<relance::ingest::Incoming> {
+) -> Vec<relance::domain::ingest::Incoming> {
     (0..n)
         .map(|i| {
             let c = rng.below(contacts as u64) as usize;
             let mut props = serde_json::Map::new();
             props.insert("url".into(), "https://payroll.example/pricing".into());
-            relance::ingest::Incoming::Contact(Event {
+            relance::domain::ingest::Incoming::Contact(Event {
                 id: Some(format!("{prefix}-{i}")),
                 contact: format!("c{c}"),
                 kind: "page_visit".into(),

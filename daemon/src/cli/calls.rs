@@ -1,13 +1,14 @@
 //! `relance calls today|lists|kpis`, `relance scores distribution`,
 //! `relance campaigns`: the call desk and the sales-ops reports, printed
-//! from [`relance::desk::report`].
+//! from [`relance::pipeline::report`].
 
 use super::{Failure, exit, open_store, output};
-use relance::clock::Clock;
-use relance::config::Config;
-use relance::desk::kpis::{By, Kpis};
-use relance::desk::report;
-use relance::store::desk::{Brief, Listed};
+use relance::core::clock::Clock;
+use relance::core::config::Config;
+use relance::domain::desk::kpis::{By, Kpis};
+use relance::domain::desk::today::Brief;
+use relance::pipeline::report;
+use relance::ports::store::desk::Listed;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Action {
@@ -80,13 +81,15 @@ pub fn run(config: &Config, clock: &Clock, action: &Action) -> Result<u8, Failur
                     .why
                     .iter()
                     .map(|w| match w {
-                        relance::desk::today::Why::Trigger { followup, .. } => {
+                        relance::domain::desk::today::Why::Trigger { followup, .. } => {
                             format!("trigger {followup}")
                         }
-                        relance::desk::today::Why::CallBack { at } => {
+                        relance::domain::desk::today::Why::CallBack { at } => {
                             format!("call-back {}", at.to_rfc3339())
                         }
-                        relance::desk::today::Why::HotLead { band } => format!("hot lead ({band})"),
+                        relance::domain::desk::today::Why::HotLead { band } => {
+                            format!("hot lead ({band})")
+                        }
                     })
                     .collect();
                 let c = &t.contact;
@@ -181,20 +184,22 @@ pub fn run(config: &Config, clock: &Clock, action: &Action) -> Result<u8, Failur
                 "call-backs",
                 "refusals",
             ]);
-            let line =
-                |label: String, owner: String, k: &Kpis, t: Option<&relance::desk::kpis::Trend>| {
-                    vec![
-                        label,
-                        owner,
-                        k.calls.to_string(),
-                        format!("{:.2}", k.hours),
-                        num(k.calls_per_hour) + &trend(t.and_then(|t| t.calls_per_hour), false),
-                        num(k.pitches_per_hour) + &trend(t.and_then(|t| t.pitches_per_hour), false),
-                        rate(k.appointment_rate) + &trend(t.and_then(|t| t.appointment_rate), true),
-                        rate(k.callback_rate) + &trend(t.and_then(|t| t.callback_rate), true),
-                        rate(k.refusal_rate) + &trend(t.and_then(|t| t.refusal_rate), true),
-                    ]
-                };
+            let line = |label: String,
+                        owner: String,
+                        k: &Kpis,
+                        t: Option<&relance::domain::desk::kpis::Trend>| {
+                vec![
+                    label,
+                    owner,
+                    k.calls.to_string(),
+                    format!("{:.2}", k.hours),
+                    num(k.calls_per_hour) + &trend(t.and_then(|t| t.calls_per_hour), false),
+                    num(k.pitches_per_hour) + &trend(t.and_then(|t| t.pitches_per_hour), false),
+                    rate(k.appointment_rate) + &trend(t.and_then(|t| t.appointment_rate), true),
+                    rate(k.callback_rate) + &trend(t.and_then(|t| t.callback_rate), true),
+                    rate(k.refusal_rate) + &trend(t.and_then(|t| t.refusal_rate), true),
+                ]
+            };
             for p in &r.periods {
                 table.row(line(
                     p.label.clone(),

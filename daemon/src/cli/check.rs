@@ -2,8 +2,8 @@
 
 use super::{Failure, exit, output};
 use chrono::Timelike;
-use relance::clock::Clock;
-use relance::config::{Config, ConfigErrors};
+use relance::core::clock::Clock;
+use relance::core::config::{Config, ConfigErrors};
 use serde_json::json;
 use std::path::Path;
 
@@ -45,7 +45,7 @@ pub fn run(file: &Path, clock: &Clock, as_json: bool) -> Result<u8, Failure> {
         })
         .collect();
     let unconfigured = unconfigured_channels(&config)?;
-    let warnings = relance::plugins::channels::settings_warnings(&config);
+    let warnings = relance::adapters::plugins::channels::settings_warnings(&config);
     let summary = json!({
         "valid": true,
         "file": config.file,
@@ -145,15 +145,19 @@ pub fn run(file: &Path, clock: &Clock, as_json: bool) -> Result<u8, Failure> {
 /// own settings) and returns those that would not open.
 fn unconfigured_channels(
     config: &Config,
-) -> Result<Vec<relance::plugins::channels::Unconfigured>, Failure> {
+) -> Result<Vec<relance::adapters::plugins::channels::Unconfigured>, Failure> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)?;
-    let host = relance::plugins::PluginHost::new(
+    let host = relance::adapters::plugins::PluginHost::new(
         config.plugins.clone(),
         &config.file,
-        relance::plugins::builtin_tables(),
+        relance::adapters::plugins::builtin_tables(),
     );
-    Ok(runtime.block_on(relance::plugins::channels::open_all(&host, config)))
+    Ok(
+        runtime.block_on(relance::adapters::plugins::channels::open_all(
+            &host, config,
+        )),
+    )
 }

@@ -2,8 +2,8 @@
 
 use super::{Failure, exit, open_store, output};
 use clap::Subcommand;
-use relance::config::Config;
-use relance::desk::ProspectStatus;
+use relance::core::config::Config;
+use relance::domain::desk::ProspectStatus;
 
 #[derive(Debug, Subcommand)]
 pub enum Action {
@@ -143,7 +143,8 @@ pub fn run(config: &Config, action: &Action) -> Result<u8, Failure> {
             Ok(exit::OK)
         }
         Action::Duplicates { json } => {
-            let groups = relance::desk::report::duplicates(&*store).map_err(anyhow::Error::from)?;
+            let groups =
+                relance::pipeline::report::duplicates(&*store).map_err(anyhow::Error::from)?;
             if *json {
                 output::json(&groups)?;
                 return Ok(exit::OK);

@@ -2,9 +2,9 @@
 //! scheduler did.
 
 use super::{Failure, exit, open_store, output};
-use relance::clock::Clock;
-use relance::config::Config;
-use relance::scheduler::Schedule;
+use relance::core::clock::Clock;
+use relance::core::config::Config;
+use relance::pipeline::scheduler::Schedule;
 use serde::Serialize;
 
 pub fn run(config: Config, clock: &Clock, once: bool, as_json: bool) -> Result<u8, Failure> {
@@ -39,14 +39,14 @@ struct ScheduleView {
     job: String,
     cron: String,
     timezone: String,
-    last_tick: Option<relance::model::Timestamp>,
-    next: Option<relance::model::Timestamp>,
+    last_tick: Option<relance::core::model::Timestamp>,
+    next: Option<relance::core::model::Timestamp>,
 }
 
 #[derive(Serialize)]
 struct Schedules {
     schedules: Vec<ScheduleView>,
-    runs: Vec<relance::store::JobRun>,
+    runs: Vec<relance::ports::store::JobRun>,
 }
 
 pub fn schedules(config: &Config, clock: &Clock, limit: u32, as_json: bool) -> Result<u8, Failure> {
@@ -73,7 +73,7 @@ pub fn schedules(config: &Config, clock: &Clock, limit: u32, as_json: bool) -> R
         return Ok(exit::OK);
     }
     let mut table = output::Table::new(&["schedule", "job", "cron", "zone", "last tick", "next"]);
-    let at = |t: Option<relance::model::Timestamp>| t.map_or("-".into(), |t| t.to_rfc3339());
+    let at = |t: Option<relance::core::model::Timestamp>| t.map_or("-".into(), |t| t.to_rfc3339());
     for v in &views {
         table.row(vec![
             v.name.clone(),

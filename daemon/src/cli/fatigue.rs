@@ -1,10 +1,10 @@
 //! `relance fatigue`, `relance guard`, `relance pressure`.
 
 use super::{Failure, exit, open_store, output};
-use relance::clock::Clock;
-use relance::config::Config;
-use relance::fatigue::{ContactState, Guard, PressureCategory, Proposal, ValueTier};
-use relance::model::{Event, FollowUpKind};
+use relance::core::clock::Clock;
+use relance::core::config::Config;
+use relance::core::model::{Event, FollowUpKind};
+use relance::domain::fatigue::{ContactState, Guard, PressureCategory, Proposal, ValueTier};
 use serde_json::json;
 
 /// The contact's state at `now`: what happened after it (a `--now` in
@@ -27,7 +27,8 @@ fn load(
 pub fn fatigue(config: &Config, clock: &Clock, id: &str, as_json: bool) -> Result<u8, Failure> {
     let now = clock.now();
     let (guard, state, weighs) = load(config, id, now)?;
-    let r = relance::fatigue::report::report(&config.fatigue, &guard, id, &state, &weighs, now);
+    let r =
+        relance::domain::fatigue::report::report(&config.fatigue, &guard, id, &state, &weighs, now);
     if as_json {
         output::json(&r)?;
         return Ok(exit::OK);
@@ -113,9 +114,10 @@ pub fn guard(config: &Config, clock: &Clock, args: &GuardArgs<'_>) -> Result<u8,
 
 pub fn pressure(config: &Config, clock: &Clock, as_json: bool) -> Result<u8, Failure> {
     let store = open_store(config)?;
-    let samples = relance::api::ui::pressure::samples(&*store, config, clock.now())
+    let samples = relance::adapters::api::ui::pressure::samples(&*store, config, clock.now())
         .map_err(anyhow::Error::from)?;
-    let matrix = relance::fatigue::matrix::pressure_matrix(&config.fatigue.pressure, samples);
+    let matrix =
+        relance::domain::fatigue::matrix::pressure_matrix(&config.fatigue.pressure, samples);
     if as_json {
         output::json(&matrix)?;
         return Ok(exit::OK);

@@ -7,11 +7,11 @@
 use super::{Failure, exit, open_store, output};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
-use relance::clock::Clock;
-use relance::config::Config;
-use relance::ingest::{self, Format, Kind, Line, LineError};
-use relance::store::desk::DuplicateGroup;
-use relance::store::{Append, Store, StoreError, Upsert};
+use relance::core::clock::Clock;
+use relance::core::config::Config;
+use relance::domain::ingest::{self, Format, Kind, Line, LineError};
+use relance::ports::store::desk::DuplicateGroup;
+use relance::ports::store::{Append, Store, StoreError, Upsert};
 use serde::Serialize;
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};

@@ -20,9 +20,9 @@ mod template;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
-use relance::clock::Clock;
-use relance::config::{Config, ConfigErrors, LogFormat};
-use relance::store::StoreHandle;
+use relance::core::clock::Clock;
+use relance::core::config::{Config, ConfigErrors, LogFormat};
+use relance::ports::store::StoreHandle;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -34,7 +34,7 @@ use std::process::ExitCode;
 )]
 pub struct Cli {
     /// Configuration file.
-    #[arg(long, global = true, env = "RELANCE_CONFIG", default_value = relance::config::DEFAULT_PATH)]
+    #[arg(long, global = true, env = "RELANCE_CONFIG", default_value = relance::core::config::DEFAULT_PATH)]
     config: PathBuf,
     /// Evaluate time-based rules at this instant (RFC 3339) instead of now.
     #[arg(long, global = true, value_parser = parse_now)]
@@ -116,7 +116,7 @@ enum Command {
         #[arg(long)]
         channel: String,
         #[arg(long, default_value = "systematic", value_parser = parse_kind)]
-        kind: relance::model::FollowUpKind,
+        kind: relance::core::model::FollowUpKind,
         /// Overrides the kind's priority.
         #[arg(long)]
         priority: Option<u32>,
@@ -218,7 +218,7 @@ enum ScoresAction {
     },
 }
 
-fn parse_kind(s: &str) -> Result<relance::model::FollowUpKind, String> {
+fn parse_kind(s: &str) -> Result<relance::core::model::FollowUpKind, String> {
     s.parse()
 }
 
@@ -369,6 +369,6 @@ pub fn colour(stream: &impl std::io::IsTerminal) -> bool {
 /// Opens the configured store, creating and migrating it as needed: the
 /// one handle a command uses.
 pub fn open_store(config: &Config) -> anyhow::Result<StoreHandle> {
-    relance::store::open(config)
+    relance::adapters::sqlite::open(config)
         .with_context(|| format!("opening the store {}", config.store_path().display()))
 }

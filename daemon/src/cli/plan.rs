@@ -2,11 +2,11 @@
 //! and `relance broadcast create | list`.
 
 use super::{Failure, exit, open_store, output};
-use relance::clock::Clock;
-use relance::config::Config;
-use relance::followups::BroadcastSpec;
-use relance::followups::pass::dry_run;
-use relance::model::Timestamp;
+use relance::core::clock::Clock;
+use relance::core::config::Config;
+use relance::core::model::Timestamp;
+use relance::domain::followups::BroadcastSpec;
+use relance::pipeline::plan::dry_run;
 
 pub fn plan(
     config: &Config,
@@ -134,8 +134,14 @@ pub fn broadcast(config: &Config, clock: &Clock, action: &Broadcast) -> Result<u
 }
 
 fn create(config: &Config, clock: &Clock, a: &CreateArgs) -> Result<u8, Failure> {
-    relance::limits::check_broadcast(&a.id, &a.name, &a.channel, &a.template, a.segment.len())
-        .map_err(|e| Failure::Input(format!("broadcast: {e}")))?;
+    relance::core::limits::check_broadcast(
+        &a.id,
+        &a.name,
+        &a.channel,
+        &a.template,
+        a.segment.len(),
+    )
+    .map_err(|e| Failure::Input(format!("broadcast: {e}")))?;
     let segment = toml::from_str::<toml::Table>(&format!("segment = {}", a.segment))
         .map_err(|e| Failure::Input(format!("--segment: {}", e.message())))?
         .remove("segment")

@@ -1,24 +1,24 @@
 //! `relance rescore`, `relance score`, `relance deals`, `relance customers`.
 
 use super::{Failure, exit, open_store, output};
-use relance::clock::Clock;
-use relance::config::Config;
-use relance::desk::distribution::distribution;
-use relance::model::{Company, Event};
-use relance::scoring::pass::{self, PassReport};
-use relance::scoring::{DealInput, DealModel, ScoringModel, score_customers};
+use relance::core::clock::Clock;
+use relance::core::config::Config;
+use relance::core::model::{Company, Event};
+use relance::domain::desk::distribution::distribution;
+use relance::domain::scoring::{DealInput, DealModel, ScoringModel, score_customers};
+use relance::pipeline::rescore::{self, PassReport};
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::Path;
 
 fn hundredths(v: i64) -> String {
-    relance::scoring::Points(v).to_string()
+    relance::domain::scoring::Points(v).to_string()
 }
 
 /// A score card as JSON with the stored prospect status beside it.
 fn with_prospect(
-    card: &relance::scoring::ScoreCard,
-    prospect: &relance::desk::StatusView,
+    card: &relance::domain::scoring::ScoreCard,
+    prospect: &relance::domain::desk::StatusView,
 ) -> Result<serde_json::Value, serde_json::Error> {
     let mut value = serde_json::to_value(card)?;
     if let Some(map) = value.as_object_mut() {
@@ -31,7 +31,7 @@ pub fn rescore(config: &Config, clock: &Clock, full: bool, as_json: bool) -> Res
     let started = std::time::Instant::now();
     let store = open_store(config)?;
     let report: PassReport =
-        pass::rescore(&*store, config, clock.now(), full).map_err(anyhow::Error::from)?;
+        rescore::rescore(&*store, config, clock.now(), full).map_err(anyhow::Error::from)?;
     let bands = store.band_counts().map_err(anyhow::Error::from)?;
     if as_json {
         output::json(&json!({
@@ -197,7 +197,7 @@ pub fn what_if(config: &Config, clock: &Clock, other: &Path, as_json: bool) -> R
     let after = ScoringModel::compile(&proposed.scoring).map_err(anyhow::Error::from)?;
     let store = open_store(config)?;
     let now = clock.now();
-    let mut result = relance::api::ui::what_if_over(&*store, &before, &after, now)
+    let mut result = relance::adapters::api::ui::what_if_over(&*store, &before, &after, now)
         .map_err(anyhow::Error::from)?;
     result.finish(20);
     let sorted = |pick: fn(&(i64, i64)) -> i64| {

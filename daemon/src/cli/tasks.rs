@@ -2,9 +2,9 @@
 //! when) and the outcome of each call, recorded once.
 
 use super::{Failure, exit, open_store, output};
-use relance::clock::Clock;
-use relance::config::Config;
-use relance::tasks::{self, CallOutcome, TaskError};
+use relance::core::clock::Clock;
+use relance::core::config::Config;
+use relance::pipeline::tasks::{self, CallOutcome, TaskError};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Action {

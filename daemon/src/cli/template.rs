@@ -2,9 +2,9 @@
 //! receive now. Writes nothing.
 
 use super::{Failure, exit, open_store, output};
-use relance::clock::Clock;
-use relance::config::Config;
-use relance::templates::preview::{PreviewError, preview};
+use relance::core::clock::Clock;
+use relance::core::config::Config;
+use relance::pipeline::preview::{PreviewError, preview};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Action {

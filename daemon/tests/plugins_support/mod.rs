@@ -4,7 +4,7 @@
 //! test's own `cargo test` holds the main target folder.
 #![allow(dead_code)]
 
-use relance::plugins::{Contact, DeliverRequest};
+use relance::adapters::plugins::{Contact, DeliverRequest};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -83,9 +83,9 @@ pub fn dynamic_host(
     dir: &Path,
     plugin: &str,
     call_timeout_secs: i64,
-) -> relance::plugins::PluginHost {
-    use relance::config::Duration;
-    use relance::plugins::{PluginFile, PluginHost, PluginsConfig};
+) -> relance::adapters::plugins::PluginHost {
+    use relance::adapters::plugins::{PluginFile, PluginHost, PluginsConfig};
+    use relance::core::config::Duration;
     let file = format!("lib{plugin}.so");
     build_plugin(&format!("relance-plugin-{plugin}"), "export", dir, &file);
     let mut config = PluginsConfig {
@@ -105,7 +105,7 @@ pub fn dynamic_host(
 
 /// Opens channel `name` on `plugin`, recording `event` when it delivers.
 pub async fn open_channel(
-    host: &relance::plugins::PluginHost,
+    host: &relance::adapters::plugins::PluginHost,
     name: &str,
     plugin: &str,
     event: &str,
@@ -113,7 +113,7 @@ pub async fn open_channel(
 ) {
     host.open_channel(
         name,
-        &relance::config::ChannelConfig {
+        &relance::core::config::ChannelConfig {
             plugin: plugin.into(),
             event: event.into(),
             consent: Default::default(),

@@ -7,7 +7,7 @@
 
 use super::watch::{Shared, clock_time};
 use anyhow::{Context, bail};
-use relance::clock::Clock;
+use relance::core::clock::Clock;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::io::{Read, Write};

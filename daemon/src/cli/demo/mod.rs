@@ -12,7 +12,7 @@ mod setup;
 mod watch;
 
 use super::{Failure, exit};
-use relance::clock::Clock;
+use relance::core::clock::Clock;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,7 +50,7 @@ fn parse_pace(s: &str) -> Result<Duration, String> {
             .map_err(|_| format!("`{s}` is not a whole number of milliseconds"))?;
         return Ok(Duration::from_millis(ms.max(1)));
     }
-    let d: relance::config::Duration = s.parse()?;
+    let d: relance::core::config::Duration = s.parse()?;
     d.0.to_std()
         .ok()
         .filter(|d| !d.is_zero())

@@ -6,9 +6,9 @@ use super::Args;
 use crate::cli::{Failure, import, open_store};
 use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
-use relance::clock::Clock;
-use relance::config::Config;
-use relance::ingest::{Format, Kind};
+use relance::core::clock::Clock;
+use relance::core::config::Config;
+use relance::domain::ingest::{Format, Kind};
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -21,7 +21,7 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub struct Prepared {
     pub config: Config,
     /// The demo's store, shared by the daemon and the watcher.
-    pub store: relance::store::StoreHandle,
+    pub store: relance::ports::store::StoreHandle,
     pub listen: String,
     pub token: String,
     /// The live stream's lines (stream.jsonl), as written.
@@ -122,9 +122,9 @@ pub fn prepare(base: &Path, clock: &Clock, args: &Args) -> Result<Prepared, Fail
     // The first passes, before the daemon starts: the live stream then
     // meets scored contacts, and what the history calls for is sent at
     // once.
-    let scored = relance::scoring::pass::rescore(&*store, &config, now, false)
+    let scored = relance::pipeline::rescore::rescore(&*store, &config, now, false)
         .context("scoring the demo data")?;
-    let planned = relance::followups::pass::run(&*store, &config, now, false)
+    let planned = relance::pipeline::plan::run(&*store, &config, now, false)
         .context("planning the demo data")?;
     let per_band = store.band_counts().map_err(anyhow::Error::from)?;
     let bands: Vec<String> = config

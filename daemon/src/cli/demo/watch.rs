@@ -5,10 +5,10 @@
 
 use super::feed::say;
 use crate::cli::output;
-use relance::clock::Clock;
-use relance::model::FollowUpKind;
-use relance::outbox::{Row, State};
-use relance::store::{StoreError, StoreHandle};
+use relance::core::clock::Clock;
+use relance::core::model::FollowUpKind;
+use relance::domain::outbox::{Row, State};
+use relance::ports::store::{StoreError, StoreHandle};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -57,7 +57,7 @@ pub struct Watcher {
     /// Every contact, and when the demo started: "rescored" counts the
     /// contacts scored since.
     contacts: Vec<String>,
-    since: relance::model::Timestamp,
+    since: relance::core::model::Timestamp,
     seen: HashMap<i64, State>,
 }
 
@@ -237,7 +237,7 @@ impl Watcher {
 }
 
 /// An instant for the demo's lines: the time today, else date and time.
-fn when(clock: &Clock, at: relance::model::Timestamp) -> String {
+fn when(clock: &Clock, at: relance::core::model::Timestamp) -> String {
     if at.date_naive() == clock.now().date_naive() {
         at.format("%H:%M:%S").to_string()
     } else {

@@ -1,0 +1,487 @@
+//! SQLite side of the call desk: rows the scoring pass writes
+//! (`contact_desk`, `desk_events`), contact keys written with each
+//! contact, and the reads of [`DeskStore`].
+
+use super::conn::{Conn, decode, from_micros, to_micros};
+use crate::core::model::{Contact, Timestamp};
+use crate::domain::desk::campaigns::{KeptEvent, SendRow};
+use crate::domain::desk::kpis::CallRow;
+use crate::domain::desk::today::Brief;
+use crate::domain::desk::{DeskRow, ProspectStatus, SetBy, StatusView, keys};
+use crate::ports::store::StoreError;
+use crate::ports::store::desk::{CallTaskRow, DeskStore, DuplicateGroup, KeyKind, Listed};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// The meta key of the country national phone numbers belong to.
+const COUNTRY: &str = "desk.default_country";
+
+/// The country keys are computed with (FR until configured).
+pub(super) fn default_country(tx: &Connection) -> Result<String, StoreError> {
+    Ok(tx
+        .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+        .query_row([COUNTRY], |r| r.get(0))
+        .optional()?
+        .unwrap_or_else(|| "FR".to_string()))
+}
+
+/// The normalised email and phone of a contact.
+pub(super) fn contact_keys(c: &Contact, country: &str) -> (Option<String>, Option<String>) {
+    (
+        c.email.as_deref().and_then(keys::email_key),
+        c.phone.as_deref().and_then(|p| keys::phone_key(p, country)),
+    )
+}
+
+/// Writes a desk row and its kept events (in the pass's transaction);
+/// `None` removes a row the rules no longer make.
+pub(super) fn save_desk(
+    tx: &Connection,
+    key: i64,
+    row: Option<&DeskRow>,
+) -> Result<(), StoreError> {
+    let Some(d) = row else {
+        tx.prepare_cached("DELETE FROM contact_desk WHERE contact = ?1")?
+            .execute([key])?;
+        return Ok(());
+    };
+    let set_by = d
+        .status
+        .set_by
+        .as_ref()
+        .map(super::conn::encode)
+        .transpose()?;
+    tx.prepare_cached(
+        "INSERT INTO contact_desk (contact, status, since, set_by, calls, last_call_at, last_code,
+           callback_at, doc_at, do_not_call, owner)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT(contact) DO UPDATE SET status = excluded.status, since = excluded.since,
+           set_by = excluded.set_by, calls = excluded.calls, last_call_at = excluded.last_call_at,
+           last_code = excluded.last_code, callback_at = excluded.callback_at,
+           doc_at = excluded.doc_at, do_not_call = excluded.do_not_call, owner = excluded.owner",
+    )?
+    .execute(params![
+        key,
+        d.status.status.as_str(),
+        d.status.since.map(to_micros),
+        set_by,
+        d.calls,
+        d.last_call.as_ref().map(|(at, _)| to_micros(*at)),
+        d.last_call.as_ref().map(|(_, c)| c.as_str()),
+        d.callback_at.map(to_micros),
+        d.documentation_at.map(to_micros),
+        d.do_not_call,
+        d.owner,
+    ])?;
+    let mut insert = tx.prepare_cached(
+        "INSERT OR IGNORE INTO desk_events (contact, at, kind, code, key, owner, reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for e in &d.events {
+        insert.execute(params![
+            key,
+            to_micros(e.at),
+            e.kind.as_str(),
+            e.code,
+            e.key,
+            e.owner,
+            e.reason
+        ])?;
+    }
+    Ok(())
+}
+
+/// The columns [`read_brief`] reads: contact `c`, score `s`, desk `d`.
+const BRIEF: &str = "c.id, c.record, s.score, s.band, d.status, d.since, d.set_by, d.calls, \
+    d.last_call_at, d.last_code, d.callback_at, d.doc_at, d.do_not_call";
+const BRIEF_FROM: &str = "FROM contacts c LEFT JOIN scores s ON s.contact = c.rowid \
+    LEFT JOIN contact_desk d ON d.contact = c.rowid";
+
+fn micros(r: &rusqlite::Row<'_>, i: usize) -> Result<Option<Timestamp>, StoreError> {
+    r.get::<_, Option<i64>>(i)?.map(from_micros).transpose()
+}
+
+fn read_status(r: &rusqlite::Row<'_>, at: usize) -> Result<StatusView, StoreError> {
+    let Some(status) = r.get::<_, Option<String>>(at)? else {
+        return Ok(StatusView::default());
+    };
+    Ok(StatusView {
+        status: ProspectStatus::parse(&status).map_err(StoreError::Corrupt)?,
+        since: micros(r, at + 1)?,
+        set_by: r
+            .get::<_, Option<String>>(at + 2)?
+            .map(|j| decode::<SetBy>(&j))
+            .transpose()?,
+    })
+}
+
+fn read_brief(r: &rusqlite::Row<'_>) -> Result<Brief, StoreError> {
+    let contact: Contact = decode(&r.get::<_, String>(1)?)?;
+    let name = contact.display_name();
+    Ok(Brief {
+        id: r.get(0)?,
+        name: (!name.is_empty() && name != contact.id).then_some(name),
+        phone: contact.phone,
+        company: contact.company,
+        owner: contact.owner,
+        score: r
+            .get::<_, Option<i64>>(2)?
+            .map(|s| crate::domain::scoring::Points(s).as_f64()),
+        band: r.get(3)?,
+        status: read_status(r, 4)?,
+        calls: r.get::<_, Option<u32>>(7)?.unwrap_or(0),
+        last_call_at: micros(r, 8)?,
+        last_call_code: r.get(9)?,
+        callback_at: micros(r, 10)?,
+        documentation_at: micros(r, 11)?,
+        do_not_call: r.get(12)?,
+    })
+}
+
+impl Conn {
+    /// Records the country of national phone numbers, when it changed:
+    /// contacts written from now on are keyed with it.
+    pub fn set_default_country(&mut self, country: &str) -> Result<(), StoreError> {
+        if default_country(&self.conn)? == country {
+            return Ok(());
+        }
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![COUNTRY, country],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn listed(
+        &self,
+        filter: &str,
+        args: &[&dyn rusqlite::ToSql],
+        limit: u32,
+    ) -> Result<Listed, StoreError> {
+        let total: i64 = self
+            .conn
+            .prepare_cached(&format!("SELECT count(*) {BRIEF_FROM} WHERE {filter}"))?
+            .query_row(args, |r| r.get(0))?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {BRIEF} {BRIEF_FROM} WHERE {filter} ORDER BY c.id LIMIT {limit}"
+        ))?;
+        let mut q = stmt.query(args)?;
+        let mut contacts = Vec::new();
+        while let Some(r) = q.next()? {
+            contacts.push(read_brief(r)?);
+        }
+        Ok(Listed {
+            total: total as u64,
+            contacts,
+        })
+    }
+
+    fn ids(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(args, |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// Statuses after which the desk does not call.
+const NOT_CALLABLE: &str = "('ARRÊTÉ', 'PERDU')";
+
+fn json_list(items: &[String]) -> Result<String, StoreError> {
+    super::conn::encode(&items)
+}
+
+impl DeskStore for Conn {
+    fn prospect_status(&self, id: &str) -> Result<StatusView, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT d.status, d.since, d.set_by FROM contact_desk d
+             JOIN contacts c ON c.rowid = d.contact WHERE c.id = ?1",
+        )?;
+        let mut q = stmt.query([id])?;
+        match q.next()? {
+            Some(r) => read_status(r, 0),
+            None => Ok(StatusView::default()),
+        }
+    }
+
+    fn briefs(&self, ids: &[String]) -> Result<Vec<Brief>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {BRIEF} FROM json_each(?1) j JOIN contacts c ON c.id = j.value
+             LEFT JOIN scores s ON s.contact = c.rowid LEFT JOIN contact_desk d ON d.contact = c.rowid
+             ORDER BY j.key"
+        ))?;
+        let mut q = stmt.query([json_list(ids)?])?;
+        let mut out = Vec::with_capacity(ids.len());
+        while let Some(r) = q.next()? {
+            out.push(read_brief(r)?);
+        }
+        Ok(out)
+    }
+
+    fn with_status(&self, status: ProspectStatus) -> Result<Vec<String>, StoreError> {
+        if status == ProspectStatus::Cold {
+            return self.ids(
+                "SELECT c.id FROM contacts c LEFT JOIN contact_desk d ON d.contact = c.rowid
+                 WHERE d.status IS NULL OR d.status = 'FROID' ORDER BY c.id",
+                &[],
+            );
+        }
+        self.ids(
+            "SELECT c.id FROM contact_desk d JOIN contacts c ON c.rowid = d.contact
+             WHERE d.status = ?1 ORDER BY c.id",
+            &[&status.as_str()],
+        )
+    }
+
+    fn never_called(&self, limit: u32) -> Result<Listed, StoreError> {
+        self.listed(
+            "(d.contact IS NULL OR (d.calls = 0 AND d.do_not_call IS NULL))",
+            &[],
+            limit,
+        )
+    }
+
+    fn never_call_again(&self, limit: u32) -> Result<Listed, StoreError> {
+        self.listed(
+            &format!("d.contact IS NOT NULL AND (d.status IN {NOT_CALLABLE} OR d.do_not_call IS NOT NULL)"),
+            &[],
+            limit,
+        )
+    }
+
+    fn documented_not_called(&self, limit: u32) -> Result<Listed, StoreError> {
+        self.listed(
+            // The call that sent the documentation (MAIL) does not count.
+            "d.doc_at IS NOT NULL AND (d.last_call_at IS NULL OR d.last_call_at <= d.doc_at)",
+            &[],
+            limit,
+        )
+    }
+
+    fn callbacks_overdue(&self, now: Timestamp, limit: u32) -> Result<Listed, StoreError> {
+        self.listed(
+            &format!(
+                "d.callback_at < ?1 AND d.status NOT IN {NOT_CALLABLE} AND d.do_not_call IS NULL"
+            ),
+            &[&to_micros(now)],
+            limit,
+        )
+    }
+
+    fn callbacks_due(&self, until: Timestamp) -> Result<Vec<String>, StoreError> {
+        self.ids(
+            &format!(
+                "SELECT c.id FROM contact_desk d JOIN contacts c ON c.rowid = d.contact
+                 WHERE d.callback_at < ?1 AND d.status NOT IN {NOT_CALLABLE} AND d.do_not_call IS NULL"
+            ),
+            &[&to_micros(until)],
+        )
+    }
+
+    fn hot_leads(
+        &self,
+        bands: &[String],
+        called_before: Timestamp,
+    ) -> Result<Vec<String>, StoreError> {
+        self.ids(
+            &format!(
+                "SELECT c.id FROM scores s JOIN contacts c ON c.rowid = s.contact
+                 LEFT JOIN contact_desk d ON d.contact = s.contact
+                 WHERE s.band IN (SELECT value FROM json_each(?1))
+                   AND (d.contact IS NULL OR (d.status NOT IN {NOT_CALLABLE} AND d.do_not_call IS NULL
+                     AND (d.last_call_at IS NULL OR d.last_call_at < ?2)))"
+            ),
+            &[&json_list(bands)?, &to_micros(called_before)],
+        )
+    }
+
+    fn call_tasks(
+        &self,
+        channels: &[String],
+        until: Timestamp,
+    ) -> Result<Vec<CallTaskRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT o.idem_key, c.id, o.followup, o.priority, o.channel, o.state, o.due_at, o.updated_at
+             FROM outbox o JOIN contacts c ON c.rowid = o.contact
+             LEFT JOIN contact_desk d ON d.contact = o.contact
+             WHERE o.channel IN (SELECT value FROM json_each(?1))
+               AND ((o.state IN ('planned', 'deferred', 'retrying', 'claimed') AND o.due_at < ?2)
+                 OR (o.state = 'sent' AND (d.last_call_at IS NULL OR d.last_call_at < o.updated_at)))",
+        )?;
+        let mut q = stmt.query(params![json_list(channels)?, to_micros(until)])?;
+        let mut out = Vec::new();
+        while let Some(r) = q.next()? {
+            let state: String = r.get(5)?;
+            let due = if state == "sent" {
+                r.get(7)?
+            } else {
+                r.get(6)?
+            };
+            out.push(CallTaskRow {
+                key: r.get(0)?,
+                contact: r.get(1)?,
+                followup: r.get(2)?,
+                priority: r.get(3)?,
+                channel: r.get(4)?,
+                state,
+                due: from_micros(due)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn calls_between(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        owner: Option<&str>,
+    ) -> Result<Vec<CallRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT c.id, e.at, e.owner, e.code, e.reason FROM desk_events e
+             JOIN contacts c ON c.rowid = e.contact
+             WHERE e.kind = 'call' AND e.at >= ?1 AND e.at < ?2 AND (?3 IS NULL OR e.owner = ?3)
+             ORDER BY e.owner, e.at, c.id",
+        )?;
+        let mut q = stmt.query(params![to_micros(from), to_micros(to), owner])?;
+        let mut out = Vec::new();
+        while let Some(r) = q.next()? {
+            out.push(CallRow {
+                contact: r.get(0)?,
+                at: from_micros(r.get(1)?)?,
+                owner: r.get(2)?,
+                code: r.get(3)?,
+                reason: r.get(4)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn score_values(&self) -> Result<Vec<i64>, StoreError> {
+        let mut stmt = self.conn.prepare_cached("SELECT score FROM scores")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        let mut out: Vec<i64> = rows.collect::<Result<_, _>>()?;
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    fn duplicate_groups(&self) -> Result<Vec<DuplicateGroup>, StoreError> {
+        let mut out = Vec::new();
+        for (kind, column) in [(KeyKind::Email, "email_key"), (KeyKind::Phone, "phone_key")] {
+            let mut stmt = self.conn.prepare_cached(&format!(
+                "SELECT {column}, json_group_array(id) FROM
+                   (SELECT {column}, id FROM contacts WHERE {column} IN
+                     (SELECT {column} FROM contacts WHERE {column} IS NOT NULL
+                      GROUP BY {column} HAVING count(*) > 1) ORDER BY {column}, id)
+                 GROUP BY {column} ORDER BY {column}"
+            ))?;
+            let mut q = stmt.query([])?;
+            while let Some(r) = q.next()? {
+                let mut contacts: Vec<String> = decode(&r.get::<_, String>(1)?)?;
+                contacts.sort();
+                out.push(DuplicateGroup {
+                    kind,
+                    key: r.get(0)?,
+                    contacts,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn duplicates_of(&self, ids: &[String]) -> Result<Vec<(String, DuplicateGroup)>, StoreError> {
+        let mut out = Vec::new();
+        for (kind, column) in [(KeyKind::Email, "email_key"), (KeyKind::Phone, "phone_key")] {
+            let mut stmt = self.conn.prepare_cached(&format!(
+                "SELECT c.id, c.{column}, (SELECT json_group_array(o.id) FROM
+                   (SELECT id FROM contacts WHERE {column} = c.{column} ORDER BY id) o)
+                 FROM json_each(?1) j JOIN contacts c ON c.id = j.value
+                 WHERE c.{column} IS NOT NULL
+                   AND EXISTS (SELECT 1 FROM contacts x WHERE x.{column} = c.{column} AND x.id <> c.id)
+                 ORDER BY j.key"
+            ))?;
+            let mut q = stmt.query([json_list(ids)?])?;
+            while let Some(r) = q.next()? {
+                let contacts: Vec<String> = decode(&r.get::<_, String>(2)?)?;
+                out.push((
+                    r.get(0)?,
+                    DuplicateGroup {
+                        kind,
+                        key: r.get(1)?,
+                        contacts,
+                    },
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    fn sends_of(&self, followups: &[String]) -> Result<Vec<SendRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT o.idem_key, c.id, o.followup, o.updated_at FROM outbox o
+             JOIN contacts c ON c.rowid = o.contact
+             WHERE o.state = 'sent' AND o.followup IN (SELECT value FROM json_each(?1))
+             ORDER BY o.followup, o.updated_at, o.seq",
+        )?;
+        let mut q = stmt.query([json_list(followups)?])?;
+        let mut out = Vec::new();
+        while let Some(r) = q.next()? {
+            out.push(SendRow {
+                key: r.get(0)?,
+                contact: r.get(1)?,
+                followup: r.get(2)?,
+                at: from_micros(r.get(3)?)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn kept_events(
+        &self,
+        contacts: &[String],
+        kinds: &[&str],
+        from: Timestamp,
+    ) -> Result<Vec<KeptEvent>, StoreError> {
+        let kinds: Vec<String> = kinds.iter().map(|k| (*k).to_string()).collect();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT c.id, e.at, e.kind, e.code, e.key FROM json_each(?1) j
+             JOIN contacts c ON c.id = j.value JOIN desk_events e ON e.contact = c.rowid
+             WHERE e.at >= ?3 AND e.kind IN (SELECT value FROM json_each(?2))
+             ORDER BY c.id, e.at",
+        )?;
+        let mut q = stmt.query(params![
+            json_list(contacts)?,
+            json_list(&kinds)?,
+            to_micros(from)
+        ])?;
+        let mut out = Vec::new();
+        while let Some(r) = q.next()? {
+            out.push(KeptEvent {
+                contact: r.get(0)?,
+                at: from_micros(r.get(1)?)?,
+                kind: r.get(2)?,
+                code: r.get(3)?,
+                key: r.get(4)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn band_changes(
+        &self,
+        contacts: &[String],
+        from: Timestamp,
+    ) -> Result<Vec<(String, Timestamp, String, String)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT c.id, s.at, s.from_band, s.to_band FROM json_each(?1) j
+             JOIN contacts c ON c.id = j.value JOIN score_changes s ON s.contact = c.rowid
+             WHERE s.at >= ?2 AND s.from_band <> s.to_band ORDER BY c.id, s.at",
+        )?;
+        let mut q = stmt.query(params![json_list(contacts)?, to_micros(from)])?;
+        let mut out = Vec::new();
+        while let Some(r) = q.next()? {
+            out.push((r.get(0)?, from_micros(r.get(1)?)?, r.get(2)?, r.get(3)?));
+        }
+        Ok(out)
+    }
+}

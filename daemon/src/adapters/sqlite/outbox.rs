@@ -1,0 +1,835 @@
+//! The outbox and schedule tables of the SQLite store.
+
+use super::conn::{Conn, decode, decode_props, encode, from_micros, to_micros};
+use crate::core::model::{Contact, Event, Timestamp};
+use crate::domain::ingest::Incoming;
+use crate::domain::outbox::{NewSend, Payload, Row, Settlement, State};
+use crate::ports::store::{Admission, AdmissionVerdict, JobRun, LoggedDecision, StoreError};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::BTreeMap;
+
+pub(super) const ROW_COLUMNS: &str = "o.seq, o.idem_key, c.id, o.followup, o.kind, o.priority, o.channel, o.state, \
+     o.due_at, o.first_due, o.attempts, o.lease_until, o.payload, o.last_error, o.updated_at";
+
+pub(super) fn read_row(r: &rusqlite::Row<'_>) -> Result<Row, StoreError> {
+    let kind: String = r.get(4)?;
+    let state: String = r.get(7)?;
+    Ok(Row {
+        seq: r.get(0)?,
+        idem_key: r.get(1)?,
+        contact: r.get(2)?,
+        followup: r.get(3)?,
+        kind: kind.parse().map_err(StoreError::Corrupt)?,
+        priority: r.get(5)?,
+        channel: r.get(6)?,
+        state: state.parse().map_err(StoreError::Corrupt)?,
+        due_at: from_micros(r.get(8)?)?,
+        first_due: from_micros(r.get(9)?)?,
+        attempts: r.get(10)?,
+        lease_until: r.get::<_, Option<i64>>(11)?.map(from_micros).transpose()?,
+        payload: decode_payload(&r.get::<_, String>(12)?),
+        last_error: r.get(13)?,
+        updated_at: from_micros(r.get(14)?)?,
+    })
+}
+
+/// The payload of a stored row. Rows written by older versions (or by hand)
+/// read as far as they go: a payload that is not an object reads as empty
+/// rather than making the outbox unreadable.
+pub(super) fn decode_payload(text: &str) -> Payload {
+    decode(text).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "unreadable outbox payload read as empty");
+        Payload::default()
+    })
+}
+
+/// The props of the event recording a send: its follow-up, and whether it
+/// was exempt (then it is no solicitation: caps and budget do not count it).
+fn send_props(
+    followup: Option<String>,
+    payload: &str,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut props = serde_json::Map::new();
+    if let Some(followup) = followup {
+        props.insert("followup".into(), followup.into());
+    }
+    if decode_payload(payload).exempt {
+        props.insert(crate::domain::fatigue::EXEMPT_PROP.into(), true.into());
+    }
+    props
+}
+
+impl Conn {
+    pub(super) fn enqueue(
+        &mut self,
+        batch: &[NewSend],
+        now: Timestamp,
+    ) -> Result<Vec<bool>, StoreError> {
+        self.write(|tx| {
+            let mut out = Vec::with_capacity(batch.len());
+            for s in batch {
+                let n = tx
+                    .prepare_cached(
+                        "INSERT INTO outbox (idem_key, contact, followup, kind, priority, channel, state,
+                                             due_at, first_due, payload, updated_at)
+                         SELECT ?1, rowid, ?3, ?4, ?5, ?6, 'planned', ?7, ?7, ?8, ?9 FROM contacts WHERE id = ?2
+                         ON CONFLICT(idem_key) DO NOTHING",
+                    )?
+                    .execute(params![
+                        s.idem_key,
+                        s.contact,
+                        s.followup,
+                        s.kind.as_str(),
+                        s.priority,
+                        s.channel,
+                        to_micros(s.due_at),
+                        encode(&s.payload)?,
+                        to_micros(now)
+                    ])?;
+                out.push(n == 1);
+            }
+            Ok(out)
+        })
+    }
+
+    pub(super) fn claim_due(
+        &mut self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+        owner: &str,
+        admit: &mut dyn FnMut(&Row, &Contact, &[Event]) -> Admission,
+    ) -> Result<Vec<Row>, StoreError> {
+        self.write(|tx| {
+            let seqs: Vec<i64> = tx
+                .prepare_cached(
+                    "SELECT seq FROM outbox
+                     WHERE state IN ('planned', 'deferred', 'retrying', 'claimed') AND due_at <= ?1
+                     ORDER BY due_at, priority DESC, seq LIMIT ?2",
+                )?
+                .query_map(params![to_micros(now), limit], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut claimed = Vec::with_capacity(seqs.len());
+            for seq in seqs {
+                // A reservation left by a claim whose lease expired is stale.
+                tx.prepare_cached("DELETE FROM fatigue_ledger WHERE outbox = ?1")?
+                    .execute([seq])?;
+                let Some(row) = read_one(tx, seq)? else { continue };
+                let Some((contact, weighs)) = guard_input(tx, &row.contact)? else {
+                    continue;
+                };
+                let admission = admit(&row, &contact, &weighs);
+                let until = match &admission.verdict {
+                    AdmissionVerdict::Defer { until } => Some(to_micros(*until)),
+                    _ => None,
+                };
+                tx.prepare_cached(
+                    "INSERT INTO decision_log (contact, at, followup, channel, decision, until, reasons)
+                     SELECT contact, ?2, followup, channel, ?3, ?4, ?5 FROM outbox WHERE seq = ?1",
+                )?
+                .execute(params![seq, to_micros(now), admission.verdict.verdict().as_str(), until, encode(&admission.reasons)?])?;
+                match &admission.verdict {
+                    AdmissionVerdict::Allow { event_type } => {
+                        tx.prepare_cached(
+                            "UPDATE outbox SET state = 'claimed', lease_owner = ?2, lease_until = ?3, due_at = ?3,
+                               attempts = attempts + 1, updated_at = ?4 WHERE seq = ?1",
+                        )?
+                        .execute(params![seq, owner, to_micros(lease_until), to_micros(now)])?;
+                        tx.prepare_cached(
+                            "INSERT INTO fatigue_ledger (outbox, contact, at, event_type, channel)
+                             SELECT seq, contact, ?2, ?3, channel FROM outbox WHERE seq = ?1",
+                        )?
+                        .execute(params![seq, to_micros(now), event_type])?;
+                        if let Some(row) = read_one(tx, seq)? {
+                            claimed.push(row);
+                        }
+                    }
+                    AdmissionVerdict::Defer { until } => {
+                        tx.prepare_cached(
+                            "UPDATE outbox SET state = 'deferred', due_at = ?2, lease_owner = NULL,
+                               lease_until = NULL, updated_at = ?3 WHERE seq = ?1",
+                        )?
+                        .execute(params![seq, to_micros(*until), to_micros(now)])?;
+                    }
+                    AdmissionVerdict::Block => {
+                        tx.prepare_cached(
+                            "UPDATE outbox SET state = 'blocked', lease_owner = NULL, lease_until = NULL,
+                               updated_at = ?2 WHERE seq = ?1",
+                        )?
+                        .execute(params![seq, to_micros(now)])?;
+                    }
+                }
+            }
+            Ok(claimed)
+        })
+    }
+
+    pub(super) fn guard_input(
+        &self,
+        contact: &str,
+    ) -> Result<Option<(Contact, Vec<Event>)>, StoreError> {
+        guard_input(&self.conn, contact)
+    }
+
+    pub(super) fn decisions(
+        &self,
+        contact: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<LoggedDecision>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT c.id, d.at, d.followup, d.channel, d.decision, d.until, d.reasons
+             FROM decision_log d JOIN contacts c ON c.rowid = d.contact
+             WHERE ?1 IS NULL OR c.id = ?1 ORDER BY d.seq DESC LIMIT ?2",
+        )?;
+        let mut q = stmt.query(params![contact, limit])?;
+        let mut out = Vec::new();
+        while let Some(r) = q.next()? {
+            out.push(LoggedDecision {
+                contact: r.get(0)?,
+                at: from_micros(r.get(1)?)?,
+                followup: r.get(2)?,
+                channel: r.get(3)?,
+                decision: r
+                    .get::<_, String>(4)?
+                    .parse()
+                    .map_err(StoreError::Corrupt)?,
+                until: r.get::<_, Option<i64>>(5)?.map(from_micros).transpose()?,
+                reasons: decode(&r.get::<_, String>(6)?)?,
+            });
+        }
+        Ok(out)
+    }
+
+    pub(super) fn settle(
+        &mut self,
+        seq: i64,
+        owner: &str,
+        how: &Settlement,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.write(|tx| settle_one(tx, seq, owner, how, now))
+    }
+
+    pub(super) fn settle_many(
+        &mut self,
+        owner: &str,
+        batch: &[(i64, Settlement, Timestamp)],
+    ) -> Result<Vec<bool>, StoreError> {
+        self.write(|tx| {
+            batch
+                .iter()
+                .map(|(seq, how, at)| settle_one(tx, *seq, owner, how, *at))
+                .collect()
+        })
+    }
+
+    pub(super) fn outbox_rows(
+        &self,
+        state: Option<State>,
+        limit: u32,
+    ) -> Result<Vec<Row>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {ROW_COLUMNS} FROM outbox o JOIN contacts c ON c.rowid = o.contact
+             WHERE (?1 IS NULL OR o.state = ?1) ORDER BY o.due_at, o.seq LIMIT ?2"
+        ))?;
+        let mut q = stmt.query(params![state.map(State::as_str), limit])?;
+        let mut out = Vec::new();
+        while let Some(r) = q.next()? {
+            out.push(read_row(r)?);
+        }
+        Ok(out)
+    }
+
+    pub(super) fn pending_of(&self, contact: &str) -> Result<Vec<Row>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {ROW_COLUMNS} FROM outbox o JOIN contacts c ON c.rowid = o.contact
+             WHERE c.id = ?1 AND o.state IN ('planned', 'deferred', 'retrying')
+             ORDER BY o.due_at, o.seq"
+        ))?;
+        let mut q = stmt.query(params![contact])?;
+        let mut out = Vec::new();
+        while let Some(r) = q.next()? {
+            out.push(read_row(r)?);
+        }
+        Ok(out)
+    }
+
+    pub(super) fn release_claims(
+        &mut self,
+        owner: &str,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "DELETE FROM fatigue_ledger WHERE outbox IN
+                   (SELECT seq FROM outbox WHERE state = 'claimed' AND lease_owner = ?1)",
+            )?
+            .execute([owner])?;
+            let n = tx
+                .prepare_cached(
+                    "UPDATE outbox SET state = 'retrying', due_at = ?2, lease_owner = NULL,
+                       lease_until = NULL, last_error = 'released at shutdown', updated_at = ?2
+                     WHERE state = 'claimed' AND lease_owner = ?1",
+                )?
+                .execute(params![owner, to_micros(now)])?;
+            Ok(n as u64)
+        })
+    }
+
+    pub(super) fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        let at: Option<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT min(due_at) FROM outbox
+                 WHERE state IN ('planned', 'deferred', 'retrying', 'claimed')",
+            )?
+            .query_row([], |r| r.get(0))?;
+        at.map(from_micros).transpose()
+    }
+
+    pub(super) fn outbox_depth(&self) -> Result<BTreeMap<State, u64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT state, count(*) FROM outbox GROUP BY state")?;
+        let mut q = stmt.query([])?;
+        let mut out: BTreeMap<State, u64> = State::ALL.into_iter().map(|s| (s, 0)).collect();
+        while let Some(r) = q.next()? {
+            let state: String = r.get(0)?;
+            out.insert(
+                state.parse().map_err(StoreError::Corrupt)?,
+                r.get::<_, i64>(1)? as u64,
+            );
+        }
+        Ok(out)
+    }
+}
+
+fn settle_one(
+    tx: &Connection,
+    seq: i64,
+    owner: &str,
+    how: &Settlement,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let (state, due, error) = match how {
+        Settlement::Sent => (State::Sent, None, None),
+        Settlement::Retry { at, error } => {
+            (State::Retrying, Some(to_micros(*at)), Some(error.as_str()))
+        }
+        Settlement::Dead { error } => (State::Dead, None, Some(error.as_str())),
+    };
+    let n = tx
+        .prepare_cached(
+            "UPDATE outbox SET state = ?3, due_at = coalesce(?4, due_at), last_error = ?5,
+               lease_owner = NULL, lease_until = NULL, updated_at = ?6
+             WHERE seq = ?1 AND state = 'claimed' AND lease_owner = ?2",
+        )?
+        .execute(params![
+            seq,
+            owner,
+            state.as_str(),
+            due,
+            error,
+            to_micros(now)
+        ])?;
+    if n == 0 {
+        return Ok(false);
+    }
+    if matches!(how, Settlement::Sent) {
+        deliver_reservation(tx, seq, now)?;
+    }
+    tx.prepare_cached("DELETE FROM fatigue_ledger WHERE outbox = ?1")?
+        .execute([seq])?;
+    Ok(true)
+}
+
+fn read_one(conn: &Connection, seq: i64) -> Result<Option<Row>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {ROW_COLUMNS} FROM outbox o JOIN contacts c ON c.rowid = o.contact WHERE o.seq = ?1"
+    ))?;
+    let mut q = stmt.query([seq])?;
+    q.next()?.map(read_row).transpose()
+}
+
+/// The contact, its events and its in-flight reservations, oldest first.
+pub(super) fn guard_input(
+    conn: &Connection,
+    id: &str,
+) -> Result<Option<(Contact, Vec<Event>)>, StoreError> {
+    let Some((rowid, record)): Option<(i64, String)> = conn
+        .prepare_cached("SELECT rowid, record FROM contacts WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let contact: Contact = decode(&record)?;
+    let events = weighs(conn, rowid, &contact.id)?;
+    Ok(Some((contact, events)))
+}
+
+/// A contact's events and in-flight reservations, oldest first, by its
+/// internal key. Events come in key order (contact, at, seq); reservations
+/// are few and merged in, so neither query sorts.
+pub(super) fn weighs(conn: &Connection, rowid: i64, id: &str) -> Result<Vec<Event>, StoreError> {
+    let mut events = Vec::new();
+    let mut stmt = conn.prepare_cached(
+        "SELECT at, type, channel, props, event_id FROM events WHERE contact = ?1 ORDER BY at, seq",
+    )?;
+    let mut q = stmt.query([rowid])?;
+    while let Some(r) = q.next()? {
+        events.push(Event {
+            id: r.get(4)?,
+            contact: id.to_string(),
+            kind: r.get(1)?,
+            at: from_micros(r.get(0)?)?,
+            channel: r.get(2)?,
+            props: decode_props(
+                r.get_ref(3)?
+                    .as_str()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            )?,
+        });
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT l.at, l.event_type, l.channel, o.idem_key, o.payload FROM fatigue_ledger l
+           JOIN outbox o ON o.seq = l.outbox WHERE l.contact = ?1",
+    )?;
+    let mut q = stmt.query([rowid])?;
+    let mut reserved = false;
+    while let Some(r) = q.next()? {
+        reserved = true;
+        events.push(Event {
+            id: r.get(3)?,
+            contact: id.to_string(),
+            kind: r.get(1)?,
+            at: from_micros(r.get(0)?)?,
+            channel: r.get(2)?,
+            props: send_props(None, r.get_ref(4)?.as_str().unwrap_or_default()),
+        });
+    }
+    if reserved {
+        // Stable: events keep their order among equal instants.
+        events.sort_by_key(|e| e.at);
+    }
+    Ok(events)
+}
+
+/// A delivered send: its reservation becomes an event, keyed by the
+/// idempotency key so that a delivery report with that id is a duplicate.
+fn deliver_reservation(tx: &Connection, seq: i64, now: Timestamp) -> Result<(), StoreError> {
+    type Reserved = (i64, String, String, String, String, String, String);
+    let reserved: Option<Reserved> = tx
+        .prepare_cached(
+            "SELECT l.contact, l.event_type, l.channel, o.idem_key, o.followup, c.id, o.payload FROM fatigue_ledger l
+             JOIN outbox o ON o.seq = l.outbox JOIN contacts c ON c.rowid = l.contact WHERE l.outbox = ?1",
+        )?
+        .query_row([seq], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+        })
+        .optional()?;
+    let Some((rowid, kind, channel, key, followup, contact, payload)) = reserved else {
+        return Ok(());
+    };
+    let props = send_props(Some(followup), &payload);
+    let event = Event {
+        id: Some(key),
+        contact,
+        kind,
+        at: now,
+        channel: Some(channel),
+        props,
+    };
+    let dedup = Incoming::Contact(event.clone()).dedup_key();
+    let next = super::conn::next_event_seq(tx)?;
+    let n = tx
+        .prepare_cached(
+            "INSERT INTO events (contact, at, seq, dedup, event_id, type, channel, props)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(dedup) DO NOTHING",
+        )?
+        .execute(params![
+            rowid,
+            to_micros(event.at),
+            next,
+            &dedup[..],
+            event.id,
+            event.kind,
+            event.channel,
+            encode(&event.props)?
+        ])?;
+    if n == 1 {
+        super::conn::set_event_seq(tx, next)?;
+    }
+    Ok(())
+}
+
+impl Conn {
+    pub(super) fn last_tick(&self, schedule: &str) -> Result<Option<Timestamp>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT last_tick FROM schedule_state WHERE name = ?1")?
+            .query_row([schedule], |r| r.get::<_, Option<i64>>(0))
+            .optional()?
+            .flatten()
+            .map(from_micros)
+            .transpose()
+    }
+
+    pub(super) fn claim_schedule(
+        &mut self,
+        schedule: &str,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let n = tx
+                .prepare_cached(
+                    "INSERT INTO schedule_state (name, lease_owner, lease_until) VALUES (?1, ?2, ?4)
+                     ON CONFLICT(name) DO UPDATE SET lease_owner = ?2, lease_until = ?4
+                     WHERE schedule_state.lease_owner IS NULL OR schedule_state.lease_owner = ?2
+                        OR schedule_state.lease_until <= ?3",
+                )?
+                .execute(params![schedule, owner, to_micros(now), to_micros(lease_until)])?;
+            Ok(n == 1)
+        })
+    }
+
+    pub(super) fn renew_schedule(
+        &mut self,
+        schedule: &str,
+        owner: &str,
+        lease_until: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE schedule_state SET lease_until = ?3 WHERE name = ?1 AND lease_owner = ?2",
+                )?
+                .execute(params![schedule, owner, to_micros(lease_until)])?;
+            Ok(n == 1)
+        })
+    }
+
+    pub(super) fn complete_schedule(
+        &mut self,
+        schedule: &str,
+        owner: &str,
+        last_tick: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "UPDATE schedule_state SET last_tick = ?3, lease_owner = NULL, lease_until = NULL
+                 WHERE name = ?1 AND lease_owner = ?2",
+            )?
+            .execute(params![schedule, owner, to_micros(last_tick)])?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn close_abandoned_runs(
+        &mut self,
+        schedule: &str,
+        owner: &str,
+        now: Timestamp,
+    ) -> Result<usize, StoreError> {
+        self.write(|tx| {
+            Ok(tx
+                .prepare_cached(
+                    "UPDATE job_runs SET finished_at = ?3,
+                       outcome = 'error: interrupted: its process stopped before the end'
+                     WHERE schedule = ?1 AND owner <> ?2 AND finished_at IS NULL",
+                )?
+                .execute(params![schedule, owner, to_micros(now)])?)
+        })
+    }
+
+    pub(super) fn start_job_run(&mut self, run: &JobRun) -> Result<i64, StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO job_runs (schedule, job, tick, owner, started_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                run.schedule,
+                run.job,
+                to_micros(run.tick),
+                run.owner,
+                to_micros(run.started_at)
+            ])?;
+            Ok(tx.last_insert_rowid())
+        })
+    }
+
+    pub(super) fn finish_job_run(
+        &mut self,
+        id: i64,
+        finished_at: Timestamp,
+        outcome: &str,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached("UPDATE job_runs SET finished_at = ?2, outcome = ?3 WHERE seq = ?1")?
+                .execute(params![id, to_micros(finished_at), outcome])?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn job_runs(
+        &self,
+        schedule: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<JobRun>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT schedule, job, tick, owner, started_at, finished_at, outcome FROM job_runs
+             WHERE ?1 IS NULL OR schedule = ?1 ORDER BY seq DESC LIMIT ?2",
+        )?;
+        let mut q = stmt.query(params![schedule, limit])?;
+        let mut out = Vec::new();
+        while let Some(r) = q.next()? {
+            out.push(JobRun {
+                schedule: r.get(0)?,
+                job: r.get(1)?,
+                tick: from_micros(r.get(2)?)?,
+                owner: r.get(3)?,
+                started_at: from_micros(r.get(4)?)?,
+                finished_at: r.get::<_, Option<i64>>(5)?.map(from_micros).transpose()?,
+                outcome: r.get(6)?,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::sqlite::SqliteStore;
+    use crate::core::model::FollowUpKind as Kind;
+    use crate::domain::ingest::{Format, Kind as RecordKind, read_lines};
+    use crate::domain::outbox::idempotency_key;
+    use crate::ports::store::{OutboxStore, Records, ScheduleStore};
+    use std::time::Duration;
+
+    fn t(s: &str) -> Timestamp {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .expect("valid")
+            .with_timezone(&chrono::Utc)
+    }
+
+    fn store(dir: &tempfile::TempDir) -> SqliteStore {
+        let s =
+            SqliteStore::open(&dir.path().join("o.db"), Duration::from_secs(5), 64).expect("open");
+        let patches: Vec<_> =
+            read_lines("id\nc1\nc2\n".as_bytes(), Format::Csv, RecordKind::Contact)
+                .expect("csv")
+                .map(|l| l.item.expect("valid"))
+                .collect();
+        s.upsert_contacts(&patches).expect("contacts");
+        s
+    }
+
+    /// Lets every send through, charging it as an email.
+    fn allow(_: &Row, _: &Contact, _: &[Event]) -> Admission {
+        Admission {
+            verdict: AdmissionVerdict::Allow {
+                event_type: "email_sent".into(),
+            },
+            reasons: serde_json::json!([]),
+        }
+    }
+
+    fn send(contact: &str, step: &str, due: &str) -> NewSend {
+        NewSend {
+            idem_key: idempotency_key(contact, "nurture", step),
+            contact: contact.into(),
+            followup: "nurture".into(),
+            kind: Kind::Systematic,
+            priority: 10,
+            channel: "email".into(),
+            due_at: t(due),
+            payload: Payload::template("nurture_welcome"),
+        }
+    }
+
+    #[test]
+    fn enqueue_is_idempotent_and_claims_only_due_rows() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = store(&dir);
+        let now = t("2026-11-20T12:00:00Z");
+        let batch = [
+            send("c1", "1", "2026-11-20T11:00:00Z"),
+            send("c2", "1", "2026-11-20T13:00:00Z"),
+        ];
+        assert_eq!(s.enqueue(&batch, now).expect("ok"), [true, true]);
+        assert_eq!(s.enqueue(&batch, now).expect("ok"), [false, false]);
+        let lease = now + chrono::Duration::minutes(5);
+        let claimed = s.claim_due(now, lease, 10, "a", &mut allow).expect("ok");
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(
+            (
+                claimed[0].contact.as_str(),
+                claimed[0].attempts,
+                claimed[0].state
+            ),
+            ("c1", 1, State::Claimed)
+        );
+        assert!(
+            s.claim_due(now, lease, 10, "b", &mut allow)
+                .expect("ok")
+                .is_empty(),
+            "leased rows are not claimed twice"
+        );
+
+        assert!(
+            s.settle(claimed[0].seq, "a", &Settlement::Sent, now)
+                .expect("ok")
+        );
+        assert!(
+            !s.settle(claimed[0].seq, "a", &Settlement::Sent, now)
+                .expect("ok"),
+            "settled once"
+        );
+        let depth = s.outbox_depth().expect("ok");
+        assert_eq!((depth[&State::Sent], depth[&State::Planned]), (1, 1));
+    }
+
+    /// Rows written before the payload was typed (every key present, nulls
+    /// included, in the order `serde_json` sorted them), by a preview (the
+    /// template only), or unreadable, still read.
+    #[test]
+    fn payloads_in_the_old_format_still_read() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = store(&dir);
+        let raw = rusqlite::Connection::open(dir.path().join("o.db")).expect("raw");
+        let now = t("2026-11-20T12:00:00Z");
+        let rows = [
+            send("c1", "1", "2026-11-20T11:00:00Z"),
+            send("c1", "2", "2026-11-20T11:00:00Z"),
+            send("c1", "3", "2026-11-20T11:00:00Z"),
+            send("c1", "4", "2026-11-20T11:00:00Z"),
+        ];
+        s.enqueue(&rows, now).expect("enqueue");
+        let old = [
+            r#"{"deadline":"2026-11-21T11:00:00Z","occurrence":{"at":"2026-11-20T10:00:00Z","signal":"event:e1","type":"signal"},"owner":"claire","template":"call_hot"}"#,
+            r#"{"deadline":null,"occurrence":{"enrolled_at":"2026-11-01T09:00:00Z","index":2,"type":"step"},"owner":null,"template":"nurture_welcome"}"#,
+            r#"{"template":"news","exempt":"yes","occurrence":{"type":"unknown"}}"#,
+            "null",
+        ];
+        for (row, text) in rows.iter().zip(old) {
+            raw.execute(
+                "UPDATE outbox SET payload = ?2 WHERE idem_key = ?1",
+                params![row.idem_key, text],
+            )
+            .expect("old payload");
+        }
+        let read: Vec<Payload> = s
+            .pending_of("c1")
+            .expect("rows")
+            .into_iter()
+            .map(|r| r.payload)
+            .collect();
+        assert_eq!(read.len(), 4);
+        assert_eq!(
+            read[0],
+            Payload {
+                deadline: Some(t("2026-11-21T11:00:00Z")),
+                exempt: false,
+                occurrence: Some(crate::domain::outbox::Occurrence::Signal {
+                    signal: "event:e1".into(),
+                    at: t("2026-11-20T10:00:00Z"),
+                }),
+                owner: Some("claire".into()),
+                template: Some("call_hot".into()),
+            }
+        );
+        assert_eq!(
+            read[1].occurrence,
+            Some(crate::domain::outbox::Occurrence::Step {
+                index: 2,
+                enrolled_at: t("2026-11-01T09:00:00Z"),
+            })
+        );
+        assert_eq!((read[1].owner.as_deref(), read[1].deadline), (None, None));
+        assert_eq!(
+            read[2],
+            Payload::template("news"),
+            "bad fields read as missing"
+        );
+        assert_eq!(read[3], Payload::default());
+        // What is written now reads back the same, and omits `exempt` unless set.
+        let mut exempt = Payload::template("receipt");
+        exempt.exempt = true;
+        for p in [read[0].clone(), exempt] {
+            let text = encode(&p).expect("encode");
+            assert_eq!(text.contains("exempt"), p.exempt, "{text}");
+            assert_eq!(decode_payload(&text), p);
+        }
+    }
+
+    #[test]
+    fn an_expired_lease_is_claimed_again_with_the_same_key() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = store(&dir);
+        let now = t("2026-11-20T12:00:00Z");
+        s.enqueue(&[send("c1", "1", "2026-11-20T11:00:00Z")], now)
+            .expect("ok");
+        let first = s
+            .claim_due(
+                now,
+                now + chrono::Duration::minutes(5),
+                10,
+                "dead-process",
+                &mut allow,
+            )
+            .expect("ok");
+        let later = now + chrono::Duration::minutes(6);
+        let again = s
+            .claim_due(
+                later,
+                later + chrono::Duration::minutes(5),
+                10,
+                "b",
+                &mut allow,
+            )
+            .expect("ok");
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].idem_key, first[0].idem_key);
+        assert_eq!(again[0].attempts, 2);
+        assert_eq!(again[0].first_due, t("2026-11-20T11:00:00Z"));
+        assert!(
+            !s.settle(first[0].seq, "dead-process", &Settlement::Sent, later)
+                .expect("ok"),
+            "stale owner loses"
+        );
+        let retry = Settlement::Retry {
+            at: later + chrono::Duration::minutes(1),
+            error: "503".into(),
+        };
+        assert!(s.settle(again[0].seq, "b", &retry, later).expect("ok"));
+        let rows = s.outbox_rows(Some(State::Retrying), 10).expect("ok");
+        assert_eq!(rows[0].last_error.as_deref(), Some("503"));
+        assert!(
+            s.claim_due(later, later, 10, "b", &mut allow)
+                .expect("ok")
+                .is_empty(),
+            "not before its retry instant"
+        );
+    }
+
+    #[test]
+    fn schedules_are_claimed_by_one_owner_at_a_time() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = store(&dir);
+        let now = t("2026-11-20T12:00:00Z");
+        let lease = now + chrono::Duration::minutes(1);
+        assert_eq!(s.last_tick("rescore").expect("ok"), None);
+        assert!(s.claim_schedule("rescore", "a", now, lease).expect("ok"));
+        assert!(!s.claim_schedule("rescore", "b", now, lease).expect("ok"));
+        s.complete_schedule("rescore", "a", now).expect("ok");
+        assert_eq!(s.last_tick("rescore").expect("ok"), Some(now));
+        assert!(s.claim_schedule("rescore", "b", now, lease).expect("ok"));
+        let later = lease + chrono::Duration::seconds(1);
+        assert!(
+            s.claim_schedule("rescore", "c", later, later).expect("ok"),
+            "an expired lease is taken over"
+        );
+    }
+}

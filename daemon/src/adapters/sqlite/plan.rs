@@ -1,0 +1,547 @@
+//! The planner's tables of the SQLite store: wake instants and broadcasts;
+//! planned rows go to the outbox.
+
+use super::conn::{
+    Conn, KEYS_PER_QUERY, decode, decode_props, encode, from_micros, in_list, load_companies,
+    to_micros,
+};
+use super::outbox::{ROW_COLUMNS, read_row};
+use super::scores::{CHANGE_COLUMNS, read_change, stored_from_row};
+use crate::core::model::{Company, Contact, Event, Timestamp};
+use crate::domain::fatigue::{EXEMPT_PROP, Verdict};
+use crate::ports::store::BroadcastSpec;
+use crate::ports::store::{PassMark, PlanInput, PlanRead, PlanWrite, StoreError};
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// How an exempt send's mark reads in stored props (compact JSON).
+const EXEMPT_MARK: &str = "\"exempt\":true";
+
+impl Conn {
+    pub(super) fn plan_candidates(
+        &self,
+        now: Timestamp,
+        after_event_seq: i64,
+        after_change_seq: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        // UNION ALL keeps each branch on its index (a sorted UNION walks the
+        // whole events table in key order); duplicates go below.
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT contact FROM events WHERE seq > ?1
+             UNION ALL SELECT contact FROM score_changes WHERE seq > ?2
+             UNION ALL SELECT contact FROM plan_wake WHERE at <= ?3",
+        )?;
+        let mut keys: Vec<i64> = stmt
+            .query_map(
+                params![after_event_seq, after_change_seq, to_micros(now)],
+                |r| r.get(0),
+            )?
+            .collect::<Result<_, _>>()?;
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    pub(super) fn contact_keys(&self) -> Result<Vec<i64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT rowid FROM contacts ORDER BY rowid")?;
+        let keys = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(keys)
+    }
+
+    pub(super) fn contact_key(&self, id: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT rowid FROM contacts WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub(super) fn last_change_seq(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT coalesce(max(seq), 0) FROM score_changes")?
+            .query_row([], |r| r.get(0))?)
+    }
+
+    pub(super) fn plan_inputs(
+        &self,
+        keys: &[i64],
+        read: &PlanRead<'_>,
+    ) -> Result<Vec<PlanInput>, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let mut out = Vec::with_capacity(keys.len());
+        for batch in keys.chunks(KEYS_PER_QUERY) {
+            read_batch(&self.conn, batch, read, &mut out)?;
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    pub(super) fn new_events(&self, after_seq: i64) -> Result<Vec<(i64, Timestamp)>, StoreError> {
+        // Walks the `seq` index; `GROUP BY contact` in SQL would walk the
+        // whole table in key order instead.
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT contact, at FROM events WHERE seq > ?1")?;
+        let mut q = stmt.query([after_seq])?;
+        let mut earliest: HashMap<i64, i64> = HashMap::new();
+        while let Some(r) = q.next()? {
+            let at: i64 = r.get(1)?;
+            earliest
+                .entry(r.get(0)?)
+                .and_modify(|e| *e = (*e).min(at))
+                .or_insert(at);
+        }
+        earliest
+            .into_iter()
+            .map(|(key, at)| Ok((key, from_micros(at)?)))
+            .collect()
+    }
+
+    pub(super) fn save_plan(
+        &mut self,
+        batch: &[PlanWrite],
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let now_us = to_micros(now);
+        self.write(|tx| {
+            for w in batch {
+                for row in &w.rows {
+                    let s = &row.send;
+                    let n = tx
+                        .prepare_cached(
+                            "INSERT INTO outbox (idem_key, contact, followup, kind, priority, channel, state,
+                                                 due_at, first_due, payload, last_error, updated_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                             ON CONFLICT(idem_key) DO NOTHING",
+                        )?
+                        .execute(params![
+                            s.idem_key,
+                            w.key,
+                            s.followup,
+                            s.kind.as_str(),
+                            s.priority,
+                            s.channel,
+                            row.state.as_str(),
+                            to_micros(s.due_at),
+                            to_micros(row.first_due),
+                            encode(&s.payload)?,
+                            matches!(row.decision, Verdict::Drop | Verdict::Block)
+                                .then(|| row.reasons.to_string()),
+                            now_us
+                        ])?;
+                    if n == 0 {
+                        continue;
+                    }
+                    let until = (row.decision == Verdict::Defer).then(|| to_micros(s.due_at));
+                    tx.prepare_cached(
+                        "INSERT INTO decision_log (contact, at, followup, channel, decision, until, reasons)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )?
+                    .execute(params![
+                        w.key,
+                        now_us,
+                        s.followup,
+                        s.channel,
+                        row.decision.as_str(),
+                        until,
+                        encode(&row.reasons)?
+                    ])?;
+                }
+                for (seq, reason) in &w.drops {
+                    tx.prepare_cached(
+                        "UPDATE outbox SET state = 'dropped', last_error = ?2, updated_at = ?3
+                         WHERE seq = ?1 AND state IN ('planned', 'deferred', 'retrying')",
+                    )?
+                    .execute(params![seq, reason, now_us])?;
+                }
+                if let Some(memo) = &w.memo {
+                    tx.prepare_cached(
+                        "INSERT INTO plan_memo (contact, upto, memo) VALUES (?1, ?2, ?3)
+                         ON CONFLICT(contact) DO UPDATE SET upto = excluded.upto, memo = excluded.memo",
+                    )?
+                    .execute(params![w.key, to_micros(memo.upto), memo.encode()])?;
+                }
+                if w.wake == w.wake_was {
+                    continue;
+                }
+                match w.wake {
+                    Some(at) => tx
+                        .prepare_cached(
+                            "INSERT INTO plan_wake (contact, at) VALUES (?1, ?2)
+                             ON CONFLICT(contact) DO UPDATE SET at = excluded.at",
+                        )?
+                        .execute(params![w.key, to_micros(at)])?,
+                    None => tx
+                        .prepare_cached("DELETE FROM plan_wake WHERE contact = ?1")?
+                        .execute([w.key])?,
+                };
+            }
+            Ok(())
+        })
+    }
+
+    pub(super) fn finish_pass(
+        &mut self,
+        marks: &[PassMark<'_>],
+        meta: &[(&str, String)],
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let mut values: Vec<(&str, String)> = Vec::with_capacity(marks.len() + meta.len());
+            for m in marks {
+                let current: Option<i64> = tx
+                    .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+                    .query_row([m.key], |r| r.get::<_, String>(0))
+                    .optional()?
+                    .and_then(|v| v.parse().ok());
+                let value = match current {
+                    c if c == m.seen => m.reached,
+                    Some(c) => c.min(m.reached),
+                    None => m.reached,
+                };
+                values.push((m.key, value.to_string()));
+            }
+            values.extend(meta.iter().map(|(k, v)| (*k, v.clone())));
+            for (key, value) in values {
+                tx.prepare_cached(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                )?
+                .execute(params![key, value])?;
+            }
+            Ok(())
+        })
+    }
+
+    pub(super) fn create_broadcast(
+        &mut self,
+        spec: &BroadcastSpec,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let json = encode(spec)?;
+        self.write(|tx| {
+            let n = tx
+                .prepare_cached(
+                    "INSERT INTO broadcasts (id, spec, created_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(id) DO NOTHING",
+                )?
+                .execute(params![spec.id, json, to_micros(now)])?;
+            if n == 1 {
+                request_plan(tx)?;
+            }
+            Ok(n == 1)
+        })
+    }
+
+    pub(super) fn request_plan(&mut self) -> Result<i64, StoreError> {
+        self.write(|tx| {
+            request_plan(tx)?;
+            Ok(meta_number(tx, PLAN_REQUESTED)?.unwrap_or(0))
+        })
+    }
+
+    pub(super) fn plan_requested(&self) -> Result<bool, StoreError> {
+        let requested = meta_number(&self.conn, PLAN_REQUESTED)?.unwrap_or(0);
+        Ok(requested > meta_number(&self.conn, PLAN_DONE)?.unwrap_or(0))
+    }
+
+    pub(super) fn plan_done(&mut self, upto: i64) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = max(CAST(value AS INTEGER), ?2)",
+            )?
+            .execute(params![PLAN_DONE, upto])?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn broadcasts(&self) -> Result<Vec<BroadcastSpec>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT spec FROM broadcasts ORDER BY created_at, id")?;
+        stmt.query_map([], |r| r.get::<_, String>(0))?
+            .map(|j| decode(&j?))
+            .collect()
+    }
+}
+
+/// Counts requests for planning (see [`PlanStore::request_plan`]).
+const PLAN_REQUESTED: &str = "plan.requested";
+/// The highest request a completed pass met.
+const PLAN_DONE: &str = "plan.done";
+
+/// Sets the planning-needed mark inside the caller's transaction.
+pub(super) fn request_plan(tx: &Connection) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, 1)
+         ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+    )?
+    .execute([PLAN_REQUESTED])?;
+    Ok(())
+}
+
+fn meta_number(conn: &Connection, key: &str) -> Result<Option<i64>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1")?
+        .query_row([key], |r| r.get::<_, i64>(0))
+        .optional()?)
+}
+
+/// `keys` as a full `IN` list: short batches repeat their last key.
+fn padded(keys: &[i64]) -> impl Iterator<Item = i64> + '_ {
+    let last = keys.last().copied().unwrap_or_default();
+    keys.iter()
+        .copied()
+        .chain(std::iter::repeat(last))
+        .take(KEYS_PER_QUERY)
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+/// Reads up to [`KEYS_PER_QUERY`] contacts (keys ascending) into `out`:
+/// one query per table for the whole batch instead of one per contact.
+/// Contacts whose memo the pass trusts read only the events after it.
+fn read_batch(
+    conn: &Connection,
+    keys: &[i64],
+    read: &PlanRead<'_>,
+    out: &mut Vec<PlanInput>,
+) -> Result<(), StoreError> {
+    let first = out.len();
+    let mut stmt = conn.prepare_cached(&in_list(
+        "SELECT c.rowid, c.record, s.score, s.band, s.next_change_at, s.scored_at, s.recent,
+                m.upto, m.memo, w.at, d.status
+         FROM contacts c LEFT JOIN scores s ON s.contact = c.rowid
+         LEFT JOIN contact_desk d ON d.contact = c.rowid
+         LEFT JOIN plan_memo m ON m.contact = c.rowid
+         LEFT JOIN plan_wake w ON w.contact = c.rowid
+         WHERE c.rowid IN (",
+        ") ORDER BY c.rowid",
+    ))?;
+    let mut rows = stmt.query(params_from_iter(padded(keys)))?;
+    while let Some(r) = rows.next()? {
+        let key: i64 = r.get(0)?;
+        let contact: Contact = decode(r.get_ref(1)?.as_str().map_err(corrupt)?)?;
+        let score = stored_from_row(r, &contact)?;
+        let memo = match r.get::<_, Option<i64>>(7)? {
+            Some(upto) => (read.memo)(
+                key,
+                from_micros(upto)?,
+                r.get_ref(8)?.as_blob().map_err(corrupt)?,
+            ),
+            None => None,
+        };
+        out.push(PlanInput {
+            key,
+            contact,
+            company: None,
+            memo,
+            older: Vec::new(),
+            left_out: 0,
+            recent: Vec::new(),
+            reserved: Vec::new(),
+            score,
+            changes: Vec::new(),
+            rows: Vec::new(),
+            wake: r.get::<_, Option<i64>>(9)?.map(from_micros).transpose()?,
+            prospect: r.get(10)?,
+        });
+    }
+    let inputs = &mut out[first..];
+    if inputs.is_empty() {
+        return Ok(());
+    }
+
+    let (with_memo, whole): (Vec<&PlanInput>, Vec<&PlanInput>) =
+        inputs.iter().partition(|i| i.memo.is_some());
+    let with_memo: Vec<i64> = with_memo.iter().map(|i| i.key).collect();
+    let whole: Vec<i64> = whole.iter().map(|i| i.key).collect();
+    for (keys, sql) in [
+        (
+            with_memo,
+            in_list(
+                "SELECT e.contact, e.event_id, e.type, e.at, e.channel, e.props
+                 FROM plan_memo m JOIN events e ON e.contact = m.contact AND e.at > m.upto
+                 WHERE m.contact IN (",
+                ") ORDER BY e.contact, e.at, e.seq",
+            ),
+        ),
+        (
+            whole,
+            in_list(
+                "SELECT contact, event_id, type, at, channel, props FROM events WHERE contact IN (",
+                ") ORDER BY contact, at, seq",
+            ),
+        ),
+    ] {
+        if keys.is_empty() {
+            continue;
+        }
+        let recent_from = to_micros(read.recent_from);
+        each_row(conn, &sql, padded(&keys), 0, inputs, |input, r| {
+            let at: i64 = r.get(3)?;
+            let older = at <= recent_from;
+            if older
+                && !read
+                    .folded
+                    .contains(r.get_ref(2)?.as_str().map_err(corrupt)?)
+            {
+                input.left_out += 1;
+                return Ok(());
+            }
+            let kind: String = r.get(2)?;
+            let at = from_micros(at)?;
+            // Older events are only folded: no id, contact or props (but
+            // a call's outcome, and the mark of an exempt send) to carry.
+            let event = if older {
+                let text = r.get_ref(5)?.as_str().map_err(corrupt)?;
+                Event {
+                    id: None,
+                    contact: String::new(),
+                    props: if kind == read.props_of {
+                        decode_props(text)?
+                    } else if text.contains(EXEMPT_MARK) {
+                        let mut props = serde_json::Map::new();
+                        props.insert(EXEMPT_PROP.into(), true.into());
+                        props
+                    } else {
+                        serde_json::Map::new()
+                    },
+                    kind,
+                    at,
+                    channel: r.get(4)?,
+                }
+            } else {
+                Event {
+                    id: r.get(1)?,
+                    contact: input.contact.id.clone(),
+                    props: decode_props(r.get_ref(5)?.as_str().map_err(corrupt)?)?,
+                    kind,
+                    at,
+                    channel: r.get(4)?,
+                }
+            };
+            if older {
+                input.older.push(event);
+            } else {
+                input.recent.push(event);
+            }
+            Ok(())
+        })?;
+    }
+
+    let sql = in_list(
+        "SELECT l.contact, l.at, l.event_type, l.channel, o.idem_key FROM fatigue_ledger l
+         JOIN outbox o ON o.seq = l.outbox WHERE l.contact IN (",
+        ") ORDER BY l.contact, l.at",
+    );
+    each_row(conn, &sql, padded(keys), 0, inputs, |input, r| {
+        input.reserved.push(Event {
+            id: r.get(4)?,
+            contact: input.contact.id.clone(),
+            kind: r.get(2)?,
+            at: from_micros(r.get(1)?)?,
+            channel: r.get(3)?,
+            props: serde_json::Map::new(),
+        });
+        Ok(())
+    })?;
+
+    let sql = in_list(
+        &format!("SELECT {CHANGE_COLUMNS} FROM score_changes s WHERE s.contact IN ("),
+        &format!(
+            ") AND s.at >= ?{} ORDER BY s.contact, s.at",
+            KEYS_PER_QUERY + 1
+        ),
+    );
+    let since = std::iter::once(to_micros(read.changes_since));
+    each_row(
+        conn,
+        &sql,
+        padded(keys).chain(since),
+        1,
+        inputs,
+        |input, r| {
+            input
+                .changes
+                .push(read_change(r, input.contact.id.clone())?);
+            Ok(())
+        },
+    )?;
+
+    let sql = in_list(
+        &format!(
+            "SELECT {ROW_COLUMNS}, o.contact FROM outbox o JOIN contacts c ON c.rowid = o.contact
+             WHERE o.contact IN ("
+        ),
+        ") ORDER BY o.contact, o.seq",
+    );
+    each_row(conn, &sql, padded(keys), 15, inputs, |input, r| {
+        input.rows.push(read_row(r)?);
+        Ok(())
+    })?;
+
+    let mut ids: Vec<&str> = inputs
+        .iter()
+        .filter_map(|i| i.contact.company.as_deref())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let (mut found, missing) = read.companies.lookup(&ids);
+    if !missing.is_empty() {
+        let mut loaded: HashMap<String, Arc<Company>> = load_companies(conn, &missing)?
+            .into_iter()
+            .map(|c| (c.id.clone(), Arc::new(c)))
+            .collect();
+        let fresh: Vec<(String, Option<Arc<Company>>)> = missing
+            .iter()
+            .map(|&id| (id.to_string(), loaded.remove(id)))
+            .collect();
+        for (&id, (_, company)) in missing.iter().zip(&fresh) {
+            found.insert(id, company.clone());
+        }
+        read.companies.remember(fresh);
+    }
+    let companies: Vec<Option<Arc<Company>>> = inputs
+        .iter()
+        .map(|i| {
+            i.contact
+                .company
+                .as_deref()
+                .and_then(|id| found.get(id).cloned().flatten())
+        })
+        .collect();
+    for (input, company) in inputs.iter_mut().zip(companies) {
+        input.company = company;
+    }
+    Ok(())
+}
+
+/// Runs `sql` and hands each row to the input of the contact whose key is
+/// in column `key` (`inputs` sorted by key); rows of other keys are skipped.
+fn each_row(
+    conn: &Connection,
+    sql: &str,
+    params: impl Iterator<Item = i64>,
+    key: usize,
+    inputs: &mut [PlanInput],
+    mut f: impl FnMut(&mut PlanInput, &rusqlite::Row<'_>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params_from_iter(params))?;
+    while let Some(r) = rows.next()? {
+        let owner: i64 = r.get(key)?;
+        if let Ok(i) = inputs.binary_search_by_key(&owner, |i| i.key) {
+            f(&mut inputs[i], r)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! The pipeline: the passes that drive the domain over the store port
+//! (rescoring, planning, dispatch, schedules, the desk's reports, call tasks).
+
+pub mod dispatch;
+pub mod plan;
+pub mod preview;
+pub mod report;
+pub mod rescore;
+pub mod scheduler;
+pub mod tasks;
+pub mod waiting;

@@ -1,0 +1,4 @@
+//! The ports: the interfaces the passes drive the domain through, and the
+//! plain types that cross them. Backends implement them in `adapters`.
+
+pub mod store;
