@@ -76,16 +76,24 @@ pub fn calls_today(
         e.1.push(Why::CallBack { at: until });
     }
     let recall = now - desk.hot_recall.0;
-    for id in store.hot_leads(&desk.hot_bands, recall)? {
-        let e = why.entry(id).or_default();
+    // Hot leads come with their briefs; only the others are looked up by id.
+    let hot = store.hot_leads(&desk.hot_bands, recall)?;
+    for brief in &hot {
+        let e = why.entry(brief.id.clone()).or_default();
         e.0 = e.0.max(config.fatigue.priorities.opportunistic);
         e.1.push(Why::HotLead {
             band: String::new(),
         });
     }
-    let ids: Vec<String> = why.keys().cloned().collect();
-    let mut list = Vec::with_capacity(ids.len());
-    for brief in store.briefs(&ids)? {
+    let hot_ids: BTreeSet<&str> = hot.iter().map(|b| b.id.as_str()).collect();
+    let ids: Vec<String> = why
+        .keys()
+        .filter(|id| !hot_ids.contains(id.as_str()))
+        .cloned()
+        .collect();
+    let others = store.briefs(&ids)?;
+    let mut list = Vec::with_capacity(why.len());
+    for brief in hot.into_iter().chain(others) {
         if owner.is_some_and(|o| brief.owner.as_deref() != Some(o)) {
             continue;
         }
@@ -233,31 +241,41 @@ pub fn campaigns(
     for (name, kind, segment, bands_wanted) in &targets {
         let sends = by_name.remove(name.as_str()).unwrap_or_default();
         let from = sends.iter().map(|s| s.at).min().unwrap_or(now);
-        let mut contacts: Vec<String> = sends.iter().map(|s| s.contact.clone()).collect();
-        contacts.sort();
-        contacts.dedup();
-        let events = store.kept_events(
-            &contacts,
-            &[
-                "open",
-                "click",
-                "unsubscribe",
-                "meeting",
-                "purchase",
-                "call",
-            ],
-            from,
-        )?;
-        let band_ups: Vec<(String, Timestamp)> = store
-            .band_changes(&contacts, from)?
-            .into_iter()
-            .filter(|(_, _, a, b)| rank(b) < rank(a))
-            .map(|(c, at, _, _)| (c, at))
+        // Read by the followup's name through the outbox, never a list of
+        // the contacts sent to; a name whose sends went to an earlier
+        // campaign of the same name has nothing to read.
+        let (events, band_ups) = if sends.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            let events = store.kept_events(
+                name,
+                &[
+                    "open",
+                    "click",
+                    "unsubscribe",
+                    "meeting",
+                    "purchase",
+                    "call",
+                ],
+                from,
+            )?;
+            let band_ups: Vec<(String, Timestamp)> = store
+                .band_changes(name, from)?
+                .into_iter()
+                .filter(|(_, _, a, b)| rank(b) < rank(a))
+                .map(|(c, at, _, _)| (c, at))
+                .collect();
+            (events, band_ups)
+        };
+        // The target, judged on the clickers counted (few): profile now,
+        // band now.
+        let keys: BTreeMap<&str, &str> = sends
+            .iter()
+            .map(|s| (s.key.as_str(), s.contact.as_str()))
             .collect();
-        // The target, judged on the clickers only (few): profile now, band now.
         let clickers: BTreeSet<&str> = events
             .iter()
-            .filter(|e| e.kind == "click")
+            .filter(|e| e.kind == "click" && keys.get(e.key.as_str()) == Some(&e.contact.as_str()))
             .map(|e| e.contact.as_str())
             .collect();
         let mut inside = BTreeSet::new();

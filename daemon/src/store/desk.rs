@@ -119,12 +119,13 @@ pub trait DeskStore {
     fn callbacks_overdue(&self, now: Timestamp, limit: u32) -> Result<Listed, StoreError>;
     /// Ids with a call-back due before `until`, callable, not called since.
     fn callbacks_due(&self, until: Timestamp) -> Result<Vec<String>, StoreError>;
-    /// Ids in `bands`, callable, not called since `called_before`.
+    /// Briefs of the contacts in `bands`, callable, not called since
+    /// `called_before` (read in the same query: no second lookup by id).
     fn hot_leads(
         &self,
         bands: &[String],
         called_before: Timestamp,
-    ) -> Result<Vec<String>, StoreError>;
+    ) -> Result<Vec<Brief>, StoreError>;
     /// Call tasks on `channels` pending and due before `until`, or delivered
     /// after the contact's last call.
     fn call_tasks(
@@ -147,18 +148,19 @@ pub trait DeskStore {
     fn duplicates_of(&self, ids: &[String]) -> Result<Vec<(String, DuplicateGroup)>, StoreError>;
     /// Delivered sends of `followups`.
     fn sends_of(&self, followups: &[String]) -> Result<Vec<SendRow>, StoreError>;
-    /// Kept events of `kinds` for `contacts`, at or after `from`.
+    /// Kept events of `kinds`, at or after `from`, of the contacts
+    /// `followup` was delivered to; in no particular order.
     fn kept_events(
         &self,
-        contacts: &[String],
+        followup: &str,
         kinds: &[&str],
         from: Timestamp,
     ) -> Result<Vec<KeptEvent>, StoreError>;
-    /// Band crossings upward of `contacts` at or after `from`, as
-    /// (contact, at, from band, to band).
+    /// Band changes at or after `from` of the contacts `followup` was
+    /// delivered to, as (contact, at, from band, to band).
     fn band_changes(
         &self,
-        contacts: &[String],
+        followup: &str,
         from: Timestamp,
     ) -> Result<Vec<(String, Timestamp, String, String)>, StoreError>;
 }

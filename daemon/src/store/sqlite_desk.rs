@@ -282,17 +282,20 @@ impl DeskStore for Conn {
         &self,
         bands: &[String],
         called_before: Timestamp,
-    ) -> Result<Vec<String>, StoreError> {
-        self.ids(
-            &format!(
-                "SELECT c.id FROM scores s JOIN contacts c ON c.rowid = s.contact
-                 LEFT JOIN contact_desk d ON d.contact = s.contact
-                 WHERE s.band IN (SELECT value FROM json_each(?1))
-                   AND (d.contact IS NULL OR (d.status NOT IN {NOT_CALLABLE} AND d.do_not_call IS NULL
-                     AND (d.last_call_at IS NULL OR d.last_call_at < ?2)))"
-            ),
-            &[&json_list(bands)?, &to_micros(called_before)],
-        )
+    ) -> Result<Vec<Brief>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {BRIEF} FROM scores s JOIN contacts c ON c.rowid = s.contact
+             LEFT JOIN contact_desk d ON d.contact = s.contact
+             WHERE s.band IN (SELECT value FROM json_each(?1))
+               AND (d.contact IS NULL OR (d.status NOT IN {NOT_CALLABLE} AND d.do_not_call IS NULL
+                 AND (d.last_call_at IS NULL OR d.last_call_at < ?2)))"
+        ))?;
+        let mut q = stmt.query(params![json_list(bands)?, to_micros(called_before)])?;
+        let mut out = Vec::new();
+        while let Some(r) = q.next()? {
+            out.push(read_brief(r)?);
+        }
+        Ok(out)
     }
 
     fn call_tasks(
@@ -389,24 +392,60 @@ impl DeskStore for Conn {
     }
 
     fn duplicates_of(&self, ids: &[String]) -> Result<Vec<(String, DuplicateGroup)>, StoreError> {
+        // Per id: its keys by the id index, then a covering probe of each
+        // key index (LIMIT 2: is there another?); the group's ids are read
+        // only for the few that share a key.
+        let mut keys = self
+            .conn
+            .prepare_cached("SELECT email_key, phone_key FROM contacts WHERE id = ?1")?;
+        let mut flagged: [Vec<(String, String)>; 2] = [Vec::new(), Vec::new()];
+        for id in ids {
+            let Some((email, phone)) = keys
+                .query_row([id], |r| {
+                    Ok((
+                        r.get::<_, Option<String>>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                    ))
+                })
+                .optional()?
+            else {
+                continue;
+            };
+            for (i, (key, column)) in [(email, "email_key"), (phone, "phone_key")]
+                .into_iter()
+                .enumerate()
+            {
+                let Some(key) = key else { continue };
+                let shared: i64 = self
+                    .conn
+                    .prepare_cached(&format!(
+                        "SELECT count(*) FROM
+                           (SELECT 1 FROM contacts WHERE {column} = ?1 LIMIT 2)"
+                    ))?
+                    .query_row([&key], |r| r.get(0))?;
+                if shared > 1 {
+                    flagged[i].push((id.clone(), key));
+                }
+            }
+        }
         let mut out = Vec::new();
-        for (kind, column) in [(KeyKind::Email, "email_key"), (KeyKind::Phone, "phone_key")] {
-            let mut stmt = self.conn.prepare_cached(&format!(
-                "SELECT c.id, c.{column}, (SELECT json_group_array(o.id) FROM
-                   (SELECT id FROM contacts WHERE {column} = c.{column} ORDER BY id) o)
-                 FROM json_each(?1) j JOIN contacts c ON c.id = j.value
-                 WHERE c.{column} IS NOT NULL
-                   AND EXISTS (SELECT 1 FROM contacts x WHERE x.{column} = c.{column} AND x.id <> c.id)
-                 ORDER BY j.key"
+        for ((kind, column), found) in
+            [(KeyKind::Email, "email_key"), (KeyKind::Phone, "phone_key")]
+                .into_iter()
+                .zip(flagged)
+        {
+            let mut group = self.conn.prepare_cached(&format!(
+                "SELECT id FROM contacts WHERE {column} = ?1 ORDER BY id"
             ))?;
-            let mut q = stmt.query([json_list(ids)?])?;
-            while let Some(r) = q.next()? {
-                let contacts: Vec<String> = decode(&r.get::<_, String>(2)?)?;
+            for (id, key) in found {
+                let contacts = group
+                    .query_map([&key], |r| r.get(0))?
+                    .collect::<Result<Vec<String>, _>>()?;
                 out.push((
-                    r.get(0)?,
+                    id,
                     DuplicateGroup {
                         kind,
-                        key: r.get(1)?,
+                        key,
                         contacts,
                     },
                 ));
@@ -437,22 +476,18 @@ impl DeskStore for Conn {
 
     fn kept_events(
         &self,
-        contacts: &[String],
+        followup: &str,
         kinds: &[&str],
         from: Timestamp,
     ) -> Result<Vec<KeptEvent>, StoreError> {
         let kinds: Vec<String> = kinds.iter().map(|k| (*k).to_string()).collect();
         let mut stmt = self.conn.prepare_cached(
-            "SELECT c.id, e.at, e.kind, e.code, e.key FROM json_each(?1) j
-             JOIN contacts c ON c.id = j.value JOIN desk_events e ON e.contact = c.rowid
-             WHERE e.at >= ?3 AND e.kind IN (SELECT value FROM json_each(?2))
-             ORDER BY c.id, e.at",
+            "SELECT c.id, e.at, e.kind, e.code, e.key FROM desk_events e
+             JOIN contacts c ON c.rowid = e.contact
+             WHERE e.contact IN (SELECT contact FROM outbox WHERE state = 'sent' AND followup = ?1)
+               AND e.at >= ?3 AND e.kind IN (SELECT value FROM json_each(?2))",
         )?;
-        let mut q = stmt.query(params![
-            json_list(contacts)?,
-            json_list(&kinds)?,
-            to_micros(from)
-        ])?;
+        let mut q = stmt.query(params![followup, json_list(&kinds)?, to_micros(from)])?;
         let mut out = Vec::new();
         while let Some(r) = q.next()? {
             out.push(KeptEvent {
@@ -468,15 +503,16 @@ impl DeskStore for Conn {
 
     fn band_changes(
         &self,
-        contacts: &[String],
+        followup: &str,
         from: Timestamp,
     ) -> Result<Vec<(String, Timestamp, String, String)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT c.id, s.at, s.from_band, s.to_band FROM json_each(?1) j
-             JOIN contacts c ON c.id = j.value JOIN score_changes s ON s.contact = c.rowid
-             WHERE s.at >= ?2 AND s.from_band <> s.to_band ORDER BY c.id, s.at",
+            "SELECT c.id, s.at, s.from_band, s.to_band FROM score_changes s
+             JOIN contacts c ON c.rowid = s.contact
+             WHERE s.contact IN (SELECT contact FROM outbox WHERE state = 'sent' AND followup = ?1)
+               AND s.at >= ?2 AND s.from_band <> s.to_band ORDER BY c.id, s.at",
         )?;
-        let mut q = stmt.query(params![json_list(contacts)?, to_micros(from)])?;
+        let mut q = stmt.query(params![followup, to_micros(from)])?;
         let mut out = Vec::new();
         while let Some(r) = q.next()? {
             out.push((r.get(0)?, from_micros(r.get(1)?)?, r.get(2)?, r.get(3)?));

@@ -384,7 +384,7 @@ impl DeskStore for SqliteStore {
         &self,
         bands: &[String],
         called_before: Timestamp,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<Brief>, StoreError> {
         self.read(|c| c.hot_leads(bands, called_before))
     }
     fn call_tasks(
@@ -416,18 +416,18 @@ impl DeskStore for SqliteStore {
     }
     fn kept_events(
         &self,
-        contacts: &[String],
+        followup: &str,
         kinds: &[&str],
         from: Timestamp,
     ) -> Result<Vec<KeptEvent>, StoreError> {
-        self.read(|c| c.kept_events(contacts, kinds, from))
+        self.read(|c| c.kept_events(followup, kinds, from))
     }
     fn band_changes(
         &self,
-        contacts: &[String],
+        followup: &str,
         from: Timestamp,
     ) -> Result<Vec<(String, Timestamp, String, String)>, StoreError> {
-        self.read(|c| c.band_changes(contacts, from))
+        self.read(|c| c.band_changes(followup, from))
     }
 }
 
