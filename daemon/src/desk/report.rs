@@ -9,7 +9,7 @@ use super::today::{ToCall, Why, rank};
 use crate::condition::{Standing, Subject};
 use crate::config::Config;
 use crate::model::Timestamp;
-use crate::store::desk::{DuplicateGroup, Listed, SendRow};
+use crate::store::desk::{Brief, DuplicateGroup, Listed, SendRow};
 use crate::store::{Store, StoreError};
 use chrono::{Duration, NaiveTime};
 use serde::Serialize;
@@ -70,30 +70,32 @@ pub fn calls_today(
         .calls
         .callback_priority
         .unwrap_or(config.fatigue.priorities.event);
-    for id in store.callbacks_due(until)? {
-        let e = why.entry(id).or_default();
+    // Call-backs and hot leads come with their briefs; only the contacts
+    // of call tasks are looked up by id.
+    let mut read: BTreeMap<String, Brief> = BTreeMap::new();
+    for brief in store.callbacks_due(until)? {
+        let e = why.entry(brief.id.clone()).or_default();
         e.0 = e.0.max(callback);
         e.1.push(Why::CallBack { at: until });
+        read.insert(brief.id.clone(), brief);
     }
     let recall = now - desk.hot_recall.0;
-    // Hot leads come with their briefs; only the others are looked up by id.
-    let hot = store.hot_leads(&desk.hot_bands, recall)?;
-    for brief in &hot {
+    for brief in store.hot_leads(&desk.hot_bands, recall)? {
         let e = why.entry(brief.id.clone()).or_default();
         e.0 = e.0.max(config.fatigue.priorities.opportunistic);
         e.1.push(Why::HotLead {
             band: String::new(),
         });
+        read.insert(brief.id.clone(), brief);
     }
-    let hot_ids: BTreeSet<&str> = hot.iter().map(|b| b.id.as_str()).collect();
     let ids: Vec<String> = why
         .keys()
-        .filter(|id| !hot_ids.contains(id.as_str()))
+        .filter(|id| !read.contains_key(id.as_str()))
         .cloned()
         .collect();
     let others = store.briefs(&ids)?;
     let mut list = Vec::with_capacity(why.len());
-    for brief in hot.into_iter().chain(others) {
+    for brief in read.into_values().chain(others) {
         if owner.is_some_and(|o| brief.owner.as_deref() != Some(o)) {
             continue;
         }

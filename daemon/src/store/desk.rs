@@ -117,8 +117,9 @@ pub trait DeskStore {
     fn documented_not_called(&self, limit: u32) -> Result<Listed, StoreError>;
     /// A call-back date before `now`, still callable, not called since.
     fn callbacks_overdue(&self, now: Timestamp, limit: u32) -> Result<Listed, StoreError>;
-    /// Ids with a call-back due before `until`, callable, not called since.
-    fn callbacks_due(&self, until: Timestamp) -> Result<Vec<String>, StoreError>;
+    /// Briefs of the contacts with a call-back due before `until`,
+    /// callable (read in the same query: no second lookup by id).
+    fn callbacks_due(&self, until: Timestamp) -> Result<Vec<Brief>, StoreError>;
     /// Briefs of the contacts in `bands`, callable, not called since
     /// `called_before` (read in the same query: no second lookup by id).
     fn hot_leads(

@@ -177,6 +177,21 @@ impl Conn {
         })
     }
 
+    /// Briefs read by one query (its columns [`BRIEF`]).
+    fn briefs_where(
+        &self,
+        sql: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<Brief>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let mut q = stmt.query(args)?;
+        let mut out = Vec::new();
+        while let Some(r) = q.next()? {
+            out.push(read_brief(r)?);
+        }
+        Ok(out)
+    }
+
     fn ids(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<String>, StoreError> {
         let mut stmt = self.conn.prepare_cached(sql)?;
         let rows = stmt.query_map(args, |r| r.get(0))?;
@@ -268,10 +283,10 @@ impl DeskStore for Conn {
         )
     }
 
-    fn callbacks_due(&self, until: Timestamp) -> Result<Vec<String>, StoreError> {
-        self.ids(
+    fn callbacks_due(&self, until: Timestamp) -> Result<Vec<Brief>, StoreError> {
+        self.briefs_where(
             &format!(
-                "SELECT c.id FROM contact_desk d JOIN contacts c ON c.rowid = d.contact
+                "SELECT {BRIEF} {BRIEF_FROM}
                  WHERE d.callback_at < ?1 AND d.status NOT IN {NOT_CALLABLE} AND d.do_not_call IS NULL"
             ),
             &[&to_micros(until)],
@@ -283,19 +298,16 @@ impl DeskStore for Conn {
         bands: &[String],
         called_before: Timestamp,
     ) -> Result<Vec<Brief>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {BRIEF} FROM scores s JOIN contacts c ON c.rowid = s.contact
-             LEFT JOIN contact_desk d ON d.contact = s.contact
-             WHERE s.band IN (SELECT value FROM json_each(?1))
-               AND (d.contact IS NULL OR (d.status NOT IN {NOT_CALLABLE} AND d.do_not_call IS NULL
-                 AND (d.last_call_at IS NULL OR d.last_call_at < ?2)))"
-        ))?;
-        let mut q = stmt.query(params![json_list(bands)?, to_micros(called_before)])?;
-        let mut out = Vec::new();
-        while let Some(r) = q.next()? {
-            out.push(read_brief(r)?);
-        }
-        Ok(out)
+        self.briefs_where(
+            &format!(
+                "SELECT {BRIEF} FROM scores s JOIN contacts c ON c.rowid = s.contact
+                 LEFT JOIN contact_desk d ON d.contact = s.contact
+                 WHERE s.band IN (SELECT value FROM json_each(?1))
+                   AND (d.contact IS NULL OR (d.status NOT IN {NOT_CALLABLE} AND d.do_not_call IS NULL
+                     AND (d.last_call_at IS NULL OR d.last_call_at < ?2)))"
+            ),
+            &[&json_list(bands)?, &to_micros(called_before)],
+        )
     }
 
     fn call_tasks(
@@ -392,60 +404,24 @@ impl DeskStore for Conn {
     }
 
     fn duplicates_of(&self, ids: &[String]) -> Result<Vec<(String, DuplicateGroup)>, StoreError> {
-        // Per id: its keys by the id index, then a covering probe of each
-        // key index (LIMIT 2: is there another?); the group's ids are read
-        // only for the few that share a key.
-        let mut keys = self
-            .conn
-            .prepare_cached("SELECT email_key, phone_key FROM contacts WHERE id = ?1")?;
-        let mut flagged: [Vec<(String, String)>; 2] = [Vec::new(), Vec::new()];
-        for id in ids {
-            let Some((email, phone)) = keys
-                .query_row([id], |r| {
-                    Ok((
-                        r.get::<_, Option<String>>(0)?,
-                        r.get::<_, Option<String>>(1)?,
-                    ))
-                })
-                .optional()?
-            else {
-                continue;
-            };
-            for (i, (key, column)) in [(email, "email_key"), (phone, "phone_key")]
-                .into_iter()
-                .enumerate()
-            {
-                let Some(key) = key else { continue };
-                let shared: i64 = self
-                    .conn
-                    .prepare_cached(&format!(
-                        "SELECT count(*) FROM
-                           (SELECT 1 FROM contacts WHERE {column} = ?1 LIMIT 2)"
-                    ))?
-                    .query_row([&key], |r| r.get(0))?;
-                if shared > 1 {
-                    flagged[i].push((id.clone(), key));
-                }
-            }
-        }
         let mut out = Vec::new();
-        for ((kind, column), found) in
-            [(KeyKind::Email, "email_key"), (KeyKind::Phone, "phone_key")]
-                .into_iter()
-                .zip(flagged)
-        {
-            let mut group = self.conn.prepare_cached(&format!(
-                "SELECT id FROM contacts WHERE {column} = ?1 ORDER BY id"
+        for (kind, column) in [(KeyKind::Email, "email_key"), (KeyKind::Phone, "phone_key")] {
+            let mut stmt = self.conn.prepare_cached(&format!(
+                "SELECT c.id, c.{column}, (SELECT json_group_array(o.id) FROM
+                   (SELECT id FROM contacts WHERE {column} = c.{column} ORDER BY id) o)
+                 FROM json_each(?1) j JOIN contacts c ON c.id = j.value
+                 WHERE c.{column} IS NOT NULL
+                   AND EXISTS (SELECT 1 FROM contacts x WHERE x.{column} = c.{column} AND x.id <> c.id)
+                 ORDER BY j.key"
             ))?;
-            for (id, key) in found {
-                let contacts = group
-                    .query_map([&key], |r| r.get(0))?
-                    .collect::<Result<Vec<String>, _>>()?;
+            let mut q = stmt.query([json_list(ids)?])?;
+            while let Some(r) = q.next()? {
+                let contacts: Vec<String> = decode(&r.get::<_, String>(2)?)?;
                 out.push((
-                    id,
+                    r.get(0)?,
                     DuplicateGroup {
                         kind,
-                        key,
+                        key: r.get(1)?,
                         contacts,
                     },
                 ));
@@ -510,7 +486,7 @@ impl DeskStore for Conn {
             "SELECT c.id, s.at, s.from_band, s.to_band FROM score_changes s
              JOIN contacts c ON c.rowid = s.contact
              WHERE s.contact IN (SELECT contact FROM outbox WHERE state = 'sent' AND followup = ?1)
-               AND s.at >= ?2 AND s.from_band <> s.to_band ORDER BY c.id, s.at",
+               AND s.at >= ?2 AND s.from_band <> s.to_band",
         )?;
         let mut q = stmt.query(params![followup, to_micros(from)])?;
         let mut out = Vec::new();

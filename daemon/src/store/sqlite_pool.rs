@@ -377,7 +377,7 @@ impl DeskStore for SqliteStore {
     fn callbacks_overdue(&self, now: Timestamp, limit: u32) -> Result<Listed, StoreError> {
         self.read(|c| c.callbacks_overdue(now, limit))
     }
-    fn callbacks_due(&self, until: Timestamp) -> Result<Vec<String>, StoreError> {
+    fn callbacks_due(&self, until: Timestamp) -> Result<Vec<Brief>, StoreError> {
         self.read(|c| c.callbacks_due(until))
     }
     fn hot_leads(
