@@ -9,7 +9,7 @@ use super::today::{ToCall, Why, rank};
 use crate::condition::{Standing, Subject};
 use crate::config::Config;
 use crate::model::Timestamp;
-use crate::store::desk::{Brief, DuplicateGroup, Listed, SendRow};
+use crate::store::desk::{DuplicateGroup, Listed, SendRow};
 use crate::store::{Store, StoreError};
 use chrono::{Duration, NaiveTime};
 use serde::Serialize;
@@ -70,32 +70,22 @@ pub fn calls_today(
         .calls
         .callback_priority
         .unwrap_or(config.fatigue.priorities.event);
-    // Call-backs and hot leads come with their briefs; only the contacts
-    // of call tasks are looked up by id.
-    let mut read: BTreeMap<String, Brief> = BTreeMap::new();
-    for brief in store.callbacks_due(until)? {
-        let e = why.entry(brief.id.clone()).or_default();
+    for id in store.callbacks_due(until)? {
+        let e = why.entry(id).or_default();
         e.0 = e.0.max(callback);
         e.1.push(Why::CallBack { at: until });
-        read.insert(brief.id.clone(), brief);
     }
     let recall = now - desk.hot_recall.0;
-    for brief in store.hot_leads(&desk.hot_bands, recall)? {
-        let e = why.entry(brief.id.clone()).or_default();
+    for id in store.hot_leads(&desk.hot_bands, recall)? {
+        let e = why.entry(id).or_default();
         e.0 = e.0.max(config.fatigue.priorities.opportunistic);
         e.1.push(Why::HotLead {
             band: String::new(),
         });
-        read.insert(brief.id.clone(), brief);
     }
-    let ids: Vec<String> = why
-        .keys()
-        .filter(|id| !read.contains_key(id.as_str()))
-        .cloned()
-        .collect();
-    let others = store.briefs(&ids)?;
-    let mut list = Vec::with_capacity(why.len());
-    for brief in read.into_values().chain(others) {
+    let ids: Vec<String> = why.keys().cloned().collect();
+    let mut list = Vec::with_capacity(ids.len());
+    for brief in store.briefs(&ids)? {
         if owner.is_some_and(|o| brief.owner.as_deref() != Some(o)) {
             continue;
         }
@@ -243,41 +233,31 @@ pub fn campaigns(
     for (name, kind, segment, bands_wanted) in &targets {
         let sends = by_name.remove(name.as_str()).unwrap_or_default();
         let from = sends.iter().map(|s| s.at).min().unwrap_or(now);
-        // Read by the followup's name through the outbox, never a list of
-        // the contacts sent to; a name whose sends went to an earlier
-        // campaign of the same name has nothing to read.
-        let (events, band_ups) = if sends.is_empty() {
-            (Vec::new(), Vec::new())
-        } else {
-            let events = store.kept_events(
-                name,
-                &[
-                    "open",
-                    "click",
-                    "unsubscribe",
-                    "meeting",
-                    "purchase",
-                    "call",
-                ],
-                from,
-            )?;
-            let band_ups: Vec<(String, Timestamp)> = store
-                .band_changes(name, from)?
-                .into_iter()
-                .filter(|(_, _, a, b)| rank(b) < rank(a))
-                .map(|(c, at, _, _)| (c, at))
-                .collect();
-            (events, band_ups)
-        };
-        // The target, judged on the clickers counted (few): profile now,
-        // band now.
-        let keys: BTreeMap<&str, &str> = sends
-            .iter()
-            .map(|s| (s.key.as_str(), s.contact.as_str()))
+        let mut contacts: Vec<String> = sends.iter().map(|s| s.contact.clone()).collect();
+        contacts.sort();
+        contacts.dedup();
+        let events = store.kept_events(
+            &contacts,
+            &[
+                "open",
+                "click",
+                "unsubscribe",
+                "meeting",
+                "purchase",
+                "call",
+            ],
+            from,
+        )?;
+        let band_ups: Vec<(String, Timestamp)> = store
+            .band_changes(&contacts, from)?
+            .into_iter()
+            .filter(|(_, _, a, b)| rank(b) < rank(a))
+            .map(|(c, at, _, _)| (c, at))
             .collect();
+        // The target, judged on the clickers only (few): profile now, band now.
         let clickers: BTreeSet<&str> = events
             .iter()
-            .filter(|e| e.kind == "click" && keys.get(e.key.as_str()) == Some(&e.contact.as_str()))
+            .filter(|e| e.kind == "click")
             .map(|e| e.contact.as_str())
             .collect();
         let mut inside = BTreeSet::new();

@@ -117,16 +117,14 @@ pub trait DeskStore {
     fn documented_not_called(&self, limit: u32) -> Result<Listed, StoreError>;
     /// A call-back date before `now`, still callable, not called since.
     fn callbacks_overdue(&self, now: Timestamp, limit: u32) -> Result<Listed, StoreError>;
-    /// Briefs of the contacts with a call-back due before `until`,
-    /// callable (read in the same query: no second lookup by id).
-    fn callbacks_due(&self, until: Timestamp) -> Result<Vec<Brief>, StoreError>;
-    /// Briefs of the contacts in `bands`, callable, not called since
-    /// `called_before` (read in the same query: no second lookup by id).
+    /// Ids with a call-back due before `until`, callable, not called since.
+    fn callbacks_due(&self, until: Timestamp) -> Result<Vec<String>, StoreError>;
+    /// Ids in `bands`, callable, not called since `called_before`.
     fn hot_leads(
         &self,
         bands: &[String],
         called_before: Timestamp,
-    ) -> Result<Vec<Brief>, StoreError>;
+    ) -> Result<Vec<String>, StoreError>;
     /// Call tasks on `channels` pending and due before `until`, or delivered
     /// after the contact's last call.
     fn call_tasks(
@@ -149,19 +147,18 @@ pub trait DeskStore {
     fn duplicates_of(&self, ids: &[String]) -> Result<Vec<(String, DuplicateGroup)>, StoreError>;
     /// Delivered sends of `followups`.
     fn sends_of(&self, followups: &[String]) -> Result<Vec<SendRow>, StoreError>;
-    /// Kept events of `kinds`, at or after `from`, of the contacts
-    /// `followup` was delivered to; in no particular order.
+    /// Kept events of `kinds` for `contacts`, at or after `from`.
     fn kept_events(
         &self,
-        followup: &str,
+        contacts: &[String],
         kinds: &[&str],
         from: Timestamp,
     ) -> Result<Vec<KeptEvent>, StoreError>;
-    /// Band changes at or after `from` of the contacts `followup` was
-    /// delivered to, as (contact, at, from band, to band).
+    /// Band crossings upward of `contacts` at or after `from`, as
+    /// (contact, at, from band, to band).
     fn band_changes(
         &self,
-        followup: &str,
+        contacts: &[String],
         from: Timestamp,
     ) -> Result<Vec<(String, Timestamp, String, String)>, StoreError>;
 }

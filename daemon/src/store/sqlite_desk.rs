@@ -177,21 +177,6 @@ impl Conn {
         })
     }
 
-    /// Briefs read by one query (its columns [`BRIEF`]).
-    fn briefs_where(
-        &self,
-        sql: &str,
-        args: &[&dyn rusqlite::ToSql],
-    ) -> Result<Vec<Brief>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(sql)?;
-        let mut q = stmt.query(args)?;
-        let mut out = Vec::new();
-        while let Some(r) = q.next()? {
-            out.push(read_brief(r)?);
-        }
-        Ok(out)
-    }
-
     fn ids(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<String>, StoreError> {
         let mut stmt = self.conn.prepare_cached(sql)?;
         let rows = stmt.query_map(args, |r| r.get(0))?;
@@ -283,10 +268,10 @@ impl DeskStore for Conn {
         )
     }
 
-    fn callbacks_due(&self, until: Timestamp) -> Result<Vec<Brief>, StoreError> {
-        self.briefs_where(
+    fn callbacks_due(&self, until: Timestamp) -> Result<Vec<String>, StoreError> {
+        self.ids(
             &format!(
-                "SELECT {BRIEF} {BRIEF_FROM}
+                "SELECT c.id FROM contact_desk d JOIN contacts c ON c.rowid = d.contact
                  WHERE d.callback_at < ?1 AND d.status NOT IN {NOT_CALLABLE} AND d.do_not_call IS NULL"
             ),
             &[&to_micros(until)],
@@ -297,10 +282,10 @@ impl DeskStore for Conn {
         &self,
         bands: &[String],
         called_before: Timestamp,
-    ) -> Result<Vec<Brief>, StoreError> {
-        self.briefs_where(
+    ) -> Result<Vec<String>, StoreError> {
+        self.ids(
             &format!(
-                "SELECT {BRIEF} FROM scores s JOIN contacts c ON c.rowid = s.contact
+                "SELECT c.id FROM scores s JOIN contacts c ON c.rowid = s.contact
                  LEFT JOIN contact_desk d ON d.contact = s.contact
                  WHERE s.band IN (SELECT value FROM json_each(?1))
                    AND (d.contact IS NULL OR (d.status NOT IN {NOT_CALLABLE} AND d.do_not_call IS NULL
@@ -452,18 +437,22 @@ impl DeskStore for Conn {
 
     fn kept_events(
         &self,
-        followup: &str,
+        contacts: &[String],
         kinds: &[&str],
         from: Timestamp,
     ) -> Result<Vec<KeptEvent>, StoreError> {
         let kinds: Vec<String> = kinds.iter().map(|k| (*k).to_string()).collect();
         let mut stmt = self.conn.prepare_cached(
-            "SELECT c.id, e.at, e.kind, e.code, e.key FROM desk_events e
-             JOIN contacts c ON c.rowid = e.contact
-             WHERE e.contact IN (SELECT contact FROM outbox WHERE state = 'sent' AND followup = ?1)
-               AND e.at >= ?3 AND e.kind IN (SELECT value FROM json_each(?2))",
+            "SELECT c.id, e.at, e.kind, e.code, e.key FROM json_each(?1) j
+             JOIN contacts c ON c.id = j.value JOIN desk_events e ON e.contact = c.rowid
+             WHERE e.at >= ?3 AND e.kind IN (SELECT value FROM json_each(?2))
+             ORDER BY c.id, e.at",
         )?;
-        let mut q = stmt.query(params![followup, json_list(&kinds)?, to_micros(from)])?;
+        let mut q = stmt.query(params![
+            json_list(contacts)?,
+            json_list(&kinds)?,
+            to_micros(from)
+        ])?;
         let mut out = Vec::new();
         while let Some(r) = q.next()? {
             out.push(KeptEvent {
@@ -479,16 +468,15 @@ impl DeskStore for Conn {
 
     fn band_changes(
         &self,
-        followup: &str,
+        contacts: &[String],
         from: Timestamp,
     ) -> Result<Vec<(String, Timestamp, String, String)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT c.id, s.at, s.from_band, s.to_band FROM score_changes s
-             JOIN contacts c ON c.rowid = s.contact
-             WHERE s.contact IN (SELECT contact FROM outbox WHERE state = 'sent' AND followup = ?1)
-               AND s.at >= ?2 AND s.from_band <> s.to_band",
+            "SELECT c.id, s.at, s.from_band, s.to_band FROM json_each(?1) j
+             JOIN contacts c ON c.id = j.value JOIN score_changes s ON s.contact = c.rowid
+             WHERE s.at >= ?2 AND s.from_band <> s.to_band ORDER BY c.id, s.at",
         )?;
-        let mut q = stmt.query(params![followup, to_micros(from)])?;
+        let mut q = stmt.query(params![json_list(contacts)?, to_micros(from)])?;
         let mut out = Vec::new();
         while let Some(r) = q.next()? {
             out.push((r.get(0)?, from_micros(r.get(1)?)?, r.get(2)?, r.get(3)?));

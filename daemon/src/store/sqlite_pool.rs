@@ -377,14 +377,14 @@ impl DeskStore for SqliteStore {
     fn callbacks_overdue(&self, now: Timestamp, limit: u32) -> Result<Listed, StoreError> {
         self.read(|c| c.callbacks_overdue(now, limit))
     }
-    fn callbacks_due(&self, until: Timestamp) -> Result<Vec<Brief>, StoreError> {
+    fn callbacks_due(&self, until: Timestamp) -> Result<Vec<String>, StoreError> {
         self.read(|c| c.callbacks_due(until))
     }
     fn hot_leads(
         &self,
         bands: &[String],
         called_before: Timestamp,
-    ) -> Result<Vec<Brief>, StoreError> {
+    ) -> Result<Vec<String>, StoreError> {
         self.read(|c| c.hot_leads(bands, called_before))
     }
     fn call_tasks(
@@ -416,18 +416,18 @@ impl DeskStore for SqliteStore {
     }
     fn kept_events(
         &self,
-        followup: &str,
+        contacts: &[String],
         kinds: &[&str],
         from: Timestamp,
     ) -> Result<Vec<KeptEvent>, StoreError> {
-        self.read(|c| c.kept_events(followup, kinds, from))
+        self.read(|c| c.kept_events(contacts, kinds, from))
     }
     fn band_changes(
         &self,
-        followup: &str,
+        contacts: &[String],
         from: Timestamp,
     ) -> Result<Vec<(String, Timestamp, String, String)>, StoreError> {
-        self.read(|c| c.band_changes(followup, from))
+        self.read(|c| c.band_changes(contacts, from))
     }
 }
 
