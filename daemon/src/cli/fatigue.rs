@@ -114,7 +114,7 @@ pub fn guard(config: &Config, clock: &Clock, args: &GuardArgs<'_>) -> Result<u8,
 
 pub fn pressure(config: &Config, clock: &Clock, as_json: bool) -> Result<u8, Failure> {
     let store = open_store(config)?;
-    let samples = relance::adapters::api::ui::pressure::samples(&*store, config, clock.now())
+    let samples = relance::pipeline::pressure::samples(&*store, config, clock.now())
         .map_err(anyhow::Error::from)?;
     let matrix =
         relance::domain::fatigue::matrix::pressure_matrix(&config.fatigue.pressure, samples);

@@ -197,7 +197,7 @@ pub fn what_if(config: &Config, clock: &Clock, other: &Path, as_json: bool) -> R
     let after = ScoringModel::compile(&proposed.scoring).map_err(anyhow::Error::from)?;
     let store = open_store(config)?;
     let now = clock.now();
-    let mut result = relance::adapters::api::ui::what_if_over(&*store, &before, &after, now)
+    let mut result = relance::pipeline::whatif::what_if_over(&*store, &before, &after, now)
         .map_err(anyhow::Error::from)?;
     result.finish(20);
     let sorted = |pick: fn(&(i64, i64)) -> i64| {

@@ -3,9 +3,11 @@
 
 pub mod dispatch;
 pub mod plan;
+pub mod pressure;
 pub mod preview;
 pub mod report;
 pub mod rescore;
 pub mod scheduler;
 pub mod tasks;
 pub mod waiting;
+pub mod whatif;

@@ -13,8 +13,6 @@ pub mod pressure;
 pub mod session;
 pub mod svg;
 
-pub use pages::what_if_over;
-
 use super::ApiState;
 use super::error::ApiError;
 use axum::Router;

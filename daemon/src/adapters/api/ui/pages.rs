@@ -6,7 +6,7 @@ use crate::adapters::api::ApiState;
 use crate::core::config::Config;
 use crate::core::model::Timestamp;
 use crate::domain::scoring::{ScoringModel, WhatIf};
-use crate::ports::store::Records;
+use crate::pipeline::whatif::what_if_over;
 use crate::ports::store::ui::DayCount;
 use axum::Extension;
 use axum::extract::{Form, Query, State};
@@ -491,38 +491,6 @@ pub async fn what_if(
         .read(move |store| Ok(what_if_over(store, &before, &after, now)?))
         .await?;
     scores_page(&state, &session, None, Some((source, result)), None).await
-}
-
-/// Every contact of the store scored under both models at `now` (one
-/// sequential scan of the histories; each company read once).
-pub fn what_if_over<S: Records + ?Sized>(
-    store: &S,
-    before: &ScoringModel,
-    after: &ScoringModel,
-    now: Timestamp,
-) -> Result<WhatIf, crate::ports::store::StoreError> {
-    let mut result = WhatIf::new(before, after);
-    let mut companies: HashMap<String, Option<crate::core::model::Company>> = HashMap::new();
-    let mut failure = None;
-    store.scan_histories(&mut |contact, events| {
-        let company = match &contact.company {
-            Some(id) => companies
-                .entry(id.clone())
-                .or_insert_with(|| {
-                    store.company(id).unwrap_or_else(|e| {
-                        failure = Some(e);
-                        None
-                    })
-                })
-                .as_ref(),
-            None => None,
-        };
-        result.add(before, after, &contact, company, &events, now);
-    })?;
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(result),
-    }
 }
 
 #[derive(Debug)]

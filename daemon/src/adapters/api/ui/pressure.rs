@@ -9,12 +9,10 @@ use super::session::Session;
 use super::svg;
 use super::{UiError, chrome, render};
 use crate::adapters::api::ApiState;
-use crate::core::config::Config;
-use crate::core::model::{Event, Timestamp};
+use crate::core::model::Timestamp;
 use crate::domain::fatigue::matrix::{PressureMatrix, pressure_category, pressure_matrix};
-use crate::domain::fatigue::{ContactState, Guard, PressureCategory, PressureSample, ValueTier};
-use crate::domain::scoring::score_customers;
-use crate::ports::store::{OutboxStore, Records, StoreError};
+use crate::domain::fatigue::{PressureCategory, ValueTier};
+use crate::pipeline::pressure::samples;
 use axum::Extension;
 use axum::extract::{Query, State};
 use axum::response::Html;
@@ -26,90 +24,6 @@ use std::time::{Duration, Instant};
 const FRESH_FOR: Duration = Duration::from_secs(600);
 /// Contacts kept per cell and per list.
 const LISTED: usize = 200;
-
-#[derive(Debug, thiserror::Error)]
-pub enum PressureError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("{0}")]
-    Fatigue(String),
-}
-
-/// Every customer's fatigue, solicitations in the window and value tier at
-/// `now`: contacts without purchases have no value and are left out.
-pub fn samples<S: Records + OutboxStore + ?Sized>(
-    store: &S,
-    config: &Config,
-    now: Timestamp,
-) -> Result<Vec<PressureSample>, PressureError> {
-    let guard = Guard::from_config(config).map_err(|e| PressureError::Fatigue(e.to_string()))?;
-    let window_start = now - config.fatigue.pressure.solicitation_window.0;
-    let purchase = &config.scoring.customers.purchase_event;
-    let mut customers: Vec<(
-        String,
-        Vec<Event>,
-        crate::domain::fatigue::FatiguePoints,
-        u32,
-    )> = Vec::new();
-    let mut failure: Option<PressureError> = None;
-    store.for_each_contact(&mut |contact| {
-        let step = (|| -> Result<(), PressureError> {
-            let Some((contact, weighs)) = store.guard_input(&contact.id)? else {
-                return Ok(());
-            };
-            let bought: Vec<Event> = weighs
-                .iter()
-                .filter(|e| &e.kind == purchase)
-                .cloned()
-                .collect();
-            if bought.is_empty() {
-                return Ok(());
-            }
-            let state =
-                ContactState::replay(&guard, &contact, weighs.iter().filter(|e| e.at <= now))
-                    .map_err(|e| PressureError::Fatigue(e.to_string()))?;
-            let solicitations = weighs
-                .iter()
-                .filter(|e| {
-                    e.at > window_start && e.at <= now && config.fatigue.costs.contains_key(&e.kind)
-                })
-                .count() as u32;
-            customers.push((
-                contact.id,
-                bought,
-                state.fatigue_at(&guard, now),
-                solicitations,
-            ));
-            Ok(())
-        })();
-        if let Err(e) = step {
-            failure.get_or_insert(e);
-        }
-    })?;
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    let scores = score_customers(
-        &config.scoring.customers,
-        customers
-            .iter()
-            .map(|(id, bought, _, _)| (id.as_str(), bought.as_slice())),
-        now,
-    );
-    let value: std::collections::HashMap<&str, ValueTier> = scores
-        .iter()
-        .map(|s| (s.customer.as_str(), s.value))
-        .collect();
-    Ok(customers
-        .iter()
-        .map(|(id, _, fatigue, solicitations)| PressureSample {
-            contact: id.clone(),
-            fatigue: *fatigue,
-            solicitations: *solicitations,
-            value: value.get(id.as_str()).copied().unwrap_or(ValueTier::Minor),
-        })
-        .collect())
-}
 
 /// The grid with the contacts of each cell (the first [`LISTED`]).
 #[derive(Debug)]
