@@ -16,10 +16,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod common;
 
 use relance::adapters::plugins::{PluginHost, builtin_tables};
-use relance::core::config::Config;
 use relance::core::model::{FollowUpKind, Timestamp};
 use relance::domain::ingest::Patch;
 use relance::domain::outbox::{NewSend, Payload, idempotency_key};
+use relance::pipeline::config::Config;
 use relance::pipeline::dispatch::Dispatcher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -6,10 +6,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use relance::core::config::Config;
 use relance::domain::fatigue::{
-    ContactState, Fatigue, FatiguePoints, FollowUpKind, Guard, Proposal, Reach, Verdict,
+    ContactState, Fatigue, FatiguePoints, FollowUpKind, Proposal, Reach, Verdict,
 };
+use relance::pipeline::config::Config;
 use std::hint::black_box;
 use std::path::Path;
 use std::time::Instant;
@@ -44,7 +44,7 @@ fn at(secs: i64) -> DateTime<Utc> {
 fn main() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/relance.toml");
     let config = Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
-    let guard = Guard::from_config(&config).unwrap_or_else(|e| panic!("{e}"));
+    let guard = config.guard().unwrap_or_else(|e| panic!("{e}"));
     let channels: Vec<_> = ["email", "sms", "phone"]
         .iter()
         .map(|n| guard.channel(n).expect("shipped channel"))

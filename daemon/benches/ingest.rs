@@ -13,10 +13,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use relance::adapters::api::{ApiState, serve};
 use relance::core::clock::Clock;
-use relance::core::config::Config;
 use relance::core::metrics::Metrics;
 use relance::core::shutdown::Coordinator;
 use relance::domain::ingest::Patch;
+use relance::pipeline::config::Config;
 
 use serde_json::{Value, json};
 use std::sync::Arc;

@@ -8,9 +8,9 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use relance::core::config::Config;
 use relance::core::model::{Company, Contact, Event, Timestamp};
 use relance::domain::scoring::ScoringModel;
+use relance::pipeline::config::Config;
 use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -10,11 +10,12 @@
 use crate::adapters::api::ApiState;
 use crate::adapters::plugins::{HostError, PluginHost, builtin_tables};
 use crate::core::clock::Clock;
+use crate::core::config::ConfigErrors;
 use crate::core::config::sections::Job;
-use crate::core::config::{Config, ConfigErrors};
 use crate::core::metrics::Metrics;
 use crate::core::model::Timestamp;
 use crate::core::shutdown::{Coordinator, Shutdown};
+use crate::pipeline::config::Config;
 use crate::pipeline::dispatch::{DispatchError, Dispatcher, RoundReport};
 use crate::pipeline::scheduler::runner::{self, JobError, Jobs, SchedulerOptions};
 use crate::ports::store::{StoreError, StoreHandle};

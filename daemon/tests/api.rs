@@ -6,11 +6,11 @@
 use proptest::prelude::*;
 use relance::adapters::api::{ApiState, serve, tracking};
 use relance::core::clock::Clock;
-use relance::core::config::Config;
 use relance::core::metrics::Metrics;
 use relance::core::model::FollowUpKind;
 use relance::core::shutdown::Coordinator;
-use relance::domain::fatigue::{ContactState, Guard, Proposal, Verdict};
+use relance::domain::fatigue::{ContactState, Proposal, Verdict};
+use relance::pipeline::config::Config;
 use relance::ports::store::StoreHandle;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -501,7 +501,7 @@ async fn tracking_links_record_once_and_refuse_forged_tokens() {
 }
 
 fn decide(s: &Server) -> (Verdict, Value) {
-    let guard = Guard::from_config(&s.config).expect("guard");
+    let guard = s.config.guard().expect("guard");
     let (contact, weighs) = s.store().guard_input("c1").expect("ok").expect("contact");
     let state = ContactState::replay(&guard, &contact, &weighs).expect("state");
     let proposal = Proposal {

@@ -11,8 +11,10 @@
 mod common;
 
 use common::{BIN, Env, code, free_port, stderr, stdout};
-use relance::adapters::plugins::{Delivery, PluginHost, PluginsConfig};
+use relance::adapters::plugins::PluginHost;
 use relance::core::config::ChannelConfig;
+use relance::core::config::PluginsConfig;
+use relance::ports::channels::Delivery;
 use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -8,7 +8,8 @@
 mod plugins_support;
 
 use plugins_support::{repo, request};
-use relance::adapters::plugins::{Action, DeliverRequest, Delivery, PluginHost, ScoreInfo};
+use relance::adapters::plugins::{Action, DeliverRequest, PluginHost, ScoreInfo};
+use relance::ports::channels::Delivery;
 use serde_json::{Value, json};
 use std::path::Path;
 

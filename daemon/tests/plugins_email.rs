@@ -8,7 +8,9 @@
 mod plugins_support;
 
 use plugins_support::{aiosmtpd, free_port, request, smtp_sink};
-use relance::adapters::plugins::{Delivery, PluginHost, PluginsConfig};
+use relance::adapters::plugins::PluginHost;
+use relance::core::config::PluginsConfig;
+use relance::ports::channels::Delivery;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;

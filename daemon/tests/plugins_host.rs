@@ -7,10 +7,9 @@
 mod plugins_support;
 
 use plugins_support::{build_plugin, request, sha256_hex};
-use relance::adapters::plugins::{
-    Delivery, DeliveryError, HostError, LoadError, PluginFile, PluginHost, PluginsConfig,
-};
-use relance::core::config::{ChannelConfig, Duration as CfgDuration};
+use relance::adapters::plugins::{HostError, LoadError, PluginHost};
+use relance::core::config::{ChannelConfig, Duration as CfgDuration, PluginFile, PluginsConfig};
+use relance::ports::channels::{Delivery, DeliveryError};
 use serde_json::json;
 use std::path::Path;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use relance::core::config::Config;
+use relance::pipeline::config::Config;
 use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {

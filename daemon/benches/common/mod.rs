@@ -182,11 +182,11 @@ pub fn bench_store() -> (usize, Timestamp, std::path::PathBuf) {
 }
 
 /// The shipped configuration with its store at `db`.
-pub fn shipped_config(db: &std::path::Path) -> relance::core::config::Config {
+pub fn shipped_config(db: &std::path::Path) -> relance::pipeline::config::Config {
     let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/relance.toml");
     let text = std::fs::read_to_string(&file).expect("shipped config");
     let db_name = db.display().to_string();
-    relance::core::config::Config::parse(&text, &file, &|n| {
+    relance::pipeline::config::Config::parse(&text, &file, &|n| {
         (n == "RELANCE_DB").then(|| db_name.clone())
     })
     .unwrap_or_else(|e| panic!("{e}"))

@@ -4,9 +4,9 @@
 
 use super::{Failure, exit, open_store, output};
 use relance::core::clock::Clock;
-use relance::core::config::Config;
 use relance::domain::desk::kpis::{By, Kpis};
 use relance::domain::desk::today::Brief;
+use relance::pipeline::config::Config;
 use relance::pipeline::report;
 use relance::ports::store::desk::Listed;
 

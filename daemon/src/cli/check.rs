@@ -3,7 +3,8 @@
 use super::{Failure, exit, output};
 use chrono::Timelike;
 use relance::core::clock::Clock;
-use relance::core::config::{Config, ConfigErrors};
+use relance::core::config::ConfigErrors;
+use relance::pipeline::config::Config;
 use serde_json::json;
 use std::path::Path;
 

@@ -2,8 +2,8 @@
 
 use super::{Failure, exit, open_store, output};
 use clap::Subcommand;
-use relance::core::config::Config;
 use relance::domain::desk::ProspectStatus;
+use relance::pipeline::config::Config;
 
 #[derive(Debug, Subcommand)]
 pub enum Action {

@@ -3,7 +3,7 @@
 
 use super::{Failure, exit, open_store, output};
 use relance::core::clock::Clock;
-use relance::core::config::Config;
+use relance::pipeline::config::Config;
 use relance::pipeline::scheduler::Schedule;
 use serde::Serialize;
 

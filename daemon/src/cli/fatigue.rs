@@ -2,9 +2,9 @@
 
 use super::{Failure, exit, open_store, output};
 use relance::core::clock::Clock;
-use relance::core::config::Config;
 use relance::core::model::{Event, FollowUpKind};
 use relance::domain::fatigue::{ContactState, Guard, PressureCategory, Proposal, ValueTier};
+use relance::pipeline::config::Config;
 use serde_json::json;
 
 /// The contact's state at `now`: what happened after it (a `--now` in
@@ -14,7 +14,7 @@ fn load(
     id: &str,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(Guard, ContactState, Vec<Event>), Failure> {
-    let guard = Guard::from_config(config).map_err(anyhow::Error::from)?;
+    let guard = config.guard().map_err(anyhow::Error::from)?;
     let store = open_store(config)?;
     let Some((contact, mut weighs)) = store.guard_input(id).map_err(anyhow::Error::from)? else {
         return Err(Failure::Input(format!("no contact with id `{id}`")));

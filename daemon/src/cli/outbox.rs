@@ -1,8 +1,8 @@
 //! `relance outbox [--status S]`: what is planned, waiting, sent or dead.
 
 use super::{Failure, exit, open_store, output};
-use relance::core::config::Config;
 use relance::domain::outbox::State;
+use relance::pipeline::config::Config;
 
 pub fn run(
     config: &Config,

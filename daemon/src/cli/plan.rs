@@ -3,9 +3,9 @@
 
 use super::{Failure, exit, open_store, output};
 use relance::core::clock::Clock;
-use relance::core::config::Config;
 use relance::core::model::Timestamp;
 use relance::domain::followups::BroadcastSpec;
+use relance::pipeline::config::Config;
 use relance::pipeline::plan::dry_run;
 
 pub fn plan(
@@ -51,7 +51,7 @@ pub fn plan(
                 if l.pending { " (pending)" } else { "" }
             ),
             l.until.map_or("-".into(), |u| u.to_rfc3339()),
-            output::reasons(&l.reasons),
+            output::reasons(&serde_json::to_value(&l.reasons).unwrap_or_default()),
         ]);
     }
     table.print();

@@ -2,10 +2,10 @@
 
 use super::{Failure, exit, open_store, output};
 use relance::core::clock::Clock;
-use relance::core::config::Config;
 use relance::core::model::{Company, Event};
 use relance::domain::desk::distribution::distribution;
 use relance::domain::scoring::{DealInput, DealModel, ScoringModel, score_customers};
+use relance::pipeline::config::Config;
 use relance::pipeline::rescore::{self, PassReport};
 use serde_json::json;
 use std::collections::HashMap;

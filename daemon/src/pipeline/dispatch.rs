@@ -3,15 +3,16 @@
 //! claim and the settlement leaves the row claimed; when its lease expires
 //! it is claimed again and sent with the same idempotency key.
 
-use crate::adapters::plugins::{DeliverRequest, Delivery, DeliveryError, PluginHost};
-use crate::core::config::Config;
 use crate::core::metrics::Metrics;
 use crate::core::model::{Contact, Timestamp};
-use crate::domain::fatigue::Guard;
+use crate::domain::fatigue::admit::Why;
 use crate::domain::fatigue::admit::admit;
 use crate::domain::outbox::{Attempt, Row, Settlement};
-use crate::domain::templates::request::deliver_request;
+use crate::pipeline::config::Config;
+use crate::pipeline::request::deliver_request;
+use crate::ports::channels::{ChannelHost, Delivery, DeliveryError};
 use crate::ports::store::{Store, StoreError, StoreHandle};
+use relance_plugin_api::DeliverRequest;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -75,16 +76,28 @@ pub(crate) struct Prepared {
 }
 
 /// Delivers due outbox rows. One per process; `owner` names it in leases.
-#[derive(Debug)]
 pub struct Dispatcher {
     store: StoreHandle,
-    host: Arc<PluginHost>,
+    host: Arc<dyn ChannelHost>,
     owner: String,
     metrics: Metrics,
 }
 
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Dispatcher {
-    pub fn new(store: StoreHandle, host: Arc<PluginHost>, owner: String, metrics: Metrics) -> Self {
+    pub fn new(
+        store: StoreHandle,
+        host: Arc<dyn ChannelHost>,
+        owner: String,
+        metrics: Metrics,
+    ) -> Self {
         Self {
             store,
             host,
@@ -119,7 +132,9 @@ impl Dispatcher {
         now_fn: impl Fn() -> Timestamp + Send + Sync + 'static,
     ) -> Result<RoundReport, DispatchError> {
         let started = std::time::Instant::now();
-        let guard = Guard::from_config(&config).map_err(|e| DispatchError::Guard(e.to_string()))?;
+        let guard = config
+            .guard()
+            .map_err(|e| DispatchError::Guard(e.to_string()))?;
         let owner = self.owner.clone();
         let cfg = config.clone();
         let metrics = self.metrics.clone();
@@ -138,13 +153,15 @@ impl Dispatcher {
                         if let Some(reason) = unconfigured.get(&row.channel) {
                             return crate::pipeline::waiting::admission(row, reason, now);
                         }
-                        let admission = admit(&guard, &cfg, &row.candidate(), contact, weighs, now);
-                        let reason = admission
-                            .reasons
-                            .get(0)
-                            .and_then(|r| r.get("rule"))
-                            .and_then(serde_json::Value::as_str)
-                            .unwrap_or("none");
+                        let admission = admit(
+                            &guard,
+                            &cfg.channels,
+                            &row.candidate(),
+                            contact,
+                            weighs,
+                            now,
+                        );
+                        let reason = admission.reasons.first().map_or("none", Why::rule);
                         metrics.record_decision(admission.verdict.verdict().as_str(), reason);
                         admission
                     },
@@ -176,7 +193,7 @@ impl Dispatcher {
                 let task = in_flight.spawn(async move {
                     let started = std::time::Instant::now();
                     let attempt = match p.request {
-                        Ok(request) => attempt_of(deliver(&host, &p.row.channel, request).await),
+                        Ok(request) => attempt_of(deliver(&*host, &p.row.channel, request).await),
                         Err(error) => Attempt::Permanent { error },
                     };
                     (p.row, attempt, now_fn(), started.elapsed())
@@ -290,7 +307,7 @@ impl Dispatcher {
 /// queue is back-pressure, not a failed attempt. The wait ends because the
 /// calls ahead are each bounded by the plugin call timeout.
 async fn deliver(
-    host: &PluginHost,
+    host: &dyn ChannelHost,
     channel: &str,
     request: DeliverRequest,
 ) -> Result<Delivery, DeliveryError> {

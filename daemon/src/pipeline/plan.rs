@@ -4,8 +4,8 @@
 //! came; everyone when the follow-up rules or the broadcasts changed.
 //! Re-planning is safe: rows are keyed by their idempotency key.
 
-use crate::core::config::Config;
 use crate::core::model::{Event, FollowUpKind, Timestamp};
+use crate::domain::fatigue::admit::Why;
 use crate::domain::fatigue::{ChannelId, Guard, Proposal, Verdict};
 use crate::domain::followups::arbitrate::{Arbitrated, Arbitration, Outcome, arbitrate};
 use crate::domain::followups::config::{CALLBACK, CompiledFollowups, FollowupsError};
@@ -16,6 +16,7 @@ use crate::domain::followups::plan::{
 };
 use crate::domain::outbox::{Row, State};
 use crate::domain::scoring::{Points, ScoreChange};
+use crate::pipeline::config::Config;
 use crate::ports::store::{
     CompanyCache, MemoFilter, PassMark, PlanInput, PlanRead, PlanRow, PlanStore, PlanWrite, Store,
     StoreError,
@@ -97,7 +98,7 @@ pub struct PlanLine {
     pub channel: String,
     pub due: Timestamp,
     pub decision: Verdict,
-    pub reasons: serde_json::Value,
+    pub reasons: Vec<Why>,
     /// Deferred until then.
     pub until: Option<Timestamp>,
     /// Already in the outbox (planned by an earlier pass).
@@ -149,7 +150,9 @@ impl Planner {
     pub fn new(config: &Config, broadcasts: &[BroadcastSpec]) -> Result<Self, PassError> {
         let followups =
             CompiledFollowups::from_config(config).map_err(|e| PassError::Rules(e.0))?;
-        let guard = Guard::from_config(config).map_err(|e| PassError::Guard(e.to_string()))?;
+        let guard = config
+            .guard()
+            .map_err(|e| PassError::Guard(e.to_string()))?;
         let compiled = broadcasts
             .iter()
             .map(|b| {
@@ -514,11 +517,9 @@ impl ContactPlan {
             .iter()
             .map(|d| {
                 let (decision, until) = d.outcome.verdict();
-                let mut reasons = serde_json::to_value(&d.reasons).unwrap_or_default();
-                if let Outcome::Drop { reason } = &d.outcome
-                    && let Some(list) = reasons.as_array_mut()
-                {
-                    list.push(serde_json::to_value(reason).unwrap_or_default());
+                let mut reasons: Vec<Why> = d.reasons.iter().cloned().map(Why::Guard).collect();
+                if let Outcome::Drop { reason } = &d.outcome {
+                    reasons.push(Why::Dropped(reason.clone()));
                 }
                 PlanLine {
                     contact: d.planned.contact.clone(),

@@ -3,10 +3,10 @@
 //! tier. The command line (`relance fatigue pressure`) and the dashboard
 //! both read it from here.
 
-use crate::core::config::Config;
 use crate::core::model::{Event, Timestamp};
-use crate::domain::fatigue::{ContactState, Guard, PressureSample, ValueTier};
+use crate::domain::fatigue::{ContactState, PressureSample, ValueTier};
 use crate::domain::scoring::score_customers;
+use crate::pipeline::config::Config;
 use crate::ports::store::{OutboxStore, Records, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +24,9 @@ pub fn samples<S: Records + OutboxStore + ?Sized>(
     config: &Config,
     now: Timestamp,
 ) -> Result<Vec<PressureSample>, PressureError> {
-    let guard = Guard::from_config(config).map_err(|e| PressureError::Fatigue(e.to_string()))?;
+    let guard = config
+        .guard()
+        .map_err(|e| PressureError::Fatigue(e.to_string()))?;
     let window_start = now - config.fatigue.pressure.solicitation_window.0;
     let purchase = &config.scoring.customers.purchase_event;
     let mut customers: Vec<(

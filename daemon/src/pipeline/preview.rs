@@ -6,9 +6,9 @@
 //! preview is that send (same follow-up, same idempotency key, so the same
 //! signed links); otherwise a send made up for the preview.
 
-use crate::core::config::Config;
 use crate::core::model::{Contact, FollowUpKind, Timestamp};
 use crate::domain::outbox::{Payload, Row, State};
+use crate::pipeline::config::Config;
 use crate::ports::store::{Store, StoreError};
 use serde::Serialize;
 
@@ -89,7 +89,7 @@ pub fn preview(
         last_error: None,
         updated_at: now,
     });
-    let request = crate::domain::templates::request::deliver_request(
+    let request = crate::pipeline::request::deliver_request(
         config,
         &row,
         &contact,

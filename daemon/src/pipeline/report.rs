@@ -2,7 +2,6 @@
 //! for the command line, the API and a dashboard.
 
 use crate::core::condition::{Standing, Subject};
-use crate::core::config::Config;
 use crate::core::model::Timestamp;
 use crate::domain::desk::campaigns::SendRow;
 use crate::domain::desk::campaigns::{self, Campaign, CampaignKind};
@@ -10,6 +9,7 @@ use crate::domain::desk::distribution::{self, Distribution};
 use crate::domain::desk::kpis::{self, By, Codes, Kpis, Period};
 use crate::domain::desk::status::code;
 use crate::domain::desk::today::{ToCall, Why, rank};
+use crate::pipeline::config::Config;
 use crate::ports::store::desk::{DuplicateGroup, Listed};
 use crate::ports::store::{Store, StoreError};
 use chrono::{Duration, NaiveTime};

@@ -6,12 +6,12 @@
 //! one sequential read; it runs when asked, on the first pass, and whenever
 //! the scoring rules changed. Both give the same scores.
 
-use crate::core::config::Config;
 use crate::core::model::{Company, Contact, Event, Timestamp};
 use crate::domain::scoring::StoredScore;
 use crate::domain::scoring::changes::{ChangeDetector, ScorePoint};
 use crate::domain::scoring::model::{ScoreCard, ScoringModel};
 use crate::domain::scoring::points::Points;
+use crate::pipeline::config::Config;
 use crate::ports::store::{RescoreInput, ScoreWrite, Store, StoreError, StoredChange};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -51,7 +51,7 @@ pub struct PassReport {
 pub fn rules_fingerprint(config: &Config) -> String {
     // The desk's rules too: the pass maintains the prospect status.
     let text = serde_json::to_string(&config.scoring).unwrap_or_default()
-        + &crate::domain::desk::DeskRules::new(config).fingerprint();
+        + &config.desk_rules().fingerprint();
     hex::encode(&Sha256::digest(text.as_bytes())[..12])
 }
 
@@ -93,7 +93,7 @@ fn rescore_taken(
     let model = ScoringModel::compile(&config.scoring)?;
     let detector = ChangeDetector::new(&config.scoring.changes);
     let write_turn = std::sync::Mutex::new(());
-    let desk = crate::domain::desk::DeskRules::new(config);
+    let desk = config.desk_rules();
     let shared = Shared {
         store,
         desk: &desk,

@@ -11,10 +11,10 @@
 //! arrive at once. That event moves the call status and charges fatigue
 //! like an imported call.
 
-use crate::core::config::Config;
 use crate::core::model::{Event, Timestamp};
 use crate::domain::ingest::Incoming;
 use crate::domain::outbox::{Row, State};
+use crate::pipeline::config::Config;
 use crate::ports::store::{Append, Store, StoreError};
 use serde::{Deserialize, Serialize};
 

@@ -3,7 +3,7 @@
 //! and dying: giving the settings and reloading sends them.
 
 use crate::core::model::Timestamp;
-use crate::domain::fatigue::admit::{Admission, AdmissionVerdict};
+use crate::domain::fatigue::admit::{Admission, AdmissionVerdict, ClaimStop, Why};
 use crate::domain::outbox::Row;
 use crate::ports::store::{OutboxStore, StoreError};
 use std::collections::BTreeMap;
@@ -18,11 +18,10 @@ pub fn admission(row: &Row, reason: &str, now: Timestamp) -> Admission {
         verdict: AdmissionVerdict::Defer {
             until: now + RECHECK,
         },
-        reasons: serde_json::json!([{
-            "rule": "channel_not_configured",
-            "channel": row.channel,
-            "detail": reason,
-        }]),
+        reasons: vec![Why::Claim(ClaimStop::ChannelNotConfigured {
+            channel: row.channel.clone(),
+            detail: reason.to_owned(),
+        })],
     }
 }
 

@@ -84,8 +84,9 @@ pub fn dynamic_host(
     plugin: &str,
     call_timeout_secs: i64,
 ) -> relance::adapters::plugins::PluginHost {
-    use relance::adapters::plugins::{PluginFile, PluginHost, PluginsConfig};
+    use relance::adapters::plugins::PluginHost;
     use relance::core::config::Duration;
+    use relance::core::config::{PluginFile, PluginsConfig};
     let file = format!("lib{plugin}.so");
     build_plugin(&format!("relance-plugin-{plugin}"), "export", dir, &file);
     let mut config = PluginsConfig {

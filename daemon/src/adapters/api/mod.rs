@@ -23,9 +23,9 @@ pub use db::Db;
 pub use error::ApiError;
 
 use crate::core::clock::Clock;
-use crate::core::config::Config;
 use crate::core::metrics::Metrics;
 use crate::core::shutdown::Shutdown;
+use crate::pipeline::config::Config;
 use crate::ports::store::{StoreError, StoreHandle};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;

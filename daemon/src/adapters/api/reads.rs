@@ -4,8 +4,8 @@
 use super::ApiState;
 use super::error::{ApiError, ErrorBody};
 use crate::core::model::Contact;
+use crate::domain::fatigue::ContactState;
 use crate::domain::fatigue::report::{FatigueReport, report};
-use crate::domain::fatigue::{ContactState, Guard};
 use crate::domain::outbox::{Row, State as RowState};
 use crate::domain::scoring::StoredScore;
 use crate::domain::scoring::{ScoreCard, ScoringModel};
@@ -63,8 +63,9 @@ pub async fn get_contact(
                 .map_err(|e| ApiError::Internal(e.to_string()))?;
             let score = model.score(&contact, company.as_ref(), &events, now);
             let stored_score = store.stored_score(&id)?;
-            let guard =
-                Guard::from_config(&config).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let guard = config
+                .guard()
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
             let (_, weighs) = store.guard_input(&id)?.unwrap_or_default();
             let state = ContactState::replay(&guard, &contact, &weighs)
                 .map_err(|e| ApiError::Internal(e.to_string()))?;

@@ -230,3 +230,12 @@ pub fn builtin_names() -> Vec<String> {
         .map(|(table, _)| table.name().to_owned())
         .collect()
 }
+
+#[cfg(test)]
+mod names {
+    #[test]
+    fn the_configuration_knows_every_built_in_plugin() {
+        let linked = super::builtin_names();
+        assert_eq!(linked, crate::core::config::plugins::BUILTIN_PLUGINS);
+    }
+}

@@ -5,8 +5,8 @@
 //! outbox instead of failing.
 
 use super::PluginHost;
-use crate::core::config::Config;
 use crate::core::config::sections::ChannelConfig;
+use crate::pipeline::config::Config;
 use relance_plugin_api::net::Guard;
 use serde::Serialize;
 use std::collections::BTreeMap;

@@ -2,7 +2,7 @@
 //! the pinned content, only with a table this relance understands.
 #![allow(unsafe_code)]
 
-use super::config::PluginFile;
+use crate::core::config::PluginFile;
 use relance_plugin_api::Manifest;
 use relance_plugin_api::abi::{ENTRY_SYMBOL, EntryFn};
 use relance_plugin_api::host::{Table, TableError};

@@ -7,20 +7,20 @@
 
 pub mod builtin;
 pub mod channels;
-pub mod config;
 mod loader;
 mod worker;
 
 pub use builtin::{builtin_names, builtin_tables};
-pub use config::{PluginFile, PluginsConfig};
 pub use loader::LoadError;
 pub use relance_plugin_api::{
     Action, Company, Contact, DeliverRequest, Health, HealthcheckRequest, Manifest, Message,
     ScoreInfo,
 };
 
+use crate::core::config::PluginsConfig;
+use crate::core::config::plugins::to_std;
 use crate::core::config::sections::ChannelConfig;
-use config::to_std;
+use crate::ports::channels::{ChannelHost, Delivery, DeliveryError};
 use relance_plugin_api::abi::PluginTable;
 use relance_plugin_api::host::{CallStatus, Table};
 use relance_plugin_api::{Outcome, PROTOCOL, Request, RequestBody, Response, ResponseBody};
@@ -32,27 +32,6 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use worker::{Enqueue, Job, Worker};
-
-/// How a delivery ended, for the outbox.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Delivery {
-    Ok {
-        /// What the remote side created (Message-ID, task id …).
-        remote_id: Option<String>,
-        data: Option<serde_json::Value>,
-    },
-    /// Try again, not before `retry_after` when the remote side said so.
-    Retryable {
-        retry_after: Option<Duration>,
-        reason: String,
-    },
-    /// Retrying cannot help; `disable_endpoint` when the remote side asked
-    /// never to be called again.
-    Permanent {
-        reason: String,
-        disable_endpoint: bool,
-    },
-}
 
 impl From<Outcome> for Delivery {
     fn from(o: Outcome) -> Self {
@@ -72,60 +51,6 @@ impl From<Outcome> for Delivery {
                 reason,
                 disable_endpoint,
             },
-        }
-    }
-}
-
-/// The host could not get an answer from the plugin. [`is_transient`]
-/// tells the outbox whether to retry.
-///
-/// [`is_transient`]: DeliveryError::is_transient
-#[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
-    #[error("no channel `{channel}`")]
-    UnknownChannel { channel: String },
-    /// The channel's plugin refused its settings at start: its sends wait
-    /// until the settings are given (and the configuration reloaded).
-    #[error("{reason}")]
-    Unconfigured { channel: String, reason: String },
-    #[error("channel `{channel}`: the plugin refused its settings: {message}")]
-    Misconfigured { channel: String, message: String },
-    #[error("channel `{channel}` is unhealthy ({reason}); next restart in {retry_after:?}")]
-    Unavailable {
-        channel: String,
-        reason: String,
-        retry_after: Duration,
-    },
-    #[error("channel `{channel}`: its queue of {bound} calls is full")]
-    QueueFull { channel: String, bound: usize },
-    #[error("channel `{channel}`: no answer within {after:?}{}", if *.hung { " (plugin hung; restarting it)" } else { "" })]
-    Timeout {
-        channel: String,
-        after: Duration,
-        hung: bool,
-    },
-    #[error("channel `{channel}`: plugin fault ({fault}); restarting it")]
-    PluginFault { channel: String, fault: String },
-    #[error("channel `{channel}`: the plugin rejected the request: {message}")]
-    Rejected { channel: String, message: String },
-}
-
-impl DeliveryError {
-    /// Whether the same request may succeed later.
-    pub fn is_transient(&self) -> bool {
-        !matches!(
-            self,
-            DeliveryError::UnknownChannel { .. }
-                | DeliveryError::Misconfigured { .. }
-                | DeliveryError::Rejected { .. }
-        )
-    }
-
-    /// When known, how long to wait before retrying.
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            DeliveryError::Unavailable { retry_after, .. } => Some(*retry_after),
-            _ => None,
         }
     }
 }
@@ -664,5 +589,21 @@ impl PluginHost {
             }
         }
         Ok(None)
+    }
+}
+
+impl ChannelHost for PluginHost {
+    fn deliver<'a>(
+        &'a self,
+        channel: &'a str,
+        request: DeliverRequest,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Delivery, DeliveryError>> + Send + 'a>,
+    > {
+        Box::pin(PluginHost::deliver(self, channel, request))
+    }
+
+    fn unconfigured(&self) -> std::collections::BTreeMap<String, String> {
+        PluginHost::unconfigured(self)
     }
 }

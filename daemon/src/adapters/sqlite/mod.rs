@@ -13,7 +13,7 @@ mod ui;
 
 pub use pool::SqliteStore;
 
-use crate::core::config::Config;
+use crate::pipeline::config::Config;
 use crate::ports::store::{StoreError, StoreHandle};
 use std::sync::Arc;
 

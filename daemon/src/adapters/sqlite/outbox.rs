@@ -632,7 +632,7 @@ mod tests {
             verdict: AdmissionVerdict::Allow {
                 event_type: "email_sent".into(),
             },
-            reasons: serde_json::json!([]),
+            reasons: Vec::new(),
         }
     }
 

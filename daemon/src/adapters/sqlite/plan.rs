@@ -131,8 +131,10 @@ impl Conn {
                             to_micros(s.due_at),
                             to_micros(row.first_due),
                             encode(&s.payload)?,
-                            matches!(row.decision, Verdict::Drop | Verdict::Block)
-                                .then(|| row.reasons.to_string()),
+                            match row.decision {
+                                Verdict::Drop | Verdict::Block => Some(encode(&row.reasons)?),
+                                _ => None,
+                            },
                             now_us
                         ])?;
                     if n == 0 {

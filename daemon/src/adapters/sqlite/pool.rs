@@ -95,7 +95,7 @@ impl SqliteStore {
     }
 
     /// Opens the store a configuration names.
-    pub fn from_config(config: &crate::core::config::Config) -> Result<Self, StoreError> {
+    pub fn from_config(config: &crate::pipeline::config::Config) -> Result<Self, StoreError> {
         let timeout = Duration::from_secs(config.store.busy_timeout.seconds().max(1) as u64);
         let store = Self::open(&config.store_path(), timeout, config.store.cache_mb)?;
         store.set_default_country(&config.calls.default_country.to_ascii_uppercase())?;

@@ -2,7 +2,6 @@
 //! per contact, folded from its events so that reads never scan them.
 
 use super::config::DeskConfig;
-use crate::core::config::Config;
 use crate::core::model::{Contact, Event, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -204,21 +203,26 @@ pub fn code(s: &str) -> String {
 }
 
 impl DeskRules {
-    pub fn new(config: &Config) -> Self {
-        let calls = &config.followups.calls;
+    /// `desk` (`[calls]`) with the call rules of `[followups.calls]`; the
+    /// channels served by the task plugin are call channels too.
+    pub fn new(
+        desk: &DeskConfig,
+        calls: &crate::domain::followups::config::CallsConfig,
+        task_channels: Vec<String>,
+    ) -> Self {
         let mut call_channels: BTreeSet<String> = calls.channels.iter().cloned().collect();
-        call_channels.extend(config.task_channels());
+        call_channels.extend(task_channels);
         call_channels.insert("phone".into());
         Self {
-            config: config.calls.clone(),
+            config: desk.clone(),
             call_event: calls.event.clone(),
             stop_after: calls.stop_after.max(1),
             won: codes(&calls.won),
             lost: codes(&calls.lost),
             unsuccessful: codes(&calls.unsuccessful),
-            hot: codes(&config.calls.hot),
-            warm: codes(&config.calls.warm),
-            documentation: codes(&config.calls.documentation),
+            hot: codes(&desk.hot),
+            warm: codes(&desk.warm),
+            documentation: codes(&desk.documentation),
             callback: calls
                 .callback
                 .iter()

@@ -12,7 +12,6 @@ use super::config::{FatigueConfig, MAX_CHANNELS, Priorities, RECENT_SENDS, to_mi
 use super::points::{DecayRate, FatiguePoints, UNITS_PER_MILLI, instant, secs};
 use super::state::ContactState;
 use super::window::{Window, Windows, day_start, local};
-use crate::core::config::Config;
 use crate::core::config::duration::Duration;
 use crate::core::config::sections::{ChannelConfig, ConsentDefault};
 use crate::core::model::Timestamp;
@@ -250,6 +249,23 @@ pub enum Reason {
     },
 }
 
+impl Reason {
+    /// The rule's name, as serialized.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            Reason::Level { .. } => "level",
+            Reason::UnknownChannel { .. } => "unknown_channel",
+            Reason::DoNotContact { .. } => "do_not_contact",
+            Reason::Consent { .. } => "consent",
+            Reason::Fatigue { .. } => "fatigue",
+            Reason::Cap { .. } => "cap",
+            Reason::Budget { .. } => "budget",
+            Reason::SendWindow { .. } => "send_window",
+            Reason::MaxDeferral { .. } => "max_deferral",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GuardError {
     #[error("{0} channels configured; the guard handles at most {MAX_CHANNELS}")]
@@ -372,10 +388,15 @@ enum Check {
 }
 
 impl Guard {
-    pub fn from_config(config: &Config) -> Result<Self, GuardError> {
-        let guard =
-            Self::new(&config.fatigue, &config.channels)?.with_calls(&config.followups.calls);
-        match &config.followups.arbitration.budget {
+    /// The guard of a configuration: its fatigue rules over its channels,
+    /// with the call rules and the solicitation budget of `[followups]`.
+    pub fn build(
+        fatigue: &FatigueConfig,
+        channels: &BTreeMap<String, ChannelConfig>,
+        followups: &crate::domain::followups::config::FollowupsConfig,
+    ) -> Result<Self, GuardError> {
+        let guard = Self::new(fatigue, channels)?.with_calls(&followups.calls);
+        match &followups.arbitration.budget {
             Some(b) => guard.with_budget(b),
             None => Ok(guard),
         }

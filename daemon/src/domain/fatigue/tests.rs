@@ -1,8 +1,8 @@
 //! Acceptance scenarios of the guard, at exact instants.
 
 use super::*;
-use crate::core::config::Config;
 use crate::core::model::{Contact, Event, Timestamp};
+use crate::pipeline::config::Config;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde_json::json;
@@ -79,7 +79,7 @@ event = "call"
 fn guard() -> Guard {
     let config =
         Config::parse(CONFIG, Path::new("t.toml"), &|_| None).unwrap_or_else(|e| panic!("{e}"));
-    Guard::from_config(&config).expect("valid guard")
+    config.guard().expect("valid guard")
 }
 
 fn utc(s: &str) -> Timestamp {
@@ -530,7 +530,7 @@ fn contact_state_is_small() {
 fn shipped_configuration_builds_a_guard() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/relance.toml");
     let config = Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
-    let g = Guard::from_config(&config).expect("valid guard");
+    let g = config.guard().expect("valid guard");
     assert_eq!(g.default_timezone(), chrono_tz::Europe::Paris);
     let now = wednesday();
     let s = at_fatigue(&g, 21, now);
@@ -611,7 +611,7 @@ fn with_budget(budget: &str) -> Guard {
     let text = format!("{CONFIG}\n[followups.arbitration.budget]\n{budget}\n");
     let config =
         Config::parse(&text, Path::new("t.toml"), &|_| None).unwrap_or_else(|e| panic!("{e}"));
-    Guard::from_config(&config).expect("valid guard")
+    config.guard().expect("valid guard")
 }
 
 /// A two-day budget on email only: an email on Wednesday holds the next
@@ -656,7 +656,7 @@ fn a_call_takes_the_place_of_the_call_task_before_it() {
         + "\n[followups.calls]\nchannels = [\"phone\"]\n";
     let config =
         Config::parse(&text, Path::new("t.toml"), &|_| None).unwrap_or_else(|e| panic!("{e}"));
-    let g = Guard::from_config(&config).expect("valid guard");
+    let g = config.guard().expect("valid guard");
     let phone = g.channel("phone").expect("phone");
     let now = wednesday();
     let sends = |s: &ContactState| s.sends.iter().collect::<Vec<_>>();

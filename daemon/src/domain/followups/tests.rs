@@ -3,12 +3,12 @@
 
 use super::*;
 use crate::core::condition::ConditionConfig;
-use crate::core::config::Config;
 use crate::core::model::{
     BusinessSignal, Company, Contact, Event, FollowUpKind, Status, Timestamp,
 };
-use crate::domain::fatigue::{ContactState, Fatigue, FatiguePoints, Guard, Reason};
+use crate::domain::fatigue::{ContactState, Fatigue, FatiguePoints, Reason};
 use crate::domain::scoring::{ChangeKind, Points, ScoreChange};
+use crate::pipeline::config::Config;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 use std::path::Path;
@@ -427,7 +427,7 @@ fn replanning_never_yields_a_new_key_for_the_same_occurrence() {
 fn newsletter_invitation_and_call_on_the_same_day_only_the_call_passes() {
     let config = shipped();
     let f = CompiledFollowups::from_config(&config).expect("compiles");
-    let guard = Guard::from_config(&config).expect("guard");
+    let guard = config.guard().expect("guard");
     let now = wednesday();
     let contact = prospect("target_1");
     let events = [event(
@@ -502,7 +502,7 @@ fn newsletter_invitation_and_call_on_the_same_day_only_the_call_passes() {
 fn a_follow_up_deferred_too_long_is_dropped_with_its_reason() {
     let config = shipped();
     let f = CompiledFollowups::from_config(&config).expect("compiles");
-    let guard = Guard::from_config(&config).expect("guard");
+    let guard = config.guard().expect("guard");
     let now = wednesday();
     let contact = prospect("target_1");
     let state = PlanState::default();
@@ -695,7 +695,7 @@ action = { channel = "phone", template = "call_task", within = "4h" }
 fn an_exempt_follow_up_passes_the_budget_and_does_not_use_it() {
     let config = shipped();
     let f = CompiledFollowups::from_config(&config).expect("compiles");
-    let guard = Guard::from_config(&config).expect("guard");
+    let guard = config.guard().expect("guard");
     let now = wednesday();
     let contact = prospect("target_1");
     let mut notice = seminar(now);

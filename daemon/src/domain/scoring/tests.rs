@@ -1,6 +1,6 @@
 use super::*;
-use crate::core::config::Config;
 use crate::core::model::{BusinessSignal, Company, Contact, Deal, Event, Status, Timestamp};
+use crate::pipeline::config::Config;
 use chrono::TimeZone;
 use serde_json::json;
 use std::path::Path;

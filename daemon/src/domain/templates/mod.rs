@@ -16,7 +16,6 @@
 //! path relative to the folder.
 
 pub mod context;
-pub mod request;
 
 use crate::core::config::path::{Issues, KeyPath, Validate};
 use crate::core::config::sections::TemplateConfig;

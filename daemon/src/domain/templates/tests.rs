@@ -1,5 +1,6 @@
 use super::*;
-use crate::core::config::{Config, ConfigErrors};
+use crate::core::config::ConfigErrors;
+use crate::pipeline::config::Config;
 use relance_plugin_api::message::{Company, Contact, DeliverRequest, ScoreInfo};
 use std::path::Path;
 

@@ -4,10 +4,10 @@
 
 use super::Schedule;
 use crate::core::clock::Clock;
-use crate::core::config::Config;
 use crate::core::config::sections::Job;
 use crate::core::model::Timestamp;
 use crate::core::shutdown::Shutdown;
+use crate::pipeline::config::Config;
 use crate::ports::store::{JobRun, StoreError, StoreHandle};
 use std::sync::{Arc, mpsc};
 use tokio::sync::watch;

@@ -607,7 +607,7 @@ pub struct PlanRow {
     pub first_due: Timestamp,
     /// Logged with the reasons.
     pub decision: Verdict,
-    pub reasons: serde_json::Value,
+    pub reasons: Vec<crate::domain::fatigue::admit::Why>,
 }
 
 /// What a planning pass writes for one contact.

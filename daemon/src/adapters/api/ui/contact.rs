@@ -6,7 +6,7 @@ use super::svg::{self, Lines, Point};
 use super::{UiError, check_admin, check_csrf, chrome, render};
 use crate::adapters::api::ApiState;
 use crate::core::model::Timestamp;
-use crate::domain::fatigue::{ContactState, Guard};
+use crate::domain::fatigue::ContactState;
 use crate::domain::scoring::ScoringModel;
 use axum::Extension;
 use axum::extract::{Form, Query, State};
@@ -185,7 +185,9 @@ async fn profile(state: &ApiState, id: String) -> Result<minijinja::Value, UiErr
 
     // Fatigue: replayed day by day over the last 30 days, then decaying
     // over the next 30, with the planned sends marked.
-    let guard = Guard::from_config(&config).map_err(|e| UiError::Internal(e.to_string()))?;
+    let guard = config
+        .guard()
+        .map_err(|e| UiError::Internal(e.to_string()))?;
     let mut fatigue_state = ContactState::new(&guard, &contact);
     let mut next = weighs.iter().peekable();
     let mut curve = Vec::new();

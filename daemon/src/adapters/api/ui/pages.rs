@@ -3,9 +3,9 @@
 use super::svg::{self, Lines, Marker, Point};
 use super::{UiError, check_csrf, chrome, render};
 use crate::adapters::api::ApiState;
-use crate::core::config::Config;
 use crate::core::model::Timestamp;
 use crate::domain::scoring::{ScoringModel, WhatIf};
+use crate::pipeline::config::Config;
 use crate::pipeline::whatif::what_if_over;
 use crate::ports::store::ui::DayCount;
 use axum::Extension;

@@ -5,7 +5,7 @@
 //! session ends as soon as its token leaves the configuration.
 
 use crate::adapters::api::auth::token_matches;
-use crate::core::config::Config;
+use crate::pipeline::config::Config;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};

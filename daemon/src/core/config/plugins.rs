@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// The plugins linked into the daemon, by the name channels use: the
+/// configuration checks channels against these (and `[plugins.load]`);
+/// the plugin host holds the same list (tested there).
+pub const BUILTIN_PLUGINS: [&str; 5] = ["email", "webhook", "crm", "task", "spool"];
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default)]
 pub struct PluginsConfig {
@@ -70,7 +75,7 @@ impl PluginsConfig {
 }
 
 /// A std duration for timers; non-positive durations were refused by `validate`.
-pub(crate) fn to_std(d: Duration) -> std::time::Duration {
+pub fn to_std(d: Duration) -> std::time::Duration {
     d.0.to_std().unwrap_or_default()
 }
 

@@ -2,10 +2,10 @@
 //! follow-up, and the message rendered from its template with the
 //! tracking links. The dispatcher sends it; a preview shows it.
 
-use crate::core::config::Config;
 use crate::core::model::{Company, Contact, Timestamp};
 use crate::domain::outbox::Row;
 use crate::domain::scoring::StoredScore;
+use crate::pipeline::config::Config;
 use relance_plugin_api::message::{self, Action, DeliverRequest};
 
 /// The request for `row`; `Err` is why it cannot be sent (a template that
@@ -74,8 +74,8 @@ pub fn deliver_request(
     };
     let template = row.payload.template.as_deref();
     if let Some(name) = template.filter(|n| config.compiled_templates.contains(n)) {
-        let ctx = super::context::build(&request);
-        let language = super::context::language(&request.contact);
+        let ctx = crate::domain::templates::context::build(&request);
+        let language = crate::domain::templates::context::language(&request.contact);
         let rendered = config
             .compiled_templates
             .render(name, language, &ctx)
