@@ -471,6 +471,8 @@ pub struct LoggedDecision {
     pub channel: String,
     pub decision: Verdict,
     pub until: Option<Timestamp>,
+    /// As stored: rows written by an older version keep the reasons it
+    /// wrote, so they are read back as JSON and shown as they are.
     pub reasons: serde_json::Value,
 }
 
