@@ -1,6 +1,6 @@
 //! The dashboard in a real browser: Debian's chromium, headless, driven
 //! through chromedriver (WebDriver over HTTP on loopback) against
-//! `relance run` (its clock set to [`NOW`]) on a store of this test's own
+//! `relance run` on a store of this test's own
 //! contacts and events, whose figures are known: scores and bands, the
 //! customers' pressure and value, calls per day, the nurture sequence's
 //! sends. Every page loads without a console error and its charts carry
@@ -12,9 +12,10 @@
 mod common;
 
 use common::daemon::{rewrite, stop_daemon, wait_for_log, wait_until};
-use common::{Env, free_port, repo, stderr};
+use common::{Env, free_port, repo};
 use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
+
 use std::time::Duration;
 
 const ADMIN: &str = "admin-token-0123456789abcdef";
@@ -66,14 +67,33 @@ fn dashboard_env(port: u16) -> Env {
     env
 }
 
-/// The daemon's clock: a Wednesday noon, UTC.
-const NOW: &str = "2026-11-18T12:00:00Z";
+/// The test's start: the data is dated from it (`relance run` runs on the
+/// real clock).
+static START: std::sync::LazyLock<chrono::DateTime<chrono::Utc>> =
+    std::sync::LazyLock::new(|| {
+        chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp(), 0).unwrap()
+    });
 
+fn stamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// `days` and `minutes` from the start.
 fn at(days: i64, minutes: i64) -> String {
-    let now: chrono::DateTime<chrono::Utc> = NOW.parse().unwrap();
-    (now + chrono::Duration::days(days) + chrono::Duration::minutes(minutes))
-        .format("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    stamp(*START + chrono::Duration::days(days) + chrono::Duration::minutes(minutes))
+}
+
+/// 10:00 UTC plus `minutes`, `days` days before the start's day.
+fn morning(days: i64, minutes: i64) -> chrono::DateTime<chrono::Utc> {
+    (START.date_naive() - chrono::Duration::days(days))
+        .and_hms_opt(10, 0, 0)
+        .unwrap()
+        .and_utc()
+        + chrono::Duration::minutes(minutes)
+}
+
+fn day(days: i64) -> String {
+    morning(days, 0).format("%Y-%m-%d").to_string()
 }
 
 /// Customers u0–u9: revenue (distinct, so that each has its own rank) and
@@ -95,7 +115,7 @@ const CUSTOMERS: [(&str, u32, Option<i32>, usize, usize, usize); 10] = [
     ("u9", 1_000, Some(-100), 5, 3, 0),
 ];
 
-/// Every contact's score under the shipped rules at [`NOW`] (points):
+/// Every contact's score under the shipped rules now (points):
 /// "DRH" is the HR-director profile (40); a demo request 40, a white paper
 /// 25 (twice at most), a trade show 30, a pricing page 20; five unanswered
 /// solicitations −15.
@@ -176,22 +196,22 @@ fn import_known_data(env: &Env) {
     for c in ["cb1", "k1", "k2", "k3", "k4", "k5", "n1", "n2", "n3"] {
         ev(c, "download", at(-4, 0), json!({}));
     }
-    // Calls: 16 November 4 (2 pitches, 1 meeting, 1 call-back, 1 refusal),
-    // 17 November 2 (2 pitches, 1 meeting). cb1 agreed to be called back an
-    // hour ago.
-    for (c, day, minute, code) in [
-        ("k1", -2, -120, "RDV"),
-        ("k2", -2, -115, "REFUS"),
-        ("k3", -2, -110, "NRP"),
-        ("cb1", -2, -105, "RAPP"),
-        ("k4", -1, -120, "RDV"),
-        ("k5", -1, -115, "PISTE"),
+    // Calls: the day before yesterday 4 (2 pitches, 1 meeting, 1 call-back,
+    // 1 refusal), yesterday 2 (2 pitches, 1 meeting). cb1 agreed to be
+    // called back an hour ago.
+    for (c, days, minute, code) in [
+        ("k1", 2, 0, "RDV"),
+        ("k2", 2, 5, "REFUS"),
+        ("k3", 2, 10, "NRP"),
+        ("cb1", 2, 15, "RAPP"),
+        ("k4", 1, 0, "RDV"),
+        ("k5", 1, 5, "PISTE"),
     ] {
         let mut props = json!({"outcome": code, "owner": "claire"});
         if c == "cb1" {
             props["callback_at"] = json!(at(0, -60));
         }
-        ev(c, "call", at(day, minute), props);
+        ev(c, "call", stamp(morning(days, minute)), props);
     }
     for (id, amount, margin, sends, _, _) in CUSTOMERS {
         ev(id, "download", at(-4, 0), json!({}));
@@ -541,21 +561,6 @@ fn csrf_of(body: &str) -> String {
     body[at..].split('"').next().unwrap().to_string()
 }
 
-/// `relance run` with its clock at [`NOW`].
-fn spawn_daemon_at_now(env: &Env, log: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_relance"))
-        .arg("--config")
-        .arg(env.path("relance.toml"))
-        .args(["--now", NOW, "run"])
-        .env("RELANCE_DB", env.path("store.db"))
-        .env_remove("RELANCE_CONFIG")
-        .env_remove("RELANCE_LOG")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(env.path(log)).unwrap())
-        .spawn()
-        .expect("start relance run")
-}
-
 /// The score distribution's bars as the page draws them: buckets of 10
 /// points from the lowest score's to the highest's.
 fn expected_bars() -> Vec<(String, f64)> {
@@ -608,7 +613,7 @@ fn the_dashboard_shows_every_page_in_a_real_browser_behind_a_login() {
     let port = free_port();
     let env = dashboard_env(port);
     let base = format!("http://127.0.0.1:{port}");
-    let daemon = spawn_daemon_at_now(&env, "run.log");
+    let daemon = env.spawn_daemon("run.log");
     wait_for_log(&env, "run.log", "API listening", 60);
     // The first start runs every schedule once: scores, plans, sends, the
     // pressure grid.
@@ -730,10 +735,11 @@ fn the_dashboard_shows_every_page_in_a_real_browser_behind_a_login() {
         (parts.iter().sum::<f64>() - score).abs() < 0.011,
         "{parts:?} sum to {score}"
     );
-    assert_eq!(
-        browser.numbers("#film circle.pt[data-series^=replayed]", "data-value"),
-        [65.0, 105.0, 130.0, 160.0, 160.0]
-    );
+    // Its four events, then what the daemon sent it since (the call task
+    // its crossing into hot asked for), then now.
+    let film = browser.numbers("#film circle.pt[data-series^=replayed]", "data-value");
+    assert_eq!(film[..4], [65.0, 105.0, 130.0, 160.0], "{film:?}");
+    assert!(film[4..].iter().all(|v| *v == 160.0), "{film:?}");
     assert_eq!(browser.count("#film circle.pt[data-series^=stored]"), 1);
     assert_eq!(browser.numbers("#film circle.crossing", "data-value"), [105.0, 160.0]);
     assert_eq!(
@@ -748,6 +754,17 @@ fn the_dashboard_shows_every_page_in_a_real_browser_behind_a_login() {
     // A search by email finds the same contact.
     browser.page(&base, "/ui/contact?q=h1%40known.example", "contact-by-email");
     assert_eq!(browser.text("#profile h2 .hint"), "(h1)");
+    // By name: a prefix of the last name, of the first, or of both.
+    for q in ["last-h", "LAST-H", "first-h", "first-h1%20la", "last-h2%20first"] {
+        browser.page(&base, &format!("/ui/contact?q={q}"), "contact-search");
+        let ids = browser.js("return [...document.querySelectorAll('#hits tr td:first-child a')].map(a => a.textContent);");
+        let expected = if q.contains("h1") { json!([]) } else { json!(["h1", "h2"]) };
+        if q.contains("h1") || q.contains("h2") {
+            assert_eq!(browser.count("#profile"), 1, "{q}: one hit opens the contact");
+        } else {
+            assert_eq!(ids, expected, "{q}");
+        }
+    }
 
     // Pressure: the 25 cells hold the ten customers where their sends and
     // revenue put them; a cell lists its own; the misfits in gap order.
@@ -823,13 +840,18 @@ fn the_dashboard_shows_every_page_in_a_real_browser_behind_a_login() {
     let why = |b: &Browser, c: &str| b.text(&format!("#today tr[data-contact={c}] td.why"));
     assert!(why(&browser, "h1").contains("hot lead not called lately"), "{}", why(&browser, "h1"));
     assert!(why(&browser, "pv1").contains("pricing_visit_call asked for a call"), "{}", why(&browser, "pv1"));
-    assert!(why(&browser, "cb1").contains("call-back agreed for 2026-11-18 11:00"), "{}", why(&browser, "cb1"));
-    // KPIs: 16 November 4 calls, 2 pitches, 1 meeting; 17 November 2 calls,
-    // 2 pitches, 1 meeting; the trend against the day before.
-    assert_eq!(browser.data("#periods tr.period", "label"), ["2026-11-17", "2026-11-16"]);
+    let callback = (*START - chrono::Duration::hours(1)).format("%Y-%m-%d %H:%M").to_string();
+    assert!(why(&browser, "cb1").contains(&format!("call-back agreed for {callback}")), "{}", why(&browser, "cb1"));
+    // KPIs: the day before yesterday 4 calls, 2 pitches, 1 meeting;
+    // yesterday 2 calls, 2 pitches, 1 meeting; the trend against the day
+    // before.
+    assert_eq!(browser.data("#periods tr.period", "label"), [day(1), day(2)]);
     assert_eq!(browser.data("#periods tr.period", "calls"), ["2", "4"]);
     assert_eq!(browser.text("#appointment-rate"), "50%");
-    assert!(browser.text("#periods tr.period[data-label='2026-11-17']").contains("▼ 50"), "refusals 50 % → 0 %");
+    assert!(
+        browser.text(&format!("#periods tr.period[data-label=\"{}\"]", day(1))).contains("▼ 50"),
+        "refusals 50 % → 0 %"
+    );
     assert_eq!(browser.count("#kpis svg.kpi-trend circle.pt"), 3 * 2, "3 rates × 2 days");
     assert_eq!(
         browser.numbers("#kpis svg.kpi-calls circle.pt[data-series=calls]", "data-value"),
@@ -901,7 +923,7 @@ fn the_dashboard_shows_every_page_in_a_real_browser_behind_a_login() {
     assert_eq!(browser.count("#profile"), 0);
     assert!(!env.run(&["score", "u7"]).status.success(), "erased");
     browser.page(&base, "/ui/pressure", "pressure-after-erase");
-    assert_eq!(browser.numbers("#grid a[href$='p=1&v=1'] rect.cell", "data-count"), [0.0]);
+    assert_eq!(browser.numbers("#grid a[href$=\"p=1&v=1\"] rect.cell", "data-count"), [0.0]);
 
     // Logout ends the session in the browser.
     browser.click("#logout");

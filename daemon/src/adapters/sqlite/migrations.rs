@@ -392,4 +392,31 @@ CREATE TRIGGER pressure_cells_delete AFTER DELETE ON pressure_cells BEGIN
     UPDATE pressure_grid SET n = n - 1 WHERE p = OLD.p AND v = OLD.v;
 END;
 "#,
+    // 7: the dashboard's search by name through an index, not a scan.
+    r#"
+-- Each contact's names, lower-cased: "first last", "last first" and the
+-- last name alone, so that a prefix of any finds it through the key.
+CREATE TABLE ui_names (
+    key         TEXT NOT NULL,
+    contact     INTEGER NOT NULL REFERENCES contacts(rowid) ON DELETE CASCADE,
+    PRIMARY KEY (key, contact)
+) WITHOUT ROWID;
+CREATE INDEX ui_names_by_contact ON ui_names(contact);
+CREATE VIEW ui_name_keys AS
+    SELECT rowid AS contact, lower(trim(coalesce(json_extract(record, '$.first_name'), '') || ' ' ||
+                                       coalesce(json_extract(record, '$.last_name'), ''))) AS key FROM contacts
+    UNION SELECT rowid, lower(trim(coalesce(json_extract(record, '$.last_name'), '') || ' ' ||
+                                  coalesce(json_extract(record, '$.first_name'), ''))) FROM contacts
+    UNION SELECT rowid, lower(trim(coalesce(json_extract(record, '$.last_name'), ''))) FROM contacts;
+INSERT INTO ui_names SELECT key, contact FROM ui_name_keys WHERE key <> '';
+CREATE TRIGGER ui_names_insert AFTER INSERT ON contacts BEGIN
+    INSERT OR IGNORE INTO ui_names SELECT key, contact FROM ui_name_keys
+        WHERE contact = NEW.rowid AND key <> '';
+END;
+CREATE TRIGGER ui_names_update AFTER UPDATE OF record ON contacts BEGIN
+    DELETE FROM ui_names WHERE contact = NEW.rowid;
+    INSERT OR IGNORE INTO ui_names SELECT key, contact FROM ui_name_keys
+        WHERE contact = NEW.rowid AND key <> '';
+END;
+"#,
 ];

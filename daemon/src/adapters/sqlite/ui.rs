@@ -130,20 +130,16 @@ impl Conn {
         if !exact.is_empty() {
             return Ok(exact);
         }
-        // A name: a scan, stopped at `limit` hits.
-        let pattern = format!(
-            "%{}%",
-            q.replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        );
+        // A name: a prefix of the first or last name, or of both, through
+        // the kept keys (migration 7).
+        let key = q.to_lowercase();
         let mut stmt = self.conn.prepare_cached(&format!(
-            "{COLUMNS} WHERE (coalesce(json_extract(c.record, '$.first_name'), '') || ' ' ||
-                    coalesce(json_extract(c.record, '$.last_name'), '')) LIKE ?1 ESCAPE '\\'
+            "{COLUMNS} WHERE c.rowid IN (SELECT contact FROM ui_names WHERE key >= ?1 AND key < ?1 || char(1114111)
+                                        LIMIT ?2 * 3)
              ORDER BY c.id LIMIT ?2"
         ))?;
         Ok(stmt
-            .query_map(params![pattern, limit], hit)?
+            .query_map(params![key, limit], hit)?
             .collect::<Result<_, _>>()?)
     }
 

@@ -87,8 +87,9 @@ pub trait UiReads {
     -> Result<Vec<DayCount>, StoreError>;
     /// Outbox rows per follow-up, kind, channel and state.
     fn outbox_by_followup(&self) -> Result<Vec<FollowupCount>, StoreError>;
-    /// Contacts whose id or email is `q` exactly, else whose name contains
-    /// it; at most `limit`.
+    /// Contacts whose id or email is `q` exactly, else whose first name,
+    /// last name or both (either order) start with it, case aside; at most
+    /// `limit`, by id.
     fn search_contacts(&self, q: &str, limit: u32) -> Result<Vec<ContactHit>, StoreError>;
     /// The earliest due instant among rows still to send.
     fn oldest_pending(&self) -> Result<Option<Timestamp>, StoreError>;
