@@ -69,10 +69,9 @@ fn dashboard_env(port: u16) -> Env {
 
 /// The test's start: the data is dated from it (`relance run` runs on the
 /// real clock).
-static START: std::sync::LazyLock<chrono::DateTime<chrono::Utc>> =
-    std::sync::LazyLock::new(|| {
-        chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp(), 0).unwrap()
-    });
+static START: std::sync::LazyLock<chrono::DateTime<chrono::Utc>> = std::sync::LazyLock::new(|| {
+    chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp(), 0).unwrap()
+});
 
 fn stamp(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
@@ -730,7 +729,11 @@ fn the_dashboard_shows_every_page_in_a_real_browser_behind_a_login() {
         .unwrap();
     assert_eq!(score, 160.0);
     let parts = browser.numbers("#explanation rect.contrib", "data-points");
-    assert_eq!(parts.len(), 4, "profile, demo, white papers, trade show: {parts:?}");
+    assert_eq!(
+        parts.len(),
+        4,
+        "profile, demo, white papers, trade show: {parts:?}"
+    );
     assert!(
         (parts.iter().sum::<f64>() - score).abs() < 0.011,
         "{parts:?} sum to {score}"
@@ -741,7 +744,10 @@ fn the_dashboard_shows_every_page_in_a_real_browser_behind_a_login() {
     assert_eq!(film[..4], [65.0, 105.0, 130.0, 160.0], "{film:?}");
     assert!(film[4..].iter().all(|v| *v == 160.0), "{film:?}");
     assert_eq!(browser.count("#film circle.pt[data-series^=stored]"), 1);
-    assert_eq!(browser.numbers("#film circle.crossing", "data-value"), [105.0, 160.0]);
+    assert_eq!(
+        browser.numbers("#film circle.crossing", "data-value"),
+        [105.0, 160.0]
+    );
     assert_eq!(
         browser.count("#fatigue circle.pt"),
         61,
@@ -752,15 +758,33 @@ fn the_dashboard_shows_every_page_in_a_real_browser_behind_a_login() {
         "the fatigue levels are drawn"
     );
     // A search by email finds the same contact.
-    browser.page(&base, "/ui/contact?q=h1%40known.example", "contact-by-email");
+    browser.page(
+        &base,
+        "/ui/contact?q=h1%40known.example",
+        "contact-by-email",
+    );
     assert_eq!(browser.text("#profile h2 .hint"), "(h1)");
     // By name: a prefix of the last name, of the first, or of both.
-    for q in ["last-h", "LAST-H", "first-h", "first-h1%20la", "last-h2%20first"] {
+    for q in [
+        "last-h",
+        "LAST-H",
+        "first-h",
+        "first-h1%20la",
+        "last-h2%20first",
+    ] {
         browser.page(&base, &format!("/ui/contact?q={q}"), "contact-search");
         let ids = browser.js("return [...document.querySelectorAll('#hits tr td:first-child a')].map(a => a.textContent);");
-        let expected = if q.contains("h1") { json!([]) } else { json!(["h1", "h2"]) };
+        let expected = if q.contains("h1") {
+            json!([])
+        } else {
+            json!(["h1", "h2"])
+        };
         if q.contains("h1") || q.contains("h2") {
-            assert_eq!(browser.count("#profile"), 1, "{q}: one hit opens the contact");
+            assert_eq!(
+                browser.count("#profile"),
+                1,
+                "{q}: one hit opens the contact"
+            );
         } else {
             assert_eq!(ids, expected, "{q}");
         }
@@ -794,7 +818,11 @@ fn the_dashboard_shows_every_page_in_a_real_browser_behind_a_login() {
     assert_eq!(browser.text("#total"), "1 customers, 1–1");
     browser.screenshot("pressure-cell");
     // The over-pressured, two a page: u5 and u9 (+3), then u1, u4, u8 (+1).
-    browser.page(&base, "/ui/pressure/contacts?list=over&per=2", "pressure-list");
+    browser.page(
+        &base,
+        "/ui/pressure/contacts?list=over&per=2",
+        "pressure-list",
+    );
     let page_ids = |b: &Browser| {
         b.js("return [...document.querySelectorAll('#cell tr.customer td:first-child a')].map(a => a.textContent);")
     };
@@ -802,19 +830,34 @@ fn the_dashboard_shows_every_page_in_a_real_browser_behind_a_login() {
     browser.click("#next");
     wait_until("page 2 never came", 60, || browser.url().contains("page=2"));
     assert_eq!(page_ids(&browser), json!(["u1", "u4"]));
-    browser.page(&base, "/ui/pressure/contacts?list=over&per=2&page=3", "pressure-list-3");
+    browser.page(
+        &base,
+        "/ui/pressure/contacts?list=over&per=2&page=3",
+        "pressure-list-3",
+    );
     assert_eq!(page_ids(&browser), json!(["u8"]));
     assert_eq!(browser.count("#next"), 0);
     browser.page(&base, "/ui/pressure/contacts?list=under", "pressure-under");
     assert_eq!(page_ids(&browser), json!(["u0", "u2", "u6"]));
 
     // Follow-ups: the nurture sequence's welcome email went to n1–n3.
-    browser.until(&base, "/ui/followups", "the welcome emails were never sent", |b| {
-        b.data("#campaigns tr.campaign[data-name=prospects_target_1_2]", "sent") == ["3"]
-    });
+    browser.until(
+        &base,
+        "/ui/followups",
+        "the welcome emails were never sent",
+        |b| {
+            b.data(
+                "#campaigns tr.campaign[data-name=prospects_target_1_2]",
+                "sent",
+            ) == ["3"]
+        },
+    );
     assert_eq!(browser.console_errors(), Vec::<String>::new());
     assert_eq!(
-        browser.data("#campaigns tr.campaign[data-name=prospects_target_1_2]", "contacts"),
+        browser.data(
+            "#campaigns tr.campaign[data-name=prospects_target_1_2]",
+            "contacts"
+        ),
         ["3"]
     );
     assert_eq!(
@@ -833,39 +876,75 @@ fn the_dashboard_shows_every_page_in_a_real_browser_behind_a_login() {
 
     // Call desk: the hot leads (and the call their crossing asked for),
     // the pricing visit's call task, then the call-back.
-    browser.until(&base, "/ui/calls", "the call desk never listed the calls", |b| {
-        b.data("#today tr.to-call", "contact") == ["h1", "h2", "pv1", "cb1"]
-    });
+    browser.until(
+        &base,
+        "/ui/calls",
+        "the call desk never listed the calls",
+        |b| b.data("#today tr.to-call", "contact") == ["h1", "h2", "pv1", "cb1"],
+    );
     assert_eq!(browser.console_errors(), Vec::<String>::new());
     let why = |b: &Browser, c: &str| b.text(&format!("#today tr[data-contact={c}] td.why"));
-    assert!(why(&browser, "h1").contains("hot lead not called lately"), "{}", why(&browser, "h1"));
-    assert!(why(&browser, "pv1").contains("pricing_visit_call asked for a call"), "{}", why(&browser, "pv1"));
-    let callback = (*START - chrono::Duration::hours(1)).format("%Y-%m-%d %H:%M").to_string();
-    assert!(why(&browser, "cb1").contains(&format!("call-back agreed for {callback}")), "{}", why(&browser, "cb1"));
+    assert!(
+        why(&browser, "h1").contains("hot lead not called lately"),
+        "{}",
+        why(&browser, "h1")
+    );
+    assert!(
+        why(&browser, "pv1").contains("pricing_visit_call asked for a call"),
+        "{}",
+        why(&browser, "pv1")
+    );
+    let callback = (*START - chrono::Duration::hours(1))
+        .format("%Y-%m-%d %H:%M")
+        .to_string();
+    assert!(
+        why(&browser, "cb1").contains(&format!("call-back agreed for {callback}")),
+        "{}",
+        why(&browser, "cb1")
+    );
     // KPIs: the day before yesterday 4 calls, 2 pitches, 1 meeting;
     // yesterday 2 calls, 2 pitches, 1 meeting; the trend against the day
     // before.
-    assert_eq!(browser.data("#periods tr.period", "label"), [day(1), day(2)]);
+    assert_eq!(
+        browser.data("#periods tr.period", "label"),
+        [day(1), day(2)]
+    );
     assert_eq!(browser.data("#periods tr.period", "calls"), ["2", "4"]);
     assert_eq!(browser.text("#appointment-rate"), "50%");
     assert!(
-        browser.text(&format!("#periods tr.period[data-label=\"{}\"]", day(1))).contains("▼ 50"),
+        browser
+            .text(&format!("#periods tr.period[data-label=\"{}\"]", day(1)))
+            .contains("▼ 50"),
         "refusals 50 % → 0 %"
     );
-    assert_eq!(browser.count("#kpis svg.kpi-trend circle.pt"), 3 * 2, "3 rates × 2 days");
     assert_eq!(
-        browser.numbers("#kpis svg.kpi-calls circle.pt[data-series=calls]", "data-value"),
+        browser.count("#kpis svg.kpi-trend circle.pt"),
+        3 * 2,
+        "3 rates × 2 days"
+    );
+    assert_eq!(
+        browser.numbers(
+            "#kpis svg.kpi-calls circle.pt[data-series=calls]",
+            "data-value"
+        ),
         [4.0, 2.0]
     );
     browser.screenshot("calls");
     // A meeting booked with h1 from the page: a third day, 3 meetings in 5
     // pitches; h1 called, no longer a lead to call.
     browser.js("const f = document.querySelector('#today tr[data-contact=h1] form'); f.querySelector('select').value = 'RDV'; f.submit(); return 1;");
-    browser.until(&base, "/ui/calls", "the outcome never reached the KPIs", |b| {
-        b.data("#periods tr.period", "calls") == ["1", "2", "4"]
-    });
+    browser.until(
+        &base,
+        "/ui/calls",
+        "the outcome never reached the KPIs",
+        |b| b.data("#periods tr.period", "calls") == ["1", "2", "4"],
+    );
     assert_eq!(browser.text("#appointment-rate"), "60%");
-    assert!(!browser.data("#today tr.to-call", "contact").contains(&"h1".to_string()));
+    assert!(
+        !browser
+            .data("#today tr.to-call", "contact")
+            .contains(&"h1".to_string())
+    );
     browser.screenshot("calls-outcome");
 
     // CSRF: a form posted without its token is refused, nothing erased.
@@ -894,10 +973,16 @@ fn the_dashboard_shows_every_page_in_a_real_browser_behind_a_login() {
     assert_eq!((a.status, a.location.as_str()), (303, "/ui/contact?id=k5"));
     let page = http.send("/ui/contact?id=k5", &reader, None);
     assert_eq!(page.status, 200);
-    assert!(!page.body.contains("erase-form"), "no erase form for a reader");
+    assert!(
+        !page.body.contains("erase-form"),
+        "no erase form for a reader"
+    );
     let calls = http.send("/ui/calls", &reader, None);
     assert_eq!(calls.status, 200);
-    assert!(!calls.body.contains("class=\"outcome\""), "no outcome form for a reader");
+    assert!(
+        !calls.body.contains("class=\"outcome\""),
+        "no outcome form for a reader"
+    );
     let csrf = csrf_of(&page.body);
     let a = http.send(
         "/ui/contact/erase",
@@ -923,7 +1008,10 @@ fn the_dashboard_shows_every_page_in_a_real_browser_behind_a_login() {
     assert_eq!(browser.count("#profile"), 0);
     assert!(!env.run(&["score", "u7"]).status.success(), "erased");
     browser.page(&base, "/ui/pressure", "pressure-after-erase");
-    assert_eq!(browser.numbers("#grid a[href$=\"p=1&v=1\"] rect.cell", "data-count"), [0.0]);
+    assert_eq!(
+        browser.numbers("#grid a[href$=\"p=1&v=1\"] rect.cell", "data-count"),
+        [0.0]
+    );
 
     // Logout ends the session in the browser.
     browser.click("#logout");

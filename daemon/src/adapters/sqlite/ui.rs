@@ -50,7 +50,11 @@ impl Conn {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub(super) fn band_moves(&self, from: Timestamp, to: Timestamp) -> Result<Vec<DayCount>, StoreError> {
+    pub(super) fn band_moves(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<DayCount>, StoreError> {
         self.day_counts(
             "SELECT day, from_band, to_band, n FROM ui_band_moves
              WHERE day >= ?1 / ?3 AND day < (?2 + ?3 - 1) / ?3 AND n > 0",
@@ -60,7 +64,11 @@ impl Conn {
         )
     }
 
-    pub(super) fn outbox_by_day(&self, from: Timestamp, to: Timestamp) -> Result<Vec<DayCount>, StoreError> {
+    pub(super) fn outbox_by_day(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<DayCount>, StoreError> {
         self.day_counts(
             "SELECT day, state, kind, channel, sum(n) FROM ui_outbox_counts
              WHERE day >= ?1 / ?3 AND day < (?2 + ?3 - 1) / ?3
@@ -102,7 +110,11 @@ impl Conn {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub(super) fn search_contacts(&self, q: &str, limit: u32) -> Result<Vec<ContactHit>, StoreError> {
+    pub(super) fn search_contacts(
+        &self,
+        q: &str,
+        limit: u32,
+    ) -> Result<Vec<ContactHit>, StoreError> {
         let q = q.trim();
         if q.is_empty() {
             return Ok(Vec::new());
@@ -165,40 +177,41 @@ impl Conn {
         at: Timestamp,
     ) -> Result<(), StoreError> {
         self.write(|tx| {
-        tx.execute_batch("DELETE FROM pressure_grid; DELETE FROM pressure_cells;")?;
-        let mut counts = [[0u64; 5]; 5];
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO pressure_cells (contact, id, p, v, gap, fatigue, solicitations)
+            tx.execute_batch("DELETE FROM pressure_grid; DELETE FROM pressure_cells;")?;
+            let mut counts = [[0u64; 5]; 5];
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO pressure_cells (contact, id, p, v, gap, fatigue, solicitations)
                  SELECT rowid, id, ?2, ?3, ?4, ?5, ?6 FROM contacts WHERE id = ?1",
-            )?;
-            for r in rows {
-                let (p, v) = (usize::from(r.pressure.min(4)), usize::from(r.value.min(4)));
-                if insert.execute(params![
-                    r.contact,
-                    p as i64,
-                    v as i64,
-                    r.gap,
-                    r.fatigue_milli,
-                    r.solicitations
-                ])? > 0
-                {
-                    counts[p][v] += 1;
+                )?;
+                for r in rows {
+                    let (p, v) = (usize::from(r.pressure.min(4)), usize::from(r.value.min(4)));
+                    if insert.execute(params![
+                        r.contact,
+                        p as i64,
+                        v as i64,
+                        r.gap,
+                        r.fatigue_milli,
+                        r.solicitations
+                    ])? > 0
+                    {
+                        counts[p][v] += 1;
+                    }
+                }
+                let mut cell =
+                    tx.prepare_cached("INSERT INTO pressure_grid (p, v, n) VALUES (?1, ?2, ?3)")?;
+                for (p, row) in counts.iter().enumerate() {
+                    for (v, n) in row.iter().enumerate() {
+                        cell.execute(params![p as i64, v as i64, *n as i64])?;
+                    }
                 }
             }
-            let mut cell = tx.prepare_cached("INSERT INTO pressure_grid (p, v, n) VALUES (?1, ?2, ?3)")?;
-            for (p, row) in counts.iter().enumerate() {
-                for (v, n) in row.iter().enumerate() {
-                    cell.execute(params![p as i64, v as i64, *n as i64])?;
-                }
-            }
-        }
-        tx.execute(
-            "INSERT INTO meta (key, value) VALUES ('pressure_at', ?1)
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('pressure_at', ?1)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [to_micros(at).to_string()],
-        )?;
-        Ok(())
+                [to_micros(at).to_string()],
+            )?;
+            Ok(())
         })
     }
 
@@ -208,7 +221,11 @@ impl Conn {
             .conn
             .prepare_cached("SELECT p, v, n FROM pressure_grid")?;
         let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
         })?;
         for row in rows {
             let (p, v, n) = row?;
@@ -218,9 +235,11 @@ impl Conn {
         }
         let at: Option<String> = self
             .conn
-            .query_row("SELECT value FROM meta WHERE key = 'pressure_at'", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'pressure_at'",
+                [],
+                |r| r.get(0),
+            )
             .optional()?;
         grid.computed = at
             .and_then(|v| v.parse::<i64>().ok())

@@ -41,7 +41,9 @@ fn stamp(t: crate::core::model::Timestamp) -> String {
 
 fn why(w: &Why) -> String {
     match w {
-        Why::Trigger { followup, due, .. } => format!("{followup} asked for a call by {}", stamp(*due)),
+        Why::Trigger { followup, due, .. } => {
+            format!("{followup} asked for a call by {}", stamp(*due))
+        }
         Why::CallBack { at } => format!("call-back agreed for {}", stamp(*at)),
         Why::HotLead { band } => format!("{band} lead not called lately"),
     }

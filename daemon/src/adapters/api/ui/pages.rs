@@ -519,9 +519,8 @@ pub async fn followups(
             Ok((
                 s.outbox_by_followup()?,
                 s.broadcasts()?,
-                crate::pipeline::report::campaigns(s, &config, now).map_err(|e| {
-                    crate::adapters::api::ApiError::Internal(e.to_string())
-                })?,
+                crate::pipeline::report::campaigns(s, &config, now)
+                    .map_err(|e| crate::adapters::api::ApiError::Internal(e.to_string()))?,
             ))
         })
         .await?;

@@ -133,9 +133,7 @@ pub async fn contacts(
     }
     let per = q.per.unwrap_or(PAGE);
     if !(1..=MAX_PAGE).contains(&per) {
-        return Err(UiError::BadRequest(format!(
-            "per: from 1 to {MAX_PAGE}"
-        )));
+        return Err(UiError::BadRequest(format!("per: from 1 to {MAX_PAGE}")));
     }
     let offset = (page - 1).saturating_mul(u64::from(per));
     let (list, total) = state

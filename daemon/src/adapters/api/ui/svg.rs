@@ -219,7 +219,14 @@ pub fn grouped(title: &str, xs: &[String], series: &[(String, Vec<u64>)]) -> Str
                 c = PALETTE[k % PALETTE.len()]
             );
         }
-        x_label(&mut out, i, xs.len(), 16, LEFT + gw * i as f64, x_label_text);
+        x_label(
+            &mut out,
+            i,
+            xs.len(),
+            16,
+            LEFT + gw * i as f64,
+            x_label_text,
+        );
     }
     no_data(&mut out, top == 0);
     out.push_str("</svg>");
