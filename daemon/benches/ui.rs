@@ -94,7 +94,7 @@ fn main() {
             format!("/ui/contact?q={id}%40example.com"),
         ),
         (
-            "contact search by name (scan)",
+            "contact search by name",
             "/ui/contact?q=zzz-nobody".to_string(),
         ),
         ("follow-ups", "/ui/followups".to_string()),

@@ -70,7 +70,8 @@ fn dashboard_env(port: u16) -> Env {
 /// The test's start: the data is dated from it (`relance run` runs on the
 /// real clock).
 static START: std::sync::LazyLock<chrono::DateTime<chrono::Utc>> = std::sync::LazyLock::new(|| {
-    chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp(), 0).unwrap()
+    chrono::DateTime::from_timestamp(relance::core::clock::Clock::system().now().timestamp(), 0)
+        .unwrap()
 });
 
 fn stamp(t: chrono::DateTime<chrono::Utc>) -> String {
@@ -99,7 +100,8 @@ fn day(days: i64) -> String {
 /// email sends 25 days ago (in the 30-day solicitation window, their
 /// fatigue long decayed). Ranks 0–4 as the grid draws them.
 /// (id, amount, margin, sends, pressure rank, value rank)
-const CUSTOMERS: [(&str, u32, Option<i32>, usize, usize, usize); 10] = [
+type Customer = (&'static str, u32, Option<i32>, usize, usize, usize);
+const CUSTOMERS: [Customer; 10] = [
     // Top 5 % of 10 (one): strategic; next 15 %: very important; to 50 %:
     // important; the rest minor; a negative margin whatever the revenue.
     ("u0", 10_000, None, 0, 0, 4),

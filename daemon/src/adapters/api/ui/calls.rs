@@ -272,7 +272,7 @@ pub async fn outcome(
         };
         let appended = state
             .db()
-            .write(move |s| Ok(s.append_events(&[Incoming::Contact(event)])?))
+            .write(move |s| s.append_events(&[Incoming::Contact(event)]))
             .await?;
         match appended.first() {
             Some(Append::Inserted) => id,
