@@ -123,6 +123,13 @@ impl Jobs for DaemonJobs {
                 self.rescore(config, now)
             }
             Job::Plan => self.react(config, now),
+            Job::Pressure => {
+                let started = std::time::Instant::now();
+                let report = crate::pipeline::pressure::refresh(&*self.store, config, now)
+                    .map_err(|e| JobError(e.to_string()))?;
+                self.metrics.record_pass("pressure", started.elapsed());
+                Ok(report.to_string())
+            }
             Job::Dispatch => {
                 let clock = self.clock.clone();
                 self.runtime

@@ -7,6 +7,7 @@ use crate::core::model::{Event, Timestamp};
 use crate::domain::fatigue::{ContactState, PressureSample, ValueTier};
 use crate::domain::scoring::score_customers;
 use crate::pipeline::config::Config;
+use crate::ports::store::ui::PressureRow;
 use crate::ports::store::{OutboxStore, Records, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -93,4 +94,65 @@ pub fn samples<S: Records + OutboxStore + ?Sized>(
             value: value.get(id.as_str()).copied().unwrap_or(ValueTier::Minor),
         })
         .collect())
+}
+
+/// What a pressure pass did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PressureRefresh {
+    pub customers: u64,
+    pub over_pressured: u64,
+    pub under_pressured: u64,
+}
+
+impl std::fmt::Display for PressureRefresh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pressure grid: {} customers, {} over-pressured, {} under-pressured",
+            self.customers, self.over_pressured, self.under_pressured
+        )
+    }
+}
+
+/// The pressure pass: every customer placed on the 5×5 grid at `now`, the
+/// result stored whole for the dashboard (which then reads a page of it,
+/// never the customers' histories). Value tiers are ranks among all
+/// customers, so the grid is recomputed whole, on its own schedule.
+pub fn refresh(
+    store: &dyn crate::ports::store::Store,
+    config: &Config,
+    now: Timestamp,
+) -> Result<PressureRefresh, PressureError> {
+    use crate::domain::fatigue::matrix::pressure_category;
+    let pressure = &config.fatigue.pressure;
+    let tolerance = i8::try_from(pressure.tolerance).unwrap_or(i8::MAX);
+    let mut report = PressureRefresh::default();
+    let rows: Vec<PressureRow> = samples(store, config, now)?
+        .into_iter()
+        .map(|s| {
+            let p = pressure_category(pressure, s.fatigue, s.solicitations).rank();
+            let v = s.value.rank();
+            // Ranks are 0–4: the difference fits.
+            let gap = p as i8 - v as i8;
+            report.customers += 1;
+            if gap > tolerance {
+                report.over_pressured += 1;
+            } else if gap < -tolerance {
+                report.under_pressured += 1;
+            }
+            PressureRow {
+                contact: s.contact,
+                pressure: p as u8,
+                value: v as u8,
+                gap,
+                fatigue_milli: s
+                    .fatigue
+                    .units()
+                    .div_euclid(crate::domain::fatigue::points::UNITS_PER_MILLI),
+                solicitations: s.solicitations,
+            }
+        })
+        .collect();
+    store.replace_pressure(&rows, now)?;
+    Ok(report)
 }

@@ -89,7 +89,7 @@ pub enum TaskError {
 }
 
 /// The codes accepted: the trade's, and any the configuration lists.
-fn codes(config: &Config) -> Vec<String> {
+pub fn codes(config: &Config) -> Vec<String> {
     let calls = &config.followups.calls;
     let mut all: Vec<String> = CALL_CODES.iter().map(|c| (*c).to_string()).collect();
     for c in calls

@@ -255,4 +255,168 @@ UPDATE contacts SET email_key = lower(replace(trim(email), ' ', '')) WHERE email
 CREATE INDEX contacts_by_email_key ON contacts(email_key) WHERE email_key IS NOT NULL;
 CREATE INDEX contacts_by_phone_key ON contacts(phone_key) WHERE phone_key IS NOT NULL;
 "#,
+    // 6: the dashboard's aggregates (issue #19): counts kept by triggers in
+    // the transaction of every write, so that no page scans scores, the
+    // outbox or the logs; and the pressure grid the pressure pass keeps.
+    r#"
+-- Scores per one-point bucket (hundredths, floored) and band.
+CREATE TABLE ui_score_buckets (
+    lo          INTEGER NOT NULL,
+    band        TEXT NOT NULL,
+    n           INTEGER NOT NULL,
+    PRIMARY KEY (lo, band)
+) WITHOUT ROWID;
+INSERT INTO ui_score_buckets
+    SELECT score - ((score % 100) + 100) % 100, band, count(*) FROM scores GROUP BY 1, 2;
+CREATE TRIGGER ui_scores_insert AFTER INSERT ON scores BEGIN
+    INSERT INTO ui_score_buckets VALUES (NEW.score - ((NEW.score % 100) + 100) % 100, NEW.band, 1)
+        ON CONFLICT (lo, band) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER ui_scores_delete AFTER DELETE ON scores BEGIN
+    UPDATE ui_score_buckets SET n = n - 1
+        WHERE lo = OLD.score - ((OLD.score % 100) + 100) % 100 AND band = OLD.band;
+END;
+CREATE TRIGGER ui_scores_update AFTER UPDATE OF score, band ON scores
+    WHEN OLD.score <> NEW.score OR OLD.band <> NEW.band BEGIN
+    UPDATE ui_score_buckets SET n = n - 1
+        WHERE lo = OLD.score - ((OLD.score % 100) + 100) % 100 AND band = OLD.band;
+    INSERT INTO ui_score_buckets VALUES (NEW.score - ((NEW.score % 100) + 100) % 100, NEW.band, 1)
+        ON CONFLICT (lo, band) DO UPDATE SET n = n + 1;
+END;
+
+-- Band crossings per day (days since the epoch, UTC).
+CREATE TABLE ui_band_moves (
+    day         INTEGER NOT NULL,
+    from_band   TEXT NOT NULL,
+    to_band     TEXT NOT NULL,
+    n           INTEGER NOT NULL,
+    PRIMARY KEY (day, from_band, to_band)
+) WITHOUT ROWID;
+INSERT INTO ui_band_moves
+    SELECT at / 86400000000, from_band, to_band, count(*) FROM score_changes
+    WHERE from_band <> to_band GROUP BY 1, 2, 3;
+CREATE TRIGGER ui_moves_insert AFTER INSERT ON score_changes
+    WHEN NEW.from_band <> NEW.to_band BEGIN
+    INSERT INTO ui_band_moves VALUES (NEW.at / 86400000000, NEW.from_band, NEW.to_band, 1)
+        ON CONFLICT (day, from_band, to_band) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER ui_moves_delete AFTER DELETE ON score_changes
+    WHEN OLD.from_band <> OLD.to_band BEGIN
+    UPDATE ui_band_moves SET n = n - 1
+        WHERE day = OLD.at / 86400000000 AND from_band = OLD.from_band AND to_band = OLD.to_band;
+END;
+
+-- Outbox rows per day first due, follow-up, kind, channel and state.
+CREATE TABLE ui_outbox_counts (
+    day         INTEGER NOT NULL,
+    followup    TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    channel     TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    n           INTEGER NOT NULL,
+    PRIMARY KEY (day, followup, kind, channel, state)
+) WITHOUT ROWID;
+INSERT INTO ui_outbox_counts
+    SELECT first_due / 86400000000, followup, kind, channel, state, count(*) FROM outbox
+    GROUP BY 1, 2, 3, 4, 5;
+CREATE TRIGGER ui_outbox_insert AFTER INSERT ON outbox BEGIN
+    INSERT INTO ui_outbox_counts
+        VALUES (NEW.first_due / 86400000000, NEW.followup, NEW.kind, NEW.channel, NEW.state, 1)
+        ON CONFLICT (day, followup, kind, channel, state) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER ui_outbox_delete AFTER DELETE ON outbox BEGIN
+    UPDATE ui_outbox_counts SET n = n - 1
+        WHERE day = OLD.first_due / 86400000000 AND followup = OLD.followup AND kind = OLD.kind
+          AND channel = OLD.channel AND state = OLD.state;
+END;
+CREATE TRIGGER ui_outbox_update AFTER UPDATE OF first_due, followup, kind, channel, state ON outbox
+    WHEN OLD.first_due / 86400000000 <> NEW.first_due / 86400000000 OR OLD.followup <> NEW.followup
+      OR OLD.kind <> NEW.kind OR OLD.channel <> NEW.channel OR OLD.state <> NEW.state BEGIN
+    UPDATE ui_outbox_counts SET n = n - 1
+        WHERE day = OLD.first_due / 86400000000 AND followup = OLD.followup AND kind = OLD.kind
+          AND channel = OLD.channel AND state = OLD.state;
+    INSERT INTO ui_outbox_counts
+        VALUES (NEW.first_due / 86400000000, NEW.followup, NEW.kind, NEW.channel, NEW.state, 1)
+        ON CONFLICT (day, followup, kind, channel, state) DO UPDATE SET n = n + 1;
+END;
+
+-- Guard and planner decisions per day, decision and first reason's rule.
+CREATE TABLE ui_decisions (
+    day         INTEGER NOT NULL,
+    decision    TEXT NOT NULL,
+    rule        TEXT NOT NULL,
+    n           INTEGER NOT NULL,
+    PRIMARY KEY (day, decision, rule)
+) WITHOUT ROWID;
+INSERT INTO ui_decisions
+    SELECT at / 86400000000, decision,
+           coalesce(json_extract(reasons, '$[0].rule'), json_extract(reasons, '$.reasons[0].rule'),
+                    json_extract(reasons, '$[0]'), ''),
+           count(*)
+    FROM decision_log GROUP BY 1, 2, 3;
+CREATE TRIGGER ui_decisions_insert AFTER INSERT ON decision_log BEGIN
+    INSERT INTO ui_decisions VALUES (NEW.at / 86400000000, NEW.decision,
+        coalesce(json_extract(NEW.reasons, '$[0].rule'), json_extract(NEW.reasons, '$.reasons[0].rule'),
+                 json_extract(NEW.reasons, '$[0]'), ''), 1)
+        ON CONFLICT (day, decision, rule) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER ui_decisions_delete AFTER DELETE ON decision_log BEGIN
+    UPDATE ui_decisions SET n = n - 1
+        WHERE day = OLD.at / 86400000000 AND decision = OLD.decision
+          AND rule = coalesce(json_extract(OLD.reasons, '$[0].rule'),
+                              json_extract(OLD.reasons, '$.reasons[0].rule'),
+                              json_extract(OLD.reasons, '$[0]'), '');
+END;
+
+-- The pressure pass's last grid: one row per customer (pressure and value
+-- ranks 0-4, gap = pressure rank - value rank), replaced whole by each pass.
+CREATE TABLE pressure_cells (
+    contact       INTEGER PRIMARY KEY REFERENCES contacts(rowid) ON DELETE CASCADE,
+    id            TEXT NOT NULL,
+    p             INTEGER NOT NULL,
+    v             INTEGER NOT NULL,
+    gap           INTEGER NOT NULL,
+    fatigue       INTEGER NOT NULL,
+    solicitations INTEGER NOT NULL
+);
+CREATE INDEX pressure_cells_by_cell ON pressure_cells(p, v, id);
+CREATE INDEX pressure_cells_by_gap ON pressure_cells(gap, id);
+-- Its counts, kept with it.
+CREATE TABLE pressure_grid (
+    p           INTEGER NOT NULL,
+    v           INTEGER NOT NULL,
+    n           INTEGER NOT NULL,
+    PRIMARY KEY (p, v)
+) WITHOUT ROWID;
+CREATE TRIGGER pressure_cells_delete AFTER DELETE ON pressure_cells BEGIN
+    UPDATE pressure_grid SET n = n - 1 WHERE p = OLD.p AND v = OLD.v;
+END;
+"#,
+    // 7: the dashboard's search by name through an index, not a scan.
+    r#"
+-- Each contact's names, lower-cased: "first last", "last first" and the
+-- last name alone, so that a prefix of any finds it through the key.
+CREATE TABLE ui_names (
+    key         TEXT NOT NULL,
+    contact     INTEGER NOT NULL REFERENCES contacts(rowid) ON DELETE CASCADE,
+    PRIMARY KEY (key, contact)
+) WITHOUT ROWID;
+CREATE INDEX ui_names_by_contact ON ui_names(contact);
+CREATE VIEW ui_name_keys AS
+    SELECT rowid AS contact, lower(trim(coalesce(json_extract(record, '$.first_name'), '') || ' ' ||
+                                       coalesce(json_extract(record, '$.last_name'), ''))) AS key FROM contacts
+    UNION SELECT rowid, lower(trim(coalesce(json_extract(record, '$.last_name'), '') || ' ' ||
+                                  coalesce(json_extract(record, '$.first_name'), ''))) FROM contacts
+    UNION SELECT rowid, lower(trim(coalesce(json_extract(record, '$.last_name'), ''))) FROM contacts;
+INSERT INTO ui_names SELECT key, contact FROM ui_name_keys WHERE key <> '';
+CREATE TRIGGER ui_names_insert AFTER INSERT ON contacts BEGIN
+    INSERT OR IGNORE INTO ui_names SELECT key, contact FROM ui_name_keys
+        WHERE contact = NEW.rowid AND key <> '';
+END;
+CREATE TRIGGER ui_names_update AFTER UPDATE OF record ON contacts BEGIN
+    DELETE FROM ui_names WHERE contact = NEW.rowid;
+    INSERT OR IGNORE INTO ui_names SELECT key, contact FROM ui_name_keys
+        WHERE contact = NEW.rowid AND key <> '';
+END;
+"#,
 ];

@@ -287,10 +287,11 @@ impl Conn {
         at.map(from_micros).transpose()
     }
 
+    /// From the counts the triggers keep (migration 6), not a scan.
     pub(super) fn outbox_depth(&self) -> Result<BTreeMap<State, u64>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT state, count(*) FROM outbox GROUP BY state")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT state, sum(n) FROM ui_outbox_counts GROUP BY state HAVING sum(n) > 0",
+        )?;
         let mut q = stmt.query([])?;
         let mut out: BTreeMap<State, u64> = State::ALL.into_iter().map(|s| (s, 0)).collect();
         while let Some(r) = q.next()? {

@@ -25,7 +25,9 @@ use crate::domain::ingest::{Incoming, Patch};
 use crate::domain::outbox::{NewSend, Row, Settlement, State};
 use crate::domain::scoring::StoredScore;
 use crate::ports::store::desk::{CallTaskRow, DeskStore, DuplicateGroup, Listed};
-use crate::ports::store::ui::{ContactHit, DayCount, FollowupCount, UiReads};
+use crate::ports::store::ui::{
+    ContactHit, DayCount, FollowupCount, PressureGrid, PressureList, PressureRow, UiReads,
+};
 use crate::ports::store::{
     Admission, Append, BroadcastSpec, Counts, JobRun, LoggedDecision, OutboxStore, PassMark,
     PlanInput, PlanRead, PlanStore, PlanWrite, Props, Records, RescoreInput, ScheduleStore,
@@ -469,5 +471,19 @@ impl UiReads for SqliteStore {
     }
     fn oldest_pending(&self) -> Result<Option<Timestamp>, StoreError> {
         self.read(|c| c.oldest_pending())
+    }
+    fn replace_pressure(&self, rows: &[PressureRow], at: Timestamp) -> Result<(), StoreError> {
+        self.write(|c| c.replace_pressure(rows, at))
+    }
+    fn pressure_grid(&self) -> Result<PressureGrid, StoreError> {
+        self.read(|c| c.pressure_grid())
+    }
+    fn pressure_list(
+        &self,
+        which: PressureList,
+        offset: u64,
+        limit: u32,
+    ) -> Result<(Vec<PressureRow>, u64), StoreError> {
+        self.read(|c| c.pressure_list(which, offset, limit))
     }
 }

@@ -497,10 +497,12 @@ impl Conn {
         )
     }
 
+    /// From the per-bucket counts the triggers keep (migration 6), not a
+    /// scan of the scores.
     pub(super) fn band_counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT band, count(*) FROM scores GROUP BY band")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT band, sum(n) FROM ui_score_buckets GROUP BY band HAVING sum(n) > 0",
+        )?;
         let rows = stmt.query_map([], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
         })?;

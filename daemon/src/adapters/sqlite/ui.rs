@@ -3,8 +3,10 @@
 use super::conn::{Conn, from_micros, to_micros};
 use crate::core::model::Timestamp;
 use crate::ports::store::StoreError;
-use crate::ports::store::ui::{ContactHit, DayCount, FollowupCount, UiReads};
-use rusqlite::params;
+use crate::ports::store::ui::{
+    ContactHit, DayCount, FollowupCount, PressureGrid, PressureList, PressureRow,
+};
+use rusqlite::{OptionalExtension, params};
 
 const DAY_MICROS: i64 = 86_400_000_000;
 
@@ -34,59 +36,67 @@ impl Conn {
     }
 }
 
-impl UiReads for Conn {
-    fn score_histogram(&self, width: i64) -> Result<Vec<(i64, u64)>, StoreError> {
-        let w = width.max(1);
-        // Floor division, negative scores included.
+/// Inherent, so that the pool runs the reads on a reader and the one
+/// write on the writer.
+impl Conn {
+    pub(super) fn score_histogram(&self, width: i64) -> Result<Vec<(i64, u64)>, StoreError> {
+        let w = bucket(width);
+        // Floor division of the one-point buckets, negative scores included.
         let mut stmt = self.conn.prepare_cached(
-            "SELECT (score - ((score % ?1) + ?1) % ?1) AS lo, count(*) FROM scores GROUP BY lo ORDER BY lo",
+            "SELECT (lo - ((lo % ?1) + ?1) % ?1) AS b, sum(n) FROM ui_score_buckets
+             GROUP BY b HAVING sum(n) > 0 ORDER BY b",
         )?;
         let rows = stmt.query_map([w], |r| Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn band_moves(&self, from: Timestamp, to: Timestamp) -> Result<Vec<DayCount>, StoreError> {
+    pub(super) fn band_moves(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<DayCount>, StoreError> {
         self.day_counts(
-            "SELECT at / ?3, from_band, to_band, count(*) FROM score_changes
-             WHERE at >= ?1 AND at < ?2 AND from_band <> to_band GROUP BY 1, 2, 3",
+            "SELECT day, from_band, to_band, n FROM ui_band_moves
+             WHERE day >= ?1 / ?3 AND day < (?2 + ?3 - 1) / ?3 AND n > 0",
             2,
             from,
             to,
         )
     }
 
-    fn outbox_by_day(&self, from: Timestamp, to: Timestamp) -> Result<Vec<DayCount>, StoreError> {
+    pub(super) fn outbox_by_day(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<DayCount>, StoreError> {
         self.day_counts(
-            "SELECT first_due / ?3, state, kind, channel, count(*) FROM outbox
-             WHERE first_due >= ?1 AND first_due < ?2 GROUP BY 1, 2, 3, 4",
+            "SELECT day, state, kind, channel, sum(n) FROM ui_outbox_counts
+             WHERE day >= ?1 / ?3 AND day < (?2 + ?3 - 1) / ?3
+             GROUP BY 1, 2, 3, 4 HAVING sum(n) > 0",
             3,
             from,
             to,
         )
     }
 
-    fn decision_reasons(
+    pub(super) fn decision_reasons(
         &self,
         from: Timestamp,
         to: Timestamp,
     ) -> Result<Vec<DayCount>, StoreError> {
         self.day_counts(
-            "SELECT at / ?3, decision,
-                    coalesce(json_extract(reasons, '$[0].rule'),
-                             json_extract(reasons, '$.reasons[0].rule'),
-                             json_extract(reasons, '$[0]'), ''),
-                    count(*)
-             FROM decision_log WHERE at >= ?1 AND at < ?2 GROUP BY 1, 2, 3",
+            "SELECT day, decision, rule, n FROM ui_decisions
+             WHERE day >= ?1 / ?3 AND day < (?2 + ?3 - 1) / ?3 AND n > 0",
             2,
             from,
             to,
         )
     }
 
-    fn outbox_by_followup(&self) -> Result<Vec<FollowupCount>, StoreError> {
+    pub(super) fn outbox_by_followup(&self) -> Result<Vec<FollowupCount>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT followup, kind, channel, state, count(*) FROM outbox
-             GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+            "SELECT followup, kind, channel, state, sum(n) FROM ui_outbox_counts
+             GROUP BY 1, 2, 3, 4 HAVING sum(n) > 0 ORDER BY 1, 2, 3, 4",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(FollowupCount {
@@ -100,7 +110,11 @@ impl UiReads for Conn {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn search_contacts(&self, q: &str, limit: u32) -> Result<Vec<ContactHit>, StoreError> {
+    pub(super) fn search_contacts(
+        &self,
+        q: &str,
+        limit: u32,
+    ) -> Result<Vec<ContactHit>, StoreError> {
         let q = q.trim();
         if q.is_empty() {
             return Ok(Vec::new());
@@ -128,29 +142,151 @@ impl UiReads for Conn {
         if !exact.is_empty() {
             return Ok(exact);
         }
-        // A name: a scan, stopped at `limit` hits.
-        let pattern = format!(
-            "%{}%",
-            q.replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        );
+        // A name: a prefix of the first or last name, or of both, through
+        // the kept keys (migration 7).
+        let key = q.to_lowercase();
         let mut stmt = self.conn.prepare_cached(&format!(
-            "{COLUMNS} WHERE (coalesce(json_extract(c.record, '$.first_name'), '') || ' ' ||
-                    coalesce(json_extract(c.record, '$.last_name'), '')) LIKE ?1 ESCAPE '\\'
+            "{COLUMNS} WHERE c.rowid IN (SELECT contact FROM ui_names WHERE key >= ?1 AND key < ?1 || char(1114111)
+                                        LIMIT ?2 * 3)
              ORDER BY c.id LIMIT ?2"
         ))?;
         Ok(stmt
-            .query_map(params![pattern, limit], hit)?
+            .query_map(params![key, limit], hit)?
             .collect::<Result<_, _>>()?)
     }
 
-    fn oldest_pending(&self) -> Result<Option<Timestamp>, StoreError> {
-        let at: Option<i64> = self.conn.query_row(
-            "SELECT min(due_at) FROM outbox WHERE state IN ('planned', 'deferred', 'retrying')",
-            [],
-            |r| r.get(0),
-        )?;
+    pub(super) fn oldest_pending(&self) -> Result<Option<Timestamp>, StoreError> {
+        // Through the partial index of rows to claim: its condition, written
+        // as it is, then the claimed rows left out.
+        let at: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT due_at FROM outbox
+                 WHERE state IN ('planned', 'deferred', 'retrying', 'claimed') AND state <> 'claimed'
+                 ORDER BY due_at LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
         at.map(from_micros).transpose()
     }
+
+    pub(super) fn replace_pressure(
+        &mut self,
+        rows: &[PressureRow],
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute_batch("DELETE FROM pressure_grid; DELETE FROM pressure_cells;")?;
+            let mut counts = [[0u64; 5]; 5];
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO pressure_cells (contact, id, p, v, gap, fatigue, solicitations)
+                 SELECT rowid, id, ?2, ?3, ?4, ?5, ?6 FROM contacts WHERE id = ?1",
+                )?;
+                for r in rows {
+                    let (p, v) = (usize::from(r.pressure.min(4)), usize::from(r.value.min(4)));
+                    if insert.execute(params![
+                        r.contact,
+                        p as i64,
+                        v as i64,
+                        r.gap,
+                        r.fatigue_milli,
+                        r.solicitations
+                    ])? > 0
+                    {
+                        counts[p][v] += 1;
+                    }
+                }
+                let mut cell =
+                    tx.prepare_cached("INSERT INTO pressure_grid (p, v, n) VALUES (?1, ?2, ?3)")?;
+                for (p, row) in counts.iter().enumerate() {
+                    for (v, n) in row.iter().enumerate() {
+                        cell.execute(params![p as i64, v as i64, *n as i64])?;
+                    }
+                }
+            }
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('pressure_at', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [to_micros(at).to_string()],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn pressure_grid(&self) -> Result<PressureGrid, StoreError> {
+        let mut grid = PressureGrid::default();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT p, v, n FROM pressure_grid")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (p, v, n) = row?;
+            if let (Ok(p @ 0..=4), Ok(v @ 0..=4)) = (usize::try_from(p), usize::try_from(v)) {
+                grid.counts[p][v] = n.max(0) as u64;
+            }
+        }
+        let at: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'pressure_at'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        grid.computed = at
+            .and_then(|v| v.parse::<i64>().ok())
+            .map(from_micros)
+            .transpose()?;
+        Ok(grid)
+    }
+
+    pub(super) fn pressure_list(
+        &self,
+        which: PressureList,
+        offset: u64,
+        limit: u32,
+    ) -> Result<(Vec<PressureRow>, u64), StoreError> {
+        const COLUMNS: &str = "SELECT id, p, v, gap, fatigue, solicitations FROM pressure_cells";
+        let (filter, order, a, b) = match which {
+            PressureList::Cell(p, v) => ("p = ?1 AND v = ?2", "id", i64::from(p), i64::from(v)),
+            PressureList::Over(t) => ("gap > ?1 AND ?2 = ?2", "gap DESC, id", i64::from(t), 0),
+            PressureList::Under(t) => ("gap < -?1 AND ?2 = ?2", "gap, id", i64::from(t), 0),
+        };
+        let total: i64 = self.conn.query_row(
+            &format!("SELECT count(*) FROM pressure_cells WHERE {filter}"),
+            params![a, b],
+            |r| r.get(0),
+        )?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "{COLUMNS} WHERE {filter} ORDER BY {order} LIMIT ?3 OFFSET ?4"
+        ))?;
+        let rows = stmt.query_map(
+            params![a, b, limit, i64::try_from(offset).unwrap_or(i64::MAX)],
+            |r| {
+                Ok(PressureRow {
+                    contact: r.get(0)?,
+                    pressure: r.get::<_, i64>(1)?.clamp(0, 4) as u8,
+                    value: r.get::<_, i64>(2)?.clamp(0, 4) as u8,
+                    gap: r.get::<_, i64>(3)?.clamp(-4, 4) as i8,
+                    fatigue_milli: r.get(4)?,
+                    solicitations: r.get::<_, i64>(5)?.max(0) as u32,
+                })
+            },
+        )?;
+        Ok((rows.collect::<Result<_, _>>()?, total.max(0) as u64))
+    }
+}
+
+/// A bucket width in hundredths: whole points (the kept buckets' width),
+/// at least one.
+fn bucket(width: i64) -> i64 {
+    ((width.max(1) + 99) / 100) * 100
 }

@@ -153,6 +153,9 @@ pub enum Job {
     Rescore,
     Plan,
     Dispatch,
+    /// The pressure × value grid the dashboard shows (a scan of every
+    /// customer: hourly or daily, not every minute).
+    Pressure,
 }
 
 /// What to do with ticks missed while the daemon was down.

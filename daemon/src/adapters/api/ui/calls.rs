@@ -1,22 +1,27 @@
-//! The call desk: call tasks to make, ranked by when they are due, with
-//! the follow-up that asked for them; recording an outcome; the outcome
-//! codes of the latest tasks, per day.
+//! The call desk: `relance calls today` (ranked, each with why), recording
+//! an outcome, and the call KPIs per day with their trend, all read through
+//! [`crate::pipeline::report`] from what the passes keep.
 
 use super::session::Session;
-use super::svg::{self, Lines, Point};
+use super::svg::{Lines, Point};
 use super::{UiError, check_admin, check_csrf, chrome, render};
 use crate::adapters::api::ApiState;
+use crate::core::model::Event;
+use crate::domain::desk::kpis::{By, Period};
+use crate::domain::desk::today::{ToCall, Why};
+use crate::domain::ingest::Incoming;
+use crate::pipeline::report;
 use crate::pipeline::tasks::{self, CallOutcome, TaskError};
+use crate::ports::store::Append;
 use axum::Extension;
 use axum::extract::{Form, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
-use std::collections::BTreeMap;
 
-/// Delivered tasks read: the desk and its figures cover the latest ones.
-const TASKS_READ: u32 = 500;
 /// Longest note.
 const MAX_NOTE: usize = 2000;
+/// The KPIs cover this many days before now.
+const KPI_DAYS: i64 = 28;
 
 fn task_error(e: TaskError) -> UiError {
     match e {
@@ -26,100 +31,180 @@ fn task_error(e: TaskError) -> UiError {
     }
 }
 
+fn report_error(e: report::ReportError) -> crate::adapters::api::ApiError {
+    crate::adapters::api::ApiError::Internal(e.to_string())
+}
+
+fn stamp(t: crate::core::model::Timestamp) -> String {
+    t.format("%Y-%m-%d %H:%M").to_string()
+}
+
+fn why(w: &Why) -> String {
+    match w {
+        Why::Trigger { followup, due, .. } => {
+            format!("{followup} asked for a call by {}", stamp(*due))
+        }
+        Why::CallBack { at } => format!("call-back agreed for {}", stamp(*at)),
+        Why::HotLead { band } => format!("{band} lead not called lately"),
+    }
+}
+
+fn pct(r: Option<f64>) -> String {
+    r.map_or_else(|| "–".into(), |r| format!("{:.0}%", 100.0 * r))
+}
+
+/// A rate's change against the previous period, in points.
+fn delta(r: Option<f64>) -> String {
+    match r {
+        Some(d) if d > 0.0 => format!("▲ {:.0}", 100.0 * d),
+        Some(d) if d < 0.0 => format!("▼ {:.0}", -100.0 * d),
+        Some(_) => "=".into(),
+        None => String::new(),
+    }
+}
+
+fn row(rank: usize, c: &ToCall) -> minijinja::Value {
+    let b = &c.contact;
+    let task = c.why.iter().find_map(|w| match w {
+        Why::Trigger { task, .. } => Some(task.clone()),
+        _ => None,
+    });
+    minijinja::context! {
+        rank => rank + 1,
+        id => b.id.clone(),
+        name => b.name.clone(),
+        company => b.company.clone(),
+        phone => b.phone.clone(),
+        band => b.band.clone(),
+        score => b.score.map(|s| format!("{s:.0}")),
+        priority => c.priority,
+        why => c.why.iter().map(why).collect::<Vec<_>>(),
+        last_call => match (&b.last_call_code, b.last_call_at) {
+            (Some(code), Some(at)) => format!("{code} {}", stamp(at)),
+            _ => "never".into(),
+        },
+        task => task,
+    }
+}
+
+fn period(p: &Period) -> minijinja::Value {
+    let k = &p.kpis;
+    let t = p.trend.clone().unwrap_or_default();
+    minijinja::context! {
+        label => p.label.clone(),
+        calls => k.calls,
+        pitches => k.pitches,
+        appointments => k.appointments,
+        callbacks => k.callbacks,
+        refusals => k.refusals,
+        appointment_rate => pct(k.appointment_rate),
+        appointment_trend => delta(t.appointment_rate),
+        callback_rate => pct(k.callback_rate),
+        callback_trend => delta(t.callback_rate),
+        refusal_rate => pct(k.refusal_rate),
+        refusal_trend => delta(t.refusal_rate),
+    }
+}
+
 pub async fn page(
     State(state): State<ApiState>,
     Extension(session): Extension<Session>,
 ) -> Result<Html<String>, UiError> {
     let config = state.config();
     let now = state.clock.now();
-    let list = state
+    let from = now - chrono::Duration::days(KPI_DAYS);
+    let (list, kpis) = state
         .db()
         .read(move |s| {
-            tasks::list(s, &config, false, TASKS_READ, now)
-                .map_err(|e| crate::adapters::api::ApiError::Internal(e.to_string()))
+            Ok((
+                report::calls_today(s, &config, now, None).map_err(report_error)?,
+                report::call_kpis(s, &config, from, now, By::Day, None).map_err(report_error)?,
+            ))
         })
         .await?;
-    let (mut open, done): (Vec<_>, Vec<_>) = list.into_iter().partition(|t| t.outcome.is_none());
-    open.sort_by(|a, b| a.due.cmp(&b.due).then_with(|| a.id.cmp(&b.id)));
-    let mut per_code: BTreeMap<String, u64> = BTreeMap::new();
-    // Per day: calls, meetings, refusals.
-    let mut per_day: BTreeMap<chrono::NaiveDate, [u64; 3]> = BTreeMap::new();
-    for t in &done {
-        let Some(o) = &t.outcome else { continue };
-        *per_code.entry(o.code.clone()).or_default() += 1;
-        let day = o.at.unwrap_or(t.due).date_naive();
-        let e = per_day.entry(day).or_default();
-        e[0] += 1;
-        if o.code == "RDV" {
-            e[1] += 1;
-        }
-        if o.code.starts_with("REFUS") {
-            e[2] += 1;
-        }
-    }
-    let x = |d: &chrono::NaiveDate| super::pages::start_of(*d).timestamp() as f64;
-    let series = ["calls", "meetings (RDV)", "refusals"]
-        .iter()
-        .enumerate()
-        .map(|(k, name)| {
-            (
-                name.to_string(),
-                per_day
-                    .iter()
-                    .map(|(d, v)| Point {
-                        x: x(d),
-                        y: v[k] as f64,
-                        label: format!("{d} {name}"),
+    let x = |p: &Period| p.start.timestamp() as f64;
+    let rate = |name: &str, f: &dyn Fn(&Period) -> Option<f64>| {
+        (
+            name.to_string(),
+            kpis.periods
+                .iter()
+                .filter_map(|p| {
+                    f(p).map(|r| Point {
+                        x: x(p),
+                        y: (1000.0 * r).round() / 10.0,
+                        label: format!("{} {name}", p.label),
                     })
-                    .collect(),
-            )
-        })
-        .collect();
+                })
+                .collect::<Vec<_>>(),
+        )
+    };
     let trend = Lines {
-        title: "Call outcomes per day",
-        class: "kpis",
-        series,
+        title: "Rates per day, in % (appointments and refusals per pitch, call-backs per call)",
+        class: "kpi-trend",
+        series: vec![
+            rate("appointment rate", &|p| p.kpis.appointment_rate),
+            rate("call-back rate", &|p| p.kpis.callback_rate),
+            rate("refusal rate", &|p| p.kpis.refusal_rate),
+        ],
         levels: vec![],
         marks: vec![],
         crossings: vec![],
-        x_labels: per_day
-            .keys()
-            .map(|d| (x(d), d.format("%m-%d").to_string()))
+        x_labels: kpis
+            .periods
+            .iter()
+            .map(|p| (x(p), p.start.format("%m-%d").to_string()))
             .collect(),
     }
     .render();
-    let codes: Vec<(String, u64)> = per_code.into_iter().collect();
-    let total = done.len() as f64;
-    let rate = |code: &str| {
-        let n = codes
+    let calls = Lines {
+        title: "Calls and pitches per day",
+        class: "kpi-calls",
+        series: ["calls", "pitches"]
             .iter()
-            .filter(|(c, _)| c.starts_with(code))
-            .map(|(_, n)| *n)
-            .sum::<u64>() as f64;
-        if total > 0.0 {
-            format!("{:.0}%", 100.0 * n / total)
-        } else {
-            "–".into()
-        }
-    };
+            .map(|name| {
+                (
+                    name.to_string(),
+                    kpis.periods
+                        .iter()
+                        .map(|p| Point {
+                            x: x(p),
+                            y: f64::from(if *name == "calls" {
+                                p.kpis.calls
+                            } else {
+                                p.kpis.pitches
+                            }),
+                            label: format!("{} {name}", p.label),
+                        })
+                        .collect(),
+                )
+            })
+            .collect(),
+        levels: vec![],
+        marks: vec![],
+        crossings: vec![],
+        x_labels: vec![],
+    }
+    .render();
+    let config = state.config();
     render(
         "calls.html",
         minijinja::context! {
             ..chrome(&state, &session, "calls"),
             ..minijinja::context! {
-                open => open.iter().map(|t| minijinja::context! {
-                    id => t.id.clone(), contact => t.contact.clone(), name => t.name.clone(), phone => t.phone.clone(),
-                    company => t.company.clone(), followup => t.followup.clone(), text => t.text.clone(),
-                    due => t.due.format("%Y-%m-%d %H:%M").to_string(), overdue => t.due < now,
-                }).collect::<Vec<_>>(),
-                done_count => done.len(),
-                codes_svg => svg::histogram("Outcomes by code", &codes, 0.0, 0.0, &[]),
+                today => list.iter().enumerate().map(|(i, c)| row(i, c)).collect::<Vec<_>>(),
+                periods => kpis.periods.iter().rev().map(period).collect::<Vec<_>>(),
+                total => period(&Period {
+                    label: "all".into(),
+                    owner: None,
+                    start: kpis.from,
+                    end: kpis.to,
+                    kpis: kpis.total.clone(),
+                    trend: None,
+                }),
+                days => KPI_DAYS,
                 trend_svg => trend,
-                appointment_rate => rate("RDV"),
-                callback_rate => rate("RAPP"),
-                refusal_rate => rate("REFUS"),
-                codes => tasks::CALL_CODES,
-                read => TASKS_READ,
+                calls_svg => calls,
+                codes => tasks::codes(&config),
             }
         },
     )
@@ -130,6 +215,9 @@ pub struct OutcomeForm {
     #[serde(default)]
     csrf: String,
     #[serde(default)]
+    contact: String,
+    /// The call task answered, when a follow-up asked for the call.
+    #[serde(default)]
     task: String,
     #[serde(default)]
     code: String,
@@ -137,6 +225,9 @@ pub struct OutcomeForm {
     note: String,
 }
 
+/// Records a call: on its task when a follow-up asked for it (exactly once
+/// per task), else as a `call` event of the contact (a call-back, a hot
+/// lead). The next pass updates the desk, the status and the KPIs.
 pub async fn outcome(
     State(state): State<ApiState>,
     Extension(session): Extension<Session>,
@@ -150,20 +241,59 @@ pub async fn outcome(
         )));
     }
     let config = state.config();
+    let code = form.code.trim().to_uppercase();
+    let accepted = tasks::codes(&config);
+    if !accepted.contains(&code) {
+        return Err(UiError::BadRequest(format!(
+            "code: `{}` is not one of {}",
+            form.code.chars().take(40).collect::<String>(),
+            accepted.join(", ")
+        )));
+    }
     let now = state.clock.now();
-    let outcome = CallOutcome {
-        code: form.code.clone(),
-        note: Some(form.note.clone()).filter(|n| !n.trim().is_empty()),
-        callback_at: None,
-        at: None,
+    let note = Some(form.note.trim().to_string()).filter(|n| !n.is_empty());
+    let contact = if form.task.trim().is_empty() {
+        let id = form.contact.trim().to_string();
+        if id.is_empty() {
+            return Err(UiError::BadRequest("contact: missing".into()));
+        }
+        let mut props = serde_json::Map::new();
+        props.insert("outcome".into(), code.clone().into());
+        if let Some(n) = &note {
+            props.insert("note".into(), n.clone().into());
+        }
+        let event = Event {
+            id: Some(format!("ui-call-{id}-{}", now.timestamp_micros())),
+            contact: id.clone(),
+            kind: config.followups.calls.event.clone(),
+            at: now,
+            channel: None,
+            props,
+        };
+        let appended = state
+            .db()
+            .write(move |s| s.append_events(&[Incoming::Contact(event)]))
+            .await?;
+        match appended.first() {
+            Some(Append::Inserted) => id,
+            Some(Append::Rejected(why)) => return Err(UiError::BadRequest(why.clone())),
+            _ => return Err(UiError::BadRequest("this call is already recorded".into())),
+        }
+    } else {
+        let outcome = CallOutcome {
+            code: code.clone(),
+            note,
+            callback_at: None,
+            at: None,
+        };
+        let id = form.task.trim().to_string();
+        let recorded = state
+            .db()
+            .write(move |s| Ok(tasks::record(s, &config, &id, &outcome, now)))
+            .await?;
+        recorded.map_err(task_error)?.contact
     };
-    let id = form.task.clone();
-    let recorded = state
-        .db()
-        .write(move |s| Ok(tasks::record(s, &config, &id, &outcome, now)))
-        .await?;
-    let task = recorded.map_err(task_error)?;
-    tracing::info!(task = %task.id, contact = %task.contact, code = %form.code, "call outcome recorded from the dashboard");
+    tracing::info!(contact = %contact, task = %form.task, code = %code, role = session.role.as_str(), "call outcome recorded from the dashboard");
     state.poke();
     Ok(Redirect::to("/ui/calls").into_response())
 }

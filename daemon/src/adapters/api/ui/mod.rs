@@ -86,6 +86,10 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("scores.html", include_str!("templates/scores.html")),
         ("contact.html", include_str!("templates/contact.html")),
         ("pressure.html", include_str!("templates/pressure.html")),
+        (
+            "pressure_list.html",
+            include_str!("templates/pressure_list.html"),
+        ),
         ("followups.html", include_str!("templates/followups.html")),
         ("calls.html", include_str!("templates/calls.html")),
     ] {
@@ -161,6 +165,7 @@ pub fn router(state: ApiState) -> Router<ApiState> {
         .route("/ui/contact", get(contact::page))
         .route("/ui/contact/erase", post(contact::erase))
         .route("/ui/pressure", get(pressure::page))
+        .route("/ui/pressure/contacts", get(pressure::contacts))
         .route("/ui/followups", get(pages::followups))
         .route("/ui/calls", get(calls::page))
         .route("/ui/calls/outcome", post(calls::outcome))

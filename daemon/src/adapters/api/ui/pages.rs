@@ -511,9 +511,18 @@ pub async fn followups(
     State(state): State<ApiState>,
     Extension(session): Extension<Session>,
 ) -> Result<Html<String>, UiError> {
-    let (counts, broadcasts) = state
+    let config = state.config();
+    let now = state.clock.now();
+    let (counts, broadcasts, campaigns) = state
         .db()
-        .read(|s| Ok((s.outbox_by_followup()?, s.broadcasts()?)))
+        .read(move |s| {
+            Ok((
+                s.outbox_by_followup()?,
+                s.broadcasts()?,
+                crate::pipeline::report::campaigns(s, &config, now)
+                    .map_err(|e| crate::adapters::api::ApiError::Internal(e.to_string()))?,
+            ))
+        })
         .await?;
     let config = state.config();
     let mut rows: BTreeMap<String, FollowupRow> = BTreeMap::new();
@@ -562,11 +571,55 @@ pub async fn followups(
         .map(|(i, s)| (s.to_string(), rows.iter().map(|r| r.counts[i]).collect()))
         .filter(|(_, v): &(String, Vec<u64>)| v.iter().any(|n| *n > 0))
         .collect();
+    let names: Vec<String> = campaigns.iter().map(|c| c.name.clone()).collect();
+    let funnel: Vec<(String, Vec<u64>)> = [
+        "reached",
+        "opened",
+        "clicked in target",
+        "clicked off target",
+        "converted",
+    ]
+    .iter()
+    .map(|step| {
+        (
+            step.to_string(),
+            campaigns
+                .iter()
+                .map(|c| match *step {
+                    "reached" => c.contacts,
+                    "opened" => c.opened,
+                    "clicked in target" => c.clicked_in_target,
+                    "clicked off target" => c.clicked_off_target,
+                    _ => c.conversions.contacts,
+                })
+                .collect(),
+        )
+    })
+    .collect();
+    let effectiveness = svg::grouped(
+        "Contacts per campaign: reached, opened, clicked (in and off target), converted",
+        &names,
+        &funnel,
+    );
     render(
         "followups.html",
         minijinja::context! {
             ..chrome(&state, &session, "followups"),
             ..minijinja::context! {
+                campaigns_svg => effectiveness,
+                campaigns => campaigns.iter().map(|c| minijinja::context! {
+                    name => c.name.clone(),
+                    kind => match c.kind {
+                        crate::domain::desk::campaigns::CampaignKind::Broadcast => "broadcast",
+                        crate::domain::desk::campaigns::CampaignKind::Nurture => "nurture",
+                    },
+                    sent => c.sent, contacts => c.contacts, opened => c.opened, clicked => c.clicked,
+                    unsubscribed => c.unsubscribed, in_target => c.clicked_in_target,
+                    off_target => c.clicked_off_target,
+                    share => c.in_target_share.map_or_else(|| "–".to_string(), |r| format!("{:.0}%", 100.0 * r)),
+                    band_up => c.conversions.band_up, meeting => c.conversions.meeting,
+                    purchase => c.conversions.purchase, converted => c.conversions.contacts,
+                }).collect::<Vec<_>>(),
                 svg => svg::stacked("Outbox rows per follow-up by state", &xs, &series),
                 states => STATES,
                 rows => rows.iter().map(|r| minijinja::context! {

@@ -189,6 +189,51 @@ pub fn stacked(title: &str, xs: &[String], series: &[(String, Vec<u64>)]) -> Str
     out
 }
 
+/// Bars side by side: one group per x, one bar per series (each drawn,
+/// zeros included, so a group always has one bar per series).
+pub fn grouped(title: &str, xs: &[String], series: &[(String, Vec<u64>)]) -> String {
+    let mut out = String::new();
+    open(&mut out, "grouped", title);
+    let top = series
+        .iter()
+        .flat_map(|s| s.1.iter().copied())
+        .max()
+        .unwrap_or(0);
+    let max = nice_max(top as f64);
+    y_axis(&mut out, 0.0, max);
+    let gw = (W - LEFT) / xs.len().max(1) as f64;
+    let bw = ((gw - 6.0) / series.len().max(1) as f64).max(0.5);
+    for (i, x_label_text) in xs.iter().enumerate() {
+        let x0 = LEFT + gw * i as f64 + 3.0;
+        for (k, (name, values)) in series.iter().enumerate() {
+            let v = values.get(i).copied().unwrap_or(0);
+            let h = (H - BOTTOM - TOP) * v as f64 / max;
+            let _ = write!(
+                out,
+                r##"<rect class="bar" data-x="{xl}" data-series="{s}" data-value="{v}" x="{x:.1}" y="{y:.1}" width="{w:.1}" height="{h:.1}" fill="{c}"><title>{xl} {s}: {v}</title></rect>"##,
+                xl = esc(x_label_text),
+                s = esc(name),
+                x = x0 + bw * k as f64,
+                y = H - BOTTOM - h,
+                w = (bw - 1.0).max(0.5),
+                c = PALETTE[k % PALETTE.len()]
+            );
+        }
+        x_label(
+            &mut out,
+            i,
+            xs.len(),
+            16,
+            LEFT + gw * i as f64,
+            x_label_text,
+        );
+    }
+    no_data(&mut out, top == 0);
+    out.push_str("</svg>");
+    legend(&mut out, series.iter().map(|s| s.0.as_str()));
+    out
+}
+
 fn legend<'a>(out: &mut String, names: impl Iterator<Item = &'a str>) {
     out.push_str(r#"<p class="legend">"#);
     for (k, n) in names.enumerate() {
