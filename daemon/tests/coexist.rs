@@ -173,6 +173,29 @@ fn a_first_score_in_the_hot_band_fires_the_hot_lead_call_once() {
     assert_eq!(rows.len(), 1, "{rows:?}");
 }
 
+/// Seed 004's "clicked an email, cold prospect, not called for over a
+/// year, target 2" and seed 002's "four visits to one product page in two
+/// days", as triggers.
+const SEED_TRIGGERS: &str = r#"
+[[followups.triggers]]
+name = "cold_target_2_click"
+event = "email_click"
+when = { all = [
+  { field = "band", eq = "cold" },
+  { field = "status", eq = "prospect" },
+  { field = "tier", eq = "target_2" },
+  { field = "call.status", eq = "open" },
+  { any = [ { field = "last.call", older_than = "365d" }, { field = "last.call", exists = false } ] },
+] }
+action = { channel = "email", template = "nurture_welcome" }
+
+[[followups.triggers]]
+name = "product_page_four_times"
+event = "page_visit"
+when = { count = "page_visit", where = { field = "event.props.url", contains = "/produit" }, within = "2d", gte = 4 }
+action = { channel = "phone", template = "call_task" }
+"#;
+
 /// Seed 004's rule "clicked an email, cold prospect, not called for over a
 /// year, target 2" and seed 002's "four visits to one product page in two
 /// days" are written as triggers.
@@ -184,23 +207,7 @@ fn triggers_read_band_call_status_and_windowed_counts() {
         "relance.toml",
         &format!(
             r#"{text}
-[[followups.triggers]]
-name = "cold_target_2_click"
-event = "email_click"
-when = {{ all = [
-  {{ field = "band", eq = "cold" }},
-  {{ field = "status", eq = "prospect" }},
-  {{ field = "tier", eq = "target_2" }},
-  {{ field = "call.status", eq = "open" }},
-  {{ any = [ {{ field = "last.call", older_than = "365d" }}, {{ field = "last.call", exists = false }} ] }},
-] }}
-action = {{ channel = "email", template = "nurture_welcome" }}
-
-[[followups.triggers]]
-name = "product_page_four_times"
-event = "page_visit"
-when = {{ count = "page_visit", where = {{ field = "event.props.url", contains = "/produit" }}, within = "2d", gte = 4 }}
-action = {{ channel = "phone", template = "call_task" }}
+{SEED_TRIGGERS}
 "#
         ),
     );
@@ -752,23 +759,7 @@ fn band_score_prospect_status_and_windowed_counts_drive_deliveries_at_exact_inst
         "relance.toml",
         &format!(
             r#"{text}
-[[followups.triggers]]
-name = "cold_target_2_click"
-event = "email_click"
-when = {{ all = [
-  {{ field = "band", eq = "cold" }},
-  {{ field = "status", eq = "prospect" }},
-  {{ field = "tier", eq = "target_2" }},
-  {{ field = "call.status", eq = "open" }},
-  {{ any = [ {{ field = "last.call", older_than = "365d" }}, {{ field = "last.call", exists = false }} ] }},
-] }}
-action = {{ channel = "email", template = "nurture_welcome" }}
-
-[[followups.triggers]]
-name = "product_page_four_times"
-event = "page_visit"
-when = {{ count = "page_visit", where = {{ field = "event.props.url", contains = "/produit" }}, within = "2d", gte = 4 }}
-action = {{ channel = "phone", template = "call_task" }}
+{SEED_TRIGGERS}
 
 [[followups.triggers]]
 name = "three_complaints"
