@@ -34,6 +34,19 @@ fn shipped(env: &Env, port: u16) {
     );
 }
 
+/// The shipped rules to the loopback receiver on `port`, and one suspect
+/// `p` in Paris.
+fn suspect_p(port: u16) -> Env {
+    let env = Env::new();
+    shipped(&env, port);
+    env.import_text(
+        "contacts",
+        "c.csv",
+        "id,email,status,timezone\np,p@example.com,suspect,Europe/Paris\n",
+    );
+    env
+}
+
 fn row<'a>(rows: &'a [Value], contact: &str, followup: &str) -> Option<&'a Value> {
     rows.iter()
         .find(|r| r["contact"] == contact && r["followup"] == followup)
@@ -415,24 +428,33 @@ fn a_delivered_call_task_and_the_call_itself_charge_once_in_either_order() {
     assert_eq!(f["charges"].as_array().unwrap().len(), 1, "{f}");
 }
 
+/// The pricing page's words; contact `u{i}` visits a page named by word
+/// `i` at `at`, contact `blog` a blog page whose path contains `prix`.
+fn pricing_visitors(env: &Env, at: &str) -> [&'static str; 5] {
+    let urls = ["/tarifs", "/tarif", "/tarification", "/pricing", "/prix"];
+    let mut contacts = String::from("id,email,status,timezone\n");
+    let mut events = String::new();
+    for (i, url) in urls.iter().enumerate() {
+        contacts.push_str(&format!("u{i},u{i}@example.com,suspect,Europe/Paris\n"));
+        events.push_str(&format!(
+            r#"{{"contact":"u{i}","type":"page_visit","at":"{at}","props":{{"url":"https://x.example{url}?ref=mail"}}}}"#
+        ));
+        events.push('\n');
+    }
+    contacts.push_str("blog,b@example.com,suspect,Europe/Paris\n");
+    events.push_str(&format!(
+        r#"{{"contact":"blog","type":"page_visit","at":"{at}","props":{{"url":"https://x.example/blog/prixnobel"}}}}"#
+    ));
+    env.import_text("contacts", "c.csv", &contacts);
+    env.import_text("events", "e.jsonl", &events);
+    urls
+}
+
 /// The pricing-page rule catches every word the articles use.
 #[test]
 fn the_pricing_page_rule_catches_each_word() {
     let env = Env::new();
-    let urls = ["/tarifs", "/tarif", "/tarification", "/pricing", "/prix"];
-    let mut contacts = String::from("id,status,timezone\n");
-    let mut events = String::new();
-    for (i, url) in urls.iter().enumerate() {
-        contacts.push_str(&format!("u{i},suspect,Europe/Paris\n"));
-        events.push_str(&format!(
-            r#"{{"contact":"u{i}","type":"page_visit","at":"2026-11-20T09:00:00Z","props":{{"url":"https://x.example{url}?ref=mail"}}}}"#
-        ));
-        events.push('\n');
-    }
-    contacts.push_str("blog,suspect,Europe/Paris\n");
-    events.push_str(r#"{"contact":"blog","type":"page_visit","at":"2026-11-20T09:00:00Z","props":{"url":"https://x.example/blog/prixnobel"}}"#);
-    env.import_text("contacts", "c.csv", &contacts);
-    env.import_text("events", "e.jsonl", &events);
+    let urls = pricing_visitors(&env, "2026-11-20T09:00:00Z");
     let lines = plan(&env, "2026-11-20T10:00:00Z");
     for (i, url) in urls.iter().enumerate() {
         assert!(
@@ -551,13 +573,7 @@ fn budget_mistakes_are_configuration_errors() {
 #[test]
 fn a_signal_between_two_distant_passes_is_not_missed() {
     let (_received, port, _rt) = receiver();
-    let env = Env::new();
-    shipped(&env, port);
-    env.import_text(
-        "contacts",
-        "c.csv",
-        "id,email,status,timezone\np,p@example.com,suspect,Europe/Paris\n",
-    );
+    let env = suspect_p(port);
     once(&env, "2026-11-16T10:01:00Z");
     once(&env, "2026-11-16T10:05:00Z");
     env.import_text(
@@ -694,20 +710,7 @@ fn each_pricing_word_is_delivered_as_a_call_task_when_the_phone_window_opens() {
     let (received, port, _rt) = receiver();
     let env = Env::new();
     shipped(&env, port);
-    let urls = ["/tarifs", "/tarif", "/tarification", "/pricing", "/prix"];
-    let mut contacts = String::from("id,email,status,timezone\n");
-    let mut events = String::new();
-    for (i, url) in urls.iter().enumerate() {
-        contacts.push_str(&format!("u{i},u{i}@example.com,suspect,Europe/Paris\n"));
-        events.push_str(&format!(
-            r#"{{"contact":"u{i}","type":"page_visit","at":"2026-11-20T06:30:00Z","props":{{"url":"https://x.example{url}?ref=mail"}}}}"#
-        ));
-        events.push('\n');
-    }
-    contacts.push_str("blog,b@example.com,suspect,Europe/Paris\n");
-    events.push_str(r#"{"contact":"blog","type":"page_visit","at":"2026-11-20T06:30:00Z","props":{"url":"https://x.example/blog/prixnobel"}}"#);
-    env.import_text("contacts", "c.csv", &contacts);
-    env.import_text("events", "e.jsonl", &events);
+    let urls = pricing_visitors(&env, "2026-11-20T06:30:00Z");
     once(&env, "2026-11-20T06:35:00Z");
     let rows = outbox(&env);
     for (i, url) in urls.iter().enumerate() {
@@ -931,13 +934,7 @@ action = {{ channel = "email", template = "nurture_welcome" }}
 #[test]
 fn sends_stored_after_the_pass_instant_do_not_tire_the_contact_at_that_instant() {
     let (received, port, _rt) = receiver();
-    let env = Env::new();
-    shipped(&env, port);
-    env.import_text(
-        "contacts",
-        "c.csv",
-        "id,email,status,timezone\np,p@example.com,suspect,Europe/Paris\n",
-    );
+    let env = suspect_p(port);
     let mut events = String::from(
         r#"{"contact":"p","type":"page_visit","at":"2026-11-20T09:00:00Z","props":{"url":"https://x.example/pricing"}}"#,
     );
