@@ -34,6 +34,19 @@ fn shipped(env: &Env, port: u16) {
     );
 }
 
+/// The shipped rules to the loopback receiver on `port`, and one suspect
+/// `p` in Paris.
+fn suspect_p(port: u16) -> Env {
+    let env = Env::new();
+    shipped(&env, port);
+    env.import_text(
+        "contacts",
+        "c.csv",
+        "id,email,status,timezone\np,p@example.com,suspect,Europe/Paris\n",
+    );
+    env
+}
+
 fn row<'a>(rows: &'a [Value], contact: &str, followup: &str) -> Option<&'a Value> {
     rows.iter()
         .find(|r| r["contact"] == contact && r["followup"] == followup)
@@ -173,6 +186,29 @@ fn a_first_score_in_the_hot_band_fires_the_hot_lead_call_once() {
     assert_eq!(rows.len(), 1, "{rows:?}");
 }
 
+/// Seed 004's "clicked an email, cold prospect, not called for over a
+/// year, target 2" and seed 002's "four visits to one product page in two
+/// days", as triggers.
+const SEED_TRIGGERS: &str = r#"
+[[followups.triggers]]
+name = "cold_target_2_click"
+event = "email_click"
+when = { all = [
+  { field = "band", eq = "cold" },
+  { field = "status", eq = "prospect" },
+  { field = "tier", eq = "target_2" },
+  { field = "call.status", eq = "open" },
+  { any = [ { field = "last.call", older_than = "365d" }, { field = "last.call", exists = false } ] },
+] }
+action = { channel = "email", template = "nurture_welcome" }
+
+[[followups.triggers]]
+name = "product_page_four_times"
+event = "page_visit"
+when = { count = "page_visit", where = { field = "event.props.url", contains = "/produit" }, within = "2d", gte = 4 }
+action = { channel = "phone", template = "call_task" }
+"#;
+
 /// Seed 004's rule "clicked an email, cold prospect, not called for over a
 /// year, target 2" and seed 002's "four visits to one product page in two
 /// days" are written as triggers.
@@ -184,23 +220,7 @@ fn triggers_read_band_call_status_and_windowed_counts() {
         "relance.toml",
         &format!(
             r#"{text}
-[[followups.triggers]]
-name = "cold_target_2_click"
-event = "email_click"
-when = {{ all = [
-  {{ field = "band", eq = "cold" }},
-  {{ field = "status", eq = "prospect" }},
-  {{ field = "tier", eq = "target_2" }},
-  {{ field = "call.status", eq = "open" }},
-  {{ any = [ {{ field = "last.call", older_than = "365d" }}, {{ field = "last.call", exists = false }} ] }},
-] }}
-action = {{ channel = "email", template = "nurture_welcome" }}
-
-[[followups.triggers]]
-name = "product_page_four_times"
-event = "page_visit"
-when = {{ count = "page_visit", where = {{ field = "event.props.url", contains = "/produit" }}, within = "2d", gte = 4 }}
-action = {{ channel = "phone", template = "call_task" }}
+{SEED_TRIGGERS}
 "#
         ),
     );
@@ -408,24 +428,33 @@ fn a_delivered_call_task_and_the_call_itself_charge_once_in_either_order() {
     assert_eq!(f["charges"].as_array().unwrap().len(), 1, "{f}");
 }
 
+/// The pricing page's words; contact `u{i}` visits a page named by word
+/// `i` at `at`, contact `blog` a blog page whose path contains `prix`.
+fn pricing_visitors(env: &Env, at: &str) -> [&'static str; 5] {
+    let urls = ["/tarifs", "/tarif", "/tarification", "/pricing", "/prix"];
+    let mut contacts = String::from("id,email,status,timezone\n");
+    let mut events = String::new();
+    for (i, url) in urls.iter().enumerate() {
+        contacts.push_str(&format!("u{i},u{i}@example.com,suspect,Europe/Paris\n"));
+        events.push_str(&format!(
+            r#"{{"contact":"u{i}","type":"page_visit","at":"{at}","props":{{"url":"https://x.example{url}?ref=mail"}}}}"#
+        ));
+        events.push('\n');
+    }
+    contacts.push_str("blog,b@example.com,suspect,Europe/Paris\n");
+    events.push_str(&format!(
+        r#"{{"contact":"blog","type":"page_visit","at":"{at}","props":{{"url":"https://x.example/blog/prixnobel"}}}}"#
+    ));
+    env.import_text("contacts", "c.csv", &contacts);
+    env.import_text("events", "e.jsonl", &events);
+    urls
+}
+
 /// The pricing-page rule catches every word the articles use.
 #[test]
 fn the_pricing_page_rule_catches_each_word() {
     let env = Env::new();
-    let urls = ["/tarifs", "/tarif", "/tarification", "/pricing", "/prix"];
-    let mut contacts = String::from("id,status,timezone\n");
-    let mut events = String::new();
-    for (i, url) in urls.iter().enumerate() {
-        contacts.push_str(&format!("u{i},suspect,Europe/Paris\n"));
-        events.push_str(&format!(
-            r#"{{"contact":"u{i}","type":"page_visit","at":"2026-11-20T09:00:00Z","props":{{"url":"https://x.example{url}?ref=mail"}}}}"#
-        ));
-        events.push('\n');
-    }
-    contacts.push_str("blog,suspect,Europe/Paris\n");
-    events.push_str(r#"{"contact":"blog","type":"page_visit","at":"2026-11-20T09:00:00Z","props":{"url":"https://x.example/blog/prixnobel"}}"#);
-    env.import_text("contacts", "c.csv", &contacts);
-    env.import_text("events", "e.jsonl", &events);
+    let urls = pricing_visitors(&env, "2026-11-20T09:00:00Z");
     let lines = plan(&env, "2026-11-20T10:00:00Z");
     for (i, url) in urls.iter().enumerate() {
         assert!(
@@ -544,13 +573,7 @@ fn budget_mistakes_are_configuration_errors() {
 #[test]
 fn a_signal_between_two_distant_passes_is_not_missed() {
     let (_received, port, _rt) = receiver();
-    let env = Env::new();
-    shipped(&env, port);
-    env.import_text(
-        "contacts",
-        "c.csv",
-        "id,email,status,timezone\np,p@example.com,suspect,Europe/Paris\n",
-    );
+    let env = suspect_p(port);
     once(&env, "2026-11-16T10:01:00Z");
     once(&env, "2026-11-16T10:05:00Z");
     env.import_text(
@@ -647,4 +670,288 @@ fn an_exempt_follow_up_goes_out_the_day_the_budget_is_taken() {
         .collect();
     assert_eq!(p, ["sent", "sent"]);
     assert_eq!(delivered(&received).len(), 5);
+}
+
+/// `text` without the sections (tables and arrays of tables) whose header
+/// starts with one of `prefixes`.
+fn without_sections(text: &str, prefixes: &[&str]) -> String {
+    let mut kept = String::new();
+    let mut skip = false;
+    for line in text.lines() {
+        if line.starts_with('[') {
+            skip = prefixes.iter().any(|p| line.starts_with(p));
+        }
+        if !skip {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    kept
+}
+
+/// The state and last update of `contact`'s row of `followup`.
+fn state_of(env: &Env, contact: &str, followup: &str) -> (String, String) {
+    let rows = outbox(env);
+    let r = row(&rows, contact, followup)
+        .unwrap_or_else(|| panic!("no {followup} for {contact}: {rows:#?}"));
+    (
+        r["state"].as_str().unwrap().to_string(),
+        r["updated_at"].as_str().unwrap().to_string(),
+    )
+}
+
+/// The pricing-page rule through `relance run`: a visit at 07:30 in Paris
+/// on Friday to a page named by each of the articles' words gives that
+/// contact a call task, delivered to the receiver when the phone window
+/// opens (09:00 Paris), not a second before; a blog page whose path merely
+/// contains `prix` gives nothing.
+#[test]
+fn each_pricing_word_is_delivered_as_a_call_task_when_the_phone_window_opens() {
+    let (received, port, _rt) = receiver();
+    let env = Env::new();
+    shipped(&env, port);
+    let urls = pricing_visitors(&env, "2026-11-20T06:30:00Z");
+    once(&env, "2026-11-20T06:35:00Z");
+    let rows = outbox(&env);
+    for (i, url) in urls.iter().enumerate() {
+        let call = row(&rows, &format!("u{i}"), "pricing_visit_call")
+            .unwrap_or_else(|| panic!("{url}: no call task: {rows:#?}"));
+        assert_eq!(call["due_at"], "2026-11-20T08:00:00Z", "{url}: {call}");
+        assert_eq!(call["channel"], "phone", "{url}");
+    }
+    assert!(
+        rows.iter().all(|r| r["contact"] != "blog"),
+        "the blog page is no pricing page: {rows:#?}"
+    );
+    once(&env, "2026-11-20T07:59:59Z");
+    assert!(delivered(&received).is_empty(), "before the phone window");
+    once(&env, "2026-11-20T08:00:00Z");
+    let got: BTreeSet<String> = delivered(&received).into_iter().collect();
+    let want: BTreeSet<String> = (0..urls.len()).map(|i| format!("u{i}")).collect();
+    assert_eq!(got, want, "one call task per word, none for the blog");
+    assert_eq!(delivered(&received).len(), urls.len(), "each once");
+    for (i, url) in urls.iter().enumerate() {
+        assert_eq!(
+            state_of(&env, &format!("u{i}"), "pricing_visit_call"),
+            ("sent".to_string(), "2026-11-20T08:00:00Z".to_string()),
+            "{url}"
+        );
+    }
+    // Later passes plan nothing more for these visits.
+    once(&env, "2026-11-20T08:05:00Z");
+    assert_eq!(delivered(&received).len(), urls.len());
+}
+
+/// The richer conditions through `relance run`, the shipped triggers and
+/// nurture set aside so that each contact has one follow-up: seed 004's
+/// "clicked an email, cold prospect, not called for over a year, target 2"
+/// (band, call status, `last.call`), seed 002's "four visits to one product
+/// page in two days" and "three complaints in two weeks" (windowed counts),
+/// and a download by a prospect the desk reads as CHAUD with a score of 50
+/// or more (`prospect.status`, `score`). Each follow-up is delivered to the
+/// right contact when its channel's window opens on Friday 20 November
+/// (email 08:00, phone 09:00 in Paris), and only to those contacts.
+#[test]
+fn band_score_prospect_status_and_windowed_counts_drive_deliveries_at_exact_instants() {
+    let (received, port, _rt) = receiver();
+    let env = Env::new();
+    shipped(&env, port);
+    let text = std::fs::read_to_string(env.path("relance.toml")).unwrap();
+    let text = without_sections(&text, &["[[followups.triggers]]", "[[followups.nurture"]);
+    env.write(
+        "relance.toml",
+        &format!(
+            r#"{text}
+{SEED_TRIGGERS}
+
+[[followups.triggers]]
+name = "three_complaints"
+event = "complaint"
+when = {{ count = "complaint", within = "14d", gte = 3 }}
+action = {{ channel = "phone", template = "call_task" }}
+
+[[followups.triggers]]
+name = "hot_prospect_download"
+event = "download"
+when = {{ all = [ {{ field = "prospect.status", eq = "CHAUD" }}, {{ field = "score", gte = 50 }} ] }}
+action = {{ channel = "email", template = "nurture_welcome" }}
+"#
+        ),
+    );
+    let mut contacts = String::from("id,email,status,tier,timezone\n");
+    for (id, status, tier) in [
+        ("old", "prospect", "target_2"),
+        ("recent", "prospect", "target_2"),
+        ("visitor", "prospect", "core"),
+        ("thrice", "prospect", "core"),
+        ("grumpy", "customer", ""),
+        ("grumbler", "customer", ""),
+        ("piste", "prospect", "core"),
+        ("mail", "prospect", "core"),
+        ("low", "prospect", "core"),
+    ] {
+        contacts.push_str(&format!(
+            "{id},{id}@example.com,{status},{tier},Europe/Paris\n"
+        ));
+    }
+    env.import_text("contacts", "c.csv", &contacts);
+    let mut events = Vec::new();
+    let mut event = |contact: &str, kind: &str, at: &str, props: &str| {
+        events.push(format!(
+            r#"{{"contact":"{contact}","type":"{kind}","at":"{at}","props":{{{props}}}}}"#
+        ));
+    };
+    // Seed 004: called 15 months ago, or 7 weeks ago; both click on Friday.
+    event("old", "call", "2025-09-01T10:00:00Z", r#""outcome":"MAIL""#);
+    event(
+        "recent",
+        "call",
+        "2026-10-01T10:00:00Z",
+        r#""outcome":"MAIL""#,
+    );
+    for who in ["old", "recent"] {
+        event(who, "email_click", "2026-11-20T06:00:00Z", "");
+    }
+    // Seed 002: four visits of a product page within two days, or three
+    // (thrice's first is older than two days).
+    let produit = r#""url":"https://x.example/produit/paie""#;
+    event("visitor", "page_visit", "2026-11-18T08:00:00Z", produit);
+    event("thrice", "page_visit", "2026-11-18T05:00:00Z", produit);
+    for who in ["visitor", "thrice"] {
+        for at in ["05:00", "05:30", "06:20"] {
+            event(who, "page_visit", &format!("2026-11-20T{at}:00Z"), produit);
+        }
+    }
+    // Three complaints in two weeks, or in three weeks.
+    for (who, first) in [("grumpy", "2026-11-08"), ("grumbler", "2026-11-01")] {
+        for day in [first, "2026-11-14", "2026-11-20"] {
+            event(who, "complaint", &format!("{day}T06:00:00Z"), "");
+        }
+    }
+    // PISTE leaves the prospect CHAUD, MAIL TIÈDE; the demo request and the
+    // download score 65, the download alone 25.
+    let later = r#""outcome":"PISTE","callback_at":"2027-03-01""#;
+    for (who, props) in [
+        ("piste", later),
+        ("mail", r#""outcome":"MAIL""#),
+        ("low", later),
+    ] {
+        event(who, "call", "2026-11-10T10:00:00Z", props);
+    }
+    for who in ["piste", "mail"] {
+        event(who, "demo_request", "2026-11-19T15:00:00Z", "");
+    }
+    for who in ["piste", "mail", "low"] {
+        event(who, "download", "2026-11-20T06:10:00Z", "");
+    }
+    env.import_text("events", "e.jsonl", &(events.join("\n") + "\n"));
+
+    once(&env, "2026-11-20T06:30:00Z");
+    let score = |id: &str| env.json_at("2026-11-20T06:30:00Z", &["score", id, "--json"]);
+    assert_eq!(score("old")["band"], "cold");
+    assert!(score("piste")["score"].as_f64().unwrap() >= 50.0);
+    assert!(score("low")["score"].as_f64().unwrap() < 50.0);
+    let want = [
+        (
+            "old",
+            "cold_target_2_click",
+            "email",
+            "2026-11-20T07:00:00Z",
+        ),
+        (
+            "piste",
+            "hot_prospect_download",
+            "email",
+            "2026-11-20T07:00:00Z",
+        ),
+        (
+            "visitor",
+            "product_page_four_times",
+            "phone",
+            "2026-11-20T08:00:00Z",
+        ),
+        (
+            "grumpy",
+            "three_complaints",
+            "phone",
+            "2026-11-20T08:00:00Z",
+        ),
+    ];
+    let rows = outbox(&env);
+    let planned: BTreeSet<(String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["contact"].as_str().unwrap().to_string(),
+                r["followup"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected: BTreeSet<(String, String)> = want
+        .iter()
+        .map(|(c, f, _, _)| ((*c).to_string(), (*f).to_string()))
+        .collect();
+    // Only the call-backs PISTE agreed (for March) besides.
+    let others: Vec<_> = planned.difference(&expected).collect();
+    assert!(others.iter().all(|(_, f)| f == "callback"), "{others:?}");
+    for (contact, followup, channel, due) in want {
+        let r = row(&rows, contact, followup).unwrap_or_else(|| panic!("{contact}: {rows:#?}"));
+        assert_eq!(
+            (r["channel"].as_str(), r["due_at"].as_str()),
+            (Some(channel), Some(due)),
+            "{r}"
+        );
+    }
+
+    // Emails at 08:00 in Paris, calls at 09:00, each to its contact only.
+    once(&env, "2026-11-20T06:59:59Z");
+    assert!(delivered(&received).is_empty());
+    once(&env, "2026-11-20T07:00:00Z");
+    let mut got = delivered(&received);
+    got.sort();
+    assert_eq!(got, ["old", "piste"]);
+    once(&env, "2026-11-20T07:59:59Z");
+    assert_eq!(delivered(&received).len(), 2);
+    once(&env, "2026-11-20T08:00:00Z");
+    let mut got = delivered(&received);
+    got.sort();
+    assert_eq!(got, ["grumpy", "old", "piste", "visitor"]);
+    for (contact, followup, _, due) in want {
+        assert_eq!(
+            state_of(&env, contact, followup),
+            ("sent".to_string(), due.to_string()),
+            "{contact}"
+        );
+    }
+}
+
+/// Fatigue at any instant, through `relance run`: a store already holding
+/// five SMS of the following days (31 points by the last, past the stop
+/// level, and the weekly cap across channels, had they counted) does not
+/// hold back Friday's call task at a pass on Friday: it is delivered at
+/// the pass's instant. At Thursday's instant after them the guard holds
+/// the same call back.
+#[test]
+fn sends_stored_after_the_pass_instant_do_not_tire_the_contact_at_that_instant() {
+    let (received, port, _rt) = receiver();
+    let env = suspect_p(port);
+    let mut events = String::from(
+        r#"{"contact":"p","type":"page_visit","at":"2026-11-20T09:00:00Z","props":{"url":"https://x.example/pricing"}}"#,
+    );
+    for day in 22..=26 {
+        events.push_str(&format!(
+            "\n{{\"contact\":\"p\",\"type\":\"sms_sent\",\"at\":\"2026-11-{day}T10:00:00Z\",\"channel\":\"sms\"}}"
+        ));
+    }
+    env.import_text("events", "e.jsonl", &events);
+    let later = env.json_at("2026-11-26T10:00:00Z", &["fatigue", "p", "--json"]);
+    assert!(later["fatigue"].as_f64().unwrap() > 25.0, "{later}");
+    once(&env, "2026-11-20T10:01:00Z");
+    assert_eq!(delivered(&received), ["p"]);
+    assert_eq!(
+        state_of(&env, "p", "pricing_visit_call"),
+        ("sent".to_string(), "2026-11-20T10:01:00Z".to_string())
+    );
+    let (d, _) = guard_at(&env, "p", "phone", "2026-11-26T10:00:00Z");
+    assert_ne!(d["decision"], "allow", "{d}");
 }

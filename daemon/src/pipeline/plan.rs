@@ -165,12 +165,7 @@ impl Planner {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let lookback = followups
-            .triggers
-            .iter()
-            .map(|t| t.lookback)
-            .max()
-            .unwrap_or_else(chrono::Duration::zero);
+        let lookback = followups.widest_lookback();
         // Counts in conditions read their whole window from recent events.
         let counted = compiled
             .iter()
@@ -415,15 +410,21 @@ impl Planner {
             arbitration.decided.push(self.decide_alone(p, &fatigue));
         }
 
-        let mut after = state.clone();
-        after.record(
-            &arbitration
-                .decided
-                .iter()
-                .map(|d| d.planned.clone())
-                .collect::<Vec<_>>(),
-        );
-        view.state = &after;
+        // What this pass planned counts for the next wake; most contacts
+        // get nothing new, and their state is not copied.
+        let after: PlanState;
+        if !arbitration.decided.is_empty() {
+            let mut more = state.clone();
+            more.record(
+                &arbitration
+                    .decided
+                    .iter()
+                    .map(|d| d.planned.clone())
+                    .collect::<Vec<_>>(),
+            );
+            after = more;
+            view.state = &after;
+        }
         let window = self.followups.arbitration.window.0;
         let wake = arbitration
             .later

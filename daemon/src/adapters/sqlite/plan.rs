@@ -319,7 +319,8 @@ fn read_batch(
 ) -> Result<(), StoreError> {
     let first = out.len();
     let mut stmt = conn.prepare_cached(&in_list(
-        "SELECT c.rowid, c.record, s.score, s.band, s.next_change_at, s.scored_at, s.recent,
+        // The score's recent snapshots serve rescoring only: not decoded.
+        "SELECT c.rowid, c.record, s.score, s.band, s.next_change_at, s.scored_at, NULL,
                 m.upto, m.memo, w.at, d.status
          FROM contacts c LEFT JOIN scores s ON s.contact = c.rowid
          LEFT JOIN contact_desk d ON d.contact = c.rowid
@@ -479,15 +480,18 @@ fn read_batch(
         },
     )?;
 
+    // The contact's id comes from its input, not from a join per row.
     let sql = in_list(
         &format!(
-            "SELECT {ROW_COLUMNS}, o.contact FROM outbox o JOIN contacts c ON c.rowid = o.contact
-             WHERE o.contact IN ("
+            "SELECT {}, o.contact FROM outbox o WHERE o.contact IN (",
+            ROW_COLUMNS.replace("c.id", "''")
         ),
         ") ORDER BY o.contact, o.seq",
     );
     each_row(conn, &sql, padded(keys), 15, inputs, |input, r| {
-        input.rows.push(read_row(r)?);
+        let mut row = read_row(r)?;
+        row.contact.clone_from(&input.contact.id);
+        input.rows.push(row);
         Ok(())
     })?;
 

@@ -390,6 +390,15 @@ impl CompiledFollowups {
         all.into_iter().filter_map(Condition::count_window).max()
     }
 
+    /// The longest look-back of the triggers (zero without triggers).
+    pub fn widest_lookback(&self) -> chrono::Duration {
+        self.triggers
+            .iter()
+            .map(|t| t.lookback)
+            .max()
+            .unwrap_or_else(chrono::Duration::zero)
+    }
+
     /// How far back a call may ask for a call-back (the triggers' default
     /// look-back).
     pub fn callback_lookback(&self) -> chrono::Duration {

@@ -324,11 +324,15 @@ pub fn plan(
     // A company's business signals are kept on the company, not as the
     // contact's events: triggers see them as `business_signal` events with
     // `props.kind`, keyed by company, kind and instant.
+    // Only signals recent enough for the widest look-back are built: most
+    // of a company's signals are old, and each contact would rebuild them.
+    let widest = followups.widest_lookback();
     let company_signals: Vec<Event> = view
         .company
         .map(|c| {
             c.signals
                 .iter()
+                .filter(|s| s.at <= now && s.at > view.since.min(now) - widest)
                 .map(|s| {
                     let mut props = s.props.clone();
                     props.insert("kind".into(), s.kind.clone().into());
@@ -383,7 +387,10 @@ pub fn plan(
         signals.sort_by_key(|(_, at, _)| *at);
         let mut fired: Vec<Timestamp> = view.state.instants(&t.name, t.kind).collect();
         for (signal, at, event) in signals {
-            let cooling = fired.iter().any(|f| (at - *f).abs() < t.cooldown);
+            // Cooling down: skipped before its key is computed.
+            if fired.iter().any(|f| (at - *f).abs() < t.cooldown) {
+                continue;
+            }
             let mut p = make(
                 &t.name,
                 t.kind,
@@ -391,7 +398,7 @@ pub fn plan(
                 &t.action.channel,
                 &t.action.template,
             );
-            if cooling || view.state.planned.contains_key(&p.idem_key) {
+            if view.state.planned.contains_key(&p.idem_key) {
                 continue;
             }
             p.due = at;
