@@ -369,6 +369,11 @@ pub fn colour(stream: &impl std::io::IsTerminal) -> bool {
 /// Opens the configured store, creating and migrating it as needed: the
 /// one handle a command uses.
 pub fn open_store(config: &Config) -> anyhow::Result<StoreHandle> {
-    relance::adapters::sqlite::open(config)
-        .with_context(|| format!("opening the store {}", config.store_path().display()))
+    let store = relance::adapters::open_store(config);
+    if config.store.postgres_url().is_some() {
+        // The error names the database, never the password.
+        store.context("opening the PostgreSQL store ([store] url)")
+    } else {
+        store.with_context(|| format!("opening the store {}", config.store_path().display()))
+    }
 }

@@ -36,7 +36,7 @@ pub(super) fn read_row(r: &rusqlite::Row<'_>) -> Result<Row, StoreError> {
 /// The payload of a stored row. Rows written by older versions (or by hand)
 /// read as far as they go: a payload that is not an object reads as empty
 /// rather than making the outbox unreadable.
-pub(super) fn decode_payload(text: &str) -> Payload {
+pub(crate) fn decode_payload(text: &str) -> Payload {
     decode(text).unwrap_or_else(|e| {
         tracing::warn!(error = %e, "unreadable outbox payload read as empty");
         Payload::default()
@@ -45,7 +45,7 @@ pub(super) fn decode_payload(text: &str) -> Payload {
 
 /// The props of the event recording a send: its follow-up, and whether it
 /// was exempt (then it is no solicitation: caps and budget do not count it).
-fn send_props(
+pub(crate) fn send_props(
     followup: Option<String>,
     payload: &str,
 ) -> serde_json::Map<String, serde_json::Value> {

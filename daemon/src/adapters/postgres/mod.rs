@@ -1,0 +1,32 @@
+//! The PostgreSQL store: the [`Store`](crate::ports::store::Store) port on
+//! one database that several `relance run` processes share. One file per
+//! trait; `pool.rs` holds the connections and the blocking bridge,
+//! `migrations.rs` the schema.
+
+mod desk;
+mod migrations;
+mod outbox;
+mod plan;
+mod pool;
+mod records;
+mod schedule;
+mod scores;
+mod ui;
+
+pub use pool::PgStore;
+
+use crate::core::config::Config;
+use crate::ports::store::{StoreError, StoreHandle};
+use std::sync::Arc;
+
+/// Opens the PostgreSQL store a configuration names (`[store] url`),
+/// migrating it as needed.
+pub fn open(config: &Config) -> Result<StoreHandle, StoreError> {
+    Ok(Arc::new(PgStore::from_config(config)?))
+}
+
+/// What a method not ported to PostgreSQL yet returns: a clear error, never
+/// a panic.
+fn not_yet(method: &str) -> StoreError {
+    StoreError::Backend(format!("not supported on PostgreSQL yet: {method}"))
+}
