@@ -64,6 +64,9 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        admin(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        admin(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ));
     }
 }

@@ -262,8 +262,11 @@ pub(super) async fn migrate(client: &mut Client, name: &str) -> Result<(), Store
         tracing::info!(version = i + 1, "store migrated");
     }
     if found.is_none() {
-        tx.execute("INSERT INTO relance_schema (version) VALUES ($1)", &[&known])
-            .await?;
+        tx.execute(
+            "INSERT INTO relance_schema (version) VALUES ($1)",
+            &[&known],
+        )
+        .await?;
     } else if version < known {
         tx.execute("UPDATE relance_schema SET version = $1", &[&known])
             .await?;
@@ -273,7 +276,9 @@ pub(super) async fn migrate(client: &mut Client, name: &str) -> Result<(), Store
 }
 
 /// The schema version in force.
-pub(super) async fn version(client: &impl tokio_postgres::GenericClient) -> Result<i64, StoreError> {
+pub(super) async fn version(
+    client: &impl tokio_postgres::GenericClient,
+) -> Result<i64, StoreError> {
     Ok(client
         .query_opt("SELECT version FROM relance_schema", &[])
         .await?

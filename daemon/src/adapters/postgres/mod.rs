@@ -24,9 +24,3 @@ use std::sync::Arc;
 pub fn open(config: &Config) -> Result<StoreHandle, StoreError> {
     Ok(Arc::new(PgStore::from_config(config)?))
 }
-
-/// What a method not ported to PostgreSQL yet returns: a clear error, never
-/// a panic.
-fn not_yet(method: &str) -> StoreError {
-    StoreError::Backend(format!("not supported on PostgreSQL yet: {method}"))
-}

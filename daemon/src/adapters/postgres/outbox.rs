@@ -39,12 +39,14 @@ pub(super) fn read_row(r: &tokio_postgres::Row) -> Result<Row, StoreError> {
         contact: r.get(2),
         followup: r.get(3),
         kind: kind.parse().map_err(StoreError::Corrupt)?,
-        priority: i32::try_from(r.get::<_, i64>(5)).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        priority: i32::try_from(r.get::<_, i64>(5))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
         channel: r.get(6),
         state: state.parse().map_err(StoreError::Corrupt)?,
         due_at: from_micros(r.get(8))?,
         first_due: from_micros(r.get(9))?,
-        attempts: u32::try_from(r.get::<_, i64>(10)).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        attempts: u32::try_from(r.get::<_, i64>(10))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
         lease_until: r.get::<_, Option<i64>>(11).map(from_micros).transpose()?,
         payload: decode_payload(r.get(12)),
         last_error: r.get(13),
@@ -495,4 +497,3 @@ impl OutboxStore for PgStore {
         })
     }
 }
-

@@ -299,9 +299,11 @@ impl PlanStore for PgStore {
 
     fn last_change_seq(&self) -> Result<i64, StoreError> {
         self.read(async |c| {
-            Ok(c.query_one("SELECT value FROM counters WHERE name = 'changes'", &[])
-                .await?
-                .get(0))
+            Ok(
+                c.query_one("SELECT value FROM counters WHERE name = 'changes'", &[])
+                    .await?
+                    .get(0),
+            )
         })
     }
 

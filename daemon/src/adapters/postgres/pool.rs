@@ -102,13 +102,17 @@ impl Drop for Lent<'_> {
 impl std::ops::Deref for Lent<'_> {
     type Target = Client;
     fn deref(&self) -> &Client {
-        self.client.as_ref().expect("a lent connection is present until dropped")
+        self.client
+            .as_ref()
+            .expect("a lent connection is present until dropped")
     }
 }
 
 impl std::ops::DerefMut for Lent<'_> {
     fn deref_mut(&mut self) -> &mut Client {
-        self.client.as_mut().expect("a lent connection is present until dropped")
+        self.client
+            .as_mut()
+            .expect("a lent connection is present until dropped")
     }
 }
 
@@ -165,9 +169,7 @@ fn describe(config: &tokio_postgres::Config) -> String {
 /// TLS when the URL asks for it (`sslmode=require`), checked against the
 /// web PKI roots; plain TCP otherwise (`sslmode=disable`, or `prefer`,
 /// the default, which tokio-postgres treats as plain without a connector).
-fn tls_for(
-    config: &tokio_postgres::Config,
-) -> Option<tokio_postgres_rustls::MakeRustlsConnect> {
+fn tls_for(config: &tokio_postgres::Config) -> Option<tokio_postgres_rustls::MakeRustlsConnect> {
     if config.get_ssl_mode() != tokio_postgres::config::SslMode::Require {
         return None;
     }
@@ -230,10 +232,13 @@ impl PgStore {
 
     /// Opens the store a configuration names (`[store] url`).
     pub fn from_config(config: &Config) -> Result<Self, StoreError> {
-        let url = config.store.postgres_url().ok_or_else(|| StoreError::Open {
-            path: "[store] url".into(),
-            reason: "no PostgreSQL URL configured".into(),
-        })?;
+        let url = config
+            .store
+            .postgres_url()
+            .ok_or_else(|| StoreError::Open {
+                path: "[store] url".into(),
+                reason: "no PostgreSQL URL configured".into(),
+            })?;
         let store = Self::open(url, config.store.pool as usize)?;
         store.set_default_country(&config.calls.default_country.to_ascii_uppercase())?;
         Ok(store)

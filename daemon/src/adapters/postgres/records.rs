@@ -62,20 +62,21 @@ pub(super) async fn contact_rowid(
     c: &impl GenericClient,
     id: &str,
 ) -> Result<Option<i64>, StoreError> {
-    Ok(c.query_opt("SELECT rowid FROM contacts WHERE id = $1", &[&id])
-        .await?
-        .map(|r| r.get(0)))
+    Ok(
+        c.query_opt("SELECT rowid FROM contacts WHERE id = $1", &[&id])
+            .await?
+            .map(|r| r.get(0)),
+    )
 }
 
 /// The country keys are computed with (FR until configured).
 pub(super) async fn default_country(c: &impl GenericClient) -> Result<String, StoreError> {
-    Ok(c
-        .query_opt(
-            "SELECT value FROM meta WHERE key = 'desk.default_country'",
-            &[],
-        )
-        .await?
-        .map_or_else(|| "FR".to_string(), |r| r.get(0)))
+    Ok(c.query_opt(
+        "SELECT value FROM meta WHERE key = 'desk.default_country'",
+        &[],
+    )
+    .await?
+    .map_or_else(|| "FR".to_string(), |r| r.get(0)))
 }
 
 /// A contact's events, oldest first.
@@ -242,9 +243,11 @@ pub(super) async fn insert_events(
 
 impl PgStore {
     async fn last_seq(c: &impl GenericClient) -> Result<i64, StoreError> {
-        Ok(c.query_one("SELECT value FROM counters WHERE name = 'events'", &[])
-            .await?
-            .get(0))
+        Ok(
+            c.query_one("SELECT value FROM counters WHERE name = 'events'", &[])
+                .await?
+                .get(0),
+        )
     }
 }
 
@@ -292,7 +295,10 @@ impl Records for PgStore {
                 }
                 out.push(outcome);
             }
-            if out.iter().any(|u| matches!(u, Upsert::Inserted | Upsert::Updated)) {
+            if out
+                .iter()
+                .any(|u| matches!(u, Upsert::Inserted | Upsert::Updated))
+            {
                 request_plan(tx).await?;
             }
             Ok(out)
@@ -328,7 +334,10 @@ impl Records for PgStore {
                 }
                 out.push(outcome);
             }
-            if out.iter().any(|u| matches!(u, Upsert::Inserted | Upsert::Updated)) {
+            if out
+                .iter()
+                .any(|u| matches!(u, Upsert::Inserted | Upsert::Updated))
+            {
                 request_plan(tx).await?;
             }
             Ok(out)
@@ -371,7 +380,10 @@ impl Records for PgStore {
                 }
                 out.push(outcome);
             }
-            if out.iter().any(|u| matches!(u, Upsert::Inserted | Upsert::Updated)) {
+            if out
+                .iter()
+                .any(|u| matches!(u, Upsert::Inserted | Upsert::Updated))
+            {
                 request_plan(tx).await?;
             }
             Ok(out)
@@ -422,9 +434,9 @@ impl Records for PgStore {
                             .await?
                             .map(|r| r.get(0));
                         out[i] = match rowid {
-                            None => Append::Rejected(format!(
-                                "company: unknown company `{company}`"
-                            )),
+                            None => {
+                                Append::Rejected(format!("company: unknown company `{company}`"))
+                            }
                             Some(rowid) => {
                                 queue_company_contacts(tx, company).await?;
                                 if insert_signal(tx, rowid, company, signal).await? {

@@ -161,9 +161,11 @@ pub(super) fn scan_range(
 impl ScoreStore for PgStore {
     fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.read(async |c| {
-            Ok(c.query_opt("SELECT value FROM meta WHERE key = $1", &[&key])
-                .await?
-                .map(|r| r.get(0)))
+            Ok(
+                c.query_opt("SELECT value FROM meta WHERE key = $1", &[&key])
+                    .await?
+                    .map(|r| r.get(0)),
+            )
         })
     }
 
@@ -491,11 +493,13 @@ impl ScoreStore for PgStore {
 
     fn band_counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {
         self.read(async |c| {
-            Ok(c.query("SELECT band, count(*) FROM scores GROUP BY band", &[])
-                .await?
-                .iter()
-                .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
-                .collect())
+            Ok(
+                c.query("SELECT band, count(*) FROM scores GROUP BY band", &[])
+                    .await?
+                    .iter()
+                    .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
+                    .collect(),
+            )
         })
     }
 

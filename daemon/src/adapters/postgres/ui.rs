@@ -1,35 +1,181 @@
 //! What the dashboard reads from PostgreSQL: aggregates grouped in the
-//! database.
+//! database (see [`crate::ports::store::ui`]).
 
-use super::{PgStore, not_yet};
+use super::PgStore;
+use crate::adapters::sqlite::shared::{from_micros, to_micros};
 use crate::core::model::Timestamp;
 use crate::ports::store::StoreError;
 use crate::ports::store::ui::{ContactHit, DayCount, FollowupCount, UiReads};
 
+const DAY_MICROS: i64 = 86_400_000_000;
+
+/// `first_name last_name` of a stored contact record.
+const NAME: &str = "trim(coalesce(c.record::jsonb ->> 'first_name', '') || ' ' || \
+     coalesce(c.record::jsonb ->> 'last_name', ''))";
+
+impl PgStore {
+    /// Runs a grouping query whose first column is a day and whose last is
+    /// a count, the `keys` columns between being the key.
+    fn day_counts(
+        &self,
+        sql: &str,
+        keys: usize,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<DayCount>, StoreError> {
+        self.read(async |c| {
+            Ok(
+                c.query(sql, &[&to_micros(from), &to_micros(to), &DAY_MICROS])
+                    .await?
+                    .iter()
+                    .map(|r| DayCount {
+                        day: r.get(0),
+                        key: (0..keys)
+                            .map(|i| r.get::<_, Option<String>>(i + 1).unwrap_or_default())
+                            .collect(),
+                        n: r.get::<_, i64>(keys + 1).max(0) as u64,
+                    })
+                    .collect(),
+            )
+        })
+    }
+}
+
 impl UiReads for PgStore {
-    fn score_histogram(&self, _width: i64) -> Result<Vec<(i64, u64)>, StoreError> {
-        Err(not_yet("score_histogram"))
+    fn score_histogram(&self, width: i64) -> Result<Vec<(i64, u64)>, StoreError> {
+        let w = width.max(1);
+        self.read(async |c| {
+            // Floor division, negative scores included.
+            Ok(c.query(
+                "SELECT score - ((score % $1) + $1) % $1 AS lo, count(*) FROM scores
+                 GROUP BY lo ORDER BY lo",
+                &[&w],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get::<_, i64>(1).max(0) as u64))
+            .collect())
+        })
     }
-    fn band_moves(&self, _from: Timestamp, _to: Timestamp) -> Result<Vec<DayCount>, StoreError> {
-        Err(not_yet("band_moves"))
+
+    fn band_moves(&self, from: Timestamp, to: Timestamp) -> Result<Vec<DayCount>, StoreError> {
+        self.day_counts(
+            "SELECT at / $3, from_band, to_band, count(*) FROM score_changes
+             WHERE at >= $1 AND at < $2 AND from_band <> to_band GROUP BY 1, 2, 3",
+            2,
+            from,
+            to,
+        )
     }
-    fn outbox_by_day(&self, _from: Timestamp, _to: Timestamp) -> Result<Vec<DayCount>, StoreError> {
-        Err(not_yet("outbox_by_day"))
+
+    fn outbox_by_day(&self, from: Timestamp, to: Timestamp) -> Result<Vec<DayCount>, StoreError> {
+        self.day_counts(
+            "SELECT first_due / $3, state, kind, channel, count(*) FROM outbox
+             WHERE first_due >= $1 AND first_due < $2 GROUP BY 1, 2, 3, 4",
+            3,
+            from,
+            to,
+        )
     }
+
     fn decision_reasons(
         &self,
-        _from: Timestamp,
-        _to: Timestamp,
+        from: Timestamp,
+        to: Timestamp,
     ) -> Result<Vec<DayCount>, StoreError> {
-        Err(not_yet("decision_reasons"))
+        self.day_counts(
+            "SELECT at / $3, decision,
+                    coalesce(reasons::jsonb #>> '{0,rule}', reasons::jsonb #>> '{reasons,0,rule}',
+                             reasons::jsonb #>> '{0}', ''),
+                    count(*)
+             FROM decision_log WHERE at >= $1 AND at < $2 GROUP BY 1, 2, 3",
+            2,
+            from,
+            to,
+        )
     }
+
     fn outbox_by_followup(&self) -> Result<Vec<FollowupCount>, StoreError> {
-        Err(not_yet("outbox_by_followup"))
+        self.read(async |c| {
+            Ok(c.query(
+                "SELECT followup, kind, channel, state, count(*) FROM outbox
+                 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| FollowupCount {
+                followup: r.get(0),
+                kind: r.get(1),
+                channel: r.get(2),
+                state: r.get(3),
+                n: r.get::<_, i64>(4).max(0) as u64,
+            })
+            .collect())
+        })
     }
-    fn search_contacts(&self, _q: &str, _limit: u32) -> Result<Vec<ContactHit>, StoreError> {
-        Err(not_yet("search_contacts"))
+
+    fn search_contacts(&self, q: &str, limit: u32) -> Result<Vec<ContactHit>, StoreError> {
+        let q = q.trim();
+        if q.is_empty() {
+            return Ok(Vec::new());
+        }
+        let columns = format!(
+            "SELECT c.id, {NAME}, c.email, s.score, s.band
+             FROM contacts c LEFT JOIN scores s ON s.contact = c.rowid"
+        );
+        let limit = i64::from(limit);
+        let pattern = format!(
+            "%{}%",
+            q.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        self.read(async |c| {
+            let hit = |r: &tokio_postgres::Row| ContactHit {
+                id: r.get(0),
+                name: r.get(1),
+                email: r.get(2),
+                score: r.get(3),
+                band: r.get(4),
+            };
+            // Exact id or email first: both are indexed.
+            let exact: Vec<ContactHit> = c
+                .query(
+                    &format!(
+                        "{columns} WHERE c.id = $1 UNION {columns} WHERE c.email = lower($1) LIMIT $2"
+                    ),
+                    &[&q, &limit],
+                )
+                .await?
+                .iter()
+                .map(hit)
+                .collect();
+            if !exact.is_empty() {
+                return Ok(exact);
+            }
+            // A name: a scan, stopped at `limit` hits.
+            Ok(c.query(
+                &format!("{columns} WHERE {NAME} ILIKE $1 ORDER BY c.id LIMIT $2"),
+                &[&pattern, &limit],
+            )
+            .await?
+            .iter()
+            .map(hit)
+            .collect())
+        })
     }
+
     fn oldest_pending(&self) -> Result<Option<Timestamp>, StoreError> {
-        Err(not_yet("oldest_pending"))
+        self.read(async |c| {
+            c.query_one(
+                "SELECT min(due_at) FROM outbox WHERE state IN ('planned', 'deferred', 'retrying')",
+                &[],
+            )
+            .await?
+            .get::<_, Option<i64>>(0)
+            .map(from_micros)
+            .transpose()
+        })
     }
 }
