@@ -210,7 +210,7 @@ impl PgStore {
             pool: Pool {
                 config,
                 tls,
-                size: pool.max(2),
+                size: pool.max(1),
                 state: Mutex::default(),
                 freed: Condvar::new(),
             },
