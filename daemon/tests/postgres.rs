@@ -140,3 +140,135 @@ fn an_unreachable_server_is_a_clear_error() {
     );
     assert!(!text.contains("s3cret"), "{text}");
 }
+
+fn t(s: &str) -> relance::core::model::Timestamp {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+}
+
+/// A guard in miniature: one send per channel and three in all per
+/// contact, counting the sends and reservations the store hands over.
+fn capped(
+    row: &relance::domain::outbox::Row,
+    weighs: &[relance::core::model::Event],
+) -> relance::ports::store::Admission {
+    use relance::ports::store::{Admission, AdmissionVerdict};
+    let sent: Vec<_> = weighs
+        .iter()
+        .filter(|e| e.kind.ends_with("_sent"))
+        .collect();
+    let same = sent
+        .iter()
+        .filter(|e| e.kind == format!("{}_sent", row.channel))
+        .count();
+    let verdict = if same >= 1 || sent.len() >= 3 {
+        AdmissionVerdict::Block
+    } else {
+        AdmissionVerdict::Allow {
+            event_type: format!("{}_sent", row.channel),
+        }
+    };
+    Admission {
+        verdict,
+        reasons: serde_json::json!([]),
+    }
+}
+
+/// Four handles (as four daemons would have) claim one contact's 32
+/// colliding sends at once, a few at a time: exactly its budget goes, one
+/// per channel; and a row whose lease expired is taken over, the first
+/// owner can no longer settle it.
+#[test]
+fn a_contact_hammered_by_four_claimers_gets_exactly_its_budget() {
+    use relance::domain::ingest::Patch;
+    use relance::domain::outbox::{NewSend, Payload, Settlement, idempotency_key};
+    let db = Scratch::new("hammer");
+    let open = || -> StoreHandle { Arc::new(PgStore::open(&db.url(), 4).unwrap()) };
+    let store = open();
+    store
+        .upsert_contacts(&[Patch {
+            id: "c".into(),
+            ..Patch::default()
+        }])
+        .unwrap();
+    let now = t("2026-11-20T09:00:00Z");
+    let sends: Vec<NewSend> = ["email", "sms", "call", "letter"]
+        .into_iter()
+        .flat_map(|ch| {
+            (0..8).map(move |i| NewSend {
+                idem_key: idempotency_key("c", "nurture", &format!("{ch}-{i}")),
+                contact: "c".into(),
+                followup: "nurture".into(),
+                kind: relance::core::model::FollowUpKind::Systematic,
+                priority: 10,
+                channel: ch.into(),
+                due_at: now,
+                payload: Payload::template("nurture_welcome"),
+            })
+        })
+        .collect();
+    store.enqueue(&sends, now).unwrap();
+    let lease = now + chrono::Duration::minutes(10);
+    let start = Arc::new(std::sync::Barrier::new(4));
+    let claimers: Vec<_> = (0..4)
+        .map(|i| {
+            let (store, start) = (open(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                let mut mine = Vec::new();
+                while store.next_due().unwrap().is_some_and(|d| d <= now) {
+                    let rows = store
+                        .claim_due(now, lease, 2, &format!("d{i}"), &mut |row, _, w| {
+                            capped(row, w)
+                        })
+                        .unwrap();
+                    mine.extend(rows);
+                }
+                mine
+            })
+        })
+        .collect();
+    let claimed: Vec<_> = claimers
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let channels: std::collections::BTreeSet<&str> =
+        claimed.iter().map(|r| r.channel.as_str()).collect();
+    assert_eq!(claimed.len(), 3, "{claimed:?}");
+    assert_eq!(channels.len(), 3, "{claimed:?}");
+
+    // The first claim's lease runs out: another owner takes the row over.
+    let row = &claimed[0];
+    let later = lease + chrono::Duration::seconds(1);
+    let again = store
+        .claim_due(
+            later,
+            later + chrono::Duration::minutes(10),
+            10,
+            "late",
+            &mut |r, _, _| relance::ports::store::Admission {
+                verdict: relance::ports::store::AdmissionVerdict::Allow {
+                    event_type: format!("{}_sent", r.channel),
+                },
+                reasons: serde_json::json!([]),
+            },
+        )
+        .unwrap();
+    assert!(again.iter().any(|r| r.seq == row.seq), "{again:?}");
+    let first = store.outbox_row(&row.idem_key).unwrap().unwrap();
+    assert_eq!(first.attempts, 2);
+    // Whichever daemon claimed it first no longer settles it.
+    for first in ["d0", "d1", "d2", "d3"] {
+        assert!(
+            !store
+                .settle(row.seq, first, &Settlement::Sent, later)
+                .unwrap()
+        );
+    }
+    assert!(
+        store
+            .settle(row.seq, "late", &Settlement::Sent, later)
+            .unwrap()
+    );
+}
