@@ -3,6 +3,7 @@
 //! trait; `pool.rs` holds the connections and the blocking bridge,
 //! `migrations.rs` the schema.
 
+mod copy;
 mod desk;
 mod migrations;
 mod outbox;
@@ -13,6 +14,7 @@ mod schedule;
 mod scores;
 mod ui;
 
+pub use copy::Copied;
 pub use pool::PgStore;
 
 use crate::core::config::Config;
