@@ -15,7 +15,7 @@ mod scores;
 mod ui;
 
 pub use copy::Copied;
-pub use pool::PgStore;
+pub use pool::{PgStore, describe_url};
 
 use crate::core::config::Config;
 use crate::ports::store::{StoreError, StoreHandle};

@@ -148,6 +148,13 @@ impl Drop for PgStore {
     }
 }
 
+/// `postgres://user@host:port/db` of a URL, for messages and `relance
+/// check`: never the password.
+pub fn describe_url(url: &str) -> String {
+    url.parse::<tokio_postgres::Config>()
+        .map_or_else(|_| "postgres://(invalid URL)".into(), |c| describe(&c))
+}
+
 /// `user@host:port/db` of a configuration, for messages: never the password.
 fn describe(config: &tokio_postgres::Config) -> String {
     let host = config
