@@ -12,7 +12,7 @@
 use super::PgStore;
 use super::records::{events_by_key, insert_events};
 use crate::adapters::sqlite::shared::{
-    decode, decode_payload, encode, from_micros, send_props, to_micros,
+    decode, decode_payload, encode, from_micros, send_props, settled, to_micros,
 };
 use crate::core::model::{Contact, Event, Timestamp};
 use crate::domain::ingest::Incoming;
@@ -125,13 +125,7 @@ async fn settle_one(
     how: &Settlement,
     now: Timestamp,
 ) -> Result<bool, StoreError> {
-    let (state, due, error) = match how {
-        Settlement::Sent => (State::Sent, None, None),
-        Settlement::Retry { at, error } => {
-            (State::Retrying, Some(to_micros(*at)), Some(error.as_str()))
-        }
-        Settlement::Dead { error } => (State::Dead, None, Some(error.as_str())),
-    };
+    let (state, due, error) = settled(how);
     let n = tx
         .execute(
             "UPDATE outbox SET state = $3, due_at = coalesce($4, due_at), last_error = $5,

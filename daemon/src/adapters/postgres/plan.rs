@@ -3,7 +3,7 @@
 
 use super::PgStore;
 use super::outbox::{ROW_COLUMNS, read_row};
-use super::records::{contact_rowid, request_plan};
+use super::records::{contact_rowid, request_plan, set_meta};
 use super::scores::{CHANGE_COLUMNS, load_companies, read_change, stored_from_row};
 use crate::adapters::sqlite::shared::{decode, decode_props, encode, from_micros, to_micros};
 use crate::core::model::{Company, Contact, Event, Timestamp};
@@ -439,14 +439,7 @@ impl PlanStore for PgStore {
                 )
                 .await?;
             }
-            for (key, value) in meta {
-                tx.execute(
-                    "INSERT INTO meta (key, value) VALUES ($1, $2)
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    &[key, value],
-                )
-                .await?;
-            }
+            set_meta(tx, meta).await?;
             Ok(())
         })
     }

@@ -32,6 +32,33 @@ pub(super) async fn request_plan(tx: &Transaction<'_>) -> Result<(), StoreError>
     Ok(())
 }
 
+/// Sets the planning-needed mark if a record of the batch was written.
+async fn request_plan_if_changed(tx: &Transaction<'_>, out: &[Upsert]) -> Result<(), StoreError> {
+    if out
+        .iter()
+        .any(|u| matches!(u, Upsert::Inserted | Upsert::Updated))
+    {
+        request_plan(tx).await?;
+    }
+    Ok(())
+}
+
+/// Writes small named values (`meta`) in the caller's transaction.
+pub(super) async fn set_meta(
+    tx: &Transaction<'_>,
+    values: &[(&str, String)],
+) -> Result<(), StoreError> {
+    for (key, value) in values {
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[key, value],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Takes the numbering of `counter` ('events', 'changes') until commit and
 /// returns the last number handed out.
 pub(super) async fn take_counter(tx: &Transaction<'_>, counter: &str) -> Result<i64, StoreError> {
@@ -295,12 +322,7 @@ impl Records for PgStore {
                 }
                 out.push(outcome);
             }
-            if out
-                .iter()
-                .any(|u| matches!(u, Upsert::Inserted | Upsert::Updated))
-            {
-                request_plan(tx).await?;
-            }
+            request_plan_if_changed(tx, &out).await?;
             Ok(out)
         })
     }
@@ -334,12 +356,7 @@ impl Records for PgStore {
                 }
                 out.push(outcome);
             }
-            if out
-                .iter()
-                .any(|u| matches!(u, Upsert::Inserted | Upsert::Updated))
-            {
-                request_plan(tx).await?;
-            }
+            request_plan_if_changed(tx, &out).await?;
             Ok(out)
         })
     }
@@ -380,12 +397,7 @@ impl Records for PgStore {
                 }
                 out.push(outcome);
             }
-            if out
-                .iter()
-                .any(|u| matches!(u, Upsert::Inserted | Upsert::Updated))
-            {
-                request_plan(tx).await?;
-            }
+            request_plan_if_changed(tx, &out).await?;
             Ok(out)
         })
     }

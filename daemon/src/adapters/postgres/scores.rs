@@ -6,7 +6,9 @@
 //! finds it changed and writes nothing.
 
 use super::PgStore;
-use super::records::{contact_rowid, events_by_key, load_company, set_counter, take_counter};
+use super::records::{
+    contact_rowid, events_by_key, load_company, set_counter, set_meta, take_counter,
+};
 use crate::adapters::sqlite::shared::{
     decode, decode_props, decode_recent, encode_recent, from_micros, to_micros,
 };
@@ -462,14 +464,7 @@ impl ScoreStore for PgStore {
             {
                 set_counter(tx, "changes", last).await?;
             }
-            for (key, value) in meta {
-                tx.execute(
-                    "INSERT INTO meta (key, value) VALUES ($1, $2)
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    &[key, value],
-                )
-                .await?;
-            }
+            set_meta(tx, meta).await?;
             Ok(())
         })
     }

@@ -19,7 +19,7 @@ pub use pool::SqliteStore;
 pub(crate) mod shared {
     pub(crate) use super::conn::{decode, decode_props, encode, from_micros, merge, to_micros};
     pub(crate) use super::desk::contact_keys;
-    pub(crate) use super::outbox::{decode_payload, send_props};
+    pub(crate) use super::outbox::{decode_payload, send_props, settled};
     pub(crate) use super::scores::{decode_recent, encode_recent};
 }
 

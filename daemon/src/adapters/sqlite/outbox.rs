@@ -304,6 +304,17 @@ impl Conn {
     }
 }
 
+/// The state, next due instant (micros) and error a settlement writes.
+pub(crate) fn settled(how: &Settlement) -> (State, Option<i64>, Option<&str>) {
+    match how {
+        Settlement::Sent => (State::Sent, None, None),
+        Settlement::Retry { at, error } => {
+            (State::Retrying, Some(to_micros(*at)), Some(error.as_str()))
+        }
+        Settlement::Dead { error } => (State::Dead, None, Some(error.as_str())),
+    }
+}
+
 fn settle_one(
     tx: &Connection,
     seq: i64,
@@ -311,13 +322,7 @@ fn settle_one(
     how: &Settlement,
     now: Timestamp,
 ) -> Result<bool, StoreError> {
-    let (state, due, error) = match how {
-        Settlement::Sent => (State::Sent, None, None),
-        Settlement::Retry { at, error } => {
-            (State::Retrying, Some(to_micros(*at)), Some(error.as_str()))
-        }
-        Settlement::Dead { error } => (State::Dead, None, Some(error.as_str())),
-    };
+    let (state, due, error) = settled(how);
     let n = tx
         .prepare_cached(
             "UPDATE outbox SET state = ?3, due_at = coalesce(?4, due_at), last_error = ?5,
