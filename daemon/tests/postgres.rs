@@ -342,3 +342,42 @@ fn store_copy_moves_a_sqlite_installation() {
     let out = env.run_at(now, &["rescore"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// A large batch (an import's) goes through `COPY`: each event once,
+/// numbered without gaps, duplicates inside and across batches found.
+#[test]
+fn a_large_batch_is_copied_once() {
+    use relance::domain::ingest::{Incoming, Patch};
+    use relance::ports::store::Append;
+    let db = Scratch::new("copyin");
+    let store: StoreHandle = Arc::new(PgStore::open(&db.url(), 2).unwrap());
+    let ids: Vec<Patch> = (0..50)
+        .map(|i| Patch {
+            id: format!("c{i}"),
+            ..Patch::default()
+        })
+        .collect();
+    store.upsert_contacts(&ids).unwrap();
+    let at = t("2026-11-20T09:00:00Z");
+    let batch: Vec<Incoming> = (0..2_000)
+        .map(|i| {
+            Incoming::Contact(relance::core::model::Event {
+                // Every 100th event repeats the one before it.
+                id: Some(format!("e{}", i - usize::from(i % 100 == 99))),
+                contact: format!("c{}", i % 50),
+                kind: "email_open".into(),
+                at: at + chrono::Duration::seconds(i as i64),
+                channel: None,
+                props: serde_json::Map::new(),
+            })
+        })
+        .collect();
+    let first = store.append_events(&batch).unwrap();
+    let inserted = first.iter().filter(|a| **a == Append::Inserted).count();
+    assert_eq!(inserted, 1_980);
+    assert_eq!(store.last_event_seq().unwrap(), 1_980);
+    assert_eq!(store.counts().unwrap().events, 1_980);
+    let again = store.append_events(&batch).unwrap();
+    assert!(again.iter().all(|a| *a == Append::Duplicate));
+    assert_eq!(store.events_of("c7").unwrap().len(), 40);
+}

@@ -209,6 +209,10 @@ async fn insert_signal(
     Ok(n == 1)
 }
 
+/// New events from which an append goes through `COPY` rather than one
+/// multi-row insert.
+const COPY_FROM: usize = 500;
+
 /// Inserts events (contact key, event, dedup key) not stored yet, numbered
 /// in order, under the 'events' counter; notifies the listeners on commit.
 /// Returns, per event, whether it was new.
@@ -248,7 +252,46 @@ pub(super) async fn insert_events(
         channel.push(e.channel.as_deref());
         props.push(encode(&e.props)?);
     }
-    if next > last {
+    if seq.len() >= COPY_FROM {
+        // Large batches (imports, the API's group commits): binary COPY.
+        let sink = tx
+            .copy_in(
+                "COPY events (contact, at, seq, dedup, event_id, type, channel, props)
+                 FROM STDIN BINARY",
+            )
+            .await?;
+        use tokio_postgres::types::Type;
+        let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(
+            sink,
+            &[
+                Type::INT8,
+                Type::INT8,
+                Type::INT8,
+                Type::BYTEA,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+            ],
+        );
+        let mut writer = std::pin::pin!(writer);
+        for i in 0..seq.len() {
+            writer
+                .as_mut()
+                .write(&[
+                    &contact[i],
+                    &at[i],
+                    &seq[i],
+                    &dedup[i],
+                    &event_id[i],
+                    &kind[i],
+                    &channel[i],
+                    &props[i],
+                ])
+                .await?;
+        }
+        writer.as_mut().finish().await?;
+    } else if next > last {
         tx.execute(
             "INSERT INTO events (contact, at, seq, dedup, event_id, type, channel, props)
              SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bytea[],
@@ -258,6 +301,8 @@ pub(super) async fn insert_events(
             ],
         )
         .await?;
+    }
+    if next > last {
         set_counter(tx, "events", next).await?;
         tx.execute(
             "SELECT pg_notify($1, $2)",
