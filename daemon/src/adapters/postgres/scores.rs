@@ -153,7 +153,7 @@ pub(super) fn scan_range(
         for (key, contact, events, score) in batch {
             f(key, contact, events, score)?;
         }
-        if last >= range.1 - 1 {
+        if last >= range.1.saturating_sub(1) {
             return Ok(());
         }
         from = last + 1;
