@@ -66,6 +66,12 @@ fn retryable(e: &tokio_postgres::Error) -> bool {
         .is_some_and(|c| matches!(c.code(), "40P01" | "40001"))
 }
 
+/// A transaction PostgreSQL aborted as a deadlock or serialization
+/// failure, once converted (the message starts with the SQLSTATE).
+fn aborted(e: &StoreError) -> bool {
+    matches!(e, StoreError::Transient(m) if m.starts_with("40P01:") || m.starts_with("40001:"))
+}
+
 /// The connections of one handle.
 struct Pool {
     config: tokio_postgres::Config,
@@ -380,6 +386,8 @@ impl PgStore {
                 Ok(out) => return Ok(out),
                 Err(Retry::Again(_)) if attempt < TX_ATTEMPTS => continue,
                 Err(Retry::Again(e)) => return Err(e.into()),
+                // Raised inside `f` and converted there by `?`.
+                Err(Retry::Store(e)) if aborted(&e) && attempt < TX_ATTEMPTS => continue,
                 Err(Retry::Store(e)) => return Err(e),
             }
         }
