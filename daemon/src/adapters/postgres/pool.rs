@@ -30,7 +30,7 @@ pub(super) const EVENT_POLL: Duration = Duration::from_millis(250);
 pub(super) const EVENTS_CHANNEL: &str = "relance_events";
 /// Attempts of a transaction that PostgreSQL aborted as a deadlock or a
 /// serialization failure before the error reaches the caller.
-const TX_ATTEMPTS: usize = 5;
+const TX_ATTEMPTS: usize = 8;
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -64,6 +64,12 @@ impl From<tokio_postgres::Error> for StoreError {
 fn retryable(e: &tokio_postgres::Error) -> bool {
     e.code()
         .is_some_and(|c| matches!(c.code(), "40P01" | "40001"))
+}
+
+/// A short wait before running an aborted transaction again, longer at
+/// each attempt, so that the transaction it collided with finishes first.
+fn pause(attempt: usize) {
+    blocking(|| std::thread::sleep(Duration::from_millis(20 * attempt as u64)));
 }
 
 /// A transaction PostgreSQL aborted as a deadlock or serialization
@@ -384,10 +390,10 @@ impl PgStore {
             });
             match outcome {
                 Ok(out) => return Ok(out),
-                Err(Retry::Again(_)) if attempt < TX_ATTEMPTS => continue,
+                Err(Retry::Again(_)) if attempt < TX_ATTEMPTS => pause(attempt),
                 Err(Retry::Again(e)) => return Err(e.into()),
                 // Raised inside `f` and converted there by `?`.
-                Err(Retry::Store(e)) if aborted(&e) && attempt < TX_ATTEMPTS => continue,
+                Err(Retry::Store(e)) if aborted(&e) && attempt < TX_ATTEMPTS => pause(attempt),
                 Err(Retry::Store(e)) => return Err(e),
             }
         }

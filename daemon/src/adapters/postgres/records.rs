@@ -32,6 +32,15 @@ pub(super) async fn request_plan(tx: &Transaction<'_>) -> Result<(), StoreError>
     Ok(())
 }
 
+/// The positions of a batch's records in id order (repeats of one id in
+/// their batch order): every writer takes the rows of its batch in the
+/// same order, so two batches never wait for each other in a circle.
+fn by_id(batch: &[Patch]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    order.sort_by(|&a, &b| batch[a].id.cmp(&batch[b].id));
+    order
+}
+
 /// Sets the planning-needed mark if a record of the batch was written.
 async fn request_plan_if_changed(tx: &Transaction<'_>, out: &[Upsert]) -> Result<(), StoreError> {
     if out
@@ -340,8 +349,9 @@ impl Records for PgStore {
             {
                 existing.insert(r.get(0), decode(r.get(1))?);
             }
-            let mut out = Vec::with_capacity(batch.len());
-            for patch in batch {
+            let mut out = vec![Upsert::Unchanged; batch.len()];
+            for i in by_id(batch) {
+                let patch = &batch[i];
                 let (outcome, record) = merge(existing.get(&patch.id), patch)?;
                 if let Some(c) = record {
                     let (email_key, phone_key) = contact_keys(&c, &country);
@@ -365,7 +375,7 @@ impl Records for PgStore {
                     .await?;
                     existing.insert(c.id.clone(), c);
                 }
-                out.push(outcome);
+                out[i] = outcome;
             }
             request_plan_if_changed(tx, &out).await?;
             Ok(out)
@@ -374,8 +384,9 @@ impl Records for PgStore {
 
     fn upsert_companies(&self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError> {
         self.tx(async |tx| {
-            let mut out = Vec::with_capacity(batch.len());
-            for patch in batch {
+            let mut out = vec![Upsert::Unchanged; batch.len()];
+            for i in by_id(batch) {
+                let patch = &batch[i];
                 tx.execute(
                     "SELECT 1 FROM companies WHERE id = $1 FOR NO KEY UPDATE",
                     &[&patch.id],
@@ -399,7 +410,7 @@ impl Records for PgStore {
                     }
                     queue_company_contacts(tx, &c.id).await?;
                 }
-                out.push(outcome);
+                out[i] = outcome;
             }
             request_plan_if_changed(tx, &out).await?;
             Ok(out)
@@ -408,8 +419,9 @@ impl Records for PgStore {
 
     fn upsert_deals(&self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError> {
         self.tx(async |tx| {
-            let mut out = Vec::with_capacity(batch.len());
-            for patch in batch {
+            let mut out = vec![Upsert::Unchanged; batch.len()];
+            for i in by_id(batch) {
+                let patch = &batch[i];
                 let existing: Option<Deal> = tx
                     .query_opt(
                         "SELECT record FROM deals WHERE id = $1 FOR NO KEY UPDATE",
@@ -424,9 +436,8 @@ impl Records for PgStore {
                         Some(c) => match contact_rowid(tx, c).await? {
                             Some(rowid) => Some(rowid),
                             None => {
-                                out.push(Upsert::Rejected(format!(
-                                    "contact: unknown contact `{c}`"
-                                )));
+                                out[i] =
+                                    Upsert::Rejected(format!("contact: unknown contact `{c}`"));
                                 continue;
                             }
                         },
@@ -440,7 +451,7 @@ impl Records for PgStore {
                     )
                     .await?;
                 }
-                out.push(outcome);
+                out[i] = outcome;
             }
             request_plan_if_changed(tx, &out).await?;
             Ok(out)
