@@ -3,7 +3,7 @@
 
 use super::PgStore;
 use super::outbox::{ROW_COLUMNS, read_row};
-use super::records::{contact_rowid, request_plan, set_meta};
+use super::records::{contact_rowid, distinct_keys, request_plan, set_meta};
 use super::scores::{CHANGE_COLUMNS, load_companies, read_change, stored_from_row};
 use crate::adapters::sqlite::shared::{decode, decode_props, encode, from_micros, to_micros};
 use crate::core::model::{Company, Contact, Event, Timestamp};
@@ -266,20 +266,14 @@ impl PlanStore for PgStore {
         after_change_seq: i64,
     ) -> Result<Vec<i64>, StoreError> {
         self.read(async |c| {
-            let mut keys: Vec<i64> = c
-                .query(
-                    "SELECT contact FROM events WHERE seq > $1
+            distinct_keys(
+                c,
+                "SELECT contact FROM events WHERE seq > $1
                      UNION ALL SELECT contact FROM score_changes WHERE seq > $2
                      UNION ALL SELECT contact FROM plan_wake WHERE at <= $3",
-                    &[&after_event_seq, &after_change_seq, &to_micros(now)],
-                )
-                .await?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            keys.sort_unstable();
-            keys.dedup();
-            Ok(keys)
+                &[&after_event_seq, &after_change_seq, &to_micros(now)],
+            )
+            .await
         })
     }
 

@@ -93,6 +93,22 @@ pub(super) async fn set_counter(
     Ok(())
 }
 
+/// The contact keys a `UNION ALL` of selects returns, each once, ascending.
+pub(super) async fn distinct_keys(
+    c: &impl GenericClient,
+    union: &str,
+    args: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<i64>, StoreError> {
+    Ok(c.query(
+        &format!("SELECT DISTINCT contact FROM ({union}) k ORDER BY contact"),
+        args,
+    )
+    .await?
+    .iter()
+    .map(|r| r.get(0))
+    .collect())
+}
+
 /// The contact's internal key.
 pub(super) async fn contact_rowid(
     c: &impl GenericClient,

@@ -7,7 +7,7 @@
 
 use super::PgStore;
 use super::records::{
-    contact_rowid, events_by_key, load_company, set_counter, set_meta, take_counter,
+    contact_rowid, distinct_keys, events_by_key, load_company, set_counter, set_meta, take_counter,
 };
 use crate::adapters::sqlite::shared::{
     decode, decode_props, decode_recent, encode_recent, from_micros, to_micros,
@@ -203,19 +203,13 @@ impl ScoreStore for PgStore {
         after_seq: i64,
     ) -> Result<Vec<i64>, StoreError> {
         self.read(async |c| {
-            let mut keys: Vec<i64> = c
-                .query(
-                    "SELECT contact FROM events WHERE seq > $2
+            distinct_keys(
+                c,
+                "SELECT contact FROM events WHERE seq > $2
                      UNION ALL SELECT contact FROM scores WHERE next_change_at <= $1",
-                    &[&to_micros(now), &after_seq],
-                )
-                .await?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            keys.sort_unstable();
-            keys.dedup();
-            Ok(keys)
+                &[&to_micros(now), &after_seq],
+            )
+            .await
         })
     }
 
