@@ -4,7 +4,11 @@
 //! plugs in with a [`Backend`] and one line in [`contract!`]'s list at the
 //! bottom; the cases never name a backend.
 
+#[path = "common/pg.rs"]
+mod pg_scratch;
+
 use chrono::{DateTime, Duration, Utc};
+use relance::adapters::postgres::PgStore;
 use relance::adapters::sqlite::SqliteStore;
 use relance::core::model::{Contact, Event, FollowUpKind, Timestamp};
 use relance::domain::ingest::{Incoming, Patch};
@@ -44,6 +48,18 @@ fn sqlite() -> Opened {
         store: open(),
         again: Box::new(open),
         _keep: Box::new(dir),
+    }
+}
+
+/// A database of its own on the local PostgreSQL, dropped after the case.
+fn pg() -> Opened {
+    let db = pg_scratch::Scratch::new("contract");
+    let url = db.url();
+    let open = move || -> StoreHandle { Arc::new(PgStore::open(&url, 8).expect("open")) };
+    Opened {
+        store: open(),
+        again: Box::new(open),
+        _keep: Box::new(db),
     }
 }
 
@@ -551,3 +567,4 @@ macro_rules! contract {
 }
 
 contract!(sqlite);
+contract!(pg);

@@ -42,4 +42,13 @@ if ! target/venv-tools/bin/python -c 'import standardwebhooks' 2>/dev/null; then
   target/venv-tools/bin/python -m pip install -q standardwebhooks
 fi
 
+# The PostgreSQL store's tests (daemon/tests/store_contract.rs, postgres.rs)
+# and the CRM need PostgreSQL on 127.0.0.1:5432 with trust authentication:
+# started here when installed but stopped; the tests fail saying so otherwise.
+if command -v pg_isready >/dev/null && ! pg_isready -h 127.0.0.1 -p 5432 -q; then
+  log "starting PostgreSQL"
+  { command -v pg_ctlcluster >/dev/null && pg_ctlcluster "$(ls /etc/postgresql | sort -V | tail -1)" main start; } \
+    || service postgresql start || log "PostgreSQL could not be started"
+fi
+
 bash tests/servers/crm.sh || log "the CRM could not be started; tests/plugins_crm.rs will say why"

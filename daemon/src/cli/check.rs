@@ -47,10 +47,15 @@ pub fn run(file: &Path, clock: &Clock, as_json: bool) -> Result<u8, Failure> {
         .collect();
     let unconfigured = unconfigured_channels(&config)?;
     let warnings = relance::adapters::plugins::channels::settings_warnings(&config);
+    // A PostgreSQL store is named without its password.
+    let store = match config.store.postgres_url() {
+        Some(url) => relance::adapters::postgres::describe_url(url),
+        None => config.store_path().display().to_string(),
+    };
     let summary = json!({
         "valid": true,
         "file": config.file,
-        "store": config.store_path(),
+        "store": store,
         "bands": config.scoring.bands.iter().map(|b| json!({"name": b.name, "min": b.min})).collect::<Vec<_>>(),
         "fatigue": {
             "decay_per_day": config.fatigue.decay_per_day,
@@ -68,7 +73,7 @@ pub fn run(file: &Path, clock: &Clock, as_json: bool) -> Result<u8, Failure> {
         return Ok(exit::OK);
     }
     println!("{}: valid", config.file.display());
-    println!("store      {}", config.store_path().display());
+    println!("store      {store}");
     let bands: Vec<String> = config
         .scoring
         .bands

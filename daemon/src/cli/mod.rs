@@ -14,6 +14,7 @@ mod outbox;
 mod output;
 mod plan;
 mod scoring;
+mod store;
 mod tasks;
 mod template;
 
@@ -172,6 +173,11 @@ enum Command {
     /// daemon with its API on loopback, and a stream of events posted to it;
     /// prints what follows. Ctrl-C stops it.
     Demo(demo::Args),
+    /// The store itself: `store copy` moves a SQLite store to PostgreSQL.
+    Store {
+        #[command(subcommand)]
+        action: store::Action,
+    },
     /// The task channel's call desk: delivered call tasks and their outcomes.
     Tasks {
         #[command(subcommand)]
@@ -279,10 +285,16 @@ fn run(cli: &Cli, clock: &Clock) -> Result<u8, Failure> {
         // The demo writes its own configuration from this one.
         return demo::run(&cli.config, clock, args);
     }
+    if let Command::Store { action } = &cli.command {
+        // Names both stores itself: no configuration needed.
+        return store::run(action);
+    }
     let config = Config::load(&cli.config)?;
     init_logs(&config, cli.log_format);
     match &cli.command {
-        Command::Check { .. } | Command::Demo(_) => unreachable!("handled above"),
+        Command::Check { .. } | Command::Demo(_) | Command::Store { .. } => {
+            unreachable!("handled above")
+        }
         Command::Import { what } => import::run(&config, clock, what),
         Command::Contacts { action } => contacts::run(&config, action),
         Command::Rescore { full, json } => scoring::rescore(&config, clock, *full, *json),
@@ -370,6 +382,11 @@ pub fn colour(stream: &impl std::io::IsTerminal) -> bool {
 /// Opens the configured store, creating and migrating it as needed: the
 /// one handle a command uses.
 pub fn open_store(config: &Config) -> anyhow::Result<StoreHandle> {
-    relance::adapters::sqlite::open(config)
-        .with_context(|| format!("opening the store {}", config.store_path().display()))
+    let store = relance::adapters::open_store(config);
+    if config.store.postgres_url().is_some() {
+        // The error names the database, never the password.
+        store.context("opening the PostgreSQL store ([store] url)")
+    } else {
+        store.with_context(|| format!("opening the store {}", config.store_path().display()))
+    }
 }

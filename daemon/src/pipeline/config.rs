@@ -379,6 +379,29 @@ from = 20
     }
 
     #[test]
+    fn a_postgres_store_is_checked_and_its_password_never_shown() {
+        let errs = errors("[store]\nurl = \"mysql://x\"\npool = 0\n");
+        let keys: Vec<(&str, usize, usize)> = errs
+            .iter()
+            .map(|e| (e.key.as_str(), e.line, e.column))
+            .collect();
+        assert_eq!(
+            keys,
+            [("store.url", 2, 7), ("store.pool", 3, 8)],
+            "{errs:#?}"
+        );
+        assert!(errs[0].message.contains("PostgreSQL URL"));
+        let ok =
+            parse("[store]\nurl = \"postgres://relance:s3cr3t@db:5432/relance?sslmode=require\"\n")
+                .expect("valid");
+        assert!(ok.store.postgres_url().is_some());
+        assert!(!format!("{ok:?}").contains("s3cr3t"));
+        // Empty (an unset `${VAR:-}`): SQLite.
+        let sqlite = parse("[store]\nurl = \"\"\n").expect("valid");
+        assert_eq!(sqlite.store.postgres_url(), None);
+    }
+
+    #[test]
     fn syntax_errors_have_positions() {
         let errs = errors("[store]\npath = \n");
         assert_eq!(errs[0].line, 2, "{errs:#?}");

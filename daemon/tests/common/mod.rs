@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod pg;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

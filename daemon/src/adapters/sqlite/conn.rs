@@ -179,16 +179,16 @@ impl Conn {
     }
 }
 
-pub(super) fn decode<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, StoreError> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, StoreError> {
     serde_json::from_str(json).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-pub(super) fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// Applies a patch to the stored record and says what changed.
-fn merge<T: Record>(
+pub(crate) fn merge<T: Record>(
     existing: Option<&T>,
     patch: &Patch,
 ) -> Result<(Upsert, Option<T>), StoreError> {
@@ -564,7 +564,7 @@ pub(super) fn read_scanned(r: &rusqlite::Row<'_>) -> Result<(i64, Event), StoreE
 }
 
 /// Most events carry no properties: skip the JSON parser for them.
-pub(super) fn decode_props(
+pub(crate) fn decode_props(
     text: &str,
 ) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
     if text == "{}" {

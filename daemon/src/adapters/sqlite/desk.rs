@@ -25,7 +25,7 @@ pub(super) fn default_country(tx: &Connection) -> Result<String, StoreError> {
 }
 
 /// The normalised email and phone of a contact.
-pub(super) fn contact_keys(c: &Contact, country: &str) -> (Option<String>, Option<String>) {
+pub(crate) fn contact_keys(c: &Contact, country: &str) -> (Option<String>, Option<String>) {
     (
         c.email.as_deref().and_then(keys::email_key),
         c.phone.as_deref().and_then(|p| keys::phone_key(p, country)),

@@ -13,6 +13,16 @@ mod ui;
 
 pub use pool::SqliteStore;
 
+/// How the SQL stores write values: instants in microseconds, records and
+/// props as JSON, patches merged into records, the recent scores and the
+/// props of a delivered send. The PostgreSQL store writes the same.
+pub(crate) mod shared {
+    pub(crate) use super::conn::{decode, decode_props, encode, from_micros, merge, to_micros};
+    pub(crate) use super::desk::contact_keys;
+    pub(crate) use super::outbox::{decode_payload, send_props, settled};
+    pub(crate) use super::scores::{decode_recent, encode_recent};
+}
+
 use crate::pipeline::config::Config;
 use crate::ports::store::{StoreError, StoreHandle};
 use std::sync::Arc;

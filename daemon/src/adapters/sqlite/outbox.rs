@@ -36,7 +36,7 @@ pub(super) fn read_row(r: &rusqlite::Row<'_>) -> Result<Row, StoreError> {
 /// The payload of a stored row. Rows written by older versions (or by hand)
 /// read as far as they go: a payload that is not an object reads as empty
 /// rather than making the outbox unreadable.
-pub(super) fn decode_payload(text: &str) -> Payload {
+pub(crate) fn decode_payload(text: &str) -> Payload {
     decode(text).unwrap_or_else(|e| {
         tracing::warn!(error = %e, "unreadable outbox payload read as empty");
         Payload::default()
@@ -45,7 +45,7 @@ pub(super) fn decode_payload(text: &str) -> Payload {
 
 /// The props of the event recording a send: its follow-up, and whether it
 /// was exempt (then it is no solicitation: caps and budget do not count it).
-fn send_props(
+pub(crate) fn send_props(
     followup: Option<String>,
     payload: &str,
 ) -> serde_json::Map<String, serde_json::Value> {
@@ -305,6 +305,17 @@ impl Conn {
     }
 }
 
+/// The state, next due instant (micros) and error a settlement writes.
+pub(crate) fn settled(how: &Settlement) -> (State, Option<i64>, Option<&str>) {
+    match how {
+        Settlement::Sent => (State::Sent, None, None),
+        Settlement::Retry { at, error } => {
+            (State::Retrying, Some(to_micros(*at)), Some(error.as_str()))
+        }
+        Settlement::Dead { error } => (State::Dead, None, Some(error.as_str())),
+    }
+}
+
 fn settle_one(
     tx: &Connection,
     seq: i64,
@@ -312,13 +323,7 @@ fn settle_one(
     how: &Settlement,
     now: Timestamp,
 ) -> Result<bool, StoreError> {
-    let (state, due, error) = match how {
-        Settlement::Sent => (State::Sent, None, None),
-        Settlement::Retry { at, error } => {
-            (State::Retrying, Some(to_micros(*at)), Some(error.as_str()))
-        }
-        Settlement::Dead { error } => (State::Dead, None, Some(error.as_str())),
-    };
+    let (state, due, error) = settled(how);
     let n = tx
         .prepare_cached(
             "UPDATE outbox SET state = ?3, due_at = coalesce(?4, due_at), last_error = ?5,

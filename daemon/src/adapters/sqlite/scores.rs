@@ -20,7 +20,7 @@ type ScoreRow = (
 );
 
 /// `[[at, score], …]` as stored.
-fn decode_recent(text: Option<&str>) -> Result<Vec<(Timestamp, i64)>, StoreError> {
+pub(crate) fn decode_recent(text: Option<&str>) -> Result<Vec<(Timestamp, i64)>, StoreError> {
     let Some(text) = text else {
         return Ok(Vec::new());
     };
@@ -30,7 +30,7 @@ fn decode_recent(text: Option<&str>) -> Result<Vec<(Timestamp, i64)>, StoreError
         .collect()
 }
 
-fn encode_recent(recent: &[(Timestamp, i64)]) -> Result<String, StoreError> {
+pub(crate) fn encode_recent(recent: &[(Timestamp, i64)]) -> Result<String, StoreError> {
     let raw: Vec<(i64, i64)> = recent.iter().map(|(at, s)| (to_micros(*at), *s)).collect();
     super::conn::encode(&raw)
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::str::FromStr;
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct StoreConfig {
     /// SQLite file; a relative path is relative to the configuration file.
@@ -17,6 +17,32 @@ pub struct StoreConfig {
     pub busy_timeout: Duration,
     /// SQLite page cache per connection, in megabytes.
     pub cache_mb: u32,
+    /// A `postgres://` URL: the store is then that PostgreSQL database and
+    /// `path` is not used. Empty or absent: SQLite. Usually
+    /// `"${RELANCE_DATABASE_URL}"`, so that the password stays out of the file.
+    pub url: Option<String>,
+    /// Connections a process keeps to PostgreSQL at most.
+    pub pool: u32,
+}
+
+/// The URL may carry a password: never printed.
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("path", &self.path)
+            .field("busy_timeout", &self.busy_timeout)
+            .field("cache_mb", &self.cache_mb)
+            .field("url", &self.url.as_ref().map(|_| "redacted"))
+            .field("pool", &self.pool)
+            .finish()
+    }
+}
+
+impl StoreConfig {
+    /// The PostgreSQL URL, if the store is PostgreSQL.
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.url.as_deref().filter(|u| !u.trim().is_empty())
+    }
 }
 
 impl Default for StoreConfig {
@@ -25,6 +51,8 @@ impl Default for StoreConfig {
             path: PathBuf::from("relance.db"),
             busy_timeout: Duration(chrono::Duration::seconds(30)),
             cache_mb: 64,
+            url: None,
+            pool: 16,
         }
     }
 }
@@ -39,6 +67,19 @@ impl Validate for StoreConfig {
         }
         if !(2..=16_384).contains(&self.cache_mb) {
             issues.push(at.key("cache_mb"), "must be between 2 and 16384 megabytes");
+        }
+        if let Some(url) = self.postgres_url() {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                issues.push(
+                    at.key("url"),
+                    "must be a PostgreSQL URL (postgres://user@host:port/database)",
+                );
+            } else if let Err(e) = url.parse::<tokio_postgres::Config>() {
+                issues.push(at.key("url"), format!("not a valid PostgreSQL URL: {e}"));
+            }
+        }
+        if !(1..=1_000).contains(&self.pool) {
+            issues.push(at.key("pool"), "must be between 1 and 1000 connections");
         }
     }
 }

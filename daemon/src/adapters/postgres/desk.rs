@@ -1,0 +1,497 @@
+//! PostgreSQL side of the call desk: the rows the scoring pass writes
+//! (`contact_desk`, `desk_events`) and the reads of [`DeskStore`].
+
+use super::PgStore;
+use crate::adapters::sqlite::shared::{decode, encode, from_micros, to_micros};
+use crate::core::model::{Contact, Timestamp};
+use crate::domain::desk::campaigns::{KeptEvent, SendRow};
+use crate::domain::desk::kpis::CallRow;
+use crate::domain::desk::today::Brief;
+use crate::domain::desk::{DeskRow, ProspectStatus, SetBy, StatusView};
+use crate::ports::store::StoreError;
+use crate::ports::store::desk::{CallTaskRow, DeskStore, DuplicateGroup, KeyKind, Listed};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Transaction};
+
+/// Statuses after which the desk does not call.
+const NOT_CALLABLE: &str = "('ARRÊTÉ', 'PERDU')";
+
+/// The columns [`read_brief`] reads: contact `c`, score `s`, desk `d`.
+const BRIEF: &str = "c.id, c.record, s.score, s.band, d.status, d.since, d.set_by, d.calls, \
+    d.last_call_at, d.last_code, d.callback_at, d.doc_at, d.do_not_call";
+const BRIEF_FROM: &str = "FROM contacts c LEFT JOIN scores s ON s.contact = c.rowid \
+    LEFT JOIN contact_desk d ON d.contact = c.rowid";
+
+fn micros(r: &Row, i: usize) -> Result<Option<Timestamp>, StoreError> {
+    r.get::<_, Option<i64>>(i).map(from_micros).transpose()
+}
+
+fn read_status(r: &Row, at: usize) -> Result<StatusView, StoreError> {
+    let Some(status) = r.get::<_, Option<&str>>(at) else {
+        return Ok(StatusView::default());
+    };
+    Ok(StatusView {
+        status: ProspectStatus::parse(status).map_err(StoreError::Corrupt)?,
+        since: micros(r, at + 1)?,
+        set_by: r
+            .get::<_, Option<&str>>(at + 2)
+            .map(decode::<SetBy>)
+            .transpose()?,
+    })
+}
+
+fn read_brief(r: &Row) -> Result<Brief, StoreError> {
+    let contact: Contact = decode(r.get(1))?;
+    let name = contact.display_name();
+    Ok(Brief {
+        id: r.get(0),
+        name: (!name.is_empty() && name != contact.id).then_some(name),
+        phone: contact.phone,
+        company: contact.company,
+        owner: contact.owner,
+        score: r
+            .get::<_, Option<i64>>(2)
+            .map(|s| crate::domain::scoring::Points(s).as_f64()),
+        band: r.get(3),
+        status: read_status(r, 4)?,
+        calls: r
+            .get::<_, Option<i64>>(7)
+            .map_or(0, |c| u32::try_from(c).unwrap_or(u32::MAX)),
+        last_call_at: micros(r, 8)?,
+        last_call_code: r.get(9),
+        callback_at: micros(r, 10)?,
+        documentation_at: micros(r, 11)?,
+        do_not_call: r.get(12),
+    })
+}
+
+/// Writes a desk row and its kept events (in the pass's transaction);
+/// `None` removes a row the rules no longer make.
+pub(super) async fn save_desk(
+    tx: &Transaction<'_>,
+    key: i64,
+    row: Option<&DeskRow>,
+) -> Result<(), StoreError> {
+    let Some(d) = row else {
+        tx.execute("DELETE FROM contact_desk WHERE contact = $1", &[&key])
+            .await?;
+        return Ok(());
+    };
+    let set_by = d.status.set_by.as_ref().map(encode).transpose()?;
+    tx.execute(
+        "INSERT INTO contact_desk (contact, status, since, set_by, calls, last_call_at, last_code,
+           callback_at, doc_at, do_not_call, owner)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (contact) DO UPDATE SET status = excluded.status, since = excluded.since,
+           set_by = excluded.set_by, calls = excluded.calls, last_call_at = excluded.last_call_at,
+           last_code = excluded.last_code, callback_at = excluded.callback_at,
+           doc_at = excluded.doc_at, do_not_call = excluded.do_not_call, owner = excluded.owner",
+        &[
+            &key,
+            &d.status.status.as_str(),
+            &d.status.since.map(to_micros),
+            &set_by,
+            &i64::from(d.calls),
+            &d.last_call.as_ref().map(|(at, _)| to_micros(*at)),
+            &d.last_call.as_ref().map(|(_, c)| c.as_str()),
+            &d.callback_at.map(to_micros),
+            &d.documentation_at.map(to_micros),
+            &d.do_not_call,
+            &d.owner,
+        ],
+    )
+    .await?;
+    for e in &d.events {
+        tx.execute(
+            "INSERT INTO desk_events (contact, at, kind, code, key, owner, reason)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            &[
+                &key,
+                &to_micros(e.at),
+                &e.kind.as_str(),
+                &e.code,
+                &e.key,
+                &e.owner,
+                &e.reason,
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+impl PgStore {
+    /// Records the country of national phone numbers (`[calls]
+    /// default_country`): contacts written from now on are keyed with it.
+    pub fn set_default_country(&self, country: &str) -> Result<(), StoreError> {
+        self.tx(async |tx| {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('desk.default_country', $1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value
+                 WHERE meta.value IS DISTINCT FROM excluded.value",
+                &[&country],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+}
+
+impl PgStore {
+    fn listed(
+        &self,
+        filter: &str,
+        args: &[&(dyn ToSql + Sync)],
+        limit: u32,
+    ) -> Result<Listed, StoreError> {
+        self.snapshot(async |tx| {
+            let total: i64 = tx
+                .query_one(
+                    &format!("SELECT count(*) {BRIEF_FROM} WHERE {filter}"),
+                    args,
+                )
+                .await?
+                .get(0);
+            let contacts = tx
+                .query(
+                    &format!(
+                        "SELECT {BRIEF} {BRIEF_FROM} WHERE {filter} ORDER BY c.id LIMIT {limit}"
+                    ),
+                    args,
+                )
+                .await?
+                .iter()
+                .map(read_brief)
+                .collect::<Result<_, _>>()?;
+            Ok(Listed {
+                total: total as u64,
+                contacts,
+            })
+        })
+    }
+
+    fn ids(&self, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<Vec<String>, StoreError> {
+        self.read(async |c| Ok(c.query(sql, args).await?.iter().map(|r| r.get(0)).collect()))
+    }
+}
+
+impl DeskStore for PgStore {
+    fn prospect_status(&self, id: &str) -> Result<StatusView, StoreError> {
+        self.read(async |c| {
+            match c
+                .query_opt(
+                    "SELECT d.status, d.since, d.set_by FROM contact_desk d
+                     JOIN contacts c ON c.rowid = d.contact WHERE c.id = $1",
+                    &[&id],
+                )
+                .await?
+            {
+                Some(r) => read_status(&r, 0),
+                None => Ok(StatusView::default()),
+            }
+        })
+    }
+
+    fn briefs(&self, ids: &[String]) -> Result<Vec<Brief>, StoreError> {
+        self.read(async |c| {
+            c.query(
+                &format!(
+                    "SELECT {BRIEF} FROM unnest($1::text[]) WITH ORDINALITY j(id, n)
+                     JOIN contacts c ON c.id = j.id
+                     LEFT JOIN scores s ON s.contact = c.rowid
+                     LEFT JOIN contact_desk d ON d.contact = c.rowid ORDER BY j.n"
+                ),
+                &[&ids],
+            )
+            .await?
+            .iter()
+            .map(read_brief)
+            .collect()
+        })
+    }
+
+    fn with_status(&self, status: ProspectStatus) -> Result<Vec<String>, StoreError> {
+        if status == ProspectStatus::Cold {
+            return self.ids(
+                "SELECT c.id FROM contacts c LEFT JOIN contact_desk d ON d.contact = c.rowid
+                 WHERE d.status IS NULL OR d.status = 'FROID' ORDER BY c.id",
+                &[],
+            );
+        }
+        self.ids(
+            "SELECT c.id FROM contact_desk d JOIN contacts c ON c.rowid = d.contact
+             WHERE d.status = $1 ORDER BY c.id",
+            &[&status.as_str()],
+        )
+    }
+
+    fn never_called(&self, limit: u32) -> Result<Listed, StoreError> {
+        self.listed(
+            "(d.contact IS NULL OR (d.calls = 0 AND d.do_not_call IS NULL))",
+            &[],
+            limit,
+        )
+    }
+
+    fn never_call_again(&self, limit: u32) -> Result<Listed, StoreError> {
+        self.listed(
+            &format!(
+                "d.contact IS NOT NULL AND (d.status IN {NOT_CALLABLE} OR d.do_not_call IS NOT NULL)"
+            ),
+            &[],
+            limit,
+        )
+    }
+
+    fn documented_not_called(&self, limit: u32) -> Result<Listed, StoreError> {
+        self.listed(
+            // The call that sent the documentation (MAIL) does not count.
+            "d.doc_at IS NOT NULL AND (d.last_call_at IS NULL OR d.last_call_at <= d.doc_at)",
+            &[],
+            limit,
+        )
+    }
+
+    fn callbacks_overdue(&self, now: Timestamp, limit: u32) -> Result<Listed, StoreError> {
+        self.listed(
+            &format!(
+                "d.callback_at < $1 AND d.status NOT IN {NOT_CALLABLE} AND d.do_not_call IS NULL"
+            ),
+            &[&to_micros(now)],
+            limit,
+        )
+    }
+
+    fn callbacks_due(&self, until: Timestamp) -> Result<Vec<String>, StoreError> {
+        self.ids(
+            &format!(
+                "SELECT c.id FROM contact_desk d JOIN contacts c ON c.rowid = d.contact
+                 WHERE d.callback_at < $1 AND d.status NOT IN {NOT_CALLABLE}
+                   AND d.do_not_call IS NULL"
+            ),
+            &[&to_micros(until)],
+        )
+    }
+
+    fn hot_leads(
+        &self,
+        bands: &[String],
+        called_before: Timestamp,
+    ) -> Result<Vec<String>, StoreError> {
+        self.ids(
+            &format!(
+                "SELECT c.id FROM scores s JOIN contacts c ON c.rowid = s.contact
+                 LEFT JOIN contact_desk d ON d.contact = s.contact
+                 WHERE s.band = ANY($1)
+                   AND (d.contact IS NULL OR (d.status NOT IN {NOT_CALLABLE} AND d.do_not_call IS NULL
+                     AND (d.last_call_at IS NULL OR d.last_call_at < $2)))"
+            ),
+            &[&bands, &to_micros(called_before)],
+        )
+    }
+
+    fn call_tasks(
+        &self,
+        channels: &[String],
+        until: Timestamp,
+    ) -> Result<Vec<CallTaskRow>, StoreError> {
+        self.read(async |c| {
+            c.query(
+                "SELECT o.idem_key, c.id, o.followup, o.priority, o.channel, o.state, o.due_at,
+                        o.updated_at
+                 FROM outbox o JOIN contacts c ON c.rowid = o.contact
+                 LEFT JOIN contact_desk d ON d.contact = o.contact
+                 WHERE o.channel = ANY($1)
+                   AND ((o.state IN ('planned', 'deferred', 'retrying', 'claimed') AND o.due_at < $2)
+                     OR (o.state = 'sent' AND (d.last_call_at IS NULL OR d.last_call_at < o.updated_at)))",
+                &[&channels, &to_micros(until)],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                let state: String = r.get(5);
+                let due: i64 = if state == "sent" { r.get(7) } else { r.get(6) };
+                Ok(CallTaskRow {
+                    key: r.get(0),
+                    contact: r.get(1),
+                    followup: r.get(2),
+                    priority: u32::try_from(r.get::<_, i64>(3)).unwrap_or(0),
+                    channel: r.get(4),
+                    state,
+                    due: from_micros(due)?,
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn calls_between(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        owner: Option<&str>,
+    ) -> Result<Vec<CallRow>, StoreError> {
+        self.read(async |c| {
+            c.query(
+                "SELECT c.id, e.at, e.owner, e.code, e.reason FROM desk_events e
+                 JOIN contacts c ON c.rowid = e.contact
+                 WHERE e.kind = 'call' AND e.at >= $1 AND e.at < $2
+                   AND ($3::text IS NULL OR e.owner = $3)
+                 ORDER BY e.owner, e.at, c.id",
+                &[&to_micros(from), &to_micros(to), &owner],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(CallRow {
+                    contact: r.get(0),
+                    at: from_micros(r.get(1))?,
+                    owner: r.get(2),
+                    code: r.get(3),
+                    reason: r.get(4),
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn score_values(&self) -> Result<Vec<i64>, StoreError> {
+        self.read(async |c| {
+            Ok(c.query("SELECT score FROM scores ORDER BY score", &[])
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect())
+        })
+    }
+
+    fn duplicate_groups(&self) -> Result<Vec<DuplicateGroup>, StoreError> {
+        let mut out = Vec::new();
+        for (kind, column) in [(KeyKind::Email, "email_key"), (KeyKind::Phone, "phone_key")] {
+            let groups = self.read(async |c| {
+                Ok(c.query(
+                    &format!(
+                        "SELECT {column}, array_agg(id ORDER BY id) FROM contacts
+                         WHERE {column} IN (SELECT {column} FROM contacts WHERE {column} IS NOT NULL
+                                            GROUP BY {column} HAVING count(*) > 1)
+                         GROUP BY {column} ORDER BY {column}"
+                    ),
+                    &[],
+                )
+                .await?)
+            })?;
+            out.extend(groups.iter().map(|r| DuplicateGroup {
+                kind,
+                key: r.get(0),
+                contacts: r.get(1),
+            }));
+        }
+        Ok(out)
+    }
+
+    fn duplicates_of(&self, ids: &[String]) -> Result<Vec<(String, DuplicateGroup)>, StoreError> {
+        let mut out = Vec::new();
+        for (kind, column) in [(KeyKind::Email, "email_key"), (KeyKind::Phone, "phone_key")] {
+            let found = self.read(async |c| {
+                Ok(c.query(
+                    &format!(
+                        "SELECT c.id, c.{column},
+                                (SELECT array_agg(o.id ORDER BY o.id) FROM contacts o
+                                 WHERE o.{column} = c.{column})
+                         FROM unnest($1::text[]) WITH ORDINALITY j(id, n)
+                         JOIN contacts c ON c.id = j.id
+                         WHERE c.{column} IS NOT NULL
+                           AND EXISTS (SELECT 1 FROM contacts x
+                                       WHERE x.{column} = c.{column} AND x.id <> c.id)
+                         ORDER BY j.n"
+                    ),
+                    &[&ids],
+                )
+                .await?)
+            })?;
+            out.extend(found.iter().map(|r| {
+                (
+                    r.get(0),
+                    DuplicateGroup {
+                        kind,
+                        key: r.get(1),
+                        contacts: r.get(2),
+                    },
+                )
+            }));
+        }
+        Ok(out)
+    }
+
+    fn sends_of(&self, followups: &[String]) -> Result<Vec<SendRow>, StoreError> {
+        self.read(async |c| {
+            c.query(
+                "SELECT o.idem_key, c.id, o.followup, o.updated_at FROM outbox o
+                 JOIN contacts c ON c.rowid = o.contact
+                 WHERE o.state = 'sent' AND o.followup = ANY($1)
+                 ORDER BY o.followup, o.updated_at, o.seq",
+                &[&followups],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(SendRow {
+                    key: r.get(0),
+                    contact: r.get(1),
+                    followup: r.get(2),
+                    at: from_micros(r.get(3))?,
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn kept_events(
+        &self,
+        contacts: &[String],
+        kinds: &[&str],
+        from: Timestamp,
+    ) -> Result<Vec<KeptEvent>, StoreError> {
+        self.read(async |c| {
+            c.query(
+                "SELECT c.id, e.at, e.kind, e.code, e.key FROM contacts c
+                 JOIN desk_events e ON e.contact = c.rowid
+                 WHERE c.id = ANY($1) AND e.at >= $3 AND e.kind = ANY($2)
+                 ORDER BY c.id, e.at",
+                &[&contacts, &kinds, &to_micros(from)],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(KeptEvent {
+                    contact: r.get(0),
+                    at: from_micros(r.get(1))?,
+                    kind: r.get(2),
+                    code: r.get(3),
+                    key: r.get(4),
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn band_changes(
+        &self,
+        contacts: &[String],
+        from: Timestamp,
+    ) -> Result<Vec<(String, Timestamp, String, String)>, StoreError> {
+        self.read(async |c| {
+            c.query(
+                "SELECT c.id, s.at, s.from_band, s.to_band FROM contacts c
+                 JOIN score_changes s ON s.contact = c.rowid
+                 WHERE c.id = ANY($1) AND s.at >= $2 AND s.from_band <> s.to_band
+                 ORDER BY c.id, s.at",
+                &[&contacts, &to_micros(from)],
+            )
+            .await?
+            .iter()
+            .map(|r| Ok((r.get(0), from_micros(r.get(1))?, r.get(2), r.get(3))))
+            .collect()
+        })
+    }
+}

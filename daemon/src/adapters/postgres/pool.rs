@@ -1,0 +1,552 @@
+//! The PostgreSQL handle: a small pool of tokio-postgres connections whose
+//! I/O runs on a runtime the handle owns, and a blocking bridge for the
+//! synchronous [`Store`](crate::ports::store::Store) methods.
+//!
+//! A method builds its queries as a future and polls it on the caller's
+//! thread ([`block_on`]): a tokio-postgres client only sends requests
+//! through a channel to its connection task and waits for the answers, so
+//! polling it needs no reactor; the connection tasks (sockets, TLS, LISTEN)
+//! run on the handle's own runtime. Nothing here calls `Runtime::block_on`,
+//! so a method called on a tokio worker thread does not panic: it moves
+//! the worker's other tasks away first (`block_in_place`) and then waits.
+
+use super::migrations;
+use crate::pipeline::config::Config;
+use crate::ports::store::StoreError;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+use tokio_postgres::{Client, Transaction};
+
+/// How long a caller waits for a free connection before a transient error.
+const POOL_WAIT: Duration = Duration::from_secs(60);
+/// How often [`Records::wait_for_events`](crate::ports::store::Records::wait_for_events)
+/// looks at the store when no notification came (the fallback that works
+/// behind a transaction-mode pooler, where LISTEN does not).
+pub(super) const EVENT_POLL: Duration = Duration::from_millis(250);
+/// The channel event appends notify on commit.
+pub(super) const EVENTS_CHANNEL: &str = "relance_events";
+/// Attempts of a transaction that PostgreSQL aborted as a deadlock or a
+/// serialization failure before the error reaches the caller.
+const TX_ATTEMPTS: usize = 8;
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// SQLSTATE classes sorted into [`StoreError`]'s kinds: what retrying may
+/// fix (connections, locks, deadlocks, resources) and what it cannot.
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        let message = match e.as_db_error() {
+            Some(db) => format!("{}: {}", db.code().code(), db.message()),
+            None => e.to_string(),
+        };
+        let Some(code) = e.code() else {
+            // No SQLSTATE: the connection failed or closed.
+            return StoreError::Transient(message);
+        };
+        let code = code.code();
+        match &code[..2] {
+            "23" => StoreError::Constraint(message),
+            "08" | "40" | "53" | "57" => StoreError::Transient(message),
+            "55" if code == "55P03" => StoreError::Transient(message),
+            "22" | "XX" => StoreError::Corrupt(message),
+            _ => StoreError::Backend(message),
+        }
+    }
+}
+
+/// Deadlock detected or serialization failure: the whole transaction may
+/// simply be run again.
+fn retryable(e: &tokio_postgres::Error) -> bool {
+    e.code()
+        .is_some_and(|c| matches!(c.code(), "40P01" | "40001"))
+}
+
+/// A short wait before running an aborted transaction again, longer at
+/// each attempt, so that the transaction it collided with finishes first.
+fn pause(attempt: usize) {
+    blocking(|| std::thread::sleep(Duration::from_millis(20 * attempt as u64)));
+}
+
+/// A transaction PostgreSQL aborted as a deadlock or serialization
+/// failure, once converted (the message starts with the SQLSTATE).
+fn aborted(e: &StoreError) -> bool {
+    matches!(e, StoreError::Transient(m) if m.starts_with("40P01:") || m.starts_with("40001:"))
+}
+
+/// The connections of one handle.
+struct Pool {
+    config: tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    size: usize,
+    state: Mutex<PoolState>,
+    freed: Condvar,
+}
+
+#[derive(Default)]
+struct PoolState {
+    idle: Vec<Client>,
+    /// Connections open or being opened, idle or lent.
+    open: usize,
+}
+
+/// A connection lent to one caller; back to the pool when dropped.
+pub(super) struct Lent<'a> {
+    pool: &'a Pool,
+    client: Option<Client>,
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        let mut state = lock(&self.pool.state);
+        match self.client.take() {
+            Some(c) if !c.is_closed() => state.idle.push(c),
+            _ => state.open -= 1,
+        }
+        self.pool.freed.notify_one();
+    }
+}
+
+impl std::ops::Deref for Lent<'_> {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        self.client
+            .as_ref()
+            .expect("a lent connection is present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Lent<'_> {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.client
+            .as_mut()
+            .expect("a lent connection is present until dropped")
+    }
+}
+
+/// A shared handle on one PostgreSQL database: `Send + Sync`, every method
+/// takes `&self`; share it behind an `Arc`.
+pub struct PgStore {
+    /// Drives the connections' sockets; shut down in the background on
+    /// drop, so that dropping the handle anywhere (even on a tokio worker)
+    /// never blocks or panics.
+    runtime: Option<tokio::runtime::Runtime>,
+    pool: Pool,
+    /// Where the store is, without the password, for errors.
+    pub(super) name: String,
+    /// Bumped on each notification of new events (and each append through
+    /// this handle): wakes [`Records::wait_for_events`](crate::ports::store::Records::wait_for_events).
+    pub(super) appended: Arc<(Mutex<u64>, Condvar)>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("name", &self.name)
+            .field("pool", &self.pool.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// `postgres://user@host:port/db` of a URL, for messages and `relance
+/// check`: never the password.
+pub fn describe_url(url: &str) -> String {
+    url.parse::<tokio_postgres::Config>()
+        .map_or_else(|_| "postgres://(invalid URL)".into(), |c| describe(&c))
+}
+
+/// `user@host:port/db` of a configuration, for messages: never the password.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "postgres://{}@{host}:{port}/{}",
+        config.get_user().unwrap_or(""),
+        config.get_dbname().unwrap_or("")
+    )
+}
+
+/// TLS when the URL asks for it (`sslmode=require`), checked against the
+/// web PKI roots; plain TCP otherwise (`sslmode=disable`, or `prefer`,
+/// the default, which tokio-postgres treats as plain without a connector).
+fn tls_for(config: &tokio_postgres::Config) -> Option<tokio_postgres_rustls::MakeRustlsConnect> {
+    if config.get_ssl_mode() != tokio_postgres::config::SslMode::Require {
+        return None;
+    }
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Some(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+}
+
+impl PgStore {
+    /// Connects to the database a URL names, migrates it and starts
+    /// listening for other processes' events, with at most `pool`
+    /// connections.
+    pub fn open(url: &str, pool: usize) -> Result<Self, StoreError> {
+        let config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::Open {
+            path: "[store] url".into(),
+            reason: format!("not a valid PostgreSQL URL: {e}"),
+        })?;
+        let name = describe(&config);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("relance-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Open {
+                path: name.clone(),
+                reason: format!("cannot start the connection runtime: {e}"),
+            })?;
+        let tls = tls_for(&config);
+        let store = Self {
+            runtime: Some(runtime),
+            pool: Pool {
+                config,
+                tls,
+                size: pool.max(1),
+                state: Mutex::default(),
+                freed: Condvar::new(),
+            },
+            name,
+            appended: Arc::new((Mutex::new(0), Condvar::new())),
+        };
+        let open_err = |e: StoreError| StoreError::Open {
+            path: store.name.clone(),
+            reason: e.to_string(),
+        };
+        {
+            let mut conn = store.conn().map_err(open_err)?;
+            let name = store.name.clone();
+            block_on(migrations::migrate(&mut conn, &name))?;
+        }
+        store.listen();
+        Ok(store)
+    }
+
+    /// Opens the store a configuration names (`[store] url`).
+    pub fn from_config(config: &Config) -> Result<Self, StoreError> {
+        let url = config
+            .store
+            .postgres_url()
+            .ok_or_else(|| StoreError::Open {
+                path: "[store] url".into(),
+                reason: "no PostgreSQL URL configured".into(),
+            })?;
+        let store = Self::open(url, config.store.pool as usize)?;
+        store.set_default_country(&config.calls.default_country.to_ascii_uppercase())?;
+        Ok(store)
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.runtime
+            .as_ref()
+            .expect("the runtime lives as long as the handle")
+    }
+
+    /// Opens one connection on the handle's runtime.
+    fn connect(&self) -> Result<Client, StoreError> {
+        let config = self.pool.config.clone();
+        let tls = self.pool.tls.clone();
+        let (send, receive) = std::sync::mpsc::sync_channel(1);
+        self.runtime().spawn(async move {
+            let client = match tls {
+                Some(tls) => config.connect(tls).await.map(|(client, conn)| {
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::warn!(error = %e, "PostgreSQL connection ended");
+                        }
+                    });
+                    client
+                }),
+                None => config
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map(|(client, conn)| {
+                        tokio::spawn(async move {
+                            if let Err(e) = conn.await {
+                                tracing::warn!(error = %e, "PostgreSQL connection ended");
+                            }
+                        });
+                        client
+                    }),
+            };
+            let _ = send.send(client);
+        });
+        let waited = blocking(|| receive.recv());
+        match waited {
+            Ok(Ok(client)) => Ok(client),
+            Ok(Err(e)) => Err(StoreError::Transient(format!(
+                "cannot connect to {}: {e}",
+                self.name
+            ))),
+            Err(_) => Err(StoreError::Transient(format!(
+                "cannot connect to {}: the connection runtime stopped",
+                self.name
+            ))),
+        }
+    }
+
+    /// A connection of the pool, opened if none is idle and the pool is
+    /// not full; waits for one otherwise.
+    pub(super) fn conn(&self) -> Result<Lent<'_>, StoreError> {
+        let deadline = Instant::now() + POOL_WAIT;
+        let mut state = lock(&self.pool.state);
+        loop {
+            while let Some(c) = state.idle.pop() {
+                if c.is_closed() {
+                    state.open -= 1;
+                    continue;
+                }
+                return Ok(Lent {
+                    pool: &self.pool,
+                    client: Some(c),
+                });
+            }
+            if state.open < self.pool.size {
+                state.open += 1;
+                drop(state);
+                return match self.connect() {
+                    Ok(c) => Ok(Lent {
+                        pool: &self.pool,
+                        client: Some(c),
+                    }),
+                    Err(e) => {
+                        lock(&self.pool.state).open -= 1;
+                        self.pool.freed.notify_one();
+                        Err(e)
+                    }
+                };
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(StoreError::Transient(format!(
+                    "all {} connections to {} busy for {}s",
+                    self.pool.size,
+                    self.name,
+                    POOL_WAIT.as_secs()
+                )));
+            }
+            state = blocking(|| {
+                self.pool
+                    .freed
+                    .wait_timeout(state, left)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0
+            });
+        }
+    }
+
+    /// Runs `f` on a pooled connection, outside any transaction.
+    pub(super) fn read<T>(
+        &self,
+        f: impl AsyncFnOnce(&Client) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn()?;
+        block_on(f(&conn))
+    }
+
+    /// Runs `f` in one READ COMMITTED transaction, committed if it returns
+    /// Ok. A transaction PostgreSQL aborts as a deadlock or serialization
+    /// failure is run again (a few times) before the error is returned.
+    pub(super) fn tx<T>(
+        &self,
+        mut f: impl AsyncFnMut(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn()?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let outcome: Result<T, Retry> = block_on(async {
+                let tx = conn.transaction().await.map_err(Retry::from)?;
+                let out = f(&tx).await.map_err(Retry::Store)?;
+                tx.commit().await.map_err(Retry::from)?;
+                Ok(out)
+            });
+            match outcome {
+                Ok(out) => return Ok(out),
+                Err(Retry::Again(_)) if attempt < TX_ATTEMPTS => pause(attempt),
+                Err(Retry::Again(e)) => return Err(e.into()),
+                // Raised inside `f` and converted there by `?`.
+                Err(Retry::Store(e)) if aborted(&e) && attempt < TX_ATTEMPTS => pause(attempt),
+                Err(Retry::Store(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// Like [`Self::tx`] for a transaction that only reads: one snapshot
+    /// (REPEATABLE READ, read only) for all its statements.
+    pub(super) fn snapshot<T>(
+        &self,
+        f: impl AsyncFnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn()?;
+        block_on(async {
+            let tx = conn
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await?;
+            let out = f(&tx).await?;
+            tx.commit().await?;
+            Ok(out)
+        })
+    }
+
+    /// Listens for other processes' event appends on a dedicated
+    /// connection and wakes the waiters; a lost connection is opened again.
+    /// Waiters also poll, so nothing depends on it (a transaction-mode
+    /// pooler drops LISTEN).
+    fn listen(&self) {
+        let config = self.pool.config.clone();
+        let tls = self.pool.tls.clone();
+        let appended = self.appended.clone();
+        self.runtime().spawn(async move {
+            loop {
+                let outcome = match &tls {
+                    Some(tls) => listen_once(&config, tls.clone(), &appended).await,
+                    None => listen_once(&config, tokio_postgres::NoTls, &appended).await,
+                };
+                if let Err(e) = outcome {
+                    tracing::debug!(error = %e, "LISTEN connection lost; waiters poll meanwhile");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+
+    /// Wakes the waiters of `wait_for_events` in this process.
+    pub(super) fn appended_now(&self) {
+        wake(&self.appended);
+    }
+}
+
+fn wake(appended: &(Mutex<u64>, Condvar)) {
+    let (count, woken) = appended;
+    *lock(count) += 1;
+    woken.notify_all();
+}
+
+/// One LISTEN session: until its connection fails.
+async fn listen_once<T>(
+    config: &tokio_postgres::Config,
+    tls: T,
+    appended: &(Mutex<u64>, Condvar),
+) -> Result<(), tokio_postgres::Error>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, mut conn) = config.connect(tls).await?;
+    let (send, mut receive) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
+                    if send.send(()).is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return,
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN {EVENTS_CHANNEL}"))
+        .await?;
+    while receive.recv().await.is_some() {
+        wake(appended);
+    }
+    driver.abort();
+    Ok(())
+}
+
+/// Why a transaction attempt failed.
+enum Retry {
+    Again(tokio_postgres::Error),
+    Store(StoreError),
+}
+
+impl From<tokio_postgres::Error> for Retry {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if retryable(&e) {
+            Retry::Again(e)
+        } else {
+            Retry::Store(e.into())
+        }
+    }
+}
+
+impl From<StoreError> for Retry {
+    fn from(e: StoreError) -> Self {
+        Retry::Store(e)
+    }
+}
+
+/// Runs a blocking wait; on a worker thread of a multi-threaded tokio
+/// runtime, its other tasks move to another worker first. Elsewhere
+/// (plain threads, `spawn_blocking`, a current-thread runtime) it simply
+/// waits: the connections run on the handle's own runtime, so nothing the
+/// wait depends on is stuck behind it.
+pub(super) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// Wakes the thread polling a future.
+struct Unpark(std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Polls `f` to completion on this thread, parking between wake-ups.
+pub(super) fn block_on<F: Future>(f: F) -> F::Output {
+    blocking(|| {
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let mut f = pin!(f);
+        loop {
+            if let Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+                return out;
+            }
+            std::thread::park();
+        }
+    })
+}

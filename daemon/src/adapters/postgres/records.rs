@@ -1,0 +1,685 @@
+//! Contacts, companies, deals and events in PostgreSQL.
+//!
+//! Event numbers are handed out under a lock on the `counters` row
+//! 'events', held until the appending transaction commits: numbers then
+//! grow in commit order, which a sequence does not guarantee (a
+//! transaction holding number 9 may commit after one holding 10, and a
+//! pass that already remembered 10 would never see 9).
+
+use super::PgStore;
+use super::pool::EVENTS_CHANNEL;
+use crate::adapters::sqlite::shared::{
+    contact_keys, decode, decode_props, encode, from_micros, merge, to_micros,
+};
+use crate::core::model::{BusinessSignal, Company, Contact, Deal, Event};
+use crate::domain::ingest::{Incoming, Patch};
+use crate::ports::store::{Append, Counts, Records, StoreError, Upsert};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+use tokio_postgres::GenericClient;
+use tokio_postgres::Transaction;
+
+/// Sets the planning-needed mark inside the caller's transaction (see
+/// [`PlanStore::request_plan`](crate::ports::store::PlanStore::request_plan)).
+/// Its row is taken last in every transaction, so the lock is held briefly.
+pub(super) async fn request_plan(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('plan.requested', '1')
+         ON CONFLICT (key) DO UPDATE SET value = (meta.value::bigint + 1)::text",
+        &[],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The positions of a batch's records in id order (repeats of one id in
+/// their batch order): every writer takes the rows of its batch in the
+/// same order, so two batches never wait for each other in a circle.
+fn by_id(batch: &[Patch]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    order.sort_by(|&a, &b| batch[a].id.cmp(&batch[b].id));
+    order
+}
+
+/// Sets the planning-needed mark if a record of the batch was written.
+async fn request_plan_if_changed(tx: &Transaction<'_>, out: &[Upsert]) -> Result<(), StoreError> {
+    if out
+        .iter()
+        .any(|u| matches!(u, Upsert::Inserted | Upsert::Updated))
+    {
+        request_plan(tx).await?;
+    }
+    Ok(())
+}
+
+/// Writes small named values (`meta`) in the caller's transaction.
+pub(super) async fn set_meta(
+    tx: &Transaction<'_>,
+    values: &[(&str, String)],
+) -> Result<(), StoreError> {
+    for (key, value) in values {
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[key, value],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Takes the numbering of `counter` ('events', 'changes') until commit and
+/// returns the last number handed out.
+pub(super) async fn take_counter(tx: &Transaction<'_>, counter: &str) -> Result<i64, StoreError> {
+    Ok(tx
+        .query_one(
+            "SELECT value FROM counters WHERE name = $1 FOR UPDATE",
+            &[&counter],
+        )
+        .await?
+        .get(0))
+}
+
+pub(super) async fn set_counter(
+    tx: &Transaction<'_>,
+    counter: &str,
+    last: i64,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE counters SET value = $2 WHERE name = $1",
+        &[&counter, &last],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The contact keys a `UNION ALL` of selects returns, each once, ascending.
+pub(super) async fn distinct_keys(
+    c: &impl GenericClient,
+    union: &str,
+    args: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<i64>, StoreError> {
+    Ok(c.query(
+        &format!("SELECT DISTINCT contact FROM ({union}) k ORDER BY contact"),
+        args,
+    )
+    .await?
+    .iter()
+    .map(|r| r.get(0))
+    .collect())
+}
+
+/// The contact's internal key.
+pub(super) async fn contact_rowid(
+    c: &impl GenericClient,
+    id: &str,
+) -> Result<Option<i64>, StoreError> {
+    Ok(
+        c.query_opt("SELECT rowid FROM contacts WHERE id = $1", &[&id])
+            .await?
+            .map(|r| r.get(0)),
+    )
+}
+
+/// The country keys are computed with (FR until configured).
+pub(super) async fn default_country(c: &impl GenericClient) -> Result<String, StoreError> {
+    Ok(c.query_opt(
+        "SELECT value FROM meta WHERE key = 'desk.default_country'",
+        &[],
+    )
+    .await?
+    .map_or_else(|| "FR".to_string(), |r| r.get(0)))
+}
+
+/// A contact's events, oldest first.
+pub(super) async fn events_by_key(
+    c: &impl GenericClient,
+    rowid: i64,
+    id: &str,
+) -> Result<Vec<Event>, StoreError> {
+    let rows = c
+        .query(
+            "SELECT event_id, type, at, channel, props FROM events
+             WHERE contact = $1 ORDER BY at, seq",
+            &[&rowid],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Event {
+                id: r.get(0),
+                contact: id.to_string(),
+                kind: r.get(1),
+                at: from_micros(r.get(2))?,
+                channel: r.get(3),
+                props: decode_props(r.get(4))?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn load_company(
+    c: &impl GenericClient,
+    id: &str,
+) -> Result<Option<Company>, StoreError> {
+    let Some(row) = c
+        .query_opt(
+            "SELECT rowid, name, attributes FROM companies WHERE id = $1",
+            &[&id],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let rowid: i64 = row.get(0);
+    let signals = c
+        .query(
+            "SELECT kind, at, props FROM company_signals WHERE company = $1 ORDER BY at, seq",
+            &[&rowid],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(BusinessSignal {
+                kind: r.get(0),
+                at: from_micros(r.get(1))?,
+                props: decode_props(r.get(2))?,
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(Some(Company {
+        id: id.to_string(),
+        name: row.get(1),
+        attributes: decode(row.get(2))?,
+        signals,
+    }))
+}
+
+/// Queues a company's contacts for rescoring; a contact a pass holds is
+/// given back, since that pass may have read it before the change.
+async fn queue_company_contacts(tx: &Transaction<'_>, company: &str) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO rescore_queue (contact) SELECT rowid FROM contacts WHERE company = $1
+         ON CONFLICT (contact) DO UPDATE SET owner = NULL, lease_until = NULL",
+        &[&company],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn insert_signal(
+    tx: &Transaction<'_>,
+    company: i64,
+    company_id: &str,
+    signal: &BusinessSignal,
+) -> Result<bool, StoreError> {
+    let key = Incoming::Company {
+        company: company_id.to_string(),
+        signal: signal.clone(),
+    }
+    .dedup_key();
+    let n = tx
+        .execute(
+            "INSERT INTO company_signals (company, dedup, kind, at, props)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (dedup) DO NOTHING",
+            &[
+                &company,
+                &&key[..],
+                &signal.kind,
+                &to_micros(signal.at),
+                &encode(&signal.props)?,
+            ],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// New events from which an append goes through `COPY` rather than one
+/// multi-row insert.
+const COPY_FROM: usize = 500;
+
+/// Inserts events (contact key, event, dedup key) not stored yet, numbered
+/// in order, under the 'events' counter; notifies the listeners on commit.
+/// Returns, per event, whether it was new.
+pub(super) async fn insert_events(
+    tx: &Transaction<'_>,
+    rows: &[(i64, &Event, [u8; 16])],
+) -> Result<Vec<bool>, StoreError> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let last = take_counter(tx, "events").await?;
+    // Appenders are serialised by the counter: what is stored now stays so.
+    let keys: Vec<&[u8]> = rows.iter().map(|(_, _, k)| &k[..]).collect();
+    let stored: HashSet<Vec<u8>> = tx
+        .query("SELECT dedup FROM events WHERE dedup = ANY($1)", &[&keys])
+        .await?
+        .iter()
+        .map(|r| r.get::<_, Vec<u8>>(0))
+        .collect();
+    let mut fresh = Vec::with_capacity(rows.len());
+    let (mut contact, mut at, mut seq, mut dedup) = (vec![], vec![], vec![], vec![]);
+    let (mut event_id, mut kind, mut channel, mut props) = (vec![], vec![], vec![], vec![]);
+    let mut next = last;
+    for (key, e, d) in rows {
+        let new = !stored.contains(&d[..]);
+        fresh.push(new);
+        if !new {
+            continue;
+        }
+        next += 1;
+        contact.push(*key);
+        at.push(to_micros(e.at));
+        seq.push(next);
+        dedup.push(&d[..]);
+        event_id.push(e.id.as_deref());
+        kind.push(e.kind.as_str());
+        channel.push(e.channel.as_deref());
+        props.push(encode(&e.props)?);
+    }
+    if seq.len() >= COPY_FROM {
+        // Large batches (imports, the API's group commits): binary COPY.
+        let sink = tx
+            .copy_in(
+                "COPY events (contact, at, seq, dedup, event_id, type, channel, props)
+                 FROM STDIN BINARY",
+            )
+            .await?;
+        use tokio_postgres::types::Type;
+        let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(
+            sink,
+            &[
+                Type::INT8,
+                Type::INT8,
+                Type::INT8,
+                Type::BYTEA,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+            ],
+        );
+        let mut writer = std::pin::pin!(writer);
+        for i in 0..seq.len() {
+            writer
+                .as_mut()
+                .write(&[
+                    &contact[i],
+                    &at[i],
+                    &seq[i],
+                    &dedup[i],
+                    &event_id[i],
+                    &kind[i],
+                    &channel[i],
+                    &props[i],
+                ])
+                .await?;
+        }
+        writer.as_mut().finish().await?;
+    } else if next > last {
+        tx.execute(
+            "INSERT INTO events (contact, at, seq, dedup, event_id, type, channel, props)
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bytea[],
+                                  $5::text[], $6::text[], $7::text[], $8::text[])",
+            &[
+                &contact, &at, &seq, &dedup, &event_id, &kind, &channel, &props,
+            ],
+        )
+        .await?;
+    }
+    if next > last {
+        set_counter(tx, "events", next).await?;
+        tx.execute(
+            "SELECT pg_notify($1, $2)",
+            &[&EVENTS_CHANNEL, &next.to_string()],
+        )
+        .await?;
+    }
+    Ok(fresh)
+}
+
+impl PgStore {
+    async fn last_seq(c: &impl GenericClient) -> Result<i64, StoreError> {
+        Ok(
+            c.query_one("SELECT value FROM counters WHERE name = 'events'", &[])
+                .await?
+                .get(0),
+        )
+    }
+}
+
+impl Records for PgStore {
+    fn upsert_contacts(&self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError> {
+        self.tx(async |tx| {
+            let country = default_country(tx).await?;
+            let ids: Vec<&str> = batch.iter().map(|p| p.id.as_str()).collect();
+            // Locked as read, so that two writers of one contact merge in turn.
+            let mut existing: HashMap<String, Contact> = HashMap::new();
+            for r in tx
+                .query(
+                    "SELECT id, record FROM contacts WHERE id = ANY($1) ORDER BY rowid
+                     FOR NO KEY UPDATE",
+                    &[&ids],
+                )
+                .await?
+            {
+                existing.insert(r.get(0), decode(r.get(1))?);
+            }
+            let mut out = vec![Upsert::Unchanged; batch.len()];
+            for i in by_id(batch) {
+                let patch = &batch[i];
+                let (outcome, record) = merge(existing.get(&patch.id), patch)?;
+                if let Some(c) = record {
+                    let (email_key, phone_key) = contact_keys(&c, &country);
+                    let rowid: i64 = tx
+                        .query_one(
+                            "INSERT INTO contacts (id, record, company, email, email_key, phone_key)
+                             VALUES ($1, $2, $3, $4, $5, $6)
+                             ON CONFLICT (id) DO UPDATE SET record = excluded.record,
+                               company = excluded.company, email = excluded.email,
+                               email_key = excluded.email_key, phone_key = excluded.phone_key
+                             RETURNING rowid",
+                            &[&c.id, &encode(&c)?, &c.company, &c.email, &email_key, &phone_key],
+                        )
+                        .await?
+                        .get(0);
+                    tx.execute(
+                        "INSERT INTO rescore_queue (contact) VALUES ($1)
+                         ON CONFLICT (contact) DO UPDATE SET owner = NULL, lease_until = NULL",
+                        &[&rowid],
+                    )
+                    .await?;
+                    existing.insert(c.id.clone(), c);
+                }
+                out[i] = outcome;
+            }
+            request_plan_if_changed(tx, &out).await?;
+            Ok(out)
+        })
+    }
+
+    fn upsert_companies(&self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError> {
+        self.tx(async |tx| {
+            let mut out = vec![Upsert::Unchanged; batch.len()];
+            for i in by_id(batch) {
+                let patch = &batch[i];
+                tx.execute(
+                    "SELECT 1 FROM companies WHERE id = $1 FOR NO KEY UPDATE",
+                    &[&patch.id],
+                )
+                .await?;
+                let existing = load_company(tx, &patch.id).await?;
+                let (outcome, record) = merge(existing.as_ref(), patch)?;
+                if let Some(c) = record {
+                    let rowid: i64 = tx
+                        .query_one(
+                            "INSERT INTO companies (id, name, attributes) VALUES ($1, $2, $3)
+                             ON CONFLICT (id) DO UPDATE SET name = excluded.name,
+                               attributes = excluded.attributes
+                             RETURNING rowid",
+                            &[&c.id, &c.name, &encode(&c.attributes)?],
+                        )
+                        .await?
+                        .get(0);
+                    for signal in &c.signals {
+                        insert_signal(tx, rowid, &c.id, signal).await?;
+                    }
+                    queue_company_contacts(tx, &c.id).await?;
+                }
+                out[i] = outcome;
+            }
+            request_plan_if_changed(tx, &out).await?;
+            Ok(out)
+        })
+    }
+
+    fn upsert_deals(&self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError> {
+        self.tx(async |tx| {
+            let mut out = vec![Upsert::Unchanged; batch.len()];
+            for i in by_id(batch) {
+                let patch = &batch[i];
+                let existing: Option<Deal> = tx
+                    .query_opt(
+                        "SELECT record FROM deals WHERE id = $1 FOR NO KEY UPDATE",
+                        &[&patch.id],
+                    )
+                    .await?
+                    .map(|r| decode(r.get(0)))
+                    .transpose()?;
+                let (outcome, record) = merge(existing.as_ref(), patch)?;
+                if let Some(d) = record {
+                    let contact = match &d.contact {
+                        Some(c) => match contact_rowid(tx, c).await? {
+                            Some(rowid) => Some(rowid),
+                            None => {
+                                out[i] =
+                                    Upsert::Rejected(format!("contact: unknown contact `{c}`"));
+                                continue;
+                            }
+                        },
+                        None => None,
+                    };
+                    tx.execute(
+                        "INSERT INTO deals (id, contact, record) VALUES ($1, $2, $3)
+                         ON CONFLICT (id) DO UPDATE SET contact = excluded.contact,
+                           record = excluded.record",
+                        &[&d.id, &contact, &encode(&d)?],
+                    )
+                    .await?;
+                }
+                out[i] = outcome;
+            }
+            request_plan_if_changed(tx, &out).await?;
+            Ok(out)
+        })
+    }
+
+    /// One transaction per call: contacts looked up once, repeats within the
+    /// batch caught before SQL, new events inserted in one statement.
+    fn append_events(&self, batch: &[Incoming]) -> Result<Vec<Append>, StoreError> {
+        let out = self.tx(async |tx| {
+            let mut out = vec![Append::Duplicate; batch.len()];
+            let ids: Vec<&str> = batch
+                .iter()
+                .filter_map(|i| match i {
+                    Incoming::Contact(e) => Some(e.contact.as_str()),
+                    Incoming::Company { .. } => None,
+                })
+                .collect();
+            let rowids: HashMap<String, i64> = tx
+                .query("SELECT id, rowid FROM contacts WHERE id = ANY($1)", &[&ids])
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let mut seen: HashSet<[u8; 16]> = HashSet::with_capacity(batch.len());
+            let mut rows: Vec<(i64, &Event, [u8; 16])> = Vec::with_capacity(batch.len());
+            let mut positions = Vec::with_capacity(batch.len());
+            for (i, incoming) in batch.iter().enumerate() {
+                let key = incoming.dedup_key();
+                match incoming {
+                    Incoming::Contact(e) => match rowids.get(&e.contact) {
+                        None => {
+                            out[i] = Append::Rejected(format!(
+                                "contact: unknown contact `{}`",
+                                e.contact
+                            ));
+                        }
+                        // A repeat within the batch: the first one counts.
+                        Some(_) if !seen.insert(key) => {}
+                        Some(&rowid) => {
+                            rows.push((rowid, e, key));
+                            positions.push(i);
+                        }
+                    },
+                    Incoming::Company { company, signal } => {
+                        let rowid: Option<i64> = tx
+                            .query_opt("SELECT rowid FROM companies WHERE id = $1", &[company])
+                            .await?
+                            .map(|r| r.get(0));
+                        out[i] = match rowid {
+                            None => {
+                                Append::Rejected(format!("company: unknown company `{company}`"))
+                            }
+                            Some(rowid) => {
+                                queue_company_contacts(tx, company).await?;
+                                if insert_signal(tx, rowid, company, signal).await? {
+                                    Append::Inserted
+                                } else {
+                                    Append::Duplicate
+                                }
+                            }
+                        };
+                    }
+                }
+            }
+            // In (contact, instant) order: neighbouring index pages.
+            let mut order: Vec<usize> = (0..rows.len()).collect();
+            order.sort_by_key(|&j| (rows[j].0, rows[j].1.at, positions[j]));
+            let sorted: Vec<(i64, &Event, [u8; 16])> = order.iter().map(|&j| rows[j]).collect();
+            let fresh = insert_events(tx, &sorted).await?;
+            for (&j, new) in order.iter().zip(fresh) {
+                if new {
+                    out[positions[j]] = Append::Inserted;
+                }
+            }
+            if out.iter().any(|a| matches!(a, Append::Inserted)) {
+                request_plan(tx).await?;
+            }
+            Ok(out)
+        })?;
+        self.appended_now();
+        Ok(out)
+    }
+
+    fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError> {
+        self.read(async |c| {
+            c.query_opt("SELECT record FROM contacts WHERE id = $1", &[&id])
+                .await?
+                .map(|r| decode(r.get(0)))
+                .transpose()
+        })
+    }
+
+    fn for_each_contact(&self, f: &mut dyn FnMut(Contact)) -> Result<(), StoreError> {
+        let mut after = String::new();
+        let mut first = true;
+        loop {
+            let rows = self.read(async |c| {
+                Ok(c.query(
+                    "SELECT id, record FROM contacts WHERE $1 OR id > $2 ORDER BY id LIMIT 1000",
+                    &[&first, &after],
+                )
+                .await?)
+            })?;
+            let Some(last) = rows.last() else {
+                return Ok(());
+            };
+            after = last.get(0);
+            first = false;
+            for r in &rows {
+                f(decode(r.get(1))?);
+            }
+        }
+    }
+
+    fn company(&self, id: &str) -> Result<Option<Company>, StoreError> {
+        self.read(async |c| load_company(c, id).await)
+    }
+
+    fn deals(&self) -> Result<Vec<Deal>, StoreError> {
+        self.read(async |c| {
+            c.query("SELECT record FROM deals ORDER BY id", &[])
+                .await?
+                .iter()
+                .map(|r| decode(r.get(0)))
+                .collect()
+        })
+    }
+
+    fn events_of(&self, contact: &str) -> Result<Vec<Event>, StoreError> {
+        self.snapshot(async |tx| match contact_rowid(tx, contact).await? {
+            Some(rowid) => events_by_key(tx, rowid, contact).await,
+            None => Ok(Vec::new()),
+        })
+    }
+
+    fn scan_histories(&self, f: &mut dyn FnMut(Contact, Vec<Event>)) -> Result<(), StoreError> {
+        super::scores::scan_range(self, (i64::MIN, i64::MAX), &mut |_, contact, events, _| {
+            f(contact, events);
+            Ok(())
+        })
+    }
+
+    fn last_event_seq(&self) -> Result<i64, StoreError> {
+        self.read(async |c| Self::last_seq(c).await)
+    }
+
+    fn contacts_with_events_after(&self, seq: i64) -> Result<Vec<String>, StoreError> {
+        self.read(async |c| {
+            Ok(c.query(
+                "SELECT id FROM contacts WHERE rowid IN
+                   (SELECT DISTINCT contact FROM events WHERE seq > $1) ORDER BY id",
+                &[&seq],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+        })
+    }
+
+    fn erase_contact(&self, id: &str) -> Result<bool, StoreError> {
+        // Cascades remove events, scores, ledger, outbox, decisions, deals,
+        // the planner's memo and wake instant, the desk's rows.
+        self.tx(async |tx| {
+            Ok(tx
+                .execute("DELETE FROM contacts WHERE id = $1", &[&id])
+                .await?
+                > 0)
+        })
+    }
+
+    fn counts(&self) -> Result<Counts, StoreError> {
+        self.snapshot(async |tx| {
+            let row = tx
+                .query_one(
+                    "SELECT (SELECT count(*) FROM contacts), (SELECT count(*) FROM companies),
+                            (SELECT count(*) FROM deals), (SELECT count(*) FROM events)",
+                    &[],
+                )
+                .await?;
+            let n = |i: usize| row.get::<_, i64>(i) as u64;
+            Ok(Counts {
+                contacts: n(0),
+                companies: n(1),
+                deals: n(2),
+                events: n(3),
+            })
+        })
+    }
+
+    fn schema_version(&self) -> Result<i64, StoreError> {
+        self.read(async |c| super::migrations::version(c).await)
+    }
+
+    fn wait_for_events(&self, after: i64, timeout: Duration) -> Result<i64, StoreError> {
+        let deadline = Instant::now() + timeout;
+        let (count, woken) = &*self.appended;
+        loop {
+            let seen = *super::pool::lock(count);
+            let last = self.last_event_seq()?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if last > after || left.is_zero() {
+                return Ok(last);
+            }
+            // Until a notification (or an append here), or the next poll.
+            let guard = super::pool::lock(count);
+            drop(super::pool::blocking(|| {
+                woken
+                    .wait_timeout_while(guard, left.min(super::pool::EVENT_POLL), |c| *c == seen)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+            }));
+        }
+    }
+}

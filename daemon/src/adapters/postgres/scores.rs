@@ -1,0 +1,558 @@
+//! Scores, snapshots, published changes and pass bookkeeping in PostgreSQL.
+//!
+//! Every compare-and-set is one statement whose `WHERE` PostgreSQL checks
+//! again on the newest row version after waiting for a concurrent writer
+//! (READ COMMITTED): of two passes that read the same value, the second
+//! finds it changed and writes nothing.
+
+use super::PgStore;
+use super::records::{
+    contact_rowid, distinct_keys, events_by_key, load_company, set_counter, set_meta, take_counter,
+};
+use crate::adapters::sqlite::shared::{
+    decode, decode_props, decode_recent, encode_recent, from_micros, to_micros,
+};
+use crate::core::model::{Company, Contact, Event, Timestamp};
+use crate::domain::scoring::StoredScore;
+use crate::ports::store::{
+    RescoreInput, ScoreStore, ScoreWrite, Snapshot, StoreError, StoredChange,
+};
+use std::collections::BTreeMap;
+use tokio_postgres::{GenericClient, Row};
+
+/// Contacts read per batch by the scans: memory holds one batch.
+const SCAN_BATCH: i64 = 2_000;
+
+/// Contacts and their stored scores (`rowid, record, score, band,
+/// next_change_at, scored_at, recent`).
+const CONTACT_SCORE: &str = "SELECT c.rowid, c.record, s.score, s.band, s.next_change_at, \
+     s.scored_at, s.recent FROM contacts c LEFT JOIN scores s ON s.contact = c.rowid";
+
+/// The stored score in columns 2..=6 of a [`CONTACT_SCORE`] row.
+pub(super) fn stored_from_row(
+    row: &Row,
+    contact: &Contact,
+) -> Result<Option<StoredScore>, StoreError> {
+    let Some(score) = row.get::<_, Option<i64>>(2) else {
+        return Ok(None);
+    };
+    Ok(Some(StoredScore {
+        contact: contact.id.clone(),
+        score,
+        band: row.get(3),
+        next_change_at: row.get::<_, Option<i64>>(4).map(from_micros).transpose()?,
+        scored_at: from_micros(row.get(5))?,
+        recent: decode_recent(row.get::<_, Option<&str>>(6))?,
+    }))
+}
+
+/// The columns [`read_change`] reads, from `score_changes s`.
+pub(super) const CHANGE_COLUMNS: &str =
+    "s.seq, s.contact, s.at, s.kind, s.from_score, s.to_score, s.from_band, s.to_band, s.since";
+
+pub(super) fn read_change(r: &Row, contact: String) -> Result<StoredChange, StoreError> {
+    Ok(StoredChange {
+        seq: r.get(0),
+        contact,
+        at: from_micros(r.get(2))?,
+        kind: r.get(3),
+        from_score: r.get(4),
+        to_score: r.get(5),
+        from_band: r.get(6),
+        to_band: r.get(7),
+        since: from_micros(r.get(8))?,
+    })
+}
+
+/// Reads the contacts whose keys `filter` selects (with `args`, keys
+/// ascending) with their events and stored scores: one query per table,
+/// merge-joined in key order.
+async fn read_inputs(
+    c: &impl GenericClient,
+    filter: &str,
+    args: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    out: &mut Vec<RescoreInput>,
+) -> Result<(), StoreError> {
+    let contacts = c
+        .query(
+            &format!("{CONTACT_SCORE} WHERE {filter} ORDER BY c.rowid"),
+            args,
+        )
+        .await?;
+    let events = c
+        .query(
+            &format!(
+                "SELECT e.contact, e.event_id, e.type, e.at, e.channel, e.props
+                 FROM events e JOIN contacts c ON c.rowid = e.contact
+                 WHERE {filter} ORDER BY e.contact, e.at, e.seq"
+            ),
+            args,
+        )
+        .await?;
+    let mut events = events.iter().peekable();
+    for row in &contacts {
+        let rowid: i64 = row.get(0);
+        let contact: Contact = decode(row.get(1))?;
+        let mut history = Vec::new();
+        while let Some(e) = events.peek() {
+            let owner: i64 = e.get(0);
+            if owner > rowid {
+                break;
+            }
+            if owner == rowid {
+                history.push(Event {
+                    id: e.get(1),
+                    contact: contact.id.clone(),
+                    kind: e.get(2),
+                    at: from_micros(e.get(3))?,
+                    channel: e.get(4),
+                    props: decode_props(e.get(5))?,
+                });
+            }
+            events.next();
+        }
+        let previous = stored_from_row(row, &contact)?;
+        out.push((rowid, contact, history, previous));
+    }
+    Ok(())
+}
+
+/// Scans `[range.0, range.1)` in batches of [`SCAN_BATCH`] contacts, each
+/// batch one snapshot: memory holds one batch, however many contacts.
+pub(super) fn scan_range(
+    store: &PgStore,
+    range: (i64, i64),
+    f: &mut dyn FnMut(i64, Contact, Vec<Event>, Option<StoredScore>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut from = range.0;
+    loop {
+        let mut batch = Vec::new();
+        store.snapshot(async |tx| {
+            let upto: Option<i64> = tx
+                .query_one(
+                    "SELECT max(rowid) FROM (SELECT rowid FROM contacts
+                     WHERE rowid >= $1 AND rowid < $2 ORDER BY rowid LIMIT $3) k",
+                    &[&from, &range.1, &SCAN_BATCH],
+                )
+                .await?
+                .get(0);
+            let Some(upto) = upto else {
+                return Ok(());
+            };
+            read_inputs(
+                tx,
+                "c.rowid >= $1 AND c.rowid <= $2",
+                &[&from, &upto],
+                &mut batch,
+            )
+            .await
+        })?;
+        let Some(last) = batch.last().map(|(k, ..)| *k) else {
+            return Ok(());
+        };
+        for (key, contact, events, score) in batch {
+            f(key, contact, events, score)?;
+        }
+        if last >= range.1.saturating_sub(1) {
+            return Ok(());
+        }
+        from = last + 1;
+    }
+}
+
+impl ScoreStore for PgStore {
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.read(async |c| {
+            Ok(
+                c.query_opt("SELECT value FROM meta WHERE key = $1", &[&key])
+                    .await?
+                    .map(|r| r.get(0)),
+            )
+        })
+    }
+
+    /// One statement: an insert that does nothing if the key exists, or an
+    /// update whose condition is checked again after any concurrent writer.
+    fn advance_mark(&self, key: &str, expected: Option<i64>, new: i64) -> Result<bool, StoreError> {
+        let value = new.to_string();
+        self.tx(async |tx| {
+            let n = match expected {
+                None => {
+                    tx.execute(
+                        "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                        &[&key, &value],
+                    )
+                    .await?
+                }
+                Some(seen) => {
+                    tx.execute(
+                        "UPDATE meta SET value = $2 WHERE key = $1
+                           AND CASE WHEN value ~ '^-?[0-9]{1,18}$' THEN value::bigint END = $3",
+                        &[&key, &value, &seen],
+                    )
+                    .await?
+                }
+            };
+            Ok(n == 1)
+        })
+    }
+
+    fn rescore_candidate_keys(
+        &self,
+        now: Timestamp,
+        after_seq: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        self.read(async |c| {
+            distinct_keys(
+                c,
+                "SELECT contact FROM events WHERE seq > $2
+                     UNION ALL SELECT contact FROM scores WHERE next_change_at <= $1",
+                &[&to_micros(now), &after_seq],
+            )
+            .await
+        })
+    }
+
+    /// The queued contacts nobody holds (or whose holder's lease expired),
+    /// taken with `SKIP LOCKED`: two passes taking at once get disjoint
+    /// sets, neither waits for the other.
+    fn take_changed(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Vec<i64>, StoreError> {
+        self.tx(async |tx| {
+            let mut keys: Vec<i64> = tx
+                .query(
+                    "UPDATE rescore_queue q SET owner = $1, lease_until = $3
+                     FROM (SELECT contact FROM rescore_queue
+                           WHERE owner IS NULL OR lease_until <= $2
+                           FOR UPDATE SKIP LOCKED) free
+                     WHERE q.contact = free.contact RETURNING q.contact",
+                    &[&owner, &to_micros(now), &to_micros(lease_until)],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            keys.sort_unstable();
+            Ok(keys)
+        })
+    }
+
+    fn release_changed(&self, owner: &str) -> Result<u64, StoreError> {
+        self.tx(async |tx| {
+            Ok(tx
+                .execute(
+                    "UPDATE rescore_queue SET owner = NULL, lease_until = NULL WHERE owner = $1",
+                    &[&owner],
+                )
+                .await?)
+        })
+    }
+
+    fn rescore_inputs(&self, keys: &[i64], out: &mut Vec<RescoreInput>) -> Result<(), StoreError> {
+        for batch in keys.chunks(SCAN_BATCH as usize) {
+            let batch = batch.to_vec();
+            self.snapshot(async |tx| read_inputs(tx, "c.rowid = ANY($1)", &[&batch], out).await)?;
+        }
+        Ok(())
+    }
+
+    fn companies(&self, ids: &[&str]) -> Result<Vec<Company>, StoreError> {
+        self.snapshot(async |tx| load_companies(tx, ids).await)
+    }
+
+    fn rescore_candidates(
+        &self,
+        now: Timestamp,
+        after_seq: i64,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        self.read(async |c| {
+            Ok(c.query(
+                "SELECT rowid, id FROM contacts WHERE rowid IN (
+                     SELECT contact FROM events WHERE seq > $2
+                     UNION SELECT contact FROM scores WHERE next_change_at <= $1
+                     UNION SELECT contact FROM rescore_queue)
+                 ORDER BY rowid",
+                &[&to_micros(now), &after_seq],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+        })
+    }
+
+    fn rescore_input(
+        &self,
+        key: i64,
+    ) -> Result<Option<(Contact, Vec<Event>, Option<StoredScore>)>, StoreError> {
+        let mut out = Vec::new();
+        self.snapshot(async |tx| read_inputs(tx, "c.rowid = $1", &[&key], &mut out).await)?;
+        Ok(out.pop().map(|(_, c, e, s)| (c, e, s)))
+    }
+
+    fn scoring_input(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Contact, Option<Company>, Vec<Event>)>, StoreError> {
+        self.snapshot(async |tx| {
+            let Some(row) = tx
+                .query_opt("SELECT rowid, record FROM contacts WHERE id = $1", &[&id])
+                .await?
+            else {
+                return Ok(None);
+            };
+            let contact: Contact = decode(row.get(1))?;
+            let company = match &contact.company {
+                Some(c) => load_company(tx, c).await?,
+                None => None,
+            };
+            let events = events_by_key(tx, row.get(0), id).await?;
+            Ok(Some((contact, company, events)))
+        })
+    }
+
+    fn stored_score(&self, id: &str) -> Result<Option<StoredScore>, StoreError> {
+        self.read(async |c| {
+            let Some(r) = c
+                .query_opt(
+                    "SELECT s.score, s.band, s.next_change_at, s.scored_at, s.recent FROM scores s
+                     JOIN contacts c ON c.rowid = s.contact WHERE c.id = $1",
+                    &[&id],
+                )
+                .await?
+            else {
+                return Ok(None);
+            };
+            Ok(Some(StoredScore {
+                contact: id.to_string(),
+                score: r.get(0),
+                band: r.get(1),
+                next_change_at: r.get::<_, Option<i64>>(2).map(from_micros).transpose()?,
+                scored_at: from_micros(r.get(3))?,
+                recent: decode_recent(Some(r.get(4)))?,
+            }))
+        })
+    }
+
+    fn score_history(
+        &self,
+        id: &str,
+        since: Option<Timestamp>,
+    ) -> Result<Vec<Snapshot>, StoreError> {
+        let key = self.read(async |c| contact_rowid(c, id).await)?;
+        match key {
+            Some(key) => self.score_history_at(key, since),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn score_history_at(
+        &self,
+        key: i64,
+        since: Option<Timestamp>,
+    ) -> Result<Vec<Snapshot>, StoreError> {
+        let since = since.map_or(i64::MIN, to_micros);
+        self.read(async |c| {
+            c.query(
+                "SELECT at, score, band FROM score_snapshots
+                 WHERE contact = $1 AND at >= $2 ORDER BY at, seq",
+                &[&key, &since],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(Snapshot {
+                    at: from_micros(r.get(0))?,
+                    score: r.get(1),
+                    band: r.get(2),
+                })
+            })
+            .collect()
+        })
+    }
+
+    /// Changes are numbered under the 'changes' counter, taken first when
+    /// the batch publishes any, so that numbers grow in commit order (like
+    /// events) and no two batches wait for each other's rows in turn.
+    fn save_scores(
+        &self,
+        batch: &[ScoreWrite],
+        now: Timestamp,
+        meta: &[(&str, String)],
+    ) -> Result<(), StoreError> {
+        let now_us = to_micros(now);
+        self.tx(async |tx| {
+            let mut changes = if batch.iter().any(|w| !w.changes.is_empty()) {
+                Some(take_counter(tx, "changes").await?)
+            } else {
+                None
+            };
+            let first_change = changes;
+            for w in batch {
+                let recent = encode_recent(&w.recent)?;
+                let next = w.next_change_at.map(to_micros);
+                let n = match w.seen {
+                    Some(seen) => {
+                        tx.execute(
+                            "UPDATE scores SET score = $2, band = $3, next_change_at = $4,
+                               scored_at = $5, recent = $6 WHERE contact = $1 AND scored_at = $7",
+                            &[&w.key, &w.score, &w.band, &next, &now_us, &recent, &to_micros(seen)],
+                        )
+                        .await?
+                    }
+                    // Through `contacts`, so a contact erased meanwhile writes nothing.
+                    None => {
+                        tx.execute(
+                            "INSERT INTO scores (contact, score, band, next_change_at, scored_at, recent)
+                             SELECT rowid, $2, $3, $4, $5, $6 FROM contacts WHERE rowid = $1
+                             ON CONFLICT (contact) DO NOTHING",
+                            &[&w.key, &w.score, &w.band, &next, &now_us, &recent],
+                        )
+                        .await?
+                    }
+                };
+                if n == 0 {
+                    continue;
+                }
+                if w.snapshot {
+                    tx.execute(
+                        "INSERT INTO score_snapshots (contact, at, score, band) VALUES ($1, $2, $3, $4)",
+                        &[&w.key, &now_us, &w.score, &w.band],
+                    )
+                    .await?;
+                }
+                for c in &w.changes {
+                    let seq = changes.map_or(1, |s| s + 1);
+                    changes = Some(seq);
+                    tx.execute(
+                        "INSERT INTO score_changes (seq, contact, at, kind, from_score, to_score,
+                           from_band, to_band, since) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                        &[
+                            &seq,
+                            &w.key,
+                            &to_micros(c.at),
+                            &c.kind,
+                            &c.from_score,
+                            &c.to_score,
+                            &c.from_band,
+                            &c.to_band,
+                            &to_micros(c.since),
+                        ],
+                    )
+                    .await?;
+                }
+                super::desk::save_desk(tx, w.key, w.desk.as_ref()).await?;
+                // Queued again since it was taken: the next pass sees the change.
+                tx.execute(
+                    "DELETE FROM rescore_queue WHERE contact = $1 AND owner IS NOT NULL",
+                    &[&w.key],
+                )
+                .await?;
+            }
+            if let Some(last) = changes
+                && changes != first_change
+            {
+                set_counter(tx, "changes", last).await?;
+            }
+            set_meta(tx, meta).await?;
+            Ok(())
+        })
+    }
+
+    fn score_changes(&self, after_seq: i64, limit: u32) -> Result<Vec<StoredChange>, StoreError> {
+        self.read(async |c| {
+            c.query(
+                &format!(
+                    "SELECT {CHANGE_COLUMNS}, c.id FROM score_changes s
+                     JOIN contacts c ON c.rowid = s.contact
+                     WHERE s.seq > $1 ORDER BY s.seq LIMIT $2"
+                ),
+                &[&after_seq, &i64::from(limit)],
+            )
+            .await?
+            .iter()
+            .map(|r| read_change(r, r.get(9)))
+            .collect()
+        })
+    }
+
+    fn band_counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        self.read(async |c| {
+            Ok(
+                c.query("SELECT band, count(*) FROM scores GROUP BY band", &[])
+                    .await?
+                    .iter()
+                    .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
+                    .collect(),
+            )
+        })
+    }
+
+    fn contact_bounds(&self) -> Result<Option<(i64, i64)>, StoreError> {
+        self.read(async |c| {
+            let r = c
+                .query_one("SELECT min(rowid), max(rowid) FROM contacts", &[])
+                .await?;
+            Ok(r.get::<_, Option<i64>>(0).zip(r.get::<_, Option<i64>>(1)))
+        })
+    }
+
+    fn scan_for_rescore(
+        &self,
+        range: (i64, i64),
+        f: &mut dyn FnMut(i64, Contact, Vec<Event>, Option<StoredScore>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        scan_range(self, range, f)
+    }
+}
+
+/// Companies by id with their signals, two queries for any number of ids;
+/// unknown ids are left out.
+pub(super) async fn load_companies(
+    c: &impl GenericClient,
+    ids: &[&str],
+) -> Result<Vec<Company>, StoreError> {
+    let rows = c
+        .query(
+            "SELECT rowid, id, name, attributes FROM companies WHERE id = ANY($1) ORDER BY rowid",
+            &[&ids],
+        )
+        .await?;
+    let mut out: Vec<(i64, Company)> = rows
+        .iter()
+        .map(|r| {
+            Ok((
+                r.get(0),
+                Company {
+                    id: r.get(1),
+                    name: r.get(2),
+                    attributes: decode(r.get(3))?,
+                    signals: Vec::new(),
+                },
+            ))
+        })
+        .collect::<Result<_, StoreError>>()?;
+    let signals = c
+        .query(
+            "SELECT s.company, s.kind, s.at, s.props FROM company_signals s
+             JOIN companies c ON c.rowid = s.company WHERE c.id = ANY($1)
+             ORDER BY s.company, s.at, s.seq",
+            &[&ids],
+        )
+        .await?;
+    for r in &signals {
+        let owner: i64 = r.get(0);
+        if let Ok(i) = out.binary_search_by_key(&owner, |(rowid, _)| *rowid) {
+            out[i].1.signals.push(crate::core::model::BusinessSignal {
+                kind: r.get(1),
+                at: from_micros(r.get(2))?,
+                props: decode_props(r.get(3))?,
+            });
+        }
+    }
+    Ok(out.into_iter().map(|(_, c)| c).collect())
+}

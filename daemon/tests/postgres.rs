@@ -1,0 +1,420 @@
+//! The PostgreSQL store end to end (issue 18): the real binary on a
+//! database of its own on the local PostgreSQL, two daemons sharing it, a
+//! webhook receiver on loopback; and the store called from inside tokio.
+//! The conformance suite runs on PostgreSQL in `store_contract.rs`.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::daemon::{
+    Received, broadcast_to_prospects, contacts_csv, daemon_env, once, receiver, rewrite,
+    shipped_to_loopback, start_daemon, stop_daemon, wait_until,
+};
+use common::pg::Scratch;
+use common::{Env, stderr};
+use relance::adapters::postgres::PgStore;
+use relance::ports::store::StoreHandle;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The daemon configuration of `daemon_env`, on the scratch database and
+/// with a lease long enough that no send is taken over by a slow peer.
+fn on_postgres(port: u16, db: &Scratch) -> Env {
+    let env = daemon_env(port, "");
+    let text = std::fs::read_to_string(env.path("relance.toml")).unwrap();
+    rewrite(
+        &env,
+        "relance.toml",
+        &text,
+        &[
+            (
+                "path = \"${RELANCE_DB}\"",
+                &format!("url = \"{}\"\npool = 4", db.url()),
+            ),
+            ("lease = \"2s\"", "lease = \"60s\""),
+        ],
+    );
+    env
+}
+
+/// Deliveries per contact.
+fn per_contact(r: &Received) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (id, contact) in r.0.lock().unwrap().iter() {
+        out.entry(contact.clone()).or_default().push(id.clone());
+    }
+    out
+}
+
+/// Two `relance run` on one database: a broadcast to 60 prospects goes out
+/// once per contact, whichever daemon claims it, and both stop cleanly.
+#[test]
+fn two_daemons_on_one_database_send_each_follow_up_once() {
+    let db = Scratch::new("e2e");
+    let (received, port, _rt) = receiver();
+    let env = on_postgres(port, &db);
+    let n = 60;
+    env.import_text("contacts", "c.csv", &contacts_csv(n));
+    broadcast_to_prospects(&env, "news-1");
+    let a = start_daemon(&env, "a.log");
+    let b = start_daemon(&env, "b.log");
+    // Settled: every row sent (a delivery reaches the receiver before its
+    // settlement commits).
+    let sent = || {
+        let rows = env.json(&["outbox", "--json", "--limit", "1000"]);
+        let rows = rows.as_array().unwrap().clone();
+        rows.len() == n && rows.iter().all(|r| r["state"] == "sent")
+    };
+    wait_until("every follow-up sent and settled", 120, sent);
+    let got = per_contact(&received);
+    assert_eq!(got.len(), n, "{got:?}");
+    for (contact, ids) in &got {
+        assert_eq!(ids.len(), 1, "{contact} got {ids:?}");
+    }
+    stop_daemon(a);
+    stop_daemon(b);
+}
+
+/// A call from a tokio worker thread (multi-threaded or current-thread
+/// runtime) waits instead of panicking like a nested `block_on` would.
+#[test]
+fn the_store_can_be_called_from_inside_tokio() {
+    let db = Scratch::new("tokio");
+    let store: StoreHandle = Arc::new(PgStore::open(&db.url(), 4).unwrap());
+    for multi in [true, false] {
+        let rt = if multi {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap()
+        } else {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let s = store.clone();
+        let counts = rt.block_on(async move { s.counts() }).unwrap();
+        assert_eq!(counts.contacts, 0);
+        let s = store.clone();
+        let spawned =
+            rt.block_on(async move { tokio::spawn(async move { s.last_event_seq() }).await });
+        assert_eq!(spawned.unwrap().unwrap(), 0);
+    }
+}
+
+/// A bad URL is reported at its place in the file, and changes nothing.
+#[test]
+fn a_bad_store_url_names_its_line_and_column() {
+    let env = Env::new();
+    let text = std::fs::read_to_string(env.path("relance.toml")).unwrap();
+    let text = if text.contains("[store]") {
+        text.replacen("[store]", "[store]\nurl = \"mysql://nope\"", 1)
+    } else {
+        format!("[store]\nurl = \"mysql://nope\"\n{text}")
+    };
+    env.write("relance.toml", &text);
+    let out = env.run(&["check"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    let line = text.lines().position(|l| l.starts_with("url = ")).unwrap() + 1;
+    assert!(
+        err.contains(&format!("relance.toml:{line}:7")) && err.contains("PostgreSQL URL"),
+        "{err}"
+    );
+}
+
+/// An unreachable server is an error naming the database, never a hang or
+/// a panic, and never the password.
+#[test]
+fn an_unreachable_server_is_a_clear_error() {
+    let port = common::free_port();
+    let err = PgStore::open(&format!("postgres://me:s3cret@127.0.0.1:{port}/x"), 2).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("postgres://me@127.0.0.1:{port}/x")),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"), "{text}");
+}
+
+fn t(s: &str) -> relance::core::model::Timestamp {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+}
+
+/// A guard in miniature: one send per channel and three in all per
+/// contact, counting the sends and reservations the store hands over.
+fn capped(
+    row: &relance::domain::outbox::Row,
+    weighs: &[relance::core::model::Event],
+) -> relance::ports::store::Admission {
+    use relance::ports::store::{Admission, AdmissionVerdict};
+    let sent: Vec<_> = weighs
+        .iter()
+        .filter(|e| e.kind.ends_with("_sent"))
+        .collect();
+    let same = sent
+        .iter()
+        .filter(|e| e.kind == format!("{}_sent", row.channel))
+        .count();
+    let verdict = if same >= 1 || sent.len() >= 3 {
+        AdmissionVerdict::Block
+    } else {
+        AdmissionVerdict::Allow {
+            event_type: format!("{}_sent", row.channel),
+        }
+    };
+    Admission {
+        verdict,
+        reasons: Vec::new(),
+    }
+}
+
+/// Four handles (as four daemons would have) claim one contact's 32
+/// colliding sends at once, a few at a time: exactly its budget goes, one
+/// per channel; and a row whose lease expired is taken over, the first
+/// owner can no longer settle it.
+#[test]
+fn a_contact_hammered_by_four_claimers_gets_exactly_its_budget() {
+    use relance::domain::ingest::Patch;
+    use relance::domain::outbox::{NewSend, Payload, Settlement, idempotency_key};
+    let db = Scratch::new("hammer");
+    let open = || -> StoreHandle { Arc::new(PgStore::open(&db.url(), 4).unwrap()) };
+    let store = open();
+    store
+        .upsert_contacts(&[Patch {
+            id: "c".into(),
+            ..Patch::default()
+        }])
+        .unwrap();
+    let now = t("2026-11-20T09:00:00Z");
+    let sends: Vec<NewSend> = ["email", "sms", "call", "letter"]
+        .into_iter()
+        .flat_map(|ch| {
+            (0..8).map(move |i| NewSend {
+                idem_key: idempotency_key("c", "nurture", &format!("{ch}-{i}")),
+                contact: "c".into(),
+                followup: "nurture".into(),
+                kind: relance::core::model::FollowUpKind::Systematic,
+                priority: 10,
+                channel: ch.into(),
+                due_at: now,
+                payload: Payload::template("nurture_welcome"),
+            })
+        })
+        .collect();
+    store.enqueue(&sends, now).unwrap();
+    let lease = now + chrono::Duration::minutes(10);
+    let start = Arc::new(std::sync::Barrier::new(4));
+    let claimers: Vec<_> = (0..4)
+        .map(|i| {
+            let (store, start) = (open(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                let mut mine = Vec::new();
+                while store.next_due().unwrap().is_some_and(|d| d <= now) {
+                    let rows = store
+                        .claim_due(now, lease, 2, &format!("d{i}"), &mut |row, _, w| {
+                            capped(row, w)
+                        })
+                        .unwrap();
+                    mine.extend(rows);
+                }
+                mine
+            })
+        })
+        .collect();
+    let claimed: Vec<_> = claimers
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let channels: std::collections::BTreeSet<&str> =
+        claimed.iter().map(|r| r.channel.as_str()).collect();
+    assert_eq!(claimed.len(), 3, "{claimed:?}");
+    assert_eq!(channels.len(), 3, "{claimed:?}");
+
+    // The first claim's lease runs out: another owner takes the row over.
+    let row = &claimed[0];
+    let later = lease + chrono::Duration::seconds(1);
+    let again = store
+        .claim_due(
+            later,
+            later + chrono::Duration::minutes(10),
+            10,
+            "late",
+            &mut |r, _, _| relance::ports::store::Admission {
+                verdict: relance::ports::store::AdmissionVerdict::Allow {
+                    event_type: format!("{}_sent", r.channel),
+                },
+                reasons: Vec::new(),
+            },
+        )
+        .unwrap();
+    assert!(again.iter().any(|r| r.seq == row.seq), "{again:?}");
+    let first = store.outbox_row(&row.idem_key).unwrap().unwrap();
+    assert_eq!(first.attempts, 2);
+    // Whichever daemon claimed it first no longer settles it.
+    for first in ["d0", "d1", "d2", "d3"] {
+        assert!(
+            !store
+                .settle(row.seq, first, &Settlement::Sent, later)
+                .unwrap()
+        );
+    }
+    assert!(
+        store
+            .settle(row.seq, "late", &Settlement::Sent, later)
+            .unwrap()
+    );
+}
+
+/// `relance store copy` moves the demo installation, scored and planned,
+/// to PostgreSQL: every table's rows are there, a second run duplicates
+/// nothing, and the PostgreSQL store then answers as the SQLite one did.
+#[test]
+fn store_copy_moves_a_sqlite_installation() {
+    let db = Scratch::new("copy");
+    let (received, port, _rt) = receiver();
+    let env = Env::new();
+    shipped_to_loopback(&env, port);
+    env.import_demo();
+    // Scored, planned and partly sent, with its schedules recorded.
+    let now = "2026-11-20T10:00:00Z";
+    once(&env, now);
+    once(&env, "2026-11-20T10:05:00Z");
+    assert!(!received.0.lock().unwrap().is_empty(), "the demo sends");
+    let sqlite_outbox = env.json(&["outbox", "--json", "--limit", "100000"]);
+    let sqlite_counts = env.json(&["contacts", "list", "--json"]);
+    let store = env.path("store.db");
+    let copy = || {
+        env.json(&[
+            "store",
+            "copy",
+            "--from",
+            store.to_str().unwrap(),
+            "--to",
+            &db.url(),
+            "--json",
+        ])
+    };
+    let first = copy();
+    let tables = first.as_array().unwrap();
+    assert_eq!(tables.len(), 20);
+    for t in tables {
+        assert_eq!(t["sqlite"], t["postgres"], "{t}");
+    }
+    let count = |name: &str| {
+        tables.iter().find(|t| t["table"] == name).unwrap()["postgres"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(
+        count("events") > 100
+            && count("scores") > 10
+            && count("outbox") > 0
+            && count("decision_log") > 0
+            && count("job_runs") > 0,
+        "{first}"
+    );
+    assert_eq!(copy(), first, "a second run changes no count");
+
+    let text = std::fs::read_to_string(env.path("relance.toml")).unwrap();
+    rewrite(
+        &env,
+        "relance.toml",
+        &text,
+        &[(
+            "path = \"${RELANCE_DB:-../relance.db}\"",
+            &format!("url = \"{}\"", db.url()),
+        )],
+    );
+    assert_eq!(
+        env.json(&["outbox", "--json", "--limit", "100000"]),
+        sqlite_outbox
+    );
+    assert_eq!(env.json(&["contacts", "list", "--json"]), sqlite_counts);
+    // Numbering goes on above the copied numbers: a new event is found.
+    let out = env.run_at(now, &["rescore"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// A large batch (an import's) goes through `COPY`: each event once,
+/// numbered without gaps, duplicates inside and across batches found.
+#[test]
+fn a_large_batch_is_copied_once() {
+    use relance::domain::ingest::{Incoming, Patch};
+    use relance::ports::store::Append;
+    let db = Scratch::new("copyin");
+    let store: StoreHandle = Arc::new(PgStore::open(&db.url(), 2).unwrap());
+    let ids: Vec<Patch> = (0..50)
+        .map(|i| Patch {
+            id: format!("c{i}"),
+            ..Patch::default()
+        })
+        .collect();
+    store.upsert_contacts(&ids).unwrap();
+    let at = t("2026-11-20T09:00:00Z");
+    let batch: Vec<Incoming> = (0..2_000)
+        .map(|i| {
+            Incoming::Contact(relance::core::model::Event {
+                // Every 100th event repeats the one before it.
+                id: Some(format!("e{}", i - usize::from(i % 100 == 99))),
+                contact: format!("c{}", i % 50),
+                kind: "email_open".into(),
+                at: at + chrono::Duration::seconds(i as i64),
+                channel: None,
+                props: serde_json::Map::new(),
+            })
+        })
+        .collect();
+    let first = store.append_events(&batch).unwrap();
+    let inserted = first.iter().filter(|a| **a == Append::Inserted).count();
+    assert_eq!(inserted, 1_980);
+    assert_eq!(store.last_event_seq().unwrap(), 1_980);
+    assert_eq!(store.counts().unwrap().events, 1_980);
+    let again = store.append_events(&batch).unwrap();
+    assert!(again.iter().all(|a| *a == Append::Duplicate));
+    assert_eq!(store.events_of("c7").unwrap().len(), 40);
+}
+
+/// Two processes updating the same contacts in opposite orders never see
+/// an error: rows are locked in key order, and a transaction PostgreSQL
+/// still aborts as a deadlock is run again.
+#[test]
+fn crossing_upserts_never_fail() {
+    use relance::domain::ingest::Patch;
+    let db = Scratch::new("crossing");
+    let ids: Vec<String> = (0..40).map(|i| format!("c{i}")).collect();
+    let handles: Vec<_> = (0..2)
+        .map(|side| {
+            let (url, ids) = (db.url(), ids.clone());
+            std::thread::spawn(move || {
+                let store = PgStore::open(&url, 2).unwrap();
+                for round in 0..15 {
+                    let mut batch: Vec<Patch> = ids
+                        .iter()
+                        .map(|id| Patch {
+                            id: id.clone(),
+                            fields: serde_json::Map::from_iter([(
+                                "first_name".to_string(),
+                                format!("r{round}s{side}").into(),
+                            )]),
+                            ..Patch::default()
+                        })
+                        .collect();
+                    if side == 1 {
+                        batch.reverse();
+                    }
+                    relance::ports::store::Records::upsert_contacts(&store, &batch).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
