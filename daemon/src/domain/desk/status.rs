@@ -189,6 +189,7 @@ pub struct DeskRules {
     hot: BTreeSet<String>,
     warm: BTreeSet<String>,
     documentation: BTreeSet<String>,
+    appointment: BTreeSet<String>,
     callback: BTreeMap<String, Option<chrono::Duration>>,
     /// Channels a do-not-contact entry on which stops calls.
     call_channels: BTreeSet<String>,
@@ -219,6 +220,7 @@ impl DeskRules {
             hot: codes(&config.calls.hot),
             warm: codes(&config.calls.warm),
             documentation: codes(&config.calls.documentation),
+            appointment: codes(&config.calls.appointment),
             callback: calls
                 .callback
                 .iter()
@@ -256,6 +258,10 @@ impl DeskRules {
             self.config.click_event,
             self.config.unsubscribe_event,
             self.config.documentation_events
+        ) + &format!(
+            // The campaign figures the pass keeps (version 1).
+            "campaigns-1{:?}{:?}",
+            self.appointment, self.config.conversion_window.0
         )
     }
 
@@ -378,6 +384,10 @@ impl DeskRules {
                 let reason = Some(text(e, "reason"))
                     .filter(|r| !r.is_empty())
                     .unwrap_or_else(|| text(e, "note"));
+                // An appointment is a meeting to the campaigns (never stored).
+                if self.appointment.contains(&code) {
+                    push(DeskKind::Meeting, code.clone(), String::new());
+                }
                 out.events.push(DeskEvent {
                     at: e.at,
                     kind: DeskKind::Call,
