@@ -84,7 +84,7 @@ fn import(path: &Path, n: usize, keys: bool, check: bool) -> (f64, f64, usize) {
     if !keys {
         rusqlite::Connection::open(path)
             .expect("raw")
-            .execute_batch("DROP INDEX contacts_by_email_hash; DROP INDEX contacts_by_phone_hash;")
+            .execute_batch("DROP INDEX contacts_by_email_key; DROP INDEX contacts_by_phone_key;")
             .expect("drop");
     }
     let cpu = common::process_cpu_secs().unwrap_or(0.0);
@@ -94,7 +94,11 @@ fn import(path: &Path, n: usize, keys: bool, check: bool) -> (f64, f64, usize) {
     for chunk in ids.chunks(2_000) {
         let batch: Vec<Patch> = chunk.iter().map(|i| patch(*i)).collect();
         if check {
-            flagged += store.upsert_contacts_checked(&batch).expect("upsert").1.len();
+            flagged += store
+                .upsert_contacts_checked(&batch)
+                .expect("upsert")
+                .1
+                .len();
         } else {
             store.upsert_contacts(&batch).expect("upsert");
         }
@@ -155,7 +159,11 @@ fn main() {
     for round in 0..rounds {
         for k in 0..kinds.len() {
             // Odd rounds in reverse order: neither side always runs first.
-            let k = if round % 2 == 1 { kinds.len() - 1 - k } else { k };
+            let k = if round % 2 == 1 {
+                kinds.len() - 1 - k
+            } else {
+                k
+            };
             let (name, keys, check) = kinds[k];
             let path = fresh("desk-import.db");
             let (w, c, f) = import(&path, n, keys, check);

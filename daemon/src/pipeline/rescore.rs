@@ -6,8 +6,8 @@
 //! one sequential read; it runs when asked, on the first pass, and whenever
 //! the scoring rules changed. Both give the same scores.
 
-use crate::core::config::Config;
 use crate::core::condition::{Standing, Subject};
+use crate::core::config::Config;
 use crate::core::model::{Company, Contact, Event, Timestamp};
 use crate::domain::desk::DeskKind;
 use crate::domain::desk::campaigns::CampaignFacts;
@@ -100,10 +100,11 @@ fn rescore_taken(
     let write_turn = std::sync::Mutex::new(());
     let desk = crate::domain::desk::DeskRules::new(config);
     // The campaigns' targets, which the pass judges clickers against.
-    let targets = crate::pipeline::report::campaign_targets(store, config).map_err(|e| match e {
-        crate::pipeline::report::ReportError::Store(e) => PassError::Store(e),
-        other => PassError::Campaigns(other.to_string()),
-    })?;
+    let targets =
+        crate::pipeline::report::campaign_targets(store, config).map_err(|e| match e {
+            crate::pipeline::report::ReportError::Store(e) => PassError::Store(e),
+            other => PassError::Campaigns(other.to_string()),
+        })?;
     let shared = Shared {
         store,
         desk: &desk,
@@ -370,7 +371,11 @@ impl Pass<'_> {
         let upto = events.partition_point(|e| e.at <= self.now);
         let desk = self.desk.row(contact, &events[..upto]);
         let in_target = match &desk {
-            Some(d) if d.events.iter().any(|e| e.kind == DeskKind::Click && !e.key.is_empty()) => {
+            Some(d)
+                if d.events
+                    .iter()
+                    .any(|e| e.kind == DeskKind::Click && !e.key.is_empty()) =>
+            {
                 self.in_target(contact, company, &events[..upto], &card)
             }
             _ => Vec::new(),

@@ -305,9 +305,7 @@ async fn upsert(
         state
             .db()
             .write(move |store| match kind {
-                Kind::Contact => {
-                    store.upsert_contacts_checked(&valid)
-                }
+                Kind::Contact => store.upsert_contacts_checked(&valid),
                 Kind::Company => Ok((store.upsert_companies(&valid)?, Vec::new())),
                 Kind::Deal => Ok((store.upsert_deals(&valid)?, Vec::new())),
             })

@@ -7,7 +7,6 @@ use super::plan::request_plan;
 use crate::core::model::{Company, Contact, Deal, Event, Timestamp};
 use crate::domain::ingest::Record;
 use crate::domain::ingest::{Incoming, Patch};
-use crate::domain::desk::keys;
 use crate::ports::store::desk::{DuplicateGroup, KeyKind};
 use crate::ports::store::{Append, Counts, StoreError, Upsert};
 use chrono::{DateTime, Utc};
@@ -127,9 +126,6 @@ impl Conn {
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             tx.execute_batch(sql)?;
-            if i + 1 == super::desk::KEY_HASHES_MIGRATION {
-                super::desk::fill_key_hashes(&tx)?;
-            }
             tx.pragma_update(None, "user_version", i as i64 + 1)?;
             tracing::info!(version = i + 1, "store migrated");
         }
@@ -226,8 +222,8 @@ impl Conn {
         self.upsert_contacts_keyed(batch, true)
     }
 
-    /// With `check`, each written contact's insert also looks up its key
-    /// hashes (in the same statement, on pages it just touched); the rare
+    /// With `check`, each written contact's insert also looks up its keys
+    /// (in the same statement, on index pages it just touched); the rare
     /// keys found twice are then read as groups, after the whole batch, so
     /// that an earlier line of the batch is flagged too.
     fn upsert_contacts_keyed(
@@ -254,20 +250,9 @@ impl Conn {
                 let (outcome, record) = merge(existing.as_ref(), patch)?;
                 if let Some(c) = record {
                     let (email_key, phone_key) = super::desk::contact_keys(&c, &country);
-                    let hash = |k: &Option<String>| k.as_deref().map(keys::key_hash);
-                    let (rowid, email_met, phone_met): (i64, bool, bool) = tx
-                        .prepare_cached(sql)?
-                        .query_row(
-                            params![
-                                c.id,
-                                encode(&c)?,
-                                c.company,
-                                c.email,
-                                email_key,
-                                phone_key,
-                                hash(&email_key),
-                                hash(&phone_key)
-                            ],
+                    let (rowid, email_met, phone_met): (i64, bool, bool) =
+                        tx.prepare_cached(sql)?.query_row(
+                            params![c.id, encode(&c)?, c.company, c.email, email_key, phone_key],
                             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                         )?;
                     if let (true, Some(k)) = (email_met, email_key) {
@@ -284,7 +269,10 @@ impl Conn {
                 }
                 out.push(outcome);
             }
-            if out.iter().any(|u| matches!(u, Upsert::Inserted | Upsert::Updated)) {
+            if out
+                .iter()
+                .any(|u| matches!(u, Upsert::Inserted | Upsert::Updated))
+            {
                 request_plan(tx)?;
             }
             let flagged = super::desk::flag_batch(tx, batch, &met)?;

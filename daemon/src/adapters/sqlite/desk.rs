@@ -4,9 +4,7 @@
 
 use super::conn::{Conn, decode, from_micros, to_micros};
 use crate::core::model::{Contact, Timestamp};
-use crate::domain::desk::campaigns::{
-    self, CampaignCounts, CampaignFacts, ContactSend, Flags,
-};
+use crate::domain::desk::campaigns::{self, CampaignCounts, CampaignFacts, ContactSend, Flags};
 use crate::domain::desk::kpis::CallRow;
 use crate::domain::desk::today::Brief;
 use crate::domain::desk::{DeskEvent, DeskKind, DeskRow, ProspectStatus, SetBy, StatusView, keys};
@@ -35,71 +33,39 @@ pub(super) fn contact_keys(c: &Contact, country: &str) -> (Option<String>, Optio
     )
 }
 
-/// The migration that adds `email_hash` and `phone_hash`, filled for the
-/// stored contacts by [`fill_key_hashes`].
-pub(super) const KEY_HASHES_MIGRATION: usize = 6;
-
-/// Hashes the stored keys (migration 6): what SQL alone cannot compute.
-pub(super) fn fill_key_hashes(tx: &Connection) -> Result<(), StoreError> {
-    let mut read = tx.prepare(
-        "SELECT rowid, email_key, phone_key FROM contacts
-         WHERE email_key IS NOT NULL OR phone_key IS NOT NULL",
-    )?;
-    let mut write =
-        tx.prepare("UPDATE contacts SET email_hash = ?2, phone_hash = ?3 WHERE rowid = ?1")?;
-    let mut q = read.query([])?;
-    while let Some(r) = q.next()? {
-        let email: Option<String> = r.get(1)?;
-        let phone: Option<String> = r.get(2)?;
-        write.execute(params![
-            r.get::<_, i64>(0)?,
-            email.as_deref().map(keys::key_hash),
-            phone.as_deref().map(keys::key_hash)
-        ])?;
-    }
-    Ok(())
-}
-
 /// Writes a contact (parameters: id, record, company, email, email key,
-/// phone key, their hashes) and returns its rowid.
+/// phone key) and returns its rowid.
 pub(super) const UPSERT_CONTACT: &str = "INSERT INTO contacts
-      (id, record, company, email, email_key, phone_key, email_hash, phone_hash)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+      (id, record, company, email, email_key, phone_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
     ON CONFLICT(id) DO UPDATE SET record = excluded.record, company = excluded.company,
-      email = excluded.email, email_key = excluded.email_key, phone_key = excluded.phone_key,
-      email_hash = excluded.email_hash, phone_hash = excluded.phone_hash
+      email = excluded.email, email_key = excluded.email_key, phone_key = excluded.phone_key
     RETURNING rowid, 0, 0";
 
-/// The same, and whether another contact has the email hash, the phone hash.
+/// The same, and whether another contact has the email key, the phone key.
 pub(super) const UPSERT_CONTACT_CHECKED: &str = "INSERT INTO contacts
-      (id, record, company, email, email_key, phone_key, email_hash, phone_hash)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+      (id, record, company, email, email_key, phone_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
     ON CONFLICT(id) DO UPDATE SET record = excluded.record, company = excluded.company,
-      email = excluded.email, email_key = excluded.email_key, phone_key = excluded.phone_key,
-      email_hash = excluded.email_hash, phone_hash = excluded.phone_hash
+      email = excluded.email, email_key = excluded.email_key, phone_key = excluded.phone_key
     RETURNING rowid,
-      ?7 IS NOT NULL AND EXISTS (SELECT 1 FROM contacts x
-        WHERE x.email_hash = ?7 AND x.rowid <> contacts.rowid),
-      ?8 IS NOT NULL AND EXISTS (SELECT 1 FROM contacts x
-        WHERE x.phone_hash = ?8 AND x.rowid <> contacts.rowid)";
+      ?5 IS NOT NULL AND EXISTS (SELECT 1 FROM contacts x
+        WHERE x.email_key = ?5 AND x.rowid <> contacts.rowid),
+      ?6 IS NOT NULL AND EXISTS (SELECT 1 FROM contacts x
+        WHERE x.phone_key = ?6 AND x.rowid <> contacts.rowid)";
 
-const KEY_COLUMNS: [(KeyKind, &str, &str); 2] = [
-    (KeyKind::Email, "email_key", "email_hash"),
-    (KeyKind::Phone, "phone_key", "phone_hash"),
-];
+const KEY_COLUMNS: [(KeyKind, &str); 2] =
+    [(KeyKind::Email, "email_key"), (KeyKind::Phone, "phone_key")];
 
-/// The contacts holding a key, by id (its text compared: a hash collision
-/// makes no group).
+/// The contacts holding a key, by id.
 fn group(tx: &Connection, kind: KeyKind, key: &str) -> Result<Vec<String>, StoreError> {
-    let (_, text, hash) = KEY_COLUMNS
-        .iter()
-        .find(|(k, _, _)| *k == kind)
-        .copied()
-        .unwrap_or(KEY_COLUMNS[0]);
+    let column = if kind == KeyKind::Email {
+        "email_key"
+    } else {
+        "phone_key"
+    };
     let mut stmt = tx.prepare_cached(&format!(
-        "SELECT id FROM contacts WHERE {hash} = ?1 AND {text} = ?2 ORDER BY id"
+        "SELECT id FROM contacts WHERE {column} = ?1 ORDER BY id"
     ))?;
-    let rows = stmt.query_map(params![keys::key_hash(key), key], |r| r.get(0))?;
+    let rows = stmt.query_map([key], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -126,7 +92,9 @@ pub(super) fn flag_batch(
         for p in batch {
             for g in groups.iter().filter(|g| g.kind == kind) {
                 if g.contacts.binary_search(&p.id).is_ok()
-                    && !out.iter().any(|(id, o): &(String, DuplicateGroup)| *id == p.id && o == g)
+                    && !out
+                        .iter()
+                        .any(|(id, o): &(String, DuplicateGroup)| *id == p.id && o == g)
                 {
                     out.push((p.id.clone(), g.clone()));
                 }
@@ -146,7 +114,7 @@ pub(super) fn any_campaign(tx: &Connection) -> Result<bool, StoreError> {
 
 /// Writes a contact's desk row and calls (in the pass's transaction), and
 /// its campaign figures when `campaigns` says some contact was sent a
-/// follow-up. A row that says nothing beyond the default (never called,
+/// follow-up (`scored_before`: the contact had a score). A row that says nothing beyond the default (never called,
 /// FROID, no dates, callable) is not stored: a missing row reads as that.
 pub(super) fn save_desk(
     tx: &Connection,
@@ -154,13 +122,17 @@ pub(super) fn save_desk(
     row: Option<&DeskRow>,
     facts: &CampaignFacts,
     campaigns: bool,
+    scored_before: bool,
 ) -> Result<(), StoreError> {
     if campaigns {
         save_campaigns(tx, key, row.map_or(&[][..], |d| &d.events), facts)?;
     }
     let Some(d) = row.filter(|d| !plain(d)) else {
-        tx.prepare_cached("DELETE FROM contact_desk WHERE contact = ?1")?
-            .execute([key])?;
+        // A contact never scored has no row (they are written together).
+        if scored_before {
+            tx.prepare_cached("DELETE FROM contact_desk WHERE contact = ?1")?
+                .execute([key])?;
+        }
         return Ok(());
     };
     let set_by = d
@@ -576,13 +548,13 @@ impl DeskStore for Conn {
 
     fn duplicate_groups(&self) -> Result<Vec<DuplicateGroup>, StoreError> {
         let mut out = Vec::new();
-        for (kind, text, hash) in KEY_COLUMNS {
+        for (kind, column) in KEY_COLUMNS {
             let mut stmt = self.conn.prepare_cached(&format!(
-                "SELECT {text}, json_group_array(id) FROM
-                   (SELECT {text}, id FROM contacts WHERE {hash} IN
-                     (SELECT {hash} FROM contacts WHERE {hash} IS NOT NULL
-                      GROUP BY {hash} HAVING count(*) > 1) ORDER BY {text}, id)
-                 GROUP BY {text} HAVING count(*) > 1 ORDER BY {text}"
+                "SELECT {column}, json_group_array(id) FROM
+                   (SELECT {column}, id FROM contacts WHERE {column} IN
+                     (SELECT {column} FROM contacts WHERE {column} IS NOT NULL
+                      GROUP BY {column} HAVING count(*) > 1) ORDER BY {column}, id)
+                 GROUP BY {column} ORDER BY {column}"
             ))?;
             let mut q = stmt.query([])?;
             while let Some(r) = q.next()? {
@@ -600,11 +572,11 @@ impl DeskStore for Conn {
 
     fn duplicates_of(&self, ids: &[String]) -> Result<Vec<(String, DuplicateGroup)>, StoreError> {
         let mut out = Vec::new();
-        for (kind, text, hash) in KEY_COLUMNS {
+        for (kind, column) in KEY_COLUMNS {
             let mut stmt = self.conn.prepare_cached(&format!(
-                "SELECT c.id, c.{text} FROM json_each(?1) j JOIN contacts c ON c.id = j.value
-                 WHERE c.{hash} IS NOT NULL AND EXISTS
-                   (SELECT 1 FROM contacts x WHERE x.{hash} = c.{hash} AND x.rowid <> c.rowid)
+                "SELECT c.id, c.{column} FROM json_each(?1) j JOIN contacts c ON c.id = j.value
+                 WHERE c.{column} IS NOT NULL AND EXISTS
+                   (SELECT 1 FROM contacts x WHERE x.{column} = c.{column} AND x.rowid <> c.rowid)
                  ORDER BY j.key"
             ))?;
             let found: Vec<(String, String)> = stmt
@@ -612,9 +584,14 @@ impl DeskStore for Conn {
                 .collect::<Result<_, _>>()?;
             for (id, key) in found {
                 let contacts = group(&self.conn, kind, &key)?;
-                if contacts.len() > 1 {
-                    out.push((id, DuplicateGroup { kind, key, contacts }));
-                }
+                out.push((
+                    id,
+                    DuplicateGroup {
+                        kind,
+                        key,
+                        contacts,
+                    },
+                ));
             }
         }
         Ok(out)

@@ -255,22 +255,14 @@ UPDATE contacts SET email_key = lower(replace(trim(email), ' ', '')) WHERE email
 CREATE INDEX contacts_by_email_key ON contacts(email_key) WHERE email_key IS NOT NULL;
 CREATE INDEX contacts_by_phone_key ON contacts(phone_key) WHERE phone_key IS NOT NULL;
 "#,
-    // 6: duplicate keys indexed as integers, and per-campaign figures kept
-    // as the outbox delivers and the scoring pass folds the reactions.
+    // 6: per-campaign figures kept as the outbox delivers and the scoring
+    // pass folds the reactions.
     r#"
--- 64-bit hashes of email_key and phone_key (desk::keys::key_hash): smaller
--- indexes than the texts, so an import pays less for them. Filled for the
--- stored contacts right after this migration.
-ALTER TABLE contacts ADD COLUMN email_hash INTEGER;
-ALTER TABLE contacts ADD COLUMN phone_hash INTEGER;
-DROP INDEX contacts_by_email_key;
-DROP INDEX contacts_by_phone_key;
-CREATE INDEX contacts_by_email_hash ON contacts(email_hash) WHERE email_hash IS NOT NULL;
-CREATE INDEX contacts_by_phone_hash ON contacts(phone_hash) WHERE phone_hash IS NOT NULL;
-
 -- The reports read campaign figures from here, never the events: only the
 -- calls stay in desk_events (for the KPIs).
 DELETE FROM desk_events WHERE kind <> 'call';
+-- Listing a status scans the rows: an index on it cost every pass more.
+DROP INDEX contact_desk_by_status;
 DROP INDEX desk_events_by_kind;
 CREATE INDEX desk_events_calls ON desk_events(at) WHERE kind = 'call';
 

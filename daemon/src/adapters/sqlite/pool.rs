@@ -420,7 +420,6 @@ impl DeskStore for SqliteStore {
     fn campaign_counts(&self, campaigns: &[String]) -> Result<Vec<CampaignCounts>, StoreError> {
         self.read(|c| c.campaign_counts(campaigns))
     }
-
 }
 
 impl SqliteStore {

@@ -439,7 +439,14 @@ impl Conn {
                         to_micros(c.since)
                     ])?;
                 }
-                super::desk::save_desk(tx, rowid, w.desk.as_ref(), &w.campaigns, campaigns)?;
+                super::desk::save_desk(
+                    tx,
+                    rowid,
+                    w.desk.as_ref(),
+                    &w.campaigns,
+                    campaigns,
+                    w.seen.is_some(),
+                )?;
                 // Queued again since it was taken: the next pass sees the change.
                 tx.prepare_cached("DELETE FROM rescore_queue WHERE contact = ?1 AND owner IS NOT NULL")?
                     .execute([rowid])?;

@@ -65,7 +65,11 @@ pub fn contact_flags(
             .any(|s| s.campaign == campaign && at > s.at && at <= s.at + facts.window)
     };
     for (campaign, f) in &mut out {
-        let ours = |key: &str| sends.iter().any(|s| s.key == key && s.campaign == *campaign);
+        let ours = |key: &str| {
+            sends
+                .iter()
+                .any(|s| s.key == key && s.campaign == *campaign)
+        };
         for e in events {
             match e.kind {
                 DeskKind::Open if ours(&e.key) => f.opened = true,

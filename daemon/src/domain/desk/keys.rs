@@ -70,30 +70,9 @@ pub fn phone_key(phone: &str, country: &str) -> Option<String> {
     (8..=15).contains(&e164.len()).then(|| format!("+{e164}"))
 }
 
-/// A key as the store indexes it: 64-bit FNV-1a of its text, stable
-/// across builds and platforms. An index on eight-byte integers costs an
-/// import less than one on the texts; the texts are compared when two
-/// hashes meet, so a collision never makes a false duplicate.
-pub fn key_hash(key: &str) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    i64::from_ne_bytes(h.to_ne_bytes())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn key_hashes_are_fnv1a() {
-        // The published FNV-1a 64 test vectors.
-        assert_eq!(key_hash("") as u64, 0xcbf2_9ce4_8422_2325);
-        assert_eq!(key_hash("a") as u64, 0xaf63_dc4c_8601_ec8c);
-        assert_ne!(key_hash("+33612345678"), key_hash("+33612345679"));
-    }
 
     #[test]
     fn emails_ignore_case_and_spaces() {

@@ -270,50 +270,59 @@ impl DeskRules {
     /// PERDU, only a won or lost outcome, or a meeting, changes it. Calls
     /// that reached the person restart the count of unsuccessful calls.
     pub fn status(&self, events: &[Event]) -> StatusView {
-        let mut view = StatusView::default();
+        // The status and the event that set it (its position, its code):
+        // the view is built once, at the end.
+        let mut status = ProspectStatus::Cold;
+        let mut set_by: Option<(usize, Option<String>)> = None;
         let mut unsuccessful = 0u32;
-        for e in events {
-            let set = |status, outcome: Option<&str>| StatusView {
-                status,
-                since: Some(e.at),
-                set_by: Some(SetBy {
-                    kind: e.kind.clone(),
-                    outcome: outcome.map(str::to_owned),
-                    id: e.id.clone(),
-                }),
-            };
+        for (i, e) in events.iter().enumerate() {
             if e.kind == self.config.meeting_event {
-                view = set(ProspectStatus::Won, None);
+                (status, set_by) = (ProspectStatus::Won, Some((i, None)));
                 continue;
             }
-            let Some(outcome) = self.outcome(e) else {
+            let Some(c) = self.outcome(e) else {
                 continue;
             };
-            let c = outcome.as_str();
             let sticky = matches!(
-                view.status,
+                status,
                 ProspectStatus::Won | ProspectStatus::Stopped | ProspectStatus::Lost
             );
-            if self.won.contains(c) {
-                view = set(ProspectStatus::Won, Some(c));
-            } else if self.lost.contains(c) {
-                view = set(ProspectStatus::Lost, Some(c));
+            let next = if self.won.contains(&c) {
+                Some(ProspectStatus::Won)
+            } else if self.lost.contains(&c) {
+                Some(ProspectStatus::Lost)
             } else if sticky {
-            } else if self.unsuccessful.contains(c) {
+                None
+            } else if self.unsuccessful.contains(&c) {
                 unsuccessful = unsuccessful.saturating_add(1);
-                if unsuccessful >= self.stop_after {
-                    view = set(ProspectStatus::Stopped, Some(c));
-                }
+                (unsuccessful >= self.stop_after).then_some(ProspectStatus::Stopped)
             } else {
                 unsuccessful = 0;
-                if self.hot.contains(c) {
-                    view = set(ProspectStatus::Hot, Some(c));
-                } else if self.warm.contains(c) {
-                    view = set(ProspectStatus::Warm, Some(c));
+                if self.hot.contains(&c) {
+                    Some(ProspectStatus::Hot)
+                } else if self.warm.contains(&c) {
+                    Some(ProspectStatus::Warm)
+                } else {
+                    None
                 }
+            };
+            if let Some(next) = next {
+                (status, set_by) = (next, Some((i, Some(c))));
             }
         }
-        view
+        let Some((i, outcome)) = set_by else {
+            return StatusView::default();
+        };
+        let e = &events[i];
+        StatusView {
+            status,
+            since: Some(e.at),
+            set_by: Some(SetBy {
+                kind: e.kind.clone(),
+                outcome,
+                id: e.id.clone(),
+            }),
+        }
     }
 
     fn outcome(&self, e: &Event) -> Option<String> {
