@@ -7,8 +7,8 @@ use super::plan::request_plan;
 use crate::core::model::{Company, Contact, Deal, Event, Timestamp};
 use crate::domain::ingest::Record;
 use crate::domain::ingest::{Incoming, Patch};
-use crate::ports::store::desk::{DuplicateGroup, KeyKind};
-use crate::ports::store::{Append, Counts, StoreError, Upsert};
+use crate::ports::store::desk::KeyKind;
+use crate::ports::store::{Append, ContactsWritten, Counts, StoreError, Upsert};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -218,7 +218,7 @@ impl Conn {
     pub(super) fn upsert_contacts_checked(
         &mut self,
         batch: &[Patch],
-    ) -> Result<(Vec<Upsert>, Vec<(String, DuplicateGroup)>), StoreError> {
+    ) -> Result<ContactsWritten, StoreError> {
         self.upsert_contacts_keyed(batch, true)
     }
 
@@ -230,7 +230,7 @@ impl Conn {
         &mut self,
         batch: &[Patch],
         check: bool,
-    ) -> Result<(Vec<Upsert>, Vec<(String, DuplicateGroup)>), StoreError> {
+    ) -> Result<ContactsWritten, StoreError> {
         self.write(|tx| {
             let country = super::desk::default_country(tx)?;
             let mut out = Vec::with_capacity(batch.len());
