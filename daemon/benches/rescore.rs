@@ -33,6 +33,11 @@ fn main() {
             "generated {contacts} contacts and {total} events in {:.0} s (not measured)",
             started.elapsed().as_secs_f64()
         );
+        // RELANCE_BENCH_GENERATE_ONLY=1: stop here, the store never scored
+        // (to copy it, and time first builds of two versions from it).
+        if std::env::var_os("RELANCE_BENCH_GENERATE_ONLY").is_some() {
+            return;
+        }
     }
     // The last sequence number marks this run's events for the cleanup; it
     // runs ahead of the count, as numbers are never reused.
@@ -43,6 +48,7 @@ fn main() {
     // RELANCE_BENCH_INCREMENTAL_ONLY=1 skips the rebuild (the store must have
     // been scored by an earlier run), to profile the incremental pass alone.
     if std::env::var_os("RELANCE_BENCH_INCREMENTAL_ONLY").is_none() {
+        let cpu = process_cpu_secs();
         let started = Instant::now();
         let full = rescore(&*store, &config, now, true).expect("full rebuild");
         let full_secs = started.elapsed().as_secs_f64();
@@ -51,6 +57,9 @@ fn main() {
             full.examined,
             stored as f64 / full_secs
         );
+        if let (Some(a), Some(b)) = (cpu, process_cpu_secs()) {
+            println!("  cpu, all threads     {:>8.3} s", b - a);
+        }
         // For bench/baselines.sh, which checks its own bands against these.
         let bands = store.band_counts().expect("bands");
         println!("bands after the rebuild {bands:?}");

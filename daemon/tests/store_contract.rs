@@ -482,6 +482,7 @@ pub fn a_score_is_written_by_one_of_two_passes(backend: Backend) {
         next_change_at: None,
         snapshot: true,
         desk: None,
+        campaigns: Default::default(),
         recent: Vec::new(),
         changes: vec![StoredChange {
             seq: 0,

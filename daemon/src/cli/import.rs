@@ -103,24 +103,24 @@ pub(super) fn load(
                         .and_then(|p| range.check_signals(&p.signals).map(|()| p));
                     line
                 });
-            let write = |store: &dyn Store, batch: &[ingest::Patch]| match kind {
-                Kind::Contact => store.upsert_contacts(batch),
-                Kind::Company => store.upsert_companies(batch),
-                Kind::Deal => store.upsert_deals(batch),
-            };
-            // Only contacts carry keys; the check reads the batch just written.
-            let flag = |store: &dyn Store, batch: &[ingest::Patch]| {
-                if kind != Kind::Contact {
-                    return Ok(Vec::new());
+            // Contacts are checked for duplicates in their own transaction.
+            let write = |store: &dyn Store, batch: &[ingest::Patch]| -> Result<_, StoreError> {
+                match kind {
+                    Kind::Contact => {
+                        let (written, found) = store.upsert_contacts_checked(batch)?;
+                        let flagged = found
+                            .into_iter()
+                            .filter_map(|(id, g)| {
+                                Some((batch.iter().position(|p| p.id == id)?, id, g))
+                            })
+                            .collect();
+                        Ok((written, flagged))
+                    }
+                    Kind::Company => Ok((store.upsert_companies(batch)?, Vec::new())),
+                    Kind::Deal => Ok((store.upsert_deals(batch)?, Vec::new())),
                 }
-                let ids: Vec<String> = batch.iter().map(|p| p.id.clone()).collect();
-                let found = store.duplicates_of(&ids)?;
-                Ok(found
-                    .into_iter()
-                    .filter_map(|(id, g)| Some((ids.iter().position(|i| *i == id)?, id, g)))
-                    .collect())
             };
-            import(lines, store, &mut summary, write, flag, upsert_applied)?;
+            import(lines, store, &mut summary, write, upsert_applied)?;
         }
         None => {
             if format == Format::Csv && file.extension().is_some_and(|e| e == "csv") {
@@ -137,8 +137,7 @@ pub(super) fn load(
                 lines,
                 store,
                 &mut summary,
-                |s, b| s.append_events(b),
-                |_, _| Ok(Vec::new()),
+                |s, b| Ok((s.append_events(b)?, Vec::new())),
                 append_applied,
             )?;
         }
@@ -172,12 +171,14 @@ fn append_applied(a: Append) -> Applied {
     }
 }
 
+type Written<O> = (Vec<O>, Vec<(usize, String, DuplicateGroup)>);
+
 fn import<T, O>(
     lines: impl Iterator<Item = Line<T>>,
     store: &dyn Store,
     summary: &mut Summary,
-    write: impl Fn(&dyn Store, &[T]) -> Result<Vec<O>, StoreError>,
-    flag: impl Fn(&dyn Store, &[T]) -> Result<Vec<(usize, String, DuplicateGroup)>, StoreError>,
+    // What each item did, and the duplicates found (position in the batch).
+    write: impl Fn(&dyn Store, &[T]) -> Result<Written<O>, StoreError>,
     outcome: impl Fn(O) -> Applied,
 ) -> Result<(), Failure> {
     let mut batch: Vec<T> = Vec::with_capacity(BATCH);
@@ -189,8 +190,8 @@ fn import<T, O>(
         if batch.is_empty() {
             return Ok(());
         }
-        let results = write(store, batch).map_err(anyhow::Error::from)?;
-        for (index, id, group) in flag(store, batch).map_err(anyhow::Error::from)? {
+        let (results, flagged) = write(store, batch).map_err(anyhow::Error::from)?;
+        for (index, id, group) in flagged {
             summary.duplicates.push(Flagged {
                 line: numbers.get(index).copied().unwrap_or_default(),
                 id,

@@ -1,10 +1,9 @@
 //! The desk's figures read from what the passes maintain: typed results
 //! for the command line, the API and a dashboard.
 
-use crate::core::condition::{Standing, Subject};
+use crate::core::condition::{Condition, Subject};
 use crate::core::model::Timestamp;
-use crate::domain::desk::campaigns::SendRow;
-use crate::domain::desk::campaigns::{self, Campaign, CampaignKind};
+use crate::domain::desk::campaigns::{self, Campaign, CampaignCounts, CampaignKind};
 use crate::domain::desk::distribution::{self, Distribution};
 use crate::domain::desk::kpis::{self, By, Codes, Kpis, Period};
 use crate::domain::desk::status::code;
@@ -12,7 +11,7 @@ use crate::domain::desk::today::{ToCall, Why, rank};
 use crate::pipeline::config::Config;
 use crate::ports::store::desk::{DuplicateGroup, Listed};
 use crate::ports::store::{Store, StoreError};
-use chrono::{Duration, NaiveTime};
+use chrono::NaiveTime;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -187,113 +186,74 @@ pub fn duplicates(store: &dyn Store) -> Result<Vec<DuplicateGroup>, ReportError>
     Ok(store.duplicate_groups()?)
 }
 
-/// `relance campaigns`: every broadcast, then every nurture sequence.
-pub fn campaigns(
-    store: &dyn Store,
-    config: &Config,
-    now: Timestamp,
-) -> Result<Vec<Campaign>, ReportError> {
+/// A campaign and its intended target.
+#[derive(Debug)]
+pub struct Target {
+    pub name: String,
+    pub kind: CampaignKind,
+    pub segment: Condition,
+    /// The sequence's bands (none: any band).
+    pub bands: Vec<String>,
+}
+
+impl Target {
+    /// Whether a contact is inside the target now: in the segment, and in
+    /// one of the bands when the sequence names some.
+    pub fn holds(&self, subject: &Subject<'_>, band: Option<&str>) -> bool {
+        let in_bands =
+            self.bands.is_empty() || band.is_some_and(|b| self.bands.iter().any(|x| x == b));
+        in_bands && self.segment.eval(subject, None)
+    }
+}
+
+/// Every broadcast (by name), then every nurture sequence.
+pub fn campaign_targets(store: &dyn Store, config: &Config) -> Result<Vec<Target>, ReportError> {
     let followups = config
         .followups
         .compile()
         .map_err(|e| ReportError::Config(e.to_string()))?;
-    let mut targets: Vec<(
-        String,
-        CampaignKind,
-        crate::core::condition::Condition,
-        Vec<String>,
-    )> = Vec::new();
+    let mut targets = Vec::new();
     for b in store.broadcasts()? {
         let compiled = b
             .compile()
             .map_err(|e| ReportError::Config(format!("broadcast `{}`: {e}", b.id)))?;
-        targets.push((
-            b.name,
-            CampaignKind::Broadcast,
-            compiled.segment,
-            Vec::new(),
-        ));
+        targets.push(Target {
+            name: b.name,
+            kind: CampaignKind::Broadcast,
+            segment: compiled.segment,
+            bands: Vec::new(),
+        });
     }
     for n in followups.nurture {
-        targets.push((n.name, CampaignKind::Nurture, n.segment, n.bands));
+        targets.push(Target {
+            name: n.name,
+            kind: CampaignKind::Nurture,
+            segment: n.segment,
+            bands: n.bands,
+        });
     }
-    let names: Vec<String> = targets.iter().map(|t| t.0.clone()).collect();
-    let sends = store.sends_of(&names)?;
-    let mut by_name: BTreeMap<&str, Vec<SendRow>> = BTreeMap::new();
-    for s in &sends {
-        by_name
-            .entry(s.followup.as_str())
-            .or_default()
-            .push(s.clone());
-    }
-    let bands = band_names(config);
-    let rank = |b: &str| bands.iter().position(|x| x == b).unwrap_or(bands.len());
-    let appointment: BTreeSet<String> = config.calls.appointment.iter().map(|c| code(c)).collect();
-    let window: Duration = config.calls.conversion_window.0;
-    let mut out = Vec::with_capacity(targets.len());
-    for (name, kind, segment, bands_wanted) in &targets {
-        let sends = by_name.remove(name.as_str()).unwrap_or_default();
-        let from = sends.iter().map(|s| s.at).min().unwrap_or(now);
-        let mut contacts: Vec<String> = sends.iter().map(|s| s.contact.clone()).collect();
-        contacts.sort();
-        contacts.dedup();
-        let events = store.kept_events(
-            &contacts,
-            &[
-                "open",
-                "click",
-                "unsubscribe",
-                "meeting",
-                "purchase",
-                "call",
-            ],
-            from,
-        )?;
-        let band_ups: Vec<(String, Timestamp)> = store
-            .band_changes(&contacts, from)?
-            .into_iter()
-            .filter(|(_, _, a, b)| rank(b) < rank(a))
-            .map(|(c, at, _, _)| (c, at))
-            .collect();
-        // The target, judged on the clickers only (few): profile now, band now.
-        let clickers: BTreeSet<&str> = events
-            .iter()
-            .filter(|e| e.kind == "click")
-            .map(|e| e.contact.as_str())
-            .collect();
-        let mut inside = BTreeSet::new();
-        for id in clickers {
-            let Some((contact, company, history)) = store.scoring_input(id)? else {
-                continue;
-            };
-            let score = store.stored_score(id)?;
-            let band = score.as_ref().map(|s| s.band.as_str());
-            let subject =
-                Subject::new(&contact, company.as_ref(), &history, now).with_standing(Standing {
-                    band,
-                    score: score
-                        .as_ref()
-                        .map(|s| crate::domain::scoring::Points(s.score).as_f64()),
-                    call: None,
-                    prospect: None,
-                });
-            let in_bands = bands_wanted.is_empty()
-                || band.is_some_and(|b| bands_wanted.iter().any(|x| x == b));
-            if in_bands && segment.eval(&subject, None) {
-                inside.insert(id.to_string());
-            }
-        }
-        let in_target = |c: &str| inside.contains(c);
-        out.push(campaigns::campaign(&campaigns::Input {
-            name: name.clone(),
-            kind: *kind,
-            sends: &sends,
-            events: &events,
-            band_ups: &band_ups,
-            in_target: &in_target,
-            window,
-            appointment: &appointment,
-        }));
-    }
-    Ok(out)
+    Ok(targets)
+}
+
+/// `relance campaigns`: every broadcast, then every nurture sequence, read
+/// from the sums the outbox and the scoring pass keep (see
+/// [`crate::domain::desk::campaigns`]); clickers are judged against the
+/// target as of the pass that last scored them.
+pub fn campaigns(
+    store: &dyn Store,
+    config: &Config,
+    _now: Timestamp,
+) -> Result<Vec<Campaign>, ReportError> {
+    let targets = campaign_targets(store, config)?;
+    let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+    let counts: BTreeMap<String, CampaignCounts> = store
+        .campaign_counts(&names)?
+        .into_iter()
+        .map(|c| (c.campaign.clone(), c))
+        .collect();
+    let none = CampaignCounts::default();
+    Ok(targets
+        .iter()
+        .map(|t| campaigns::campaign(&t.name, t.kind, counts.get(&t.name).unwrap_or(&none)))
+        .collect())
 }

@@ -6,7 +6,10 @@
 //! one sequential read; it runs when asked, on the first pass, and whenever
 //! the scoring rules changed. Both give the same scores.
 
+use crate::core::condition::{Standing, Subject};
 use crate::core::model::{Company, Contact, Event, Timestamp};
+use crate::domain::desk::DeskKind;
+use crate::domain::desk::campaigns::CampaignFacts;
 use crate::domain::scoring::StoredScore;
 use crate::domain::scoring::changes::{ChangeDetector, ScorePoint};
 use crate::domain::scoring::model::{ScoreCard, ScoringModel};
@@ -33,6 +36,8 @@ pub enum PassError {
     Store(#[from] StoreError),
     #[error("scoring rules: {0}")]
     Rules(#[from] crate::domain::scoring::model::ScoringError),
+    #[error("campaigns: {0}")]
+    Campaigns(String),
 }
 
 /// What a pass did.
@@ -94,9 +99,17 @@ fn rescore_taken(
     let detector = ChangeDetector::new(&config.scoring.changes);
     let write_turn = std::sync::Mutex::new(());
     let desk = config.desk_rules();
+    // The campaigns' targets, which the pass judges clickers against.
+    let targets =
+        crate::pipeline::report::campaign_targets(store, config).map_err(|e| match e {
+            crate::pipeline::report::ReportError::Store(e) => PassError::Store(e),
+            other => PassError::Campaigns(other.to_string()),
+        })?;
     let shared = Shared {
         store,
         desk: &desk,
+        targets: &targets,
+        window: config.calls.conversion_window.0,
         model: &model,
         detector: &detector,
         now,
@@ -218,6 +231,8 @@ fn split(lo: i64, hi: i64, n: usize) -> Vec<(i64, i64)> {
 struct Shared<'a> {
     store: &'a dyn Store,
     desk: &'a crate::domain::desk::DeskRules,
+    targets: &'a [crate::pipeline::report::Target],
+    window: chrono::Duration,
     model: &'a ScoringModel,
     detector: &'a ChangeDetector,
     now: Timestamp,
@@ -230,6 +245,8 @@ impl Shared<'_> {
     fn pass(&self) -> Pass<'_> {
         Pass {
             desk: self.desk,
+            targets: self.targets,
+            window: self.window,
             model: self.model,
             detector: self.detector,
             now: self.now,
@@ -274,6 +291,8 @@ impl Shared<'_> {
 
 struct Pass<'a> {
     desk: &'a crate::domain::desk::DeskRules,
+    targets: &'a [crate::pipeline::report::Target],
+    window: chrono::Duration,
     model: &'a ScoringModel,
     detector: &'a ChangeDetector,
     now: Timestamp,
@@ -351,6 +370,16 @@ impl Pass<'_> {
         // A call, a meeting or a reaction may leave the score as it was.
         let upto = events.partition_point(|e| e.at <= self.now);
         let desk = self.desk.row(contact, &events[..upto]);
+        let in_target = match &desk {
+            Some(d)
+                if d.events
+                    .iter()
+                    .any(|e| e.kind == DeskKind::Click && !e.key.is_empty()) =>
+            {
+                self.in_target(contact, company, &events[..upto], &card)
+            }
+            _ => Vec::new(),
+        };
         if !unchanged || desk.is_some() {
             // The snapshots of the jump window travel with the score.
             let since = self.now - self.detector.window();
@@ -378,9 +407,35 @@ impl Pass<'_> {
                 changes,
                 seen: previous.as_ref().map(|p| p.scored_at),
                 desk,
+                campaigns: CampaignFacts {
+                    window: self.window,
+                    in_target,
+                },
             });
         }
         Ok(())
+    }
+
+    /// The campaigns whose target the contact is in now (for a clicker).
+    fn in_target(
+        &self,
+        contact: &Contact,
+        company: Option<&Company>,
+        events: &[Event],
+        card: &ScoreCard,
+    ) -> Vec<String> {
+        let band: &str = &card.band;
+        let subject = Subject::new(contact, company, events, self.now).with_standing(Standing {
+            band: Some(band),
+            score: Some(card.score.as_f64()),
+            call: None,
+            prospect: None,
+        });
+        self.targets
+            .iter()
+            .filter(|t| t.holds(&subject, Some(band)))
+            .map(|t| t.name.clone())
+            .collect()
     }
 
     fn first_change(&self, card: &ScoreCard) -> Vec<StoredChange> {

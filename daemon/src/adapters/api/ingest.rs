@@ -305,12 +305,7 @@ async fn upsert(
         state
             .db()
             .write(move |store| match kind {
-                Kind::Contact => {
-                    let written = store.upsert_contacts(&valid)?;
-                    let ids: Vec<String> = valid.iter().map(|p| p.id.clone()).collect();
-                    let flagged = crate::ports::store::DeskStore::duplicates_of(store, &ids)?;
-                    Ok((written, flagged))
-                }
+                Kind::Contact => store.upsert_contacts_checked(&valid),
                 Kind::Company => Ok((store.upsert_companies(&valid)?, Vec::new())),
                 Kind::Deal => Ok((store.upsert_deals(&valid)?, Vec::new())),
             })

@@ -4,7 +4,7 @@
 use super::PgStore;
 use crate::adapters::sqlite::shared::{decode, encode, from_micros, to_micros};
 use crate::core::model::{Contact, Timestamp};
-use crate::domain::desk::campaigns::{KeptEvent, SendRow};
+use crate::domain::desk::campaigns::CampaignCounts;
 use crate::domain::desk::kpis::CallRow;
 use crate::domain::desk::today::Brief;
 use crate::domain::desk::{DeskRow, ProspectStatus, SetBy, StatusView};
@@ -423,75 +423,12 @@ impl DeskStore for PgStore {
         Ok(out)
     }
 
-    fn sends_of(&self, followups: &[String]) -> Result<Vec<SendRow>, StoreError> {
-        self.read(async |c| {
-            c.query(
-                "SELECT o.idem_key, c.id, o.followup, o.updated_at FROM outbox o
-                 JOIN contacts c ON c.rowid = o.contact
-                 WHERE o.state = 'sent' AND o.followup = ANY($1)
-                 ORDER BY o.followup, o.updated_at, o.seq",
-                &[&followups],
-            )
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(SendRow {
-                    key: r.get(0),
-                    contact: r.get(1),
-                    followup: r.get(2),
-                    at: from_micros(r.get(3))?,
-                })
-            })
-            .collect()
-        })
-    }
-
-    fn kept_events(
-        &self,
-        contacts: &[String],
-        kinds: &[&str],
-        from: Timestamp,
-    ) -> Result<Vec<KeptEvent>, StoreError> {
-        self.read(async |c| {
-            c.query(
-                "SELECT c.id, e.at, e.kind, e.code, e.key FROM contacts c
-                 JOIN desk_events e ON e.contact = c.rowid
-                 WHERE c.id = ANY($1) AND e.at >= $3 AND e.kind = ANY($2)
-                 ORDER BY c.id, e.at",
-                &[&contacts, &kinds, &to_micros(from)],
-            )
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(KeptEvent {
-                    contact: r.get(0),
-                    at: from_micros(r.get(1))?,
-                    kind: r.get(2),
-                    code: r.get(3),
-                    key: r.get(4),
-                })
-            })
-            .collect()
-        })
-    }
-
-    fn band_changes(
-        &self,
-        contacts: &[String],
-        from: Timestamp,
-    ) -> Result<Vec<(String, Timestamp, String, String)>, StoreError> {
-        self.read(async |c| {
-            c.query(
-                "SELECT c.id, s.at, s.from_band, s.to_band FROM contacts c
-                 JOIN score_changes s ON s.contact = c.rowid
-                 WHERE c.id = ANY($1) AND s.at >= $2 AND s.from_band <> s.to_band
-                 ORDER BY c.id, s.at",
-                &[&contacts, &to_micros(from)],
-            )
-            .await?
-            .iter()
-            .map(|r| Ok((r.get(0), from_micros(r.get(1))?, r.get(2), r.get(3))))
-            .collect()
-        })
+    /// Not kept on PostgreSQL yet: the SQLite store keeps these figures
+    /// per campaign and contact as sends settle and the scoring pass folds
+    /// the reactions; PostgreSQL has no such tables so far.
+    fn campaign_counts(&self, _campaigns: &[String]) -> Result<Vec<CampaignCounts>, StoreError> {
+        Err(StoreError::Backend(
+            "not supported on PostgreSQL yet: campaign figures (relance campaigns)".into(),
+        ))
     }
 }

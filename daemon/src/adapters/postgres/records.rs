@@ -13,7 +13,7 @@ use crate::adapters::sqlite::shared::{
 };
 use crate::core::model::{BusinessSignal, Company, Contact, Deal, Event};
 use crate::domain::ingest::{Incoming, Patch};
-use crate::ports::store::{Append, Counts, Records, StoreError, Upsert};
+use crate::ports::store::{Append, ContactsWritten, Counts, Records, StoreError, Upsert};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio_postgres::GenericClient;
@@ -349,6 +349,16 @@ impl PgStore {
 }
 
 impl Records for PgStore {
+    /// The upsert's transaction, then the batch's duplicates read at once
+    /// after it: another daemon's upsert in between may add a twin to a
+    /// group, never hide one.
+    fn upsert_contacts_checked(&self, batch: &[Patch]) -> Result<ContactsWritten, StoreError> {
+        let written = self.upsert_contacts(batch)?;
+        let ids: Vec<String> = batch.iter().map(|p| p.id.clone()).collect();
+        let groups = crate::ports::store::DeskStore::duplicates_of(self, &ids)?;
+        Ok((written, groups))
+    }
+
     fn upsert_contacts(&self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError> {
         self.tx(async |tx| {
             let country = default_country(tx).await?;

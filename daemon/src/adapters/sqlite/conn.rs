@@ -7,10 +7,11 @@ use super::plan::request_plan;
 use crate::core::model::{Company, Contact, Deal, Event, Timestamp};
 use crate::domain::ingest::Record;
 use crate::domain::ingest::{Incoming, Patch};
-use crate::ports::store::{Append, Counts, StoreError, Upsert};
+use crate::ports::store::desk::KeyKind;
+use crate::ports::store::{Append, ContactsWritten, Counts, StoreError, Upsert};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -211,9 +212,34 @@ fn contact_rowid(tx: &Connection, id: &str) -> Result<Option<i64>, StoreError> {
 
 impl Conn {
     pub(super) fn upsert_contacts(&mut self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError> {
+        Ok(self.upsert_contacts_keyed(batch, false)?.0)
+    }
+
+    pub(super) fn upsert_contacts_checked(
+        &mut self,
+        batch: &[Patch],
+    ) -> Result<ContactsWritten, StoreError> {
+        self.upsert_contacts_keyed(batch, true)
+    }
+
+    /// With `check`, each written contact's insert also looks up its keys
+    /// (in the same statement, on index pages it just touched); the rare
+    /// keys found twice are then read as groups, after the whole batch, so
+    /// that an earlier line of the batch is flagged too.
+    fn upsert_contacts_keyed(
+        &mut self,
+        batch: &[Patch],
+        check: bool,
+    ) -> Result<ContactsWritten, StoreError> {
         self.write(|tx| {
             let country = super::desk::default_country(tx)?;
             let mut out = Vec::with_capacity(batch.len());
+            let mut met: BTreeSet<(KeyKind, String)> = BTreeSet::new();
+            let sql = if check {
+                super::desk::UPSERT_CONTACT_CHECKED
+            } else {
+                super::desk::UPSERT_CONTACT
+            };
             for patch in batch {
                 let existing: Option<Contact> = tx
                     .prepare_cached("SELECT record FROM contacts WHERE id = ?1")?
@@ -224,33 +250,33 @@ impl Conn {
                 let (outcome, record) = merge(existing.as_ref(), patch)?;
                 if let Some(c) = record {
                     let (email_key, phone_key) = super::desk::contact_keys(&c, &country);
+                    let (rowid, email_met, phone_met): (i64, bool, bool) =
+                        tx.prepare_cached(sql)?.query_row(
+                            params![c.id, encode(&c)?, c.company, c.email, email_key, phone_key],
+                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                        )?;
+                    if let (true, Some(k)) = (email_met, email_key) {
+                        met.insert((KeyKind::Email, k));
+                    }
+                    if let (true, Some(k)) = (phone_met, phone_key) {
+                        met.insert((KeyKind::Phone, k));
+                    }
                     tx.prepare_cached(
-                        "INSERT INTO contacts (id, record, company, email, email_key, phone_key)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                         ON CONFLICT(id) DO UPDATE SET record = excluded.record,
-                           company = excluded.company, email = excluded.email,
-                           email_key = excluded.email_key, phone_key = excluded.phone_key",
-                    )?
-                    .execute(params![
-                        c.id,
-                        encode(&c)?,
-                        c.company,
-                        c.email,
-                        email_key,
-                        phone_key
-                    ])?;
-                    tx.prepare_cached(
-                        "INSERT INTO rescore_queue (contact) SELECT rowid FROM contacts WHERE id = ?1
+                        "INSERT INTO rescore_queue (contact) VALUES (?1)
                          ON CONFLICT(contact) DO UPDATE SET owner = NULL, lease_until = NULL",
                     )?
-                    .execute([&c.id])?;
+                    .execute([rowid])?;
                 }
                 out.push(outcome);
             }
-            if out.iter().any(|u| matches!(u, Upsert::Inserted | Upsert::Updated)) {
+            if out
+                .iter()
+                .any(|u| matches!(u, Upsert::Inserted | Upsert::Updated))
+            {
                 request_plan(tx)?;
             }
-            Ok(out)
+            let flagged = super::desk::flag_batch(tx, batch, &met)?;
+            Ok((out, flagged))
         })
     }
 

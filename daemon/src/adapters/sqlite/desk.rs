@@ -4,13 +4,14 @@
 
 use super::conn::{Conn, decode, from_micros, to_micros};
 use crate::core::model::{Contact, Timestamp};
-use crate::domain::desk::campaigns::{KeptEvent, SendRow};
+use crate::domain::desk::campaigns::{self, CampaignCounts, CampaignFacts, ContactSend, Flags};
 use crate::domain::desk::kpis::CallRow;
 use crate::domain::desk::today::Brief;
-use crate::domain::desk::{DeskRow, ProspectStatus, SetBy, StatusView, keys};
+use crate::domain::desk::{DeskEvent, DeskKind, DeskRow, ProspectStatus, SetBy, StatusView, keys};
 use crate::ports::store::StoreError;
 use crate::ports::store::desk::{CallTaskRow, DeskStore, DuplicateGroup, KeyKind, Listed};
 use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::BTreeSet;
 
 /// The meta key of the country national phone numbers belong to.
 const COUNTRY: &str = "desk.default_country";
@@ -32,16 +33,106 @@ pub(crate) fn contact_keys(c: &Contact, country: &str) -> (Option<String>, Optio
     )
 }
 
-/// Writes a desk row and its kept events (in the pass's transaction);
-/// `None` removes a row the rules no longer make.
+/// Writes a contact (parameters: id, record, company, email, email key,
+/// phone key) and returns its rowid.
+pub(super) const UPSERT_CONTACT: &str = "INSERT INTO contacts
+      (id, record, company, email, email_key, phone_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+    ON CONFLICT(id) DO UPDATE SET record = excluded.record, company = excluded.company,
+      email = excluded.email, email_key = excluded.email_key, phone_key = excluded.phone_key
+    RETURNING rowid, 0, 0";
+
+/// The same, and whether another contact has the email key, the phone key.
+pub(super) const UPSERT_CONTACT_CHECKED: &str = "INSERT INTO contacts
+      (id, record, company, email, email_key, phone_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+    ON CONFLICT(id) DO UPDATE SET record = excluded.record, company = excluded.company,
+      email = excluded.email, email_key = excluded.email_key, phone_key = excluded.phone_key
+    RETURNING rowid,
+      ?5 IS NOT NULL AND EXISTS (SELECT 1 FROM contacts x
+        WHERE x.email_key = ?5 AND x.rowid <> contacts.rowid),
+      ?6 IS NOT NULL AND EXISTS (SELECT 1 FROM contacts x
+        WHERE x.phone_key = ?6 AND x.rowid <> contacts.rowid)";
+
+const KEY_COLUMNS: [(KeyKind, &str); 2] =
+    [(KeyKind::Email, "email_key"), (KeyKind::Phone, "phone_key")];
+
+/// The contacts holding a key, by id.
+fn group(tx: &Connection, kind: KeyKind, key: &str) -> Result<Vec<String>, StoreError> {
+    let column = if kind == KeyKind::Email {
+        "email_key"
+    } else {
+        "phone_key"
+    };
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT id FROM contacts WHERE {column} = ?1 ORDER BY id"
+    ))?;
+    let rows = stmt.query_map([key], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The batch's contacts in a group of the keys `met` (found twice while
+/// writing it): (id, group), emails first, each in batch order.
+pub(super) fn flag_batch(
+    tx: &Connection,
+    batch: &[crate::domain::ingest::Patch],
+    met: &BTreeSet<(KeyKind, String)>,
+) -> Result<Vec<(String, DuplicateGroup)>, StoreError> {
+    let mut groups = Vec::new();
+    for (kind, key) in met {
+        let contacts = group(tx, *kind, key)?;
+        if contacts.len() > 1 {
+            groups.push(DuplicateGroup {
+                kind: *kind,
+                key: key.clone(),
+                contacts,
+            });
+        }
+    }
+    let mut out = Vec::new();
+    for kind in [KeyKind::Email, KeyKind::Phone] {
+        for p in batch {
+            for g in groups.iter().filter(|g| g.kind == kind) {
+                if g.contacts.binary_search(&p.id).is_ok()
+                    && !out
+                        .iter()
+                        .any(|(id, o): &(String, DuplicateGroup)| *id == p.id && o == g)
+                {
+                    out.push((p.id.clone(), g.clone()));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether any contact was ever sent a follow-up: until then the pass
+/// need not look for a contact's campaigns.
+pub(super) fn any_campaign(tx: &Connection) -> Result<bool, StoreError> {
+    Ok(tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM campaign_contacts)")?
+        .query_row([], |r| r.get(0))?)
+}
+
+/// Writes a contact's desk row and calls (in the pass's transaction), and
+/// its campaign figures when `campaigns` says some contact was sent a
+/// follow-up (`scored_before`: the contact had a score). A row that says nothing beyond the default (never called,
+/// FROID, no dates, callable) is not stored: a missing row reads as that.
 pub(super) fn save_desk(
     tx: &Connection,
     key: i64,
     row: Option<&DeskRow>,
+    facts: &CampaignFacts,
+    campaigns: bool,
+    scored_before: bool,
 ) -> Result<(), StoreError> {
-    let Some(d) = row else {
-        tx.prepare_cached("DELETE FROM contact_desk WHERE contact = ?1")?
-            .execute([key])?;
+    if campaigns {
+        save_campaigns(tx, key, row.map_or(&[][..], |d| &d.events), facts)?;
+    }
+    let Some(d) = row.filter(|d| !plain(d)) else {
+        // A contact never scored has no row (they are written together).
+        if scored_before {
+            tx.prepare_cached("DELETE FROM contact_desk WHERE contact = ?1")?
+                .execute([key])?;
+        }
         return Ok(());
     };
     let set_by = d
@@ -57,7 +148,13 @@ pub(super) fn save_desk(
          ON CONFLICT(contact) DO UPDATE SET status = excluded.status, since = excluded.since,
            set_by = excluded.set_by, calls = excluded.calls, last_call_at = excluded.last_call_at,
            last_code = excluded.last_code, callback_at = excluded.callback_at,
-           doc_at = excluded.doc_at, do_not_call = excluded.do_not_call, owner = excluded.owner",
+           doc_at = excluded.doc_at, do_not_call = excluded.do_not_call, owner = excluded.owner
+         -- A row as stored is left alone: no page written.
+         WHERE (status, since, set_by, calls, last_call_at, last_code, callback_at, doc_at,
+             do_not_call, owner)
+           IS NOT (excluded.status, excluded.since, excluded.set_by, excluded.calls,
+             excluded.last_call_at, excluded.last_code, excluded.callback_at, excluded.doc_at,
+             excluded.do_not_call, excluded.owner)",
     )?
     .execute(params![
         key,
@@ -72,20 +169,104 @@ pub(super) fn save_desk(
         d.do_not_call,
         d.owner,
     ])?;
+    // Only the calls are read back (the KPIs); the rest served the campaigns above.
     let mut insert = tx.prepare_cached(
         "INSERT OR IGNORE INTO desk_events (contact, at, kind, code, key, owner, reason)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+         VALUES (?1, ?2, 'call', ?3, '', ?4, ?5)",
     )?;
-    for e in &d.events {
-        insert.execute(params![
-            key,
-            to_micros(e.at),
-            e.kind.as_str(),
-            e.code,
-            e.key,
-            e.owner,
-            e.reason
-        ])?;
+    for e in d.events.iter().filter(|e| e.kind == DeskKind::Call) {
+        insert.execute(params![key, to_micros(e.at), e.code, e.owner, e.reason])?;
+    }
+    Ok(())
+}
+
+/// A row equal to what a missing one reads as.
+fn plain(d: &DeskRow) -> bool {
+    d.status == StatusView::default()
+        && d.calls == 0
+        && d.last_call.is_none()
+        && d.callback_at.is_none()
+        && d.documentation_at.is_none()
+        && d.do_not_call.is_none()
+}
+
+/// Folds a contact's campaign figures (see [`campaigns::contact_flags`])
+/// into `campaign_contacts`, whose triggers keep the sums per campaign.
+fn save_campaigns(
+    tx: &Connection,
+    key: i64,
+    events: &[DeskEvent],
+    facts: &CampaignFacts,
+) -> Result<(), StoreError> {
+    let mut stored: Vec<(String, Flags)> = Vec::new();
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT campaign, opened, clicked, unsubscribed, in_target, band_up, meeting, purchase
+             FROM campaign_contacts WHERE contact = ?1",
+        )?;
+        let mut q = stmt.query([key])?;
+        while let Some(r) = q.next()? {
+            stored.push((
+                r.get(0)?,
+                Flags {
+                    opened: r.get(1)?,
+                    clicked: r.get(2)?,
+                    unsubscribed: r.get(3)?,
+                    in_target: r.get(4)?,
+                    band_up: r.get(5)?,
+                    meeting: r.get(6)?,
+                    purchase: r.get(7)?,
+                },
+            ));
+        }
+    }
+    if stored.is_empty() {
+        return Ok(());
+    }
+    let mut sends = Vec::new();
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT idem_key, followup, updated_at FROM outbox WHERE contact = ?1 AND state = 'sent'",
+        )?;
+        let mut q = stmt.query([key])?;
+        while let Some(r) = q.next()? {
+            sends.push(ContactSend {
+                key: r.get(0)?,
+                campaign: r.get(1)?,
+                at: from_micros(r.get(2)?)?,
+            });
+        }
+    }
+    // Upward crossings: a band change by a rise of the score.
+    let band_ups: Vec<Timestamp> = tx
+        .prepare_cached(
+            "SELECT at FROM score_changes WHERE contact = ?1
+               AND kind IN ('band_up', 'jump_up') AND from_band <> to_band",
+        )?
+        .query_map([key], |r| r.get::<_, i64>(0))?
+        .map(|at| from_micros(at?))
+        .collect::<Result<_, _>>()?;
+    let flags = campaigns::contact_flags(&sends, events, &band_ups, facts);
+    let mut update = tx.prepare_cached(
+        "UPDATE campaign_contacts SET opened = ?3, clicked = ?4, unsubscribed = ?5,
+           in_target = ?6, band_up = ?7, meeting = ?8, purchase = ?9
+         WHERE contact = ?1 AND campaign = ?2",
+    )?;
+    for (campaign, old) in stored {
+        let new = flags.get(&campaign).copied().unwrap_or_default();
+        if new != old {
+            update.execute(params![
+                key,
+                campaign,
+                new.opened,
+                new.clicked,
+                new.unsubscribed,
+                new.in_target,
+                new.band_up,
+                new.meeting,
+                new.purchase
+            ])?;
+        }
     }
     Ok(())
 }
@@ -367,7 +548,7 @@ impl DeskStore for Conn {
 
     fn duplicate_groups(&self) -> Result<Vec<DuplicateGroup>, StoreError> {
         let mut out = Vec::new();
-        for (kind, column) in [(KeyKind::Email, "email_key"), (KeyKind::Phone, "phone_key")] {
+        for (kind, column) in KEY_COLUMNS {
             let mut stmt = self.conn.prepare_cached(&format!(
                 "SELECT {column}, json_group_array(id) FROM
                    (SELECT {column}, id FROM contacts WHERE {column} IN
@@ -391,23 +572,23 @@ impl DeskStore for Conn {
 
     fn duplicates_of(&self, ids: &[String]) -> Result<Vec<(String, DuplicateGroup)>, StoreError> {
         let mut out = Vec::new();
-        for (kind, column) in [(KeyKind::Email, "email_key"), (KeyKind::Phone, "phone_key")] {
+        for (kind, column) in KEY_COLUMNS {
             let mut stmt = self.conn.prepare_cached(&format!(
-                "SELECT c.id, c.{column}, (SELECT json_group_array(o.id) FROM
-                   (SELECT id FROM contacts WHERE {column} = c.{column} ORDER BY id) o)
-                 FROM json_each(?1) j JOIN contacts c ON c.id = j.value
-                 WHERE c.{column} IS NOT NULL
-                   AND EXISTS (SELECT 1 FROM contacts x WHERE x.{column} = c.{column} AND x.id <> c.id)
+                "SELECT c.id, c.{column} FROM json_each(?1) j JOIN contacts c ON c.id = j.value
+                 WHERE c.{column} IS NOT NULL AND EXISTS
+                   (SELECT 1 FROM contacts x WHERE x.{column} = c.{column} AND x.rowid <> c.rowid)
                  ORDER BY j.key"
             ))?;
-            let mut q = stmt.query([json_list(ids)?])?;
-            while let Some(r) = q.next()? {
-                let contacts: Vec<String> = decode(&r.get::<_, String>(2)?)?;
+            let found: Vec<(String, String)> = stmt
+                .query_map([json_list(ids)?], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            for (id, key) in found {
+                let contacts = group(&self.conn, kind, &key)?;
                 out.push((
-                    r.get(0)?,
+                    id,
                     DuplicateGroup {
                         kind,
-                        key: r.get(1)?,
+                        key,
                         contacts,
                     },
                 ));
@@ -416,71 +597,29 @@ impl DeskStore for Conn {
         Ok(out)
     }
 
-    fn sends_of(&self, followups: &[String]) -> Result<Vec<SendRow>, StoreError> {
+    fn campaign_counts(&self, campaigns: &[String]) -> Result<Vec<CampaignCounts>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT o.idem_key, c.id, o.followup, o.updated_at FROM outbox o
-             JOIN contacts c ON c.rowid = o.contact
-             WHERE o.state = 'sent' AND o.followup IN (SELECT value FROM json_each(?1))
-             ORDER BY o.followup, o.updated_at, o.seq",
+            "SELECT campaign, sent, contacts, opened, clicked, unsubscribed, clicked_in, band_up,
+               meeting, purchase, converted
+             FROM campaign_stats WHERE campaign IN (SELECT value FROM json_each(?1))",
         )?;
-        let mut q = stmt.query([json_list(followups)?])?;
+        let mut q = stmt.query([json_list(campaigns)?])?;
         let mut out = Vec::new();
         while let Some(r) = q.next()? {
-            out.push(SendRow {
-                key: r.get(0)?,
-                contact: r.get(1)?,
-                followup: r.get(2)?,
-                at: from_micros(r.get(3)?)?,
+            let n = |i: usize| -> Result<u64, StoreError> { Ok(r.get::<_, i64>(i)?.max(0) as u64) };
+            out.push(CampaignCounts {
+                campaign: r.get(0)?,
+                sent: n(1)?,
+                contacts: n(2)?,
+                opened: n(3)?,
+                clicked: n(4)?,
+                unsubscribed: n(5)?,
+                clicked_in_target: n(6)?,
+                band_up: n(7)?,
+                meeting: n(8)?,
+                purchase: n(9)?,
+                converted: n(10)?,
             });
-        }
-        Ok(out)
-    }
-
-    fn kept_events(
-        &self,
-        contacts: &[String],
-        kinds: &[&str],
-        from: Timestamp,
-    ) -> Result<Vec<KeptEvent>, StoreError> {
-        let kinds: Vec<String> = kinds.iter().map(|k| (*k).to_string()).collect();
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT c.id, e.at, e.kind, e.code, e.key FROM json_each(?1) j
-             JOIN contacts c ON c.id = j.value JOIN desk_events e ON e.contact = c.rowid
-             WHERE e.at >= ?3 AND e.kind IN (SELECT value FROM json_each(?2))
-             ORDER BY c.id, e.at",
-        )?;
-        let mut q = stmt.query(params![
-            json_list(contacts)?,
-            json_list(&kinds)?,
-            to_micros(from)
-        ])?;
-        let mut out = Vec::new();
-        while let Some(r) = q.next()? {
-            out.push(KeptEvent {
-                contact: r.get(0)?,
-                at: from_micros(r.get(1)?)?,
-                kind: r.get(2)?,
-                code: r.get(3)?,
-                key: r.get(4)?,
-            });
-        }
-        Ok(out)
-    }
-
-    fn band_changes(
-        &self,
-        contacts: &[String],
-        from: Timestamp,
-    ) -> Result<Vec<(String, Timestamp, String, String)>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT c.id, s.at, s.from_band, s.to_band FROM json_each(?1) j
-             JOIN contacts c ON c.id = j.value JOIN score_changes s ON s.contact = c.rowid
-             WHERE s.at >= ?2 AND s.from_band <> s.to_band ORDER BY c.id, s.at",
-        )?;
-        let mut q = stmt.query(params![json_list(contacts)?, to_micros(from)])?;
-        let mut out = Vec::new();
-        while let Some(r) = q.next()? {
-            out.push((r.get(0)?, from_micros(r.get(1)?)?, r.get(2)?, r.get(3)?));
         }
         Ok(out)
     }

@@ -419,4 +419,94 @@ CREATE TRIGGER ui_names_update AFTER UPDATE OF record ON contacts BEGIN
         WHERE contact = NEW.rowid AND key <> '';
 END;
 "#,
+    // 8: per-campaign figures kept as the outbox delivers and the scoring
+    // pass folds the reactions.
+    r#"
+-- The reports read campaign figures from here, never the events: only the
+-- calls stay in desk_events (for the KPIs).
+DELETE FROM desk_events WHERE kind <> 'call';
+-- Listing a status scans the rows: an index on it cost every pass more.
+DROP INDEX contact_desk_by_status;
+DROP INDEX desk_events_by_kind;
+CREATE INDEX desk_events_calls ON desk_events(at) WHERE kind = 'call';
+
+-- Per follow-up (broadcast name or sequence) and contact sent to: the sends
+-- delivered, and what the scoring pass found of the contact's reactions and
+-- conversions (see desk::campaigns::contact_flags), 0 or 1 each.
+CREATE TABLE campaign_contacts (
+    contact      INTEGER NOT NULL REFERENCES contacts(rowid) ON DELETE CASCADE,
+    campaign     TEXT NOT NULL,
+    sends        INTEGER NOT NULL DEFAULT 0,
+    opened       INTEGER NOT NULL DEFAULT 0,
+    clicked      INTEGER NOT NULL DEFAULT 0,
+    unsubscribed INTEGER NOT NULL DEFAULT 0,
+    in_target    INTEGER NOT NULL DEFAULT 0,
+    band_up      INTEGER NOT NULL DEFAULT 0,
+    meeting      INTEGER NOT NULL DEFAULT 0,
+    purchase     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (contact, campaign)
+) WITHOUT ROWID;
+
+-- Their sums per campaign, kept by the triggers below: `relance campaigns`
+-- reads one row per campaign.
+CREATE TABLE campaign_stats (
+    campaign     TEXT PRIMARY KEY,
+    sent         INTEGER NOT NULL DEFAULT 0,
+    contacts     INTEGER NOT NULL DEFAULT 0,
+    opened       INTEGER NOT NULL DEFAULT 0,
+    clicked      INTEGER NOT NULL DEFAULT 0,
+    unsubscribed INTEGER NOT NULL DEFAULT 0,
+    clicked_in   INTEGER NOT NULL DEFAULT 0,
+    band_up      INTEGER NOT NULL DEFAULT 0,
+    meeting      INTEGER NOT NULL DEFAULT 0,
+    purchase     INTEGER NOT NULL DEFAULT 0,
+    converted    INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TRIGGER campaign_contacts_added AFTER INSERT ON campaign_contacts BEGIN
+    INSERT INTO campaign_stats (campaign) VALUES (new.campaign) ON CONFLICT(campaign) DO NOTHING;
+    UPDATE campaign_stats SET sent = sent + new.sends, contacts = contacts + 1,
+        opened = opened + new.opened, clicked = clicked + new.clicked,
+        unsubscribed = unsubscribed + new.unsubscribed,
+        clicked_in = clicked_in + (new.clicked AND new.in_target),
+        band_up = band_up + new.band_up, meeting = meeting + new.meeting,
+        purchase = purchase + new.purchase,
+        converted = converted + (new.band_up OR new.meeting OR new.purchase)
+    WHERE campaign = new.campaign;
+END;
+CREATE TRIGGER campaign_contacts_changed AFTER UPDATE ON campaign_contacts BEGIN
+    UPDATE campaign_stats SET sent = sent + new.sends - old.sends,
+        opened = opened + new.opened - old.opened, clicked = clicked + new.clicked - old.clicked,
+        unsubscribed = unsubscribed + new.unsubscribed - old.unsubscribed,
+        clicked_in = clicked_in + (new.clicked AND new.in_target) - (old.clicked AND old.in_target),
+        band_up = band_up + new.band_up - old.band_up, meeting = meeting + new.meeting - old.meeting,
+        purchase = purchase + new.purchase - old.purchase,
+        converted = converted + (new.band_up OR new.meeting OR new.purchase)
+            - (old.band_up OR old.meeting OR old.purchase)
+    WHERE campaign = new.campaign;
+END;
+CREATE TRIGGER campaign_contacts_removed AFTER DELETE ON campaign_contacts BEGIN
+    UPDATE campaign_stats SET sent = sent - old.sends, contacts = contacts - 1,
+        opened = opened - old.opened, clicked = clicked - old.clicked,
+        unsubscribed = unsubscribed - old.unsubscribed,
+        clicked_in = clicked_in - (old.clicked AND old.in_target),
+        band_up = band_up - old.band_up, meeting = meeting - old.meeting,
+        purchase = purchase - old.purchase,
+        converted = converted - (old.band_up OR old.meeting OR old.purchase)
+    WHERE campaign = old.campaign;
+END;
+
+-- A delivered send counts as it is settled, by whatever writes the row.
+CREATE TRIGGER outbox_sent_insert AFTER INSERT ON outbox WHEN new.state = 'sent' BEGIN
+    INSERT INTO campaign_contacts (contact, campaign, sends) VALUES (new.contact, new.followup, 1)
+    ON CONFLICT(contact, campaign) DO UPDATE SET sends = sends + 1;
+END;
+CREATE TRIGGER outbox_sent_update AFTER UPDATE OF state ON outbox
+WHEN new.state = 'sent' AND old.state <> 'sent' BEGIN
+    INSERT INTO campaign_contacts (contact, campaign, sends) VALUES (new.contact, new.followup, 1)
+    ON CONFLICT(contact, campaign) DO UPDATE SET sends = sends + 1;
+END;
+INSERT INTO campaign_contacts (contact, campaign, sends)
+    SELECT contact, followup, count(*) FROM outbox WHERE state = 'sent' GROUP BY contact, followup;
+"#,
 ];

@@ -18,7 +18,7 @@
 use super::conn::Conn;
 use crate::core::model::{Company, Contact, Deal, Event, Timestamp};
 use crate::domain::desk::StatusView;
-use crate::domain::desk::campaigns::{KeptEvent, SendRow};
+use crate::domain::desk::campaigns::CampaignCounts;
 use crate::domain::desk::kpis::CallRow;
 use crate::domain::desk::today::Brief;
 use crate::domain::ingest::{Incoming, Patch};
@@ -194,6 +194,7 @@ macro_rules! writes {
 impl Records for SqliteStore {
     writes! {
         fn upsert_contacts(&self, batch: &[Patch]) -> Vec<Upsert>;
+        fn upsert_contacts_checked(&self, batch: &[Patch]) -> crate::ports::store::ContactsWritten;
         fn upsert_companies(&self, batch: &[Patch]) -> Vec<Upsert>;
         fn upsert_deals(&self, batch: &[Patch]) -> Vec<Upsert>;
         fn erase_contact(&self, id: &str) -> bool;
@@ -418,23 +419,8 @@ impl DeskStore for SqliteStore {
     fn duplicates_of(&self, ids: &[String]) -> Result<Vec<(String, DuplicateGroup)>, StoreError> {
         self.read(|c| c.duplicates_of(ids))
     }
-    fn sends_of(&self, followups: &[String]) -> Result<Vec<SendRow>, StoreError> {
-        self.read(|c| c.sends_of(followups))
-    }
-    fn kept_events(
-        &self,
-        contacts: &[String],
-        kinds: &[&str],
-        from: Timestamp,
-    ) -> Result<Vec<KeptEvent>, StoreError> {
-        self.read(|c| c.kept_events(contacts, kinds, from))
-    }
-    fn band_changes(
-        &self,
-        contacts: &[String],
-        from: Timestamp,
-    ) -> Result<Vec<(String, Timestamp, String, String)>, StoreError> {
-        self.read(|c| c.band_changes(contacts, from))
+    fn campaign_counts(&self, campaigns: &[String]) -> Result<Vec<CampaignCounts>, StoreError> {
+        self.read(|c| c.campaign_counts(campaigns))
     }
 }
 

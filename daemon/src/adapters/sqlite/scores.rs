@@ -378,6 +378,7 @@ impl Conn {
     ) -> Result<(), StoreError> {
         self.write(|tx| {
             let now_us = to_micros(now);
+            let campaigns = super::desk::any_campaign(tx)?;
             for w in batch {
                 let rowid = w.key;
                 let recent = encode_recent(&w.recent)?;
@@ -438,7 +439,14 @@ impl Conn {
                         to_micros(c.since)
                     ])?;
                 }
-                super::desk::save_desk(tx, rowid, w.desk.as_ref())?;
+                super::desk::save_desk(
+                    tx,
+                    rowid,
+                    w.desk.as_ref(),
+                    &w.campaigns,
+                    campaigns,
+                    w.seen.is_some(),
+                )?;
                 // Queued again since it was taken: the next pass sees the change.
                 tx.prepare_cached("DELETE FROM rescore_queue WHERE contact = ?1 AND owner IS NOT NULL")?
                     .execute([rowid])?;

@@ -2,29 +2,109 @@
 //! intended target?): per broadcast and nurture sequence, sends, opens,
 //! clicks and unsubscribes; of the clickers, the share inside the intended
 //! segment and bands; conversions within a window after the send.
+//!
+//! Kept per campaign and contact as the outbox delivers and the scoring pass
+//! folds a contact's history ([`contact_flags`]); the store sums them per
+//! campaign, and [`campaign`] reads the sums. No report reads the events.
 
 use super::ratio;
+use super::{DeskEvent, DeskKind};
 use crate::core::model::Timestamp;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-/// A send of a campaign (a delivered outbox row).
+/// A delivered send of a campaign to the contact being folded.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SendRow {
+pub struct ContactSend {
+    /// The outbox key its tracking links and unsubscribe link carry.
     pub key: String,
-    pub contact: String,
-    pub followup: String,
+    pub campaign: String,
     pub at: Timestamp,
 }
 
-/// A kept event (see [`crate::domain::desk::DeskEvent`]) with its contact.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeptEvent {
-    pub contact: String,
-    pub at: Timestamp,
-    pub kind: String,
-    pub code: String,
-    pub key: String,
+/// What the scoring pass hands the store with a contact, for its campaigns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CampaignFacts {
+    /// Conversions count within this long after a send.
+    pub window: chrono::Duration,
+    /// Campaigns (broadcast or sequence names) whose target the contact is
+    /// in now: segment, and the sequence's bands. Judged only for a contact
+    /// with a click carrying a send's key (empty otherwise).
+    pub in_target: Vec<String>,
+}
+
+/// One contact's figures for one campaign.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flags {
+    pub opened: bool,
+    pub clicked: bool,
+    pub unsubscribed: bool,
+    pub in_target: bool,
+    pub band_up: bool,
+    pub meeting: bool,
+    pub purchase: bool,
+}
+
+/// A contact's figures per campaign sent to it. A reaction counts when it
+/// carries the key of one of the campaign's sends; an unsubscribe without
+/// a key, a meeting (or an appointment call), a purchase or an upward band
+/// crossing (`band_ups`) count within the window after one of its sends.
+pub fn contact_flags(
+    sends: &[ContactSend],
+    events: &[DeskEvent],
+    band_ups: &[Timestamp],
+    facts: &CampaignFacts,
+) -> BTreeMap<String, Flags> {
+    let mut out: BTreeMap<String, Flags> = BTreeMap::new();
+    for s in sends {
+        out.entry(s.campaign.clone()).or_default();
+    }
+    let within = |campaign: &str, at: Timestamp| {
+        sends
+            .iter()
+            .any(|s| s.campaign == campaign && at > s.at && at <= s.at + facts.window)
+    };
+    for (campaign, f) in &mut out {
+        let ours = |key: &str| {
+            sends
+                .iter()
+                .any(|s| s.key == key && s.campaign == *campaign)
+        };
+        for e in events {
+            match e.kind {
+                DeskKind::Open if ours(&e.key) => f.opened = true,
+                DeskKind::Click if ours(&e.key) => f.clicked = true,
+                DeskKind::Unsubscribe
+                    if ours(&e.key) || (e.key.is_empty() && within(campaign, e.at)) =>
+                {
+                    f.unsubscribed = true
+                }
+                DeskKind::Meeting if within(campaign, e.at) => f.meeting = true,
+                DeskKind::Purchase if within(campaign, e.at) => f.purchase = true,
+                _ => {}
+            }
+        }
+        f.band_up = band_ups.iter().any(|at| within(campaign, *at));
+        f.in_target = f.clicked && facts.in_target.iter().any(|c| c == campaign);
+    }
+    out
+}
+
+/// A campaign's sums, as the store keeps them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CampaignCounts {
+    pub campaign: String,
+    pub sent: u64,
+    pub contacts: u64,
+    pub opened: u64,
+    pub clicked: u64,
+    pub unsubscribed: u64,
+    pub clicked_in_target: u64,
+    pub band_up: u64,
+    pub meeting: u64,
+    pub purchase: u64,
+    /// Contacts with any of the three conversions.
+    pub converted: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -63,103 +143,90 @@ pub struct Campaign {
     pub conversions: Conversions,
 }
 
-/// What a campaign's figures are computed from.
-pub struct Input<'a> {
-    pub name: String,
-    pub kind: CampaignKind,
-    pub sends: &'a [SendRow],
-    /// Kept events of the contacts sent to, from the first send on.
-    pub events: &'a [KeptEvent],
-    /// Upward band crossings of those contacts: (contact, at).
-    pub band_ups: &'a [(String, Timestamp)],
-    /// Whether a contact is inside the intended segment and bands.
-    pub in_target: &'a dyn Fn(&str) -> bool,
-    pub window: chrono::Duration,
-    /// Call codes that book a meeting.
-    pub appointment: &'a BTreeSet<String>,
-}
-
-impl std::fmt::Debug for Input<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Input")
-            .field("name", &self.name)
-            .field("sends", &self.sends.len())
-            .finish_non_exhaustive()
+/// A campaign's figures from its sums.
+pub fn campaign(name: &str, kind: CampaignKind, c: &CampaignCounts) -> Campaign {
+    let inside = c.clicked_in_target.min(c.clicked);
+    Campaign {
+        name: name.to_string(),
+        kind,
+        sent: c.sent,
+        contacts: c.contacts,
+        opened: c.opened,
+        clicked: c.clicked,
+        unsubscribed: c.unsubscribed,
+        clicked_in_target: inside,
+        clicked_off_target: c.clicked - inside,
+        in_target_share: ratio(inside as f64, c.clicked as f64),
+        conversions: Conversions {
+            band_up: c.band_up,
+            meeting: c.meeting,
+            purchase: c.purchase,
+            contacts: c.converted,
+        },
     }
 }
 
-/// A campaign's figures. A reaction counts when it carries the send's key;
-/// an unsubscribe without a key counts within the window after a send.
-pub fn campaign(i: &Input<'_>) -> Campaign {
-    let keys: BTreeMap<&str, &SendRow> = i.sends.iter().map(|s| (s.key.as_str(), s)).collect();
-    let mut sent_at: BTreeMap<&str, Vec<Timestamp>> = BTreeMap::new();
-    for s in i.sends {
-        sent_at.entry(&s.contact).or_default().push(s.at);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().expect("instant")
     }
-    let within = |contact: &str, at: Timestamp| {
-        sent_at
-            .get(contact)
-            .is_some_and(|l| l.iter().any(|s| at > *s && at <= *s + i.window))
-    };
-    let mut opened = BTreeSet::new();
-    let mut clicked = BTreeSet::new();
-    let mut unsubscribed = BTreeSet::new();
-    let (mut meeting, mut purchase) = (BTreeSet::new(), BTreeSet::new());
-    for e in i.events {
-        let ours = keys
-            .get(e.key.as_str())
-            .is_some_and(|s| s.contact == e.contact);
-        match e.kind.as_str() {
-            "open" if ours => {
-                opened.insert(e.contact.as_str());
-            }
-            "click" if ours => {
-                clicked.insert(e.contact.as_str());
-            }
-            "unsubscribe" if ours || (e.key.is_empty() && within(&e.contact, e.at)) => {
-                unsubscribed.insert(e.contact.as_str());
-            }
-            "meeting" if within(&e.contact, e.at) => {
-                meeting.insert(e.contact.as_str());
-            }
-            "call" if i.appointment.contains(&e.code) && within(&e.contact, e.at) => {
-                meeting.insert(e.contact.as_str());
-            }
-            "purchase" if within(&e.contact, e.at) => {
-                purchase.insert(e.contact.as_str());
-            }
-            _ => {}
+
+    fn event(kind: DeskKind, when: &str, key: &str) -> DeskEvent {
+        DeskEvent {
+            at: at(when),
+            kind,
+            code: String::new(),
+            owner: String::new(),
+            key: key.into(),
+            reason: String::new(),
         }
     }
-    let band_up: BTreeSet<&str> = i
-        .band_ups
-        .iter()
-        .filter(|(c, at)| within(c, *at))
-        .map(|(c, _)| c.as_str())
-        .collect();
-    let inside = clicked.iter().filter(|c| (i.in_target)(c)).count() as u64;
-    let converted: BTreeSet<&str> = band_up
-        .iter()
-        .chain(&meeting)
-        .chain(&purchase)
-        .copied()
-        .collect();
-    Campaign {
-        name: i.name.clone(),
-        kind: i.kind,
-        sent: i.sends.len() as u64,
-        contacts: sent_at.len() as u64,
-        opened: opened.len() as u64,
-        clicked: clicked.len() as u64,
-        unsubscribed: unsubscribed.len() as u64,
-        clicked_in_target: inside,
-        clicked_off_target: clicked.len() as u64 - inside,
-        in_target_share: ratio(inside as f64, clicked.len() as f64),
-        conversions: Conversions {
-            band_up: band_up.len() as u64,
-            meeting: meeting.len() as u64,
-            purchase: purchase.len() as u64,
-            contacts: converted.len() as u64,
-        },
+
+    #[test]
+    fn reactions_count_by_key_and_conversions_within_the_window() {
+        let sends = [
+            ContactSend {
+                key: "a1".into(),
+                campaign: "spring".into(),
+                at: at("2026-11-01T10:00:00Z"),
+            },
+            ContactSend {
+                key: "b1".into(),
+                campaign: "welcome".into(),
+                at: at("2026-10-01T10:00:00Z"),
+            },
+        ];
+        let events = [
+            event(DeskKind::Click, "2026-11-01T11:00:00Z", "a1"),
+            event(DeskKind::Open, "2026-11-01T11:00:00Z", "other"),
+            event(DeskKind::Unsubscribe, "2026-10-02T08:00:00Z", ""),
+            event(DeskKind::Meeting, "2026-11-10T10:00:00Z", ""),
+            event(DeskKind::Purchase, "2026-11-20T10:00:00Z", ""),
+        ];
+        let facts = CampaignFacts {
+            window: chrono::Duration::days(14),
+            in_target: vec!["spring".into(), "welcome".into()],
+        };
+        let flags = contact_flags(&sends, &events, &[at("2026-11-01T10:00:00Z")], &facts);
+        assert_eq!(
+            flags["spring"],
+            Flags {
+                clicked: true,
+                in_target: true,
+                meeting: true,
+                ..Flags::default()
+            },
+            "the purchase is a day past the window, the crossing at the send itself"
+        );
+        assert_eq!(
+            flags["welcome"],
+            Flags {
+                unsubscribed: true,
+                ..Flags::default()
+            }
+        );
     }
 }

@@ -188,6 +188,7 @@ pub struct DeskRules {
     hot: BTreeSet<String>,
     warm: BTreeSet<String>,
     documentation: BTreeSet<String>,
+    appointment: BTreeSet<String>,
     callback: BTreeMap<String, Option<chrono::Duration>>,
     /// Channels a do-not-contact entry on which stops calls.
     call_channels: BTreeSet<String>,
@@ -223,6 +224,7 @@ impl DeskRules {
             hot: codes(&desk.hot),
             warm: codes(&desk.warm),
             documentation: codes(&desk.documentation),
+            appointment: codes(&desk.appointment),
             callback: calls
                 .callback
                 .iter()
@@ -260,6 +262,10 @@ impl DeskRules {
             self.config.click_event,
             self.config.unsubscribe_event,
             self.config.documentation_events
+        ) + &format!(
+            // The campaign figures the pass keeps (version 1).
+            "campaigns-1{:?}{:?}",
+            self.appointment, self.config.conversion_window.0
         )
     }
 
@@ -268,50 +274,59 @@ impl DeskRules {
     /// PERDU, only a won or lost outcome, or a meeting, changes it. Calls
     /// that reached the person restart the count of unsuccessful calls.
     pub fn status(&self, events: &[Event]) -> StatusView {
-        let mut view = StatusView::default();
+        // The status and the event that set it (its position, its code):
+        // the view is built once, at the end.
+        let mut status = ProspectStatus::Cold;
+        let mut set_by: Option<(usize, Option<String>)> = None;
         let mut unsuccessful = 0u32;
-        for e in events {
-            let set = |status, outcome: Option<&str>| StatusView {
-                status,
-                since: Some(e.at),
-                set_by: Some(SetBy {
-                    kind: e.kind.clone(),
-                    outcome: outcome.map(str::to_owned),
-                    id: e.id.clone(),
-                }),
-            };
+        for (i, e) in events.iter().enumerate() {
             if e.kind == self.config.meeting_event {
-                view = set(ProspectStatus::Won, None);
+                (status, set_by) = (ProspectStatus::Won, Some((i, None)));
                 continue;
             }
-            let Some(outcome) = self.outcome(e) else {
+            let Some(c) = self.outcome(e) else {
                 continue;
             };
-            let c = outcome.as_str();
             let sticky = matches!(
-                view.status,
+                status,
                 ProspectStatus::Won | ProspectStatus::Stopped | ProspectStatus::Lost
             );
-            if self.won.contains(c) {
-                view = set(ProspectStatus::Won, Some(c));
-            } else if self.lost.contains(c) {
-                view = set(ProspectStatus::Lost, Some(c));
+            let next = if self.won.contains(&c) {
+                Some(ProspectStatus::Won)
+            } else if self.lost.contains(&c) {
+                Some(ProspectStatus::Lost)
             } else if sticky {
-            } else if self.unsuccessful.contains(c) {
+                None
+            } else if self.unsuccessful.contains(&c) {
                 unsuccessful = unsuccessful.saturating_add(1);
-                if unsuccessful >= self.stop_after {
-                    view = set(ProspectStatus::Stopped, Some(c));
-                }
+                (unsuccessful >= self.stop_after).then_some(ProspectStatus::Stopped)
             } else {
                 unsuccessful = 0;
-                if self.hot.contains(c) {
-                    view = set(ProspectStatus::Hot, Some(c));
-                } else if self.warm.contains(c) {
-                    view = set(ProspectStatus::Warm, Some(c));
+                if self.hot.contains(&c) {
+                    Some(ProspectStatus::Hot)
+                } else if self.warm.contains(&c) {
+                    Some(ProspectStatus::Warm)
+                } else {
+                    None
                 }
+            };
+            if let Some(next) = next {
+                (status, set_by) = (next, Some((i, Some(c))));
             }
         }
-        view
+        let Some((i, outcome)) = set_by else {
+            return StatusView::default();
+        };
+        let e = &events[i];
+        StatusView {
+            status,
+            since: Some(e.at),
+            set_by: Some(SetBy {
+                kind: e.kind.clone(),
+                outcome,
+                id: e.id.clone(),
+            }),
+        }
     }
 
     fn outcome(&self, e: &Event) -> Option<String> {
@@ -382,6 +397,10 @@ impl DeskRules {
                 let reason = Some(text(e, "reason"))
                     .filter(|r| !r.is_empty())
                     .unwrap_or_else(|| text(e, "note"));
+                // An appointment is a meeting to the campaigns (never stored).
+                if self.appointment.contains(&code) {
+                    push(DeskKind::Meeting, code.clone(), String::new());
+                }
                 out.events.push(DeskEvent {
                     at: e.at,
                     kind: DeskKind::Call,

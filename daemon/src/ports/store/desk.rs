@@ -1,11 +1,12 @@
 //! What the call desk and the sales-ops reports read: rows the scoring
-//! pass maintains (`contact_desk`, `desk_events`), normalised contact keys
-//! and the outbox. Reads only, through `&self`.
+//! pass maintains (`contact_desk`, `desk_events`), campaign sums kept as
+//! sends are delivered and reactions scored, normalised contact keys and
+//! the outbox. Reads only, through `&self`.
 
 use super::StoreError;
 use crate::core::model::Timestamp;
 use crate::domain::desk::StatusView;
-use crate::domain::desk::campaigns::{KeptEvent, SendRow};
+use crate::domain::desk::campaigns::CampaignCounts;
 use crate::domain::desk::kpis::CallRow;
 use crate::domain::desk::today::Brief;
 use serde::Serialize;
@@ -102,20 +103,7 @@ pub trait DeskStore {
     fn duplicate_groups(&self) -> Result<Vec<DuplicateGroup>, StoreError>;
     /// For each of `ids`, the other contacts sharing one of its keys.
     fn duplicates_of(&self, ids: &[String]) -> Result<Vec<(String, DuplicateGroup)>, StoreError>;
-    /// Delivered sends of `followups`.
-    fn sends_of(&self, followups: &[String]) -> Result<Vec<SendRow>, StoreError>;
-    /// Kept events of `kinds` for `contacts`, at or after `from`.
-    fn kept_events(
-        &self,
-        contacts: &[String],
-        kinds: &[&str],
-        from: Timestamp,
-    ) -> Result<Vec<KeptEvent>, StoreError>;
-    /// Band crossings upward of `contacts` at or after `from`, as
-    /// (contact, at, from band, to band).
-    fn band_changes(
-        &self,
-        contacts: &[String],
-        from: Timestamp,
-    ) -> Result<Vec<(String, Timestamp, String, String)>, StoreError>;
+    /// The sums kept for `campaigns` (broadcast or sequence names); a
+    /// campaign never sent has none.
+    fn campaign_counts(&self, campaigns: &[String]) -> Result<Vec<CampaignCounts>, StoreError>;
 }

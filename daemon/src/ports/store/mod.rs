@@ -86,6 +86,10 @@ pub enum Upsert {
     Rejected(String),
 }
 
+/// What [`Records::upsert_contacts_checked`] did: per item, and the
+/// duplicates it found.
+pub type ContactsWritten = (Vec<Upsert>, Vec<(String, desk::DuplicateGroup)>);
+
 /// What appending one event did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "outcome", content = "reason")]
@@ -136,6 +140,12 @@ impl std::fmt::Debug for dyn Store {
 /// Contacts, companies, deals and events.
 pub trait Records: Send + Sync {
     fn upsert_contacts(&self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError>;
+    /// Upserts contacts as [`Self::upsert_contacts`] does and, in the same
+    /// transaction, finds those of the batch sharing a normalised email or
+    /// phone with another contact (see [`crate::domain::desk::keys`]): one
+    /// (id, group) per key shared, emails first, each in batch order. A
+    /// line earlier in the batch than its twin is found too.
+    fn upsert_contacts_checked(&self, batch: &[Patch]) -> Result<ContactsWritten, StoreError>;
     fn upsert_companies(&self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError>;
     fn upsert_deals(&self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError>;
     /// Appends events, each once: an event already stored (same id or same
@@ -357,6 +367,8 @@ pub struct ScoreWrite {
     /// The call desk's row (see [`crate::domain::desk::DeskRules::row`]); `None`
     /// removes a stored one.
     pub desk: Option<crate::domain::desk::DeskRow>,
+    /// What the store needs to keep the contact's campaign figures.
+    pub campaigns: crate::domain::desk::campaigns::CampaignFacts,
 }
 
 /// Scores, their history and the bookkeeping of incremental passes.
