@@ -119,7 +119,9 @@ impl Watcher {
                 continue;
             }
             let mut details = format!("{} → {}", row.followup, row.channel);
-            if before.is_none()
+            // The delay shows when the row is first seen and when it is sent,
+            // whichever the watcher saw first.
+            if (before.is_none() || row.state == State::Sent)
                 && row.kind == FollowUpKind::Opportunistic
                 && let Some(t) = touched
             {
