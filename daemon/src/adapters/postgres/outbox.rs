@@ -259,10 +259,7 @@ impl OutboxStore for PgStore {
                     continue;
                 };
                 let admission = admit(&row, &contact, &weighs);
-                let until = match &admission.verdict {
-                    AdmissionVerdict::Defer { until } => Some(to_micros(*until)),
-                    _ => None,
-                };
+                let until = admission.verdict.until().map(to_micros);
                 tx.execute(
                     "INSERT INTO decision_log (contact, at, followup, channel, decision, until, reasons)
                      SELECT contact, $2, followup, channel, $3, $4, $5 FROM outbox WHERE seq = $1",

@@ -93,6 +93,13 @@ impl AdmissionVerdict {
             AdmissionVerdict::Block => Verdict::Block,
         }
     }
+    /// When a deferred send is due again.
+    pub fn until(&self) -> Option<Timestamp> {
+        match self {
+            AdmissionVerdict::Defer { until } => Some(*until),
+            _ => None,
+        }
+    }
 }
 
 /// Decides `send` for `contact`, whose events and in-flight reservations
