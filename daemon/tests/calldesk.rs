@@ -300,6 +300,47 @@ fn statuses_and_caller_lists_contain_exactly_the_expected_contacts() {
     assert_eq!(monday.as_array().map(Vec::len), Some(0));
 }
 
+/// A rebuild writes only the contacts whose score, desk row or campaign
+/// figures changed: the same rules write nothing, and new desk rules
+/// rewrite exactly the one contact whose status they change.
+#[test]
+fn a_rebuild_writes_only_the_contacts_whose_desk_changed() {
+    let env = week();
+    let again = env.json_at(NOW, &["rescore", "--full", "--json"]);
+    assert_eq!(
+        (again["full"].as_bool(), again["examined"].as_i64()),
+        (Some(true), Some(11))
+    );
+    assert_eq!(again["written"], 0, "nothing changed since the first pass");
+    assert_eq!(
+        env.json_at(NOW, &["contacts", "show", "c7", "--json"])["prospect"]["status"],
+        "TIÈDE"
+    );
+
+    // MAIL now leaves a prospect hot: only c7's last call is a MAIL.
+    let config = std::fs::read_to_string(env.path("relance.toml")).expect("config");
+    let config = config.replacen(
+        "[calls]\n",
+        "[calls]\nhot = [\"PISTE\", \"MAIL\"]\nwarm = [\"RAPP\", \"PROJET\"]\n",
+        1,
+    );
+    std::fs::write(env.path("relance.toml"), config).expect("config");
+    let pass = env.json_at(NOW, &["rescore", "--json"]);
+    assert_eq!(
+        (
+            pass["full"].as_bool(),
+            pass["examined"].as_i64(),
+            pass["changed"].as_i64(),
+            pass["written"].as_i64()
+        ),
+        (Some(true), Some(11), Some(0), Some(1)),
+        "the desk rules changed: a full pass, one desk row rewritten"
+    );
+    let shown = env.json_at(NOW, &["contacts", "show", "c7", "--json"]);
+    assert_eq!(shown["prospect"]["status"], "CHAUD");
+    assert_eq!(shown["prospect"]["since"], "2026-11-17T14:40:00Z");
+}
+
 #[test]
 fn duplicates_are_found_by_email_case_and_phone_format_not_by_name() {
     let env = env();

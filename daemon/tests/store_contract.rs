@@ -483,6 +483,7 @@ pub fn a_score_is_written_by_one_of_two_passes(backend: Backend) {
         snapshot: true,
         desk: None,
         campaigns: Default::default(),
+        desk_mark: 0,
         recent: Vec::new(),
         changes: vec![StoredChange {
             seq: 0,

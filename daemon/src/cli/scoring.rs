@@ -39,17 +39,19 @@ pub fn rescore(config: &Config, clock: &Clock, full: bool, as_json: bool) -> Res
             "examined": report.examined,
             "changed": report.changed,
             "changes": report.changes,
+            "written": report.written,
             "bands": bands,
             "seconds": started.elapsed().as_secs_f64(),
         }))?;
         return Ok(exit::OK);
     }
     println!(
-        "{} pass: {} contacts scored, {} changed, {} band crossings or jumps ({:.2} s)",
+        "{} pass: {} contacts scored, {} changed, {} band crossings or jumps, {} written ({:.2} s)",
         if report.full { "full" } else { "incremental" },
         report.examined,
         report.changed,
         report.changes,
+        report.written,
         started.elapsed().as_secs_f64()
     );
     let counts: Vec<String> = bands.iter().map(|(b, n)| format!("{b} {n}")).collect();

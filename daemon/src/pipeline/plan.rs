@@ -796,6 +796,7 @@ mod tests {
                 next_change_at: None,
                 scored_at: enrolled,
                 recent: Vec::new(),
+                desk_mark: None,
             }),
             changes: Vec::new(),
             rows: vec![Row {

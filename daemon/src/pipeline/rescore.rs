@@ -50,6 +50,9 @@ pub struct PassReport {
     pub changed: usize,
     /// Band crossings and jumps published.
     pub changes: usize,
+    /// Contacts whose rows were written: a new score, or a desk row or
+    /// campaign figures that changed. The others cost no write.
+    pub written: usize,
 }
 
 /// Fingerprint of the rules: a change of rules forces a full rebuild.
@@ -161,6 +164,7 @@ fn rescore_taken(
         report.examined += r.examined;
         report.changed += r.changed;
         report.changes += r.changes;
+        report.written += r.written;
     }
     advance(store, LAST_SEQ, last_seq, mark)?;
     store.save_scores(&[], now, &[(RULES, fingerprint)])?;
@@ -169,6 +173,7 @@ fn rescore_taken(
         examined = report.examined,
         changed = report.changed,
         changes = report.changes,
+        written = report.written,
         workers,
         "rescoring pass done"
     );
@@ -380,7 +385,18 @@ impl Pass<'_> {
             }
             _ => Vec::new(),
         };
-        if !unchanged || desk.is_some() {
+        let campaigns = CampaignFacts {
+            window: self.window,
+            in_target,
+        };
+        let desk_mark = crate::domain::desk::mark(desk.as_ref(), &campaigns);
+        // Without a mark (a store that keeps none, a score written before
+        // marks), only a contact with no desk row has nothing more to write.
+        let same_desk = previous.as_ref().is_some_and(|p| match p.desk_mark {
+            Some(m) => m == desk_mark,
+            None => desk.is_none(),
+        });
+        if !unchanged || !same_desk {
             // The snapshots of the jump window travel with the score.
             let since = self.now - self.detector.window();
             let mut recent: Vec<(Timestamp, i64)> = previous
@@ -396,6 +412,7 @@ impl Pass<'_> {
             if snapshot {
                 recent.push((self.now, card.score.0));
             }
+            self.report.written += 1;
             self.writes.push(ScoreWrite {
                 key,
                 recent,
@@ -407,10 +424,8 @@ impl Pass<'_> {
                 changes,
                 seen: previous.as_ref().map(|p| p.scored_at),
                 desk,
-                campaigns: CampaignFacts {
-                    window: self.window,
-                    in_target,
-                },
+                campaigns,
+                desk_mark,
             });
         }
         Ok(())

@@ -43,6 +43,8 @@ pub(super) fn stored_from_row(
         next_change_at: row.get::<_, Option<i64>>(4).map(from_micros).transpose()?,
         scored_at: from_micros(row.get(5))?,
         recent: decode_recent(row.get::<_, Option<&str>>(6))?,
+        // Not kept on PostgreSQL: every desk row is written again.
+        desk_mark: None,
     }))
 }
 
@@ -334,6 +336,7 @@ impl ScoreStore for PgStore {
                 next_change_at: r.get::<_, Option<i64>>(2).map(from_micros).transpose()?,
                 scored_at: from_micros(r.get(3))?,
                 recent: decode_recent(Some(r.get(4)))?,
+                desk_mark: None,
             }))
         })
     }

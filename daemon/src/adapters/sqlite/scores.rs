@@ -17,6 +17,7 @@ type ScoreRow = (
     Option<i64>,
     Option<i64>,
     Option<String>,
+    Option<i64>,
 );
 
 /// `[[at, score], …]` as stored.
@@ -59,7 +60,21 @@ pub(super) fn stored_from_row(
                 .as_str_or_null()
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?,
         )?,
+        desk_mark: None,
     }))
+}
+
+/// [`stored_from_row`] with the desk mark in column 7, for the rescoring
+/// reads (the only ones that compare it).
+fn stored_with_mark(
+    row: &rusqlite::Row<'_>,
+    contact: &Contact,
+) -> Result<Option<StoredScore>, StoreError> {
+    let mut stored = stored_from_row(row, contact)?;
+    if let Some(s) = stored.as_mut() {
+        s.desk_mark = row.get(7)?;
+    }
+    Ok(stored)
 }
 
 /// The columns [`read_change`] reads, from `score_changes s`.
@@ -117,7 +132,8 @@ impl Conn {
         out: &mut Vec<RescoreInput>,
     ) -> Result<(), StoreError> {
         let mut contacts = self.conn.prepare_cached(&in_list(
-            "SELECT c.rowid, c.record, s.score, s.band, s.next_change_at, s.scored_at, s.recent
+            "SELECT c.rowid, c.record, s.score, s.band, s.next_change_at, s.scored_at, s.recent,
+               s.desk_mark
              FROM contacts c LEFT JOIN scores s ON s.contact = c.rowid WHERE c.rowid IN (",
             ") ORDER BY c.rowid",
         ))?;
@@ -141,7 +157,7 @@ impl Conn {
                 contacts.query(rusqlite::params_from_iter(padded()))?,
                 events.query(rusqlite::params_from_iter(padded()))?,
                 &mut |row, contact, events| {
-                    let previous = stored_from_row(row, &contact)?;
+                    let previous = stored_with_mark(row, &contact)?;
                     out.push((row.get(0)?, contact, events, previous));
                     Ok(())
                 },
@@ -252,7 +268,8 @@ impl Conn {
         let row: Option<ScoreRow> = self
             .conn
             .prepare_cached(
-                "SELECT c.record, s.score, s.band, s.next_change_at, s.scored_at, s.recent
+                "SELECT c.record, s.score, s.band, s.next_change_at, s.scored_at, s.recent,
+                   s.desk_mark
                  FROM contacts c LEFT JOIN scores s ON s.contact = c.rowid WHERE c.rowid = ?1",
             )?
             .query_row([key], |r| {
@@ -263,10 +280,11 @@ impl Conn {
                     r.get(3)?,
                     r.get(4)?,
                     r.get(5)?,
+                    r.get(6)?,
                 ))
             })
             .optional()?;
-        let Some((record, score, band, next, scored_at, recent)) = row else {
+        let Some((record, score, band, next, scored_at, recent, desk_mark)) = row else {
             return Ok(None);
         };
         let contact: Contact = super::conn::decode(&record)?;
@@ -278,6 +296,7 @@ impl Conn {
                 next_change_at: next.map(from_micros).transpose()?,
                 scored_at: from_micros(at)?,
                 recent: decode_recent(recent.as_deref())?,
+                desk_mark,
             }),
             _ => None,
         };
@@ -329,6 +348,7 @@ impl Conn {
                 next_change_at: next.map(from_micros).transpose()?,
                 scored_at: from_micros(at)?,
                 recent: decode_recent(Some(&recent))?,
+                desk_mark: None,
             })
         })
         .transpose()
@@ -388,7 +408,8 @@ impl Conn {
                     w.band,
                     w.next_change_at.map(to_micros),
                     now_us,
-                    recent
+                    recent,
+                    w.desk_mark
                 ];
                 // Compared and set: another pass may have scored it since.
                 let n = match w.seen {
@@ -396,7 +417,8 @@ impl Conn {
                     Some(seen) => tx
                         .prepare_cached(
                             "UPDATE scores SET score = ?2, band = ?3, next_change_at = ?4,
-                               scored_at = ?5, recent = ?6 WHERE contact = ?1 AND scored_at = ?7",
+                               scored_at = ?5, recent = ?6, desk_mark = ?7
+                             WHERE contact = ?1 AND scored_at = ?8",
                         )?
                         .execute(params![
                             rowid,
@@ -405,13 +427,15 @@ impl Conn {
                             w.next_change_at.map(to_micros),
                             now_us,
                             recent,
+                            w.desk_mark,
                             to_micros(seen)
                         ])?,
                     // Through `contacts`, so a contact erased meanwhile writes nothing.
                     None => tx
                         .prepare_cached(
-                            "INSERT INTO scores (contact, score, band, next_change_at, scored_at, recent)
-                             SELECT rowid, ?2, ?3, ?4, ?5, ?6 FROM contacts WHERE rowid = ?1
+                            "INSERT INTO scores (contact, score, band, next_change_at, scored_at, recent,
+                               desk_mark)
+                             SELECT rowid, ?2, ?3, ?4, ?5, ?6, ?7 FROM contacts WHERE rowid = ?1
                              ON CONFLICT(contact) DO NOTHING",
                         )?
                         .execute(values)?,
@@ -494,12 +518,13 @@ impl Conn {
         f: &mut dyn FnMut(i64, Contact, Vec<Event>, Option<StoredScore>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         self.merge_scan(
-            "SELECT c.rowid, c.record, s.score, s.band, s.next_change_at, s.scored_at, s.recent
+            "SELECT c.rowid, c.record, s.score, s.band, s.next_change_at, s.scored_at, s.recent,
+               s.desk_mark
              FROM contacts c LEFT JOIN scores s ON s.contact = c.rowid
              WHERE c.rowid >= ?1 AND c.rowid < ?2 ORDER BY c.rowid",
             range,
             &mut |row, contact, events| {
-                let previous = stored_from_row(row, &contact)?;
+                let previous = stored_with_mark(row, &contact)?;
                 f(row.get(0)?, contact, events, previous)
             },
         )

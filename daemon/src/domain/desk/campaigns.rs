@@ -23,7 +23,7 @@ pub struct ContactSend {
 }
 
 /// What the scoring pass hands the store with a contact, for its campaigns.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CampaignFacts {
     /// Conversions count within this long after a send.
     pub window: chrono::Duration,

@@ -18,6 +18,37 @@ pub mod today;
 pub use config::DeskConfig;
 pub use status::{DeskEvent, DeskKind, DeskRow, DeskRules, ProspectStatus, SetBy, StatusView};
 
+/// A fingerprint of what the scoring pass hands the store for a contact's
+/// desk row and campaign figures. Kept with the score, it lets a pass that
+/// finds the score unchanged skip the contact's write altogether: a rebuild
+/// then rewrites only the contacts whose desk or campaigns changed.
+///
+/// FNV-1a, not the standard library's randomly keyed hasher: the mark must
+/// be the same in the next process. A hasher that changed between versions
+/// would only cost one more write per contact.
+pub fn mark(row: Option<&DeskRow>, facts: &campaigns::CampaignFacts) -> i64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = Fnv1a(0xcbf2_9ce4_8422_2325);
+    row.hash(&mut h);
+    facts.hash(&mut h);
+    // Stored as SQLite's signed integer.
+    h.finish() as i64
+}
+
+struct Fnv1a(u64);
+
+impl std::hash::Hasher for Fnv1a {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
 /// Rounds a ratio to four decimals, so that JSON figures read exactly.
 pub fn ratio(num: f64, den: f64) -> Option<f64> {
     (den > 0.0).then(|| (num / den * 10_000.0).round() / 10_000.0)

@@ -90,7 +90,7 @@ impl std::fmt::Display for ProspectStatus {
 }
 
 /// The event that set a status.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SetBy {
     #[serde(rename = "type")]
     pub kind: String,
@@ -104,7 +104,7 @@ pub struct SetBy {
 
 /// A contact's prospect status with when and what set it (none for a
 /// prospect still FROID by default).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct StatusView {
     pub status: ProspectStatus,
     pub since: Option<Timestamp>,
@@ -123,7 +123,7 @@ impl Default for StatusView {
 
 /// One event the desk keeps (calls, meetings, purchases, documentation,
 /// email reactions carrying their send's key).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct DeskEvent {
     pub at: Timestamp,
     pub kind: DeskKind,
@@ -162,7 +162,7 @@ impl DeskKind {
 }
 
 /// What the desk keeps of one contact, written by the scoring pass.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct DeskRow {
     pub status: StatusView,
     pub calls: u32,

@@ -211,4 +211,9 @@ pub struct StoredScore {
     /// Score snapshots of the recent past (the jump window), oldest first.
     #[serde(skip)]
     pub recent: Vec<(Timestamp, i64)>,
+    /// The fingerprint of the desk row and campaign facts last written with
+    /// it ([`crate::domain::desk::mark`]), where the store keeps one: an
+    /// unchanged score with the same mark writes nothing.
+    #[serde(skip)]
+    pub desk_mark: Option<i64>,
 }

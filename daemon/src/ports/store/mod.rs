@@ -369,6 +369,9 @@ pub struct ScoreWrite {
     pub desk: Option<crate::domain::desk::DeskRow>,
     /// What the store needs to keep the contact's campaign figures.
     pub campaigns: crate::domain::desk::campaigns::CampaignFacts,
+    /// The fingerprint of `desk` and `campaigns`, kept with the score (see
+    /// [`crate::domain::scoring::StoredScore::desk_mark`]).
+    pub desk_mark: i64,
 }
 
 /// Scores, their history and the bookkeeping of incremental passes.
