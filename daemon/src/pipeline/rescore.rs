@@ -111,6 +111,7 @@ fn rescore_taken(
     let shared = Shared {
         store,
         desk: &desk,
+        mark_seed: crate::domain::desk::MarkSeed::new(&desk),
         targets: &targets,
         window: config.calls.conversion_window.0,
         model: &model,
@@ -236,6 +237,7 @@ fn split(lo: i64, hi: i64, n: usize) -> Vec<(i64, i64)> {
 struct Shared<'a> {
     store: &'a dyn Store,
     desk: &'a crate::domain::desk::DeskRules,
+    mark_seed: crate::domain::desk::MarkSeed,
     targets: &'a [crate::pipeline::report::Target],
     window: chrono::Duration,
     model: &'a ScoringModel,
@@ -250,6 +252,7 @@ impl Shared<'_> {
     fn pass(&self) -> Pass<'_> {
         Pass {
             desk: self.desk,
+            mark_seed: self.mark_seed,
             targets: self.targets,
             window: self.window,
             model: self.model,
@@ -296,6 +299,7 @@ impl Shared<'_> {
 
 struct Pass<'a> {
     desk: &'a crate::domain::desk::DeskRules,
+    mark_seed: crate::domain::desk::MarkSeed,
     targets: &'a [crate::pipeline::report::Target],
     window: chrono::Duration,
     model: &'a ScoringModel,
@@ -389,7 +393,7 @@ impl Pass<'_> {
             window: self.window,
             in_target,
         };
-        let desk_mark = crate::domain::desk::mark(desk.as_ref(), &campaigns);
+        let desk_mark = crate::domain::desk::mark(self.mark_seed, desk.as_ref(), &campaigns);
         // Without a mark (a store that keeps none, a score written before
         // marks), only a contact with no desk row has nothing more to write.
         let same_desk = previous.as_ref().is_some_and(|p| match p.desk_mark {

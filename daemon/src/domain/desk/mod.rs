@@ -23,16 +23,33 @@ pub use status::{DeskEvent, DeskKind, DeskRow, DeskRules, ProspectStatus, SetBy,
 /// finds the score unchanged skip the contact's write altogether: a rebuild
 /// then rewrites only the contacts whose desk or campaigns changed.
 ///
+/// The rules' fingerprint is folded in, so that a change of the desk rules
+/// writes every contact again (what the store derives from a row, such as
+/// the call queue, may depend on the rules and not only on the row).
+///
 /// FNV-1a, not the standard library's randomly keyed hasher: the mark must
 /// be the same in the next process. A hasher that changed between versions
 /// would only cost one more write per contact.
-pub fn mark(row: Option<&DeskRow>, facts: &campaigns::CampaignFacts) -> i64 {
+pub fn mark(seed: MarkSeed, row: Option<&DeskRow>, facts: &campaigns::CampaignFacts) -> i64 {
     use std::hash::{Hash, Hasher};
-    let mut h = Fnv1a(0xcbf2_9ce4_8422_2325);
+    let mut h = Fnv1a(seed.0);
     row.hash(&mut h);
     facts.hash(&mut h);
     // Stored as SQLite's signed integer.
     h.finish() as i64
+}
+
+/// The rules' part of [`mark`], computed once per pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MarkSeed(u64);
+
+impl MarkSeed {
+    pub fn new(rules: &DeskRules) -> Self {
+        use std::hash::{Hash, Hasher};
+        let mut h = Fnv1a(0xcbf2_9ce4_8422_2325);
+        rules.fingerprint().hash(&mut h);
+        Self(h.finish())
+    }
 }
 
 struct Fnv1a(u64);
