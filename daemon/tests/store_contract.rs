@@ -169,6 +169,24 @@ fn race<T: Send + 'static>(
         .collect()
 }
 
+/// A warm score of `score` for contact `key`, with its snapshot and no
+/// change, compared and set against `seen`.
+fn scored(key: i64, contact: &str, score: i64, seen: Option<Timestamp>) -> ScoreWrite {
+    ScoreWrite {
+        key,
+        contact: contact.into(),
+        score,
+        band: "warm".into(),
+        next_change_at: None,
+        snapshot: true,
+        desk: None,
+        campaigns: Default::default(),
+        recent: Vec::new(),
+        changes: Vec::new(),
+        seen,
+    }
+}
+
 pub fn events_are_kept_once_and_numbered_upwards_across_handles(backend: Backend) {
     let opened = backend();
     let people = ids("c", 20);
@@ -340,6 +358,18 @@ pub fn changed_contacts_are_taken_once(backend: Backend) {
     assert_eq!(given, a.len() as u64);
     assert_eq!(&store.take_changed("third", now(), lease).expect("take"), a);
     let after = lease + Duration::seconds(1);
+    // A pass that renews its lease keeps what it holds past the first one.
+    let renewed = after + Duration::minutes(1);
+    assert_eq!(
+        store.renew_changed("third", renewed).expect("renew"),
+        a.len() as u64
+    );
+    let others = store
+        .take_changed("fourth", after, after + Duration::hours(1))
+        .expect("take");
+    assert_eq!(others.len(), b.len(), "only the lease not renewed lapsed");
+    assert!(store.release_changed("fourth").expect("release") == b.len() as u64);
+    let after = renewed + Duration::seconds(1);
     let expired = store
         .take_changed("fourth", after, after + Duration::hours(1))
         .expect("take");
@@ -475,15 +505,6 @@ pub fn a_score_is_written_by_one_of_two_passes(backend: Backend) {
     contacts(&opened.store, &ids("c", 1));
     let key = opened.store.contact_key("c0").expect("key").expect("known");
     let write = move |score: i64, seen: Option<Timestamp>| ScoreWrite {
-        key,
-        contact: "c0".into(),
-        score,
-        band: "warm".into(),
-        next_change_at: None,
-        snapshot: true,
-        desk: None,
-        campaigns: Default::default(),
-        recent: Vec::new(),
         changes: vec![StoredChange {
             seq: 0,
             contact: "c0".into(),
@@ -495,7 +516,7 @@ pub fn a_score_is_written_by_one_of_two_passes(backend: Backend) {
             to_band: "warm".into(),
             since: now(),
         }],
-        seen,
+        ..scored(key, "c0", score, seen)
     };
     // Two passes read "never scored" and both found a change: one lands.
     race(&opened, move |i, store| {
@@ -524,6 +545,174 @@ pub fn a_score_is_written_by_one_of_two_passes(backend: Backend) {
     let now_stored = store.stored_score("c0").expect("score").expect("scored");
     assert!(now_stored.score == 200 || now_stored.score == 201);
     assert_eq!(store.score_history("c0", None).expect("film").len(), 2);
+}
+
+/// A delivered row of follow-up `followup` (kind `kind`) for `contact`.
+fn sent_row(contact: &str, followup: &str, kind: FollowUpKind, n: usize) -> NewSend {
+    NewSend {
+        idem_key: idempotency_key(contact, followup, &format!("{n}")),
+        contact: contact.into(),
+        followup: followup.into(),
+        kind,
+        priority: 10,
+        channel: "email".into(),
+        due_at: now(),
+        payload: Payload::template("nurture_welcome"),
+    }
+}
+
+/// Enqueues `sends`, claims them at `at` and settles them as delivered at
+/// `at`: delivered rows and decisions of that instant.
+fn deliver(store: &StoreHandle, sends: &[NewSend], at: Timestamp) {
+    let sends: Vec<NewSend> = sends
+        .iter()
+        .map(|s| NewSend {
+            due_at: at,
+            ..s.clone()
+        })
+        .collect();
+    store.enqueue(&sends, at).expect("enqueue");
+    let lease = at + Duration::minutes(10);
+    let rows = store
+        .claim_due(at, lease, 1000, "d", &mut |row, _, _| allow(row))
+        .expect("claim");
+    assert_eq!(rows.len(), sends.len());
+    let settled: Vec<(i64, Settlement, Timestamp)> =
+        rows.iter().map(|r| (r.seq, Settlement::Sent, at)).collect();
+    assert!(
+        store
+            .settle_many("d", &settled)
+            .expect("settle")
+            .iter()
+            .all(|s| *s)
+    );
+}
+
+pub fn retention_prunes_old_rows_in_batches_and_keeps_what_planning_reads(backend: Backend) {
+    use relance::ports::store::retention::{Cut, Pruned};
+    let opened = backend();
+    let store = &opened.store;
+    let people = ids("c", 5);
+    contacts(store, &people);
+    let old = now() - Duration::days(100);
+    // Per contact, delivered 100 days ago: two trigger sends, a nurture
+    // step and a send of a broadcast still running; delivered recently: a
+    // trigger send. And one row still planned from long ago.
+    for c in &people {
+        deliver(
+            store,
+            &[
+                sent_row(c, "clicked", FollowUpKind::Opportunistic, 0),
+                sent_row(c, "clicked", FollowUpKind::Opportunistic, 1),
+                sent_row(c, "welcome", FollowUpKind::Systematic, 0),
+                sent_row(c, "news", FollowUpKind::Event, 0),
+            ],
+            old,
+        );
+        deliver(
+            store,
+            &[sent_row(c, "clicked", FollowUpKind::Opportunistic, 2)],
+            now() - Duration::days(1),
+        );
+    }
+    let waiting = NewSend {
+        due_at: old,
+        ..sent_row("c0", "clicked", FollowUpKind::Opportunistic, 9)
+    };
+    store
+        .enqueue(std::slice::from_ref(&waiting), old)
+        .expect("enqueue");
+    // A score snapshot per contact 100 days ago, and one today for c0.
+    for (i, c) in people.iter().enumerate() {
+        let key = store.contact_key(c).expect("key").expect("known");
+        let write = |seen| scored(key, c, 100 + i as i64, seen);
+        store.save_scores(&[write(None)], old, &[]).expect("save");
+        if i == 0 {
+            store
+                .save_scores(&[write(Some(old))], now(), &[])
+                .expect("save");
+        }
+    }
+    let decisions_before = store.decisions(None, 1000).expect("decisions").len();
+    assert_eq!(decisions_before, people.len() * 5);
+
+    let keep = vec!["news".to_string()];
+    let cut = Cut {
+        sent_before: now() - Duration::days(90),
+        keep: &keep,
+        decisions_before: now() - Duration::days(90),
+        snapshots_before: now() - Duration::days(90),
+        limit: 4,
+    };
+    // A call deletes at most the limit of each kind, oldest first.
+    let first = store.prune(&cut).expect("prune");
+    assert_eq!(
+        first,
+        Pruned {
+            sent: 4,
+            decisions: 4,
+            snapshots: 4
+        }
+    );
+    // Two handles prune the rest side by side: each row once, no error.
+    let rounds = race(&opened, move |_, store| {
+        let keep = vec!["news".to_string()];
+        let cut = Cut { keep: &keep, ..cut };
+        let mut all = Pruned::default();
+        loop {
+            let round = store.prune(&cut).expect("prune");
+            all.add(round);
+            if !round.full(cut.limit) {
+                return all;
+            }
+        }
+    });
+    let mut total = first;
+    for r in rounds {
+        total.add(r);
+    }
+    assert_eq!(
+        total,
+        Pruned {
+            sent: 10,
+            decisions: 20,
+            snapshots: 5
+        }
+    );
+    assert_eq!(store.prune(&cut).expect("prune"), Pruned::default());
+
+    // What is left: the nurture steps, the running broadcast, the recent
+    // sends, the waiting row; their decisions and the recent snapshot.
+    let rows = store.outbox_rows(None, 1000).expect("rows");
+    let mut left: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for r in &rows {
+        *left
+            .entry((r.followup.clone(), r.state.as_str().to_string()))
+            .or_default() += 1;
+    }
+    let expect: BTreeMap<(String, String), usize> = [
+        (("clicked".to_string(), "sent".to_string()), 5),
+        (("clicked".to_string(), "planned".to_string()), 1),
+        (("news".to_string(), "sent".to_string()), 5),
+        (("welcome".to_string(), "sent".to_string()), 5),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(left, expect);
+    assert!(store.outbox_row(&waiting.idem_key).expect("row").is_some());
+    assert_eq!(store.decisions(None, 1000).expect("decisions").len(), 5);
+    assert_eq!(store.score_history("c0", None).expect("film").len(), 1);
+    assert!(store.score_history("c1", None).expect("film").is_empty());
+    // The sends stay counted: the events they left are history.
+    assert_eq!(
+        store
+            .events_of("c1")
+            .expect("events")
+            .iter()
+            .filter(|e| e.kind == "email_sent")
+            .count(),
+        5
+    );
 }
 
 /// One `#[test]` per case for a backend: a new backend adds its
@@ -558,6 +747,12 @@ macro_rules! contract {
             #[test]
             fn a_score_is_written_by_one_of_two_passes() {
                 super::a_score_is_written_by_one_of_two_passes(super::$backend);
+            }
+            #[test]
+            fn retention_prunes_old_rows_in_batches_and_keeps_what_planning_reads() {
+                super::retention_prunes_old_rows_in_batches_and_keeps_what_planning_reads(
+                    super::$backend,
+                );
             }
             #[test]
             fn waiting_for_events_sees_other_handles() {

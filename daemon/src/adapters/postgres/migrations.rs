@@ -248,6 +248,8 @@ CREATE TABLE pressure_cells (
 CREATE INDEX pressure_cells_by_cell ON pressure_cells(p, v, id);
 CREATE INDEX pressure_cells_by_gap ON pressure_cells(gap, id);
 "#,
+    // 3: retention deletes the oldest rows first (SQLite's 9).
+    crate::adapters::sqlite::shared::RETENTION_INDEXES,
 ];
 
 /// Brings the schema up to date in one transaction, under an advisory

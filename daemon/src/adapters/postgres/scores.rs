@@ -252,6 +252,17 @@ impl ScoreStore for PgStore {
         })
     }
 
+    fn renew_changed(&self, owner: &str, lease_until: Timestamp) -> Result<u64, StoreError> {
+        self.tx(async |tx| {
+            Ok(tx
+                .execute(
+                    "UPDATE rescore_queue SET lease_until = $2 WHERE owner = $1",
+                    &[&owner, &to_micros(lease_until)],
+                )
+                .await?)
+        })
+    }
+
     fn rescore_inputs(&self, keys: &[i64], out: &mut Vec<RescoreInput>) -> Result<(), StoreError> {
         for batch in keys.chunks(SCAN_BATCH as usize) {
             let batch = batch.to_vec();

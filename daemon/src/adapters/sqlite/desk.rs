@@ -198,10 +198,12 @@ fn save_campaigns(
     events: &[DeskEvent],
     facts: &CampaignFacts,
 ) -> Result<(), StoreError> {
-    let mut stored: Vec<(String, Flags)> = Vec::new();
+    // (campaign, flags, sends counted)
+    let mut stored: Vec<(String, Flags, i64)> = Vec::new();
     {
         let mut stmt = tx.prepare_cached(
-            "SELECT campaign, opened, clicked, unsubscribed, in_target, band_up, meeting, purchase
+            "SELECT campaign, opened, clicked, unsubscribed, in_target, band_up, meeting, purchase,
+               sends
              FROM campaign_contacts WHERE contact = ?1",
         )?;
         let mut q = stmt.query([key])?;
@@ -217,6 +219,7 @@ fn save_campaigns(
                     meeting: r.get(6)?,
                     purchase: r.get(7)?,
                 },
+                r.get(8)?,
             ));
         }
     }
@@ -252,8 +255,13 @@ fn save_campaigns(
            in_target = ?6, band_up = ?7, meeting = ?8, purchase = ?9
          WHERE contact = ?1 AND campaign = ?2",
     )?;
-    for (campaign, old) in stored {
-        let new = flags.get(&campaign).copied().unwrap_or_default();
+    for (campaign, old, counted) in stored {
+        let found = sends.iter().filter(|s| s.campaign == campaign).count();
+        let new = Flags::refold(
+            old,
+            flags.get(&campaign).copied(),
+            i64::try_from(found).unwrap_or(i64::MAX) >= counted,
+        );
         if new != old {
             update.execute(params![
                 key,

@@ -8,6 +8,7 @@ mod migrations;
 mod outbox;
 mod plan;
 mod pool;
+mod retention;
 mod scores;
 mod ui;
 
@@ -19,7 +20,9 @@ pub use pool::SqliteStore;
 pub(crate) mod shared {
     pub(crate) use super::conn::{decode, decode_props, encode, from_micros, merge, to_micros};
     pub(crate) use super::desk::contact_keys;
+    pub(crate) use super::migrations::RETENTION_INDEXES;
     pub(crate) use super::outbox::{decode_payload, send_props, settled};
+    pub(crate) use super::retention::prune_statements;
     pub(crate) use super::scores::{decode_recent, encode_recent};
 }
 
