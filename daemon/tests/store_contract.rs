@@ -715,6 +715,40 @@ pub fn retention_prunes_old_rows_in_batches_and_keeps_what_planning_reads(backen
     );
 }
 
+pub fn a_batch_of_contacts_is_written_whole_repeats_in_order(backend: Backend) {
+    let opened = backend();
+    let store = &opened.store;
+    let line = |id: &str, field: &str, value: &str| Patch {
+        id: id.into(),
+        fields: serde_json::Map::from_iter([(field.to_string(), value.into())]),
+        ..Patch::default()
+    };
+    let mut batch: Vec<Patch> = (0..3_000)
+        .map(|i| line(&format!("c{i:04}"), "first_name", &format!("F{i}")))
+        .collect();
+    // One contact twice in the batch, a third line unchanged.
+    batch.push(line("c0007", "email", "c7@example.com"));
+    batch.push(line("c0007", "email", "c7@example.com"));
+    let out = store.upsert_contacts(&batch).expect("upsert");
+    assert!(out[..3_000].iter().all(|u| *u == Upsert::Inserted));
+    assert_eq!(out[3_000..], [Upsert::Updated, Upsert::Unchanged]);
+    let c7 = store.contact("c0007").expect("read").expect("stored");
+    assert_eq!(
+        (c7.first_name.as_deref(), c7.email.as_deref()),
+        (Some("F7"), Some("c7@example.com"))
+    );
+    assert_eq!(store.counts().expect("counts").contacts, 3_000);
+    // Every written contact is queued for rescoring once.
+    let lease = now() + Duration::hours(1);
+    assert_eq!(
+        store.take_changed("p", now(), lease).expect("take").len(),
+        3_000
+    );
+    // Again: nothing changes.
+    let again = store.upsert_contacts(&batch[..10]).expect("upsert");
+    assert!(again.iter().all(|u| *u == Upsert::Unchanged));
+}
+
 /// One `#[test]` per case for a backend: a new backend adds its
 /// [`Backend`] and a line `contract!(name);`.
 macro_rules! contract {
@@ -753,6 +787,10 @@ macro_rules! contract {
                 super::retention_prunes_old_rows_in_batches_and_keeps_what_planning_reads(
                     super::$backend,
                 );
+            }
+            #[test]
+            fn a_batch_of_contacts_is_written_whole_repeats_in_order() {
+                super::a_batch_of_contacts_is_written_whole_repeats_in_order(super::$backend);
             }
             #[test]
             fn waiting_for_events_sees_other_handles() {
