@@ -303,7 +303,7 @@ fn store_copy_moves_a_sqlite_installation() {
     };
     let first = copy();
     let tables = first.as_array().unwrap();
-    assert_eq!(tables.len(), 20);
+    assert_eq!(tables.len(), 21);
     for t in tables {
         assert_eq!(t["sqlite"], t["postgres"], "{t}");
     }

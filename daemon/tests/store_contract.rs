@@ -749,6 +749,107 @@ pub fn a_batch_of_contacts_is_written_whole_repeats_in_order(backend: Backend) {
     assert!(again.iter().all(|u| *u == Upsert::Unchanged));
 }
 
+pub fn campaign_figures_count_sends_and_folded_reactions_and_survive_retention(backend: Backend) {
+    use relance::domain::desk::{DeskEvent, DeskKind, DeskRow, StatusView};
+    use relance::ports::store::retention::Cut;
+    let opened = backend();
+    let store = &opened.store;
+    let people = ids("c", 3);
+    contacts(store, &people);
+    let sent_at = now() - Duration::days(100);
+    for c in &people {
+        deliver(
+            store,
+            &[sent_row(c, "spring", FollowUpKind::Event, 0)],
+            sent_at,
+        );
+    }
+    let spring = || {
+        store
+            .campaign_counts(&["spring".to_string()])
+            .expect("counts")
+            .pop()
+            .expect("spring")
+    };
+    assert_eq!(
+        (spring().sent, spring().contacts, spring().opened),
+        (3, 3, 0)
+    );
+    // The scoring pass folds c0's open and click of its send, in the target.
+    let key = store.contact_key("c0").expect("key").expect("known");
+    let send_key = idempotency_key("c0", "spring", "0");
+    let reacted = |kind| DeskEvent {
+        at: sent_at + Duration::hours(1),
+        kind,
+        code: String::new(),
+        owner: String::new(),
+        key: send_key.clone(),
+        reason: String::new(),
+    };
+    let desk = DeskRow {
+        status: StatusView::default(),
+        calls: 0,
+        last_call: None,
+        callback_at: None,
+        documentation_at: None,
+        do_not_call: None,
+        owner: None,
+        events: vec![reacted(DeskKind::Open), reacted(DeskKind::Click)],
+    };
+    let facts = relance::domain::desk::campaigns::CampaignFacts {
+        window: Duration::days(30),
+        in_target: vec!["spring".to_string()],
+    };
+    let write = |seen| ScoreWrite {
+        desk: Some(desk.clone()),
+        campaigns: facts.clone(),
+        ..scored(key, "c0", 100, seen)
+    };
+    store.save_scores(&[write(None)], now(), &[]).expect("save");
+    let figures = spring();
+    assert_eq!(
+        (
+            figures.sent,
+            figures.opened,
+            figures.clicked,
+            figures.clicked_in_target
+        ),
+        (3, 1, 1, 1)
+    );
+    // Retention deletes the sends; the next fold keeps what was counted.
+    let pruned = store
+        .prune(&Cut {
+            sent_before: now() - Duration::days(90),
+            keep: &[],
+            decisions_before: sent_at,
+            snapshots_before: sent_at,
+            limit: 100,
+        })
+        .expect("prune");
+    assert_eq!(pruned.sent, 3);
+    let seen = store
+        .stored_score("c0")
+        .expect("score")
+        .map(|s| s.scored_at);
+    store
+        .save_scores(&[write(seen)], now() + Duration::hours(1), &[])
+        .expect("save");
+    let figures = spring();
+    assert_eq!(
+        (
+            figures.sent,
+            figures.contacts,
+            figures.opened,
+            figures.clicked
+        ),
+        (3, 3, 1, 1)
+    );
+    // An erased contact leaves the figures.
+    assert!(store.erase_contact("c0").expect("erase"));
+    let figures = spring();
+    assert_eq!((figures.sent, figures.contacts, figures.opened), (2, 2, 0));
+}
+
 /// One `#[test]` per case for a backend: a new backend adds its
 /// [`Backend`] and a line `contract!(name);`.
 macro_rules! contract {
@@ -791,6 +892,12 @@ macro_rules! contract {
             #[test]
             fn a_batch_of_contacts_is_written_whole_repeats_in_order() {
                 super::a_batch_of_contacts_is_written_whole_repeats_in_order(super::$backend);
+            }
+            #[test]
+            fn campaign_figures_count_sends_and_folded_reactions_and_survive_retention() {
+                super::campaign_figures_count_sends_and_folded_reactions_and_survive_retention(
+                    super::$backend,
+                );
             }
             #[test]
             fn waiting_for_events_sees_other_handles() {

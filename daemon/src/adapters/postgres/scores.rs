@@ -397,6 +397,7 @@ impl ScoreStore for PgStore {
     ) -> Result<(), StoreError> {
         let now_us = to_micros(now);
         self.tx(async |tx| {
+            let campaigns = !batch.is_empty() && super::desk::any_campaign(tx).await?;
             let mut changes = if batch.iter().any(|w| !w.changes.is_empty()) {
                 Some(take_counter(tx, "changes").await?)
             } else {
@@ -456,7 +457,8 @@ impl ScoreStore for PgStore {
                     )
                     .await?;
                 }
-                super::desk::save_desk(tx, w.key, w.desk.as_ref()).await?;
+                super::desk::save_desk(tx, w.key, w.desk.as_ref(), &w.campaigns, campaigns)
+                    .await?;
                 // Queued again since it was taken: the next pass sees the change.
                 tx.execute(
                     "DELETE FROM rescore_queue WHERE contact = $1 AND owner IS NOT NULL",

@@ -69,6 +69,29 @@ impl Flags {
     }
 }
 
+/// A contact's figures to store again, from those stored (campaign,
+/// flags, sends counted) and what the scoring pass found (see
+/// [`contact_flags`]): only the campaigns whose figures changed. A
+/// campaign with fewer sends left than it counted had some deleted by
+/// retention (see [`Flags::refold`]).
+pub fn refolded(
+    stored: Vec<(String, Flags, u64)>,
+    sends: &[ContactSend],
+    events: &[DeskEvent],
+    band_ups: &[Timestamp],
+    facts: &CampaignFacts,
+) -> Vec<(String, Flags)> {
+    let flags = contact_flags(sends, events, band_ups, facts);
+    stored
+        .into_iter()
+        .filter_map(|(campaign, old, counted)| {
+            let found = sends.iter().filter(|s| s.campaign == campaign).count() as u64;
+            let new = Flags::refold(old, flags.get(&campaign).copied(), found >= counted);
+            (new != old).then_some((campaign, new))
+        })
+        .collect()
+}
+
 /// A contact's figures per campaign sent to it. A reaction counts when it
 /// carries the key of one of the campaign's sends; an unsubscribe without
 /// a key, a meeting (or an appointment call), a purchase or an upward band
