@@ -514,16 +514,18 @@ fn a_retention_planning_still_needs_is_refused() {
     );
 }
 
-/// Three `relance run` on one database; one is killed with SIGKILL (by its
-/// PID) while it holds claimed sends, the two others finish the work:
+/// Three `relance run` on one database; one at a time is killed with
+/// SIGKILL (by its PID) while it holds claimed sends, three times, a new
+/// one started in its place each time; the daemons left finish the work:
 /// every follow-up is delivered, under its own key only (a key delivered
 /// twice is a row taken over once the dead daemon's lease ran out), no
 /// contact gets more than the cap, the rows the dead daemon held are
 /// rescued, and every contact is scored and planned.
 #[test]
-fn three_daemons_one_killed_mid_work_lose_nothing_and_exceed_no_cap() {
+fn three_daemons_killed_one_at_a_time_mid_work_lose_nothing_and_exceed_no_cap() {
     use common::pg::{column, count};
     const N: usize = 1_000;
+    const KILLS: usize = 3;
     let db = Scratch::new("crash");
     let url = db.url();
     let (received, port, _rt) = receiver();
@@ -547,41 +549,59 @@ fn three_daemons_one_killed_mid_work_lose_nothing_and_exceed_no_cap() {
     let mut daemons: Vec<_> = (0..3)
         .map(|i| start_daemon(&env, &format!("d{i}.log")))
         .collect();
-    let mut victim = daemons.remove(0);
-    let owner = common::daemon::owner_of(&victim);
     let held = |owner: &str| {
-        count(
+        column(
             &url,
             &format!(
-                "SELECT count(*) FROM outbox WHERE state = 'claimed' AND lease_owner = '{owner}'"
+                "SELECT idem_key FROM outbox WHERE state = 'claimed' AND lease_owner = '{owner}'"
             ),
         )
     };
-    wait_until("the first daemon claims sends", 180, || held(&owner) > 0);
-    victim.kill().unwrap(); // SIGKILL, by the child's PID
-    victim.wait().unwrap();
-    // What it held when it died: claimed, its lease still running.
-    let orphans = column(
-        &url,
-        &format!("SELECT idem_key FROM outbox WHERE state = 'claimed' AND lease_owner = '{owner}'"),
-    );
+    let pending_now = || {
+        count(
+            &url,
+            "SELECT count(*) FROM outbox WHERE state IN ('planned', 'retrying', 'claimed')
+               AND due_at <= extract(epoch FROM now())::bigint * 1000000",
+        )
+    };
+    let all_sent = || {
+        count(&url, "SELECT count(*) FROM outbox WHERE state = 'sent'") == 2 * N as u64
+            && pending_now() == 0
+    };
+    // Up to KILLS times: the oldest daemon is killed with SIGKILL (by its
+    // PID) as soon as it holds claimed sends, and a new one started in its
+    // place; what each held when it died is rescued by the others.
+    let mut orphans: Vec<String> = Vec::new();
+    let mut kills = 0;
+    for round in 0..KILLS {
+        let mut victim = daemons.remove(0);
+        let owner = common::daemon::owner_of(&victim);
+        wait_until("a daemon claims sends", 180, || {
+            !held(&owner).is_empty() || all_sent()
+        });
+        victim.kill().unwrap(); // SIGKILL, by the child's PID
+        victim.wait().unwrap();
+        // What it held when it died: claimed, its lease still running.
+        let left = held(&owner);
+        if left.is_empty() && all_sent() {
+            break;
+        }
+        kills += 1;
+        orphans.extend(left);
+        daemons.push(start_daemon(&env, &format!("r{round}.log")));
+    }
     assert!(
         !orphans.is_empty(),
-        "the daemon settled everything before the kill"
+        "no daemon held a claim when killed ({kills} kills)"
     );
 
-    // The two others finish: nothing due left unsent, every contact scored.
+    // The daemons left finish: nothing due left unsent, every contact scored.
     let settled = || {
-        count(&url, "SELECT count(*) FROM outbox WHERE state = 'sent'") == 2 * N as u64
-            && count(
-                &url,
-                "SELECT count(*) FROM outbox WHERE state IN ('planned', 'retrying', 'claimed')
-                   AND due_at <= extract(epoch FROM now())::bigint * 1000000",
-            ) == 0
+        all_sent()
             && count(&url, "SELECT count(*) FROM scores") == N as u64
             && count(&url, "SELECT count(*) FROM rescore_queue") == 0
     };
-    wait_until("the two daemons left finish the work", 300, settled);
+    wait_until("the daemons left finish the work", 300, settled);
     for d in daemons {
         stop_daemon(d);
     }
@@ -652,7 +672,7 @@ fn three_daemons_one_killed_mid_work_lose_nothing_and_exceed_no_cap() {
         );
     }
     eprintln!(
-        "{} deliveries for {} sent rows; {} rows rescued from the killed daemon",
+        "{} deliveries for {} sent rows; {kills} kills, {} rows rescued from the killed daemons",
         got.len(),
         sent.len(),
         orphans.len()
