@@ -109,6 +109,21 @@ impl DaemonJobs {
     }
 }
 
+impl DaemonJobs {
+    /// Runs a pass, its time recorded under `name`; its report is the
+    /// job's outcome.
+    fn timed<R: std::fmt::Display, E: std::fmt::Display>(
+        &self,
+        name: &str,
+        pass: impl FnOnce() -> Result<R, E>,
+    ) -> Result<String, JobError> {
+        let started = std::time::Instant::now();
+        let report = pass().map_err(|e| JobError(e.to_string()))?;
+        self.metrics.record_pass(name, started.elapsed());
+        Ok(report.to_string())
+    }
+}
+
 impl Jobs for DaemonJobs {
     /// Jobs work at the clock's now, not at their tick: a catch-up run of a
     /// missed tick plans what is due today.
@@ -123,13 +138,12 @@ impl Jobs for DaemonJobs {
                 self.rescore(config, now)
             }
             Job::Plan => self.react(config, now),
-            Job::Pressure => {
-                let started = std::time::Instant::now();
-                let report = crate::pipeline::pressure::refresh(&*self.store, config, now)
-                    .map_err(|e| JobError(e.to_string()))?;
-                self.metrics.record_pass("pressure", started.elapsed());
-                Ok(report.to_string())
-            }
+            Job::Pressure => self.timed("pressure", || {
+                crate::pipeline::pressure::refresh(&*self.store, config, now)
+            }),
+            Job::Prune => self.timed("prune", || {
+                crate::pipeline::retention::prune(&*self.store, config, now)
+            }),
             Job::Dispatch => {
                 let clock = self.clock.clone();
                 self.runtime

@@ -412,7 +412,26 @@ fn duplicates_are_found_by_email_case_and_phone_format_not_by_name() {
 
 #[test]
 fn a_broadcast_whose_clickers_are_known_gives_the_expected_shares() {
+    broadcast_shares(&env());
+}
+
+/// The same figures from a PostgreSQL store (scratch database on the local
+/// server), which keeps them its own way.
+#[test]
+fn a_broadcast_whose_clickers_are_known_gives_the_expected_shares_on_postgres() {
+    let db = common::pg::Scratch::new("campaigns");
     let env = env();
+    let text = std::fs::read_to_string(env.path("relance.toml")).expect("config");
+    let from = "path = \"${RELANCE_DB:-../relance.db}\"";
+    assert!(text.contains(from));
+    env.write(
+        "relance.toml",
+        &text.replace(from, &format!("url = \"{}\"", db.url())),
+    );
+    broadcast_shares(&env);
+}
+
+fn broadcast_shares(env: &Env) {
     let mut contacts = String::from("id,first_name,email,status,tier\n");
     for i in 1..=6 {
         let tier = if i == 6 { "partner" } else { "core" };

@@ -303,7 +303,7 @@ fn store_copy_moves_a_sqlite_installation() {
     };
     let first = copy();
     let tables = first.as_array().unwrap();
-    assert_eq!(tables.len(), 20);
+    assert_eq!(tables.len(), 21);
     for t in tables {
         assert_eq!(t["sqlite"], t["postgres"], "{t}");
     }
@@ -417,4 +417,264 @@ fn crossing_upserts_never_fail() {
     for h in handles {
         h.join().unwrap();
     }
+}
+
+/// A `prune` schedule under `relance run`: 100 days after a broadcast that
+/// is over and one that runs until 2100 went out, the rows and decisions
+/// of the first are deleted, those of the running one kept, and planning
+/// then sends nothing again.
+#[test]
+fn the_prune_job_deletes_old_rows_and_nothing_is_sent_again() {
+    let db = Scratch::new("prune");
+    let (received, port, _rt) = receiver();
+    let env = on_postgres(port, &db);
+    let text = std::fs::read_to_string(env.path("relance.toml")).unwrap();
+    env.write(
+        "relance.toml",
+        &format!(
+            "{text}\n[retention]\nsent = \"30d\"\ndecisions = \"30d\"\nbatch = 2\n\n\
+             [schedules.a_plan]\njob = \"plan\"\ncron = \"0 * * * *\"\n\n\
+             [schedules.b_prune]\njob = \"prune\"\ncron = \"0 3 * * *\"\n"
+        ),
+    );
+    env.import_text("contacts", "c.csv", &contacts_csv(5));
+    broadcast_to_prospects(&env, "forever");
+    env.broadcast_news_at(
+        Some("2027-01-10T09:00:00Z"),
+        "week",
+        "hook",
+        "2027-01-17T00:00:00Z",
+    );
+    once(&env, "2027-01-10T10:00:00Z");
+    let sent = |env: &Env| {
+        common::daemon::outbox(env)
+            .iter()
+            .filter(|r| r["state"] == "sent")
+            .map(|r| r["followup"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let first = sent(&env);
+    assert_eq!(first.len(), 10, "{first:?}");
+    assert_eq!(received.0.lock().unwrap().len(), 10);
+    let store = PgStore::open(&db.url(), 1).unwrap();
+    let logged = || relance::ports::store::OutboxStore::decisions(&store, None, 10_000).unwrap();
+    let decided = logged().len();
+    assert!(decided >= 10, "{decided}");
+    once(&env, "2027-04-20T10:00:00Z");
+    let left = sent(&env);
+    assert_eq!(left, vec!["forever".to_string(); 5], "{left:?}");
+    let cut = t("2027-03-21T10:00:00Z");
+    assert!(logged().iter().all(|d| d.at >= cut), "{:?}", logged());
+    assert_eq!(received.0.lock().unwrap().len(), 10, "nothing sent again");
+    // The job's run says what it did, in batches of two.
+    let runs = env.json(&["schedules", "--json"]);
+    let pruned = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["schedule"] == "b_prune" && r["tick"].as_str().unwrap().starts_with("2027-04"))
+        .unwrap_or_else(|| panic!("{runs}"));
+    // Batches of two: the last one finds nothing left.
+    assert_eq!(
+        pruned["outcome"],
+        format!(
+            "ok: pruned 5 sent rows, {decided} decisions, 0 snapshots in {} batches",
+            decided.div_ceil(2) + 1
+        ),
+        "{pruned}"
+    );
+}
+
+/// A retention shorter than what planning reads back is refused at its
+/// place in the file, before anything runs: the shipped rules' triggers
+/// look back 7 days with a cool-down of 30, after 7 days of catch-up.
+#[test]
+fn a_retention_planning_still_needs_is_refused() {
+    let env = Env::new();
+    let text = std::fs::read_to_string(env.path("relance.toml")).unwrap();
+    rewrite(
+        &env,
+        "relance.toml",
+        &text,
+        &[("sent = \"90d\"", "sent = \"5d\"")],
+    );
+    let text = std::fs::read_to_string(env.path("relance.toml")).unwrap();
+    let out = env.run(&["check"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("sent = \"5d\""))
+        .unwrap()
+        + 1;
+    assert!(
+        err.contains(&format!("relance.toml:{line}:8"))
+            && err.contains("`retention.sent`: must be at least 44d: planning reads"),
+        "{err}"
+    );
+}
+
+/// Three `relance run` on one database; one at a time is killed with
+/// SIGKILL (by its PID) while it holds claimed sends, three times, a new
+/// one started in its place each time; the daemons left finish the work:
+/// every follow-up is delivered, under its own key only (a key delivered
+/// twice is a row taken over once the dead daemon's lease ran out), no
+/// contact gets more than the cap, the rows the dead daemon held are
+/// rescued, and every contact is scored and planned.
+#[test]
+fn three_daemons_killed_one_at_a_time_mid_work_lose_nothing_and_exceed_no_cap() {
+    use common::pg::{column, count};
+    const N: usize = 1_000;
+    const KILLS: usize = 3;
+    let db = Scratch::new("crash");
+    let url = db.url();
+    let (received, port, _rt) = receiver();
+    // Each delivery takes a few milliseconds: the kill lands mid-send.
+    received.1.store(3, std::sync::atomic::Ordering::Relaxed);
+    let env = on_postgres(port, &db);
+    let text = std::fs::read_to_string(env.path("relance.toml")).unwrap();
+    let text = text.replace("lease = \"60s\"", "lease = \"10s\"");
+    env.write(
+        "relance.toml",
+        &format!(
+            "{text}\n[[fatigue.caps]]\nchannel = \"hook\"\nlimit = 2\nwindow = \"7d\"\n\n\
+             [schedules.rescore]\njob = \"rescore\"\ncron = \"*/5 * * * * *\"\n\n\
+             [schedules.plan]\njob = \"plan\"\ncron = \"*/5 * * * * *\"\n"
+        ),
+    );
+    env.import_text("contacts", "c.csv", &contacts_csv(N));
+    for b in ["b1", "b2", "b3"] {
+        broadcast_to_prospects(&env, b);
+    }
+    let mut daemons: Vec<_> = (0..3)
+        .map(|i| start_daemon(&env, &format!("d{i}.log")))
+        .collect();
+    let held = |owner: &str| {
+        column(
+            &url,
+            &format!(
+                "SELECT idem_key FROM outbox WHERE state = 'claimed' AND lease_owner = '{owner}'"
+            ),
+        )
+    };
+    let pending_now = || {
+        count(
+            &url,
+            "SELECT count(*) FROM outbox WHERE state IN ('planned', 'retrying', 'claimed')
+               AND due_at <= extract(epoch FROM now())::bigint * 1000000",
+        )
+    };
+    let all_sent = || {
+        count(&url, "SELECT count(*) FROM outbox WHERE state = 'sent'") == 2 * N as u64
+            && pending_now() == 0
+    };
+    // Up to KILLS times: the oldest daemon is killed with SIGKILL (by its
+    // PID) as soon as it holds claimed sends, and a new one started in its
+    // place; what each held when it died is rescued by the others.
+    let mut orphans: Vec<String> = Vec::new();
+    let mut kills = 0;
+    for round in 0..KILLS {
+        let mut victim = daemons.remove(0);
+        let owner = common::daemon::owner_of(&victim);
+        wait_until("a daemon claims sends", 180, || {
+            !held(&owner).is_empty() || all_sent()
+        });
+        victim.kill().unwrap(); // SIGKILL, by the child's PID
+        victim.wait().unwrap();
+        // What it held when it died: claimed, its lease still running.
+        let left = held(&owner);
+        if left.is_empty() && all_sent() {
+            break;
+        }
+        kills += 1;
+        orphans.extend(left);
+        daemons.push(start_daemon(&env, &format!("r{round}.log")));
+    }
+    assert!(
+        !orphans.is_empty(),
+        "no daemon held a claim when killed ({kills} kills)"
+    );
+
+    // The daemons left finish: nothing due left unsent, every contact scored.
+    let settled = || {
+        all_sent()
+            && count(&url, "SELECT count(*) FROM scores") == N as u64
+            && count(&url, "SELECT count(*) FROM rescore_queue") == 0
+    };
+    wait_until("the daemons left finish the work", 300, settled);
+    for d in daemons {
+        stop_daemon(d);
+    }
+
+    let store = PgStore::open(&url, 2).unwrap();
+    use relance::ports::store::{OutboxStore, PlanStore};
+    assert!(!store.plan_requested().unwrap(), "planning left undone");
+    // Every contact planned: one row per contact and broadcast, each key
+    // its own; two sent, the third held back by the cap.
+    let rows = store.outbox_rows(None, 100_000).unwrap();
+    assert_eq!(rows.len(), 3 * N);
+    let mut per_contact: BTreeMap<&str, Vec<&relance::domain::outbox::Row>> = BTreeMap::new();
+    for r in &rows {
+        per_contact.entry(r.contact.as_str()).or_default().push(r);
+    }
+    assert_eq!(per_contact.len(), N);
+    for (contact, rows) in &per_contact {
+        let followups: std::collections::BTreeSet<&str> =
+            rows.iter().map(|r| r.followup.as_str()).collect();
+        assert_eq!(followups.len(), 3, "{contact}: {rows:?}");
+        let sent = rows.iter().filter(|r| r.state.as_str() == "sent").count();
+        assert_eq!(sent, 2, "{contact}: {rows:?}");
+    }
+    // Deliveries: exactly the sent rows' keys (none lost, none under a
+    // key of its own), at most two a contact.
+    let got = received.0.lock().unwrap().clone();
+    let mut times: BTreeMap<&str, usize> = BTreeMap::new();
+    for (key, _) in &got {
+        *times.entry(key.as_str()).or_default() += 1;
+    }
+    let sent: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .filter(|r| r.state.as_str() == "sent")
+        .map(|r| r.idem_key.as_str())
+        .collect();
+    let delivered: std::collections::BTreeSet<&str> = times.keys().copied().collect();
+    assert_eq!(delivered, sent, "deliveries and sent rows differ");
+    let mut keys_per_contact: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    for (key, contact) in &got {
+        keys_per_contact
+            .entry(contact.as_str())
+            .or_default()
+            .insert(key.as_str());
+    }
+    let over: Vec<_> = keys_per_contact
+        .iter()
+        .filter(|(_, k)| k.len() > 2)
+        .collect();
+    assert!(over.is_empty(), "over the cap: {over:?}");
+    // A key delivered twice is a row claimed again after a lease ran out.
+    let by_key: BTreeMap<&str, &relance::domain::outbox::Row> =
+        rows.iter().map(|r| (r.idem_key.as_str(), r)).collect();
+    for (key, n) in &times {
+        if *n > 1 {
+            assert!(
+                by_key[key].attempts >= 2,
+                "{key} sent {n} times: {:?}",
+                by_key[key]
+            );
+        }
+    }
+    // The dead daemon's rows were taken over and delivered.
+    for key in &orphans {
+        let row = by_key[key.as_str()];
+        assert!(
+            row.attempts >= 2 && matches!(row.state.as_str(), "sent" | "deferred" | "dropped"),
+            "{row:?}"
+        );
+    }
+    eprintln!(
+        "{} deliveries for {} sent rows; {kills} kills, {} rows rescued from the killed daemons",
+        got.len(),
+        sent.len(),
+        orphans.len()
+    );
 }

@@ -169,6 +169,25 @@ fn race<T: Send + 'static>(
         .collect()
 }
 
+/// A warm score of `score` for contact `key`, with its snapshot and no
+/// change, compared and set against `seen`.
+fn scored(key: i64, contact: &str, score: i64, seen: Option<Timestamp>) -> ScoreWrite {
+    ScoreWrite {
+        key,
+        contact: contact.into(),
+        score,
+        band: "warm".into(),
+        next_change_at: None,
+        snapshot: true,
+        desk: None,
+        campaigns: Default::default(),
+        desk_mark: 0,
+        recent: Vec::new(),
+        changes: Vec::new(),
+        seen,
+    }
+}
+
 pub fn events_are_kept_once_and_numbered_upwards_across_handles(backend: Backend) {
     let opened = backend();
     let people = ids("c", 20);
@@ -340,6 +359,18 @@ pub fn changed_contacts_are_taken_once(backend: Backend) {
     assert_eq!(given, a.len() as u64);
     assert_eq!(&store.take_changed("third", now(), lease).expect("take"), a);
     let after = lease + Duration::seconds(1);
+    // A pass that renews its lease keeps what it holds past the first one.
+    let renewed = after + Duration::minutes(1);
+    assert_eq!(
+        store.renew_changed("third", renewed).expect("renew"),
+        a.len() as u64
+    );
+    let others = store
+        .take_changed("fourth", after, after + Duration::hours(1))
+        .expect("take");
+    assert_eq!(others.len(), b.len(), "only the lease not renewed lapsed");
+    assert!(store.release_changed("fourth").expect("release") == b.len() as u64);
+    let after = renewed + Duration::seconds(1);
     let expired = store
         .take_changed("fourth", after, after + Duration::hours(1))
         .expect("take");
@@ -475,16 +506,6 @@ pub fn a_score_is_written_by_one_of_two_passes(backend: Backend) {
     contacts(&opened.store, &ids("c", 1));
     let key = opened.store.contact_key("c0").expect("key").expect("known");
     let write = move |score: i64, seen: Option<Timestamp>| ScoreWrite {
-        key,
-        contact: "c0".into(),
-        score,
-        band: "warm".into(),
-        next_change_at: None,
-        snapshot: true,
-        desk: None,
-        campaigns: Default::default(),
-        desk_mark: 0,
-        recent: Vec::new(),
         changes: vec![StoredChange {
             seq: 0,
             contact: "c0".into(),
@@ -496,7 +517,7 @@ pub fn a_score_is_written_by_one_of_two_passes(backend: Backend) {
             to_band: "warm".into(),
             since: now(),
         }],
-        seen,
+        ..scored(key, "c0", score, seen)
     };
     // Two passes read "never scored" and both found a change: one lands.
     race(&opened, move |i, store| {
@@ -525,6 +546,309 @@ pub fn a_score_is_written_by_one_of_two_passes(backend: Backend) {
     let now_stored = store.stored_score("c0").expect("score").expect("scored");
     assert!(now_stored.score == 200 || now_stored.score == 201);
     assert_eq!(store.score_history("c0", None).expect("film").len(), 2);
+}
+
+/// A delivered row of follow-up `followup` (kind `kind`) for `contact`.
+fn sent_row(contact: &str, followup: &str, kind: FollowUpKind, n: usize) -> NewSend {
+    NewSend {
+        idem_key: idempotency_key(contact, followup, &format!("{n}")),
+        contact: contact.into(),
+        followup: followup.into(),
+        kind,
+        priority: 10,
+        channel: "email".into(),
+        due_at: now(),
+        payload: Payload::template("nurture_welcome"),
+    }
+}
+
+/// Enqueues `sends`, claims them at `at` and settles them as delivered at
+/// `at`: delivered rows and decisions of that instant.
+fn deliver(store: &StoreHandle, sends: &[NewSend], at: Timestamp) {
+    let sends: Vec<NewSend> = sends
+        .iter()
+        .map(|s| NewSend {
+            due_at: at,
+            ..s.clone()
+        })
+        .collect();
+    store.enqueue(&sends, at).expect("enqueue");
+    let lease = at + Duration::minutes(10);
+    let rows = store
+        .claim_due(at, lease, 1000, "d", &mut |row, _, _| allow(row))
+        .expect("claim");
+    assert_eq!(rows.len(), sends.len());
+    let settled: Vec<(i64, Settlement, Timestamp)> =
+        rows.iter().map(|r| (r.seq, Settlement::Sent, at)).collect();
+    assert!(
+        store
+            .settle_many("d", &settled)
+            .expect("settle")
+            .iter()
+            .all(|s| *s)
+    );
+}
+
+pub fn retention_prunes_old_rows_in_batches_and_keeps_what_planning_reads(backend: Backend) {
+    use relance::ports::store::retention::{Cut, Pruned};
+    let opened = backend();
+    let store = &opened.store;
+    let people = ids("c", 5);
+    contacts(store, &people);
+    let old = now() - Duration::days(100);
+    // Per contact, delivered 100 days ago: two trigger sends, a nurture
+    // step and a send of a broadcast still running; delivered recently: a
+    // trigger send. And one row still planned from long ago.
+    for c in &people {
+        deliver(
+            store,
+            &[
+                sent_row(c, "clicked", FollowUpKind::Opportunistic, 0),
+                sent_row(c, "clicked", FollowUpKind::Opportunistic, 1),
+                sent_row(c, "welcome", FollowUpKind::Systematic, 0),
+                sent_row(c, "news", FollowUpKind::Event, 0),
+            ],
+            old,
+        );
+        deliver(
+            store,
+            &[sent_row(c, "clicked", FollowUpKind::Opportunistic, 2)],
+            now() - Duration::days(1),
+        );
+    }
+    let waiting = NewSend {
+        due_at: old,
+        ..sent_row("c0", "clicked", FollowUpKind::Opportunistic, 9)
+    };
+    store
+        .enqueue(std::slice::from_ref(&waiting), old)
+        .expect("enqueue");
+    // A score snapshot per contact 100 days ago, and one today for c0.
+    for (i, c) in people.iter().enumerate() {
+        let key = store.contact_key(c).expect("key").expect("known");
+        let write = |seen| scored(key, c, 100 + i as i64, seen);
+        store.save_scores(&[write(None)], old, &[]).expect("save");
+        if i == 0 {
+            store
+                .save_scores(&[write(Some(old))], now(), &[])
+                .expect("save");
+        }
+    }
+    let decisions_before = store.decisions(None, 1000).expect("decisions").len();
+    assert_eq!(decisions_before, people.len() * 5);
+
+    let keep = vec!["news".to_string()];
+    let cut = Cut {
+        sent_before: now() - Duration::days(90),
+        keep: &keep,
+        decisions_before: now() - Duration::days(90),
+        snapshots_before: now() - Duration::days(90),
+        limit: 4,
+    };
+    // A call deletes at most the limit of each kind, oldest first.
+    let first = store.prune(&cut).expect("prune");
+    assert_eq!(
+        first,
+        Pruned {
+            sent: 4,
+            decisions: 4,
+            snapshots: 4
+        }
+    );
+    // Two handles prune the rest side by side: each row once, no error.
+    let rounds = race(&opened, move |_, store| {
+        let keep = vec!["news".to_string()];
+        let cut = Cut { keep: &keep, ..cut };
+        let mut all = Pruned::default();
+        loop {
+            let round = store.prune(&cut).expect("prune");
+            all.add(round);
+            if !round.full(cut.limit) {
+                return all;
+            }
+        }
+    });
+    let mut total = first;
+    for r in rounds {
+        total.add(r);
+    }
+    assert_eq!(
+        total,
+        Pruned {
+            sent: 10,
+            decisions: 20,
+            snapshots: 5
+        }
+    );
+    assert_eq!(store.prune(&cut).expect("prune"), Pruned::default());
+
+    // What is left: the nurture steps, the running broadcast, the recent
+    // sends, the waiting row; their decisions and the recent snapshot.
+    let rows = store.outbox_rows(None, 1000).expect("rows");
+    let mut left: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for r in &rows {
+        *left
+            .entry((r.followup.clone(), r.state.as_str().to_string()))
+            .or_default() += 1;
+    }
+    let expect: BTreeMap<(String, String), usize> = [
+        (("clicked".to_string(), "sent".to_string()), 5),
+        (("clicked".to_string(), "planned".to_string()), 1),
+        (("news".to_string(), "sent".to_string()), 5),
+        (("welcome".to_string(), "sent".to_string()), 5),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(left, expect);
+    assert!(store.outbox_row(&waiting.idem_key).expect("row").is_some());
+    assert_eq!(store.decisions(None, 1000).expect("decisions").len(), 5);
+    assert_eq!(store.score_history("c0", None).expect("film").len(), 1);
+    assert!(store.score_history("c1", None).expect("film").is_empty());
+    // The sends stay counted: the events they left are history.
+    assert_eq!(
+        store
+            .events_of("c1")
+            .expect("events")
+            .iter()
+            .filter(|e| e.kind == "email_sent")
+            .count(),
+        5
+    );
+}
+
+pub fn a_batch_of_contacts_is_written_whole_repeats_in_order(backend: Backend) {
+    let opened = backend();
+    let store = &opened.store;
+    let line = |id: &str, field: &str, value: &str| Patch {
+        id: id.into(),
+        fields: serde_json::Map::from_iter([(field.to_string(), value.into())]),
+        ..Patch::default()
+    };
+    let mut batch: Vec<Patch> = (0..3_000)
+        .map(|i| line(&format!("c{i:04}"), "first_name", &format!("F{i}")))
+        .collect();
+    // One contact twice in the batch, a third line unchanged.
+    batch.push(line("c0007", "email", "c7@example.com"));
+    batch.push(line("c0007", "email", "c7@example.com"));
+    let out = store.upsert_contacts(&batch).expect("upsert");
+    assert!(out[..3_000].iter().all(|u| *u == Upsert::Inserted));
+    assert_eq!(out[3_000..], [Upsert::Updated, Upsert::Unchanged]);
+    let c7 = store.contact("c0007").expect("read").expect("stored");
+    assert_eq!(
+        (c7.first_name.as_deref(), c7.email.as_deref()),
+        (Some("F7"), Some("c7@example.com"))
+    );
+    assert_eq!(store.counts().expect("counts").contacts, 3_000);
+    // Every written contact is queued for rescoring once.
+    let lease = now() + Duration::hours(1);
+    assert_eq!(
+        store.take_changed("p", now(), lease).expect("take").len(),
+        3_000
+    );
+    // Again: nothing changes.
+    let again = store.upsert_contacts(&batch[..10]).expect("upsert");
+    assert!(again.iter().all(|u| *u == Upsert::Unchanged));
+}
+
+pub fn campaign_figures_count_sends_and_folded_reactions_and_survive_retention(backend: Backend) {
+    use relance::domain::desk::{DeskEvent, DeskKind, DeskRow, StatusView};
+    use relance::ports::store::retention::Cut;
+    let opened = backend();
+    let store = &opened.store;
+    let people = ids("c", 3);
+    contacts(store, &people);
+    let sent_at = now() - Duration::days(100);
+    for c in &people {
+        deliver(
+            store,
+            &[sent_row(c, "spring", FollowUpKind::Event, 0)],
+            sent_at,
+        );
+    }
+    let spring = || {
+        store
+            .campaign_counts(&["spring".to_string()])
+            .expect("counts")
+            .pop()
+            .expect("spring")
+    };
+    assert_eq!(
+        (spring().sent, spring().contacts, spring().opened),
+        (3, 3, 0)
+    );
+    // The scoring pass folds c0's open and click of its send, in the target.
+    let key = store.contact_key("c0").expect("key").expect("known");
+    let send_key = idempotency_key("c0", "spring", "0");
+    let reacted = |kind| DeskEvent {
+        at: sent_at + Duration::hours(1),
+        kind,
+        code: String::new(),
+        owner: String::new(),
+        key: send_key.clone(),
+        reason: String::new(),
+    };
+    let desk = DeskRow {
+        status: StatusView::default(),
+        calls: 0,
+        last_call: None,
+        callback_at: None,
+        documentation_at: None,
+        do_not_call: None,
+        owner: None,
+        events: vec![reacted(DeskKind::Open), reacted(DeskKind::Click)],
+    };
+    let facts = relance::domain::desk::campaigns::CampaignFacts {
+        window: Duration::days(30),
+        in_target: vec!["spring".to_string()],
+    };
+    let write = |seen| ScoreWrite {
+        desk: Some(desk.clone()),
+        campaigns: facts.clone(),
+        ..scored(key, "c0", 100, seen)
+    };
+    store.save_scores(&[write(None)], now(), &[]).expect("save");
+    let figures = spring();
+    assert_eq!(
+        (
+            figures.sent,
+            figures.opened,
+            figures.clicked,
+            figures.clicked_in_target
+        ),
+        (3, 1, 1, 1)
+    );
+    // Retention deletes the sends; the next fold keeps what was counted.
+    let pruned = store
+        .prune(&Cut {
+            sent_before: now() - Duration::days(90),
+            keep: &[],
+            decisions_before: sent_at,
+            snapshots_before: sent_at,
+            limit: 100,
+        })
+        .expect("prune");
+    assert_eq!(pruned.sent, 3);
+    let seen = store
+        .stored_score("c0")
+        .expect("score")
+        .map(|s| s.scored_at);
+    store
+        .save_scores(&[write(seen)], now() + Duration::hours(1), &[])
+        .expect("save");
+    let figures = spring();
+    assert_eq!(
+        (
+            figures.sent,
+            figures.contacts,
+            figures.opened,
+            figures.clicked
+        ),
+        (3, 3, 1, 1)
+    );
+    // An erased contact leaves the figures.
+    assert!(store.erase_contact("c0").expect("erase"));
+    let figures = spring();
+    assert_eq!((figures.sent, figures.contacts, figures.opened), (2, 2, 0));
 }
 
 /// One `#[test]` per case for a backend: a new backend adds its
@@ -559,6 +883,22 @@ macro_rules! contract {
             #[test]
             fn a_score_is_written_by_one_of_two_passes() {
                 super::a_score_is_written_by_one_of_two_passes(super::$backend);
+            }
+            #[test]
+            fn retention_prunes_old_rows_in_batches_and_keeps_what_planning_reads() {
+                super::retention_prunes_old_rows_in_batches_and_keeps_what_planning_reads(
+                    super::$backend,
+                );
+            }
+            #[test]
+            fn a_batch_of_contacts_is_written_whole_repeats_in_order() {
+                super::a_batch_of_contacts_is_written_whole_repeats_in_order(super::$backend);
+            }
+            #[test]
+            fn campaign_figures_count_sends_and_folded_reactions_and_survive_retention() {
+                super::campaign_figures_count_sends_and_folded_reactions_and_survive_retention(
+                    super::$backend,
+                );
             }
             #[test]
             fn waiting_for_events_sees_other_handles() {

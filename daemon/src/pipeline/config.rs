@@ -7,7 +7,8 @@
 use crate::core::config::plugins::BUILTIN_PLUGINS;
 use crate::core::config::{
     ApiConfig, ChannelConfig, ConfigError, ConfigErrors, DaemonConfig, Document, Issues, KeyPath,
-    LogConfig, PluginsConfig, ScheduleConfig, StoreConfig, TemplateConfig, resolve,
+    LogConfig, PluginsConfig, RetentionConfig, ScheduleConfig, StoreConfig, TemplateConfig,
+    resolve,
 };
 use crate::domain::fatigue::config::FatigueConfig;
 use crate::domain::followups::config::FollowupsConfig;
@@ -41,6 +42,8 @@ pub struct Config {
     pub compiled_templates: crate::domain::templates::Templates,
     /// `[calls]`: the call desk and the sales-ops reports.
     pub calls: crate::domain::desk::DeskConfig,
+    /// `[retention]`: how long the `prune` job keeps past rows.
+    pub retention: RetentionConfig,
 }
 
 const SECTIONS: &[&str] = &[
@@ -59,6 +62,7 @@ const SECTIONS: &[&str] = &[
     "ingest",
     "templating",
     "calls",
+    "retention",
 ];
 
 impl Config {
@@ -118,6 +122,7 @@ impl Config {
         let ingest = doc.section::<IngestConfig>("ingest");
         let templating = doc.section::<crate::domain::templates::TemplatingConfig>("templating");
         let calls = doc.section::<crate::domain::desk::DeskConfig>("calls");
+        let retention = doc.section::<RetentionConfig>("retention");
 
         let (
             Some(store),
@@ -135,9 +140,10 @@ impl Config {
             Some(ingest),
             Some(templating),
             Some(calls),
+            Some(retention),
         ) = (
             store, log, scoring, fatigue, channels, templates, schedules, outbox, plugins,
-            followups, api, daemon, ingest, templating, calls,
+            followups, api, daemon, ingest, templating, calls, retention,
         )
         else {
             return Err(doc.finish());
@@ -160,6 +166,7 @@ impl Config {
             templating,
             compiled_templates: Default::default(),
             calls,
+            retention,
         };
         let mut config = config;
         let mut issues = Issues::default();
@@ -275,6 +282,18 @@ impl Config {
                     ),
                 );
             }
+        }
+        // Pruning a delivered row planning still reads would send it again.
+        let reach = crate::pipeline::plan::sent_reach(&self.followups);
+        if self.retention.sent.0 < reach {
+            issues.push(
+                root.key("retention").key("sent"),
+                format!(
+                    "must be at least {}: planning reads delivered sends that far back \
+                     (7 days of catch-up, then the widest trigger look-back and cool-down)",
+                    crate::core::config::Duration(reach)
+                ),
+            );
         }
         if self.channels.len() > crate::domain::fatigue::config::MAX_CHANNELS {
             issues.push(

@@ -9,6 +9,7 @@ pub mod preview;
 pub mod report;
 pub mod request;
 pub mod rescore;
+pub mod retention;
 pub mod scheduler;
 pub mod tasks;
 pub mod waiting;

@@ -105,6 +105,17 @@ pub struct PlanLine {
     pub pending: bool,
 }
 
+/// How long after its settlement a delivered row may still change a
+/// planning pass's decisions: a pass looks back from its previous pass (at
+/// most [`CATCH_UP`] back), then over the triggers' look-back and
+/// cool-down. Rows of nurture sequences and of broadcasts not over are
+/// read for longer (see [`crate::pipeline::retention`]).
+pub fn sent_reach(
+    followups: &crate::domain::followups::config::FollowupsConfig,
+) -> chrono::Duration {
+    CATCH_UP + followups.widest_reach()
+}
+
 impl CompiledFollowups {
     /// The `[followups]` of a loaded configuration, with the priorities of
     /// `[fatigue.priorities]` unless `[followups.arbitration]` sets its own.

@@ -63,9 +63,10 @@ pub fn rules_fingerprint(config: &Config) -> String {
     hex::encode(&Sha256::digest(text.as_bytes())[..12])
 }
 
-/// How long a pass holds the changed contacts it took from the queue: past
-/// it (a pass that died), another pass takes them.
-const TAKE_LEASE: chrono::Duration = chrono::Duration::hours(1);
+/// How long a pass holds the changed contacts it took from the queue
+/// without renewing: past it (a pass that died), another pass takes them.
+/// A running pass renews it every third of it.
+const TAKE_LEASE: chrono::Duration = chrono::Duration::minutes(1);
 
 /// Names the passes of this process apart in the store's queue.
 static PASSES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -83,12 +84,41 @@ pub fn rescore(
         PASSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
     let taken = store.take_changed(&owner, now, now + TAKE_LEASE)?;
-    let out = rescore_taken(store, config, now, force_full, taken);
+    let out = if taken.is_empty() {
+        rescore_taken(store, config, now, force_full, taken)
+    } else {
+        holding(store, &owner, now, || {
+            rescore_taken(store, config, now, force_full, taken)
+        })
+    };
     // What was rescored left the queue; the rest goes back, even on error.
     let released = store.release_changed(&owner);
     let report = out?;
     released?;
     Ok(report)
+}
+
+/// Runs `pass` while renewing `owner`'s lease on the contacts it took, so
+/// that a long pass keeps them and a dead one lets them go within
+/// [`TAKE_LEASE`]. Leases run on the pass's clock: `now` plus the time
+/// spent.
+fn holding<T>(store: &dyn Store, owner: &str, now: Timestamp, pass: impl FnOnce() -> T) -> T {
+    let beat = TAKE_LEASE.to_std().unwrap_or_default() / 3;
+    let started = std::time::Instant::now();
+    let (done, stop) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(beat) {
+                let spent = chrono::Duration::from_std(started.elapsed()).unwrap_or(TAKE_LEASE);
+                if let Err(e) = store.renew_changed(owner, now + spent + TAKE_LEASE) {
+                    tracing::warn!(error = %e, "cannot renew the lease on changed contacts");
+                }
+            }
+        });
+        let out = pass();
+        drop(done);
+        out
+    })
 }
 
 fn rescore_taken(

@@ -165,7 +165,16 @@ impl Env {
 
     /// A broadcast `id` of the `news` template on `channel` to every prospect.
     pub fn broadcast_news(&self, id: &str, channel: &str) {
-        let out = self.run(&[
+        self.broadcast_news_at(None, id, channel, "2100-01-01T00:00:00Z");
+    }
+
+    /// The same, created at `now` (the clock's, when `None`) and over at `end`.
+    pub fn broadcast_news_at(&self, now: Option<&str>, id: &str, channel: &str, end: &str) {
+        let mut args = Vec::new();
+        if let Some(now) = now {
+            args.extend(["--now", now]);
+        }
+        args.extend([
             "broadcast",
             "create",
             "--id",
@@ -179,8 +188,9 @@ impl Env {
             "--template",
             "news",
             "--end",
-            "2100-01-01T00:00:00Z",
+            end,
         ]);
+        let out = self.run(&args);
         assert!(out.status.success(), "{}", stderr(&out));
     }
 }

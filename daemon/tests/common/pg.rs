@@ -37,6 +37,36 @@ fn admin(sql: &str) {
     });
 }
 
+/// The first column of each row `sql` returns on database `url`, as text
+/// (cast in the query: `SELECT idem_key ...`, `SELECT count(*)::text`).
+pub fn column(url: &str, sql: &str) -> Vec<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        let driver = tokio::spawn(conn);
+        let rows = client
+            .query(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        drop(client);
+        let _ = driver.await;
+        rows.iter().map(|r| r.get::<_, String>(0)).collect()
+    })
+}
+
+/// The number one query counts on database `url`.
+pub fn count(url: &str, sql: &str) -> u64 {
+    column(url, &format!("SELECT ({sql})::text"))
+        .first()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{sql}: no count"))
+}
+
 /// A database of its own, dropped (with whatever is still connected to
 /// it) when this goes out of scope.
 #[derive(Debug)]

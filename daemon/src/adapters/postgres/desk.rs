@@ -2,12 +2,14 @@
 //! (`contact_desk`, `desk_events`) and the reads of [`DeskStore`].
 
 use super::PgStore;
-use crate::adapters::sqlite::shared::{decode, encode, from_micros, to_micros};
+use crate::adapters::sqlite::shared::{
+    BAND_UPS_OF, CAMPAIGNS_OF, SENDS_OF, SET_CAMPAIGN, decode, encode, from_micros, to_micros,
+};
 use crate::core::model::{Contact, Timestamp};
-use crate::domain::desk::campaigns::CampaignCounts;
+use crate::domain::desk::campaigns::{self, CampaignCounts, CampaignFacts, ContactSend, Flags};
 use crate::domain::desk::kpis::CallRow;
 use crate::domain::desk::today::Brief;
-use crate::domain::desk::{DeskRow, ProspectStatus, SetBy, StatusView};
+use crate::domain::desk::{DeskEvent, DeskRow, ProspectStatus, SetBy, StatusView};
 use crate::ports::store::StoreError;
 use crate::ports::store::desk::{CallTaskRow, DeskStore, DuplicateGroup, KeyKind, Listed};
 use tokio_postgres::types::ToSql;
@@ -65,13 +67,99 @@ fn read_brief(r: &Row) -> Result<Brief, StoreError> {
     })
 }
 
-/// Writes a desk row and its kept events (in the pass's transaction);
-/// `None` removes a row the rules no longer make.
+/// Whether any contact was ever sent a follow-up: until then the pass
+/// need not look for a contact's campaigns.
+pub(super) async fn any_campaign(tx: &Transaction<'_>) -> Result<bool, StoreError> {
+    Ok(tx
+        .query_one("SELECT EXISTS (SELECT 1 FROM campaign_contacts)", &[])
+        .await?
+        .get(0))
+}
+
+/// Folds a contact's campaign figures (see [`campaigns::refolded`]) into
+/// `campaign_contacts`, in the pass's transaction.
+async fn save_campaigns(
+    tx: &Transaction<'_>,
+    key: i64,
+    events: &[DeskEvent],
+    facts: &CampaignFacts,
+) -> Result<(), StoreError> {
+    let flag = |r: &Row, i: usize| r.get::<_, i64>(i) != 0;
+    let stored: Vec<(String, Flags, u64)> = tx
+        .query(CAMPAIGNS_OF, &[&key])
+        .await?
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                Flags {
+                    opened: flag(r, 1),
+                    clicked: flag(r, 2),
+                    unsubscribed: flag(r, 3),
+                    in_target: flag(r, 4),
+                    band_up: flag(r, 5),
+                    meeting: flag(r, 6),
+                    purchase: flag(r, 7),
+                },
+                r.get::<_, i64>(8).max(0) as u64,
+            )
+        })
+        .collect();
+    if stored.is_empty() {
+        return Ok(());
+    }
+    let sends = tx
+        .query(SENDS_OF, &[&key])
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(ContactSend {
+                key: r.get(0),
+                campaign: r.get(1),
+                at: from_micros(r.get(2))?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let band_ups = tx
+        .query(BAND_UPS_OF, &[&key])
+        .await?
+        .iter()
+        .map(|r| from_micros(r.get(0)))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (campaign, new) in campaigns::refolded(stored, &sends, events, &band_ups, facts) {
+        let n = |b: bool| i64::from(b);
+        tx.execute(
+            SET_CAMPAIGN,
+            &[
+                &n(new.opened),
+                &n(new.clicked),
+                &n(new.unsubscribed),
+                &n(new.in_target),
+                &n(new.band_up),
+                &n(new.meeting),
+                &n(new.purchase),
+                &key,
+                &campaign,
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Writes a desk row and its kept events (in the pass's transaction), and
+/// the contact's campaign figures when `campaigns` says some contact was
+/// sent a follow-up; `None` removes a row the rules no longer make.
 pub(super) async fn save_desk(
     tx: &Transaction<'_>,
     key: i64,
     row: Option<&DeskRow>,
+    facts: &CampaignFacts,
+    campaigns: bool,
 ) -> Result<(), StoreError> {
+    if campaigns {
+        save_campaigns(tx, key, row.map_or(&[][..], |d| &d.events), facts).await?;
+    }
     let Some(d) = row else {
         tx.execute("DELETE FROM contact_desk WHERE contact = $1", &[&key])
             .await?;
@@ -423,12 +511,38 @@ impl DeskStore for PgStore {
         Ok(out)
     }
 
-    /// Not kept on PostgreSQL yet: the SQLite store keeps these figures
-    /// per campaign and contact as sends settle and the scoring pass folds
-    /// the reactions; PostgreSQL has no such tables so far.
-    fn campaign_counts(&self, _campaigns: &[String]) -> Result<Vec<CampaignCounts>, StoreError> {
-        Err(StoreError::Backend(
-            "not supported on PostgreSQL yet: campaign figures (relance campaigns)".into(),
-        ))
+    /// Summed from the per-contact rows at read time (see migration 4):
+    /// one index range per campaign asked for.
+    fn campaign_counts(&self, campaigns: &[String]) -> Result<Vec<CampaignCounts>, StoreError> {
+        self.read(async |c| {
+            c.query(
+                "SELECT campaign, sum(sends)::bigint, count(*), sum(opened)::bigint,
+                   sum(clicked)::bigint, sum(unsubscribed)::bigint,
+                   sum(clicked * in_target)::bigint, sum(band_up)::bigint, sum(meeting)::bigint,
+                   sum(purchase)::bigint, sum(greatest(band_up, meeting, purchase))::bigint
+                 FROM campaign_contacts WHERE campaign = ANY($1)
+                 GROUP BY campaign ORDER BY campaign",
+                &[&campaigns],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                let n = |i: usize| -> u64 { r.get::<_, i64>(i).max(0) as u64 };
+                Ok(CampaignCounts {
+                    campaign: r.get(0),
+                    sent: n(1),
+                    contacts: n(2),
+                    opened: n(3),
+                    clicked: n(4),
+                    unsubscribed: n(5),
+                    clicked_in_target: n(6),
+                    band_up: n(7),
+                    meeting: n(8),
+                    purchase: n(9),
+                    converted: n(10),
+                })
+            })
+            .collect()
+        })
     }
 }

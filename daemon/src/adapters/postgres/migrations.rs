@@ -248,6 +248,45 @@ CREATE TABLE pressure_cells (
 CREATE INDEX pressure_cells_by_cell ON pressure_cells(p, v, id);
 CREATE INDEX pressure_cells_by_gap ON pressure_cells(gap, id);
 "#,
+    // 3: retention deletes the oldest rows first (SQLite's 9).
+    crate::adapters::sqlite::shared::RETENTION_INDEXES,
+    // 4: per-campaign figures (SQLite's 8), kept per campaign and contact
+    // as sends are delivered and the scoring pass folds the reactions.
+    r#"
+-- Per follow-up (broadcast name or sequence) and contact sent to: the sends
+-- delivered, and what the scoring pass found of the contact's reactions
+-- and conversions, 0 or 1 each. The sums per campaign are read grouped
+-- (`relance campaigns`), not kept in one row per campaign as on SQLite:
+-- every daemon delivering a broadcast would update that one row.
+CREATE TABLE campaign_contacts (
+    contact      BIGINT NOT NULL REFERENCES contacts(rowid) ON DELETE CASCADE,
+    campaign     TEXT NOT NULL,
+    sends        BIGINT NOT NULL DEFAULT 0,
+    opened       BIGINT NOT NULL DEFAULT 0,
+    clicked      BIGINT NOT NULL DEFAULT 0,
+    unsubscribed BIGINT NOT NULL DEFAULT 0,
+    in_target    BIGINT NOT NULL DEFAULT 0,
+    band_up      BIGINT NOT NULL DEFAULT 0,
+    meeting      BIGINT NOT NULL DEFAULT 0,
+    purchase     BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (contact, campaign)
+);
+CREATE INDEX campaign_contacts_by_campaign ON campaign_contacts(campaign);
+
+-- A delivered send counts as it is settled, by whatever writes the row.
+CREATE FUNCTION relance_count_send() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO campaign_contacts (contact, campaign, sends) VALUES (NEW.contact, NEW.followup, 1)
+    ON CONFLICT (contact, campaign) DO UPDATE SET sends = campaign_contacts.sends + 1;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER outbox_sent_insert AFTER INSERT ON outbox FOR EACH ROW
+    WHEN (NEW.state = 'sent') EXECUTE FUNCTION relance_count_send();
+CREATE TRIGGER outbox_sent_update AFTER UPDATE OF state ON outbox FOR EACH ROW
+    WHEN (NEW.state = 'sent' AND OLD.state <> 'sent') EXECUTE FUNCTION relance_count_send();
+INSERT INTO campaign_contacts (contact, campaign, sends)
+    SELECT contact, followup, count(*) FROM outbox WHERE state = 'sent' GROUP BY contact, followup;
+"#,
 ];
 
 /// Brings the schema up to date in one transaction, under an advisory

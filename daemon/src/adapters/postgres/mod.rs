@@ -10,6 +10,7 @@ mod outbox;
 mod plan;
 mod pool;
 mod records;
+mod retention;
 mod schedule;
 mod scores;
 mod ui;

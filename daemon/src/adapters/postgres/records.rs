@@ -338,6 +338,54 @@ pub(super) async fn insert_events(
     Ok(fresh)
 }
 
+/// Writes the contacts `ids` (ascending) from `records`, and queues them
+/// for rescoring, in two statements whatever their number: one round trip
+/// per batch instead of two per contact.
+async fn write_contacts(
+    tx: &Transaction<'_>,
+    ids: &[String],
+    records: &HashMap<String, Contact>,
+    country: &str,
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let n = ids.len();
+    let (mut json, mut company, mut email, mut email_key, mut phone_key) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for id in ids {
+        let c = records
+            .get(id)
+            .ok_or_else(|| StoreError::Backend(format!("contact {id} merged but not kept")))?;
+        let (ek, pk) = contact_keys(c, country);
+        json.push(encode(c)?);
+        company.push(c.company.clone());
+        email.push(c.email.clone());
+        email_key.push(ek);
+        phone_key.push(pk);
+    }
+    tx.execute(
+        "WITH up AS (
+           INSERT INTO contacts (id, record, company, email, email_key, phone_key)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                $6::text[])
+           ON CONFLICT (id) DO UPDATE SET record = excluded.record,
+             company = excluded.company, email = excluded.email,
+             email_key = excluded.email_key, phone_key = excluded.phone_key
+           RETURNING rowid)
+         INSERT INTO rescore_queue (contact) SELECT rowid FROM up ORDER BY rowid
+         ON CONFLICT (contact) DO UPDATE SET owner = NULL, lease_until = NULL",
+        &[&ids, &json, &company, &email, &email_key, &phone_key],
+    )
+    .await?;
+    Ok(())
+}
+
 impl PgStore {
     async fn last_seq(c: &impl GenericClient) -> Result<i64, StoreError> {
         Ok(
@@ -376,33 +424,21 @@ impl Records for PgStore {
                 existing.insert(r.get(0), decode(r.get(1))?);
             }
             let mut out = vec![Upsert::Unchanged; batch.len()];
+            // Merged in memory in id order (a repeated id merges onto its
+            // previous line); the last record of each id is written.
+            let mut written: Vec<String> = Vec::new();
             for i in by_id(batch) {
                 let patch = &batch[i];
                 let (outcome, record) = merge(existing.get(&patch.id), patch)?;
                 if let Some(c) = record {
-                    let (email_key, phone_key) = contact_keys(&c, &country);
-                    let rowid: i64 = tx
-                        .query_one(
-                            "INSERT INTO contacts (id, record, company, email, email_key, phone_key)
-                             VALUES ($1, $2, $3, $4, $5, $6)
-                             ON CONFLICT (id) DO UPDATE SET record = excluded.record,
-                               company = excluded.company, email = excluded.email,
-                               email_key = excluded.email_key, phone_key = excluded.phone_key
-                             RETURNING rowid",
-                            &[&c.id, &encode(&c)?, &c.company, &c.email, &email_key, &phone_key],
-                        )
-                        .await?
-                        .get(0);
-                    tx.execute(
-                        "INSERT INTO rescore_queue (contact) VALUES ($1)
-                         ON CONFLICT (contact) DO UPDATE SET owner = NULL, lease_until = NULL",
-                        &[&rowid],
-                    )
-                    .await?;
+                    if written.last() != Some(&c.id) {
+                        written.push(c.id.clone());
+                    }
                     existing.insert(c.id.clone(), c);
                 }
                 out[i] = outcome;
             }
+            write_contacts(tx, &written, &existing, &country).await?;
             request_plan_if_changed(tx, &out).await?;
             Ok(out)
         })

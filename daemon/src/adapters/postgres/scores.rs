@@ -254,6 +254,17 @@ impl ScoreStore for PgStore {
         })
     }
 
+    fn renew_changed(&self, owner: &str, lease_until: Timestamp) -> Result<u64, StoreError> {
+        self.tx(async |tx| {
+            Ok(tx
+                .execute(
+                    "UPDATE rescore_queue SET lease_until = $2 WHERE owner = $1",
+                    &[&owner, &to_micros(lease_until)],
+                )
+                .await?)
+        })
+    }
+
     fn rescore_inputs(&self, keys: &[i64], out: &mut Vec<RescoreInput>) -> Result<(), StoreError> {
         for batch in keys.chunks(SCAN_BATCH as usize) {
             let batch = batch.to_vec();
@@ -389,6 +400,7 @@ impl ScoreStore for PgStore {
     ) -> Result<(), StoreError> {
         let now_us = to_micros(now);
         self.tx(async |tx| {
+            let campaigns = !batch.is_empty() && super::desk::any_campaign(tx).await?;
             let mut changes = if batch.iter().any(|w| !w.changes.is_empty()) {
                 Some(take_counter(tx, "changes").await?)
             } else {
@@ -448,7 +460,8 @@ impl ScoreStore for PgStore {
                     )
                     .await?;
                 }
-                super::desk::save_desk(tx, w.key, w.desk.as_ref()).await?;
+                super::desk::save_desk(tx, w.key, w.desk.as_ref(), &w.campaigns, campaigns)
+                    .await?;
                 // Queued again since it was taken: the next pass sees the change.
                 tx.execute(
                     "DELETE FROM rescore_queue WHERE contact = $1 AND owner IS NOT NULL",

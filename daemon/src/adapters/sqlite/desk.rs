@@ -190,6 +190,21 @@ fn plain(d: &DeskRow) -> bool {
         && d.do_not_call.is_none()
 }
 
+/// What folding a contact's campaign figures reads and writes, for both
+/// SQL stores (`$1` … in order of appearance, so SQLite binds them by
+/// position too): the contact's campaign rows (flags, then the sends
+/// counted), its delivered sends, its upward band crossings; and the
+/// update of one campaign's flags.
+pub(crate) const CAMPAIGNS_OF: &str = "SELECT campaign, opened, clicked, unsubscribed, \
+    in_target, band_up, meeting, purchase, sends FROM campaign_contacts WHERE contact = $1";
+pub(crate) const SENDS_OF: &str =
+    "SELECT idem_key, followup, updated_at FROM outbox WHERE contact = $1 AND state = 'sent'";
+pub(crate) const BAND_UPS_OF: &str = "SELECT at FROM score_changes WHERE contact = $1 \
+    AND kind IN ('band_up', 'jump_up') AND from_band <> to_band";
+pub(crate) const SET_CAMPAIGN: &str = "UPDATE campaign_contacts SET opened = $1, clicked = $2, \
+    unsubscribed = $3, in_target = $4, band_up = $5, meeting = $6, purchase = $7 \
+    WHERE contact = $8 AND campaign = $9";
+
 /// Folds a contact's campaign figures (see [`campaigns::contact_flags`])
 /// into `campaign_contacts`, whose triggers keep the sums per campaign.
 fn save_campaigns(
@@ -198,12 +213,10 @@ fn save_campaigns(
     events: &[DeskEvent],
     facts: &CampaignFacts,
 ) -> Result<(), StoreError> {
-    let mut stored: Vec<(String, Flags)> = Vec::new();
+    // (campaign, flags, sends counted)
+    let mut stored: Vec<(String, Flags, u64)> = Vec::new();
     {
-        let mut stmt = tx.prepare_cached(
-            "SELECT campaign, opened, clicked, unsubscribed, in_target, band_up, meeting, purchase
-             FROM campaign_contacts WHERE contact = ?1",
-        )?;
+        let mut stmt = tx.prepare_cached(CAMPAIGNS_OF)?;
         let mut q = stmt.query([key])?;
         while let Some(r) = q.next()? {
             stored.push((
@@ -217,6 +230,7 @@ fn save_campaigns(
                     meeting: r.get(6)?,
                     purchase: r.get(7)?,
                 },
+                r.get::<_, i64>(8)?.max(0) as u64,
             ));
         }
     }
@@ -225,9 +239,7 @@ fn save_campaigns(
     }
     let mut sends = Vec::new();
     {
-        let mut stmt = tx.prepare_cached(
-            "SELECT idem_key, followup, updated_at FROM outbox WHERE contact = ?1 AND state = 'sent'",
-        )?;
+        let mut stmt = tx.prepare_cached(SENDS_OF)?;
         let mut q = stmt.query([key])?;
         while let Some(r) = q.next()? {
             sends.push(ContactSend {
@@ -239,34 +251,23 @@ fn save_campaigns(
     }
     // Upward crossings: a band change by a rise of the score.
     let band_ups: Vec<Timestamp> = tx
-        .prepare_cached(
-            "SELECT at FROM score_changes WHERE contact = ?1
-               AND kind IN ('band_up', 'jump_up') AND from_band <> to_band",
-        )?
+        .prepare_cached(BAND_UPS_OF)?
         .query_map([key], |r| r.get::<_, i64>(0))?
         .map(|at| from_micros(at?))
         .collect::<Result<_, _>>()?;
-    let flags = campaigns::contact_flags(&sends, events, &band_ups, facts);
-    let mut update = tx.prepare_cached(
-        "UPDATE campaign_contacts SET opened = ?3, clicked = ?4, unsubscribed = ?5,
-           in_target = ?6, band_up = ?7, meeting = ?8, purchase = ?9
-         WHERE contact = ?1 AND campaign = ?2",
-    )?;
-    for (campaign, old) in stored {
-        let new = flags.get(&campaign).copied().unwrap_or_default();
-        if new != old {
-            update.execute(params![
-                key,
-                campaign,
-                new.opened,
-                new.clicked,
-                new.unsubscribed,
-                new.in_target,
-                new.band_up,
-                new.meeting,
-                new.purchase
-            ])?;
-        }
+    let mut update = tx.prepare_cached(SET_CAMPAIGN)?;
+    for (campaign, new) in campaigns::refolded(stored, &sends, events, &band_ups, facts) {
+        update.execute(params![
+            new.opened,
+            new.clicked,
+            new.unsubscribed,
+            new.in_target,
+            new.band_up,
+            new.meeting,
+            new.purchase,
+            key,
+            campaign,
+        ])?;
     }
     Ok(())
 }

@@ -509,9 +509,20 @@ END;
 INSERT INTO campaign_contacts (contact, campaign, sends)
     SELECT contact, followup, count(*) FROM outbox WHERE state = 'sent' GROUP BY contact, followup;
 "#,
-    // 9: the fingerprint of the desk row and campaign facts written with a
+    // 9: retention deletes the oldest rows first, through these indexes.
+    RETENTION_INDEXES,
+    // 10: the fingerprint of the desk row and campaign facts written with a
     // score, so that a pass finding both unchanged writes nothing.
     r#"
 ALTER TABLE scores ADD COLUMN desk_mark INTEGER;
 "#,
 ];
+
+/// Migration 9 here and 3 on PostgreSQL (the same statements): the indexes
+/// a prune walks, oldest first. Delivered rows planning keeps (nurture)
+/// are left out of the outbox's, so that a prune never walks over them.
+pub(crate) const RETENTION_INDEXES: &str = "
+CREATE INDEX outbox_sent_at ON outbox(updated_at) WHERE state = 'sent' AND kind <> 'systematic';
+CREATE INDEX decision_log_by_at ON decision_log(at);
+CREATE INDEX score_snapshots_by_at ON score_snapshots(at);
+";

@@ -25,6 +25,7 @@ use crate::domain::ingest::{Incoming, Patch};
 use crate::domain::outbox::{NewSend, Row, Settlement, State};
 use crate::domain::scoring::StoredScore;
 use crate::ports::store::desk::{CallTaskRow, DeskStore, DuplicateGroup, Listed};
+use crate::ports::store::retention::{Cut, Pruned, RetentionStore};
 use crate::ports::store::ui::{
     ContactHit, DayCount, FollowupCount, PressureGrid, PressureList, PressureRow, UiReads,
 };
@@ -290,6 +291,12 @@ impl OutboxStore for SqliteStore {
     }
 }
 
+impl RetentionStore for SqliteStore {
+    writes! {
+        fn prune(&self, cut: &Cut<'_>) -> Pruned;
+    }
+}
+
 impl ScheduleStore for SqliteStore {
     writes! {
         fn claim_schedule(
@@ -316,6 +323,7 @@ impl ScoreStore for SqliteStore {
         fn advance_mark(&self, key: &str, expected: Option<i64>, new: i64) -> bool;
         fn take_changed(&self, owner: &str, now: Timestamp, lease_until: Timestamp) -> Vec<i64>;
         fn release_changed(&self, owner: &str) -> u64;
+        fn renew_changed(&self, owner: &str, lease_until: Timestamp) -> u64;
         fn save_scores(&self, batch: &[ScoreWrite], now: Timestamp, meta: &[(&str, String)]) -> ();
     }
     reads! {

@@ -201,6 +201,19 @@ impl Conn {
         })
     }
 
+    pub(super) fn renew_changed(
+        &mut self,
+        owner: &str,
+        lease_until: Timestamp,
+    ) -> Result<u64, StoreError> {
+        self.write(|tx| {
+            let n = tx
+                .prepare_cached("UPDATE rescore_queue SET lease_until = ?2 WHERE owner = ?1")?
+                .execute(params![owner, to_micros(lease_until)])?;
+            Ok(n as u64)
+        })
+    }
+
     /// Compare-and-set inside one IMMEDIATE transaction: the read and the
     /// write cannot be split by another writer.
     pub(super) fn advance_mark(

@@ -21,7 +21,7 @@ pub use path::{Issues, KeyPath, Seg, Validate, resolve};
 pub use plugins::{PluginFile, PluginsConfig};
 pub use sections::{
     ApiConfig, ChannelConfig, ConsentDefault, DaemonConfig, Job, LogConfig, LogFormat, Misfire,
-    ScheduleConfig, StoreConfig, TemplateConfig,
+    RetentionConfig, ScheduleConfig, StoreConfig, TemplateConfig,
 };
 
 /// Default configuration path, relative to the working directory.

@@ -197,6 +197,9 @@ pub enum Job {
     /// The pressure × value grid the dashboard shows (a scan of every
     /// customer: hourly or daily, not every minute).
     Pressure,
+    /// Deletes delivered sends, decisions and score snapshots older than
+    /// `[retention]` says, in small batches (daily is enough).
+    Prune,
 }
 
 /// What to do with ticks missed while the daemon was down.
@@ -255,6 +258,54 @@ impl Validate for ScheduleConfig {
                 "only meaningful with misfire = \"catch_up\"",
             ),
             _ => {}
+        }
+    }
+}
+
+/// How long the store keeps what only the past needs: a `prune` schedule
+/// deletes older rows in batches of `batch`, so that tables and their
+/// indexes stop growing with time.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct RetentionConfig {
+    /// Delivered sends (outbox rows `sent`), from their settlement. Rows
+    /// of nurture sequences, and of broadcasts not over yet, are kept:
+    /// planning reads them to know what it already sent.
+    pub sent: Duration,
+    /// The guard's and the planner's logged decisions.
+    pub decisions: Duration,
+    /// Points of the score history (`relance score --history`, the
+    /// contact page's film).
+    pub snapshots: Duration,
+    /// Rows deleted per transaction: short transactions, so that sends and
+    /// passes never wait long behind a prune.
+    pub batch: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            sent: Duration(chrono::Duration::days(90)),
+            decisions: Duration(chrono::Duration::days(90)),
+            snapshots: Duration(chrono::Duration::days(365)),
+            batch: 1_000,
+        }
+    }
+}
+
+impl Validate for RetentionConfig {
+    fn validate(&self, at: &KeyPath, issues: &mut Issues) {
+        for (key, d) in [
+            ("sent", self.sent),
+            ("decisions", self.decisions),
+            ("snapshots", self.snapshots),
+        ] {
+            if d.seconds() < 86_400 {
+                issues.push(at.key(key), "must be at least 1d");
+            }
+        }
+        if !(1..=100_000).contains(&self.batch) {
+            issues.push(at.key("batch"), "must be between 1 and 100000 rows");
         }
     }
 }

@@ -45,6 +45,53 @@ pub struct Flags {
     pub purchase: bool,
 }
 
+impl Flags {
+    /// The figures of a campaign to store for a contact, from those
+    /// stored (`old`) and those just found (`new`, `None` when none of the
+    /// campaign's sends is left to look at). When retention deleted some
+    /// of its sends (`complete` false), what was counted stays counted:
+    /// a reaction to a deleted send is no longer found, not undone.
+    pub fn refold(old: Flags, new: Option<Flags>, complete: bool) -> Flags {
+        match (new, complete) {
+            (Some(new), true) => new,
+            (Some(new), false) => Flags {
+                opened: old.opened || new.opened,
+                clicked: old.clicked || new.clicked,
+                unsubscribed: old.unsubscribed || new.unsubscribed,
+                in_target: old.in_target || new.in_target,
+                band_up: old.band_up || new.band_up,
+                meeting: old.meeting || new.meeting,
+                purchase: old.purchase || new.purchase,
+            },
+            (None, true) => Flags::default(),
+            (None, false) => old,
+        }
+    }
+}
+
+/// A contact's figures to store again, from those stored (campaign,
+/// flags, sends counted) and what the scoring pass found (see
+/// [`contact_flags`]): only the campaigns whose figures changed. A
+/// campaign with fewer sends left than it counted had some deleted by
+/// retention (see [`Flags::refold`]).
+pub fn refolded(
+    stored: Vec<(String, Flags, u64)>,
+    sends: &[ContactSend],
+    events: &[DeskEvent],
+    band_ups: &[Timestamp],
+    facts: &CampaignFacts,
+) -> Vec<(String, Flags)> {
+    let flags = contact_flags(sends, events, band_ups, facts);
+    stored
+        .into_iter()
+        .filter_map(|(campaign, old, counted)| {
+            let found = sends.iter().filter(|s| s.campaign == campaign).count() as u64;
+            let new = Flags::refold(old, flags.get(&campaign).copied(), found >= counted);
+            (new != old).then_some((campaign, new))
+        })
+        .collect()
+}
+
 /// A contact's figures per campaign sent to it. A reaction counts when it
 /// carries the key of one of the campaign's sends; an unsubscribe without
 /// a key, a meeting (or an appointment call), a purchase or an upward band

@@ -407,6 +407,19 @@ impl CompiledFollowups {
 }
 
 impl FollowupsConfig {
+    /// How far before a signal a trigger still looks at what it sent: its
+    /// look-back plus its cool-down, the widest of the triggers (and of
+    /// the call-backs' look-back). A delivered trigger row older than this
+    /// (measured from the pass's look-back start) changes no plan.
+    pub fn widest_reach(&self) -> chrono::Duration {
+        self.triggers
+            .iter()
+            .map(|t| t.lookback.0 + t.cooldown.0)
+            .chain([default_lookback().0])
+            .max()
+            .unwrap_or_else(chrono::Duration::zero)
+    }
+
     /// Compiles a configuration built in code.
     pub fn compile(&self) -> Result<CompiledFollowups, FollowupsError> {
         let mut issues = Issues::default();

@@ -12,11 +12,13 @@
 //! `daemon/tests/store_contract.rs` checks it against every backend.
 
 pub mod desk;
+pub mod retention;
 mod types;
 pub mod ui;
 
 use crate::domain::followups::memo::HistoryMemo;
 pub use desk::DeskStore;
+pub use retention::RetentionStore;
 pub use types::{BroadcastSpec, Props, RescoreInput};
 pub use ui::UiReads;
 
@@ -122,12 +124,26 @@ pub struct Counts {
 /// read sees one consistent snapshot, whatever other handles or processes
 /// do meanwhile.
 pub trait Store:
-    Records + ScoreStore + OutboxStore + ScheduleStore + PlanStore + DeskStore + UiReads
+    Records
+    + ScoreStore
+    + OutboxStore
+    + ScheduleStore
+    + PlanStore
+    + DeskStore
+    + UiReads
+    + RetentionStore
 {
 }
 
 impl<T> Store for T where
-    T: Records + ScoreStore + OutboxStore + ScheduleStore + PlanStore + DeskStore + UiReads
+    T: Records
+        + ScoreStore
+        + OutboxStore
+        + ScheduleStore
+        + PlanStore
+        + DeskStore
+        + UiReads
+        + RetentionStore
 {
 }
 
@@ -405,6 +421,9 @@ pub trait ScoreStore: Send + Sync {
     ) -> Result<Vec<i64>, StoreError>;
     /// Gives back what `owner` took and did not rescore; returns how many.
     fn release_changed(&self, owner: &str) -> Result<u64, StoreError>;
+    /// Extends the lease of what `owner` holds to `lease_until` (the
+    /// heartbeat of a long pass); returns how many it holds.
+    fn renew_changed(&self, owner: &str, lease_until: Timestamp) -> Result<u64, StoreError>;
     /// [`Self::rescore_input`] for many contacts (keys ascending), appended
     /// to `out` in key order; unknown keys are left out. Read in sorted
     /// batches, which cost far less than point reads.
