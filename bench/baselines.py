@@ -20,8 +20,9 @@ ratio relance / baseline and the load average at the time:
 - dispatch through the outbox to a loopback receiver
   (`cargo bench --bench dispatch`) vs `wrk -t1 -c4` against the same
   receiver, in the same process run (the bench starts wrk itself);
-- stored bytes per event (SQLite's dbstat over the events table and its
-  indexes) vs the DuckDB file holding the same events.
+- stored bytes per event (SQLite's dbstat over the events table, its
+  de-duplication keys, change feed and dictionaries, with their indexes)
+  vs the DuckDB file holding the same events.
 
 The data is the benchmarks' (1,000,000 contacts, about 20,000,000 events;
 `--contacts` to resize), written once as CSV / JSONL by
@@ -380,7 +381,8 @@ def sqlite_import(relance_db, work):
 def relance_bytes(store):
     conn = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
     names = [n for (n,) in conn.execute(
-        "SELECT name FROM sqlite_master WHERE tbl_name = 'events' AND type IN ('table', 'index')")]
+        "SELECT name FROM sqlite_master WHERE type IN ('table', 'index')"
+        " AND tbl_name IN ('events', 'event_ids', 'event_feed', 'event_names', 'event_props')")]
     sizes = dict(conn.execute(
         f"SELECT name, sum(pgsize) FROM dbstat WHERE name IN ({sql_list(names)}) GROUP BY name"))
     events = conn.execute("SELECT count(*) FROM events").fetchone()[0]

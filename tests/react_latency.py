@@ -71,7 +71,7 @@ class Watcher(threading.Thread):
         ev = row = 0
         while not self.stop.is_set():
             self.polls += 1
-            e = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+            e = conn.execute("SELECT coalesce(max(seq), 0) FROM event_feed").fetchone()[0]
             r = conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()[0]
             now = time.time()
             if e > ev:

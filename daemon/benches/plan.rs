@@ -101,7 +101,8 @@ fn main() {
     // Leave the store as generated for the next run (scores are redone by
     // the rescore bench's full rebuild).
     raw.execute_batch(&format!(
-        "DELETE FROM events WHERE seq > {events};
+        "DELETE FROM events WHERE contact IN (SELECT contact FROM event_feed WHERE seq > {events})
+               AND seq > {events};
              DELETE FROM outbox; DELETE FROM plan_wake; DELETE FROM decision_log;
              DELETE FROM plan_memo; DELETE FROM meta WHERE key LIKE 'plan.%';"
     ))

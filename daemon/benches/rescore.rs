@@ -16,6 +16,7 @@ use common::{Rng, companies, contact, events, peak_rss_kib, process_cpu_secs};
 use relance::core::model::Timestamp;
 use relance::pipeline::rescore::rescore;
 use rusqlite::params;
+use std::collections::HashMap;
 use std::time::Instant;
 
 fn main() {
@@ -93,12 +94,18 @@ fn main() {
         peak_rss_kib().unwrap_or(0) as f64 / 1024.0
     );
     // Leave the store as generated for the next run.
-    raw.execute("DELETE FROM events WHERE seq > ?1", [events])
-        .expect("cleanup");
+    raw.execute(
+        "DELETE FROM events WHERE contact IN (SELECT contact FROM event_feed WHERE seq > ?1)
+           AND seq > ?1",
+        [events],
+    )
+    .expect("cleanup");
 }
 
 /// Writes the data set straight through SQL in large transactions, in the
-/// store's own layout; events are produced per contact, already in order.
+/// store's own layout (see adapters/sqlite/events.rs: names and props
+/// interned, each contact's newest number in the feed); events are
+/// produced per contact, already in order.
 fn generate(conn: &rusqlite::Connection, contacts: usize, now: Timestamp) -> usize {
     let mut rng = Rng(0x5EED);
     let companies = companies(&mut rng, now);
@@ -125,6 +132,7 @@ fn generate(conn: &rusqlite::Connection, contacts: usize, now: Timestamp) -> usi
     conn.execute_batch("COMMIT").expect("commit");
     let mut seq: i64 = 0;
     let mut buf = Vec::new();
+    let (mut names, mut props_ids) = (HashMap::new(), HashMap::new());
     for start in (0..contacts).step_by(10_000) {
         conn.execute_batch("BEGIN").expect("begin");
         {
@@ -135,9 +143,12 @@ fn generate(conn: &rusqlite::Connection, contacts: usize, now: Timestamp) -> usi
                 .expect("prepare");
             let mut ins_event = conn
                 .prepare_cached(
-                    "INSERT INTO events (contact, at, seq, dedup, type, channel, props)
-                     VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6)",
+                    "INSERT INTO events (contact, at, seq, type, channel, props)
+                     VALUES (?1, ?2, ?3, ?4, NULL, ?5)",
                 )
+                .expect("prepare");
+            let mut ins_feed = conn
+                .prepare_cached("INSERT INTO event_feed (contact, seq) VALUES (?1, ?2)")
                 .expect("prepare");
             for i in start..(start + 10_000).min(contacts) {
                 let c = contact(&mut rng, i);
@@ -153,23 +164,57 @@ fn generate(conn: &rusqlite::Connection, contacts: usize, now: Timestamp) -> usi
                 events(&mut rng, &c.id, now, &mut buf);
                 for e in &buf {
                     seq += 1;
-                    // Monotonic keys: generation only, real ingest hashes them.
-                    let mut dedup = [0u8; 16];
-                    dedup[8..].copy_from_slice(&seq.to_be_bytes());
+                    let props = if e.props.is_empty() {
+                        None
+                    } else {
+                        let text = serde_json::to_string(&e.props).expect("json");
+                        Some(intern(conn, &mut props_ids, "event_props", "props", &text))
+                    };
                     ins_event
                         .execute(params![
                             rowid,
                             e.at.timestamp_micros(),
                             seq,
-                            &dedup[..],
-                            e.kind,
-                            serde_json::to_string(&e.props).expect("json")
+                            intern(conn, &mut names, "event_names", "name", &e.kind),
+                            props
                         ])
                         .expect("event");
+                }
+                if !buf.is_empty() {
+                    ins_feed.execute(params![rowid, seq]).expect("feed");
                 }
             }
         }
         conn.execute_batch("COMMIT").expect("commit");
     }
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('events.last_seq', ?1)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [seq.to_string()],
+    )
+    .expect("last seq");
     seq as usize
+}
+
+/// The id of `value` in a dictionary table of the store, added if new.
+fn intern(
+    conn: &rusqlite::Connection,
+    ids: &mut HashMap<String, i64>,
+    table: &str,
+    column: &str,
+    value: &str,
+) -> i64 {
+    if let Some(&id) = ids.get(value) {
+        return id;
+    }
+    let id = conn
+        .prepare_cached(&format!(
+            "INSERT INTO {table} ({column}) VALUES (?1)
+             ON CONFLICT({column}) DO UPDATE SET {column} = excluded.{column} RETURNING id"
+        ))
+        .expect("prepare")
+        .query_row([value], |r| r.get(0))
+        .expect("intern");
+    ids.insert(value.to_owned(), id);
+    id
 }

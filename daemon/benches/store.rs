@@ -173,4 +173,39 @@ fn main() {
     println!("peak resident memory   {:>10.0} MB", peak_rss_mb());
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     println!("store file             {:>10.0} MB", size as f64 / 1e6);
+    drop(store);
+    stored_bytes(&path);
+}
+
+/// Pages of the events and what serves them (de-duplication keys, change
+/// feed, dictionaries, their indexes), per stored event (SQLite's dbstat).
+fn stored_bytes(path: &std::path::Path) {
+    let conn = rusqlite::Connection::open(path).expect("open");
+    let events: i64 = conn
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .expect("count");
+    let mut stmt = conn
+        .prepare(
+            "SELECT name, sum(pgsize) FROM dbstat WHERE name IN (
+                 SELECT name FROM sqlite_master WHERE type IN ('table', 'index') AND tbl_name IN
+                   ('events', 'event_ids', 'event_feed', 'event_names', 'event_props'))
+             GROUP BY name ORDER BY 2 DESC",
+        )
+        .expect("dbstat");
+    let sizes: Vec<(String, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("dbstat")
+        .collect::<Result<_, _>>()
+        .expect("dbstat");
+    let total: i64 = sizes.iter().map(|(_, n)| n).sum();
+    let each = |n: i64| n as f64 / events.max(1) as f64;
+    println!(
+        "stored bytes per event {:>10.1}   ({})",
+        each(total),
+        sizes
+            .iter()
+            .map(|(name, n)| format!("{name} {:.1}", each(*n)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 }

@@ -336,8 +336,8 @@ fn rows_poisoned_in_the_store_leave_the_contact_readable_and_plannable() {
     ];
     for (i, (at, kind, props)) in poisoned.iter().enumerate() {
         db.execute(
-            "INSERT INTO events (contact, at, seq, dedup, type, props) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            rusqlite::params![rowid, at, seq + 1 + i as i64, vec![i as u8 + 100; 16], kind, props],
+            "INSERT INTO events (contact, at, seq, type, props) VALUES (?1, ?2, ?3, ?4, ?5)",
+            rusqlite::params![rowid, at, seq + 1 + i as i64, kind, props],
         )
         .unwrap();
     }

@@ -7,9 +7,10 @@
 //! and the numbering counters then continue above every copied number.
 
 use super::PgStore;
-use crate::adapters::sqlite::SqliteStore;
+use crate::adapters::sqlite::{EventExport, SqliteStore};
+use crate::domain::ingest::Incoming;
 use crate::ports::store::StoreError;
-use rusqlite::types::ValueRef;
+use rusqlite::types::{Value, ValueRef};
 use serde::Serialize;
 use std::path::Path;
 use tokio_postgres::Transaction;
@@ -202,12 +203,24 @@ async fn copy_table(
         unnest = unnest.join(", "),
         key = key.join(", "),
     );
-    let mut stmt = sqlite.prepare(&format!("SELECT {} FROM {table}", names.join(", ")))?;
+    // Events are read back through the SQLite store: its compact rows name
+    // their type, channel and props by id.
+    let events = (table == "events").then(EventExport::default);
+    let mut stmt = sqlite.prepare(&match events {
+        Some(_) => EventExport::SQL.to_string(),
+        None => format!("SELECT {} FROM {table}", names.join(", ")),
+    })?;
     let mut rows = stmt.query([])?;
     let (mut pending, mut total) = (0, 0u64);
     while let Some(r) = rows.next()? {
+        let row: Vec<Value> = match &events {
+            Some(x) => event_values(x.read(sqlite, r)?, &names)?,
+            None => (0..names.len())
+                .map(|i| r.get_ref(i).map(Value::from))
+                .collect::<Result<_, _>>()?,
+        };
         for (i, c) in columns.iter_mut().enumerate() {
-            c.push(r.get_ref(i)?, &format!("{table}.{}", names[i]))?;
+            c.push(ValueRef::from(&row[i]), &format!("{table}.{}", names[i]))?;
         }
         pending += 1;
         total += 1;
@@ -228,6 +241,38 @@ async fn copy_table(
         sqlite: total,
         postgres: postgres as u64,
     })
+}
+
+/// An event's values for PostgreSQL's columns `names`, its
+/// de-duplication key computed again (the SQLite store keeps none).
+fn event_values(
+    (contact, seq, event): (i64, i64, crate::core::model::Event),
+    names: &[&str],
+) -> Result<Vec<Value>, StoreError> {
+    let text = |s: &Option<String>| s.clone().map_or(Value::Null, Value::Text);
+    names
+        .iter()
+        .map(|n| {
+            Ok(match *n {
+                "contact" => Value::Integer(contact),
+                "at" => Value::Integer(event.at.timestamp_micros()),
+                "seq" => Value::Integer(seq),
+                "dedup" => Value::Blob(Incoming::Contact(event.clone()).dedup_key().to_vec()),
+                "event_id" => text(&event.id),
+                "type" => Value::Text(event.kind.clone()),
+                "channel" => text(&event.channel),
+                "props" => Value::Text(
+                    serde_json::to_string(&event.props)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                ),
+                other => {
+                    return Err(StoreError::Backend(format!(
+                        "store copy: events.{other} not known to the SQLite store"
+                    )));
+                }
+            })
+        })
+        .collect()
 }
 
 /// Numbers handed out after the copy continue above the copied ones.

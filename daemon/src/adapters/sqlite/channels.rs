@@ -3,12 +3,13 @@
 //! task channel (a task is the delivered outbox row itself; its outcome is
 //! a `call` event keyed by the task, so it is recorded once).
 
-use super::conn::{Conn, decode_props, from_micros};
+use super::conn::Conn;
+use super::events::event_by_id_key;
 use super::outbox::{ROW_COLUMNS, read_row};
 use crate::core::model::Timestamp;
 use crate::domain::outbox::Row;
 use crate::ports::store::{Props, StoreError};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 
 impl Conn {
     /// Writes `reason` as the error of every pending send on `channel`.
@@ -56,18 +57,12 @@ impl Conn {
         Ok(out)
     }
 
-    /// The props and instant of the event stored under `dedup`, if any.
+    /// The props and instant of the event stored under `dedup`, the key of
+    /// a producer's id (the only events the task channel looks up), if any.
     pub(super) fn event_by_dedup(
         &self,
         dedup: &[u8],
     ) -> Result<Option<(Props, Timestamp)>, StoreError> {
-        let found: Option<(String, i64)> = self
-            .connection()
-            .prepare_cached("SELECT props, at FROM events WHERE dedup = ?1")?
-            .query_row([dedup], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        found
-            .map(|(props, at)| Ok((decode_props(&props)?, from_micros(at)?)))
-            .transpose()
+        event_by_id_key(&self.events(), dedup)
     }
 }

@@ -2,6 +2,7 @@
 //! waits for the lock instead of failing with SQLITE_BUSY mid-transaction),
 //! foreign keys with cascades for erasure, migrations at open.
 
+use super::events::{Dictionary, EVENT_COLUMNS, EventReader, EventWriter, forget_ids};
 use super::migrations::MIGRATIONS;
 use super::plan::request_plan;
 use crate::core::model::{Company, Contact, Deal, Event, Timestamp};
@@ -13,6 +14,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Called by a merge scan with the contact row, the contact and its events.
@@ -24,6 +26,10 @@ pub(super) type ScanVisitor<'a> =
 #[derive(Debug)]
 pub(super) struct Conn {
     pub(super) conn: Connection,
+    /// Event names and props, shared by the handle's connections.
+    pub(super) dict: Arc<Dictionary>,
+    /// The writer: what it reads may be inside a write transaction.
+    writer: bool,
 }
 
 /// SQLite's result codes sorted into what retrying may fix and what it
@@ -85,6 +91,7 @@ impl Conn {
         busy_timeout: Duration,
         cache_mb: u32,
         migrate: bool,
+        dict: Arc<Dictionary>,
     ) -> Result<Self, StoreError> {
         let open_err = |source: rusqlite::Error| StoreError::Open {
             path: path.display().to_string(),
@@ -104,7 +111,11 @@ impl Conn {
         // ~40 MB of WAL rather than every 4 MB.
         conn.pragma_update(None, "wal_autocheckpoint", 10_000)
             .map_err(open_err)?;
-        let mut store = Self { conn };
+        let mut store = Self {
+            conn,
+            dict,
+            writer: migrate,
+        };
         if migrate {
             store.migrate(path)?;
         }
@@ -145,15 +156,21 @@ impl Conn {
         f: &mut ScanVisitor<'_>,
     ) -> Result<(), StoreError> {
         let mut contacts = self.conn.prepare(contacts_sql)?;
-        let mut events = self.conn.prepare(
-            "SELECT contact, event_id, type, at, channel, props FROM events
-             WHERE contact >= ?1 AND contact < ?2 ORDER BY contact, at, seq",
-        )?;
+        let mut events = self.conn.prepare(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events
+             WHERE contact >= ?1 AND contact < ?2 ORDER BY contact, at, seq"
+        ))?;
         merge_rows(
             contacts.query(params![range.0, range.1])?,
             events.query(params![range.0, range.1])?,
+            &self.events(),
             f,
         )
+    }
+
+    /// Reads event rows on this connection.
+    pub(super) fn events(&self) -> EventReader<'_> {
+        EventReader::new(&self.conn, &self.dict, !self.writer)
     }
 
     /// The schema version in force.
@@ -350,8 +367,8 @@ impl Conn {
             let mut out = vec![Append::Duplicate; batch.len()];
             let mut rowids: HashMap<&str, Option<i64>> = HashMap::new();
             let mut seen: HashSet<[u8; 16]> = HashSet::with_capacity(batch.len());
-            // (contact rowid, at, position in the batch, dedup key)
-            let mut rows: Vec<(i64, i64, usize, [u8; 16])> = Vec::with_capacity(batch.len());
+            // (contact rowid, at, position in the batch)
+            let mut rows: Vec<(i64, i64, usize)> = Vec::with_capacity(batch.len());
             let mut lookup = tx.prepare_cached("SELECT rowid FROM contacts WHERE id = ?1")?;
             for (i, incoming) in batch.iter().enumerate() {
                 let key = incoming.dedup_key();
@@ -374,7 +391,7 @@ impl Conn {
                             }
                             // A repeat within the batch: the first one counts.
                             Some(_) if !seen.insert(key) => {}
-                            Some(rowid) => rows.push((rowid, to_micros(e.at), i, key)),
+                            Some(rowid) => rows.push((rowid, to_micros(e.at), i)),
                         }
                     }
                     Incoming::Company { company, signal } => {
@@ -398,26 +415,13 @@ impl Conn {
                     }
                 }
             }
-            rows.sort_unstable_by_key(|&(contact, at, i, _)| (contact, at, i));
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO events (contact, seq, dedup, event_id, type, at, channel, props)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(dedup) DO NOTHING",
-            )?;
-            for (rowid, at, i, key) in rows {
+            rows.sort_unstable();
+            let mut events = EventWriter::new(tx);
+            for (rowid, _, i) in rows {
                 let Incoming::Contact(e) = &batch[i] else {
                     continue;
                 };
-                let n = insert.execute(params![
-                    rowid,
-                    next_seq,
-                    &key[..],
-                    e.id,
-                    e.kind,
-                    at,
-                    e.channel,
-                    encode(&e.props)?
-                ])?;
-                if n == 1 {
+                if events.insert(rowid, e, next_seq)? {
                     next_seq += 1;
                     out[i] = Append::Inserted;
                 }
@@ -465,21 +469,17 @@ impl Conn {
     }
 
     pub(super) fn events_of(&self, contact: &str) -> Result<Vec<Event>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT e.event_id, e.type, e.at, e.channel, e.props FROM events e
-             JOIN contacts c ON c.rowid = e.contact WHERE c.id = ?1 ORDER BY e.contact, e.at, e.seq",
-        )?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events
+             WHERE contact = (SELECT rowid FROM contacts WHERE id = ?1) ORDER BY at, seq"
+        ))?;
         let mut rows = stmt.query([contact])?;
+        let reader = self.events();
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
-            out.push(Event {
-                id: r.get(0)?,
-                contact: contact.to_string(),
-                kind: r.get(1)?,
-                at: from_micros(r.get(2)?)?,
-                channel: r.get(3)?,
-                props: decode_props(&r.get::<_, String>(4)?)?,
-            });
+            let (_, mut event) = reader.event(r)?;
+            event.contact = contact.to_string();
+            out.push(event);
         }
         Ok(out)
     }
@@ -504,7 +504,7 @@ impl Conn {
 
     pub(super) fn contacts_with_events_after(&self, seq: i64) -> Result<Vec<String>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id FROM contacts WHERE rowid IN (SELECT DISTINCT contact FROM events WHERE seq > ?1) ORDER BY id",
+            "SELECT id FROM contacts WHERE rowid IN (SELECT contact FROM event_feed WHERE seq > ?1) ORDER BY id",
         )?;
         let rows = stmt.query_map([seq], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -514,6 +514,13 @@ impl Conn {
         self.write(|tx| {
             // Cascades remove events, snapshots, ledger, outbox, decisions, deals
             // and the planner's memo and wake instant.
+            let rowid: Option<i64> = tx
+                .prepare_cached("SELECT rowid FROM contacts WHERE id = ?1")?
+                .query_row([id], |r| r.get(0))
+                .optional()?;
+            if let Some(rowid) = rowid {
+                forget_ids(tx, rowid)?;
+            }
             Ok(tx.execute("DELETE FROM contacts WHERE id = ?1", [id])? > 0)
         })
     }
@@ -541,9 +548,10 @@ impl Conn {
 pub(super) fn merge_rows(
     mut contacts: rusqlite::Rows<'_>,
     mut events: rusqlite::Rows<'_>,
+    reader: &EventReader<'_>,
     f: &mut ScanVisitor<'_>,
 ) -> Result<(), StoreError> {
-    let mut pending = events.next()?.map(read_scanned).transpose()?;
+    let mut pending = events.next()?.map(|r| reader.event(r)).transpose()?;
     while let Some(row) = contacts.next()? {
         let rowid: i64 = row.get(0)?;
         let contact: Contact = decode(
@@ -562,31 +570,11 @@ pub(super) fn merge_rows(
                 event.contact.clone_from(&contact.id);
                 history.push(event);
             }
-            pending = events.next()?.map(read_scanned).transpose()?;
+            pending = events.next()?.map(|r| reader.event(r)).transpose()?;
         }
         f(row, contact, history)?;
     }
     Ok(())
-}
-
-/// One row of the history scan: the owner's rowid and the event (its
-/// `contact` is filled in by the caller, which knows the contact's id).
-pub(super) fn read_scanned(r: &rusqlite::Row<'_>) -> Result<(i64, Event), StoreError> {
-    Ok((
-        r.get(0)?,
-        Event {
-            id: r.get(1)?,
-            contact: String::new(),
-            kind: r.get(2)?,
-            at: from_micros(r.get(3)?)?,
-            channel: r.get(4)?,
-            props: decode_props(
-                r.get_ref(5)?
-                    .as_str()
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            )?,
-        },
-    ))
 }
 
 /// Most events carry no properties: skip the JSON parser for them.
@@ -614,7 +602,7 @@ pub(super) fn next_event_seq(tx: &Connection) -> Result<i64, StoreError> {
         .query_row([], |r| r.get(0))
         .optional()?;
     let max: i64 = tx
-        .prepare_cached("SELECT coalesce(max(seq), 0) FROM events")?
+        .prepare_cached("SELECT coalesce(max(seq), 0) FROM event_feed")?
         .query_row([], |r| r.get(0))?;
     Ok(stored.unwrap_or(0).max(max) + 1)
 }

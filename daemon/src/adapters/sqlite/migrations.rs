@@ -516,6 +516,78 @@ INSERT INTO campaign_contacts (contact, campaign, sends)
     r#"
 ALTER TABLE scores ADD COLUMN desk_mark INTEGER;
 "#,
+    // 11: compact events (issue #17, see events.rs): names and short props
+    // interned, no per-event de-duplication key or sequence index.
+    r#"
+-- Event types and channels.
+CREATE TABLE event_names (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE
+);
+INSERT INTO event_names (name)
+    SELECT type FROM events UNION SELECT channel FROM events WHERE channel IS NOT NULL;
+
+-- Short props objects, most frequent first; the others stay inline.
+CREATE TABLE event_props (
+    id          INTEGER PRIMARY KEY,
+    props       TEXT NOT NULL UNIQUE
+);
+INSERT INTO event_props (props)
+    SELECT props FROM events WHERE props <> '{}' AND typeof(props) = 'text' AND length(CAST(props AS BLOB)) <= 256
+    GROUP BY props ORDER BY count(*) DESC, props LIMIT 65536;
+
+-- `type` and `channel` are ids of event_names; `props` is NULL (none), an
+-- id of event_props, or compact JSON.
+CREATE TABLE events_compact (
+    contact     INTEGER NOT NULL REFERENCES contacts(rowid) ON DELETE CASCADE,
+    at          INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    type        INTEGER NOT NULL,
+    channel     INTEGER,
+    event_id    TEXT,
+    props,
+    PRIMARY KEY (contact, at, seq)
+) WITHOUT ROWID;
+INSERT INTO events_compact (contact, at, seq, type, channel, event_id, props)
+    SELECT e.contact, e.at, e.seq, n.id, c.id, e.event_id,
+           CASE WHEN e.props = '{}' THEN NULL ELSE coalesce(p.id, e.props) END
+    FROM events e JOIN event_names n ON n.name = e.type
+    LEFT JOIN event_names c ON c.name = e.channel
+    LEFT JOIN event_props p ON p.props = e.props
+    ORDER BY e.contact, e.at, e.seq;
+
+-- The first 8 bytes of the hash of each producer's id, and its contact.
+CREATE TABLE event_ids (
+    key         BLOB NOT NULL,
+    contact     INTEGER NOT NULL,
+    PRIMARY KEY (key, contact)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO event_ids (key, contact)
+    SELECT substr(dedup, 1, 8), contact FROM events WHERE event_id IS NOT NULL;
+
+-- Each contact's newest event number: the change feed.
+CREATE TABLE event_feed (
+    contact     INTEGER PRIMARY KEY REFERENCES contacts(rowid) ON DELETE CASCADE,
+    seq         INTEGER NOT NULL
+);
+INSERT INTO event_feed (contact, seq) SELECT contact, max(seq) FROM events GROUP BY contact;
+CREATE INDEX event_feed_by_seq ON event_feed(seq);
+INSERT INTO meta (key, value)
+    VALUES ('events.last_seq', CAST((SELECT coalesce(max(seq), 0) FROM events) AS TEXT))
+    ON CONFLICT(key) DO UPDATE SET value = CAST(max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER)) AS TEXT);
+
+DROP TABLE events;
+ALTER TABLE events_compact RENAME TO events;
+
+-- Events as they read, for a look by hand.
+CREATE VIEW events_text AS
+    SELECT e.contact, e.at, e.seq, e.event_id, coalesce(n.name, e.type) AS type,
+           coalesce(c.name, e.channel) AS channel,
+           CASE WHEN e.props IS NULL THEN '{}' WHEN typeof(e.props) = 'integer' THEN p.props ELSE e.props END AS props
+    FROM events e LEFT JOIN event_names n ON n.id = e.type
+    LEFT JOIN event_names c ON c.id = e.channel
+    LEFT JOIN event_props p ON p.id = e.props;
+"#,
 ];
 
 /// Migration 9 here and 3 on PostgreSQL (the same statements): the indexes

@@ -4,6 +4,7 @@
 mod channels;
 mod conn;
 mod desk;
+mod events;
 mod migrations;
 mod outbox;
 mod plan;
@@ -12,6 +13,7 @@ mod retention;
 mod scores;
 mod ui;
 
+pub use events::EventExport;
 pub use pool::SqliteStore;
 
 /// How the SQL stores write values: instants in microseconds, records and

@@ -1,8 +1,8 @@
 //! The outbox and schedule tables of the SQLite store.
 
-use super::conn::{Conn, decode, decode_props, encode, from_micros, to_micros};
+use super::conn::{Conn, decode, encode, from_micros, to_micros};
+use super::events::{EVENT_COLUMNS, EventReader, EventWriter};
 use crate::core::model::{Contact, Event, Timestamp};
-use crate::domain::ingest::Incoming;
 use crate::domain::outbox::{NewSend, Payload, Row, Settlement, State};
 use crate::ports::store::{Admission, AdmissionVerdict, JobRun, LoggedDecision, StoreError};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -100,7 +100,9 @@ impl Conn {
         owner: &str,
         admit: &mut dyn FnMut(&Row, &Contact, &[Event]) -> Admission,
     ) -> Result<Vec<Row>, StoreError> {
+        let dict = self.dict.clone();
         self.write(|tx| {
+            let events = EventReader::new(tx, &dict, false);
             let seqs: Vec<i64> = tx
                 .prepare_cached(
                     "SELECT seq FROM outbox
@@ -115,7 +117,7 @@ impl Conn {
                 tx.prepare_cached("DELETE FROM fatigue_ledger WHERE outbox = ?1")?
                     .execute([seq])?;
                 let Some(row) = read_one(tx, seq)? else { continue };
-                let Some((contact, weighs)) = guard_input(tx, &row.contact)? else {
+                let Some((contact, weighs)) = guard_input(&events, &row.contact)? else {
                     continue;
                 };
                 let admission = admit(&row, &contact, &weighs);
@@ -165,7 +167,7 @@ impl Conn {
         &self,
         contact: &str,
     ) -> Result<Option<(Contact, Vec<Event>)>, StoreError> {
-        guard_input(&self.conn, contact)
+        guard_input(&self.events(), contact)
     }
 
     pub(super) fn decisions(
@@ -356,10 +358,11 @@ fn read_one(conn: &Connection, seq: i64) -> Result<Option<Row>, StoreError> {
 
 /// The contact, its events and its in-flight reservations, oldest first.
 pub(super) fn guard_input(
-    conn: &Connection,
+    events: &EventReader<'_>,
     id: &str,
 ) -> Result<Option<(Contact, Vec<Event>)>, StoreError> {
-    let Some((rowid, record)): Option<(i64, String)> = conn
+    let Some((rowid, record)): Option<(i64, String)> = events
+        .conn()
         .prepare_cached("SELECT rowid, record FROM contacts WHERE id = ?1")?
         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?
@@ -367,32 +370,28 @@ pub(super) fn guard_input(
         return Ok(None);
     };
     let contact: Contact = decode(&record)?;
-    let events = weighs(conn, rowid, &contact.id)?;
-    Ok(Some((contact, events)))
+    let weighs = weighs(events, rowid, &contact.id)?;
+    Ok(Some((contact, weighs)))
 }
 
 /// A contact's events and in-flight reservations, oldest first, by its
 /// internal key. Events come in key order (contact, at, seq); reservations
 /// are few and merged in, so neither query sorts.
-pub(super) fn weighs(conn: &Connection, rowid: i64, id: &str) -> Result<Vec<Event>, StoreError> {
+pub(super) fn weighs(
+    reader: &EventReader<'_>,
+    rowid: i64,
+    id: &str,
+) -> Result<Vec<Event>, StoreError> {
+    let conn = reader.conn();
     let mut events = Vec::new();
-    let mut stmt = conn.prepare_cached(
-        "SELECT at, type, channel, props, event_id FROM events WHERE contact = ?1 ORDER BY at, seq",
-    )?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE contact = ?1 ORDER BY at, seq"
+    ))?;
     let mut q = stmt.query([rowid])?;
     while let Some(r) = q.next()? {
-        events.push(Event {
-            id: r.get(4)?,
-            contact: id.to_string(),
-            kind: r.get(1)?,
-            at: from_micros(r.get(0)?)?,
-            channel: r.get(2)?,
-            props: decode_props(
-                r.get_ref(3)?
-                    .as_str()
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            )?,
-        });
+        let (_, mut event) = reader.event(r)?;
+        event.contact = id.to_string();
+        events.push(event);
     }
     let mut stmt = conn.prepare_cached(
         "SELECT l.at, l.event_type, l.channel, o.idem_key, o.payload FROM fatigue_ledger l
@@ -443,24 +442,8 @@ fn deliver_reservation(tx: &Connection, seq: i64, now: Timestamp) -> Result<(), 
         channel: Some(channel),
         props,
     };
-    let dedup = Incoming::Contact(event.clone()).dedup_key();
     let next = super::conn::next_event_seq(tx)?;
-    let n = tx
-        .prepare_cached(
-            "INSERT INTO events (contact, at, seq, dedup, event_id, type, channel, props)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(dedup) DO NOTHING",
-        )?
-        .execute(params![
-            rowid,
-            to_micros(event.at),
-            next,
-            &dedup[..],
-            event.id,
-            event.kind,
-            event.channel,
-            encode(&event.props)?
-        ])?;
-    if n == 1 {
+    if EventWriter::new(tx).insert(rowid, &event, next)? {
         super::conn::set_event_seq(tx, next)?;
     }
     Ok(())

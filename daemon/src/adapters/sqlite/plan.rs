@@ -2,9 +2,9 @@
 //! planned rows go to the outbox.
 
 use super::conn::{
-    Conn, KEYS_PER_QUERY, decode, decode_props, encode, from_micros, in_list, load_companies,
-    to_micros,
+    Conn, KEYS_PER_QUERY, decode, encode, from_micros, in_list, load_companies, to_micros,
 };
+use super::events::EventReader;
 use super::outbox::{ROW_COLUMNS, read_row};
 use super::scores::{CHANGE_COLUMNS, read_change, stored_from_row};
 use crate::core::model::{Company, Contact, Event, Timestamp};
@@ -28,7 +28,7 @@ impl Conn {
         // UNION ALL keeps each branch on its index (a sorted UNION walks the
         // whole events table in key order); duplicates go below.
         let mut stmt = self.conn.prepare_cached(
-            "SELECT contact FROM events WHERE seq > ?1
+            "SELECT contact FROM event_feed WHERE seq > ?1
              UNION ALL SELECT contact FROM score_changes WHERE seq > ?2
              UNION ALL SELECT contact FROM plan_wake WHERE at <= ?3",
         )?;
@@ -75,32 +75,30 @@ impl Conn {
     ) -> Result<Vec<PlanInput>, StoreError> {
         let tx = self.conn.unchecked_transaction()?;
         let mut out = Vec::with_capacity(keys.len());
+        let events = self.events();
         for batch in keys.chunks(KEYS_PER_QUERY) {
-            read_batch(&self.conn, batch, read, &mut out)?;
+            read_batch(&events, batch, read, &mut out)?;
         }
         tx.commit()?;
         Ok(out)
     }
 
     pub(super) fn new_events(&self, after_seq: i64) -> Result<Vec<(i64, Timestamp)>, StoreError> {
-        // Walks the `seq` index; `GROUP BY contact` in SQL would walk the
-        // whole table in key order instead.
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT contact, at FROM events WHERE seq > ?1")?;
+        // The feed names the contacts; each one's rows are read in its key
+        // range (a contact's events are few beside the whole table).
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT f.contact, (SELECT min(e.at) FROM events e WHERE e.contact = f.contact AND e.seq > ?1)
+             FROM event_feed f WHERE f.seq > ?1",
+        )?;
         let mut q = stmt.query([after_seq])?;
-        let mut earliest: HashMap<i64, i64> = HashMap::new();
+        let mut out = Vec::new();
         while let Some(r) = q.next()? {
-            let at: i64 = r.get(1)?;
-            earliest
-                .entry(r.get(0)?)
-                .and_modify(|e| *e = (*e).min(at))
-                .or_insert(at);
+            // None: the contact's new events were erased since.
+            if let Some(at) = r.get::<_, Option<i64>>(1)? {
+                out.push((r.get(0)?, from_micros(at)?));
+            }
         }
-        earliest
-            .into_iter()
-            .map(|(key, at)| Ok((key, from_micros(at)?)))
-            .collect()
+        Ok(out)
     }
 
     pub(super) fn save_plan(
@@ -312,11 +310,12 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
 /// one query per table for the whole batch instead of one per contact.
 /// Contacts whose memo the pass trusts read only the events after it.
 fn read_batch(
-    conn: &Connection,
+    events: &EventReader<'_>,
     keys: &[i64],
     read: &PlanRead<'_>,
     out: &mut Vec<PlanInput>,
 ) -> Result<(), StoreError> {
+    let conn = events.conn();
     let first = out.len();
     let mut stmt = conn.prepare_cached(&in_list(
         // The score's recent snapshots serve rescoring only: not decoded.
@@ -392,26 +391,23 @@ fn read_batch(
         each_row(conn, &sql, padded(&keys), 0, inputs, |input, r| {
             let at: i64 = r.get(3)?;
             let older = at <= recent_from;
-            if older
-                && !read
-                    .folded
-                    .contains(r.get_ref(2)?.as_str().map_err(corrupt)?)
-            {
+            let name = events.name(r.get_ref(2)?)?;
+            if older && !read.folded.contains(&*name) {
                 input.left_out += 1;
                 return Ok(());
             }
-            let kind: String = r.get(2)?;
+            let kind = name.to_string();
             let at = from_micros(at)?;
+            let props = events.props(r.get_ref(5)?)?;
             // Older events are only folded: no id, contact or props (but
             // a call's outcome, and the mark of an exempt send) to carry.
             let event = if older {
-                let text = r.get_ref(5)?.as_str().map_err(corrupt)?;
                 Event {
                     id: None,
                     contact: String::new(),
                     props: if kind == read.props_of {
-                        decode_props(text)?
-                    } else if text.contains(EXEMPT_MARK) {
+                        props.to_map()?
+                    } else if props.text().contains(EXEMPT_MARK) {
                         let mut props = serde_json::Map::new();
                         props.insert(EXEMPT_PROP.into(), true.into());
                         props
@@ -420,16 +416,16 @@ fn read_batch(
                     },
                     kind,
                     at,
-                    channel: r.get(4)?,
+                    channel: events.channel(r.get_ref(4)?)?,
                 }
             } else {
                 Event {
                     id: r.get(1)?,
                     contact: input.contact.id.clone(),
-                    props: decode_props(r.get_ref(5)?.as_str().map_err(corrupt)?)?,
+                    props: props.to_map()?,
                     kind,
                     at,
-                    channel: r.get(4)?,
+                    channel: events.channel(r.get_ref(4)?)?,
                 }
             };
             if older {

@@ -16,6 +16,7 @@
 //! is then cut back to [`WAL_KEEP_BYTES`].
 
 use super::conn::Conn;
+use super::events::Dictionary;
 use crate::core::model::{Company, Contact, Deal, Event, Timestamp};
 use crate::domain::desk::StatusView;
 use crate::domain::desk::campaigns::CampaignCounts;
@@ -61,6 +62,8 @@ pub struct SqliteStore {
     busy_timeout: Duration,
     writer: Mutex<Conn>,
     readers: Mutex<Vec<Conn>>,
+    /// Event names and props read so far, for every connection.
+    dict: Arc<Dictionary>,
     /// Appends waiting for the writer (group commit).
     appends: Mutex<Vec<Arc<Pending>>>,
     /// Bumped after each append through this handle: wakes the waiters of
@@ -83,7 +86,8 @@ impl SqliteStore {
     /// Opens (creating if needed) and migrates the store, with a page cache
     /// of `cache_mb` megabytes for the writer.
     pub fn open(path: &Path, busy_timeout: Duration, cache_mb: u32) -> Result<Self, StoreError> {
-        let writer = Conn::open(path, busy_timeout, cache_mb, true)?;
+        let dict = Arc::new(Dictionary::default());
+        let writer = Conn::open(path, busy_timeout, cache_mb, true, dict.clone())?;
         let conn = writer.connection();
         conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
         conn.pragma_update(None, "journal_size_limit", WAL_KEEP_BYTES)?;
@@ -92,6 +96,7 @@ impl SqliteStore {
             busy_timeout,
             writer: Mutex::new(writer),
             readers: Mutex::default(),
+            dict,
             appends: Mutex::default(),
             appended: (Mutex::new(0), Condvar::new()),
         })
@@ -110,7 +115,13 @@ impl SqliteStore {
         let pooled = lock(&self.readers).pop();
         let conn = match pooled {
             Some(c) => c,
-            None => Conn::open(&self.path, self.busy_timeout, READER_CACHE_MB, false)?,
+            None => Conn::open(
+                &self.path,
+                self.busy_timeout,
+                READER_CACHE_MB,
+                false,
+                self.dict.clone(),
+            )?,
         };
         let out = f(&conn);
         let mut pool = lock(&self.readers);

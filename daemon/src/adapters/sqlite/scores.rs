@@ -3,6 +3,7 @@
 use super::conn::{
     Conn, KEYS_PER_QUERY, from_micros, in_list, load_companies, load_company, merge_rows, to_micros,
 };
+use super::events::EVENT_COLUMNS;
 use crate::core::model::{Company, Contact, Event, Timestamp};
 use crate::domain::scoring::StoredScore;
 use crate::ports::store::{ScoreWrite, Snapshot, StoreError, StoredChange};
@@ -111,7 +112,7 @@ impl Conn {
     ) -> Result<Vec<i64>, StoreError> {
         // UNION ALL keeps each branch on its index; duplicates go below.
         let mut stmt = self.conn.prepare_cached(
-            "SELECT contact FROM events WHERE seq > ?2
+            "SELECT contact FROM event_feed WHERE seq > ?2
              UNION ALL SELECT contact FROM scores WHERE next_change_at <= ?1",
         )?;
         let rows = stmt.query_map(params![to_micros(now), after_seq], |r| r.get(0))?;
@@ -138,9 +139,10 @@ impl Conn {
             ") ORDER BY c.rowid",
         ))?;
         let mut events = self.conn.prepare_cached(&in_list(
-            "SELECT contact, event_id, type, at, channel, props FROM events WHERE contact IN (",
+            &format!("SELECT {EVENT_COLUMNS} FROM events WHERE contact IN ("),
             ") ORDER BY contact, at, seq",
         ))?;
+        let reader = self.events();
         for batch in keys.chunks(KEYS_PER_QUERY) {
             let Some(&last) = batch.last() else { continue };
             // Short batches repeat their last key: `IN` ignores duplicates.
@@ -156,6 +158,7 @@ impl Conn {
             merge_rows(
                 contacts.query(rusqlite::params_from_iter(padded()))?,
                 events.query(rusqlite::params_from_iter(padded()))?,
+                &reader,
                 &mut |row, contact, events| {
                     let previous = stored_with_mark(row, &contact)?;
                     out.push((row.get(0)?, contact, events, previous));
@@ -262,7 +265,7 @@ impl Conn {
     ) -> Result<Vec<(i64, String)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT rowid, id FROM contacts WHERE rowid IN (
-                 SELECT DISTINCT contact FROM events WHERE seq > ?2
+                 SELECT contact FROM event_feed WHERE seq > ?2
                  UNION SELECT contact FROM scores WHERE next_change_at <= ?1
                  UNION SELECT contact FROM rescore_queue)
              ORDER BY rowid",
@@ -313,13 +316,14 @@ impl Conn {
             }),
             _ => None,
         };
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT contact, event_id, type, at, channel, props FROM events WHERE contact = ?1 ORDER BY at, seq",
-        )?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE contact = ?1 ORDER BY at, seq"
+        ))?;
         let mut q = stmt.query([key])?;
+        let reader = self.events();
         let mut events = Vec::new();
         while let Some(r) = q.next()? {
-            let (_, mut event) = super::conn::read_scanned(r)?;
+            let (_, mut event) = reader.event(r)?;
             event.contact.clone_from(&contact.id);
             events.push(event);
         }

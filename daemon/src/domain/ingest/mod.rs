@@ -40,10 +40,7 @@ impl Incoming {
         };
         match self {
             Incoming::Contact(e) => match &e.id {
-                Some(id) => {
-                    part("id");
-                    part(id);
-                }
+                Some(id) => return id_key(id),
                 None => {
                     part("event");
                     part(&e.contact);
@@ -66,6 +63,20 @@ impl Incoming {
         key.copy_from_slice(&digest[..16]);
         key
     }
+}
+
+/// The de-duplication key of an event with the producer's id `id`: the id
+/// alone decides, whatever the event's contact or content.
+pub fn id_key(id: &str) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in ["id", id] {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&h.finalize()[..16]);
+    key
 }
 
 /// Deserializes `value`, naming the field at fault in the error
