@@ -8,13 +8,14 @@
 
 use crate::core::condition::{Standing, Subject};
 use crate::core::model::{Company, Contact, Event, Timestamp};
-use crate::domain::desk::DeskKind;
 use crate::domain::desk::campaigns::CampaignFacts;
+use crate::domain::desk::{DeskKind, ProspectStatus};
 use crate::domain::scoring::StoredScore;
 use crate::domain::scoring::changes::{ChangeDetector, ScorePoint};
 use crate::domain::scoring::model::{ScoreCard, ScoringModel};
 use crate::domain::scoring::points::Points;
 use crate::pipeline::config::Config;
+use crate::ports::store::desk::HotLead;
 use crate::ports::store::{RescoreInput, ScoreWrite, Store, StoreError, StoredChange};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -105,8 +106,11 @@ fn rescore_taken(
             crate::pipeline::report::ReportError::Store(e) => PassError::Store(e),
             other => PassError::Campaigns(other.to_string()),
         })?;
+    let fingerprint = rules_fingerprint(config);
+    let same_rules = store.meta(RULES)?.as_deref() == Some(fingerprint.as_str());
     let shared = Shared {
         store,
+        rebuild: !same_rules,
         desk: &desk,
         targets: &targets,
         window: config.calls.conversion_window.0,
@@ -115,9 +119,7 @@ fn rescore_taken(
         now,
         write_turn: &write_turn,
     };
-    let fingerprint = rules_fingerprint(config);
     let last_seq = store.meta(LAST_SEQ)?.and_then(|v| v.parse::<i64>().ok());
-    let same_rules = store.meta(RULES)?.as_deref() == Some(fingerprint.as_str());
     // Read before looking for work: anything committed later has a higher seq.
     let mark = store.last_event_seq()?;
     let workers = std::thread::available_parallelism()
@@ -230,6 +232,9 @@ fn split(lo: i64, hi: i64, n: usize) -> Vec<(i64, i64)> {
 #[derive(Clone, Copy)]
 struct Shared<'a> {
     store: &'a dyn Store,
+    /// The rules changed since the last pass: every hot lead's call-queue
+    /// row is written again, even when its score did not move.
+    rebuild: bool,
     desk: &'a crate::domain::desk::DeskRules,
     targets: &'a [crate::pipeline::report::Target],
     window: chrono::Duration,
@@ -244,6 +249,7 @@ struct Shared<'a> {
 impl Shared<'_> {
     fn pass(&self) -> Pass<'_> {
         Pass {
+            rebuild: self.rebuild,
             desk: self.desk,
             targets: self.targets,
             window: self.window,
@@ -290,6 +296,7 @@ impl Shared<'_> {
 }
 
 struct Pass<'a> {
+    rebuild: bool,
     desk: &'a crate::domain::desk::DeskRules,
     targets: &'a [crate::pipeline::report::Target],
     window: chrono::Duration,
@@ -380,7 +387,19 @@ impl Pass<'_> {
             }
             _ => Vec::new(),
         };
-        if !unchanged || desk.is_some() {
+        // A hot lead the desk may call (see `calls today`).
+        let callable = desk.as_ref().is_none_or(|d| {
+            d.do_not_call.is_none()
+                && !matches!(
+                    d.status.status,
+                    ProspectStatus::Stopped | ProspectStatus::Lost
+                )
+        });
+        let hot_lead = (callable && self.desk.config.hot_bands.iter().any(|b| *b == *card.band))
+            .then(|| HotLead {
+                owner: contact.owner.clone(),
+            });
+        if !unchanged || desk.is_some() || (self.rebuild && hot_lead.is_some()) {
             // The snapshots of the jump window travel with the score.
             let since = self.now - self.detector.window();
             let mut recent: Vec<(Timestamp, i64)> = previous
@@ -411,6 +430,7 @@ impl Pass<'_> {
                     window: self.window,
                     in_target,
                 },
+                hot_lead,
             });
         }
         Ok(())
