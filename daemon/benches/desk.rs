@@ -1,7 +1,8 @@
 //! The call desk at a million contacts: the cost of duplicate detection on
 //! an import (the same import without detection, checked batch by batch,
-//! and as `relance import` loads a large file, alternated), then `calls today`, `scores distribution` and
-//! `campaigns` read from what the passes maintain, on the rescore
+//! and as `relance import` loads a large file, alternated), then `calls
+//! today`, `scores distribution` and `campaigns` read from what the passes
+//! maintain, on the rescore
 //! benchmark's store (1,000,000 contacts, 20,004,003 events) copied, with
 //! a fortnight of calls, a broadcast and its reactions added.
 //!
@@ -359,6 +360,9 @@ fn main() {
     });
     let ana = time("relance calls today --owner ana", || {
         report::calls_today(&store, &config, now, Some("ana"), 0, 100).expect("today")
+    });
+    time("relance calls today --offset 10000", || {
+        report::calls_today(&store, &config, now, None, 10_000, 100).expect("today")
     });
     let dist = time("relance scores distribution", || {
         report::score_distribution(&store, &config, 10).expect("distribution")

@@ -646,7 +646,7 @@ impl DeskStore for Conn {
         let partial: i64 = self
             .conn
             .prepare_cached(
-                "SELECT count(*) FROM desk_queue
+                "SELECT count(*) FROM desk_queue INDEXED BY desk_queue_by_call
                  WHERE last_call_at >= ?3 AND last_call_at < ?4
                    AND band IN (SELECT value FROM json_each(?1)) AND (?2 IS NULL OR owner = ?2)",
             )?
@@ -659,13 +659,19 @@ impl DeskStore for Conn {
         channels: &[String],
         until: Timestamp,
     ) -> Result<Vec<CallTaskRow>, StoreError> {
+        // Pending rows through the index on their due instant, delivered
+        // ones through the call channels' sends: never the whole outbox.
         let mut stmt = self.conn.prepare_cached(
             "SELECT o.idem_key, c.id, o.followup, o.priority, o.channel, o.state, o.due_at, o.updated_at
-             FROM outbox o JOIN contacts c ON c.rowid = o.contact
+             FROM outbox o INDEXED BY outbox_ready JOIN contacts c ON c.rowid = o.contact
+             WHERE o.state IN ('planned', 'deferred', 'retrying', 'claimed') AND o.due_at < ?2
+               AND o.channel IN (SELECT value FROM json_each(?1))
+             UNION ALL
+             SELECT o.idem_key, c.id, o.followup, o.priority, o.channel, o.state, o.due_at, o.updated_at
+             FROM outbox o INDEXED BY outbox_sent_by_channel JOIN contacts c ON c.rowid = o.contact
              LEFT JOIN contact_desk d ON d.contact = o.contact
-             WHERE o.channel IN (SELECT value FROM json_each(?1))
-               AND ((o.state IN ('planned', 'deferred', 'retrying', 'claimed') AND o.due_at < ?2)
-                 OR (o.state = 'sent' AND (d.last_call_at IS NULL OR d.last_call_at < o.updated_at)))",
+             WHERE o.state = 'sent' AND o.channel IN (SELECT value FROM json_each(?1))
+               AND (d.last_call_at IS NULL OR d.last_call_at < o.updated_at)",
         )?;
         let mut q = stmt.query(params![json_list(channels)?, to_micros(until)])?;
         let mut out = Vec::new();

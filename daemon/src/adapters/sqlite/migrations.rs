@@ -561,6 +561,10 @@ CREATE TRIGGER desk_queue_changed AFTER UPDATE OF owner, band, last_call_at ON d
             / 3600000000, -9223372036854775807), 1)
     ON CONFLICT (owner, band, hour) DO UPDATE SET n = n + 1;
 END;
+-- The call tasks delivered, by channel: `calls today` reads those of the
+-- call channels, not every send ever delivered.
+CREATE INDEX outbox_sent_by_channel ON outbox(channel, updated_at) WHERE state = 'sent';
+
 -- A contact's new owner reaches its queue row at once, scored again or not.
 CREATE TRIGGER desk_queue_owner AFTER UPDATE OF record ON contacts BEGIN
     UPDATE desk_queue SET owner = coalesce(json_extract(NEW.record, '$.owner'), '')
