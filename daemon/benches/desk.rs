@@ -9,7 +9,9 @@
 //! Run: `cargo bench -p relance --bench rescore` once (it generates the
 //! store), then `cargo bench -p relance --bench desk`.
 //! Size: RELANCE_BENCH_CONTACTS (default 1,000,000); RELANCE_BENCH_ROUNDS
-//! (default 2) rounds of the three imports (0: none).
+//! (default 2) rounds of the three imports (0: none);
+//! RELANCE_BENCH_IMPORTS_ONLY=1 stops after them; RELANCE_BENCH_IN_PLACE=1
+//! adds the calls to the rescore store itself instead of a copy.
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -226,6 +228,9 @@ fn main() {
         );
     }
     println!("load average after the imports: {}", load());
+    if std::env::var_os("RELANCE_BENCH_IMPORTS_ONLY").is_some() {
+        return;
+    }
 
     // The rescore benchmark's store, copied: the reports below run on
     // 20 M events without changing what that benchmark measures.
@@ -235,19 +240,27 @@ fn main() {
         "run `cargo bench -p relance --bench rescore` first: it generates {}",
         source.display()
     );
-    let keyed = fresh("desk-20m.db");
-    let started = Instant::now();
-    for suffix in ["", "-wal"] {
-        let from = format!("{}{suffix}", source.display());
-        if Path::new(&from).exists() {
-            std::fs::copy(&from, format!("{}{suffix}", keyed.display())).expect("copy");
+    // RELANCE_BENCH_IN_PLACE=1: on the rescore store itself (no second
+    // 3 GB on a full disk); the calls and the broadcast then stay in it.
+    let in_place = std::env::var_os("RELANCE_BENCH_IN_PLACE").is_some();
+    let keyed = if in_place {
+        source.clone()
+    } else {
+        let keyed = fresh("desk-20m.db");
+        let started = Instant::now();
+        for suffix in ["", "-wal"] {
+            let from = format!("{}{suffix}", source.display());
+            if Path::new(&from).exists() {
+                std::fs::copy(&from, format!("{}{suffix}", keyed.display())).expect("copy");
+            }
         }
-    }
-    println!(
-        "copied {} ({:.0} s, not measured)",
-        source.display(),
-        started.elapsed().as_secs_f64()
-    );
+        println!(
+            "copied {} ({:.0} s, not measured)",
+            source.display(),
+            started.elapsed().as_secs_f64()
+        );
+        keyed
+    };
 
     // A fortnight of calls, a broadcast to a fifth of the contacts and
     // reactions to it, then the pass that maintains the desk.
@@ -403,5 +416,7 @@ fn main() {
     );
     println!("load average after the reports: {}", load());
     drop(store);
-    remove(&keyed);
+    if !in_place {
+        remove(&keyed);
+    }
 }
