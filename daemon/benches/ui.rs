@@ -99,6 +99,7 @@ fn main() {
         ),
         ("follow-ups", "/ui/followups".to_string()),
         ("call desk", "/ui/calls".to_string()),
+        ("call desk, page 20", "/ui/calls?page=20".to_string()),
         ("pressure", "/ui/pressure".to_string()),
         (
             "pressure cell, page 1",

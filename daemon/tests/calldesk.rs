@@ -287,17 +287,45 @@ fn statuses_and_caller_lists_contain_exactly_the_expected_contacts() {
 
     // Today: c2's call-back (agreed for Thursday) is due; nobody else.
     let today = env.json_at(NOW, &["calls", "today", "--json"]);
-    let today = today.as_array().expect("today");
+    assert_eq!(today["total"], 1);
+    assert_eq!(today["more"], 0);
+    let today = today["calls"].as_array().expect("today");
     assert_eq!(today.len(), 1);
     assert_eq!(today[0]["contact"]["id"], "c2");
     assert_eq!(today[0]["why"][0]["why"], "call_back");
     assert_eq!(today[0]["why"][0]["at"], "2026-11-19T09:00:00Z");
     assert_eq!(today[0]["contact"]["last_call_code"], "PISTE");
     let bob = env.json_at(NOW, &["calls", "today", "--owner", "bob", "--json"]);
-    assert_eq!(bob.as_array().map(Vec::len), Some(0));
+    assert_eq!(bob["calls"].as_array().map(Vec::len), Some(0));
+    assert_eq!(bob["total"], 0);
     // Before Thursday the call-back is not due yet.
     let monday = env.json_at("2026-11-16T12:00:00Z", &["calls", "today", "--json"]);
-    assert_eq!(monday.as_array().map(Vec::len), Some(0));
+    assert_eq!(monday["calls"].as_array().map(Vec::len), Some(0));
+    assert_eq!(monday["total"], 0);
+}
+
+type Flag = (i64, String, String, String);
+
+/// The lines an import flagged: line, id, kind and key.
+fn flags(report: &serde_json::Value) -> Vec<Flag> {
+    report["duplicates"]
+        .as_array()
+        .expect("flagged")
+        .iter()
+        .map(|d| {
+            let s = |k: &str| d[k].as_str().expect(k).to_string();
+            (
+                d["line"].as_i64().expect("line"),
+                s("id"),
+                s("kind"),
+                s("key"),
+            )
+        })
+        .collect()
+}
+
+fn flag(line: i64, id: &str, kind: &str, key: &str) -> Flag {
+    (line, id.into(), kind.into(), key.into())
 }
 
 /// A rebuild writes only the contacts whose score, desk row or campaign
@@ -360,25 +388,13 @@ fn duplicates_are_found_by_email_case_and_phone_format_not_by_name() {
         "--json",
     ]);
     assert_eq!(report["inserted"], 5, "accepted, all of them");
-    let flagged: Vec<(i64, String, String)> = report["duplicates"]
-        .as_array()
-        .expect("flagged")
-        .iter()
-        .map(|d| {
-            (
-                d["line"].as_i64().expect("line"),
-                d["id"].as_str().expect("id").to_string(),
-                d["kind"].as_str().expect("kind").to_string(),
-            )
-        })
-        .collect();
     assert_eq!(
-        flagged,
+        flags(&report),
         [
-            (2, "u1".to_string(), "email".to_string()),
-            (2, "u1".to_string(), "phone".to_string()),
-            (3, "u2".to_string(), "email".to_string()),
-            (4, "u3".to_string(), "phone".to_string()),
+            flag(2, "u1", "email", "anne.martin@example.com"),
+            flag(2, "u1", "phone", "+33612345678"),
+            flag(3, "u2", "email", "anne.martin@example.com"),
+            flag(4, "u3", "phone", "+33612345678"),
         ]
     );
     let groups = env.json(&["contacts", "duplicates", "--json"]);
@@ -407,6 +423,82 @@ fn duplicates_are_found_by_email_case_and_phone_format_not_by_name() {
             .as_array()
             .map(Vec::len),
         Some(2)
+    );
+}
+
+#[test]
+fn a_large_file_is_loaded_in_bulk_and_flags_every_line_sharing_a_key() {
+    let env = env();
+    // 30,000 contacts: past 20,000 lines the import is a bulk load. b25000
+    // is b5 again (email in capitals), b29999 is b29998 (phone written
+    // another way); b26000 has b100's name only.
+    let mut csv = String::from("id,first_name,last_name,email,phone\n");
+    for i in 0..30_000u32 {
+        let (first, last) = if i == 26_000 {
+            ("Name".to_string(), "100".to_string())
+        } else {
+            ("Name".to_string(), i.to_string())
+        };
+        let email = if i == 25_000 {
+            "B5@EXAMPLE.ORG".to_string()
+        } else {
+            format!("b{i}@example.org")
+        };
+        let n = if i == 29_999 { 29_998 } else { i };
+        let phone = if i == 29_999 {
+            format!(
+                "+33 7 {:02} {:02} {:02} {:02}",
+                n / 1_000_000,
+                n / 10_000 % 100,
+                n / 100 % 100,
+                n % 100
+            )
+        } else {
+            format!(
+                "07.{:02}.{:02}.{:02}.{:02}",
+                n / 1_000_000,
+                n / 10_000 % 100,
+                n / 100 % 100,
+                n % 100
+            )
+        };
+        csv.push_str(&format!("b{i},{first},{last},{email},{phone}\n"));
+    }
+    let file = env.write("large.csv", &csv);
+    let report = env.json_any(&[
+        "import",
+        "contacts",
+        file.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    assert_eq!(report["inserted"], 30_000);
+    assert_eq!(
+        flags(&report),
+        [
+            flag(7, "b5", "email", "b5@example.org"),
+            flag(25_002, "b25000", "email", "b5@example.org"),
+            flag(30_000, "b29998", "phone", "+33700029998"),
+            flag(30_001, "b29999", "phone", "+33700029998"),
+        ]
+    );
+    let groups = env.json(&["contacts", "duplicates", "--json"]);
+    assert_eq!(
+        groups,
+        serde_json::json!([
+            {"kind": "email", "key": "b5@example.org", "contacts": ["b25000", "b5"]},
+            {"kind": "phone", "key": "+33700029998", "contacts": ["b29998", "b29999"]},
+        ])
+    );
+    // The key indexes are back: a small file is checked batch by batch.
+    let again = env.write("again.csv", "id,email\nu1, b7@Example.org\n");
+    let out = env.run(&["import", "contacts", again.to_str().expect("utf-8")]);
+    assert_eq!(code(&out), 0);
+    assert!(
+        stdout(&out).contains(
+            "line 2: `u1` accepted, likely the same person as b7 (same email b7@example.org)"
+        ),
+        "{}",
+        stdout(&out)
     );
 }
 

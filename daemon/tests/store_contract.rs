@@ -11,8 +11,10 @@ use chrono::{DateTime, Duration, Utc};
 use relance::adapters::postgres::PgStore;
 use relance::adapters::sqlite::SqliteStore;
 use relance::core::model::{Contact, Event, FollowUpKind, Timestamp};
+use relance::domain::desk::{DeskRow, StatusView};
 use relance::domain::ingest::{Incoming, Patch};
 use relance::domain::outbox::{NewSend, Payload, Row, Settlement, idempotency_key};
+use relance::ports::store::desk::{HotLead, HotLeads};
 use relance::ports::store::{
     Admission, AdmissionVerdict, Append, PassMark, ScoreWrite, StoreHandle, StoredChange, Upsert,
 };
@@ -182,6 +184,7 @@ fn scored(key: i64, contact: &str, score: i64, seen: Option<Timestamp>) -> Score
         desk: None,
         campaigns: Default::default(),
         desk_mark: 0,
+        hot_lead: None,
         recent: Vec::new(),
         changes: Vec::new(),
         seen,
@@ -849,6 +852,196 @@ pub fn campaign_figures_count_sends_and_folded_reactions_and_survive_retention(b
     assert!(store.erase_contact("c0").expect("erase"));
     let figures = spring();
     assert_eq!((figures.sent, figures.contacts, figures.opened), (2, 2, 0));
+
+/// A scored contact for the call desk: band, score (hundredths), and its
+/// desk row when it was called or has a call-back.
+fn scored(
+    key: i64,
+    id: &str,
+    band: &str,
+    score: i64,
+    desk: Option<DeskRow>,
+    owner: Option<&str>,
+    seen: Option<Timestamp>,
+) -> ScoreWrite {
+    ScoreWrite {
+        key,
+        contact: id.into(),
+        score,
+        band: band.into(),
+        next_change_at: None,
+        snapshot: true,
+        recent: Vec::new(),
+        changes: Vec::new(),
+        seen,
+        desk,
+        campaigns: Default::default(),
+        hot_lead: (band == "hot").then(|| HotLead {
+            owner: owner.map(str::to_owned),
+        }),
+    }
+}
+
+fn desk_row(last_call: Option<Timestamp>, callback_at: Option<Timestamp>) -> DeskRow {
+    DeskRow {
+        status: StatusView::default(),
+        calls: u32::from(last_call.is_some()),
+        last_call: last_call.map(|at| (at, "NRP".to_string())),
+        callback_at,
+        documentation_at: None,
+        do_not_call: None,
+        owner: None,
+        events: Vec::new(),
+    }
+}
+
+pub fn hot_leads_come_ranked_and_counted(backend: Backend) {
+    let opened = backend();
+    let store = &opened.store;
+    let people = [
+        ("h1", Some("bob")),
+        ("h2", None),
+        ("h3", None),
+        ("h4", None),
+        ("h5", Some("ana")),
+        ("w1", None),
+    ];
+    let batch: Vec<Patch> = people
+        .iter()
+        .map(|(id, owner)| {
+            let mut p = Patch {
+                id: (*id).into(),
+                ..Patch::default()
+            };
+            if let Some(o) = owner {
+                p.fields.insert("owner".into(), (*o).into());
+            }
+            p
+        })
+        .collect();
+    store.upsert_contacts(&batch).expect("contacts");
+    let key = |id: &str| store.contact_key(id).expect("key").expect("known");
+    let yesterday = now() - Duration::days(1);
+    let callback = now() - Duration::hours(2);
+    let writes = vec![
+        scored(key("h1"), "h1", "hot", 8000, None, Some("bob"), None),
+        scored(key("h2"), "h2", "hot", 9000, None, None, None),
+        // Ties with h1: its call-back ranks it first.
+        scored(
+            key("h3"),
+            "h3",
+            "hot",
+            8000,
+            Some(desk_row(None, Some(callback))),
+            None,
+            None,
+        ),
+        // Called yesterday.
+        scored(
+            key("h4"),
+            "h4",
+            "hot",
+            9500,
+            Some(desk_row(Some(yesterday), None)),
+            None,
+            None,
+        ),
+        scored(key("h5"), "h5", "hot", 8500, None, Some("ana"), None),
+        scored(key("w1"), "w1", "warm", 9900, None, None, None),
+    ];
+    store.save_scores(&writes, now(), &[]).expect("scores");
+    let bands = vec!["hot".to_string()];
+    let hot = |days: i64, owner: Option<&'static str>| HotLeads {
+        bands: &bands,
+        called_before: now() - Duration::days(days),
+        owner,
+    };
+    let ids = |h: &HotLeads<'_>, limit: u32| -> Vec<String> {
+        store
+            .hot_leads(h, limit)
+            .expect("hot leads")
+            .into_iter()
+            .map(|r| r.id)
+            .collect()
+    };
+    // Not called within a week: h4 was, yesterday.
+    assert_eq!(ids(&hot(7, None), 10), ["h2", "h5", "h3", "h1"]);
+    assert_eq!(store.hot_lead_count(&hot(7, None)).expect("count"), 4);
+    assert_eq!(ids(&hot(7, None), 3), ["h2", "h5", "h3"]);
+    assert_eq!(ids(&hot(7, None), 1), ["h2"]);
+    // Not called since now: h4 too.
+    assert_eq!(ids(&hot(0, None), 10), ["h4", "h2", "h5", "h3", "h1"]);
+    assert_eq!(store.hot_lead_count(&hot(0, None)).expect("count"), 5);
+    // Called before exactly yesterday's call: not yet.
+    let just = HotLeads {
+        bands: &bands,
+        called_before: yesterday,
+        owner: None,
+    };
+    assert_eq!(store.hot_lead_count(&just).expect("count"), 4);
+    assert_eq!(ids(&hot(7, Some("ana")), 10), ["h5"]);
+    assert_eq!(
+        store.hot_lead_count(&hot(7, Some("ana"))).expect("count"),
+        1
+    );
+    assert_eq!(
+        store.hot_lead_count(&hot(7, Some("eve"))).expect("count"),
+        0
+    );
+
+    // The call-back due, with its rank and whether it is a hot lead.
+    let due = store
+        .callbacks_due(now(), &hot(7, None))
+        .expect("call-backs");
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].id, "h3");
+    assert_eq!(due[0].score, Some(8000));
+    assert_eq!(due[0].callback_at, Some(callback));
+    assert!(due[0].hot);
+    let ranked = store
+        .ranked(&["w1".into(), "h1".into(), "nobody".into()], &hot(7, None))
+        .expect("ranked");
+    let seen: Vec<(&str, bool, Option<&str>)> = ranked
+        .iter()
+        .map(|r| (r.id.as_str(), r.hot, r.owner.as_deref()))
+        .collect();
+    assert_eq!(seen, [("w1", false, None), ("h1", true, Some("bob"))]);
+
+    // A new owner, a lead cooling down, an erasure: the counts follow.
+    let mut to_ana = Patch {
+        id: "h1".into(),
+        ..Patch::default()
+    };
+    to_ana.fields.insert("owner".into(), "ana".into());
+    store.upsert_contacts(&[to_ana]).expect("owner");
+    assert_eq!(ids(&hot(7, Some("ana")), 10), ["h5", "h1"]);
+    assert_eq!(
+        store.hot_lead_count(&hot(7, Some("ana"))).expect("count"),
+        2
+    );
+    let seen = store.stored_score("h2").expect("score").expect("scored");
+    store
+        .save_scores(
+            &[scored(
+                key("h2"),
+                "h2",
+                "warm",
+                6000,
+                None,
+                None,
+                Some(seen.scored_at),
+            )],
+            now(),
+            &[],
+        )
+        .expect("cooled");
+    assert!(store.erase_contact("h5").expect("erase"));
+    assert_eq!(ids(&hot(7, None), 10), ["h3", "h1"]);
+    assert_eq!(store.hot_lead_count(&hot(7, None)).expect("count"), 2);
+    assert_eq!(
+        store.hot_lead_count(&hot(7, Some("ana"))).expect("count"),
+        1
+    );
 }
 
 /// One `#[test]` per case for a backend: a new backend adds its
@@ -899,6 +1092,9 @@ macro_rules! contract {
                 super::campaign_figures_count_sends_and_folded_reactions_and_survive_retention(
                     super::$backend,
                 );
+
+            fn hot_leads_come_ranked_and_counted() {
+                super::hot_leads_come_ranked_and_counted(super::$backend);
             }
             #[test]
             fn waiting_for_events_sees_other_handles() {

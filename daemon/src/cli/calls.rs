@@ -17,6 +17,12 @@ pub enum Action {
     Today {
         #[arg(long)]
         owner: Option<String>,
+        /// At most this many contacts (the total is exact).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        limit: u32,
+        /// Skip the first N contacts of the ranking (the next page).
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
         #[arg(long)]
         json: bool,
     },
@@ -59,12 +65,20 @@ pub fn run(config: &Config, clock: &Clock, action: &Action) -> Result<u8, Failur
     let store = open_store(config)?;
     let now = clock.now();
     match action {
-        Action::Today { owner, json } => {
-            let list = report::calls_today(&*store, config, now, owner.as_deref()).map_err(err)?;
+        Action::Today {
+            owner,
+            limit,
+            offset,
+            json,
+        } => {
+            let today =
+                report::calls_today(&*store, config, now, owner.as_deref(), *offset, *limit)
+                    .map_err(err)?;
             if *json {
-                output::json(&list)?;
+                output::json(&today)?;
                 return Ok(exit::OK);
             }
+            let list = &today.calls;
             let mut table = output::Table::new(&[
                 "contact",
                 "name",
@@ -76,7 +90,7 @@ pub fn run(config: &Config, clock: &Clock, action: &Action) -> Result<u8, Failur
                 "why",
                 "last call",
             ]);
-            for t in &list {
+            for t in list {
                 let why: Vec<String> = t
                     .why
                     .iter()
@@ -105,8 +119,21 @@ pub fn run(config: &Config, clock: &Clock, action: &Action) -> Result<u8, Failur
                     last_call(c),
                 ]);
             }
-            table.print();
-            println!("{} contacts to call today", list.len());
+            if !list.is_empty() {
+                table.print();
+            }
+            println!("{} contacts to call today", today.total);
+            if list.is_empty() && today.offset > 0 {
+                println!("none from rank {} on", today.offset + 1);
+            } else if today.offset > 0 || today.more > 0 {
+                println!(
+                    "shown: ranks {} to {}; {} more (--offset {}, --limit N)",
+                    today.offset + 1,
+                    today.offset + list.len() as u64,
+                    today.more,
+                    today.offset + list.len() as u64
+                );
+            }
             Ok(exit::OK)
         }
         Action::Lists { limit, json } => {

@@ -103,9 +103,18 @@ pub(super) fn load(
                         .and_then(|p| range.check_signals(&p.signals).map(|()| p));
                     line
                 });
-            // Contacts are checked for duplicates in their own transaction.
-            let write = |store: &dyn Store, batch: &[ingest::Patch]| -> Result<_, StoreError> {
+            // Contacts are checked for duplicates in their own transaction,
+            // until the file proves large next to the store: from then on
+            // it is a bulk load, checked once at its end (see `bulk`).
+            let bulk = Bulk::new(store, kind)?;
+            let write = |store: &dyn Store,
+                         batch: &[ingest::Patch],
+                         numbers: &[u64]|
+             -> Result<_, StoreError> {
                 match kind {
+                    Kind::Contact if bulk.loading(store, batch, numbers)? => {
+                        Ok((store.upsert_contacts(batch)?, Vec::new()))
+                    }
                     Kind::Contact => {
                         let (written, found) = store.upsert_contacts_checked(batch)?;
                         let flagged = found
@@ -120,7 +129,8 @@ pub(super) fn load(
                     Kind::Deal => Ok((store.upsert_deals(batch)?, Vec::new())),
                 }
             };
-            import(lines, store, &mut summary, write, upsert_applied)?;
+            let imported = import(lines, store, &mut summary, write, upsert_applied);
+            bulk.end(store, imported, &mut summary)?;
         }
         None => {
             if format == Format::Csv && file.extension().is_some_and(|e| e == "csv") {
@@ -137,7 +147,7 @@ pub(super) fn load(
                 lines,
                 store,
                 &mut summary,
-                |s, b| Ok((s.append_events(b)?, Vec::new())),
+                |s, b, _| Ok((s.append_events(b)?, Vec::new())),
                 append_applied,
             )?;
         }
@@ -173,12 +183,97 @@ fn append_applied(a: Append) -> Applied {
 
 type Written<O> = (Vec<O>, Vec<(usize, String, DuplicateGroup)>);
 
+/// Contacts imported from this many lines on, and a quarter of the
+/// contacts stored before, make a bulk load.
+const BULK_FROM: u64 = 20_000;
+
+/// Duplicate detection for a large file: past [`BULK_FROM`] lines the
+/// store loads without its key indexes (`Records::begin_contact_load`) and
+/// builds them once at the end, by sorting; the groups it then reads flag
+/// every line of the file sharing a key, as the batch-by-batch check does.
+struct Bulk {
+    /// Lines written before the load turns to bulk.
+    from: u64,
+    written: std::cell::Cell<u64>,
+    on: std::cell::Cell<bool>,
+    /// Every contact line of the file: id → line.
+    lines: std::cell::RefCell<std::collections::HashMap<String, u64>>,
+}
+
+impl Bulk {
+    fn new(store: &dyn Store, kind: Kind) -> Result<Self, Failure> {
+        let from = if kind == Kind::Contact {
+            BULK_FROM.max(store.counts().map_err(anyhow::Error::from)?.contacts / 4)
+        } else {
+            u64::MAX
+        };
+        Ok(Self {
+            from,
+            written: Default::default(),
+            on: Default::default(),
+            lines: Default::default(),
+        })
+    }
+
+    /// Whether `batch` is written as part of a bulk load (which it starts
+    /// when the file has grown large).
+    fn loading(
+        &self,
+        store: &dyn Store,
+        batch: &[ingest::Patch],
+        numbers: &[u64],
+    ) -> Result<bool, StoreError> {
+        let mut lines = self.lines.borrow_mut();
+        for (p, n) in batch.iter().zip(numbers) {
+            lines.insert(p.id.clone(), *n);
+        }
+        if !self.on.get() && self.written.get() >= self.from {
+            store.begin_contact_load()?;
+            self.on.set(true);
+        }
+        self.written.set(self.written.get() + batch.len() as u64);
+        Ok(self.on.get())
+    }
+
+    /// Ends a bulk load, whatever the import gave: the key indexes are
+    /// built and every line in a group is flagged (the flags of the lines
+    /// checked before the load are replaced by these, which see the whole
+    /// file).
+    fn end(
+        &self,
+        store: &dyn Store,
+        imported: Result<(), Failure>,
+        summary: &mut Summary,
+    ) -> Result<(), Failure> {
+        if !self.on.get() {
+            return imported;
+        }
+        let groups = store.end_contact_load().map_err(anyhow::Error::from);
+        imported?;
+        let lines = self.lines.borrow();
+        summary.duplicates.clear();
+        for group in groups? {
+            for id in &group.contacts {
+                if let Some(line) = lines.get(id) {
+                    summary.duplicates.push(Flagged {
+                        line: *line,
+                        id: id.clone(),
+                        group: group.clone(),
+                    });
+                }
+            }
+        }
+        summary.duplicates.sort_by_key(|d| d.line);
+        Ok(())
+    }
+}
+
 fn import<T, O>(
     lines: impl Iterator<Item = Line<T>>,
     store: &dyn Store,
     summary: &mut Summary,
     // What each item did, and the duplicates found (position in the batch).
-    write: impl Fn(&dyn Store, &[T]) -> Result<Written<O>, StoreError>,
+    write: impl Fn(&dyn Store, &[T], &[u64]) -> Result<Written<O>, StoreError>,
     outcome: impl Fn(O) -> Applied,
 ) -> Result<(), Failure> {
     let mut batch: Vec<T> = Vec::with_capacity(BATCH);
@@ -190,7 +285,7 @@ fn import<T, O>(
         if batch.is_empty() {
             return Ok(());
         }
-        let (results, flagged) = write(store, batch).map_err(anyhow::Error::from)?;
+        let (results, flagged) = write(store, batch, numbers).map_err(anyhow::Error::from)?;
         for (index, id, group) in flagged {
             summary.duplicates.push(Flagged {
                 line: numbers.get(index).copied().unwrap_or_default(),

@@ -7,13 +7,14 @@ use crate::domain::desk::campaigns::{self, Campaign, CampaignCounts, CampaignKin
 use crate::domain::desk::distribution::{self, Distribution};
 use crate::domain::desk::kpis::{self, By, Codes, Kpis, Period};
 use crate::domain::desk::status::code;
-use crate::domain::desk::today::{ToCall, Why, rank};
+use crate::domain::desk::today::{Brief, RankKey, ToCall, Why};
+use crate::domain::scoring::Points;
 use crate::pipeline::config::Config;
-use crate::ports::store::desk::{DuplicateGroup, Listed};
+use crate::ports::store::desk::{DuplicateGroup, HotLeads, Listed, Ranked};
 use crate::ports::store::{Store, StoreError};
 use chrono::NaiveTime;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -46,15 +47,46 @@ fn band_names(config: &Config) -> Vec<String> {
         .collect()
 }
 
-/// `relance calls today`.
+/// A page of `relance calls today`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Today {
+    /// Contacts to call today, in all.
+    pub total: u64,
+    /// Contacts ranked before this page.
+    pub offset: u64,
+    /// Contacts ranked after it.
+    pub more: u64,
+    pub calls: Vec<ToCall>,
+}
+
+/// `relance calls today`: the contacts ranked `offset + 1` to `offset +
+/// limit`. The call tasks and call-backs due (what follow-ups and callers
+/// asked for) are read whole and ranked here; the hot leads, usually most
+/// of the list, come already ranked from the store's call queue, only as
+/// many as the page needs, and are counted from its kept counts.
 pub fn calls_today(
     store: &dyn Store,
     config: &Config,
     now: Timestamp,
     owner: Option<&str>,
-) -> Result<Vec<ToCall>, ReportError> {
+    offset: u64,
+    limit: u32,
+) -> Result<Today, ReportError> {
     let until = end_of_day(now);
     let desk = &config.calls;
+    let bands = band_names(config);
+    // The hot bands in rank order: the order the store reads them in.
+    let hot_bands: Vec<String> = bands
+        .iter()
+        .filter(|b| desk.hot_bands.contains(b))
+        .cloned()
+        .collect();
+    let hot = HotLeads {
+        bands: &hot_bands,
+        called_before: now - desk.hot_recall.0,
+        owner,
+    };
+    let hot_priority = config.fatigue.priorities.opportunistic;
     let mut why: BTreeMap<String, (u32, Vec<Why>)> = BTreeMap::new();
     for t in store.call_tasks(&call_channels(config), until)? {
         let e = why.entry(t.contact.clone()).or_default();
@@ -70,26 +102,94 @@ pub fn calls_today(
         .calls
         .callback_priority
         .unwrap_or(config.fatigue.priorities.event);
-    for id in store.callbacks_due(until)? {
-        let e = why.entry(id).or_default();
+    let mut ranked: HashMap<String, Ranked> = HashMap::new();
+    for r in store.callbacks_due(until, &hot)? {
+        let e = why.entry(r.id.clone()).or_default();
         e.0 = e.0.max(callback);
         e.1.push(Why::CallBack { at: until });
+        ranked.insert(r.id.clone(), r);
     }
-    let recall = now - desk.hot_recall.0;
-    for id in store.hot_leads(&desk.hot_bands, recall)? {
-        let e = why.entry(id).or_default();
-        e.0 = e.0.max(config.fatigue.priorities.opportunistic);
-        e.1.push(Why::HotLead {
-            band: String::new(),
-        });
+    let missing: Vec<String> = why
+        .keys()
+        .filter(|id| !ranked.contains_key(*id))
+        .cloned()
+        .collect();
+    for r in store.ranked(&missing, &hot)? {
+        ranked.insert(r.id.clone(), r);
     }
-    let ids: Vec<String> = why.keys().cloned().collect();
-    let mut list = Vec::with_capacity(ids.len());
-    for brief in store.briefs(&ids)? {
-        if owner.is_some_and(|o| brief.owner.as_deref() != Some(o)) {
+    // Asked for: (priority, ranked, reasons), the owner's only.
+    let mut asked: Vec<(u32, Ranked, Vec<Why>)> = Vec::with_capacity(why.len());
+    for (id, (mut priority, mut reasons)) in why {
+        // A contact erased since has no row.
+        let Some(r) = ranked.remove(&id) else {
+            continue;
+        };
+        if owner.is_some_and(|o| r.owner.as_deref() != Some(o)) {
             continue;
         }
-        let Some((priority, mut reasons)) = why.remove(&brief.id) else {
+        if r.hot {
+            priority = priority.max(hot_priority);
+            reasons.push(Why::HotLead {
+                band: String::new(),
+            });
+        }
+        asked.push((priority, r, reasons));
+    }
+    asked.sort_by(|a, b| key(a.0, &a.1).cmp(&key(b.0, &b.1), &bands));
+    let asked_hot = asked.iter().filter(|a| a.1.hot).count() as u64;
+    let total = asked.len() as u64 + store.hot_lead_count(&hot)?.saturating_sub(asked_hot);
+
+    // The hot leads not asked for otherwise, in rank order: at most the
+    // page's end of them once those already listed above are left out.
+    let end = offset.saturating_add(u64::from(limit));
+    let want = u32::try_from(end.saturating_add(asked_hot)).unwrap_or(u32::MAX);
+    let listed: HashSet<&str> = asked.iter().map(|a| a.1.id.as_str()).collect();
+    let leads: Vec<Ranked> = store
+        .hot_leads(&hot, want)?
+        .into_iter()
+        .filter(|r| !listed.contains(r.id.as_str()))
+        .collect();
+    drop(listed);
+
+    // Both lists merged, up to the page's end.
+    let mut page: Vec<(u32, Vec<Why>, String)> = Vec::new();
+    let (mut a, mut l) = (asked.into_iter().peekable(), leads.into_iter().peekable());
+    let mut rank = 0u64;
+    while rank < end {
+        let take_asked = match (a.peek(), l.peek()) {
+            (Some(x), Some(y)) => key(x.0, &x.1).cmp(&key(hot_priority, y), &bands).is_le(),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        let (priority, id, reasons) = if take_asked {
+            let Some((p, r, w)) = a.next() else { break };
+            (p, r.id, w)
+        } else {
+            let Some(r) = l.next() else { break };
+            (
+                hot_priority,
+                r.id,
+                vec![Why::HotLead {
+                    band: String::new(),
+                }],
+            )
+        };
+        if rank >= offset {
+            page.push((priority, reasons, id));
+        }
+        rank += 1;
+    }
+
+    let ids: Vec<String> = page.iter().map(|p| p.2.clone()).collect();
+    let mut briefs: HashMap<String, Brief> = store
+        .briefs(&ids)?
+        .into_iter()
+        .map(|b| (b.id.clone(), b))
+        .collect();
+    let mut calls = Vec::with_capacity(page.len());
+    for (priority, mut reasons, id) in page {
+        let Some(brief) = briefs.remove(&id) else {
             continue;
         };
         for r in &mut reasons {
@@ -100,14 +200,28 @@ pub fn calls_today(
             }
         }
         reasons.sort();
-        list.push(ToCall {
+        calls.push(ToCall {
             contact: brief,
             priority,
             why: reasons,
         });
     }
-    rank(&mut list, &band_names(config));
-    Ok(list)
+    Ok(Today {
+        total,
+        offset,
+        more: total.saturating_sub(offset.saturating_add(calls.len() as u64)),
+        calls,
+    })
+}
+
+fn key(priority: u32, r: &Ranked) -> RankKey<'_> {
+    RankKey {
+        priority,
+        band: r.band.as_deref(),
+        score: r.score.map(|s| Points(s).as_f64()),
+        callback_at: r.callback_at,
+        id: &r.id,
+    }
 }
 
 /// `relance calls lists`.

@@ -8,13 +8,14 @@
 
 use crate::core::condition::{Standing, Subject};
 use crate::core::model::{Company, Contact, Event, Timestamp};
-use crate::domain::desk::DeskKind;
 use crate::domain::desk::campaigns::CampaignFacts;
+use crate::domain::desk::{DeskKind, ProspectStatus};
 use crate::domain::scoring::StoredScore;
 use crate::domain::scoring::changes::{ChangeDetector, ScorePoint};
 use crate::domain::scoring::model::{ScoreCard, ScoringModel};
 use crate::domain::scoring::points::Points;
 use crate::pipeline::config::Config;
+use crate::ports::store::desk::HotLead;
 use crate::ports::store::{RescoreInput, ScoreWrite, Store, StoreError, StoredChange};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -138,6 +139,8 @@ fn rescore_taken(
             crate::pipeline::report::ReportError::Store(e) => PassError::Store(e),
             other => PassError::Campaigns(other.to_string()),
         })?;
+    let fingerprint = rules_fingerprint(config);
+    let same_rules = store.meta(RULES)?.as_deref() == Some(fingerprint.as_str());
     let shared = Shared {
         store,
         desk: &desk,
@@ -149,9 +152,7 @@ fn rescore_taken(
         now,
         write_turn: &write_turn,
     };
-    let fingerprint = rules_fingerprint(config);
     let last_seq = store.meta(LAST_SEQ)?.and_then(|v| v.parse::<i64>().ok());
-    let same_rules = store.meta(RULES)?.as_deref() == Some(fingerprint.as_str());
     // Read before looking for work: anything committed later has a higher seq.
     let mark = store.last_event_seq()?;
     let workers = std::thread::available_parallelism()
@@ -419,16 +420,34 @@ impl Pass<'_> {
             }
             _ => Vec::new(),
         };
+        // A hot lead the desk may call (see `calls today`).
+        let callable = desk.as_ref().is_none_or(|d| {
+            d.do_not_call.is_none()
+                && !matches!(
+                    d.status.status,
+                    ProspectStatus::Stopped | ProspectStatus::Lost
+                )
+        });
+        let hot_lead = (callable && self.desk.config.hot_bands.iter().any(|b| *b == *card.band))
+            .then(|| HotLead {
+                owner: contact.owner.clone(),
+            });
         let campaigns = CampaignFacts {
             window: self.window,
             in_target,
         };
-        let desk_mark = crate::domain::desk::mark(self.mark_seed, desk.as_ref(), &campaigns);
+        let desk_mark = crate::domain::desk::mark(
+            self.mark_seed,
+            desk.as_ref(),
+            &campaigns,
+            hot_lead.as_ref().map(|h| h.owner.as_deref()),
+        );
         // Without a mark (a store that keeps none, a score written before
-        // marks), only a contact with no desk row has nothing more to write.
+        // marks), only a contact with no desk row and out of the call queue
+        // has nothing more to write.
         let same_desk = previous.as_ref().is_some_and(|p| match p.desk_mark {
             Some(m) => m == desk_mark,
-            None => desk.is_none(),
+            None => desk.is_none() && hot_lead.is_none(),
         });
         if !unchanged || !same_desk {
             // The snapshots of the jump window travel with the score.
@@ -460,6 +479,7 @@ impl Pass<'_> {
                 desk,
                 campaigns,
                 desk_mark,
+                hot_lead,
             });
         }
         Ok(())

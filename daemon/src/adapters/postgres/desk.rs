@@ -11,7 +11,9 @@ use crate::domain::desk::kpis::CallRow;
 use crate::domain::desk::today::Brief;
 use crate::domain::desk::{DeskEvent, DeskRow, ProspectStatus, SetBy, StatusView};
 use crate::ports::store::StoreError;
-use crate::ports::store::desk::{CallTaskRow, DeskStore, DuplicateGroup, KeyKind, Listed};
+use crate::ports::store::desk::{
+    CallTaskRow, DeskStore, DuplicateGroup, HotLeads, KeyKind, Listed, Ranked,
+};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Transaction};
 
@@ -65,6 +67,55 @@ fn read_brief(r: &Row) -> Result<Brief, StoreError> {
         documentation_at: micros(r, 11)?,
         do_not_call: r.get(12),
     })
+}
+
+/// A contact's owner in its record.
+const OWNER: &str = "(c.record::jsonb ->> 'owner')";
+const RANKED_FROM: &str = "FROM contacts c JOIN scores s ON s.contact = c.rowid \
+    LEFT JOIN contact_desk d ON d.contact = c.rowid";
+/// A hot lead of $1 (bands), $2 (called before), $3 (owner or NULL): read
+/// from the scores and desk rows (the SQLite store keeps a queue instead).
+const HOT: &str = "s.band = ANY($1::text[])
+    AND (d.contact IS NULL OR (d.status NOT IN ('ARRÊTÉ', 'PERDU') AND d.do_not_call IS NULL
+      AND (d.last_call_at IS NULL OR d.last_call_at < $2)))
+    AND ($3::text IS NULL OR (c.record::jsonb ->> 'owner') = $3)";
+
+fn read_ranked(r: &Row) -> Result<Ranked, StoreError> {
+    Ok(Ranked {
+        id: r.get(0),
+        owner: r.get::<_, Option<String>>(1).filter(|o| !o.is_empty()),
+        band: r.get(2),
+        score: r.get(3),
+        callback_at: micros(r, 4)?,
+        hot: r.get(5),
+    })
+}
+
+impl PgStore {
+    /// Ranked rows of the contacts `filter` keeps ($4 is `arg`), with
+    /// whether each is a hot lead; a contact never scored has no band.
+    fn ranked_where(
+        &self,
+        filter: &str,
+        hot: &HotLeads<'_>,
+        arg: &(dyn ToSql + Sync),
+    ) -> Result<Vec<Ranked>, StoreError> {
+        self.read(async |c| {
+            c.query(
+                &format!(
+                    "SELECT c.id, {OWNER}, s.band, s.score, d.callback_at, coalesce({HOT}, false)
+                     FROM contacts c LEFT JOIN scores s ON s.contact = c.rowid
+                     LEFT JOIN contact_desk d ON d.contact = c.rowid
+                     WHERE {filter}"
+                ),
+                &[&hot.bands, &to_micros(hot.called_before), &hot.owner, arg],
+            )
+            .await?
+            .iter()
+            .map(read_ranked)
+            .collect()
+        })
+    }
 }
 
 /// Whether any contact was ever sent a follow-up: until then the pass
@@ -350,32 +401,67 @@ impl DeskStore for PgStore {
         )
     }
 
-    fn callbacks_due(&self, until: Timestamp) -> Result<Vec<String>, StoreError> {
-        self.ids(
+    fn callbacks_due(
+        &self,
+        until: Timestamp,
+        hot: &HotLeads<'_>,
+    ) -> Result<Vec<Ranked>, StoreError> {
+        self.ranked_where(
             &format!(
-                "SELECT c.id FROM contact_desk d JOIN contacts c ON c.rowid = d.contact
-                 WHERE d.callback_at < $1 AND d.status NOT IN {NOT_CALLABLE}
-                   AND d.do_not_call IS NULL"
+                "d.callback_at < $4 AND d.status NOT IN {NOT_CALLABLE} AND d.do_not_call IS NULL"
             ),
-            &[&to_micros(until)],
+            hot,
+            &to_micros(until),
         )
     }
 
-    fn hot_leads(
-        &self,
-        bands: &[String],
-        called_before: Timestamp,
-    ) -> Result<Vec<String>, StoreError> {
-        self.ids(
-            &format!(
-                "SELECT c.id FROM scores s JOIN contacts c ON c.rowid = s.contact
-                 LEFT JOIN contact_desk d ON d.contact = s.contact
-                 WHERE s.band = ANY($1)
-                   AND (d.contact IS NULL OR (d.status NOT IN {NOT_CALLABLE} AND d.do_not_call IS NULL
-                     AND (d.last_call_at IS NULL OR d.last_call_at < $2)))"
-            ),
-            &[&bands, &to_micros(called_before)],
-        )
+    fn ranked(&self, ids: &[String], hot: &HotLeads<'_>) -> Result<Vec<Ranked>, StoreError> {
+        let mut found = self.ranked_where("c.id = ANY($4)", hot, &ids)?;
+        let order: std::collections::HashMap<&str, usize> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), i))
+            .collect();
+        found.sort_by_key(|r| order.get(r.id.as_str()).copied());
+        Ok(found)
+    }
+
+    fn hot_leads(&self, hot: &HotLeads<'_>, limit: u32) -> Result<Vec<Ranked>, StoreError> {
+        let limit = i64::from(limit);
+        self.read(async |c| {
+            c.query(
+                &format!(
+                    "SELECT c.id, {OWNER}, s.band, s.score, d.callback_at, true {RANKED_FROM}
+                     WHERE {HOT}
+                     ORDER BY array_position($1::text[], s.band), s.score DESC,
+                       coalesce(d.callback_at, 9223372036854775807), c.id COLLATE \"C\"
+                     LIMIT $4"
+                ),
+                &[
+                    &hot.bands,
+                    &to_micros(hot.called_before),
+                    &hot.owner,
+                    &limit,
+                ],
+            )
+            .await?
+            .iter()
+            .map(read_ranked)
+            .collect()
+        })
+    }
+
+    fn hot_lead_count(&self, hot: &HotLeads<'_>) -> Result<u64, StoreError> {
+        self.read(async |c| {
+            let n: i64 = c
+                .query_one(
+                    &format!("SELECT count(*) {RANKED_FROM} WHERE {HOT}"),
+                    &[&hot.bands, &to_micros(hot.called_before), &hot.owner],
+                )
+                .await?
+                .get(0);
+            Ok(n.max(0) as u64)
+        })
     }
 
     fn call_tasks(

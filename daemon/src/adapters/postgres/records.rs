@@ -13,6 +13,7 @@ use crate::adapters::sqlite::shared::{
 };
 use crate::core::model::{BusinessSignal, Company, Contact, Deal, Event};
 use crate::domain::ingest::{Incoming, Patch};
+use crate::ports::store::desk::DuplicateGroup;
 use crate::ports::store::{Append, ContactsWritten, Counts, Records, StoreError, Upsert};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -405,6 +406,15 @@ impl Records for PgStore {
         let ids: Vec<String> = batch.iter().map(|p| p.id.clone()).collect();
         let groups = crate::ports::store::DeskStore::duplicates_of(self, &ids)?;
         Ok((written, groups))
+    }
+
+    /// PostgreSQL keeps its indexes through a load.
+    fn begin_contact_load(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn end_contact_load(&self) -> Result<Vec<DuplicateGroup>, StoreError> {
+        crate::ports::store::DeskStore::duplicate_groups(self)
     }
 
     fn upsert_contacts(&self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError> {

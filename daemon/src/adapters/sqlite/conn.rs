@@ -140,6 +140,8 @@ impl Conn {
             tx.pragma_update(None, "user_version", i as i64 + 1)?;
             tracing::info!(version = i + 1, "store migrated");
         }
+        // A bulk load that died before its end left them out.
+        tx.execute_batch(super::desk::KEY_INDEXES)?;
         tx.commit()?;
         Ok(())
     }

@@ -8,8 +8,11 @@ use crate::domain::desk::campaigns::{self, CampaignCounts, CampaignFacts, Contac
 use crate::domain::desk::kpis::CallRow;
 use crate::domain::desk::today::Brief;
 use crate::domain::desk::{DeskEvent, DeskKind, DeskRow, ProspectStatus, SetBy, StatusView, keys};
+use crate::ports::store::ScoreWrite;
 use crate::ports::store::StoreError;
-use crate::ports::store::desk::{CallTaskRow, DeskStore, DuplicateGroup, KeyKind, Listed};
+use crate::ports::store::desk::{
+    CallTaskRow, DeskStore, DuplicateGroup, HotLeads, KeyKind, Listed, Ranked,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeSet;
 
@@ -104,6 +107,36 @@ pub(super) fn flag_batch(
     Ok(out)
 }
 
+/// The indexes duplicate detection reads (see `Records::begin_contact_load`).
+pub(super) const KEY_INDEXES: &str = "
+    CREATE INDEX IF NOT EXISTS contacts_by_email_key ON contacts(email_key) WHERE email_key IS NOT NULL;
+    CREATE INDEX IF NOT EXISTS contacts_by_phone_key ON contacts(phone_key) WHERE phone_key IS NOT NULL;";
+
+impl Conn {
+    /// Drops the key indexes for a bulk load: a million contacts with
+    /// emails in no particular order make a million inserts on random
+    /// pages of each index, where building it after the load is one sort.
+    pub(super) fn begin_contact_load(&mut self) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute_batch(
+                "DROP INDEX IF EXISTS contacts_by_email_key;
+                 DROP INDEX IF EXISTS contacts_by_phone_key;",
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Builds the key indexes again (SQLite sorts the keys once) and reads
+    /// the groups through them.
+    pub(super) fn end_contact_load(&mut self) -> Result<Vec<DuplicateGroup>, StoreError> {
+        self.write(|tx| {
+            tx.execute_batch(KEY_INDEXES)?;
+            Ok(())
+        })?;
+        self.duplicate_groups()
+    }
+}
+
 /// Whether any contact was ever sent a follow-up: until then the pass
 /// need not look for a contact's campaigns.
 pub(super) fn any_campaign(tx: &Connection) -> Result<bool, StoreError> {
@@ -179,6 +212,61 @@ pub(super) fn save_desk(
     }
     Ok(())
 }
+
+/// Writes or removes a contact's call-queue row (in the pass's
+/// transaction): a hot lead's owner, band, score, call-back and last call,
+/// ranked by `desk_queue_rank`, counted by the table's triggers. A row as
+/// stored is left alone.
+pub(super) fn save_queue(tx: &Connection, key: i64, w: &ScoreWrite) -> Result<(), StoreError> {
+    let Some(hot) = &w.hot_lead else {
+        tx.prepare_cached("DELETE FROM desk_queue WHERE contact = ?1")?
+            .execute([key])?;
+        return Ok(());
+    };
+    let d = w.desk.as_ref();
+    tx.prepare_cached(
+        "INSERT INTO desk_queue (contact, owner, band, score, callback_at, last_call_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT(contact) DO UPDATE SET owner = excluded.owner, band = excluded.band,
+           score = excluded.score, callback_at = excluded.callback_at,
+           last_call_at = excluded.last_call_at
+         WHERE (owner, band, score, callback_at, last_call_at) IS NOT
+           (excluded.owner, excluded.band, excluded.score, excluded.callback_at,
+            excluded.last_call_at)",
+    )?
+    .execute(params![
+        key,
+        hot.owner.as_deref().unwrap_or(""),
+        w.band,
+        w.score,
+        d.and_then(|d| d.callback_at).map(to_micros),
+        d.and_then(|d| d.last_call.as_ref())
+            .map(|(at, _)| to_micros(*at)),
+    ])?;
+    Ok(())
+}
+
+/// `desk_queue_counts` files a last call under its hour (floored hours
+/// since the epoch; never called: the lowest).
+const HOUR: i64 = 3_600_000_000;
+
+/// Ranked rows: id, owner, band, score, call-back, hot.
+fn read_ranked(r: &rusqlite::Row<'_>) -> Result<Ranked, StoreError> {
+    Ok(Ranked {
+        id: r.get(0)?,
+        owner: r.get::<_, Option<String>>(1)?.filter(|o| !o.is_empty()),
+        band: r.get(2)?,
+        score: r.get(3)?,
+        callback_at: micros(r, 4)?,
+        hot: r.get(5)?,
+    })
+}
+
+/// Whether desk row `d`'s contact is a hot lead of ?2 (bands, JSON),
+/// ?3 (called before) and ?4 (owner or NULL).
+const QUEUED: &str = "EXISTS (SELECT 1 FROM desk_queue q WHERE q.contact = c.rowid
+    AND q.band IN (SELECT value FROM json_each(?2))
+    AND (q.last_call_at IS NULL OR q.last_call_at < ?3) AND (?4 IS NULL OR q.owner = ?4))";
 
 /// A row equal to what a missing one reads as.
 fn plain(d: &DeskRow) -> bool {
@@ -451,31 +539,120 @@ impl DeskStore for Conn {
         )
     }
 
-    fn callbacks_due(&self, until: Timestamp) -> Result<Vec<String>, StoreError> {
-        self.ids(
-            &format!(
-                "SELECT c.id FROM contact_desk d JOIN contacts c ON c.rowid = d.contact
-                 WHERE d.callback_at < ?1 AND d.status NOT IN {NOT_CALLABLE} AND d.do_not_call IS NULL"
-            ),
-            &[&to_micros(until)],
-        )
+    fn callbacks_due(
+        &self,
+        until: Timestamp,
+        hot: &HotLeads<'_>,
+    ) -> Result<Vec<Ranked>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT c.id, json_extract(c.record, '$.owner'), s.band, s.score, d.callback_at, {QUEUED}
+             FROM contact_desk d JOIN contacts c ON c.rowid = d.contact
+             LEFT JOIN scores s ON s.contact = d.contact
+             WHERE d.callback_at < ?1 AND d.status NOT IN {NOT_CALLABLE} AND d.do_not_call IS NULL"
+        ))?;
+        let mut q = stmt.query(params![
+            to_micros(until),
+            json_list(hot.bands)?,
+            to_micros(hot.called_before),
+            hot.owner
+        ])?;
+        let mut out = Vec::new();
+        while let Some(r) = q.next()? {
+            out.push(read_ranked(r)?);
+        }
+        Ok(out)
     }
 
-    fn hot_leads(
-        &self,
-        bands: &[String],
-        called_before: Timestamp,
-    ) -> Result<Vec<String>, StoreError> {
-        self.ids(
-            &format!(
-                "SELECT c.id FROM scores s JOIN contacts c ON c.rowid = s.contact
-                 LEFT JOIN contact_desk d ON d.contact = s.contact
-                 WHERE s.band IN (SELECT value FROM json_each(?1))
-                   AND (d.contact IS NULL OR (d.status NOT IN {NOT_CALLABLE} AND d.do_not_call IS NULL
-                     AND (d.last_call_at IS NULL OR d.last_call_at < ?2)))"
-            ),
-            &[&json_list(bands)?, &to_micros(called_before)],
-        )
+    fn ranked(&self, ids: &[String], hot: &HotLeads<'_>) -> Result<Vec<Ranked>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT c.id, json_extract(c.record, '$.owner'), s.band, s.score, d.callback_at, {QUEUED}
+             FROM json_each(?1) j JOIN contacts c ON c.id = j.value
+             LEFT JOIN scores s ON s.contact = c.rowid LEFT JOIN contact_desk d ON d.contact = c.rowid
+             ORDER BY j.key"
+        ))?;
+        let mut q = stmt.query(params![
+            json_list(ids)?,
+            json_list(hot.bands)?,
+            to_micros(hot.called_before),
+            hot.owner
+        ])?;
+        let mut out = Vec::with_capacity(ids.len());
+        while let Some(r) = q.next()? {
+            out.push(read_ranked(r)?);
+        }
+        Ok(out)
+    }
+
+    fn hot_leads(&self, hot: &HotLeads<'_>, limit: u32) -> Result<Vec<Ranked>, StoreError> {
+        let limit = limit as usize;
+        let mut out: Vec<Ranked> = Vec::new();
+        // One band at a time, highest first, down its index by score; the
+        // rows of the last score read are all taken, then each run of
+        // equal scores is put in call-back and id order.
+        let sql = |owner: &str| {
+            format!(
+                "SELECT c.id, q.owner, q.band, q.score, q.callback_at, 1
+                 FROM desk_queue q JOIN contacts c ON c.rowid = q.contact
+                 WHERE q.band = ?1 AND (q.last_call_at IS NULL OR q.last_call_at < ?2) {owner}
+                 ORDER BY q.score DESC"
+            )
+        };
+        let (by_band, by_owner) = (sql("AND ?3 IS NULL"), sql("AND q.owner = ?3"));
+        for band in hot.bands {
+            if out.len() >= limit {
+                break;
+            }
+            let from = out.len();
+            let mut stmt = self.conn.prepare_cached(if hot.owner.is_some() {
+                &by_owner
+            } else {
+                &by_band
+            })?;
+            let mut q = stmt.query(params![band, to_micros(hot.called_before), hot.owner])?;
+            while let Some(r) = q.next()? {
+                let row = read_ranked(r)?;
+                if out.len() >= limit && out.last().is_some_and(|l| l.score != row.score) {
+                    break;
+                }
+                out.push(row);
+            }
+            out[from..].sort_by(|a, b| {
+                b.score
+                    .cmp(&a.score)
+                    .then_with(|| {
+                        let cb = |r: &Ranked| r.callback_at.unwrap_or(Timestamp::MAX_UTC);
+                        cb(a).cmp(&cb(b))
+                    })
+                    .then_with(|| a.id.cmp(&b.id))
+            });
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    fn hot_lead_count(&self, hot: &HotLeads<'_>) -> Result<u64, StoreError> {
+        // Whole hours before the one of `called_before` from the kept
+        // counts; that hour's rows through the index on the last call.
+        let before = to_micros(hot.called_before);
+        let hour = before.div_euclid(HOUR);
+        let bands = json_list(hot.bands)?;
+        let kept: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT coalesce(sum(n), 0) FROM desk_queue_counts
+                 WHERE band IN (SELECT value FROM json_each(?1)) AND (?2 IS NULL OR owner = ?2)
+                   AND hour < ?3",
+            )?
+            .query_row(params![bands, hot.owner, hour], |r| r.get(0))?;
+        let partial: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT count(*) FROM desk_queue INDEXED BY desk_queue_by_call
+                 WHERE last_call_at >= ?3 AND last_call_at < ?4
+                   AND band IN (SELECT value FROM json_each(?1)) AND (?2 IS NULL OR owner = ?2)",
+            )?
+            .query_row(params![bands, hot.owner, hour * HOUR, before], |r| r.get(0))?;
+        Ok((kept + partial).max(0) as u64)
     }
 
     fn call_tasks(
@@ -483,13 +660,19 @@ impl DeskStore for Conn {
         channels: &[String],
         until: Timestamp,
     ) -> Result<Vec<CallTaskRow>, StoreError> {
+        // Pending rows through the index on their due instant, delivered
+        // ones through the call channels' sends: never the whole outbox.
         let mut stmt = self.conn.prepare_cached(
             "SELECT o.idem_key, c.id, o.followup, o.priority, o.channel, o.state, o.due_at, o.updated_at
-             FROM outbox o JOIN contacts c ON c.rowid = o.contact
+             FROM outbox o INDEXED BY outbox_ready JOIN contacts c ON c.rowid = o.contact
+             WHERE o.state IN ('planned', 'deferred', 'retrying', 'claimed') AND o.due_at < ?2
+               AND o.channel IN (SELECT value FROM json_each(?1))
+             UNION ALL
+             SELECT o.idem_key, c.id, o.followup, o.priority, o.channel, o.state, o.due_at, o.updated_at
+             FROM outbox o INDEXED BY outbox_sent_by_channel JOIN contacts c ON c.rowid = o.contact
              LEFT JOIN contact_desk d ON d.contact = o.contact
-             WHERE o.channel IN (SELECT value FROM json_each(?1))
-               AND ((o.state IN ('planned', 'deferred', 'retrying', 'claimed') AND o.due_at < ?2)
-                 OR (o.state = 'sent' AND (d.last_call_at IS NULL OR d.last_call_at < o.updated_at)))",
+             WHERE o.state = 'sent' AND o.channel IN (SELECT value FROM json_each(?1))
+               AND (d.last_call_at IS NULL OR d.last_call_at < o.updated_at)",
         )?;
         let mut q = stmt.query(params![json_list(channels)?, to_micros(until)])?;
         let mut out = Vec::new();

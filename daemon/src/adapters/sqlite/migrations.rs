@@ -588,6 +588,75 @@ CREATE VIEW events_text AS
     LEFT JOIN event_names c ON c.id = e.channel
     LEFT JOIN event_props p ON p.id = e.props;
 "#,
+    // 12: the call queue: hot leads in rank order, and their counts, so that
+    // `calls today` reads a page of them through an index (issue #16).
+    r#"
+-- Contacts in a hot band ([calls] hot_bands) and callable, written by the
+-- scoring pass with their score (see desk::save_queue). Derived data: the
+-- rules' fingerprint names the hot bands, so a pass after this migration
+-- rebuilds it. `owner` is '' for nobody.
+CREATE TABLE desk_queue (
+    contact      INTEGER PRIMARY KEY REFERENCES contacts(rowid) ON DELETE CASCADE,
+    owner        TEXT NOT NULL,
+    band         TEXT NOT NULL,
+    score        INTEGER NOT NULL,
+    callback_at  INTEGER,
+    last_call_at INTEGER
+);
+CREATE INDEX desk_queue_rank ON desk_queue(band, score);
+CREATE INDEX desk_queue_by_owner ON desk_queue(owner, band, score);
+CREATE INDEX desk_queue_by_call ON desk_queue(last_call_at) WHERE last_call_at IS NOT NULL;
+
+-- Its rows per owner, band and hour of the last call (floored hours since
+-- the epoch; never called: the lowest hour), kept by the triggers below:
+-- the hot leads not called since an instant are the hours before it plus
+-- the rows of its own hour, read through desk_queue_by_call.
+CREATE TABLE desk_queue_counts (
+    owner       TEXT NOT NULL,
+    band        TEXT NOT NULL,
+    hour        INTEGER NOT NULL,
+    n           INTEGER NOT NULL,
+    PRIMARY KEY (owner, band, hour)
+) WITHOUT ROWID;
+CREATE TRIGGER desk_queue_added AFTER INSERT ON desk_queue BEGIN
+    INSERT INTO desk_queue_counts VALUES (NEW.owner, NEW.band,
+        coalesce((NEW.last_call_at - ((NEW.last_call_at % 3600000000) + 3600000000) % 3600000000)
+            / 3600000000, -9223372036854775807), 1)
+    ON CONFLICT (owner, band, hour) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER desk_queue_removed AFTER DELETE ON desk_queue BEGIN
+    UPDATE desk_queue_counts SET n = n - 1 WHERE owner = OLD.owner AND band = OLD.band
+      AND hour = coalesce((OLD.last_call_at - ((OLD.last_call_at % 3600000000) + 3600000000) % 3600000000)
+            / 3600000000, -9223372036854775807);
+END;
+CREATE TRIGGER desk_queue_changed AFTER UPDATE OF owner, band, last_call_at ON desk_queue
+    WHEN OLD.owner IS NOT NEW.owner OR OLD.band IS NOT NEW.band
+      OR OLD.last_call_at IS NOT NEW.last_call_at BEGIN
+    UPDATE desk_queue_counts SET n = n - 1 WHERE owner = OLD.owner AND band = OLD.band
+      AND hour = coalesce((OLD.last_call_at - ((OLD.last_call_at % 3600000000) + 3600000000) % 3600000000)
+            / 3600000000, -9223372036854775807);
+    INSERT INTO desk_queue_counts VALUES (NEW.owner, NEW.band,
+        coalesce((NEW.last_call_at - ((NEW.last_call_at % 3600000000) + 3600000000) % 3600000000)
+            / 3600000000, -9223372036854775807), 1)
+    ON CONFLICT (owner, band, hour) DO UPDATE SET n = n + 1;
+END;
+-- The call tasks delivered, by channel: `calls today` reads those of the
+-- call channels, not every send ever delivered.
+CREATE INDEX outbox_sent_by_channel ON outbox(channel, updated_at) WHERE state = 'sent';
+
+-- A contact's new owner reaches its queue row at once, scored again or not.
+CREATE TRIGGER desk_queue_owner AFTER UPDATE OF record ON contacts BEGIN
+    UPDATE desk_queue SET owner = coalesce(json_extract(NEW.record, '$.owner'), '')
+    WHERE contact = NEW.rowid AND owner IS NOT coalesce(json_extract(NEW.record, '$.owner'), '');
+END;
+"#,
+    // 13: one index on emails: the normalised one.
+    r#"
+-- The dashboard finds a contact by email through contacts_by_email_key (an
+-- email in any case finds it); the index on the raw email was a second
+-- random insert per contact written, for nothing.
+DROP INDEX contacts_by_email;
+"#,
 ];
 
 /// Migration 9 here and 3 on PostgreSQL (the same statements): the indexes

@@ -25,7 +25,7 @@ use crate::domain::desk::today::Brief;
 use crate::domain::ingest::{Incoming, Patch};
 use crate::domain::outbox::{NewSend, Row, Settlement, State};
 use crate::domain::scoring::StoredScore;
-use crate::ports::store::desk::{CallTaskRow, DeskStore, DuplicateGroup, Listed};
+use crate::ports::store::desk::{CallTaskRow, DeskStore, DuplicateGroup, HotLeads, Listed, Ranked};
 use crate::ports::store::retention::{Cut, Pruned, RetentionStore};
 use crate::ports::store::ui::{
     ContactHit, DayCount, FollowupCount, PressureGrid, PressureList, PressureRow, UiReads,
@@ -207,6 +207,8 @@ impl Records for SqliteStore {
     writes! {
         fn upsert_contacts(&self, batch: &[Patch]) -> Vec<Upsert>;
         fn upsert_contacts_checked(&self, batch: &[Patch]) -> crate::ports::store::ContactsWritten;
+        fn begin_contact_load(&self) -> ();
+        fn end_contact_load(&self) -> Vec<DuplicateGroup>;
         fn upsert_companies(&self, batch: &[Patch]) -> Vec<Upsert>;
         fn upsert_deals(&self, batch: &[Patch]) -> Vec<Upsert>;
         fn erase_contact(&self, id: &str) -> bool;
@@ -404,15 +406,21 @@ impl DeskStore for SqliteStore {
     fn callbacks_overdue(&self, now: Timestamp, limit: u32) -> Result<Listed, StoreError> {
         self.read(|c| c.callbacks_overdue(now, limit))
     }
-    fn callbacks_due(&self, until: Timestamp) -> Result<Vec<String>, StoreError> {
-        self.read(|c| c.callbacks_due(until))
-    }
-    fn hot_leads(
+    fn callbacks_due(
         &self,
-        bands: &[String],
-        called_before: Timestamp,
-    ) -> Result<Vec<String>, StoreError> {
-        self.read(|c| c.hot_leads(bands, called_before))
+        until: Timestamp,
+        hot: &HotLeads<'_>,
+    ) -> Result<Vec<Ranked>, StoreError> {
+        self.read(|c| c.callbacks_due(until, hot))
+    }
+    fn ranked(&self, ids: &[String], hot: &HotLeads<'_>) -> Result<Vec<Ranked>, StoreError> {
+        self.read(|c| c.ranked(ids, hot))
+    }
+    fn hot_leads(&self, hot: &HotLeads<'_>, limit: u32) -> Result<Vec<Ranked>, StoreError> {
+        self.read(|c| c.hot_leads(hot, limit))
+    }
+    fn hot_lead_count(&self, hot: &HotLeads<'_>) -> Result<u64, StoreError> {
+        self.read(|c| c.hot_lead_count(hot))
     }
     fn call_tasks(
         &self,

@@ -488,6 +488,7 @@ impl Conn {
                     campaigns,
                     w.seen.is_some(),
                 )?;
+                super::desk::save_queue(tx, rowid, w)?;
                 // Queued again since it was taken: the next pass sees the change.
                 tx.prepare_cached("DELETE FROM rescore_queue WHERE contact = ?1 AND owner IS NOT NULL")?
                     .execute([rowid])?;

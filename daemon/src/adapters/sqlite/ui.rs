@@ -132,12 +132,15 @@ impl Conn {
                 band: r.get(4)?,
             })
         };
-        // Exact id or email first: both are indexed.
+        // Exact id or email (normalised) first: both are indexed.
         let mut stmt = self.conn.prepare_cached(&format!(
-            "{COLUMNS} WHERE c.id = ?1 UNION SELECT * FROM ({COLUMNS} WHERE c.email = lower(?1)) LIMIT ?2"
+            "{COLUMNS} WHERE c.id = ?1 UNION SELECT * FROM ({COLUMNS} WHERE c.email_key = ?3) LIMIT ?2"
         ))?;
         let exact: Vec<ContactHit> = stmt
-            .query_map(params![q, limit], hit)?
+            .query_map(
+                params![q, limit, crate::domain::desk::keys::email_key(q)],
+                hit,
+            )?
             .collect::<Result<_, _>>()?;
         if !exact.is_empty() {
             return Ok(exact);

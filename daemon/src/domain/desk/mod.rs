@@ -19,7 +19,7 @@ pub use config::DeskConfig;
 pub use status::{DeskEvent, DeskKind, DeskRow, DeskRules, ProspectStatus, SetBy, StatusView};
 
 /// A fingerprint of what the scoring pass hands the store for a contact's
-/// desk row and campaign figures. Kept with the score, it lets a pass that
+/// desk row, call-queue entry and campaign figures. Kept with the score, it lets a pass that
 /// finds the score unchanged skip the contact's write altogether: a rebuild
 /// then rewrites only the contacts whose desk or campaigns changed.
 ///
@@ -30,11 +30,18 @@ pub use status::{DeskEvent, DeskKind, DeskRow, DeskRules, ProspectStatus, SetBy,
 /// FNV-1a, not the standard library's randomly keyed hasher: the mark must
 /// be the same in the next process. A hasher that changed between versions
 /// would only cost one more write per contact.
-pub fn mark(seed: MarkSeed, row: Option<&DeskRow>, facts: &campaigns::CampaignFacts) -> i64 {
+/// `hot_lead` is whether the contact is in the call queue, with its owner.
+pub fn mark(
+    seed: MarkSeed,
+    row: Option<&DeskRow>,
+    facts: &campaigns::CampaignFacts,
+    hot_lead: Option<Option<&str>>,
+) -> i64 {
     use std::hash::{Hash, Hasher};
     let mut h = Fnv1a(seed.0);
     row.hash(&mut h);
     facts.hash(&mut h);
+    hot_lead.hash(&mut h);
     // Stored as SQLite's signed integer.
     h.finish() as i64
 }

@@ -264,8 +264,8 @@ impl DeskRules {
             self.config.documentation_events
         ) + &format!(
             // The campaign figures the pass keeps (version 1).
-            "campaigns-1{:?}{:?}",
-            self.appointment, self.config.conversion_window.0
+            "campaigns-1{:?}{:?}call-queue-1{:?}",
+            self.appointment, self.config.conversion_window.0, self.config.hot_bands
         )
     }
 

@@ -50,27 +50,41 @@ pub struct ToCall {
     pub why: Vec<Why>,
 }
 
-/// Ranks the list; `bands` are the band names, highest first.
-pub fn rank(list: &mut [ToCall], bands: &[String]) {
-    let band_rank = |b: &Option<String>| {
-        b.as_ref()
-            .and_then(|b| bands.iter().position(|x| x == b))
-            .unwrap_or(bands.len())
-    };
-    list.sort_by(|a, b| {
-        b.priority
-            .cmp(&a.priority)
-            .then_with(|| band_rank(&a.contact.band).cmp(&band_rank(&b.contact.band)))
+/// What a contact is ranked by: priority (highest first), band (highest
+/// first; `bands` are the band names, highest first, an unknown band
+/// last), score (highest first, none last), call-back date (earliest
+/// first, none last), then id.
+#[derive(Clone, Copy, Debug)]
+pub struct RankKey<'a> {
+    pub priority: u32,
+    pub band: Option<&'a str>,
+    /// In points.
+    pub score: Option<f64>,
+    pub callback_at: Option<Timestamp>,
+    pub id: &'a str,
+}
+
+impl RankKey<'_> {
+    /// `Less` when `self` comes first.
+    pub fn cmp(&self, other: &RankKey<'_>, bands: &[String]) -> std::cmp::Ordering {
+        let band_rank = |b: Option<&str>| {
+            b.and_then(|b| bands.iter().position(|x| x == b))
+                .unwrap_or(bands.len())
+        };
+        other
+            .priority
+            .cmp(&self.priority)
+            .then_with(|| band_rank(self.band).cmp(&band_rank(other.band)))
             .then_with(|| {
-                b.contact
+                other
                     .score
                     .unwrap_or(f64::MIN)
-                    .total_cmp(&a.contact.score.unwrap_or(f64::MIN))
+                    .total_cmp(&self.score.unwrap_or(f64::MIN))
             })
             .then_with(|| {
-                let cb = |t: &ToCall| t.contact.callback_at.unwrap_or(Timestamp::MAX_UTC);
-                cb(a).cmp(&cb(b))
+                let cb = |t: Option<Timestamp>| t.unwrap_or(Timestamp::MAX_UTC);
+                cb(self.callback_at).cmp(&cb(other.callback_at))
             })
-            .then_with(|| a.contact.id.cmp(&b.contact.id))
-    });
+            .then_with(|| self.id.cmp(other.id))
+    }
 }

@@ -49,6 +49,38 @@ pub struct DuplicateGroup {
     pub contacts: Vec<String>,
 }
 
+/// A contact as `calls today` ranks it (priority aside): band, score,
+/// call-back date; and whether it is a hot lead of the [`HotLeads`] asked.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Ranked {
+    pub id: String,
+    /// The contact's owner (`None`: nobody).
+    pub owner: Option<String>,
+    pub band: Option<String>,
+    /// In hundredths.
+    pub score: Option<i64>,
+    pub callback_at: Option<Timestamp>,
+    pub hot: bool,
+}
+
+/// Which contacts are hot leads to call: in one of `bands` (highest
+/// first), callable, not called since `called_before`, of `owner` when
+/// given; as of the last scoring pass (its call queue).
+#[derive(Clone, Copy, Debug)]
+pub struct HotLeads<'a> {
+    pub bands: &'a [String],
+    pub called_before: Timestamp,
+    pub owner: Option<&'a str>,
+}
+
+/// A contact's row in the call queue the scoring pass keeps: written with
+/// its score when the contact is in a hot band and callable (see
+/// [`crate::ports::store::ScoreWrite::hot_lead`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HotLead {
+    pub owner: Option<String>,
+}
+
 /// How many rows a list holds, and the first `limit` of them.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Listed {
@@ -75,14 +107,21 @@ pub trait DeskStore {
     fn documented_not_called(&self, limit: u32) -> Result<Listed, StoreError>;
     /// A call-back date before `now`, still callable, not called since.
     fn callbacks_overdue(&self, now: Timestamp, limit: u32) -> Result<Listed, StoreError>;
-    /// Ids with a call-back due before `until`, callable, not called since.
-    fn callbacks_due(&self, until: Timestamp) -> Result<Vec<String>, StoreError>;
-    /// Ids in `bands`, callable, not called since `called_before`.
-    fn hot_leads(
+    /// Contacts with a call-back due before `until`, callable, not called
+    /// since; `hot` says which are also in `hot`.
+    fn callbacks_due(
         &self,
-        bands: &[String],
-        called_before: Timestamp,
-    ) -> Result<Vec<String>, StoreError>;
+        until: Timestamp,
+        hot: &HotLeads<'_>,
+    ) -> Result<Vec<Ranked>, StoreError>;
+    /// The same for `ids` (unknown ids left out).
+    fn ranked(&self, ids: &[String], hot: &HotLeads<'_>) -> Result<Vec<Ranked>, StoreError>;
+    /// The first `limit` hot leads in rank order: band (in the order of
+    /// `hot.bands`), score (highest first), call-back date (earliest first,
+    /// none last), id. Read through an index, not a scan.
+    fn hot_leads(&self, hot: &HotLeads<'_>, limit: u32) -> Result<Vec<Ranked>, StoreError>;
+    /// How many hot leads there are, from counts the store keeps.
+    fn hot_lead_count(&self, hot: &HotLeads<'_>) -> Result<u64, StoreError>;
     /// Call tasks on `channels` pending and due before `until`, or delivered
     /// after the contact's last call.
     fn call_tasks(

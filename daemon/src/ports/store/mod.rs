@@ -162,6 +162,16 @@ pub trait Records: Send + Sync {
     /// (id, group) per key shared, emails first, each in batch order. A
     /// line earlier in the batch than its twin is found too.
     fn upsert_contacts_checked(&self, batch: &[Patch]) -> Result<ContactsWritten, StoreError>;
+    /// Starts a bulk load of contacts (`relance import` of a file large
+    /// next to the store): until [`Self::end_contact_load`] the store may
+    /// leave its duplicate-key indexes aside, to build them once at the end
+    /// by sorting rather than by a random insert per contact. Writes stay
+    /// correct meanwhile; finding a duplicate is only slower.
+    fn begin_contact_load(&self) -> Result<(), StoreError>;
+    /// Ends a bulk load: the key indexes are whole again. Returns every
+    /// group of contacts sharing a normalised key, as
+    /// [`crate::ports::store::DeskStore::duplicate_groups`] does.
+    fn end_contact_load(&self) -> Result<Vec<desk::DuplicateGroup>, StoreError>;
     fn upsert_companies(&self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError>;
     fn upsert_deals(&self, batch: &[Patch]) -> Result<Vec<Upsert>, StoreError>;
     /// Appends events, each once: an event already stored (same id or same
@@ -388,6 +398,9 @@ pub struct ScoreWrite {
     /// The fingerprint of `desk` and `campaigns`, kept with the score (see
     /// [`crate::domain::scoring::StoredScore::desk_mark`]).
     pub desk_mark: i64,
+    /// The contact is in a hot band and callable: `calls today` may list
+    /// it (`None` takes it out of the call queue).
+    pub hot_lead: Option<desk::HotLead>,
 }
 
 /// Scores, their history and the bookkeeping of incremental passes.

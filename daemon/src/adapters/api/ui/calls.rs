@@ -14,12 +14,14 @@ use crate::pipeline::report;
 use crate::pipeline::tasks::{self, CallOutcome, TaskError};
 use crate::ports::store::Append;
 use axum::Extension;
-use axum::extract::{Form, State};
+use axum::extract::{Form, Query, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 /// Longest note.
 const MAX_NOTE: usize = 2000;
+/// Today's calls per page.
+const PER_PAGE: u32 = 50;
 /// The KPIs cover this many days before now.
 const KPI_DAYS: i64 = 28;
 
@@ -106,22 +108,37 @@ fn period(p: &Period) -> minijinja::Value {
     }
 }
 
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    /// Of today's calls, from 1.
+    pub page: Option<u64>,
+}
+
 pub async fn page(
     State(state): State<ApiState>,
     Extension(session): Extension<Session>,
+    Query(q): Query<PageQuery>,
 ) -> Result<Html<String>, UiError> {
+    let page = q.page.unwrap_or(1);
+    if page == 0 {
+        return Err(UiError::BadRequest("page: from 1".into()));
+    }
+    let offset = (page - 1).saturating_mul(u64::from(PER_PAGE));
     let config = state.config();
     let now = state.clock.now();
     let from = now - chrono::Duration::days(KPI_DAYS);
-    let (list, kpis) = state
+    let (today, kpis) = state
         .db()
         .read(move |s| {
             Ok((
-                report::calls_today(s, &config, now, None).map_err(report_error)?,
+                report::calls_today(s, &config, now, None, offset, PER_PAGE)
+                    .map_err(report_error)?,
                 report::call_kpis(s, &config, from, now, By::Day, None).map_err(report_error)?,
             ))
         })
         .await?;
+    let pages = today.total.div_ceil(u64::from(PER_PAGE)).max(1);
+    let list = &today.calls;
     let x = |p: &Period| p.start.timestamp() as f64;
     let rate = |name: &str, f: &dyn Fn(&Period) -> Option<f64>| {
         (
@@ -191,7 +208,14 @@ pub async fn page(
         minijinja::context! {
             ..chrome(&state, &session, "calls"),
             ..minijinja::context! {
-                today => list.iter().enumerate().map(|(i, c)| row(i, c)).collect::<Vec<_>>(),
+                today => list.iter().enumerate().map(|(i, c)| row(offset as usize + i, c)).collect::<Vec<_>>(),
+                total => today.total,
+                page => page,
+                pages => pages,
+                first => offset + 1,
+                last => offset + list.len() as u64,
+                prev => (page > 1).then(|| format!("/ui/calls?page={}", page - 1)),
+                next => (page < pages).then(|| format!("/ui/calls?page={}", page + 1)),
                 periods => kpis.periods.iter().rev().map(period).collect::<Vec<_>>(),
                 total => period(&Period {
                     label: "all".into(),
