@@ -852,10 +852,11 @@ pub fn campaign_figures_count_sends_and_folded_reactions_and_survive_retention(b
     assert!(store.erase_contact("c0").expect("erase"));
     let figures = spring();
     assert_eq!((figures.sent, figures.contacts, figures.opened), (2, 2, 0));
+}
 
 /// A scored contact for the call desk: band, score (hundredths), and its
 /// desk row when it was called or has a call-back.
-fn scored(
+fn scored_lead(
     key: i64,
     id: &str,
     band: &str,
@@ -876,6 +877,7 @@ fn scored(
         seen,
         desk,
         campaigns: Default::default(),
+        desk_mark: 0,
         hot_lead: (band == "hot").then(|| HotLead {
             owner: owner.map(str::to_owned),
         }),
@@ -924,10 +926,10 @@ pub fn hot_leads_come_ranked_and_counted(backend: Backend) {
     let yesterday = now() - Duration::days(1);
     let callback = now() - Duration::hours(2);
     let writes = vec![
-        scored(key("h1"), "h1", "hot", 8000, None, Some("bob"), None),
-        scored(key("h2"), "h2", "hot", 9000, None, None, None),
+        scored_lead(key("h1"), "h1", "hot", 8000, None, Some("bob"), None),
+        scored_lead(key("h2"), "h2", "hot", 9000, None, None, None),
         // Ties with h1: its call-back ranks it first.
-        scored(
+        scored_lead(
             key("h3"),
             "h3",
             "hot",
@@ -937,7 +939,7 @@ pub fn hot_leads_come_ranked_and_counted(backend: Backend) {
             None,
         ),
         // Called yesterday.
-        scored(
+        scored_lead(
             key("h4"),
             "h4",
             "hot",
@@ -946,8 +948,8 @@ pub fn hot_leads_come_ranked_and_counted(backend: Backend) {
             None,
             None,
         ),
-        scored(key("h5"), "h5", "hot", 8500, None, Some("ana"), None),
-        scored(key("w1"), "w1", "warm", 9900, None, None, None),
+        scored_lead(key("h5"), "h5", "hot", 8500, None, Some("ana"), None),
+        scored_lead(key("w1"), "w1", "warm", 9900, None, None, None),
     ];
     store.save_scores(&writes, now(), &[]).expect("scores");
     let bands = vec!["hot".to_string()];
@@ -1022,7 +1024,7 @@ pub fn hot_leads_come_ranked_and_counted(backend: Backend) {
     let seen = store.stored_score("h2").expect("score").expect("scored");
     store
         .save_scores(
-            &[scored(
+            &[scored_lead(
                 key("h2"),
                 "h2",
                 "warm",
@@ -1092,7 +1094,8 @@ macro_rules! contract {
                 super::campaign_figures_count_sends_and_folded_reactions_and_survive_retention(
                     super::$backend,
                 );
-
+            }
+            #[test]
             fn hot_leads_come_ranked_and_counted() {
                 super::hot_leads_come_ranked_and_counted(super::$backend);
             }
