@@ -146,6 +146,23 @@ fn capped(per_channel: usize, budget: usize) -> impl FnMut(&Row, &Contact, &[Eve
     }
 }
 
+/// A first score for `c0` (internal key `key`), warm, without changes.
+fn warm_c0(key: i64, score: i64) -> ScoreWrite {
+    ScoreWrite {
+        key,
+        contact: "c0".into(),
+        score,
+        band: "warm".into(),
+        next_change_at: None,
+        snapshot: true,
+        desk: None,
+        campaigns: Default::default(),
+        recent: Vec::new(),
+        changes: Vec::new(),
+        seen: None,
+    }
+}
+
 /// Runs `f(i, handle)` on two threads at once, each with its own handle.
 fn race<T: Send + 'static>(
     opened: &Opened,
@@ -476,15 +493,6 @@ pub fn a_score_is_written_by_one_of_two_passes(backend: Backend) {
     contacts(&opened.store, &ids("c", 1));
     let key = opened.store.contact_key("c0").expect("key").expect("known");
     let write = move |score: i64, seen: Option<Timestamp>| ScoreWrite {
-        key,
-        contact: "c0".into(),
-        score,
-        band: "warm".into(),
-        next_change_at: None,
-        snapshot: true,
-        desk: None,
-        campaigns: Default::default(),
-        recent: Vec::new(),
         changes: vec![StoredChange {
             seq: 0,
             contact: "c0".into(),
@@ -497,6 +505,7 @@ pub fn a_score_is_written_by_one_of_two_passes(backend: Backend) {
             since: now(),
         }],
         seen,
+        ..warm_c0(key, score)
     };
     // Two passes read "never scored" and both found a change: one lands.
     race(&opened, move |i, store| {
@@ -558,20 +567,9 @@ pub fn a_batch_claim_hands_over_each_row_with_what_its_request_needs(backend: Ba
         .collect();
     store.upsert_contacts(&batch).expect("contacts");
     let key = store.contact_key("c0").expect("key").expect("known");
-    let score = ScoreWrite {
-        key,
-        contact: "c0".into(),
-        score: 150,
-        band: "warm".into(),
-        next_change_at: None,
-        snapshot: true,
-        desk: None,
-        campaigns: Default::default(),
-        recent: Vec::new(),
-        changes: Vec::new(),
-        seen: None,
-    };
-    store.save_scores(&[score], now(), &[]).expect("score");
+    store
+        .save_scores(&[warm_c0(key, 150)], now(), &[])
+        .expect("score");
     let sends: Vec<NewSend> = people
         .iter()
         .flat_map(|c| {

@@ -272,8 +272,7 @@ impl Dispatcher {
     /// The round's calls: per channel, its rows in claim order cut into
     /// batches the channel's plugin takes (single rows where it takes one).
     fn units(&self, prepared: Vec<Prepared>) -> Vec<Unit> {
-        let mut open: HashMap<String, (usize, Vec<Row>, Vec<Result<DeliverRequest, String>>)> =
-            HashMap::new();
+        let mut open: HashMap<String, (usize, Vec<Row>, Requests)> = HashMap::new();
         let mut out = Vec::new();
         for p in prepared {
             let channel = &p.row.channel;
@@ -408,16 +407,19 @@ fn task(e: tokio::task::JoinError) -> DispatchError {
 /// A row settled: how its attempt ended, when, and how long the call took.
 type Settled = (Row, Attempt, Timestamp, std::time::Duration);
 
-/// One plugin call of a round: the channel, its rows and their requests
-/// (`Err`: the message could not be rendered, a permanent failure).
-type Unit = (String, Vec<Row>, Vec<Result<DeliverRequest, String>>);
+/// Rows' requests; `Err`: the message could not be rendered, a permanent
+/// failure.
+type Requests = Vec<Result<DeliverRequest, String>>;
+
+/// One plugin call of a round: the channel, its rows and their requests.
+type Unit = (String, Vec<Row>, Requests);
 
 /// Delivers a unit's requests, one call for all of them when there are
 /// several, and says how each attempt ended, in order.
 async fn deliver_unit(
     host: &dyn ChannelHost,
     channel: &str,
-    requests: Vec<Result<DeliverRequest, String>>,
+    requests: Requests,
     now_fn: &(dyn Fn() -> Timestamp + Send + Sync),
 ) -> Vec<(Attempt, Timestamp, std::time::Duration)> {
     let started = std::time::Instant::now();

@@ -9,6 +9,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+/// A delivery's future, boxed so that the pass can hold any host behind
+/// one pointer.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 /// Delivers follow-ups on named channels.
 pub trait ChannelHost: Send + Sync {
     /// Delivers one follow-up on `channel`. Boxed so that the pass can hold
@@ -18,7 +22,7 @@ pub trait ChannelHost: Send + Sync {
         &'a self,
         channel: &'a str,
         request: &'a DeliverRequest,
-    ) -> Pin<Box<dyn Future<Output = Result<Delivery, DeliveryError>> + Send + 'a>>;
+    ) -> BoxFuture<'a, Result<Delivery, DeliveryError>>;
 
     /// Delivers several follow-ups on `channel` in one call to its plugin
     /// when the plugin takes batches, one by one otherwise: one result per
@@ -27,7 +31,7 @@ pub trait ChannelHost: Send + Sync {
         &'a self,
         channel: &'a str,
         requests: &'a [DeliverRequest],
-    ) -> Pin<Box<dyn Future<Output = Vec<Result<Delivery, DeliveryError>>> + Send + 'a>>;
+    ) -> BoxFuture<'a, Vec<Result<Delivery, DeliveryError>>>;
 
     /// How many follow-ups one call to `channel` may carry: 1 when its
     /// plugin takes them one at a time.

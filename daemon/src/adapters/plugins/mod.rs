@@ -20,7 +20,7 @@ pub use relance_plugin_api::{
 use crate::core::config::PluginsConfig;
 use crate::core::config::plugins::to_std;
 use crate::core::config::sections::ChannelConfig;
-use crate::ports::channels::{ChannelHost, Delivery, DeliveryError};
+use crate::ports::channels::{BoxFuture, ChannelHost, Delivery, DeliveryError};
 use relance_plugin_api::abi::PluginTable;
 use relance_plugin_api::host::{CallStatus, Table};
 use relance_plugin_api::{
@@ -664,14 +664,12 @@ fn summary(body: &ResponseBody) -> String {
     }
 }
 
-type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
-
 impl ChannelHost for PluginHost {
     fn deliver<'a>(
         &'a self,
         channel: &'a str,
         request: &'a DeliverRequest,
-    ) -> Boxed<'a, Result<Delivery, DeliveryError>> {
+    ) -> BoxFuture<'a, Result<Delivery, DeliveryError>> {
         Box::pin(self.deliver_one(channel, request))
     }
 
@@ -679,7 +677,7 @@ impl ChannelHost for PluginHost {
         &'a self,
         channel: &'a str,
         requests: &'a [DeliverRequest],
-    ) -> Boxed<'a, Vec<Result<Delivery, DeliveryError>>> {
+    ) -> BoxFuture<'a, Vec<Result<Delivery, DeliveryError>>> {
         Box::pin(PluginHost::deliver_batch(self, channel, requests))
     }
 

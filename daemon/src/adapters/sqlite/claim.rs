@@ -16,6 +16,7 @@ use crate::domain::outbox::{Row, State};
 use crate::ports::store::{Admission, AdmissionVerdict, Claimed, StoreError};
 use rusqlite::{Connection, params};
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 /// What the guard weighs for one contact during a batch.
 struct Weighed {
@@ -56,8 +57,8 @@ pub(super) fn claim(
             }
         }
         let w = match seen.entry(key) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(v) => {
                 let contact: Contact = decode(&record)?;
                 let weighs = weighs(tx, key, &contact.id)?;
                 v.insert(Weighed { contact, weighs })
@@ -125,14 +126,17 @@ pub(super) fn claim(
     for (row, key) in claimed {
         let Some(w) = seen.get(&key) else { continue };
         let (company, score) = if inputs {
-            if !read.contains_key(&key) {
-                let company = match &w.contact.company {
-                    Some(id) => load_company(tx, id)?,
-                    None => None,
-                };
-                read.insert(key, (company, stored_score_of(tx, key, &w.contact.id)?));
+            match read.entry(key) {
+                Entry::Occupied(e) => e.get().clone(),
+                Entry::Vacant(v) => {
+                    let company = match &w.contact.company {
+                        Some(id) => load_company(tx, id)?,
+                        None => None,
+                    };
+                    let score = stored_score_of(tx, key, &w.contact.id)?;
+                    v.insert((company, score)).clone()
+                }
             }
-            read.get(&key).cloned().unwrap_or_default()
         } else {
             (None, None)
         };
