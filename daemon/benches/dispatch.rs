@@ -134,10 +134,14 @@ batch = 500
         raw.push(wrk_rate(wrk, &url, dir.path()));
     }
     let started = Instant::now();
+    let cpu_before = common::process_cpu_secs();
     let report = runtime
         .block_on(dispatcher.drain(config, now, move || now))
         .expect("drain");
     let secs = started.elapsed().as_secs_f64();
+    let cpu = common::process_cpu_secs()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     println!(
         "dispatch benchmark: {sends} sends to a webhook receiver on loopback, {instances} plugin instances"
     );
@@ -149,6 +153,12 @@ batch = 500
         report.dead,
         received.load(Ordering::Relaxed)
     );
+    if let Some(cpu) = cpu {
+        println!(
+            "process CPU            {cpu:>8.2} s   (user + system over every thread, the receiver's included: {:.0} µs per send)",
+            cpu * 1e6 / report.sent.max(1) as f64
+        );
+    }
     if let Some(wrk) = &wrk {
         raw.push(wrk_rate(wrk, &url, dir.path()));
         let mean = raw.iter().sum::<f64>() / raw.len() as f64;

@@ -54,6 +54,9 @@ struct Seen {
 #[derive(Clone, Default)]
 struct Receiver {
     script: Arc<Mutex<VecDeque<Reply>>>,
+    /// Answers by `webhook-id`, before the script: for sends in flight at
+    /// once, whose order of arrival is not known.
+    by_id: Arc<Mutex<std::collections::HashMap<String, Reply>>>,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
@@ -64,13 +67,19 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let id = headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     r.seen.lock().unwrap().push(Seen {
         path: uri.path().to_owned(),
         headers,
         body,
         peer: peer.port(),
     });
-    let next = r.script.lock().unwrap().pop_front().unwrap_or(reply(200));
+    let keyed = r.by_id.lock().unwrap().get(&id).cloned();
+    let next = keyed.unwrap_or_else(|| r.script.lock().unwrap().pop_front().unwrap_or(reply(200)));
     tokio::time::sleep(next.delay).await;
     let mut resp = (StatusCode::from_u16(next.status).unwrap(), next.body).into_response();
     for (k, v) in next.headers {
@@ -249,6 +258,99 @@ async fn successive_sends_reuse_one_connection() {
     assert!(
         peers.iter().all(|p| *p == peers[0]),
         "one connection per send: {peers:?}"
+    );
+}
+
+/// A batch is POSTed at once, each send signed on its own, over kept-alive
+/// connections that the next batch reuses; each outcome comes back in its
+/// request's place, whatever the order the answers arrive in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_goes_out_at_once_and_each_outcome_comes_back_in_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host(dir.path());
+    let (rx, addr) = Receiver::start("127.0.0.1:0").await;
+    open(
+        &host,
+        "hook",
+        loopback_settings(format!("http://{addr}/in")),
+    )
+    .await;
+    assert!(host.batch_size("hook") >= 8, "{}", host.batch_size("hook"));
+    // Every answer waits: sends that went one after the other would each
+    // find the previous connection free again.
+    let slow = |status: u16| Reply {
+        delay: Duration::from_millis(300),
+        ..reply(status)
+    };
+    let mut busy = reply(503);
+    busy.headers = vec![("retry-after", "7".into())];
+    let answers = [
+        ("b0", slow(200)),
+        ("b1", busy),
+        ("b2", reply(400)),
+        ("b3", slow(200)),
+        ("b4", slow(201)),
+        ("b5", reply(404)),
+        ("b6", slow(200)),
+        ("b7", slow(200)),
+    ];
+    for (id, r) in &answers {
+        rx.by_id.lock().unwrap().insert(id.to_string(), r.clone());
+    }
+    let batch: Vec<_> = answers
+        .iter()
+        .map(|(id, _)| request(id, json!({})))
+        .collect();
+    let out = host.deliver_batch("hook", &batch).await;
+    let classes: Vec<String> = out
+        .iter()
+        .map(|r| match r {
+            Ok(Delivery::Ok { remote_id, .. }) => {
+                format!("ok {}", remote_id.as_deref().unwrap_or(""))
+            }
+            Ok(Delivery::Retryable { retry_after, .. }) => format!("retry {retry_after:?}"),
+            Ok(Delivery::Permanent { reason, .. }) => format!("permanent {reason}"),
+            Err(e) => format!("error {e}"),
+        })
+        .collect();
+    assert_eq!(
+        classes,
+        [
+            "ok b0",
+            "retry Some(7s)",
+            "permanent HTTP 400",
+            "ok b3",
+            "ok b4",
+            "permanent HTTP 404",
+            "ok b6",
+            "ok b7"
+        ]
+    );
+    let first = rx.seen();
+    assert_eq!(first.len(), 8);
+    for s in &first {
+        verify(s).expect("each send of the batch is signed on its own");
+    }
+    let first_peers: std::collections::BTreeSet<u16> = first.iter().map(|s| s.peer).collect();
+    assert!(
+        first_peers.len() > 1,
+        "the sends of a batch are in flight at once: {first_peers:?}"
+    );
+    // The next batch travels over the connections the first one opened.
+    let again: Vec<_> = (0..4)
+        .map(|i| request(&format!("c{i}"), json!({})))
+        .collect();
+    let out = host.deliver_batch("hook", &again).await;
+    assert!(
+        out.iter().all(|r| matches!(r, Ok(Delivery::Ok { .. }))),
+        "{out:?}"
+    );
+    let seen = rx.seen();
+    let later: Vec<u16> = seen[8..].iter().map(|s| s.peer).collect();
+    assert_eq!(later.len(), 4);
+    assert!(
+        later.iter().all(|p| first_peers.contains(p)),
+        "kept-alive connections reused: {later:?} within {first_peers:?}"
     );
 }
 

@@ -13,10 +13,11 @@ use relance::adapters::sqlite::SqliteStore;
 use relance::core::model::{Contact, Event, FollowUpKind, Timestamp};
 use relance::domain::desk::{DeskRow, StatusView};
 use relance::domain::ingest::{Incoming, Patch};
-use relance::domain::outbox::{NewSend, Payload, Row, Settlement, idempotency_key};
+use relance::domain::outbox::{NewSend, Payload, Row, Settlement, State, idempotency_key};
 use relance::ports::store::desk::{HotLead, HotLeads};
 use relance::ports::store::{
-    Admission, AdmissionVerdict, Append, PassMark, ScoreWrite, StoreHandle, StoredChange, Upsert,
+    Admission, AdmissionVerdict, Append, Claimed, PassMark, ScoreWrite, StoreHandle, StoredChange,
+    Upsert,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Barrier};
@@ -1044,6 +1045,101 @@ pub fn hot_leads_come_ranked_and_counted(backend: Backend) {
         store.hot_lead_count(&hot(7, Some("ana"))).expect("count"),
         1
     );
+
+/// A claim in batches decides each row after the rows of its contact
+/// before it (their reservations count), hands each claimed row over as
+/// stored, with the contact, its company and its score, and takes back a
+/// row whose lease expired without counting that row's stale reservation.
+pub fn a_batch_claim_hands_over_each_row_with_what_its_request_needs(backend: Backend) {
+    let opened = backend();
+    let store = &opened.store;
+    let mut name = serde_json::Map::new();
+    name.insert("name".into(), "Acme".into());
+    let acme = Patch {
+        id: "acme".into(),
+        fields: name,
+        ..Patch::default()
+    };
+    store.upsert_companies(&[acme]).expect("company");
+    let people = ids("c", 3);
+    let batch: Vec<Patch> = people
+        .iter()
+        .map(|id| {
+            let mut fields = serde_json::Map::new();
+            fields.insert("company".into(), "acme".into());
+            fields.insert("first_name".into(), id.to_uppercase().into());
+            Patch {
+                id: id.clone(),
+                fields,
+                ..Patch::default()
+            }
+        })
+        .collect();
+    store.upsert_contacts(&batch).expect("contacts");
+    let key = store.contact_key("c0").expect("key").expect("known");
+    store
+        .save_scores(&[scored(key, "c0", 150, None)], now(), &[])
+        .expect("score");
+    let sends: Vec<NewSend> = people
+        .iter()
+        .flat_map(|c| {
+            ["email", "sms"]
+                .into_iter()
+                .flat_map(move |ch| (0..3).map(move |i| send(c, i, ch)))
+        })
+        .collect();
+    store.enqueue(&sends, now()).expect("enqueue");
+    let lease = now() + Duration::minutes(10);
+    let claimed = store
+        .claim_batch(now(), lease, 100, "a", &mut capped(1, 3))
+        .expect("claim");
+    let mut per_contact: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for c in &claimed {
+        per_contact
+            .entry(c.row.contact.as_str())
+            .or_default()
+            .push(c.row.channel.as_str());
+        assert_eq!(c.contact.id, c.row.contact);
+        assert_eq!(c.contact.first_name, Some(c.row.contact.to_uppercase()));
+        let company = c.company.as_ref().expect("its company");
+        assert_eq!(company.name.as_deref(), Some("Acme"));
+        let scored = c.score.as_ref().map(|s| (s.score, s.band.as_str()));
+        let expected = (c.row.contact == "c0").then_some((150, "warm"));
+        assert_eq!(scored, expected, "{}", c.row.contact);
+        assert_eq!(
+            (c.row.attempts, c.row.lease_until, c.row.state),
+            (1, Some(lease), State::Claimed)
+        );
+        // Handed over as stored.
+        let stored = store
+            .outbox_row(&c.row.idem_key)
+            .expect("read")
+            .expect("row");
+        assert_eq!(stored, c.row);
+    }
+    // One send per channel: the second of each was blocked by the
+    // reservation the batch had just made.
+    assert_eq!(per_contact.len(), people.len());
+    for (contact, mut channels) in per_contact {
+        channels.sort_unstable();
+        assert_eq!(channels, ["email", "sms"], "{contact}");
+    }
+    // The lease expires: each row is decided again without its own stale
+    // reservation, and claimed for a second attempt under the same key.
+    let later = lease + Duration::minutes(1);
+    let again = store
+        .claim_batch(
+            later,
+            later + Duration::minutes(10),
+            100,
+            "b",
+            &mut capped(1, 3),
+        )
+        .expect("claim again");
+    let keys =
+        |c: &[Claimed]| -> BTreeSet<String> { c.iter().map(|c| c.row.idem_key.clone()).collect() };
+    assert_eq!(keys(&again), keys(&claimed));
+    assert!(again.iter().all(|c| c.row.attempts == 2), "{again:?}");
 }
 
 /// One `#[test]` per case for a backend: a new backend adds its
@@ -1082,6 +1178,9 @@ macro_rules! contract {
             #[test]
             fn retention_prunes_old_rows_in_batches_and_keeps_what_planning_reads() {
                 super::retention_prunes_old_rows_in_batches_and_keeps_what_planning_reads(
+
+            fn a_batch_claim_hands_over_each_row_with_what_its_request_needs() {
+                super::a_batch_claim_hands_over_each_row_with_what_its_request_needs(
                     super::$backend,
                 );
             }
@@ -1100,6 +1199,7 @@ macro_rules! contract {
                 super::hot_leads_come_ranked_and_counted(super::$backend);
             }
             #[test]
+
             fn waiting_for_events_sees_other_handles() {
                 super::waiting_for_events_sees_other_handles(super::$backend);
             }

@@ -11,18 +11,22 @@ use crate::domain::outbox::{Attempt, Row, Settlement};
 use crate::pipeline::config::Config;
 use crate::pipeline::request::deliver_request;
 use crate::ports::channels::{ChannelHost, Delivery, DeliveryError};
-use crate::ports::store::{Store, StoreError, StoreHandle};
+use crate::ports::store::{Claimed, Store, StoreError, StoreHandle};
 use relance_plugin_api::DeliverRequest;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::task::JoinSet;
 
-/// Deliveries in flight at once per round.
+/// Deliveries in flight at once per round: single sends, or batches on a
+/// channel whose plugin takes several sends per call.
 const IN_FLIGHT: usize = 64;
+/// Sends handed to a plugin in one call, at most (the plugin may say fewer).
+const BATCH: usize = 32;
 /// How long a delivery waits before offering itself again to a full queue.
 const QUEUE_FULL_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
-/// Settlements written per transaction.
+/// Settlements written per transaction, at least: a finished batch is
+/// settled whole.
 const SETTLE_EVERY: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +129,11 @@ impl Dispatcher {
     /// Claims what is due at `now` (at most `[outbox] batch` rows), delivers
     /// it and settles every attempt. `now_fn` gives the instant of each
     /// settlement.
+    ///
+    /// Sends go out a batch per plugin call on channels whose plugin takes
+    /// batches (one call, one queue slot, one answer for up to [`BATCH`]
+    /// sends), one by one elsewhere; each finished call is settled in one
+    /// transaction while the next calls are in flight.
     pub async fn round(
         &self,
         config: Arc<Config>,
@@ -132,126 +141,196 @@ impl Dispatcher {
         now_fn: impl Fn() -> Timestamp + Send + Sync + 'static,
     ) -> Result<RoundReport, DispatchError> {
         let started = std::time::Instant::now();
+        let prepared = self.claim(config.clone(), now)?.await.map_err(task)??;
+        self.deliver_all(config, prepared, Arc::new(now_fn), started)
+            .await
+    }
+
+    /// Claims what is due at `now` under the guard and builds each claimed
+    /// row's request, on a blocking thread.
+    fn claim(
+        &self,
+        config: Arc<Config>,
+        now: Timestamp,
+    ) -> Result<tokio::task::JoinHandle<Result<Vec<Prepared>, DispatchError>>, DispatchError> {
         let guard = config
             .guard()
             .map_err(|e| DispatchError::Guard(e.to_string()))?;
         let owner = self.owner.clone();
-        let cfg = config.clone();
         let metrics = self.metrics.clone();
         let unconfigured = self.host.unconfigured();
-        let prepared = self
-            .blocking(move |store| {
-                let lease_until = now
-                    .checked_add_signed(cfg.outbox.lease.0)
-                    .ok_or_else(|| DispatchError::OutOfRange(format!("{now} + lease")))?;
-                let rows = store.claim_due(
-                    now,
-                    lease_until,
-                    cfg.outbox.batch,
-                    &owner,
-                    &mut |row, contact, weighs| {
-                        if let Some(reason) = unconfigured.get(&row.channel) {
-                            return crate::pipeline::waiting::admission(row, reason, now);
-                        }
-                        let admission = admit(
-                            &guard,
-                            &cfg.channels,
-                            &row.candidate(),
-                            contact,
-                            weighs,
-                            now,
-                        );
-                        let reason = admission.reasons.first().map_or("none", Why::rule);
-                        metrics.record_decision(admission.verdict.verdict().as_str(), reason);
-                        admission
-                    },
-                )?;
-                crate::pipeline::waiting::note(store, &unconfigured)?;
-                rows.into_iter()
-                    .map(|row| prepare(store, &cfg, row, now))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .await?;
+        let store = self.store.clone();
+        Ok(tokio::task::spawn_blocking(move || {
+            let cfg = config;
+            let lease_until = now
+                .checked_add_signed(cfg.outbox.lease.0)
+                .ok_or_else(|| DispatchError::OutOfRange(format!("{now} + lease")))?;
+            let claimed = store.claim_batch(
+                now,
+                lease_until,
+                cfg.outbox.batch,
+                &owner,
+                &mut |row, contact, weighs| {
+                    if let Some(reason) = unconfigured.get(&row.channel) {
+                        return crate::pipeline::waiting::admission(row, reason, now);
+                    }
+                    let admission = admit(
+                        &guard,
+                        &cfg.channels,
+                        &row.candidate(),
+                        contact,
+                        weighs,
+                        now,
+                    );
+                    let reason = admission.reasons.first().map_or("none", Why::rule);
+                    metrics.record_decision(admission.verdict.verdict().as_str(), reason);
+                    admission
+                },
+            )?;
+            crate::pipeline::waiting::note(&*store, &unconfigured)?;
+            Ok(claimed
+                .into_iter()
+                .map(|c| prepare_claimed(&cfg, c, now))
+                .collect::<Vec<_>>())
+        }))
+    }
+
+    /// Delivers the claimed rows and settles every attempt.
+    async fn deliver_all<F>(
+        &self,
+        config: Arc<Config>,
+        prepared: Vec<Prepared>,
+        now_fn: Arc<F>,
+        started: std::time::Instant,
+    ) -> Result<RoundReport, DispatchError>
+    where
+        F: Fn() -> Timestamp + Send + Sync + 'static,
+    {
         let mut report = RoundReport {
             claimed: prepared.len() as u64,
             ..RoundReport::default()
         };
-        let now_fn = Arc::new(now_fn);
+        let mut units = self.units(prepared).into_iter();
         let mut in_flight = JoinSet::new();
-        let mut done = Vec::with_capacity(SETTLE_EVERY);
-        let mut rows = prepared.into_iter();
-        // The row of each task, so that a task that failed still settles
-        // its row and the others of the round go on.
+        // The rows of each call, kept here: a call that failed still
+        // settles its rows, and the others of the round go on.
         let mut of_task = HashMap::new();
+        let mut done: Vec<Settled> = Vec::with_capacity(BATCH);
+        let mut settling = Vec::new();
         loop {
             while in_flight.len() < IN_FLIGHT
-                && let Some(p) = rows.next()
+                && let Some((channel, rows, requests)) = units.next()
             {
                 let host = self.host.clone();
                 let now_fn = now_fn.clone();
-                let row = p.row.clone();
-                let task = in_flight.spawn(async move {
-                    let started = std::time::Instant::now();
-                    let attempt = match p.request {
-                        Ok(request) => attempt_of(deliver(&*host, &p.row.channel, request).await),
-                        Err(error) => Attempt::Permanent { error },
-                    };
-                    (p.row, attempt, now_fn(), started.elapsed())
-                });
-                of_task.insert(task.id(), row);
+                let task = in_flight
+                    .spawn(async move { deliver_unit(&*host, &channel, requests, &*now_fn).await });
+                of_task.insert(task.id(), rows);
             }
             let Some(finished) = in_flight.join_next_with_id().await else {
                 break;
             };
-            let settled = match finished {
-                Ok((id, settled)) => {
-                    of_task.remove(&id);
-                    settled
+            match finished {
+                Ok((id, attempts)) => {
+                    let rows = of_task.remove(&id).unwrap_or_default();
+                    done.extend(
+                        rows.into_iter()
+                            .zip(attempts)
+                            .map(|(row, (attempt, at, took))| (row, attempt, at, took)),
+                    );
                 }
                 Err(e) => {
-                    let Some(row) = of_task.remove(&e.id()) else {
+                    let Some(rows) = of_task.remove(&e.id()) else {
                         return Err(DispatchError::Task(e.to_string()));
                     };
-                    tracing::error!(key = %row.idem_key, error = %e, "delivery task failed");
-                    let attempt = Attempt::Retryable {
-                        error: format!("internal error during delivery: {e}"),
-                        retry_after: None,
-                    };
-                    (row, attempt, now_fn(), std::time::Duration::ZERO)
+                    let at = now_fn();
+                    for row in rows {
+                        tracing::error!(key = %row.idem_key, error = %e, "delivery task failed");
+                        let attempt = Attempt::Retryable {
+                            error: format!("internal error during delivery: {e}"),
+                            retry_after: None,
+                        };
+                        done.push((row, attempt, at, std::time::Duration::ZERO));
+                    }
                 }
-            };
-            done.push(settled);
-            // Settled in small groups as they finish: a crash re-sends only
-            // what was delivered since the last group.
-            if done.len() >= SETTLE_EVERY || in_flight.is_empty() {
-                let group = std::mem::take(&mut done);
-                report.add(&self.settle(config.clone(), group).await?);
             }
+            // Settled in groups as calls finish: a crash re-sends only what
+            // was delivered since the last group.
+            if done.len() >= SETTLE_EVERY || in_flight.is_empty() {
+                let group = std::mem::replace(&mut done, Vec::with_capacity(BATCH));
+                settling.push(self.settle(config.clone(), group));
+            }
+        }
+        for settled in settling {
+            let r = settled.await.map_err(task)??;
+            report.add(&r);
         }
         self.metrics.record_pass("dispatch", started.elapsed());
         Ok(report)
     }
 
-    async fn settle(
+    /// The round's calls: per channel, its rows in claim order cut into
+    /// batches the channel's plugin takes (single rows where it takes one).
+    fn units(&self, prepared: Vec<Prepared>) -> Vec<Unit> {
+        let mut open: HashMap<String, (usize, Vec<Row>, Requests)> = HashMap::new();
+        let mut out = Vec::new();
+        for p in prepared {
+            let channel = &p.row.channel;
+            let (size, rows, requests) = match open.get_mut(channel) {
+                Some(unit) => unit,
+                None => {
+                    let size = self.host.batch_size(channel).clamp(1, BATCH);
+                    open.entry(channel.clone()).or_insert_with(|| {
+                        (size, Vec::with_capacity(size), Vec::with_capacity(size))
+                    })
+                }
+            };
+            rows.push(p.row);
+            requests.push(p.request);
+            if rows.len() >= *size {
+                let size = *size;
+                let channel = rows[0].channel.clone();
+                out.push((
+                    channel,
+                    std::mem::replace(rows, Vec::with_capacity(size)),
+                    std::mem::replace(requests, Vec::with_capacity(size)),
+                ));
+            }
+        }
+        for (channel, (_, rows, requests)) in open {
+            if !rows.is_empty() {
+                out.push((channel, rows, requests));
+            }
+        }
+        out
+    }
+
+    /// Writes a group of settlements, off the async threads; the round
+    /// goes on delivering meanwhile.
+    fn settle(
         &self,
         config: Arc<Config>,
-        group: Vec<(Row, Attempt, Timestamp, std::time::Duration)>,
-    ) -> Result<RoundReport, DispatchError> {
+        group: Vec<Settled>,
+    ) -> tokio::task::JoinHandle<Result<RoundReport, DispatchError>> {
+        let store = self.store.clone();
         let owner = self.owner.clone();
         let metrics = self.metrics.clone();
-        self.blocking(move |store| {
+        tokio::task::spawn_blocking(move || {
             let settlements: Vec<(i64, Settlement, Timestamp)> = group
                 .iter()
                 .map(|(row, attempt, at, _)| {
-                    let how = config
-                        .outbox
-                        .settle(&row.idem_key, row.attempts, attempt.clone(), *at);
+                    let how =
+                        config
+                            .outbox
+                            .settle(&row.idem_key, row.attempts, attempt.clone(), *at);
                     (row.seq, how, *at)
                 })
                 .collect();
             let applied = store.settle_many(&owner, &settlements)?;
             let mut r = RoundReport::default();
-            for (((row, _, at, took), (_, how, _)), ok) in group.iter().zip(&settlements).zip(applied) {
+            for (((row, _, at, took), (_, how, _)), ok) in
+                group.iter().zip(&settlements).zip(applied)
+            {
                 let outcome = match (ok, how) {
                     (false, _) => "lease_lost",
                     (true, Settlement::Sent) => "sent",
@@ -282,43 +361,144 @@ impl Dispatcher {
             }
             Ok(r)
         })
-        .await
     }
 
-    /// Rounds until nothing more is due at `now`.
+    /// Rounds until nothing more is due at `now`. The next round's claim
+    /// runs while the current round's sends are in flight, so the store's
+    /// work and the network's overlap; its rows are leased like any claim's.
     pub async fn drain(
         &self,
         config: Arc<Config>,
         now: Timestamp,
         now_fn: impl Fn() -> Timestamp + Clone + Send + Sync + 'static,
     ) -> Result<RoundReport, DispatchError> {
+        let now_fn = Arc::new(now_fn);
         let mut total = RoundReport::default();
-        loop {
-            let r = self.round(config.clone(), now, now_fn.clone()).await?;
-            total.add(&r);
-            if r.claimed < u64::from(config.outbox.batch) {
-                return Ok(total);
+        let mut next = Some(self.claim(config.clone(), now)?);
+        while let Some(claiming) = next.take() {
+            let started = std::time::Instant::now();
+            let prepared = claiming.await.map_err(task)??;
+            if prepared.len() >= config.outbox.batch as usize {
+                next = Some(self.claim(config.clone(), now)?);
+            }
+            let r = self
+                .deliver_all(config.clone(), prepared, now_fn.clone(), started)
+                .await;
+            match r {
+                Ok(r) => total.add(&r),
+                Err(e) => {
+                    // The claim under way still ends (its rows stay leased
+                    // and are sent again once the lease expires).
+                    if let Some(claiming) = next {
+                        let _ = claiming.await;
+                    }
+                    return Err(e);
+                }
             }
         }
+        Ok(total)
     }
 }
 
-/// Delivers `request`, waiting while the channel's queue is full: a full
-/// queue is back-pressure, not a failed attempt. The wait ends because the
-/// calls ahead are each bounded by the plugin call timeout.
+fn task(e: tokio::task::JoinError) -> DispatchError {
+    DispatchError::Task(e.to_string())
+}
+
+/// A row settled: how its attempt ended, when, and how long the call took.
+type Settled = (Row, Attempt, Timestamp, std::time::Duration);
+
+/// Rows' requests; `Err`: the message could not be rendered, a permanent
+/// failure.
+type Requests = Vec<Result<DeliverRequest, String>>;
+
+/// One plugin call of a round: the channel, its rows and their requests.
+type Unit = (String, Vec<Row>, Requests);
+
+/// Delivers a unit's requests, one call for all of them when there are
+/// several, and says how each attempt ended, in order.
+async fn deliver_unit(
+    host: &dyn ChannelHost,
+    channel: &str,
+    requests: Requests,
+    now_fn: &(dyn Fn() -> Timestamp + Send + Sync),
+) -> Vec<(Attempt, Timestamp, std::time::Duration)> {
+    let started = std::time::Instant::now();
+    let mut attempts: Vec<Option<Attempt>> = Vec::with_capacity(requests.len());
+    let mut sendable = Vec::with_capacity(requests.len());
+    for request in requests {
+        match request {
+            Ok(r) => {
+                attempts.push(None);
+                sendable.push(r);
+            }
+            Err(error) => attempts.push(Some(Attempt::Permanent { error })),
+        }
+    }
+    let mut outcomes = deliver(host, channel, &sendable).await.into_iter();
+    let at = now_fn();
+    let took = started.elapsed();
+    attempts
+        .into_iter()
+        .map(|a| {
+            let attempt = a.unwrap_or_else(|| match outcomes.next() {
+                Some(outcome) => attempt_of(outcome),
+                None => Attempt::Retryable {
+                    error: "internal error: no answer for this send".into(),
+                    retry_after: None,
+                },
+            });
+            (attempt, at, took)
+        })
+        .collect()
+}
+
+/// Delivers `requests` (one call when there are several), waiting while
+/// the channel's queue is full: a full queue is back-pressure, not a
+/// failed attempt, and only the sends it refused are offered again. The
+/// wait ends because the calls ahead are each bounded by the plugin call
+/// timeout.
 async fn deliver(
     host: &dyn ChannelHost,
     channel: &str,
-    request: DeliverRequest,
-) -> Result<Delivery, DeliveryError> {
+    requests: &[DeliverRequest],
+) -> Vec<Result<Delivery, DeliveryError>> {
+    let mut out: Vec<Option<Result<Delivery, DeliveryError>>> =
+        requests.iter().map(|_| None).collect();
+    let mut waiting: Vec<usize> = (0..requests.len()).collect();
     loop {
-        match host.deliver(channel, request.clone()).await {
-            Err(DeliveryError::QueueFull { .. }) => {
-                tokio::time::sleep(QUEUE_FULL_PAUSE).await;
+        let results = match waiting.as_slice() {
+            [] => break,
+            [one] => vec![host.deliver(channel, &requests[*one]).await],
+            all if all.len() == requests.len() => host.deliver_batch(channel, requests).await,
+            some => {
+                let again: Vec<DeliverRequest> =
+                    some.iter().map(|&i| requests[i].clone()).collect();
+                host.deliver_batch(channel, &again).await
             }
-            other => return other,
+        };
+        let mut full = Vec::new();
+        for (&i, result) in waiting.iter().zip(results) {
+            match result {
+                Err(DeliveryError::QueueFull { .. }) => full.push(i),
+                other => out[i] = Some(other),
+            }
         }
+        if full.is_empty() {
+            break;
+        }
+        waiting = full;
+        tokio::time::sleep(QUEUE_FULL_PAUSE).await;
     }
+    out.into_iter()
+        .map(|o| {
+            o.unwrap_or_else(|| {
+                Err(DeliveryError::PluginFault {
+                    channel: channel.to_owned(),
+                    fault: "fewer answers than sends".into(),
+                })
+            })
+        })
+        .collect()
 }
 
 /// A follow-up triggered by a signal (an event, a score change) was sent:
@@ -352,6 +532,22 @@ fn attempt_of(outcome: Result<Delivery, DeliveryError>) -> Attempt {
         Err(e) => Attempt::Permanent {
             error: e.to_string(),
         },
+    }
+}
+
+/// Builds the plugin request of a claimed row from what the claim read.
+pub(crate) fn prepare_claimed(config: &Config, c: Claimed, now: Timestamp) -> Prepared {
+    let request = deliver_request(
+        config,
+        &c.row,
+        &c.contact,
+        c.company.as_ref(),
+        c.score.as_ref(),
+        now,
+    );
+    Prepared {
+        row: c.row,
+        request,
     }
 }
 

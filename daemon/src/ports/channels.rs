@@ -9,16 +9,33 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+/// A delivery's future, boxed so that the pass can hold any host behind
+/// one pointer.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 /// Delivers follow-ups on named channels.
 pub trait ChannelHost: Send + Sync {
     /// Delivers one follow-up on `channel`. Boxed so that the pass can hold
-    /// any host behind one pointer; one allocation a send is nothing next
+    /// any host behind one pointer; one allocation a call is nothing next
     /// to the send itself.
     fn deliver<'a>(
         &'a self,
         channel: &'a str,
-        request: DeliverRequest,
-    ) -> Pin<Box<dyn Future<Output = Result<Delivery, DeliveryError>> + Send + 'a>>;
+        request: &'a DeliverRequest,
+    ) -> BoxFuture<'a, Result<Delivery, DeliveryError>>;
+
+    /// Delivers several follow-ups on `channel` in one call to its plugin
+    /// when the plugin takes batches, one by one otherwise: one result per
+    /// request, in order.
+    fn deliver_batch<'a>(
+        &'a self,
+        channel: &'a str,
+        requests: &'a [DeliverRequest],
+    ) -> BoxFuture<'a, Vec<Result<Delivery, DeliveryError>>>;
+
+    /// How many follow-ups one call to `channel` may carry: 1 when its
+    /// plugin takes them one at a time.
+    fn batch_size(&self, channel: &str) -> usize;
 
     /// The channels whose settings were refused at start, with why: their
     /// sends wait without spending attempts.
@@ -50,7 +67,7 @@ pub enum Delivery {
 /// tells the outbox whether to retry.
 ///
 /// [`is_transient`]: DeliveryError::is_transient
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum DeliveryError {
     #[error("no channel `{channel}`")]
     UnknownChannel { channel: String },

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// The protocol this crate speaks.
-pub const PROTOCOL: ProtocolVersion = ProtocolVersion { major: 1, minor: 1 };
+pub const PROTOCOL: ProtocolVersion = ProtocolVersion { major: 1, minor: 2 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProtocolVersion {
@@ -38,6 +38,13 @@ pub struct Manifest {
     /// Settings it reads, for documentation and `describe`.
     #[serde(default)]
     pub settings: Vec<SettingDoc>,
+    /// How many follow-ups one `deliver_batch` request may carry (protocol
+    /// 1.2); 0 or 1: the host sends `deliver` requests one at a time.
+    /// Declare more only when a batch takes about as long as one delivery
+    /// (its sends go out at once): the host's call timeout covers the
+    /// whole call.
+    #[serde(default)]
+    pub max_batch: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -85,8 +92,47 @@ impl Request {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum RequestBody {
     Deliver(Box<DeliverRequest>),
+    /// Several follow-ups at once (protocol 1.2), only to a plugin whose
+    /// manifest declares `max_batch` above 1; answered by
+    /// [`ResponseBody::Deliveries`], one outcome per request, in order.
+    DeliverBatch {
+        requests: Vec<DeliverRequest>,
+    },
     Healthcheck(HealthcheckRequest),
     Describe,
+}
+
+/// A delivery request as the host writes it, borrowing the follow-ups it
+/// carries: the same JSON as a [`Request`] with a `deliver` or
+/// `deliver_batch` body, without copying the requests first.
+#[derive(Debug, Serialize)]
+pub struct DeliveryRef<'a> {
+    pub protocol: ProtocolVersion,
+    #[serde(flatten)]
+    pub body: DeliveryBodyRef<'a>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DeliveryBodyRef<'a> {
+    Deliver(&'a DeliverRequest),
+    DeliverBatch { requests: &'a [DeliverRequest] },
+}
+
+impl<'a> DeliveryRef<'a> {
+    pub fn one(request: &'a DeliverRequest) -> Self {
+        Self {
+            protocol: PROTOCOL,
+            body: DeliveryBodyRef::Deliver(request),
+        }
+    }
+
+    pub fn batch(requests: &'a [DeliverRequest]) -> Self {
+        Self {
+            protocol: PROTOCOL,
+            body: DeliveryBodyRef::DeliverBatch { requests },
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -218,6 +264,10 @@ impl Response {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ResponseBody {
     Delivery(Outcome),
+    /// The outcomes of a `deliver_batch` request, in its order.
+    Deliveries {
+        outcomes: Vec<Outcome>,
+    },
     Health(Health),
     Description {
         manifest: Manifest,

@@ -36,6 +36,24 @@ pub trait Plugin: Send + Sync + Sized + 'static {
     /// cancels a call that outlived its timeout.
     fn deliver(&self, request: DeliverRequest, cancel: &Cancel) -> Outcome;
 
+    /// Delivers several follow-ups; one outcome per request, in order. The
+    /// host sends batches only to a plugin whose manifest declares
+    /// `max_batch` above 1, and counts its call timeout over the whole
+    /// call: override this to send them at once. By default they go one
+    /// after the other, and those left when the host cancels are retried.
+    fn deliver_batch(&self, requests: Vec<DeliverRequest>, cancel: &Cancel) -> Vec<Outcome> {
+        requests
+            .into_iter()
+            .map(|r| {
+                if cancel.is_cancelled() {
+                    Outcome::retryable("cancelled by the host")
+                } else {
+                    self.deliver(r, cancel)
+                }
+            })
+            .collect()
+    }
+
     /// Whether the remote side is reachable and the settings work.
     fn healthcheck(&self, _request: HealthcheckRequest, _cancel: &Cancel) -> Health {
         Health {
@@ -65,6 +83,9 @@ pub fn handle_typed<P: Plugin>(plugin: &P, request: &[u8], cancel: &Cancel) -> V
         },
         Ok(r) => match r.body {
             RequestBody::Deliver(d) => ResponseBody::Delivery(plugin.deliver(*d, cancel)),
+            RequestBody::DeliverBatch { requests } => ResponseBody::Deliveries {
+                outcomes: plugin.deliver_batch(requests, cancel),
+            },
             RequestBody::Healthcheck(h) => ResponseBody::Health(plugin.healthcheck(h, cancel)),
             RequestBody::Describe => ResponseBody::Description {
                 manifest: P::manifest(),

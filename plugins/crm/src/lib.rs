@@ -111,6 +111,7 @@ impl Plugin for Crm {
                     "networks the SSRF guard lets through, e.g. [\"10.2.0.0/16\"]",
                 ),
             ],
+            max_batch: 0,
         }
     }
 

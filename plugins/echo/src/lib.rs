@@ -53,6 +53,7 @@ impl Plugin for Echo {
                 secret: false,
                 doc: "refuse to create an instance (tests permanent configuration errors)".into(),
             }],
+            max_batch: 0,
         }
     }
 

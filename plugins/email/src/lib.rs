@@ -286,6 +286,7 @@ impl Plugin for Email {
             description: "email over SMTP, or .eml files".into(),
             actions: vec![Action::Message],
             settings: settings_doc(),
+            max_batch: 0,
         }
     }
 

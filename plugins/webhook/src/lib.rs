@@ -59,12 +59,19 @@ pub struct Webhook {
     client: reqwest::Client,
     runtime: tokio::runtime::Runtime,
     /// Set by an HTTP 410: the receiver asked never to be called again.
-    gone: AtomicBool,
+    gone: Arc<AtomicBool>,
     /// The headers every request carries, built once.
     headers: HeaderMap,
     /// The last body's size, to allocate the next one at once.
     body_size: AtomicUsize,
 }
+
+/// Follow-ups one call may carry. They are POSTed at once, each on a
+/// kept-alive connection of the client's pool (hyper has no HTTP/1
+/// pipelining, so a batch opens as many connections as it has sends in
+/// flight, and later batches reuse them): a batch takes about as long as
+/// its slowest send, within the host's call timeout like a single one.
+const MAX_BATCH: u32 = 64;
 
 /// Answers longer than this are not read to the end: their connection is
 /// closed rather than reused.
@@ -114,6 +121,7 @@ impl Plugin for Webhook {
                 Action::Activity,
             ],
             settings: settings_doc(),
+            max_batch: MAX_BATCH,
         }
     }
 
@@ -145,7 +153,7 @@ impl Plugin for Webhook {
             guard,
             client,
             runtime,
-            gone: AtomicBool::new(false),
+            gone: Arc::new(AtomicBool::new(false)),
             headers: HeaderMap::from_iter([(
                 CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
@@ -155,67 +163,57 @@ impl Plugin for Webhook {
     }
 
     fn deliver(&self, request: DeliverRequest, cancel: &Cancel) -> Outcome {
-        if let Err(refused) = self.check_literal() {
-            return Outcome::permanent(refused.to_string());
-        }
-        if self.gone.load(Ordering::SeqCst) {
-            return Outcome::Permanent {
-                reason: "the endpoint answered 410 Gone earlier: disabled".into(),
-                disable_endpoint: true,
-            };
-        }
-        // Sized like the previous body: one allocation, no copy.
-        let mut body = Vec::with_capacity(self.body_size.load(Ordering::Relaxed));
-        if let Err(e) = write_payload(&self.event_type, &request, &mut body) {
-            return Outcome::permanent(format!("payload: {e}"));
-        }
-        self.body_size.store(body.len() + 64, Ordering::Relaxed);
-        let id = &request.idempotency_key;
-        let timestamp = request.now.timestamp().to_string();
-        let signature = self.secret.sign_at(id, &timestamp, &body);
-        let mut headers = self.headers.clone();
-        for (name, value) in [
-            (WEBHOOK_ID, HeaderValue::from_str(id)),
-            (WEBHOOK_TIMESTAMP, HeaderValue::try_from(timestamp)),
-            (WEBHOOK_SIGNATURE, HeaderValue::try_from(signature)),
-        ] {
-            match value {
-                Ok(v) => headers.insert(name, v),
-                Err(e) => return Outcome::permanent(format!("header {name}: {e}")),
-            };
-        }
-        // reqwest arms its timers when the request is built: inside the runtime.
-        let _entered = self.runtime.enter();
-        let send = self
-            .client
-            .post(self.url.clone())
-            .headers(headers)
-            .body(body)
-            .send();
+        let send = match self.post(&request) {
+            Ok(send) => send,
+            Err(refused) => return refused,
+        };
+        let (gone, now) = (self.gone.clone(), request.now);
+        let id = request.idempotency_key;
         self.runtime.block_on(async {
             tokio::select! {
                 _ = cancel.cancelled() => Outcome::retryable("cancelled by the host"),
-                r = send => match r {
-                    Ok(mut resp) => {
-                        if resp.status().as_u16() == 410 {
-                            self.gone.store(true, Ordering::SeqCst);
-                        }
-                        let outcome = classify(&resp, &request, id);
-                        // A connection goes back to the pool (keep-alive)
-                        // only once its answer is read to the end.
-                        let mut left = DRAIN_LIMIT;
-                        while let Ok(Some(chunk)) = resp.chunk().await {
-                            left = left.saturating_sub(chunk.len());
-                            if left == 0 {
-                                break;
-                            }
-                        }
-                        outcome
-                    }
-                    Err(e) => from_error(&e),
-                },
+                outcome = exchange(send, gone, now, id) => outcome,
             }
         })
+    }
+
+    fn deliver_batch(&self, requests: Vec<DeliverRequest>, cancel: &Cancel) -> Vec<Outcome> {
+        let mut outcomes: Vec<Option<Outcome>> = requests.iter().map(|_| None).collect();
+        let mut sends = tokio::task::JoinSet::new();
+        for (i, request) in requests.into_iter().enumerate() {
+            match self.post(&request) {
+                Ok(send) => {
+                    let gone = self.gone.clone();
+                    let _entered = self.runtime.enter();
+                    sends.spawn(async move {
+                        (
+                            i,
+                            exchange(send, gone, request.now, request.idempotency_key).await,
+                        )
+                    });
+                }
+                Err(refused) => outcomes[i] = Some(refused),
+            }
+        }
+        self.runtime.block_on(async {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => {
+                        sends.abort_all();
+                        break;
+                    }
+                    next = sends.join_next() => match next {
+                        Some(Ok((i, outcome))) => outcomes[i] = Some(outcome),
+                        Some(Err(_)) => {}
+                        None => break,
+                    },
+                }
+            }
+        });
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Outcome::retryable("cancelled by the host")))
+            .collect()
     }
 
     fn healthcheck(&self, _request: HealthcheckRequest, _cancel: &Cancel) -> Health {
@@ -243,6 +241,52 @@ impl Plugin for Webhook {
 }
 
 impl Webhook {
+    /// The signed POST of `request`, ready to send, or why it cannot go.
+    fn post(
+        &self,
+        request: &DeliverRequest,
+    ) -> Result<impl Future<Output = reqwest::Result<reqwest::Response>> + Send + use<>, Outcome>
+    {
+        if let Err(refused) = self.check_literal() {
+            return Err(Outcome::permanent(refused.to_string()));
+        }
+        if self.gone.load(Ordering::SeqCst) {
+            return Err(Outcome::Permanent {
+                reason: "the endpoint answered 410 Gone earlier: disabled".into(),
+                disable_endpoint: true,
+            });
+        }
+        // Sized like the previous body: one allocation, no copy.
+        let mut body = Vec::with_capacity(self.body_size.load(Ordering::Relaxed));
+        if let Err(e) = write_payload(&self.event_type, request, &mut body) {
+            return Err(Outcome::permanent(format!("payload: {e}")));
+        }
+        self.body_size.store(body.len() + 64, Ordering::Relaxed);
+        let id = &request.idempotency_key;
+        let timestamp = request.now.timestamp().to_string();
+        // Signed once: a retry of the host's call writes a new attempt.
+        let signature = self.secret.sign_at(id, &timestamp, &body);
+        let mut headers = self.headers.clone();
+        for (name, value) in [
+            (WEBHOOK_ID, HeaderValue::from_str(id)),
+            (WEBHOOK_TIMESTAMP, HeaderValue::try_from(timestamp)),
+            (WEBHOOK_SIGNATURE, HeaderValue::try_from(signature)),
+        ] {
+            match value {
+                Ok(v) => headers.insert(name, v),
+                Err(e) => return Err(Outcome::permanent(format!("header {name}: {e}"))),
+            };
+        }
+        // reqwest arms its timers when the request is built: inside the runtime.
+        let _entered = self.runtime.enter();
+        Ok(self
+            .client
+            .post(self.url.clone())
+            .headers(headers)
+            .body(body)
+            .send())
+    }
+
     fn host(&self) -> String {
         self.url.host_str().unwrap_or_default().to_owned()
     }
@@ -400,12 +444,39 @@ struct ScoreBody<'a> {
     score: f64,
 }
 
+/// Sends a POST and maps its answer to an outcome. The answer is read to
+/// the end, so that its connection goes back to the pool (keep-alive).
+async fn exchange(
+    send: impl Future<Output = reqwest::Result<reqwest::Response>>,
+    gone: Arc<AtomicBool>,
+    now: chrono::DateTime<chrono::Utc>,
+    id: String,
+) -> Outcome {
+    match send.await {
+        Ok(mut resp) => {
+            if resp.status().as_u16() == 410 {
+                gone.store(true, Ordering::SeqCst);
+            }
+            let outcome = classify(&resp, now, id);
+            let mut left = DRAIN_LIMIT;
+            while let Ok(Some(chunk)) = resp.chunk().await {
+                left = left.saturating_sub(chunk.len());
+                if left == 0 {
+                    break;
+                }
+            }
+            outcome
+        }
+        Err(e) => from_error(&e),
+    }
+}
+
 /// Maps an HTTP answer to an outcome.
-fn classify(resp: &reqwest::Response, request: &DeliverRequest, id: &str) -> Outcome {
+fn classify(resp: &reqwest::Response, now: chrono::DateTime<chrono::Utc>, id: String) -> Outcome {
     let code = resp.status().as_u16();
     match code {
         200..=299 => Outcome::Ok {
-            remote_id: Some(id.to_owned()),
+            remote_id: Some(id),
             data: Some(json!({ "status": code })),
         },
         410 => Outcome::Permanent {
@@ -413,7 +484,7 @@ fn classify(resp: &reqwest::Response, request: &DeliverRequest, id: &str) -> Out
             disable_endpoint: true,
         },
         408 | 425 | 429 | 500..=599 => Outcome::Retryable {
-            retry_after_secs: retry_after(resp, request),
+            retry_after_secs: retry_after(resp, now),
             reason: format!("HTTP {code}"),
         },
         300..=399 => {
@@ -429,9 +500,9 @@ fn classify(resp: &reqwest::Response, request: &DeliverRequest, id: &str) -> Out
 }
 
 /// `Retry-After` as seconds or an HTTP date, relative to the host's instant.
-fn retry_after(resp: &reqwest::Response, request: &DeliverRequest) -> Option<u64> {
+fn retry_after(resp: &reqwest::Response, now: chrono::DateTime<chrono::Utc>) -> Option<u64> {
     let v = resp.headers().get("retry-after")?.to_str().ok()?;
-    relance_plugin_api::parse_retry_after(v, request.now)
+    relance_plugin_api::parse_retry_after(v, now)
 }
 
 fn from_error(e: &reqwest::Error) -> Outcome {

@@ -43,6 +43,7 @@ impl Plugin for TaskPlugin {
             description: "call tasks kept in relance for its own call desk".into(),
             actions: vec![Action::CallTask, Action::Message],
             settings: Vec::new(),
+            max_batch: 0,
         }
     }
 
@@ -117,6 +118,7 @@ impl Plugin for SpoolPlugin {
                     "`type` of the body (default relance.follow_up)",
                 ),
             ],
+            max_batch: 0,
         }
     }
 

@@ -20,10 +20,12 @@ pub use relance_plugin_api::{
 use crate::core::config::PluginsConfig;
 use crate::core::config::plugins::to_std;
 use crate::core::config::sections::ChannelConfig;
-use crate::ports::channels::{ChannelHost, Delivery, DeliveryError};
+use crate::ports::channels::{BoxFuture, ChannelHost, Delivery, DeliveryError};
 use relance_plugin_api::abi::PluginTable;
 use relance_plugin_api::host::{CallStatus, Table};
-use relance_plugin_api::{Outcome, PROTOCOL, Request, RequestBody, Response, ResponseBody};
+use relance_plugin_api::{
+    DeliveryRef, Outcome, PROTOCOL, Request, RequestBody, Response, ResponseBody,
+};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,6 +113,9 @@ pub struct PreparedChannel {
 struct Pool {
     members: Vec<Arc<Channel>>,
     next: AtomicU64,
+    /// Follow-ups one call may carry, as the plugin's manifest says (at
+    /// least 1).
+    max_batch: usize,
 }
 
 impl Pool {
@@ -265,7 +270,7 @@ impl PluginHost {
     }
 
     async fn start_pool(&self, name: &str, config: &ChannelConfig) -> Result<Arc<Pool>, HostError> {
-        let (table, _) = self.table(&config.plugin)?;
+        let (table, manifest) = self.table(&config.plugin)?;
         let settings = channels::anchor_paths(config, &self.base);
         let settings = serde_json::to_vec(&settings).unwrap_or_else(|_| b"{}".to_vec());
         let mut members = Vec::new();
@@ -303,6 +308,7 @@ impl PluginHost {
         Ok(Arc::new(Pool {
             members,
             next: AtomicU64::new(0),
+            max_batch: (manifest.max_batch as usize).clamp(1, MAX_BATCH),
         }))
     }
 
@@ -312,11 +318,63 @@ impl PluginHost {
         channel: &str,
         request: DeliverRequest,
     ) -> Result<Delivery, DeliveryError> {
-        let body = RequestBody::Deliver(Box::new(request));
-        match self.call(channel, body).await? {
+        self.deliver_one(channel, &request).await
+    }
+
+    async fn deliver_one(
+        &self,
+        channel: &str,
+        request: &DeliverRequest,
+    ) -> Result<Delivery, DeliveryError> {
+        match self
+            .call(channel, encode(&DeliveryRef::one(request)))
+            .await?
+        {
             ResponseBody::Delivery(outcome) => Ok(outcome.into()),
             other => Err(self.garbage(channel, format!("a delivery answered with {other:?}"))),
         }
+    }
+
+    /// Delivers several follow-ups on `channel`: one call when its plugin
+    /// takes batches (see [`Self::batch_size`]), else one call each, in
+    /// turn. One result per request, in order; a call that fails fails
+    /// each of its requests alike.
+    pub async fn deliver_batch(
+        &self,
+        channel: &str,
+        requests: &[DeliverRequest],
+    ) -> Vec<Result<Delivery, DeliveryError>> {
+        let n = requests.len();
+        if n <= 1 || self.batch_size(channel) < n {
+            let mut out = Vec::with_capacity(n);
+            for r in requests {
+                out.push(self.deliver_one(channel, r).await);
+            }
+            return out;
+        }
+        let error = match self
+            .call(channel, encode(&DeliveryRef::batch(requests)))
+            .await
+        {
+            Ok(ResponseBody::Deliveries { outcomes }) if outcomes.len() == n => {
+                return outcomes.into_iter().map(|o| Ok(o.into())).collect();
+            }
+            Ok(other) => self.garbage(
+                channel,
+                format!(
+                    "a batch of {n} deliveries answered with {}",
+                    summary(&other)
+                ),
+            ),
+            Err(e) => e,
+        };
+        vec![Err(error); n]
+    }
+
+    /// How many follow-ups one call to `channel` may carry: what its
+    /// plugin's manifest declares (`max_batch`), 1 for an unknown channel.
+    pub fn batch_size(&self, channel: &str) -> usize {
+        lock(&self.channels).get(channel).map_or(1, |p| p.max_batch)
     }
 
     /// Asks the plugin whether its remote side works.
@@ -325,13 +383,8 @@ impl PluginHost {
         channel: &str,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Health, DeliveryError> {
-        match self
-            .call(
-                channel,
-                RequestBody::Healthcheck(HealthcheckRequest { now }),
-            )
-            .await?
-        {
+        let request = Request::new(RequestBody::Healthcheck(HealthcheckRequest { now }));
+        match self.call(channel, encode(&request)).await? {
             ResponseBody::Health(h) => Ok(h),
             other => Err(self.garbage(channel, format!("a healthcheck answered with {other:?}"))),
         }
@@ -339,7 +392,10 @@ impl PluginHost {
 
     /// The manifest, as the running instance describes itself.
     pub async fn describe(&self, channel: &str) -> Result<Manifest, DeliveryError> {
-        match self.call(channel, RequestBody::Describe).await? {
+        match self
+            .call(channel, encode(&Request::new(RequestBody::Describe)))
+            .await?
+        {
             ResponseBody::Description { manifest } => Ok(manifest),
             other => Err(self.garbage(channel, format!("describe answered with {other:?}"))),
         }
@@ -392,10 +448,10 @@ impl PluginHost {
         }
     }
 
-    async fn call(&self, channel: &str, body: RequestBody) -> Result<ResponseBody, DeliveryError> {
+    /// One call with a request already written as JSON.
+    async fn call(&self, channel: &str, request: Vec<u8>) -> Result<ResponseBody, DeliveryError> {
         let ch = self.channel(channel)?;
         let worker = self.ensure_worker(&ch).await?;
-        let request = serde_json::to_vec(&Request::new(body)).unwrap_or_default();
         let call_id = self.next_call.fetch_add(1, Ordering::Relaxed);
         let (reply, mut rx) = oneshot::channel();
         let (started, mut started_rx) = oneshot::channel();
@@ -592,15 +648,41 @@ impl PluginHost {
     }
 }
 
+/// Follow-ups one call may carry, whatever a plugin declares.
+const MAX_BATCH: usize = 256;
+
+/// A request as JSON; serializing plain derived data cannot fail.
+fn encode(request: &impl serde::Serialize) -> Vec<u8> {
+    serde_json::to_vec(request).unwrap_or_default()
+}
+
+/// What an unexpected answer was, without all its content.
+fn summary(body: &ResponseBody) -> String {
+    match body {
+        ResponseBody::Deliveries { outcomes } => format!("{} outcomes", outcomes.len()),
+        other => format!("{other:?}"),
+    }
+}
+
 impl ChannelHost for PluginHost {
     fn deliver<'a>(
         &'a self,
         channel: &'a str,
-        request: DeliverRequest,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Delivery, DeliveryError>> + Send + 'a>,
-    > {
-        Box::pin(PluginHost::deliver(self, channel, request))
+        request: &'a DeliverRequest,
+    ) -> BoxFuture<'a, Result<Delivery, DeliveryError>> {
+        Box::pin(self.deliver_one(channel, request))
+    }
+
+    fn deliver_batch<'a>(
+        &'a self,
+        channel: &'a str,
+        requests: &'a [DeliverRequest],
+    ) -> BoxFuture<'a, Vec<Result<Delivery, DeliveryError>>> {
+        Box::pin(PluginHost::deliver_batch(self, channel, requests))
+    }
+
+    fn batch_size(&self, channel: &str) -> usize {
+        PluginHost::batch_size(self, channel)
     }
 
     fn unconfigured(&self) -> std::collections::BTreeMap<String, String> {

@@ -18,9 +18,10 @@ use crate::core::model::{Contact, Event, Timestamp};
 use crate::domain::ingest::Incoming;
 use crate::domain::outbox::{NewSend, Row, Settlement, State};
 use crate::ports::store::{
-    Admission, AdmissionVerdict, LoggedDecision, OutboxStore, Props, StoreError,
+    Admission, AdmissionVerdict, Claimed, LoggedDecision, OutboxStore, Props, Records, ScoreStore,
+    StoreError,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use tokio_postgres::{GenericClient, Transaction};
 
 pub(super) const ROW_COLUMNS: &str = "o.seq, o.idem_key, c.id, o.followup, o.kind, o.priority, \
@@ -311,6 +312,53 @@ impl OutboxStore for PgStore {
             });
             Ok(claimed)
         })
+    }
+
+    /// The claim of [`Self::claim_due`]; the contacts as the guard saw
+    /// them, their companies and scores read once the claim committed.
+    fn claim_batch(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+        owner: &str,
+        admit: &mut dyn FnMut(&Row, &Contact, &[Event]) -> Admission,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let mut seen: HashMap<String, Contact> = HashMap::new();
+        let rows = self.claim_due(
+            now,
+            lease_until,
+            limit,
+            owner,
+            &mut |row, contact, weighs| {
+                let admission = admit(row, contact, weighs);
+                if matches!(admission.verdict, AdmissionVerdict::Allow { .. })
+                    && !seen.contains_key(&contact.id)
+                {
+                    seen.insert(contact.id.clone(), contact.clone());
+                }
+                admission
+            },
+        )?;
+        rows.into_iter()
+            .map(|row| {
+                let contact = seen.get(&row.contact).cloned().unwrap_or_else(|| Contact {
+                    id: row.contact.clone(),
+                    ..Contact::default()
+                });
+                let company = match &contact.company {
+                    Some(id) => Records::company(self, id)?,
+                    None => None,
+                };
+                let score = ScoreStore::stored_score(self, &row.contact)?;
+                Ok(Claimed {
+                    row,
+                    contact,
+                    company,
+                    score,
+                })
+            })
+            .collect()
     }
 
     fn guard_input(&self, contact: &str) -> Result<Option<(Contact, Vec<Event>)>, StoreError> {

@@ -2,6 +2,7 @@
 //! database file, with its connections, migrations and writer.
 
 mod channels;
+mod claim;
 mod conn;
 mod desk;
 mod events;

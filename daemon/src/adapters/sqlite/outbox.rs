@@ -4,7 +4,7 @@ use super::conn::{Conn, decode, encode, from_micros, to_micros};
 use super::events::{EVENT_COLUMNS, EventReader, EventWriter};
 use crate::core::model::{Contact, Event, Timestamp};
 use crate::domain::outbox::{NewSend, Payload, Row, Settlement, State};
-use crate::ports::store::{Admission, AdmissionVerdict, JobRun, LoggedDecision, StoreError};
+use crate::ports::store::{Admission, Claimed, JobRun, LoggedDecision, StoreError};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeMap;
 
@@ -103,63 +103,23 @@ impl Conn {
         let dict = self.dict.clone();
         self.write(|tx| {
             let events = EventReader::new(tx, &dict, false);
-            let seqs: Vec<i64> = tx
-                .prepare_cached(
-                    "SELECT seq FROM outbox
-                     WHERE state IN ('planned', 'deferred', 'retrying', 'claimed') AND due_at <= ?1
-                     ORDER BY due_at, priority DESC, seq LIMIT ?2",
-                )?
-                .query_map(params![to_micros(now), limit], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            let mut claimed = Vec::with_capacity(seqs.len());
-            for seq in seqs {
-                // A reservation left by a claim whose lease expired is stale.
-                tx.prepare_cached("DELETE FROM fatigue_ledger WHERE outbox = ?1")?
-                    .execute([seq])?;
-                let Some(row) = read_one(tx, seq)? else { continue };
-                let Some((contact, weighs)) = guard_input(&events, &row.contact)? else {
-                    continue;
-                };
-                let admission = admit(&row, &contact, &weighs);
-                let until = admission.verdict.until().map(to_micros);
-                tx.prepare_cached(
-                    "INSERT INTO decision_log (contact, at, followup, channel, decision, until, reasons)
-                     SELECT contact, ?2, followup, channel, ?3, ?4, ?5 FROM outbox WHERE seq = ?1",
-                )?
-                .execute(params![seq, to_micros(now), admission.verdict.verdict().as_str(), until, encode(&admission.reasons)?])?;
-                match &admission.verdict {
-                    AdmissionVerdict::Allow { event_type } => {
-                        tx.prepare_cached(
-                            "UPDATE outbox SET state = 'claimed', lease_owner = ?2, lease_until = ?3, due_at = ?3,
-                               attempts = attempts + 1, updated_at = ?4 WHERE seq = ?1",
-                        )?
-                        .execute(params![seq, owner, to_micros(lease_until), to_micros(now)])?;
-                        tx.prepare_cached(
-                            "INSERT INTO fatigue_ledger (outbox, contact, at, event_type, channel)
-                             SELECT seq, contact, ?2, ?3, channel FROM outbox WHERE seq = ?1",
-                        )?
-                        .execute(params![seq, to_micros(now), event_type])?;
-                        if let Some(row) = read_one(tx, seq)? {
-                            claimed.push(row);
-                        }
-                    }
-                    AdmissionVerdict::Defer { until } => {
-                        tx.prepare_cached(
-                            "UPDATE outbox SET state = 'deferred', due_at = ?2, lease_owner = NULL,
-                               lease_until = NULL, updated_at = ?3 WHERE seq = ?1",
-                        )?
-                        .execute(params![seq, to_micros(*until), to_micros(now)])?;
-                    }
-                    AdmissionVerdict::Block => {
-                        tx.prepare_cached(
-                            "UPDATE outbox SET state = 'blocked', lease_owner = NULL, lease_until = NULL,
-                               updated_at = ?2 WHERE seq = ?1",
-                        )?
-                        .execute(params![seq, to_micros(now)])?;
-                    }
-                }
-            }
-            Ok(claimed)
+            let claimed = super::claim::claim(&events, now, lease_until, limit, owner, admit, false)?;
+            Ok(claimed.into_iter().map(|c| c.row).collect())
+        })
+    }
+
+    pub(super) fn claim_batch(
+        &mut self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+        owner: &str,
+        admit: &mut dyn FnMut(&Row, &Contact, &[Event]) -> Admission,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let dict = self.dict.clone();
+        self.write(|tx| {
+            let events = EventReader::new(tx, &dict, false);
+            super::claim::claim(&events, now, lease_until, limit, owner, admit, true)
         })
     }
 
@@ -346,14 +306,6 @@ fn settle_one(
     tx.prepare_cached("DELETE FROM fatigue_ledger WHERE outbox = ?1")?
         .execute([seq])?;
     Ok(true)
-}
-
-fn read_one(conn: &Connection, seq: i64) -> Result<Option<Row>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {ROW_COLUMNS} FROM outbox o JOIN contacts c ON c.rowid = o.contact WHERE o.seq = ?1"
-    ))?;
-    let mut q = stmt.query([seq])?;
-    q.next()?.map(read_row).transpose()
 }
 
 /// The contact, its events and its in-flight reservations, oldest first.
@@ -591,7 +543,7 @@ mod tests {
     use crate::core::model::FollowUpKind as Kind;
     use crate::domain::ingest::{Format, Kind as RecordKind, read_lines};
     use crate::domain::outbox::idempotency_key;
-    use crate::ports::store::{OutboxStore, Records, ScheduleStore};
+    use crate::ports::store::{AdmissionVerdict, OutboxStore, Records, ScheduleStore};
     use std::time::Duration;
 
     fn t(s: &str) -> Timestamp {

@@ -31,9 +31,9 @@ use crate::ports::store::ui::{
     ContactHit, DayCount, FollowupCount, PressureGrid, PressureList, PressureRow, UiReads,
 };
 use crate::ports::store::{
-    Admission, Append, BroadcastSpec, Counts, JobRun, LoggedDecision, OutboxStore, PassMark,
-    PlanInput, PlanRead, PlanStore, PlanWrite, Props, Records, RescoreInput, ScheduleStore,
-    ScoreStore, ScoreWrite, Snapshot, StoreError, StoredChange, Upsert,
+    Admission, Append, BroadcastSpec, Claimed, Counts, JobRun, LoggedDecision, OutboxStore,
+    PassMark, PlanInput, PlanRead, PlanStore, PlanWrite, Props, Records, RescoreInput,
+    ScheduleStore, ScoreStore, ScoreWrite, Snapshot, StoreError, StoredChange, Upsert,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -286,6 +286,14 @@ impl OutboxStore for SqliteStore {
             owner: &str,
             admit: &mut dyn FnMut(&Row, &Contact, &[Event]) -> Admission
         ) -> Vec<Row>;
+        fn claim_batch(
+            &self,
+            now: Timestamp,
+            lease_until: Timestamp,
+            limit: u32,
+            owner: &str,
+            admit: &mut dyn FnMut(&Row, &Contact, &[Event]) -> Admission
+        ) -> Vec<Claimed>;
         fn settle(&self, seq: i64, owner: &str, how: &Settlement, now: Timestamp) -> bool;
         fn settle_many(&self, owner: &str, batch: &[(i64, Settlement, Timestamp)]) -> Vec<bool>;
         fn release_claims(&self, owner: &str, now: Timestamp) -> u64;

@@ -7,7 +7,7 @@ use super::events::EVENT_COLUMNS;
 use crate::core::model::{Company, Contact, Event, Timestamp};
 use crate::domain::scoring::StoredScore;
 use crate::ports::store::{ScoreWrite, Snapshot, StoreError, StoredChange};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeMap;
 
 /// A contact's record with its stored score, if any.
@@ -357,18 +357,7 @@ impl Conn {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })
             .optional()?;
-        row.map(|(score, band, next, at, recent)| {
-            Ok(StoredScore {
-                contact: id.to_string(),
-                score,
-                band,
-                next_change_at: next.map(from_micros).transpose()?,
-                scored_at: from_micros(at)?,
-                recent: decode_recent(Some(&recent))?,
-                desk_mark: None,
-            })
-        })
-        .transpose()
+        row.map(|row| stored(id, row)).transpose()
     }
 
     pub(super) fn score_history(
@@ -559,4 +548,37 @@ impl Conn {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// The stored score of the contact with internal key `key` (and id `id`).
+pub(super) fn stored_score_of(
+    conn: &Connection,
+    key: i64,
+    id: &str,
+) -> Result<Option<StoredScore>, StoreError> {
+    conn.prepare_cached(
+        "SELECT score, band, next_change_at, scored_at, recent FROM scores WHERE contact = ?1",
+    )?
+    .query_row([key], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    })
+    .optional()?
+    .map(|row| stored(id, row))
+    .transpose()
+}
+
+/// A `scores` row as read: score, band, next change, scored at, recent.
+fn stored(
+    id: &str,
+    (score, band, next, at, recent): (i64, String, Option<i64>, i64, String),
+) -> Result<StoredScore, StoreError> {
+    Ok(StoredScore {
+        contact: id.to_string(),
+        score,
+        band,
+        next_change_at: next.map(from_micros).transpose()?,
+        scored_at: from_micros(at)?,
+        recent: decode_recent(Some(&recent))?,
+        desk_mark: None,
+    })
 }

@@ -210,6 +210,15 @@ pub trait Records: Send + Sync {
     fn wait_for_events(&self, after: i64, timeout: Duration) -> Result<i64, StoreError>;
 }
 
+/// A row claimed for delivery, with what its request is built from.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    pub row: Row,
+    pub contact: Contact,
+    pub company: Option<Company>,
+    pub score: Option<StoredScore>,
+}
+
 /// The durable outbox (see [`crate::domain::outbox`]).
 pub trait OutboxStore: Send + Sync {
     /// Plans sends; a key already present is left as it is, whichever
@@ -238,6 +247,17 @@ pub trait OutboxStore: Send + Sync {
         owner: &str,
         admit: &mut dyn FnMut(&Row, &Contact, &[Event]) -> Admission,
     ) -> Result<Vec<Row>, StoreError>;
+    /// [`Self::claim_due`] for the dispatcher: the same decisions, and with
+    /// each claimed row the contact the guard saw, the contact's company
+    /// and stored score, so that building its request reads nothing more.
+    fn claim_batch(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+        owner: &str,
+        admit: &mut dyn FnMut(&Row, &Contact, &[Event]) -> Admission,
+    ) -> Result<Vec<Claimed>, StoreError>;
     /// The contact and everything the guard weighs, as `claim_due` sees it.
     fn guard_input(&self, contact: &str) -> Result<Option<(Contact, Vec<Event>)>, StoreError>;
     /// Logged decisions, newest first, optionally for one contact.
