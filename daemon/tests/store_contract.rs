@@ -1045,6 +1045,7 @@ pub fn hot_leads_come_ranked_and_counted(backend: Backend) {
         store.hot_lead_count(&hot(7, Some("ana"))).expect("count"),
         1
     );
+}
 
 /// A claim in batches decides each row after the rows of its contact
 /// before it (their reservations count), hands each claimed row over as
@@ -1178,9 +1179,6 @@ macro_rules! contract {
             #[test]
             fn retention_prunes_old_rows_in_batches_and_keeps_what_planning_reads() {
                 super::retention_prunes_old_rows_in_batches_and_keeps_what_planning_reads(
-
-            fn a_batch_claim_hands_over_each_row_with_what_its_request_needs() {
-                super::a_batch_claim_hands_over_each_row_with_what_its_request_needs(
                     super::$backend,
                 );
             }
@@ -1199,7 +1197,12 @@ macro_rules! contract {
                 super::hot_leads_come_ranked_and_counted(super::$backend);
             }
             #[test]
-
+            fn a_batch_claim_hands_over_each_row_with_what_its_request_needs() {
+                super::a_batch_claim_hands_over_each_row_with_what_its_request_needs(
+                    super::$backend,
+                );
+            }
+            #[test]
             fn waiting_for_events_sees_other_handles() {
                 super::waiting_for_events_sees_other_handles(super::$backend);
             }

@@ -103,7 +103,8 @@ impl Conn {
         let dict = self.dict.clone();
         self.write(|tx| {
             let events = EventReader::new(tx, &dict, false);
-            let claimed = super::claim::claim(&events, now, lease_until, limit, owner, admit, false)?;
+            let claimed =
+                super::claim::claim(&events, now, lease_until, limit, owner, admit, false)?;
             Ok(claimed.into_iter().map(|c| c.row).collect())
         })
     }
