@@ -369,7 +369,10 @@ fn a_rebuild_writes_only_the_contacts_whose_desk_changed() {
     assert_eq!(shown["prospect"]["status"], "CHAUD");
     assert_eq!(shown["prospect"]["since"], "2026-11-17T14:40:00Z");
     let after = env.json_at(NOW, &["rescore", "--full", "--json"]);
-    assert_eq!(after["written"], 0, "the new rules are written: nothing left");
+    assert_eq!(
+        after["written"], 0,
+        "the new rules are written: nothing left"
+    );
 }
 
 #[test]
