@@ -100,13 +100,8 @@ impl Conn {
         owner: &str,
         admit: &mut dyn FnMut(&Row, &Contact, &[Event]) -> Admission,
     ) -> Result<Vec<Row>, StoreError> {
-        let dict = self.dict.clone();
-        self.write(|tx| {
-            let events = EventReader::new(tx, &dict, false);
-            let claimed =
-                super::claim::claim(&events, now, lease_until, limit, owner, admit, false)?;
-            Ok(claimed.into_iter().map(|c| c.row).collect())
-        })
+        let claimed = self.claim(now, lease_until, limit, owner, admit, false)?;
+        Ok(claimed.into_iter().map(|c| c.row).collect())
     }
 
     pub(super) fn claim_batch(
@@ -117,10 +112,24 @@ impl Conn {
         owner: &str,
         admit: &mut dyn FnMut(&Row, &Contact, &[Event]) -> Admission,
     ) -> Result<Vec<Claimed>, StoreError> {
+        self.claim(now, lease_until, limit, owner, admit, true)
+    }
+
+    /// One claim transaction (see `claim::claim`); `inputs` adds each row's
+    /// company and score.
+    fn claim(
+        &mut self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+        owner: &str,
+        admit: &mut dyn FnMut(&Row, &Contact, &[Event]) -> Admission,
+        inputs: bool,
+    ) -> Result<Vec<Claimed>, StoreError> {
         let dict = self.dict.clone();
         self.write(|tx| {
             let events = EventReader::new(tx, &dict, false);
-            super::claim::claim(&events, now, lease_until, limit, owner, admit, true)
+            super::claim::claim(&events, now, lease_until, limit, owner, admit, inputs)
         })
     }
 
