@@ -40,8 +40,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import duckdb
-
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = ROOT / "target"
 # The benchmarks' reference instant: 2026-03-02T12:00:00Z.
@@ -49,6 +47,8 @@ NOW_US = 1772452800 * 1_000_000
 DAY_US = 86_400 * 1_000_000
 
 RESULTS = []
+# The binary `relance import` runs (`--binary` to compare another build).
+BINARY = TARGET / "release" / "relance"
 
 
 def load():
@@ -103,6 +103,8 @@ def duck_load(data, path):
     contacts and companies; not measured."""
     if path.exists():
         path.unlink()
+    import duckdb  # only the measures over the whole data set need it
+
     db = duckdb.connect(str(path))
     started = time.time()
     db.execute(
@@ -320,10 +322,23 @@ def duck_plan(db):
 
 # ------------------------------------------------------- import baseline
 
+# The tables `relance import events` writes (events and their dictionaries,
+# producers' id keys, the change feed), in the order they are copied.
+IMPORT_TABLES = [
+    ("event_names", "id"),
+    ("event_props", "id"),
+    ("events", "seq"),
+    ("event_ids", "key, contact"),
+    ("event_feed", "contact"),
+]
+
+
 def relance_import(data, work):
     """Times `relance import events` into a fresh store holding the
-    contacts; returns the time, the events stored and the store's path."""
-    binary = TARGET / "release" / "relance"
+    contacts, under /usr/bin/time when there; returns the wall time, the
+    process CPU (None without /usr/bin/time), the events stored, the
+    store's path and a copy of the store as it was before the events."""
+    binary = BINARY
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -332,47 +347,65 @@ def relance_import(data, work):
     base = [str(binary), "--config", str(ROOT / "config" / "relance.toml"), "--now", "2026-03-02T12:00:00Z"]
     subprocess.run(base + ["import", "contacts", str(data / "import-contacts.jsonl"), "--json"],
                    check=True, capture_output=True, env=env)
+    before = work / "python.db"
+    src = sqlite3.connect(db)
+    dst = sqlite3.connect(before)
+    src.backup(dst)
+    dst.close()
+    src.close()
+    timed = ["/usr/bin/time", "-f", "CPU %U %S"] if Path("/usr/bin/time").exists() else []
     started = time.time()
-    out = subprocess.run(base + ["import", "events", str(data / "import-events.jsonl"), "--json"],
+    out = subprocess.run(timed + base + ["import", "events", str(data / "import-events.jsonl"), "--json"],
                          capture_output=True, text=True, env=env)
     secs = time.time() - started
     if out.returncode != 0:
         sys.exit(f"relance import events failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+    cpu = None
+    m = re.search(r"^CPU ([\d.]+) ([\d.]+)$", out.stderr, re.M)
+    if m:
+        cpu = float(m.group(1)) + float(m.group(2))
+    for line in out.stderr.splitlines():
+        if not line.startswith("CPU "):
+            say(f"    | {line}")
     conn = sqlite3.connect(db)
     stored = conn.execute("SELECT count(*) FROM events").fetchone()[0]
     conn.close()
-    return secs, stored, db
+    return secs, cpu, stored, db, before
 
 
-def sqlite_import(relance_db, work):
-    """Python's sqlite3 inserting the rows relance stored into the same
-    schema and indexes (read from relance's store), in WAL with
-    synchronous=NORMAL, 50,000 rows per transaction. Only the inserts and
-    commits are timed."""
+def sqlite_import(relance_db, db):
+    """Python's sqlite3 inserting the rows relance's import stored into the
+    same tables, schema, indexes and contacts (`db`: relance's store as it
+    was before the events), with relance's settings (WAL,
+    synchronous=NORMAL, foreign keys on), events in relance's order (by
+    number), 50,000 events per transaction and the other tables' rows with
+    them in proportion. Only the inserts and commits are timed."""
     src = sqlite3.connect(relance_db)
-    ddl = [sql for (sql,) in src.execute(
-        "SELECT sql FROM sqlite_master WHERE tbl_name = 'events' AND sql IS NOT NULL ORDER BY type DESC, name"
-    )]
-    columns = [r[1] for r in src.execute("PRAGMA table_info(events)")]
-    rows = src.execute(f"SELECT {', '.join(columns)} FROM events ORDER BY rowid").fetchall()
+    tables = []
+    for table, order in IMPORT_TABLES:
+        columns = [r[1] for r in src.execute(f"PRAGMA table_info({table})")]
+        rows = src.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY {order}").fetchall()
+        insert = (f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) "
+                  f"VALUES ({', '.join('?' * len(columns))})")
+        tables.append((insert, rows))
     src.close()
-    db = work / "python.db"
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(db) + suffix).unlink(missing_ok=True)
+    events = len(tables[2][1])
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
-    for sql in ddl:
-        conn.execute(sql)
-    insert = f"INSERT INTO events ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA cache_size = -65536")
+    batches = max(1, -(-events // 50_000))
     started = time.time()
-    for i in range(0, len(rows), 50_000):
-        conn.execute("BEGIN")
-        conn.executemany(insert, rows[i:i + 50_000])
+    for b in range(batches):
+        conn.execute("BEGIN IMMEDIATE")
+        for insert, rows in tables:
+            n = len(rows)
+            conn.executemany(insert, rows[n * b // batches:n * (b + 1) // batches])
         conn.execute("COMMIT")
     secs = time.time() - started
     conn.close()
-    return secs, len(rows)
+    return secs, events
 
 
 # --------------------------------------------------------- stored bytes
@@ -394,12 +427,16 @@ def relance_bytes(store):
 
 
 def main():
+    global BINARY
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--contacts", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=1, help="relance / baseline alternations per measure")
-    parser.add_argument("--only", default="rescore,plan,import,dispatch,bytes",
-                        help="comma-separated subset of rescore,plan,import,dispatch,bytes")
+    parser.add_argument("--only", default="rescore,plan,import,dispatch,bytes,guard",
+                        help="comma-separated subset of rescore,plan,import,dispatch,bytes,guard")
+    parser.add_argument("--binary", type=Path, default=BINARY,
+                        help="the relance binary the import measure runs (default: target/release/relance)")
     args = parser.parse_args()
+    BINARY = args.binary.resolve()
     only = set(args.only.split(","))
     env = {"RELANCE_BENCH_CONTACTS": str(args.contacts)}
     total = time.time()
@@ -412,7 +449,9 @@ def main():
         if not store.exists() and only & {"rescore", "plan", "bytes"}:
             say("generating the benchmarks' store (first rescore run, not measured)")
             bench("rescore", env)
-        db, events, duck_size = duck_load(data, work / "baseline.duckdb")
+        db = None
+        if only & {"rescore", "plan", "bytes"}:
+            db, events, duck_size = duck_load(data, work / "baseline.duckdb")
 
         if "bytes" in only:
             say("stored bytes per event")
@@ -433,12 +472,13 @@ def main():
             if "import" in only:
                 say(f"import of 1,000,000 JSONL events, round {r + 1}")
                 la = load()
-                secs, stored, relance_db = relance_import(data, work / "import")
+                secs, cpu, stored, relance_db, before = relance_import(data, work / "import")
                 ours = stored / secs
-                say(f"    relance import events: {stored:,} events in {secs:.2f} s")
+                cpu_text = f", {cpu:.2f} s of process CPU" if cpu is not None else ""
+                say(f"    relance import events: {stored:,} events in {secs:.2f} s{cpu_text}")
                 la2 = load()
-                psecs, rows = sqlite_import(relance_db, work / "import")
-                say(f"    Python sqlite3: {rows:,} rows in {psecs:.2f} s")
+                psecs, rows = sqlite_import(relance_db, before)
+                say(f"    Python sqlite3: {rows:,} events (and their dictionary, id and feed rows) in {psecs:.2f} s")
                 record("import of 1 M JSONL events", "events/s", ours, rows / psecs, "higher", max(la, la2))
             if "dispatch" in only:
                 say(f"dispatch to a loopback receiver, round {r + 1}")
@@ -457,7 +497,15 @@ def main():
                 say(f"    DuckDB fatigue and caps {wall:.2f} s wall, {cpu:.2f} s CPU; levels {levels}, "
                     f"email capped {capped[0]:,}, all channels capped {capped[1]:,}")
                 record("planning pass a day later", "s", ours, wall, "lower", max(la, la2))
-        db.close()
+            if "guard" in only:
+                say(f"guard decisions, round {r + 1}")
+                la = load()
+                out = bench("guard")
+                ours = figure(out, r"^per core:\s+([\d.]+) decisions per CPU-second", "guard rate")
+                theirs = figure(out, r"^baseline per core:\s+([\d.]+) decisions per CPU-second", "baseline rate")
+                record("guard decisions per CPU-second", "decisions/s", ours, theirs, "higher", max(la, load()))
+        if db is not None:
+            db.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

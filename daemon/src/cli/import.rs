@@ -3,18 +3,25 @@
 //! Lines are validated one by one; good lines are written in batches, a bad
 //! line writes nothing and is reported with its number and reason. Importing
 //! the same file again changes nothing.
+//!
+//! Events go through the store's group-commit writer (the one the API's
+//! appends share) in transactions of [`EVENT_BATCH`], parsed on a thread of
+//! their own while the batch before is written. On a terminal a progress
+//! bar shows the bytes read and the rate; otherwise one line on stderr
+//! says, at the end, how many lines were read in how long.
 
 use super::{Failure, exit, open_store, output};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use relance::core::clock::Clock;
-use relance::domain::ingest::{self, Format, Kind, Line, LineError};
+use relance::domain::ingest::{self, Format, Incoming, Kind, Line, LineError};
 use relance::pipeline::config::Config;
 use relance::ports::store::desk::DuplicateGroup;
 use relance::ports::store::{Append, Store, StoreError, Upsert};
 use serde::Serialize;
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 #[derive(Debug, Subcommand)]
 pub enum What {
@@ -59,6 +66,11 @@ pub struct Flagged {
 
 const BATCH: usize = 2_000;
 
+/// Events written per transaction: as many as the store's group commit
+/// merges (`GROUP_MAX` of the SQLite store), so that an import commits as
+/// seldom as the API under load.
+const EVENT_BATCH: usize = 50_000;
+
 pub fn run(config: &Config, clock: &Clock, what: &What) -> Result<u8, Failure> {
     let (args, kind) = match what {
         What::Contacts(a) => (a, Some(Kind::Contact)),
@@ -69,8 +81,8 @@ pub fn run(config: &Config, clock: &Clock, what: &What) -> Result<u8, Failure> {
     let (reader, format, progress) = open(&args.file)?;
     let store = open_store(config)?;
     let range = config.ingest.range(clock.now());
-    let summary = load(&*store, kind, reader, format, &args.file, &range)?;
-    progress.finish_and_clear();
+    let summary = load(&*store, kind, reader, format, &args.file, &range, &progress)?;
+    progress.finish(&summary);
     report(&summary, args.json)?;
     Ok(if summary.rejected.is_empty() {
         exit::OK
@@ -84,10 +96,11 @@ pub fn run(config: &Config, clock: &Clock, what: &What) -> Result<u8, Failure> {
 pub(super) fn load(
     store: &dyn Store,
     kind: Option<Kind>,
-    reader: Box<dyn Read>,
+    reader: Box<dyn Read + Send>,
     format: Format,
     file: &Path,
     range: &ingest::InstantRange,
+    progress: &Progress,
 ) -> Result<Summary, Failure> {
     let mut summary = Summary {
         file: file.to_path_buf(),
@@ -129,7 +142,7 @@ pub(super) fn load(
                     Kind::Deal => Ok((store.upsert_deals(batch)?, Vec::new())),
                 }
             };
-            let imported = import(lines, store, &mut summary, write, upsert_applied);
+            let imported = import(lines, store, &mut summary, write, upsert_applied, progress);
             bulk.end(store, imported, &mut summary)?;
         }
         None => {
@@ -139,17 +152,7 @@ pub(super) fn load(
                     file.display()
                 )));
             }
-            let lines = ingest::read_event_lines(reader).map(|mut line| {
-                line.item = line.item.and_then(|i| range.check_incoming(&i).map(|()| i));
-                line
-            });
-            import(
-                lines,
-                store,
-                &mut summary,
-                |s, b, _| Ok((s.append_events(b)?, Vec::new())),
-                append_applied,
-            )?;
+            import_events(reader, range, store, &mut summary, progress)?;
         }
     }
     summary.rejected.sort_by_key(|r| r.line);
@@ -268,6 +271,69 @@ impl Bulk {
     }
 }
 
+/// Events: a thread reads and checks the lines into batches of
+/// [`EVENT_BATCH`] while this one writes the batch before through the
+/// store's appends (its group-commit writer).
+fn import_events(
+    reader: Box<dyn Read + Send>,
+    range: &ingest::InstantRange,
+    store: &dyn Store,
+    summary: &mut Summary,
+    progress: &Progress,
+) -> Result<(), Failure> {
+    type Batch = (Vec<Incoming>, Vec<u64>, Vec<LineError>);
+    std::thread::scope(|scope| {
+        // One batch parsed ahead of the writer, no more.
+        let (sender, batches) = std::sync::mpsc::sync_channel::<Batch>(1);
+        scope.spawn(move || {
+            let mut batch: Batch = Default::default();
+            for line in ingest::read_event_lines(reader) {
+                match line.item.and_then(|i| range.check_incoming(&i).map(|()| i)) {
+                    Ok(item) => {
+                        batch.0.push(item);
+                        batch.1.push(line.number);
+                    }
+                    Err(reason) => batch.2.push(LineError {
+                        line: line.number,
+                        reason,
+                    }),
+                }
+                if batch.0.len() == EVENT_BATCH && sender.send(std::mem::take(&mut batch)).is_err()
+                {
+                    // The writer stopped on an error.
+                    return;
+                }
+            }
+            drop(sender.send(batch));
+        });
+        for (items, numbers, rejected) in batches {
+            progress.lines(items.len() + rejected.len());
+            summary.rejected.extend(rejected);
+            if items.is_empty() {
+                continue;
+            }
+            let results = store.append_events(&items).map_err(anyhow::Error::from)?;
+            tally(summary, &numbers, results.into_iter().map(append_applied));
+        }
+        Ok(())
+    })
+}
+
+/// Counts what each line did.
+fn tally(summary: &mut Summary, numbers: &[u64], applied: impl Iterator<Item = Applied>) {
+    for (line, result) in numbers.iter().zip(applied) {
+        match result {
+            Applied::Inserted => summary.inserted += 1,
+            Applied::Updated => summary.updated += 1,
+            Applied::Unchanged => summary.unchanged += 1,
+            Applied::Rejected(reason) => summary.rejected.push(LineError {
+                line: *line,
+                reason,
+            }),
+        }
+    }
+}
+
 fn import<T, O>(
     lines: impl Iterator<Item = Line<T>>,
     store: &dyn Store,
@@ -275,6 +341,7 @@ fn import<T, O>(
     // What each item did, and the duplicates found (position in the batch).
     write: impl Fn(&dyn Store, &[T], &[u64]) -> Result<Written<O>, StoreError>,
     outcome: impl Fn(O) -> Applied,
+    progress: &Progress,
 ) -> Result<(), Failure> {
     let mut batch: Vec<T> = Vec::with_capacity(BATCH);
     let mut numbers: Vec<u64> = Vec::with_capacity(BATCH);
@@ -293,17 +360,8 @@ fn import<T, O>(
                 group,
             });
         }
-        for (line, result) in numbers.iter().zip(results) {
-            match outcome(result) {
-                Applied::Inserted => summary.inserted += 1,
-                Applied::Updated => summary.updated += 1,
-                Applied::Unchanged => summary.unchanged += 1,
-                Applied::Rejected(reason) => summary.rejected.push(LineError {
-                    line: *line,
-                    reason,
-                }),
-            }
-        }
+        progress.lines(batch.len());
+        tally(summary, numbers, results.into_iter().map(&outcome));
         batch.clear();
         numbers.clear();
         Ok(())
@@ -317,17 +375,94 @@ fn import<T, O>(
                     flush(&mut batch, &mut numbers, summary)?;
                 }
             }
-            Err(reason) => summary.rejected.push(LineError {
-                line: line.number,
-                reason,
-            }),
+            Err(reason) => {
+                progress.lines(1);
+                summary.rejected.push(LineError {
+                    line: line.number,
+                    reason,
+                });
+            }
         }
     }
     flush(&mut batch, &mut numbers, summary)
 }
 
+/// What an import shows while it runs: on a terminal, a bar of the bytes
+/// read with the lines done and their rate; otherwise nothing until the
+/// final line ([`Progress::finish`]).
+#[derive(Debug)]
+pub(super) struct Progress {
+    bar: ProgressBar,
+    terminal: bool,
+    started: Instant,
+    lines: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    /// Shows nothing at all (`relance demo`'s imports).
+    pub(super) fn hidden() -> Self {
+        Self {
+            bar: ProgressBar::hidden(),
+            terminal: false,
+            started: Instant::now(),
+            lines: Default::default(),
+        }
+    }
+
+    /// `n` more lines done.
+    fn lines(&self, n: usize) {
+        use std::sync::atomic::Ordering;
+        let done = self.lines.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        if self.terminal {
+            self.bar.set_message(format!(
+                "{} lines, {}/s",
+                thousands(done),
+                thousands(rate(done, self.started.elapsed().as_secs_f64()))
+            ));
+        }
+    }
+
+    /// Clears the bar and prints the final line to stderr (the one thing
+    /// shown off a terminal): `FILE: N lines in S s (R lines/s)`.
+    fn finish(&self, summary: &Summary) {
+        let secs = self.started.elapsed().as_secs_f64();
+        let done =
+            summary.inserted + summary.updated + summary.unchanged + summary.rejected.len() as u64;
+        self.bar.finish_and_clear();
+        let line = format!(
+            "{}: {} lines in {secs:.1} s ({} lines/s)",
+            summary.file.display(),
+            thousands(done),
+            thousands(rate(done, secs))
+        );
+        eprintln!("{line}");
+    }
+}
+
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn rate(done: u64, secs: f64) -> u64 {
+    if secs > 0.0 {
+        (done as f64 / secs) as u64
+    } else {
+        0
+    }
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Opens the file behind a progress bar (drawn only on a terminal).
-fn open(path: &Path) -> Result<(Box<dyn Read>, Format, ProgressBar), Failure> {
+fn open(path: &Path) -> Result<(Box<dyn Read + Send>, Format, Progress), Failure> {
     let unreadable =
         |e: std::io::Error| Failure::Input(format!("cannot read {}: {e}", path.display()));
     let mut file = std::fs::File::open(path).map_err(unreadable)?;
@@ -336,16 +471,25 @@ fn open(path: &Path) -> Result<(Box<dyn Read>, Format, ProgressBar), Failure> {
     let n = file.read(&mut head).map_err(unreadable)?;
     let format = Format::detect(path, &head[..n]);
     let file = std::fs::File::open(path).map_err(unreadable)?;
-    let progress = if std::io::stderr().is_terminal() {
+    let terminal = std::io::stderr().is_terminal();
+    let bar = if terminal {
         let bar = ProgressBar::new(len);
-        if let Ok(style) = ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {eta}") {
+        if let Ok(style) = ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg} eta {eta}",
+        ) {
             bar.set_style(style);
         }
         bar
     } else {
         ProgressBar::hidden()
     };
-    Ok((Box::new(progress.wrap_read(file)), format, progress))
+    let progress = Progress {
+        bar: bar.clone(),
+        terminal,
+        started: Instant::now(),
+        lines: Default::default(),
+    };
+    Ok((Box::new(bar.wrap_read(file)), format, progress))
 }
 
 fn report(summary: &Summary, as_json: bool) -> anyhow::Result<()> {

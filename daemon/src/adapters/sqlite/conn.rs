@@ -362,18 +362,22 @@ impl Conn {
     /// caught before SQL, and events are inserted in (contact, instant)
     /// order: consecutive inserts then land on neighbouring pages of the
     /// table, which keeps large batches (the API's group commits) cheap.
+    /// Per contact, one look at the stored events over the batch's span
+    /// tells whether any event without a producer's id could repeat one
+    /// by content (a fresh contact, or new instants, need no look per
+    /// event), and the change feed moves once.
     pub(super) fn append_events(&mut self, batch: &[Incoming]) -> Result<Vec<Append>, StoreError> {
         self.write(|tx| {
             let first_seq = next_event_seq(tx)?;
             let mut next_seq = first_seq;
             let mut out = vec![Append::Duplicate; batch.len()];
             let mut rowids: HashMap<&str, Option<i64>> = HashMap::new();
-            let mut seen: HashSet<[u8; 16]> = HashSet::with_capacity(batch.len());
+            // Producers' ids seen in this batch: the first one counts.
+            let mut ids: HashSet<&str> = HashSet::new();
             // (contact rowid, at, position in the batch)
             let mut rows: Vec<(i64, i64, usize)> = Vec::with_capacity(batch.len());
             let mut lookup = tx.prepare_cached("SELECT rowid FROM contacts WHERE id = ?1")?;
             for (i, incoming) in batch.iter().enumerate() {
-                let key = incoming.dedup_key();
                 match incoming {
                     Incoming::Contact(e) => {
                         let rowid = match rowids.get(e.contact.as_str()) {
@@ -392,11 +396,12 @@ impl Conn {
                                 ));
                             }
                             // A repeat within the batch: the first one counts.
-                            Some(_) if !seen.insert(key) => {}
+                            Some(_) if e.id.as_deref().is_some_and(|id| !ids.insert(id)) => {}
                             Some(rowid) => rows.push((rowid, to_micros(e.at), i)),
                         }
                     }
                     Incoming::Company { company, signal } => {
+                        let key = incoming.dedup_key();
                         let rowid: Option<i64> = tx
                             .prepare_cached("SELECT rowid FROM companies WHERE id = ?1")?
                             .query_row([company], |r| r.get(0))
@@ -418,14 +423,41 @@ impl Conn {
                 }
             }
             rows.sort_unstable();
+            let event = |i: usize| match &batch[i] {
+                Incoming::Contact(e) => Some(e),
+                Incoming::Company { .. } => None,
+            };
             let mut events = EventWriter::new(tx);
-            for (rowid, _, i) in rows {
-                let Incoming::Contact(e) = &batch[i] else {
-                    continue;
-                };
-                if events.insert(rowid, e, next_seq)? {
-                    next_seq += 1;
-                    out[i] = Append::Inserted;
+            for group in rows.chunk_by(|a, b| a.0 == b.0) {
+                let rowid = group[0].0;
+                let (from, to) = (group[0].1, group[group.len() - 1].1);
+                let check = group
+                    .iter()
+                    .any(|&(_, _, i)| event(i).is_some_and(|e| e.id.is_none()))
+                    && events.has_content_events(rowid, from, to)?;
+                let mut newest = None;
+                for (k, &(_, at, i)) in group.iter().enumerate() {
+                    let Some(e) = event(i) else {
+                        continue;
+                    };
+                    // The same content at the same instant earlier in the
+                    // batch (same contact): the first one counts.
+                    if e.id.is_none()
+                        && group[..k].iter().rev().take_while(|r| r.1 == at).any(|r| {
+                            matches!(out[r.2], Append::Inserted)
+                                && event(r.2).is_some_and(|o| same_content(o, e))
+                        })
+                    {
+                        continue;
+                    }
+                    if events.insert_row(rowid, e, next_seq, check)? {
+                        newest = Some(next_seq);
+                        next_seq += 1;
+                        out[i] = Append::Inserted;
+                    }
+                }
+                if let Some(seq) = newest {
+                    events.feed(rowid, seq)?;
                 }
             }
             if next_seq > first_seq {
@@ -987,4 +1019,15 @@ mod tests {
         }
         assert_eq!(open(&dir).counts().expect("ok").contacts, 200);
     }
+}
+
+/// Two events without a producer's id that the store counts as one: same
+/// type, channel (none and empty alike) and props (their instants and
+/// contacts compared by the caller).
+fn same_content(a: &Event, b: &Event) -> bool {
+    a.id.is_none()
+        && b.id.is_none()
+        && a.kind == b.kind
+        && a.channel.as_deref().unwrap_or("") == b.channel.as_deref().unwrap_or("")
+        && a.props == b.props
 }

@@ -291,6 +291,53 @@ impl<'t> EventWriter<'t> {
     /// Stores `e` for the contact `rowid` under number `seq`, unless an
     /// event with its identity is stored already; true when stored.
     pub(super) fn insert(&mut self, rowid: i64, e: &Event, seq: i64) -> Result<bool, StoreError> {
+        let stored = self.insert_row(rowid, e, seq, true)?;
+        if stored {
+            self.feed(rowid, seq)?;
+        }
+        Ok(stored)
+    }
+
+    /// Whether the contact `rowid` has an event without a producer's id
+    /// between `from` and `to` (microseconds, inclusive): when it has none,
+    /// no event of a batch in that span can repeat a stored one by content.
+    pub(super) fn has_content_events(
+        &self,
+        rowid: i64,
+        from: i64,
+        to: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .tx
+            .prepare_cached(
+                "SELECT 1 FROM events WHERE contact = ?1 AND at >= ?2 AND at <= ?3
+                 AND event_id IS NULL LIMIT 1",
+            )?
+            .exists(params![rowid, from, to])?)
+    }
+
+    /// Moves the contact's change-feed entry to `seq` (its newest event).
+    pub(super) fn feed(&mut self, rowid: i64, seq: i64) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO event_feed (contact, seq) VALUES (?1, ?2)
+                 ON CONFLICT(contact) DO UPDATE SET seq = max(seq, excluded.seq)",
+            )?
+            .execute(params![rowid, seq])?;
+        Ok(())
+    }
+
+    /// [`EventWriter::insert`] without the change feed (the caller moves
+    /// it once per contact) and, unless `check_content`, without looking
+    /// for a stored event of the same content (the caller knows there is
+    /// none: [`EventWriter::has_content_events`]).
+    pub(super) fn insert_row(
+        &mut self,
+        rowid: i64,
+        e: &Event,
+        seq: i64,
+        check_content: bool,
+    ) -> Result<bool, StoreError> {
         let at = to_micros(e.at);
         let kind = self.name(&e.kind)?;
         let channel = e.channel.as_deref().map(|c| self.name(c)).transpose()?;
@@ -304,7 +351,7 @@ impl<'t> EventWriter<'t> {
                 Some(key)
             }
             None => {
-                if self.content_stored(rowid, at, kind, channel, &props, &text)? {
+                if check_content && self.content_stored(rowid, at, kind, channel, &props, &text)? {
                     return Ok(false);
                 }
                 None
@@ -321,12 +368,6 @@ impl<'t> EventWriter<'t> {
                 .prepare_cached("INSERT OR IGNORE INTO event_ids (key, contact) VALUES (?1, ?2)")?
                 .execute(params![&key[..8], rowid])?;
         }
-        self.tx
-            .prepare_cached(
-                "INSERT INTO event_feed (contact, seq) VALUES (?1, ?2)
-                 ON CONFLICT(contact) DO UPDATE SET seq = max(seq, excluded.seq)",
-            )?
-            .execute(params![rowid, seq])?;
         Ok(true)
     }
 

@@ -104,6 +104,7 @@ pub fn prepare(base: &Path, clock: &Clock, args: &Args) -> Result<Prepared, Fail
             Format::Csv,
             &path,
             &range,
+            &import::Progress::hidden(),
         )?;
         counts.push(imported(&summary, name));
     }
@@ -116,6 +117,7 @@ pub fn prepare(base: &Path, clock: &Clock, args: &Args) -> Result<Prepared, Fail
         Format::Jsonl,
         &events,
         &range,
+        &import::Progress::hidden(),
     )?;
     counts.push(imported(&summary, "events"));
 

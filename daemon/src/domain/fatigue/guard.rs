@@ -18,6 +18,7 @@ use crate::core::model::Timestamp;
 use chrono::{Days, NaiveDate, NaiveDateTime};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
@@ -159,7 +160,64 @@ pub struct Decision {
     pub until: Option<Timestamp>,
     /// Allow: the level passed. Defer: every rule that held it back. Block:
     /// the blocking rules.
-    pub reasons: Vec<Reason>,
+    pub reasons: Reasons,
+}
+
+/// The reasons of one decision. Up to two are held inline (every allow,
+/// most defers and blocks), so that a decision allocates nothing in the
+/// common case; reads as a slice, serializes as a list.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Reasons(SmallVec<[Reason; 2]>);
+
+impl Reasons {
+    pub fn push(&mut self, reason: Reason) {
+        self.0.push(reason);
+    }
+
+    pub fn into_vec(self) -> Vec<Reason> {
+        self.0.into_vec()
+    }
+}
+
+impl std::ops::Deref for Reasons {
+    type Target = [Reason];
+    fn deref(&self) -> &[Reason] {
+        &self.0
+    }
+}
+
+impl<const N: usize> PartialEq<[Reason; N]> for Reasons {
+    fn eq(&self, other: &[Reason; N]) -> bool {
+        self.0[..] == other[..]
+    }
+}
+
+impl FromIterator<Reason> for Reasons {
+    fn from_iter<I: IntoIterator<Item = Reason>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
+impl IntoIterator for Reasons {
+    type Item = Reason;
+    type IntoIter = smallvec::IntoIter<[Reason; 2]>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Reasons {
+    type Item = &'a Reason;
+    type IntoIter = std::slice::Iter<'a, Reason>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl Serialize for Reasons {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter())
+    }
 }
 
 impl Decision {
@@ -701,11 +759,15 @@ impl Guard {
         booked: &[(ChannelId, Timestamp)],
     ) -> Decision {
         let t0 = secs(now);
-        let mut reasons = Vec::new();
+        let mut reasons = Reasons::default();
         let Some(channel) = self.channels.get(usize::from(proposal.channel.0)) else {
-            return block(vec![Reason::UnknownChannel {
-                channel: proposal.channel.0,
-            }]);
+            return block(
+                [Reason::UnknownChannel {
+                    channel: proposal.channel.0,
+                }]
+                .into_iter()
+                .collect(),
+            );
         };
         if state.reach.is_do_not_contact(proposal.channel) {
             reasons.push(Reason::DoNotContact {
@@ -739,7 +801,7 @@ impl Guard {
         }
 
         // One slot per rule: fatigue, each cap, the window.
-        let mut held: Vec<(usize, Reason)> = Vec::new();
+        let mut held: Held = SmallVec::new();
         let mut t = t0;
         loop {
             let mut next = t;
@@ -779,8 +841,7 @@ impl Guard {
                 possible &= record(2 + self.caps.len(), check, &mut next);
             }
             if !possible || next > deadline {
-                let reasons = held.into_iter().map(|(_, r)| r);
-                let mut reasons: Vec<Reason> = reasons.collect();
+                let mut reasons: Reasons = held.into_iter().map(|(_, r)| r).collect();
                 reasons.push(Reason::MaxDeferral {
                     first_proposed: instant(first),
                     max_deferral: self.max_deferral,
@@ -810,12 +871,14 @@ impl Guard {
         Decision {
             decision: Verdict::Allow,
             until: None,
-            reasons: vec![Reason::Level {
+            reasons: [Reason::Level {
                 level: self.levels[self.level_index(fatigue.units())].name.clone(),
                 fatigue,
                 priority,
                 exempt,
-            }],
+            }]
+            .into_iter()
+            .collect(),
         }
     }
 
@@ -1000,7 +1063,7 @@ impl Guard {
         let (Some(start), Some(end)) = (first, end) else {
             return Check::Pass;
         };
-        let mut inside: Vec<i64> = state
+        let mut inside: SmallVec<[i64; RECENT_SENDS]> = state
             .sends
             .newest_first()
             .chain(booked.iter().map(|(c, at)| (c.0, secs(*at))))
@@ -1057,15 +1120,18 @@ fn check_window(channel: &Channel, tz: Tz, t: i64) -> Check {
     }
 }
 
+/// The latest reason of each rule that held a proposal back, by slot.
+type Held = SmallVec<[(usize, Reason); 3]>;
+
 /// Keeps the latest reason of each rule.
-fn remember(held: &mut Vec<(usize, Reason)>, slot: usize, reason: Reason) {
+fn remember(held: &mut Held, slot: usize, reason: Reason) {
     match held.iter_mut().find(|(s, _)| *s == slot) {
         Some(entry) => entry.1 = reason,
         None => held.push((slot, reason)),
     }
 }
 
-fn block(reasons: Vec<Reason>) -> Decision {
+fn block(reasons: Reasons) -> Decision {
     Decision {
         decision: Verdict::Block,
         until: None,

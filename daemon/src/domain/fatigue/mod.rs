@@ -24,7 +24,9 @@ pub mod state;
 pub mod window;
 
 pub use config::FatigueConfig;
-pub use guard::{ChannelId, Decision, FollowUpKind, Guard, GuardError, Proposal, Reason, Verdict};
+pub use guard::{
+    ChannelId, Decision, FollowUpKind, Guard, GuardError, Proposal, Reason, Reasons, Verdict,
+};
 pub use matrix::{Misfit, PressureCategory, PressureMatrix, PressureSample, ValueTier};
 pub use points::{DecayRate, Fatigue, FatiguePoints, OutOfOrder};
 pub use state::{ContactState, EXEMPT_PROP, Reach, RecentSends, StateError};

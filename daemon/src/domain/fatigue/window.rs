@@ -10,7 +10,7 @@
 
 use super::config::{Day, WindowConfig};
 use chrono::offset::LocalResult;
-use chrono::{DateTime, Datelike, Days, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Datelike, Days, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc};
 use chrono_tz::{GapInfo, Tz};
 
 /// One window, compiled: day mask and seconds of the local day.
@@ -30,10 +30,13 @@ impl Window {
         }
     }
 
-    fn contains_local(&self, local: &NaiveDateTime) -> bool {
-        let day = local.weekday().num_days_from_monday();
-        let t = local.num_seconds_from_midnight();
-        self.days & (1 << day) != 0 && self.from <= t && t < self.to
+    /// Whether local wall-clock seconds since 1970-01-01T00:00 (a
+    /// Thursday) fall inside: the weekday and the second of the day by
+    /// integer arithmetic, no calendar.
+    fn contains_local_secs(&self, local: i64) -> bool {
+        let day = (local.div_euclid(86_400) + 3).rem_euclid(7);
+        let t = local.rem_euclid(86_400);
+        self.days & (1 << day) != 0 && i64::from(self.from) <= t && t < i64::from(self.to)
     }
 
     fn opens_on(&self, date: NaiveDate) -> bool {
@@ -46,8 +49,90 @@ impl Window {
 pub struct Windows(Vec<Window>);
 
 pub(crate) fn local(tz: Tz, t: i64) -> Option<NaiveDateTime> {
-    let utc = DateTime::<Utc>::from_timestamp(t, 0)?;
-    Some(tz.from_utc_datetime(&utc.naive_utc()).naive_local())
+    let local = t.checked_add(i64::from(offset(tz, t)?))?;
+    Some(DateTime::<Utc>::from_timestamp(local, 0)?.naive_utc())
+}
+
+/// The zone's offset from UTC at `t`, in seconds.
+///
+/// A planning pass or a claim batch asks about many contacts at one
+/// instant in a handful of zones: each thread remembers the last offsets
+/// and local openings (a local date and time to UTC) it computed (a small direct-mapped table, keyed by zone
+/// and instant), so the time-zone database is searched once per zone and
+/// instant instead of once per decision. The memo is exact: it keys on the
+/// instant itself, never on a range.
+pub(crate) fn offset(tz: Tz, t: i64) -> Option<i32> {
+    memo::OFFSETS.with(|m| {
+        memo::get_or(m, tz, t, || {
+            let utc = DateTime::<Utc>::from_timestamp(t, 0)?;
+            Some(
+                tz.offset_from_utc_datetime(&utc.naive_utc())
+                    .fix()
+                    .local_minus_utc(),
+            )
+        })
+    })
+}
+
+mod memo {
+    use chrono_tz::Tz;
+    use std::cell::Cell;
+
+    const SLOTS: usize = 256;
+
+    /// One remembered answer: zone, key, and the value (`None` cached too).
+    #[derive(Clone, Copy)]
+    pub(super) struct Slot<V: Copy> {
+        tz: u16,
+        key: i64,
+        value: Option<V>,
+        used: bool,
+    }
+
+    impl<V: Copy> Slot<V> {
+        const EMPTY: Self = Self {
+            tz: 0,
+            key: 0,
+            value: None,
+            used: false,
+        };
+    }
+
+    pub(super) type Table<V> = [Cell<Slot<V>>; SLOTS];
+
+    thread_local! {
+        pub(super) static OFFSETS: Table<i32> = const { [const { Cell::new(Slot::EMPTY) }; SLOTS] };
+        pub(super) static OPENINGS: Table<(Option<i64>, Option<i64>)> =
+            const { [const { Cell::new(Slot::EMPTY) }; SLOTS] };
+    }
+
+    /// The zone's index in the database (a fieldless enum).
+    fn zone(tz: Tz) -> u16 {
+        tz as u16
+    }
+
+    pub(super) fn get_or<V: Copy>(
+        table: &Table<V>,
+        tz: Tz,
+        key: i64,
+        compute: impl FnOnce() -> Option<V>,
+    ) -> Option<V> {
+        let z = zone(tz);
+        let h = (key as u64 ^ u64::from(z).rotate_left(40)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let cell = &table[(h >> 56) as usize % SLOTS];
+        let slot = cell.get();
+        if slot.used && slot.tz == z && slot.key == key {
+            return slot.value;
+        }
+        let value = compute();
+        cell.set(Slot {
+            tz: z,
+            key,
+            value,
+            used: true,
+        });
+        value
+    }
 }
 
 impl Windows {
@@ -63,7 +148,9 @@ impl Windows {
         if self.0.is_empty() {
             return true;
         }
-        local(tz, t).is_some_and(|l| self.0.iter().any(|w| w.contains_local(&l)))
+        offset(tz, t)
+            .and_then(|off| t.checked_add(i64::from(off)))
+            .is_some_and(|l| self.0.iter().any(|w| w.contains_local_secs(l)))
     }
 
     /// The first second `≥ t` inside a window; `None` if none within the
@@ -99,6 +186,15 @@ pub(crate) fn day_start(tz: Tz, date: NaiveDate) -> Option<i64> {
 /// UTC instants at which local `date` + `from` happens: one normally, two
 /// when the clock falls back over it, the end of the gap when it is skipped.
 fn openings(tz: Tz, date: NaiveDate, from: u32) -> impl Iterator<Item = i64> {
+    let key = i64::from(date.num_days_from_ce()) * 86_400 + i64::from(from);
+    let (a, b) = memo::OPENINGS
+        .with(|m| memo::get_or(m, tz, key, || Some(find_openings(tz, date, from))))
+        .unwrap_or_default();
+    a.into_iter().chain(b)
+}
+
+/// [`openings`] from the time-zone database.
+fn find_openings(tz: Tz, date: NaiveDate, from: u32) -> (Option<i64>, Option<i64>) {
     let naive = date.and_hms_opt(from / 3600, from / 60 % 60, from % 60);
     let (a, b) = match naive.map(|n| (n, tz.from_local_datetime(&n))) {
         Some((_, LocalResult::Single(x))) => (Some(x.timestamp()), None),
@@ -111,7 +207,7 @@ fn openings(tz: Tz, date: NaiveDate, from: u32) -> impl Iterator<Item = i64> {
         ),
         None => (None, None),
     };
-    a.into_iter().chain(b)
+    (a, b)
 }
 
 /// A window built by hand (tests, tools) rather than from configuration;

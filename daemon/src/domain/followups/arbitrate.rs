@@ -9,7 +9,7 @@ use super::plan::Planned;
 use crate::core::config::duration::Duration;
 use crate::core::model::Timestamp;
 use crate::domain::fatigue::{
-    ChannelId, ContactState, Guard, Proposal, Reason, StateError, Verdict,
+    ChannelId, ContactState, Guard, Proposal, Reason, Reasons, StateError, Verdict,
 };
 use serde::Serialize;
 
@@ -56,7 +56,7 @@ impl Outcome {
 pub struct Arbitrated {
     pub planned: Planned,
     pub outcome: Outcome,
-    pub reasons: Vec<Reason>,
+    pub reasons: Reasons,
 }
 
 /// The arbitration of one contact: decisions in the order they were taken
