@@ -1,13 +1,22 @@
 //! Guard benchmark: 1,000,000 contact states in memory, decisions timed on
 //! one thread. Run with `cargo bench --bench guard`.
+//!
+//! Then the baseline (issue 17, `bench/baselines.sh --only guard`): the
+//! allow test of the shipped rules over the same states, written by hand
+//! as a flat loop over plain arrays with each zone's offset and local day
+//! looked up once per pass, the way a minimal special-purpose program would
+//! (no reasons, no earliest instant, the shipped configuration's figures
+//! written in). Its allows must equal the guard's; its rate per
+//! CPU-second is printed beside the guard's.
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use chrono::{DateTime, Utc};
+use chrono::{Offset, TimeZone};
 use chrono_tz::Tz;
 use relance::domain::fatigue::{
-    ContactState, Fatigue, FatiguePoints, FollowUpKind, Proposal, Reach, Verdict,
+    ContactState, Fatigue, FatiguePoints, FollowUpKind, Guard, Proposal, Reach, Verdict,
 };
 use relance::pipeline::config::Config;
 use std::hint::black_box;
@@ -184,8 +193,163 @@ fn main() {
         avg(1),
         avg(2)
     );
+    baseline(&guard, &states, &proposals, now, counts[0]);
+
     match common::peak_rss_kib() {
         Some(kib) => println!("peak RSS (VmHWM): {:.1} MiB", kib as f64 / 1024.0),
         None => println!("peak RSS: /proc/self/status unavailable"),
+    }
+}
+
+/// The same states as plain arrays.
+struct Flat {
+    /// Fatigue units at the benchmark's `now`.
+    units: Vec<i64>,
+    reach: Vec<[u32; 3]>,
+    /// Index in the zones of the pass; 0 is the default zone.
+    zone: Vec<u8>,
+    /// Recent sends: channel (call-task mark removed), instant in seconds.
+    sends: Vec<[(u8, u32); 12]>,
+    len: Vec<u8>,
+}
+
+fn baseline(guard: &Guard, states: &[ContactState], proposals: &[Proposal], now: i64, allows: u64) {
+    let id = |n: &str| guard.channel(n).expect("shipped channel").0;
+    let (email, sms, phone) = (id("email"), id("sms"), id("phone"));
+    let zones: Vec<Tz> = vec![
+        guard.default_timezone(),
+        chrono_tz::Europe::Paris,
+        chrono_tz::America::New_York,
+        chrono_tz::Asia::Tokyo,
+    ];
+    let decay = guard.decay();
+    let per_second = decay.per_second();
+    let mut flat = Flat {
+        units: Vec::with_capacity(states.len()),
+        reach: Vec::with_capacity(states.len()),
+        zone: Vec::with_capacity(states.len()),
+        sends: Vec::with_capacity(states.len()),
+        len: Vec::with_capacity(states.len()),
+    };
+    for s in states {
+        flat.units.push(s.fatigue.value_at(decay, at(now)).units());
+        let r = s.reach;
+        flat.reach
+            .push([r.do_not_contact, r.consent_given, r.consent_refused]);
+        let z = s.timezone.map_or(0, |tz| {
+            zones.iter().skip(1).position(|z| *z == tz).expect("zone") + 1
+        });
+        flat.zone.push(u8::try_from(z).expect("few zones"));
+        let mut sends = [(0u8, 0u32); 12];
+        let mut n = 0;
+        for (c, t) in s.sends.iter() {
+            sends[n] = (c.0, u32::try_from(t.timestamp()).expect("2106"));
+            n += 1;
+        }
+        flat.sends.push(sends);
+        flat.len.push(u8::try_from(n).expect("12"));
+    }
+    let plain: Vec<(u8, u32, bool)> = proposals
+        .iter()
+        .map(|p| (p.channel.0, guard.priorities().of(p.kind), p.exempt))
+        .collect();
+    let stop = FatiguePoints::from_points(25).units();
+    let reduce = FatiguePoints::from_points(20).units();
+    const DAY: i64 = 86_400;
+
+    let mut allowed = 0u64;
+    let cpu_start = common::thread_cpu_ns();
+    let started = Instant::now();
+    for pass in 0..PASSES {
+        let t = now + i64::try_from(pass).expect("small") * 3600;
+        // Once per pass and zone: the local time and the local day's span.
+        let local: Vec<(i64, i64, i64)> = zones
+            .iter()
+            .map(|tz| {
+                let off = i64::from(
+                    tz.offset_from_utc_datetime(&at(t).naive_utc())
+                        .fix()
+                        .local_minus_utc(),
+                );
+                let l = t + off;
+                let midnight = l - l.rem_euclid(DAY);
+                let start = tz
+                    .from_local_datetime(&at(midnight).naive_utc())
+                    .earliest()
+                    .expect("midnight exists")
+                    .timestamp();
+                let end = tz
+                    .from_local_datetime(&at(midnight + DAY).naive_utc())
+                    .earliest()
+                    .expect("midnight exists")
+                    .timestamp();
+                (l, start, end)
+            })
+            .collect();
+        for i in 0..states.len() {
+            let (ch, priority, exempt) = plain[i % plain.len()];
+            let [dnc, given, refused] = flat.reach[i];
+            let bit = 1u32 << ch;
+            let consent = refused & bit == 0 && (ch != sms || given & bit != 0);
+            if dnc & bit != 0 || !consent {
+                continue;
+            }
+            let (l, day_start, day_end) = local[usize::from(flat.zone[i])];
+            if !exempt {
+                let units = (flat.units[i] - per_second * (t - now)).max(0);
+                if units > stop || (units >= reduce && priority < 20) {
+                    continue;
+                }
+                let (mut mail, mut call, mut all, mut today) = (0, 0, 0, 0);
+                for &(c, s) in &flat.sends[i][..usize::from(flat.len[i])] {
+                    let s = i64::from(s);
+                    let week = s > t - 7 * DAY;
+                    mail += u32::from(c == email && week);
+                    call += u32::from(c == phone && s > t - 3 * DAY);
+                    all += u32::from(week);
+                    today += u32::from(day_start <= s && s < day_end);
+                }
+                if (ch == email && mail >= 2)
+                    || (ch == phone && call >= 1)
+                    || all >= 4
+                    || today >= 1
+                {
+                    continue;
+                }
+            }
+            let weekday = (l.div_euclid(DAY) + 3).rem_euclid(7);
+            let minute = l.rem_euclid(DAY) / 60;
+            let open = if ch == email {
+                (8 * 60..20 * 60).contains(&minute)
+            } else if ch == sms {
+                weekday < 6 && (9 * 60..19 * 60).contains(&minute)
+            } else {
+                weekday < 5 && (9 * 60..18 * 60).contains(&minute)
+            };
+            allowed += u64::from(open);
+        }
+    }
+    black_box(allowed);
+    let elapsed = started.elapsed();
+    let cpu = cpu_start
+        .zip(common::thread_cpu_ns())
+        .map(|(a, b)| b.saturating_sub(a));
+    let decisions = (states.len() * PASSES) as f64;
+    println!(
+        "baseline (flat loop, allow test only): {allowed} allows ({}), {:.2?} on one thread = {:.0} decisions/s",
+        if allowed == allows {
+            "the guard's"
+        } else {
+            "NOT the guard's"
+        },
+        elapsed,
+        decisions / elapsed.as_secs_f64()
+    );
+    if let Some(ns) = cpu.filter(|&ns| ns > 0) {
+        println!(
+            "baseline per core: {:.0} decisions per CPU-second ({:.1} ns of CPU each)",
+            decisions / (ns as f64 / 1e9),
+            ns as f64 / decisions
+        );
     }
 }

@@ -803,6 +803,17 @@ fn save_company(tx: &Connection, c: &Company) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Two events without a producer's id that the store counts as one: same
+/// type, channel (none and empty alike) and props (their instants and
+/// contacts compared by the caller).
+fn same_content(a: &Event, b: &Event) -> bool {
+    a.id.is_none()
+        && b.id.is_none()
+        && a.kind == b.kind
+        && a.channel.as_deref().unwrap_or("") == b.channel.as_deref().unwrap_or("")
+        && a.props == b.props
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1019,15 +1030,4 @@ mod tests {
         }
         assert_eq!(open(&dir).counts().expect("ok").contacts, 200);
     }
-}
-
-/// Two events without a producer's id that the store counts as one: same
-/// type, channel (none and empty alike) and props (their instants and
-/// contacts compared by the caller).
-fn same_content(a: &Event, b: &Event) -> bool {
-    a.id.is_none()
-        && b.id.is_none()
-        && a.kind == b.kind
-        && a.channel.as_deref().unwrap_or("") == b.channel.as_deref().unwrap_or("")
-        && a.props == b.props
 }

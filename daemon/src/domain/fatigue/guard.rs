@@ -11,7 +11,7 @@
 use super::config::{FatigueConfig, MAX_CHANNELS, Priorities, RECENT_SENDS, to_milli};
 use super::points::{DecayRate, FatiguePoints, UNITS_PER_MILLI, instant, secs};
 use super::state::ContactState;
-use super::window::{Window, Windows, day_start, local};
+use super::window::{Window, Windows, day_start, local, local_days};
 use crate::core::config::duration::Duration;
 use crate::core::config::sections::{ChannelConfig, ConsentDefault};
 use crate::core::model::Timestamp;
@@ -21,34 +21,44 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::Arc;
 
-/// A channel or level name shared by every reason that cites it (cloning
-/// is a reference-count increment, not a string copy).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Name(Arc<str>);
+/// A channel or level name cited by reasons: interned once for the
+/// process, so that copying one into a reason costs nothing (no reference
+/// count to move on every decision). Names come from the configuration, so
+/// the interned set stays as small as the names ever configured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Name(&'static str);
 
 impl Name {
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0
     }
 }
 
 impl From<&str> for Name {
     fn from(s: &str) -> Self {
-        Self(s.into())
+        static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+        let mut names = NAMES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = names.iter().find(|n| **n == s) {
+            return Self(n);
+        }
+        let n: &'static str = Box::leak(s.to_owned().into_boxed_str());
+        names.push(n);
+        Self(n)
     }
 }
 
 impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.0)
     }
 }
 
 impl Serialize for Name {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
+        s.serialize_str(self.0)
     }
 }
 
@@ -771,13 +781,13 @@ impl Guard {
         };
         if state.reach.is_do_not_contact(proposal.channel) {
             reasons.push(Reason::DoNotContact {
-                channel: channel.name.clone(),
+                channel: channel.name,
             });
         }
         let explicit = state.reach.explicit_consent(proposal.channel);
         if !explicit.unwrap_or(channel.consent == ConsentDefault::OptOut) {
             reasons.push(Reason::Consent {
-                channel: channel.name.clone(),
+                channel: channel.name,
                 explicit,
                 default: channel.consent,
             });
@@ -872,7 +882,7 @@ impl Guard {
             decision: Verdict::Allow,
             until: None,
             reasons: [Reason::Level {
-                level: self.levels[self.level_index(fatigue.units())].name.clone(),
+                level: self.levels[self.level_index(fatigue.units())].name,
                 fatigue,
                 priority,
                 exempt,
@@ -963,7 +973,7 @@ impl Guard {
         });
         let (threshold, inclusive) = exit.unwrap_or((0, true));
         let reason = Reason::Fatigue {
-            level: level.name.clone(),
+            level: level.name,
             fatigue: FatiguePoints::from_units(units),
             at: instant(t),
             priority,
@@ -1025,7 +1035,7 @@ impl Guard {
                     channel: cap
                         .channel
                         .and_then(|c| self.channels.get(usize::from(c)))
-                        .map(|c| c.name.clone()),
+                        .map(|c| c.name),
                     count,
                     limit: cap.limit,
                     window: self.cap_windows[index],
@@ -1050,32 +1060,34 @@ impl Guard {
         tz: Tz,
         t: i64,
     ) -> Check {
-        let Some(day) = local(tz, t).map(|l| l.date()) else {
+        let Some((day, start, end)) = local_days(tz, t, b.days) else {
             return Check::Pass;
         };
-        let span = Days::new(u64::from(b.days));
-        let first = day
-            .checked_sub_days(Days::new(u64::from(b.days - 1)))
-            .and_then(|d| day_start(tz, d));
-        let end = day
-            .checked_add_days(Days::new(1))
-            .and_then(|d| day_start(tz, d));
-        let (Some(start), Some(end)) = (first, end) else {
-            return Check::Pass;
+        let counted = |&(c, at): &(u8, i64)| {
+            b.channel.is_none_or(|m| m == c & !CALL_TASK) && start <= at && at < end
         };
-        let mut inside: SmallVec<[i64; RECENT_SENDS]> = state
+        let booked = booked.iter().map(|(c, at)| (c.0, secs(*at)));
+        let count = state
             .sends
             .newest_first()
-            .chain(booked.iter().map(|(c, at)| (c.0, secs(*at))))
-            .filter(|&(c, at)| {
-                b.channel.is_none_or(|m| m == c & !CALL_TASK) && start <= at && at < end
-            })
-            .map(|(_, at)| at)
-            .collect();
-        let count = u32::try_from(inside.len()).unwrap_or(u32::MAX);
+            .chain(booked.clone())
+            .filter(counted)
+            .count();
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
         if count < b.limit {
             return Check::Pass;
         }
+        let Some(day) = NaiveDate::from_num_days_from_ce_opt(day) else {
+            return Check::Pass;
+        };
+        let span = Days::new(u64::from(b.days));
+        let mut inside: SmallVec<[i64; RECENT_SENDS]> = state
+            .sends
+            .newest_first()
+            .chain(booked)
+            .filter(counted)
+            .map(|(_, at)| at)
+            .collect();
         inside.sort_unstable_by(|a, b| b.cmp(a));
         let nth = inside[usize::try_from(b.limit - 1).unwrap_or(0)];
         let frees_at = local(tz, nth)
@@ -1088,7 +1100,7 @@ impl Guard {
                 channel: b
                     .channel
                     .and_then(|c| self.channels.get(usize::from(c)))
-                    .map(|c| c.name.clone()),
+                    .map(|c| c.name),
                 count,
                 limit: b.limit,
                 days: b.days,
@@ -1107,7 +1119,7 @@ fn check_window(channel: &Channel, tz: Tz, t: i64) -> Check {
     }
     let opens = channel.windows.next_open(tz, t);
     let reason = Reason::SendWindow {
-        channel: channel.name.clone(),
+        channel: channel.name,
         timezone: tz,
         at: instant(t),
         local: local(tz, t),

@@ -74,6 +74,36 @@ pub(crate) fn offset(tz: Tz, t: i64) -> Option<i32> {
     })
 }
 
+/// The local days `[day - days + 1, day]` around `t`, `day` being `t`'s
+/// local date: the date (days from the common era), the UTC instant the
+/// first of them starts and the one the day after `day` starts. Remembered
+/// per thread like [`offset`].
+pub(crate) fn local_days(tz: Tz, t: i64, days: u32) -> Option<(i32, i64, i64)> {
+    let found = memo::DAYS.with(|m| memo::get_or(m, tz, t, || Some(find_local_days(tz, t, days))));
+    // Another span asked at the same instant is not remembered.
+    let (_, first, end) = match found {
+        Some(f) if f.0 == days => f,
+        _ => find_local_days(tz, t, days),
+    };
+    let (day, start) = first?;
+    Some((day, start, end?))
+}
+
+/// [`local_days`] from the time-zone database.
+#[allow(clippy::type_complexity)]
+fn find_local_days(tz: Tz, t: i64, days: u32) -> (u32, Option<(i32, i64)>, Option<i64>) {
+    let Some(day) = local(tz, t).map(|l| l.date()) else {
+        return (days, None, None);
+    };
+    let first = day
+        .checked_sub_days(Days::new(u64::from(days.max(1) - 1)))
+        .and_then(|d| day_start(tz, d));
+    let end = day
+        .checked_add_days(Days::new(1))
+        .and_then(|d| day_start(tz, d));
+    (days, first.map(|f| (day.num_days_from_ce(), f)), end)
+}
+
 mod memo {
     use chrono_tz::Tz;
     use std::cell::Cell;
@@ -103,6 +133,9 @@ mod memo {
     thread_local! {
         pub(super) static OFFSETS: Table<i32> = const { [const { Cell::new(Slot::EMPTY) }; SLOTS] };
         pub(super) static OPENINGS: Table<(Option<i64>, Option<i64>)> =
+            const { [const { Cell::new(Slot::EMPTY) }; SLOTS] };
+        #[allow(clippy::type_complexity)]
+        pub(super) static DAYS: Table<(u32, Option<(i32, i64)>, Option<i64>)> =
             const { [const { Cell::new(Slot::EMPTY) }; SLOTS] };
     }
 
