@@ -783,7 +783,7 @@ fn bad_desk_settings_are_refused_with_their_position() {
 
 /// Hot leads h1–h5 (more downloads, higher score: h1 first), h6 hot but
 /// called two days ago, call-backs due for k1 (yesterday) and k2 (this
-/// morning), k3's tomorrow; owners ana and bob.
+/// morning, a download: scored above k1), k3's tomorrow; owners ana and bob.
 fn desk_of_seven() -> Env {
     let env = env();
     let mut contacts = String::new();
@@ -825,6 +825,7 @@ fn desk_of_seven() -> Env {
         }
     }
     events += &call("h6", "2026-11-18T10:00:00Z", "ana", "NRP", "");
+    events += "{\"contact\": \"k2\", \"type\": \"download\", \"at\": \"2026-11-19T08:00:00Z\"}\n";
     for (id, owner, at, back) in [
         ("k1", "ana", "2026-11-16T09:00:00Z", "2026-11-19T09:00:00Z"),
         ("k2", "bob", "2026-11-16T09:30:00Z", "2026-11-20T08:00:00Z"),
@@ -864,7 +865,7 @@ fn calls_today_pages_through_the_ranking_with_exact_totals() {
     let all = env.json_at(NOW, &["calls", "today", "--json"]);
     assert_eq!(
         today_ids(&all),
-        ["h1", "h2", "h3", "h4", "h5", "k1", "k2"],
+        ["h1", "h2", "h3", "h4", "h5", "k2", "k1"],
         "{all}"
     );
     assert_eq!(
@@ -873,10 +874,10 @@ fn calls_today_pages_through_the_ranking_with_exact_totals() {
     );
     assert_eq!(all["calls"][0]["why"][0]["why"], "hot_lead");
     assert_eq!(all["calls"][5]["why"][0]["why"], "call_back");
-    assert_eq!(all["calls"][5]["why"][0]["at"], "2026-11-19T09:00:00Z");
+    assert_eq!(all["calls"][6]["why"][0]["at"], "2026-11-19T09:00:00Z");
 
     for (owner, expected) in [
-        (None, vec!["h1", "h2", "h3", "h4", "h5", "k1", "k2"]),
+        (None, vec!["h1", "h2", "h3", "h4", "h5", "k2", "k1"]),
         (Some("ana"), vec!["h1", "h3", "h5", "k1"]),
         (Some("bob"), vec!["h2", "h4", "k2"]),
     ] {
@@ -909,6 +910,33 @@ fn calls_today_pages_through_the_ranking_with_exact_totals() {
             assert_eq!(seen, expected, "{owner:?} by {limit}");
         }
     }
+
+    // A new owner counts at once, before any scoring pass: k2 is ana's.
+    env.import_text(
+        "contacts",
+        "k2.jsonl",
+        "{\"id\": \"k2\", \"email\": \"k2@example.com\", \"status\": \"prospect\", \"title\": \"DRH\", \"timezone\": \"Europe/Paris\", \"owner\": \"ana\"}\n",
+    );
+    let ana = env.json_at(NOW, &["calls", "today", "--json", "--owner", "ana"]);
+    assert_eq!(today_ids(&ana), ["h1", "h3", "h5", "k2", "k1"], "{ana}");
+    let bob = env.json_at(NOW, &["calls", "today", "--json", "--owner", "bob"]);
+    assert_eq!(today_ids(&bob), ["h2", "h4"], "{bob}");
+    assert_eq!(bob["total"], 2);
+
+    // k1 downloads twice: scored again, its call-back ranks above k2's.
+    env.import_text(
+        "events",
+        "k1.jsonl",
+        "{\"contact\": \"k1\", \"type\": \"download\", \"at\": \"2026-11-20T08:00:00Z\"}\n\
+         {\"contact\": \"k1\", \"type\": \"download\", \"at\": \"2026-11-20T09:00:00Z\"}\n",
+    );
+    env.json_at(NOW, &["rescore", "--json"]);
+    let all = env.json_at(NOW, &["calls", "today", "--json"]);
+    assert_eq!(
+        today_ids(&all),
+        ["h1", "h2", "h3", "h4", "h5", "k1", "k2"],
+        "{all}"
+    );
 
     // Past the end: nothing, the total still exact; the text says where.
     let past = env.json_at(NOW, &["calls", "today", "--json", "--offset", "20"]);
