@@ -264,10 +264,32 @@ fn main() {
 
     // A fortnight of calls, a broadcast to a fifth of the contacts and
     // reactions to it, then the pass that maintains the desk.
+    // RELANCE_BENCH_REPORTS_ONLY=1 (with RELANCE_BENCH_IN_PLACE=1, after a
+    // full run): the reports alone, on the store as that run left it.
     let now: Timestamp = "2026-11-20T12:00:00Z".parse().expect("instant");
     let store = SqliteStore::open(&keyed, Duration::from_secs(30), 64).expect("open");
+    let config = common::shipped_config(&keyed);
+    if std::env::var_os("RELANCE_BENCH_REPORTS_ONLY").is_none() {
+        add_calls(&store, &keyed, &config, n, now);
+    }
+    reports(&store, &config, now);
+    drop(store);
+    if !in_place {
+        remove(&keyed);
+    }
+}
+
+/// A fortnight of calls, a broadcast to a fifth of the contacts and its
+/// reactions, then the scoring pass that maintains the desk.
+fn add_calls(
+    store: &SqliteStore,
+    keyed: &Path,
+    config: &relance::pipeline::config::Config,
+    n: usize,
+    now: Timestamp,
+) {
     let sent_at = now - chrono::Duration::days(3);
-    rusqlite::Connection::open(&keyed)
+    rusqlite::Connection::open(keyed)
         .expect("raw")
         .execute(
             "INSERT INTO outbox (idem_key, contact, followup, kind, priority, channel, state,
@@ -355,39 +377,61 @@ fn main() {
     );
     println!(
         "{} events in the store; load average {}",
-        common::count_events(&keyed),
+        common::count_events(keyed),
         load()
     );
-    let config = common::shipped_config(&keyed);
     let cpu = common::process_cpu_secs().unwrap_or(0.0);
     time("full scoring pass (maintains the desk)", || {
-        relance::pipeline::rescore::rescore(&store, &config, now, true).expect("rescore")
+        relance::pipeline::rescore::rescore(store, config, now, true).expect("rescore")
     });
     println!(
         "  cpu, all threads                           {:>8.3} s; load average {}",
         common::process_cpu_secs().unwrap_or(0.0) - cpu,
         load()
     );
+}
+
+/// The reports, each read as a user would ask for it; `calls today` first
+/// right after the pass, then twice more.
+fn reports(store: &SqliteStore, config: &relance::pipeline::config::Config, now: Timestamp) {
     let today = time("relance calls today", || {
-        report::calls_today(&store, &config, now, None, 0, 100).expect("today")
+        report::calls_today(store, config, now, None, 0, 100).expect("today")
     });
+    // RELANCE_BENCH_TODAY_ONLY=N: `calls today` N times more, nothing else
+    // (to profile it).
+    if let Some(n) = std::env::var("RELANCE_BENCH_TODAY_ONLY")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        for _ in 0..n {
+            time("relance calls today (again)", || {
+                report::calls_today(store, config, now, None, 0, 100).expect("today")
+            });
+        }
+        return;
+    }
+    for _ in 0..2 {
+        time("relance calls today (again)", || {
+            report::calls_today(store, config, now, None, 0, 100).expect("today")
+        });
+    }
     let ana = time("relance calls today --owner ana", || {
-        report::calls_today(&store, &config, now, Some("ana"), 0, 100).expect("today")
+        report::calls_today(store, config, now, Some("ana"), 0, 100).expect("today")
     });
     time("relance calls today --offset 10000", || {
-        report::calls_today(&store, &config, now, None, 10_000, 100).expect("today")
+        report::calls_today(store, config, now, None, 10_000, 100).expect("today")
     });
     let dist = time("relance scores distribution", || {
-        report::score_distribution(&store, &config, 10).expect("distribution")
+        report::score_distribution(store, config, 10).expect("distribution")
     });
     let campaigns = time("relance campaigns", || {
-        report::campaigns(&store, &config, now).expect("campaigns")
+        report::campaigns(store, config, now).expect("campaigns")
     });
     let kpis = time("relance calls kpis --by day (28 days)", || {
         let from = now - chrono::Duration::days(28);
         report::call_kpis(
-            &store,
-            &config,
+            store,
+            config,
             from,
             now,
             relance::domain::desk::kpis::By::Day,
@@ -396,7 +440,7 @@ fn main() {
         .expect("kpis")
     });
     let lists = time("relance calls lists (1,000 per list)", || {
-        report::call_lists(&store, now, 1_000).expect("lists")
+        report::call_lists(store, now, 1_000).expect("lists")
     });
     let groups = time("relance contacts duplicates", || {
         store.duplicate_groups().expect("duplicates")
@@ -415,8 +459,4 @@ fn main() {
         groups.len()
     );
     println!("load average after the reports: {}", load());
-    drop(store);
-    if !in_place {
-        remove(&keyed);
-    }
 }

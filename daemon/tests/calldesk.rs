@@ -780,3 +780,177 @@ fn bad_desk_settings_are_refused_with_their_position() {
         stderr(&bad)
     );
 }
+
+/// Hot leads h1–h5 (more downloads, higher score: h1 first), h6 hot but
+/// called two days ago, call-backs due for k1 (yesterday) and k2 (this
+/// morning, a download: scored above k1), k3's tomorrow; owners ana and bob.
+fn desk_of_seven() -> Env {
+    let env = env();
+    let mut contacts = String::new();
+    for (id, owner) in [
+        ("h1", "ana"),
+        ("h2", "bob"),
+        ("h3", "ana"),
+        ("h4", "bob"),
+        ("h5", "ana"),
+        ("h6", "ana"),
+        ("k1", "ana"),
+        ("k2", "bob"),
+        ("k3", "ana"),
+    ] {
+        contacts.push_str(&format!(
+            "{{\"id\": \"{id}\", \"email\": \"{id}@example.com\", \"status\": \"prospect\", \"title\": \"DRH\", \"timezone\": \"Europe/Paris\", \"owner\": \"{owner}\"}}\n"
+        ));
+    }
+    env.import_text("contacts", "desk.jsonl", &contacts);
+    let mut events = String::new();
+    for (n, id) in ["h1", "h2", "h3", "h4", "h5", "h6"].iter().enumerate() {
+        let extra = 4usize.saturating_sub(n);
+        let kinds = [
+            "demo_request",
+            "download",
+            "download",
+            "trade_show_visit",
+            "meeting",
+        ];
+        for (i, kind) in kinds
+            .iter()
+            .chain(std::iter::repeat_n(&"download", extra))
+            .enumerate()
+        {
+            events.push_str(&format!(
+                "{{\"contact\": \"{id}\", \"type\": \"{kind}\", \"at\": \"2026-11-19T{:02}:00:00Z\"}}\n",
+                8 + i
+            ));
+        }
+    }
+    events += &call("h6", "2026-11-18T10:00:00Z", "ana", "NRP", "");
+    events += "{\"contact\": \"k2\", \"type\": \"download\", \"at\": \"2026-11-19T08:00:00Z\"}\n";
+    for (id, owner, at, back) in [
+        ("k1", "ana", "2026-11-16T09:00:00Z", "2026-11-19T09:00:00Z"),
+        ("k2", "bob", "2026-11-16T09:30:00Z", "2026-11-20T08:00:00Z"),
+        ("k3", "ana", "2026-11-16T10:00:00Z", "2026-11-21T08:00:00Z"),
+    ] {
+        events += &call(
+            id,
+            at,
+            owner,
+            "RAPP",
+            &format!(", \"callback_at\": \"{back}\""),
+        );
+    }
+    env.import_text("events", "desk-events.jsonl", &events);
+    env.json_at(NOW, &["rescore", "--json"]);
+    env
+}
+
+fn today_ids(page: &Value) -> Vec<String> {
+    page["calls"]
+        .as_array()
+        .expect("calls")
+        .iter()
+        .map(|c| c["contact"]["id"].as_str().expect("id").to_string())
+        .collect()
+}
+
+/// `calls today --limit N --offset K` pages through the same ranking the
+/// whole list shows, with exact totals, for everyone and per owner.
+#[test]
+fn calls_today_pages_through_the_ranking_with_exact_totals() {
+    let env = desk_of_seven();
+    for id in ["h1", "h5", "h6"] {
+        let card = env.json_at(NOW, &["score", id, "--json"]);
+        assert_eq!(card["band"], "hot", "{id}: {card}");
+    }
+    let all = env.json_at(NOW, &["calls", "today", "--json"]);
+    assert_eq!(
+        today_ids(&all),
+        ["h1", "h2", "h3", "h4", "h5", "k2", "k1"],
+        "{all}"
+    );
+    assert_eq!(
+        (&all["total"], &all["offset"], &all["more"]),
+        (&7.into(), &0.into(), &0.into())
+    );
+    assert_eq!(all["calls"][0]["why"][0]["why"], "hot_lead");
+    assert_eq!(all["calls"][5]["why"][0]["why"], "call_back");
+    assert_eq!(all["calls"][6]["why"][0]["at"], "2026-11-19T09:00:00Z");
+
+    for (owner, expected) in [
+        (None, vec!["h1", "h2", "h3", "h4", "h5", "k2", "k1"]),
+        (Some("ana"), vec!["h1", "h3", "h5", "k1"]),
+        (Some("bob"), vec!["h2", "h4", "k2"]),
+    ] {
+        for limit in [1usize, 2, 3] {
+            let mut seen = Vec::new();
+            let mut offset = 0usize;
+            loop {
+                let (l, o) = (limit.to_string(), offset.to_string());
+                let mut args = vec!["calls", "today", "--json", "--limit", &l, "--offset", &o];
+                if let Some(owner) = owner {
+                    args.extend(["--owner", owner]);
+                }
+                let page = env.json_at(NOW, &args);
+                let ids = today_ids(&page);
+                let shown = expected.len().saturating_sub(offset).min(limit);
+                assert_eq!(ids.len(), shown, "{owner:?} {limit} {offset}: {page}");
+                assert_eq!(page["total"], expected.len(), "{page}");
+                assert_eq!(page["offset"], offset, "{page}");
+                assert_eq!(
+                    page["more"],
+                    expected.len().saturating_sub(offset + shown),
+                    "{page}"
+                );
+                if ids.is_empty() {
+                    break;
+                }
+                seen.extend(ids);
+                offset += limit;
+            }
+            assert_eq!(seen, expected, "{owner:?} by {limit}");
+        }
+    }
+
+    // A new owner counts at once, before any scoring pass: k2 is ana's.
+    env.import_text(
+        "contacts",
+        "k2.jsonl",
+        "{\"id\": \"k2\", \"email\": \"k2@example.com\", \"status\": \"prospect\", \"title\": \"DRH\", \"timezone\": \"Europe/Paris\", \"owner\": \"ana\"}\n",
+    );
+    let ana = env.json_at(NOW, &["calls", "today", "--json", "--owner", "ana"]);
+    assert_eq!(today_ids(&ana), ["h1", "h3", "h5", "k2", "k1"], "{ana}");
+    let bob = env.json_at(NOW, &["calls", "today", "--json", "--owner", "bob"]);
+    assert_eq!(today_ids(&bob), ["h2", "h4"], "{bob}");
+    assert_eq!(bob["total"], 2);
+
+    // k1 downloads twice: scored again, its call-back ranks above k2's.
+    env.import_text(
+        "events",
+        "k1.jsonl",
+        "{\"contact\": \"k1\", \"type\": \"download\", \"at\": \"2026-11-20T08:00:00Z\"}\n\
+         {\"contact\": \"k1\", \"type\": \"download\", \"at\": \"2026-11-20T09:00:00Z\"}\n",
+    );
+    env.json_at(NOW, &["rescore", "--json"]);
+    let all = env.json_at(NOW, &["calls", "today", "--json"]);
+    assert_eq!(
+        today_ids(&all),
+        ["h1", "h2", "h3", "h4", "h5", "k1", "k2"],
+        "{all}"
+    );
+
+    // Past the end: nothing, the total still exact; the text says where.
+    let past = env.json_at(NOW, &["calls", "today", "--json", "--offset", "20"]);
+    assert_eq!(today_ids(&past), Vec::<String>::new());
+    assert_eq!((&past["total"], &past["more"]), (&7.into(), &0.into()));
+    let text = stdout(&env.run_at(NOW, &["calls", "today", "--limit", "2", "--offset", "2"]));
+    assert!(text.contains("7 contacts to call today"), "{text}");
+    assert!(
+        text.contains("shown: ranks 3 to 4; 3 more (--offset 4, --limit N)"),
+        "{text}"
+    );
+    let text = stdout(&env.run_at(NOW, &["calls", "today", "--offset", "8"]));
+    assert!(text.contains("none from rank 9 on"), "{text}");
+    let bad = env.run_at(NOW, &["calls", "today", "--limit", "0"]);
+    assert_eq!(code(&bad), 2);
+    assert!(stderr(&bad).contains("--limit"), "{}", stderr(&bad));
+}

@@ -138,6 +138,14 @@ pub fn calls_today(
     asked.sort_by(|a, b| key(a.0, &a.1).cmp(&key(b.0, &b.1), &bands));
     let asked_hot = asked.iter().filter(|a| a.1.hot).count() as u64;
     let total = asked.len() as u64 + store.hot_lead_count(&hot)?.saturating_sub(asked_hot);
+    if offset >= total {
+        return Ok(Today {
+            total,
+            offset,
+            more: 0,
+            calls: Vec::new(),
+        });
+    }
 
     // The hot leads not asked for otherwise, in rank order: at most the
     // page's end of them once those already listed above are left out.

@@ -152,6 +152,7 @@ pub(super) fn any_campaign(tx: &Connection) -> Result<bool, StoreError> {
 pub(super) fn save_desk(
     tx: &Connection,
     key: i64,
+    (id, band, score): (&str, &str, i64),
     row: Option<&DeskRow>,
     facts: &CampaignFacts,
     campaigns: bool,
@@ -176,18 +177,19 @@ pub(super) fn save_desk(
         .transpose()?;
     tx.prepare_cached(
         "INSERT INTO contact_desk (contact, status, since, set_by, calls, last_call_at, last_code,
-           callback_at, doc_at, do_not_call, owner)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+           callback_at, doc_at, do_not_call, owner, id, band, score)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
          ON CONFLICT(contact) DO UPDATE SET status = excluded.status, since = excluded.since,
            set_by = excluded.set_by, calls = excluded.calls, last_call_at = excluded.last_call_at,
            last_code = excluded.last_code, callback_at = excluded.callback_at,
-           doc_at = excluded.doc_at, do_not_call = excluded.do_not_call, owner = excluded.owner
+           doc_at = excluded.doc_at, do_not_call = excluded.do_not_call, owner = excluded.owner,
+           id = excluded.id, band = excluded.band, score = excluded.score
          -- A row as stored is left alone: no page written.
          WHERE (status, since, set_by, calls, last_call_at, last_code, callback_at, doc_at,
-             do_not_call, owner)
+             do_not_call, owner, id, band, score)
            IS NOT (excluded.status, excluded.since, excluded.set_by, excluded.calls,
              excluded.last_call_at, excluded.last_code, excluded.callback_at, excluded.doc_at,
-             excluded.do_not_call, excluded.owner)",
+             excluded.do_not_call, excluded.owner, excluded.id, excluded.band, excluded.score)",
     )?
     .execute(params![
         key,
@@ -201,6 +203,10 @@ pub(super) fn save_desk(
         d.documentation_at.map(to_micros),
         d.do_not_call,
         d.owner,
+        id,
+        // Only a call-back is ranked from the desk row (`callbacks_due`).
+        d.callback_at.map(|_| band),
+        d.callback_at.map(|_| score),
     ])?;
     // Only the calls are read back (the KPIs); the rest served the campaigns above.
     let mut insert = tx.prepare_cached(
@@ -544,11 +550,14 @@ impl DeskStore for Conn {
         until: Timestamp,
         hot: &HotLeads<'_>,
     ) -> Result<Vec<Ranked>, StoreError> {
+        // From the index (the filter, id, owner, band and score) and the
+        // queue by key: never the contact's record or score.
+        let queued = QUEUED.replace("c.rowid", "d.contact");
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT c.id, json_extract(c.record, '$.owner'), s.band, s.score, d.callback_at, {QUEUED}
-             FROM contact_desk d JOIN contacts c ON c.rowid = d.contact
-             LEFT JOIN scores s ON s.contact = d.contact
-             WHERE d.callback_at < ?1 AND d.status NOT IN {NOT_CALLABLE} AND d.do_not_call IS NULL"
+            "SELECT d.id, d.owner, d.band, d.score, d.callback_at, {queued}
+             FROM contact_desk d INDEXED BY contact_desk_callbacks
+             WHERE d.callback_at < ?1 AND d.status NOT IN {NOT_CALLABLE} AND d.do_not_call IS NULL
+               AND (?4 IS NULL OR d.owner = ?4)"
         ))?;
         let mut q = stmt.query(params![
             to_micros(until),

@@ -472,6 +472,7 @@ impl Conn {
                 super::desk::save_desk(
                     tx,
                     rowid,
+                    (&w.contact, &w.band, w.score),
                     w.desk.as_ref(),
                     &w.campaigns,
                     campaigns,
