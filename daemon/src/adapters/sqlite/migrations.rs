@@ -657,6 +657,14 @@ END;
 -- random insert per contact written, for nothing.
 DROP INDEX contacts_by_email;
 "#,
+    // 14: a memo says when its contact had no event after it.
+    r#"
+-- The contact's newest event number (event_feed; 0 for none) when the memo
+-- was written and no event of the contact was after `upto`; NULL when one
+-- was. While the feed still says so, a planning pass trusting the memo has
+-- no event of the contact to read (see sqlite::plan).
+ALTER TABLE plan_memo ADD COLUMN quiet INTEGER;
+"#,
 ];
 
 /// Migration 9 here and 3 on PostgreSQL (the same statements): the indexes
