@@ -57,6 +57,8 @@ pub(super) struct Dictionary {
 pub(super) enum StoredProps<'r> {
     Empty,
     Interned(Arc<Interned>),
+    /// An interned entry a reader keeps (see sqlite::plan).
+    Shared(&'r Interned),
     Inline(&'r str),
 }
 
@@ -66,6 +68,7 @@ impl StoredProps<'_> {
         match self {
             StoredProps::Empty => "{}",
             StoredProps::Interned(i) => &i.text,
+            StoredProps::Shared(i) => &i.text,
             StoredProps::Inline(t) => t,
         }
     }
@@ -74,6 +77,7 @@ impl StoredProps<'_> {
         match self {
             StoredProps::Empty => Ok(Props::new()),
             StoredProps::Interned(i) => Ok(i.props.clone()),
+            StoredProps::Shared(i) => Ok(i.props.clone()),
             StoredProps::Inline(t) => decode_props(t),
         }
     }

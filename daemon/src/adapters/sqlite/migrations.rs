@@ -683,6 +683,14 @@ CREATE TRIGGER desk_queue_owner AFTER UPDATE OF record ON contacts BEGIN
     WHERE contact = NEW.rowid AND owner IS NOT json_extract(NEW.record, '$.owner');
 END;
 "#,
+    // 15: a memo says when its contact had no event after it.
+    r#"
+-- The contact's newest event number (event_feed; 0 for none) when the memo
+-- was written and no event of the contact was after `upto`; NULL when one
+-- was. While the feed still says so, a planning pass trusting the memo has
+-- no event of the contact to read (see sqlite::plan).
+ALTER TABLE plan_memo ADD COLUMN quiet INTEGER;
+"#,
 ];
 
 /// Migration 9 here and 3 on PostgreSQL (the same statements): the indexes

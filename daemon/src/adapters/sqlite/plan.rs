@@ -4,14 +4,16 @@
 use super::conn::{
     Conn, KEYS_PER_QUERY, decode, encode, from_micros, in_list, load_companies, to_micros,
 };
-use super::events::EventReader;
+use super::events::{EventReader, Interned, StoredProps};
 use super::outbox::{ROW_COLUMNS, read_row};
 use super::scores::{CHANGE_COLUMNS, read_change, stored_from_row};
 use crate::core::model::{Company, Contact, Event, Timestamp};
 use crate::domain::fatigue::{EXEMPT_PROP, Verdict};
 use crate::ports::store::BroadcastSpec;
-use crate::ports::store::{PassMark, PlanInput, PlanRead, PlanWrite, StoreError};
+use crate::ports::store::{PassMark, PlanInput, PlanRead, PlanWrite, Props, StoreError};
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -76,8 +78,9 @@ impl Conn {
         let tx = self.conn.unchecked_transaction()?;
         let mut out = Vec::with_capacity(keys.len());
         let events = self.events();
+        let mut names = Names::default();
         for batch in keys.chunks(KEYS_PER_QUERY) {
-            read_batch(&events, batch, read, &mut out)?;
+            read_batch(&events, &mut names, batch, read, &mut out)?;
         }
         tx.commit()?;
         Ok(out)
@@ -161,11 +164,22 @@ impl Conn {
                     .execute(params![seq, reason, now_us])?;
                 }
                 if let Some(memo) = &w.memo {
+                    let upto = to_micros(memo.upto);
+                    // Read in this transaction: an event written later
+                    // moves the feed past the mark.
+                    let quiet: Option<i64> = tx
+                        .prepare_cached(
+                            "SELECT coalesce((SELECT seq FROM event_feed WHERE contact = ?1), 0)
+                             WHERE NOT EXISTS (SELECT 1 FROM events WHERE contact = ?1 AND at > ?2)",
+                        )?
+                        .query_row(params![w.key, upto], |r| r.get(0))
+                        .optional()?;
                     tx.prepare_cached(
-                        "INSERT INTO plan_memo (contact, upto, memo) VALUES (?1, ?2, ?3)
-                         ON CONFLICT(contact) DO UPDATE SET upto = excluded.upto, memo = excluded.memo",
+                        "INSERT INTO plan_memo (contact, upto, memo, quiet) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT(contact) DO UPDATE
+                         SET upto = excluded.upto, memo = excluded.memo, quiet = excluded.quiet",
                     )?
-                    .execute(params![w.key, to_micros(memo.upto), memo.encode()])?;
+                    .execute(params![w.key, upto, memo.encode(), quiet])?;
                 }
                 if w.wake == w.wake_was {
                     continue;
@@ -311,6 +325,7 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
 /// Contacts whose memo the pass trusts read only the events after it.
 fn read_batch(
     events: &EventReader<'_>,
+    names: &mut Names,
     keys: &[i64],
     read: &PlanRead<'_>,
     out: &mut Vec<PlanInput>,
@@ -320,15 +335,19 @@ fn read_batch(
     let mut stmt = conn.prepare_cached(&in_list(
         // The score's recent snapshots serve rescoring only: not decoded.
         "SELECT c.rowid, c.record, s.score, s.band, s.next_change_at, s.scored_at, NULL,
-                m.upto, m.memo, w.at, d.status
+                m.upto, m.memo, w.at, d.status, m.quiet = coalesce(f.seq, 0)
          FROM contacts c LEFT JOIN scores s ON s.contact = c.rowid
          LEFT JOIN contact_desk d ON d.contact = c.rowid
          LEFT JOIN plan_memo m ON m.contact = c.rowid
          LEFT JOIN plan_wake w ON w.contact = c.rowid
+         LEFT JOIN event_feed f ON f.contact = c.rowid
          WHERE c.rowid IN (",
         ") ORDER BY c.rowid",
     ))?;
     let mut rows = stmt.query(params_from_iter(padded(keys)))?;
+    // Contacts whose trusted memo had no event after it, the feed unmoved
+    // since: no event to read, older or recent.
+    let mut quiet: Vec<i64> = Vec::new();
     while let Some(r) = rows.next()? {
         let key: i64 = r.get(0)?;
         let contact: Contact = decode(r.get_ref(1)?.as_str().map_err(corrupt)?)?;
@@ -341,6 +360,9 @@ fn read_batch(
             ),
             None => None,
         };
+        if memo.is_some() && r.get::<_, Option<bool>>(11)? == Some(true) {
+            quiet.push(key);
+        }
         out.push(PlanInput {
             key,
             contact,
@@ -364,7 +386,11 @@ fn read_batch(
 
     let (with_memo, whole): (Vec<&PlanInput>, Vec<&PlanInput>) =
         inputs.iter().partition(|i| i.memo.is_some());
-    let with_memo: Vec<i64> = with_memo.iter().map(|i| i.key).collect();
+    let with_memo: Vec<i64> = with_memo
+        .iter()
+        .map(|i| i.key)
+        .filter(|k| quiet.binary_search(k).is_err())
+        .collect();
     let whole: Vec<i64> = whole.iter().map(|i| i.key).collect();
     for (keys, sql) in [
         (
@@ -391,41 +417,32 @@ fn read_batch(
         each_row(conn, &sql, padded(&keys), 0, inputs, |input, r| {
             let at: i64 = r.get(3)?;
             let older = at <= recent_from;
-            let name = events.name(r.get_ref(2)?)?;
-            if older && !read.folded.contains(&*name) {
+            let (name, folded) = names.get(events, read, r.get_ref(2)?)?;
+            if older && !folded {
                 input.left_out += 1;
                 return Ok(());
             }
-            let kind = name.to_string();
+            let kind = name.into_owned();
             let at = from_micros(at)?;
-            let props = events.props(r.get_ref(5)?)?;
             // Older events are only folded: no id, contact or props (but
             // a call's outcome, and the mark of an exempt send) to carry.
             let event = if older {
                 Event {
                     id: None,
                     contact: String::new(),
-                    props: if kind == read.props_of {
-                        props.to_map()?
-                    } else if props.text().contains(EXEMPT_MARK) {
-                        let mut props = serde_json::Map::new();
-                        props.insert(EXEMPT_PROP.into(), true.into());
-                        props
-                    } else {
-                        serde_json::Map::new()
-                    },
+                    props: names.props(events, r.get_ref(5)?, kind == read.props_of)?,
                     kind,
                     at,
-                    channel: events.channel(r.get_ref(4)?)?,
+                    channel: names.channel(events, read, r.get_ref(4)?)?,
                 }
             } else {
                 Event {
                     id: r.get(1)?,
                     contact: input.contact.id.clone(),
-                    props: props.to_map()?,
+                    props: names.props(events, r.get_ref(5)?, true)?,
                     kind,
                     at,
-                    channel: events.channel(r.get_ref(4)?)?,
+                    channel: names.channel(events, read, r.get_ref(4)?)?,
                 }
             };
             if older {
@@ -525,6 +542,105 @@ fn read_batch(
         input.company = company;
     }
     Ok(())
+}
+
+/// Event names by id, kept for the reads of one [`Conn::plan_inputs`]: the
+/// handle's shared dictionary (a lock and a hash) is asked once per name
+/// instead of once per event, and whether older events of the type are
+/// folded is decided once too.
+#[derive(Default)]
+struct Names {
+    by_id: Vec<Option<(Arc<str>, bool)>>,
+    /// Interned props by id, the same way.
+    props_by_id: Vec<Option<Arc<Interned>>>,
+}
+
+impl Names {
+    /// Ids kept (they are the small row ids of `event_names`).
+    const SLOTS: usize = 4096;
+
+    /// The name stored as `v`, and whether older events of the type are
+    /// folded.
+    fn get(
+        &mut self,
+        events: &EventReader<'_>,
+        read: &PlanRead<'_>,
+        v: ValueRef<'_>,
+    ) -> Result<(Cow<'_, str>, bool), StoreError> {
+        let slot = match v {
+            ValueRef::Integer(id) => usize::try_from(id).ok().filter(|&i| i < Self::SLOTS),
+            _ => None,
+        };
+        let Some(i) = slot else {
+            let name = events.name(v)?;
+            let folded = read.folded.contains(&*name);
+            return Ok((Cow::Owned(name.to_string()), folded));
+        };
+        if self.by_id.len() <= i {
+            self.by_id.resize(i + 1, None);
+        }
+        let (name, folded) = match &mut self.by_id[i] {
+            Some(known) => known,
+            empty => {
+                let name = events.name(v)?;
+                let folded = read.folded.contains(&*name);
+                empty.insert((name, folded))
+            }
+        };
+        Ok((Cow::Borrowed(&**name), *folded))
+    }
+
+    /// The props stored as `v`: all of them when `whole`, else only the
+    /// mark of an exempt send.
+    fn props(
+        &mut self,
+        events: &EventReader<'_>,
+        v: ValueRef<'_>,
+        whole: bool,
+    ) -> Result<Props, StoreError> {
+        let pick = |p: &StoredProps<'_>| -> Result<Props, StoreError> {
+            if whole {
+                p.to_map()
+            } else if p.text().contains(EXEMPT_MARK) {
+                let mut props = Props::new();
+                props.insert(EXEMPT_PROP.into(), true.into());
+                Ok(props)
+            } else {
+                Ok(Props::new())
+            }
+        };
+        let slot = match v {
+            ValueRef::Integer(id) => usize::try_from(id).ok().filter(|&i| i < Self::SLOTS),
+            _ => None,
+        };
+        let Some(i) = slot else {
+            return pick(&events.props(v)?);
+        };
+        if self.props_by_id.len() <= i {
+            self.props_by_id.resize(i + 1, None);
+        }
+        if let Some(known) = &self.props_by_id[i] {
+            return pick(&StoredProps::Shared(known));
+        }
+        let stored = events.props(v)?;
+        if let StoredProps::Interned(interned) = &stored {
+            self.props_by_id[i] = Some(interned.clone());
+        }
+        pick(&stored)
+    }
+
+    /// An event's channel, NULL for none.
+    fn channel(
+        &mut self,
+        events: &EventReader<'_>,
+        read: &PlanRead<'_>,
+        v: ValueRef<'_>,
+    ) -> Result<Option<String>, StoreError> {
+        match v {
+            ValueRef::Null => Ok(None),
+            v => Ok(Some(self.get(events, read, v)?.0.into_owned())),
+        }
+    }
 }
 
 /// Runs `sql` and hands each row to the input of the contact whose key is
