@@ -1,25 +1,26 @@
 //! Claims and settlements of the PostgreSQL outbox, a batch at a time.
 //!
-//! A claim is a handful of statements whatever its size: the due rows
-//! (`FOR UPDATE SKIP LOCKED`: claimers never wait for each other's rows),
-//! then their contacts locked in ascending key order in one statement
-//! (`FOR NO KEY UPDATE`, so two claimers never wait for each other in a
-//! circle), then, pipelined, what the guard weighs for all of them (events
-//! and reservations, read once the locks are held: every reservation and
-//! send committed before is seen), then the decisions, row updates and
-//! reservations written back in three array statements. Contact by
-//! contact, the guard decides in memory with the reservations this claim
-//! already made for that contact added, exactly as if each had been read
-//! back. A cap or the daily budget therefore cannot be exceeded by two
-//! claimers deciding one contact at once. `NO KEY UPDATE` does not block
-//! event inserts, whose foreign key only takes `KEY SHARE`.
+//! A claim is two short transactions whatever its size. The first takes
+//! the due rows (`FOR UPDATE SKIP LOCKED`: claimers never wait for each
+//! other's rows) under a lease, in one statement ([`take`]). The second
+//! ([`decide`]) locks their contacts in ascending key order in one
+//! statement (`FOR NO KEY UPDATE`, so two claimers never wait for each
+//! other in a circle), reads, pipelined, what the guard weighs for all of
+//! them (events and reservations, read once the locks are held: every
+//! reservation and send committed before is seen), and writes the
+//! decisions, row updates and reservations back in three array statements.
+//! Contact by contact, the guard decides in memory with the reservations
+//! this claim already made for that contact added, exactly as if each had
+//! been read back. A cap or the daily budget therefore cannot be exceeded
+//! by two claimers deciding one contact at once. `NO KEY UPDATE` does not
+//! block foreign-key checks, which only take `KEY SHARE`.
 //!
 //! A settlement batch is one statement (rows updated if their owner still
 //! holds them, reservations released and returned) and the append of the
 //! delivered sends' events; no row is updated by every settlement (event
 //! numbers come from a sequence, see records.rs).
 
-use super::outbox::{ROW_COLUMNS, read_row};
+use super::outbox::read_row;
 use super::records::insert_events;
 use crate::adapters::sqlite::shared::{
     decode, decode_props, decode_recent, encode, from_micros, send_props, settled, to_micros,
@@ -44,36 +45,106 @@ struct Locked {
     weighs: Vec<Event>,
 }
 
-/// Claims up to `limit` due rows for `owner` (see the module's comment).
-/// Returns the claimed rows in due order, with their contacts as the guard
-/// saw them and, when `context` is set, their companies and stored scores.
-pub(super) async fn claim(
+/// The first transaction of a claim: takes up to `limit` due rows nobody
+/// else holds for `owner` until `lease_until` (state `claimed`, due at the
+/// lease's end, the attempt counted), and returns them as they were, in
+/// due order, with their contacts' keys. One statement, committed at once: the rows a
+/// `SKIP LOCKED` scan locks without taking them (rows another claimer
+/// took after the scan began are locked, re-checked and skipped) stay
+/// locked only that long, so settlements of those rows do not wait for a
+/// whole claim. Rows left so by a process that died before deciding them
+/// come back when the lease expires, like any claimed row, with the
+/// attempt counted as if it had been made.
+pub(super) async fn take(
     tx: &Transaction<'_>,
     now: Timestamp,
     lease_until: Timestamp,
     limit: u32,
+    owner: &str,
+) -> Result<Vec<(Row, i64)>, StoreError> {
+    let now_us = to_micros(now);
+    let lease_us = to_micros(lease_until);
+    let limit = i64::from(limit);
+    let mut due: Vec<(Row, i64)> = tx
+        .query_typed(
+            &format!(
+                "WITH d AS (
+                   SELECT seq, state, due_at, attempts, lease_until, updated_at FROM outbox
+                   WHERE state IN {PENDING} AND due_at <= $1
+                   ORDER BY due_at, priority DESC, seq LIMIT $2
+                   FOR UPDATE SKIP LOCKED)
+                 UPDATE outbox o SET state = 'claimed', lease_owner = $3, lease_until = $4,
+                   due_at = $4, attempts = d.attempts + 1
+                 FROM d, contacts c WHERE o.seq = d.seq AND c.rowid = o.contact
+                 RETURNING o.seq, o.idem_key, c.id, o.followup, o.kind, o.priority, o.channel,
+                   d.state, d.due_at, o.first_due, d.attempts, d.lease_until, o.payload,
+                   o.last_error, d.updated_at, o.contact"
+            ),
+            &[
+                (&now_us, Type::INT8),
+                (&limit, Type::INT8),
+                (&owner, Type::TEXT),
+                (&lease_us, Type::INT8),
+            ],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((read_row(r)?, r.get::<_, i64>(15))))
+        .collect::<Result<_, StoreError>>()?;
+    due.sort_by(|(a, _), (b, _)| {
+        (a.due_at, std::cmp::Reverse(a.priority), a.seq).cmp(&(
+            b.due_at,
+            std::cmp::Reverse(b.priority),
+            b.seq,
+        ))
+    });
+    Ok(due)
+}
+
+/// The second transaction of a claim: decides the rows [`take`] took
+/// (those `owner` still holds) under their contacts' locks (see the
+/// module's comment). Returns the claimed rows in due order, with their
+/// contacts as the guard saw them and, when `context` is set, their
+/// companies and stored scores.
+pub(super) async fn decide(
+    tx: &Transaction<'_>,
+    taken: &[(Row, i64)],
+    now: Timestamp,
+    lease_until: Timestamp,
     owner: &str,
     context: bool,
     admit: &mut dyn FnMut(&Row, &Contact, &[Event]) -> Admission,
 ) -> Result<Vec<Claimed>, StoreError> {
     let now_us = to_micros(now);
     let lease_us = to_micros(lease_until);
-    let limit = i64::from(limit);
-    // 1. Due rows nobody else is deciding, in due order, with their keys.
-    let due: Vec<(Row, i64)> = tx
-        .query_typed(
-            &format!(
-                "SELECT {ROW_COLUMNS}, o.contact FROM outbox o JOIN contacts c ON c.rowid = o.contact
-                 WHERE o.state IN {PENDING} AND o.due_at <= $1
-                 ORDER BY o.due_at, o.priority DESC, o.seq LIMIT $2
-                 FOR UPDATE OF o SKIP LOCKED"
-            ),
-            &[(&now_us, Type::INT8), (&limit, Type::INT8)],
-        )
-        .await?
+    let taken_seqs: Vec<i64> = taken.iter().map(|(r, _)| r.seq).collect();
+    let taken_keys: Vec<i64> = {
+        let mut k: Vec<i64> = taken.iter().map(|(_, k)| *k).collect();
+        k.sort_unstable();
+        k.dedup();
+        k
+    };
+    // 1. The rows still held (a lease may have run out meanwhile), then
+    // their contacts, locked in ascending key order; pipelined.
+    let mine: [Param<'_>; 2] = [(&taken_seqs, Type::INT8_ARRAY), (&owner, Type::TEXT)];
+    let contacts: [Param<'_>; 1] = [(&taken_keys, Type::INT8_ARRAY)];
+    let (held, contact_rows) = tokio::try_join!(
+        tx.query_typed(
+            "SELECT seq FROM outbox WHERE seq = ANY($1) AND state = 'claimed'
+               AND lease_owner = $2 ORDER BY seq FOR UPDATE",
+            &mine,
+        ),
+        tx.query_typed(
+            "SELECT rowid, record FROM contacts WHERE rowid = ANY($1) ORDER BY rowid
+             FOR NO KEY UPDATE",
+            &contacts,
+        ),
+    )?;
+    let held: HashSet<i64> = held.iter().map(|r| r.get(0)).collect();
+    let due: Vec<&(Row, i64)> = taken
         .iter()
-        .map(|r| Ok((read_row(r)?, r.get::<_, i64>(15))))
-        .collect::<Result<_, StoreError>>()?;
+        .filter(|(r, _)| held.contains(&r.seq))
+        .collect();
     if due.is_empty() {
         return Ok(Vec::new());
     }
@@ -81,16 +152,8 @@ pub(super) async fn claim(
     keys.sort_unstable();
     keys.dedup();
     let seqs: Vec<i64> = due.iter().map(|(r, _)| r.seq).collect();
-    // 2. Their contacts, locked in ascending key order.
     let mut locked: BTreeMap<i64, Locked> = BTreeMap::new();
-    for r in tx
-        .query_typed(
-            "SELECT rowid, record FROM contacts WHERE rowid = ANY($1) ORDER BY rowid
-             FOR NO KEY UPDATE",
-            &[(&keys, Type::INT8_ARRAY)],
-        )
-        .await?
-    {
+    for r in &contact_rows {
         locked.insert(
             r.get(0),
             Locked {
@@ -168,7 +231,7 @@ pub(super) async fn claim(
                     Some(lease_us),
                     Some(owner),
                     Some(lease_us),
-                    1,
+                    0,
                 );
                 log.reserve(row.seq, *key, event_type, &row.channel);
                 let mut out = row.clone();
@@ -191,9 +254,13 @@ pub(super) async fn claim(
                 l.weighs.insert(at, reservation);
             }
             AdmissionVerdict::Defer { until } => {
-                log.update(row.seq, "deferred", Some(to_micros(*until)), None, None, 0);
+                log.update(row.seq, "deferred", Some(to_micros(*until)), None, None, -1);
             }
-            AdmissionVerdict::Block => log.update(row.seq, "blocked", None, None, None, 0),
+            AdmissionVerdict::Block => {
+                // Due as it was before it was taken.
+                let due = Some(to_micros(row.due_at));
+                log.update(row.seq, "blocked", due, None, None, -1);
+            }
         }
     }
     // 5. Written back, pipelined; and what requests are built from.

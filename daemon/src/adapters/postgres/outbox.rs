@@ -107,6 +107,29 @@ async fn guard_input(
     Ok(Some((contact, events)))
 }
 
+impl PgStore {
+    /// A claim in two transactions: the due rows taken (see
+    /// [`super::claim::take`]), then decided under their contacts' locks.
+    fn claim(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+        owner: &str,
+        context: bool,
+        admit: &mut dyn FnMut(&Row, &Contact, &[Event]) -> Admission,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let taken =
+            self.tx(async |tx| super::claim::take(tx, now, lease_until, limit, owner).await)?;
+        if taken.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.tx(async |tx| {
+            super::claim::decide(tx, &taken, now, lease_until, owner, context, admit).await
+        })
+    }
+}
+
 impl OutboxStore for PgStore {
     fn enqueue(&self, batch: &[NewSend], now: Timestamp) -> Result<Vec<bool>, StoreError> {
         self.tx(async |tx| {
@@ -146,9 +169,7 @@ impl OutboxStore for PgStore {
         owner: &str,
         admit: &mut dyn FnMut(&Row, &Contact, &[Event]) -> Admission,
     ) -> Result<Vec<Row>, StoreError> {
-        let claimed = self.tx(async |tx| {
-            super::claim::claim(tx, now, lease_until, limit, owner, false, admit).await
-        })?;
+        let claimed = self.claim(now, lease_until, limit, owner, false, admit)?;
         Ok(claimed.into_iter().map(|c| c.row).collect())
     }
 
@@ -162,9 +183,7 @@ impl OutboxStore for PgStore {
         owner: &str,
         admit: &mut dyn FnMut(&Row, &Contact, &[Event]) -> Admission,
     ) -> Result<Vec<Claimed>, StoreError> {
-        self.tx(async |tx| {
-            super::claim::claim(tx, now, lease_until, limit, owner, true, admit).await
-        })
+        self.claim(now, lease_until, limit, owner, true, admit)
     }
 
     fn guard_input(&self, contact: &str) -> Result<Option<(Contact, Vec<Event>)>, StoreError> {
