@@ -514,18 +514,22 @@ fn a_retention_planning_still_needs_is_refused() {
     );
 }
 
-/// Three `relance run` on one database; one at a time is killed with
-/// SIGKILL (by its PID) while it holds claimed sends, three times, a new
-/// one started in its place each time; the daemons left finish the work:
-/// every follow-up is delivered, under its own key only (a key delivered
-/// twice is a row taken over once the dead daemon's lease ran out), no
-/// contact gets more than the cap, the rows the dead daemon held are
-/// rescued, and every contact is scored and planned.
+/// Three `relance run` on one database dispatch 10,000 follow-ups (5,000
+/// contacts, three broadcasts, a cap of two) while one at a time is killed
+/// with SIGKILL (by its PID) at random moments, ten times (once the
+/// receiver got a random number of deliveries), a new one started in its
+/// place each time; the daemons left finish the work: every follow-up is
+/// delivered, under its own key only (a key delivered twice is a row taken
+/// over once the dead daemon's lease ran out), no contact gets more than
+/// the cap (from the receiver's log), the rows the dead daemons held are
+/// rescued, every contact is scored and planned, and every tick of the
+/// schedules ran once across the daemons (a tick runs again only if the
+/// run was interrupted by a kill). `RELANCE_TEST_SEED` replays the moments.
 #[test]
 fn three_daemons_killed_one_at_a_time_mid_work_lose_nothing_and_exceed_no_cap() {
     use common::pg::{column, count};
-    const N: usize = 1_000;
-    const KILLS: usize = 3;
+    const N: usize = 5_000;
+    const KILLS: usize = 10;
     let db = Scratch::new("crash");
     let url = db.url();
     let (received, port, _rt) = receiver();
@@ -568,28 +572,48 @@ fn three_daemons_killed_one_at_a_time_mid_work_lose_nothing_and_exceed_no_cap() 
         count(&url, "SELECT count(*) FROM outbox WHERE state = 'sent'") == 2 * N as u64
             && pending_now() == 0
     };
-    // Up to KILLS times: the oldest daemon is killed with SIGKILL (by its
-    // PID) as soon as it holds claimed sends, and a new one started in its
-    // place; what each held when it died is rescued by the others.
+    // KILLS times, at random moments (a random number of deliveries
+    // received, spread over the run): the oldest daemon is killed with
+    // SIGKILL (by its PID) and a new one started in its place; what it
+    // held when it died is rescued by the others once its lease runs out.
+    let seed: u64 = std::env::var("RELANCE_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            // Random per run (the standard library's per-process hash keys).
+            use std::hash::BuildHasher;
+            std::collections::hash_map::RandomState::new().hash_one(std::process::id())
+        });
+    eprintln!("RELANCE_TEST_SEED={seed}");
+    let mut state = seed | 1;
+    let mut moments: Vec<usize> = (0..KILLS)
+        .map(|_| {
+            // xorshift64: a reproducible random moment in the first 90 %.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % (2 * N as u64 * 9 / 10)) as usize
+        })
+        .collect();
+    moments.sort_unstable();
+    let deliveries = || received.0.lock().unwrap().len();
     let mut orphans: Vec<String> = Vec::new();
-    let mut kills = 0;
-    for round in 0..KILLS {
+    let mut killed: Vec<String> = Vec::new();
+    for (round, moment) in moments.into_iter().enumerate() {
+        wait_until("the receiver reaches the moment of a kill", 600, || {
+            deliveries() >= moment || all_sent()
+        });
         let mut victim = daemons.remove(0);
         let owner = common::daemon::owner_of(&victim);
-        wait_until("a daemon claims sends", 180, || {
-            !held(&owner).is_empty() || all_sent()
-        });
         victim.kill().unwrap(); // SIGKILL, by the child's PID
         victim.wait().unwrap();
         // What it held when it died: claimed, its lease still running.
-        let left = held(&owner);
-        if left.is_empty() && all_sent() {
-            break;
-        }
-        kills += 1;
-        orphans.extend(left);
+        orphans.extend(held(&owner));
+        killed.push(owner);
         daemons.push(start_daemon(&env, &format!("r{round}.log")));
     }
+    let kills = killed.len();
+    assert_eq!(kills, KILLS);
     assert!(
         !orphans.is_empty(),
         "no daemon held a claim when killed ({kills} kills)"
@@ -601,13 +625,13 @@ fn three_daemons_killed_one_at_a_time_mid_work_lose_nothing_and_exceed_no_cap() 
             && count(&url, "SELECT count(*) FROM scores") == N as u64
             && count(&url, "SELECT count(*) FROM rescore_queue") == 0
     };
-    wait_until("the daemons left finish the work", 300, settled);
+    wait_until("the daemons left finish the work", 600, settled);
     for d in daemons {
         stop_daemon(d);
     }
 
     let store = PgStore::open(&url, 2).unwrap();
-    use relance::ports::store::{OutboxStore, PlanStore};
+    use relance::ports::store::{OutboxStore, PlanStore, ScheduleStore};
     assert!(!store.plan_requested().unwrap(), "planning left undone");
     // Every contact planned: one row per contact and broadcast, each key
     // its own; two sent, the third held back by the cap.
@@ -663,18 +687,64 @@ fn three_daemons_killed_one_at_a_time_mid_work_lose_nothing_and_exceed_no_cap() 
             );
         }
     }
-    // The dead daemon's rows were taken over and delivered.
+    // The dead daemons' rows were taken over and delivered; or, for a row
+    // whose settlement the killed daemon had already sent to PostgreSQL
+    // (its COMMIT on the wire when the kill landed: the server completes
+    // it after the kill), settled by that daemon, delivered once.
+    let mut settled_by_the_dead = 0;
     for key in &orphans {
         let row = by_key[key.as_str()];
         assert!(
-            row.attempts >= 2 && matches!(row.state.as_str(), "sent" | "deferred" | "dropped"),
+            matches!(row.state.as_str(), "sent" | "deferred" | "dropped"),
             "{row:?}"
         );
+        if row.attempts < 2 {
+            assert!(
+                row.attempts == 1
+                    && row.state.as_str() == "sent"
+                    && times.get(key.as_str()) == Some(&1),
+                "{row:?}"
+            );
+            settled_by_the_dead += 1;
+        }
+    }
+    assert!(
+        settled_by_the_dead < orphans.len(),
+        "no row of a killed daemon was taken over: {orphans:?}"
+    );
+    // Every tick of a schedule ran once across the daemons: a tick that
+    // ran twice was first interrupted by a kill (its run closed as such).
+    let runs = store.job_runs(None, 1_000_000).unwrap();
+    assert!(
+        runs.iter().any(|r| r.schedule == "rescore") && runs.iter().any(|r| r.schedule == "plan"),
+        "{runs:?}"
+    );
+    let mut per_tick: BTreeMap<(&str, relance::core::model::Timestamp), Vec<_>> = BTreeMap::new();
+    for r in &runs {
+        per_tick
+            .entry((r.schedule.as_str(), r.tick))
+            .or_default()
+            .push(r);
+    }
+    let interrupted = |r: &relance::ports::store::JobRun| {
+        r.outcome
+            .as_deref()
+            .is_some_and(|o| o.starts_with("error: interrupted"))
+            || (r.finished_at.is_none() && killed.contains(&r.owner))
+    };
+    for ((schedule, tick), runs) in &per_tick {
+        let whole = runs.iter().filter(|r| !interrupted(r)).count();
+        assert!(whole <= 1, "{schedule} tick {tick} ran twice: {runs:?}");
+        for r in runs.iter().filter(|r| interrupted(r)) {
+            assert!(killed.contains(&r.owner), "{schedule} tick {tick}: {r:?}");
+        }
     }
     eprintln!(
-        "{} deliveries for {} sent rows; {kills} kills, {} rows rescued from the killed daemons",
+        "{} deliveries for {} sent rows; {kills} kills, {} rows held by the killed daemons ({} rescued, {settled_by_the_dead} settled by the killed daemon's last commit), {} job runs",
         got.len(),
         sent.len(),
-        orphans.len()
+        orphans.len(),
+        orphans.len() - settled_by_the_dead,
+        runs.len()
     );
 }

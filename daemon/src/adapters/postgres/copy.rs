@@ -4,7 +4,7 @@
 //! is copied column for column, with its internal keys: rows keep their
 //! references. Rows already there are brought up to date (a second run
 //! copies what changed since and duplicates nothing); identity sequences
-//! and the numbering counters then continue above every copied number.
+//! and the event sequence and score change counter then continue above every copied number.
 
 use super::PgStore;
 use crate::adapters::sqlite::{EventExport, SqliteStore};
@@ -296,8 +296,10 @@ async fn renumber(tx: &Transaction<'_>, last_event: i64) -> Result<(), StoreErro
         .await?;
     }
     tx.execute(
-        "UPDATE counters SET value = greatest(value, $1, (SELECT coalesce(max(seq), 0) FROM events))
-         WHERE name = 'events'",
+        "SELECT setval('events_seq', v) FROM (SELECT greatest($1,
+           (SELECT coalesce(max(seq), 0) FROM events),
+           (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM events_seq)) AS v) x
+         WHERE v > 0",
         &[&last_event],
     )
     .await?;
@@ -342,6 +344,13 @@ impl PgStore {
                 |r| r.get(0),
             )?;
         let copied = self.tx(async |tx| {
+            // An appender: the copied events' numbers are below the
+            // sequence, so no pass may read past them until this commits.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock_shared($1)",
+                &[&super::records::APPENDERS],
+            )
+            .await?;
             let mut out = Vec::with_capacity(TABLES.len());
             for table in TABLES {
                 out.push(copy_table(tx, &snapshot, table).await?);

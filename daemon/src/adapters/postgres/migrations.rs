@@ -287,6 +287,15 @@ CREATE TRIGGER outbox_sent_update AFTER UPDATE OF state ON outbox FOR EACH ROW
 INSERT INTO campaign_contacts (contact, campaign, sends)
     SELECT contact, followup, count(*) FROM outbox WHERE state = 'sent' GROUP BY contact, followup;
 "#,
+    // 5: event numbers from a sequence instead of the `counters` row
+    // 'events', which every appending transaction (each settlement batch,
+    // each ingest batch) updated and held until commit. Readers take the
+    // last number between appends (see records.rs).
+    r#"
+CREATE SEQUENCE events_seq;
+SELECT setval('events_seq', value) FROM counters WHERE name = 'events' AND value > 0;
+DELETE FROM counters WHERE name = 'events';
+"#,
 ];
 
 /// Brings the schema up to date in one transaction, under an advisory

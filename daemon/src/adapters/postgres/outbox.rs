@@ -1,28 +1,17 @@
-//! The outbox of the PostgreSQL store, claimed by several processes.
-//!
-//! A claim takes due rows with `FOR UPDATE SKIP LOCKED` (claimers never
-//! wait for each other's rows), then decides them contact by contact under
-//! a lock on the contact's row (`FOR NO KEY UPDATE`, taken in ascending
-//! key order so two claimers never wait for each other in a circle): the
-//! guard reads the contact's events and every reservation committed before
-//! the lock was granted, so a cap or the daily budget cannot be exceeded
-//! by two claimers deciding one contact at once. `NO KEY UPDATE` does not
-//! block event inserts, whose foreign key only takes `KEY SHARE`.
+//! The outbox of the PostgreSQL store, claimed by several processes; the
+//! claims and settlements themselves, a batch per transaction in a handful
+//! of statements, are in `claim.rs`.
 
 use super::PgStore;
-use super::records::{events_by_key, insert_events};
+use super::records::events_by_key;
 use crate::adapters::sqlite::shared::{
-    decode, decode_payload, encode, from_micros, send_props, settled, to_micros,
+    decode, decode_payload, encode, from_micros, send_props, to_micros,
 };
 use crate::core::model::{Contact, Event, Timestamp};
-use crate::domain::ingest::Incoming;
 use crate::domain::outbox::{NewSend, Row, Settlement, State};
-use crate::ports::store::{
-    Admission, AdmissionVerdict, Claimed, LoggedDecision, OutboxStore, Props, Records, ScoreStore,
-    StoreError,
-};
-use std::collections::{BTreeMap, HashMap};
-use tokio_postgres::{GenericClient, Transaction};
+use crate::ports::store::{Admission, Claimed, LoggedDecision, OutboxStore, Props, StoreError};
+use std::collections::BTreeMap;
+use tokio_postgres::GenericClient;
 
 pub(super) const ROW_COLUMNS: &str = "o.seq, o.idem_key, c.id, o.followup, o.kind, o.priority, \
      o.channel, o.state, o.due_at, o.first_due, o.attempts, o.lease_until, o.payload, \
@@ -118,63 +107,27 @@ async fn guard_input(
     Ok(Some((contact, events)))
 }
 
-/// Records how an attempt ended, if `owner` still holds the row.
-async fn settle_one(
-    tx: &Transaction<'_>,
-    seq: i64,
-    owner: &str,
-    how: &Settlement,
-    now: Timestamp,
-) -> Result<bool, StoreError> {
-    let (state, due, error) = settled(how);
-    let n = tx
-        .execute(
-            "UPDATE outbox SET state = $3, due_at = coalesce($4, due_at), last_error = $5,
-               lease_owner = NULL, lease_until = NULL, updated_at = $6
-             WHERE seq = $1 AND state = 'claimed' AND lease_owner = $2",
-            &[&seq, &owner, &state.as_str(), &due, &error, &to_micros(now)],
-        )
-        .await?;
-    if n == 0 {
-        return Ok(false);
+impl PgStore {
+    /// A claim in two transactions: the due rows taken (see
+    /// [`super::claim::take`]), then decided under their contacts' locks.
+    fn claim(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+        owner: &str,
+        context: bool,
+        admit: &mut dyn FnMut(&Row, &Contact, &[Event]) -> Admission,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let taken =
+            self.tx(async |tx| super::claim::take(tx, now, lease_until, limit, owner).await)?;
+        if taken.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.tx(async |tx| {
+            super::claim::decide(tx, &taken, now, lease_until, owner, context, admit).await
+        })
     }
-    if matches!(how, Settlement::Sent) {
-        deliver_reservation(tx, seq, now).await?;
-    }
-    tx.execute("DELETE FROM fatigue_ledger WHERE outbox = $1", &[&seq])
-        .await?;
-    Ok(true)
-}
-
-/// A delivered send: its reservation becomes an event, keyed by the
-/// idempotency key so that a delivery report with that id is a duplicate.
-async fn deliver_reservation(
-    tx: &Transaction<'_>,
-    seq: i64,
-    now: Timestamp,
-) -> Result<(), StoreError> {
-    let Some(r) = tx
-        .query_opt(
-            "SELECT l.contact, l.event_type, l.channel, o.idem_key, o.followup, c.id, o.payload
-             FROM fatigue_ledger l JOIN outbox o ON o.seq = l.outbox
-             JOIN contacts c ON c.rowid = l.contact WHERE l.outbox = $1",
-            &[&seq],
-        )
-        .await?
-    else {
-        return Ok(());
-    };
-    let event = Event {
-        id: Some(r.get(3)),
-        contact: r.get(5),
-        kind: r.get(1),
-        at: now,
-        channel: Some(r.get(2)),
-        props: send_props(Some(r.get(4)), r.get(6)),
-    };
-    let dedup = Incoming::Contact(event.clone()).dedup_key();
-    insert_events(tx, &[(r.get(0), &event, dedup)]).await?;
-    Ok(())
 }
 
 impl OutboxStore for PgStore {
@@ -216,106 +169,12 @@ impl OutboxStore for PgStore {
         owner: &str,
         admit: &mut dyn FnMut(&Row, &Contact, &[Event]) -> Admission,
     ) -> Result<Vec<Row>, StoreError> {
-        let now_us = to_micros(now);
-        let lease_us = to_micros(lease_until);
-        self.tx(async |tx| {
-            // Due rows nobody else is deciding: (seq, contact key).
-            let mut due: Vec<(i64, i64)> = tx
-                .query(
-                    &format!(
-                        "SELECT seq, contact FROM outbox
-                         WHERE state IN {PENDING} AND due_at <= $1
-                         ORDER BY due_at, priority DESC, seq LIMIT $2
-                         FOR UPDATE SKIP LOCKED"
-                    ),
-                    &[&now_us, &i64::from(limit)],
-                )
-                .await?
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect();
-            // Contacts in ascending key order, each contact's rows in due order.
-            let order: Vec<i64> = due.iter().map(|(seq, _)| *seq).collect();
-            due.sort_by_key(|&(seq, contact)| {
-                (contact, order.iter().position(|s| *s == seq))
-            });
-            let mut claimed = Vec::with_capacity(due.len());
-            let mut locked = None;
-            for (seq, key) in due {
-                if locked != Some(key) {
-                    tx.execute(
-                        "SELECT 1 FROM contacts WHERE rowid = $1 FOR NO KEY UPDATE",
-                        &[&key],
-                    )
-                    .await?;
-                    locked = Some(key);
-                }
-                // A reservation left by a claim whose lease expired is stale.
-                tx.execute("DELETE FROM fatigue_ledger WHERE outbox = $1", &[&seq])
-                    .await?;
-                let Some(row) = rows(tx, "WHERE o.seq = $1", &[&seq]).await?.pop() else {
-                    continue;
-                };
-                let Some((contact, weighs)) = guard_input(tx, &row.contact).await? else {
-                    continue;
-                };
-                let admission = admit(&row, &contact, &weighs);
-                let until = admission.verdict.until().map(to_micros);
-                tx.execute(
-                    "INSERT INTO decision_log (contact, at, followup, channel, decision, until, reasons)
-                     SELECT contact, $2, followup, channel, $3, $4, $5 FROM outbox WHERE seq = $1",
-                    &[
-                        &seq,
-                        &now_us,
-                        &admission.verdict.verdict().as_str(),
-                        &until,
-                        &encode(&admission.reasons)?,
-                    ],
-                )
-                .await?;
-                match &admission.verdict {
-                    AdmissionVerdict::Allow { event_type } => {
-                        tx.execute(
-                            "UPDATE outbox SET state = 'claimed', lease_owner = $2, lease_until = $3,
-                               due_at = $3, attempts = attempts + 1, updated_at = $4 WHERE seq = $1",
-                            &[&seq, &owner, &lease_us, &now_us],
-                        )
-                        .await?;
-                        tx.execute(
-                            "INSERT INTO fatigue_ledger (outbox, contact, at, event_type, channel)
-                             SELECT seq, contact, $2, $3, channel FROM outbox WHERE seq = $1",
-                            &[&seq, &now_us, event_type],
-                        )
-                        .await?;
-                        claimed.extend(rows(tx, "WHERE o.seq = $1", &[&seq]).await?);
-                    }
-                    AdmissionVerdict::Defer { until } => {
-                        tx.execute(
-                            "UPDATE outbox SET state = 'deferred', due_at = $2, lease_owner = NULL,
-                               lease_until = NULL, updated_at = $3 WHERE seq = $1",
-                            &[&seq, &to_micros(*until), &now_us],
-                        )
-                        .await?;
-                    }
-                    AdmissionVerdict::Block => {
-                        tx.execute(
-                            "UPDATE outbox SET state = 'blocked', lease_owner = NULL,
-                               lease_until = NULL, updated_at = $2 WHERE seq = $1",
-                            &[&seq, &now_us],
-                        )
-                        .await?;
-                    }
-                }
-            }
-            claimed.sort_by_key(|r| {
-                order.iter().position(|s| *s == r.seq)
-            });
-            Ok(claimed)
-        })
+        let claimed = self.claim(now, lease_until, limit, owner, false, admit)?;
+        Ok(claimed.into_iter().map(|c| c.row).collect())
     }
 
     /// The claim of [`Self::claim_due`]; the contacts as the guard saw
-    /// them, their companies and scores read once the claim committed.
+    /// them, their companies and scores read in the claim's transaction.
     fn claim_batch(
         &self,
         now: Timestamp,
@@ -324,41 +183,7 @@ impl OutboxStore for PgStore {
         owner: &str,
         admit: &mut dyn FnMut(&Row, &Contact, &[Event]) -> Admission,
     ) -> Result<Vec<Claimed>, StoreError> {
-        let mut seen: HashMap<String, Contact> = HashMap::new();
-        let rows = self.claim_due(
-            now,
-            lease_until,
-            limit,
-            owner,
-            &mut |row, contact, weighs| {
-                let admission = admit(row, contact, weighs);
-                if matches!(admission.verdict, AdmissionVerdict::Allow { .. })
-                    && !seen.contains_key(&contact.id)
-                {
-                    seen.insert(contact.id.clone(), contact.clone());
-                }
-                admission
-            },
-        )?;
-        rows.into_iter()
-            .map(|row| {
-                let contact = seen.get(&row.contact).cloned().unwrap_or_else(|| Contact {
-                    id: row.contact.clone(),
-                    ..Contact::default()
-                });
-                let company = match &contact.company {
-                    Some(id) => Records::company(self, id)?,
-                    None => None,
-                };
-                let score = ScoreStore::stored_score(self, &row.contact)?;
-                Ok(Claimed {
-                    row,
-                    contact,
-                    company,
-                    score,
-                })
-            })
-            .collect()
+        self.claim(now, lease_until, limit, owner, true, admit)
     }
 
     fn guard_input(&self, contact: &str) -> Result<Option<(Contact, Vec<Event>)>, StoreError> {
@@ -401,9 +226,11 @@ impl OutboxStore for PgStore {
         how: &Settlement,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let out = self.tx(async |tx| settle_one(tx, seq, owner, how, now).await)?;
-        self.appended_now();
-        Ok(out)
+        Ok(self
+            .settle_many(owner, &[(seq, how.clone(), now)])?
+            .first()
+            .copied()
+            .unwrap_or(false))
     }
 
     fn settle_many(
@@ -411,13 +238,7 @@ impl OutboxStore for PgStore {
         owner: &str,
         batch: &[(i64, Settlement, Timestamp)],
     ) -> Result<Vec<bool>, StoreError> {
-        let out = self.tx(async |tx| {
-            let mut out = Vec::with_capacity(batch.len());
-            for (seq, how, at) in batch {
-                out.push(settle_one(tx, *seq, owner, how, *at).await?);
-            }
-            Ok(out)
-        })?;
+        let out = self.tx(async |tx| super::claim::settle(tx, owner, batch).await)?;
         self.appended_now();
         Ok(out)
     }

@@ -26,8 +26,11 @@ const POOL_WAIT: Duration = Duration::from_secs(60);
 /// looks at the store when no notification came (the fallback that works
 /// behind a transaction-mode pooler, where LISTEN does not).
 pub(super) const EVENT_POLL: Duration = Duration::from_millis(250);
-/// The channel event appends notify on commit.
+/// The channel event appends are notified on, once committed.
 pub(super) const EVENTS_CHANNEL: &str = "relance_events";
+/// How often one handle notifies the other processes of its appends, at
+/// most (see [`PgStore::appended_now`]).
+const NOTIFY_EVERY: Duration = Duration::from_millis(50);
 /// Attempts of a transaction that PostgreSQL aborted as a deadlock or a
 /// serialization failure before the error reaches the caller.
 const TX_ATTEMPTS: usize = 8;
@@ -141,6 +144,8 @@ pub struct PgStore {
     /// Bumped on each notification of new events (and each append through
     /// this handle): wakes [`Records::wait_for_events`](crate::ports::store::Records::wait_for_events).
     pub(super) appended: Arc<(Mutex<u64>, Condvar)>,
+    /// When this handle last notified the other processes of appends.
+    notified: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -235,6 +240,7 @@ impl PgStore {
             },
             name,
             appended: Arc::new((Mutex::new(0), Condvar::new())),
+            notified: Mutex::new(None),
         };
         let open_err = |e: StoreError| StoreError::Open {
             path: store.name.clone(),
@@ -441,9 +447,33 @@ impl PgStore {
         });
     }
 
-    /// Wakes the waiters of `wait_for_events` in this process.
+    /// Wakes the waiters of `wait_for_events` in this process, and those
+    /// of the other processes (`NOTIFY`) at most every [`NOTIFY_EVERY`].
+    ///
+    /// The notification is sent after the append committed, in a
+    /// transaction of its own: PostgreSQL serialises the commits of
+    /// notifying transactions (one lock for the notification queue, held
+    /// until the commit is flushed), so a `NOTIFY` in every settlement or
+    /// ingest batch made them all commit one at a time. An append that
+    /// comes within the interval is seen by the other processes' next
+    /// poll ([`EVENT_POLL`]) at the latest.
     pub(super) fn appended_now(&self) {
         wake(&self.appended);
+        {
+            let mut last = lock(&self.notified);
+            if last.is_some_and(|at| at.elapsed() < NOTIFY_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let sent = self.read(async |c| {
+            c.execute("SELECT pg_notify($1, '')", &[&EVENTS_CHANNEL])
+                .await?;
+            Ok(())
+        });
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "NOTIFY not sent; the other processes poll");
+        }
     }
 }
 

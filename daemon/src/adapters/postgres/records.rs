@@ -1,13 +1,16 @@
 //! Contacts, companies, deals and events in PostgreSQL.
 //!
-//! Event numbers are handed out under a lock on the `counters` row
-//! 'events', held until the appending transaction commits: numbers then
-//! grow in commit order, which a sequence does not guarantee (a
-//! transaction holding number 9 may commit after one holding 10, and a
-//! pass that already remembered 10 would never see 9).
+//! Event numbers come from the sequence `events_seq`, which does not hand
+//! them out in commit order: a transaction holding number 9 may commit
+//! after one holding 10, and a pass that remembered 10 would never see 9.
+//! So the last number a pass remembers is read by [`last_seq`] between
+//! appends: every appending transaction holds a shared advisory lock until
+//! it ends, and the reader takes it exclusively for an instant. Appenders
+//! never wait for each other (no counter row updated by each of them, the
+//! hot row that serialised every settlement and ingest batch), unless they
+//! append to the same contact (see [`insert_events`]).
 
 use super::PgStore;
-use super::pool::EVENTS_CHANNEL;
 use crate::adapters::sqlite::shared::{
     contact_keys, decode, decode_props, encode, from_micros, merge, to_micros,
 };
@@ -239,46 +242,101 @@ async fn insert_signal(
 /// multi-row insert.
 const COPY_FROM: usize = 500;
 
+/// Held in shared mode by every transaction appending events, from before
+/// it takes its first number until it ends; taken in exclusive mode for an
+/// instant by [`last_seq`], so that the number it reads is one below which
+/// no transaction still appends.
+pub(super) const APPENDERS: i64 = 0x7265_6c61_6e63_6502;
+
 /// Inserts events (contact key, event, dedup key) not stored yet, numbered
-/// in order, under the 'events' counter; notifies the listeners on commit.
-/// Returns, per event, whether it was new.
+/// in order from the sequence `events_seq` (the caller wakes the listeners
+/// once committed: `PgStore::appended_now`). Returns, per event, whether it was new (a dedup key repeated in
+/// the batch counts at its first occurrence).
+///
+/// Appenders of different contacts do not wait for each other (no counter
+/// row updated by each of them). Two appends of one event name the same
+/// contact: the contacts' rows are locked (`FOR NO KEY UPDATE`, ascending
+/// keys, as claims take them) before the stored events are looked up, so
+/// what is stored then stays so until commit, and a number is only taken
+/// for an event that is inserted: numbers have no gaps but those of
+/// transactions that rolled back.
 pub(super) async fn insert_events(
     tx: &Transaction<'_>,
     rows: &[(i64, &Event, [u8; 16])],
 ) -> Result<Vec<bool>, StoreError> {
+    use tokio_postgres::types::{ToSql, Type};
+    type Param<'a> = (&'a (dyn ToSql + Sync), Type);
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let last = take_counter(tx, "events").await?;
-    // Appenders are serialised by the counter: what is stored now stays so.
-    let keys: Vec<&[u8]> = rows.iter().map(|(_, _, k)| &k[..]).collect();
-    let stored: HashSet<Vec<u8>> = tx
-        .query("SELECT dedup FROM events WHERE dedup = ANY($1)", &[&keys])
+    let mut keys: Vec<i64> = rows.iter().map(|(k, ..)| *k).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let dedups: Vec<&[u8]> = rows.iter().map(|(_, _, d)| &d[..]).collect();
+    let appenders: [Param<'_>; 1] = [(&APPENDERS, Type::INT8)];
+    let contacts: [Param<'_>; 1] = [(&keys, Type::INT8_ARRAY)];
+    let known: [Param<'_>; 1] = [(&dedups, Type::BYTEA_ARRAY)];
+    let (_, _, stored) = tokio::try_join!(
+        tx.query_typed("SELECT pg_advisory_xact_lock_shared($1)", &appenders),
+        tx.query_typed(
+            "SELECT 1 FROM contacts WHERE rowid = ANY($1) ORDER BY rowid FOR NO KEY UPDATE",
+            &contacts
+        ),
+        tx.query_typed("SELECT dedup FROM events WHERE dedup = ANY($1)", &known),
+    )?;
+    let mut seen: HashSet<Vec<u8>> = stored.iter().map(|r| r.get::<_, Vec<u8>>(0)).collect();
+    let fresh: Vec<bool> = rows
+        .iter()
+        .map(|(_, _, d)| seen.insert(d.to_vec()))
+        .collect();
+    let n = fresh.iter().filter(|f| **f).count();
+    if n == 0 {
+        return Ok(fresh);
+    }
+    let numbers: Vec<i64> = tx
+        .query_typed(
+            "SELECT nextval('events_seq') FROM generate_series(1, $1::bigint)",
+            &[(&(n as i64), Type::INT8)],
+        )
         .await?
         .iter()
-        .map(|r| r.get::<_, Vec<u8>>(0))
+        .map(|r| r.get(0))
         .collect();
-    let mut fresh = Vec::with_capacity(rows.len());
-    let (mut contact, mut at, mut seq, mut dedup) = (vec![], vec![], vec![], vec![]);
-    let (mut event_id, mut kind, mut channel, mut props) = (vec![], vec![], vec![], vec![]);
-    let mut next = last;
-    for (key, e, d) in rows {
-        let new = !stored.contains(&d[..]);
-        fresh.push(new);
-        if !new {
-            continue;
-        }
-        next += 1;
+    let (mut contact, mut at, mut seq, mut dedup) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut event_id, mut kind, mut channel, mut props) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for ((key, e, d), number) in rows
+        .iter()
+        .zip(&fresh)
+        .filter(|(_, f)| **f)
+        .map(|(r, _)| r)
+        .zip(&numbers)
+    {
         contact.push(*key);
         at.push(to_micros(e.at));
-        seq.push(next);
+        seq.push(*number);
         dedup.push(&d[..]);
         event_id.push(e.id.as_deref());
         kind.push(e.kind.as_str());
         channel.push(e.channel.as_deref());
         props.push(encode(&e.props)?);
     }
-    if seq.len() >= COPY_FROM {
+    if seq.len() != n {
+        return Err(StoreError::Backend(format!(
+            "events_seq gave {} numbers for {n} events",
+            seq.len()
+        )));
+    }
+    if n >= COPY_FROM {
         // Large batches (imports, the API's group commits): binary COPY.
         let sink = tx
             .copy_in(
@@ -286,7 +344,6 @@ pub(super) async fn insert_events(
                  FROM STDIN BINARY",
             )
             .await?;
-        use tokio_postgres::types::Type;
         let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(
             sink,
             &[
@@ -301,7 +358,7 @@ pub(super) async fn insert_events(
             ],
         );
         let mut writer = std::pin::pin!(writer);
-        for i in 0..seq.len() {
+        for i in 0..n {
             writer
                 .as_mut()
                 .write(&[
@@ -317,26 +374,45 @@ pub(super) async fn insert_events(
                 .await?;
         }
         writer.as_mut().finish().await?;
-    } else if next > last {
-        tx.execute(
+    } else {
+        let columns: [Param<'_>; 8] = [
+            (&contact, Type::INT8_ARRAY),
+            (&at, Type::INT8_ARRAY),
+            (&seq, Type::INT8_ARRAY),
+            (&dedup, Type::BYTEA_ARRAY),
+            (&event_id, Type::TEXT_ARRAY),
+            (&kind, Type::TEXT_ARRAY),
+            (&channel, Type::TEXT_ARRAY),
+            (&props, Type::TEXT_ARRAY),
+        ];
+        tx.query_typed(
             "INSERT INTO events (contact, at, seq, dedup, event_id, type, channel, props)
              SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bytea[],
                                   $5::text[], $6::text[], $7::text[], $8::text[])",
-            &[
-                &contact, &at, &seq, &dedup, &event_id, &kind, &channel, &props,
-            ],
-        )
-        .await?;
-    }
-    if next > last {
-        set_counter(tx, "events", next).await?;
-        tx.execute(
-            "SELECT pg_notify($1, $2)",
-            &[&EVENTS_CHANNEL, &next.to_string()],
+            &columns,
         )
         .await?;
     }
     Ok(fresh)
+}
+
+/// The number below which every event is visible: no transaction still
+/// appending holds a lower one. Taken between appends (see [`APPENDERS`]),
+/// so it waits for the appends under way, and makes new ones wait, for
+/// that long. With `after`, the last number handed out is read first: when
+/// it is not above `after` (nothing new), it is the answer, without waiting.
+pub(super) async fn last_seq(tx: &Transaction<'_>, after: Option<i64>) -> Result<i64, StoreError> {
+    const HANDED_OUT: &str =
+        "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM events_seq";
+    if let Some(after) = after {
+        let handed: i64 = tx.query_one(HANDED_OUT, &[]).await?.get(0);
+        if handed <= after {
+            return Ok(handed);
+        }
+    }
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&APPENDERS])
+        .await?;
+    Ok(tx.query_one(HANDED_OUT, &[]).await?.get(0))
 }
 
 /// Writes the contacts `ids` (ascending) from `records`, and queues them
@@ -385,16 +461,6 @@ async fn write_contacts(
     )
     .await?;
     Ok(())
-}
-
-impl PgStore {
-    async fn last_seq(c: &impl GenericClient) -> Result<i64, StoreError> {
-        Ok(
-            c.query_one("SELECT value FROM counters WHERE name = 'events'", &[])
-                .await?
-                .get(0),
-        )
-    }
 }
 
 impl Records for PgStore {
@@ -668,7 +734,7 @@ impl Records for PgStore {
     }
 
     fn last_event_seq(&self) -> Result<i64, StoreError> {
-        self.read(async |c| Self::last_seq(c).await)
+        self.tx(async |tx| last_seq(tx, None).await)
     }
 
     fn contacts_with_events_after(&self, seq: i64) -> Result<Vec<String>, StoreError> {
@@ -724,7 +790,7 @@ impl Records for PgStore {
         let (count, woken) = &*self.appended;
         loop {
             let seen = *super::pool::lock(count);
-            let last = self.last_event_seq()?;
+            let last = self.tx(async |tx| last_seq(tx, Some(after)).await)?;
             let left = deadline.saturating_duration_since(Instant::now());
             if last > after || left.is_zero() {
                 return Ok(last);
