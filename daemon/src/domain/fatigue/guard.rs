@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::OnceLock;
 
 /// A channel or level name cited by reasons: interned once for the
 /// process, so that copying one into a reason costs nothing (no reference
@@ -173,38 +174,78 @@ pub struct Decision {
     pub reasons: Reasons,
 }
 
-/// The reasons of one decision. Up to two are held inline (every allow,
-/// most defers and blocks), so that a decision allocates nothing in the
-/// common case; reads as a slice, serializes as a list.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Reasons(SmallVec<[Reason; 2]>);
+/// The reasons of one decision, read as a slice and serialized as a list.
+/// The guard records them as found (instants as seconds, no local time) and
+/// they become [`Reason`]s, with their instants, local times and dates, the
+/// first time they are read: a decision whose reasons nobody reads does no
+/// calendar work for them. Up to two are held inline either way, so that a
+/// decision allocates nothing in the common case.
+#[derive(Clone, Default)]
+pub struct Reasons {
+    /// As the guard found them; the list when `built` is not set yet.
+    found: SmallVec<[Found; 2]>,
+    /// The list, once read (or given whole).
+    built: OnceLock<SmallVec<[Reason; 2]>>,
+}
 
 impl Reasons {
+    fn found(found: SmallVec<[Found; 2]>) -> Self {
+        Self {
+            found,
+            built: OnceLock::new(),
+        }
+    }
+
+    fn list(self) -> SmallVec<[Reason; 2]> {
+        match self.built.into_inner() {
+            Some(list) => list,
+            None => self.found.iter().map(Found::reason).collect(),
+        }
+    }
+
     pub fn push(&mut self, reason: Reason) {
-        self.0.push(reason);
+        let mut list = std::mem::take(self).list();
+        list.push(reason);
+        *self = list.into_iter().collect();
     }
 
     pub fn into_vec(self) -> Vec<Reason> {
-        self.0.into_vec()
+        self.list().into_vec()
     }
 }
 
 impl std::ops::Deref for Reasons {
     type Target = [Reason];
     fn deref(&self) -> &[Reason] {
-        &self.0
+        self.built
+            .get_or_init(|| self.found.iter().map(Found::reason).collect())
+    }
+}
+
+impl fmt::Debug for Reasons {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Reasons").field(&&**self).finish()
+    }
+}
+
+impl PartialEq for Reasons {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
     }
 }
 
 impl<const N: usize> PartialEq<[Reason; N]> for Reasons {
     fn eq(&self, other: &[Reason; N]) -> bool {
-        self.0[..] == other[..]
+        **self == other[..]
     }
 }
 
 impl FromIterator<Reason> for Reasons {
     fn from_iter<I: IntoIterator<Item = Reason>>(iter: I) -> Self {
-        Self(iter.into_iter().collect())
+        Self {
+            found: SmallVec::new(),
+            built: OnceLock::from(iter.into_iter().collect::<SmallVec<_>>()),
+        }
     }
 }
 
@@ -212,7 +253,7 @@ impl IntoIterator for Reasons {
     type Item = Reason;
     type IntoIter = smallvec::IntoIter<[Reason; 2]>;
     fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
+        self.list().into_iter()
     }
 }
 
@@ -220,13 +261,160 @@ impl<'a> IntoIterator for &'a Reasons {
     type Item = &'a Reason;
     type IntoIter = std::slice::Iter<'a, Reason>;
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
+        self.iter()
     }
 }
 
 impl Serialize for Reasons {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter())
+        s.collect_seq(self.iter())
+    }
+}
+
+/// A [`Reason`] as the guard finds it: the same figures, instants as
+/// seconds, local times and dates left to [`Found::reason`].
+#[derive(Clone, Copy, Debug)]
+enum Found {
+    Level {
+        level: Name,
+        units: i64,
+        priority: u32,
+        exempt: bool,
+    },
+    Fatigue {
+        level: Name,
+        units: i64,
+        at: i64,
+        priority: u32,
+        min_priority: Option<u32>,
+        exempt_only: bool,
+        threshold: i64,
+        inclusive: bool,
+        passes_at: Option<i64>,
+    },
+    Cap {
+        channel: Option<Name>,
+        count: u32,
+        limit: u32,
+        window: Duration,
+        at: i64,
+        frees_at: i64,
+    },
+    Budget {
+        channel: Option<Name>,
+        count: u32,
+        limit: u32,
+        days: u32,
+        timezone: Tz,
+        day: NaiveDate,
+        at: i64,
+        frees_at: i64,
+    },
+    SendWindow {
+        channel: Name,
+        timezone: Tz,
+        at: i64,
+        opens_at: Option<i64>,
+    },
+    MaxDeferral {
+        first_proposed: i64,
+        max_deferral: Duration,
+        until: Option<i64>,
+    },
+}
+
+impl Found {
+    fn reason(&self) -> Reason {
+        match *self {
+            Found::Level {
+                level,
+                units,
+                priority,
+                exempt,
+            } => Reason::Level {
+                level,
+                fatigue: FatiguePoints::from_units(units),
+                priority,
+                exempt,
+            },
+            Found::Fatigue {
+                level,
+                units,
+                at,
+                priority,
+                min_priority,
+                exempt_only,
+                threshold,
+                inclusive,
+                passes_at,
+            } => Reason::Fatigue {
+                level,
+                fatigue: FatiguePoints::from_units(units),
+                at: instant(at),
+                priority,
+                min_priority,
+                exempt_only,
+                threshold: FatiguePoints::from_units(threshold),
+                inclusive,
+                passes_at: passes_at.map(instant),
+            },
+            Found::Cap {
+                channel,
+                count,
+                limit,
+                window,
+                at,
+                frees_at,
+            } => Reason::Cap {
+                channel,
+                count,
+                limit,
+                window,
+                at: instant(at),
+                frees_at: instant(frees_at),
+            },
+            Found::Budget {
+                channel,
+                count,
+                limit,
+                days,
+                timezone,
+                day,
+                at,
+                frees_at,
+            } => Reason::Budget {
+                channel,
+                count,
+                limit,
+                days,
+                timezone,
+                day,
+                at: instant(at),
+                frees_at: instant(frees_at),
+            },
+            Found::SendWindow {
+                channel,
+                timezone,
+                at,
+                opens_at,
+            } => Reason::SendWindow {
+                channel,
+                timezone,
+                at: instant(at),
+                local: local(timezone, at),
+                opens_at: opens_at.map(instant),
+                opens_local: opens_at.and_then(|o| local(timezone, o)),
+            },
+            Found::MaxDeferral {
+                first_proposed,
+                max_deferral,
+                until,
+            } => Reason::MaxDeferral {
+                first_proposed: instant(first_proposed),
+                max_deferral,
+                until: until.map(instant),
+            },
+        }
     }
 }
 
@@ -451,8 +639,8 @@ pub struct Guard {
 enum Check {
     Pass,
     /// Passes from this second on (as far as this rule knows).
-    Wait(i64, Reason),
-    Never(Reason),
+    Wait(i64, Found),
+    Never(Found),
 }
 
 impl Guard {
@@ -769,7 +957,6 @@ impl Guard {
         booked: &[(ChannelId, Timestamp)],
     ) -> Decision {
         let t0 = secs(now);
-        let mut reasons = Reasons::default();
         let Some(channel) = self.channels.get(usize::from(proposal.channel.0)) else {
             return block(
                 [Reason::UnknownChannel {
@@ -779,21 +966,19 @@ impl Guard {
                 .collect(),
             );
         };
-        if state.reach.is_do_not_contact(proposal.channel) {
-            reasons.push(Reason::DoNotContact {
+        let closed = state.reach.is_do_not_contact(proposal.channel);
+        let explicit = state.reach.explicit_consent(proposal.channel);
+        let consent = explicit.unwrap_or(channel.consent == ConsentDefault::OptOut);
+        if closed || !consent {
+            let closed = closed.then_some(Reason::DoNotContact {
                 channel: channel.name,
             });
-        }
-        let explicit = state.reach.explicit_consent(proposal.channel);
-        if !explicit.unwrap_or(channel.consent == ConsentDefault::OptOut) {
-            reasons.push(Reason::Consent {
+            let refused = (!consent).then_some(Reason::Consent {
                 channel: channel.name,
                 explicit,
                 default: channel.consent,
             });
-        }
-        if !reasons.is_empty() {
-            return block(reasons);
+            return block(closed.into_iter().chain(refused).collect());
         }
 
         let priority = proposal
@@ -803,11 +988,16 @@ impl Guard {
         let first = proposal.first_proposed.map_or(t0, secs).min(t0);
         let deadline = first.saturating_add(self.max_deferral.seconds());
 
-        if booked.is_empty()
-            && t0 <= deadline
-            && self.passes_now(proposal, channel, state, priority, tz, t0)
-        {
-            return self.allow(state, priority, proposal.exempt, t0);
+        // Whether fatigue, caps and budget are known to pass at `t0`.
+        let mut passed = false;
+        if booked.is_empty() && t0 <= deadline {
+            let units = state.fatigue.units_at(self.decay, t0);
+            let here = self.level_index(units);
+            match self.passes_now(proposal, channel, state, priority, here, tz, t0) {
+                Now::Allowed => return self.allow(units, here, priority, proposal.exempt),
+                Now::Closed => passed = true,
+                Now::Held => {}
+            }
         }
 
         // One slot per rule: fatigue, each cap, the window.
@@ -818,19 +1008,19 @@ impl Guard {
             let mut record = |slot: usize, check: Check, next: &mut i64| -> bool {
                 match check {
                     Check::Pass => true,
-                    Check::Wait(at, reason) => {
+                    Check::Wait(at, found) => {
                         *next = (*next).max(at);
-                        remember(&mut held, slot, reason);
+                        remember(&mut held, slot, found);
                         true
                     }
-                    Check::Never(reason) => {
-                        remember(&mut held, slot, reason);
+                    Check::Never(found) => {
+                        remember(&mut held, slot, found);
                         false
                     }
                 }
             };
             let mut possible = true;
-            if !proposal.exempt {
+            if !(proposal.exempt || (passed && t == t0)) {
                 possible &= record(0, self.check_fatigue(state, priority, next), &mut next);
                 for (i, cap) in self.caps.iter().enumerate() {
                     if possible && cap.matches(proposal.channel.0) {
@@ -851,13 +1041,13 @@ impl Guard {
                 possible &= record(2 + self.caps.len(), check, &mut next);
             }
             if !possible || next > deadline {
-                let mut reasons: Reasons = held.into_iter().map(|(_, r)| r).collect();
-                reasons.push(Reason::MaxDeferral {
-                    first_proposed: instant(first),
+                let mut found: SmallVec<[Found; 2]> = held.into_iter().map(|(_, f)| f).collect();
+                found.push(Found::MaxDeferral {
+                    first_proposed: first,
                     max_deferral: self.max_deferral,
-                    until: possible.then(|| instant(next)),
+                    until: possible.then_some(next),
                 });
-                return block(reasons);
+                return block(Reasons::found(found));
             }
             if next == t {
                 break;
@@ -866,71 +1056,72 @@ impl Guard {
         }
 
         if t == t0 {
-            self.allow(state, priority, proposal.exempt, t0)
+            let units = state.fatigue.units_at(self.decay, t0);
+            self.allow(units, self.level_index(units), priority, proposal.exempt)
         } else {
             Decision {
                 decision: Verdict::Defer,
                 until: Some(instant(t)),
-                reasons: held.into_iter().map(|(_, r)| r).collect(),
+                reasons: Reasons::found(held.into_iter().map(|(_, f)| f).collect()),
             }
         }
     }
 
-    fn allow(&self, state: &ContactState, priority: u32, exempt: bool, t0: i64) -> Decision {
-        let fatigue = FatiguePoints::from_units(state.fatigue.units_at(self.decay, t0));
+    /// Allowed at fatigue `units`, in level `here`.
+    fn allow(&self, units: i64, here: usize, priority: u32, exempt: bool) -> Decision {
+        let mut found = SmallVec::new();
+        found.push(Found::Level {
+            level: self.levels[here].name,
+            units,
+            priority,
+            exempt,
+        });
         Decision {
             decision: Verdict::Allow,
             until: None,
-            reasons: [Reason::Level {
-                level: self.levels[self.level_index(fatigue.units())].name,
-                fatigue,
-                priority,
-                exempt,
-            }]
-            .into_iter()
-            .collect(),
+            reasons: Reasons::found(found),
         }
     }
 
-    /// Whether every rule passes at `t0` with nothing booked: the common
-    /// case, answered without building a reason or converting an instant
-    /// to local time more than the send window needs. When it is false the
-    /// full search finds when the proposal passes, and why not now.
+    /// Whether every rule passes at `t0` with nothing booked, fatigue being
+    /// in level `here`: the common case, answered without recording a
+    /// reason or converting an instant to local time more than the send
+    /// window needs. When it is not, the full search finds when the
+    /// proposal passes, and why not now; it need not check again at `t0`
+    /// the rules found passing here.
+    #[allow(clippy::too_many_arguments)]
     fn passes_now(
         &self,
         proposal: &Proposal,
         channel: &Channel,
         state: &ContactState,
         priority: u32,
+        here: usize,
         tz: Tz,
         t0: i64,
-    ) -> bool {
+    ) -> Now {
         if !proposal.exempt {
-            let units = state.fatigue.units_at(self.decay, t0);
-            if !self.levels[self.level_index(units)].passes(priority) {
-                return false;
+            if !self.levels[here].passes(priority) {
+                return Now::Held;
             }
             let ch = proposal.channel.0;
             for cap in self.caps.iter().filter(|c| c.matches(ch)) {
-                let start = t0 - cap.window;
-                let count = state
-                    .sends
-                    .newest_first()
-                    .take_while(|&(_, at)| at > start)
-                    .filter(|&(c, _)| cap.matches(c))
-                    .count();
-                if count >= cap.limit as usize {
-                    return false;
+                if cap_count(cap, state.sends.newest_first(), t0).1.is_some() {
+                    return Now::Held;
                 }
             }
             if let Some(b) = self.budget
                 && b.channel.is_none_or(|c| c == ch)
                 && !self.budget_clear(b, state, tz, t0)
             {
-                return false;
+                return Now::Held;
             }
         }
-        channel.windows.contains(tz, t0)
+        if channel.windows.contains(tz, t0) {
+            Now::Allowed
+        } else {
+            Now::Closed
+        }
     }
 
     /// The budget passes at `t0` with nothing booked. The local days it
@@ -972,16 +1163,16 @@ impl Guard {
                 .map(|s| s.max(t))
         });
         let (threshold, inclusive) = exit.unwrap_or((0, true));
-        let reason = Reason::Fatigue {
+        let reason = Found::Fatigue {
             level: level.name,
-            fatigue: FatiguePoints::from_units(units),
-            at: instant(t),
+            units,
+            at: t,
             priority,
             min_priority: level.min_priority(),
             exempt_only: level.policy == Policy::ExemptOnly,
-            threshold: FatiguePoints::from_units(threshold),
+            threshold,
             inclusive,
-            passes_at: passes_at.map(instant),
+            passes_at,
         };
         match passes_at {
             Some(s) => Check::Wait(s, reason),
@@ -997,12 +1188,8 @@ impl Guard {
         booked: &[(ChannelId, Timestamp)],
         t: i64,
     ) -> Check {
-        let start = t - cap.window;
-        let mut count = 0u32;
-        let mut frees_at = None;
-        let merged: Vec<(u8, i64)>;
-        let sends: &mut dyn Iterator<Item = (u8, i64)> = if booked.is_empty() {
-            &mut state.sends.newest_first()
+        let (count, frees_at) = if booked.is_empty() {
+            cap_count(cap, state.sends.newest_first(), t)
         } else {
             // Sends deferred earlier in this arbitration will happen: they
             // count from their instant on.
@@ -1013,25 +1200,13 @@ impl Guard {
                 .filter(|&(_, at)| at <= t)
                 .collect();
             all.sort_unstable_by_key(|s| std::cmp::Reverse(s.1));
-            merged = all;
-            &mut merged.iter().copied()
+            cap_count(cap, all.into_iter(), t)
         };
-        for (channel, at) in sends {
-            if at <= start {
-                break;
-            }
-            if cap.matches(channel) {
-                count += 1;
-                if count == cap.limit {
-                    frees_at = Some(at + cap.window);
-                }
-            }
-        }
         match frees_at {
             None => Check::Pass,
             Some(frees_at) => Check::Wait(
                 frees_at,
-                Reason::Cap {
+                Found::Cap {
                     channel: cap
                         .channel
                         .and_then(|c| self.channels.get(usize::from(c)))
@@ -1039,8 +1214,8 @@ impl Guard {
                     count,
                     limit: cap.limit,
                     window: self.cap_windows[index],
-                    at: instant(t),
-                    frees_at: instant(frees_at),
+                    at: t,
+                    frees_at,
                 },
             ),
         }
@@ -1096,7 +1271,7 @@ impl Guard {
             .map_or(end, |f| f.max(t + 1));
         Check::Wait(
             frees_at,
-            Reason::Budget {
+            Found::Budget {
                 channel: b
                     .channel
                     .and_then(|c| self.channels.get(usize::from(c)))
@@ -1106,11 +1281,31 @@ impl Guard {
                 days: b.days,
                 timezone: tz,
                 day,
-                at: instant(t),
-                frees_at: instant(frees_at),
+                at: t,
+                frees_at,
             },
         )
     }
+}
+
+/// The sends `cap` counts at `t` among `sends` (newest first), and when it
+/// frees if they reach its limit.
+fn cap_count(cap: &Cap, sends: impl Iterator<Item = (u8, i64)>, t: i64) -> (u32, Option<i64>) {
+    let start = t - cap.window;
+    let mut count = 0u32;
+    let mut frees_at = None;
+    for (channel, at) in sends {
+        if at <= start {
+            break;
+        }
+        if cap.matches(channel) {
+            count += 1;
+            if count == cap.limit {
+                frees_at = Some(at + cap.window);
+            }
+        }
+    }
+    (count, frees_at)
 }
 
 fn check_window(channel: &Channel, tz: Tz, t: i64) -> Check {
@@ -1118,13 +1313,11 @@ fn check_window(channel: &Channel, tz: Tz, t: i64) -> Check {
         return Check::Pass;
     }
     let opens = channel.windows.next_open(tz, t);
-    let reason = Reason::SendWindow {
+    let reason = Found::SendWindow {
         channel: channel.name,
         timezone: tz,
-        at: instant(t),
-        local: local(tz, t),
-        opens_at: opens.map(instant),
-        opens_local: opens.and_then(|o| local(tz, o)),
+        at: t,
+        opens_at: opens,
     };
     match opens {
         Some(o) => Check::Wait(o, reason),
@@ -1132,11 +1325,20 @@ fn check_window(channel: &Channel, tz: Tz, t: i64) -> Check {
     }
 }
 
+/// What [`Guard::passes_now`] found at the instant of the decision.
+enum Now {
+    Allowed,
+    /// Fatigue, caps and budget pass; the send window is closed.
+    Closed,
+    /// Fatigue, a cap or the budget holds the proposal back.
+    Held,
+}
+
 /// The latest reason of each rule that held a proposal back, by slot.
-type Held = SmallVec<[(usize, Reason); 3]>;
+type Held = SmallVec<[(usize, Found); 3]>;
 
 /// Keeps the latest reason of each rule.
-fn remember(held: &mut Held, slot: usize, reason: Reason) {
+fn remember(held: &mut Held, slot: usize, reason: Found) {
     match held.iter_mut().find(|(s, _)| *s == slot) {
         Some(entry) => entry.1 = reason,
         None => held.push((slot, reason)),

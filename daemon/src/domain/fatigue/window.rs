@@ -12,6 +12,7 @@ use super::config::{Day, WindowConfig};
 use chrono::offset::LocalResult;
 use chrono::{DateTime, Datelike, Days, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc};
 use chrono_tz::{GapInfo, Tz};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One window, compiled: day mask and seconds of the local day.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,8 +46,21 @@ impl Window {
 }
 
 /// The windows of one channel; none means always open.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Windows(Vec<Window>);
+#[derive(Clone, Debug, Default)]
+pub struct Windows {
+    list: Vec<Window>,
+    /// Tells these windows apart in the per-thread memo of next openings
+    /// (each built set has its own; a clone shares its set's).
+    id: u64,
+}
+
+impl PartialEq for Windows {
+    fn eq(&self, other: &Self) -> bool {
+        self.list == other.list
+    }
+}
+
+impl Eq for Windows {}
 
 pub(crate) fn local(tz: Tz, t: i64) -> Option<NaiveDateTime> {
     let local = t.checked_add(i64::from(offset(tz, t)?))?;
@@ -63,7 +77,7 @@ pub(crate) fn local(tz: Tz, t: i64) -> Option<NaiveDateTime> {
 /// instant itself, never on a range.
 pub(crate) fn offset(tz: Tz, t: i64) -> Option<i32> {
     memo::OFFSETS.with(|m| {
-        memo::get_or(m, tz, t, || {
+        memo::get_or(m, tz, 0, t, || {
             let utc = DateTime::<Utc>::from_timestamp(t, 0)?;
             Some(
                 tz.offset_from_utc_datetime(&utc.naive_utc())
@@ -77,31 +91,34 @@ pub(crate) fn offset(tz: Tz, t: i64) -> Option<i32> {
 /// The local days `[day - days + 1, day]` around `t`, `day` being `t`'s
 /// local date: the date (days from the common era), the UTC instant the
 /// first of them starts and the one the day after `day` starts. Remembered
-/// per thread like [`offset`].
+/// per thread like [`offset`], keyed by the local date rather than the
+/// instant: every instant of a local day finds the same answer.
 pub(crate) fn local_days(tz: Tz, t: i64, days: u32) -> Option<(i32, i64, i64)> {
-    let found = memo::DAYS.with(|m| memo::get_or(m, tz, t, || Some(find_local_days(tz, t, days))));
-    // Another span asked at the same instant is not remembered.
-    let (_, first, end) = match found {
-        Some(f) if f.0 == days => f,
-        _ => find_local_days(tz, t, days),
-    };
+    let day = t.checked_add(i64::from(offset(tz, t)?))?.div_euclid(86_400);
+    let (first, end) = memo::DAYS.with(|m| {
+        memo::get_or(m, tz, u64::from(days), day, || {
+            find_local_days(tz, day, days)
+        })
+    })?;
     let (day, start) = first?;
     Some((day, start, end?))
 }
 
-/// [`local_days`] from the time-zone database.
-#[allow(clippy::type_complexity)]
-fn find_local_days(tz: Tz, t: i64, days: u32) -> (u32, Option<(i32, i64)>, Option<i64>) {
-    let Some(day) = local(tz, t).map(|l| l.date()) else {
-        return (days, None, None);
-    };
+/// What [`local_days`] remembers: the first day (days from the common era)
+/// with its UTC start, and the start of the day after the last.
+type LocalDays = (Option<(i32, i64)>, Option<i64>);
+
+/// [`local_days`] from the time-zone database, for the local date `day`
+/// days after 1970-01-01.
+fn find_local_days(tz: Tz, day: i64, days: u32) -> Option<LocalDays> {
+    let day = DateTime::<Utc>::from_timestamp(day.checked_mul(86_400)?, 0)?.date_naive();
     let first = day
         .checked_sub_days(Days::new(u64::from(days.max(1) - 1)))
         .and_then(|d| day_start(tz, d));
     let end = day
         .checked_add_days(Days::new(1))
         .and_then(|d| day_start(tz, d));
-    (days, first.map(|f| (day.num_days_from_ce(), f)), end)
+    Some((first.map(|f| (day.num_days_from_ce(), f)), end))
 }
 
 mod memo {
@@ -110,10 +127,12 @@ mod memo {
 
     const SLOTS: usize = 256;
 
-    /// One remembered answer: zone, key, and the value (`None` cached too).
+    /// One remembered answer: zone, tag (what is asked about, when it is
+    /// not the zone alone), key, and the value (`None` cached too).
     #[derive(Clone, Copy)]
     pub(super) struct Slot<V: Copy> {
         tz: u16,
+        tag: u64,
         key: i64,
         value: Option<V>,
         used: bool,
@@ -122,6 +141,7 @@ mod memo {
     impl<V: Copy> Slot<V> {
         const EMPTY: Self = Self {
             tz: 0,
+            tag: 0,
             key: 0,
             value: None,
             used: false,
@@ -134,8 +154,8 @@ mod memo {
         pub(super) static OFFSETS: Table<i32> = const { [const { Cell::new(Slot::EMPTY) }; SLOTS] };
         pub(super) static OPENINGS: Table<(Option<i64>, Option<i64>)> =
             const { [const { Cell::new(Slot::EMPTY) }; SLOTS] };
-        #[allow(clippy::type_complexity)]
-        pub(super) static DAYS: Table<(u32, Option<(i32, i64)>, Option<i64>)> =
+        pub(super) static NEXT_OPEN: Table<i64> = const { [const { Cell::new(Slot::EMPTY) }; SLOTS] };
+        pub(super) static DAYS: Table<super::LocalDays> =
             const { [const { Cell::new(Slot::EMPTY) }; SLOTS] };
     }
 
@@ -147,19 +167,22 @@ mod memo {
     pub(super) fn get_or<V: Copy>(
         table: &Table<V>,
         tz: Tz,
+        tag: u64,
         key: i64,
         compute: impl FnOnce() -> Option<V>,
     ) -> Option<V> {
         let z = zone(tz);
-        let h = (key as u64 ^ u64::from(z).rotate_left(40)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let h = (key as u64 ^ u64::from(z).rotate_left(40) ^ tag.rotate_left(20))
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let cell = &table[(h >> 56) as usize % SLOTS];
         let slot = cell.get();
-        if slot.used && slot.tz == z && slot.key == key {
+        if slot.used && slot.tz == z && slot.key == key && slot.tag == tag {
             return slot.value;
         }
         let value = compute();
         cell.set(Slot {
             tz: z,
+            tag,
             key,
             value,
             used: true,
@@ -170,25 +193,40 @@ mod memo {
 
 impl Windows {
     pub fn new(windows: impl IntoIterator<Item = Window>) -> Self {
-        Self(windows.into_iter().collect())
+        static SETS: AtomicU64 = AtomicU64::new(1);
+        Self {
+            list: windows.into_iter().collect(),
+            id: SETS.fetch_add(1, Ordering::Relaxed),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.list.is_empty()
     }
 
     pub fn contains(&self, tz: Tz, t: i64) -> bool {
-        if self.0.is_empty() {
+        if self.list.is_empty() {
             return true;
         }
         offset(tz, t)
             .and_then(|off| t.checked_add(i64::from(off)))
-            .is_some_and(|l| self.0.iter().any(|w| w.contains_local_secs(l)))
+            .is_some_and(|l| self.list.iter().any(|w| w.contains_local_secs(l)))
     }
 
     /// The first second `≥ t` inside a window; `None` if none within the
     /// next eight local days (cannot happen with a valid configuration).
+    /// Remembered per thread like [`offset`], keyed by these windows, the
+    /// zone and `t`: the contacts of a pass held by the window in one zone
+    /// ask for the same opening.
     pub fn next_open(&self, tz: Tz, t: i64) -> Option<i64> {
+        if self.list.is_empty() {
+            return Some(t);
+        }
+        memo::NEXT_OPEN.with(|m| memo::get_or(m, tz, self.id, t, || self.find_next_open(tz, t)))
+    }
+
+    /// [`Windows::next_open`] from the time-zone database.
+    fn find_next_open(&self, tz: Tz, t: i64) -> Option<i64> {
         if self.contains(tz, t) {
             return Some(t);
         }
@@ -196,7 +234,7 @@ impl Windows {
         for offset in 0..=8 {
             let date = today.checked_add_days(Days::new(offset))?;
             let best = self
-                .0
+                .list
                 .iter()
                 .filter(|w| w.opens_on(date))
                 .flat_map(|w| openings(tz, date, w.from))
@@ -221,7 +259,7 @@ pub(crate) fn day_start(tz: Tz, date: NaiveDate) -> Option<i64> {
 fn openings(tz: Tz, date: NaiveDate, from: u32) -> impl Iterator<Item = i64> {
     let key = i64::from(date.num_days_from_ce()) * 86_400 + i64::from(from);
     let (a, b) = memo::OPENINGS
-        .with(|m| memo::get_or(m, tz, key, || Some(find_openings(tz, date, from))))
+        .with(|m| memo::get_or(m, tz, 0, key, || Some(find_openings(tz, date, from))))
         .unwrap_or_default();
     a.into_iter().chain(b)
 }
@@ -337,20 +375,10 @@ mod tests {
     #[test]
     fn remembered_offsets_days_and_openings_agree_with_the_database() {
         use chrono::Days;
-        let zones = [
-            Paris,
-            New_York,
-            chrono_tz::Asia::Tokyo,
-            chrono_tz::Australia::Lord_Howe,
-            chrono_tz::America::Santiago,
-        ];
-        let start = utc("2026-01-01T00:00:00Z");
-        for tz in zones {
-            // Every 4 h 23 min 37 s over a year, twice (the second from the
-            // memo), against chrono-tz directly.
+        for tz in ZONES {
+            // Twice (the second from the memo), against chrono-tz directly.
             for round in 0..2 {
-                for k in 0..2_000 {
-                    let t = start + k * 15_817;
+                for t in over_a_year() {
                     let utc_t = DateTime::from_timestamp(t, 0).expect("in range");
                     let direct = tz.from_utc_datetime(&utc_t.naive_utc()).naive_local();
                     assert_eq!(local(tz, t), Some(direct), "{tz} {t} round {round}");
@@ -371,6 +399,48 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn remembered_next_openings_are_each_set_of_windows_own() {
+        // Two sets asked about the same zones and instants, interleaved:
+        // each finds its own opening, never the other's.
+        let calls = calls();
+        let evenings = Windows::new([window(&[Day::Sat, Day::Sun], 18 * 3600, 22 * 3600)]);
+        assert_eq!(calls.clone().id, calls.id);
+        for tz in ZONES {
+            for round in 0..2 {
+                for t in over_a_year() {
+                    for w in [&calls, &evenings] {
+                        assert_eq!(
+                            w.next_open(tz, t),
+                            w.find_next_open(tz, t),
+                            "{tz} {t} round {round}"
+                        );
+                    }
+                }
+            }
+        }
+        let start = utc("2026-01-01T00:00:00Z");
+        assert_ne!(
+            calls.next_open(Paris, start),
+            evenings.next_open(Paris, start)
+        );
+    }
+
+    /// Zones with DST changes at midnight, of 30 minutes, or none.
+    const ZONES: [Tz; 5] = [
+        Paris,
+        New_York,
+        chrono_tz::Asia::Tokyo,
+        chrono_tz::Australia::Lord_Howe,
+        chrono_tz::America::Santiago,
+    ];
+
+    /// Every 4 h 23 min 37 s over 2026.
+    fn over_a_year() -> impl Iterator<Item = i64> {
+        let start = utc("2026-01-01T00:00:00Z");
+        (0..2_000).map(move |k| start + k * 15_817)
     }
 
     /// The first instant of a local date, straight from chrono-tz.
