@@ -1,8 +1,12 @@
 //! Sustained ingest through the HTTP API over loopback into the embedded
-//! store: clients post batches of 1,000 events (JSON arrays) side by side,
-//! as producers would; the figure is events accepted per second.
+//! store, or PostgreSQL: clients post batches of 1,000 events (JSON arrays)
+//! side by side, as producers would; the figure is events accepted per
+//! second.
 //!
-//! Run: `cargo bench --bench ingest`
+//! Run: `cargo bench --bench ingest`; on PostgreSQL,
+//! `RELANCE_BENCH_PG=postgres://postgres@127.0.0.1:5432 cargo bench --bench
+//! ingest` (a database created for the run and dropped after it, named
+//! with `RELANCE_BENCH_PG_PREFIX`, `relance_bench_` by default).
 //! Size: RELANCE_BENCH_CONTACTS (default 50,000), RELANCE_BENCH_EVENTS
 //! (total, default 1,000,000), RELANCE_BENCH_CLIENTS (default 64: a group
 //! commit carries what the clients have in flight, so few clients make
@@ -10,6 +14,9 @@
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[path = "common/mod.rs"]
+mod common;
 
 use relance::adapters::api::{ApiState, serve};
 use relance::core::clock::Clock;
@@ -48,17 +55,28 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("bench dir");
     let file = dir.join("relance.toml");
+    let pg = common::PgBench::from_env();
+    let database = pg
+        .as_ref()
+        .map(|pg| pg.database(&format!("ingest_{}", std::process::id())));
+    let store_section = match (&pg, &database) {
+        (Some(pg), Some(db)) => {
+            pg.create(db);
+            format!("url = \"{}\"\npool = 16", pg.url(db))
+        }
+        _ => "path = \"ingest.db\"".to_string(),
+    };
     std::fs::write(
         &file,
         format!(
-            "[store]\npath = \"ingest.db\"\n\n[api]\nenabled = true\ntokens = [\"{TOKEN}\"]\n\
+            "[store]\n{store_section}\n\n[api]\nenabled = true\ntokens = [\"{TOKEN}\"]\n\
              tracking_secret = \"bench-secret-0123456789\"\nmax_batch = {BATCH}\n"
         ),
     )
     .expect("config");
     let config = Arc::new(Config::load(&file).unwrap_or_else(|e| panic!("{e}")));
 
-    let store = relance::adapters::sqlite::open(&config).expect("open");
+    let store = relance::adapters::open_store(&config).expect("open");
     for chunk in (0..contacts).collect::<Vec<_>>().chunks(5_000) {
         let batch: Vec<Patch> = chunk
             .iter()
@@ -101,6 +119,11 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let backend = if database.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
     rt.block_on(async move {
         let (_tx, rx) = tokio::sync::watch::channel(config.clone());
         let state = ApiState::new(
@@ -119,7 +142,8 @@ fn main() {
         tokio::spawn(serve(listener, state, coordinator.listener()));
         let http = reqwest::Client::new();
         println!(
-            "ingest benchmark: {contacts} contacts, {total} events in batches of {BATCH} ({:.0} MB of JSON), {clients} clients",
+            "ingest benchmark ({}): {contacts} contacts, {total} events in batches of {BATCH} ({:.0} MB of JSON), {clients} clients",
+            backend,
             bytes as f64 / 1e6
         );
 
@@ -166,6 +190,10 @@ fn main() {
         );
         assert!(coordinator.shutdown(Duration::from_secs(30)).await);
     });
-    let store = relance::adapters::sqlite::open(&reopen).expect("open");
+    let store = relance::adapters::open_store(&reopen).expect("open");
     assert_eq!(store.counts().expect("counts").events, total as u64);
+    drop(store);
+    if let (Some(pg), Some(db)) = (&pg, &database) {
+        pg.drop_database(db);
+    }
 }

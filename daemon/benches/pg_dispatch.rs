@@ -7,8 +7,9 @@
 //! Run: `cargo bench --bench pg_dispatch` (20,000 sends per round;
 //! `RELANCE_BENCH_SENDS` to resize, `RELANCE_BENCH_DAEMONS` for the
 //! rounds, `1,2,4` by default, `RELANCE_BENCH_INSTANCES` for the webhook
-//! channel's `instances`, 4 by default; `RELANCE_TEST_PG` names another
-//! server than postgres://postgres@127.0.0.1:5432, trust authentication).
+//! channel's `instances`, 4 by default; `RELANCE_BENCH_PG` or
+//! `RELANCE_TEST_PG` names another server than
+//! postgres://postgres@127.0.0.1:5432, trust authentication).
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -35,23 +36,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-/// Runs one statement on the server's `postgres` database.
-fn admin(runtime: &tokio::runtime::Runtime, server: &str, sql: &str) {
-    let url = format!("{server}/postgres");
-    runtime.block_on(async {
-        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .unwrap_or_else(|e| panic!("{url}: {e}"));
-        let driver = tokio::spawn(conn);
-        client
-            .batch_execute(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        drop(client);
-        let _ = driver.await;
-    });
-}
-
 fn main() {
     let sends: usize = env_or("RELANCE_BENCH_SENDS", 20_000);
     let instances: u32 = env_or("RELANCE_BENCH_INSTANCES", 4);
@@ -60,8 +44,7 @@ fn main() {
         .split(',')
         .filter_map(|d| d.trim().parse().ok())
         .collect();
-    let server = std::env::var("RELANCE_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let pg = common::PgBench::local();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -86,9 +69,9 @@ fn main() {
         "PostgreSQL dispatch benchmark: {sends} sends per round to a webhook receiver on loopback, {instances} plugin instances per daemon"
     );
     for &n in &daemons {
-        let db = format!("relance_bench_dispatch_{}_{n}", std::process::id());
-        admin(&runtime, &server, &format!("CREATE DATABASE {db}"));
-        let url = format!("{server}/{db}");
+        let db = pg.database(&format!("dispatch_{}_{n}", std::process::id()));
+        pg.create(&db);
+        let url = pg.url(&db);
         let text = format!(
             r#"[store]
 url = "{url}"
@@ -202,11 +185,7 @@ batch = 500
         );
         drop(dispatchers);
         drop(first);
-        admin(
-            &runtime,
-            &server,
-            &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-        );
+        pg.drop_database(&db);
     }
     println!(
         "peak resident memory   {:>8.0} MB",

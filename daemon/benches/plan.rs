@@ -11,6 +11,8 @@
 //! Run: `cargo bench --bench rescore` first (it generates and scores the
 //! store, 1,000,000 contacts and about 20,000,000 events), then
 //! `cargo bench --bench plan`. `RELANCE_BENCH_CONTACTS` resizes both.
+//! With `RELANCE_BENCH_PG` set (see the rescore benchmark), both run on
+//! the PostgreSQL copy of the store.
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -32,21 +34,20 @@ fn main() {
         );
         std::process::exit(2);
     }
-    let config = common::shipped_config(&db);
-    let store = relance::adapters::sqlite::open(&config).expect("store");
-    // Straight SQL on the file, for the bench's own bookkeeping.
-    let raw = rusqlite::Connection::open(&db).expect("open");
+    let mut config = common::shipped_config(&db);
+    let (store, bench_db) = common::BenchDb::open(contacts, &db, &mut config, false);
     // Every run starts from an empty plan.
-    raw.execute_batch(
-        "DELETE FROM outbox; DELETE FROM plan_wake; DELETE FROM decision_log;
-             DELETE FROM plan_memo; DELETE FROM meta WHERE key LIKE 'plan.%';",
-    )
-    .expect("reset");
+    const RESET: &str = "DELETE FROM outbox; DELETE FROM plan_wake; DELETE FROM decision_log;
+             DELETE FROM plan_memo; DELETE FROM meta WHERE key LIKE 'plan.%';";
+    bench_db.execute(RESET);
     // The last sequence number runs ahead of the count: numbers are never
     // reused.
     let events = store.last_event_seq().expect("seq");
-    let stored = common::count_events(&db);
-    println!("plan benchmark: {contacts} contacts, {stored} events, shipped rules");
+    let stored = bench_db.count_events();
+    println!(
+        "plan benchmark ({}): {contacts} contacts, {stored} events, shipped rules",
+        bench_db.label()
+    );
 
     // Each phase: wall time, CPU time over every thread, and its own peak
     // resident memory (the peak is started again before each).
@@ -100,11 +101,7 @@ fn main() {
     );
     // Leave the store as generated for the next run (scores are redone by
     // the rescore bench's full rebuild).
-    raw.execute_batch(&format!(
-        "DELETE FROM events WHERE contact IN (SELECT contact FROM event_feed WHERE seq > {events})
-               AND seq > {events};
-             DELETE FROM outbox; DELETE FROM plan_wake; DELETE FROM decision_log;
-             DELETE FROM plan_memo; DELETE FROM meta WHERE key LIKE 'plan.%';"
-    ))
-    .expect("cleanup");
+    drop(store);
+    bench_db.delete_events_after(events);
+    bench_db.execute(RESET);
 }

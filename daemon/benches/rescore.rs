@@ -5,6 +5,12 @@
 //! Run: `cargo bench --bench rescore` (1,000,000 contacts, about 20,000,000
 //! events; `RELANCE_BENCH_CONTACTS` to resize). The store is generated once
 //! under target/bench/ and reused; generating it is not measured.
+//!
+//! On PostgreSQL: `RELANCE_BENCH_PG=postgres://postgres@127.0.0.1:5432
+//! cargo bench --bench rescore` runs the same passes on the database
+//! `relance_bench_rescore_N` (prefix: `RELANCE_BENCH_PG_PREFIX`), which it
+//! creates and fills from the SQLite store (`relance store copy`'s code)
+//! when missing, and keeps for the plan benchmark.
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -21,13 +27,13 @@ use std::time::Instant;
 
 fn main() {
     let (contacts, now, db) = common::bench_store();
-    let config = common::shipped_config(&db);
+    let mut config = common::shipped_config(&db);
 
-    let ready = db.exists();
-    let store = relance::adapters::sqlite::open(&config).expect("store");
-    // Straight SQL on the file, for generating and cleaning up.
-    let raw = rusqlite::Connection::open(&db).expect("open");
-    if !ready {
+    if !db.exists() {
+        // Opened (created, migrated) by the store, then written straight
+        // through SQL.
+        drop(relance::adapters::sqlite::open(&config).expect("store"));
+        let raw = rusqlite::Connection::open(&db).expect("open");
         let started = Instant::now();
         let total = generate(&raw, contacts, now);
         println!(
@@ -40,11 +46,15 @@ fn main() {
             return;
         }
     }
+    let (store, bench_db) = common::BenchDb::open(contacts, &db, &mut config, true);
     // The last sequence number marks this run's events for the cleanup; it
     // runs ahead of the count, as numbers are never reused.
     let events = store.last_event_seq().expect("seq");
-    let stored = common::count_events(&db);
-    println!("rescore benchmark: {contacts} contacts, {stored} events, shipped rules");
+    let stored = bench_db.count_events();
+    println!(
+        "rescore benchmark ({}): {contacts} contacts, {stored} events, shipped rules",
+        bench_db.label()
+    );
 
     // RELANCE_BENCH_INCREMENTAL_ONLY=1 skips the rebuild (the store must have
     // been scored by an earlier run), to profile the incremental pass alone.
@@ -94,12 +104,8 @@ fn main() {
         peak_rss_kib().unwrap_or(0) as f64 / 1024.0
     );
     // Leave the store as generated for the next run.
-    raw.execute(
-        "DELETE FROM events WHERE contact IN (SELECT contact FROM event_feed WHERE seq > ?1)
-           AND seq > ?1",
-        [events],
-    )
-    .expect("cleanup");
+    drop(store);
+    bench_db.delete_events_after(events);
 }
 
 /// Writes the data set straight through SQL in large transactions, in the

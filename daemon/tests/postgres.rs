@@ -381,6 +381,112 @@ fn a_large_batch_is_copied_once() {
     assert_eq!(store.events_of("c7").unwrap().len(), 40);
 }
 
+/// Producers sending the same events at once through two handles (two
+/// daemons), four threads each: the calls of one handle share group
+/// transactions, those of the two handles wait for each other on their
+/// contacts' rows. Each event is stored once and reported inserted to
+/// exactly one call, numbers have no gaps, and a contact erased meanwhile
+/// keeps no event (events have no foreign key since migration 6).
+#[test]
+fn concurrent_appends_store_each_event_once() {
+    use relance::domain::ingest::{Incoming, Patch};
+    use relance::ports::store::Append;
+    let db = Scratch::new("ingest");
+    let stores: Vec<Arc<PgStore>> = (0..2)
+        .map(|_| Arc::new(PgStore::open(&db.url(), 4).unwrap()))
+        .collect();
+    let ids: Vec<Patch> = (0..100)
+        .map(|i| Patch {
+            id: format!("c{i}"),
+            ..Patch::default()
+        })
+        .collect();
+    relance::ports::store::Records::upsert_contacts(&*stores[0], &ids).unwrap();
+    let at = t("2026-11-20T09:00:00Z");
+    // 16 batches of 250 events; contact c0 only in the first one.
+    let batches: Vec<Vec<Incoming>> = (0..16)
+        .map(|b| {
+            (b * 250..(b + 1) * 250)
+                .map(|i| {
+                    Incoming::Contact(relance::core::model::Event {
+                        id: Some(format!("e{i}")),
+                        contact: format!("c{}", if b == 0 { 0 } else { 1 + i % 99 }),
+                        kind: "email_open".into(),
+                        at: at + chrono::Duration::seconds(i as i64),
+                        channel: None,
+                        props: serde_json::Map::new(),
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    let batches = Arc::new(batches);
+    let threads: Vec<_> = (0..8)
+        .map(|k| {
+            let (store, batches) = (stores[k % 2].clone(), batches.clone());
+            std::thread::spawn(move || {
+                // Each thread sends every batch, starting at its own one.
+                (0..16)
+                    .map(|j| {
+                        let b = (j + k * 2) % 16;
+                        let out =
+                            relance::ports::store::Records::append_events(&*store, &batches[b])
+                                .unwrap();
+                        (b, out)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let eraser = {
+        let store = stores[1].clone();
+        std::thread::spawn(move || {
+            relance::ports::store::Records::erase_contact(&*store, "c0").unwrap()
+        })
+    };
+    let mut inserted = vec![0i64; 16 * 250];
+    let mut rejected_c0 = 0;
+    for h in threads {
+        for (b, out) in h.join().unwrap() {
+            assert_eq!(out.len(), 250);
+            for (i, a) in out.iter().enumerate() {
+                match a {
+                    Append::Inserted => inserted[b * 250 + i] += 1,
+                    Append::Duplicate => {}
+                    Append::Rejected(why) => {
+                        assert_eq!(b, 0, "{why}");
+                        rejected_c0 += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(eraser.join().unwrap(), "c0 was there to erase");
+    // Events of c1..c99: each inserted by exactly one call.
+    assert!(inserted[250..].iter().all(|&n| n == 1), "{inserted:?}");
+    // c0's: at most once each, and none left after the erasure.
+    assert!(inserted[..250].iter().all(|&n| n <= 1));
+    assert!(rejected_c0 > 0 || inserted[..250].iter().all(|&n| n == 1));
+    let url = db.url();
+    assert_eq!(
+        common::pg::count(&url, "SELECT count(*) FROM events"),
+        15 * 250
+    );
+    assert_eq!(
+        common::pg::count(
+            &url,
+            "SELECT count(*) FROM events e WHERE NOT EXISTS
+               (SELECT 1 FROM contacts c WHERE c.rowid = e.contact)"
+        ),
+        0
+    );
+    let store: &dyn relance::ports::store::Store = &*stores[0];
+    assert_eq!(store.counts().unwrap().events, 15 * 250);
+    let stored_c0 = inserted[..250].iter().sum::<i64>();
+    assert_eq!(store.last_event_seq().unwrap(), 15 * 250 + stored_c0);
+    assert!(store.events_of("c0").unwrap().is_empty());
+}
+
 /// Two processes updating the same contacts in opposite orders never see
 /// an error: rows are locked in key order, and a transaction PostgreSQL
 /// still aborts as a deadlock is run again.

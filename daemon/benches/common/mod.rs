@@ -3,6 +3,10 @@
 #![allow(dead_code)]
 
 use relance::core::model::{BusinessSignal, Company, Contact, Event, Status, Timestamp};
+
+/// The tests' PostgreSQL helpers: statements and queries on a database.
+#[path = "../../tests/common/pg.rs"]
+pub mod pg;
 use serde_json::json;
 
 pub const COMPANIES: usize = 20_000;
@@ -227,4 +231,163 @@ pub fn count_events(db: &std::path::Path) -> u64 {
         .expect("cache size");
     conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))
         .expect("count")
+}
+
+/// A benchmark's PostgreSQL mode: `RELANCE_BENCH_PG` names a server
+/// (`postgres://postgres@127.0.0.1:5432`, trust authentication), on which
+/// the benchmark creates its databases, named with
+/// `RELANCE_BENCH_PG_PREFIX` (`relance_bench_` by default) and `name`.
+#[derive(Debug, Clone)]
+pub struct PgBench {
+    pub server: String,
+    prefix: String,
+}
+
+impl PgBench {
+    /// The PostgreSQL mode, when `RELANCE_BENCH_PG` is set.
+    pub fn from_env() -> Option<Self> {
+        let server = std::env::var("RELANCE_BENCH_PG").ok()?;
+        let prefix =
+            std::env::var("RELANCE_BENCH_PG_PREFIX").unwrap_or_else(|_| "relance_bench_".into());
+        Some(Self {
+            server: server.trim_end_matches('/').to_string(),
+            prefix,
+        })
+    }
+
+    /// The server of the PostgreSQL benchmarks: `RELANCE_BENCH_PG`, else
+    /// `RELANCE_TEST_PG`, else the local one.
+    pub fn local() -> Self {
+        Self::from_env().unwrap_or_else(|| Self {
+            server: pg::server(),
+            prefix: "relance_bench_".into(),
+        })
+    }
+
+    /// The database `name` of this benchmark run.
+    pub fn database(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!("{}/{database}", self.server)
+    }
+
+    /// Whether database `database` exists.
+    pub fn exists(&self, database: &str) -> bool {
+        !pg::column(
+            &self.url("postgres"),
+            &format!("SELECT datname::text FROM pg_database WHERE datname = '{database}'"),
+        )
+        .is_empty()
+    }
+
+    pub fn create(&self, database: &str) {
+        pg::execute(
+            &self.url("postgres"),
+            &format!("CREATE DATABASE {database}"),
+        );
+    }
+
+    pub fn drop_database(&self, database: &str) {
+        pg::execute(
+            &self.url("postgres"),
+            &format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+        );
+    }
+}
+
+/// Where the rescore and plan benchmarks run: the generated SQLite store,
+/// or (`RELANCE_BENCH_PG`) the PostgreSQL database `rescore_N` holding a
+/// copy of it.
+#[derive(Debug, Clone)]
+pub enum BenchDb {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+impl BenchDb {
+    /// The store the benchmark measures, with `config` pointed at it. In
+    /// PostgreSQL mode the database is created and the SQLite store `db`
+    /// copied into it (`relance store copy`'s code, timed) when missing,
+    /// if `copy` allows; else the run stops with a message.
+    pub fn open(
+        contacts: usize,
+        db: &std::path::Path,
+        config: &mut relance::pipeline::config::Config,
+        copy: bool,
+    ) -> (relance::ports::store::StoreHandle, Self) {
+        let Some(pg) = PgBench::from_env() else {
+            let store = relance::adapters::sqlite::open(config).expect("store");
+            return (store, Self::Sqlite(db.to_path_buf()));
+        };
+        let name = pg.database(&format!("rescore_{contacts}"));
+        let url = pg.url(&name);
+        if !pg.exists(&name) {
+            if !copy {
+                eprintln!(
+                    "database {name} is missing: run `RELANCE_BENCH_PG={} cargo bench --bench rescore` first",
+                    pg.server
+                );
+                std::process::exit(2);
+            }
+            pg.create(&name);
+            let cpu = process_cpu_secs();
+            let started = std::time::Instant::now();
+            let copied = relance::adapters::postgres::PgStore::open(&url, 4)
+                .and_then(|s| s.copy_from_sqlite(db))
+                .unwrap_or_else(|e| {
+                    pg.drop_database(&name);
+                    panic!("store copy: {e}")
+                });
+            let rows: u64 = copied.iter().map(|c| c.postgres).sum();
+            println!(
+                "copied {} into {name}: {rows} rows in {:.1} s, {:.1} s of CPU here (not measured below)",
+                db.display(),
+                started.elapsed().as_secs_f64(),
+                process_cpu_secs().zip(cpu).map_or(0.0, |(b, a)| b - a)
+            );
+        }
+        config.store.url = Some(url.clone());
+        let store = relance::adapters::open_store(config).expect("store");
+        (store, Self::Postgres(url))
+    }
+
+    /// Runs statements (`;`-separated), written for both backends.
+    pub fn execute(&self, sql: &str) {
+        match self {
+            Self::Sqlite(path) => rusqlite::Connection::open(path)
+                .and_then(|c| c.execute_batch(sql))
+                .unwrap_or_else(|e| panic!("{sql}: {e}")),
+            Self::Postgres(url) => pg::execute(url, sql),
+        }
+    }
+
+    /// Deletes the events numbered above `seq` (those a run appended).
+    pub fn delete_events_after(&self, seq: i64) {
+        self.execute(&match self {
+            Self::Sqlite(_) => format!(
+                "DELETE FROM events WHERE contact IN (SELECT contact FROM event_feed WHERE seq > {seq})
+                   AND seq > {seq}"
+            ),
+            Self::Postgres(_) => format!("DELETE FROM events WHERE seq > {seq}"),
+        });
+    }
+
+    pub fn count_events(&self) -> u64 {
+        match self {
+            Self::Sqlite(path) => count_events(path),
+            Self::Postgres(url) => pg::column(url, "SELECT count(*)::text FROM events")
+                .first()
+                .and_then(|n| n.parse().ok())
+                .expect("count"),
+        }
+    }
+
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "SQLite",
+            Self::Postgres(_) => "PostgreSQL",
+        }
+    }
 }

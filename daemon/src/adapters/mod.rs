@@ -2,6 +2,7 @@
 //! HTTP API with its pages. They implement or call the ports and the passes.
 
 pub mod api;
+mod group;
 pub mod plugins;
 pub mod postgres;
 pub mod sqlite;

@@ -13,13 +13,17 @@ pub fn server() -> String {
 
 /// Runs one statement on the server's `postgres` database.
 fn admin(sql: &str) {
+    execute(&format!("{}/postgres", server()), sql);
+}
+
+/// Runs statements (`;`-separated) on database `url`.
+pub fn execute(url: &str, sql: &str) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let url = format!("{}/postgres", server());
     rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
             .await
             .unwrap_or_else(|e| {
                 panic!(

@@ -11,6 +11,7 @@
 //! the worker's other tasks away first (`block_in_place`) and then waits.
 
 use super::migrations;
+use crate::adapters::group::GroupCommit;
 use crate::pipeline::config::Config;
 use crate::ports::store::StoreError;
 use std::future::Future;
@@ -146,6 +147,10 @@ pub struct PgStore {
     pub(super) appended: Arc<(Mutex<u64>, Condvar)>,
     /// When this handle last notified the other processes of appends.
     notified: Mutex<Option<Instant>>,
+    /// Held by the transaction appending a group of events: one at a time
+    /// per handle, the others' batches queue up for the next one.
+    pub(super) appender: Mutex<()>,
+    pub(super) appends: GroupCommit,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -241,6 +246,8 @@ impl PgStore {
             name,
             appended: Arc::new((Mutex::new(0), Condvar::new())),
             notified: Mutex::new(None),
+            appender: Mutex::new(()),
+            appends: GroupCommit::default(),
         };
         let open_err = |e: StoreError| StoreError::Open {
             path: store.name.clone(),

@@ -248,10 +248,20 @@ const COPY_FROM: usize = 500;
 /// no transaction still appends.
 pub(super) const APPENDERS: i64 = 0x7265_6c61_6e63_6502;
 
+/// What became of one event given to [`insert_events`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Stored {
+    New,
+    /// Stored before, or earlier in the same batch.
+    Known,
+    /// Its contact was erased meanwhile: not stored.
+    NoContact,
+}
+
 /// Inserts events (contact key, event, dedup key) not stored yet, numbered
 /// in order from the sequence `events_seq` (the caller wakes the listeners
-/// once committed: `PgStore::appended_now`). Returns, per event, whether it was new (a dedup key repeated in
-/// the batch counts at its first occurrence).
+/// once committed: `PgStore::appended_now`). Returns what became of each
+/// (a dedup key repeated in the batch counts at its first occurrence).
 ///
 /// Appenders of different contacts do not wait for each other (no counter
 /// row updated by each of them). Two appends of one event name the same
@@ -259,11 +269,14 @@ pub(super) const APPENDERS: i64 = 0x7265_6c61_6e63_6502;
 /// keys, as claims take them) before the stored events are looked up, so
 /// what is stored then stays so until commit, and a number is only taken
 /// for an event that is inserted: numbers have no gaps but those of
-/// transactions that rolled back.
+/// transactions that rolled back. Events have no foreign key to contacts
+/// (its check cost a query per event): a contact the lock no longer finds
+/// was erased, and its events are not stored; an erasure deletes the
+/// contact's row, waiting for these locks, before its events.
 pub(super) async fn insert_events(
     tx: &Transaction<'_>,
     rows: &[(i64, &Event, [u8; 16])],
-) -> Result<Vec<bool>, StoreError> {
+) -> Result<Vec<Stored>, StoreError> {
     use tokio_postgres::types::{ToSql, Type};
     type Param<'a> = (&'a (dyn ToSql + Sync), Type);
     if rows.is_empty() {
@@ -276,20 +289,29 @@ pub(super) async fn insert_events(
     let appenders: [Param<'_>; 1] = [(&APPENDERS, Type::INT8)];
     let contacts: [Param<'_>; 1] = [(&keys, Type::INT8_ARRAY)];
     let known: [Param<'_>; 1] = [(&dedups, Type::BYTEA_ARRAY)];
-    let (_, _, stored) = tokio::try_join!(
+    let (_, locked, stored) = tokio::try_join!(
         tx.query_typed("SELECT pg_advisory_xact_lock_shared($1)", &appenders),
         tx.query_typed(
-            "SELECT 1 FROM contacts WHERE rowid = ANY($1) ORDER BY rowid FOR NO KEY UPDATE",
+            "SELECT rowid FROM contacts WHERE rowid = ANY($1) ORDER BY rowid FOR NO KEY UPDATE",
             &contacts
         ),
         tx.query_typed("SELECT dedup FROM events WHERE dedup = ANY($1)", &known),
     )?;
+    let present: HashSet<i64> = locked.iter().map(|r| r.get(0)).collect();
     let mut seen: HashSet<Vec<u8>> = stored.iter().map(|r| r.get::<_, Vec<u8>>(0)).collect();
-    let fresh: Vec<bool> = rows
+    let fresh: Vec<Stored> = rows
         .iter()
-        .map(|(_, _, d)| seen.insert(d.to_vec()))
+        .map(|(k, _, d)| {
+            if !present.contains(k) {
+                Stored::NoContact
+            } else if seen.insert(d.to_vec()) {
+                Stored::New
+            } else {
+                Stored::Known
+            }
+        })
         .collect();
-    let n = fresh.iter().filter(|f| **f).count();
+    let n = fresh.iter().filter(|f| **f == Stored::New).count();
     if n == 0 {
         return Ok(fresh);
     }
@@ -317,7 +339,7 @@ pub(super) async fn insert_events(
     for ((key, e, d), number) in rows
         .iter()
         .zip(&fresh)
-        .filter(|(_, f)| **f)
+        .filter(|(_, f)| **f == Stored::New)
         .map(|(r, _)| r)
         .zip(&numbers)
     {
@@ -463,6 +485,89 @@ async fn write_contacts(
     Ok(())
 }
 
+fn unknown_contact(id: &str) -> Append {
+    Append::Rejected(format!("contact: unknown contact `{id}`"))
+}
+
+impl PgStore {
+    /// One transaction for a group of batches: contacts looked up once,
+    /// repeats within the group caught before SQL, new events inserted in
+    /// one statement (`COPY` for large groups).
+    fn append_group(&self, batch: &[Incoming]) -> Result<Vec<Append>, StoreError> {
+        self.tx(async |tx| {
+            let mut out = vec![Append::Duplicate; batch.len()];
+            let mut ids: Vec<&str> = batch
+                .iter()
+                .filter_map(|i| match i {
+                    Incoming::Contact(e) => Some(e.contact.as_str()),
+                    Incoming::Company { .. } => None,
+                })
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let rowids: HashMap<String, i64> = tx
+                .query("SELECT id, rowid FROM contacts WHERE id = ANY($1)", &[&ids])
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let mut seen: HashSet<[u8; 16]> = HashSet::with_capacity(batch.len());
+            let mut rows: Vec<(i64, &Event, [u8; 16])> = Vec::with_capacity(batch.len());
+            let mut positions = Vec::with_capacity(batch.len());
+            for (i, incoming) in batch.iter().enumerate() {
+                let key = incoming.dedup_key();
+                match incoming {
+                    Incoming::Contact(e) => match rowids.get(&e.contact) {
+                        None => out[i] = unknown_contact(&e.contact),
+                        // A repeat within the batch: the first one counts.
+                        Some(_) if !seen.insert(key) => {}
+                        Some(&rowid) => {
+                            rows.push((rowid, e, key));
+                            positions.push(i);
+                        }
+                    },
+                    Incoming::Company { company, signal } => {
+                        let rowid: Option<i64> = tx
+                            .query_opt("SELECT rowid FROM companies WHERE id = $1", &[company])
+                            .await?
+                            .map(|r| r.get(0));
+                        out[i] = match rowid {
+                            None => {
+                                Append::Rejected(format!("company: unknown company `{company}`"))
+                            }
+                            Some(rowid) => {
+                                queue_company_contacts(tx, company).await?;
+                                if insert_signal(tx, rowid, company, signal).await? {
+                                    Append::Inserted
+                                } else {
+                                    Append::Duplicate
+                                }
+                            }
+                        };
+                    }
+                }
+            }
+            // In (contact, instant) order: neighbouring index pages.
+            let mut order: Vec<usize> = (0..rows.len()).collect();
+            order.sort_by_key(|&j| (rows[j].0, rows[j].1.at, positions[j]));
+            let sorted: Vec<(i64, &Event, [u8; 16])> = order.iter().map(|&j| rows[j]).collect();
+            let stored = insert_events(tx, &sorted).await?;
+            for (&j, what) in order.iter().zip(stored) {
+                let i = positions[j];
+                match what {
+                    Stored::New => out[i] = Append::Inserted,
+                    Stored::Known => {}
+                    Stored::NoContact => out[i] = unknown_contact(&rows[j].1.contact),
+                }
+            }
+            if out.iter().any(|a| matches!(a, Append::Inserted)) {
+                request_plan(tx).await?;
+            }
+            Ok(out)
+        })
+    }
+}
+
 impl Records for PgStore {
     /// The upsert's transaction, then the batch's duplicates read at once
     /// after it: another daemon's upsert in between may add a twin to a
@@ -596,82 +701,20 @@ impl Records for PgStore {
         })
     }
 
-    /// One transaction per call: contacts looked up once, repeats within the
-    /// batch caught before SQL, new events inserted in one statement.
+    /// Batches appended while another is being written share the next
+    /// transaction (group commit, one at a time per handle): under load one
+    /// transaction carries many requests' events.
     fn append_events(&self, batch: &[Incoming]) -> Result<Vec<Append>, StoreError> {
-        let out = self.tx(async |tx| {
-            let mut out = vec![Append::Duplicate; batch.len()];
-            let ids: Vec<&str> = batch
-                .iter()
-                .filter_map(|i| match i {
-                    Incoming::Contact(e) => Some(e.contact.as_str()),
-                    Incoming::Company { .. } => None,
-                })
-                .collect();
-            let rowids: HashMap<String, i64> = tx
-                .query("SELECT id, rowid FROM contacts WHERE id = ANY($1)", &[&ids])
-                .await?
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect();
-            let mut seen: HashSet<[u8; 16]> = HashSet::with_capacity(batch.len());
-            let mut rows: Vec<(i64, &Event, [u8; 16])> = Vec::with_capacity(batch.len());
-            let mut positions = Vec::with_capacity(batch.len());
-            for (i, incoming) in batch.iter().enumerate() {
-                let key = incoming.dedup_key();
-                match incoming {
-                    Incoming::Contact(e) => match rowids.get(&e.contact) {
-                        None => {
-                            out[i] = Append::Rejected(format!(
-                                "contact: unknown contact `{}`",
-                                e.contact
-                            ));
-                        }
-                        // A repeat within the batch: the first one counts.
-                        Some(_) if !seen.insert(key) => {}
-                        Some(&rowid) => {
-                            rows.push((rowid, e, key));
-                            positions.push(i);
-                        }
-                    },
-                    Incoming::Company { company, signal } => {
-                        let rowid: Option<i64> = tx
-                            .query_opt("SELECT rowid FROM companies WHERE id = $1", &[company])
-                            .await?
-                            .map(|r| r.get(0));
-                        out[i] = match rowid {
-                            None => {
-                                Append::Rejected(format!("company: unknown company `{company}`"))
-                            }
-                            Some(rowid) => {
-                                queue_company_contacts(tx, company).await?;
-                                if insert_signal(tx, rowid, company, signal).await? {
-                                    Append::Inserted
-                                } else {
-                                    Append::Duplicate
-                                }
-                            }
-                        };
-                    }
-                }
-            }
-            // In (contact, instant) order: neighbouring index pages.
-            let mut order: Vec<usize> = (0..rows.len()).collect();
-            order.sort_by_key(|&j| (rows[j].0, rows[j].1.at, positions[j]));
-            let sorted: Vec<(i64, &Event, [u8; 16])> = order.iter().map(|&j| rows[j]).collect();
-            let fresh = insert_events(tx, &sorted).await?;
-            for (&j, new) in order.iter().zip(fresh) {
-                if new {
-                    out[positions[j]] = Append::Inserted;
-                }
-            }
-            if out.iter().any(|a| matches!(a, Append::Inserted)) {
-                request_plan(tx).await?;
-            }
-            Ok(out)
-        })?;
-        self.appended_now();
-        Ok(out)
+        self.appends.append(
+            batch,
+            self.appender.try_lock().ok(),
+            || super::pool::blocking(|| super::pool::lock(&self.appender)),
+            |_, all| {
+                let out = self.append_group(all)?;
+                self.appended_now();
+                Ok(out)
+            },
+        )
     }
 
     fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError> {
@@ -752,13 +795,21 @@ impl Records for PgStore {
     }
 
     fn erase_contact(&self, id: &str) -> Result<bool, StoreError> {
-        // Cascades remove events, scores, ledger, outbox, decisions, deals,
-        // the planner's memo and wake instant, the desk's rows.
+        // Cascades remove scores, ledger, outbox, decisions, deals, the
+        // planner's memo and wake instant, the desk's rows. Events have no
+        // foreign key: deleted once the contact's row is, which waited for
+        // the appends holding it (later ones no longer find it).
         self.tx(async |tx| {
-            Ok(tx
-                .execute("DELETE FROM contacts WHERE id = $1", &[&id])
+            let Some(row) = tx
+                .query_opt("DELETE FROM contacts WHERE id = $1 RETURNING rowid", &[&id])
                 .await?
-                > 0)
+            else {
+                return Ok(false);
+            };
+            let rowid: i64 = row.get(0);
+            tx.execute("DELETE FROM events WHERE contact = $1", &[&rowid])
+                .await?;
+            Ok(true)
         })
     }
 

@@ -17,6 +17,7 @@
 
 use super::conn::Conn;
 use super::events::Dictionary;
+use crate::adapters::group::GroupCommit;
 use crate::core::model::{Company, Contact, Deal, Event, Timestamp};
 use crate::domain::desk::StatusView;
 use crate::domain::desk::campaigns::CampaignCounts;
@@ -40,8 +41,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-/// Most events merged into one transaction.
-const GROUP_MAX: usize = 50_000;
 /// Idle reader connections kept open.
 const READERS: usize = 8;
 /// Page cache of a reader: reads of a pass touch many pages once, so a
@@ -65,17 +64,10 @@ pub struct SqliteStore {
     /// Event names and props read so far, for every connection.
     dict: Arc<Dictionary>,
     /// Appends waiting for the writer (group commit).
-    appends: Mutex<Vec<Arc<Pending>>>,
+    appends: GroupCommit,
     /// Bumped after each append through this handle: wakes the waiters of
     /// [`Records::wait_for_events`] at once.
     appended: (Mutex<u64>, Condvar),
-}
-
-/// One caller's appends, and their outcome once a group committed them.
-#[derive(Debug)]
-struct Pending {
-    batch: Mutex<Option<Vec<Incoming>>>,
-    outcome: Mutex<Option<Result<Vec<Append>, StoreError>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -97,7 +89,7 @@ impl SqliteStore {
             writer: Mutex::new(writer),
             readers: Mutex::default(),
             dict,
-            appends: Mutex::default(),
+            appends: GroupCommit::default(),
             appended: (Mutex::new(0), Condvar::new()),
         })
     }
@@ -137,44 +129,6 @@ impl SqliteStore {
         f: impl FnOnce(&mut Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         f(&mut lock(&self.writer))
-    }
-
-    /// Commits queued appends, oldest first, up to [`GROUP_MAX`] events.
-    fn commit_group(&self, conn: &mut Conn) {
-        let group: Vec<Arc<Pending>> = {
-            let mut queue = lock(&self.appends);
-            let mut size = 0;
-            let take = queue
-                .iter()
-                .take_while(|p| {
-                    let fits = size == 0 || size < GROUP_MAX;
-                    size += lock(&p.batch).as_ref().map_or(0, Vec::len);
-                    fits
-                })
-                .count();
-            queue.drain(..take).collect()
-        };
-        let mut all = Vec::new();
-        let mut sizes = Vec::with_capacity(group.len());
-        for p in &group {
-            let batch = lock(&p.batch).take().unwrap_or_default();
-            sizes.push(batch.len());
-            all.extend(batch);
-        }
-        match conn.append_events(&all) {
-            Ok(results) => {
-                let mut results = results.into_iter();
-                for (p, n) in group.iter().zip(sizes) {
-                    *lock(&p.outcome) = Some(Ok(results.by_ref().take(n).collect()));
-                }
-            }
-            Err(e) => {
-                for p in &group {
-                    *lock(&p.outcome) = Some(Err(e.clone()));
-                }
-            }
-        }
-        self.appended_now();
     }
 
     /// Wakes the waiters of [`Records::wait_for_events`].
@@ -230,27 +184,16 @@ impl Records for SqliteStore {
     /// commits the queue, so callers that arrive during a transaction
     /// share the next one.
     fn append_events(&self, batch: &[Incoming]) -> Result<Vec<Append>, StoreError> {
-        // Alone: written as it is, without queueing a copy.
-        if let Ok(mut conn) = self.writer.try_lock()
-            && lock(&self.appends).is_empty()
-        {
-            let out = conn.append_events(batch);
-            drop(conn);
-            self.appended_now();
-            return out;
-        }
-        let mine = Arc::new(Pending {
-            batch: Mutex::new(Some(batch.to_vec())),
-            outcome: Mutex::new(None),
-        });
-        lock(&self.appends).push(mine.clone());
-        let mut conn = lock(&self.writer);
-        loop {
-            if let Some(outcome) = lock(&mine.outcome).take() {
-                return outcome;
-            }
-            self.commit_group(&mut conn);
-        }
+        self.appends.append(
+            batch,
+            self.writer.try_lock().ok(),
+            || lock(&self.writer),
+            |conn, all| {
+                let out = conn.append_events(all);
+                self.appended_now();
+                out
+            },
+        )
     }
 
     fn wait_for_events(&self, after: i64, timeout: Duration) -> Result<i64, StoreError> {
