@@ -27,7 +27,11 @@ pub(super) fn read_row(r: &rusqlite::Row<'_>) -> Result<Row, StoreError> {
         first_due: from_micros(r.get(9)?)?,
         attempts: r.get(10)?,
         lease_until: r.get::<_, Option<i64>>(11)?.map(from_micros).transpose()?,
-        payload: decode_payload(&r.get::<_, String>(12)?),
+        payload: decode_payload(
+            r.get_ref(12)?
+                .as_str()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        ),
         last_error: r.get(13)?,
         updated_at: from_micros(r.get(14)?)?,
     })
@@ -37,7 +41,7 @@ pub(super) fn read_row(r: &rusqlite::Row<'_>) -> Result<Row, StoreError> {
 /// read as far as they go: a payload that is not an object reads as empty
 /// rather than making the outbox unreadable.
 pub(crate) fn decode_payload(text: &str) -> Payload {
-    decode(text).unwrap_or_else(|e| {
+    Payload::from_json(text).unwrap_or_else(|e| {
         tracing::warn!(error = %e, "unreadable outbox payload read as empty");
         Payload::default()
     })

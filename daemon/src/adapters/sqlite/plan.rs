@@ -15,7 +15,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 /// How an exempt send's mark reads in stored props (compact JSON).
 const EXEMPT_MARK: &str = "\"exempt\":true";
@@ -316,6 +316,130 @@ fn padded(keys: &[i64]) -> impl Iterator<Item = i64> + '_ {
         .take(KEYS_PER_QUERY)
 }
 
+/// A read of [`read_batch`] in its two forms, built once per process: the
+/// keys as a padded `IN` list, or as a range. Each text is `head`, the
+/// key filter on `column`, then `tail`, whose own parameters are numbered
+/// from `?N` (`N` is replaced by the first free number).
+struct Keyed {
+    list: String,
+    range: String,
+}
+
+impl Keyed {
+    fn new(head: &str, column: &str, tail: &str) -> Self {
+        let list = in_list(&format!("{head} {column} IN ("), ")");
+        let range = format!("{head} {column} BETWEEN ?1 AND ?2");
+        Self {
+            list: format!(
+                "{list}{}",
+                tail.replace("?N", &format!("?{}", KEYS_PER_QUERY + 1))
+            ),
+            range: format!("{range}{}", tail.replace("?N", "?3")),
+        }
+    }
+}
+
+/// How one batch's keys are bound. A full pass reads every contact in key
+/// order, so its batches are mostly runs of consecutive keys: bound as a
+/// range, each table is searched once per batch instead of once per key.
+enum Bound<'k> {
+    Range(i64, i64),
+    List(&'k [i64]),
+}
+
+impl<'k> Bound<'k> {
+    /// `keys` ascending and distinct, at most [`KEYS_PER_QUERY`].
+    fn of(keys: &'k [i64]) -> Self {
+        match (keys.first(), keys.last()) {
+            (Some(&first), Some(&last))
+                if last
+                    .checked_sub(first)
+                    .and_then(|span| usize::try_from(span).ok())
+                    .is_some_and(|span| span + 1 == keys.len()) =>
+            {
+                Self::Range(first, last)
+            }
+            _ => Self::List(keys),
+        }
+    }
+
+    fn sql<'q>(&self, keyed: &'q Keyed) -> &'q str {
+        match self {
+            Self::Range(..) => &keyed.range,
+            Self::List(_) => &keyed.list,
+        }
+    }
+
+    fn params(&self) -> impl Iterator<Item = i64> + 'k {
+        let (range, list) = match *self {
+            Self::Range(first, last) => (Some([first, last]), None),
+            Self::List(keys) => (None, Some(padded(keys))),
+        };
+        range
+            .into_iter()
+            .flatten()
+            .chain(list.into_iter().flatten())
+    }
+}
+
+// The score's recent snapshots serve rescoring only: not decoded.
+static CONTACTS: LazyLock<Keyed> = LazyLock::new(|| {
+    Keyed::new(
+        "SELECT c.rowid, c.record, s.score, s.band, s.next_change_at, s.scored_at, NULL,
+                m.upto, m.memo, w.at, d.status, m.quiet = coalesce(f.seq, 0)
+         FROM contacts c LEFT JOIN scores s ON s.contact = c.rowid
+         LEFT JOIN contact_desk d ON d.contact = c.rowid
+         LEFT JOIN plan_memo m ON m.contact = c.rowid
+         LEFT JOIN plan_wake w ON w.contact = c.rowid
+         LEFT JOIN event_feed f ON f.contact = c.rowid
+         WHERE",
+        "c.rowid",
+        " ORDER BY c.rowid",
+    )
+});
+static EVENTS_AFTER_MEMO: LazyLock<Keyed> = LazyLock::new(|| {
+    Keyed::new(
+        "SELECT e.contact, e.event_id, e.type, e.at, e.channel, e.props
+         FROM plan_memo m JOIN events e ON e.contact = m.contact AND e.at > m.upto
+         WHERE",
+        "m.contact",
+        " ORDER BY e.contact, e.at, e.seq",
+    )
+});
+static EVENTS: LazyLock<Keyed> = LazyLock::new(|| {
+    Keyed::new(
+        "SELECT contact, event_id, type, at, channel, props FROM events WHERE",
+        "contact",
+        " ORDER BY contact, at, seq",
+    )
+});
+static LEDGER: LazyLock<Keyed> = LazyLock::new(|| {
+    Keyed::new(
+        "SELECT l.contact, l.at, l.event_type, l.channel, o.idem_key FROM fatigue_ledger l
+         JOIN outbox o ON o.seq = l.outbox WHERE",
+        "l.contact",
+        " ORDER BY l.contact, l.at",
+    )
+});
+static CHANGES: LazyLock<Keyed> = LazyLock::new(|| {
+    Keyed::new(
+        &format!("SELECT {CHANGE_COLUMNS} FROM score_changes s WHERE"),
+        "s.contact",
+        " AND s.at >= ?N ORDER BY s.contact, s.at",
+    )
+});
+// The contact's id comes from its input, not from a join per row.
+static ROWS: LazyLock<Keyed> = LazyLock::new(|| {
+    Keyed::new(
+        &format!(
+            "SELECT {}, o.contact FROM outbox o WHERE",
+            ROW_COLUMNS.replace("c.id", "''")
+        ),
+        "o.contact",
+        " ORDER BY o.contact, o.seq",
+    )
+});
+
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
@@ -332,19 +456,9 @@ fn read_batch(
 ) -> Result<(), StoreError> {
     let conn = events.conn();
     let first = out.len();
-    let mut stmt = conn.prepare_cached(&in_list(
-        // The score's recent snapshots serve rescoring only: not decoded.
-        "SELECT c.rowid, c.record, s.score, s.band, s.next_change_at, s.scored_at, NULL,
-                m.upto, m.memo, w.at, d.status, m.quiet = coalesce(f.seq, 0)
-         FROM contacts c LEFT JOIN scores s ON s.contact = c.rowid
-         LEFT JOIN contact_desk d ON d.contact = c.rowid
-         LEFT JOIN plan_memo m ON m.contact = c.rowid
-         LEFT JOIN plan_wake w ON w.contact = c.rowid
-         LEFT JOIN event_feed f ON f.contact = c.rowid
-         WHERE c.rowid IN (",
-        ") ORDER BY c.rowid",
-    ))?;
-    let mut rows = stmt.query(params_from_iter(padded(keys)))?;
+    let bound = Bound::of(keys);
+    let mut stmt = conn.prepare_cached(bound.sql(&CONTACTS))?;
+    let mut rows = stmt.query(params_from_iter(bound.params()))?;
     // Contacts whose trusted memo had no event after it, the feed unmoved
     // since: no event to read, older or recent.
     let mut quiet: Vec<i64> = Vec::new();
@@ -392,97 +506,92 @@ fn read_batch(
         .filter(|k| quiet.binary_search(k).is_err())
         .collect();
     let whole: Vec<i64> = whole.iter().map(|i| i.key).collect();
-    for (keys, sql) in [
-        (
-            with_memo,
-            in_list(
-                "SELECT e.contact, e.event_id, e.type, e.at, e.channel, e.props
-                 FROM plan_memo m JOIN events e ON e.contact = m.contact AND e.at > m.upto
-                 WHERE m.contact IN (",
-                ") ORDER BY e.contact, e.at, e.seq",
-            ),
-        ),
-        (
-            whole,
-            in_list(
-                "SELECT contact, event_id, type, at, channel, props FROM events WHERE contact IN (",
-                ") ORDER BY contact, at, seq",
-            ),
-        ),
+    // Events after a memo are sought per contact (the memo's edge starts
+    // each search): always as a list, as a range would scan every event.
+    for (keys, sql, list) in [
+        (with_memo, &*EVENTS_AFTER_MEMO, true),
+        (whole, &*EVENTS, false),
     ] {
         if keys.is_empty() {
             continue;
         }
         let recent_from = to_micros(read.recent_from);
-        each_row(conn, &sql, padded(&keys), 0, inputs, |input, r| {
-            let at: i64 = r.get(3)?;
-            let older = at <= recent_from;
-            let (name, folded) = names.get(events, read, r.get_ref(2)?)?;
-            if older && !folded {
-                input.left_out += 1;
-                return Ok(());
-            }
-            let kind = name.into_owned();
-            let at = from_micros(at)?;
-            // Older events are only folded: no id, contact or props (but
-            // a call's outcome, and the mark of an exempt send) to carry.
-            let event = if older {
-                Event {
-                    id: None,
-                    contact: String::new(),
-                    props: names.props(events, r.get_ref(5)?, kind == read.props_of)?,
-                    kind,
-                    at,
-                    channel: names.channel(events, read, r.get_ref(4)?)?,
+        let bound = if list {
+            Bound::List(&keys)
+        } else {
+            Bound::of(&keys)
+        };
+        each_row(
+            conn,
+            bound.sql(sql),
+            bound.params(),
+            0,
+            inputs,
+            |input, r| {
+                let at: i64 = r.get(3)?;
+                let older = at <= recent_from;
+                let (name, folded) = names.get(events, read, r.get_ref(2)?)?;
+                if older && !folded {
+                    input.left_out += 1;
+                    return Ok(());
                 }
-            } else {
-                Event {
-                    id: r.get(1)?,
-                    contact: input.contact.id.clone(),
-                    props: names.props(events, r.get_ref(5)?, true)?,
-                    kind,
-                    at,
-                    channel: names.channel(events, read, r.get_ref(4)?)?,
+                let kind = name.into_owned();
+                let at = from_micros(at)?;
+                // Older events are only folded: no id, contact or props (but
+                // a call's outcome, and the mark of an exempt send) to carry.
+                let event = if older {
+                    Event {
+                        id: None,
+                        contact: String::new(),
+                        props: names.props(events, r.get_ref(5)?, kind == read.props_of)?,
+                        kind,
+                        at,
+                        channel: names.channel(events, read, r.get_ref(4)?)?,
+                    }
+                } else {
+                    Event {
+                        id: r.get(1)?,
+                        contact: input.contact.id.clone(),
+                        props: names.props(events, r.get_ref(5)?, true)?,
+                        kind,
+                        at,
+                        channel: names.channel(events, read, r.get_ref(4)?)?,
+                    }
+                };
+                if older {
+                    input.older.push(event);
+                } else {
+                    input.recent.push(event);
                 }
-            };
-            if older {
-                input.older.push(event);
-            } else {
-                input.recent.push(event);
-            }
-            Ok(())
-        })?;
+                Ok(())
+            },
+        )?;
     }
 
-    let sql = in_list(
-        "SELECT l.contact, l.at, l.event_type, l.channel, o.idem_key FROM fatigue_ledger l
-         JOIN outbox o ON o.seq = l.outbox WHERE l.contact IN (",
-        ") ORDER BY l.contact, l.at",
-    );
-    each_row(conn, &sql, padded(keys), 0, inputs, |input, r| {
-        input.reserved.push(Event {
-            id: r.get(4)?,
-            contact: input.contact.id.clone(),
-            kind: r.get(2)?,
-            at: from_micros(r.get(1)?)?,
-            channel: r.get(3)?,
-            props: serde_json::Map::new(),
-        });
-        Ok(())
-    })?;
+    each_row(
+        conn,
+        bound.sql(&LEDGER),
+        bound.params(),
+        0,
+        inputs,
+        |input, r| {
+            input.reserved.push(Event {
+                id: r.get(4)?,
+                contact: input.contact.id.clone(),
+                kind: r.get(2)?,
+                at: from_micros(r.get(1)?)?,
+                channel: r.get(3)?,
+                props: serde_json::Map::new(),
+            });
+            Ok(())
+        },
+    )?;
 
-    let sql = in_list(
-        &format!("SELECT {CHANGE_COLUMNS} FROM score_changes s WHERE s.contact IN ("),
-        &format!(
-            ") AND s.at >= ?{} ORDER BY s.contact, s.at",
-            KEYS_PER_QUERY + 1
-        ),
-    );
     let since = std::iter::once(to_micros(read.changes_since));
     each_row(
         conn,
-        &sql,
-        padded(keys).chain(since),
+        bound.sql(&CHANGES),
+        bound.params().chain(since),
         1,
         inputs,
         |input, r| {
@@ -493,20 +602,19 @@ fn read_batch(
         },
     )?;
 
-    // The contact's id comes from its input, not from a join per row.
-    let sql = in_list(
-        &format!(
-            "SELECT {}, o.contact FROM outbox o WHERE o.contact IN (",
-            ROW_COLUMNS.replace("c.id", "''")
-        ),
-        ") ORDER BY o.contact, o.seq",
-    );
-    each_row(conn, &sql, padded(keys), 15, inputs, |input, r| {
-        let mut row = read_row(r)?;
-        row.contact.clone_from(&input.contact.id);
-        input.rows.push(row);
-        Ok(())
-    })?;
+    each_row(
+        conn,
+        bound.sql(&ROWS),
+        bound.params(),
+        15,
+        inputs,
+        |input, r| {
+            let mut row = read_row(r)?;
+            row.contact.clone_from(&input.contact.id);
+            input.rows.push(row);
+            Ok(())
+        },
+    )?;
 
     let mut ids: Vec<&str> = inputs
         .iter()
