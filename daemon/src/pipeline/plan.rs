@@ -1256,7 +1256,6 @@ mod tests {
         assert!(range.iter().any(|i| !i.recent.is_empty()));
         assert!(range.iter().any(|i| !i.older.is_empty()));
         assert!(range.iter().any(|i| !i.rows.is_empty()));
-        assert!(range.iter().any(|i| !i.changes.is_empty()));
         assert!(range.iter().any(|i| i.score.is_some()));
     }
 
