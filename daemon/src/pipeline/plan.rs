@@ -1044,6 +1044,20 @@ mod tests {
         .expect("valid")
     }
 
+    /// Contacts with status `prospect`, one per id.
+    fn prospects(ids: &[&str]) -> Vec<Patch> {
+        ids.iter()
+            .map(|id| {
+                let mut patch = Patch {
+                    id: (*id).into(),
+                    ..Patch::default()
+                };
+                patch.fields.insert("status".into(), "prospect".into());
+                patch
+            })
+            .collect()
+    }
+
     fn call_event(contact: &str, id: &str, at: Timestamp, outcome: &str) -> Incoming {
         let mut props = serde_json::Map::new();
         props.insert("outcome".into(), outcome.into());
@@ -1078,17 +1092,7 @@ mod tests {
         // The planner's memo is internal: the test looks at the file.
         let raw = rusqlite::Connection::open(config.store_path()).expect("raw");
         let now = t("2026-11-20T09:00:00Z");
-        let contacts: Vec<Patch> = ["p", "q", "o"]
-            .iter()
-            .map(|id| {
-                let mut patch = Patch {
-                    id: (*id).into(),
-                    ..Patch::default()
-                };
-                patch.fields.insert("status".into(), "prospect".into());
-                patch
-            })
-            .collect();
+        let contacts = prospects(&["p", "q", "o"]);
         store.upsert_contacts(&contacts).expect("contacts");
         // Four unsuccessful calls a month ago: one more stops calls (ARRÊTÉ).
         let calls: Vec<Incoming> = ["p", "q"]
@@ -1182,17 +1186,7 @@ mod tests {
         let store = crate::adapters::sqlite::open(&config).expect("store");
         let now = t("2026-11-20T09:00:00Z");
         let ids = ["a", "b", "c", "d", "e", "f"];
-        let contacts: Vec<Patch> = ids
-            .iter()
-            .map(|id| {
-                let mut patch = Patch {
-                    id: (*id).into(),
-                    ..Patch::default()
-                };
-                patch.fields.insert("status".into(), "prospect".into());
-                patch
-            })
-            .collect();
+        let contacts = prospects(&ids);
         store.upsert_contacts(&contacts).expect("contacts");
         // Old calls (folded into memos), recent visits (triggers), and a
         // contact with nothing.
