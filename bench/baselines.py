@@ -179,16 +179,27 @@ def sql_str(s):
 
 
 def rescore_sql():
+    # Each distinct pattern is a constant in its own column, matched once
+    # per page visit: a pattern read from a column would be compiled again
+    # for every row.
+    patterns = sorted({p for (_, _, p, _, _, _, _, _) in EVENT_RULES if p is not None})
     rules = ",\n".join(
-        f"({i}, {sql_str(t)}, {sql_str(p)}, {str(neg).lower()}, {pts}, {mx}, {sql_str(rec)}, {span})"
+        f"({i}, {sql_str(t)}, {'NULL' if p is None else patterns.index(p)}, {str(neg).lower()}, "
+        f"{pts}, {mx}, {sql_str(rec)}, {span})"
         for i, (_, t, p, neg, pts, mx, rec, span) in enumerate(EVENT_RULES)
     )
+    matched = ",\n    ".join(
+        f"type = 'page_visit' AND regexp_matches(coalesce(url, ''), {sql_str(p)}) AS m{k}"
+        for k, p in enumerate(patterns)
+    )
+    pick = " ".join(f"WHEN {k} THEN ev.m{k}" for k in range(len(patterns)))
     n, d = NOW_US, DAY_US
     return f"""
 CREATE OR REPLACE TABLE scores AS
 WITH rules(rule, type, pattern, negate, points, max_count, recency, span) AS (VALUES {rules}),
 ev AS (
-  SELECT contact, type, url, ts, {n} - ts AS age, ({n} - ts) // {d} AS days
+  SELECT contact, type, ts, {n} - ts AS age, ({n} - ts) // {d} AS days,
+    {matched}
   FROM events WHERE ts <= {n}
 ),
 hits AS (
@@ -200,7 +211,7 @@ hits AS (
         WHEN 'half' THEN CASE WHEN pow(0.5, ev.days / r.span) >= 1.0 / 1024 THEN pow(0.5, ev.days / r.span) ELSE 0.0 END
         ELSE 1.0 END AS weight
     FROM ev JOIN rules r ON ev.type = r.type
-    WHERE r.pattern IS NULL OR (regexp_matches(coalesce(ev.url, ''), r.pattern) <> r.negate)
+    WHERE r.pattern IS NULL OR ((CASE r.pattern {pick} END) <> r.negate)
   ) WHERE weight > 0
 ),
 capped AS (

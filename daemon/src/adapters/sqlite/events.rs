@@ -28,6 +28,7 @@ use crate::domain::ingest::id_key;
 use crate::ports::store::{Props, StoreError};
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension, params};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -88,17 +89,30 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
 }
 
 /// Event rows read on one connection.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub(super) struct EventReader<'a> {
     conn: &'a Connection,
     dict: &'a Dictionary,
     /// False inside a write transaction: what it sees may be rolled back.
     cache: bool,
+    /// The names this reader resolved, by id: its own copies, so that
+    /// workers reading side by side take no shared lock and touch no
+    /// shared reference count per event.
+    seen: RefCell<Vec<Option<Box<str>>>>,
 }
+
+/// Name ids below this are kept in a reader's own table (ids are dense
+/// from 1; a store has tens of event types and channels).
+const SEEN_NAMES: usize = 1024;
 
 impl<'a> EventReader<'a> {
     pub(super) fn new(conn: &'a Connection, dict: &'a Dictionary, cache: bool) -> Self {
-        Self { conn, dict, cache }
+        Self {
+            conn,
+            dict,
+            cache,
+            seen: RefCell::new(Vec::new()),
+        }
     }
 
     /// The connection it reads on, for the reads around the events.
@@ -129,11 +143,33 @@ impl<'a> EventReader<'a> {
         Ok(name)
     }
 
+    /// An event's type or channel as text, from the reader's own table once
+    /// resolved.
+    fn name_text(&self, v: ValueRef<'_>) -> Result<String, StoreError> {
+        let slot = match v {
+            ValueRef::Integer(id) => usize::try_from(id).ok().filter(|&i| i < SEEN_NAMES),
+            _ => None,
+        };
+        let Some(slot) = slot else {
+            return Ok(self.name(v)?.to_string());
+        };
+        if let Some(Some(n)) = self.seen.borrow().get(slot) {
+            return Ok(n.to_string());
+        }
+        let name = self.name(v)?;
+        let mut seen = self.seen.borrow_mut();
+        if seen.len() <= slot {
+            seen.resize(slot + 1, None);
+        }
+        seen[slot] = Some(Box::from(&*name));
+        Ok(name.to_string())
+    }
+
     /// An event's channel, NULL for none.
     pub(super) fn channel(&self, v: ValueRef<'_>) -> Result<Option<String>, StoreError> {
         match v {
             ValueRef::Null => Ok(None),
-            v => Ok(Some(self.name(v)?.to_string())),
+            v => Ok(Some(self.name_text(v)?)),
         }
     }
 
@@ -179,7 +215,7 @@ impl<'a> EventReader<'a> {
             Event {
                 id: r.get(1)?,
                 contact: String::new(),
-                kind: self.name(r.get_ref(2)?)?.to_string(),
+                kind: self.name_text(r.get_ref(2)?)?,
                 at: from_micros(r.get(3)?)?,
                 channel: self.channel(r.get_ref(4)?)?,
                 props: self.props(r.get_ref(5)?)?.to_map()?,
@@ -591,6 +627,52 @@ mod tests {
         let old = old_rows(&path);
         let store = SqliteStore::open(&path, Duration::from_secs(30), 16).expect("migrate");
         (dir, store, old)
+    }
+
+    /// A reader keeps the names it resolved in a table of its own up to
+    /// `SEEN_NAMES` ids; names past it (and channels) read back alike.
+    #[test]
+    fn names_beyond_a_readers_own_table_read_back_as_written() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store =
+            SqliteStore::open(&dir.path().join("s.db"), Duration::from_secs(5), 16).expect("store");
+        let at: crate::core::model::Timestamp = "2026-03-02T12:00:00Z".parse().expect("instant");
+        let contact = crate::domain::ingest::Patch {
+            id: "c1".into(),
+            ..Default::default()
+        };
+        store.upsert_contacts(&[contact]).expect("contact");
+        let types = super::SEEN_NAMES + 40;
+        let written: Vec<Event> = (0..types)
+            .map(|i| Event {
+                id: Some(format!("e{i}")),
+                contact: "c1".into(),
+                kind: format!("kind_{i}"),
+                at: at + chrono::Duration::seconds(i as i64),
+                channel: (i % 3 == 0).then(|| format!("channel_{}", i % 7)),
+                props: serde_json::Map::new(),
+            })
+            .collect();
+        let batch: Vec<Incoming> = written.iter().cloned().map(Incoming::Contact).collect();
+        let stored = store.append_events(&batch).expect("append");
+        let refused: Vec<_> = stored
+            .iter()
+            .filter(|a| !matches!(a, Append::Inserted))
+            .collect();
+        assert!(refused.is_empty(), "{refused:?}");
+        // Twice: the second read finds every name in the shared dictionary.
+        for _ in 0..2 {
+            let read = store.events_of("c1").expect("events");
+            let kinds: Vec<(&str, Option<&str>)> = read
+                .iter()
+                .map(|e| (e.kind.as_str(), e.channel.as_deref()))
+                .collect();
+            let expected: Vec<(&str, Option<&str>)> = written
+                .iter()
+                .map(|e| (e.kind.as_str(), e.channel.as_deref()))
+                .collect();
+            assert_eq!(kinds, expected);
+        }
     }
 
     #[test]

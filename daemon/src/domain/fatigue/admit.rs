@@ -5,8 +5,8 @@
 use super::guard::{Decision, Guard, Proposal, Reason, Verdict};
 use super::state::ContactState;
 use crate::core::config::ChannelConfig;
+use crate::core::config::duration::Duration;
 use crate::core::model::{Contact, Event, FollowUpKind, Timestamp};
-use crate::domain::followups::arbitrate::DropReason;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -40,6 +40,20 @@ pub enum Why {
     Guard(Reason),
     Dropped(DropReason),
     Claim(ClaimStop),
+}
+
+/// Why a follow-up was given up: the arbitration's rule, recorded by the
+/// claim as well.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "rule")]
+pub enum DropReason {
+    /// It could not pass within `max_deferral` of its first planning;
+    /// `until` is the earliest instant it would have passed, if any.
+    MaxDeferral {
+        first_planned: Timestamp,
+        max_deferral: Duration,
+        until: Option<Timestamp>,
+    },
 }
 
 /// What stops a claim before the guard decides.

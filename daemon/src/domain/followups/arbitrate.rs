@@ -6,8 +6,8 @@
 
 use super::config::ArbitrationConfig;
 use super::plan::Planned;
-use crate::core::config::duration::Duration;
 use crate::core::model::Timestamp;
+use crate::domain::fatigue::admit::DropReason;
 use crate::domain::fatigue::{
     ChannelId, ContactState, Guard, Proposal, Reason, Reasons, StateError, Verdict,
 };
@@ -25,18 +25,6 @@ pub enum Outcome {
     Drop { reason: DropReason },
     /// The guard blocks it outright (do-not-contact, consent).
     Block,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "rule")]
-pub enum DropReason {
-    /// It could not pass within `max_deferral` of its first planning;
-    /// `until` is the earliest instant it would have passed, if any.
-    MaxDeferral {
-        first_planned: Timestamp,
-        max_deferral: Duration,
-        until: Option<Timestamp>,
-    },
 }
 
 impl Outcome {

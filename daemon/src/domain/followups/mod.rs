@@ -15,7 +15,8 @@ pub mod config;
 pub mod memo;
 pub mod plan;
 
-pub use arbitrate::{Arbitrated, Arbitration, ArbitrationError, DropReason, Outcome, arbitrate};
+pub use crate::domain::fatigue::admit::DropReason;
+pub use arbitrate::{Arbitrated, Arbitration, ArbitrationError, Outcome, arbitrate};
 pub use calls::{CallOutcomes, CallStatus};
 pub use config::{
     ActionConfig, ArbitrationConfig, BudgetConfig, CallsConfig, ChangeOn, CompiledFollowups,
