@@ -68,9 +68,12 @@ pub(super) fn read_change(r: &Row, contact: String) -> Result<StoredChange, Stor
     })
 }
 
-/// Reads the contacts whose keys `filter` selects (with `args`, keys
-/// ascending) with their events and stored scores: one query per table,
-/// merge-joined in key order.
+/// Reads the contacts whose keys `filter` selects (written on `KEY`, with
+/// `args`, keys ascending) with their events and stored scores: one query
+/// per table, merge-joined in key order. The events are selected on their
+/// own contact key, in their primary key's order: no join, no sort (an
+/// event left without its contact, were there one, would be skipped by the
+/// merge).
 async fn read_inputs(
     c: &impl GenericClient,
     filter: &str,
@@ -79,7 +82,10 @@ async fn read_inputs(
 ) -> Result<(), StoreError> {
     let contacts = c
         .query(
-            &format!("{CONTACT_SCORE} WHERE {filter} ORDER BY c.rowid"),
+            &format!(
+                "{CONTACT_SCORE} WHERE {} ORDER BY c.rowid",
+                filter.replace("KEY", "c.rowid")
+            ),
             args,
         )
         .await?;
@@ -87,8 +93,8 @@ async fn read_inputs(
         .query(
             &format!(
                 "SELECT e.contact, e.event_id, e.type, e.at, e.channel, e.props
-                 FROM events e JOIN contacts c ON c.rowid = e.contact
-                 WHERE {filter} ORDER BY e.contact, e.at, e.seq"
+                 FROM events e WHERE {} ORDER BY e.contact, e.at, e.seq",
+                filter.replace("KEY", "e.contact")
             ),
             args,
         )
@@ -143,13 +149,7 @@ pub(super) fn scan_range(
             let Some(upto) = upto else {
                 return Ok(());
             };
-            read_inputs(
-                tx,
-                "c.rowid >= $1 AND c.rowid <= $2",
-                &[&from, &upto],
-                &mut batch,
-            )
-            .await
+            read_inputs(tx, "KEY >= $1 AND KEY <= $2", &[&from, &upto], &mut batch).await
         })?;
         let Some(last) = batch.last().map(|(k, ..)| *k) else {
             return Ok(());
@@ -270,7 +270,7 @@ impl ScoreStore for PgStore {
     fn rescore_inputs(&self, keys: &[i64], out: &mut Vec<RescoreInput>) -> Result<(), StoreError> {
         for batch in keys.chunks(SCAN_BATCH as usize) {
             let batch = batch.to_vec();
-            self.snapshot(async |tx| read_inputs(tx, "c.rowid = ANY($1)", &[&batch], out).await)?;
+            self.snapshot(async |tx| read_inputs(tx, "KEY = ANY($1)", &[&batch], out).await)?;
         }
         Ok(())
     }
@@ -305,7 +305,7 @@ impl ScoreStore for PgStore {
         key: i64,
     ) -> Result<Option<(Contact, Vec<Event>, Option<StoredScore>)>, StoreError> {
         let mut out = Vec::new();
-        self.snapshot(async |tx| read_inputs(tx, "c.rowid = $1", &[&key], &mut out).await)?;
+        self.snapshot(async |tx| read_inputs(tx, "KEY = $1", &[&key], &mut out).await)?;
         Ok(out.pop().map(|(_, c, e, s)| (c, e, s)))
     }
 
