@@ -20,6 +20,7 @@
 //! delivered sends' events; no row is updated by every settlement (event
 //! numbers come from a sequence, see records.rs).
 
+use super::arrays::{DecisionLog, Param};
 use super::outbox::read_row;
 use super::records::insert_events;
 use crate::adapters::sqlite::shared::{
@@ -32,12 +33,10 @@ use crate::domain::scoring::StoredScore;
 use crate::ports::store::{Admission, AdmissionVerdict, Claimed, StoreError};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use tokio_postgres::Transaction;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::Type;
 
 /// Rows still to send, claimed ones included (their lease may expire).
 const PENDING: &str = "('planned', 'deferred', 'retrying', 'claimed')";
-
-type Param<'a> = (&'a (dyn ToSql + Sync), Type);
 
 /// What a claim read of a contact under its lock.
 struct Locked {
@@ -264,15 +263,6 @@ pub(super) async fn decide(
         }
     }
     // 5. Written back, pipelined; and what requests are built from.
-    let decisions: [Param<'_>; 7] = [
-        (&now_us, Type::INT8),
-        (&log.contact, Type::INT8_ARRAY),
-        (&log.followup, Type::TEXT_ARRAY),
-        (&log.channel, Type::TEXT_ARRAY),
-        (&log.decision, Type::TEXT_ARRAY),
-        (&log.until, Type::INT8_ARRAY),
-        (&log.reasons, Type::TEXT_ARRAY),
-    ];
     let updates: [Param<'_>; 7] = [
         (&now_us, Type::INT8),
         (&log.seq, Type::INT8_ARRAY),
@@ -289,13 +279,7 @@ pub(super) async fn decide(
         (&log.event_type, Type::TEXT_ARRAY),
         (&log.reserved_channel, Type::TEXT_ARRAY),
     ];
-    let decided = tx.query_typed(
-        "INSERT INTO decision_log (contact, at, followup, channel, decision, until, reasons)
-         SELECT contact, $1, followup, channel, decision, until, reasons
-         FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[])
-              AS d(contact, followup, channel, decision, until, reasons)",
-        &decisions,
-    );
+    let decided = log.logged.write(tx, now_us);
     let updated = tx.query_typed(
         "UPDATE outbox o SET state = u.state, due_at = coalesce(u.due, o.due_at),
            lease_owner = u.owner, lease_until = u.lease, attempts = o.attempts + u.tries,
@@ -312,7 +296,6 @@ pub(super) async fn decide(
               AS l(outbox, contact, event_type, channel)",
         &reservations,
     );
-    let decided = async { decided.await.map_err(StoreError::from) };
     let updated = async { updated.await.map_err(StoreError::from) };
     let reserve = async { reserve.await.map_err(StoreError::from) };
     claimed.sort_by_key(|(i, _)| *i);
@@ -371,12 +354,7 @@ fn reservation_props(row: &Row) -> serde_json::Map<String, serde_json::Value> {
 /// The decisions of one claim, as the columns they are written in.
 #[derive(Default)]
 struct Decisions {
-    contact: Vec<i64>,
-    followup: Vec<String>,
-    channel: Vec<String>,
-    decision: Vec<&'static str>,
-    until: Vec<Option<i64>>,
-    reasons: Vec<String>,
+    logged: DecisionLog,
     seq: Vec<i64>,
     state: Vec<&'static str>,
     due: Vec<Option<i64>>,
@@ -391,12 +369,14 @@ struct Decisions {
 
 impl Decisions {
     fn push(&mut self, key: i64, row: &Row, admission: &Admission) -> Result<(), StoreError> {
-        self.contact.push(key);
-        self.followup.push(row.followup.clone());
-        self.channel.push(row.channel.clone());
-        self.decision.push(admission.verdict.verdict().as_str());
-        self.until.push(admission.verdict.until().map(to_micros));
-        self.reasons.push(encode(&admission.reasons)?);
+        self.logged.push(
+            key,
+            &row.followup,
+            &row.channel,
+            admission.verdict.verdict().as_str(),
+            admission.verdict.until().map(to_micros),
+            encode(&admission.reasons)?,
+        );
         Ok(())
     }
 

@@ -2,19 +2,19 @@
 //! (`contact_desk`, `desk_events`) and the reads of [`DeskStore`].
 
 use super::PgStore;
-use crate::adapters::sqlite::shared::{
-    BAND_UPS_OF, CAMPAIGNS_OF, SENDS_OF, SET_CAMPAIGN, decode, encode, from_micros, to_micros,
-};
+use super::arrays::{Param, execute};
+use crate::adapters::sqlite::shared::{decode, encode, from_micros, to_micros};
 use crate::core::model::{Contact, Timestamp};
-use crate::domain::desk::campaigns::{self, CampaignCounts, CampaignFacts, ContactSend, Flags};
+use crate::domain::desk::campaigns::{self, CampaignCounts, ContactSend, Flags};
 use crate::domain::desk::kpis::CallRow;
 use crate::domain::desk::today::Brief;
 use crate::domain::desk::{DeskEvent, DeskRow, ProspectStatus, SetBy, StatusView};
-use crate::ports::store::StoreError;
 use crate::ports::store::desk::{
     CallTaskRow, DeskStore, DuplicateGroup, HotLeads, KeyKind, Listed, Ranked,
 };
-use tokio_postgres::types::ToSql;
+use crate::ports::store::{ScoreWrite, StoreError};
+use std::collections::HashMap;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Row, Transaction};
 
 /// Statuses after which the desk does not call.
@@ -127,136 +127,283 @@ pub(super) async fn any_campaign(tx: &Transaction<'_>) -> Result<bool, StoreErro
         .get(0))
 }
 
-/// Folds a contact's campaign figures (see [`campaigns::refolded`]) into
-/// `campaign_contacts`, in the pass's transaction.
-async fn save_campaigns(
-    tx: &Transaction<'_>,
-    key: i64,
-    events: &[DeskEvent],
-    facts: &CampaignFacts,
-) -> Result<(), StoreError> {
-    let flag = |r: &Row, i: usize| r.get::<_, i64>(i) != 0;
-    let stored: Vec<(String, Flags, u64)> = tx
-        .query(CAMPAIGNS_OF, &[&key])
-        .await?
-        .iter()
-        .map(|r| {
-            (
-                r.get(0),
-                Flags {
-                    opened: flag(r, 1),
-                    clicked: flag(r, 2),
-                    unsubscribed: flag(r, 3),
-                    in_target: flag(r, 4),
-                    band_up: flag(r, 5),
-                    meeting: flag(r, 6),
-                    purchase: flag(r, 7),
-                },
-                r.get::<_, i64>(8).max(0) as u64,
-            )
-        })
-        .collect();
-    if stored.is_empty() {
-        return Ok(());
-    }
-    let sends = tx
-        .query(SENDS_OF, &[&key])
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(ContactSend {
-                key: r.get(0),
-                campaign: r.get(1),
-                at: from_micros(r.get(2))?,
-            })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    let band_ups = tx
-        .query(BAND_UPS_OF, &[&key])
-        .await?
-        .iter()
-        .map(|r| from_micros(r.get(0)))
-        .collect::<Result<Vec<_>, _>>()?;
-    for (campaign, new) in campaigns::refolded(stored, &sends, events, &band_ups, facts) {
-        let n = |b: bool| i64::from(b);
-        tx.execute(
-            SET_CAMPAIGN,
-            &[
-                &n(new.opened),
-                &n(new.clicked),
-                &n(new.unsubscribed),
-                &n(new.in_target),
-                &n(new.band_up),
-                &n(new.meeting),
-                &n(new.purchase),
-                &key,
-                &campaign,
-            ],
+/// Folds the campaign figures of the contacts `writes` (distinct, their
+/// scores just written) into `campaign_contacts` (see
+/// [`campaigns::refolded`]), in the pass's transaction: what is stored,
+/// the sends and the band crossings (this batch's included) read for all
+/// of them at once, the figures that changed written in one statement.
+async fn save_campaigns(tx: &Transaction<'_>, writes: &[&ScoreWrite]) -> Result<(), StoreError> {
+    let keys: Vec<i64> = writes.iter().map(|w| w.key).collect();
+    let rows = tx
+        .query_typed(
+            "SELECT contact, campaign, opened, clicked, unsubscribed, in_target, band_up, meeting,
+               purchase, sends FROM campaign_contacts WHERE contact = ANY($1)
+             ORDER BY contact, campaign",
+            &[(&keys, Type::INT8_ARRAY)],
         )
         .await?;
+    if rows.is_empty() {
+        return Ok(());
     }
+    let flag = |r: &Row, i: usize| r.get::<_, i64>(i) != 0;
+    let mut stored: HashMap<i64, Vec<(String, Flags, u64)>> = HashMap::new();
+    for r in &rows {
+        stored.entry(r.get(0)).or_default().push((
+            r.get(1),
+            Flags {
+                opened: flag(r, 2),
+                clicked: flag(r, 3),
+                unsubscribed: flag(r, 4),
+                in_target: flag(r, 5),
+                band_up: flag(r, 6),
+                meeting: flag(r, 7),
+                purchase: flag(r, 8),
+            },
+            r.get::<_, i64>(9).max(0) as u64,
+        ));
+    }
+    let mut sent_to: Vec<i64> = stored.keys().copied().collect();
+    sent_to.sort_unstable();
+    let of_keys: [Param<'_>; 1] = [(&sent_to, Type::INT8_ARRAY)];
+    let (sends, crossings) = tokio::try_join!(
+        tx.query_typed(
+            "SELECT contact, idem_key, followup, updated_at FROM outbox
+             WHERE contact = ANY($1) AND state = 'sent'",
+            &of_keys,
+        ),
+        tx.query_typed(
+            "SELECT contact, at FROM score_changes WHERE contact = ANY($1)
+               AND kind IN ('band_up', 'jump_up') AND from_band <> to_band",
+            &of_keys,
+        ),
+    )?;
+    let mut sends_of: HashMap<i64, Vec<ContactSend>> = HashMap::new();
+    for r in &sends {
+        sends_of.entry(r.get(0)).or_default().push(ContactSend {
+            key: r.get(1),
+            campaign: r.get(2),
+            at: from_micros(r.get(3))?,
+        });
+    }
+    let mut band_ups: HashMap<i64, Vec<Timestamp>> = HashMap::new();
+    for r in &crossings {
+        band_ups
+            .entry(r.get(0))
+            .or_default()
+            .push(from_micros(r.get(1))?);
+    }
+    let mut set = CampaignColumns::default();
+    for w in writes {
+        let Some(stored) = stored.remove(&w.key) else {
+            continue;
+        };
+        let events = w.desk.as_ref().map_or(&[][..], |d| &d.events);
+        let sends = sends_of.get(&w.key).map_or(&[][..], Vec::as_slice);
+        let ups = band_ups.get(&w.key).map_or(&[][..], Vec::as_slice);
+        for (campaign, new) in campaigns::refolded(stored, sends, events, ups, &w.campaigns) {
+            set.push(w.key, campaign, new);
+        }
+    }
+    if set.contact.is_empty() {
+        return Ok(());
+    }
+    let params: [Param<'_>; 9] = [
+        (&set.contact, Type::INT8_ARRAY),
+        (&set.campaign, Type::TEXT_ARRAY),
+        (&set.flags[0], Type::INT8_ARRAY),
+        (&set.flags[1], Type::INT8_ARRAY),
+        (&set.flags[2], Type::INT8_ARRAY),
+        (&set.flags[3], Type::INT8_ARRAY),
+        (&set.flags[4], Type::INT8_ARRAY),
+        (&set.flags[5], Type::INT8_ARRAY),
+        (&set.flags[6], Type::INT8_ARRAY),
+    ];
+    tx.execute_typed(
+        "UPDATE campaign_contacts c SET opened = u.opened, clicked = u.clicked,
+           unsubscribed = u.unsubscribed, in_target = u.in_target, band_up = u.band_up,
+           meeting = u.meeting, purchase = u.purchase
+         FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[],
+                     $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])
+              AS u(contact, campaign, opened, clicked, unsubscribed, in_target, band_up,
+                   meeting, purchase)
+         WHERE c.contact = u.contact AND c.campaign = u.campaign",
+        &params,
+    )
+    .await?;
     Ok(())
 }
 
-/// Writes a desk row and its kept events (in the pass's transaction), and
-/// the contact's campaign figures when `campaigns` says some contact was
-/// sent a follow-up; `None` removes a row the rules no longer make.
-pub(super) async fn save_desk(
+/// Campaign figures to store again, a column each (flags 0 or 1, in the
+/// order of [`Flags`]' fields).
+#[derive(Default)]
+struct CampaignColumns {
+    contact: Vec<i64>,
+    campaign: Vec<String>,
+    flags: [Vec<i64>; 7],
+}
+
+impl CampaignColumns {
+    fn push(&mut self, key: i64, campaign: String, f: Flags) {
+        self.contact.push(key);
+        self.campaign.push(campaign);
+        let values = [
+            f.opened,
+            f.clicked,
+            f.unsubscribed,
+            f.in_target,
+            f.band_up,
+            f.meeting,
+            f.purchase,
+        ];
+        for (column, value) in self.flags.iter_mut().zip(values) {
+            column.push(i64::from(value));
+        }
+    }
+}
+
+/// Writes the desk rows of the contacts `writes` (distinct, their scores
+/// just written) and their kept events, in the pass's transaction, and
+/// their campaign figures when `campaigns` says some contact was sent a
+/// follow-up; a write without a row removes a row the rules no longer
+/// make. One statement per table, pipelined.
+pub(super) async fn save_desks(
     tx: &Transaction<'_>,
-    key: i64,
-    row: Option<&DeskRow>,
-    facts: &CampaignFacts,
+    writes: &[&ScoreWrite],
     campaigns: bool,
 ) -> Result<(), StoreError> {
     if campaigns {
-        save_campaigns(tx, key, row.map_or(&[][..], |d| &d.events), facts).await?;
+        save_campaigns(tx, writes).await?;
     }
-    let Some(d) = row else {
-        tx.execute("DELETE FROM contact_desk WHERE contact = $1", &[&key])
-            .await?;
-        return Ok(());
-    };
-    let set_by = d.status.set_by.as_ref().map(encode).transpose()?;
-    tx.execute(
-        "INSERT INTO contact_desk (contact, status, since, set_by, calls, last_call_at, last_code,
-           callback_at, doc_at, do_not_call, owner)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-         ON CONFLICT (contact) DO UPDATE SET status = excluded.status, since = excluded.since,
-           set_by = excluded.set_by, calls = excluded.calls, last_call_at = excluded.last_call_at,
-           last_code = excluded.last_code, callback_at = excluded.callback_at,
-           doc_at = excluded.doc_at, do_not_call = excluded.do_not_call, owner = excluded.owner",
-        &[
-            &key,
-            &d.status.status.as_str(),
-            &d.status.since.map(to_micros),
-            &set_by,
-            &i64::from(d.calls),
-            &d.last_call.as_ref().map(|(at, _)| to_micros(*at)),
-            &d.last_call.as_ref().map(|(_, c)| c.as_str()),
-            &d.callback_at.map(to_micros),
-            &d.documentation_at.map(to_micros),
-            &d.do_not_call,
-            &d.owner,
-        ],
-    )
-    .await?;
-    for e in &d.events {
-        tx.execute(
-            "INSERT INTO desk_events (contact, at, kind, code, key, owner, reason)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-            &[
-                &key,
-                &to_micros(e.at),
-                &e.kind.as_str(),
-                &e.code,
-                &e.key,
-                &e.owner,
-                &e.reason,
-            ],
-        )
-        .await?;
+    let mut gone: Vec<i64> = Vec::new();
+    let mut rows = DeskColumns::default();
+    let mut kept = EventColumns::default();
+    for w in writes {
+        match &w.desk {
+            None => gone.push(w.key),
+            Some(d) => {
+                rows.push(w.key, d)?;
+                for e in &d.events {
+                    kept.push(w.key, e);
+                }
+            }
+        }
     }
+    let removed_params: [Param<'_>; 1] = [(&gone, Type::INT8_ARRAY)];
+    let removed = execute(
+        tx,
+        gone.len(),
+        "DELETE FROM contact_desk WHERE contact = ANY($1)",
+        &removed_params,
+    );
+    let written_params: [Param<'_>; 11] = [
+        (&rows.contact, Type::INT8_ARRAY),
+        (&rows.status, Type::TEXT_ARRAY),
+        (&rows.since, Type::INT8_ARRAY),
+        (&rows.set_by, Type::TEXT_ARRAY),
+        (&rows.calls, Type::INT8_ARRAY),
+        (&rows.last_call_at, Type::INT8_ARRAY),
+        (&rows.last_code, Type::TEXT_ARRAY),
+        (&rows.callback_at, Type::INT8_ARRAY),
+        (&rows.doc_at, Type::INT8_ARRAY),
+        (&rows.do_not_call, Type::TEXT_ARRAY),
+        (&rows.owner, Type::TEXT_ARRAY),
+    ];
+    let written = execute(
+        tx,
+        rows.contact.len(),
+        "INSERT INTO contact_desk (contact, status, since, set_by, calls, last_call_at,
+           last_code, callback_at, doc_at, do_not_call, owner)
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[],
+                              $5::bigint[], $6::bigint[], $7::text[], $8::bigint[],
+                              $9::bigint[], $10::text[], $11::text[])
+         ON CONFLICT (contact) DO UPDATE SET status = excluded.status,
+           since = excluded.since, set_by = excluded.set_by, calls = excluded.calls,
+           last_call_at = excluded.last_call_at, last_code = excluded.last_code,
+           callback_at = excluded.callback_at, doc_at = excluded.doc_at,
+           do_not_call = excluded.do_not_call, owner = excluded.owner",
+        &written_params,
+    );
+    let logged_params: [Param<'_>; 7] = [
+        (&kept.contact, Type::INT8_ARRAY),
+        (&kept.at, Type::INT8_ARRAY),
+        (&kept.kind, Type::TEXT_ARRAY),
+        (&kept.code, Type::TEXT_ARRAY),
+        (&kept.key, Type::TEXT_ARRAY),
+        (&kept.owner, Type::TEXT_ARRAY),
+        (&kept.reason, Type::TEXT_ARRAY),
+    ];
+    // A repeat (in the store or the batch) is left as it is.
+    let logged = execute(
+        tx,
+        kept.contact.len(),
+        "INSERT INTO desk_events (contact, at, kind, code, key, owner, reason)
+         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],
+                              $5::text[], $6::text[], $7::text[])
+         ON CONFLICT DO NOTHING",
+        &logged_params,
+    );
+    tokio::try_join!(removed, written, logged)?;
     Ok(())
+}
+
+/// Desk rows, a column each.
+#[derive(Default)]
+struct DeskColumns<'a> {
+    contact: Vec<i64>,
+    status: Vec<&'static str>,
+    since: Vec<Option<i64>>,
+    set_by: Vec<Option<String>>,
+    calls: Vec<i64>,
+    last_call_at: Vec<Option<i64>>,
+    last_code: Vec<Option<&'a str>>,
+    callback_at: Vec<Option<i64>>,
+    doc_at: Vec<Option<i64>>,
+    do_not_call: Vec<Option<&'a str>>,
+    owner: Vec<Option<&'a str>>,
+}
+
+impl<'a> DeskColumns<'a> {
+    fn push(&mut self, key: i64, d: &'a DeskRow) -> Result<(), StoreError> {
+        self.contact.push(key);
+        self.status.push(d.status.status.as_str());
+        self.since.push(d.status.since.map(to_micros));
+        self.set_by
+            .push(d.status.set_by.as_ref().map(encode).transpose()?);
+        self.calls.push(i64::from(d.calls));
+        self.last_call_at
+            .push(d.last_call.as_ref().map(|(at, _)| to_micros(*at)));
+        self.last_code
+            .push(d.last_call.as_ref().map(|(_, c)| c.as_str()));
+        self.callback_at.push(d.callback_at.map(to_micros));
+        self.doc_at.push(d.documentation_at.map(to_micros));
+        self.do_not_call.push(d.do_not_call.as_deref());
+        self.owner.push(d.owner.as_deref());
+        Ok(())
+    }
+}
+
+/// Kept desk events, a column each.
+#[derive(Default)]
+struct EventColumns<'a> {
+    contact: Vec<i64>,
+    at: Vec<i64>,
+    kind: Vec<&'static str>,
+    code: Vec<&'a str>,
+    key: Vec<&'a str>,
+    owner: Vec<&'a str>,
+    reason: Vec<&'a str>,
+}
+
+impl<'a> EventColumns<'a> {
+    fn push(&mut self, contact: i64, e: &'a DeskEvent) {
+        self.contact.push(contact);
+        self.at.push(to_micros(e.at));
+        self.kind.push(e.kind.as_str());
+        self.code.push(&e.code);
+        self.key.push(&e.key);
+        self.owner.push(&e.owner);
+        self.reason.push(&e.reason);
+    }
 }
 
 impl PgStore {

@@ -3,6 +3,7 @@
 //! trait; `pool.rs` holds the connections and the blocking bridge,
 //! `migrations.rs` the schema.
 
+mod arrays;
 mod claim;
 mod copy;
 mod desk;

@@ -2,6 +2,7 @@
 //! broadcasts and pass marks; planned rows go to the outbox.
 
 use super::PgStore;
+use super::arrays::{DecisionLog, Param, execute, query, runs};
 use super::outbox::{ROW_COLUMNS, read_row};
 use super::records::{contact_rowid, distinct_keys, request_plan, set_meta};
 use super::scores::{CHANGE_COLUMNS, load_companies, read_change, stored_from_row};
@@ -9,10 +10,11 @@ use crate::adapters::sqlite::shared::{decode, decode_props, encode, from_micros,
 use crate::core::model::{Company, Contact, Event, Timestamp};
 use crate::domain::fatigue::{EXEMPT_PROP, Verdict};
 use crate::ports::store::{
-    BroadcastSpec, PassMark, PlanInput, PlanRead, PlanStore, PlanWrite, StoreError,
+    BroadcastSpec, PassMark, PlanInput, PlanRead, PlanRow, PlanStore, PlanWrite, StoreError,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use tokio_postgres::types::Type;
 use tokio_postgres::{GenericClient, Transaction};
 
 /// How an exempt send's mark reads in stored props (compact JSON).
@@ -258,6 +260,185 @@ async fn read_batch(
     Ok(())
 }
 
+/// Writes `run` (writes of distinct contacts, in batch order) as
+/// [`PlanStore::save_plan`] says, one statement per table, pipelined: the
+/// new rows (in batch order, so they are numbered as one insert after the
+/// other would number them; a key already present, in the store or earlier
+/// in the batch, is left as it is), the drops, memos and wake instants;
+/// then the decisions of the rows inserted, in the same order.
+async fn write_plan(
+    tx: &Transaction<'_>,
+    run: &[PlanWrite],
+    now_us: i64,
+) -> Result<(), StoreError> {
+    let mut rows = RowColumns::default();
+    let (mut drop_seq, mut drop_reason) = (Vec::new(), Vec::new());
+    let mut dropped = HashSet::new();
+    let (mut memo_key, mut memo_upto, mut memo) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut wake_key, mut wake_at, mut asleep) = (Vec::new(), Vec::new(), Vec::new());
+    for w in run {
+        for row in &w.rows {
+            rows.push(w.key, row)?;
+        }
+        // A row dropped twice: the first drop leaves the second nothing.
+        for (seq, reason) in &w.drops {
+            if dropped.insert(*seq) {
+                drop_seq.push(*seq);
+                drop_reason.push(reason.as_str());
+            }
+        }
+        if let Some(m) = &w.memo {
+            memo_key.push(w.key);
+            memo_upto.push(to_micros(m.upto));
+            memo.push(m.encode());
+        }
+        if w.wake != w.wake_was {
+            match w.wake {
+                Some(at) => {
+                    wake_key.push(w.key);
+                    wake_at.push(to_micros(at));
+                }
+                None => asleep.push(w.key),
+            }
+        }
+    }
+    let inserted_params: [Param<'_>; 12] = [
+        (&now_us, Type::INT8),
+        (&rows.key, Type::TEXT_ARRAY),
+        (&rows.contact, Type::INT8_ARRAY),
+        (&rows.followup, Type::TEXT_ARRAY),
+        (&rows.kind, Type::TEXT_ARRAY),
+        (&rows.priority, Type::INT8_ARRAY),
+        (&rows.channel, Type::TEXT_ARRAY),
+        (&rows.state, Type::TEXT_ARRAY),
+        (&rows.due, Type::INT8_ARRAY),
+        (&rows.first_due, Type::INT8_ARRAY),
+        (&rows.payload, Type::TEXT_ARRAY),
+        (&rows.error, Type::TEXT_ARRAY),
+    ];
+    let inserted = query(
+        tx,
+        rows.key.len(),
+        "INSERT INTO outbox (idem_key, contact, followup, kind, priority, channel, state,
+           due_at, first_due, payload, last_error, updated_at)
+         SELECT idem_key, contact, followup, kind, priority, channel, state, due_at,
+           first_due, payload, last_error, $1
+         FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::bigint[],
+                     $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::text[],
+                     $12::text[])
+              AS r(idem_key, contact, followup, kind, priority, channel, state, due_at,
+                   first_due, payload, last_error)
+         ON CONFLICT (idem_key) DO NOTHING
+         RETURNING idem_key",
+        &inserted_params,
+    );
+    let drops_params: [Param<'_>; 3] = [
+        (&now_us, Type::INT8),
+        (&drop_seq, Type::INT8_ARRAY),
+        (&drop_reason, Type::TEXT_ARRAY),
+    ];
+    let drops = execute(
+        tx,
+        drop_seq.len(),
+        "UPDATE outbox o SET state = 'dropped', last_error = d.reason, updated_at = $1
+         FROM unnest($2::bigint[], $3::text[]) AS d(seq, reason)
+         WHERE o.seq = d.seq AND o.state IN ('planned', 'deferred', 'retrying')",
+        &drops_params,
+    );
+    let memos_params: [Param<'_>; 3] = [
+        (&memo_key, Type::INT8_ARRAY),
+        (&memo_upto, Type::INT8_ARRAY),
+        (&memo, Type::BYTEA_ARRAY),
+    ];
+    // Through `contacts`, so a contact erased meanwhile gets none.
+    let memos = execute(
+        tx,
+        memo_key.len(),
+        "INSERT INTO plan_memo (contact, upto, memo)
+         SELECT m.contact, m.upto, m.memo
+         FROM unnest($1::bigint[], $2::bigint[], $3::bytea[]) AS m(contact, upto, memo)
+         WHERE EXISTS (SELECT 1 FROM contacts c WHERE c.rowid = m.contact)
+         ON CONFLICT (contact) DO UPDATE SET upto = excluded.upto, memo = excluded.memo",
+        &memos_params,
+    );
+    let woken_params: [Param<'_>; 2] =
+        [(&wake_key, Type::INT8_ARRAY), (&wake_at, Type::INT8_ARRAY)];
+    let woken = execute(
+        tx,
+        wake_key.len(),
+        "INSERT INTO plan_wake (contact, at)
+         SELECT w.contact, w.at FROM unnest($1::bigint[], $2::bigint[]) AS w(contact, at)
+         WHERE EXISTS (SELECT 1 FROM contacts c WHERE c.rowid = w.contact)
+         ON CONFLICT (contact) DO UPDATE SET at = excluded.at",
+        &woken_params,
+    );
+    let unwoken_params: [Param<'_>; 1] = [(&asleep, Type::INT8_ARRAY)];
+    let unwoken = execute(
+        tx,
+        asleep.len(),
+        "DELETE FROM plan_wake WHERE contact = ANY($1)",
+        &unwoken_params,
+    );
+    let (inserted, ..) = tokio::try_join!(inserted, drops, memos, woken, unwoken)?;
+    if inserted.is_empty() {
+        return Ok(());
+    }
+    // Each inserted key's decision, once: a repeat of a key in the batch
+    // was left out by the insert.
+    let mut fresh: HashSet<String> = inserted.iter().map(|r| r.get(0)).collect();
+    let mut log = DecisionLog::default();
+    for w in run {
+        for row in &w.rows {
+            if fresh.remove(&row.send.idem_key) {
+                let s = &row.send;
+                let until = (row.decision == Verdict::Defer).then(|| to_micros(s.due_at));
+                let reasons = encode(&row.reasons)?;
+                let decision = row.decision.as_str();
+                log.push(w.key, &s.followup, &s.channel, decision, until, reasons);
+            }
+        }
+    }
+    log.write(tx, now_us).await?;
+    Ok(())
+}
+
+/// New outbox rows, a column each.
+#[derive(Default)]
+struct RowColumns<'a> {
+    key: Vec<&'a str>,
+    contact: Vec<i64>,
+    followup: Vec<&'a str>,
+    kind: Vec<&'static str>,
+    priority: Vec<i64>,
+    channel: Vec<&'a str>,
+    state: Vec<&'static str>,
+    due: Vec<i64>,
+    first_due: Vec<i64>,
+    payload: Vec<String>,
+    error: Vec<Option<String>>,
+}
+
+impl<'a> RowColumns<'a> {
+    fn push(&mut self, contact: i64, row: &'a PlanRow) -> Result<(), StoreError> {
+        let s = &row.send;
+        self.key.push(&s.idem_key);
+        self.contact.push(contact);
+        self.followup.push(&s.followup);
+        self.kind.push(s.kind.as_str());
+        self.priority.push(i64::from(s.priority));
+        self.channel.push(&s.channel);
+        self.state.push(row.state.as_str());
+        self.due.push(to_micros(s.due_at));
+        self.first_due.push(to_micros(row.first_due));
+        self.payload.push(encode(&s.payload)?);
+        self.error.push(match row.decision {
+            Verdict::Drop | Verdict::Block => Some(encode(&row.reasons)?),
+            _ => None,
+        });
+        Ok(())
+    }
+}
+
 impl PlanStore for PgStore {
     fn plan_candidates(
         &self,
@@ -324,92 +505,13 @@ impl PlanStore for PgStore {
         })
     }
 
+    /// A run of distinct contacts at a time (see [`write_plan`]), a few
+    /// statements per run whatever its size.
     fn save_plan(&self, batch: &[PlanWrite], now: Timestamp) -> Result<(), StoreError> {
         let now_us = to_micros(now);
         self.tx(async |tx| {
-            for w in batch {
-                for row in &w.rows {
-                    let s = &row.send;
-                    let error = match row.decision {
-                        Verdict::Drop | Verdict::Block => Some(encode(&row.reasons)?),
-                        _ => None,
-                    };
-                    let n = tx
-                        .execute(
-                            "INSERT INTO outbox (idem_key, contact, followup, kind, priority, channel,
-                               state, due_at, first_due, payload, last_error, updated_at)
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-                             ON CONFLICT (idem_key) DO NOTHING",
-                            &[
-                                &s.idem_key,
-                                &w.key,
-                                &s.followup,
-                                &s.kind.as_str(),
-                                &i64::from(s.priority),
-                                &s.channel,
-                                &row.state.as_str(),
-                                &to_micros(s.due_at),
-                                &to_micros(row.first_due),
-                                &encode(&s.payload)?,
-                                &error,
-                                &now_us,
-                            ],
-                        )
-                        .await?;
-                    if n == 0 {
-                        continue;
-                    }
-                    let until = (row.decision == Verdict::Defer).then(|| to_micros(s.due_at));
-                    tx.execute(
-                        "INSERT INTO decision_log (contact, at, followup, channel, decision, until, reasons)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                        &[
-                            &w.key,
-                            &now_us,
-                            &s.followup,
-                            &s.channel,
-                            &row.decision.as_str(),
-                            &until,
-                            &encode(&row.reasons)?,
-                        ],
-                    )
-                    .await?;
-                }
-                for (seq, reason) in &w.drops {
-                    tx.execute(
-                        "UPDATE outbox SET state = 'dropped', last_error = $2, updated_at = $3
-                         WHERE seq = $1 AND state IN ('planned', 'deferred', 'retrying')",
-                        &[seq, reason, &now_us],
-                    )
-                    .await?;
-                }
-                if let Some(memo) = &w.memo {
-                    tx.execute(
-                        "INSERT INTO plan_memo (contact, upto, memo) SELECT rowid, $2, $3
-                         FROM contacts WHERE rowid = $1
-                         ON CONFLICT (contact) DO UPDATE SET upto = excluded.upto, memo = excluded.memo",
-                        &[&w.key, &to_micros(memo.upto), &memo.encode()],
-                    )
-                    .await?;
-                }
-                if w.wake == w.wake_was {
-                    continue;
-                }
-                match w.wake {
-                    Some(at) => {
-                        tx.execute(
-                            "INSERT INTO plan_wake (contact, at) SELECT rowid, $2
-                             FROM contacts WHERE rowid = $1
-                             ON CONFLICT (contact) DO UPDATE SET at = excluded.at",
-                            &[&w.key, &to_micros(at)],
-                        )
-                        .await?
-                    }
-                    None => {
-                        tx.execute("DELETE FROM plan_wake WHERE contact = $1", &[&w.key])
-                            .await?
-                    }
-                };
+            for run in runs(batch, |w| w.key) {
+                write_plan(tx, run, now_us).await?;
             }
             Ok(())
         })

@@ -6,6 +6,7 @@
 //! finds it changed and writes nothing.
 
 use super::PgStore;
+use super::arrays::{Param, execute, query, runs};
 use super::records::{
     contact_rowid, distinct_keys, events_by_key, load_company, set_counter, set_meta, take_counter,
 };
@@ -17,8 +18,9 @@ use crate::domain::scoring::StoredScore;
 use crate::ports::store::{
     RescoreInput, ScoreStore, ScoreWrite, Snapshot, StoreError, StoredChange,
 };
-use std::collections::BTreeMap;
-use tokio_postgres::{GenericClient, Row};
+use std::collections::{BTreeMap, HashSet};
+use tokio_postgres::types::Type;
+use tokio_postgres::{GenericClient, Row, Transaction};
 
 /// Contacts read per batch by the scans: memory holds one batch.
 const SCAN_BATCH: i64 = 2_000;
@@ -66,9 +68,12 @@ pub(super) fn read_change(r: &Row, contact: String) -> Result<StoredChange, Stor
     })
 }
 
-/// Reads the contacts whose keys `filter` selects (with `args`, keys
-/// ascending) with their events and stored scores: one query per table,
-/// merge-joined in key order.
+/// Reads the contacts whose keys `filter` selects (written on `KEY`, with
+/// `args`, keys ascending) with their events and stored scores: one query
+/// per table, merge-joined in key order. The events are selected on their
+/// own contact key, in their primary key's order: no join, no sort (an
+/// event left without its contact, were there one, would be skipped by the
+/// merge).
 async fn read_inputs(
     c: &impl GenericClient,
     filter: &str,
@@ -77,7 +82,10 @@ async fn read_inputs(
 ) -> Result<(), StoreError> {
     let contacts = c
         .query(
-            &format!("{CONTACT_SCORE} WHERE {filter} ORDER BY c.rowid"),
+            &format!(
+                "{CONTACT_SCORE} WHERE {} ORDER BY c.rowid",
+                filter.replace("KEY", "c.rowid")
+            ),
             args,
         )
         .await?;
@@ -85,8 +93,8 @@ async fn read_inputs(
         .query(
             &format!(
                 "SELECT e.contact, e.event_id, e.type, e.at, e.channel, e.props
-                 FROM events e JOIN contacts c ON c.rowid = e.contact
-                 WHERE {filter} ORDER BY e.contact, e.at, e.seq"
+                 FROM events e WHERE {} ORDER BY e.contact, e.at, e.seq",
+                filter.replace("KEY", "e.contact")
             ),
             args,
         )
@@ -141,13 +149,7 @@ pub(super) fn scan_range(
             let Some(upto) = upto else {
                 return Ok(());
             };
-            read_inputs(
-                tx,
-                "c.rowid >= $1 AND c.rowid <= $2",
-                &[&from, &upto],
-                &mut batch,
-            )
-            .await
+            read_inputs(tx, "KEY >= $1 AND KEY <= $2", &[&from, &upto], &mut batch).await
         })?;
         let Some(last) = batch.last().map(|(k, ..)| *k) else {
             return Ok(());
@@ -268,7 +270,7 @@ impl ScoreStore for PgStore {
     fn rescore_inputs(&self, keys: &[i64], out: &mut Vec<RescoreInput>) -> Result<(), StoreError> {
         for batch in keys.chunks(SCAN_BATCH as usize) {
             let batch = batch.to_vec();
-            self.snapshot(async |tx| read_inputs(tx, "c.rowid = ANY($1)", &[&batch], out).await)?;
+            self.snapshot(async |tx| read_inputs(tx, "KEY = ANY($1)", &[&batch], out).await)?;
         }
         Ok(())
     }
@@ -303,7 +305,7 @@ impl ScoreStore for PgStore {
         key: i64,
     ) -> Result<Option<(Contact, Vec<Event>, Option<StoredScore>)>, StoreError> {
         let mut out = Vec::new();
-        self.snapshot(async |tx| read_inputs(tx, "c.rowid = $1", &[&key], &mut out).await)?;
+        self.snapshot(async |tx| read_inputs(tx, "KEY = $1", &[&key], &mut out).await)?;
         Ok(out.pop().map(|(_, c, e, s)| (c, e, s)))
     }
 
@@ -391,7 +393,9 @@ impl ScoreStore for PgStore {
 
     /// Changes are numbered under the 'changes' counter, taken first when
     /// the batch publishes any, so that numbers grow in commit order (like
-    /// events) and no two batches wait for each other's rows in turn.
+    /// events) and no two batches wait for each other's rows in turn. The
+    /// batch is written a run of distinct contacts at a time (see
+    /// [`write_scores`]), a few statements per run whatever its size.
     fn save_scores(
         &self,
         batch: &[ScoreWrite],
@@ -407,67 +411,8 @@ impl ScoreStore for PgStore {
                 None
             };
             let first_change = changes;
-            for w in batch {
-                let recent = encode_recent(&w.recent)?;
-                let next = w.next_change_at.map(to_micros);
-                let n = match w.seen {
-                    Some(seen) => {
-                        tx.execute(
-                            "UPDATE scores SET score = $2, band = $3, next_change_at = $4,
-                               scored_at = $5, recent = $6 WHERE contact = $1 AND scored_at = $7",
-                            &[&w.key, &w.score, &w.band, &next, &now_us, &recent, &to_micros(seen)],
-                        )
-                        .await?
-                    }
-                    // Through `contacts`, so a contact erased meanwhile writes nothing.
-                    None => {
-                        tx.execute(
-                            "INSERT INTO scores (contact, score, band, next_change_at, scored_at, recent)
-                             SELECT rowid, $2, $3, $4, $5, $6 FROM contacts WHERE rowid = $1
-                             ON CONFLICT (contact) DO NOTHING",
-                            &[&w.key, &w.score, &w.band, &next, &now_us, &recent],
-                        )
-                        .await?
-                    }
-                };
-                if n == 0 {
-                    continue;
-                }
-                if w.snapshot {
-                    tx.execute(
-                        "INSERT INTO score_snapshots (contact, at, score, band) VALUES ($1, $2, $3, $4)",
-                        &[&w.key, &now_us, &w.score, &w.band],
-                    )
-                    .await?;
-                }
-                for c in &w.changes {
-                    let seq = changes.map_or(1, |s| s + 1);
-                    changes = Some(seq);
-                    tx.execute(
-                        "INSERT INTO score_changes (seq, contact, at, kind, from_score, to_score,
-                           from_band, to_band, since) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                        &[
-                            &seq,
-                            &w.key,
-                            &to_micros(c.at),
-                            &c.kind,
-                            &c.from_score,
-                            &c.to_score,
-                            &c.from_band,
-                            &c.to_band,
-                            &to_micros(c.since),
-                        ],
-                    )
-                    .await?;
-                }
-                super::desk::save_desk(tx, w.key, w.desk.as_ref(), &w.campaigns, campaigns)
-                    .await?;
-                // Queued again since it was taken: the next pass sees the change.
-                tx.execute(
-                    "DELETE FROM rescore_queue WHERE contact = $1 AND owner IS NOT NULL",
-                    &[&w.key],
-                )
-                .await?;
+            for run in runs(batch, |w| w.key) {
+                write_scores(tx, run, now_us, campaigns, &mut changes).await?;
             }
             if let Some(last) = changes
                 && changes != first_change
@@ -523,6 +468,200 @@ impl ScoreStore for PgStore {
         f: &mut dyn FnMut(i64, Contact, Vec<Event>, Option<StoredScore>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         scan_range(self, range, f)
+    }
+}
+
+/// Writes `run` (writes of distinct contacts, in batch order) as
+/// [`ScoreStore::save_scores`] says, one statement per table: the scores
+/// compared and set (updates and first scores, pipelined), then for the
+/// writes that landed, in batch order, their snapshots, changes (numbered
+/// from `changes` on), queue rows, desk rows and campaign figures.
+/// Each statement is checked row by row as the statement per contact was:
+/// an update's `scored_at = seen` is evaluated again on the newest row
+/// version after waiting for a concurrent writer, a first score goes
+/// through `contacts` (a contact erased meanwhile writes nothing) and
+/// yields to one inserted meanwhile.
+async fn write_scores(
+    tx: &Transaction<'_>,
+    run: &[ScoreWrite],
+    now_us: i64,
+    campaigns: bool,
+    changes: &mut Option<i64>,
+) -> Result<(), StoreError> {
+    let mut updates = ScoreColumns::default();
+    let mut firsts = ScoreColumns::default();
+    for w in run {
+        let recent = encode_recent(&w.recent)?;
+        let next = w.next_change_at.map(to_micros);
+        match w.seen {
+            Some(seen) => updates.push(w, next, recent, Some(to_micros(seen))),
+            None => firsts.push(w, next, recent, None),
+        }
+    }
+    let updated_params: [Param<'_>; 7] = [
+        (&now_us, Type::INT8),
+        (&updates.key, Type::INT8_ARRAY),
+        (&updates.score, Type::INT8_ARRAY),
+        (&updates.band, Type::TEXT_ARRAY),
+        (&updates.next, Type::INT8_ARRAY),
+        (&updates.recent, Type::TEXT_ARRAY),
+        (&updates.seen, Type::INT8_ARRAY),
+    ];
+    let updated = query(
+        tx,
+        updates.key.len(),
+        "UPDATE scores s SET score = u.score, band = u.band, next_change_at = u.next,
+           scored_at = $1, recent = u.recent
+         FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::text[],
+                     $7::bigint[]) AS u(contact, score, band, next, recent, seen)
+         WHERE s.contact = u.contact AND s.scored_at = u.seen
+         RETURNING s.contact",
+        &updated_params,
+    );
+    let inserted_params: [Param<'_>; 6] = [
+        (&now_us, Type::INT8),
+        (&firsts.key, Type::INT8_ARRAY),
+        (&firsts.score, Type::INT8_ARRAY),
+        (&firsts.band, Type::TEXT_ARRAY),
+        (&firsts.next, Type::INT8_ARRAY),
+        (&firsts.recent, Type::TEXT_ARRAY),
+    ];
+    // Through `contacts`, so a contact erased meanwhile writes nothing.
+    let inserted = query(
+        tx,
+        firsts.key.len(),
+        "INSERT INTO scores (contact, score, band, next_change_at, scored_at, recent)
+         SELECT u.contact, u.score, u.band, u.next, $1, u.recent
+         FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::text[])
+              AS u(contact, score, band, next, recent)
+         WHERE EXISTS (SELECT 1 FROM contacts c WHERE c.rowid = u.contact)
+         ON CONFLICT (contact) DO NOTHING
+         RETURNING contact",
+        &inserted_params,
+    );
+    let (updated, inserted) = tokio::try_join!(updated, inserted)?;
+    let landed: HashSet<i64> = updated
+        .iter()
+        .chain(&inserted)
+        .map(|r| r.get::<_, i64>(0))
+        .collect();
+    if landed.is_empty() {
+        return Ok(());
+    }
+    let done: Vec<&ScoreWrite> = run.iter().filter(|w| landed.contains(&w.key)).collect();
+
+    let (mut snap_key, mut snap_score, mut snap_band) = (Vec::new(), Vec::new(), Vec::new());
+    let mut published = ChangeColumns::default();
+    for w in &done {
+        if w.snapshot {
+            snap_key.push(w.key);
+            snap_score.push(w.score);
+            snap_band.push(w.band.as_str());
+        }
+        for c in &w.changes {
+            let seq = changes.map_or(1, |s| s + 1);
+            *changes = Some(seq);
+            published.push(seq, w.key, c);
+        }
+    }
+    let keys: Vec<i64> = done.iter().map(|w| w.key).collect();
+    let snapshots_params: [Param<'_>; 4] = [
+        (&now_us, Type::INT8),
+        (&snap_key, Type::INT8_ARRAY),
+        (&snap_score, Type::INT8_ARRAY),
+        (&snap_band, Type::TEXT_ARRAY),
+    ];
+    let snapshots = execute(
+        tx,
+        snap_key.len(),
+        "INSERT INTO score_snapshots (contact, at, score, band)
+         SELECT contact, $1, score, band
+         FROM unnest($2::bigint[], $3::bigint[], $4::text[]) AS s(contact, score, band)",
+        &snapshots_params,
+    );
+    let changed_params: [Param<'_>; 9] = [
+        (&published.seq, Type::INT8_ARRAY),
+        (&published.contact, Type::INT8_ARRAY),
+        (&published.at, Type::INT8_ARRAY),
+        (&published.kind, Type::TEXT_ARRAY),
+        (&published.from_score, Type::INT8_ARRAY),
+        (&published.to_score, Type::INT8_ARRAY),
+        (&published.from_band, Type::TEXT_ARRAY),
+        (&published.to_band, Type::TEXT_ARRAY),
+        (&published.since, Type::INT8_ARRAY),
+    ];
+    let changed = execute(
+        tx,
+        published.seq.len(),
+        "INSERT INTO score_changes (seq, contact, at, kind, from_score, to_score,
+           from_band, to_band, since)
+         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[],
+                              $5::bigint[], $6::bigint[], $7::text[], $8::text[],
+                              $9::bigint[])",
+        &changed_params,
+    );
+    // Queued again since it was taken: the next pass sees the change.
+    let dequeued_params: [Param<'_>; 1] = [(&keys, Type::INT8_ARRAY)];
+    let dequeued = execute(
+        tx,
+        keys.len(),
+        "DELETE FROM rescore_queue WHERE contact = ANY($1) AND owner IS NOT NULL",
+        &dequeued_params,
+    );
+    tokio::try_join!(snapshots, changed, dequeued)?;
+    // After the changes: the campaign figures read the band crossings.
+    super::desk::save_desks(tx, &done, campaigns).await
+}
+
+/// Scores to compare and set, a column each.
+#[derive(Default)]
+struct ScoreColumns<'a> {
+    key: Vec<i64>,
+    score: Vec<i64>,
+    band: Vec<&'a str>,
+    next: Vec<Option<i64>>,
+    recent: Vec<String>,
+    seen: Vec<i64>,
+}
+
+impl<'a> ScoreColumns<'a> {
+    fn push(&mut self, w: &'a ScoreWrite, next: Option<i64>, recent: String, seen: Option<i64>) {
+        self.key.push(w.key);
+        self.score.push(w.score);
+        self.band.push(&w.band);
+        self.next.push(next);
+        self.recent.push(recent);
+        if let Some(seen) = seen {
+            self.seen.push(seen);
+        }
+    }
+}
+
+/// Published changes, a column each.
+#[derive(Default)]
+struct ChangeColumns<'a> {
+    seq: Vec<i64>,
+    contact: Vec<i64>,
+    at: Vec<i64>,
+    kind: Vec<&'a str>,
+    from_score: Vec<i64>,
+    to_score: Vec<i64>,
+    from_band: Vec<&'a str>,
+    to_band: Vec<&'a str>,
+    since: Vec<i64>,
+}
+
+impl<'a> ChangeColumns<'a> {
+    fn push(&mut self, seq: i64, key: i64, c: &'a StoredChange) {
+        self.seq.push(seq);
+        self.contact.push(key);
+        self.at.push(to_micros(c.at));
+        self.kind.push(&c.kind);
+        self.from_score.push(c.from_score);
+        self.to_score.push(c.to_score);
+        self.from_band.push(&c.from_band);
+        self.to_band.push(&c.to_band);
+        self.since.push(to_micros(c.since));
     }
 }
 

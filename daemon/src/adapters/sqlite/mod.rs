@@ -22,7 +22,7 @@ pub use pool::SqliteStore;
 /// props of a delivered send. The PostgreSQL store writes the same.
 pub(crate) mod shared {
     pub(crate) use super::conn::{decode, decode_props, encode, from_micros, merge, to_micros};
-    pub(crate) use super::desk::{BAND_UPS_OF, CAMPAIGNS_OF, SENDS_OF, SET_CAMPAIGN, contact_keys};
+    pub(crate) use super::desk::contact_keys;
     pub(crate) use super::migrations::RETENTION_INDEXES;
     pub(crate) use super::outbox::{decode_payload, send_props, settled};
     pub(crate) use super::retention::prune_statements;
