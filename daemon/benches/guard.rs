@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use chrono::{Offset, TimeZone};
 use chrono_tz::Tz;
 use relance::domain::fatigue::{
-    ContactState, Fatigue, FatiguePoints, FollowUpKind, Guard, Proposal, Reach, Verdict,
+    ContactState, Decision, Fatigue, FatiguePoints, FollowUpKind, Guard, Proposal, Reach, Verdict,
 };
 use relance::pipeline::config::Config;
 use std::hint::black_box;
@@ -158,8 +158,9 @@ fn main() {
     }
 
     println!(
-        "contacts: {CONTACTS} ({} bytes of state each), built in {:.2?}",
+        "contacts: {CONTACTS} ({} bytes of state each, {} bytes per decision), built in {:.2?}",
         std::mem::size_of::<ContactState>(),
+        std::mem::size_of::<Decision>(),
         built
     );
     println!(
@@ -194,11 +195,48 @@ fn main() {
         avg(2)
     );
     baseline(&guard, &states, &proposals, now, counts[0]);
+    if std::env::var_os("RELANCE_BENCH_CHECKSUM").is_some() {
+        checksum(&guard, &states, &proposals, now);
+    }
 
     match common::peak_rss_kib() {
         Some(kib) => println!("peak RSS (VmHWM): {:.1} MiB", kib as f64 / 1024.0),
         None => println!("peak RSS: /proc/self/status unavailable"),
     }
+}
+
+/// With `RELANCE_BENCH_CHECKSUM` set: one hash over every decision of the
+/// timed passes, whole (verdict, `until`, the reasons as read), and over
+/// the same proposals with a send of the same channel booked a day later,
+/// so that two versions of the guard can be shown to decide alike.
+fn checksum(guard: &Guard, states: &[ContactState], proposals: &[Proposal], now: i64) {
+    use std::fmt::Write as _;
+    use std::hash::{DefaultHasher, Hasher};
+    struct Sink(DefaultHasher);
+    impl std::fmt::Write for Sink {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0.write(s.as_bytes());
+            Ok(())
+        }
+    }
+    let mut sink = Sink(DefaultHasher::new());
+    for pass in 0..PASSES {
+        let secs = now + i64::try_from(pass).expect("small") * 3600;
+        for (i, s) in states.iter().enumerate() {
+            let p = &proposals[i % proposals.len()];
+            let d = guard.decide(p, s, at(secs));
+            write!(sink, "{d:?}").expect("hashing");
+            if i % 8 == 0 {
+                let booked = [(p.channel, at(secs + DAY))];
+                let d = guard.decide_booked(p, s, at(secs), &booked);
+                write!(sink, "{d:?}").expect("hashing");
+            }
+        }
+    }
+    println!(
+        "checksum of every decision, reasons included: {:016x}",
+        sink.0.finish()
+    );
 }
 
 /// The same states as plain arrays.

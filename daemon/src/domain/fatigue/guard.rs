@@ -178,14 +178,15 @@ pub struct Decision {
 /// The guard records them as found (instants as seconds, no local time) and
 /// they become [`Reason`]s, with their instants, local times and dates, the
 /// first time they are read: a decision whose reasons nobody reads does no
-/// calendar work for them. Up to two are held inline either way, so that a
-/// decision allocates nothing in the common case.
+/// calendar work for them and allocates nothing (up to two found reasons
+/// are held inline). The list built when read is kept on the heap, so that
+/// a decision stays small to move.
 #[derive(Clone, Default)]
 pub struct Reasons {
     /// As the guard found them; the list when `built` is not set yet.
     found: SmallVec<[Found; 2]>,
     /// The list, once read (or given whole).
-    built: OnceLock<SmallVec<[Reason; 2]>>,
+    built: OnceLock<Box<[Reason]>>,
 }
 
 impl Reasons {
@@ -198,7 +199,7 @@ impl Reasons {
 
     fn list(self) -> SmallVec<[Reason; 2]> {
         match self.built.into_inner() {
-            Some(list) => list,
+            Some(list) => list.into_vec().into_iter().collect(),
             None => self.found.iter().map(Found::reason).collect(),
         }
     }
@@ -244,7 +245,7 @@ impl FromIterator<Reason> for Reasons {
     fn from_iter<I: IntoIterator<Item = Reason>>(iter: I) -> Self {
         Self {
             found: SmallVec::new(),
-            built: OnceLock::from(iter.into_iter().collect::<SmallVec<_>>()),
+            built: OnceLock::from(iter.into_iter().collect::<Box<[Reason]>>()),
         }
     }
 }
@@ -275,6 +276,17 @@ impl Serialize for Reasons {
 /// seconds, local times and dates left to [`Found::reason`].
 #[derive(Clone, Copy, Debug)]
 enum Found {
+    UnknownChannel {
+        channel: u8,
+    },
+    DoNotContact {
+        channel: Name,
+    },
+    Consent {
+        channel: Name,
+        explicit: Option<bool>,
+        default: ConsentDefault,
+    },
     Level {
         level: Name,
         units: i64,
@@ -326,6 +338,17 @@ enum Found {
 impl Found {
     fn reason(&self) -> Reason {
         match *self {
+            Found::UnknownChannel { channel } => Reason::UnknownChannel { channel },
+            Found::DoNotContact { channel } => Reason::DoNotContact { channel },
+            Found::Consent {
+                channel,
+                explicit,
+                default,
+            } => Reason::Consent {
+                channel,
+                explicit,
+                default,
+            },
             Found::Level {
                 level,
                 units,
@@ -958,27 +981,28 @@ impl Guard {
     ) -> Decision {
         let t0 = secs(now);
         let Some(channel) = self.channels.get(usize::from(proposal.channel.0)) else {
-            return block(
-                [Reason::UnknownChannel {
-                    channel: proposal.channel.0,
-                }]
-                .into_iter()
-                .collect(),
-            );
+            return block(Found::UnknownChannel {
+                channel: proposal.channel.0,
+            });
         };
         let closed = state.reach.is_do_not_contact(proposal.channel);
         let explicit = state.reach.explicit_consent(proposal.channel);
         let consent = explicit.unwrap_or(channel.consent == ConsentDefault::OptOut);
         if closed || !consent {
-            let closed = closed.then_some(Reason::DoNotContact {
-                channel: channel.name,
-            });
-            let refused = (!consent).then_some(Reason::Consent {
-                channel: channel.name,
-                explicit,
-                default: channel.consent,
-            });
-            return block(closed.into_iter().chain(refused).collect());
+            let mut found = SmallVec::new();
+            if closed {
+                found.push(Found::DoNotContact {
+                    channel: channel.name,
+                });
+            }
+            if !consent {
+                found.push(Found::Consent {
+                    channel: channel.name,
+                    explicit,
+                    default: channel.consent,
+                });
+            }
+            return blocked(found);
         }
 
         let priority = proposal
@@ -988,19 +1012,19 @@ impl Guard {
         let first = proposal.first_proposed.map_or(t0, secs).min(t0);
         let deadline = first.saturating_add(self.max_deferral.seconds());
 
-        // Whether fatigue, caps and budget are known to pass at `t0`.
-        let mut passed = false;
+        // What is known of fatigue, caps and budget, so that the search
+        // checks no rule again where it is known to pass.
+        let mut known = Known::new();
         if booked.is_empty() && t0 <= deadline {
             let units = state.fatigue.units_at(self.decay, t0);
             let here = self.level_index(units);
-            match self.passes_now(proposal, channel, state, priority, here, tz, t0) {
-                Now::Allowed => return self.allow(units, here, priority, proposal.exempt),
-                Now::Closed => passed = true,
-                Now::Held => {}
+            if self.passes_now(proposal, channel, state, priority, here, tz, t0, &mut known) {
+                return self.allow(units, here, priority, proposal.exempt);
             }
         }
 
-        // One slot per rule: fatigue, each cap, the window.
+        // One slot per rule: fatigue, each cap, the budget, the window.
+        let budget_slot = 1 + self.caps.len();
         let mut held: Held = SmallVec::new();
         let mut t = t0;
         loop {
@@ -1020,25 +1044,37 @@ impl Guard {
                 }
             };
             let mut possible = true;
-            if !(proposal.exempt || (passed && t == t0)) {
-                possible &= record(0, self.check_fatigue(state, priority, next), &mut next);
+            if !proposal.exempt {
+                if !known.passes(0, next) {
+                    // Fatigue only decays: it passes from where it is
+                    // found to pass on.
+                    let check = self.check_fatigue(state, priority, next);
+                    known.learn(0, next, &check);
+                    possible &= record(0, check, &mut next);
+                }
                 for (i, cap) in self.caps.iter().enumerate() {
-                    if possible && cap.matches(proposal.channel.0) {
+                    if possible && cap.matches(proposal.channel.0) && !known.passes(1 + i, next) {
                         let check = self.check_cap(i, cap, state, booked, next);
+                        // Without booked sends a cap's count only falls as
+                        // time passes, and it frees exactly at `frees_at`.
+                        if booked.is_empty() {
+                            known.learn(1 + i, next, &check);
+                        }
                         possible &= record(1 + i, check, &mut next);
                     }
                 }
                 if let Some(b) = self.budget
                     && possible
                     && b.channel.is_none_or(|c| c == proposal.channel.0)
+                    && !known.passes(budget_slot, next)
                 {
                     let check = self.check_budget(b, state, booked, tz, next);
-                    possible &= record(1 + self.caps.len(), check, &mut next);
+                    possible &= record(budget_slot, check, &mut next);
                 }
             }
             if possible {
                 let check = check_window(channel, tz, next);
-                possible &= record(2 + self.caps.len(), check, &mut next);
+                possible &= record(budget_slot + 1, check, &mut next);
             }
             if !possible || next > deadline {
                 let mut found: SmallVec<[Found; 2]> = held.into_iter().map(|(_, f)| f).collect();
@@ -1047,7 +1083,7 @@ impl Guard {
                     max_deferral: self.max_deferral,
                     until: possible.then_some(next),
                 });
-                return block(Reasons::found(found));
+                return blocked(found);
             }
             if next == t {
                 break;
@@ -1087,8 +1123,8 @@ impl Guard {
     /// in level `here`: the common case, answered without recording a
     /// reason or converting an instant to local time more than the send
     /// window needs. When it is not, the full search finds when the
-    /// proposal passes, and why not now; it need not check again at `t0`
-    /// the rules found passing here.
+    /// proposal passes, and why not now; what is found passing here goes
+    /// into `known`, so that the search does not check it again.
     #[allow(clippy::too_many_arguments)]
     fn passes_now(
         &self,
@@ -1099,49 +1135,65 @@ impl Guard {
         here: usize,
         tz: Tz,
         t0: i64,
-    ) -> Now {
+        known: &mut Known,
+    ) -> bool {
         if !proposal.exempt {
             if !self.levels[here].passes(priority) {
-                return Now::Held;
+                return false;
             }
+            known.set(0, t0);
             let ch = proposal.channel.0;
-            for cap in self.caps.iter().filter(|c| c.matches(ch)) {
-                if cap_count(cap, state.sends.newest_first(), t0).1.is_some() {
-                    return Now::Held;
+            for (i, cap) in self.caps.iter().enumerate() {
+                if cap.matches(ch) {
+                    if cap_full(cap, state.sends.newest_first(), t0) {
+                        return false;
+                    }
+                    known.set(1 + i, t0);
                 }
             }
             if let Some(b) = self.budget
                 && b.channel.is_none_or(|c| c == ch)
-                && !self.budget_clear(b, state, tz, t0)
             {
-                return Now::Held;
+                match self.budget_clear(b, state, tz, t0) {
+                    Clear::From => known.set(1 + self.caps.len(), t0),
+                    Clear::At => known.at = Some((1 + self.caps.len(), t0)),
+                    Clear::Held => return false,
+                }
             }
         }
-        if channel.windows.contains(tz, t0) {
-            Now::Allowed
-        } else {
-            Now::Closed
-        }
+        channel.windows.contains(tz, t0)
     }
 
-    /// The budget passes at `t0` with nothing booked. The local days it
-    /// counts lie within four days of `[t0 - days, t0 + 1 day]` whatever the
-    /// time zone (offsets differ by at most 29 hours, a skipped local day
-    /// adds one more): fewer sends than the limit there settles it without
-    /// the calendar.
-    fn budget_clear(&self, b: Budget, state: &ContactState, tz: Tz, t0: i64) -> bool {
+    /// Whether the budget passes at `t0` with nothing booked. The local
+    /// days it counts at an instant `t` lie within four days of
+    /// `[t - days, t + 1 day]` whatever the time zone (offsets differ by at
+    /// most 29 hours, a skipped local day adds one more): fewer sends than
+    /// the limit from `t0 - days - 4 days` on settles it without the
+    /// calendar, for `t0` and every later instant; fewer within four days
+    /// of the window settles it for `t0`.
+    fn budget_clear(&self, b: Budget, state: &ContactState, tz: Tz, t0: i64) -> Clear {
         const MARGIN: i64 = 4 * 86_400;
         let from = t0 - i64::from(b.days) * 86_400 - MARGIN;
         let until = t0 + 86_400 + MARGIN;
-        let around = state
-            .sends
-            .newest_first()
-            .filter(|&(c, at)| b.channel.is_none_or(|m| m == c) && from <= at && at < until)
-            .count();
-        if around < b.limit as usize {
-            return true;
+        let (mut recent, mut around) = (0u32, 0u32);
+        for (c, at) in state.sends.newest_first() {
+            if at < from {
+                break;
+            }
+            if b.channel.is_none_or(|m| m == c & !CALL_TASK) {
+                recent += 1;
+                around += u32::from(at < until);
+            }
         }
-        matches!(self.check_budget(b, state, &[], tz, t0), Check::Pass)
+        if recent < b.limit {
+            Clear::From
+        } else if around < b.limit
+            || matches!(self.check_budget(b, state, &[], tz, t0), Check::Pass)
+        {
+            Clear::At
+        } else {
+            Clear::Held
+        }
     }
 
     fn check_fatigue(&self, state: &ContactState, priority: u32, t: i64) -> Check {
@@ -1308,11 +1360,31 @@ fn cap_count(cap: &Cap, sends: impl Iterator<Item = (u8, i64)>, t: i64) -> (u32,
     (count, frees_at)
 }
 
+/// Whether the sends `cap` counts at `t` among `sends` (newest first)
+/// reach its limit: [`cap_count`]'s `frees_at` is set, found without
+/// counting past the limit.
+fn cap_full(cap: &Cap, sends: impl Iterator<Item = (u8, i64)>, t: i64) -> bool {
+    let start = t - cap.window;
+    let mut count = 0u32;
+    for (channel, at) in sends {
+        if at <= start {
+            return false;
+        }
+        if cap.matches(channel) {
+            count += 1;
+            if count == cap.limit {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 fn check_window(channel: &Channel, tz: Tz, t: i64) -> Check {
     if channel.windows.contains(tz, t) {
         return Check::Pass;
     }
-    let opens = channel.windows.next_open(tz, t);
+    let opens = channel.windows.next_open_closed(tz, t);
     let reason = Found::SendWindow {
         channel: channel.name,
         timezone: tz,
@@ -1325,13 +1397,61 @@ fn check_window(channel: &Channel, tz: Tz, t: i64) -> Check {
     }
 }
 
-/// What [`Guard::passes_now`] found at the instant of the decision.
-enum Now {
-    Allowed,
-    /// Fatigue, caps and budget pass; the send window is closed.
-    Closed,
-    /// Fatigue, a cap or the budget holds the proposal back.
+/// What [`Guard::budget_clear`] found.
+enum Clear {
+    /// The budget passes at `t0` and at every later instant.
+    From,
+    /// The budget passes at `t0`.
+    At,
     Held,
+}
+
+/// What the search for a decision's earliest instant knows of fatigue
+/// (slot 0), the caps (1..) and the budget (after the caps) without
+/// checking them again: each passes from `from[slot]` on, or at `at`.
+/// Fatigue only decays, and without booked sends a cap only frees as time
+/// passes, so when one is found passing at an instant, or waiting until
+/// one, it passes from there on. The budget is not so simple (a send on a
+/// later local day counts once that day comes): it is known only where
+/// [`Guard::budget_clear`] settled it.
+struct Known {
+    from: [i64; KNOWN_SLOTS],
+    /// A slot known to pass at one instant.
+    at: Option<(usize, i64)>,
+}
+
+/// Fatigue, the caps (their limits add up to at most `RECENT_SENDS`, each
+/// at least 1) and the budget.
+const KNOWN_SLOTS: usize = RECENT_SENDS + 2;
+
+impl Known {
+    fn new() -> Self {
+        Self {
+            from: [i64::MAX; KNOWN_SLOTS],
+            at: None,
+        }
+    }
+
+    /// Whether the rule of `slot` is known to pass at `t`.
+    fn passes(&self, slot: usize, t: i64) -> bool {
+        self.from.get(slot).is_some_and(|&f| f <= t) || self.at == Some((slot, t))
+    }
+
+    /// The rule passes from `t` on.
+    fn set(&mut self, slot: usize, t: i64) {
+        if let Some(f) = self.from.get_mut(slot) {
+            *f = (*f).min(t);
+        }
+    }
+
+    /// A rule that only gets better as time passes was checked at `t`.
+    fn learn(&mut self, slot: usize, t: i64, check: &Check) {
+        match check {
+            Check::Pass => self.set(slot, t),
+            Check::Wait(from, _) => self.set(slot, *from),
+            Check::Never(_) => {}
+        }
+    }
 }
 
 /// The latest reason of each rule that held a proposal back, by slot.
@@ -1345,10 +1465,16 @@ fn remember(held: &mut Held, slot: usize, reason: Found) {
     }
 }
 
-fn block(reasons: Reasons) -> Decision {
+fn block(found: Found) -> Decision {
+    let mut list = SmallVec::new();
+    list.push(found);
+    blocked(list)
+}
+
+fn blocked(found: SmallVec<[Found; 2]>) -> Decision {
     Decision {
         decision: Verdict::Block,
         until: None,
-        reasons,
+        reasons: Reasons::found(found),
     }
 }

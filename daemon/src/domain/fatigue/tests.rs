@@ -77,8 +77,12 @@ event = "call"
 "#;
 
 fn guard() -> Guard {
+    guard_of(CONFIG)
+}
+
+fn guard_of(text: &str) -> Guard {
     let config =
-        Config::parse(CONFIG, Path::new("t.toml"), &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        Config::parse(text, Path::new("t.toml"), &|_| None).unwrap_or_else(|e| panic!("{e}"));
     config.guard().expect("valid guard")
 }
 
@@ -608,10 +612,9 @@ mod properties {
 }
 
 fn with_budget(budget: &str) -> Guard {
-    let text = format!("{CONFIG}\n[followups.arbitration.budget]\n{budget}\n");
-    let config =
-        Config::parse(&text, Path::new("t.toml"), &|_| None).unwrap_or_else(|e| panic!("{e}"));
-    config.guard().expect("valid guard")
+    guard_of(&format!(
+        "{CONFIG}\n[followups.arbitration.budget]\n{budget}\n"
+    ))
 }
 
 /// A two-day budget on email only: an email on Wednesday holds the next
@@ -654,9 +657,7 @@ fn a_per_channel_budget_over_two_local_days() {
 fn a_call_takes_the_place_of_the_call_task_before_it() {
     let text = CONFIG.replace("event = \"call\"", "event = \"call_task\"")
         + "\n[followups.calls]\nchannels = [\"phone\"]\n";
-    let config =
-        Config::parse(&text, Path::new("t.toml"), &|_| None).unwrap_or_else(|e| panic!("{e}"));
-    let g = config.guard().expect("valid guard");
+    let g = guard_of(&text);
     let phone = g.channel("phone").expect("phone");
     let now = wednesday();
     let sends = |s: &ContactState| s.sends.iter().collect::<Vec<_>>();
@@ -678,4 +679,32 @@ fn a_call_takes_the_place_of_the_call_task_before_it() {
     assert_eq!(sends(&s), [(phone, now), (phone, call)]);
     let f = s.fatigue_at(&g, call).as_f64();
     assert!(f < 5.0 && f > 4.9, "the task costs nothing: {f}");
+}
+
+/// A budget on a call channel counts its call tasks when nothing else holds
+/// the call back, as it does when something does: a task this morning
+/// holds the next call until the window opens tomorrow.
+#[test]
+fn a_budget_on_a_call_channel_counts_its_call_tasks() {
+    let text = CONFIG
+        .replace("event = \"call\"", "event = \"call_task\"")
+        .replace(
+            "[[fatigue.caps]]\nchannel = \"phone\"\nlimit = 1\nwindow = \"3d\"\n",
+            "",
+        )
+        + "\n[followups.calls]\nchannels = [\"phone\"]\n"
+        + "\n[followups.arbitration.budget]\ncount = 1\nwindow = \"1d\"\nchannel = \"phone\"\n";
+    let g = guard_of(&text);
+    let phone = g.channel("phone").expect("phone");
+    let now = wednesday();
+    let mut s = ContactState::new(&g, &contact(None));
+    s.charge(&g, phone, plus(now, -3600)).expect("in order");
+    let d = g.decide(&proposal(&g, "phone", FollowUpKind::Opportunistic), &s, now);
+    assert_eq!(d.decision, Verdict::Defer, "{d:?}");
+    // Thursday 09:00 in Paris (CET).
+    assert_eq!(d.until, Some(utc("2026-03-26T08:00:00Z")));
+    assert!(
+        matches!(d.reasons[0], Reason::Budget { count: 1, .. }),
+        "{d:?}"
+    );
 }

@@ -154,7 +154,7 @@ mod memo {
         pub(super) static OFFSETS: Table<i32> = const { [const { Cell::new(Slot::EMPTY) }; SLOTS] };
         pub(super) static OPENINGS: Table<(Option<i64>, Option<i64>)> =
             const { [const { Cell::new(Slot::EMPTY) }; SLOTS] };
-        pub(super) static NEXT_OPEN: Table<i64> = const { [const { Cell::new(Slot::EMPTY) }; SLOTS] };
+        pub(super) static CLOSED: Table<(i64, i64)> = const { [const { Cell::new(Slot::EMPTY) }; SLOTS] };
         pub(super) static DAYS: Table<super::LocalDays> =
             const { [const { Cell::new(Slot::EMPTY) }; SLOTS] };
     }
@@ -162,6 +162,32 @@ mod memo {
     /// The zone's index in the database (a fieldless enum).
     fn zone(tz: Tz) -> u16 {
         tz as u16
+    }
+
+    /// The cell of zone `z`, tag and key, and what it holds for them.
+    fn find<V: Copy>(
+        table: &Table<V>,
+        z: u16,
+        tag: u64,
+        key: i64,
+    ) -> (&Cell<Slot<V>>, Option<Option<V>>) {
+        let h = (key as u64 ^ u64::from(z).rotate_left(40) ^ tag.rotate_left(20))
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let cell = &table[(h >> 56) as usize % SLOTS];
+        let slot = cell.get();
+        let held =
+            (slot.used && slot.tz == z && slot.key == key && slot.tag == tag).then_some(slot.value);
+        (cell, held)
+    }
+
+    fn put<V: Copy>(cell: &Cell<Slot<V>>, z: u16, tag: u64, key: i64, value: Option<V>) {
+        cell.set(Slot {
+            tz: z,
+            tag,
+            key,
+            value,
+            used: true,
+        });
     }
 
     pub(super) fn get_or<V: Copy>(
@@ -172,22 +198,48 @@ mod memo {
         compute: impl FnOnce() -> Option<V>,
     ) -> Option<V> {
         let z = zone(tz);
-        let h = (key as u64 ^ u64::from(z).rotate_left(40) ^ tag.rotate_left(20))
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let cell = &table[(h >> 56) as usize % SLOTS];
-        let slot = cell.get();
-        if slot.used && slot.tz == z && slot.key == key && slot.tag == tag {
-            return slot.value;
+        let (cell, held) = find(table, z, tag, key);
+        if let Some(value) = held {
+            return value;
         }
         let value = compute();
-        cell.set(Slot {
-            tz: z,
-            tag,
-            key,
-            value,
-            used: true,
-        });
+        put(cell, z, tag, key, value);
         value
+    }
+
+    /// Closed stretches are kept per zone, windows and half day (UTC) of
+    /// the instants looked up.
+    const HALF_DAY: i64 = 43_200;
+
+    /// The first open second after `t`, an instant outside every window of
+    /// set `tag`, remembered as the closed stretch `[from, open)` it lies
+    /// in: every second of it finds the same opening.
+    pub(super) fn opening(
+        table: &Table<(i64, i64)>,
+        tz: Tz,
+        tag: u64,
+        t: i64,
+        compute: impl FnOnce() -> Option<i64>,
+    ) -> Option<i64> {
+        let z = zone(tz);
+        let key = t.div_euclid(HALF_DAY);
+        let (cell, held) = find(table, z, tag, key);
+        let stretch = held.flatten();
+        if let Some((from, open)) = stretch
+            && from <= t
+            && t < open
+        {
+            return Some(open);
+        }
+        let open = compute()?;
+        if open > t {
+            let from = match stretch {
+                Some((from, o)) if o == open => from.min(t),
+                _ => t,
+            };
+            put(cell, z, tag, key, Some((from, open)));
+        }
+        Some(open)
     }
 }
 
@@ -215,21 +267,36 @@ impl Windows {
 
     /// The first second `≥ t` inside a window; `None` if none within the
     /// next eight local days (cannot happen with a valid configuration).
-    /// Remembered per thread like [`offset`], keyed by these windows, the
-    /// zone and `t`: the contacts of a pass held by the window in one zone
-    /// ask for the same opening.
     pub fn next_open(&self, tz: Tz, t: i64) -> Option<i64> {
-        if self.list.is_empty() {
+        if self.contains(tz, t) {
             return Some(t);
         }
-        memo::NEXT_OPEN.with(|m| memo::get_or(m, tz, self.id, t, || self.find_next_open(tz, t)))
+        self.next_open_closed(tz, t)
+    }
+
+    /// [`Windows::next_open`] for an instant `t` outside every window.
+    /// Remembered per thread like [`offset`], as the closed stretch from
+    /// `t` to the opening, keyed by these windows, the zone and the half
+    /// day: every instant of the stretch opens at the same second (the first
+    /// open one after it), so the contacts of a pass held by the window in
+    /// one zone, and those a cap or fatigue holds until some instant of the
+    /// same night, find it there. Exact: an instant is looked up only in a
+    /// stretch found closed to its end.
+    pub(crate) fn next_open_closed(&self, tz: Tz, t: i64) -> Option<i64> {
+        memo::CLOSED.with(|m| memo::opening(m, tz, self.id, t, || self.search(tz, t)))
     }
 
     /// [`Windows::next_open`] from the time-zone database.
+    #[cfg(test)]
     fn find_next_open(&self, tz: Tz, t: i64) -> Option<i64> {
         if self.contains(tz, t) {
             return Some(t);
         }
+        self.search(tz, t)
+    }
+
+    /// The first opening after `t`, outside every window.
+    fn search(&self, tz: Tz, t: i64) -> Option<i64> {
         let today = local(tz, t)?.date();
         for offset in 0..=8 {
             let date = today.checked_add_days(Days::new(offset))?;
@@ -426,6 +493,24 @@ mod tests {
             calls.next_open(Paris, start),
             evenings.next_open(Paris, start)
         );
+    }
+
+    #[test]
+    fn remembered_closed_stretches_open_where_the_database_says() {
+        // Every 7 min 13 s over March 2026 (both DST changes), forwards
+        // then backwards (a stretch found later is extended to earlier
+        // instants), in each zone and for two sets of windows.
+        let calls = calls();
+        let evenings = Windows::new([window(&[Day::Sat, Day::Sun], 18 * 3600, 22 * 3600)]);
+        let start = utc("2026-03-01T00:00:00Z");
+        let forwards: Vec<i64> = (0..6_200).map(|k| start + k * 433).collect();
+        for tz in ZONES {
+            for t in forwards.iter().chain(forwards.iter().rev()) {
+                for w in [&calls, &evenings] {
+                    assert_eq!(w.next_open(tz, *t), w.find_next_open(tz, *t), "{tz} {t}");
+                }
+            }
+        }
     }
 
     /// Zones with DST changes at midnight, of 30 minutes, or none.
