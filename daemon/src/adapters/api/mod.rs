@@ -11,6 +11,7 @@ pub mod error;
 pub mod ingest;
 pub mod openapi;
 mod ops;
+mod oversized;
 mod planning;
 mod reads;
 mod tasks;
@@ -133,6 +134,10 @@ pub fn router(state: ApiState) -> Router {
     app.layer(axum::middleware::from_fn_with_state(
         state.clone(),
         timing::record,
+    ))
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        oversized::refuse_oversized,
     ))
     .layer(DefaultBodyLimit::max(limit))
     .with_state(state)
