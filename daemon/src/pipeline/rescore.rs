@@ -320,7 +320,7 @@ impl Shared<'_> {
         let mut pass = self.pass();
         store.scan_for_rescore(range, &mut |key, contact, events, previous| {
             let company = pass.company(store, contact.company.as_deref())?;
-            pass.score(key, &contact, company.as_deref(), &events, previous)?;
+            pass.score(key, &contact, company.as_deref(), events, previous)?;
             pass.flush(store)
         })?;
         pass.finish(store)?;
@@ -394,7 +394,9 @@ impl Pass<'_> {
         previous: Option<StoredScore>,
     ) -> Result<(), StoreError> {
         self.report.examined += 1;
-        let card = self.model.score(contact, company, events, self.now);
+        let card = self
+            .model
+            .score_unexplained(contact, company, events, self.now);
         let (snapshot, changes) = match &previous {
             None => (true, self.first_change(&card)),
             Some(p) if p.score == card.score.0 && *p.band == *card.band => (false, Vec::new()),

@@ -132,7 +132,7 @@ async fn read_inputs(
 pub(super) fn scan_range(
     store: &PgStore,
     range: (i64, i64),
-    f: &mut dyn FnMut(i64, Contact, Vec<Event>, Option<StoredScore>) -> Result<(), StoreError>,
+    f: &mut dyn FnMut(i64, Contact, &mut Vec<Event>, Option<StoredScore>) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     let mut from = range.0;
     loop {
@@ -154,8 +154,8 @@ pub(super) fn scan_range(
         let Some(last) = batch.last().map(|(k, ..)| *k) else {
             return Ok(());
         };
-        for (key, contact, events, score) in batch {
-            f(key, contact, events, score)?;
+        for (key, contact, mut events, score) in batch {
+            f(key, contact, &mut events, score)?;
         }
         if last >= range.1.saturating_sub(1) {
             return Ok(());
@@ -465,9 +465,11 @@ impl ScoreStore for PgStore {
     fn scan_for_rescore(
         &self,
         range: (i64, i64),
-        f: &mut dyn FnMut(i64, Contact, Vec<Event>, Option<StoredScore>) -> Result<(), StoreError>,
+        f: &mut dyn FnMut(i64, Contact, &[Event], Option<StoredScore>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        scan_range(self, range, f)
+        scan_range(self, range, &mut |key, contact, events, score| {
+            f(key, contact, events, score)
+        })
     }
 }
 

@@ -99,7 +99,12 @@ pub(super) struct EventReader<'a> {
     /// workers reading side by side take no shared lock and touch no
     /// shared reference count per event.
     seen: RefCell<Vec<Option<Box<str>>>>,
+    /// The same for interned props, up to [`SEEN_PROPS`] of them.
+    seen_props: RefCell<HashMap<i64, Props>>,
 }
+
+/// Interned props a reader keeps its own copy of (then it starts over).
+const SEEN_PROPS: usize = 4096;
 
 /// Name ids below this are kept in a reader's own table (ids are dense
 /// from 1; a store has tens of event types and channels).
@@ -112,6 +117,7 @@ impl<'a> EventReader<'a> {
             dict,
             cache,
             seen: RefCell::new(Vec::new()),
+            seen_props: RefCell::new(HashMap::new()),
         }
     }
 
@@ -146,15 +152,25 @@ impl<'a> EventReader<'a> {
     /// An event's type or channel as text, from the reader's own table once
     /// resolved.
     fn name_text(&self, v: ValueRef<'_>) -> Result<String, StoreError> {
+        let mut out = String::new();
+        self.name_into(v, &mut out)?;
+        Ok(out)
+    }
+
+    /// Writes an event's type or channel into `out`, reusing its buffer.
+    fn name_into(&self, v: ValueRef<'_>, out: &mut String) -> Result<(), StoreError> {
+        out.clear();
         let slot = match v {
             ValueRef::Integer(id) => usize::try_from(id).ok().filter(|&i| i < SEEN_NAMES),
             _ => None,
         };
         let Some(slot) = slot else {
-            return Ok(self.name(v)?.to_string());
+            out.push_str(&self.name(v)?);
+            return Ok(());
         };
         if let Some(Some(n)) = self.seen.borrow().get(slot) {
-            return Ok(n.to_string());
+            out.push_str(n);
+            return Ok(());
         }
         let name = self.name(v)?;
         let mut seen = self.seen.borrow_mut();
@@ -162,7 +178,8 @@ impl<'a> EventReader<'a> {
             seen.resize(slot + 1, None);
         }
         seen[slot] = Some(Box::from(&*name));
-        Ok(name.to_string())
+        out.push_str(&name);
+        Ok(())
     }
 
     /// An event's channel, NULL for none.
@@ -221,6 +238,41 @@ impl<'a> EventReader<'a> {
                 props: self.props(r.get_ref(5)?)?.to_map()?,
             },
         ))
+    }
+
+    /// Like [`Self::event`], into an event read earlier: its texts keep
+    /// their buffers, so that a scan over millions of events does not
+    /// allocate a type name per event. `contact` is left as it was.
+    pub(super) fn event_into(
+        &self,
+        r: &rusqlite::Row<'_>,
+        e: &mut Event,
+    ) -> Result<i64, StoreError> {
+        e.id = r.get(1)?;
+        self.name_into(r.get_ref(2)?, &mut e.kind)?;
+        e.at = from_micros(r.get(3)?)?;
+        match (r.get_ref(4)?, &mut e.channel) {
+            (ValueRef::Null, channel) => *channel = None,
+            (v, Some(channel)) => self.name_into(v, channel)?,
+            (v, channel) => *channel = Some(self.name_text(v)?),
+        }
+        match r.get_ref(5)? {
+            ValueRef::Null => e.props.clear(),
+            ValueRef::Integer(id) => {
+                if let Some(props) = self.seen_props.borrow().get(&id) {
+                    e.props.clone_from(props);
+                    return Ok(r.get(0)?);
+                }
+                e.props = self.props(ValueRef::Integer(id))?.to_map()?;
+                let mut seen = self.seen_props.borrow_mut();
+                if seen.len() >= SEEN_PROPS {
+                    seen.clear();
+                }
+                seen.insert(id, e.props.clone());
+            }
+            v => e.props = self.props(v)?.to_map()?,
+        }
+        Ok(r.get(0)?)
     }
 }
 

@@ -307,7 +307,7 @@ impl ScoreStore for SqliteStore {
         fn scan_for_rescore(
             &self,
             range: (i64, i64),
-            f: &mut dyn FnMut(i64, Contact, Vec<Event>, Option<StoredScore>) -> Result<(), StoreError>
+            f: &mut dyn FnMut(i64, Contact, &[Event], Option<StoredScore>) -> Result<(), StoreError>
         ) -> ();
     }
 }

@@ -161,7 +161,7 @@ impl Conn {
                 &reader,
                 &mut |row, contact, events| {
                     let previous = stored_with_mark(row, &contact)?;
-                    out.push((row.get(0)?, contact, events, previous));
+                    out.push((row.get(0)?, contact, std::mem::take(events), previous));
                     Ok(())
                 },
             )?;
@@ -523,7 +523,7 @@ impl Conn {
     pub(super) fn scan_for_rescore(
         &self,
         range: (i64, i64),
-        f: &mut dyn FnMut(i64, Contact, Vec<Event>, Option<StoredScore>) -> Result<(), StoreError>,
+        f: &mut dyn FnMut(i64, Contact, &[Event], Option<StoredScore>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         self.merge_scan(
             "SELECT c.rowid, c.record, s.score, s.band, s.next_change_at, s.scored_at, s.recent,

@@ -50,7 +50,7 @@ impl Default for StoreConfig {
         Self {
             path: PathBuf::from("relance.db"),
             busy_timeout: Duration(chrono::Duration::seconds(30)),
-            cache_mb: 64,
+            cache_mb: 16,
             url: None,
             pool: 16,
         }

@@ -293,7 +293,50 @@ impl Hasher for WordHasher {
 #[derive(Clone, Debug, Default)]
 struct Tally {
     sum: f64,
+    /// Events counted (all of them, kept or not in `events`).
+    count: u32,
+    /// The counted events, when the score is explained.
     events: Vec<CountedEvent>,
+}
+
+/// A score's parts as its rules add them: the sums by kind, and the
+/// contributions themselves when the score is explained.
+struct Parts {
+    explain: bool,
+    sums: [Points; 4],
+    contributions: Vec<Contribution>,
+}
+
+impl Parts {
+    fn new(explain: bool, capacity: usize) -> Self {
+        Self {
+            explain,
+            sums: [Points::ZERO; 4],
+            contributions: Vec::with_capacity(if explain { capacity } else { 0 }),
+        }
+    }
+
+    /// Adds `points` of `kind`; `contribution` builds the explanation only
+    /// when one is wanted.
+    fn add(&mut self, kind: RuleKind, points: Points, contribution: impl FnOnce() -> Contribution) {
+        self.sums[Self::slot(kind)] += points;
+        if self.explain {
+            self.contributions.push(contribution());
+        }
+    }
+
+    fn sum(&self, kind: RuleKind) -> Points {
+        self.sums[Self::slot(kind)]
+    }
+
+    fn slot(kind: RuleKind) -> usize {
+        match kind {
+            RuleKind::Profile => 0,
+            RuleKind::Behaviour => 1,
+            RuleKind::Negative => 2,
+            RuleKind::Inactivity => 3,
+        }
+    }
 }
 
 impl ScoringModel {
@@ -659,6 +702,32 @@ impl ScoringModel {
         events: &[Event],
         now: Timestamp,
     ) -> ScoreCard {
+        self.score_card(contact, company, events, now, true)
+    }
+
+    /// The same score, parts, band and next change as [`Self::score`],
+    /// without the explanation (`contributions` left empty): what a
+    /// rescoring pass stores. Building each contribution copies its rule's
+    /// shared name, whose reference count both workers of a rebuild would
+    /// otherwise bounce between the cores for every rule of every contact.
+    pub fn score_unexplained(
+        &self,
+        contact: &Contact,
+        company: Option<&Company>,
+        events: &[Event],
+        now: Timestamp,
+    ) -> ScoreCard {
+        self.score_card(contact, company, events, now, false)
+    }
+
+    fn score_card(
+        &self,
+        contact: &Contact,
+        company: Option<&Company>,
+        events: &[Event],
+        now: Timestamp,
+        explain: bool,
+    ) -> ScoreCard {
         debug_assert!(
             events.windows(2).all(|w| w[0].at <= w[1].at),
             "events must be sorted by time"
@@ -674,12 +743,13 @@ impl ScoringModel {
         let past = &events[..upto];
         let subject = Subject::new(contact, company, past, now);
         // One allocation: at most one contribution per rule, plus the malus.
-        let mut contributions = Vec::with_capacity(
+        let mut parts = Parts::new(
+            explain,
             self.profile.len() + self.event_rules.len() + self.unanswered.len() + 1,
         );
 
         for rule in self.profile.iter().filter(|r| r.kind == RuleKind::Profile) {
-            self.profile_rule(rule, &subject, &mut contributions, &mut next);
+            self.profile_rule(rule, &subject, &mut parts, &mut next);
         }
 
         // Recency changes, as a delay after `now` (cheaper than instants).
@@ -719,7 +789,7 @@ impl ScoringModel {
                 // Once full, a rule ignores older events for good: they are
                 // older than every counted one, so no flip or fade of theirs
                 // can bring them in (weights only fall with age).
-                if tallies[r].events.len() as u32 >= rule.max_count {
+                if tallies[r].count >= rule.max_count {
                     continue;
                 }
                 if let Some(when) = &rule.when {
@@ -754,77 +824,77 @@ impl ScoringModel {
                 }
                 if weight > 0.0 {
                     tally.sum += rule.points * weight;
-                    tally.events.push(CountedEvent {
-                        index,
-                        at: event.at,
-                        weight,
-                    });
+                    tally.count += 1;
+                    if explain {
+                        tally.events.push(CountedEvent {
+                            index,
+                            at: event.at,
+                            weight,
+                        });
+                    }
                 }
             }
         }
         for kind in [RuleKind::Behaviour, RuleKind::Negative] {
             for (rule, tally) in self.event_rules.iter().zip(tallies.iter_mut()) {
-                if rule.kind != kind || tally.events.is_empty() {
+                if rule.kind != kind || tally.count == 0 {
                     continue;
                 }
-                let mut events = std::mem::take(&mut tally.events);
-                events.reverse();
-                contributions.push(Contribution {
-                    rule: rule.name.clone(),
-                    kind,
-                    points: Points::from_f64(tally.sum),
-                    events,
-                    decay: rule.recency,
-                    months: None,
+                parts.add(kind, Points::from_f64(tally.sum), || {
+                    let mut events = std::mem::take(&mut tally.events);
+                    events.reverse();
+                    Contribution {
+                        rule: rule.name.clone(),
+                        kind,
+                        points: Points::from_f64(tally.sum),
+                        events,
+                        decay: rule.recency,
+                        months: None,
+                    }
                 });
             }
             if kind == RuleKind::Negative {
                 for rule in self.profile.iter().filter(|r| r.kind == RuleKind::Negative) {
-                    self.profile_rule(rule, &subject, &mut contributions, &mut next);
+                    self.profile_rule(rule, &subject, &mut parts, &mut next);
                 }
                 for rule in &self.unanswered {
                     if unanswered.len() >= rule.last as usize {
-                        let mut events: Vec<CountedEvent> = unanswered[..rule.last as usize]
-                            .iter()
-                            .rev()
-                            .map(|&i| CountedEvent {
-                                index: i,
-                                at: past[i].at,
-                                weight: 1.0,
-                            })
-                            .collect();
-                        events.sort_by_key(|e| e.index);
-                        contributions.push(Contribution {
-                            rule: rule.name.clone(),
-                            kind,
-                            points: rule.points,
-                            events,
-                            decay: None,
-                            months: None,
+                        parts.add(kind, rule.points, || {
+                            let mut events: Vec<CountedEvent> = unanswered[..rule.last as usize]
+                                .iter()
+                                .rev()
+                                .map(|&i| CountedEvent {
+                                    index: i,
+                                    at: past[i].at,
+                                    weight: 1.0,
+                                })
+                                .collect();
+                            events.sort_by_key(|e| e.index);
+                            Contribution {
+                                rule: rule.name.clone(),
+                                kind,
+                                points: rule.points,
+                                events,
+                                decay: None,
+                                months: None,
+                            }
                         });
                     }
                 }
             }
         }
         if let Some(i) = last_activity {
-            self.inactivity(i, past[i].at, now, &mut contributions, &mut next);
+            self.inactivity(i, past[i].at, now, &mut parts, &mut next);
         }
         if let Some(delay) = next_in {
             lower(&mut next, now + delay);
         }
 
-        let part = |k: RuleKind| -> Points {
-            contributions
-                .iter()
-                .filter(|c| c.kind == k)
-                .map(|c| c.points)
-                .sum()
-        };
         let (profile, behaviour, negative, inactivity) = (
-            part(RuleKind::Profile),
-            part(RuleKind::Behaviour),
-            part(RuleKind::Negative),
-            part(RuleKind::Inactivity),
+            parts.sum(RuleKind::Profile),
+            parts.sum(RuleKind::Behaviour),
+            parts.sum(RuleKind::Negative),
+            parts.sum(RuleKind::Inactivity),
         );
         let score = profile + behaviour + negative + inactivity;
         ScoreCard {
@@ -835,7 +905,7 @@ impl ScoringModel {
             behaviour,
             negative,
             inactivity,
-            contributions,
+            contributions: parts.contributions,
             next_change_at: next,
         }
     }
@@ -844,14 +914,14 @@ impl ScoringModel {
         &self,
         rule: &ProfileRule,
         subject: &Subject<'_>,
-        out: &mut Vec<Contribution>,
+        out: &mut Parts,
         next: &mut Option<Timestamp>,
     ) {
         if rule.timed {
             rule.when.next_flip(subject, None, next);
         }
         if rule.when.eval(subject, None) {
-            out.push(Contribution {
+            out.add(rule.kind, rule.points, || Contribution {
                 rule: rule.name.clone(),
                 kind: rule.kind,
                 points: rule.points,
@@ -867,7 +937,7 @@ impl ScoringModel {
         index: usize,
         last: Timestamp,
         now: Timestamp,
-        out: &mut Vec<Contribution>,
+        out: &mut Parts,
         next: &mut Option<Timestamp>,
     ) {
         if self.malus_per_month <= 0.0 {
@@ -885,17 +955,19 @@ impl ScoringModel {
             lower(next, last + chrono::Duration::seconds((months + 1) * MONTH));
         }
         if months > 0 {
-            out.push(Contribution {
-                rule: self.inactivity_name.clone(),
-                kind: RuleKind::Inactivity,
-                points: -Points::from_f64(malus),
-                events: vec![CountedEvent {
-                    index,
-                    at: last,
-                    weight: 1.0,
-                }],
-                decay: None,
-                months: Some(months),
+            out.add(RuleKind::Inactivity, -Points::from_f64(malus), || {
+                Contribution {
+                    rule: self.inactivity_name.clone(),
+                    kind: RuleKind::Inactivity,
+                    points: -Points::from_f64(malus),
+                    events: vec![CountedEvent {
+                        index,
+                        at: last,
+                        weight: 1.0,
+                    }],
+                    decay: None,
+                    months: Some(months),
+                }
             });
         }
     }

@@ -899,6 +899,14 @@ unanswered = 2
                     let events = history.get(&c.id).map_or(&[][..], Vec::as_slice);
                     let full = m.score(c, None, events, pass_at);
                     prop_assert_eq!(rescorer.get(&c.id), Some(&full), "contact {} at {}", c.id, pass_at);
+                    // What a pass stores: the same card but for its explanation.
+                    let unexplained = m.score_unexplained(c, None, events, pass_at);
+                    prop_assert!(unexplained.contributions.is_empty());
+                    prop_assert_eq!(
+                        unexplained,
+                        ScoreCard { contributions: Vec::new(), ..full },
+                        "contact {} at {}", c.id, pass_at
+                    );
                 }
             }
         }

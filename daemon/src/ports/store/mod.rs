@@ -525,7 +525,7 @@ pub trait ScoreStore: Send + Sync {
     fn scan_for_rescore(
         &self,
         range: (i64, i64),
-        f: &mut dyn FnMut(i64, Contact, Vec<Event>, Option<StoredScore>) -> Result<(), StoreError>,
+        f: &mut dyn FnMut(i64, Contact, &[Event], Option<StoredScore>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
 }
 
