@@ -16,7 +16,7 @@ use crate::adapters::sqlite::shared::{
 use crate::core::model::{Company, Contact, Event, Timestamp};
 use crate::domain::scoring::StoredScore;
 use crate::ports::store::{
-    RescoreInput, ScoreStore, ScoreWrite, Snapshot, StoreError, StoredChange,
+    RescoreInput, RescoreVisitor, ScoreStore, ScoreWrite, Snapshot, StoreError, StoredChange,
 };
 use std::collections::{BTreeMap, HashSet};
 use tokio_postgres::types::Type;
@@ -127,12 +127,16 @@ async fn read_inputs(
     Ok(())
 }
 
+/// Called by [`scan_range`]; a visitor that keeps the events takes them.
+pub(super) type ScanVisitor<'a> =
+    dyn FnMut(i64, Contact, &mut Vec<Event>, Option<StoredScore>) -> Result<(), StoreError> + 'a;
+
 /// Scans `[range.0, range.1)` in batches of [`SCAN_BATCH`] contacts, each
 /// batch one snapshot: memory holds one batch, however many contacts.
 pub(super) fn scan_range(
     store: &PgStore,
     range: (i64, i64),
-    f: &mut dyn FnMut(i64, Contact, &mut Vec<Event>, Option<StoredScore>) -> Result<(), StoreError>,
+    f: &mut ScanVisitor<'_>,
 ) -> Result<(), StoreError> {
     let mut from = range.0;
     loop {
@@ -465,7 +469,7 @@ impl ScoreStore for PgStore {
     fn scan_for_rescore(
         &self,
         range: (i64, i64),
-        f: &mut dyn FnMut(i64, Contact, &[Event], Option<StoredScore>) -> Result<(), StoreError>,
+        f: &mut RescoreVisitor<'_>,
     ) -> Result<(), StoreError> {
         scan_range(self, range, &mut |key, contact, events, score| {
             f(key, contact, events, score)

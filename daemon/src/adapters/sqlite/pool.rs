@@ -34,7 +34,8 @@ use crate::ports::store::ui::{
 use crate::ports::store::{
     Admission, Append, BroadcastSpec, Claimed, Counts, JobRun, LoggedDecision, OutboxStore,
     PassMark, PlanInput, PlanRead, PlanStore, PlanWrite, Props, Records, RescoreInput,
-    ScheduleStore, ScoreStore, ScoreWrite, Snapshot, StoreError, StoredChange, Upsert,
+    RescoreVisitor, ScheduleStore, ScoreStore, ScoreWrite, Snapshot, StoreError, StoredChange,
+    Upsert,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -307,7 +308,7 @@ impl ScoreStore for SqliteStore {
         fn scan_for_rescore(
             &self,
             range: (i64, i64),
-            f: &mut dyn FnMut(i64, Contact, &[Event], Option<StoredScore>) -> Result<(), StoreError>
+            f: &mut RescoreVisitor<'_>
         ) -> ();
     }
 }

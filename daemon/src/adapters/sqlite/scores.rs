@@ -6,7 +6,7 @@ use super::conn::{
 use super::events::EVENT_COLUMNS;
 use crate::core::model::{Company, Contact, Event, Timestamp};
 use crate::domain::scoring::StoredScore;
-use crate::ports::store::{ScoreWrite, Snapshot, StoreError, StoredChange};
+use crate::ports::store::{RescoreVisitor, ScoreWrite, Snapshot, StoreError, StoredChange};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeMap;
 
@@ -523,7 +523,7 @@ impl Conn {
     pub(super) fn scan_for_rescore(
         &self,
         range: (i64, i64),
-        f: &mut dyn FnMut(i64, Contact, &[Event], Option<StoredScore>) -> Result<(), StoreError>,
+        f: &mut RescoreVisitor<'_>,
     ) -> Result<(), StoreError> {
         self.merge_scan(
             "SELECT c.rowid, c.record, s.score, s.band, s.next_change_at, s.scored_at, s.recent,

@@ -525,9 +525,15 @@ pub trait ScoreStore: Send + Sync {
     fn scan_for_rescore(
         &self,
         range: (i64, i64),
-        f: &mut dyn FnMut(i64, Contact, &[Event], Option<StoredScore>) -> Result<(), StoreError>,
+        f: &mut RescoreVisitor<'_>,
     ) -> Result<(), StoreError>;
 }
+
+/// Called by a rescoring scan with each contact's key, record, events
+/// (borrowed: the scan fills them again for the next contact) and stored
+/// score.
+pub type RescoreVisitor<'a> =
+    dyn FnMut(i64, Contact, &[Event], Option<StoredScore>) -> Result<(), StoreError> + 'a;
 
 /// One entry of the decision log.
 #[derive(Clone, Debug, PartialEq, Serialize)]
