@@ -66,17 +66,12 @@ enum Bound<'k> {
 }
 
 impl<'k> Bound<'k> {
-    /// `keys` ascending and distinct.
+    /// `keys` ascending and distinct: a range when each follows the one
+    /// before.
     fn of(keys: &'k [i64]) -> Self {
+        let consecutive = keys.windows(2).all(|w| w[0].checked_add(1) == Some(w[1]));
         match (keys.first(), keys.last()) {
-            (Some(&first), Some(&last))
-                if last
-                    .checked_sub(first)
-                    .and_then(|span| usize::try_from(span).ok())
-                    .is_some_and(|span| span + 1 == keys.len()) =>
-            {
-                Self::Range(first, last)
-            }
+            (Some(&first), Some(&last)) if consecutive => Self::Range(first, last),
             _ => Self::List(keys),
         }
     }
