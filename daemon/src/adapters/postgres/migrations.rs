@@ -303,6 +303,12 @@ DELETE FROM counters WHERE name = 'events';
     r#"
 ALTER TABLE events DROP CONSTRAINT IF EXISTS events_contact_fkey;
 "#,
+    // 7: the fingerprint of the desk row and campaign facts written with a
+    // score (SQLite's 10), so that a pass finding both unchanged writes
+    // nothing: without it every rebuild wrote every desk row again.
+    r#"
+ALTER TABLE scores ADD COLUMN desk_mark BIGINT;
+"#,
 ];
 
 /// Brings the schema up to date in one transaction, under an advisory

@@ -26,9 +26,12 @@ use tokio_postgres::{GenericClient, Row, Transaction};
 const SCAN_BATCH: i64 = 2_000;
 
 /// Contacts and their stored scores (`rowid, record, score, band,
-/// next_change_at, scored_at, recent`).
+/// next_change_at, scored_at, recent, desk_mark`), `KEY` filtering both
+/// tables (so that neither is read beyond the batch, whichever join
+/// PostgreSQL picks).
 const CONTACT_SCORE: &str = "SELECT c.rowid, c.record, s.score, s.band, s.next_change_at, \
-     s.scored_at, s.recent FROM contacts c LEFT JOIN scores s ON s.contact = c.rowid";
+     s.scored_at, s.recent, s.desk_mark FROM contacts c \
+     LEFT JOIN scores s ON s.contact = c.rowid AND S_KEY WHERE C_KEY ORDER BY c.rowid";
 
 /// The stored score in columns 2..=6 of a [`CONTACT_SCORE`] row.
 pub(super) fn stored_from_row(
@@ -45,9 +48,18 @@ pub(super) fn stored_from_row(
         next_change_at: row.get::<_, Option<i64>>(4).map(from_micros).transpose()?,
         scored_at: from_micros(row.get(5))?,
         recent: decode_recent(row.get::<_, Option<&str>>(6))?,
-        // Not kept on PostgreSQL: every desk row is written again.
         desk_mark: None,
     }))
+}
+
+/// [`stored_from_row`] with the desk mark in column 7, for the rescoring
+/// reads (the only ones that compare it).
+fn stored_with_mark(row: &Row, contact: &Contact) -> Result<Option<StoredScore>, StoreError> {
+    let mut stored = stored_from_row(row, contact)?;
+    if let Some(s) = stored.as_mut() {
+        s.desk_mark = row.get(7);
+    }
+    Ok(stored)
 }
 
 /// The columns [`read_change`] reads, from `score_changes s`.
@@ -68,6 +80,17 @@ pub(super) fn read_change(r: &Row, contact: String) -> Result<StoredChange, Stor
     })
 }
 
+/// Turns JIT compilation off for the rest of the transaction. The batch
+/// reads are index searches over a batch's keys; estimated without
+/// statistics (a store just copied, autovacuum off) they cost enough for
+/// PostgreSQL to compile each into machine code, 20–100 ms a statement,
+/// several times what running it takes (16 ms for a batch's events after
+/// the memos instead of 112 ms).
+pub(super) async fn no_jit(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    tx.batch_execute("SET LOCAL jit = off").await?;
+    Ok(())
+}
+
 /// Reads the contacts whose keys `filter` selects (written on `KEY`, with
 /// `args`, keys ascending) with their events and stored scores: one query
 /// per table, merge-joined in key order. The events are selected on their
@@ -82,10 +105,9 @@ async fn read_inputs(
 ) -> Result<(), StoreError> {
     let contacts = c
         .query(
-            &format!(
-                "{CONTACT_SCORE} WHERE {} ORDER BY c.rowid",
-                filter.replace("KEY", "c.rowid")
-            ),
+            &CONTACT_SCORE
+                .replace("S_KEY", &filter.replace("KEY", "s.contact"))
+                .replace("C_KEY", &filter.replace("KEY", "c.rowid")),
             args,
         )
         .await?;
@@ -121,7 +143,7 @@ async fn read_inputs(
             }
             events.next();
         }
-        let previous = stored_from_row(row, &contact)?;
+        let previous = stored_with_mark(row, &contact)?;
         out.push((rowid, contact, history, previous));
     }
     Ok(())
@@ -153,6 +175,7 @@ pub(super) fn scan_range(
             let Some(upto) = upto else {
                 return Ok(());
             };
+            no_jit(tx).await?;
             read_inputs(tx, "KEY >= $1 AND KEY <= $2", &[&from, &upto], &mut batch).await
         })?;
         let Some(last) = batch.last().map(|(k, ..)| *k) else {
@@ -274,7 +297,10 @@ impl ScoreStore for PgStore {
     fn rescore_inputs(&self, keys: &[i64], out: &mut Vec<RescoreInput>) -> Result<(), StoreError> {
         for batch in keys.chunks(SCAN_BATCH as usize) {
             let batch = batch.to_vec();
-            self.snapshot(async |tx| read_inputs(tx, "KEY = ANY($1)", &[&batch], out).await)?;
+            self.snapshot(async |tx| {
+                no_jit(tx).await?;
+                read_inputs(tx, "KEY = ANY($1)", &[&batch], out).await
+            })?;
         }
         Ok(())
     }
@@ -504,7 +530,7 @@ async fn write_scores(
             None => firsts.push(w, next, recent, None),
         }
     }
-    let updated_params: [Param<'_>; 7] = [
+    let updated_params: [Param<'_>; 8] = [
         (&now_us, Type::INT8),
         (&updates.key, Type::INT8_ARRAY),
         (&updates.score, Type::INT8_ARRAY),
@@ -512,34 +538,37 @@ async fn write_scores(
         (&updates.next, Type::INT8_ARRAY),
         (&updates.recent, Type::TEXT_ARRAY),
         (&updates.seen, Type::INT8_ARRAY),
+        (&updates.mark, Type::INT8_ARRAY),
     ];
     let updated = query(
         tx,
         updates.key.len(),
         "UPDATE scores s SET score = u.score, band = u.band, next_change_at = u.next,
-           scored_at = $1, recent = u.recent
+           scored_at = $1, recent = u.recent, desk_mark = u.mark
          FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::text[],
-                     $7::bigint[]) AS u(contact, score, band, next, recent, seen)
+                     $7::bigint[], $8::bigint[]) AS u(contact, score, band, next, recent, seen, mark)
          WHERE s.contact = u.contact AND s.scored_at = u.seen
          RETURNING s.contact",
         &updated_params,
     );
-    let inserted_params: [Param<'_>; 6] = [
+    let inserted_params: [Param<'_>; 7] = [
         (&now_us, Type::INT8),
         (&firsts.key, Type::INT8_ARRAY),
         (&firsts.score, Type::INT8_ARRAY),
         (&firsts.band, Type::TEXT_ARRAY),
         (&firsts.next, Type::INT8_ARRAY),
         (&firsts.recent, Type::TEXT_ARRAY),
+        (&firsts.mark, Type::INT8_ARRAY),
     ];
     // Through `contacts`, so a contact erased meanwhile writes nothing.
     let inserted = query(
         tx,
         firsts.key.len(),
-        "INSERT INTO scores (contact, score, band, next_change_at, scored_at, recent)
-         SELECT u.contact, u.score, u.band, u.next, $1, u.recent
-         FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::text[])
-              AS u(contact, score, band, next, recent)
+        "INSERT INTO scores (contact, score, band, next_change_at, scored_at, recent, desk_mark)
+         SELECT u.contact, u.score, u.band, u.next, $1, u.recent, u.mark
+         FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::text[],
+                     $7::bigint[])
+              AS u(contact, score, band, next, recent, mark)
          WHERE EXISTS (SELECT 1 FROM contacts c WHERE c.rowid = u.contact)
          ON CONFLICT (contact) DO NOTHING
          RETURNING contact",
@@ -628,6 +657,7 @@ struct ScoreColumns<'a> {
     next: Vec<Option<i64>>,
     recent: Vec<String>,
     seen: Vec<i64>,
+    mark: Vec<i64>,
 }
 
 impl<'a> ScoreColumns<'a> {
@@ -637,6 +667,7 @@ impl<'a> ScoreColumns<'a> {
         self.band.push(&w.band);
         self.next.push(next);
         self.recent.push(recent);
+        self.mark.push(w.desk_mark);
         if let Some(seen) = seen {
             self.seen.push(seen);
         }
