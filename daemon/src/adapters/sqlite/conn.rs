@@ -2,7 +2,7 @@
 //! waits for the lock instead of failing with SQLITE_BUSY mid-transaction),
 //! foreign keys with cascades for erasure, migrations at open.
 
-use super::events::{Dictionary, EVENT_COLUMNS, EventReader, EventWriter, forget_ids};
+use super::events::{Dictionary, EVENT_COLUMNS, EventReader, EventWriter, blank_event, forget_ids};
 use super::migrations::MIGRATIONS;
 use super::plan::request_plan;
 use crate::core::model::{Company, Contact, Deal, Event, Timestamp};
@@ -625,17 +625,6 @@ pub(super) fn merge_rows(
         spare.append(&mut history);
     }
     Ok(())
-}
-
-fn blank_event() -> Event {
-    Event {
-        id: None,
-        contact: String::new(),
-        kind: String::new(),
-        at: Timestamp::UNIX_EPOCH,
-        channel: None,
-        props: serde_json::Map::new(),
-    }
 }
 
 /// Most events carry no properties: skip the JSON parser for them.

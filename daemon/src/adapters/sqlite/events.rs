@@ -182,14 +182,6 @@ impl<'a> EventReader<'a> {
         Ok(())
     }
 
-    /// An event's channel, NULL for none.
-    pub(super) fn channel(&self, v: ValueRef<'_>) -> Result<Option<String>, StoreError> {
-        match v {
-            ValueRef::Null => Ok(None),
-            v => Ok(Some(self.name_text(v)?)),
-        }
-    }
-
     pub(super) fn props<'r>(&self, v: ValueRef<'r>) -> Result<StoredProps<'r>, StoreError> {
         let id = match v {
             ValueRef::Null => return Ok(StoredProps::Empty),
@@ -227,17 +219,9 @@ impl<'a> EventReader<'a> {
     /// The owner's key and the event of a row starting with
     /// [`EVENT_COLUMNS`] (its `contact` left for the caller to fill in).
     pub(super) fn event(&self, r: &rusqlite::Row<'_>) -> Result<(i64, Event), StoreError> {
-        Ok((
-            r.get(0)?,
-            Event {
-                id: r.get(1)?,
-                contact: String::new(),
-                kind: self.name_text(r.get_ref(2)?)?,
-                at: from_micros(r.get(3)?)?,
-                channel: self.channel(r.get_ref(4)?)?,
-                props: self.props(r.get_ref(5)?)?.to_map()?,
-            },
-        ))
+        let mut event = blank_event();
+        let owner = self.event_into(r, &mut event)?;
+        Ok((owner, event))
     }
 
     /// Like [`Self::event`], into an event read earlier: its texts keep
@@ -273,6 +257,18 @@ impl<'a> EventReader<'a> {
             v => e.props = self.props(v)?.to_map()?,
         }
         Ok(r.get(0)?)
+    }
+}
+
+/// An event with nothing in it, for a reader to fill.
+pub(super) fn blank_event() -> Event {
+    Event {
+        id: None,
+        contact: String::new(),
+        kind: String::new(),
+        at: crate::core::model::Timestamp::UNIX_EPOCH,
+        channel: None,
+        props: Props::new(),
     }
 }
 
