@@ -36,10 +36,19 @@ fn main() {
     }
     let mut config = common::shipped_config(&db);
     let (store, bench_db) = common::BenchDb::open(contacts, &db, &mut config, false);
-    // Every run starts from an empty plan.
+    // Every run starts from an empty plan, but for
+    // RELANCE_BENCH_INCREMENTAL_ONLY=1, which repeats the incremental pass
+    // alone on the plan an earlier such run left (its first one plans
+    // everything first, untimed), to profile that pass.
     const RESET: &str = "DELETE FROM outbox; DELETE FROM plan_wake; DELETE FROM decision_log;
              DELETE FROM plan_memo; DELETE FROM meta WHERE key LIKE 'plan.%';";
-    bench_db.execute(RESET);
+    let incremental_only = std::env::var_os("RELANCE_BENCH_INCREMENTAL_ONLY").is_some();
+    let planned = store.meta("plan.at").expect("meta").is_some();
+    if !incremental_only {
+        bench_db.execute(RESET);
+    } else if !planned {
+        plan::run(&*store, &config, now, true).expect("full pass");
+    }
     // The last sequence number runs ahead of the count: numbers are never
     // reused.
     let events = store.last_event_seq().expect("seq");
@@ -78,13 +87,25 @@ fn main() {
             r.blocked
         );
     };
-    phase("first full pass", &mut || {
-        plan::run(&*store, &config, now, true).expect("full pass")
-    });
+    if !incremental_only {
+        phase("first full pass", &mut || {
+            plan::run(&*store, &config, now, true).expect("full pass")
+        });
+    }
 
-    // 1 % of the contacts visit the pricing page, then are rescored.
-    let mut rng = Rng(0xBEEF);
-    let fresh = common::pricing_visits(&mut rng, contacts, contacts / 100, now, "bench-plan");
+    // 1 % of the contacts visit the pricing page, then are rescored; each
+    // incremental-only run picks others (the sequence numbers move on).
+    let mut rng = Rng(if incremental_only {
+        0xBEEF ^ events as u64
+    } else {
+        0xBEEF
+    });
+    let prefix = if incremental_only {
+        format!("bench-plan-{events}")
+    } else {
+        "bench-plan".into()
+    };
+    let fresh = common::pricing_visits(&mut rng, contacts, contacts / 100, now, &prefix);
     for chunk in fresh.chunks(1_000) {
         store.append_events(chunk).expect("append");
     }
@@ -92,6 +113,10 @@ fn main() {
     phase("incremental pass", &mut || {
         plan::run(&*store, &config, now, false).expect("incremental pass")
     });
+    if incremental_only {
+        // The plan and the new events stay, for the next such run.
+        return;
+    }
     phase("full pass, a day later", &mut || {
         plan::run(&*store, &config, now + chrono::Duration::days(1), true).expect("full pass")
     });

@@ -321,6 +321,16 @@ fn store_copy_moves_a_sqlite_installation() {
         "{first}"
     );
     assert_eq!(copy(), first, "a second run changes no count");
+    // Every copied table has statistics (autovacuum's own ANALYZE sets
+    // `last_autoanalyze`, not this).
+    assert_eq!(
+        common::pg::count(
+            &db.url(),
+            "SELECT count(*) FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL
+               AND relname IN ('events', 'scores', 'outbox', 'contacts', 'plan_memo')"
+        ),
+        5
+    );
 
     let text = std::fs::read_to_string(env.path("relance.toml")).unwrap();
     rewrite(

@@ -317,6 +317,7 @@ impl PgStore {
     /// snapshot, so a daemon may keep running on it) into this store, in
     /// one transaction; per table, its rows in SQLite and in PostgreSQL
     /// after. Fails, writing nothing, if PostgreSQL ends with fewer rows.
+    /// The copied tables are analyzed once the copy is committed.
     pub fn copy_from_sqlite(&self, from: &Path) -> Result<Vec<Copied>, StoreError> {
         if !from.exists() {
             return Err(StoreError::Open {
@@ -363,6 +364,15 @@ impl PgStore {
                 )));
             }
             Ok(out)
+        })?;
+        // Statistics for the copied rows, so that the first passes on the
+        // new store are not planned as over empty tables (autovacuum may be
+        // off, or not come round for minutes).
+        self.read(async |c| {
+            for table in TABLES {
+                c.batch_execute(&format!("ANALYZE {table}")).await?;
+            }
+            Ok(())
         })?;
         Ok(copied)
     }
