@@ -25,17 +25,9 @@ const IN_FLIGHT: usize = 64;
 const BATCH: usize = 32;
 /// How long a delivery waits before offering itself again to a full queue.
 const QUEUE_FULL_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
-/// Settlements written per transaction: a group closes once it holds this
-/// many rows (a finished batch is settled whole, so up to a batch more).
-/// Fewer transactions write fewer pages per send, but every row of an open
-/// group was delivered and not yet settled, and is sent again (same key)
-/// after a crash: the group's rows and age are capped so that this window
-/// stays about that of settling each call (see the kill test in
-/// `tests/faults_restart.rs`).
-const SETTLE_ROWS: usize = 64;
-/// How long a row waits in an open group, at most, before its group is
-/// written while calls are still in flight.
-const SETTLE_AGE: std::time::Duration = std::time::Duration::from_millis(3);
+/// Settlements written per transaction, at least: a finished batch is
+/// settled whole.
+const SETTLE_EVERY: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
@@ -223,9 +215,7 @@ impl Dispatcher {
         // The rows of each call, kept here: a call that failed still
         // settles its rows, and the others of the round go on.
         let mut of_task = HashMap::new();
-        let mut done: Vec<Settled> = Vec::with_capacity(SETTLE_ROWS + BATCH);
-        // When the open group's first row arrived.
-        let mut opened: Option<tokio::time::Instant> = None;
+        let mut done: Vec<Settled> = Vec::with_capacity(BATCH);
         let mut settling = Vec::new();
         loop {
             while in_flight.len() < IN_FLIGHT
@@ -237,23 +227,9 @@ impl Dispatcher {
                     .spawn(async move { deliver_unit(&*host, &channel, requests, &*now_fn).await });
                 of_task.insert(task.id(), rows);
             }
-            let due = opened.map(|t| t + SETTLE_AGE);
-            let finished = tokio::select! {
-                finished = in_flight.join_next_with_id() => finished,
-                () = sleep_until(due), if due.is_some() => {
-                    // The open group has waited long enough.
-                    let group = std::mem::replace(&mut done, Vec::with_capacity(SETTLE_ROWS + BATCH));
-                    opened = None;
-                    settling.push(self.settle(config.clone(), group));
-                    continue;
-                }
-            };
-            let Some(finished) = finished else {
+            let Some(finished) = in_flight.join_next_with_id().await else {
                 break;
             };
-            if opened.is_none() {
-                opened = Some(tokio::time::Instant::now());
-            }
             match finished {
                 Ok((id, attempts)) => {
                     let rows = of_task.remove(&id).unwrap_or_default();
@@ -280,13 +256,9 @@ impl Dispatcher {
             }
             // Settled in groups as calls finish: a crash re-sends only what
             // was delivered since the last group.
-            let aged = opened.is_some_and(|t| t.elapsed() >= SETTLE_AGE);
-            if done.len() >= SETTLE_ROWS || aged || in_flight.is_empty() {
-                let group = std::mem::replace(&mut done, Vec::with_capacity(SETTLE_ROWS + BATCH));
-                opened = None;
-                if !group.is_empty() {
-                    settling.push(self.settle(config.clone(), group));
-                }
+            if done.len() >= SETTLE_EVERY || in_flight.is_empty() {
+                let group = std::mem::replace(&mut done, Vec::with_capacity(BATCH));
+                settling.push(self.settle(config.clone(), group));
             }
         }
         for settled in settling {
@@ -425,15 +397,6 @@ impl Dispatcher {
             }
         }
         Ok(total)
-    }
-}
-
-/// Sleeps until `at`; never ends without one (the `select!` arm is then
-/// disabled anyway).
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -409,10 +409,11 @@ impl Webhook {
         if let Err(e) = write_payload(&self.event_type, request, body) {
             return Err(Outcome::permanent(format!("payload: {e}")));
         }
+        // What reqwest's `HeaderValue::from_str` takes: visible ASCII and tab.
         let id = request.idempotency_key.as_bytes();
-        if !id.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f)) {
+        if !id.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)) {
             return Err(Outcome::permanent(
-                "header webhook-id: the idempotency key holds control characters",
+                "header webhook-id: the idempotency key is not visible ASCII",
             ));
         }
         let mut stamp = [0u8; 24];
