@@ -4,7 +4,8 @@
 //!
 //! Run: `cargo bench --bench dispatch` (20,000 sends;
 //! `RELANCE_BENCH_SENDS` to resize, `RELANCE_BENCH_INSTANCES` for the
-//! webhook channel's `instances`, 4 by default). With `RELANCE_BENCH_WRK`
+//! webhook channel's `instances`, 4 by default; `RELANCE_BENCH_PIPELINE`
+//! for the webhook's `pipeline`, 16 by default, 1 for no pipelining). With `RELANCE_BENCH_WRK`
 //! naming the wrk binary, `wrk -t1 -c4` POSTs a body of the same size to
 //! the same receiver for 5 s before and after the dispatch: the raw
 //! loopback request rate, measured in the same run.
@@ -53,6 +54,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(4);
+    let pipeline: u32 = std::env::var("RELANCE_BENCH_PIPELINE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
     let dir = tempfile::tempdir().expect("tmp");
     let text = format!(
         r#"[store]
@@ -63,7 +68,7 @@ plugin = "webhook"
 event = "webhook_sent"
 consent = "opt_out"
 instances = {instances}
-settings = {{ url = "http://127.0.0.1:{port}/hook", secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", allow_networks = ["127.0.0.0/8"] }}
+settings = {{ url = "http://127.0.0.1:{port}/hook", secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", allow_networks = ["127.0.0.0/8"], pipeline = {pipeline} }}
 
 [templates.news]
 channel = "hook"
@@ -143,7 +148,7 @@ batch = 500
         .zip(cpu_before)
         .map(|(after, before)| after - before);
     println!(
-        "dispatch benchmark: {sends} sends to a webhook receiver on loopback, {instances} plugin instances"
+        "dispatch benchmark: {sends} sends to a webhook receiver on loopback, {instances} plugin instances, pipeline {pipeline}"
     );
     println!(
         "dispatch               {secs:>8.2} s   ({:.0} sends/s; {} sent, {} retrying, {} dead; receiver got {})",

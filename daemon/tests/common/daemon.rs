@@ -52,14 +52,27 @@ pub fn receiver() -> (Received, u16, tokio::runtime::Runtime) {
     (r, port, rt)
 }
 
+/// Rows a dispatch round claims (`[outbox] batch`) in [`daemon_env`]. A
+/// round settles its deliveries before the next claim, so a daemon killed
+/// mid-round re-sends at most this many rows: the bound of the kill tests.
+pub const OUTBOX_BATCH: usize = 200;
+
 /// A configuration with one webhook channel to `port`, no fatigue costs,
 /// and `extra` appended.
 pub fn daemon_env(port: u16, extra: &str) -> Env {
+    daemon_env_with(port, "timeout_secs = 5", extra)
+}
+
+/// [`daemon_env`] with the webhook's `settings` (besides url, secret and
+/// allowed networks) given.
+pub fn daemon_env_with(port: u16, settings: &str, extra: &str) -> Env {
     let env = Env::new();
-    let outbox = "lease = \"2s\"\nbackoff_base = \"1s\"\nbackoff_max = \"2s\"\nbatch = 200\nshutdown_grace = \"5s\"";
+    let outbox = format!(
+        "lease = \"2s\"\nbackoff_base = \"1s\"\nbackoff_max = \"2s\"\nbatch = {OUTBOX_BATCH}\nshutdown_grace = \"5s\""
+    );
     env.write(
         "relance.toml",
-        &crate::common::webhook_config(port, SECRET, "timeout_secs = 5", outbox, extra),
+        &crate::common::webhook_config(port, SECRET, settings, &outbox, extra),
     );
     env
 }

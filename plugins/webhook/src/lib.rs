@@ -6,7 +6,12 @@
 //! 408, 425, 429, 5xx, timeouts and connection failures are retryable (with
 //! Retry-After honoured); 410 disables the endpoint; redirects are not
 //! followed; anything the SSRF guard refuses is permanent.
+//!
+//! With `pipeline` above 1 (plain `http://` only) a batch's POSTs go back
+//! to back on kept-alive connections through this crate's own HTTP/1
+//! client ([`pipe`]), `pipeline` requests per connection at a time.
 
+pub mod pipe;
 pub mod sign;
 
 use relance_plugin_api::net::{Guard, GuardedResolver, Refused, refusal_in};
@@ -20,9 +25,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sign::Secret;
 use std::borrow::Cow;
+use std::io::Write as _;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// The channel's `settings`.
@@ -40,6 +46,15 @@ struct Settings {
     /// on-premises CRM); nothing internal is reachable otherwise.
     #[serde(default)]
     allow_networks: Vec<String>,
+    /// Requests written back to back per connection before their answers
+    /// are read (HTTP/1 pipelining); 1, the default, sends one request per
+    /// connection at a time through reqwest.
+    #[serde(default = "default_pipeline")]
+    pipeline: u32,
+}
+
+fn default_pipeline() -> u32 {
+    1
 }
 
 fn default_event_type() -> String {
@@ -64,6 +79,13 @@ pub struct Webhook {
     headers: HeaderMap,
     /// The last body's size, to allocate the next one at once.
     body_size: AtomicUsize,
+    /// The pipelining client, when `pipeline` is above 1.
+    pipe: Option<Arc<pipe::Pipe>>,
+    /// The start of every pipelined request, up to the `webhook-id`
+    /// header's value: request line, host, user agent, content type.
+    head: Vec<u8>,
+    /// The body being written, kept between calls (pipelined sends).
+    scratch: Mutex<Vec<u8>>,
 }
 
 /// Follow-ups one call may carry. They are POSTed at once, each on a
@@ -104,6 +126,12 @@ fn settings_doc() -> Vec<SettingDoc> {
             false,
             "networks the SSRF guard lets through, e.g. [\"10.2.0.0/16\"]",
         ),
+        doc(
+            "pipeline",
+            false,
+            false,
+            "requests pipelined per kept-alive connection, 1 to 64 (default 1: off); http:// only",
+        ),
     ]
 }
 
@@ -134,10 +162,44 @@ impl Plugin for Webhook {
         }
         let secret = Secret::parse(&s.secret).map_err(|e| format!("`secret`: {e}"))?;
         let guard = Arc::new(Guard::from_allow(&s.allow_networks)?);
+        let timeout = Duration::from_secs(s.timeout_secs.max(1));
+        let depth = s.pipeline as usize;
+        if !(1..=pipe::MAX_DEPTH).contains(&depth) {
+            return Err(format!(
+                "`pipeline` must be between 1 (off) and {}, not {}",
+                pipe::MAX_DEPTH,
+                s.pipeline
+            ));
+        }
+        if depth > 1 && url.scheme() != "http" {
+            return Err(format!(
+                "`pipeline` = {depth} needs an http:// URL: pipelining is not offered over https (TLS); use `pipeline` = 1 with {}",
+                url.scheme()
+            ));
+        }
+        if depth > 1 && (!url.username().is_empty() || url.password().is_some()) {
+            return Err("`pipeline` above 1 does not send credentials written in the URL".into());
+        }
+        let pipe = (depth > 1).then(|| {
+            Arc::new(pipe::Pipe::new(
+                url.host_str().unwrap_or_default().to_owned(),
+                url.port_or_known_default().unwrap_or(80),
+                guard.clone(),
+                timeout,
+                depth,
+            ))
+        });
+        let head = format!(
+            "POST {} HTTP/1.1\r\nhost: {}\r\nuser-agent: relance-webhook/{}\r\ncontent-type: application/json\r\nwebhook-id: ",
+            &url[url::Position::BeforePath..url::Position::AfterQuery],
+            &url[url::Position::BeforeHost..url::Position::AfterPort],
+            env!("CARGO_PKG_VERSION"),
+        )
+        .into_bytes();
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
-            .timeout(Duration::from_secs(s.timeout_secs.max(1)))
+            .timeout(timeout)
             .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
             .user_agent(concat!("relance-webhook/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -159,10 +221,19 @@ impl Plugin for Webhook {
                 HeaderValue::from_static("application/json"),
             )]),
             body_size: AtomicUsize::new(1024),
+            pipe,
+            head,
+            scratch: Mutex::new(Vec::with_capacity(1024)),
         })
     }
 
     fn deliver(&self, request: DeliverRequest, cancel: &Cancel) -> Outcome {
+        if let Some(pipe) = &self.pipe {
+            let mut outcomes = self.deliver_pipelined(pipe, std::slice::from_ref(&request), cancel);
+            return outcomes
+                .pop()
+                .unwrap_or_else(|| Outcome::retryable("no answer for this send"));
+        }
         let send = match self.post(&request) {
             Ok(send) => send,
             Err(refused) => return refused,
@@ -178,6 +249,9 @@ impl Plugin for Webhook {
     }
 
     fn deliver_batch(&self, requests: Vec<DeliverRequest>, cancel: &Cancel) -> Vec<Outcome> {
+        if let Some(pipe) = &self.pipe {
+            return self.deliver_pipelined(pipe, &requests, cancel);
+        }
         let mut outcomes: Vec<Option<Outcome>> = requests.iter().map(|_| None).collect();
         let mut sends = tokio::task::JoinSet::new();
         for (i, request) in requests.into_iter().enumerate() {
@@ -195,25 +269,8 @@ impl Plugin for Webhook {
                 Err(refused) => outcomes[i] = Some(refused),
             }
         }
-        self.runtime.block_on(async {
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => {
-                        sends.abort_all();
-                        break;
-                    }
-                    next = sends.join_next() => match next {
-                        Some(Ok((i, outcome))) => outcomes[i] = Some(outcome),
-                        Some(Err(_)) => {}
-                        None => break,
-                    },
-                }
-            }
-        });
-        outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| Outcome::retryable("cancelled by the host")))
-            .collect()
+        self.join_all(sends, cancel, |(i, outcome)| outcomes[i] = Some(outcome));
+        cancelled_if_none(outcomes)
     }
 
     fn healthcheck(&self, _request: HealthcheckRequest, _cancel: &Cancel) -> Health {
@@ -241,20 +298,177 @@ impl Plugin for Webhook {
 }
 
 impl Webhook {
+    /// Why nothing may be sent now, if so (an IP literal the guard
+    /// refuses, or an endpoint that answered 410).
+    fn refusal(&self) -> Option<Outcome> {
+        if let Err(refused) = self.check_literal() {
+            return Some(Outcome::permanent(refused.to_string()));
+        }
+        if self.gone.load(Ordering::SeqCst) {
+            return Some(Outcome::Permanent {
+                reason: "the endpoint answered 410 Gone earlier: disabled".into(),
+                disable_endpoint: true,
+            });
+        }
+        None
+    }
+
+    /// Sends `requests` through the pipelining client: cut into batches of
+    /// `pipeline` requests, each batch on one connection, the batches at
+    /// once. One outcome per request, in order.
+    fn deliver_pipelined(
+        &self,
+        pipe: &Arc<pipe::Pipe>,
+        requests: &[DeliverRequest],
+        cancel: &Cancel,
+    ) -> Vec<Outcome> {
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; requests.len()];
+        let depth = pipe.depth();
+        let mut chunks: Vec<(Vec<usize>, pipe::Batch)> = Vec::new();
+        let mut open = (Vec::with_capacity(depth), pipe.batch());
+        let mut body =
+            std::mem::take(&mut *self.scratch.lock().unwrap_or_else(PoisonError::into_inner));
+        for (i, request) in requests.iter().enumerate() {
+            if let Some(refused) = self.refusal() {
+                outcomes[i] = Some(refused);
+                continue;
+            }
+            match self.write_request(request, &mut body, &mut open.1) {
+                Ok(()) => {
+                    open.1.end_request();
+                    open.0.push(i);
+                    if open.0.len() >= depth {
+                        let next = (Vec::with_capacity(depth), pipe.batch());
+                        chunks.push(std::mem::replace(&mut open, next));
+                    }
+                }
+                Err(refused) => {
+                    open.1.abandon_request();
+                    outcomes[i] = Some(refused);
+                }
+            }
+        }
+        *self.scratch.lock().unwrap_or_else(PoisonError::into_inner) = body;
+        if open.0.is_empty() {
+            pipe.recycle(open.1);
+        } else {
+            chunks.push(open);
+        }
+        let mut sends = tokio::task::JoinSet::new();
+        let mut of_chunk = Vec::with_capacity(chunks.len());
+        for (k, (indices, batch)) in chunks.into_iter().enumerate() {
+            of_chunk.push(indices);
+            let pipe = pipe.clone();
+            let _entered = self.runtime.enter();
+            sends.spawn(async move { (k, pipe.send(batch).await) });
+        }
+        self.join_all(sends, cancel, |(k, (batch, results))| {
+            for (&i, result) in of_chunk[k].iter().zip(results) {
+                outcomes[i] = Some(self.outcome_of(result, &requests[i]));
+            }
+            pipe.recycle(batch);
+        });
+        cancelled_if_none(outcomes)
+    }
+
+    /// Runs the sends to their ends, handing each result to `done`, or
+    /// aborts those left when the host cancels the call.
+    fn join_all<T: 'static>(
+        &self,
+        mut sends: tokio::task::JoinSet<T>,
+        cancel: &Cancel,
+        mut done: impl FnMut(T),
+    ) {
+        self.runtime.block_on(async {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => {
+                        sends.abort_all();
+                        break;
+                    }
+                    next = sends.join_next() => match next {
+                        Some(Ok(result)) => done(result),
+                        Some(Err(_)) => {}
+                        None => break,
+                    },
+                }
+            }
+        });
+    }
+
+    /// Appends the signed POST of `request` to `batch`: the fixed head,
+    /// the three Standard Webhooks headers, the body. `body` is scratch
+    /// space, reused from send to send.
+    fn write_request(
+        &self,
+        request: &DeliverRequest,
+        body: &mut Vec<u8>,
+        batch: &mut pipe::Batch,
+    ) -> Result<(), Outcome> {
+        body.clear();
+        if let Err(e) = write_payload(&self.event_type, request, body) {
+            return Err(Outcome::permanent(format!("payload: {e}")));
+        }
+        // What reqwest's `HeaderValue::from_str` takes: visible ASCII and tab.
+        let id = request.idempotency_key.as_bytes();
+        if !id.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+            return Err(Outcome::permanent(
+                "header webhook-id: the idempotency key is not visible ASCII",
+            ));
+        }
+        let mut stamp = [0u8; 24];
+        let stamp_len = {
+            let mut cursor = &mut stamp[..];
+            // An i64 takes at most 20 bytes.
+            let _ = write!(cursor, "{}", request.now.timestamp());
+            24 - cursor.len()
+        };
+        let stamp = &stamp[..stamp_len];
+        let out = &mut batch.bytes;
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(id);
+        out.extend_from_slice(b"\r\nwebhook-timestamp: ");
+        out.extend_from_slice(stamp);
+        out.extend_from_slice(b"\r\nwebhook-signature: ");
+        // Signed once: a re-send on another connection sends these bytes.
+        self.secret.sign_into(id, stamp, body, out);
+        let _ = write!(out, "\r\ncontent-length: {}\r\n\r\n", body.len());
+        out.extend_from_slice(body);
+        Ok(())
+    }
+
+    /// The outcome of a pipelined request's answer (or failure).
+    fn outcome_of(
+        &self,
+        result: Result<pipe::Answer, pipe::Failure>,
+        request: &DeliverRequest,
+    ) -> Outcome {
+        match result {
+            Ok(answer) => {
+                if answer.status == 410 {
+                    self.gone.store(true, Ordering::SeqCst);
+                }
+                classify_status(
+                    answer.status,
+                    answer.retry_after.as_deref(),
+                    answer.location.as_deref(),
+                    request.now,
+                    &request.idempotency_key,
+                )
+            }
+            Err(pipe::Failure::Refused(why)) => Outcome::permanent(why),
+            Err(pipe::Failure::Transient(why)) => Outcome::retryable(why),
+        }
+    }
+
     /// The signed POST of `request`, ready to send, or why it cannot go.
     fn post(
         &self,
         request: &DeliverRequest,
     ) -> Result<impl Future<Output = reqwest::Result<reqwest::Response>> + Send + use<>, Outcome>
     {
-        if let Err(refused) = self.check_literal() {
-            return Err(Outcome::permanent(refused.to_string()));
-        }
-        if self.gone.load(Ordering::SeqCst) {
-            return Err(Outcome::Permanent {
-                reason: "the endpoint answered 410 Gone earlier: disabled".into(),
-                disable_endpoint: true,
-            });
+        if let Some(refused) = self.refusal() {
+            return Err(refused);
         }
         // Sized like the previous body: one allocation, no copy.
         let mut body = Vec::with_capacity(self.body_size.load(Ordering::Relaxed));
@@ -315,6 +529,14 @@ impl Webhook {
                 .map_err(|e| e.to_string())
         })
     }
+}
+
+/// The outcomes of a batch; a send without one was cut short by the host.
+fn cancelled_if_none(outcomes: Vec<Option<Outcome>>) -> Vec<Outcome> {
+    outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Outcome::retryable("cancelled by the host")))
+        .collect()
 }
 
 /// The JSON body of a follow-up, as POSTed (the spool channel writes the
@@ -473,10 +695,28 @@ async fn exchange(
 
 /// Maps an HTTP answer to an outcome.
 fn classify(resp: &reqwest::Response, now: chrono::DateTime<chrono::Utc>, id: String) -> Outcome {
-    let code = resp.status().as_u16();
+    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
+    classify_status(
+        resp.status().as_u16(),
+        header("retry-after"),
+        header("location"),
+        now,
+        &id,
+    )
+}
+
+/// Maps an HTTP status (with its `Retry-After` and `Location`) to an
+/// outcome; both clients answer alike.
+fn classify_status(
+    code: u16,
+    retry_after: Option<&str>,
+    location: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+    id: &str,
+) -> Outcome {
     match code {
         200..=299 => Outcome::Ok {
-            remote_id: Some(id),
+            remote_id: Some(id.to_owned()),
             data: Some(json!({ "status": code })),
         },
         410 => Outcome::Permanent {
@@ -484,25 +724,17 @@ fn classify(resp: &reqwest::Response, now: chrono::DateTime<chrono::Utc>, id: St
             disable_endpoint: true,
         },
         408 | 425 | 429 | 500..=599 => Outcome::Retryable {
-            retry_after_secs: retry_after(resp, now),
+            // Seconds or an HTTP date, relative to the host's instant.
+            retry_after_secs: retry_after
+                .and_then(|v| relance_plugin_api::parse_retry_after(v, now)),
             reason: format!("HTTP {code}"),
         },
         300..=399 => {
-            let to = resp
-                .headers()
-                .get("location")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("?");
+            let to = location.unwrap_or("?");
             Outcome::permanent(format!("HTTP {code}: redirect to {to} not followed"))
         }
         _ => Outcome::permanent(format!("HTTP {code}")),
     }
-}
-
-/// `Retry-After` as seconds or an HTTP date, relative to the host's instant.
-fn retry_after(resp: &reqwest::Response, now: chrono::DateTime<chrono::Utc>) -> Option<u64> {
-    let v = resp.headers().get("retry-after")?.to_str().ok()?;
-    relance_plugin_api::parse_retry_after(v, now)
 }
 
 fn from_error(e: &reqwest::Error) -> Outcome {
