@@ -629,7 +629,11 @@ pub fn run(
         }
         HistoryMemo::decode(upto, bytes)
     };
-    let companies = CompanyCache::default();
+    let companies = if full {
+        CompanyCache::for_every_contact()
+    } else {
+        CompanyCache::default()
+    };
     let read = planner.read(now, &trusted, &companies);
     let keys = if full {
         store.contact_keys()?
@@ -757,7 +761,11 @@ pub fn dry_run<S: PlanStore + ?Sized>(
         Some(id) => store.contact_key(id)?.into_iter().collect(),
         None => store.contact_keys()?,
     };
-    let companies = CompanyCache::default();
+    let companies = if contact.is_none() {
+        CompanyCache::for_every_contact()
+    } else {
+        CompanyCache::default()
+    };
     let read = planner.read(now, &|_, _, _| None, &companies);
     let mut lines = Vec::new();
     for chunk in keys.chunks(CHUNK) {

@@ -727,36 +727,68 @@ fn load_company_batch(
     };
     let padded = ids.iter().copied().chain(std::iter::repeat(last));
     let ids = || padded.clone().take(KEYS_PER_QUERY);
-    let mut out: Vec<(i64, Company)> = Vec::new();
-    {
-        let mut stmt = conn.prepare_cached(&in_list(
-            "SELECT rowid, id, name, attributes FROM companies WHERE id IN (",
-            ") ORDER BY rowid",
-        ))?;
-        let mut rows = stmt.query(rusqlite::params_from_iter(ids()))?;
-        while let Some(r) = rows.next()? {
-            out.push((
-                r.get(0)?,
-                Company {
-                    id: r.get(1)?,
-                    name: r.get(2)?,
-                    attributes: decode(
-                        r.get_ref(3)?
-                            .as_str()
-                            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    )?,
-                    signals: Vec::new(),
-                },
-            ));
-        }
-    }
-    let mut stmt = conn.prepare_cached(&in_list(
+    let mut companies = conn.prepare_cached(&in_list(
+        "SELECT rowid, id, name, attributes FROM companies WHERE id IN (",
+        ") ORDER BY rowid",
+    ))?;
+    let mut signals = conn.prepare_cached(&in_list(
         "SELECT s.company, s.kind, s.at, s.props FROM company_signals s
          JOIN companies c ON c.rowid = s.company WHERE c.id IN (",
         ") ORDER BY s.company, s.at, s.seq",
     ))?;
-    let mut rows = stmt.query(rusqlite::params_from_iter(ids()))?;
-    while let Some(r) = rows.next()? {
+    found.extend(read_companies(
+        companies.query(rusqlite::params_from_iter(ids()))?,
+        signals.query(rusqlite::params_from_iter(ids()))?,
+    )?);
+    Ok(())
+}
+
+/// Every company with its signals, two scans in key order; `None` when
+/// the store holds more than `most`.
+pub(super) fn load_all_companies(
+    conn: &Connection,
+    most: usize,
+) -> Result<Option<Vec<Company>>, StoreError> {
+    let count: i64 = conn
+        .prepare_cached("SELECT count(*) FROM companies")?
+        .query_row([], |r| r.get(0))?;
+    if usize::try_from(count).map_or(true, |n| n > most) {
+        return Ok(None);
+    }
+    let mut companies =
+        conn.prepare_cached("SELECT rowid, id, name, attributes FROM companies ORDER BY rowid")?;
+    let mut signals = conn.prepare_cached(
+        "SELECT company, kind, at, props FROM company_signals ORDER BY company, at, seq",
+    )?;
+    Ok(Some(read_companies(
+        companies.query([])?,
+        signals.query([])?,
+    )?))
+}
+
+/// Companies (`rowid, id, name, attributes`, by rowid) with their signals
+/// (`company, kind, at, props`, by company).
+fn read_companies(
+    mut companies: rusqlite::Rows<'_>,
+    mut signals: rusqlite::Rows<'_>,
+) -> Result<Vec<Company>, StoreError> {
+    let mut out: Vec<(i64, Company)> = Vec::new();
+    while let Some(r) = companies.next()? {
+        out.push((
+            r.get(0)?,
+            Company {
+                id: r.get(1)?,
+                name: r.get(2)?,
+                attributes: decode(
+                    r.get_ref(3)?
+                        .as_str()
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                )?,
+                signals: Vec::new(),
+            },
+        ));
+    }
+    while let Some(r) = signals.next()? {
         let owner: i64 = r.get(0)?;
         if let Ok(i) = out.binary_search_by_key(&owner, |(rowid, _)| *rowid) {
             out[i].1.signals.push(crate::core::model::BusinessSignal {
@@ -766,8 +798,7 @@ fn load_company_batch(
             });
         }
     }
-    found.extend(out.into_iter().map(|(_, c)| c));
-    Ok(())
+    Ok(out.into_iter().map(|(_, c)| c).collect())
 }
 
 /// Keys bound per `IN (…)` query: one statement per batch instead of one

@@ -12,8 +12,13 @@ pub(super) const ROW_COLUMNS: &str = "o.seq, o.idem_key, c.id, o.followup, o.kin
      o.due_at, o.first_due, o.attempts, o.lease_until, o.payload, o.last_error, o.updated_at";
 
 pub(super) fn read_row(r: &rusqlite::Row<'_>) -> Result<Row, StoreError> {
-    let kind: String = r.get(4)?;
-    let state: String = r.get(7)?;
+    let text = |i: usize| -> Result<&str, StoreError> {
+        r.get_ref(i)?
+            .as_str()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    };
+    let kind = text(4)?;
+    let state = text(7)?;
     Ok(Row {
         seq: r.get(0)?,
         idem_key: r.get(1)?,
@@ -27,11 +32,7 @@ pub(super) fn read_row(r: &rusqlite::Row<'_>) -> Result<Row, StoreError> {
         first_due: from_micros(r.get(9)?)?,
         attempts: r.get(10)?,
         lease_until: r.get::<_, Option<i64>>(11)?.map(from_micros).transpose()?,
-        payload: decode_payload(
-            r.get_ref(12)?
-                .as_str()
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        ),
+        payload: decode_payload(text(12)?),
         last_error: r.get(13)?,
         updated_at: from_micros(r.get(14)?)?,
     })

@@ -2,7 +2,8 @@
 //! planned rows go to the outbox.
 
 use super::conn::{
-    Conn, KEYS_PER_QUERY, decode, encode, from_micros, in_list, load_companies, to_micros,
+    Conn, KEYS_PER_QUERY, decode, encode, from_micros, in_list, load_all_companies, load_companies,
+    to_micros,
 };
 use super::events::{EventReader, Interned, StoredProps};
 use super::outbox::{ROW_COLUMNS, read_row};
@@ -616,6 +617,16 @@ fn read_batch(
         },
     )?;
 
+    read.companies.fill(|most| load_all_companies(conn, most))?;
+    if let Some(companies) = read
+        .companies
+        .resolve(inputs.iter().map(|i| i.contact.company.as_deref()))
+    {
+        for (input, company) in inputs.iter_mut().zip(companies) {
+            input.company = company;
+        }
+        return Ok(());
+    }
     let mut ids: Vec<&str> = inputs
         .iter()
         .filter_map(|i| i.contact.company.as_deref())

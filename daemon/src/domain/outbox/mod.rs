@@ -181,21 +181,28 @@ impl Payload {
             #[serde(default)]
             exempt: bool,
             #[serde(default)]
-            occurrence: Option<Occurrence>,
+            occurrence: Option<FlatOccurrence>,
             #[serde(default)]
             owner: Option<String>,
             #[serde(default)]
             template: Option<String>,
         }
-        match serde_json::from_str::<Strict>(text) {
-            Ok(s) => Ok(Self {
+        let strict = serde_json::from_str::<Strict>(text).ok().and_then(|s| {
+            let occurrence = match s.occurrence {
+                Some(flat) => Some(flat.occurrence()?),
+                None => None,
+            };
+            Some(Self {
                 deadline: s.deadline,
                 exempt: s.exempt,
-                occurrence: s.occurrence,
+                occurrence,
                 owner: s.owner,
                 template: s.template,
-            }),
-            Err(_) => serde_json::from_str(text),
+            })
+        });
+        match strict {
+            Some(payload) => Ok(payload),
+            None => serde_json::from_str(text),
         }
     }
 
@@ -204,6 +211,43 @@ impl Payload {
         Self {
             template: Some(name.to_string()),
             ..Self::default()
+        }
+    }
+}
+
+/// An [`Occurrence`] read as a plain struct: serde reads an internally
+/// tagged enum through a buffered copy of the object, several times the
+/// cost, and planning reads every row of every contact it plans. Read
+/// only when every field has its shape; anything else takes the derived
+/// (lenient) reading, so both read a stored row alike.
+#[derive(Deserialize)]
+struct FlatOccurrence {
+    #[serde(rename = "type")]
+    kind: String,
+    index: Option<usize>,
+    enrolled_at: Option<Timestamp>,
+    signal: Option<String>,
+    id: Option<String>,
+    at: Option<Timestamp>,
+}
+
+impl FlatOccurrence {
+    /// The occurrence, if the derived reading would have found the same.
+    fn occurrence(self) -> Option<Occurrence> {
+        match self.kind.as_str() {
+            "step" => Some(Occurrence::Step {
+                index: self.index?,
+                enrolled_at: self.enrolled_at?,
+            }),
+            "signal" => Some(Occurrence::Signal {
+                signal: self.signal?,
+                at: self.at?,
+            }),
+            "broadcast" => Some(Occurrence::Broadcast {
+                id: self.id?,
+                at: self.at?,
+            }),
+            _ => None,
         }
     }
 }
@@ -466,5 +510,43 @@ mod tests {
                 error: "550".into()
             }
         );
+    }
+
+    /// The plain reading of an occurrence agrees with the derived one on
+    /// every stored form, well formed or not.
+    #[test]
+    fn payloads_read_alike_through_the_plain_and_the_derived_readings() {
+        let at = now();
+        let occurrences = [
+            Occurrence::Step {
+                index: 2,
+                enrolled_at: at,
+            },
+            Occurrence::Signal {
+                signal: "e-1".into(),
+                at,
+            },
+            Occurrence::Broadcast { id: "b".into(), at },
+        ];
+        for occurrence in occurrences {
+            let payload = Payload {
+                occurrence: Some(occurrence),
+                owner: Some("ana".into()),
+                ..Payload::template("t")
+            };
+            let text = serde_json::to_string(&payload).expect("json");
+            assert_eq!(Payload::from_json(&text).expect("reads"), payload);
+        }
+        for text in [
+            r#"{"occurrence":{"type":"step","index":1.5,"enrolled_at":"2026-11-02T10:00:00Z"}}"#,
+            r#"{"occurrence":{"type":"step","index":1,"enrolled_at":"2026-11-02T10:00:00Z","at":"x"}}"#,
+            r#"{"occurrence":{"type":"signal","signal":"s"},"template":"t"}"#,
+            r#"{"occurrence":{"type":"nothing","at":"2026-11-02T10:00:00Z"}}"#,
+            r#"{"occurrence":{"at":"2026-11-02T10:00:00Z","id":"b","type":"broadcast"}}"#,
+            r#"{"occurrence":null,"owner":7}"#,
+        ] {
+            let derived: Payload = serde_json::from_str(text).expect("lenient");
+            assert_eq!(Payload::from_json(text).expect("reads"), derived, "{text}");
+        }
     }
 }

@@ -618,11 +618,82 @@ pub struct PlanRead<'a> {
 /// company are read and decoded once per pass, not once per batch. Lives
 /// for one pass, so it never serves a company older than the pass.
 #[derive(Debug, Default)]
-pub struct CompanyCache(Mutex<HashMap<String, Option<Arc<Company>>>>);
+pub struct CompanyCache {
+    known: Mutex<Known>,
+    /// The pass reads every contact: the store may load every company at
+    /// once (see [`CompanyCache::fill`]) instead of a few per batch.
+    every: bool,
+}
+
+#[derive(Debug, Default)]
+struct Known {
+    companies: HashMap<String, Option<Arc<Company>>>,
+    /// Every company of the store is in `companies`: an id not there is
+    /// unknown, with no need to ask.
+    complete: bool,
+    /// [`CompanyCache::fill`] ran (done or declined).
+    filled: bool,
+}
 
 impl CompanyCache {
     /// Entries kept at most; past it the cache starts afresh.
     const LIMIT: usize = 200_000;
+
+    /// For a pass over every contact.
+    pub fn for_every_contact() -> Self {
+        Self {
+            every: true,
+            ..Self::default()
+        }
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Once per pass over every contact, every company from `load` (`None`
+    /// when the store has too many to hold; see [`CompanyCache::most`]).
+    /// The other workers wait for it rather than read their own.
+    pub fn fill<E>(
+        &self,
+        load: impl FnOnce(usize) -> Result<Option<Vec<Company>>, E>,
+    ) -> Result<(), E> {
+        if !self.every {
+            return Ok(());
+        }
+        let mut known = self.known();
+        if known.filled {
+            return Ok(());
+        }
+        known.filled = true;
+        if let Some(all) = load(Self::most())? {
+            known
+                .companies
+                .extend(all.into_iter().map(|c| (c.id.clone(), Some(Arc::new(c)))));
+            known.complete = true;
+        }
+        Ok(())
+    }
+
+    /// The most companies [`CompanyCache::fill`] takes.
+    pub fn most() -> usize {
+        Self::LIMIT / 2
+    }
+
+    /// The company of each id when every company is known (`None` for an
+    /// unknown id or none); `None` when they are not.
+    pub fn resolve<'i>(
+        &self,
+        ids: impl Iterator<Item = Option<&'i str>>,
+    ) -> Option<Vec<Option<Arc<Company>>>> {
+        let known = self.known();
+        known.complete.then(|| {
+            ids.map(|id| id.and_then(|id| known.companies.get(id).cloned().flatten()))
+                .collect()
+        })
+    }
 
     /// The cached company of each id (`None` for an unknown one) and the
     /// ids still to read.
@@ -631,16 +702,16 @@ impl CompanyCache {
         &self,
         ids: &[&'i str],
     ) -> (HashMap<&'i str, Option<Arc<Company>>>, Vec<&'i str>) {
-        let cache = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let known = self.known();
         let mut found = HashMap::with_capacity(ids.len());
         let mut missing = Vec::new();
         for &id in ids {
-            match cache.get(id) {
+            match known.companies.get(id) {
                 Some(c) => {
                     found.insert(id, c.clone());
+                }
+                None if known.complete => {
+                    found.insert(id, None);
                 }
                 None => missing.push(id),
             }
@@ -649,14 +720,12 @@ impl CompanyCache {
     }
 
     pub fn remember(&self, entries: impl IntoIterator<Item = (String, Option<Arc<Company>>)>) {
-        let mut cache = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.len() > Self::LIMIT {
-            cache.clear();
+        let mut known = self.known();
+        if known.companies.len() > Self::LIMIT {
+            known.companies.clear();
+            known.complete = false;
         }
-        cache.extend(entries);
+        known.companies.extend(entries);
     }
 }
 
