@@ -710,9 +710,6 @@ impl CompanyCache {
                 Some(c) => {
                     found.insert(id, c.clone());
                 }
-                None if known.complete => {
-                    found.insert(id, None);
-                }
                 None => missing.push(id),
             }
         }
