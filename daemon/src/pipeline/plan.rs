@@ -648,11 +648,12 @@ pub fn run(
     let next = AtomicUsize::new(0);
     let worker = || -> Result<PassReport, PassError> {
         let mut report = PassReport::default();
+        let mut reader = store.plan_reader()?;
         loop {
             let Some(chunk) = chunks.get(next.fetch_add(1, Ordering::Relaxed)) else {
                 return Ok(report);
             };
-            let inputs = store.plan_inputs(chunk, &read)?;
+            let inputs = reader.plan_inputs(chunk, &read)?;
             let mut batch = Vec::with_capacity(inputs.len());
             for input in &inputs {
                 match planner.contact(input, now, false) {
@@ -786,6 +787,7 @@ mod tests {
     use crate::domain::outbox::{Payload, idempotency_key};
     use crate::domain::scoring::StoredScore;
     use std::path::Path;
+    use std::time::Duration;
 
     fn t(s: &str) -> Timestamp {
         s.parse().expect("instant")
@@ -1259,6 +1261,57 @@ mod tests {
         assert!(range.iter().any(|i| !i.older.is_empty()));
         assert!(range.iter().any(|i| !i.rows.is_empty()));
         assert!(range.iter().any(|i| i.score.is_some()));
+    }
+
+    #[test]
+    fn a_workers_reader_keeps_one_snapshot_for_a_while_and_leaves_none_behind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = config_in(dir.path());
+        let store = crate::adapters::sqlite::open(&config).expect("store");
+        let now = t("2026-11-20T09:00:00Z");
+        store
+            .upsert_contacts(&prospects(&["a", "b"]))
+            .expect("contacts");
+        store
+            .append_events(&[pricing_visit("a", now - chrono::Duration::hours(2))])
+            .expect("events");
+        crate::pipeline::rescore::rescore(&*store, &config, now, true).expect("rescore");
+        run(&*store, &config, now, false).expect("first pass");
+        let key = |id: &str| store.contact_key(id).expect("key").expect("known");
+        let (a, b) = (key("a"), key("b"));
+        let planner = Planner::new(&config, &[]).expect("planner");
+        let trusted = |_: i64, upto: Timestamp, bytes: &[u8]| HistoryMemo::decode(upto, bytes);
+        let companies = CompanyCache::default();
+        let read = planner.read(now, &trusted, &companies);
+        let recent =
+            |inputs: Vec<PlanInput>| -> usize { inputs.iter().map(|i| i.recent.len()).sum() };
+
+        let mut reader = store.plan_reader().expect("reader");
+        assert_eq!(reader.plan_inputs(&[a], &read).expect("a").len(), 1);
+        // Written after the reader's first batch: its later batches read
+        // the store as it was then.
+        let mut visit = pricing_visit("b", now - chrono::Duration::hours(1));
+        if let Incoming::Contact(e) = &mut visit {
+            e.id = Some("visit-b-2".into());
+        }
+        store.append_events(&[visit]).expect("b's visit");
+        assert_eq!(recent(reader.plan_inputs(&[b], &read).expect("b")), 0);
+        // Every other read sees it: the reader holds its own connection.
+        assert_eq!(recent(store.plan_inputs(&[b], &read).expect("b")), 1);
+        // An old snapshot is renewed.
+        std::thread::sleep(crate::adapters::sqlite::PLAN_SNAPSHOT + Duration::from_millis(50));
+        assert_eq!(recent(reader.plan_inputs(&[b], &read).expect("b")), 1);
+        drop(reader);
+        // Its connection went back to the pool without a transaction open:
+        // a write and the pooled reads after it agree.
+        let mut visit = pricing_visit("a", now - chrono::Duration::minutes(30));
+        if let Incoming::Contact(e) = &mut visit {
+            e.id = Some("visit-a-2".into());
+        }
+        store.append_events(&[visit]).expect("a's visit");
+        for _ in 0..4 {
+            assert_eq!(recent(store.plan_inputs(&[a], &read).expect("a")), 2);
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod scores;
 mod ui;
 
 pub use events::EventExport;
-pub use pool::SqliteStore;
+pub use pool::{PLAN_SNAPSHOT, SqliteStore};
 
 /// How the SQL stores write values: instants in microseconds, records and
 /// props as JSON, patches merged into records, the recent scores and the

@@ -77,14 +77,36 @@ impl Conn {
         read: &PlanRead<'_>,
     ) -> Result<Vec<PlanInput>, StoreError> {
         let tx = self.conn.unchecked_transaction()?;
+        let out = self.plan_inputs_in_snapshot(keys, read)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// [`Self::plan_inputs`] in the caller's read transaction.
+    pub(super) fn plan_inputs_in_snapshot(
+        &self,
+        keys: &[i64],
+        read: &PlanRead<'_>,
+    ) -> Result<Vec<PlanInput>, StoreError> {
         let mut out = Vec::with_capacity(keys.len());
         let events = self.events();
         let mut names = Names::default();
         for batch in keys.chunks(KEYS_PER_QUERY) {
             read_batch(&events, &mut names, batch, read, &mut out)?;
         }
-        tx.commit()?;
         Ok(out)
+    }
+
+    /// Opens a read transaction for several reads: its snapshot is taken
+    /// at the first.
+    pub(super) fn begin_snapshot(&self) -> Result<(), StoreError> {
+        self.conn.execute_batch("BEGIN")?;
+        Ok(())
+    }
+
+    pub(super) fn end_snapshot(&self) -> Result<(), StoreError> {
+        self.conn.execute_batch("COMMIT")?;
+        Ok(())
     }
 
     pub(super) fn new_events(&self, after_seq: i64) -> Result<Vec<(i64, Timestamp)>, StoreError> {

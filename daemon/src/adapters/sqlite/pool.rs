@@ -33,7 +33,7 @@ use crate::ports::store::ui::{
 };
 use crate::ports::store::{
     Admission, Append, BroadcastSpec, Claimed, Counts, JobRun, LoggedDecision, OutboxStore,
-    PassMark, PlanInput, PlanRead, PlanStore, PlanWrite, Props, Records, RescoreInput,
+    PassMark, PlanInput, PlanRead, PlanReader, PlanStore, PlanWrite, Props, Records, RescoreInput,
     RescoreVisitor, ScheduleStore, ScoreStore, ScoreWrite, Snapshot, StoreError, StoredChange,
     Upsert,
 };
@@ -105,23 +105,32 @@ impl SqliteStore {
 
     /// Runs `f` on a pooled reader connection.
     fn read<T>(&self, f: impl FnOnce(&Conn) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let conn = self.reader()?;
+        let out = f(&conn);
+        self.give_back(conn);
+        out
+    }
+
+    /// A reader connection from the pool, or a new one.
+    fn reader(&self) -> Result<Conn, StoreError> {
         let pooled = lock(&self.readers).pop();
-        let conn = match pooled {
-            Some(c) => c,
+        match pooled {
+            Some(c) => Ok(c),
             None => Conn::open(
                 &self.path,
                 self.busy_timeout,
                 READER_CACHE_MB,
                 false,
                 self.dict.clone(),
-            )?,
-        };
-        let out = f(&conn);
+            ),
+        }
+    }
+
+    fn give_back(&self, conn: Conn) {
         let mut pool = lock(&self.readers);
         if pool.len() < READERS {
             pool.push(conn);
         }
-        out
     }
 
     /// Runs `f` on the writer connection, alone in this process.
@@ -321,6 +330,13 @@ impl PlanStore for SqliteStore {
         fn request_plan(&self) -> i64;
         fn plan_done(&self, upto: i64) -> ();
     }
+    fn plan_reader(&self) -> Result<Box<dyn PlanReader + '_>, StoreError> {
+        Ok(Box::new(SnapshotReader {
+            store: self,
+            conn: Some(self.reader()?),
+            since: None,
+        }))
+    }
     reads! {
         fn plan_candidates(&self, now: Timestamp, after_event_seq: i64, after_change_seq: i64) -> Vec<i64>;
         fn contact_keys(&self) -> Vec<i64>;
@@ -330,6 +346,71 @@ impl PlanStore for SqliteStore {
         fn new_events(&self, after_seq: i64) -> Vec<(i64, Timestamp)>;
         fn plan_requested(&self) -> bool;
         fn broadcasts(&self) -> Vec<BroadcastSpec>;
+    }
+}
+
+/// How long a worker of a planning pass reads from one snapshot. A reader
+/// whose snapshot moves to a newer one after a commit starts with an empty
+/// page cache, so the workers of a pass, whose writes take turns between
+/// their reads, would read every interior page of every table again for
+/// each batch; a second bounds how long a snapshot holds checkpoints back.
+pub const PLAN_SNAPSHOT: Duration = Duration::from_secs(1);
+
+/// A planning worker's reader: one connection, its snapshot renewed after
+/// [`PLAN_SNAPSHOT`].
+struct SnapshotReader<'a> {
+    store: &'a SqliteStore,
+    /// Taken back to the pool when dropped.
+    conn: Option<Conn>,
+    /// When the open read transaction began.
+    since: Option<Instant>,
+}
+
+impl SnapshotReader<'_> {
+    fn end(&mut self) -> Result<(), StoreError> {
+        if self.since.take().is_some()
+            && let Some(conn) = &self.conn
+        {
+            conn.end_snapshot()?;
+        }
+        Ok(())
+    }
+}
+
+impl PlanReader for SnapshotReader<'_> {
+    fn plan_inputs(
+        &mut self,
+        keys: &[i64],
+        read: &PlanRead<'_>,
+    ) -> Result<Vec<PlanInput>, StoreError> {
+        if self.since.is_some_and(|s| s.elapsed() >= PLAN_SNAPSHOT) {
+            self.end()?;
+        }
+        let Some(conn) = &self.conn else {
+            return Err(StoreError::Corrupt(
+                "planning reader used after its end".into(),
+            ));
+        };
+        if self.since.is_none() {
+            conn.begin_snapshot()?;
+            self.since = Some(Instant::now());
+        }
+        let out = conn.plan_inputs_in_snapshot(keys, read);
+        if out.is_err() {
+            self.end()?;
+        }
+        out
+    }
+}
+
+impl Drop for SnapshotReader<'_> {
+    fn drop(&mut self) {
+        // A connection whose transaction would not end is not reused.
+        if self.end().is_ok()
+            && let Some(conn) = self.conn.take()
+        {
+            self.store.give_back(conn);
+        }
     }
 }
 

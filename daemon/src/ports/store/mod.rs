@@ -765,6 +765,31 @@ pub struct PlanWrite {
     pub memo: Option<HistoryMemo>,
 }
 
+/// Reads the inputs of a pass's batches, one batch after the other (see
+/// [`PlanStore::plan_reader`]).
+pub trait PlanReader {
+    /// As [`PlanStore::plan_inputs`]; batches read through one reader may
+    /// share a snapshot taken at most a few seconds before.
+    fn plan_inputs(
+        &mut self,
+        keys: &[i64],
+        read: &PlanRead<'_>,
+    ) -> Result<Vec<PlanInput>, StoreError>;
+}
+
+/// The default [`PlanReader`]: each batch in a transaction of its own.
+struct EachBatch<'a, S: ?Sized>(&'a S);
+
+impl<S: PlanStore + ?Sized> PlanReader for EachBatch<'_, S> {
+    fn plan_inputs(
+        &mut self,
+        keys: &[i64],
+        read: &PlanRead<'_>,
+    ) -> Result<Vec<PlanInput>, StoreError> {
+        self.0.plan_inputs(keys, read)
+    }
+}
+
 /// The planner's bookkeeping and the broadcasts (see [`crate::domain::followups`]).
 pub trait PlanStore: Send + Sync {
     /// Contacts a planning pass at `now` must look at: events after
@@ -784,6 +809,12 @@ pub trait PlanStore: Send + Sync {
     /// transaction. Missing keys are left out; a contact whose memo
     /// `read.memo` refuses comes with its whole history.
     fn plan_inputs(&self, keys: &[i64], read: &PlanRead<'_>) -> Result<Vec<PlanInput>, StoreError>;
+    /// A reader for one worker of a pass, whose successive batches may be
+    /// read from one snapshot (a store's page cache then holds between
+    /// batches). By default each batch is read on its own.
+    fn plan_reader(&self) -> Result<Box<dyn PlanReader + '_>, StoreError> {
+        Ok(Box::new(EachBatch(self)))
+    }
     /// Contacts with events after `after_seq`, each with the earliest
     /// instant among those events: a memo reaching past it is stale.
     fn new_events(&self, after_seq: i64) -> Result<Vec<(i64, Timestamp)>, StoreError>;
