@@ -648,12 +648,23 @@ pub fn run(
     let next = AtomicUsize::new(0);
     let worker = || -> Result<PassReport, PassError> {
         let mut report = PassReport::default();
-        let mut reader = store.plan_reader()?;
+        // An incremental pass reads scattered contacts, each batch through
+        // every table's upper pages: they stay cached in one snapshot. A
+        // full pass reads key ranges and writes far more: a snapshot held
+        // there would keep the writer's checkpoints from completing.
+        let mut reader = if full {
+            None
+        } else {
+            Some(store.plan_reader()?)
+        };
         loop {
             let Some(chunk) = chunks.get(next.fetch_add(1, Ordering::Relaxed)) else {
                 return Ok(report);
             };
-            let inputs = reader.plan_inputs(chunk, &read)?;
+            let inputs = match &mut reader {
+                Some(reader) => reader.plan_inputs(chunk, &read)?,
+                None => store.plan_inputs(chunk, &read)?,
+            };
             let mut batch = Vec::with_capacity(inputs.len());
             for input in &inputs {
                 match planner.contact(input, now, false) {
