@@ -648,23 +648,12 @@ pub fn run(
     let next = AtomicUsize::new(0);
     let worker = || -> Result<PassReport, PassError> {
         let mut report = PassReport::default();
-        // An incremental pass reads scattered contacts, each batch through
-        // every table's upper pages: they stay cached in one snapshot. A
-        // full pass reads key ranges and writes far more: a snapshot held
-        // there would keep the writer's checkpoints from completing.
-        let mut reader = if full {
-            None
-        } else {
-            Some(store.plan_reader()?)
-        };
+        let mut reader = store.plan_reader(full)?;
         loop {
             let Some(chunk) = chunks.get(next.fetch_add(1, Ordering::Relaxed)) else {
                 return Ok(report);
             };
-            let inputs = match &mut reader {
-                Some(reader) => reader.plan_inputs(chunk, &read)?,
-                None => store.plan_inputs(chunk, &read)?,
-            };
+            let inputs = reader.plan_inputs(chunk, &read)?;
             let mut batch = Vec::with_capacity(inputs.len());
             for input in &inputs {
                 match planner.contact(input, now, false) {
@@ -1093,10 +1082,14 @@ mod tests {
     }
 
     fn pricing_visit(contact: &str, at: Timestamp) -> Incoming {
+        pricing_visit_id(contact, &format!("visit-{contact}"), at)
+    }
+
+    fn pricing_visit_id(contact: &str, id: &str, at: Timestamp) -> Incoming {
         let mut props = serde_json::Map::new();
         props.insert("url".into(), "https://x.example/pricing".into());
         Incoming::Contact(Event {
-            id: Some(format!("visit-{contact}")),
+            id: Some(id.into()),
             contact: contact.into(),
             kind: "page_visit".into(),
             at,
@@ -1297,14 +1290,11 @@ mod tests {
         let recent =
             |inputs: Vec<PlanInput>| -> usize { inputs.iter().map(|i| i.recent.len()).sum() };
 
-        let mut reader = store.plan_reader().expect("reader");
+        let mut reader = store.plan_reader(false).expect("reader");
         assert_eq!(reader.plan_inputs(&[a], &read).expect("a").len(), 1);
         // Written after the reader's first batch: its later batches read
         // the store as it was then.
-        let mut visit = pricing_visit("b", now - chrono::Duration::hours(1));
-        if let Incoming::Contact(e) = &mut visit {
-            e.id = Some("visit-b-2".into());
-        }
+        let visit = pricing_visit_id("b", "visit-b-2", now - chrono::Duration::hours(1));
         store.append_events(&[visit]).expect("b's visit");
         assert_eq!(recent(reader.plan_inputs(&[b], &read).expect("b")), 0);
         // Every other read sees it: the reader holds its own connection.
@@ -1315,10 +1305,7 @@ mod tests {
         drop(reader);
         // Its connection went back to the pool without a transaction open:
         // a write and the pooled reads after it agree.
-        let mut visit = pricing_visit("a", now - chrono::Duration::minutes(30));
-        if let Incoming::Contact(e) = &mut visit {
-            e.id = Some("visit-a-2".into());
-        }
+        let visit = pricing_visit_id("a", "visit-a-2", now - chrono::Duration::minutes(30));
         store.append_events(&[visit]).expect("a's visit");
         for _ in 0..4 {
             assert_eq!(recent(store.plan_inputs(&[a], &read).expect("a")), 2);

@@ -322,7 +322,7 @@ fn settle_batch(
     }
     // Delivered rows: what their event needs from the row.
     let mut sent: HashMap<i64, (String, String, String)> = HashMap::new();
-    let mut applied: Vec<i64> = Vec::with_capacity(rows.len());
+    let mut applied: HashSet<i64> = HashSet::with_capacity(rows.len());
     {
         // `+state`: each row found by its key, not every claimed row read
         // through the state index and matched against the list.
@@ -337,7 +337,7 @@ fn settle_batch(
         let mut q = stmt.query(params![encode(&rows)?, owner])?;
         while let Some(r) = q.next()? {
             let seq: i64 = r.get(0)?;
-            applied.push(seq);
+            applied.insert(seq);
             if r.get(1)? {
                 sent.insert(seq, (r.get(2)?, r.get(3)?, r.get(4)?));
             }
@@ -389,7 +389,6 @@ fn settle_batch(
             super::conn::set_event_seq(tx, last)?;
         }
     }
-    let applied: HashSet<i64> = applied.into_iter().collect();
     Ok(batch
         .iter()
         .enumerate()

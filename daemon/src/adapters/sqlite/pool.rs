@@ -32,10 +32,10 @@ use crate::ports::store::ui::{
     ContactHit, DayCount, FollowupCount, PressureGrid, PressureList, PressureRow, UiReads,
 };
 use crate::ports::store::{
-    Admission, Append, BroadcastSpec, Claimed, Counts, JobRun, LoggedDecision, OutboxStore,
-    PassMark, PlanInput, PlanRead, PlanReader, PlanStore, PlanWrite, Props, Records, RescoreInput,
-    RescoreVisitor, ScheduleStore, ScoreStore, ScoreWrite, Snapshot, StoreError, StoredChange,
-    Upsert,
+    Admission, Append, BroadcastSpec, Claimed, Counts, EachBatch, JobRun, LoggedDecision,
+    OutboxStore, PassMark, PlanInput, PlanRead, PlanReader, PlanStore, PlanWrite, Props, Records,
+    RescoreInput, RescoreVisitor, ScheduleStore, ScoreStore, ScoreWrite, Snapshot, StoreError,
+    StoredChange, Upsert,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -330,7 +330,14 @@ impl PlanStore for SqliteStore {
         fn request_plan(&self) -> i64;
         fn plan_done(&self, upto: i64) -> ();
     }
-    fn plan_reader(&self) -> Result<Box<dyn PlanReader + '_>, StoreError> {
+    /// An incremental pass reads scattered contacts, each batch through
+    /// every table's upper pages: they stay cached in one snapshot. A full
+    /// pass reads key ranges and writes far more: a snapshot held there
+    /// would keep the writer's checkpoints from completing.
+    fn plan_reader(&self, full: bool) -> Result<Box<dyn PlanReader + '_>, StoreError> {
+        if full {
+            return Ok(Box::new(EachBatch(self)));
+        }
         Ok(Box::new(SnapshotReader {
             store: self,
             conn: Some(self.reader()?),

@@ -778,7 +778,7 @@ pub trait PlanReader {
 }
 
 /// The default [`PlanReader`]: each batch in a transaction of its own.
-struct EachBatch<'a, S: ?Sized>(&'a S);
+pub(crate) struct EachBatch<'a, S: ?Sized>(pub(crate) &'a S);
 
 impl<S: PlanStore + ?Sized> PlanReader for EachBatch<'_, S> {
     fn plan_inputs(
@@ -811,8 +811,10 @@ pub trait PlanStore: Send + Sync {
     fn plan_inputs(&self, keys: &[i64], read: &PlanRead<'_>) -> Result<Vec<PlanInput>, StoreError>;
     /// A reader for one worker of a pass, whose successive batches may be
     /// read from one snapshot (a store's page cache then holds between
-    /// batches). By default each batch is read on its own.
-    fn plan_reader(&self) -> Result<Box<dyn PlanReader + '_>, StoreError> {
+    /// batches). `full`: the pass reads every contact in key order and
+    /// writes far more than an incremental one. By default each batch is
+    /// read on its own.
+    fn plan_reader(&self, _full: bool) -> Result<Box<dyn PlanReader + '_>, StoreError> {
         Ok(Box::new(EachBatch(self)))
     }
     /// Contacts with events after `after_seq`, each with the earliest
