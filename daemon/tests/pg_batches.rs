@@ -306,6 +306,7 @@ fn planner_view(store: &StoreHandle, ids: &[&str]) -> Vec<String> {
         props_of: "call",
         folded: &folded,
         memo: &|_, upto, bytes| relance::domain::followups::memo::HistoryMemo::decode(upto, bytes),
+        new_after: None,
         companies: &companies,
     };
     store
@@ -316,6 +317,31 @@ fn planner_view(store: &StoreHandle, ids: &[&str]) -> Vec<String> {
         .collect::<BTreeSet<String>>()
         .into_iter()
         .collect()
+}
+
+/// Which of `ids` the planner reads with their memo when the events
+/// numbered above `new_after` are checked against each memo's edge.
+fn memos_read(store: &StoreHandle, ids: &[&str], new_after: Option<i64>) -> Vec<(String, bool)> {
+    let keys: Vec<i64> = ids.iter().map(|id| key(store, id)).collect();
+    let folded = BTreeSet::new();
+    let companies = CompanyCache::default();
+    let read = PlanRead {
+        changes_since: t0() - Duration::days(1000),
+        recent_from: t0() + Duration::days(1000),
+        props_of: "call",
+        folded: &folded,
+        memo: &|_, upto, bytes| relance::domain::followups::memo::HistoryMemo::decode(upto, bytes),
+        new_after,
+        companies: &companies,
+    };
+    let mut read: Vec<(String, bool)> = store
+        .plan_inputs(&keys, &read)
+        .unwrap()
+        .into_iter()
+        .map(|i| (i.contact.id, i.memo.is_some()))
+        .collect();
+    read.sort();
+    read
 }
 
 /// Everything the planner reads of `ids` (by id, without the numbers each
@@ -335,6 +361,7 @@ fn plan_inputs_view(store: &StoreHandle, ids: &[&str], now: Timestamp) -> Vec<St
         props_of: "call",
         folded: &folded,
         memo: &|_, upto, bytes| relance::domain::followups::memo::HistoryMemo::decode(upto, bytes),
+        new_after: None,
         companies: &companies,
     };
     let show = |i: &relance::ports::store::PlanInput| {
@@ -878,4 +905,50 @@ fn whole_passes_land_as_on_sqlite() {
         plan::run(&**store, config, next_day, true).unwrap();
     }
     agree("a full rebuild and planning a day later", next_day);
+
+    // Events that arrive after the memos were written: one older than its
+    // contact's memo edge (late: that memo missed it), one newer. Checked
+    // against the memos' edges, the first contact's memo is not read.
+    let with_memo: Vec<&str> = memos_read(&stores[0], &ids, None)
+        .into_iter()
+        .filter(|(_, memo)| *memo)
+        .filter_map(|(id, _)| ids.iter().find(|i| **i == id).copied())
+        .take(2)
+        .collect();
+    let [late, newer] = with_memo[..] else {
+        panic!("two contacts with a memo: {with_memo:?}");
+    };
+    for store in &stores {
+        let mark = store.last_event_seq().unwrap();
+        let event = |contact: &str, at: Timestamp| {
+            Incoming::Contact(Event {
+                id: Some(format!("{contact}-after-the-memo")),
+                contact: contact.into(),
+                kind: "email_open".into(),
+                at,
+                channel: Some("email".into()),
+                props: serde_json::Map::new(),
+            })
+        };
+        store
+            .append_events(&[
+                event(late, now - Duration::days(400)),
+                event(newer, next_day + Duration::hours(1)),
+            ])
+            .unwrap();
+        let pair = [late, newer];
+        assert_eq!(
+            memos_read(store, &pair, None),
+            [(late.to_string(), true), (newer.to_string(), true)],
+            "unchecked, both memos are read"
+        );
+        let checked = memos_read(store, &pair, Some(mark));
+        assert!(checked.contains(&(late.to_string(), false)), "{checked:?}");
+        assert!(checked.contains(&(newer.to_string(), true)), "{checked:?}");
+        assert_eq!(
+            memos_read(store, &pair, Some(store.last_event_seq().unwrap())),
+            memos_read(store, &pair, None),
+            "nothing numbered after the mark: nothing missed"
+        );
+    }
 }

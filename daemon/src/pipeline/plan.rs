@@ -23,7 +23,7 @@ use crate::ports::store::{
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 const META_EVENTS: &str = "plan.events_seq";
@@ -260,6 +260,7 @@ impl Planner {
             props_of: self.followups.calls.event_type(),
             folded: &self.folded,
             memo,
+            new_after: None,
             companies,
         }
     }
@@ -617,14 +618,9 @@ pub fn run(
     let memos_hold = seen_events.is_some()
         && store.meta(META_MEMO)?.as_deref() == Some(planner.memo_fingerprint.as_str());
     let full = force_full || !memos_hold || rules.as_deref() != Some(planner.fingerprint.as_str());
-    let late: HashMap<i64, Timestamp> = match seen_events {
-        Some(seq) if memos_hold => store.new_events(seq)?.into_iter().collect(),
-        _ => HashMap::new(),
-    };
     let recent_from = planner.recent_from(now);
-    let trusted = |key: i64, upto: Timestamp, bytes: &[u8]| {
-        let stale = late.get(&key).is_some_and(|&at| at <= upto);
-        if !memos_hold || stale || upto > recent_from {
+    let trusted = |_: i64, upto: Timestamp, bytes: &[u8]| {
+        if !memos_hold || upto > recent_from {
             return None;
         }
         HistoryMemo::decode(upto, bytes)
@@ -634,7 +630,12 @@ pub fn run(
     } else {
         CompanyCache::default()
     };
-    let read = planner.read(now, &trusted, &companies);
+    // Each memo is also checked against the events that arrived since the
+    // last pass (see `PlanRead::new_after`).
+    let read = PlanRead {
+        new_after: seen_events.filter(|_| memos_hold),
+        ..planner.read(now, &trusted, &companies)
+    };
     let keys = if full {
         store.contact_keys()?
     } else {

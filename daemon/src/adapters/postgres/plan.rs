@@ -111,9 +111,14 @@ impl<'k> Bound<'k> {
 }
 
 /// The contacts with their scores, desk status, memos and wake instants.
-/// The score's recent snapshots serve rescoring only: not read.
+/// The score's recent snapshots serve rescoring only: not read. The last
+/// column is the earliest instant of the contact's events numbered above
+/// `$N` (`PlanRead::new_after`), for contacts with a memo: a memo reaching
+/// past it is stale.
 const CONTACTS: &str = "SELECT c.rowid, c.record, s.score, s.band, s.next_change_at, s.scored_at,
-        NULL::text, m.upto, m.memo, w.at, d.status
+        NULL::text, m.upto, m.memo, w.at, d.status,
+        CASE WHEN m.upto IS NOT NULL AND $N::bigint IS NOT NULL
+             THEN (SELECT min(e.at) FROM events e WHERE e.contact = c.rowid AND e.seq > $N) END
      FROM contacts c LEFT JOIN scores s ON s.contact = c.rowid AND KEY(s.contact)
      LEFT JOIN contact_desk d ON d.contact = c.rowid AND KEY(d.contact)
      LEFT JOIN plan_memo m ON m.contact = c.rowid AND KEY(m.contact)
@@ -166,8 +171,10 @@ async fn read_batch(
     let first = out.len();
     let bound = Bound::of(keys);
     let ends = bound.ends();
+    let mut contacts_params = bound.params(&ends);
+    contacts_params.push((&read.new_after, Type::INT8));
     let rows = tx
-        .query_typed(&bound.sql(CONTACTS), &bound.params(&ends))
+        .query_typed(&bound.sql(CONTACTS), &contacts_params)
         .await?;
     // Contacts with a trusted memo, and its edge.
     let (mut after_key, mut after_upto) = (Vec::new(), Vec::new());
@@ -177,9 +184,12 @@ async fn read_batch(
         let contact: Contact = decode(r.get(1))?;
         let score = stored_from_row(r, &contact)?;
         let upto: Option<i64> = r.get(7);
+        let late: Option<i64> = r.get(11);
         let memo = match upto {
-            Some(upto) => (read.memo)(key, from_micros(upto)?, r.get::<_, &[u8]>(8)),
-            None => None,
+            Some(upto) if late.is_none_or(|at| at > upto) => {
+                (read.memo)(key, from_micros(upto)?, r.get::<_, &[u8]>(8))
+            }
+            _ => None,
         };
         match (&memo, upto) {
             (Some(_), Some(upto)) => {
@@ -575,19 +585,6 @@ impl PlanStore for PgStore {
                 read_batch(tx, batch, read, &mut out).await?;
             }
             Ok(out)
-        })
-    }
-
-    fn new_events(&self, after_seq: i64) -> Result<Vec<(i64, Timestamp)>, StoreError> {
-        self.read(async |c| {
-            c.query(
-                "SELECT contact, min(at) FROM events WHERE seq > $1 GROUP BY contact",
-                &[&after_seq],
-            )
-            .await?
-            .iter()
-            .map(|r| Ok((r.get(0), from_micros(r.get(1))?)))
-            .collect()
         })
     }
 

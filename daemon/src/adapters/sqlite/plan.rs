@@ -109,24 +109,6 @@ impl Conn {
         Ok(())
     }
 
-    pub(super) fn new_events(&self, after_seq: i64) -> Result<Vec<(i64, Timestamp)>, StoreError> {
-        // The feed names the contacts; each one's rows are read in its key
-        // range (a contact's events are few beside the whole table).
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT f.contact, (SELECT min(e.at) FROM events e WHERE e.contact = f.contact AND e.seq > ?1)
-             FROM event_feed f WHERE f.seq > ?1",
-        )?;
-        let mut q = stmt.query([after_seq])?;
-        let mut out = Vec::new();
-        while let Some(r) = q.next()? {
-            // None: the contact's new events were erased since.
-            if let Some(at) = r.get::<_, Option<i64>>(1)? {
-                out.push((r.get(0)?, from_micros(at)?));
-            }
-        }
-        Ok(out)
-    }
-
     pub(super) fn save_plan(
         &mut self,
         batch: &[PlanWrite],
@@ -341,8 +323,8 @@ fn padded(keys: &[i64]) -> impl Iterator<Item = i64> + '_ {
 
 /// A read of [`read_batch`] in its two forms, built once per process: the
 /// keys as a padded `IN` list, or as a range. Each text is `head`, the
-/// key filter on `column`, then `tail`, whose own parameters are numbered
-/// from `?N` (`N` is replaced by the first free number).
+/// key filter on `column`, then `tail`; the statement's own parameter is
+/// written `?N` (replaced by the first free number).
 struct Keyed {
     list: String,
     range: String,
@@ -350,13 +332,11 @@ struct Keyed {
 
 impl Keyed {
     fn new(head: &str, column: &str, tail: &str) -> Self {
-        let list = in_list(&format!("{head} {column} IN ("), ")");
-        let range = format!("{head} {column} BETWEEN ?1 AND ?2");
+        let free = format!("?{}", KEYS_PER_QUERY + 1);
+        let list = in_list(&format!("{} {column} IN (", head.replace("?N", &free)), ")");
+        let range = format!("{} {column} BETWEEN ?1 AND ?2", head.replace("?N", "?3"));
         Self {
-            list: format!(
-                "{list}{}",
-                tail.replace("?N", &format!("?{}", KEYS_PER_QUERY + 1))
-            ),
+            list: format!("{list}{}", tail.replace("?N", &free)),
             range: format!("{range}{}", tail.replace("?N", "?3")),
         }
     }
@@ -405,11 +385,16 @@ impl<'k> Bound<'k> {
     }
 }
 
-// The score's recent snapshots serve rescoring only: not decoded.
+// The score's recent snapshots serve rescoring only: not decoded. The last
+// column is the earliest instant of the contact's events numbered above
+// `?N` (`PlanRead::new_after`), sought only where the feed says there are
+// some: a memo reaching past it is stale.
 static CONTACTS: LazyLock<Keyed> = LazyLock::new(|| {
     Keyed::new(
         "SELECT c.rowid, c.record, s.score, s.band, s.next_change_at, s.scored_at, NULL,
-                m.upto, m.memo, w.at, d.status, m.quiet = coalesce(f.seq, 0)
+                m.upto, m.memo, w.at, d.status, m.quiet = coalesce(f.seq, 0),
+                CASE WHEN m.upto IS NOT NULL AND f.seq > ?N
+                     THEN (SELECT min(e.at) FROM events e WHERE e.contact = c.rowid AND e.seq > ?N) END
          FROM contacts c LEFT JOIN scores s ON s.contact = c.rowid
          LEFT JOIN contact_desk d ON d.contact = c.rowid
          LEFT JOIN plan_memo m ON m.contact = c.rowid
@@ -481,7 +466,8 @@ fn read_batch(
     let first = out.len();
     let bound = Bound::of(keys);
     let mut stmt = conn.prepare_cached(bound.sql(&CONTACTS))?;
-    let mut rows = stmt.query(params_from_iter(bound.params()))?;
+    let new_after = std::iter::once(read.new_after);
+    let mut rows = stmt.query(params_from_iter(bound.params().map(Some).chain(new_after)))?;
     // Contacts whose trusted memo had no event after it, the feed unmoved
     // since: no event to read, older or recent.
     let mut quiet: Vec<i64> = Vec::new();
@@ -489,13 +475,14 @@ fn read_batch(
         let key: i64 = r.get(0)?;
         let contact: Contact = decode(r.get_ref(1)?.as_str().map_err(corrupt)?)?;
         let score = stored_from_row(r, &contact)?;
+        let late = r.get::<_, Option<i64>>(12)?;
         let memo = match r.get::<_, Option<i64>>(7)? {
-            Some(upto) => (read.memo)(
+            Some(upto) if late.is_none_or(|at| at > upto) => (read.memo)(
                 key,
                 from_micros(upto)?,
                 r.get_ref(8)?.as_blob().map_err(corrupt)?,
             ),
-            None => None,
+            _ => None,
         };
         if memo.is_some() && r.get::<_, Option<bool>>(11)? == Some(true) {
             quiet.push(key);

@@ -350,7 +350,6 @@ impl PlanStore for SqliteStore {
         fn contact_key(&self, id: &str) -> Option<i64>;
         fn last_change_seq(&self) -> i64;
         fn plan_inputs(&self, keys: &[i64], read: &PlanRead<'_>) -> Vec<PlanInput>;
-        fn new_events(&self, after_seq: i64) -> Vec<(i64, Timestamp)>;
         fn plan_requested(&self) -> bool;
         fn broadcasts(&self) -> Vec<BroadcastSpec>;
     }

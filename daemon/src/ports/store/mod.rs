@@ -611,6 +611,12 @@ pub struct PlanRead<'a> {
     /// The stored memo of a contact (key, `upto`, stored form) if the pass
     /// can trust it; `None` reads the contact's whole history.
     pub memo: &'a MemoFilter<'a>,
+    /// Events numbered above this arrived since the memos were written. A
+    /// memo whose edge is at or after one of them missed it (an event that
+    /// arrived late): the store reads that contact's whole history without
+    /// asking `memo`. Checked per batch, where the contact's events are read
+    /// anyway. `None`: no such check (the memos are not trusted).
+    pub new_after: Option<i64>,
     pub companies: &'a CompanyCache,
 }
 
@@ -817,9 +823,6 @@ pub trait PlanStore: Send + Sync {
     fn plan_reader(&self, _full: bool) -> Result<Box<dyn PlanReader + '_>, StoreError> {
         Ok(Box::new(EachBatch(self)))
     }
-    /// Contacts with events after `after_seq`, each with the earliest
-    /// instant among those events: a memo reaching past it is stale.
-    fn new_events(&self, after_seq: i64) -> Result<Vec<(i64, Timestamp)>, StoreError>;
     /// Writes a batch in one transaction: new rows (a key already present is
     /// left as it is), drops, wake instants, memos and decisions.
     fn save_plan(&self, batch: &[PlanWrite], now: Timestamp) -> Result<(), StoreError>;
