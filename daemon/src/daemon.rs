@@ -512,6 +512,9 @@ async fn react_loop(
             Some(Ok(Ok((after, last)))) => {
                 seen = Some(last.max(after));
                 if last <= after {
+                    // Nothing new for a while: the store's upkeep now
+                    // rather than inside the next reaction.
+                    tidy(&jobs.store).await;
                     continue;
                 }
             }
@@ -542,6 +545,16 @@ async fn react_loop(
             Ok(Err(e)) => tracing::error!(error = %e, "reacting to new events failed"),
             Err(e) => tracing::error!(error = %e, "reacting to new events panicked"),
         }
+    }
+}
+
+/// The store's upkeep for an idle moment ([`Records::tidy`]).
+async fn tidy(store: &StoreHandle) {
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || store.tidy()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "store upkeep failed"),
+        Err(e) => tracing::error!(error = %e, "store upkeep panicked"),
     }
 }
 

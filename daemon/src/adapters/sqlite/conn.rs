@@ -83,6 +83,14 @@ pub(crate) fn from_micros(us: i64) -> Result<Timestamp, StoreError> {
 }
 
 impl Conn {
+    /// A passive checkpoint: copies what the log holds back into the
+    /// database as far as readers allow, without waiting for anyone.
+    pub(super) fn checkpoint(&self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
     /// Opens (creating if needed) one connection; the first connection of
     /// a handle also migrates. A page cache of `cache_mb` megabytes keeps
     /// the hot index pages in memory; past 16 MB it bought nothing
@@ -878,6 +886,43 @@ mod tests {
             .expect("header")
             .map(|l| l.item.expect("valid"))
             .collect()
+    }
+
+    /// After an idle moment's checkpoint the writer starts the log again
+    /// from its beginning: the next writes overwrite it in place instead
+    /// of growing it.
+    #[test]
+    fn a_checkpoint_lets_the_log_start_again() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = open(&dir);
+        let log = dir.path().join("t.db-wal");
+        let size = || std::fs::metadata(&log).expect("log").len();
+        let write = |from: usize| {
+            let csv: String = (from..from + 200).fold("id,email\n".into(), |mut s, i| {
+                s.push_str(&format!("c{i},c{i}@example.org\n"));
+                s
+            });
+            store
+                .upsert_contacts(&patches(&csv, Kind::Contact))
+                .expect("ok");
+        };
+        write(0);
+        let before = size();
+        // Without a checkpoint each write appends to the log.
+        write(200);
+        let grown = size();
+        assert!(grown > before, "{grown} after {before}");
+        // Below the limit given, nothing is done.
+        store.checkpoint_past(grown).expect("upkeep");
+        write(400);
+        assert!(size() > grown);
+        let full = size();
+        store.checkpoint_past(0).expect("upkeep");
+        write(600);
+        assert_eq!(size(), full, "the log was overwritten from its start");
+        for i in [0, 250, 450, 799] {
+            assert!(store.contact(&format!("c{i}")).expect("read").is_some());
+        }
     }
 
     #[test]

@@ -226,6 +226,31 @@ impl Records for SqliteStore {
             );
         }
     }
+
+    /// Copies the log back into the database once it has grown past
+    /// [`WAL_KEEP_BYTES`]. Otherwise the writer's own checkpoint (every
+    /// [`WAL_CHECKPOINT_PAGES`]) falls inside whichever transaction crosses
+    /// that mark: after a full pass, typically inside the next reaction to
+    /// new events, which then takes three times as long. Passive: readers
+    /// and the writer go on meanwhile; the writer starts the log again from
+    /// its beginning at its next transaction.
+    fn tidy(&self) -> Result<(), StoreError> {
+        self.checkpoint_past(WAL_KEEP_BYTES.unsigned_abs())
+    }
+}
+
+impl SqliteStore {
+    /// A passive checkpoint if the log's file is larger than `bytes`: it
+    /// is cut back to [`WAL_KEEP_BYTES`] when the log starts again, so a
+    /// larger one holds that much written since.
+    pub(super) fn checkpoint_past(&self, bytes: u64) -> Result<(), StoreError> {
+        let mut log = self.path.clone().into_os_string();
+        log.push("-wal");
+        if std::fs::metadata(&log).is_ok_and(|m| m.len() > bytes) {
+            self.read(Conn::checkpoint)?;
+        }
+        Ok(())
+    }
 }
 
 impl OutboxStore for SqliteStore {

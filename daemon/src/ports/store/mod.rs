@@ -208,6 +208,12 @@ pub trait Records: Send + Sync {
     /// through this handle returns it at once, one elsewhere within a short
     /// poll.
     fn wait_for_events(&self, after: i64, timeout: Duration) -> Result<i64, StoreError>;
+    /// Upkeep for an idle moment (the daemon calls it when no event came
+    /// for a while): work the store would otherwise do inside its next
+    /// writes, whichever pass they belong to. Nothing by default.
+    fn tidy(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// A row claimed for delivery, with what its request is built from.
