@@ -156,7 +156,8 @@ def main() -> int:
     elapsed = time.monotonic() - started
     watched = time.monotonic() - watch_started
     events = dict(reader.execute(
-        "SELECT c.id, e.seq FROM events e JOIN contacts c ON c.rowid = e.contact "
+        # Event types are stored as ids: the view reads them as names.
+        "SELECT c.id, e.seq FROM events_text e JOIN contacts c ON c.rowid = e.contact "
         "WHERE e.type = 'email_click'"
     ).fetchall())
     rows = reader.execute(
