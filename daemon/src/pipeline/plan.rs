@@ -438,11 +438,17 @@ impl Planner {
             view.state = &after;
         }
         let window = self.followups.arbitration.window.0;
+        // An event stamped after `now` counts from its instant on: a
+        // scheduled pass runs at its tick's instant, and a visit arriving
+        // meanwhile is already behind the pass's mark. The contact is
+        // planned again at that instant.
+        let later_event = events.iter().map(|e| e.at).filter(|at| *at > now).min();
         let wake = arbitration
             .later
             .iter()
             .map(|p| p.due - window)
             .chain(next_wake(&self.followups, &view, &self.broadcasts, now))
+            .chain(later_event)
             .min();
         Ok(ContactPlan {
             arbitration,
@@ -1190,6 +1196,37 @@ mod tests {
             )
             .expect("count");
         assert_eq!(left, 0);
+    }
+
+    /// A pass at a scheduled tick's instant reads a visit stamped a little
+    /// later (it arrived while the pass ran): the visit is behind the
+    /// pass's mark, so the contact wakes at the visit's instant and the
+    /// next pass plans its call.
+    #[test]
+    fn a_visit_stamped_after_a_pass_instant_is_planned_by_the_next_pass() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = config_in(dir.path());
+        let store = crate::adapters::sqlite::open(&config).expect("store");
+        let tick = t("2026-11-20T09:00:00Z");
+        store.upsert_contacts(&prospects(&["b"])).expect("contacts");
+        let visit = tick + chrono::Duration::milliseconds(500);
+        store
+            .append_events(&[pricing_visit("b", visit)])
+            .expect("visit");
+        let calls = || {
+            store
+                .outbox_rows(None, 1000)
+                .expect("outbox")
+                .iter()
+                .filter(|r| r.contact == "b" && r.followup == "pricing_visit_call")
+                .count()
+        };
+        run(&*store, &config, tick, false).expect("pass at the tick");
+        assert_eq!(calls(), 0, "the visit comes after the pass's instant");
+        let reaction = tick + chrono::Duration::seconds(1);
+        let report = run(&*store, &config, reaction, false).expect("next pass");
+        assert_eq!(report.examined, 1, "woken at the visit's instant");
+        assert_eq!(calls(), 1, "the visit asks for a call");
     }
 
     /// The store reads a run of consecutive keys (a full pass) as a range
