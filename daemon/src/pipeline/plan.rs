@@ -1105,6 +1105,16 @@ mod tests {
         })
     }
 
+    /// The pricing-page calls in `id`'s outbox rows.
+    fn pricing_calls(store: &dyn Store, id: &str) -> usize {
+        store
+            .outbox_rows(None, 1000)
+            .expect("outbox")
+            .iter()
+            .filter(|r| r.contact == id && r.followup == "pricing_visit_call")
+            .count()
+    }
+
     #[test]
     fn a_call_outcome_arriving_late_is_counted_although_the_memo_had_passed_it() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1170,14 +1180,7 @@ mod tests {
         run(&*store, &config, later, false).expect("incremental pass");
 
         assert_eq!(memo_of(&*store, "p").calls, CallStatus::Stopped);
-        let calls_planned = |id: &str| {
-            store
-                .outbox_rows(None, 1000)
-                .expect("outbox")
-                .iter()
-                .filter(|r| r.contact == id && r.followup == "pricing_visit_call")
-                .count()
-        };
+        let calls_planned = |id: &str| pricing_calls(&*store, id);
         assert_eq!(
             calls_planned("q"),
             1,
@@ -1213,14 +1216,7 @@ mod tests {
         store
             .append_events(&[pricing_visit("b", visit)])
             .expect("visit");
-        let calls = || {
-            store
-                .outbox_rows(None, 1000)
-                .expect("outbox")
-                .iter()
-                .filter(|r| r.contact == "b" && r.followup == "pricing_visit_call")
-                .count()
-        };
+        let calls = || pricing_calls(&*store, "b");
         run(&*store, &config, tick, false).expect("pass at the tick");
         assert_eq!(calls(), 0, "the visit comes after the pass's instant");
         let reaction = tick + chrono::Duration::seconds(1);
