@@ -754,6 +754,71 @@ pub fn a_batch_of_contacts_is_written_whole_repeats_in_order(backend: Backend) {
     assert!(again.iter().all(|u| *u == Upsert::Unchanged));
 }
 
+/// A batch delivering several sends of a campaign to one contact counts
+/// each send and the contact once; a later batch adds to both as needed;
+/// a retried row counts once it is delivered.
+pub fn campaign_sends_are_counted_per_delivery_in_batches(backend: Backend) {
+    let opened = backend();
+    let store = &opened.store;
+    contacts(store, &ids("c", 3));
+    let at = now() - Duration::days(1);
+    let send = |c: &str, n| sent_row(c, "autumn", FollowUpKind::Event, n);
+    deliver(store, &[send("c0", 0), send("c0", 1), send("c1", 0)], at);
+    let autumn = || {
+        let c = store
+            .campaign_counts(&["autumn".to_string()])
+            .expect("counts")
+            .pop()
+            .expect("autumn");
+        (c.sent, c.contacts)
+    };
+    assert_eq!(autumn(), (3, 2));
+    let later = at + Duration::hours(1);
+    let due = |s: NewSend| NewSend { due_at: later, ..s };
+    store
+        .enqueue(&[due(send("c0", 2)), due(send("c2", 0))], later)
+        .expect("enqueue");
+    let lease = later + Duration::minutes(10);
+    let rows = store
+        .claim_due(later, lease, 10, "d", &mut |row, _, _| allow(row))
+        .expect("claim");
+    assert_eq!(
+        (rows.len(), rows[0].contact.as_str()),
+        (2, "c0"),
+        "in the order enqueued"
+    );
+    let retry = Settlement::Retry {
+        at: later + Duration::minutes(1),
+        error: "503".into(),
+    };
+    let settled = store
+        .settle_many(
+            "d",
+            &[
+                (rows[0].seq, Settlement::Sent, later),
+                (rows[1].seq, retry, later),
+            ],
+        )
+        .expect("settle");
+    assert_eq!(settled, [true, true]);
+    assert_eq!(autumn(), (4, 2), "c0's third send; c2's is retried");
+    let again = later + Duration::minutes(2);
+    let rows = store
+        .claim_due(
+            again,
+            again + Duration::minutes(10),
+            10,
+            "d",
+            &mut |row, _, _| allow(row),
+        )
+        .expect("claim");
+    assert_eq!(rows.len(), 1, "the retried row");
+    store
+        .settle_many("d", &[(rows[0].seq, Settlement::Sent, again)])
+        .expect("settle");
+    assert_eq!(autumn(), (5, 3));
+}
+
 pub fn campaign_figures_count_sends_and_folded_reactions_and_survive_retention(backend: Backend) {
     use relance::domain::desk::{DeskEvent, DeskKind, DeskRow, StatusView};
     use relance::ports::store::retention::Cut;
@@ -1185,6 +1250,10 @@ macro_rules! contract {
             #[test]
             fn a_batch_of_contacts_is_written_whole_repeats_in_order() {
                 super::a_batch_of_contacts_is_written_whole_repeats_in_order(super::$backend);
+            }
+            #[test]
+            fn campaign_sends_are_counted_per_delivery_in_batches() {
+                super::campaign_sends_are_counted_per_delivery_in_batches(super::$backend);
             }
             #[test]
             fn campaign_figures_count_sends_and_folded_reactions_and_survive_retention() {

@@ -11,8 +11,10 @@ use super::conn::{decode, encode, load_company, to_micros};
 use super::events::EventReader;
 use super::outbox::{ROW_COLUMNS, read_row, weighs};
 use super::scores::stored_score_of;
+use super::sums::Sums;
 use crate::core::model::{Contact, Event, Timestamp};
 use crate::domain::fatigue::EXEMPT_PROP;
+use crate::domain::fatigue::admit::Why;
 use crate::domain::outbox::{Row, State};
 use crate::ports::store::{Admission, AdmissionVerdict, Claimed, StoreError};
 use rusqlite::{Connection, params};
@@ -42,6 +44,7 @@ pub(super) fn claim(
     let now_us = to_micros(now);
     let lease_us = to_micros(lease_until);
     let due = due_rows(tx, now_us, limit)?;
+    let mut sums = Sums::begin(tx)?;
     let mut seen: HashMap<i64, Weighed> = HashMap::new();
     let mut claimed: Vec<(Row, i64)> = Vec::with_capacity(due.len());
     for (mut row, key, record) in due {
@@ -68,6 +71,7 @@ pub(super) fn claim(
         };
         let admission = admit(&row, &w.contact, &w.weighs);
         let until = admission.verdict.until().map(to_micros);
+        let verdict = admission.verdict.verdict().as_str();
         tx.prepare_cached(
             "INSERT INTO decision_log (contact, at, followup, channel, decision, until, reasons)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -77,10 +81,28 @@ pub(super) fn claim(
             now_us,
             row.followup,
             row.channel,
-            admission.verdict.verdict().as_str(),
+            verdict,
             until,
             encode(&admission.reasons)?
         ])?;
+        sums.decided(
+            now_us,
+            verdict,
+            admission.reasons.first().map_or("", Why::rule),
+        );
+        let to = match &admission.verdict {
+            AdmissionVerdict::Allow { .. } => State::Claimed,
+            AdmissionVerdict::Defer { .. } => State::Deferred,
+            AdmissionVerdict::Block => State::Blocked,
+        };
+        sums.moved(
+            to_micros(row.first_due),
+            &row.followup,
+            row.kind.as_str(),
+            &row.channel,
+            row.state,
+            to,
+        );
         match &admission.verdict {
             AdmissionVerdict::Allow { event_type } => {
                 tx.prepare_cached(
@@ -123,6 +145,7 @@ pub(super) fn claim(
             }
         }
     }
+    sums.finish(tx)?;
     let mut read: HashMap<i64, (Option<_>, Option<_>)> = HashMap::new();
     let mut out = Vec::with_capacity(claimed.len());
     for (row, key) in claimed {

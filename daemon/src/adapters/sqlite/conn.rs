@@ -17,6 +17,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Prepared statements kept per connection (see [`Conn::open`]).
+const STATEMENT_CACHE: usize = 128;
+
 /// Called by a merge scan with the contact row, the contact and its events.
 /// A visitor that keeps the events takes them out of the vector; those it
 /// leaves are read over by the next contact's.
@@ -121,6 +124,10 @@ impl Conn {
         // ~40 MB of WAL rather than every 4 MB.
         conn.pragma_update(None, "wal_autocheckpoint", 10_000)
             .map_err(open_err)?;
+        // rusqlite keeps 16 prepared statements by default; a writer's claim
+        // and settlement alone use more, and each one evicted is compiled
+        // again on its next use.
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let mut store = Self {
             conn,
             dict,

@@ -691,6 +691,68 @@ END;
 -- no event of the contact to read (see sqlite::plan).
 ALTER TABLE plan_memo ADD COLUMN quiet INTEGER;
 "#,
+    // 16: the dispatcher's batches add their counts as sums.
+    r#"
+-- A row here, written and removed inside one write transaction, tells the
+-- five triggers below that the transaction adds their changes itself,
+-- summed over its batch (sqlite::sums): a claim or a settlement of 500
+-- rows runs a few statements instead of a trigger program per row. No
+-- other transaction, process or cascade ever sees the row, so for them
+-- the triggers keep the counts as before.
+CREATE TABLE counts_summed (summed INTEGER);
+DROP TRIGGER ui_outbox_update;
+CREATE TRIGGER ui_outbox_update AFTER UPDATE OF first_due, followup, kind, channel, state ON outbox
+    WHEN (OLD.first_due / 86400000000 <> NEW.first_due / 86400000000 OR OLD.followup <> NEW.followup
+      OR OLD.kind <> NEW.kind OR OLD.channel <> NEW.channel OR OLD.state <> NEW.state)
+      AND NOT EXISTS (SELECT 1 FROM counts_summed) BEGIN
+    UPDATE ui_outbox_counts SET n = n - 1
+        WHERE day = OLD.first_due / 86400000000 AND followup = OLD.followup AND kind = OLD.kind
+          AND channel = OLD.channel AND state = OLD.state;
+    INSERT INTO ui_outbox_counts
+        VALUES (NEW.first_due / 86400000000, NEW.followup, NEW.kind, NEW.channel, NEW.state, 1)
+        ON CONFLICT (day, followup, kind, channel, state) DO UPDATE SET n = n + 1;
+END;
+DROP TRIGGER ui_decisions_insert;
+CREATE TRIGGER ui_decisions_insert AFTER INSERT ON decision_log
+    WHEN NOT EXISTS (SELECT 1 FROM counts_summed) BEGIN
+    INSERT INTO ui_decisions VALUES (NEW.at / 86400000000, NEW.decision,
+        coalesce(json_extract(NEW.reasons, '$[0].rule'), json_extract(NEW.reasons, '$.reasons[0].rule'),
+                 json_extract(NEW.reasons, '$[0]'), ''), 1)
+        ON CONFLICT (day, decision, rule) DO UPDATE SET n = n + 1;
+END;
+DROP TRIGGER outbox_sent_update;
+CREATE TRIGGER outbox_sent_update AFTER UPDATE OF state ON outbox
+WHEN new.state = 'sent' AND old.state <> 'sent' AND NOT EXISTS (SELECT 1 FROM counts_summed) BEGIN
+    INSERT INTO campaign_contacts (contact, campaign, sends) VALUES (new.contact, new.followup, 1)
+    ON CONFLICT(contact, campaign) DO UPDATE SET sends = sends + 1;
+END;
+DROP TRIGGER campaign_contacts_added;
+CREATE TRIGGER campaign_contacts_added AFTER INSERT ON campaign_contacts
+WHEN NOT EXISTS (SELECT 1 FROM counts_summed) BEGIN
+    INSERT INTO campaign_stats (campaign) VALUES (new.campaign) ON CONFLICT(campaign) DO NOTHING;
+    UPDATE campaign_stats SET sent = sent + new.sends, contacts = contacts + 1,
+        opened = opened + new.opened, clicked = clicked + new.clicked,
+        unsubscribed = unsubscribed + new.unsubscribed,
+        clicked_in = clicked_in + (new.clicked AND new.in_target),
+        band_up = band_up + new.band_up, meeting = meeting + new.meeting,
+        purchase = purchase + new.purchase,
+        converted = converted + (new.band_up OR new.meeting OR new.purchase)
+    WHERE campaign = new.campaign;
+END;
+DROP TRIGGER campaign_contacts_changed;
+CREATE TRIGGER campaign_contacts_changed AFTER UPDATE ON campaign_contacts
+WHEN NOT EXISTS (SELECT 1 FROM counts_summed) BEGIN
+    UPDATE campaign_stats SET sent = sent + new.sends - old.sends,
+        opened = opened + new.opened - old.opened, clicked = clicked + new.clicked - old.clicked,
+        unsubscribed = unsubscribed + new.unsubscribed - old.unsubscribed,
+        clicked_in = clicked_in + (new.clicked AND new.in_target) - (old.clicked AND old.in_target),
+        band_up = band_up + new.band_up - old.band_up, meeting = meeting + new.meeting - old.meeting,
+        purchase = purchase + new.purchase - old.purchase,
+        converted = converted + (new.band_up OR new.meeting OR new.purchase)
+            - (old.band_up OR old.meeting OR old.purchase)
+    WHERE campaign = new.campaign;
+END;
+"#,
 ];
 
 /// Migration 9 here and 3 on PostgreSQL (the same statements): the indexes

@@ -12,6 +12,7 @@ mod plan;
 mod pool;
 mod retention;
 mod scores;
+mod sums;
 mod ui;
 
 pub use events::EventExport;

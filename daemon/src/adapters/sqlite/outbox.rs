@@ -2,7 +2,8 @@
 
 use super::conn::{Conn, decode, encode, from_micros, to_micros};
 use super::events::{EVENT_COLUMNS, EventReader, EventWriter};
-use crate::core::model::{Contact, Event, Timestamp};
+use super::sums::Sums;
+use crate::core::model::{Contact, Event, FollowUpKind, Timestamp};
 use crate::domain::outbox::{NewSend, Payload, Row, Settlement, State};
 use crate::ports::store::{Admission, Claimed, JobRun, LoggedDecision, StoreError};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -323,6 +324,7 @@ fn settle_batch(
     // Delivered rows: what their event needs from the row.
     let mut sent: HashMap<i64, (String, String, String)> = HashMap::new();
     let mut applied: HashSet<i64> = HashSet::with_capacity(rows.len());
+    let mut sums = Sums::begin(tx)?;
     {
         // `+state`: each row found by its key, not every claimed row read
         // through the state index and matched against the list.
@@ -332,17 +334,35 @@ fn settle_batch(
                updated_at = s.value ->> 4
              FROM json_each(?1) s
              WHERE outbox.seq = s.value ->> 0 AND +outbox.state = 'claimed' AND outbox.lease_owner = ?2
-             RETURNING seq, state = 'sent', idem_key, followup, payload",
+             RETURNING seq, state, idem_key, followup, payload, contact, first_due, kind, channel",
         )?;
         let mut q = stmt.query(params![encode(&rows)?, owner])?;
         while let Some(r) = q.next()? {
             let seq: i64 = r.get(0)?;
             applied.insert(seq);
-            if r.get(1)? {
-                sent.insert(seq, (r.get(2)?, r.get(3)?, r.get(4)?));
+            let text = |i: usize| -> Result<&str, StoreError> {
+                r.get_ref(i)?
+                    .as_str()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))
+            };
+            let state: State = text(1)?.parse().map_err(StoreError::Corrupt)?;
+            let kind: FollowUpKind = text(7)?.parse().map_err(StoreError::Corrupt)?;
+            let followup: String = r.get(3)?;
+            sums.moved(
+                r.get(6)?,
+                &followup,
+                kind.as_str(),
+                text(8)?,
+                State::Claimed,
+                state,
+            );
+            if state == State::Sent {
+                sums.delivered(r.get(5)?, &followup);
+                sent.insert(seq, (r.get(2)?, followup, r.get(4)?));
             }
         }
     }
+    sums.finish(tx)?;
     if applied.is_empty() {
         return Ok(vec![false; batch.len()]);
     }
@@ -630,6 +650,17 @@ mod tests {
         }
     }
 
+    /// Claims up to 10 rows due at `at` for `owner`, leased five minutes.
+    fn claim_at(
+        s: &SqliteStore,
+        at: Timestamp,
+        owner: &str,
+        admit: &mut dyn FnMut(&Row, &Contact, &[Event]) -> Admission,
+    ) -> Vec<Row> {
+        s.claim_due(at, at + chrono::Duration::minutes(5), 10, owner, admit)
+            .expect("claim")
+    }
+
     fn send(contact: &str, step: &str, due: &str) -> NewSend {
         NewSend {
             idem_key: idempotency_key(contact, "nurture", step),
@@ -765,25 +796,9 @@ mod tests {
         let now = t("2026-11-20T12:00:00Z");
         s.enqueue(&[send("c1", "1", "2026-11-20T11:00:00Z")], now)
             .expect("ok");
-        let first = s
-            .claim_due(
-                now,
-                now + chrono::Duration::minutes(5),
-                10,
-                "dead-process",
-                &mut allow,
-            )
-            .expect("ok");
+        let first = claim_at(&s, now, "dead-process", &mut allow);
         let later = now + chrono::Duration::minutes(6);
-        let again = s
-            .claim_due(
-                later,
-                later + chrono::Duration::minutes(5),
-                10,
-                "b",
-                &mut allow,
-            )
-            .expect("ok");
+        let again = claim_at(&s, later, "b", &mut allow);
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].idem_key, first[0].idem_key);
         assert_eq!(again[0].attempts, 2);
@@ -980,6 +995,162 @@ mod tests {
                 sent(&other[0], last)
             ]
         );
+    }
+
+    /// Claims and settlements add the dashboard's counts and the campaign
+    /// sends as sums over their batch, with the triggers off inside it; a
+    /// write outside such a batch goes through the triggers again. Either
+    /// way the counts are those recounted from the rows.
+    #[test]
+    fn counts_summed_over_a_batch_match_a_recount() {
+        use crate::domain::fatigue::admit::{ClaimStop, Why};
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = store(&dir);
+        let raw = rusqlite::Connection::open(dir.path().join("o.db")).expect("raw");
+        let now = t("2026-11-20T12:00:00Z");
+        let due = "2026-11-19T23:00:00Z";
+        let sends: Vec<_> = ["c1", "c2"]
+            .iter()
+            .flat_map(|c| ["1", "2", "3"].map(|step| send(c, step, due)))
+            .collect();
+        s.enqueue(&sends, now).expect("enqueue");
+        // Step 1 allowed, 2 deferred, 3 blocked, each with its own rule.
+        let mut decide = |row: &Row, _: &Contact, _: &[Event]| -> Admission {
+            let stop = |channel: &str| ClaimStop::UnknownChannel {
+                channel: channel.into(),
+            };
+            match row.idem_key.as_str() {
+                k if k == idempotency_key(&row.contact, "nurture", "2") => Admission {
+                    verdict: AdmissionVerdict::Defer {
+                        until: now + chrono::Duration::hours(1),
+                    },
+                    reasons: vec![Why::Claim(ClaimStop::ChannelNotConfigured {
+                        channel: "email".into(),
+                        detail: "no host".into(),
+                    })],
+                },
+                k if k == idempotency_key(&row.contact, "nurture", "3") => Admission {
+                    verdict: AdmissionVerdict::Block,
+                    reasons: vec![Why::Claim(stop("fax"))],
+                },
+                _ => allow(row, &Contact::default(), &[]),
+            }
+        };
+        let first = claim_at(&s, now, "gone", &mut decide);
+        assert_eq!(first.len(), 2);
+        // The lease runs out: the same two rows are claimed again (a move
+        // from claimed to claimed changes no count), the deferred ones are
+        // deferred again.
+        let later = now + chrono::Duration::hours(2);
+        let again = claim_at(&s, later, "b", &mut decide);
+        assert_eq!(again.len(), 2);
+        let batch = [
+            (again[0].seq, Settlement::Sent, later),
+            (again[0].seq, Settlement::Sent, later),
+        ];
+        assert_eq!(s.settle_many("b", &batch).expect("ok"), [true, false]);
+        // Outside a batch: the triggers count.
+        assert_eq!(s.release_claims("b", later).expect("ok"), 1);
+
+        let recounted = || {
+            let table =
+                |sql: &str| -> Vec<(i64, String, String, String, String, i64)> { six(&raw, sql) };
+            assert_eq!(
+                table("SELECT * FROM ui_outbox_counts WHERE n <> 0 ORDER BY 1, 2, 3, 4, 5"),
+                table(
+                    "SELECT first_due / 86400000000, followup, kind, channel, state, count(*)
+                     FROM outbox GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5"
+                )
+            );
+            let decisions =
+                |sql: &str| -> Vec<(i64, String, String, i64, i64, i64)> { six(&raw, sql) };
+            let logged = decisions(
+                "SELECT day, decision, rule, n, 0, 0 FROM ui_decisions WHERE n <> 0 ORDER BY 1, 2, 3",
+            );
+            assert_eq!(
+                logged,
+                decisions(
+                    "SELECT at / 86400000000, decision,
+                            coalesce(json_extract(reasons, '$[0].rule'),
+                                     json_extract(reasons, '$.reasons[0].rule'),
+                                     json_extract(reasons, '$[0]'), ''),
+                            count(*), 0, 0
+                     FROM decision_log GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+                )
+            );
+            let sends = |sql: &str| -> Vec<(i64, String, i64, i64, i64, i64)> { six(&raw, sql) };
+            assert_eq!(
+                sends(
+                    "SELECT contact, campaign, sends, 0, 0, 0 FROM campaign_contacts ORDER BY 1, 2"
+                ),
+                sends(
+                    "SELECT contact, followup, count(*), 0, 0, 0 FROM outbox WHERE state = 'sent'
+                     GROUP BY 1, 2 ORDER BY 1, 2"
+                )
+            );
+            let flags: i64 = raw
+                .query_row("SELECT count(*) FROM counts_summed", [], |r| r.get(0))
+                .expect("flags");
+            assert_eq!(flags, 0, "the triggers are on outside a batch");
+            logged
+        };
+        let campaign = || -> (i64, i64) {
+            raw.query_row(
+                "SELECT sent, contacts FROM campaign_stats WHERE campaign = 'nurture'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("campaign")
+        };
+
+        let logged = recounted();
+        let day = to_micros(now) / 86_400_000_000;
+        assert_eq!(
+            logged,
+            [
+                (day, "allow".into(), String::new(), 4, 0, 0),
+                (day, "block".into(), "unknown_channel".into(), 2, 0, 0),
+                (
+                    day,
+                    "defer".into(),
+                    "channel_not_configured".into(),
+                    4,
+                    0,
+                    0
+                ),
+            ],
+            "two claims of two contacts, the second without the blocked rows"
+        );
+        let states: Vec<(String, i64)> = raw
+            .prepare("SELECT state, sum(n) FROM ui_outbox_counts GROUP BY 1 HAVING sum(n) > 0")
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(
+            states,
+            [
+                ("blocked".to_string(), 2),
+                ("deferred".to_string(), 2),
+                ("retrying".to_string(), 1),
+                ("sent".to_string(), 1)
+            ]
+        );
+        assert_eq!(campaign(), (1, 1));
+
+        // Everything due is sent: the contact sent to before is counted
+        // once more in its sends, not as a new contact.
+        let last = later + chrono::Duration::hours(2);
+        let rest = claim_at(&s, last, "c", &mut allow);
+        assert_eq!(rest.len(), 3, "the released row and the two deferred ones");
+        let batch: Vec<_> = rest
+            .iter()
+            .map(|r| (r.seq, Settlement::Sent, last))
+            .collect();
+        assert_eq!(s.settle_many("c", &batch).expect("ok"), [true; 3]);
+        recounted();
+        assert_eq!(campaign(), (4, 2));
     }
 
     #[test]

@@ -176,3 +176,41 @@ fn block(stop: ClaimStop) -> Admission {
         reasons: vec![Why::Claim(stop)],
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stored reasons' `rule` tag is what [`Why::rule`] says: the
+    /// dashboard's decision counts are kept from either (the SQLite
+    /// store's triggers read the tag, its batches the method).
+    #[test]
+    fn a_reason_is_stored_under_its_rule() {
+        let at: Timestamp = "2026-11-20T12:00:00Z".parse().expect("instant");
+        let whys = [
+            Why::Guard(Reason::UnknownChannel { channel: 3 }),
+            Why::Guard(Reason::DoNotContact {
+                channel: "email".into(),
+            }),
+            Why::Dropped(DropReason::MaxDeferral {
+                first_planned: at,
+                max_deferral: Duration(chrono::Duration::days(3)),
+                until: None,
+            }),
+            Why::Claim(ClaimStop::UnknownChannel {
+                channel: "fax".into(),
+            }),
+            Why::Claim(ClaimStop::History {
+                error: "bad".into(),
+            }),
+            Why::Claim(ClaimStop::ChannelNotConfigured {
+                channel: "email".into(),
+                detail: "no host".into(),
+            }),
+        ];
+        for why in whys {
+            let json = serde_json::to_value(&why).expect("json");
+            assert_eq!(json["rule"], why.rule(), "{json}");
+        }
+    }
+}
