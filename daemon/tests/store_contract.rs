@@ -1190,6 +1190,23 @@ pub fn a_batch_claim_hands_over_each_row_with_what_its_request_needs(backend: Ba
         channels.sort_unstable();
         assert_eq!(channels, ["email", "sms"], "{contact}");
     }
+    // A blocked row is put back as it was due, its attempt not counted and
+    // no lease left on it.
+    let handed: BTreeSet<&str> = claimed.iter().map(|c| c.row.idem_key.as_str()).collect();
+    let blocked: Vec<Row> = sends
+        .iter()
+        .filter(|s| !handed.contains(s.idem_key.as_str()))
+        .map(|s| store.outbox_row(&s.idem_key).expect("read").expect("row"))
+        .collect();
+    assert_eq!(blocked.len(), sends.len() - claimed.len());
+    for row in &blocked {
+        assert_eq!(
+            (row.state, row.attempts, row.lease_until, row.due_at),
+            (State::Blocked, 0, None, now()),
+            "{}",
+            row.idem_key
+        );
+    }
     // The lease expires: each row is decided again without its own stale
     // reservation, and claimed for a second attempt under the same key.
     let later = lease + Duration::minutes(1);

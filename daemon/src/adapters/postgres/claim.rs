@@ -8,7 +8,8 @@
 //! other in a circle), reads, pipelined, what the guard weighs for all of
 //! them (events and reservations, read once the locks are held: every
 //! reservation and send committed before is seen), and writes the
-//! decisions, row updates and reservations back in three array statements.
+//! decisions, the rows put back (deferred or blocked) and the reservations
+//! in three array statements; an allowed row stays as the take left it.
 //! Contact by contact, the guard decides in memory with the reservations
 //! this claim already made for that contact added, exactly as if each had
 //! been read back. A cap or the daily budget therefore cannot be exceeded
@@ -64,29 +65,33 @@ pub(super) async fn take(
     let now_us = to_micros(now);
     let lease_us = to_micros(lease_until);
     let limit = i64::from(limit);
-    let mut due: Vec<(Row, i64)> = tx
-        .query_typed(
-            &format!(
-                "WITH d AS (
-                   SELECT seq, state, due_at, attempts, lease_until, updated_at FROM outbox
-                   WHERE state IN {PENDING} AND due_at <= $1
-                   ORDER BY due_at, priority DESC, seq LIMIT $2
-                   FOR UPDATE SKIP LOCKED)
-                 UPDATE outbox o SET state = 'claimed', lease_owner = $3, lease_until = $4,
-                   due_at = $4, attempts = d.attempts + 1
-                 FROM d, contacts c WHERE o.seq = d.seq AND c.rowid = o.contact
-                 RETURNING o.seq, o.idem_key, c.id, o.followup, o.kind, o.priority, o.channel,
-                   d.state, d.due_at, o.first_due, d.attempts, d.lease_until, o.payload,
-                   o.last_error, d.updated_at, o.contact"
-            ),
-            &[
-                (&now_us, Type::INT8),
-                (&limit, Type::INT8),
-                (&owner, Type::TEXT),
-                (&lease_us, Type::INT8),
-            ],
-        )
-        .await?
+    // Due rows are read in claim order from `outbox_ready` and the scan
+    // stops at the limit. Right after a large enqueue the statistics still
+    // count few due rows, and the planner would rather sort every due row
+    // on each take; no sort is the one plan that holds at any size.
+    let sql = format!(
+        "WITH d AS (
+           SELECT seq, state, due_at, attempts, lease_until, updated_at FROM outbox
+           WHERE state IN {PENDING} AND due_at <= $1
+           ORDER BY due_at, priority DESC, seq LIMIT $2
+           FOR UPDATE SKIP LOCKED)
+         UPDATE outbox o SET state = 'claimed', lease_owner = $3, lease_until = $4,
+           due_at = $4, attempts = d.attempts + 1, updated_at = $1
+         FROM d, contacts c WHERE o.seq = d.seq AND c.rowid = o.contact
+         RETURNING o.seq, o.idem_key, c.id, o.followup, o.kind, o.priority, o.channel,
+           d.state, d.due_at, o.first_due, d.attempts, d.lease_until, o.payload,
+           o.last_error, d.updated_at, o.contact"
+    );
+    let params: [Param<'_>; 4] = [
+        (&now_us, Type::INT8),
+        (&limit, Type::INT8),
+        (&owner, Type::TEXT),
+        (&lease_us, Type::INT8),
+    ];
+    let ordered = tx.batch_execute("SET LOCAL enable_sort = off");
+    let taken = tx.query_typed(&sql, &params);
+    let (_, taken) = tokio::try_join!(ordered, taken)?;
+    let mut due: Vec<(Row, i64)> = taken
         .iter()
         .map(|r| Ok((read_row(r)?, r.get::<_, i64>(15))))
         .collect::<Result<_, StoreError>>()?;
@@ -115,7 +120,6 @@ pub(super) async fn decide(
     admit: &mut dyn FnMut(&Row, &Contact, &[Event]) -> Admission,
 ) -> Result<Vec<Claimed>, StoreError> {
     let now_us = to_micros(now);
-    let lease_us = to_micros(lease_until);
     let taken_seqs: Vec<i64> = taken.iter().map(|(r, _)| r.seq).collect();
     let taken_keys: Vec<i64> = {
         let mut k: Vec<i64> = taken.iter().map(|(_, k)| *k).collect();
@@ -123,14 +127,16 @@ pub(super) async fn decide(
         k.dedup();
         k
     };
-    // 1. The rows still held (a lease may have run out meanwhile), then
-    // their contacts, locked in ascending key order; pipelined.
+    // 1. The rows taken, then their contacts, locked in ascending key
+    // order; pipelined. Whether `owner` still holds a row (a lease may
+    // have run out meanwhile) is read from its locked version rather than
+    // filtered on, so that the rows are found by key alone (see `settle`).
     let mine: [Param<'_>; 2] = [(&taken_seqs, Type::INT8_ARRAY), (&owner, Type::TEXT)];
     let contacts: [Param<'_>; 1] = [(&taken_keys, Type::INT8_ARRAY)];
     let (held, contact_rows) = tokio::try_join!(
         tx.query_typed(
-            "SELECT seq FROM outbox WHERE seq = ANY($1) AND state = 'claimed'
-               AND lease_owner = $2 ORDER BY seq FOR UPDATE",
+            "SELECT seq, state = 'claimed' AND lease_owner IS NOT DISTINCT FROM $2
+             FROM outbox WHERE seq = ANY($1) ORDER BY seq FOR UPDATE",
             &mine,
         ),
         tx.query_typed(
@@ -139,7 +145,7 @@ pub(super) async fn decide(
             &contacts,
         ),
     )?;
-    let held: HashSet<i64> = held.iter().map(|r| r.get(0)).collect();
+    let held: HashSet<i64> = held.iter().filter(|r| r.get(1)).map(|r| r.get(0)).collect();
     let due: Vec<&(Row, i64)> = taken
         .iter()
         .filter(|(r, _)| held.contains(&r.seq))
@@ -224,14 +230,7 @@ pub(super) async fn decide(
         log.push(*key, row, &admission)?;
         match &admission.verdict {
             AdmissionVerdict::Allow { event_type } => {
-                log.update(
-                    row.seq,
-                    "claimed",
-                    Some(lease_us),
-                    Some(owner),
-                    Some(lease_us),
-                    0,
-                );
+                // Left as [`take`] wrote it.
                 log.reserve(row.seq, *key, event_type, &row.channel);
                 let mut out = row.clone();
                 out.state = State::Claimed;
@@ -253,24 +252,20 @@ pub(super) async fn decide(
                 l.weighs.insert(at, reservation);
             }
             AdmissionVerdict::Defer { until } => {
-                log.update(row.seq, "deferred", Some(to_micros(*until)), None, None, -1);
+                log.put_back(row.seq, "deferred", to_micros(*until));
             }
             AdmissionVerdict::Block => {
                 // Due as it was before it was taken.
-                let due = Some(to_micros(row.due_at));
-                log.update(row.seq, "blocked", due, None, None, -1);
+                log.put_back(row.seq, "blocked", to_micros(row.due_at));
             }
         }
     }
     // 5. Written back, pipelined; and what requests are built from.
-    let updates: [Param<'_>; 7] = [
+    let updates: [Param<'_>; 4] = [
         (&now_us, Type::INT8),
         (&log.seq, Type::INT8_ARRAY),
         (&log.state, Type::TEXT_ARRAY),
         (&log.due, Type::INT8_ARRAY),
-        (&log.owner, Type::TEXT_ARRAY),
-        (&log.lease, Type::INT8_ARRAY),
-        (&log.tries, Type::INT8_ARRAY),
     ];
     let reservations: [Param<'_>; 5] = [
         (&now_us, Type::INT8),
@@ -280,15 +275,21 @@ pub(super) async fn decide(
         (&log.reserved_channel, Type::TEXT_ARRAY),
     ];
     let decided = log.logged.write(tx, now_us);
-    let updated = tx.query_typed(
-        "UPDATE outbox o SET state = u.state, due_at = coalesce(u.due, o.due_at),
-           lease_owner = u.owner, lease_until = u.lease, attempts = o.attempts + u.tries,
-           updated_at = $1
-         FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::bigint[],
-                     $7::bigint[]) AS u(seq, state, due, owner, lease, tries)
-         WHERE o.seq = u.seq",
-        &updates,
-    );
+    // Found by key whatever the statistics say (see `settle`); the rows
+    // are locked since step 1.
+    let updated = async {
+        if !log.seq.is_empty() {
+            tx.query_typed(
+                "UPDATE outbox o SET state = u.state, due_at = u.due, lease_owner = NULL,
+                   lease_until = NULL, attempts = o.attempts - 1, updated_at = $1
+                 FROM unnest($2::bigint[], $3::text[], $4::bigint[]) AS u(seq, state, due)
+                 WHERE o.seq = ANY($2) AND o.seq = u.seq",
+                &updates,
+            )
+            .await?;
+        }
+        Ok::<_, StoreError>(())
+    };
     let reserve = tx.query_typed(
         "INSERT INTO fatigue_ledger (outbox, contact, at, event_type, channel)
          SELECT outbox, contact, $1, event_type, channel
@@ -296,7 +297,6 @@ pub(super) async fn decide(
               AS l(outbox, contact, event_type, channel)",
         &reservations,
     );
-    let updated = async { updated.await.map_err(StoreError::from) };
     let reserve = async { reserve.await.map_err(StoreError::from) };
     claimed.sort_by_key(|(i, _)| *i);
     let allowed: HashSet<i64> = claimed.iter().map(|(i, _)| due[*i].1).collect();
@@ -355,12 +355,11 @@ fn reservation_props(row: &Row) -> serde_json::Map<String, serde_json::Value> {
 #[derive(Default)]
 struct Decisions {
     logged: DecisionLog,
+    /// Rows put back (deferred or blocked), with their state and due
+    /// instant; an allowed row stays as [`take`] wrote it.
     seq: Vec<i64>,
     state: Vec<&'static str>,
-    due: Vec<Option<i64>>,
-    owner: Vec<Option<String>>,
-    lease: Vec<Option<i64>>,
-    tries: Vec<i64>,
+    due: Vec<i64>,
     reserved: Vec<i64>,
     reserved_contact: Vec<i64>,
     event_type: Vec<String>,
@@ -380,21 +379,11 @@ impl Decisions {
         Ok(())
     }
 
-    fn update(
-        &mut self,
-        seq: i64,
-        state: &'static str,
-        due: Option<i64>,
-        owner: Option<&str>,
-        lease: Option<i64>,
-        tries: i64,
-    ) {
+    /// A row put back: its attempt not counted, its lease released.
+    fn put_back(&mut self, seq: i64, state: &'static str, due: i64) {
         self.seq.push(seq);
         self.state.push(state);
         self.due.push(due);
-        self.owner.push(owner.map(str::to_string));
-        self.lease.push(lease);
-        self.tries.push(tries);
     }
 
     fn reserve(&mut self, seq: i64, key: i64, event_type: &str, channel: &str) {
@@ -514,21 +503,34 @@ pub(super) async fn settle(
         error.push(e);
         at.push(to_micros(*when));
     }
+    // The batch's rows are found by key (`seq = ANY`), and whether this
+    // owner still holds them is tested against the batch's own columns (a
+    // materialized CTE, which the planner cannot see into): no estimate of
+    // how many rows are claimed, stale by nature, can turn the statement
+    // into a scan of every claimed row per settled row. The released
+    // reservations come back as rows of their own rather than joined to
+    // the settled ones for the same reason.
     let rows = tx
         .query_typed(
-            "WITH u AS (
+            "WITH s AS MATERIALIZED (
+               SELECT s.*, 'claimed'::text AS held, $6::text AS owner
+               FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::bigint[])
+                    AS s(seq, state, due, error, at)),
+             u AS (
                UPDATE outbox o SET state = s.state, due_at = coalesce(s.due, o.due_at),
                  last_error = s.error, lease_owner = NULL, lease_until = NULL, updated_at = s.at
-               FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::bigint[])
-                    AS s(seq, state, due, error, at)
-               WHERE o.seq = s.seq AND o.state = 'claimed' AND o.lease_owner = $6
+               FROM s
+               WHERE o.seq = ANY($1) AND o.seq = s.seq AND o.state = s.held
+                 AND o.lease_owner = s.owner
                RETURNING o.seq, o.state, o.idem_key, o.followup, o.payload, o.contact),
              d AS (
                DELETE FROM fatigue_ledger l USING u WHERE l.outbox = u.seq
                RETURNING l.outbox, l.event_type, l.channel)
-             SELECT u.seq, u.state, d.event_type, d.channel, u.idem_key, u.followup, u.payload,
-                    u.contact, c.id
-             FROM u LEFT JOIN d ON d.outbox = u.seq JOIN contacts c ON c.rowid = u.contact",
+             SELECT u.seq, u.state, NULL, NULL, u.idem_key, u.followup, u.payload, u.contact,
+                    c.id
+             FROM u JOIN contacts c ON c.rowid = u.contact
+             UNION ALL
+             SELECT d.outbox, NULL, d.event_type, d.channel, NULL, NULL, NULL, NULL, NULL FROM d",
             &[
                 (&seq, Type::INT8_ARRAY),
                 (&state, Type::TEXT_ARRAY),
@@ -540,24 +542,32 @@ pub(super) async fn settle(
         )
         .await?;
     let when: HashMap<i64, Timestamp> = batch.iter().map(|(s, _, t)| (*s, *t)).rev().collect();
+    let mut released: HashMap<i64, (String, String)> = HashMap::new();
+    for r in &rows {
+        if let (Some(kind), Some(channel)) = (r.get(2), r.get(3)) {
+            released.insert(r.get(0), (kind, channel));
+        }
+    }
     let mut applied: HashSet<i64> = HashSet::with_capacity(rows.len());
     let mut events: Vec<(i64, i64, Event, [u8; 16])> = Vec::new();
     for r in &rows {
-        let s: i64 = r.get(0);
-        applied.insert(s);
-        let (Some(kind), Some(channel)) = (r.get::<_, Option<String>>(2), r.get(3)) else {
+        let Some(state) = r.get::<_, Option<&str>>(1) else {
             continue;
         };
-        if r.get::<_, &str>(1) != State::Sent.as_str() {
+        let s: i64 = r.get(0);
+        applied.insert(s);
+        if state != State::Sent.as_str() {
             continue;
         }
-        let Some(at) = when.get(&s) else { continue };
+        let (Some((kind, channel)), Some(at)) = (released.get(&s), when.get(&s)) else {
+            continue;
+        };
         let event = Event {
             id: Some(r.get(4)),
             contact: r.get(8),
-            kind,
+            kind: kind.clone(),
             at: *at,
-            channel: Some(channel),
+            channel: Some(channel.clone()),
             props: send_props(Some(r.get(5)), r.get(6)),
         };
         let dedup = Incoming::Contact(event.clone()).dedup_key();

@@ -309,6 +309,19 @@ ALTER TABLE events DROP CONSTRAINT IF EXISTS events_contact_fkey;
     r#"
 ALTER TABLE scores ADD COLUMN desk_mark BIGINT;
 "#,
+    // 8: the outbox's indexes for what reads it. Due rows are taken in
+    // claim order straight from the index, without sorting every due row;
+    // retention reads the oldest sent rows from their own index. No index
+    // on the state alone: claimed rows are few and change every instant,
+    // so its estimates were stale and settlements scanned every claimed
+    // row once per settled row (see claim.rs).
+    r#"
+DROP INDEX outbox_by_state;
+DROP INDEX outbox_ready;
+CREATE INDEX outbox_ready ON outbox(due_at, priority DESC, seq)
+    WHERE state IN ('planned', 'deferred', 'retrying', 'claimed');
+CREATE INDEX outbox_sent_by_age ON outbox(updated_at) WHERE state = 'sent';
+"#,
 ];
 
 /// Brings the schema up to date in one transaction, under an advisory
