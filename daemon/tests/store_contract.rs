@@ -1225,6 +1225,103 @@ pub fn a_batch_claim_hands_over_each_row_with_what_its_request_needs(backend: Ba
     assert!(again.iter().all(|c| c.row.attempts == 2), "{again:?}");
 }
 
+/// A rebuild reads the companies of its key range at once where the store
+/// offers it: exactly those of the range's contacts, each with its signals.
+pub fn the_companies_of_a_key_range_come_at_once(backend: Backend) {
+    let opened = backend();
+    let store = &opened.store;
+    let companies: Vec<Patch> = ["acme", "globex", "initech"]
+        .into_iter()
+        .map(|id| {
+            let mut fields = serde_json::Map::new();
+            fields.insert("name".into(), id.to_uppercase().into());
+            Patch {
+                id: id.into(),
+                fields,
+                ..Patch::default()
+            }
+        })
+        .collect();
+    store.upsert_companies(&companies).expect("companies");
+    let signal = relance::core::model::BusinessSignal {
+        kind: "funding".into(),
+        at: now(),
+        props: serde_json::Map::new(),
+    };
+    let signalled = Incoming::Company {
+        company: "globex".into(),
+        signal: signal.clone(),
+    };
+    store.append_events(&[signalled]).expect("signal");
+    // In key order: two of acme's, one of globex's, one of initech's, one
+    // without a company.
+    let of = [
+        Some("acme"),
+        Some("acme"),
+        Some("globex"),
+        Some("initech"),
+        None,
+    ];
+    let people: Vec<Patch> = of
+        .iter()
+        .enumerate()
+        .map(|(i, company)| {
+            let mut fields = serde_json::Map::new();
+            if let Some(c) = company {
+                fields.insert("company".into(), (*c).into());
+            }
+            Patch {
+                id: format!("p{i}"),
+                fields,
+                ..Patch::default()
+            }
+        })
+        .collect();
+    for p in &people {
+        store
+            .upsert_contacts(std::slice::from_ref(p))
+            .expect("contact");
+    }
+    let key = |i: usize| {
+        store
+            .contact_key(&format!("p{i}"))
+            .expect("key")
+            .expect("known")
+    };
+    let read = |range: (i64, i64)| -> Option<Vec<(String, Option<String>, usize)>> {
+        let mut got: Vec<_> = store
+            .companies_in_range(range)
+            .expect("read")?
+            .into_iter()
+            .map(|c| {
+                if c.id == "globex" {
+                    assert_eq!(c.signals, std::slice::from_ref(&signal));
+                }
+                (c.id, c.name, c.signals.len())
+            })
+            .collect();
+        got.sort();
+        Some(got)
+    };
+    let Some(first) = read((key(0), key(3))) else {
+        // This store reads companies one at a time.
+        return;
+    };
+    assert_eq!(
+        first,
+        [
+            ("acme".to_string(), Some("ACME".to_string()), 0),
+            ("globex".to_string(), Some("GLOBEX".to_string()), 1)
+        ]
+    );
+    let rest = read((key(3), key(4) + 1)).expect("the same store");
+    assert_eq!(
+        rest,
+        [("initech".to_string(), Some("INITECH".to_string()), 0)]
+    );
+    assert_eq!(read((key(4), key(4) + 1)), Some(Vec::new()));
+}
+
 /// One `#[test]` per case for a backend: a new backend adds its
 /// [`Backend`] and a line `contract!(name);`.
 macro_rules! contract {
@@ -1287,6 +1384,10 @@ macro_rules! contract {
                 super::a_batch_claim_hands_over_each_row_with_what_its_request_needs(
                     super::$backend,
                 );
+            }
+            #[test]
+            fn the_companies_of_a_key_range_come_at_once() {
+                super::the_companies_of_a_key_range_come_at_once(super::$backend);
             }
             #[test]
             fn waiting_for_events_sees_other_handles() {

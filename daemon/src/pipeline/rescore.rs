@@ -318,6 +318,10 @@ impl Shared<'_> {
     fn full(&self, range: (i64, i64)) -> Result<PassReport, PassError> {
         let store = self.store;
         let mut pass = self.pass();
+        for company in store.companies_in_range(range)?.unwrap_or_default() {
+            pass.companies
+                .insert(company.id.clone(), Some(Arc::new(company)));
+        }
         store.scan_for_rescore(range, &mut |key, contact, events, previous| {
             let company = pass.company(store, contact.company.as_deref())?;
             pass.score(key, &contact, company.as_deref(), events, previous)?;

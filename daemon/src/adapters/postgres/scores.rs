@@ -309,6 +309,23 @@ impl ScoreStore for PgStore {
         self.snapshot(async |tx| load_companies(tx, ids).await)
     }
 
+    fn companies_in_range(&self, range: (i64, i64)) -> Result<Option<Vec<Company>>, StoreError> {
+        self.snapshot(async |tx| {
+            let ids: Vec<String> = tx
+                .query(
+                    "SELECT DISTINCT company FROM contacts
+                     WHERE rowid >= $1 AND rowid < $2 AND company IS NOT NULL",
+                    &[&range.0, &range.1],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            Ok(Some(load_companies(tx, &ids).await?))
+        })
+    }
+
     fn rescore_candidates(
         &self,
         now: Timestamp,

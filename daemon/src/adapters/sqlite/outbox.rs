@@ -13,12 +13,15 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 pub(super) const ROW_COLUMNS: &str = "o.seq, o.idem_key, c.id, o.followup, o.kind, o.priority, o.channel, o.state, \
      o.due_at, o.first_due, o.attempts, o.lease_until, o.payload, o.last_error, o.updated_at";
 
+/// Column `i` of `r` as text, borrowed; anything else is corrupt.
+fn text<'r>(r: &'r rusqlite::Row<'_>, i: usize) -> Result<&'r str, StoreError> {
+    r.get_ref(i)?
+        .as_str()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
 pub(super) fn read_row(r: &rusqlite::Row<'_>) -> Result<Row, StoreError> {
-    let text = |i: usize| -> Result<&str, StoreError> {
-        r.get_ref(i)?
-            .as_str()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))
-    };
+    let text = |i: usize| text(r, i);
     let kind = text(4)?;
     let state = text(7)?;
     Ok(Row {
@@ -340,11 +343,7 @@ fn settle_batch(
         while let Some(r) = q.next()? {
             let seq: i64 = r.get(0)?;
             applied.insert(seq);
-            let text = |i: usize| -> Result<&str, StoreError> {
-                r.get_ref(i)?
-                    .as_str()
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))
-            };
+            let text = |i: usize| text(r, i);
             let state: State = text(1)?.parse().map_err(StoreError::Corrupt)?;
             let kind: FollowUpKind = text(7)?.parse().map_err(StoreError::Corrupt)?;
             let followup: String = r.get(3)?;

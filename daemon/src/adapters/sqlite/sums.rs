@@ -19,19 +19,45 @@ use std::collections::HashMap;
 /// triggers compute it (integer division, truncated toward zero).
 const DAY_US: i64 = 86_400_000_000;
 
-/// One outbox count: day first due, follow-up, kind, channel, state.
-type CountKey = (i64, String, &'static str, String, &'static str);
+/// One outbox count: day first due, follow-up, kind, channel, state;
+/// names as their numbers in [`Names`].
+type CountKey = (i64, u32, &'static str, u32, &'static str);
+
+/// Follow-up and channel names, each stored once: a row whose names were
+/// seen before adds to its sums without allocating.
+#[derive(Default)]
+struct Names {
+    all: Vec<String>,
+    number: HashMap<String, u32>,
+}
+
+impl Names {
+    fn number(&mut self, name: &str) -> u32 {
+        if let Some(n) = self.number.get(name) {
+            return *n;
+        }
+        let n = u32::try_from(self.all.len()).unwrap_or(u32::MAX);
+        self.all.push(name.to_owned());
+        self.number.insert(name.to_owned(), n);
+        n
+    }
+
+    fn name(&self, n: u32) -> &str {
+        self.all.get(n as usize).map_or("", String::as_str)
+    }
+}
 
 /// The changes a batch makes to the counts, not yet written. Each is
 /// summed here and written with one plain statement per key, so a batch
 /// costs a few statements whatever its size.
 #[derive(Default)]
 pub(super) struct Sums {
+    names: Names,
     outbox: HashMap<CountKey, i64>,
     /// Decisions per day, verdict and first reason's rule.
     decisions: HashMap<(i64, &'static str, &'static str), i64>,
     /// Delivered sends per contact key and follow-up.
-    sends: HashMap<(i64, String), i64>,
+    sends: HashMap<(i64, u32), i64>,
 }
 
 impl Sums {
@@ -56,10 +82,11 @@ impl Sums {
             return;
         }
         let day = first_due_us / DAY_US;
+        let (followup, channel) = (self.names.number(followup), self.names.number(channel));
         for (state, n) in [(from.as_str(), -1), (to.as_str(), 1)] {
             *self
                 .outbox
-                .entry((day, followup.to_owned(), kind, channel.to_owned(), state))
+                .entry((day, followup, kind, channel, state))
                 .or_default() += n;
         }
     }
@@ -76,16 +103,15 @@ impl Sums {
 
     /// A send of `followup` delivered to the contact keyed `contact`.
     pub(super) fn delivered(&mut self, contact: i64, followup: &str) {
-        *self
-            .sends
-            .entry((contact, followup.to_owned()))
-            .or_default() += 1;
+        let followup = self.names.number(followup);
+        *self.sends.entry((contact, followup)).or_default() += 1;
     }
 
     /// Adds the sums and turns the triggers on again.
     pub(super) fn finish(self, tx: &Connection) -> Result<(), StoreError> {
         for ((day, followup, kind, channel, state), n) in &self.outbox {
             if *n != 0 {
+                let (followup, channel) = (self.names.name(*followup), self.names.name(*channel));
                 tx.prepare_cached(
                     "INSERT INTO ui_outbox_counts (day, followup, kind, channel, state, n)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -104,6 +130,7 @@ impl Sums {
         // Per campaign: the sends, and the contacts it did not count yet.
         let mut campaigns: HashMap<&str, (i64, i64)> = HashMap::new();
         for ((contact, campaign), n) in &self.sends {
+            let campaign = self.names.name(*campaign);
             let added = tx
                 .prepare_cached(
                     "INSERT INTO campaign_contacts (contact, campaign, sends) VALUES (?1, ?2, ?3)

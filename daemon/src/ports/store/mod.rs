@@ -470,6 +470,14 @@ pub trait ScoreStore: Send + Sync {
     /// Companies by id with their signals, a few queries for many ids;
     /// unknown ids are left out.
     fn companies(&self, ids: &[&str]) -> Result<Vec<Company>, StoreError>;
+    /// The companies of the contacts whose internal keys lie in
+    /// `[range.0, range.1)`, with their signals, for a rebuild to read
+    /// before it scans that range; `None` where one company is read about
+    /// as cheaply as many (the rebuild then reads each on first use, as a
+    /// store over a network could not afford to: a round trip each).
+    fn companies_in_range(&self, _range: (i64, i64)) -> Result<Option<Vec<Company>>, StoreError> {
+        Ok(None)
+    }
     /// Contacts a pass at `now` must rescore: events after `after_seq`,
     /// time-dependent terms due, profile or company changed, never scored.
     /// Each as (internal key, id).
