@@ -12,14 +12,15 @@ use crate::ports::store::{Props, StoreError};
 use rusqlite::params;
 
 impl Conn {
-    /// Writes `reason` as the error of every pending send on `channel`.
+    /// Writes `reason` as the error of every pending send on `channel`,
+    /// found through outbox_ready (its predicate named in the query).
     pub(super) fn note_waiting(&mut self, channel: &str, reason: &str) -> Result<u64, StoreError> {
         self.write(|tx| {
             let n = tx
                 .prepare_cached(
                     "UPDATE outbox SET last_error = ?2
-                     WHERE channel = ?1 AND state IN ('planned', 'deferred', 'retrying')
-                       AND last_error IS NOT ?2",
+                     WHERE state IN ('planned', 'deferred', 'retrying', 'claimed')
+                       AND state <> 'claimed' AND channel = ?1 AND last_error IS NOT ?2",
                 )?
                 .execute(params![channel, reason])?;
             Ok(n as u64)

@@ -753,6 +753,14 @@ WHEN NOT EXISTS (SELECT 1 FROM counts_summed) BEGIN
     WHERE campaign = new.campaign;
 END;
 "#,
+    // 17: no index on the outbox's state alone.
+    r#"
+-- Every claim and settlement changed it: two entries moved per send.
+-- Pending rows are found through outbox_ready (a query names its
+-- predicate, `state IN (...)`, to use it), sent ones through their own
+-- partial indexes.
+DROP INDEX outbox_by_state;
+"#,
 ];
 
 /// Migration 9 here and 3 on PostgreSQL (the same statements): the indexes

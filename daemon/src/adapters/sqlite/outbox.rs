@@ -238,17 +238,21 @@ impl Conn {
         owner: &str,
         now: Timestamp,
     ) -> Result<u64, StoreError> {
+        // `state IN (...)` names outbox_ready's predicate: the claimed rows
+        // are found through that index.
         self.write(|tx| {
             tx.prepare_cached(
                 "DELETE FROM fatigue_ledger WHERE outbox IN
-                   (SELECT seq FROM outbox WHERE state = 'claimed' AND lease_owner = ?1)",
+                   (SELECT seq FROM outbox WHERE state IN ('planned', 'deferred', 'retrying', 'claimed')
+                      AND state = 'claimed' AND lease_owner = ?1)",
             )?
             .execute([owner])?;
             let n = tx
                 .prepare_cached(
                     "UPDATE outbox SET state = 'retrying', due_at = ?2, lease_owner = NULL,
                        lease_until = NULL, last_error = 'released at shutdown', updated_at = ?2
-                     WHERE state = 'claimed' AND lease_owner = ?1",
+                     WHERE state IN ('planned', 'deferred', 'retrying', 'claimed')
+                       AND state = 'claimed' AND lease_owner = ?1",
                 )?
                 .execute(params![owner, to_micros(now)])?;
             Ok(n as u64)
