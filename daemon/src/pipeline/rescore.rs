@@ -318,10 +318,7 @@ impl Shared<'_> {
     fn full(&self, range: (i64, i64)) -> Result<PassReport, PassError> {
         let store = self.store;
         let mut pass = self.pass();
-        for company in store.companies_in_range(range)?.unwrap_or_default() {
-            pass.companies
-                .insert(company.id.clone(), Some(Arc::new(company)));
-        }
+        pass.remember(store.companies_in_range(range)?.unwrap_or_default());
         store.scan_for_rescore(range, &mut |key, contact, events, previous| {
             let company = pass.company(store, contact.company.as_deref())?;
             pass.score(key, &contact, company.as_deref(), events, previous)?;
@@ -362,6 +359,14 @@ impl Pass<'_> {
         Ok(c)
     }
 
+    /// Keeps `companies` for the rest of the pass.
+    fn remember(&mut self, companies: Vec<Company>) {
+        for company in companies {
+            self.companies
+                .insert(company.id.clone(), Some(Arc::new(company)));
+        }
+    }
+
     /// Reads the companies of `inputs` not read yet, a few queries for all.
     fn load_companies(
         &mut self,
@@ -378,10 +383,7 @@ impl Pass<'_> {
         if missing.is_empty() {
             return Ok(());
         }
-        for company in store.companies(&missing)? {
-            self.companies
-                .insert(company.id.clone(), Some(Arc::new(company)));
-        }
+        self.remember(store.companies(&missing)?);
         // Unknown companies are remembered too, as the point read does.
         for id in missing {
             self.companies.entry(id.to_string()).or_insert(None);
