@@ -1322,6 +1322,139 @@ pub fn the_companies_of_a_key_range_come_at_once(backend: Backend) {
     assert_eq!(read((key(4), key(4) + 1)), Some(Vec::new()));
 }
 
+/// Every rescoring read (the rebuild's scan, a batch of keys, one key)
+/// hands over each contact's events whole and oldest first: producer
+/// ids, channels, nested and repeated props, none of another contact's.
+pub fn every_rescoring_read_hands_over_each_event_whole(backend: Backend) {
+    let opened = backend();
+    let store = &opened.store;
+    let people = ids("r", 4);
+    contacts(store, &people);
+    let mut visit = serde_json::Map::new();
+    visit.insert("url".into(), "https://example.com/pricing?a=é".into());
+    visit.insert(
+        "depth".into(),
+        serde_json::json!({"pages": [1, 2], "ok": true}),
+    );
+    let ev = |contact: &str,
+              id: Option<&str>,
+              kind: &str,
+              at: &str,
+              channel: Option<&str>,
+              props: &serde_json::Map<String, serde_json::Value>| Event {
+        id: id.map(str::to_string),
+        contact: contact.into(),
+        kind: kind.into(),
+        at: t(at),
+        channel: channel.map(str::to_string),
+        props: props.clone(),
+    };
+    let none = serde_json::Map::new();
+    let mut bounce = serde_json::Map::new();
+    bounce.insert("code".into(), 550.into());
+    // r2 has no events; r0's come out of order; r3's two share an instant
+    // and come in the order appended.
+    let expected = [
+        vec![
+            ev(
+                "r0",
+                None,
+                "page_visit",
+                "2026-11-01T10:00:00Z",
+                None,
+                &visit,
+            ),
+            ev(
+                "r0",
+                Some("r0-open"),
+                "email_open",
+                "2026-11-02T10:00:00Z",
+                Some("email"),
+                &none,
+            ),
+            ev(
+                "r0",
+                None,
+                "page_visit",
+                "2026-11-03T10:00:00Z",
+                Some("web"),
+                &visit,
+            ),
+        ],
+        vec![ev(
+            "r1",
+            Some("r1-a"),
+            "form_submit",
+            "2026-11-04T08:30:00.123456Z",
+            None,
+            &visit,
+        )],
+        Vec::new(),
+        vec![
+            ev(
+                "r3",
+                None,
+                "unsubscribe",
+                "2026-11-05T00:00:00Z",
+                Some("email"),
+                &none,
+            ),
+            ev(
+                "r3",
+                None,
+                "email_bounce",
+                "2026-11-05T00:00:00Z",
+                None,
+                &bounce,
+            ),
+        ],
+    ];
+    let mut appended: Vec<Incoming> = expected
+        .iter()
+        .flatten()
+        .map(|e| Incoming::Contact(e.clone()))
+        .collect();
+    appended.swap(0, 2);
+    store.append_events(&appended).expect("append");
+    let keys: Vec<i64> = people
+        .iter()
+        .map(|id| store.contact_key(id).expect("key").expect("known"))
+        .collect();
+    let want: Vec<(i64, String, Vec<Event>)> = keys
+        .iter()
+        .zip(&people)
+        .zip(&expected)
+        .map(|((k, id), events)| (*k, id.clone(), events.clone()))
+        .collect();
+
+    let bounds = store.contact_bounds().expect("bounds").expect("contacts");
+    let mut scanned = Vec::new();
+    store
+        .scan_for_rescore(
+            (bounds.0, bounds.1 + 1),
+            &mut |key, contact, events, previous| {
+                assert_eq!(previous, None);
+                scanned.push((key, contact.id, events.to_vec()));
+                Ok(())
+            },
+        )
+        .expect("scan");
+    assert_eq!(scanned, want, "the rebuild's scan");
+
+    let mut inputs = Vec::new();
+    store.rescore_inputs(&keys, &mut inputs).expect("inputs");
+    let batch: Vec<_> = inputs
+        .into_iter()
+        .map(|(key, contact, events, _)| (key, contact.id, events))
+        .collect();
+    assert_eq!(batch, want, "a batch of keys");
+
+    for (key, id, events) in &want {
+        let (contact, got, previous) = store.rescore_input(*key).expect("one").expect("known");
+        assert_eq!((&contact.id, &got, previous), (id, events, None), "one key");
+    }
+}
+
 /// One `#[test]` per case for a backend: a new backend adds its
 /// [`Backend`] and a line `contract!(name);`.
 macro_rules! contract {
@@ -1388,6 +1521,10 @@ macro_rules! contract {
             #[test]
             fn the_companies_of_a_key_range_come_at_once() {
                 super::the_companies_of_a_key_range_come_at_once(super::$backend);
+            }
+            #[test]
+            fn every_rescoring_read_hands_over_each_event_whole() {
+                super::every_rescoring_read_hands_over_each_event_whole(super::$backend);
             }
             #[test]
             fn waiting_for_events_sees_other_handles() {

@@ -4,6 +4,7 @@
 //! `migrations.rs` the schema.
 
 mod arrays;
+mod binary;
 mod claim;
 mod copy;
 mod desk;

@@ -7,6 +7,7 @@
 
 use super::PgStore;
 use super::arrays::{Param, execute, query, runs};
+use super::binary::{copy_rows, int8, text, text_opt};
 use super::records::{
     contact_rowid, distinct_keys, events_by_key, load_company, set_counter, set_meta, take_counter,
 };
@@ -16,9 +17,9 @@ use crate::adapters::sqlite::shared::{
 use crate::core::model::{Company, Contact, Event, Timestamp};
 use crate::domain::scoring::StoredScore;
 use crate::ports::store::{
-    RescoreInput, RescoreVisitor, ScoreStore, ScoreWrite, Snapshot, StoreError, StoredChange,
+    Props, RescoreInput, RescoreVisitor, ScoreStore, ScoreWrite, Snapshot, StoreError, StoredChange,
 };
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use tokio_postgres::types::Type;
 use tokio_postgres::{GenericClient, Row, Transaction};
 
@@ -91,59 +92,170 @@ pub(super) async fn no_jit(tx: &Transaction<'_>) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Reads the contacts whose keys `filter` selects (written on `KEY`, with
-/// `args`, keys ascending) with their events and stored scores: one query
-/// per table, merge-joined in key order. The events are selected on their
-/// own contact key, in their primary key's order: no join, no sort (an
-/// event left without its contact, were there one, would be skipped by the
-/// merge).
-async fn read_inputs(
+/// Which contacts a read is for, in ascending key order.
+#[derive(Clone, Copy)]
+enum Keys<'a> {
+    /// From the first key to the second, both included.
+    Range(i64, i64),
+    List(&'a [i64]),
+}
+
+impl Keys<'_> {
+    /// The condition on `column`, written out: a binary COPY takes no
+    /// parameters, and the keys are integers.
+    fn on(self, column: &str) -> String {
+        match self {
+            Keys::Range(from, upto) => format!("{column} >= {from} AND {column} <= {upto}"),
+            Keys::List(keys) => {
+                let mut list = String::with_capacity(keys.len() * 8);
+                for (i, k) in keys.iter().enumerate() {
+                    if i > 0 {
+                        list.push(',');
+                    }
+                    list.push_str(&k.to_string());
+                }
+                format!("{column} = ANY('{{{list}}}'::bigint[])")
+            }
+        }
+    }
+}
+
+/// Props a scan keeps decoded (then it starts over).
+const SEEN_PROPS: usize = 4096;
+
+/// The events of a batch of contacts, in key order, read from a binary
+/// COPY into events read before: their texts keep their buffers, so a
+/// scan over millions of events allocates almost nothing per event.
+#[derive(Default)]
+struct EventBatch {
+    /// Owner key and event, in the order read.
+    events: VecDeque<(i64, Event)>,
+    /// Events handed back, to be filled again.
+    spare: Vec<Event>,
+    /// Props met in this scan, decoded once.
+    props: HashMap<Box<str>, Props>,
+}
+
+impl EventBatch {
+    /// Reads the events of `keys`' contacts. The events are selected on
+    /// their own contact key, in their primary key's order: no join, no
+    /// sort.
+    async fn read(&mut self, c: &impl GenericClient, keys: Keys<'_>) -> Result<(), StoreError> {
+        let left = self.events.drain(..).map(|(_, e)| e);
+        self.spare.extend(left);
+        let sql = format!(
+            "COPY (SELECT e.contact, e.event_id, e.type, e.at, e.channel, e.props
+                   FROM events e WHERE {} ORDER BY e.contact, e.at, e.seq)
+             TO STDOUT (FORMAT binary)",
+            keys.on("e.contact")
+        );
+        let Self {
+            events,
+            spare,
+            props,
+        } = self;
+        copy_rows::<6>(c, &sql, |f| {
+            let mut e = spare.pop().unwrap_or_else(blank_event);
+            refill(&mut e.id, text_opt(f[1])?);
+            e.kind.clear();
+            e.kind.push_str(text(f[2])?);
+            e.at = from_micros(int8(f[3])?)?;
+            refill(&mut e.channel, text_opt(f[4])?);
+            let stored = text(f[5])?;
+            match props.get(stored) {
+                Some(p) => e.props.clone_from(p),
+                None if stored == "{}" => e.props.clear(),
+                None => {
+                    e.props = decode_props(stored)?;
+                    if props.len() >= SEEN_PROPS {
+                        props.clear();
+                    }
+                    props.insert(stored.into(), e.props.clone());
+                }
+            }
+            events.push_back((int8(f[0])?, e));
+            Ok(())
+        })
+        .await
+    }
+
+    /// Moves the events of contact `key` into `out` (`key`s asked in
+    /// ascending order); events of a lower key, left without their contact
+    /// (were there one), are skipped.
+    fn take(&mut self, key: i64, contact: &str, out: &mut Vec<Event>) {
+        while let Some((owner, _)) = self.events.front() {
+            if *owner > key {
+                break;
+            }
+            let Some((owner, mut event)) = self.events.pop_front() else {
+                break;
+            };
+            if owner == key {
+                event.contact.clear();
+                event.contact.push_str(contact);
+                out.push(event);
+            } else {
+                self.spare.push(event);
+            }
+        }
+    }
+}
+
+/// Sets an optional text, reusing its buffer.
+fn refill(slot: &mut Option<String>, value: Option<&str>) {
+    match (slot.as_mut(), value) {
+        (Some(buf), Some(v)) => {
+            buf.clear();
+            buf.push_str(v);
+        }
+        (_, v) => *slot = v.map(str::to_string),
+    }
+}
+
+fn blank_event() -> Event {
+    Event {
+        id: None,
+        contact: String::new(),
+        kind: String::new(),
+        at: Timestamp::UNIX_EPOCH,
+        channel: None,
+        props: Props::new(),
+    }
+}
+
+/// Reads the contacts of `keys` with their stored scores (one query) and
+/// their events (one binary COPY), merged in key order, within one
+/// snapshot. Hands back the contacts' rows; their events are in `events`.
+async fn read_batch(
     c: &impl GenericClient,
-    filter: &str,
-    args: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    out: &mut Vec<RescoreInput>,
-) -> Result<(), StoreError> {
+    keys: Keys<'_>,
+    events: &mut EventBatch,
+) -> Result<Vec<Row>, StoreError> {
     let contacts = c
         .query(
             &CONTACT_SCORE
-                .replace("S_KEY", &filter.replace("KEY", "s.contact"))
-                .replace("C_KEY", &filter.replace("KEY", "c.rowid")),
-            args,
+                .replace("S_KEY", &keys.on("s.contact"))
+                .replace("C_KEY", &keys.on("c.rowid")),
+            &[],
         )
         .await?;
-    let events = c
-        .query(
-            &format!(
-                "SELECT e.contact, e.event_id, e.type, e.at, e.channel, e.props
-                 FROM events e WHERE {} ORDER BY e.contact, e.at, e.seq",
-                filter.replace("KEY", "e.contact")
-            ),
-            args,
-        )
-        .await?;
-    let mut events = events.iter().peekable();
-    for row in &contacts {
+    events.read(c, keys).await?;
+    Ok(contacts)
+}
+
+/// Reads the contacts of `keys` with their events and stored scores.
+async fn read_inputs(
+    c: &impl GenericClient,
+    keys: Keys<'_>,
+    out: &mut Vec<RescoreInput>,
+) -> Result<(), StoreError> {
+    let mut events = EventBatch::default();
+    for row in read_batch(c, keys, &mut events).await? {
         let rowid: i64 = row.get(0);
         let contact: Contact = decode(row.get(1))?;
         let mut history = Vec::new();
-        while let Some(e) = events.peek() {
-            let owner: i64 = e.get(0);
-            if owner > rowid {
-                break;
-            }
-            if owner == rowid {
-                history.push(Event {
-                    id: e.get(1),
-                    contact: contact.id.clone(),
-                    kind: e.get(2),
-                    at: from_micros(e.get(3))?,
-                    channel: e.get(4),
-                    props: decode_props(e.get(5))?,
-                });
-            }
-            events.next();
-        }
-        let previous = stored_with_mark(row, &contact)?;
+        events.take(rowid, &contact.id, &mut history);
+        let previous = stored_with_mark(&row, &contact)?;
         out.push((rowid, contact, history, previous));
     }
     Ok(())
@@ -161,9 +273,10 @@ pub(super) fn scan_range(
     f: &mut ScanVisitor<'_>,
 ) -> Result<(), StoreError> {
     let mut from = range.0;
+    let mut events = EventBatch::default();
+    let mut history = Vec::new();
     loop {
-        let mut batch = Vec::new();
-        store.snapshot(async |tx| {
+        let rows = store.snapshot(async |tx| {
             let upto: Option<i64> = tx
                 .query_one(
                     "SELECT max(rowid) FROM (SELECT rowid FROM contacts
@@ -173,16 +286,21 @@ pub(super) fn scan_range(
                 .await?
                 .get(0);
             let Some(upto) = upto else {
-                return Ok(());
+                return Ok(Vec::new());
             };
             no_jit(tx).await?;
-            read_inputs(tx, "KEY >= $1 AND KEY <= $2", &[&from, &upto], &mut batch).await
+            read_batch(tx, Keys::Range(from, upto), &mut events).await
         })?;
-        let Some(last) = batch.last().map(|(k, ..)| *k) else {
+        let Some(last) = rows.last().map(|r| r.get::<_, i64>(0)) else {
             return Ok(());
         };
-        for (key, contact, mut events, score) in batch {
-            f(key, contact, &mut events, score)?;
+        for row in &rows {
+            let key: i64 = row.get(0);
+            let contact: Contact = decode(row.get(1))?;
+            let score = stored_with_mark(row, &contact)?;
+            events.take(key, &contact.id, &mut history);
+            f(key, contact, &mut history, score)?;
+            events.spare.append(&mut history);
         }
         if last >= range.1.saturating_sub(1) {
             return Ok(());
@@ -296,10 +414,9 @@ impl ScoreStore for PgStore {
 
     fn rescore_inputs(&self, keys: &[i64], out: &mut Vec<RescoreInput>) -> Result<(), StoreError> {
         for batch in keys.chunks(SCAN_BATCH as usize) {
-            let batch = batch.to_vec();
             self.snapshot(async |tx| {
                 no_jit(tx).await?;
-                read_inputs(tx, "KEY = ANY($1)", &[&batch], out).await
+                read_inputs(tx, Keys::List(batch), out).await
             })?;
         }
         Ok(())
@@ -352,7 +469,7 @@ impl ScoreStore for PgStore {
         key: i64,
     ) -> Result<Option<(Contact, Vec<Event>, Option<StoredScore>)>, StoreError> {
         let mut out = Vec::new();
-        self.snapshot(async |tx| read_inputs(tx, "KEY = $1", &[&key], &mut out).await)?;
+        self.snapshot(async |tx| read_inputs(tx, Keys::List(&[key]), &mut out).await)?;
         Ok(out.pop().map(|(_, c, e, s)| (c, e, s)))
     }
 
