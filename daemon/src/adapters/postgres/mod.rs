@@ -8,6 +8,7 @@ mod binary;
 mod claim;
 mod copy;
 mod desk;
+mod keys;
 mod migrations;
 mod outbox;
 mod plan;

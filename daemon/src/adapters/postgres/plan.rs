@@ -3,6 +3,8 @@
 
 use super::PgStore;
 use super::arrays::{DecisionLog, Param, execute, query, runs};
+use super::binary::{copy_rows, int8, text, text_opt};
+use super::keys::Bound;
 use super::outbox::{ROW_COLUMNS, read_row};
 use super::records::{contact_rowid, distinct_keys, request_plan, set_meta};
 use super::scores::{CHANGE_COLUMNS, load_companies, read_change, stored_from_row};
@@ -53,63 +55,6 @@ fn each_row(
     Ok(())
 }
 
-/// How one batch's keys are bound. A full pass reads every contact in key
-/// order, so its batches are mostly runs of consecutive keys: bound as a
-/// range, every table is read over that key range through its index. Each
-/// table of a read is filtered on its own contact column, so that
-/// whichever join PostgreSQL picks, it reads no table beyond the batch
-/// (with the key on one side only, it hashed whole tables per batch).
-#[derive(Clone, Copy)]
-enum Bound<'k> {
-    Range(i64, i64),
-    List(&'k [i64]),
-}
-
-impl<'k> Bound<'k> {
-    /// `keys` ascending and distinct: a range when each follows the one
-    /// before.
-    fn of(keys: &'k [i64]) -> Self {
-        let consecutive = keys.windows(2).all(|w| w[0].checked_add(1) == Some(w[1]));
-        match (keys.first(), keys.last()) {
-            (Some(&first), Some(&last)) if consecutive => Self::Range(first, last),
-            _ => Self::List(keys),
-        }
-    }
-
-    /// `sql` with each `KEY(column)` replaced by the filter on `column`;
-    /// the statement's own parameter is written `$N`, numbered after the
-    /// bound's.
-    fn sql(&self, sql: &str) -> String {
-        let (free, filter): (usize, fn(&str) -> String) = match self {
-            Self::Range(..) => (3, |c| format!("{c} BETWEEN $1 AND $2")),
-            Self::List(_) => (2, |c| format!("{c} = ANY($1)")),
-        };
-        let mut out = sql.replace("$N", &format!("${free}"));
-        while let Some(at) = out.find("KEY(") {
-            let Some(len) = out[at..].find(')') else {
-                break;
-            };
-            let column = out[at + 4..at + len].to_string();
-            out.replace_range(at..=at + len, &filter(&column));
-        }
-        out
-    }
-
-    fn params<'a>(&'a self, range: &'a [i64; 2]) -> Vec<Param<'a>> {
-        match self {
-            Self::Range(..) => vec![(&range[0], Type::INT8), (&range[1], Type::INT8)],
-            Self::List(keys) => vec![(keys, Type::INT8_ARRAY)],
-        }
-    }
-
-    fn ends(&self) -> [i64; 2] {
-        match *self {
-            Self::Range(first, last) => [first, last],
-            Self::List(_) => [0, 0],
-        }
-    }
-}
-
 /// The contacts with their scores, desk status, memos and wake instants.
 /// The score's recent snapshots serve rescoring only: not read. The last
 /// column is the earliest instant of the contact's events numbered above
@@ -157,6 +102,68 @@ static ROWS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         ROW_COLUMNS.replace("c.id", "''::text")
     )
 });
+
+/// An event as stored, borrowed from a row or a COPY tuple.
+struct StoredEvent<'r> {
+    id: Option<&'r str>,
+    kind: &'r str,
+    at: i64,
+    channel: Option<&'r str>,
+    props: &'r str,
+}
+
+impl StoredEvent<'_> {
+    /// Files the event in its contact's input: recent events whole; older
+    /// ones only to fold into the memo (no id, contact or props, but a
+    /// call's outcome and the mark of an exempt send), or counted as left
+    /// out when the memo does not fold their type.
+    fn file(
+        &self,
+        input: &mut PlanInput,
+        read: &PlanRead<'_>,
+        recent_from: i64,
+    ) -> Result<(), StoreError> {
+        let older = self.at <= recent_from;
+        if older && !read.folded.contains(self.kind) {
+            input.left_out += 1;
+            return Ok(());
+        }
+        let at = from_micros(self.at)?;
+        let event = if older {
+            Event {
+                id: None,
+                contact: String::new(),
+                props: if self.kind == read.props_of {
+                    decode_props(self.props)?
+                } else if self.props.contains(EXEMPT_MARK) {
+                    let mut props = serde_json::Map::new();
+                    props.insert(EXEMPT_PROP.into(), true.into());
+                    props
+                } else {
+                    serde_json::Map::new()
+                },
+                kind: self.kind.to_string(),
+                at,
+                channel: self.channel.map(str::to_string),
+            }
+        } else {
+            Event {
+                id: self.id.map(str::to_string),
+                contact: input.contact.id.clone(),
+                props: decode_props(self.props)?,
+                kind: self.kind.to_string(),
+                at,
+                channel: self.channel.map(str::to_string),
+            }
+        };
+        if older {
+            input.older.push(event);
+        } else {
+            input.recent.push(event);
+        }
+        Ok(())
+    }
+}
 
 /// Reads a batch of contacts (keys ascending) into `out`: one query per
 /// table for the whole batch, the contacts first, then the other tables'
@@ -238,60 +245,63 @@ async fn read_batch(
     ));
     let (ledger_sql, rows_sql) = (bound.sql(LEDGER), bound.sql(&ROWS));
     let params = bound.params(&ends);
-    let (after, whole_rows, ledger, changes, outbox) = tokio::try_join!(
-        query(tx, after_key.len(), EVENTS_AFTER_MEMO, &after_params),
-        query(tx, whole.len(), &whole_sql, &whole_params),
-        query(tx, 1, &ledger_sql, &params),
-        query(tx, 1, &changes_sql, &changes_params),
-        query(tx, 1, &rows_sql, &params),
-    )?;
     let recent_from = to_micros(read.recent_from);
+    // Whole histories of a range of contacts, the bulk of a first pass,
+    // come as a binary COPY (see binary.rs); a list, as rows.
+    let whole_copy = match whole_bound {
+        Bound::Range(..) => format!(
+            "COPY (SELECT contact, event_id, type, at, channel, props FROM events
+                   WHERE {} ORDER BY contact, at, seq) TO STDOUT (FORMAT binary)",
+            whole_bound.literal("contact")
+        ),
+        Bound::List(_) => String::new(),
+    };
+    // Contacts whose whole histories come as rows.
+    let listed = if whole_copy.is_empty() {
+        whole.len()
+    } else {
+        0
+    };
+    let ((), after, whole_rows, ledger, changes, outbox) = {
+        let files = &mut *inputs;
+        tokio::try_join!(
+            async {
+                if whole_copy.is_empty() || whole.is_empty() {
+                    return Ok(());
+                }
+                copy_rows::<6>(tx, &whole_copy, |f| {
+                    let owner = int8(f[0])?;
+                    let Ok(i) = files.binary_search_by_key(&owner, |i| i.key) else {
+                        return Ok(());
+                    };
+                    let stored = StoredEvent {
+                        id: text_opt(f[1])?,
+                        kind: text(f[2])?,
+                        at: int8(f[3])?,
+                        channel: text_opt(f[4])?,
+                        props: text(f[5])?,
+                    };
+                    stored.file(&mut files[i], read, recent_from)
+                })
+                .await
+            },
+            query(tx, after_key.len(), EVENTS_AFTER_MEMO, &after_params),
+            query(tx, listed, &whole_sql, &whole_params),
+            query(tx, 1, &ledger_sql, &params),
+            query(tx, 1, &changes_sql, &changes_params),
+            query(tx, 1, &rows_sql, &params),
+        )?
+    };
     for rows in [after, whole_rows] {
         each_row(&rows, 0, inputs, |input, r| {
-            let at: i64 = r.get(3);
-            let older = at <= recent_from;
-            let kind: &str = r.get(2);
-            if older && !read.folded.contains(kind) {
-                input.left_out += 1;
-                return Ok(());
-            }
-            let at = from_micros(at)?;
-            let text: &str = r.get(5);
-            // Older events are only folded: no id, contact or props (but a
-            // call's outcome, and the mark of an exempt send) to carry.
-            let event = if older {
-                Event {
-                    id: None,
-                    contact: String::new(),
-                    props: if kind == read.props_of {
-                        decode_props(text)?
-                    } else if text.contains(EXEMPT_MARK) {
-                        let mut props = serde_json::Map::new();
-                        props.insert(EXEMPT_PROP.into(), true.into());
-                        props
-                    } else {
-                        serde_json::Map::new()
-                    },
-                    kind: kind.to_string(),
-                    at,
-                    channel: r.get(4),
-                }
-            } else {
-                Event {
-                    id: r.get(1),
-                    contact: input.contact.id.clone(),
-                    props: decode_props(text)?,
-                    kind: kind.to_string(),
-                    at,
-                    channel: r.get(4),
-                }
+            let stored = StoredEvent {
+                id: r.get(1),
+                kind: r.get(2),
+                at: r.get(3),
+                channel: r.get(4),
+                props: r.get(5),
             };
-            if older {
-                input.older.push(event);
-            } else {
-                input.recent.push(event);
-            }
-            Ok(())
+            stored.file(input, read, recent_from)
         })?;
     }
     each_row(&ledger, 0, inputs, |input, r| {

@@ -771,7 +771,7 @@ impl Records for PgStore {
 
     fn scan_histories(&self, f: &mut dyn FnMut(Contact, Vec<Event>)) -> Result<(), StoreError> {
         super::scores::scan_range(self, (i64::MIN, i64::MAX), &mut |_, contact, events, _| {
-            f(contact, std::mem::take(events));
+            f(contact, events.to_vec());
             Ok(())
         })
     }

@@ -8,6 +8,7 @@
 use super::PgStore;
 use super::arrays::{Param, execute, query, runs};
 use super::binary::{copy_rows, int8, text, text_opt};
+use super::keys::Bound;
 use super::records::{
     contact_rowid, distinct_keys, events_by_key, load_company, set_counter, set_meta, take_counter,
 };
@@ -19,7 +20,7 @@ use crate::domain::scoring::StoredScore;
 use crate::ports::store::{
     Props, RescoreInput, RescoreVisitor, ScoreStore, ScoreWrite, Snapshot, StoreError, StoredChange,
 };
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use tokio_postgres::types::Type;
 use tokio_postgres::{GenericClient, Row, Transaction};
 
@@ -92,46 +93,22 @@ pub(super) async fn no_jit(tx: &Transaction<'_>) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Which contacts a read is for, in ascending key order.
-#[derive(Clone, Copy)]
-enum Keys<'a> {
-    /// From the first key to the second, both included.
-    Range(i64, i64),
-    List(&'a [i64]),
-}
-
-impl Keys<'_> {
-    /// The condition on `column`, written out: a binary COPY takes no
-    /// parameters, and the keys are integers.
-    fn on(self, column: &str) -> String {
-        match self {
-            Keys::Range(from, upto) => format!("{column} >= {from} AND {column} <= {upto}"),
-            Keys::List(keys) => {
-                let mut list = String::with_capacity(keys.len() * 8);
-                for (i, k) in keys.iter().enumerate() {
-                    if i > 0 {
-                        list.push(',');
-                    }
-                    list.push_str(&k.to_string());
-                }
-                format!("{column} = ANY('{{{list}}}'::bigint[])")
-            }
-        }
-    }
-}
-
 /// Props a scan keeps decoded (then it starts over).
 const SEEN_PROPS: usize = 4096;
 
 /// The events of a batch of contacts, in key order, read from a binary
-/// COPY into events read before: their texts keep their buffers, so a
-/// scan over millions of events allocates almost nothing per event.
+/// COPY into the events of the batch before, in place: their texts keep
+/// their buffers and no event is moved, so a scan over millions of events
+/// allocates and copies almost nothing per event.
 #[derive(Default)]
 struct EventBatch {
-    /// Owner key and event, in the order read.
-    events: VecDeque<(i64, Event)>,
-    /// Events handed back, to be filled again.
-    spare: Vec<Event>,
+    /// The events read, `filled` of them this batch (the rest are spare).
+    events: Vec<Event>,
+    /// The owner key of each event read this batch.
+    owners: Vec<i64>,
+    filled: usize,
+    /// The first event not handed over yet.
+    next: usize,
     /// Props met in this scan, decoded once.
     props: HashMap<Box<str>, Props>,
 }
@@ -140,22 +117,27 @@ impl EventBatch {
     /// Reads the events of `keys`' contacts. The events are selected on
     /// their own contact key, in their primary key's order: no join, no
     /// sort.
-    async fn read(&mut self, c: &impl GenericClient, keys: Keys<'_>) -> Result<(), StoreError> {
-        let left = self.events.drain(..).map(|(_, e)| e);
-        self.spare.extend(left);
+    async fn read(&mut self, c: &impl GenericClient, keys: Bound<'_>) -> Result<(), StoreError> {
         let sql = format!(
             "COPY (SELECT e.contact, e.event_id, e.type, e.at, e.channel, e.props
                    FROM events e WHERE {} ORDER BY e.contact, e.at, e.seq)
              TO STDOUT (FORMAT binary)",
-            keys.on("e.contact")
+            keys.literal("e.contact")
         );
         let Self {
             events,
-            spare,
+            owners,
+            filled,
+            next,
             props,
         } = self;
+        owners.clear();
+        (*filled, *next) = (0, 0);
         copy_rows::<6>(c, &sql, |f| {
-            let mut e = spare.pop().unwrap_or_else(blank_event);
+            if *filled == events.len() {
+                events.push(blank_event());
+            }
+            let e = &mut events[*filled];
             refill(&mut e.id, text_opt(f[1])?);
             e.kind.clear();
             e.kind.push_str(text(f[2])?);
@@ -173,31 +155,30 @@ impl EventBatch {
                     props.insert(stored.into(), e.props.clone());
                 }
             }
-            events.push_back((int8(f[0])?, e));
+            owners.push(int8(f[0])?);
+            *filled += 1;
             Ok(())
         })
         .await
     }
 
-    /// Moves the events of contact `key` into `out` (`key`s asked in
-    /// ascending order); events of a lower key, left without their contact
+    /// The events of contact `key` (`key`s asked in ascending order), their
+    /// contact filled in; events of a lower key, left without their contact
     /// (were there one), are skipped.
-    fn take(&mut self, key: i64, contact: &str, out: &mut Vec<Event>) {
-        while let Some((owner, _)) = self.events.front() {
-            if *owner > key {
-                break;
-            }
-            let Some((owner, mut event)) = self.events.pop_front() else {
-                break;
-            };
-            if owner == key {
-                event.contact.clear();
-                event.contact.push_str(contact);
-                out.push(event);
-            } else {
-                self.spare.push(event);
-            }
+    fn of(&mut self, key: i64, contact: &str) -> &mut [Event] {
+        while self.next < self.filled && self.owners[self.next] < key {
+            self.next += 1;
         }
+        let start = self.next;
+        while self.next < self.filled && self.owners[self.next] == key {
+            self.next += 1;
+        }
+        let events = &mut self.events[start..self.next];
+        for e in events.iter_mut() {
+            e.contact.clear();
+            e.contact.push_str(contact);
+        }
+        events
     }
 }
 
@@ -228,14 +209,14 @@ fn blank_event() -> Event {
 /// snapshot. Hands back the contacts' rows; their events are in `events`.
 async fn read_batch(
     c: &impl GenericClient,
-    keys: Keys<'_>,
+    keys: Bound<'_>,
     events: &mut EventBatch,
 ) -> Result<Vec<Row>, StoreError> {
     let contacts = c
         .query(
             &CONTACT_SCORE
-                .replace("S_KEY", &keys.on("s.contact"))
-                .replace("C_KEY", &keys.on("c.rowid")),
+                .replace("S_KEY", &keys.literal("s.contact"))
+                .replace("C_KEY", &keys.literal("c.rowid")),
             &[],
         )
         .await?;
@@ -246,24 +227,23 @@ async fn read_batch(
 /// Reads the contacts of `keys` with their events and stored scores.
 async fn read_inputs(
     c: &impl GenericClient,
-    keys: Keys<'_>,
+    keys: Bound<'_>,
     out: &mut Vec<RescoreInput>,
 ) -> Result<(), StoreError> {
     let mut events = EventBatch::default();
     for row in read_batch(c, keys, &mut events).await? {
         let rowid: i64 = row.get(0);
         let contact: Contact = decode(row.get(1))?;
-        let mut history = Vec::new();
-        events.take(rowid, &contact.id, &mut history);
+        let history = events.of(rowid, &contact.id).to_vec();
         let previous = stored_with_mark(&row, &contact)?;
         out.push((rowid, contact, history, previous));
     }
     Ok(())
 }
 
-/// Called by [`scan_range`]; a visitor that keeps the events takes them.
+/// Called by [`scan_range`] with each contact's events.
 pub(super) type ScanVisitor<'a> =
-    dyn FnMut(i64, Contact, &mut Vec<Event>, Option<StoredScore>) -> Result<(), StoreError> + 'a;
+    dyn FnMut(i64, Contact, &[Event], Option<StoredScore>) -> Result<(), StoreError> + 'a;
 
 /// Scans `[range.0, range.1)` in batches of [`SCAN_BATCH`] contacts, each
 /// batch one snapshot: memory holds one batch, however many contacts.
@@ -274,7 +254,6 @@ pub(super) fn scan_range(
 ) -> Result<(), StoreError> {
     let mut from = range.0;
     let mut events = EventBatch::default();
-    let mut history = Vec::new();
     loop {
         let rows = store.snapshot(async |tx| {
             let upto: Option<i64> = tx
@@ -289,7 +268,7 @@ pub(super) fn scan_range(
                 return Ok(Vec::new());
             };
             no_jit(tx).await?;
-            read_batch(tx, Keys::Range(from, upto), &mut events).await
+            read_batch(tx, Bound::Range(from, upto), &mut events).await
         })?;
         let Some(last) = rows.last().map(|r| r.get::<_, i64>(0)) else {
             return Ok(());
@@ -298,9 +277,8 @@ pub(super) fn scan_range(
             let key: i64 = row.get(0);
             let contact: Contact = decode(row.get(1))?;
             let score = stored_with_mark(row, &contact)?;
-            events.take(key, &contact.id, &mut history);
-            f(key, contact, &mut history, score)?;
-            events.spare.append(&mut history);
+            let history = events.of(key, &contact.id);
+            f(key, contact, history, score)?;
         }
         if last >= range.1.saturating_sub(1) {
             return Ok(());
@@ -416,7 +394,7 @@ impl ScoreStore for PgStore {
         for batch in keys.chunks(SCAN_BATCH as usize) {
             self.snapshot(async |tx| {
                 no_jit(tx).await?;
-                read_inputs(tx, Keys::List(batch), out).await
+                read_inputs(tx, Bound::of(batch), out).await
             })?;
         }
         Ok(())
@@ -469,7 +447,7 @@ impl ScoreStore for PgStore {
         key: i64,
     ) -> Result<Option<(Contact, Vec<Event>, Option<StoredScore>)>, StoreError> {
         let mut out = Vec::new();
-        self.snapshot(async |tx| read_inputs(tx, Keys::List(&[key]), &mut out).await)?;
+        self.snapshot(async |tx| read_inputs(tx, Bound::Range(key, key), &mut out).await)?;
         Ok(out.pop().map(|(_, c, e, s)| (c, e, s)))
     }
 
