@@ -69,14 +69,11 @@ const CONTACTS: &str = "SELECT c.rowid, c.record, s.score, s.band, s.next_change
      LEFT JOIN plan_memo m ON m.contact = c.rowid AND KEY(m.contact)
      LEFT JOIN plan_wake w ON w.contact = c.rowid AND KEY(w.contact)
      WHERE KEY(c.rowid) ORDER BY c.rowid";
-/// The events of whole histories of a range of contacts, in the primary
-/// key's order.
-const EVENTS: &str = "SELECT contact, event_id, type, at, channel, props FROM events
-     WHERE KEY(contact) ORDER BY contact, at, seq";
-/// The same for a list of contacts ($1), sought contact by contact in the
-/// primary key (see [`EVENTS_AFTER_MEMO`]): as `contact = ANY($1)`,
-/// PostgreSQL without statistics on `events` guesses every key at 0.5 % of
-/// the table and scans all of it, in parallel, for a list of a few hundred.
+/// The whole histories of a list of contacts ($1), in the primary key's
+/// order, sought contact by contact in the primary key (see
+/// [`EVENTS_AFTER_MEMO`]): as `contact = ANY($1)`, PostgreSQL without
+/// statistics on `events` guesses every key at 0.5 % of the table and
+/// scans all of it, in parallel, for a list of a few hundred.
 const EVENTS_LISTED: &str = "SELECT e.contact, e.event_id, e.type, e.at, e.channel, e.props
      FROM unnest($1::bigint[]) AS k(contact)
      CROSS JOIN LATERAL (SELECT * FROM events e WHERE e.contact = k.contact OFFSET 0) e
@@ -228,9 +225,18 @@ async fn read_batch(
     let whole_bound = Bound::of(&whole);
     let whole_ends = whole_bound.ends();
     let whole_params = whole_bound.params(&whole_ends);
-    let whole_sql = match whole_bound {
-        Bound::Range(..) => whole_bound.sql(EVENTS),
-        Bound::List(_) => EVENTS_LISTED.to_string(),
+    // Whole histories: of a range of contacts (the bulk of a first pass)
+    // as a binary COPY (see binary.rs), of a list as rows.
+    let (whole_copy, listed) = match whole_bound {
+        Bound::Range(..) => (
+            Some(format!(
+                "COPY (SELECT contact, event_id, type, at, channel, props FROM events
+                       WHERE {} ORDER BY contact, at, seq) TO STDOUT (FORMAT binary)",
+                whole_bound.literal("contact")
+            )),
+            0,
+        ),
+        Bound::List(keys) => (None, keys.len()),
     };
     let after_params: [Param<'_>; 2] = [
         (&after_key, Type::INT8_ARRAY),
@@ -246,30 +252,14 @@ async fn read_batch(
     let (ledger_sql, rows_sql) = (bound.sql(LEDGER), bound.sql(&ROWS));
     let params = bound.params(&ends);
     let recent_from = to_micros(read.recent_from);
-    // Whole histories of a range of contacts, the bulk of a first pass,
-    // come as a binary COPY (see binary.rs); a list, as rows.
-    let whole_copy = match whole_bound {
-        Bound::Range(..) => format!(
-            "COPY (SELECT contact, event_id, type, at, channel, props FROM events
-                   WHERE {} ORDER BY contact, at, seq) TO STDOUT (FORMAT binary)",
-            whole_bound.literal("contact")
-        ),
-        Bound::List(_) => String::new(),
-    };
-    // Contacts whose whole histories come as rows.
-    let listed = if whole_copy.is_empty() {
-        whole.len()
-    } else {
-        0
-    };
     let ((), after, whole_rows, ledger, changes, outbox) = {
         let files = &mut *inputs;
         tokio::try_join!(
             async {
-                if whole_copy.is_empty() || whole.is_empty() {
+                let Some(sql) = &whole_copy else {
                     return Ok(());
-                }
-                copy_rows::<6>(tx, &whole_copy, |f| {
+                };
+                copy_rows::<6>(tx, sql, |f| {
                     let owner = int8(f[0])?;
                     let Ok(i) = files.binary_search_by_key(&owner, |i| i.key) else {
                         return Ok(());
@@ -286,7 +276,7 @@ async fn read_batch(
                 .await
             },
             query(tx, after_key.len(), EVENTS_AFTER_MEMO, &after_params),
-            query(tx, listed, &whole_sql, &whole_params),
+            query(tx, listed, EVENTS_LISTED, &whole_params),
             query(tx, 1, &ledger_sql, &params),
             query(tx, 1, &changes_sql, &changes_params),
             query(tx, 1, &rows_sql, &params),
