@@ -616,3 +616,124 @@ impl Wake for Unpark {
         self.0.unpark();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The local server of the tests (see tests/common/pg.rs).
+    fn server() -> String {
+        std::env::var("RELANCE_TEST_PG")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+    }
+
+    /// A database of its own, dropped with it.
+    struct Scratch(String);
+
+    impl Scratch {
+        fn new() -> Self {
+            let name = format!("relance_unit_pool_{}", std::process::id());
+            admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            admin(&format!("CREATE DATABASE {name}"));
+            Self(name)
+        }
+        fn url(&self) -> String {
+            format!("{}/{}", server(), self.0)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            admin(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0));
+        }
+    }
+
+    fn admin(sql: &str) {
+        let store = PgStore::open_unmigrated(&format!("{}/postgres", server()));
+        let mut lent = store.conn().expect("a connection to the test server");
+        lent.conn()
+            .run(async |c| c.batch_execute(sql).await)
+            .expect("connection")
+            .expect(sql);
+    }
+
+    impl PgStore {
+        /// A handle without migrations or LISTEN, for the administrative
+        /// statements of the tests.
+        fn open_unmigrated(url: &str) -> Self {
+            let config: tokio_postgres::Config = url.parse().expect("url");
+            Self {
+                runtime: Some(
+                    tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(1)
+                        .enable_all()
+                        .build()
+                        .expect("runtime"),
+                ),
+                pool: Pool {
+                    config,
+                    tls: None,
+                    size: 1,
+                    state: Mutex::default(),
+                    freed: Condvar::new(),
+                },
+                name: url.into(),
+                appended: Arc::new((Mutex::new(0), Condvar::new())),
+                notified: Mutex::new(None),
+                appender: Mutex::new(()),
+                appends: GroupCommit::default(),
+            }
+        }
+    }
+
+    /// A transaction dropped on an error leaves its connection idle in the
+    /// pool, polled by no one: its rollback must still reach the server at
+    /// once, or its row locks would stay until the connection is used again.
+    #[test]
+    fn a_failed_transaction_releases_its_locks_at_once() {
+        let db = Scratch::new();
+        let store = PgStore::open(&db.url(), 2).expect("open");
+        store
+            .tx(async |tx| {
+                tx.execute("INSERT INTO meta (key, value) VALUES ('held', '1')", &[])
+                    .await?;
+                Ok(())
+            })
+            .expect("row");
+        let failed: Result<(), StoreError> = store.tx(async |tx| {
+            tx.execute("SELECT value FROM meta WHERE key = 'held' FOR UPDATE", &[])
+                .await?;
+            Err(StoreError::Backend("stopped on purpose".into()))
+        });
+        assert!(failed.is_err());
+
+        // Another process takes the lock without waiting, once the rollback
+        // has arrived: it must, well within the bound.
+        let other = PgStore::open(&db.url(), 1).expect("open");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let taken = loop {
+            let attempt = other.tx(async |tx| {
+                tx.execute(
+                    "SELECT value FROM meta WHERE key = 'held' FOR UPDATE NOWAIT",
+                    &[],
+                )
+                .await?;
+                Ok(())
+            });
+            match attempt {
+                Ok(()) => break true,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(_) => break false,
+            }
+        };
+        assert!(taken, "the failed transaction still holds its row lock");
+        // The pool's connection is still good.
+        let n: i64 = store
+            .read(async |c| Ok(c.query_one("SELECT count(*) FROM meta", &[]).await?.get(0)))
+            .expect("read");
+        assert!(n >= 1);
+        drop((store, other));
+    }
+}
