@@ -58,6 +58,14 @@ fn main() {
     let planned = store.meta("plan.at").expect("meta").is_some();
     if !incremental_only {
         bench_db.execute(RESET);
+        bench_db.settle(&[
+            "events",
+            "outbox",
+            "plan_wake",
+            "plan_memo",
+            "decision_log",
+            "meta",
+        ]);
     } else if !planned {
         plan::run(&*store, &config, now, true).expect("full pass");
     }

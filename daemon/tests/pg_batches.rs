@@ -346,8 +346,14 @@ fn memos_read(store: &StoreHandle, ids: &[&str], new_after: Option<i64>) -> Vec<
 
 /// Everything the planner reads of `ids` (by id, without the numbers each
 /// store hands out), read in batches of consecutive keys (a range) and of
-/// every other key (a list), with memos trusted and a recent window.
-fn plan_inputs_view(store: &StoreHandle, ids: &[&str], now: Timestamp) -> Vec<String> {
+/// every other key (a list), with memos trusted (but those the events
+/// numbered above `new_after` show stale) and a recent window.
+fn plan_inputs_view(
+    store: &StoreHandle,
+    ids: &[&str],
+    now: Timestamp,
+    new_after: Option<i64>,
+) -> Vec<String> {
     let mut keys: Vec<i64> = ids.iter().map(|id| key(store, id)).collect();
     keys.sort_unstable();
     let folded: BTreeSet<String> = ["email_opened", "page_view"]
@@ -361,7 +367,7 @@ fn plan_inputs_view(store: &StoreHandle, ids: &[&str], now: Timestamp) -> Vec<St
         props_of: "call",
         folded: &folded,
         memo: &|_, upto, bytes| relance::domain::followups::memo::HistoryMemo::decode(upto, bytes),
-        new_after: None,
+        new_after,
         companies: &companies,
     };
     let show = |i: &relance::ports::store::PlanInput| {
@@ -400,8 +406,17 @@ fn plan_inputs_view(store: &StoreHandle, ids: &[&str], now: Timestamp) -> Vec<St
                 .filter(|p| *p != StatusView::default().status.as_str())
         )
     };
+    // The range as a pass over every contact reads it: every company
+    // loaded at once; the lists look theirs up.
+    let every = CompanyCache::for_every_contact();
     let whole: BTreeSet<String> = store
-        .plan_inputs(&keys, &read)
+        .plan_inputs(
+            &keys,
+            &PlanRead {
+                companies: &every,
+                ..read
+            },
+        )
         .unwrap()
         .iter()
         .map(show)
@@ -851,7 +866,7 @@ fn whole_passes_land_as_on_sqlite() {
                 let mut v = scoring_view(s, &ids, false);
                 v.extend(plan_view(s, &names));
                 v.extend(planner_view(s, &ids));
-                v.extend(plan_inputs_view(s, &ids, at));
+                v.extend(plan_inputs_view(s, &ids, at, None));
                 v
             })
             .collect();
@@ -918,8 +933,10 @@ fn whole_passes_land_as_on_sqlite() {
     let [late, newer] = with_memo[..] else {
         panic!("two contacts with a memo: {with_memo:?}");
     };
+    let mut marks = Vec::new();
     for store in &stores {
         let mark = store.last_event_seq().unwrap();
+        marks.push(mark);
         let event = |contact: &str, at: Timestamp| {
             Incoming::Contact(Event {
                 id: Some(format!("{contact}-after-the-memo")),
@@ -951,4 +968,17 @@ fn whole_passes_land_as_on_sqlite() {
             "nothing numbered after the mark: nothing missed"
         );
     }
+    // Read beside the memos of the others, the late contact's whole
+    // history, its event after the memo's edge included, once.
+    let views: Vec<Vec<String>> = stores
+        .iter()
+        .zip(marks)
+        .map(|(s, mark)| plan_inputs_view(s, &ids, next_day, Some(mark)))
+        .collect();
+    assert_eq!(views[0], views[1], "SQLite (left) and PostgreSQL (right)");
+    let late_view = views[1].iter().find(|v| v.starts_with(&format!("{late} ")));
+    assert!(
+        late_view.is_some_and(|v| v.contains("memo None")),
+        "{late_view:?}"
+    );
 }

@@ -363,6 +363,18 @@ impl BenchDb {
         }
     }
 
+    /// On PostgreSQL, vacuums and analyzes `tables` (untimed), as
+    /// autovacuum would in time: the rows an earlier run deleted must not
+    /// stay as dead entries in the indexes the passes read. Nothing on
+    /// SQLite, which reuses freed pages at once.
+    pub fn settle(&self, tables: &[&str]) {
+        if let Self::Postgres(url) = self {
+            for t in tables {
+                pg::execute(url, &format!("VACUUM (ANALYZE) {t}"));
+            }
+        }
+    }
+
     /// Deletes the events numbered above `seq` (those a run appended).
     pub fn delete_events_after(&self, seq: i64) {
         self.execute(&match self {

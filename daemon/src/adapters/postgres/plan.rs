@@ -7,7 +7,9 @@ use super::binary::{copy_rows, int8, text, text_opt};
 use super::keys::Bound;
 use super::outbox::{ROW_COLUMNS, read_row};
 use super::records::{contact_rowid, distinct_keys, request_plan, set_meta};
-use super::scores::{CHANGE_COLUMNS, load_companies, read_change, stored_from_row};
+use super::scores::{
+    CHANGE_COLUMNS, load_all_companies, load_companies, read_change, stored_from_row,
+};
 use crate::adapters::sqlite::shared::{decode, decode_props, encode, from_micros, to_micros};
 use crate::core::model::{Company, Contact, Event, Timestamp};
 use crate::domain::fatigue::{EXEMPT_PROP, Verdict};
@@ -38,6 +40,24 @@ async fn meta_number(c: &impl GenericClient, key: &str) -> Result<Option<i64>, S
         .and_then(|r| r.get(0)))
 }
 
+/// The row of `key` (column 0) among rows in key order, those before it
+/// passed over: read along with the contacts, in the same order.
+fn next_of<'r>(
+    rows: &mut std::iter::Peekable<std::slice::Iter<'r, tokio_postgres::Row>>,
+    key: i64,
+) -> Option<&'r tokio_postgres::Row> {
+    while let Some(r) = rows.peek() {
+        match r.get::<_, i64>(0).cmp(&key) {
+            std::cmp::Ordering::Less => {
+                rows.next();
+            }
+            std::cmp::Ordering::Equal => return rows.next(),
+            std::cmp::Ordering::Greater => return None,
+        }
+    }
+    None
+}
+
 /// Hands each row to the input of the contact whose key is in column
 /// `key` (`inputs` sorted by key); rows of other keys are skipped.
 fn each_row(
@@ -55,20 +75,32 @@ fn each_row(
     Ok(())
 }
 
-/// The contacts with their scores, desk status, memos and wake instants.
-/// The score's recent snapshots serve rescoring only: not read. The last
-/// column is the earliest instant of the contact's events numbered above
-/// `$N` (`PlanRead::new_after`), for contacts with a memo: a memo reaching
-/// past it is stale.
+/// The contacts with their scores, desk status and wake instants, each
+/// table read over the batch's keys and merge-joined. The score's recent
+/// snapshots serve rescoring only: not read.
 const CONTACTS: &str = "SELECT c.rowid, c.record, s.score, s.band, s.next_change_at, s.scored_at,
-        NULL::text, m.upto, m.memo, w.at, d.status,
-        CASE WHEN m.upto IS NOT NULL AND $N::bigint IS NOT NULL
-             THEN (SELECT min(e.at) FROM events e WHERE e.contact = c.rowid AND e.seq > $N) END
+        NULL::text, w.at, d.status
      FROM contacts c LEFT JOIN scores s ON s.contact = c.rowid AND KEY(s.contact)
      LEFT JOIN contact_desk d ON d.contact = c.rowid AND KEY(d.contact)
-     LEFT JOIN plan_memo m ON m.contact = c.rowid AND KEY(m.contact)
      LEFT JOIN plan_wake w ON w.contact = c.rowid AND KEY(w.contact)
      WHERE KEY(c.rowid) ORDER BY c.rowid";
+/// The batch's memos, read on their own: joined to the contacts, they
+/// were sought contact by contact (a nested loop, 1 ms a batch).
+const MEMOS: &str = "SELECT contact, upto, memo FROM plan_memo WHERE KEY(contact) ORDER BY contact";
+/// The earliest instant of the events numbered above `$N`
+/// (`PlanRead::new_after`) of each contact of the batch: a memo reaching
+/// past it is stale. One grouped read per batch, through `events_by_seq`
+/// when few events came since the last pass (the usual case), or through
+/// the primary key over the batch's keys (`seq` is in it) when many did;
+/// not a search per contact.
+const LATE: &str =
+    "SELECT contact, min(at) FROM events WHERE KEY(contact) AND seq > $N GROUP BY contact";
+/// The events of a range of contacts after the earliest edge of their
+/// memos (`$N`), in the primary key's order: one scan of the range's index
+/// entries, `at` tested in the index, against a search per contact; each
+/// contact's own edge is applied when the rows are filed.
+const EVENTS_AFTER_EDGE: &str = "SELECT contact, event_id, type, at, channel, props FROM events
+     WHERE KEY(contact) AND at > $N ORDER BY contact, at, seq";
 /// The whole histories of a list of contacts ($1), in the primary key's
 /// order, sought contact by contact in the primary key (see
 /// [`EVENTS_AFTER_MEMO`]): as `contact = ANY($1)`, PostgreSQL without
@@ -79,8 +111,9 @@ const EVENTS_LISTED: &str = "SELECT e.contact, e.event_id, e.type, e.at, e.chann
      CROSS JOIN LATERAL (SELECT * FROM events e WHERE e.contact = k.contact OFFSET 0) e
      ORDER BY e.contact, e.at, e.seq";
 /// The events after each memo's edge ($1: contacts, $2: edges), sought
-/// per contact from that edge in the primary key: a day's events, not
-/// whole histories. `OFFSET 0` keeps the lateral search from being
+/// per contact from that edge in the primary key, for a list of contacts
+/// (a range reads [`EVENTS_AFTER_EDGE`]): a day's events, not whole
+/// histories. `OFFSET 0` keeps the lateral search from being
 /// flattened into a join, which PostgreSQL (without statistics, or with
 /// an array it guesses at 10 rows) ran as a hash join over a parallel scan
 /// of the whole table, 0.6 s per batch at 4,000,000 events (22 ms so).
@@ -175,32 +208,43 @@ async fn read_batch(
     let first = out.len();
     let bound = Bound::of(keys);
     let ends = bound.ends();
-    let mut contacts_params = bound.params(&ends);
-    contacts_params.push((&read.new_after, Type::INT8));
-    let rows = tx
-        .query_typed(&bound.sql(CONTACTS), &contacts_params)
-        .await?;
-    // Contacts with a trusted memo, and its edge.
-    let (mut after_key, mut after_upto) = (Vec::new(), Vec::new());
+    let params = bound.params(&ends);
+    let mut late_params = bound.params(&ends);
+    late_params.push((&read.new_after, Type::INT8));
+    let (contacts_sql, memos_sql) = (bound.sql(CONTACTS), bound.sql(MEMOS));
+    let late_sql = bound.sql(LATE);
+    let (rows, memos, late) = tokio::try_join!(
+        query(tx, 1, &contacts_sql, &params),
+        query(tx, 1, &memos_sql, &params),
+        query(
+            tx,
+            usize::from(read.new_after.is_some()),
+            &late_sql,
+            &late_params
+        ),
+    )?;
+    let (mut memos, mut late) = (memos.iter().peekable(), late.iter().peekable());
+    // Contacts with a trusted memo, and its edge (keys ascending).
+    let mut after: Vec<(i64, i64)> = Vec::new();
     let mut whole = Vec::new();
     for r in &rows {
         let key: i64 = r.get(0);
         let contact: Contact = decode(r.get(1))?;
         let score = stored_from_row(r, &contact)?;
-        let upto: Option<i64> = r.get(7);
-        let late: Option<i64> = r.get(11);
-        let memo = match upto {
-            Some(upto) if late.is_none_or(|at| at > upto) => {
-                (read.memo)(key, from_micros(upto)?, r.get::<_, &[u8]>(8))
+        let memo_row = next_of(&mut memos, key);
+        let late_at: Option<i64> = next_of(&mut late, key).map(|l| l.get(1));
+        let mut memo = None;
+        if let Some(m) = memo_row {
+            let upto: i64 = m.get(1);
+            if late_at.is_none_or(|at| at > upto) {
+                memo = (read.memo)(key, from_micros(upto)?, m.get::<_, &[u8]>(2));
             }
-            _ => None,
-        };
-        match (&memo, upto) {
-            (Some(_), Some(upto)) => {
-                after_key.push(key);
-                after_upto.push(upto);
+            if memo.is_some() {
+                after.push((key, upto));
             }
-            _ => whole.push(key),
+        }
+        if memo.is_none() {
+            whole.push(key);
         }
         out.push(PlanInput {
             key,
@@ -214,8 +258,8 @@ async fn read_batch(
             score,
             changes: Vec::new(),
             rows: Vec::new(),
-            wake: r.get::<_, Option<i64>>(9).map(from_micros).transpose()?,
-            prospect: r.get(10),
+            wake: r.get::<_, Option<i64>>(7).map(from_micros).transpose()?,
+            prospect: r.get(8),
         });
     }
     let inputs = &mut out[first..];
@@ -238,10 +282,24 @@ async fn read_batch(
         ),
         Bound::List(keys) => (None, keys.len()),
     };
-    let after_params: [Param<'_>; 2] = [
-        (&after_key, Type::INT8_ARRAY),
-        (&after_upto, Type::INT8_ARRAY),
-    ];
+    // Events after the memos: over a range, one scan from the earliest
+    // edge; for a list, sought contact by contact.
+    let (after_key, after_upto): (Vec<i64>, Vec<i64>) = after.iter().copied().unzip();
+    let earliest = after_upto.iter().copied().min().unwrap_or(0);
+    let (after_sql, after_params): (String, Vec<Param<'_>>) = match bound {
+        Bound::Range(..) => {
+            let mut p = bound.params(&ends);
+            p.push((&earliest, Type::INT8));
+            (bound.sql(EVENTS_AFTER_EDGE), p)
+        }
+        Bound::List(_) => (
+            EVENTS_AFTER_MEMO.to_string(),
+            vec![
+                (&after_key, Type::INT8_ARRAY),
+                (&after_upto, Type::INT8_ARRAY),
+            ],
+        ),
+    };
     let since = to_micros(read.changes_since);
     let mut changes_params = bound.params(&ends);
     changes_params.push((&since, Type::INT8));
@@ -250,9 +308,8 @@ async fn read_batch(
          AND s.at >= $N ORDER BY s.contact, s.at"
     ));
     let (ledger_sql, rows_sql) = (bound.sql(LEDGER), bound.sql(&ROWS));
-    let params = bound.params(&ends);
     let recent_from = to_micros(read.recent_from);
-    let ((), after, whole_rows, ledger, changes, outbox) = {
+    let ((), after_rows, whole_rows, ledger, changes, outbox) = {
         let files = &mut *inputs;
         tokio::try_join!(
             async {
@@ -275,15 +332,26 @@ async fn read_batch(
                 })
                 .await
             },
-            query(tx, after_key.len(), EVENTS_AFTER_MEMO, &after_params),
+            query(tx, after.len(), &after_sql, &after_params),
             query(tx, listed, EVENTS_LISTED, &whole_params),
             query(tx, 1, &ledger_sql, &params),
             query(tx, 1, &changes_sql, &changes_params),
             query(tx, 1, &rows_sql, &params),
         )?
     };
-    for rows in [after, whole_rows] {
+    let edges = after;
+    for (rows, edged) in [(after_rows, true), (whole_rows, false)] {
         each_row(&rows, 0, inputs, |input, r| {
+            // A range's scan also meets contacts read whole, and events
+            // before a later edge than the earliest.
+            if edged {
+                let Ok(i) = edges.binary_search_by_key(&input.key, |e| e.0) else {
+                    return Ok(());
+                };
+                if r.get::<_, i64>(3) <= edges[i].1 {
+                    return Ok(());
+                }
+            }
             let stored = StoredEvent {
                 id: r.get(1),
                 kind: r.get(2),
@@ -318,6 +386,13 @@ async fn read_batch(
         Ok(())
     })?;
 
+    if read.companies.claim_fill() {
+        let most = crate::ports::store::CompanyCache::most();
+        read.companies.filled(load_all_companies(tx, most).await?);
+    }
+    if read.companies.resolve_inputs(inputs) {
+        return Ok(());
+    }
     let mut ids: Vec<&str> = inputs
         .iter()
         .filter_map(|i| i.contact.company.as_deref())

@@ -820,13 +820,50 @@ pub(super) async fn load_companies(
     c: &impl GenericClient,
     ids: &[&str],
 ) -> Result<Vec<Company>, StoreError> {
-    let rows = c
-        .query(
-            "SELECT rowid, id, name, attributes FROM companies WHERE id = ANY($1) ORDER BY rowid",
-            &[&ids],
-        )
-        .await?;
-    let mut out: Vec<(i64, Company)> = rows
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ids];
+    let companies = c.query(
+        "SELECT rowid, id, name, attributes FROM companies WHERE id = ANY($1) ORDER BY rowid",
+        &params,
+    );
+    let signals = c.query(
+        "SELECT s.company, s.kind, s.at, s.props FROM company_signals s
+         JOIN companies c ON c.rowid = s.company WHERE c.id = ANY($1)
+         ORDER BY s.company, s.at, s.seq",
+        &params,
+    );
+    let (companies, signals) = tokio::try_join!(companies, signals)?;
+    read_companies(&companies, &signals)
+}
+
+/// Every company of the store, or `None` when there are more than `most`
+/// (see [`crate::ports::store::CompanyCache::fill`]).
+pub(super) async fn load_all_companies(
+    c: &impl GenericClient,
+    most: usize,
+) -> Result<Option<Vec<Company>>, StoreError> {
+    let count: i64 = c
+        .query_one("SELECT count(*) FROM companies", &[])
+        .await?
+        .get(0);
+    if usize::try_from(count).map_or(true, |n| n > most) {
+        return Ok(None);
+    }
+    let companies = c.query(
+        "SELECT rowid, id, name, attributes FROM companies ORDER BY rowid",
+        &[],
+    );
+    let signals = c.query(
+        "SELECT company, kind, at, props FROM company_signals ORDER BY company, at, seq",
+        &[],
+    );
+    let (companies, signals) = tokio::try_join!(companies, signals)?;
+    Ok(Some(read_companies(&companies, &signals)?))
+}
+
+/// Companies (`rowid, id, name, attributes`, by rowid) with their signals
+/// (`company, kind, at, props`, by company).
+fn read_companies(companies: &[Row], signals: &[Row]) -> Result<Vec<Company>, StoreError> {
+    let mut out: Vec<(i64, Company)> = companies
         .iter()
         .map(|r| {
             Ok((
@@ -840,15 +877,7 @@ pub(super) async fn load_companies(
             ))
         })
         .collect::<Result<_, StoreError>>()?;
-    let signals = c
-        .query(
-            "SELECT s.company, s.kind, s.at, s.props FROM company_signals s
-             JOIN companies c ON c.rowid = s.company WHERE c.id = ANY($1)
-             ORDER BY s.company, s.at, s.seq",
-            &[&ids],
-        )
-        .await?;
-    for r in &signals {
+    for r in signals {
         let owner: i64 = r.get(0);
         if let Ok(i) = out.binary_search_by_key(&owner, |(rowid, _)| *rowid) {
             out[i].1.signals.push(crate::core::model::BusinessSignal {

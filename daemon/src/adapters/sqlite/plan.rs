@@ -627,13 +627,7 @@ fn read_batch(
     )?;
 
     read.companies.fill(|most| load_all_companies(conn, most))?;
-    if let Some(companies) = read
-        .companies
-        .resolve(inputs.iter().map(|i| i.contact.company.as_deref()))
-    {
-        for (input, company) in inputs.iter_mut().zip(companies) {
-            input.company = company;
-        }
+    if read.companies.resolve_inputs(inputs) {
         return Ok(());
     }
     let mut ids: Vec<&str> = inputs

@@ -697,6 +697,37 @@ impl CompanyCache {
         Ok(())
     }
 
+    /// [`CompanyCache::fill`] for a store that reads asynchronously: true
+    /// for the one caller of the pass that is to load every company and
+    /// hand them to [`CompanyCache::filled`]. The others go on meanwhile,
+    /// reading their batches' companies.
+    pub fn claim_fill(&self) -> bool {
+        self.every && !std::mem::replace(&mut self.known().filled, true)
+    }
+
+    /// What the caller of [`CompanyCache::claim_fill`] loaded.
+    pub fn filled(&self, all: Option<Vec<Company>>) {
+        if let Some(all) = all {
+            let mut known = self.known();
+            known
+                .companies
+                .extend(all.into_iter().map(|c| (c.id.clone(), Some(Arc::new(c)))));
+            known.complete = true;
+        }
+    }
+
+    /// Sets each input's company if every company is known; false if not.
+    pub fn resolve_inputs(&self, inputs: &mut [PlanInput]) -> bool {
+        let Some(companies) = self.resolve(inputs.iter().map(|i| i.contact.company.as_deref()))
+        else {
+            return false;
+        };
+        for (input, company) in inputs.iter_mut().zip(companies) {
+            input.company = company;
+        }
+        true
+    }
+
     /// The most companies [`CompanyCache::fill`] takes.
     pub fn most() -> usize {
         Self::LIMIT / 2
