@@ -17,6 +17,7 @@ mod records;
 mod retention;
 mod schedule;
 mod scores;
+mod statements;
 mod ui;
 
 pub use copy::Copied;

@@ -10,6 +10,7 @@ use super::records::{contact_rowid, distinct_keys, request_plan, set_meta};
 use super::scores::{
     CHANGE_COLUMNS, load_all_companies, load_companies, read_change, stored_from_row,
 };
+use super::statements::{Statements, query as prepared};
 use crate::adapters::sqlite::shared::{decode, decode_props, encode, from_micros, to_micros};
 use crate::core::model::{Company, Contact, Event, Timestamp};
 use crate::domain::fatigue::{EXEMPT_PROP, Verdict};
@@ -201,6 +202,7 @@ impl StoredEvent<'_> {
 /// Contacts whose memo the pass trusts read only the events after it.
 async fn read_batch(
     tx: &Transaction<'_>,
+    st: &mut Statements,
     keys: &[i64],
     read: &PlanRead<'_>,
     out: &mut Vec<PlanInput>,
@@ -211,17 +213,13 @@ async fn read_batch(
     let params = bound.params(&ends);
     let mut late_params = bound.params(&ends);
     late_params.push((&read.new_after, Type::INT8));
-    let (contacts_sql, memos_sql) = (bound.sql(CONTACTS), bound.sql(MEMOS));
-    let late_sql = bound.sql(LATE);
+    let contacts = st.get(tx, &bound.sql(CONTACTS), &params).await?;
+    let memos = st.get(tx, &bound.sql(MEMOS), &params).await?;
+    let late = st.get(tx, &bound.sql(LATE), &late_params).await?;
     let (rows, memos, late) = tokio::try_join!(
-        query(tx, 1, &contacts_sql, &params),
-        query(tx, 1, &memos_sql, &params),
-        query(
-            tx,
-            usize::from(read.new_after.is_some()),
-            &late_sql,
-            &late_params
-        ),
+        prepared(tx, Some(&contacts), &params),
+        prepared(tx, Some(&memos), &params),
+        prepared(tx, read.new_after.is_some().then_some(&late), &late_params),
     )?;
     let (mut memos, mut late) = (memos.iter().peekable(), late.iter().peekable());
     // Contacts with a trusted memo, and its edge (keys ascending).
@@ -307,7 +305,19 @@ async fn read_batch(
         "SELECT {CHANGE_COLUMNS} FROM score_changes s WHERE KEY(s.contact)
          AND s.at >= $N ORDER BY s.contact, s.at"
     ));
-    let (ledger_sql, rows_sql) = (bound.sql(LEDGER), bound.sql(&ROWS));
+    let after_st = if after.is_empty() {
+        None
+    } else {
+        Some(st.get(tx, &after_sql, &after_params).await?)
+    };
+    let listed_st = if listed == 0 {
+        None
+    } else {
+        Some(st.get(tx, EVENTS_LISTED, &whole_params).await?)
+    };
+    let ledger_st = st.get(tx, &bound.sql(LEDGER), &params).await?;
+    let changes_st = st.get(tx, &changes_sql, &changes_params).await?;
+    let rows_st = st.get(tx, &bound.sql(&ROWS), &params).await?;
     let recent_from = to_micros(read.recent_from);
     let ((), after_rows, whole_rows, ledger, changes, outbox) = {
         let files = &mut *inputs;
@@ -332,11 +342,11 @@ async fn read_batch(
                 })
                 .await
             },
-            query(tx, after.len(), &after_sql, &after_params),
-            query(tx, listed, EVENTS_LISTED, &whole_params),
-            query(tx, 1, &ledger_sql, &params),
-            query(tx, 1, &changes_sql, &changes_params),
-            query(tx, 1, &rows_sql, &params),
+            prepared(tx, after_st.as_ref(), &after_params),
+            prepared(tx, listed_st.as_ref(), &whole_params),
+            prepared(tx, Some(&ledger_st), &params),
+            prepared(tx, Some(&changes_st), &changes_params),
+            prepared(tx, Some(&rows_st), &params),
         )?
     };
     let edges = after;
@@ -653,11 +663,11 @@ impl PlanStore for PgStore {
     }
 
     fn plan_inputs(&self, keys: &[i64], read: &PlanRead<'_>) -> Result<Vec<PlanInput>, StoreError> {
-        self.snapshot(async |tx| {
+        self.snapshot_with(async |tx, st| {
             super::scores::no_jit(tx).await?;
             let mut out = Vec::with_capacity(keys.len());
             for batch in keys.chunks(PLAN_BATCH) {
-                read_batch(tx, batch, read, &mut out).await?;
+                read_batch(tx, st, batch, read, &mut out).await?;
             }
             Ok(out)
         })

@@ -13,6 +13,7 @@
 //! (`block_in_place`) and then waits.
 
 use super::migrations;
+use super::statements::Statements;
 use crate::adapters::group::GroupCommit;
 use crate::pipeline::config::Config;
 use crate::ports::store::StoreError;
@@ -109,6 +110,7 @@ pub(super) struct Conn {
     client: Client,
     io: Io,
     ended: bool,
+    statements: Statements,
 }
 
 impl Conn {
@@ -118,14 +120,27 @@ impl Conn {
         &mut self,
         work: impl AsyncFnOnce(&mut Client) -> T,
     ) -> Result<T, StoreError> {
+        self.run_with(async |c, _| work(c).await)
+    }
+
+    /// [`Conn::run`] with the statements prepared on the connection.
+    fn run_with<T>(
+        &mut self,
+        work: impl AsyncFnOnce(&mut Client, &mut Statements) -> T,
+    ) -> Result<T, StoreError> {
         if self.ended {
             return Err(StoreError::Transient("the connection was closed".into()));
         }
-        let Self { client, io, ended } = self;
+        let Self {
+            client,
+            io,
+            ended,
+            statements,
+        } = self;
         blocking(|| {
             let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
             let mut cx = Context::from_waker(&waker);
-            let mut work = pin!(work(client));
+            let mut work = pin!(work(client, statements));
             loop {
                 if let Poll::Ready(out) = work.as_mut().poll(&mut cx) {
                     return Ok(out);
@@ -354,6 +369,7 @@ impl PgStore {
         });
         match blocking(|| receive.recv()) {
             Ok(Ok((client, io))) => Ok(Conn {
+                statements: Statements::default(),
                 client,
                 io,
                 ended: false,
@@ -462,15 +478,28 @@ impl PgStore {
         &self,
         f: impl AsyncFnOnce(&Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        self.snapshot_with(async |tx, _| f(tx).await)
+    }
+
+    /// [`Self::snapshot`] with the statements prepared on its connection
+    /// (see statements.rs), forgotten if `f` fails.
+    pub(super) fn snapshot_with<T>(
+        &self,
+        f: impl AsyncFnOnce(&Transaction<'_>, &mut Statements) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut lent = self.conn()?;
-        lent.conn().run(async |c| {
+        lent.conn().run_with(async |c, statements| {
             let tx = c
                 .build_transaction()
                 .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
                 .read_only(true)
                 .start()
                 .await?;
-            let out = f(&tx).await?;
+            let out = f(&tx, statements).await;
+            if out.is_err() {
+                statements.clear();
+            }
+            let out = out?;
             tx.commit().await?;
             Ok(out)
         })?
@@ -631,8 +660,9 @@ mod tests {
     struct Scratch(String);
 
     impl Scratch {
-        fn new() -> Self {
-            let name = format!("relance_unit_pool_{}", std::process::id());
+        /// A database of its own per test (`what`) and process.
+        fn new(what: &str) -> Self {
+            let name = format!("relance_unit_pool_{what}_{}", std::process::id());
             admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
             admin(&format!("CREATE DATABASE {name}"));
             Self(name)
@@ -691,7 +721,7 @@ mod tests {
     /// once, or its row locks would stay until the connection is used again.
     #[test]
     fn a_failed_transaction_releases_its_locks_at_once() {
-        let db = Scratch::new();
+        let db = Scratch::new("locks");
         let store = PgStore::open(&db.url(), 2).expect("open");
         store
             .tx(async |tx| {
@@ -735,5 +765,46 @@ mod tests {
             .expect("read");
         assert!(n >= 1);
         drop((store, other));
+    }
+
+    /// Statements the planning reads prepare are prepared once per
+    /// connection, and forgotten (closed on the server) when a read fails,
+    /// so that one a schema change broke is prepared again.
+    #[test]
+    fn a_statement_is_prepared_once_per_connection_and_forgotten_after_an_error() {
+        let db = Scratch::new("statements");
+        let store = PgStore::open(&db.url(), 1).expect("open");
+        const PROBE: &str = "SELECT 41::bigint + 1 AS relance_probe";
+        let probe = async |tx: &Transaction<'_>, st: &mut Statements| {
+            let s = st.get(tx, PROBE, &[]).await?;
+            Ok(tx.query_one(&s, &[]).await?.get::<_, i64>(0))
+        };
+        let on_server = || -> i64 {
+            store
+                .snapshot(async |tx| {
+                    Ok(tx
+                        .query_one(
+                            "SELECT count(*) FROM pg_prepared_statements
+                             WHERE statement LIKE '%relance_probe%'
+                               AND statement NOT LIKE '%pg_prepared_statements%'",
+                            &[],
+                        )
+                        .await?
+                        .get(0))
+                })
+                .expect("count")
+        };
+        for _ in 0..3 {
+            assert_eq!(store.snapshot_with(probe).expect("probe"), 42);
+        }
+        assert_eq!(on_server(), 1, "prepared once for three reads");
+        let failed: Result<i64, StoreError> = store.snapshot_with(async |tx, st| {
+            probe(tx, st).await?;
+            Err(StoreError::Backend("stopped on purpose".into()))
+        });
+        assert!(failed.is_err());
+        assert_eq!(on_server(), 0, "forgotten after the failed read");
+        assert_eq!(store.snapshot_with(probe).expect("probe"), 42);
+        assert_eq!(on_server(), 1, "prepared again");
     }
 }
