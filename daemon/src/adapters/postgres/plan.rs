@@ -282,8 +282,11 @@ async fn read_batch(
     };
     // Events after the memos: over a range, one scan from the earliest
     // edge; for a list, sought contact by contact.
-    let (after_key, after_upto): (Vec<i64>, Vec<i64>) = after.iter().copied().unzip();
-    let earliest = after_upto.iter().copied().min().unwrap_or(0);
+    let earliest = after.iter().map(|e| e.1).min().unwrap_or(0);
+    let (after_key, after_upto): (Vec<i64>, Vec<i64>) = match bound {
+        Bound::Range(..) => Default::default(),
+        Bound::List(_) => after.iter().copied().unzip(),
+    };
     let (after_sql, after_params): (String, Vec<Param<'_>>) = match bound {
         Bound::Range(..) => {
             let mut p = bound.params(&ends);

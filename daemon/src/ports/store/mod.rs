@@ -655,6 +655,15 @@ struct Known {
     filled: bool,
 }
 
+impl Known {
+    /// Every company of the store, loaded at once.
+    fn take_all(&mut self, all: Vec<Company>) {
+        self.companies
+            .extend(all.into_iter().map(|c| (c.id.clone(), Some(Arc::new(c)))));
+        self.complete = true;
+    }
+}
+
 impl CompanyCache {
     /// Entries kept at most; past it the cache starts afresh.
     const LIMIT: usize = 200_000;
@@ -689,10 +698,7 @@ impl CompanyCache {
         }
         known.filled = true;
         if let Some(all) = load(Self::most())? {
-            known
-                .companies
-                .extend(all.into_iter().map(|c| (c.id.clone(), Some(Arc::new(c)))));
-            known.complete = true;
+            known.take_all(all);
         }
         Ok(())
     }
@@ -708,11 +714,7 @@ impl CompanyCache {
     /// What the caller of [`CompanyCache::claim_fill`] loaded.
     pub fn filled(&self, all: Option<Vec<Company>>) {
         if let Some(all) = all {
-            let mut known = self.known();
-            known
-                .companies
-                .extend(all.into_iter().map(|c| (c.id.clone(), Some(Arc::new(c)))));
-            known.complete = true;
+            self.known().take_all(all);
         }
     }
 
