@@ -10,6 +10,7 @@ pub mod config;
 
 pub use config::OutboxConfig;
 
+use crate::core::instant;
 use crate::core::model::{FollowUpKind, Timestamp};
 use crate::domain::fatigue::admit::Candidate;
 use serde::{Deserialize, Serialize};
@@ -176,7 +177,7 @@ impl Payload {
         /// [`Payload`] without the leniency: the same fields and defaults.
         #[derive(Deserialize)]
         struct Strict {
-            #[serde(default)]
+            #[serde(default, deserialize_with = "instant::deserialize_opt")]
             deadline: Option<Timestamp>,
             #[serde(default)]
             exempt: bool,
@@ -225,9 +226,11 @@ struct FlatOccurrence {
     #[serde(rename = "type")]
     kind: String,
     index: Option<usize>,
+    #[serde(default, deserialize_with = "instant::deserialize_opt")]
     enrolled_at: Option<Timestamp>,
     signal: Option<String>,
     id: Option<String>,
+    #[serde(default, deserialize_with = "instant::deserialize_opt")]
     at: Option<Timestamp>,
 }
 
