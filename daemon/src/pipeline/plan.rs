@@ -34,8 +34,6 @@ const META_MEMO: &str = "plan.memo";
 const META_AT: &str = "plan.at";
 /// Look-backs reach at most this far before a pass's own look-back.
 const CATCH_UP: chrono::Duration = chrono::Duration::days(7);
-/// Contacts read, and written, per transaction.
-const CHUNK: usize = 1000;
 /// Workers of a pass, at most (one per core).
 const MAX_WORKERS: usize = 4;
 /// The recent window is at least this long, so that an event arriving a
@@ -647,7 +645,7 @@ pub fn run(
     } else {
         store.plan_candidates(now, seen_events.unwrap_or(0), seen_changes.unwrap_or(0))?
     };
-    let chunks: Vec<&[i64]> = keys.chunks(CHUNK).collect();
+    let chunks: Vec<&[i64]> = keys.chunks(store.plan_chunk().max(1)).collect();
     let workers = std::thread::available_parallelism()
         .map_or(1, std::num::NonZero::get)
         .clamp(1, MAX_WORKERS)
@@ -776,7 +774,7 @@ pub fn dry_run<S: PlanStore + ?Sized>(
     };
     let read = planner.read(now, &|_, _, _| None, &companies);
     let mut lines = Vec::new();
-    for chunk in keys.chunks(CHUNK) {
+    for chunk in keys.chunks(store.plan_chunk().max(1)) {
         for input in store.plan_inputs(chunk, &read)? {
             let pending: Vec<String> = input.rows.iter().map(|r| r.idem_key.clone()).collect();
             lines.extend(planner.contact(&input, now, true)?.lines(&pending));

@@ -24,8 +24,12 @@ use tokio_postgres::{GenericClient, Transaction};
 
 /// How an exempt send's mark reads in stored props (compact JSON).
 const EXEMPT_MARK: &str = "\"exempt\":true";
-/// Contacts read per query by [`PlanStore::plan_inputs`].
-const PLAN_BATCH: usize = 1_000;
+/// Contacts read per query by [`PlanStore::plan_inputs`], and a pass's
+/// chunk ([`PlanStore::plan_chunk`]). Each batch costs a few round trips
+/// and eight statement starts on the server: at 1,000,000 contacts the
+/// pass a day later took 4.4–4.5 s with 3,000 a batch against 5.0–5.1 s
+/// with 1,000 (4,000: no faster, 20 MB more at the peak).
+const PLAN_BATCH: usize = 3_000;
 /// Counts requests for planning (see [`PlanStore::request_plan`]).
 const PLAN_REQUESTED: &str = "plan.requested";
 /// The highest request a completed pass met.
@@ -639,6 +643,10 @@ impl PlanStore for PgStore {
             )
             .await
         })
+    }
+
+    fn plan_chunk(&self) -> usize {
+        PLAN_BATCH
     }
 
     /// As a binary COPY: a full pass lists every contact before its

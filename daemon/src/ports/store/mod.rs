@@ -856,6 +856,13 @@ pub trait PlanStore: Send + Sync {
     ) -> Result<Vec<i64>, StoreError>;
     /// Every contact's internal key, ascending.
     fn contact_keys(&self) -> Result<Vec<i64>, StoreError>;
+    /// Contacts a worker of a pass reads, plans and writes at a time. A
+    /// store whose batches each cost round trips and statement starts on a
+    /// server takes more at once; an embedded one keeps its transactions
+    /// (and the pass's memory) small.
+    fn plan_chunk(&self) -> usize {
+        1_000
+    }
     fn contact_key(&self, id: &str) -> Result<Option<i64>, StoreError>;
     fn last_change_seq(&self) -> Result<i64, StoreError>;
     /// The inputs of several contacts (keys ascending), read in one
