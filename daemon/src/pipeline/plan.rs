@@ -645,7 +645,7 @@ pub fn run(
     } else {
         store.plan_candidates(now, seen_events.unwrap_or(0), seen_changes.unwrap_or(0))?
     };
-    let chunks: Vec<&[i64]> = keys.chunks(store.plan_chunk().max(1)).collect();
+    let chunks: Vec<&[i64]> = keys.chunks(chunk_size(store)).collect();
     let workers = std::thread::available_parallelism()
         .map_or(1, std::num::NonZero::get)
         .clamp(1, MAX_WORKERS)
@@ -756,6 +756,11 @@ impl PassReport {
 
 /// What is due at `now` and what the guard would say, without writing:
 /// new follow-ups and pending outbox rows, for every contact or one.
+/// The store's chunk ([`PlanStore::plan_chunk`]), at least one contact.
+fn chunk_size<S: PlanStore + ?Sized>(store: &S) -> usize {
+    store.plan_chunk().max(1)
+}
+
 pub fn dry_run<S: PlanStore + ?Sized>(
     config: &Config,
     store: &S,
@@ -774,7 +779,7 @@ pub fn dry_run<S: PlanStore + ?Sized>(
     };
     let read = planner.read(now, &|_, _, _| None, &companies);
     let mut lines = Vec::new();
-    for chunk in keys.chunks(store.plan_chunk().max(1)) {
+    for chunk in keys.chunks(chunk_size(store)) {
         for input in store.plan_inputs(chunk, &read)? {
             let pending: Vec<String> = input.rows.iter().map(|r| r.idem_key.clone()).collect();
             lines.extend(planner.contact(&input, now, true)?.lines(&pending));

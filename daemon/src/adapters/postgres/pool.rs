@@ -639,11 +639,12 @@ impl From<StoreError> for Retry {
     }
 }
 
-/// Runs a blocking wait (for a pooled connection, a pause); on a worker
-/// thread of a multi-threaded tokio runtime, its other tasks move to
-/// another worker first. Elsewhere (plain threads, `spawn_blocking`, a
-/// current-thread runtime) it simply waits: what it waits for needs no
-/// runtime. Queries go through [`drive`].
+/// Runs a blocking call (a wait for a pooled connection, a pause, a
+/// connection's runtime driven by [`drive`]); on a worker thread of a
+/// multi-threaded tokio runtime, its other tasks move to another worker
+/// first. Elsewhere (plain threads, `spawn_blocking`, a current-thread
+/// runtime) it simply runs: the waits need no runtime, and [`drive`]
+/// handles a current-thread runtime itself.
 pub(super) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
@@ -659,31 +660,28 @@ pub(super) fn blocking<T>(f: impl FnOnce() -> T) -> T {
 /// away first (`block_in_place`). Within a current-thread runtime, where
 /// `block_on` would panic, a thread of its own drives `rt` meanwhile.
 fn drive<T>(rt: &Runtime, work: impl Future<Output = T>) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Err(_) => rt.block_on(work),
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(|| rt.block_on(work))
-        }
-        Ok(_) => {
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            std::thread::scope(|s| {
-                s.spawn(|| rt.block_on(stopped));
-                // Timers and sockets made by `work` belong to `rt`.
-                let _entered = rt.enter();
-                let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-                let mut cx = Context::from_waker(&waker);
-                let mut work = pin!(work);
-                let out = loop {
-                    if let Poll::Ready(out) = work.as_mut().poll(&mut cx) {
-                        break out;
-                    }
-                    std::thread::park();
-                };
-                let _ = stop.send(());
-                out
-            })
-        }
+    let in_current_thread_runtime = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread);
+    if !in_current_thread_runtime {
+        return blocking(|| rt.block_on(work));
     }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    std::thread::scope(|s| {
+        s.spawn(|| rt.block_on(stopped));
+        // Timers and sockets made by `work` belong to `rt`.
+        let _entered = rt.enter();
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let mut work = pin!(work);
+        let out = loop {
+            if let Poll::Ready(out) = work.as_mut().poll(&mut cx) {
+                break out;
+            }
+            std::thread::park();
+        };
+        let _ = stop.send(());
+        out
+    })
 }
 
 /// Wakes the thread polling a future.
