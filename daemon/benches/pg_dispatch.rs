@@ -7,7 +7,9 @@
 //! Run: `cargo bench --bench pg_dispatch` (20,000 sends per round;
 //! `RELANCE_BENCH_SENDS` to resize, `RELANCE_BENCH_DAEMONS` for the
 //! rounds, `1,2,4` by default, `RELANCE_BENCH_INSTANCES` for the webhook
-//! channel's `instances`, 4 by default; `RELANCE_BENCH_PG` or
+//! channel's `instances`, 4 by default, `RELANCE_BENCH_PIPELINE` for the
+//! webhook's `pipeline`, 16 by default, 1 for no pipelining, as in the
+//! dispatch benchmark; `RELANCE_BENCH_PG` or
 //! `RELANCE_TEST_PG` names another server than
 //! postgres://postgres@127.0.0.1:5432, trust authentication).
 
@@ -39,6 +41,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 fn main() {
     let sends: usize = env_or("RELANCE_BENCH_SENDS", 20_000);
     let instances: u32 = env_or("RELANCE_BENCH_INSTANCES", 4);
+    let pipeline: u32 = env_or("RELANCE_BENCH_PIPELINE", 16);
     let daemons: Vec<usize> = std::env::var("RELANCE_BENCH_DAEMONS")
         .unwrap_or_else(|_| "1,2,4".into())
         .split(',')
@@ -66,7 +69,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("tmp");
     let now: Timestamp = "2026-03-02T12:00:00Z".parse().expect("instant");
     println!(
-        "PostgreSQL dispatch benchmark: {sends} sends per round to a webhook receiver on loopback, {instances} plugin instances per daemon"
+        "PostgreSQL dispatch benchmark: {sends} sends per round to a webhook receiver on loopback, {instances} plugin instances per daemon, pipeline {pipeline}"
     );
     for &n in &daemons {
         let db = pg.database(&format!("dispatch_{}_{n}", std::process::id()));
@@ -82,7 +85,7 @@ plugin = "webhook"
 event = "webhook_sent"
 consent = "opt_out"
 instances = {instances}
-settings = {{ url = "http://127.0.0.1:{port}/hook", secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", allow_networks = ["127.0.0.0/8"] }}
+settings = {{ url = "http://127.0.0.1:{port}/hook", secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", allow_networks = ["127.0.0.0/8"], pipeline = {pipeline} }}
 
 [templates.news]
 channel = "hook"
@@ -154,6 +157,7 @@ batch = 500
             .collect();
         let config = Arc::new(config);
         let before = received.load(Ordering::Relaxed);
+        let (cpu0, busy0) = (common::process_cpu_secs(), common::machine_busy_secs());
         let started = Instant::now();
         let reports = runtime.block_on(async {
             let runs: Vec<_> = dispatchers
@@ -171,9 +175,17 @@ batch = 500
         });
         let secs = started.elapsed().as_secs_f64();
         let sent: u64 = reports.iter().map(|r| r.sent).sum();
+        // CPU per send: this process (daemons and receiver) and the whole
+        // machine (the database server too), in microseconds.
+        let per_send = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if sent > 0 => format!("{:.0}", (b - a) * 1e6 / sent as f64),
+            _ => "?".into(),
+        };
+        let cpu = per_send(cpu0, common::process_cpu_secs());
+        let busy = per_send(busy0, common::machine_busy_secs());
         let depth = first.outbox_depth().expect("depth");
         println!(
-            "{n} daemon(s)            {secs:>8.2} s   ({:.0} sends/s; {sent} sent ({}), {} rows sent in the store, receiver got {})",
+            "{n} daemon(s)            {secs:>8.2} s   ({:.0} sends/s; {sent} sent ({}), {} rows sent in the store, receiver got {}; CPU per send {cpu} µs here, {busy} µs over the machine)",
             sent as f64 / secs,
             reports
                 .iter()

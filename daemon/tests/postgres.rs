@@ -146,6 +146,27 @@ fn t(s: &str) -> relance::core::model::Timestamp {
         .with_timezone(&chrono::Utc)
 }
 
+/// A systematic send of the `nurture` follow-up to `contact` on `channel`,
+/// due `now`, keyed by `step`.
+fn nurture_send(
+    contact: &str,
+    channel: &str,
+    step: &str,
+    now: relance::core::model::Timestamp,
+) -> relance::domain::outbox::NewSend {
+    use relance::domain::outbox::{NewSend, Payload, idempotency_key};
+    NewSend {
+        idem_key: idempotency_key(contact, "nurture", step),
+        contact: contact.into(),
+        followup: "nurture".into(),
+        kind: relance::core::model::FollowUpKind::Systematic,
+        priority: 10,
+        channel: channel.into(),
+        due_at: now,
+        payload: Payload::template("nurture_welcome"),
+    }
+}
+
 /// A guard in miniature: one send per channel and three in all per
 /// contact, counting the sends and reservations the store hands over.
 fn capped(
@@ -181,7 +202,7 @@ fn capped(
 #[test]
 fn a_contact_hammered_by_four_claimers_gets_exactly_its_budget() {
     use relance::domain::ingest::Patch;
-    use relance::domain::outbox::{NewSend, Payload, Settlement, idempotency_key};
+    use relance::domain::outbox::Settlement;
     let db = Scratch::new("hammer");
     let open = || -> StoreHandle { Arc::new(PgStore::open(&db.url(), 4).unwrap()) };
     let store = open();
@@ -192,20 +213,9 @@ fn a_contact_hammered_by_four_claimers_gets_exactly_its_budget() {
         }])
         .unwrap();
     let now = t("2026-11-20T09:00:00Z");
-    let sends: Vec<NewSend> = ["email", "sms", "call", "letter"]
+    let sends: Vec<_> = ["email", "sms", "call", "letter"]
         .into_iter()
-        .flat_map(|ch| {
-            (0..8).map(move |i| NewSend {
-                idem_key: idempotency_key("c", "nurture", &format!("{ch}-{i}")),
-                contact: "c".into(),
-                followup: "nurture".into(),
-                kind: relance::core::model::FollowUpKind::Systematic,
-                priority: 10,
-                channel: ch.into(),
-                due_at: now,
-                payload: Payload::template("nurture_welcome"),
-            })
-        })
+        .flat_map(|ch| (0..8).map(move |i| nurture_send("c", ch, &format!("{ch}-{i}"), now)))
         .collect();
     store.enqueue(&sends, now).unwrap();
     let lease = now + chrono::Duration::minutes(10);
@@ -270,6 +280,60 @@ fn a_contact_hammered_by_four_claimers_gets_exactly_its_budget() {
             .settle(row.seq, "late", &Settlement::Sent, later)
             .unwrap()
     );
+}
+
+/// Erasing a contact a claim holds reservations and decisions for leaves
+/// none of its rows behind (the ledger and the log have no foreign key to
+/// cascade from), and another contact's stay.
+#[test]
+fn erasing_a_claimed_contact_leaves_no_reservation_or_decision() {
+    use relance::domain::ingest::Patch;
+    let db = Scratch::new("erase");
+    let store: StoreHandle = Arc::new(PgStore::open(&db.url(), 2).unwrap());
+    let now = t("2026-11-20T09:00:00Z");
+    let ids = ["gone", "kept"];
+    let patches: Vec<Patch> = ids
+        .iter()
+        .map(|id| Patch {
+            id: (*id).into(),
+            ..Patch::default()
+        })
+        .collect();
+    store.upsert_contacts(&patches).unwrap();
+    let sends: Vec<_> = ids
+        .iter()
+        .flat_map(|id| ["email", "sms"].map(|ch| nurture_send(id, ch, ch, now)))
+        .collect();
+    store.enqueue(&sends, now).unwrap();
+    let claimed = store
+        .claim_due(
+            now,
+            now + chrono::Duration::minutes(10),
+            10,
+            "d",
+            &mut |row, _, w| capped(row, w),
+        )
+        .unwrap();
+    assert_eq!(claimed.len(), 4, "{claimed:?}");
+    let rows = |table: &str, id: &str| {
+        common::pg::count(
+            &db.url(),
+            &format!(
+                "SELECT count(*) FROM {table} t WHERE t.contact = \
+                 (SELECT rowid FROM contacts WHERE id = '{id}') OR (t.contact NOT IN \
+                 (SELECT rowid FROM contacts) AND '{id}' = 'gone')"
+            ),
+        )
+    };
+    for table in ["fatigue_ledger", "decision_log"] {
+        assert_eq!(rows(table, "gone"), 2, "{table}");
+        assert_eq!(rows(table, "kept"), 2, "{table}");
+    }
+    assert!(store.erase_contact("gone").unwrap());
+    for table in ["fatigue_ledger", "decision_log"] {
+        assert_eq!(rows(table, "gone"), 0, "{table} after the erasure");
+        assert_eq!(rows(table, "kept"), 2, "{table} after the erasure");
+    }
 }
 
 /// `relance store copy` moves the demo installation, scored and planned,

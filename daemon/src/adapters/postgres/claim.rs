@@ -178,9 +178,15 @@ pub(super) async fn decide(
          WHERE contact = ANY($1) ORDER BY contact, at, seq",
         &by_key,
     );
+    // Each reservation's row is found by key (a subquery with a limit is
+    // not flattened into a join): with statistics that lag a fast-growing
+    // outbox, the planner once hashed the whole outbox in parallel workers
+    // for a ledger it thought large.
     let reserved = tx.query_typed(
         "SELECT l.contact, l.at, l.event_type, l.channel, o.idem_key, o.payload
-         FROM fatigue_ledger l JOIN outbox o ON o.seq = l.outbox
+         FROM fatigue_ledger l
+         CROSS JOIN LATERAL (SELECT idem_key, payload FROM outbox
+                             WHERE seq = l.outbox LIMIT 1) o
          WHERE l.contact = ANY($1) AND l.outbox <> ALL($2) ORDER BY l.contact, l.outbox",
         &both,
     );

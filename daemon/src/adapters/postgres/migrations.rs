@@ -322,6 +322,44 @@ CREATE INDEX outbox_ready ON outbox(due_at, priority DESC, seq)
     WHERE state IN ('planned', 'deferred', 'retrying', 'claimed');
 CREATE INDEX outbox_sent_by_age ON outbox(updated_at) WHERE state = 'sent';
 "#,
+    // 9: delivered sends counted once per statement. The row trigger of
+    // 4 ran a PL/pgSQL call and an upsert for every send a settlement
+    // delivered; this one runs one upsert per statement over the rows it
+    // changed (transition tables, which take no column list: it fires on
+    // every update of the outbox; most, claims among them, have no sent
+    // row and stop at the first test).
+    // Keys are upserted in ascending order, so two settlements never wait
+    // for each other in a circle.
+    r#"
+DROP TRIGGER outbox_sent_update ON outbox;
+CREATE FUNCTION relance_count_sends() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM sends_after WHERE state = 'sent') THEN
+        INSERT INTO campaign_contacts (contact, campaign, sends)
+        SELECT n.contact, n.followup, count(*)
+        FROM sends_after n JOIN sends_before o ON o.seq = n.seq
+        WHERE n.state = 'sent' AND o.state <> 'sent'
+        GROUP BY n.contact, n.followup ORDER BY n.contact, n.followup
+        ON CONFLICT (contact, campaign) DO UPDATE SET sends = campaign_contacts.sends + EXCLUDED.sends;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER outbox_sent_update AFTER UPDATE ON outbox
+    REFERENCING OLD TABLE AS sends_before NEW TABLE AS sends_after
+    FOR EACH STATEMENT EXECUTE FUNCTION relance_count_sends();
+"#,
+    // 10: no foreign keys on the fatigue ledger and the decision log. Each
+    // key ran a check query per row inserted, three per send a claim
+    // decides, on rows the claim already holds locked (the contact, the
+    // send). Readers join the ledger to its send and the log to its
+    // contact, so a row left behind is never read; erasing a contact
+    // deletes its rows of both (see records.rs), and a settlement or a
+    // release deletes the ledger rows of its sends.
+    r#"
+ALTER TABLE fatigue_ledger DROP CONSTRAINT IF EXISTS fatigue_ledger_outbox_fkey;
+ALTER TABLE fatigue_ledger DROP CONSTRAINT IF EXISTS fatigue_ledger_contact_fkey;
+ALTER TABLE decision_log DROP CONSTRAINT IF EXISTS decision_log_contact_fkey;
+"#,
 ];
 
 /// Brings the schema up to date in one transaction, under an advisory

@@ -295,7 +295,14 @@ pub(super) async fn insert_events(
             "SELECT rowid FROM contacts WHERE rowid = ANY($1) ORDER BY rowid FOR NO KEY UPDATE",
             &contacts
         ),
-        tx.query_typed("SELECT dedup FROM events WHERE dedup = ANY($1)", &known),
+        // One probe of the unique index per key, whatever the statistics
+        // say: `dedup = ANY($1)` was planned as a scan of the whole table
+        // while its statistics lagged its growth.
+        tx.query_typed(
+            "SELECT e.dedup FROM unnest($1::bytea[]) k(dedup)
+             CROSS JOIN LATERAL (SELECT dedup FROM events WHERE dedup = k.dedup LIMIT 1) e",
+            &known
+        ),
     )?;
     let present: HashSet<i64> = locked.iter().map(|r| r.get(0)).collect();
     let mut seen: HashSet<Vec<u8>> = stored.iter().map(|r| r.get::<_, Vec<u8>>(0)).collect();
@@ -795,10 +802,11 @@ impl Records for PgStore {
     }
 
     fn erase_contact(&self, id: &str) -> Result<bool, StoreError> {
-        // Cascades remove scores, ledger, outbox, decisions, deals, the
-        // planner's memo and wake instant, the desk's rows. Events have no
-        // foreign key: deleted once the contact's row is, which waited for
-        // the appends holding it (later ones no longer find it).
+        // Cascades remove scores, outbox, deals, the planner's memo and
+        // wake instant, the desk's rows. Events, the fatigue ledger and the
+        // decision log have no foreign key: deleted once the contact's row
+        // is, which waited for the appends and claims holding it (later
+        // ones no longer find it).
         self.tx(async |tx| {
             let Some(row) = tx
                 .query_opt("DELETE FROM contacts WHERE id = $1 RETURNING rowid", &[&id])
@@ -807,8 +815,13 @@ impl Records for PgStore {
                 return Ok(false);
             };
             let rowid: i64 = row.get(0);
-            tx.execute("DELETE FROM events WHERE contact = $1", &[&rowid])
+            for table in ["events", "fatigue_ledger", "decision_log"] {
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE contact = $1"),
+                    &[&rowid],
+                )
                 .await?;
+            }
             Ok(true)
         })
     }
