@@ -754,13 +754,13 @@ impl PassReport {
     }
 }
 
-/// What is due at `now` and what the guard would say, without writing:
-/// new follow-ups and pending outbox rows, for every contact or one.
 /// The store's chunk ([`PlanStore::plan_chunk`]), at least one contact.
 fn chunk_size<S: PlanStore + ?Sized>(store: &S) -> usize {
     store.plan_chunk().max(1)
 }
 
+/// What is due at `now` and what the guard would say, without writing:
+/// new follow-ups and pending outbox rows, for every contact or one.
 pub fn dry_run<S: PlanStore + ?Sized>(
     config: &Config,
     store: &S,
