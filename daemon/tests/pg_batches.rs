@@ -820,6 +820,79 @@ mod population {
     }
 }
 
+/// On PostgreSQL an erasure may be under way in another process while a
+/// pass saves its plan: the save waits for it, then keeps nothing of the
+/// erased contact (no row, no decision left behind) and the rest of its
+/// batch, without an error.
+#[test]
+fn a_plan_saved_during_an_erasure_waits_and_keeps_nothing_of_the_contact() {
+    let db = pg_scratch::Scratch::new("erasing");
+    let url = db.url();
+    let store: StoreHandle = Arc::new(PgStore::open(&url, 2).unwrap());
+    contacts(&store, &["gone", "kept"]);
+    let (gone, kept) = (key(&store, "gone"), key(&store, "kept"));
+    let t1 = t0();
+    let later = t0() + Duration::days(2);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (eraser, conn) = rt
+        .block_on(tokio_postgres::connect(&url, tokio_postgres::NoTls))
+        .unwrap();
+    rt.spawn(conn);
+    rt.block_on(eraser.batch_execute("BEGIN; DELETE FROM contacts WHERE id = 'gone'"))
+        .unwrap();
+    let saving = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let batch = [
+                write(
+                    gone,
+                    vec![plan_row("gone", 0, State::Planned, Verdict::Allow, t1)],
+                    Some(later),
+                    None,
+                ),
+                write(
+                    kept,
+                    vec![plan_row("kept", 0, State::Planned, Verdict::Allow, t1)],
+                    Some(later),
+                    None,
+                ),
+            ];
+            store.save_plan(&batch, t1)
+        })
+    };
+    // The save waits on the erased contact's row lock.
+    let waiting = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND wait_event_type = 'Lock'",
+        db.name
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while pg_scratch::count(&url, &waiting) == 0 {
+        assert!(
+            !saving.is_finished(),
+            "the save did not wait for the erasure"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the save never waited"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    rt.block_on(eraser.batch_execute("COMMIT")).unwrap();
+    saving
+        .join()
+        .unwrap()
+        .expect("a plan saved during an erasure is no error");
+    let rows = store.outbox_rows(None, 100).unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.contact.as_str()).collect::<Vec<_>>(),
+        ["kept"]
+    );
+    for (table, n) in [("decision_log", 1), ("plan_wake", 1), ("outbox", 1)] {
+        let left = pg_scratch::count(&url, &format!("SELECT count(*) FROM {table}"));
+        assert_eq!(left, n, "{table}");
+    }
+}
+
 /// The shipped configuration on the store at `db` (SQLite) or `url`.
 fn shipped(db: &std::path::Path, url: Option<String>) -> relance::pipeline::config::Config {
     let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/relance.toml");

@@ -12,12 +12,13 @@ use relance::adapters::postgres::PgStore;
 use relance::adapters::sqlite::SqliteStore;
 use relance::core::model::{Contact, Event, FollowUpKind, Timestamp};
 use relance::domain::desk::{DeskRow, StatusView};
+use relance::domain::fatigue::Verdict;
 use relance::domain::ingest::{Incoming, Patch};
 use relance::domain::outbox::{NewSend, Payload, Row, Settlement, State, idempotency_key};
 use relance::ports::store::desk::{HotLead, HotLeads};
 use relance::ports::store::{
-    Admission, AdmissionVerdict, Append, Claimed, PassMark, ScoreWrite, StoreHandle, StoredChange,
-    Upsert,
+    Admission, AdmissionVerdict, Append, Claimed, PassMark, PlanRow, PlanWrite, ScoreWrite,
+    StoreHandle, StoredChange, Upsert,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Barrier};
@@ -1493,6 +1494,56 @@ pub fn every_contact_is_listed_by_its_key_in_order(backend: Backend) {
     assert_eq!((*opened.again)().contact_keys().expect("keys"), expected);
 }
 
+/// A pass reads a contact, the contact is erased, then the pass saves its
+/// plan: nothing of it is written (no row, decision or wake), the rest of
+/// the batch is, and the save is no error.
+fn a_plan_for_a_contact_erased_since_its_read_keeps_nothing_of_it(backend: Backend) {
+    let opened = backend();
+    let store = &opened.store;
+    contacts(store, &["gone".into(), "kept".into()]);
+    let key = |id: &str| store.contact_key(id).expect("key").expect("known");
+    let (gone, kept) = (key("gone"), key("kept"));
+    let later = now() + Duration::days(2);
+    let write = |key: i64, contact: &str| PlanWrite {
+        key,
+        rows: vec![PlanRow {
+            send: send(contact, 0, "email"),
+            state: State::Planned,
+            first_due: now(),
+            decision: Verdict::Allow,
+            reasons: Vec::new(),
+        }],
+        drops: Vec::new(),
+        wake: Some(later),
+        wake_was: None,
+        memo: None,
+    };
+    assert!(store.erase_contact("gone").expect("erase"));
+    store
+        .save_plan(&[write(gone, "gone"), write(kept, "kept")], now())
+        .expect("a plan for an erased contact is no error");
+    let rows = store.outbox_rows(None, 100).expect("rows");
+    assert_eq!(
+        rows.iter().map(|r| r.contact.as_str()).collect::<Vec<_>>(),
+        ["kept"],
+        "outbox rows"
+    );
+    let decided: u64 = store
+        .decision_reasons(now() - Duration::days(1), later)
+        .expect("decisions")
+        .iter()
+        .map(|d| d.n)
+        .sum();
+    assert_eq!(decided, 1, "decisions counted on the dashboard");
+    assert_eq!(
+        store
+            .plan_candidates(later, i64::MAX, i64::MAX)
+            .expect("woken"),
+        [kept],
+        "contacts to wake"
+    );
+}
+
 /// One `#[test]` per case for a backend: a new backend adds its
 /// [`Backend`] and a line `contract!(name);`.
 macro_rules! contract {
@@ -1567,6 +1618,12 @@ macro_rules! contract {
             #[test]
             fn every_contact_is_listed_by_its_key_in_order() {
                 super::every_contact_is_listed_by_its_key_in_order(super::$backend);
+            }
+            #[test]
+            fn a_plan_for_a_contact_erased_since_its_read_keeps_nothing_of_it() {
+                super::a_plan_for_a_contact_erased_since_its_read_keeps_nothing_of_it(
+                    super::$backend,
+                );
             }
             #[test]
             fn waiting_for_events_sees_other_handles() {

@@ -463,7 +463,23 @@ async fn write_plan(
     let mut dropped = HashSet::new();
     let (mut memo_key, mut memo_upto, mut memo) = (Vec::new(), Vec::new(), Vec::new());
     let (mut wake_key, mut wake_at, mut asleep) = (Vec::new(), Vec::new(), Vec::new());
-    for w in run {
+    // The contacts still there, held against an erasure until this commits
+    // (ascending: two passes take them in one order). A contact erased
+    // since the pass read it keeps nothing of its plan; an erasure under
+    // way is waited for, and one that starts later waits for this commit,
+    // then removes what it wrote.
+    let keys: Vec<i64> = run.iter().map(|w| w.key).collect();
+    let present: HashSet<i64> = tx
+        .query(
+            "SELECT rowid FROM contacts WHERE rowid = ANY($1) ORDER BY rowid FOR KEY SHARE",
+            &[&keys],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let run: Vec<&PlanWrite> = run.iter().filter(|w| present.contains(&w.key)).collect();
+    for &w in &run {
         for row in &w.rows {
             rows.push(w.key, row)?;
         }
@@ -537,14 +553,12 @@ async fn write_plan(
         (&memo_upto, Type::INT8_ARRAY),
         (&memo, Type::BYTEA_ARRAY),
     ];
-    // Through `contacts`, so a contact erased meanwhile gets none.
     let memos = execute(
         tx,
         memo_key.len(),
         "INSERT INTO plan_memo (contact, upto, memo)
          SELECT m.contact, m.upto, m.memo
          FROM unnest($1::bigint[], $2::bigint[], $3::bytea[]) AS m(contact, upto, memo)
-         WHERE EXISTS (SELECT 1 FROM contacts c WHERE c.rowid = m.contact)
          ON CONFLICT (contact) DO UPDATE SET upto = excluded.upto, memo = excluded.memo",
         &memos_params,
     );
@@ -555,7 +569,6 @@ async fn write_plan(
         wake_key.len(),
         "INSERT INTO plan_wake (contact, at)
          SELECT w.contact, w.at FROM unnest($1::bigint[], $2::bigint[]) AS w(contact, at)
-         WHERE EXISTS (SELECT 1 FROM contacts c WHERE c.rowid = w.contact)
          ON CONFLICT (contact) DO UPDATE SET at = excluded.at",
         &woken_params,
     );

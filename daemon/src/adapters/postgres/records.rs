@@ -805,8 +805,8 @@ impl Records for PgStore {
         // Cascades remove scores, outbox, deals, the planner's memo and
         // wake instant, the desk's rows. Events, the fatigue ledger and the
         // decision log have no foreign key: deleted once the contact's row
-        // is, which waited for the appends and claims holding it (later
-        // ones no longer find it).
+        // is, which waited for the appends, claims and plan saves holding
+        // it (later ones no longer find it).
         self.tx(async |tx| {
             let Some(row) = tx
                 .query_opt("DELETE FROM contacts WHERE id = $1 RETURNING rowid", &[&id])

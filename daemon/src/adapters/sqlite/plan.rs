@@ -117,6 +117,15 @@ impl Conn {
         let now_us = to_micros(now);
         self.write(|tx| {
             for w in batch {
+                // Erased since the pass read it: nothing of its plan is kept.
+                if tx
+                    .prepare_cached("SELECT 1 FROM contacts WHERE rowid = ?1")?
+                    .query_row([w.key], |_| Ok(()))
+                    .optional()?
+                    .is_none()
+                {
+                    continue;
+                }
                 for row in &w.rows {
                     let s = &row.send;
                     let n = tx

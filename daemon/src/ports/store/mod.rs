@@ -878,7 +878,8 @@ pub trait PlanStore: Send + Sync {
         Ok(Box::new(EachBatch(self)))
     }
     /// Writes a batch in one transaction: new rows (a key already present is
-    /// left as it is), drops, wake instants, memos and decisions.
+    /// left as it is), drops, wake instants, memos and decisions. A contact
+    /// erased since the pass read it gets none of them, and is no error.
     fn save_plan(&self, batch: &[PlanWrite], now: Timestamp) -> Result<(), StoreError>;
     /// Records how far a pass got (`marks`, numbers in `meta`) with other
     /// `meta` values, in one transaction. Each mark is compared and set: it
