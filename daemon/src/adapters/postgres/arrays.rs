@@ -11,7 +11,7 @@ use tokio_postgres::types::{ToSql, Type};
 pub(super) type Param<'a> = (&'a (dyn ToSql + Sync), Type);
 
 /// Runs a statement of arrays holding `rows` rows, or nothing when there
-/// are none. Typed, so that statements can be pipelined (`try_join!`):
+/// are none. Typed, so that statements can be pipelined (see `pipelined`):
 /// each is sent in one message as it is first polled.
 pub(super) async fn execute(
     tx: &Transaction<'_>,

@@ -23,6 +23,7 @@
 
 use super::arrays::{DecisionLog, Param};
 use super::outbox::read_row;
+use super::pipelined::InOrder;
 use super::records::insert_events;
 use crate::adapters::sqlite::shared::{
     decode, decode_props, decode_recent, encode, from_micros, send_props, settled, to_micros,
@@ -90,7 +91,7 @@ pub(super) async fn take(
     ];
     let ordered = tx.batch_execute("SET LOCAL enable_sort = off");
     let taken = tx.query_typed(&sql, &params);
-    let (_, taken) = tokio::try_join!(ordered, taken)?;
+    let (_, taken) = tokio::join!(ordered, taken).in_order()?;
     let mut due: Vec<(Row, i64)> = taken
         .iter()
         .map(|r| Ok((read_row(r)?, r.get::<_, i64>(15))))
@@ -133,7 +134,7 @@ pub(super) async fn decide(
     // filtered on, so that the rows are found by key alone (see `settle`).
     let mine: [Param<'_>; 2] = [(&taken_seqs, Type::INT8_ARRAY), (&owner, Type::TEXT)];
     let contacts: [Param<'_>; 1] = [(&taken_keys, Type::INT8_ARRAY)];
-    let (held, contact_rows) = tokio::try_join!(
+    let (held, contact_rows) = tokio::join!(
         tx.query_typed(
             "SELECT seq, state = 'claimed' AND lease_owner IS NOT DISTINCT FROM $2
              FROM outbox WHERE seq = ANY($1) ORDER BY seq FOR UPDATE",
@@ -144,7 +145,8 @@ pub(super) async fn decide(
              FOR NO KEY UPDATE",
             &contacts,
         ),
-    )?;
+    )
+    .in_order()?;
     let held: HashSet<i64> = held.iter().filter(|r| r.get(1)).map(|r| r.get(0)).collect();
     let due: Vec<&(Row, i64)> = taken
         .iter()
@@ -190,7 +192,7 @@ pub(super) async fn decide(
          WHERE l.contact = ANY($1) AND l.outbox <> ALL($2) ORDER BY l.contact, l.outbox",
         &both,
     );
-    let (_, events, reserved) = tokio::try_join!(stale, events, reserved)?;
+    let (_, events, reserved) = tokio::join!(stale, events, reserved).in_order()?;
     for r in &events {
         let key: i64 = r.get(0);
         if let Some(l) = locked.get_mut(&key) {
@@ -310,16 +312,17 @@ pub(super) async fn decide(
     allowed.sort_unstable();
     let (mut companies, mut scores) = (HashMap::new(), HashMap::new());
     if context && !allowed.is_empty() {
-        let (_, _, _, c, s) = tokio::try_join!(
+        let (_, _, _, c, s) = tokio::join!(
             decided,
             updated,
             reserve,
             companies_of(tx, &allowed),
             scores_of(tx, &allowed)
-        )?;
+        )
+        .in_order()?;
         (companies, scores) = (c, s);
     } else {
-        tokio::try_join!(decided, updated, reserve)?;
+        tokio::join!(decided, updated, reserve).in_order()?;
     }
     Ok(claimed
         .into_iter()
@@ -419,7 +422,7 @@ async fn companies_of(
          ORDER BY s.company, s.at, s.seq",
         &params,
     );
-    let (heads, signals) = tokio::try_join!(heads, signals)?;
+    let (heads, signals) = tokio::join!(heads, signals).in_order()?;
     let mut of: HashMap<i64, Vec<BusinessSignal>> = HashMap::new();
     for r in &signals {
         of.entry(r.get(0)).or_default().push(BusinessSignal {

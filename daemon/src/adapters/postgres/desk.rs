@@ -3,6 +3,7 @@
 
 use super::PgStore;
 use super::arrays::{Param, execute};
+use super::pipelined::InOrder;
 use crate::adapters::sqlite::shared::{decode, encode, from_micros, to_micros};
 use crate::core::model::{Contact, Timestamp};
 use crate::domain::desk::campaigns::{self, CampaignCounts, ContactSend, Flags};
@@ -165,7 +166,7 @@ async fn save_campaigns(tx: &Transaction<'_>, writes: &[&ScoreWrite]) -> Result<
     let mut sent_to: Vec<i64> = stored.keys().copied().collect();
     sent_to.sort_unstable();
     let of_keys: [Param<'_>; 1] = [(&sent_to, Type::INT8_ARRAY)];
-    let (sends, crossings) = tokio::try_join!(
+    let (sends, crossings) = tokio::join!(
         tx.query_typed(
             "SELECT contact, idem_key, followup, updated_at FROM outbox
              WHERE contact = ANY($1) AND state = 'sent'",
@@ -176,7 +177,8 @@ async fn save_campaigns(tx: &Transaction<'_>, writes: &[&ScoreWrite]) -> Result<
                AND kind IN ('band_up', 'jump_up') AND from_band <> to_band",
             &of_keys,
         ),
-    )?;
+    )
+    .in_order()?;
     let mut sends_of: HashMap<i64, Vec<ContactSend>> = HashMap::new();
     for r in &sends {
         sends_of.entry(r.get(0)).or_default().push(ContactSend {
@@ -342,7 +344,7 @@ pub(super) async fn save_desks(
          ON CONFLICT DO NOTHING",
         &logged_params,
     );
-    tokio::try_join!(removed, written, logged)?;
+    tokio::join!(removed, written, logged).in_order()?;
     Ok(())
 }
 

@@ -11,6 +11,7 @@ mod desk;
 mod keys;
 mod migrations;
 mod outbox;
+mod pipelined;
 mod plan;
 mod pool;
 mod records;

@@ -6,6 +6,7 @@ use super::arrays::{DecisionLog, Param, execute, query, runs};
 use super::binary::{copy_rows, int8, text, text_opt};
 use super::keys::Bound;
 use super::outbox::{ROW_COLUMNS, read_row};
+use super::pipelined::InOrder;
 use super::records::{contact_rowid, distinct_keys, request_plan, set_meta};
 use super::scores::{
     CHANGE_COLUMNS, load_all_companies, load_companies, read_change, stored_from_row,
@@ -220,11 +221,12 @@ async fn read_batch(
     let contacts = st.get(tx, &bound.sql(CONTACTS), &params).await?;
     let memos = st.get(tx, &bound.sql(MEMOS), &params).await?;
     let late = st.get(tx, &bound.sql(LATE), &late_params).await?;
-    let (rows, memos, late) = tokio::try_join!(
+    let (rows, memos, late) = tokio::join!(
         prepared(tx, Some(&contacts), &params),
         prepared(tx, Some(&memos), &params),
         prepared(tx, read.new_after.is_some().then_some(&late), &late_params),
-    )?;
+    )
+    .in_order()?;
     let (mut memos, mut late) = (memos.iter().peekable(), late.iter().peekable());
     // Contacts with a trusted memo, and its edge (keys ascending).
     let mut after: Vec<(i64, i64)> = Vec::new();
@@ -328,7 +330,7 @@ async fn read_batch(
     let recent_from = to_micros(read.recent_from);
     let ((), after_rows, whole_rows, ledger, changes, outbox) = {
         let files = &mut *inputs;
-        tokio::try_join!(
+        tokio::join!(
             async {
                 let Some(sql) = &whole_copy else {
                     return Ok(());
@@ -354,7 +356,8 @@ async fn read_batch(
             prepared(tx, Some(&ledger_st), &params),
             prepared(tx, Some(&changes_st), &changes_params),
             prepared(tx, Some(&rows_st), &params),
-        )?
+        )
+        .in_order()?
     };
     let edges = after;
     for (rows, edged) in [(after_rows, true), (whole_rows, false)] {
@@ -463,23 +466,7 @@ async fn write_plan(
     let mut dropped = HashSet::new();
     let (mut memo_key, mut memo_upto, mut memo) = (Vec::new(), Vec::new(), Vec::new());
     let (mut wake_key, mut wake_at, mut asleep) = (Vec::new(), Vec::new(), Vec::new());
-    // The contacts still there, held against an erasure until this commits
-    // (ascending: two passes take them in one order). A contact erased
-    // since the pass read it keeps nothing of its plan; an erasure under
-    // way is waited for, and one that starts later waits for this commit,
-    // then removes what it wrote.
-    let keys: Vec<i64> = run.iter().map(|w| w.key).collect();
-    let present: HashSet<i64> = tx
-        .query(
-            "SELECT rowid FROM contacts WHERE rowid = ANY($1) ORDER BY rowid FOR KEY SHARE",
-            &[&keys],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let run: Vec<&PlanWrite> = run.iter().filter(|w| present.contains(&w.key)).collect();
-    for &w in &run {
+    for w in run {
         for row in &w.rows {
             rows.push(w.key, row)?;
         }
@@ -528,9 +515,11 @@ async fn write_plan(
            first_due, payload, last_error, $1
          FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::bigint[],
                      $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::text[],
-                     $12::text[])
+                     $12::text[]) WITH ORDINALITY
               AS r(idem_key, contact, followup, kind, priority, channel, state, due_at,
-                   first_due, payload, last_error)
+                   first_due, payload, last_error, n)
+         WHERE EXISTS (SELECT 1 FROM contacts c WHERE c.rowid = r.contact)
+         ORDER BY n
          ON CONFLICT (idem_key) DO NOTHING
          RETURNING idem_key",
         &inserted_params,
@@ -559,6 +548,7 @@ async fn write_plan(
         "INSERT INTO plan_memo (contact, upto, memo)
          SELECT m.contact, m.upto, m.memo
          FROM unnest($1::bigint[], $2::bigint[], $3::bytea[]) AS m(contact, upto, memo)
+         WHERE EXISTS (SELECT 1 FROM contacts c WHERE c.rowid = m.contact)
          ON CONFLICT (contact) DO UPDATE SET upto = excluded.upto, memo = excluded.memo",
         &memos_params,
     );
@@ -569,6 +559,7 @@ async fn write_plan(
         wake_key.len(),
         "INSERT INTO plan_wake (contact, at)
          SELECT w.contact, w.at FROM unnest($1::bigint[], $2::bigint[]) AS w(contact, at)
+         WHERE EXISTS (SELECT 1 FROM contacts c WHERE c.rowid = w.contact)
          ON CONFLICT (contact) DO UPDATE SET at = excluded.at",
         &woken_params,
     );
@@ -579,7 +570,7 @@ async fn write_plan(
         "DELETE FROM plan_wake WHERE contact = ANY($1)",
         &unwoken_params,
     );
-    let (inserted, ..) = tokio::try_join!(inserted, drops, memos, woken, unwoken)?;
+    let (inserted, ..) = tokio::join!(inserted, drops, memos, woken, unwoken).in_order()?;
     if inserted.is_empty() {
         return Ok(());
     }
@@ -708,14 +699,30 @@ impl PlanStore for PgStore {
 
     /// A run of distinct contacts at a time (see [`write_plan`]), a few
     /// statements per run whatever its size.
+    ///
+    /// The inserts go through `contacts`, so a contact erased since the
+    /// pass read it gets nothing. One whose erasure is under way passes
+    /// that test, then fails a foreign key once the erasure commits: the
+    /// save runs again, and the contact is left out. An erasure that starts
+    /// later waits for the save (the foreign-key checks of its inserts hold
+    /// the contact, and the rows it updates are its own until it commits),
+    /// then deletes what it wrote, decisions included.
     fn save_plan(&self, batch: &[PlanWrite], now: Timestamp) -> Result<(), StoreError> {
         let now_us = to_micros(now);
-        self.tx(async |tx| {
-            for run in runs(batch, |w| w.key) {
-                write_plan(tx, run, now_us).await?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let saved = self.tx(async |tx| {
+                for run in runs(batch, |w| w.key) {
+                    write_plan(tx, run, now_us).await?;
+                }
+                Ok(())
+            });
+            match saved {
+                Err(StoreError::Constraint(m)) if m.starts_with("23503:") && attempt < 3 => {}
+                saved => return saved,
             }
-            Ok(())
-        })
+        }
     }
 
     /// Each mark in one upsert: set to `reached` if it still holds `seen`,

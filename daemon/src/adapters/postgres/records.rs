@@ -11,6 +11,7 @@
 //! append to the same contact (see [`insert_events`]).
 
 use super::PgStore;
+use super::pipelined::InOrder;
 use crate::adapters::sqlite::shared::{
     contact_keys, decode, decode_props, encode, from_micros, merge, to_micros,
 };
@@ -289,7 +290,7 @@ pub(super) async fn insert_events(
     let appenders: [Param<'_>; 1] = [(&APPENDERS, Type::INT8)];
     let contacts: [Param<'_>; 1] = [(&keys, Type::INT8_ARRAY)];
     let known: [Param<'_>; 1] = [(&dedups, Type::BYTEA_ARRAY)];
-    let (_, locked, stored) = tokio::try_join!(
+    let (_, locked, stored) = tokio::join!(
         tx.query_typed("SELECT pg_advisory_xact_lock_shared($1)", &appenders),
         tx.query_typed(
             "SELECT rowid FROM contacts WHERE rowid = ANY($1) ORDER BY rowid FOR NO KEY UPDATE",
@@ -303,7 +304,8 @@ pub(super) async fn insert_events(
              CROSS JOIN LATERAL (SELECT dedup FROM events WHERE dedup = k.dedup LIMIT 1) e",
             &known
         ),
-    )?;
+    )
+    .in_order()?;
     let present: HashSet<i64> = locked.iter().map(|r| r.get(0)).collect();
     let mut seen: HashSet<Vec<u8>> = stored.iter().map(|r| r.get::<_, Vec<u8>>(0)).collect();
     let fresh: Vec<Stored> = rows

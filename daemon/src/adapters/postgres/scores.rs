@@ -9,6 +9,7 @@ use super::PgStore;
 use super::arrays::{Param, execute, query, runs};
 use super::binary::{copy_rows, int8, text, text_opt};
 use super::keys::Bound;
+use super::pipelined::InOrder;
 use super::records::{
     contact_rowid, distinct_keys, events_by_key, load_company, set_counter, set_meta, take_counter,
 };
@@ -690,7 +691,7 @@ async fn write_scores(
          RETURNING contact",
         &inserted_params,
     );
-    let (updated, inserted) = tokio::try_join!(updated, inserted)?;
+    let (updated, inserted) = tokio::join!(updated, inserted).in_order()?;
     let landed: HashSet<i64> = updated
         .iter()
         .chain(&inserted)
@@ -759,7 +760,7 @@ async fn write_scores(
         "DELETE FROM rescore_queue WHERE contact = ANY($1) AND owner IS NOT NULL",
         &dequeued_params,
     );
-    tokio::try_join!(snapshots, changed, dequeued)?;
+    tokio::join!(snapshots, changed, dequeued).in_order()?;
     // After the changes: the campaign figures read the band crossings.
     super::desk::save_desks(tx, &done, campaigns).await
 }
@@ -835,7 +836,7 @@ pub(super) async fn load_companies(
          ORDER BY s.company, s.at, s.seq",
         &params,
     );
-    let (companies, signals) = tokio::try_join!(companies, signals)?;
+    let (companies, signals) = tokio::join!(companies, signals).in_order()?;
     read_companies(&companies, &signals)
 }
 
@@ -860,7 +861,7 @@ pub(super) async fn load_all_companies(
         "SELECT company, kind, at, props FROM company_signals ORDER BY company, at, seq",
         &[],
     );
-    let (companies, signals) = tokio::try_join!(companies, signals)?;
+    let (companies, signals) = tokio::join!(companies, signals).in_order()?;
     Ok(Some(read_companies(&companies, &signals)?))
 }
 
