@@ -31,6 +31,9 @@ const EXEMPT_MARK: &str = "\"exempt\":true";
 /// pass a day later took 4.4–4.5 s with 3,000 a batch against 5.0–5.1 s
 /// with 1,000 (4,000: no faster, 20 MB more at the peak).
 const PLAN_BATCH: usize = 3_000;
+/// Runs of a plan save, the first included, when erasures commit under it
+/// (see [`PlanStore::save_plan`]).
+const SAVE_ATTEMPTS: usize = 3;
 /// Counts requests for planning (see [`PlanStore::request_plan`]).
 const PLAN_REQUESTED: &str = "plan.requested";
 /// The highest request a completed pass met.
@@ -506,6 +509,8 @@ async fn write_plan(
         (&rows.payload, Type::TEXT_ARRAY),
         (&rows.error, Type::TEXT_ARRAY),
     ];
+    // In batch order (the test on `contacts` may reorder the rows): of two
+    // rows with one key, the first stands.
     let inserted = query(
         tx,
         rows.key.len(),
@@ -719,7 +724,8 @@ impl PlanStore for PgStore {
                 Ok(())
             });
             match saved {
-                Err(StoreError::Constraint(m)) if m.starts_with("23503:") && attempt < 3 => {}
+                Err(StoreError::Constraint(m))
+                    if m.starts_with("23503:") && attempt < SAVE_ATTEMPTS => {}
                 saved => return saved,
             }
         }
