@@ -821,18 +821,24 @@ mod population {
 }
 
 /// On PostgreSQL an erasure may be under way in another process while a
-/// pass saves its plan: the save waits for it, then keeps nothing of the
-/// erased contact (no row, no decision left behind) and the rest of its
-/// batch, without an error.
-#[test]
-fn a_plan_saved_during_an_erasure_waits_and_keeps_nothing_of_the_contact() {
+/// pass saves: `save` runs on its own thread (with the keys of `gone` and
+/// `kept`) while another connection holds `gone`'s deletion uncommitted;
+/// once `save` is seen waiting on a lock, the deletion commits. Returns
+/// what `save` returned, the scratch database and the store.
+fn saved_during_an_erasure(
+    save: impl FnOnce(&StoreHandle, i64, i64) -> Result<(), relance::ports::store::StoreError>
+    + Send
+    + 'static,
+) -> (
+    Result<(), relance::ports::store::StoreError>,
+    pg_scratch::Scratch,
+    StoreHandle,
+) {
     let db = pg_scratch::Scratch::new("erasing");
     let url = db.url();
     let store: StoreHandle = Arc::new(PgStore::open(&url, 2).unwrap());
     contacts(&store, &["gone", "kept"]);
     let (gone, kept) = (key(&store, "gone"), key(&store, "kept"));
-    let t1 = t0();
-    let later = t0() + Duration::days(2);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (eraser, conn) = rt
         .block_on(tokio_postgres::connect(&url, tokio_postgres::NoTls))
@@ -842,25 +848,8 @@ fn a_plan_saved_during_an_erasure_waits_and_keeps_nothing_of_the_contact() {
         .unwrap();
     let saving = {
         let store = store.clone();
-        std::thread::spawn(move || {
-            let batch = [
-                write(
-                    gone,
-                    vec![plan_row("gone", 0, State::Planned, Verdict::Allow, t1)],
-                    Some(later),
-                    None,
-                ),
-                write(
-                    kept,
-                    vec![plan_row("kept", 0, State::Planned, Verdict::Allow, t1)],
-                    Some(later),
-                    None,
-                ),
-            ];
-            store.save_plan(&batch, t1)
-        })
+        std::thread::spawn(move || save(&store, gone, kept))
     };
-    // The save waits on the erased contact's row lock.
     let waiting = format!(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND wait_event_type = 'Lock'",
         db.name
@@ -878,17 +867,66 @@ fn a_plan_saved_during_an_erasure_waits_and_keeps_nothing_of_the_contact() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     rt.block_on(eraser.batch_execute("COMMIT")).unwrap();
-    saving
-        .join()
-        .unwrap()
-        .expect("a plan saved during an erasure is no error");
+    (saving.join().unwrap(), db, store)
+}
+
+/// A plan saved while the contact's erasure is under way waits for it,
+/// then keeps nothing of the contact (no row, no decision left behind) and
+/// the rest of its batch, without an error.
+#[test]
+fn a_plan_saved_during_an_erasure_waits_and_keeps_nothing_of_the_contact() {
+    let t1 = t0();
+    let later = t0() + Duration::days(2);
+    let (saved, db, store) = saved_during_an_erasure(move |store, gone, kept| {
+        store.save_plan(
+            &[
+                write(
+                    gone,
+                    vec![plan_row("gone", 0, State::Planned, Verdict::Allow, t1)],
+                    Some(later),
+                    None,
+                ),
+                write(
+                    kept,
+                    vec![plan_row("kept", 0, State::Planned, Verdict::Allow, t1)],
+                    Some(later),
+                    None,
+                ),
+            ],
+            t1,
+        )
+    });
+    saved.expect("a plan saved during an erasure is no error");
     let rows = store.outbox_rows(None, 100).unwrap();
     assert_eq!(
         rows.iter().map(|r| r.contact.as_str()).collect::<Vec<_>>(),
         ["kept"]
     );
     for (table, n) in [("decision_log", 1), ("plan_wake", 1), ("outbox", 1)] {
-        let left = pg_scratch::count(&url, &format!("SELECT count(*) FROM {table}"));
+        let left = pg_scratch::count(&db.url(), &format!("SELECT count(*) FROM {table}"));
+        assert_eq!(left, n, "{table}");
+    }
+}
+
+/// The same for a contact's first score: the rescoring pass's save waits,
+/// then writes the other contact's score, snapshot and change alone.
+#[test]
+fn a_first_score_saved_during_an_erasure_waits_and_keeps_nothing_of_the_contact() {
+    let (saved, db, store) = saved_during_an_erasure(|store, gone, kept| {
+        let with_change = |key, id: &str| ScoreWrite {
+            changes: vec![change(id, t0(), "band_up", (0, "cold"), (6500, "warm"))],
+            ..score(key, id, 6500, "warm", None)
+        };
+        store.save_scores(
+            &[with_change(gone, "gone"), with_change(kept, "kept")],
+            t0(),
+            &[],
+        )
+    });
+    saved.expect("a score saved during an erasure is no error");
+    assert_eq!(store.stored_score("kept").unwrap().unwrap().score, 6500);
+    for (table, n) in [("scores", 1), ("score_snapshots", 1), ("score_changes", 1)] {
+        let left = pg_scratch::count(&db.url(), &format!("SELECT count(*) FROM {table}"));
         assert_eq!(left, n, "{table}");
     }
 }

@@ -31,9 +31,6 @@ const EXEMPT_MARK: &str = "\"exempt\":true";
 /// pass a day later took 4.4–4.5 s with 3,000 a batch against 5.0–5.1 s
 /// with 1,000 (4,000: no faster, 20 MB more at the peak).
 const PLAN_BATCH: usize = 3_000;
-/// Runs of a plan save, the first included, when erasures commit under it
-/// (see [`PlanStore::save_plan`]).
-const SAVE_ATTEMPTS: usize = 3;
 /// Counts requests for planning (see [`PlanStore::request_plan`]).
 const PLAN_REQUESTED: &str = "plan.requested";
 /// The highest request a completed pass met.
@@ -703,32 +700,16 @@ impl PlanStore for PgStore {
     }
 
     /// A run of distinct contacts at a time (see [`write_plan`]), a few
-    /// statements per run whatever its size.
-    ///
-    /// The inserts go through `contacts`, so a contact erased since the
-    /// pass read it gets nothing. One whose erasure is under way passes
-    /// that test, then fails a foreign key once the erasure commits: the
-    /// save runs again, and the contact is left out. An erasure that starts
-    /// later waits for the save (the foreign-key checks of its inserts hold
-    /// the contact, and the rows it updates are its own until it commits),
-    /// then deletes what it wrote, decisions included.
+    /// statements per run whatever its size. A contact erased since the
+    /// pass read it gets nothing (see [`PgStore::tx_past_erasures`]).
     fn save_plan(&self, batch: &[PlanWrite], now: Timestamp) -> Result<(), StoreError> {
         let now_us = to_micros(now);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let saved = self.tx(async |tx| {
-                for run in runs(batch, |w| w.key) {
-                    write_plan(tx, run, now_us).await?;
-                }
-                Ok(())
-            });
-            match saved {
-                Err(StoreError::Constraint(m))
-                    if m.starts_with("23503:") && attempt < SAVE_ATTEMPTS => {}
-                saved => return saved,
+        self.tx_past_erasures(async |tx| {
+            for run in runs(batch, |w| w.key) {
+                write_plan(tx, run, now_us).await?;
             }
-        }
+            Ok(())
+        })
     }
 
     /// Each mark in one upsert: set to `reached` if it still holds `seen`,

@@ -45,6 +45,10 @@ const NOTIFY_EVERY: Duration = Duration::from_millis(50);
 /// serialization failure before the error reaches the caller.
 const TX_ATTEMPTS: usize = 8;
 
+/// Runs of a write, the first included, when erasures commit under it
+/// (see [`PgStore::tx_past_erasures`]).
+const ERASED_ATTEMPTS: usize = 3;
+
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -487,6 +491,29 @@ impl PgStore {
                 // Raised inside `f` and converted there by `?`.
                 Err(Retry::Store(e)) if aborted(&e) && attempt < TX_ATTEMPTS => pause(attempt),
                 Err(Retry::Store(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// [`Self::tx`] for writes whose inserts go through `contacts`, so that
+    /// a contact erased meanwhile gets nothing. A contact whose erasure is
+    /// under way in another transaction passes that test, then fails a
+    /// foreign key once the erasure commits: the transaction is run again,
+    /// and then leaves the contact out. An erasure that starts later waits
+    /// for this transaction (the foreign-key checks of its inserts hold the
+    /// contact, the rows it updates are its own until it commits), then
+    /// deletes what it wrote.
+    pub(super) fn tx_past_erasures<T>(
+        &self,
+        mut f: impl AsyncFnMut(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.tx(&mut f) {
+                Err(StoreError::Constraint(m))
+                    if m.starts_with("23503:") && attempt < ERASED_ATTEMPTS => {}
+                done => return done,
             }
         }
     }

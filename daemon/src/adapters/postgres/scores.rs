@@ -550,7 +550,8 @@ impl ScoreStore for PgStore {
         meta: &[(&str, String)],
     ) -> Result<(), StoreError> {
         let now_us = to_micros(now);
-        self.tx(async |tx| {
+        // A first score of a contact erased meanwhile: see `tx_past_erasures`.
+        self.tx_past_erasures(async |tx| {
             let campaigns = !batch.is_empty() && super::desk::any_campaign(tx).await?;
             let mut changes = if batch.iter().any(|w| !w.changes.is_empty()) {
                 Some(take_counter(tx, "changes").await?)
