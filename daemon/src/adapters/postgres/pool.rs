@@ -95,6 +95,12 @@ fn aborted(e: &StoreError) -> bool {
     matches!(e, StoreError::Transient(m) if m.starts_with("40P01:") || m.starts_with("40001:"))
 }
 
+/// A foreign key failed, once converted: the row it names went away, an
+/// erased contact's (see [`PgStore::tx_past_erasures`]).
+fn key_gone(e: &StoreError) -> bool {
+    matches!(e, StoreError::Constraint(m) if m.starts_with("23503:"))
+}
+
 /// The connections of one handle.
 struct Pool {
     config: tokio_postgres::Config,
@@ -511,8 +517,7 @@ impl PgStore {
         loop {
             attempt += 1;
             match self.tx(&mut f) {
-                Err(StoreError::Constraint(m))
-                    if m.starts_with("23503:") && attempt < ERASED_ATTEMPTS => {}
+                Err(e) if key_gone(&e) && attempt < ERASED_ATTEMPTS => {}
                 done => return done,
             }
         }
