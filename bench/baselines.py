@@ -22,7 +22,12 @@ ratio relance / baseline and the load average at the time:
   receiver, in the same process run (the bench starts wrk itself);
 - stored bytes per event (SQLite's dbstat over the events table, its
   de-duplication keys, change feed and dictionaries, with their indexes)
-  vs the DuckDB file holding the same events.
+  vs the DuckDB file holding the same events;
+- the incremental rescoring pass after 1 % of the contacts received an
+  event (`cargo bench --bench rescore` with RELANCE_BENCH_INCREMENTAL_ONLY)
+  vs Python's sqlite3 doing the bare writes of as many changed scores on a
+  copy of the same store (`writes`): each score's row, a snapshot, and the
+  call-queue row of those in it, one transaction, relance's settings.
 
 The data is the benchmarks' (1,000,000 contacts, about 20,000,000 events;
 `--contacts` to resize), written once as CSV / JSONL by
@@ -419,6 +424,62 @@ def sqlite_import(relance_db, db):
     return secs, events
 
 
+# ------------------------------------------------- incremental writes
+
+
+def sqlite_score_writes(store, work, changed, round_no):
+    """Python's sqlite3 writing `changed` scores at the density of the
+    incremental pass (every hundredth contact: about 1 %) into a copy of
+    relance's store (same schema, indexes and triggers), with relance's
+    settings (WAL, synchronous=NORMAL, foreign keys on, a 16 MB cache):
+    each score's row (score, next change, scoring instant), a snapshot, and
+    the call-queue row of those in the queue, in one transaction. A first
+    transaction of other contacts grows the log, which is then
+    checkpointed, so that the timed one reuses it as relance's writer does.
+    Only the timed transaction counts; returns its seconds and log frames."""
+    copy = work / "writes.db"
+    for suffix in ("", "-wal"):
+        src = Path(f"{store}{suffix}")
+        if src.exists():
+            shutil.copyfile(src, f"{copy}{suffix}")
+    conn = sqlite3.connect(copy, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA cache_size = -16384")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute("PRAGMA journal_size_limit = -1")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def write(residue):
+        keys = [k for (k,) in conn.execute(
+            "SELECT contact FROM scores WHERE contact % 100 = ? ORDER BY contact LIMIT ?",
+            (residue, changed))]
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS pick (contact INTEGER PRIMARY KEY)")
+        conn.execute("DELETE FROM pick")
+        conn.executemany("INSERT INTO pick VALUES (?)", [(k,) for k in keys])
+        started = time.time()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("UPDATE scores SET score = score + 1, next_change_at = next_change_at + 1,"
+                     " scored_at = scored_at + 1 WHERE contact IN (SELECT contact FROM pick)")
+        conn.execute("INSERT INTO score_snapshots (contact, at, score, band)"
+                     " SELECT s.contact, s.scored_at, s.score, s.band FROM pick p"
+                     " JOIN scores s ON s.contact = p.contact")
+        conn.execute("UPDATE desk_queue SET score = score + 1 WHERE contact IN (SELECT contact FROM pick)")
+        conn.execute("COMMIT")
+        return time.time() - started, len(keys)
+
+    # Other contacts each round: those written before have moved on.
+    write((2 * round_no + 1) % 100)
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    secs, n = write((2 * round_no + 2) % 100)
+    frames = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+    conn.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{copy}{suffix}").unlink(missing_ok=True)
+    return secs, n, frames
+
+
 # --------------------------------------------------------- stored bytes
 
 
@@ -442,8 +503,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--contacts", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=1, help="relance / baseline alternations per measure")
-    parser.add_argument("--only", default="rescore,plan,import,dispatch,bytes,guard",
-                        help="comma-separated subset of rescore,plan,import,dispatch,bytes,guard")
+    parser.add_argument("--only", default="rescore,plan,import,dispatch,bytes,guard,writes",
+                        help="comma-separated subset of rescore,plan,import,dispatch,bytes,guard,writes")
     parser.add_argument("--binary", type=Path, default=BINARY,
                         help="the relance binary the import measure runs (default: target/release/relance)")
     args = parser.parse_args()
@@ -457,7 +518,7 @@ def main():
     store = TARGET / "bench" / f"rescore-{args.contacts}.db"
     work = Path(tempfile.mkdtemp(prefix="baselines-", dir=TARGET / "bench"))
     try:
-        if not store.exists() and only & {"rescore", "plan", "bytes"}:
+        if not store.exists() and only & {"rescore", "plan", "bytes", "writes"}:
             say("generating the benchmarks' store (first rescore run, not measured)")
             bench("rescore", env)
         db = None
@@ -508,6 +569,17 @@ def main():
                 say(f"    DuckDB fatigue and caps {wall:.2f} s wall, {cpu:.2f} s CPU; levels {levels}, "
                     f"email capped {capped[0]:,}, all channels capped {capped[1]:,}")
                 record("planning pass a day later", "s", ours, wall, "lower", max(la, la2))
+            if "writes" in only:
+                say(f"incremental rescoring after 1 % of the contacts received an event, round {r + 1}")
+                la = load()
+                out = bench("rescore", dict(env, RELANCE_BENCH_INCREMENTAL_ONLY="1"))
+                ours = figure(out, r"^incremental pass\s+([\d.]+) s", "incremental pass time")
+                changed = int(figure(out, r"^incremental pass\s+[\d.]+ s\s+\(\d+ contacts rescored, (\d+) changed", "changed scores"))
+                la2 = load()
+                secs, n, frames = sqlite_score_writes(store, work, changed, r)
+                say(f"    Python sqlite3: {n:,} scores, their snapshots and queue rows written in {secs:.2f} s "
+                    f"({frames:,} log frames)")
+                record("incremental rescoring vs its writes alone", "s", ours, secs, "lower", max(la, la2))
             if "guard" in only:
                 say(f"guard decisions, round {r + 1}")
                 la = load()

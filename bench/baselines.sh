@@ -2,7 +2,7 @@
 # relance's benchmark figures beside independent baselines on the same data,
 # in one invocation (see bench/baselines.py for what is compared):
 #
-#   bench/baselines.sh [--contacts N] [--rounds N] [--only rescore,plan,import,dispatch,bytes,guard]
+#   bench/baselines.sh [--contacts N] [--rounds N] [--only rescore,plan,import,dispatch,bytes,guard,writes]
 #
 # `--only import,guard --contacts 50000` needs neither DuckDB nor the
 # 20 M-event store: 50,000 contacts give the 1,000,000 events of the import.
@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # DuckDB only for the measures over the whole data set.
-only="rescore,plan,import,dispatch,bytes,guard"
+only="rescore,plan,import,dispatch,bytes,guard,writes"
 prev=""
 for a in "$@"; do
   case "$prev" in --only) only="$a" ;; esac
