@@ -17,9 +17,10 @@
 //! block foreign-key checks, which only take `KEY SHARE`.
 //!
 //! A settlement batch is one statement (rows updated if their owner still
-//! holds them, reservations released and returned) and the append of the
-//! delivered sends' events; no row is updated by every settlement (event
-//! numbers come from a sequence, see records.rs).
+//! holds them, reservations released and returned, delivered sends counted
+//! for their campaigns) and the append of the delivered sends' events; no
+//! row is updated by every settlement (event numbers come from a sequence,
+//! see records.rs).
 
 use super::arrays::{DecisionLog, Param};
 use super::outbox::read_row;
@@ -534,7 +535,13 @@ pub(super) async fn settle(
                RETURNING o.seq, o.state, o.idem_key, o.followup, o.payload, o.contact),
              d AS (
                DELETE FROM fatigue_ledger l USING u WHERE l.outbox = u.seq
-               RETURNING l.outbox, l.event_type, l.channel)
+               RETURNING l.outbox, l.event_type, l.channel),
+             k AS (
+               INSERT INTO campaign_contacts (contact, campaign, sends)
+               SELECT contact, followup, count(*) FROM u WHERE state = 'sent'
+               GROUP BY contact, followup ORDER BY contact, followup
+               ON CONFLICT (contact, campaign)
+               DO UPDATE SET sends = campaign_contacts.sends + EXCLUDED.sends)
              SELECT u.seq, u.state, NULL, NULL, u.idem_key, u.followup, u.payload, u.contact,
                     c.id
              FROM u JOIN contacts c ON c.rowid = u.contact
