@@ -6,6 +6,7 @@ pub mod binary;
 pub mod clock;
 pub mod condition;
 pub mod config;
+pub mod hasher;
 pub mod instant;
 pub mod limits;
 pub mod links;

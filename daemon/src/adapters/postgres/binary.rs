@@ -150,6 +150,12 @@ pub(super) fn text_opt(field: Option<&[u8]>) -> Result<Option<&str>, StoreError>
         .transpose()
 }
 
+/// A field that is never NULL, as its bytes (a text compared before it is
+/// read: checking it is UTF-8 is left to the reader that needs a `str`).
+pub(super) fn bytes(field: Option<&[u8]>) -> Result<&[u8], StoreError> {
+    field.ok_or_else(|| corrupt("a NULL where a value is required"))
+}
+
 /// A `text` field that is never NULL.
 pub(super) fn text(field: Option<&[u8]>) -> Result<&str, StoreError> {
     text_opt(field)?.ok_or_else(|| corrupt("a NULL where a text is required"))

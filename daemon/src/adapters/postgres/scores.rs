@@ -7,7 +7,7 @@
 
 use super::PgStore;
 use super::arrays::{Param, execute, query, runs};
-use super::binary::{copy_rows, int8, text, text_opt};
+use super::binary::{bytes, copy_rows, int8, text, text_opt};
 use super::keys::Bound;
 use super::pipelined::InOrder;
 use super::records::{
@@ -16,12 +16,13 @@ use super::records::{
 use crate::adapters::sqlite::shared::{
     decode, decode_props, decode_recent, encode_recent, from_micros, to_micros,
 };
+use crate::core::hasher::WordMap;
 use crate::core::model::{Company, Contact, Event, Timestamp};
 use crate::domain::scoring::StoredScore;
 use crate::ports::store::{
     Props, RescoreInput, RescoreVisitor, ScoreStore, ScoreWrite, Snapshot, StoreError, StoredChange,
 };
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use tokio_postgres::types::Type;
 use tokio_postgres::{GenericClient, Row, Transaction};
 
@@ -114,8 +115,9 @@ struct EventBatch {
     filled: usize,
     /// The first event not handed over yet.
     next: usize,
-    /// Props met in this scan, decoded once.
-    props: HashMap<Box<str>, Props>,
+    /// Props met in this scan, decoded once, by their stored text's bytes
+    /// (most events repeat one: found without checking the text again).
+    props: WordMap<Box<[u8]>, Props>,
 }
 
 impl EventBatch {
@@ -148,12 +150,12 @@ impl EventBatch {
             e.kind.push_str(text(f[2])?);
             e.at = from_micros(int8(f[3])?)?;
             refill(&mut e.channel, text_opt(f[4])?);
-            let stored = text(f[5])?;
+            let stored = bytes(f[5])?;
             match props.get(stored) {
                 Some(p) => e.props.clone_from(p),
-                None if stored == "{}" => e.props.clear(),
+                None if stored == b"{}" => e.props.clear(),
                 None => {
-                    e.props = decode_props(stored)?;
+                    e.props = decode_props(text(f[5])?)?;
                     if props.len() >= SEEN_PROPS {
                         props.clear();
                     }

@@ -18,11 +18,11 @@ use super::config::{RuleConfig, ScoringConfig};
 use super::points::Points;
 use crate::core::condition::{Condition, Field, Scope, Subject, lower};
 use crate::core::config::path::{Issues, KeyPath, Validate};
+use crate::core::hasher::WordMap;
 use crate::core::model::{Company, Contact, Event, Timestamp};
 use serde::{Serialize, Serializer};
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -219,7 +219,7 @@ const MEMO_TEXTS: usize = 1 << 16;
 #[derive(Debug, Default)]
 struct Memo {
     model: u64,
-    texts: Vec<HashMap<Box<str>, u64, BuildHasherDefault<WordHasher>>>,
+    texts: Vec<WordMap<Box<str>, u64>>,
     missing: Vec<Option<u64>>,
 }
 
@@ -238,7 +238,7 @@ pub struct ScoringModel {
     profile: Vec<ProfileRule>,
     event_rules: Vec<EventRule>,
     unanswered: Vec<UnansweredRule>,
-    types: HashMap<Box<str>, TypeInfo, BuildHasherDefault<WordHasher>>,
+    types: WordMap<Box<str>, TypeInfo>,
     malus_per_month: f64,
     malus_max: Option<f64>,
     inactivity_name: Arc<str>,
@@ -249,44 +249,6 @@ pub struct ScoringModel {
     id: u64,
     /// Event types with [`Remembered`] rules.
     remembered_types: usize,
-}
-
-/// Event types and remembered texts are short strings from the
-/// configuration and the store, hashed once per event: SipHash's flood
-/// protection buys nothing there and costs a noticeable share of scoring
-/// time. Eight bytes a step (the rustc hasher's mix).
-#[derive(Clone, Copy, Debug, Default)]
-struct WordHasher(u64);
-
-impl WordHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-}
-
-impl Hasher for WordHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut words = bytes.chunks_exact(8);
-        for w in &mut words {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(w);
-            self.add(u64::from_le_bytes(b));
-        }
-        let rest = words.remainder();
-        if !rest.is_empty() {
-            let mut b = [0u8; 8];
-            b[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(b));
-        }
-    }
-
-    fn write_u8(&mut self, i: u8) {
-        self.add(u64::from(i));
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
 }
 
 /// Per-rule tally while scanning a contact's events.
@@ -376,7 +338,7 @@ impl ScoringModel {
             profile: Vec::new(),
             event_rules: Vec::new(),
             unanswered: Vec::new(),
-            types: HashMap::default(),
+            types: WordMap::default(),
             malus_per_month: config.inactivity_malus_per_month,
             malus_max: config.inactivity_malus_max,
             inactivity_name: "inactivity".into(),
@@ -653,7 +615,7 @@ impl ScoringModel {
             if memo.model != self.id || memo.texts.len() != self.remembered_types {
                 memo.model = self.id;
                 memo.texts = (0..self.remembered_types)
-                    .map(|_| HashMap::default())
+                    .map(|_| WordMap::default())
                     .collect();
                 memo.missing = vec![None; self.remembered_types];
             }
