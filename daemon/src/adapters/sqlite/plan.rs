@@ -394,24 +394,51 @@ impl<'k> Bound<'k> {
     }
 }
 
-// The score's recent snapshots serve rescoring only: not decoded. The last
-// column is the earliest instant of the contact's events numbered above
-// `?N` (`PlanRead::new_after`), sought only where the feed says there are
-// some: a memo reaching past it is stale.
+// The score's recent snapshots serve rescoring only: not decoded. The
+// tables keyed by contact beside it are read apart (`DESK`, `WAKES`,
+// `FEED`, `MEMOS`), each a walk of its own range merged by key: as joins
+// they cost a seek per contact and table, twice the time of the walks.
 static CONTACTS: LazyLock<Keyed> = LazyLock::new(|| {
     Keyed::new(
-        "SELECT c.rowid, c.record, s.score, s.band, s.next_change_at, s.scored_at, NULL,
-                m.upto, m.memo, w.at, d.status, m.quiet = coalesce(f.seq, 0),
-                CASE WHEN m.upto IS NOT NULL AND f.seq > ?N
-                     THEN (SELECT min(e.at) FROM events e WHERE e.contact = c.rowid AND e.seq > ?N) END
+        "SELECT c.rowid, c.record, s.score, s.band, s.next_change_at, s.scored_at, NULL
          FROM contacts c LEFT JOIN scores s ON s.contact = c.rowid
-         LEFT JOIN contact_desk d ON d.contact = c.rowid
-         LEFT JOIN plan_memo m ON m.contact = c.rowid
-         LEFT JOIN plan_wake w ON w.contact = c.rowid
-         LEFT JOIN event_feed f ON f.contact = c.rowid
          WHERE",
         "c.rowid",
         " ORDER BY c.rowid",
+    )
+});
+static DESK: LazyLock<Keyed> = LazyLock::new(|| {
+    Keyed::new(
+        "SELECT contact, status FROM contact_desk WHERE",
+        "contact",
+        " ORDER BY contact",
+    )
+});
+static WAKES: LazyLock<Keyed> = LazyLock::new(|| {
+    Keyed::new(
+        "SELECT contact, at FROM plan_wake WHERE",
+        "contact",
+        " ORDER BY contact",
+    )
+});
+// The last column is the earliest instant of the contact's events numbered
+// above `?N` (`PlanRead::new_after`), sought only where the feed says there
+// are some: a memo reaching past it is stale.
+static FEED: LazyLock<Keyed> = LazyLock::new(|| {
+    Keyed::new(
+        "SELECT f.contact, f.seq,
+                CASE WHEN f.seq > ?N
+                     THEN (SELECT min(e.at) FROM events e WHERE e.contact = f.contact AND e.seq > ?N) END
+         FROM event_feed f WHERE",
+        "f.contact",
+        " ORDER BY f.contact",
+    )
+});
+static MEMOS: LazyLock<Keyed> = LazyLock::new(|| {
+    Keyed::new(
+        "SELECT contact, upto, memo, quiet FROM plan_memo WHERE",
+        "contact",
+        " ORDER BY contact",
     )
 });
 static EVENTS_AFTER_MEMO: LazyLock<Keyed> = LazyLock::new(|| {
@@ -475,32 +502,16 @@ fn read_batch(
     let first = out.len();
     let bound = Bound::of(keys);
     let mut stmt = conn.prepare_cached(bound.sql(&CONTACTS))?;
-    let new_after = std::iter::once(read.new_after);
-    let mut rows = stmt.query(params_from_iter(bound.params().map(Some).chain(new_after)))?;
-    // Contacts whose trusted memo had no event after it, the feed unmoved
-    // since: no event to read, older or recent.
-    let mut quiet: Vec<i64> = Vec::new();
+    let mut rows = stmt.query(params_from_iter(bound.params()))?;
     while let Some(r) = rows.next()? {
         let key: i64 = r.get(0)?;
         let contact: Contact = decode(r.get_ref(1)?.as_str().map_err(corrupt)?)?;
         let score = stored_from_row(r, &contact)?;
-        let late = r.get::<_, Option<i64>>(12)?;
-        let memo = match r.get::<_, Option<i64>>(7)? {
-            Some(upto) if late.is_none_or(|at| at > upto) => (read.memo)(
-                key,
-                from_micros(upto)?,
-                r.get_ref(8)?.as_blob().map_err(corrupt)?,
-            ),
-            _ => None,
-        };
-        if memo.is_some() && r.get::<_, Option<bool>>(11)? == Some(true) {
-            quiet.push(key);
-        }
         out.push(PlanInput {
             key,
             contact,
             company: None,
-            memo,
+            memo: None,
             older: Vec::new(),
             left_out: 0,
             recent: Vec::new(),
@@ -508,14 +519,73 @@ fn read_batch(
             score,
             changes: Vec::new(),
             rows: Vec::new(),
-            wake: r.get::<_, Option<i64>>(9)?.map(from_micros).transpose()?,
-            prospect: r.get(10)?,
+            wake: None,
+            prospect: None,
         });
     }
+    drop(rows);
+    drop(stmt);
     let inputs = &mut out[first..];
     if inputs.is_empty() {
         return Ok(());
     }
+    each_row(
+        conn,
+        bound.sql(&DESK),
+        bound.params(),
+        0,
+        inputs,
+        |input, r| {
+            input.prospect = r.get(1)?;
+            Ok(())
+        },
+    )?;
+    each_row(
+        conn,
+        bound.sql(&WAKES),
+        bound.params(),
+        0,
+        inputs,
+        |input, r| {
+            input.wake = Some(from_micros(r.get(1)?)?);
+            Ok(())
+        },
+    )?;
+    // Per input: the feed's last sequence number, and the earliest instant
+    // of the events after `new_after`.
+    let keys: Vec<i64> = inputs.iter().map(|i| i.key).collect();
+    let mut feed: Vec<(i64, Option<i64>)> = vec![(0, None); keys.len()];
+    let new_after = std::iter::once(read.new_after);
+    each_at(
+        conn,
+        bound.sql(&FEED),
+        bound.params().map(Some).chain(new_after),
+        &keys,
+        |i, r| {
+            feed[i] = (r.get(1)?, r.get(2)?);
+            Ok(())
+        },
+    )?;
+    // Contacts whose trusted memo had no event after it, the feed unmoved
+    // since: no event to read, older or recent.
+    let mut quiet: Vec<i64> = Vec::new();
+    each_at(conn, bound.sql(&MEMOS), bound.params(), &keys, |i, r| {
+        let (seq, late) = feed[i];
+        let upto: i64 = r.get(1)?;
+        if late.is_some_and(|at| at <= upto) {
+            return Ok(());
+        }
+        let input = &mut inputs[i];
+        input.memo = (read.memo)(
+            input.key,
+            from_micros(upto)?,
+            r.get_ref(2)?.as_blob().map_err(corrupt)?,
+        );
+        if input.memo.is_some() && r.get::<_, Option<i64>>(3)? == Some(seq) {
+            quiet.push(input.key);
+        }
+        Ok(())
+    })?;
 
     let (with_memo, whole): (Vec<&PlanInput>, Vec<&PlanInput>) =
         inputs.iter().partition(|i| i.memo.is_some());
@@ -790,6 +860,26 @@ fn each_row(
         let owner: i64 = r.get(key)?;
         if let Ok(i) = inputs.binary_search_by_key(&owner, |i| i.key) {
             f(&mut inputs[i], r)?;
+        }
+    }
+    Ok(())
+}
+
+/// [`each_row`] for a read whose key is its first column, handing the
+/// position of the key in `keys` (ascending) instead.
+fn each_at<P: rusqlite::ToSql>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Iterator<Item = P>,
+    keys: &[i64],
+    mut f: impl FnMut(usize, &rusqlite::Row<'_>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params_from_iter(params))?;
+    while let Some(r) = rows.next()? {
+        let owner: i64 = r.get(0)?;
+        if let Ok(i) = keys.binary_search(&owner) {
+            f(i, r)?;
         }
     }
     Ok(())
