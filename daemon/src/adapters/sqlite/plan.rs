@@ -529,38 +529,42 @@ fn read_batch(
     if inputs.is_empty() {
         return Ok(());
     }
-    each_row(
+    // The batch's keys, ascending: each read's rows find their input here.
+    let owners: Vec<i64> = inputs.iter().map(|i| i.key).collect();
+    each_at(
         conn,
         bound.sql(&DESK),
         bound.params(),
         0,
-        inputs,
-        |input, r| {
+        &owners,
+        |i, r| {
+            let input = &mut inputs[i];
             input.prospect = r.get(1)?;
             Ok(())
         },
     )?;
-    each_row(
+    each_at(
         conn,
         bound.sql(&WAKES),
         bound.params(),
         0,
-        inputs,
-        |input, r| {
+        &owners,
+        |i, r| {
+            let input = &mut inputs[i];
             input.wake = Some(from_micros(r.get(1)?)?);
             Ok(())
         },
     )?;
     // Per input: the feed's last sequence number, and the earliest instant
     // of the events after `new_after`.
-    let keys: Vec<i64> = inputs.iter().map(|i| i.key).collect();
-    let mut feed: Vec<(i64, Option<i64>)> = vec![(0, None); keys.len()];
+    let mut feed: Vec<(i64, Option<i64>)> = vec![(0, None); owners.len()];
     let new_after = std::iter::once(read.new_after);
     each_at(
         conn,
         bound.sql(&FEED),
         bound.params().map(Some).chain(new_after),
-        &keys,
+        0,
+        &owners,
         |i, r| {
             feed[i] = (r.get(1)?, r.get(2)?);
             Ok(())
@@ -569,23 +573,30 @@ fn read_batch(
     // Contacts whose trusted memo had no event after it, the feed unmoved
     // since: no event to read, older or recent.
     let mut quiet: Vec<i64> = Vec::new();
-    each_at(conn, bound.sql(&MEMOS), bound.params(), &keys, |i, r| {
-        let (seq, late) = feed[i];
-        let upto: i64 = r.get(1)?;
-        if late.is_some_and(|at| at <= upto) {
-            return Ok(());
-        }
-        let input = &mut inputs[i];
-        input.memo = (read.memo)(
-            input.key,
-            from_micros(upto)?,
-            r.get_ref(2)?.as_blob().map_err(corrupt)?,
-        );
-        if input.memo.is_some() && r.get::<_, Option<i64>>(3)? == Some(seq) {
-            quiet.push(input.key);
-        }
-        Ok(())
-    })?;
+    each_at(
+        conn,
+        bound.sql(&MEMOS),
+        bound.params(),
+        0,
+        &owners,
+        |i, r| {
+            let (seq, late) = feed[i];
+            let upto: i64 = r.get(1)?;
+            if late.is_some_and(|at| at <= upto) {
+                return Ok(());
+            }
+            let input = &mut inputs[i];
+            input.memo = (read.memo)(
+                input.key,
+                from_micros(upto)?,
+                r.get_ref(2)?.as_blob().map_err(corrupt)?,
+            );
+            if input.memo.is_some() && r.get::<_, Option<i64>>(3)? == Some(seq) {
+                quiet.push(input.key);
+            }
+            Ok(())
+        },
+    )?;
 
     let (with_memo, whole): (Vec<&PlanInput>, Vec<&PlanInput>) =
         inputs.iter().partition(|i| i.memo.is_some());
@@ -610,60 +621,55 @@ fn read_batch(
         } else {
             Bound::of(&keys)
         };
-        each_row(
-            conn,
-            bound.sql(sql),
-            bound.params(),
-            0,
-            inputs,
-            |input, r| {
-                let at: i64 = r.get(3)?;
-                let older = at <= recent_from;
-                let (name, folded) = names.get(events, read, r.get_ref(2)?)?;
-                if older && !folded {
-                    input.left_out += 1;
-                    return Ok(());
+        each_at(conn, bound.sql(sql), bound.params(), 0, &owners, |i, r| {
+            let input = &mut inputs[i];
+            let at: i64 = r.get(3)?;
+            let older = at <= recent_from;
+            let (name, folded) = names.get(events, read, r.get_ref(2)?)?;
+            if older && !folded {
+                input.left_out += 1;
+                return Ok(());
+            }
+            let kind = name.into_owned();
+            let at = from_micros(at)?;
+            // Older events are only folded: no id, contact or props (but
+            // a call's outcome, and the mark of an exempt send) to carry.
+            let event = if older {
+                Event {
+                    id: None,
+                    contact: String::new(),
+                    props: names.props(events, r.get_ref(5)?, kind == read.props_of)?,
+                    kind,
+                    at,
+                    channel: names.channel(events, read, r.get_ref(4)?)?,
                 }
-                let kind = name.into_owned();
-                let at = from_micros(at)?;
-                // Older events are only folded: no id, contact or props (but
-                // a call's outcome, and the mark of an exempt send) to carry.
-                let event = if older {
-                    Event {
-                        id: None,
-                        contact: String::new(),
-                        props: names.props(events, r.get_ref(5)?, kind == read.props_of)?,
-                        kind,
-                        at,
-                        channel: names.channel(events, read, r.get_ref(4)?)?,
-                    }
-                } else {
-                    Event {
-                        id: r.get(1)?,
-                        contact: input.contact.id.clone(),
-                        props: names.props(events, r.get_ref(5)?, true)?,
-                        kind,
-                        at,
-                        channel: names.channel(events, read, r.get_ref(4)?)?,
-                    }
-                };
-                if older {
-                    input.older.push(event);
-                } else {
-                    input.recent.push(event);
+            } else {
+                Event {
+                    id: r.get(1)?,
+                    contact: input.contact.id.clone(),
+                    props: names.props(events, r.get_ref(5)?, true)?,
+                    kind,
+                    at,
+                    channel: names.channel(events, read, r.get_ref(4)?)?,
                 }
-                Ok(())
-            },
-        )?;
+            };
+            if older {
+                input.older.push(event);
+            } else {
+                input.recent.push(event);
+            }
+            Ok(())
+        })?;
     }
 
-    each_row(
+    each_at(
         conn,
         bound.sql(&LEDGER),
         bound.params(),
         0,
-        inputs,
-        |input, r| {
+        &owners,
+        |i, r| {
+            let input = &mut inputs[i];
             input.reserved.push(Event {
                 id: r.get(4)?,
                 contact: input.contact.id.clone(),
@@ -677,13 +683,14 @@ fn read_batch(
     )?;
 
     let since = std::iter::once(to_micros(read.changes_since));
-    each_row(
+    each_at(
         conn,
         bound.sql(&CHANGES),
         bound.params().chain(since),
         1,
-        inputs,
-        |input, r| {
+        &owners,
+        |i, r| {
+            let input = &mut inputs[i];
             input
                 .changes
                 .push(read_change(r, input.contact.id.clone())?);
@@ -691,13 +698,14 @@ fn read_batch(
         },
     )?;
 
-    each_row(
+    each_at(
         conn,
         bound.sql(&ROWS),
         bound.params(),
         15,
-        inputs,
-        |input, r| {
+        &owners,
+        |i, r| {
+            let input = &mut inputs[i];
             let mut row = read_row(r)?;
             row.contact.clone_from(&input.contact.id);
             input.rows.push(row);
@@ -844,40 +852,21 @@ impl Names {
     }
 }
 
-/// Runs `sql` and hands each row to the input of the contact whose key is
-/// in column `key` (`inputs` sorted by key); rows of other keys are skipped.
-fn each_row(
-    conn: &Connection,
-    sql: &str,
-    params: impl Iterator<Item = i64>,
-    key: usize,
-    inputs: &mut [PlanInput],
-    mut f: impl FnMut(&mut PlanInput, &rusqlite::Row<'_>) -> Result<(), StoreError>,
-) -> Result<(), StoreError> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    let mut rows = stmt.query(params_from_iter(params))?;
-    while let Some(r) = rows.next()? {
-        let owner: i64 = r.get(key)?;
-        if let Ok(i) = inputs.binary_search_by_key(&owner, |i| i.key) {
-            f(&mut inputs[i], r)?;
-        }
-    }
-    Ok(())
-}
-
-/// [`each_row`] for a read whose key is its first column, handing the
-/// position of the key in `keys` (ascending) instead.
+/// Runs `sql` and hands each row to `f` with the position in `keys`
+/// (ascending) of the key in its column `key`; rows of other keys are
+/// skipped.
 fn each_at<P: rusqlite::ToSql>(
     conn: &Connection,
     sql: &str,
     params: impl Iterator<Item = P>,
+    key: usize,
     keys: &[i64],
     mut f: impl FnMut(usize, &rusqlite::Row<'_>) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     let mut stmt = conn.prepare_cached(sql)?;
     let mut rows = stmt.query(params_from_iter(params))?;
     while let Some(r) = rows.next()? {
-        let owner: i64 = r.get(0)?;
+        let owner: i64 = r.get(key)?;
         if let Ok(i) = keys.binary_search(&owner) {
             f(i, r)?;
         }
