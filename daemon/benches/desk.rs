@@ -175,6 +175,8 @@ fn time<T>(what: &str, f: impl FnOnce() -> T) -> T {
 }
 
 fn main() {
+    // As the binary does (src/process.rs).
+    relance::process::small_pages();
     let n: usize = std::env::var("RELANCE_BENCH_CONTACTS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -27,6 +27,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 fn main() {
+    // As the binary does (src/process.rs).
+    relance::process::small_pages();
     let sends: usize = std::env::var("RELANCE_BENCH_SENDS")
         .ok()
         .and_then(|v| v.parse().ok())

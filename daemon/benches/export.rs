@@ -19,6 +19,8 @@ use std::path::Path;
 const IMPORT_EVENTS: usize = 1_000_000;
 
 fn main() {
+    // As the binary does (src/process.rs).
+    relance::process::small_pages();
     let (contacts, now, _) = common::bench_store();
     let dir = std::env::var_os("RELANCE_BENCH_EXPORT").map_or_else(
         || {

@@ -51,6 +51,8 @@ fn at(secs: i64) -> DateTime<Utc> {
 }
 
 fn main() {
+    // As the binary does (src/process.rs).
+    relance::process::small_pages();
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/relance.toml");
     let config = Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
     let guard = config.guard().unwrap_or_else(|e| panic!("{e}"));

@@ -48,6 +48,8 @@ fn env(name: &str, default: usize) -> usize {
 }
 
 fn main() {
+    // As the binary does (src/process.rs).
+    relance::process::small_pages();
     let contacts = env("RELANCE_BENCH_CONTACTS", 50_000);
     let total = env("RELANCE_BENCH_EVENTS", 1_000_000);
     let clients = env("RELANCE_BENCH_CLIENTS", 64);

@@ -39,6 +39,8 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 fn main() {
+    // As the binary does (src/process.rs).
+    relance::process::small_pages();
     let sends: usize = env_or("RELANCE_BENCH_SENDS", 20_000);
     let instances: u32 = env_or("RELANCE_BENCH_INSTANCES", 4);
     let pipeline: u32 = env_or("RELANCE_BENCH_PIPELINE", 16);

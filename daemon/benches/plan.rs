@@ -38,6 +38,8 @@ fn upkeep(store: &dyn relance::ports::store::Store) {
 }
 
 fn main() {
+    // As the binary does (src/process.rs).
+    relance::process::small_pages();
     let (contacts, now, db) = common::bench_store();
     if !db.exists() {
         eprintln!(

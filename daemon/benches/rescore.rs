@@ -26,6 +26,8 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 fn main() {
+    // As the binary does (src/process.rs).
+    relance::process::small_pages();
     let (contacts, now, db) = common::bench_store();
     let mut config = common::shipped_config(&db);
 

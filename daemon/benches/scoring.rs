@@ -53,6 +53,8 @@ fn score_part(
 }
 
 fn main() {
+    // As the binary does (src/process.rs).
+    relance::process::small_pages();
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/relance.toml");
     let config = Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
     let model = ScoringModel::compile(&config.scoring).unwrap_or_else(|e| panic!("{e}"));

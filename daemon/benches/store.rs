@@ -45,6 +45,8 @@ const KINDS: [&str; 8] = [
 ];
 
 fn main() {
+    // As the binary does (src/process.rs).
+    relance::process::small_pages();
     let contacts = env("RELANCE_BENCH_CONTACTS", 1_000_000);
     let per_contact = env("RELANCE_BENCH_EVENTS", 20);
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");

@@ -31,6 +31,8 @@ const TOKEN: &str = "bench-token-0123456789abcdef";
 const LOADS: usize = 5;
 
 fn main() {
+    // As the binary does (src/process.rs).
+    relance::process::small_pages();
     let (contacts, now, db) = common::bench_store();
     if !db.exists() {
         eprintln!(

@@ -11,3 +11,4 @@ pub mod daemon;
 pub mod domain;
 pub mod pipeline;
 pub mod ports;
+pub mod process;

@@ -12,6 +12,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    relance::process::small_pages();
     quiet_when_the_reader_leaves();
     cli::main()
 }

@@ -1045,6 +1045,9 @@ cron = "*/15 * * * *"
     wait_until("the first start did not run every schedule", 30, || {
         job_runs_of(&env, "nurture", &owner).1 == 1 && job_runs_of(&env, "rescore", &owner).1 == 1
     });
+    // The process runs on 4 KiB pages (src/process.rs).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    assert!(status.contains("THP_enabled:\t0"), "{status}");
     let next = |schedule: &str| {
         log_text(&env, "run.log")
             .lines()
