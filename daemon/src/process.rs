@@ -10,19 +10,15 @@
 /// sixth of an incremental rescoring pass (README, *Memory and huge
 /// pages*). With 4 KiB pages the kernel zeroes only what is touched.
 ///
-/// Returns whether the kernel accepted it: older kernels (before 3.15) and
-/// other systems leave huge pages as they are, which is only slower. The
-/// daemon's tests read the flag off the running process (`tests/daemon.rs`).
+/// Older kernels (before 3.15) and other systems leave huge pages as they
+/// are, which is only slower. The daemon's tests read the flag off the
+/// running process (`tests/daemon.rs`).
 #[allow(unsafe_code)]
-pub fn small_pages() -> bool {
+pub fn small_pages() {
+    // SAFETY: prctl(PR_SET_THP_DISABLE) takes plain integers and only sets
+    // a flag on this process's memory map; a refusal changes nothing.
     #[cfg(target_os = "linux")]
-    {
-        // SAFETY: prctl(PR_SET_THP_DISABLE) takes plain integers and only
-        // sets a flag on this process's memory map.
-        unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0 }
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        false
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
 }
