@@ -17,11 +17,11 @@ impl Conn {
     pub(super) fn note_waiting(&mut self, channel: &str, reason: &str) -> Result<u64, StoreError> {
         self.write(|tx| {
             let n = tx
-                .prepare_cached(
-                    "UPDATE outbox SET last_error = ?2
-                     WHERE state IN ('planned', 'deferred', 'retrying', 'claimed')
-                       AND state <> 'claimed' AND channel = ?1 AND last_error IS NOT ?2",
-                )?
+                .prepare_cached(concat!(
+                    "UPDATE outbox SET last_error = ?2 WHERE ",
+                    ready!(),
+                    " AND state <> 'claimed' AND channel = ?1 AND last_error IS NOT ?2"
+                ))?
                 .execute(params![channel, reason])?;
             Ok(n as u64)
         })

@@ -45,6 +45,20 @@ pub(super) fn claim(
     let lease_us = to_micros(lease_until);
     let due = due_rows(tx, now_us, limit)?;
     let mut sums = Sums::begin(tx)?;
+    // Prepared once per batch: a look-up in the statement cache hashes
+    // the whole text, three times a row.
+    let mut log = tx.prepare_cached(
+        "INSERT INTO decision_log (contact, at, followup, channel, decision, until, reasons)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    let mut take = tx.prepare_cached(
+        "UPDATE outbox SET state = 'claimed', lease_owner = ?2, lease_until = ?3, due_at = ?3,
+           attempts = attempts + 1, updated_at = ?4 WHERE seq = ?1",
+    )?;
+    let mut reserve_row = tx.prepare_cached(
+        "INSERT INTO fatigue_ledger (outbox, contact, at, event_type, channel)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
     let mut seen: HashMap<i64, Weighed> = HashMap::new();
     let mut claimed: Vec<(Row, i64)> = Vec::with_capacity(due.len());
     for (mut row, key, record) in due {
@@ -72,11 +86,7 @@ pub(super) fn claim(
         let admission = admit(&row, &w.contact, &w.weighs);
         let until = admission.verdict.until().map(to_micros);
         let verdict = admission.verdict.verdict().as_str();
-        tx.prepare_cached(
-            "INSERT INTO decision_log (contact, at, followup, channel, decision, until, reasons)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?
-        .execute(params![
+        log.execute(params![
             key,
             now_us,
             row.followup,
@@ -105,22 +115,8 @@ pub(super) fn claim(
         );
         match &admission.verdict {
             AdmissionVerdict::Allow { event_type } => {
-                tx.prepare_cached(
-                    "UPDATE outbox SET state = 'claimed', lease_owner = ?2, lease_until = ?3, due_at = ?3,
-                       attempts = attempts + 1, updated_at = ?4 WHERE seq = ?1",
-                )?
-                .execute(params![row.seq, owner, lease_us, now_us])?;
-                tx.prepare_cached(
-                    "INSERT INTO fatigue_ledger (outbox, contact, at, event_type, channel)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?
-                .execute(params![
-                    row.seq,
-                    key,
-                    now_us,
-                    event_type,
-                    row.channel
-                ])?;
+                take.execute(params![row.seq, owner, lease_us, now_us])?;
+                reserve_row.execute(params![row.seq, key, now_us, event_type, row.channel])?;
                 reserve(w, &row, event_type, now);
                 row.state = State::Claimed;
                 row.lease_until = Some(lease_until);
@@ -183,12 +179,15 @@ fn due_rows(
     limit: u32,
 ) -> Result<Vec<(Row, i64, String)>, StoreError> {
     let mut stmt = tx.prepare_cached(&format!(
-        "SELECT {ROW_COLUMNS}, o.contact, c.record FROM
-           (SELECT seq FROM outbox
-            WHERE state IN ('planned', 'deferred', 'retrying', 'claimed') AND due_at <= ?1
-            ORDER BY due_at, priority DESC, seq LIMIT ?2) d
-         JOIN outbox o ON o.seq = d.seq JOIN contacts c ON c.rowid = o.contact
-         ORDER BY o.due_at, o.priority DESC, o.seq"
+        concat!(
+            "SELECT {columns}, o.contact, c.record FROM
+               (SELECT seq FROM outbox WHERE ",
+            ready!(),
+            " AND due_at <= ?1 ORDER BY due_at, priority DESC, seq LIMIT ?2) d
+             JOIN outbox o ON o.seq = d.seq JOIN contacts c ON c.rowid = o.contact
+             ORDER BY o.due_at, o.priority DESC, o.seq"
+        ),
+        columns = ROW_COLUMNS
     ))?;
     let mut q = stmt.query(params![now_us, limit])?;
     let mut out = Vec::new();

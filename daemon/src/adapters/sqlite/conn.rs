@@ -1105,6 +1105,72 @@ mod tests {
         assert_eq!((counts.contacts, counts.events, counts.deals), (1, 1, 0));
     }
 
+    /// Every write of an outbox row tests outbox_ready's predicate. Written
+    /// as a list (`state IN (...)`), SQLite built two temporary B-trees of
+    /// its constants for each row a claim took or a pass planned: a fifth
+    /// of a claim's instructions. The queries naming the predicate still
+    /// find the rows through the index.
+    #[test]
+    fn outbox_writes_build_no_temporary_tree_and_queries_use_the_ready_index() {
+        let dir = tempfile::tempdir().expect("tmp");
+        drop(open(&dir));
+        let conn = Connection::open(dir.path().join("t.db")).expect("open");
+        // Column `i` of every row of `sql`, its parameters left NULL.
+        let column = |sql: &str, i: usize| -> Vec<String> {
+            let mut stmt = conn.prepare(sql).expect("explain");
+            let nulls = vec![rusqlite::types::Null; stmt.parameter_count()];
+            stmt.query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(i))
+                .expect("rows")
+                .collect::<Result<_, _>>()
+                .expect("read")
+        };
+        for write in [
+            "UPDATE outbox SET state = 'claimed', lease_owner = ?2, lease_until = ?3, due_at = ?3,
+               attempts = attempts + 1, updated_at = ?4 WHERE seq = ?1",
+            "INSERT INTO outbox (idem_key, contact, followup, kind, priority, channel, state,
+                                 due_at, first_due, payload, last_error, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT(idem_key) DO NOTHING",
+        ] {
+            let ops = column(&format!("EXPLAIN {write}"), 1);
+            assert!(
+                !ops.iter().any(|op| op == "OpenEphemeral"),
+                "{write}: {ops:?}"
+            );
+        }
+        for read in [
+            concat!("SELECT min(due_at) FROM outbox WHERE ", ready!()),
+            concat!(
+                "SELECT seq FROM outbox WHERE ",
+                ready!(),
+                " AND due_at <= ?1 ORDER BY due_at"
+            ),
+        ] {
+            let plan = column(&format!("EXPLAIN QUERY PLAN {read}"), 3).join("; ");
+            assert!(plan.contains("outbox_ready"), "{read}: {plan}");
+        }
+    }
+
+    /// A claim or settlement of a batch updates many rows through
+    /// triggers, each statement with its undo journal: built with the
+    /// default 64 KB limit, that journal went to a temporary file, nine
+    /// `pwrite`s in ten of a dispatch (`.cargo/config.toml`).
+    #[test]
+    fn statement_journals_stay_in_memory_up_to_four_megabytes() {
+        let conn = Connection::open_in_memory().expect("open");
+        let options: Vec<String> = conn
+            .prepare("PRAGMA compile_options")
+            .expect("pragma")
+            .query_map([], |r| r.get(0))
+            .expect("options")
+            .collect::<Result<_, _>>()
+            .expect("read");
+        assert!(
+            options.iter().any(|o| o == "STMTJRNL_SPILL=4194304"),
+            "built without the setting of .cargo/config.toml: {options:?}"
+        );
+    }
+
     #[test]
     fn concurrent_writers_wait_instead_of_failing() {
         let dir = tempfile::tempdir().expect("tmp");

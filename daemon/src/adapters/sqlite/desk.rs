@@ -672,17 +672,20 @@ impl DeskStore for Conn {
         // Pending rows through the index on their due instant, delivered
         // ones through the call channels' sends: never the whole outbox.
         let mut stmt = self.conn.prepare_cached(
+            concat!(
             "SELECT o.idem_key, c.id, o.followup, o.priority, o.channel, o.state, o.due_at, o.updated_at
              FROM outbox o INDEXED BY outbox_ready JOIN contacts c ON c.rowid = o.contact
-             WHERE o.state IN ('planned', 'deferred', 'retrying', 'claimed') AND o.due_at < ?2
+             WHERE ",
+            ready!("o."),
+            " AND o.due_at < ?2
                AND o.channel IN (SELECT value FROM json_each(?1))
              UNION ALL
              SELECT o.idem_key, c.id, o.followup, o.priority, o.channel, o.state, o.due_at, o.updated_at
              FROM outbox o INDEXED BY outbox_sent_by_channel JOIN contacts c ON c.rowid = o.contact
              LEFT JOIN contact_desk d ON d.contact = o.contact
              WHERE o.state = 'sent' AND o.channel IN (SELECT value FROM json_each(?1))
-               AND (d.last_call_at IS NULL OR d.last_call_at < o.updated_at)",
-        )?;
+               AND (d.last_call_at IS NULL OR d.last_call_at < o.updated_at)"
+        ))?;
         let mut q = stmt.query(params![json_list(channels)?, to_micros(until)])?;
         let mut out = Vec::new();
         while let Some(r) = q.next()? {

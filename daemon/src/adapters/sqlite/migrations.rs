@@ -761,6 +761,16 @@ END;
 -- partial indexes.
 DROP INDEX outbox_by_state;
 "#,
+    // 18: outbox_ready's predicate as comparisons.
+    r#"
+-- SQLite tests a list of more than two constants (`state IN (...)`) by
+-- building a temporary B-tree of them each time a statement runs: every
+-- write of an outbox row (a claim's, a plan's insert) built two. Queries
+-- name this predicate, written the same way, to use the index.
+DROP INDEX outbox_ready;
+CREATE INDEX outbox_ready ON outbox(due_at)
+    WHERE (state = 'planned' OR state = 'deferred' OR state = 'retrying' OR state = 'claimed');
+"#,
 ];
 
 /// Migration 9 here and 3 on PostgreSQL (the same statements): the indexes

@@ -238,22 +238,23 @@ impl Conn {
         owner: &str,
         now: Timestamp,
     ) -> Result<u64, StoreError> {
-        // `state IN (...)` names outbox_ready's predicate: the claimed rows
-        // are found through that index.
+        // Naming outbox_ready's predicate, the claimed rows are found
+        // through that index.
         self.write(|tx| {
-            tx.prepare_cached(
-                "DELETE FROM fatigue_ledger WHERE outbox IN
-                   (SELECT seq FROM outbox WHERE state IN ('planned', 'deferred', 'retrying', 'claimed')
-                      AND state = 'claimed' AND lease_owner = ?1)",
-            )?
+            tx.prepare_cached(concat!(
+                "DELETE FROM fatigue_ledger WHERE outbox IN (SELECT seq FROM outbox WHERE ",
+                ready!(),
+                " AND state = 'claimed' AND lease_owner = ?1)"
+            ))?
             .execute([owner])?;
             let n = tx
-                .prepare_cached(
+                .prepare_cached(concat!(
                     "UPDATE outbox SET state = 'retrying', due_at = ?2, lease_owner = NULL,
-                       lease_until = NULL, last_error = 'released at shutdown', updated_at = ?2
-                     WHERE state IN ('planned', 'deferred', 'retrying', 'claimed')
-                       AND state = 'claimed' AND lease_owner = ?1",
-                )?
+                           lease_until = NULL, last_error = 'released at shutdown', updated_at = ?2
+                         WHERE ",
+                    ready!(),
+                    " AND state = 'claimed' AND lease_owner = ?1"
+                ))?
                 .execute(params![owner, to_micros(now)])?;
             Ok(n as u64)
         })
@@ -262,10 +263,7 @@ impl Conn {
     pub(super) fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
         let at: Option<i64> = self
             .conn
-            .prepare_cached(
-                "SELECT min(due_at) FROM outbox
-                 WHERE state IN ('planned', 'deferred', 'retrying', 'claimed')",
-            )?
+            .prepare_cached(concat!("SELECT min(due_at) FROM outbox WHERE ", ready!()))?
             .query_row([], |r| r.get(0))?;
         at.map(from_micros).transpose()
     }

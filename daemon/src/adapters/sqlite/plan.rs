@@ -173,7 +173,7 @@ impl Conn {
                 for (seq, reason) in &w.drops {
                     tx.prepare_cached(
                         "UPDATE outbox SET state = 'dropped', last_error = ?2, updated_at = ?3
-                         WHERE seq = ?1 AND state IN ('planned', 'deferred', 'retrying')",
+                         WHERE seq = ?1 AND (state = 'planned' OR state = 'deferred' OR state = 'retrying')",
                     )?
                     .execute(params![seq, reason, now_us])?;
                 }

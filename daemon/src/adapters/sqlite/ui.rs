@@ -164,9 +164,11 @@ impl Conn {
         let at: Option<i64> = self
             .conn
             .query_row(
-                "SELECT due_at FROM outbox
-                 WHERE state IN ('planned', 'deferred', 'retrying', 'claimed') AND state <> 'claimed'
-                 ORDER BY due_at LIMIT 1",
+                concat!(
+                    "SELECT due_at FROM outbox WHERE ",
+                    ready!(),
+                    " AND state <> 'claimed' ORDER BY due_at LIMIT 1"
+                ),
                 [],
                 |r| r.get(0),
             )
