@@ -21,6 +21,11 @@ use rusqlite::{Connection, params};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
+/// Takes an allowed row: claimed, leased to its owner, counted as an attempt.
+pub(super) const TAKE: &str =
+    "UPDATE outbox SET state = 'claimed', lease_owner = ?2, lease_until = ?3, due_at = ?3,
+       attempts = attempts + 1, updated_at = ?4 WHERE seq = ?1";
+
 /// What the guard weighs for one contact during a batch.
 struct Weighed {
     contact: Contact,
@@ -51,10 +56,7 @@ pub(super) fn claim(
         "INSERT INTO decision_log (contact, at, followup, channel, decision, until, reasons)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
-    let mut take = tx.prepare_cached(
-        "UPDATE outbox SET state = 'claimed', lease_owner = ?2, lease_until = ?3, due_at = ?3,
-           attempts = attempts + 1, updated_at = ?4 WHERE seq = ?1",
-    )?;
+    let mut take = tx.prepare_cached(TAKE)?;
     let mut reserve_row = tx.prepare_cached(
         "INSERT INTO fatigue_ledger (outbox, contact, at, event_type, channel)
          VALUES (?1, ?2, ?3, ?4, ?5)",

@@ -1105,6 +1105,16 @@ mod tests {
         assert_eq!((counts.contacts, counts.events, counts.deals), (1, 1, 0));
     }
 
+    /// Column `i` of every row of `sql`, its parameters left NULL.
+    fn column(conn: &Connection, sql: &str, i: usize) -> Vec<String> {
+        let mut stmt = conn.prepare(sql).expect("prepare");
+        let nulls = vec![rusqlite::types::Null; stmt.parameter_count()];
+        stmt.query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(i))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("read")
+    }
+
     /// Every write of an outbox row tests outbox_ready's predicate. Written
     /// as a list (`state IN (...)`), SQLite built two temporary B-trees of
     /// its constants for each row a claim took or a pass planned: a fifth
@@ -1115,24 +1125,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         drop(open(&dir));
         let conn = Connection::open(dir.path().join("t.db")).expect("open");
-        // Column `i` of every row of `sql`, its parameters left NULL.
-        let column = |sql: &str, i: usize| -> Vec<String> {
-            let mut stmt = conn.prepare(sql).expect("explain");
-            let nulls = vec![rusqlite::types::Null; stmt.parameter_count()];
-            stmt.query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(i))
-                .expect("rows")
-                .collect::<Result<_, _>>()
-                .expect("read")
-        };
-        for write in [
-            "UPDATE outbox SET state = 'claimed', lease_owner = ?2, lease_until = ?3, due_at = ?3,
-               attempts = attempts + 1, updated_at = ?4 WHERE seq = ?1",
-            "INSERT INTO outbox (idem_key, contact, followup, kind, priority, channel, state,
-                                 due_at, first_due, payload, last_error, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-             ON CONFLICT(idem_key) DO NOTHING",
-        ] {
-            let ops = column(&format!("EXPLAIN {write}"), 1);
+        for write in [super::super::claim::TAKE, super::super::plan::PLAN_ROW] {
+            let ops = column(&conn, &format!("EXPLAIN {write}"), 1);
             assert!(
                 !ops.iter().any(|op| op == "OpenEphemeral"),
                 "{write}: {ops:?}"
@@ -1146,7 +1140,7 @@ mod tests {
                 " AND due_at <= ?1 ORDER BY due_at"
             ),
         ] {
-            let plan = column(&format!("EXPLAIN QUERY PLAN {read}"), 3).join("; ");
+            let plan = column(&conn, &format!("EXPLAIN QUERY PLAN {read}"), 3).join("; ");
             assert!(plan.contains("outbox_ready"), "{read}: {plan}");
         }
     }
@@ -1158,13 +1152,7 @@ mod tests {
     #[test]
     fn statement_journals_stay_in_memory_up_to_four_megabytes() {
         let conn = Connection::open_in_memory().expect("open");
-        let options: Vec<String> = conn
-            .prepare("PRAGMA compile_options")
-            .expect("pragma")
-            .query_map([], |r| r.get(0))
-            .expect("options")
-            .collect::<Result<_, _>>()
-            .expect("read");
+        let options = column(&conn, "PRAGMA compile_options", 0);
         assert!(
             options.iter().any(|o| o == "STMTJRNL_SPILL=4194304"),
             "built without the setting of .cargo/config.toml: {options:?}"

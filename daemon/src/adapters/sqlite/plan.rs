@@ -18,6 +18,13 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
+/// Writes a planned row, once per idempotency key.
+pub(super) const PLAN_ROW: &str =
+    "INSERT INTO outbox (idem_key, contact, followup, kind, priority, channel, state,
+                         due_at, first_due, payload, last_error, updated_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+     ON CONFLICT(idem_key) DO NOTHING";
+
 /// How an exempt send's mark reads in stored props (compact JSON).
 const EXEMPT_MARK: &str = "\"exempt\":true";
 
@@ -128,14 +135,7 @@ impl Conn {
                 }
                 for row in &w.rows {
                     let s = &row.send;
-                    let n = tx
-                        .prepare_cached(
-                            "INSERT INTO outbox (idem_key, contact, followup, kind, priority, channel, state,
-                                                 due_at, first_due, payload, last_error, updated_at)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-                             ON CONFLICT(idem_key) DO NOTHING",
-                        )?
-                        .execute(params![
+                    let n = tx.prepare_cached(PLAN_ROW)?.execute(params![
                             s.idem_key,
                             w.key,
                             s.followup,
@@ -170,6 +170,7 @@ impl Conn {
                         encode(&row.reasons)?
                     ])?;
                 }
+                // Comparisons, not a list: see `ready!`.
                 for (seq, reason) in &w.drops {
                     tx.prepare_cached(
                         "UPDATE outbox SET state = 'dropped', last_error = ?2, updated_at = ?3
