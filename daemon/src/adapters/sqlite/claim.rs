@@ -20,6 +20,7 @@ use crate::ports::store::{Admission, AdmissionVerdict, Claimed, StoreError};
 use rusqlite::{Connection, params};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::sync::LazyLock;
 
 /// Takes an allowed row: claimed, leased to its owner, counted as an attempt.
 pub(super) const TAKE: &str =
@@ -49,7 +50,7 @@ pub(super) fn claim(
     let now_us = to_micros(now);
     let lease_us = to_micros(lease_until);
     let due = due_rows(tx, now_us, limit)?;
-    let mut sums = Sums::begin(tx)?;
+    let mut sums = Sums::default();
     // Prepared once per batch: a look-up in the statement cache hashes
     // the whole text, three times a row.
     let mut log = tx.prepare_cached(
@@ -173,14 +174,14 @@ pub(super) fn claim(
     Ok(out)
 }
 
-/// The rows due at `now_us`, oldest due first, each with its contact's
-/// key and stored record.
-fn due_rows(
-    tx: &Connection,
-    now_us: i64,
-    limit: u32,
-) -> Result<Vec<(Row, i64, String)>, StoreError> {
-    let mut stmt = tx.prepare_cached(&format!(
+/// The rows due at `now_us` with their contact's key and record, oldest
+/// due first, then highest priority, then oldest row. `outbox_ready` holds
+/// that order (due, priority, seq), so a claim reads as many of its
+/// entries as it takes, however many rows a broadcast made due at the same
+/// instant; ordered by due instant alone, it read and sorted every row
+/// due at the first instant for each batch.
+pub(super) static DUE: LazyLock<String> = LazyLock::new(|| {
+    format!(
         concat!(
             "SELECT {columns}, o.contact, c.record FROM
                (SELECT seq FROM outbox WHERE ",
@@ -190,7 +191,16 @@ fn due_rows(
              ORDER BY o.due_at, o.priority DESC, o.seq"
         ),
         columns = ROW_COLUMNS
-    ))?;
+    )
+});
+
+/// The rows due at `now_us` (see [`DUE`]).
+fn due_rows(
+    tx: &Connection,
+    now_us: i64,
+    limit: u32,
+) -> Result<Vec<(Row, i64, String)>, StoreError> {
+    let mut stmt = tx.prepare_cached(&DUE)?;
     let mut q = stmt.query(params![now_us, limit])?;
     let mut out = Vec::new();
     while let Some(r) = q.next()? {

@@ -771,6 +771,28 @@ DROP INDEX outbox_ready;
 CREATE INDEX outbox_ready ON outbox(due_at)
     WHERE (state = 'planned' OR state = 'deferred' OR state = 'retrying' OR state = 'claimed');
 "#,
+    // 19: the writers of outbox rows and decisions add their counts; the
+    // ready index in the claim's order.
+    r#"
+-- Every writer of outbox rows and decisions (claims, settlements, planning
+-- passes, enqueues, releases) adds the dashboard's counts and the
+-- campaigns' sends as sums over its transaction (sqlite::sums). A trigger
+-- costs each row a program frame even when its WHEN turns it off: five
+-- entered for every send. Deletes (retention, erasure) keep theirs.
+DROP TRIGGER ui_outbox_insert;
+DROP TRIGGER ui_outbox_update;
+DROP TRIGGER outbox_sent_insert;
+DROP TRIGGER outbox_sent_update;
+DROP TRIGGER ui_decisions_insert;
+-- The claim takes the due rows by due instant, then highest priority, then
+-- oldest row: the index now holds that order (seq being the rowid at the
+-- end of each entry), so a claim reads only the entries it takes; on the
+-- due instant alone, it read and sorted every row due at the same instant
+-- (a broadcast's) for each batch.
+DROP INDEX outbox_ready;
+CREATE INDEX outbox_ready ON outbox(due_at, priority DESC)
+    WHERE (state = 'planned' OR state = 'deferred' OR state = 'retrying' OR state = 'claimed');
+"#,
 ];
 
 /// Migration 9 here and 3 on PostgreSQL (the same statements): the indexes

@@ -77,6 +77,7 @@ impl Conn {
     ) -> Result<Vec<bool>, StoreError> {
         self.write(|tx| {
             let mut out = Vec::with_capacity(batch.len());
+            let mut sums = Sums::default();
             for s in batch {
                 let n = tx
                     .prepare_cached(
@@ -96,8 +97,13 @@ impl Conn {
                         encode(&s.payload)?,
                         to_micros(now)
                     ])?;
+                if n == 1 {
+                    let due = to_micros(s.due_at);
+                    sums.count(due, &s.followup, s.kind.as_str(), &s.channel, State::Planned, 1);
+                }
                 out.push(n == 1);
             }
+            sums.finish(tx)?;
             Ok(out)
         })
     }
@@ -247,16 +253,33 @@ impl Conn {
                 " AND state = 'claimed' AND lease_owner = ?1)"
             ))?
             .execute([owner])?;
-            let n = tx
-                .prepare_cached(concat!(
-                    "UPDATE outbox SET state = 'retrying', due_at = ?2, lease_owner = NULL,
-                           lease_until = NULL, last_error = 'released at shutdown', updated_at = ?2
-                         WHERE ",
-                    ready!(),
-                    " AND state = 'claimed' AND lease_owner = ?1"
-                ))?
-                .execute(params![owner, to_micros(now)])?;
-            Ok(n as u64)
+            let mut sums = Sums::default();
+            let mut n = 0;
+            let mut stmt = tx.prepare_cached(concat!(
+                "UPDATE outbox SET state = 'retrying', due_at = ?2, lease_owner = NULL,
+                       lease_until = NULL, last_error = 'released at shutdown', updated_at = ?2
+                     WHERE ",
+                ready!(),
+                " AND state = 'claimed' AND lease_owner = ?1
+                 RETURNING first_due, followup, kind, channel"
+            ))?;
+            let mut q = stmt.query(params![owner, to_micros(now)])?;
+            while let Some(r) = q.next()? {
+                let kind: FollowUpKind = text(r, 2)?.parse().map_err(StoreError::Corrupt)?;
+                sums.moved(
+                    r.get(0)?,
+                    text(r, 1)?,
+                    kind.as_str(),
+                    text(r, 3)?,
+                    State::Claimed,
+                    State::Retrying,
+                );
+                n += 1;
+            }
+            drop(q);
+            drop(stmt);
+            sums.finish(tx)?;
+            Ok(n)
         })
     }
 
@@ -329,7 +352,7 @@ fn settle_batch(
     // Delivered rows: what their event needs from the row.
     let mut sent: HashMap<i64, (String, String, String)> = HashMap::new();
     let mut applied: HashSet<i64> = HashSet::with_capacity(rows.len());
-    let mut sums = Sums::begin(tx)?;
+    let mut sums = Sums::default();
     {
         // `+state`: each row found by its key, not every claimed row read
         // through the state index and matched against the list.
@@ -998,13 +1021,15 @@ mod tests {
         );
     }
 
-    /// Claims and settlements add the dashboard's counts and the campaign
-    /// sends as sums over their batch, with the triggers off inside it; a
-    /// write outside such a batch goes through the triggers again. Either
-    /// way the counts are those recounted from the rows.
+    /// Every writer of outbox rows and decisions (enqueues, claims,
+    /// settlements, releases, planning passes) adds the dashboard's counts
+    /// and the campaign sends as sums over its transaction: the counts are
+    /// those recounted from the rows after each.
     #[test]
     fn counts_summed_over_a_batch_match_a_recount() {
+        use crate::domain::fatigue::Verdict;
         use crate::domain::fatigue::admit::{ClaimStop, Why};
+        use crate::ports::store::{PlanRow, PlanStore, PlanWrite};
         let dir = tempfile::tempdir().expect("tmp");
         let s = store(&dir);
         let raw = rusqlite::Connection::open(dir.path().join("o.db")).expect("raw");
@@ -1050,7 +1075,7 @@ mod tests {
             (again[0].seq, Settlement::Sent, later),
         ];
         assert_eq!(s.settle_many("b", &batch).expect("ok"), [true, false]);
-        // Outside a batch: the triggers count.
+        // A release at shutdown adds its own.
         assert_eq!(s.release_claims("b", later).expect("ok"), 1);
 
         let recounted = || {
@@ -1152,6 +1177,79 @@ mod tests {
         assert_eq!(s.settle_many("c", &batch).expect("ok"), [true; 3]);
         recounted();
         assert_eq!(campaign(), (4, 2));
+
+        // A planning pass writes a planned row and a blocked one, then
+        // drops the planned one and names a sent row, which it leaves.
+        let key = |id: &str| -> i64 {
+            raw.query_row("SELECT rowid FROM contacts WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .expect("key")
+        };
+        let planned = |contact: &str, state: State, decision: Verdict| PlanRow {
+            send: send(contact, "4", due),
+            state,
+            first_due: last,
+            decision,
+            reasons: match decision {
+                Verdict::Block => vec![Why::Claim(ClaimStop::UnknownChannel {
+                    channel: "fax".into(),
+                })],
+                _ => Vec::new(),
+            },
+        };
+        let write = |key: i64, rows: Vec<PlanRow>, drops: Vec<(i64, String)>| PlanWrite {
+            key,
+            rows,
+            drops,
+            wake: None,
+            wake_was: None,
+            memo: None,
+        };
+        s.save_plan(
+            &[
+                write(
+                    key("c1"),
+                    vec![planned("c1", State::Planned, Verdict::Allow)],
+                    Vec::new(),
+                ),
+                write(
+                    key("c2"),
+                    vec![planned("c2", State::Blocked, Verdict::Block)],
+                    Vec::new(),
+                ),
+            ],
+            last,
+        )
+        .expect("plan");
+        recounted();
+        let seq = |idem: &str| -> i64 {
+            raw.query_row("SELECT seq FROM outbox WHERE idem_key = ?1", [idem], |r| {
+                r.get(0)
+            })
+            .expect("seq")
+        };
+        let drops = vec![
+            (seq(&idempotency_key("c1", "nurture", "4")), "left".into()),
+            (seq(&idempotency_key("c1", "nurture", "1")), "left".into()),
+        ];
+        s.save_plan(&[write(key("c1"), Vec::new(), drops)], last)
+            .expect("drop");
+        let logged = recounted();
+        let last_day = to_micros(last) / 86_400_000_000;
+        assert!(logged.contains(&(last_day, "block".into(), "unknown_channel".into(), 3, 0, 0)));
+        let states: Vec<(String, i64)> = raw
+            .prepare("SELECT state, n FROM ui_outbox_counts WHERE n > 0 AND day = ?1 ORDER BY 1")
+            .expect("prepare")
+            .query_map([last_day], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(
+            states,
+            [("blocked".to_string(), 1), ("dropped".to_string(), 1)],
+            "the new rows by their first due day; the sent row left as it was"
+        );
     }
 
     #[test]

@@ -8,8 +8,11 @@ use super::conn::{
 use super::events::{EventReader, Interned, StoredProps};
 use super::outbox::{ROW_COLUMNS, read_row};
 use super::scores::{CHANGE_COLUMNS, read_change, stored_from_row};
-use crate::core::model::{Company, Contact, Event, Timestamp};
+use super::sums::Sums;
+use crate::core::model::{Company, Contact, Event, FollowUpKind, Timestamp};
+use crate::domain::fatigue::admit::Why;
 use crate::domain::fatigue::{EXEMPT_PROP, Verdict};
+use crate::domain::outbox::State;
 use crate::ports::store::BroadcastSpec;
 use crate::ports::store::{PassMark, PlanInput, PlanRead, PlanWrite, Props, StoreError};
 use rusqlite::types::ValueRef;
@@ -24,6 +27,51 @@ pub(super) const PLAN_ROW: &str =
                          due_at, first_due, payload, last_error, updated_at)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
      ON CONFLICT(idem_key) DO NOTHING";
+
+/// Drops a pending row (its nurture was left) and counts the move; a row
+/// no longer pending is left as it is.
+fn drop_row(
+    tx: &Connection,
+    sums: &mut Sums,
+    seq: i64,
+    reason: &str,
+    now_us: i64,
+) -> Result<(), StoreError> {
+    // Comparisons, not a list: see `ready!`.
+    let was = tx
+        .prepare_cached(
+            "SELECT state, first_due, followup, kind, channel FROM outbox
+             WHERE seq = ?1 AND (state = 'planned' OR state = 'deferred' OR state = 'retrying')",
+        )?
+        .query_row([seq], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })
+        .optional()?;
+    let Some((state, first_due, followup, kind, channel)) = was else {
+        return Ok(());
+    };
+    let state: State = state.parse().map_err(StoreError::Corrupt)?;
+    let kind: FollowUpKind = kind.parse().map_err(StoreError::Corrupt)?;
+    tx.prepare_cached(
+        "UPDATE outbox SET state = 'dropped', last_error = ?2, updated_at = ?3 WHERE seq = ?1",
+    )?
+    .execute(params![seq, reason, now_us])?;
+    sums.moved(
+        first_due,
+        &followup,
+        kind.as_str(),
+        &channel,
+        state,
+        State::Dropped,
+    );
+    Ok(())
+}
 
 /// How an exempt send's mark reads in stored props (compact JSON).
 const EXEMPT_MARK: &str = "\"exempt\":true";
@@ -123,6 +171,7 @@ impl Conn {
     ) -> Result<(), StoreError> {
         let now_us = to_micros(now);
         self.write(|tx| {
+            let mut sums = Sums::default();
             for w in batch {
                 // Erased since the pass read it: nothing of its plan is kept.
                 if tx
@@ -155,6 +204,22 @@ impl Conn {
                     if n == 0 {
                         continue;
                     }
+                    sums.count(
+                        to_micros(row.first_due),
+                        &s.followup,
+                        s.kind.as_str(),
+                        &s.channel,
+                        row.state,
+                        1,
+                    );
+                    if row.state == State::Sent {
+                        sums.delivered(w.key, &s.followup);
+                    }
+                    sums.decided(
+                        now_us,
+                        row.decision.as_str(),
+                        row.reasons.first().map_or("", Why::rule),
+                    );
                     let until = (row.decision == Verdict::Defer).then(|| to_micros(s.due_at));
                     tx.prepare_cached(
                         "INSERT INTO decision_log (contact, at, followup, channel, decision, until, reasons)
@@ -170,13 +235,8 @@ impl Conn {
                         encode(&row.reasons)?
                     ])?;
                 }
-                // Comparisons, not a list: see `ready!`.
                 for (seq, reason) in &w.drops {
-                    tx.prepare_cached(
-                        "UPDATE outbox SET state = 'dropped', last_error = ?2, updated_at = ?3
-                         WHERE seq = ?1 AND (state = 'planned' OR state = 'deferred' OR state = 'retrying')",
-                    )?
-                    .execute(params![seq, reason, now_us])?;
+                    drop_row(tx, &mut sums, *seq, reason, now_us)?;
                 }
                 if let Some(memo) = &w.memo {
                     let upto = to_micros(memo.upto);
@@ -211,7 +271,7 @@ impl Conn {
                         .execute([w.key])?,
                 };
             }
-            Ok(())
+            sums.finish(tx)
         })
     }
 

@@ -1,14 +1,17 @@
 //! The dashboard's counts and the campaigns' sends, added as sums over a
-//! batch.
+//! transaction.
 //!
-//! Five row triggers keep `ui_outbox_counts`, `ui_decisions`,
-//! `campaign_contacts` and `campaign_stats` current for every writer. A
-//! claim or a settlement of 500 rows would run their programs 500 times
-//! each, about a fifth of the dispatcher's writing. Inside such a transaction a row in
-//! `counts_summed` turns them off; [`Sums`] collects the same changes as
-//! the rows are written and adds them in three statements before the row
-//! is removed. The row never outlives its transaction, so every other
-//! writer, process and cascade still goes through the triggers.
+//! Every writer of outbox rows and decisions (a claim, a settlement, a
+//! planning pass, an enqueue, a release) collects here what its rows change
+//! in `ui_outbox_counts`, `ui_decisions`, `campaign_contacts` and
+//! `campaign_stats`, and adds it in a few statements at the end: a row
+//! trigger would run a program for each row, and even one whose `WHEN`
+//! turns it off allocates and zeroes a frame per row (migration 19 dropped
+//! them). Deletes (retention, erasure) keep their triggers. The campaigns'
+//! own triggers stay for the other writers of `campaign_contacts` (the
+//! outcomes of sends); a row in `counts_summed` turns them off while
+//! [`Sums::finish`] writes the sends, and never outlives that statement
+//! group.
 
 use crate::domain::outbox::State;
 use crate::ports::store::StoreError;
@@ -47,9 +50,9 @@ impl Names {
     }
 }
 
-/// The changes a batch makes to the counts, not yet written. Each is
-/// summed here and written with one plain statement per key, so a batch
-/// costs a few statements whatever its size.
+/// The changes a transaction makes to the counts, not yet written. Each
+/// is summed here and written with one plain statement per key, so a
+/// batch costs a few statements whatever its size.
 #[derive(Default)]
 pub(super) struct Sums {
     names: Names,
@@ -61,13 +64,6 @@ pub(super) struct Sums {
 }
 
 impl Sums {
-    /// Turns the triggers off for the rest of the transaction `tx`.
-    pub(super) fn begin(tx: &Connection) -> Result<Self, StoreError> {
-        tx.prepare_cached("INSERT INTO counts_summed VALUES (1)")?
-            .execute([])?;
-        Ok(Self::default())
-    }
-
     /// An outbox row moved from one state to another (nothing when equal).
     pub(super) fn moved(
         &mut self,
@@ -78,17 +74,29 @@ impl Sums {
         from: State,
         to: State,
     ) {
-        if from == to {
-            return;
+        if from != to {
+            self.count(first_due_us, followup, kind, channel, from, -1);
+            self.count(first_due_us, followup, kind, channel, to, 1);
         }
+    }
+
+    /// `n` outbox rows more in `state` (fewer when negative): a new row
+    /// counts 1 (a row written as sent is also [`Sums::delivered`]).
+    pub(super) fn count(
+        &mut self,
+        first_due_us: i64,
+        followup: &str,
+        kind: &'static str,
+        channel: &str,
+        state: State,
+        n: i64,
+    ) {
         let day = first_due_us / DAY_US;
         let (followup, channel) = (self.names.number(followup), self.names.number(channel));
-        for (state, n) in [(from.as_str(), -1), (to.as_str(), 1)] {
-            *self
-                .outbox
-                .entry((day, followup, kind, channel, state))
-                .or_default() += n;
-        }
+        *self
+            .outbox
+            .entry((day, followup, kind, channel, state.as_str()))
+            .or_default() += n;
     }
 
     /// A decision logged at `at_us`. `rule` is its first reason's rule, ""
@@ -107,7 +115,7 @@ impl Sums {
         *self.sends.entry((contact, followup)).or_default() += 1;
     }
 
-    /// Adds the sums and turns the triggers on again.
+    /// Adds the sums, in the transaction that wrote the rows.
     pub(super) fn finish(self, tx: &Connection) -> Result<(), StoreError> {
         for ((day, followup, kind, channel, state), n) in &self.outbox {
             if *n != 0 {
@@ -127,7 +135,13 @@ impl Sums {
             )?
             .execute(params![day, decision, rule, n])?;
         }
-        // Per campaign: the sends, and the contacts it did not count yet.
+        if self.sends.is_empty() {
+            return Ok(());
+        }
+        // Per campaign: the sends, and the contacts it did not count yet,
+        // with the campaigns' triggers off.
+        tx.prepare_cached("INSERT INTO counts_summed VALUES (1)")?
+            .execute([])?;
         let mut campaigns: HashMap<&str, (i64, i64)> = HashMap::new();
         for ((contact, campaign), n) in &self.sends {
             let campaign = self.names.name(*campaign);
