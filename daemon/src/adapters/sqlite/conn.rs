@@ -1146,9 +1146,9 @@ mod tests {
         }
     }
 
-    /// A claim or settlement of a batch updates many rows through
-    /// triggers, each statement with its undo journal: built with the
-    /// default 64 KB limit, that journal went to a temporary file, nine
+    /// A claim or settlement of a batch writes many rows with foreign
+    /// keys and triggers to honour, each statement with its undo journal:
+    /// built with the default 64 KB limit, that journal went to a temporary file, nine
     /// `pwrite`s in ten of a dispatch (`.cargo/config.toml`).
     #[test]
     fn statement_journals_stay_in_memory_up_to_four_megabytes() {

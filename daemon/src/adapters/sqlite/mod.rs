@@ -1,8 +1,9 @@
 //! The SQLite store: the [`Store`](crate::ports::store::Store) port on one
 //! database file, with its connections, migrations and writer.
 
-/// The predicate of `outbox_ready` (migration 18), the index of the rows
-/// still to send: a query names it, written exactly so, to use the index.
+/// The predicate of `outbox_ready` (migrations 18 and 19), the index of
+/// the rows still to send: a query names it, written exactly so, to use
+/// the index.
 /// Comparisons, not `state IN (...)`: SQLite tests a list of more than two
 /// constants through a temporary B-tree it builds each time a statement
 /// runs, and every write of an outbox row tests the predicate.

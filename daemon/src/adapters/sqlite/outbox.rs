@@ -255,29 +255,29 @@ impl Conn {
             .execute([owner])?;
             let mut sums = Sums::default();
             let mut n = 0;
-            let mut stmt = tx.prepare_cached(concat!(
-                "UPDATE outbox SET state = 'retrying', due_at = ?2, lease_owner = NULL,
-                       lease_until = NULL, last_error = 'released at shutdown', updated_at = ?2
-                     WHERE ",
-                ready!(),
-                " AND state = 'claimed' AND lease_owner = ?1
-                 RETURNING first_due, followup, kind, channel"
-            ))?;
-            let mut q = stmt.query(params![owner, to_micros(now)])?;
-            while let Some(r) = q.next()? {
-                let kind: FollowUpKind = text(r, 2)?.parse().map_err(StoreError::Corrupt)?;
-                sums.moved(
-                    r.get(0)?,
-                    text(r, 1)?,
-                    kind.as_str(),
-                    text(r, 3)?,
-                    State::Claimed,
-                    State::Retrying,
-                );
-                n += 1;
+            {
+                let mut stmt = tx.prepare_cached(concat!(
+                    "UPDATE outbox SET state = 'retrying', due_at = ?2, lease_owner = NULL,
+                           lease_until = NULL, last_error = 'released at shutdown', updated_at = ?2
+                         WHERE ",
+                    ready!(),
+                    " AND state = 'claimed' AND lease_owner = ?1
+                     RETURNING first_due, followup, kind, channel"
+                ))?;
+                let mut q = stmt.query(params![owner, to_micros(now)])?;
+                while let Some(r) = q.next()? {
+                    let kind: FollowUpKind = text(r, 2)?.parse().map_err(StoreError::Corrupt)?;
+                    sums.moved(
+                        r.get(0)?,
+                        text(r, 1)?,
+                        kind.as_str(),
+                        text(r, 3)?,
+                        State::Claimed,
+                        State::Retrying,
+                    );
+                    n += 1;
+                }
             }
-            drop(q);
-            drop(stmt);
             sums.finish(tx)?;
             Ok(n)
         })
