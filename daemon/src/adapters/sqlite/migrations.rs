@@ -793,6 +793,16 @@ DROP INDEX outbox_ready;
 CREATE INDEX outbox_ready ON outbox(due_at, priority DESC)
     WHERE (state = 'planned' OR state = 'deferred' OR state = 'retrying' OR state = 'claimed');
 "#,
+    // 20: the writer of scores adds the score buckets and band moves.
+    r#"
+-- A rescoring pass adds the dashboard's score buckets and band crossings as
+-- sums over its transaction (sqlite::sums), as the outbox's writers do since
+-- migration 19: the update trigger was entered for every score written,
+-- changed or not. Deletes (erasure, retention) keep theirs.
+DROP TRIGGER ui_scores_insert;
+DROP TRIGGER ui_scores_update;
+DROP TRIGGER ui_moves_insert;
+"#,
 ];
 
 /// Migration 9 here and 3 on PostgreSQL (the same statements): the indexes

@@ -4,10 +4,11 @@ use super::conn::{
     Conn, KEYS_PER_QUERY, from_micros, in_list, load_companies, load_company, merge_rows, to_micros,
 };
 use super::events::EVENT_COLUMNS;
+use super::sums::Sums;
 use crate::core::model::{Company, Contact, Event, Timestamp};
 use crate::domain::scoring::StoredScore;
 use crate::ports::store::{RescoreVisitor, ScoreWrite, Snapshot, StoreError, StoredChange};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, ToSql, params, params_from_iter};
 use std::collections::BTreeMap;
 
 /// A contact's record with its stored score, if any.
@@ -405,6 +406,7 @@ impl Conn {
         self.write(|tx| {
             let now_us = to_micros(now);
             let campaigns = super::desk::any_campaign(tx)?;
+            let mut sums = Sums::default();
             for w in batch {
                 let rowid = w.key;
                 let recent = encode_recent(&w.recent)?;
@@ -418,35 +420,52 @@ impl Conn {
                     w.desk_mark
                 ];
                 // Compared and set: another pass may have scored it since.
-                let n = match w.seen {
-                    // Most contacts have a score already: one B-tree descent.
-                    Some(seen) => tx
-                        .prepare_cached(
-                            "UPDATE scores SET score = ?2, band = ?3, next_change_at = ?4,
-                               scored_at = ?5, recent = ?6, desk_mark = ?7
-                             WHERE contact = ?1 AND scored_at = ?8",
-                        )?
-                        .execute(params![
-                            rowid,
-                            w.score,
-                            w.band,
-                            w.next_change_at.map(to_micros),
-                            now_us,
-                            recent,
-                            w.desk_mark,
-                            to_micros(seen)
-                        ])?,
+                // The score and band replaced are read first, for the
+                // dashboard's buckets (`Sums::scored`).
+                let written = match w.seen {
+                    // Most contacts have a score already.
+                    Some(seen) => {
+                        let seen = to_micros(seen);
+                        let was: Option<(i64, String)> = tx
+                            .prepare_cached(
+                                "SELECT score, band FROM scores WHERE contact = ?1 AND scored_at = ?2",
+                            )?
+                            .query_row(params![rowid, seen], |r| Ok((r.get(0)?, r.get(1)?)))
+                            .optional()?;
+                        match was {
+                            Some(was) => {
+                                tx.prepare_cached(
+                                    "UPDATE scores SET score = ?2, band = ?3, next_change_at = ?4,
+                                       scored_at = ?5, recent = ?6, desk_mark = ?7
+                                     WHERE contact = ?1 AND scored_at = ?8",
+                                )?
+                                .execute(params_from_iter(
+                                    values.iter().copied().chain([&seen as &dyn ToSql]),
+                                ))?;
+                                sums.scored(Some((was.0, &was.1)), w.score, &w.band);
+                                true
+                            }
+                            None => false,
+                        }
+                    }
                     // Through `contacts`, so a contact erased meanwhile writes nothing.
-                    None => tx
-                        .prepare_cached(
-                            "INSERT INTO scores (contact, score, band, next_change_at, scored_at, recent,
-                               desk_mark)
-                             SELECT rowid, ?2, ?3, ?4, ?5, ?6, ?7 FROM contacts WHERE rowid = ?1
-                             ON CONFLICT(contact) DO NOTHING",
-                        )?
-                        .execute(values)?,
+                    None => {
+                        let added = tx
+                            .prepare_cached(
+                                "INSERT INTO scores (contact, score, band, next_change_at, scored_at, recent,
+                                   desk_mark)
+                                 SELECT rowid, ?2, ?3, ?4, ?5, ?6, ?7 FROM contacts WHERE rowid = ?1
+                                 ON CONFLICT(contact) DO NOTHING",
+                            )?
+                            .execute(values)?
+                            > 0;
+                        if added {
+                            sums.scored(None, w.score, &w.band);
+                        }
+                        added
+                    }
                 };
-                if n == 0 {
+                if !written {
                     continue;
                 }
                 if w.snapshot {
@@ -468,6 +487,7 @@ impl Conn {
                         c.to_band,
                         to_micros(c.since)
                     ])?;
+                    sums.changed(to_micros(c.at), &c.from_band, &c.to_band);
                 }
                 super::desk::save_desk(
                     tx,
@@ -483,6 +503,7 @@ impl Conn {
                 tx.prepare_cached("DELETE FROM rescore_queue WHERE contact = ?1 AND owner IS NOT NULL")?
                     .execute([rowid])?;
             }
+            sums.finish(tx)?;
             for (key, value) in meta {
                 tx.prepare_cached(
                     "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -582,4 +603,151 @@ fn stored(
         recent: decode_recent(Some(&recent))?,
         desk_mark: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::adapters::sqlite::SqliteStore;
+    use crate::core::model::Timestamp;
+    use crate::domain::ingest::{Format, Kind, read_lines};
+    use crate::ports::store::{PlanStore, Records, ScoreStore, ScoreWrite, StoredChange};
+    use std::time::Duration;
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().expect("instant")
+    }
+
+    /// A score of `score` in `band` for contact `key`, compared and set
+    /// against `seen`, with the band change `moved` (from, to) if any.
+    fn write(
+        key: i64,
+        score: i64,
+        band: &str,
+        seen: Option<Timestamp>,
+        moved: Option<(&str, &str)>,
+        at: Timestamp,
+    ) -> ScoreWrite {
+        ScoreWrite {
+            key,
+            contact: String::new(),
+            score,
+            band: band.into(),
+            next_change_at: None,
+            snapshot: true,
+            recent: Vec::new(),
+            changes: moved
+                .map(|(from, to)| StoredChange {
+                    seq: 0,
+                    contact: String::new(),
+                    at,
+                    kind: "band".into(),
+                    from_score: 0,
+                    to_score: score,
+                    from_band: from.into(),
+                    to_band: to.into(),
+                    since: at,
+                })
+                .into_iter()
+                .collect(),
+            seen,
+            desk: None,
+            campaigns: Default::default(),
+            desk_mark: 0,
+            hot_lead: None,
+        }
+    }
+
+    /// A rescoring pass adds the dashboard's score buckets and band
+    /// crossings as sums over its transaction: after each batch they are
+    /// those recounted from the scores and changes (negative scores,
+    /// unchanged rewrites, a lost compare-and-set and an erasure included).
+    #[test]
+    fn score_buckets_and_band_moves_summed_match_a_recount() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("s.db");
+        let store = SqliteStore::open(&path, Duration::from_secs(5), 16).expect("open");
+        let raw = rusqlite::Connection::open(&path).expect("raw");
+        let csv = "id,email\nc1,c1@example.org\nc2,c2@example.org\nc3,c3@example.org\nc4,c4@example.org\n";
+        let patches: Vec<_> = read_lines(csv.as_bytes(), Format::Csv, Kind::Contact)
+            .expect("header")
+            .map(|l| l.item.expect("valid"))
+            .collect();
+        store.upsert_contacts(&patches).expect("contacts");
+        let key = |id: &str| store.contact_key(id).expect("read").expect("known");
+        let (c1, c2, c3, c4) = (key("c1"), key("c2"), key("c3"), key("c4"));
+        let recount = || {
+            let rows = |sql: &str| -> Vec<(i64, String, String, i64)> {
+                let mut stmt = raw.prepare(sql).expect("sql");
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .expect("query")
+                    .map(|r| r.expect("row"))
+                    .collect()
+            };
+            assert_eq!(
+                rows("SELECT lo, band, '', n FROM ui_score_buckets WHERE n <> 0 ORDER BY 1, 2"),
+                rows(
+                    "SELECT score - ((score % 100) + 100) % 100, band, '', count(*) FROM scores
+                     GROUP BY 1, 2 ORDER BY 1, 2"
+                )
+            );
+            assert_eq!(
+                rows(
+                    "SELECT day, from_band, to_band, n FROM ui_band_moves WHERE n <> 0 ORDER BY 1, 2, 3"
+                ),
+                rows(
+                    "SELECT at / 86400000000, from_band, to_band, count(*) FROM score_changes
+                     WHERE from_band <> to_band GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+                )
+            );
+        };
+
+        let first = t("2026-11-20T12:00:00Z");
+        let batch = [
+            write(c1, 120, "warm", None, None, first),
+            write(c2, 250, "hot", None, Some(("cold", "hot")), first),
+            write(c3, -30, "cold", None, Some(("cold", "cold")), first),
+            write(c4, 120, "warm", None, None, first),
+        ];
+        store.save_scores(&batch, first, &[]).expect("first scores");
+        recount();
+        let buckets: i64 = raw
+            .query_row("SELECT sum(n) FROM ui_score_buckets", [], |r| r.get(0))
+            .expect("sum");
+        assert_eq!(buckets, 4);
+
+        // The next day: c1 moves within its bucket, c2 to another bucket,
+        // c3 to another band; c4's compare-and-set is lost (scored since),
+        // and a second write of c1 in the batch is lost too.
+        let second = t("2026-11-21T12:00:00Z");
+        let batch = [
+            write(c1, 180, "warm", Some(first), None, second),
+            write(c2, 310, "hot", Some(first), None, second),
+            write(c3, 40, "warm", Some(first), Some(("cold", "warm")), second),
+            write(c4, 900, "hot", Some(second), Some(("warm", "hot")), second),
+            write(c1, 500, "hot", Some(first), None, second),
+        ];
+        store
+            .save_scores(&batch, second, &[])
+            .expect("second scores");
+        recount();
+        let stored: (i64, String) = raw
+            .query_row(
+                "SELECT score, band FROM scores WHERE contact = ?1",
+                [c4],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("c4");
+        assert_eq!(stored, (120, "warm".into()));
+
+        // The same scores again: nothing moves.
+        let third = t("2026-11-22T12:00:00Z");
+        let batch = [write(c2, 310, "hot", Some(second), None, third)];
+        store.save_scores(&batch, third, &[]).expect("unchanged");
+        recount();
+
+        // An erasure takes the contact's score and changes out (the delete
+        // triggers).
+        assert!(store.erase_contact("c2").expect("erase"));
+        recount();
+    }
 }

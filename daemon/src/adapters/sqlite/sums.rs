@@ -4,10 +4,12 @@
 //! Every writer of outbox rows and decisions (a claim, a settlement, a
 //! planning pass, an enqueue, a release) collects here what its rows change
 //! in `ui_outbox_counts`, `ui_decisions`, `campaign_contacts` and
-//! `campaign_stats`, and adds it in a few statements at the end: a row
-//! trigger would run a program for each row, and even one whose `WHEN`
-//! turns it off allocates and zeroes a frame per row (migration 19 dropped
-//! them). Deletes (retention, erasure) keep their triggers. The campaigns'
+//! `campaign_stats`, and the writer of scores (a rescoring pass) what its
+//! scores and changes do to `ui_score_buckets` and `ui_band_moves`; each
+//! adds it in a few statements at the end: a row trigger would run a
+//! program for each row, and even one whose `WHEN` turns it off allocates
+//! and zeroes a frame per row (migrations 19 and 20 dropped them). Deletes
+//! (retention, erasure) keep their triggers. The campaigns'
 //! own triggers stay for the other writers of `campaign_contacts` (the
 //! outcomes of sends); a row in `counts_summed` turns them off while
 //! [`Sums::finish`] writes the sends, and never outlives that statement
@@ -26,7 +28,7 @@ const DAY_US: i64 = 86_400_000_000;
 /// names as their numbers in [`Names`].
 type CountKey = (i64, u32, &'static str, u32, &'static str);
 
-/// Follow-up and channel names, each stored once: a row whose names were
+/// Follow-up, channel and band names, each stored once: a row whose names were
 /// seen before adds to its sums without allocating.
 #[derive(Default)]
 struct Names {
@@ -61,6 +63,10 @@ pub(super) struct Sums {
     decisions: HashMap<(i64, &'static str, &'static str), i64>,
     /// Delivered sends per contact key and follow-up.
     sends: HashMap<(i64, u32), i64>,
+    /// Scores per bucket (the score floored to a multiple of 100) and band.
+    buckets: HashMap<(i64, u32), i64>,
+    /// Band crossings per day, band left and band entered.
+    moves: HashMap<(i64, u32, u32), i64>,
 }
 
 impl Sums {
@@ -115,8 +121,58 @@ impl Sums {
         *self.sends.entry((contact, followup)).or_default() += 1;
     }
 
+    /// A score written: `was` the stored score and band it replaced,
+    /// `None` for a contact's first (nothing when both are unchanged).
+    pub(super) fn scored(&mut self, was: Option<(i64, &str)>, score: i64, band: &str) {
+        if was == Some((score, band)) {
+            return;
+        }
+        if let Some((score, band)) = was {
+            self.bucket(score, band, -1);
+        }
+        self.bucket(score, band, 1);
+    }
+
+    /// `n` scores more in the bucket of `score` and `band`: the score
+    /// floored to a multiple of 100, as the delete trigger computes it.
+    fn bucket(&mut self, score: i64, band: &str, n: i64) {
+        let lo = score.wrapping_sub(score.rem_euclid(100));
+        let band = self.names.number(band);
+        *self.buckets.entry((lo, band)).or_default() += n;
+    }
+
+    /// A score change logged at `at_us`: a band crossing when the bands
+    /// differ.
+    pub(super) fn changed(&mut self, at_us: i64, from_band: &str, to_band: &str) {
+        if from_band != to_band {
+            let (from, to) = (self.names.number(from_band), self.names.number(to_band));
+            *self.moves.entry((at_us / DAY_US, from, to)).or_default() += 1;
+        }
+    }
+
     /// Adds the sums, in the transaction that wrote the rows.
     pub(super) fn finish(self, tx: &Connection) -> Result<(), StoreError> {
+        for ((lo, band), n) in &self.buckets {
+            if *n != 0 {
+                tx.prepare_cached(
+                    "INSERT INTO ui_score_buckets (lo, band, n) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (lo, band) DO UPDATE SET n = n + ?3",
+                )?
+                .execute(params![lo, self.names.name(*band), n])?;
+            }
+        }
+        for ((day, from, to), n) in &self.moves {
+            tx.prepare_cached(
+                "INSERT INTO ui_band_moves (day, from_band, to_band, n) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (day, from_band, to_band) DO UPDATE SET n = n + ?4",
+            )?
+            .execute(params![
+                day,
+                self.names.name(*from),
+                self.names.name(*to),
+                n
+            ])?;
+        }
         for ((day, followup, kind, channel, state), n) in &self.outbox {
             if *n != 0 {
                 let (followup, channel) = (self.names.name(*followup), self.names.name(*channel));
