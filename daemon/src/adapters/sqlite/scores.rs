@@ -8,7 +8,7 @@ use super::sums::Sums;
 use crate::core::model::{Company, Contact, Event, Timestamp};
 use crate::domain::scoring::StoredScore;
 use crate::ports::store::{RescoreVisitor, ScoreWrite, Snapshot, StoreError, StoredChange};
-use rusqlite::{Connection, OptionalExtension, ToSql, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeMap;
 
 /// A contact's record with its stored score, if any.
@@ -420,33 +420,30 @@ impl Conn {
                     w.desk_mark
                 ];
                 // Compared and set: another pass may have scored it since.
-                // The score and band replaced are read first, for the
-                // dashboard's buckets (`Sums::scored`).
-                let written = match w.seen {
+                // The score and band replaced are read with the check, for
+                // the dashboard's buckets (`Sums::scored`); the writer's
+                // transaction keeps them so until the update.
+                let was = match w.seen {
                     // Most contacts have a score already.
                     Some(seen) => {
-                        let seen = to_micros(seen);
-                        let was: Option<(i64, String)> = tx
+                        let Some(was) = tx
                             .prepare_cached(
                                 "SELECT score, band FROM scores WHERE contact = ?1 AND scored_at = ?2",
                             )?
-                            .query_row(params![rowid, seen], |r| Ok((r.get(0)?, r.get(1)?)))
-                            .optional()?;
-                        match was {
-                            Some(was) => {
-                                tx.prepare_cached(
-                                    "UPDATE scores SET score = ?2, band = ?3, next_change_at = ?4,
-                                       scored_at = ?5, recent = ?6, desk_mark = ?7
-                                     WHERE contact = ?1 AND scored_at = ?8",
-                                )?
-                                .execute(params_from_iter(
-                                    values.iter().copied().chain([&seen as &dyn ToSql]),
-                                ))?;
-                                sums.scored(Some((was.0, &was.1)), w.score, &w.band);
-                                true
-                            }
-                            None => false,
-                        }
+                            .query_row(params![rowid, to_micros(seen)], |r| {
+                                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                            })
+                            .optional()?
+                        else {
+                            continue;
+                        };
+                        tx.prepare_cached(
+                            "UPDATE scores SET score = ?2, band = ?3, next_change_at = ?4,
+                               scored_at = ?5, recent = ?6, desk_mark = ?7
+                             WHERE contact = ?1",
+                        )?
+                        .execute(values)?;
+                        Some(was)
                     }
                     // Through `contacts`, so a contact erased meanwhile writes nothing.
                     None => {
@@ -457,17 +454,18 @@ impl Conn {
                                  SELECT rowid, ?2, ?3, ?4, ?5, ?6, ?7 FROM contacts WHERE rowid = ?1
                                  ON CONFLICT(contact) DO NOTHING",
                             )?
-                            .execute(values)?
-                            > 0;
-                        if added {
-                            sums.scored(None, w.score, &w.band);
+                            .execute(values)?;
+                        if added == 0 {
+                            continue;
                         }
-                        added
+                        None
                     }
                 };
-                if !written {
-                    continue;
-                }
+                sums.scored(
+                    was.as_ref().map(|(score, band)| (*score, band.as_str())),
+                    w.score,
+                    &w.band,
+                );
                 if w.snapshot {
                     tx.prepare_cached("INSERT INTO score_snapshots (contact, at, score, band) VALUES (?1, ?2, ?3, ?4)")?
                         .execute(params![rowid, now_us, w.score, w.band])?;
