@@ -56,14 +56,25 @@ fn main() {
         .expect("runtime");
     let received = Arc::new(AtomicU64::new(0));
     let counter = received.clone();
+    // Every thousandth request's instant: the rate between a round's first
+    // and last tenth leaves out its start (every daemon's first claim) and
+    // its end (daemons finishing their last batches one after the other).
+    let marks: Arc<std::sync::Mutex<Vec<(u64, Instant)>>> = Arc::default();
+    let marking = marks.clone();
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let app = axum::Router::new().fallback(move || {
-        let counter = counter.clone();
+        let (counter, marking) = (counter.clone(), marking.clone());
         async move {
-            counter.fetch_add(1, Ordering::Relaxed);
+            let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+            if n % 1_000 == 0 {
+                marking
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push((n, Instant::now()));
+            }
             "ok"
         }
     });
@@ -159,6 +170,10 @@ batch = 500
             .collect();
         let config = Arc::new(config);
         let before = received.load(Ordering::Relaxed);
+        marks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
         let (cpu0, busy0) = (common::process_cpu_secs(), common::machine_busy_secs());
         let started = Instant::now();
         let reports = runtime.block_on(async {
@@ -186,8 +201,24 @@ batch = 500
         let cpu = per_send(cpu0, common::process_cpu_secs());
         let busy = per_send(busy0, common::machine_busy_secs());
         let depth = first.outbox_depth().expect("depth");
+        let steady = {
+            let marks = marks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let at = |share: u64| {
+                let n = before + sent * share / 10;
+                marks.iter().find(|(m, _)| *m >= n).copied()
+            };
+            match (at(1), at(9)) {
+                (Some((a, ta)), Some((b, tb))) if b > a => format!(
+                    "{:.0} sends/s",
+                    (b - a) as f64 / tb.duration_since(ta).as_secs_f64()
+                ),
+                _ => "?".into(),
+            }
+        };
         println!(
-            "{n} daemon(s)            {secs:>8.2} s   ({:.0} sends/s; {sent} sent ({}), {} rows sent in the store, receiver got {}; CPU per send {cpu} µs here, {busy} µs over the machine)",
+            "{n} daemon(s)            {secs:>8.2} s   ({:.0} sends/s, {steady} from the first to the last tenth; {sent} sent ({}), {} rows sent in the store, receiver got {}; CPU per send {cpu} µs here, {busy} µs over the machine)",
             sent as f64 / secs,
             reports
                 .iter()

@@ -26,12 +26,15 @@ const BATCH: usize = 32;
 /// How long a delivery waits before offering itself again to a full queue.
 const QUEUE_FULL_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 /// Settlement transactions under way at once per round. Calls that finish
-/// while they run wait and go together in the next one (group commit): a
-/// fast store settles each call alone, a slow one (PostgreSQL: about 0.3 ms
-/// of server time a row, plus each transaction's round trips) in groups as
+/// while one runs wait and go together in the next (group commit): a fast
+/// store settles each call alone, a slow one (PostgreSQL) in groups as
 /// large as it needs, and a crash re-sends at most what was delivered
-/// during the settlements under way.
-const SETTLING: usize = 2;
+/// during the settlement under way. One, not two: on PostgreSQL each
+/// daemon then keeps at most two transactions busy (this and its claim),
+/// and several daemons on one server contend less for its hot pages; no
+/// slower with one daemon nor on SQLite (README, *Dispatch with several
+/// daemons*).
+const SETTLING: usize = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
@@ -137,8 +140,8 @@ impl Dispatcher {
     /// Sends go out a batch per plugin call on channels whose plugin takes
     /// batches (one call, one queue slot, one answer for up to [`BATCH`]
     /// sends), one by one elsewhere; finished calls are settled while the
-    /// next calls are in flight, together when they finish during another
-    /// settlement (see [`SETTLING`]).
+    /// next calls are in flight, together when they finish during the
+    /// settlement under way (see [`SETTLING`]).
     pub async fn round(
         &self,
         config: Arc<Config>,
