@@ -32,8 +32,8 @@ const QUEUE_FULL_PAUSE: std::time::Duration = std::time::Duration::from_millis(2
 /// during the settlement under way. One, not two: on PostgreSQL each
 /// daemon then keeps at most two transactions busy (this and its claim),
 /// and several daemons on one server contend less for its hot pages; no
-/// slower with one daemon nor on SQLite (README, *Dispatch with several
-/// daemons*).
+/// slower with one daemon nor on SQLite (README, *One settlement at a
+/// time per daemon*).
 const SETTLING: usize = 1;
 
 #[derive(Debug, thiserror::Error)]
